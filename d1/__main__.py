@@ -1,0 +1,3 @@
+from d1.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The `d1` command group and its error handling.
+
+Sub-commands live in `d1/commands/*.py` and are imported only when used, so `d1 --help` and
+`d1 info` never pay for Numba. Every user mistake is a `D1Error`, printed without a traceback:
+exit code 2 for usage and compile errors, 1 for runtime traps and failed checks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+
+from d1isa.errors import D1Error
+
+# name -> (module, attribute, one-line help). Order is the order `d1 --help` lists them.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "info": ("d1.commands.info", "info", "Show the machine description and its derived figures."),
+    "docs": ("d1.commands.info", "docs", "Regenerate docs/ISA.md from the ISA table."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = COMMANDS.get(name)
+        if entry is None:
+            return None
+        module, attr, _ = entry
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="d1isa", prog_name="d1")
+def cli() -> None:
+    """d1: assembler, compiler, emulator and debugger for a D1-like spatial processor.
+
+    \b
+    Examples:
+      d1 info                        the default 354-node machine
+      d1 asm programs/asm/vadd.d1s -o vadd.d1o
+      d1 run programs/mlp.d1k --check --stats
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `d1` script: run the group and turn errors into exit codes."""
+    try:
+        rv = cli.main(args=argv, prog_name="d1", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except D1Error as e:
+        click.echo(e.render(), err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug in d1 itself, not a user mistake
+        if os.environ.get("D1_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"internal error: {type(e).__name__}: {e}\n"
+                   "This is a bug in d1; set D1_DEBUG=1 to see the traceback.", err=True)
+        sys.exit(3)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,30 @@
+"""Options shared by several commands: choosing and overriding the machine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from d1isa.machine import Machine, load_machine
+
+
+def machine_options(f: Callable) -> Callable:
+    """Add --machine, --mesh and --set to a command."""
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override a machine parameter, e.g. --set link_bytes_per_cycle=32 "
+                          "(repeatable).")(f)
+    f = click.option("--mesh", metavar="CxR",
+                     help="Use a COLSxROWS mesh with no harvested nodes, e.g. --mesh 4x4.")(f)
+    f = click.option("--machine", "machine_name", metavar="NAME|FILE",
+                     help="Machine name (d1, m4x4, h6x5, tile) or a .toml file. Default: d1.")(f)
+    return f
+
+
+def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> bool:
+    return bool(machine_name or mesh or sets)
+
+
+def machine_from_options(machine_name: str | None, mesh: str | None,
+                         sets: tuple[str, ...]) -> Machine:
+    return load_machine(machine_name, mesh=mesh, overrides=list(sets))

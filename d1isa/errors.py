@@ -1,0 +1,94 @@
+"""The project's error types.
+
+Every mistake a user can make surfaces as a `D1Error`, never a bare Python exception, so the CLI can
+print it cleanly and pick the exit code: 2 for usage and compile errors, 1 for runtime failures.
+Errors tied to a place in a source file carry that place and render the gcc way:
+
+    prog.d1s:3:9: error: unknown register 'r99'
+        add r1, r99, r2
+                ^
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class D1Error(Exception):
+    """Base class of every error the project reports to users."""
+
+    exit_code = 2
+
+    def render(self) -> str:
+        """Text for the user, without a traceback."""
+        return f"error: {self}"
+
+
+class MachineError(D1Error):
+    """An invalid machine description or override."""
+
+
+class ObjectFormatError(D1Error):
+    """A .d1o file that is truncated, corrupted, hostile or for another machine."""
+
+
+class RuntimeFault(D1Error):
+    """A run that ended in a trap or a deadlock (exit code 1)."""
+
+    exit_code = 1
+
+
+@dataclass
+class Diagnostic:
+    """One located message: file:line:col: severity: message, plus the source line and a caret."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    source_line: str | None = None
+    severity: str = "error"
+    width: int = 1
+
+    def render(self) -> str:
+        head = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+        if self.source_line is None:
+            return head
+        text = self.source_line.rstrip("\n").expandtabs(1)
+        caret = " " * max(self.col - 1, 0) + "^" + "~" * max(self.width - 1, 0)
+        return f"{head}\n    {text}\n    {caret}"
+
+
+def line_of(text: str, line: int) -> str | None:
+    """The 1-based `line` of `text`, or None if it does not exist."""
+    lines = text.splitlines()
+    if 1 <= line <= len(lines):
+        return lines[line - 1]
+    return None
+
+
+@dataclass
+class SourceError(D1Error):
+    """One or more located diagnostics from the assembler or the compiler (exit code 2)."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        body = "\n".join(d.render() for d in self.diagnostics)
+        n = sum(1 for d in self.diagnostics if d.severity == "error")
+        if n > 1:
+            body += f"\n{n} errors"
+        return body
+
+    def __str__(self) -> str:
+        return self.render()
+
+    @classmethod
+    def at(cls, file: str, text: str | None, line: int, col: int, message: str,
+           width: int = 1) -> SourceError:
+        """A single diagnostic, with the source line taken from `text`."""
+        src = line_of(text, line) if text is not None else None
+        return cls([Diagnostic(file, line, col, message, src, width=width)])

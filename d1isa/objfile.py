@@ -1,0 +1,406 @@
+"""The `.d1o` object file: what the assembler and the compiler produce and the emulator runs.
+
+An object is self-contained: it embeds the full description of the machine it was built for, so
+running it needs no machine flags. It holds per-node code (as shared code blocks plus a node ->
+block map), initial SRAM contents, symbols, a line table from every instruction back to its source,
+the sources themselves (for the debugger's `list`), and tensor layout metadata that tells the host
+which slice of which named tensor lives at which address of which node.
+
+Binary layout (all integers little-endian), version 1:
+
+    header   8s magic  b"D1OBJ\\r\\n\\x1a"   (catches text-mode and truncation damage)
+             u32 version, u32 section count, u64 total file length,
+             u32 CRC-32 of every byte after the header, u32 reserved (0)
+    table    per section: 4s tag, u32 reserved (0), u64 offset, u64 length
+    MACH     UTF-8 JSON: the machine's parameters (d1isa.machine.PARAMS)
+    META     UTF-8 JSON: block sizes, symbols, tensors, data records, files, sources, extra meta
+    CODE     uint64 words of every block, concatenated in block order
+    LINE     int32 [words, 5]: file index, line, col, asm file index, asm line (-1 = none)
+    NMAP     int32 [live nodes]: code block of each node, -1 for a node with no code
+    DATA     the initial-SRAM payloads, concatenated; META's records point into it
+
+Loading validates everything against the file size and the embedded machine before allocating, so
+a truncated, corrupted or hostile file raises `ObjectFormatError` and never crashes, hangs, or
+allocates more than a small multiple of its own size.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from d1isa.errors import D1Error, ObjectFormatError
+from d1isa.machine import Machine
+
+MAGIC = b"D1OBJ\r\n\x1a"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQII")
+ENTRY = struct.Struct("<4sIQQ")
+REQUIRED = (b"MACH", b"META", b"CODE", b"LINE", b"NMAP", b"DATA")
+LINE_COLS = 5
+DTYPE_BYTES = {"f32": 4, "bf16": 2, "i32": 4}
+ROLES = ("input", "output", "internal")
+SYMBOL_KINDS = ("code", "data", "equ")
+# A tensor the host would have to allocate is bounded, so a hostile layout cannot ask for 2^60 B.
+MAX_TENSOR_ELEMENTS = 1 << 31
+MAX_DIMS = 8
+
+
+@dataclass
+class CodeBlock:
+    """Instructions shared by one or more nodes, with one line-table row per instruction."""
+
+    words: np.ndarray                       # uint64[n]
+    lines: np.ndarray | None = None         # int32[n, 5]; None = no locations
+
+    def __post_init__(self) -> None:
+        self.words = np.ascontiguousarray(self.words, dtype=np.uint64)
+        if self.lines is None:
+            self.lines = np.full((len(self.words), LINE_COLS), -1, dtype=np.int32)
+        self.lines = np.ascontiguousarray(self.lines, dtype=np.int32)
+        if self.lines.shape != (len(self.words), LINE_COLS):
+            raise ValueError("line table must have one row of 5 per instruction")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@dataclass
+class DataInit:
+    """Bytes placed in one node's SRAM at `addr` before the program starts."""
+
+    node: int
+    addr: int
+    data: bytes
+
+
+@dataclass
+class Symbol:
+    """A label or equate. Code labels give an instruction index within `block`."""
+
+    name: str
+    kind: str           # "code", "data", "equ"
+    value: int
+    block: int = -1
+
+
+@dataclass
+class TensorPiece:
+    """One slice of a tensor held by one node: element `offset` is at byte `addr`.
+
+    The slice covers `shape` elements from `offset` in each dimension; `strides` gives the byte
+    distance between neighbours along each dimension in SRAM (row padding is allowed).
+    """
+
+    node: int
+    addr: int
+    offset: tuple[int, ...]
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+
+@dataclass
+class TensorLayout:
+    """Where the pieces of one named tensor live. Inputs are scattered to every piece; outputs are
+    gathered from the pieces, which must cover the whole tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    role: str
+    pieces: list[TensorPiece] = field(default_factory=list)
+
+
+@dataclass
+class ObjectFile:
+    machine: Machine
+    blocks: list[CodeBlock]
+    node_block: np.ndarray                  # int32[n_live]: block index or -1
+    data: list[DataInit] = field(default_factory=list)
+    symbols: list[Symbol] = field(default_factory=list)
+    tensors: list[TensorLayout] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.node_block = np.ascontiguousarray(self.node_block, dtype=np.int32)
+
+    def block_of(self, node: int) -> CodeBlock | None:
+        b = int(self.node_block[node])
+        return self.blocks[b] if b >= 0 else None
+
+    def tensor(self, name: str) -> TensorLayout:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        known = ", ".join(t.name for t in self.tensors) or "none"
+        raise D1Error(f"no tensor named '{name}' in this object (tensors: {known})")
+
+    def symbol(self, name: str) -> Symbol | None:
+        for s in self.symbols:
+            if s.name == name:
+                return s
+        return None
+
+    # ---- serialisation ------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        self.validate()
+        blobs: list[bytes] = []
+        blob_at: dict[bytes, int] = {}
+        records = []
+        pos = 0
+        for d in self.data:
+            b = bytes(d.data)
+            if b not in blob_at:
+                blob_at[b] = pos
+                blobs.append(b)
+                pos += len(b)
+            records.append([d.node, d.addr, blob_at[b], len(b)])
+        meta = {
+            "blocks": [len(b) for b in self.blocks],
+            "data": records,
+            "symbols": [[s.name, s.kind, s.value, s.block] for s in self.symbols],
+            "tensors": [_tensor_to_json(t) for t in self.tensors],
+            "files": list(self.files),
+            "sources": dict(self.sources),
+            "meta": self.meta,
+        }
+        code = b"".join(b.words.astype("<u8").tobytes() for b in self.blocks)
+        lines = b"".join(b.lines.astype("<i4").tobytes() for b in self.blocks)
+        sections = [
+            (b"MACH", self.machine.to_json().encode()),
+            (b"META", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()),
+            (b"CODE", code),
+            (b"LINE", lines),
+            (b"NMAP", self.node_block.astype("<i4").tobytes()),
+            (b"DATA", b"".join(blobs)),
+        ]
+        offset = HEADER.size + ENTRY.size * len(sections)
+        table, body = [], []
+        for tag, payload in sections:
+            table.append(ENTRY.pack(tag, 0, offset, len(payload)))
+            body.append(payload)
+            offset += len(payload)
+        rest = b"".join(table) + b"".join(body)
+        header = HEADER.pack(MAGIC, VERSION, len(sections), HEADER.size + len(rest),
+                             zlib.crc32(rest), 0)
+        return header + rest
+
+    def save(self, path: str | Path) -> None:
+        data = self.to_bytes()
+        try:
+            Path(path).write_bytes(data)
+        except OSError as e:
+            raise D1Error(f"cannot write {path}: {e.strerror or e}") from None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, name: str = "<object>", check_crc: bool = True
+                   ) -> ObjectFile:
+        """Parse and validate; ObjectFormatError for anything malformed."""
+        try:
+            return _parse(raw, name, check_crc)
+        except ObjectFormatError:
+            raise
+        except D1Error as e:
+            raise ObjectFormatError(f"{name}: {e}") from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
+                UnicodeDecodeError, struct.error, MemoryError) as e:
+            raise ObjectFormatError(f"{name}: malformed object file ({type(e).__name__}: "
+                                    f"{str(e)[:200]})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> ObjectFile:
+        p = Path(path)
+        try:
+            size = p.stat().st_size
+            if size > (1 << 34):
+                raise ObjectFormatError(f"{path}: {size} bytes is too large for an object file")
+            raw = p.read_bytes()
+        except OSError as e:
+            raise D1Error(f"cannot read {path}: {e.strerror or e}") from None
+        return cls.from_bytes(raw, str(path))
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check internal consistency against the embedded machine (used on save and load)."""
+        m = self.machine
+        n = m.n_live
+        if self.node_block.shape != (n,):
+            raise ObjectFormatError(f"node map has {self.node_block.size} entries, "
+                                    f"the machine has {n} live nodes")
+        nb = len(self.blocks)
+        if self.node_block.size and (self.node_block.min() < -1 or self.node_block.max() >= nb):
+            raise ObjectFormatError("node map refers to a code block that does not exist")
+        nfiles = len(self.files)
+        for b in self.blocks:
+            if len(b.lines):
+                f = b.lines[:, [0, 3]]
+                if f.min() < -1 or f.max() >= nfiles:
+                    raise ObjectFormatError("line table refers to a missing source file")
+        for d in self.data:
+            if not (0 <= d.node < n):
+                raise ObjectFormatError(f"data for node {d.node}: no such live node")
+            if not (0 <= d.addr and d.addr + len(d.data) <= m.sram_bytes):
+                raise ObjectFormatError(f"data at {d.addr:#x}+{len(d.data)} is outside node "
+                                        f"{d.node}'s {m.sram_bytes} B of SRAM")
+        for s in self.symbols:
+            if not isinstance(s.name, str) or s.kind not in SYMBOL_KINDS:
+                raise ObjectFormatError(f"bad symbol {s.name!r}")
+            if not (-1 <= s.block < nb):
+                raise ObjectFormatError(f"symbol {s.name} refers to a missing code block")
+        names = set()
+        for t in self.tensors:
+            if t.name in names:
+                raise ObjectFormatError(f"tensor '{t.name}' is described twice")
+            names.add(t.name)
+            _validate_tensor(t, m)
+
+
+def _tensor_to_json(t: TensorLayout) -> dict[str, Any]:
+    return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
+            "pieces": [[p.node, p.addr, list(p.offset), list(p.shape), list(p.strides)]
+                       for p in t.pieces]}
+
+
+def _validate_tensor(t: TensorLayout, m: Machine) -> None:
+    if t.dtype not in DTYPE_BYTES:
+        raise ObjectFormatError(f"tensor '{t.name}': unknown dtype '{t.dtype}'")
+    if t.role not in ROLES:
+        raise ObjectFormatError(f"tensor '{t.name}': unknown role '{t.role}'")
+    nd = len(t.shape)
+    if not 1 <= nd <= MAX_DIMS or any(d < 1 for d in t.shape):
+        raise ObjectFormatError(f"tensor '{t.name}': bad shape {list(t.shape)}")
+    if int(np.prod(t.shape, dtype=object)) > MAX_TENSOR_ELEMENTS:
+        raise ObjectFormatError(f"tensor '{t.name}': {list(t.shape)} is too large")
+    esize = DTYPE_BYTES[t.dtype]
+    for p in t.pieces:
+        if not (0 <= p.node < m.n_live):
+            raise ObjectFormatError(f"tensor '{t.name}': piece on missing node {p.node}")
+        if not (len(p.offset) == len(p.shape) == len(p.strides) == nd):
+            raise ObjectFormatError(f"tensor '{t.name}': piece rank differs from the tensor's")
+        if any(o < 0 or s < 1 or o + s > d for o, s, d in zip(p.offset, p.shape, t.shape,
+                                                               strict=True)):
+            raise ObjectFormatError(f"tensor '{t.name}': piece lies outside the tensor")
+        if any(st < 0 for st in p.strides) or p.addr < 0 or p.addr % esize:
+            raise ObjectFormatError(f"tensor '{t.name}': bad piece address or strides")
+        last = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True))
+        if last + esize > m.sram_bytes:
+            raise ObjectFormatError(f"tensor '{t.name}': piece runs past the end of SRAM")
+
+
+def _want(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ObjectFormatError(msg)
+
+
+def _int(v: Any, what: str) -> int:
+    _want(isinstance(v, int) and not isinstance(v, bool), f"{what} must be an integer")
+    return v
+
+
+def _ints(v: Any, what: str) -> tuple[int, ...]:
+    _want(isinstance(v, list) and len(v) <= MAX_DIMS, f"{what} must be a short list")
+    return tuple(_int(x, what) for x in v)
+
+
+def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
+    _want(len(raw) >= HEADER.size, f"{name}: not a d1 object file (too short: {len(raw)} B)")
+    magic, version, nsect, total, crc, _ = HEADER.unpack_from(raw, 0)
+    _want(magic == MAGIC, f"{name}: not a d1 object file (bad magic number)")
+    _want(version == VERSION, f"{name}: object format version {version} is not supported "
+                              f"(this d1isa reads version {VERSION})")
+    _want(total == len(raw), f"{name}: truncated or padded: header says {total} B, "
+                             f"file has {len(raw)} B")
+    if check_crc:
+        _want(zlib.crc32(raw[HEADER.size:]) == crc, f"{name}: corrupted (checksum mismatch)")
+    _want(nsect <= 64 and HEADER.size + nsect * ENTRY.size <= len(raw),
+          f"{name}: bad section table")
+    sections: dict[bytes, bytes] = {}
+    for i in range(nsect):
+        tag, _, off, length = ENTRY.unpack_from(raw, HEADER.size + i * ENTRY.size)
+        _want(tag not in sections, f"{name}: section {tag!r} appears twice")
+        _want(off <= len(raw) and length <= len(raw) - off,
+              f"{name}: section {tag!r} lies outside the file")
+        sections[tag] = raw[off:off + length]
+    for tag in REQUIRED:
+        _want(tag in sections, f"{name}: missing section {tag.decode()}")
+
+    mach = json.loads(sections[b"MACH"].decode("utf-8"))
+    _want(isinstance(mach, dict), f"{name}: embedded machine is not a table")
+    machine = Machine.from_dict(mach)
+
+    meta = json.loads(sections[b"META"].decode("utf-8"))
+    _want(isinstance(meta, dict), f"{name}: META is not a table")
+    sizes = [_int(s, "block size") for s in meta["blocks"]]
+    _want(all(s >= 0 for s in sizes), f"{name}: negative block size")
+    nwords = sum(sizes)
+    code, lines = sections[b"CODE"], sections[b"LINE"]
+    _want(len(code) == 8 * nwords, f"{name}: CODE holds {len(code)} B, blocks need {8 * nwords}")
+    _want(len(lines) == 4 * LINE_COLS * nwords, f"{name}: LINE size does not match CODE")
+    words = np.frombuffer(code, dtype="<u8").astype(np.uint64)
+    rows = np.frombuffer(lines, dtype="<i4").astype(np.int32).reshape(nwords, LINE_COLS)
+    blocks, pos = [], 0
+    for s in sizes:
+        blocks.append(CodeBlock(words[pos:pos + s].copy(), rows[pos:pos + s].copy()))
+        pos += s
+
+    nmap = sections[b"NMAP"]
+    _want(len(nmap) == 4 * machine.n_live,
+          f"{name}: node map has {len(nmap) // 4} entries, the machine has {machine.n_live} "
+          f"live nodes")
+    node_block = np.frombuffer(nmap, dtype="<i4").astype(np.int32)
+
+    payload = sections[b"DATA"]
+    data = []
+    _want(isinstance(meta["data"], list), f"{name}: bad data records")
+    for rec in meta["data"]:
+        node, addr, off, length = _ints(rec, "data record")
+        _want(len(rec) == 4 and off >= 0 and length >= 0 and off + length <= len(payload),
+              f"{name}: data record points outside DATA")
+        data.append(DataInit(node, addr, payload[off:off + length]))
+
+    symbols = []
+    for rec in meta["symbols"]:
+        _want(isinstance(rec, list) and len(rec) == 4 and isinstance(rec[0], str)
+              and isinstance(rec[1], str), f"{name}: bad symbol record")
+        symbols.append(Symbol(rec[0], rec[1], _int(rec[2], "symbol value"),
+                              _int(rec[3], "symbol block")))
+
+    tensors = []
+    for t in meta["tensors"]:
+        _want(isinstance(t, dict) and isinstance(t["name"], str) and isinstance(t["dtype"], str)
+              and isinstance(t["role"], str) and isinstance(t["pieces"], list),
+              f"{name}: bad tensor record")
+        pieces = []
+        for p in t["pieces"]:
+            _want(isinstance(p, list) and len(p) == 5, f"{name}: bad tensor piece")
+            pieces.append(TensorPiece(_int(p[0], "piece node"), _int(p[1], "piece address"),
+                                      _ints(p[2], "offset"), _ints(p[3], "shape"),
+                                      _ints(p[4], "strides")))
+        tensors.append(TensorLayout(t["name"], t["dtype"], _ints(t["shape"], "shape"), t["role"],
+                                    pieces))
+
+    files = meta["files"]
+    _want(isinstance(files, list) and all(isinstance(f, str) for f in files),
+          f"{name}: bad file list")
+    sources = meta["sources"]
+    _want(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
+          f"{name}: bad sources")
+    extra = meta.get("meta", {})
+    _want(isinstance(extra, dict), f"{name}: bad meta")
+    obj = ObjectFile(machine, blocks, node_block, data, symbols, tensors, files, sources, extra)
+    obj.validate()
+    return obj
+
+
+def load_object(path: str | Path) -> ObjectFile:
+    return ObjectFile.load(path)
