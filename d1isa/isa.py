@@ -121,6 +121,7 @@ FORMATS: dict[str, str] = {
     "VXL": "vd, rs1, lane",
     "VVL": "vd, vs1, lane",
     "MMA": "ad, rs1, rs2, sa, sb",
+    "MMAK": "ad, rs1, rs2, rs3, sa, sb",
     "A": "ad",
     "AM": "ad, rs1, sa",
     "NS": "dir, rs1",
@@ -282,6 +283,12 @@ TABLE: tuple[tuple[str, int, str, str, str, str], ...] = (
     ("mma.f32", 0x91, "MMA", "mma_f32", "matrix",
      "as mma.bf16 with fp32 operands: for k = 0..7: "
      "acc[i][j] = f32(acc[i][j] + f32(A[i][k] * B[k][j]))"),
+    ("mmak.bf16", 0x96, "MMAK", "mma_bf16", "matrix",
+     "rs3 mma.bf16 steps along K: for s = 0..rs3-1: acc[ad] += A_s @ B_s, A_s at rs1 + 16s, "
+     "B_s at rs2 + 8s * sb (strides sa, sb); rs3 = 0 does nothing; costs max(rs3, 1) mma"),
+    ("mmak.f32", 0x97, "MMAK", "mma_f32", "matrix",
+     "rs3 mma.f32 steps along K: A_s at rs1 + 32s, B_s at rs2 + 8s * sb; rs3 = 0 does nothing; "
+     "costs max(rs3, 1) mma"),
     ("acc.zero", 0x92, "A", "alu", "matrix", "acc[ad] = 0"),
     ("acc.ld", 0x93, "AM", "acc", "matrix", "acc[ad][i][j] = f32 at rs1 + i * sa + 4j"),
     ("acc.st", 0x94, "AM", "acc", "matrix", "f32 at rs1 + i * sa + 4j = acc[ad][i][j]"),
@@ -309,6 +316,8 @@ FLOPS: dict[str, int] = {
     "vadd": 16, "vsub": 16, "vmul": 16, "vdiv": 16, "vmax": 16, "vmin": 16, "vfma": 32,
     "vsqrt": 16, "vrcp": 16, "vexp": 16, "vtanh": 16, "vsigmoid": 16,
     "vredsum": 15, "vredmax": 15, "mma.bf16": 1024, "mma.f32": 1024,
+    # per K step: an mmak instruction counts 1024 x rs3
+    "mmak.bf16": 1024, "mmak.f32": 1024,
 }
 
 # Encoding space kept free for later instructions. CFP8 conversions (layouts 1-4-3 and 1-5-2,
