@@ -1,0 +1,64 @@
+"""The tensor DSL compiler: `.d1k` source -> syntax tree -> typed IR -> (code, elsewhere).
+
+The front end, in pipeline order: `parse` (compiler.parse) builds the syntax tree, `check`
+(compiler.check) resolves names, dtypes and shapes against a `Machine` and lowers to the IR
+(compiler.ir), and `evaluate` (compiler.reference) runs the IR in numpy as the definition of
+its meaning. The language itself is described in docs/DSL.md.
+
+This module stays light to import: numpy, ml_dtypes and lark, nothing compiled. Note that the
+function `compiler.reference` hides the submodule of the same name as a package attribute; import
+from the submodule with `from compiler.reference import evaluate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from compiler.ast import Program, format_ast
+from compiler.check import check as _check
+from compiler.ir import Graph, Node, Op, format_ir, round_to, verify
+from compiler.parse import parse as _parse
+from compiler.reference import evaluate
+from d1isa.machine import Machine, default_machine
+
+
+@cache
+def _default_machine() -> Machine:
+    # Machines are immutable, so loading the default once is safe.
+    return default_machine()
+
+
+def parse_source(text: str, filename: str = "<string>") -> Program:
+    """The syntax tree of `text`; SourceError on a syntax error."""
+    return _parse(text, filename)
+
+
+def check_source(text: str, machine: Machine | None = None,
+                 filename: str = "<string>") -> Graph:
+    """Parse and check `text` for `machine` (default: the D1 machine); the typed IR graph, or a
+    SourceError listing every problem."""
+    program = _parse(text, filename)
+    return _check(program, machine or _default_machine(), filename, text)
+
+
+def reference(text: str, inputs: Mapping[str, Any], machine: Machine | None = None,
+              filename: str = "<string>") -> dict[str, np.ndarray]:
+    """Parse, check and evaluate `text` in numpy: every output as a float32 array, by name."""
+    return evaluate(check_source(text, machine, filename), inputs)
+
+
+def make_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs drawn from a seeded standard normal, in declaration order, each rounded to its
+    dtype: the same seed gives the same numbers for the emulator and the reference."""
+    rng = np.random.default_rng(seed)
+    return {n.name: round_to(rng.standard_normal(n.shape), n.dtype) for n in graph.inputs}
+
+
+__all__ = [
+    "Graph", "Node", "Op", "Program", "check_source", "evaluate", "format_ast", "format_ir",
+    "make_inputs", "parse_source", "reference", "verify",
+]

@@ -1,0 +1,556 @@
+"""Check a parsed program and lower it to the typed IR: names, dtypes, shapes, machine limits.
+
+`check` walks the statements in order and builds a `Graph`. It never stops at the first mistake:
+every diagnostic goes into a list, and the whole list is raised as one `SourceError` at the end.
+A statement with an error binds its name to POISON, and any expression that reads a poisoned
+value is silently poisoned too, so one mistake yields one message rather than a cascade.
+
+Number literals are not tensors. Arithmetic on literals alone is folded here in double
+precision; a literal (or folded constant) that meets a tensor becomes a `const` splat of the
+tensor's dtype. `c = 0.125` binds a named constant that behaves exactly like the literal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler import ast
+from compiler.ir import (
+    DTYPES,
+    MAX_INPUT_DIMS,
+    Graph,
+    GraphBuilder,
+    Node,
+    Op,
+    broadcast_shape,
+    format_shape,
+    format_type,
+    promote,
+    round_scalar,
+    verify,
+)
+from compiler.parse import source_line
+from d1isa.errors import Diagnostic, SourceError
+from d1isa.machine import Machine, default_machine
+
+
+class _Poison:
+    """The value of anything that depends on an erroneous statement."""
+
+    def __repr__(self) -> str:
+        return "POISON"
+
+
+POISON = _Poison()
+Value = Node | float | _Poison
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """One builtin function: how it is called and which op it lowers to."""
+
+    name: str
+    kind: str      # "unary", "binary", "reduce", "softmax", "transpose" or "cast"
+    op: Op
+    usage: str
+
+
+BUILTINS = {b.name: b for b in (
+    Builtin("relu", "unary", Op.RELU, "relu(x)"),
+    Builtin("exp", "unary", Op.EXP, "exp(x)"),
+    Builtin("tanh", "unary", Op.TANH, "tanh(x)"),
+    Builtin("sigmoid", "unary", Op.SIGMOID, "sigmoid(x)"),
+    Builtin("sqrt", "unary", Op.SQRT, "sqrt(x)"),
+    Builtin("abs", "unary", Op.ABS, "abs(x)"),
+    Builtin("maximum", "binary", Op.MAXIMUM, "maximum(a, b)"),
+    Builtin("minimum", "binary", Op.MINIMUM, "minimum(a, b)"),
+    Builtin("sum", "reduce", Op.SUM, "sum(x, axis=K)"),
+    Builtin("max", "reduce", Op.MAX, "max(x, axis=K)"),
+    Builtin("mean", "reduce", Op.MEAN, "mean(x, axis=K)"),
+    Builtin("softmax", "softmax", Op.SOFTMAX, "softmax(x, axis=K)"),
+    Builtin("transpose", "transpose", Op.TRANSPOSE, "transpose(x)"),
+    Builtin("cast", "cast", Op.CAST, "cast(x, bf16) or cast(x, f32)"),
+)}
+KEYWORDS = ("input", "output")
+RESERVED = frozenset(BUILTINS) | frozenset(DTYPES) | frozenset(KEYWORDS)
+
+BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
+
+
+def _fold_unary(op: Op, v: float) -> float:
+    x = np.float64(v)
+    result = {
+        Op.NEG: lambda: -x, Op.ABS: lambda: abs(x), Op.RELU: lambda: max(x, 0.0),
+        Op.EXP: lambda: np.exp(x), Op.TANH: lambda: np.tanh(x), Op.SQRT: lambda: np.sqrt(x),
+        Op.SIGMOID: lambda: 1.0 / (1.0 + np.exp(-x)),
+    }[op]
+    with np.errstate(all="ignore"):
+        return float(result())
+
+
+def _fold_binary(op: Op, a: float, b: float) -> float:
+    x, y = np.float64(a), np.float64(b)
+    with np.errstate(all="ignore"):
+        return float({
+            Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.divide,
+            Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum,
+        }[op](x, y))
+
+
+@dataclass
+class Binding:
+    value: Value
+    line: int
+    kind: str      # "input", "value" or "const"
+
+
+def check(program: ast.Program, machine: Machine | None, filename: str, text: str) -> Graph:
+    """Check `program` against `machine` (None: the default machine) and return its IR graph;
+    raise one SourceError listing every problem found."""
+    return _Checker(machine or default_machine(), filename, text).run(program)
+
+
+class _Checker:
+    def __init__(self, machine: Machine, filename: str, text: str) -> None:
+        self.machine = machine
+        self.filename = filename
+        self.text = text
+        self.diagnostics: list[Diagnostic] = []
+        self.env: dict[str, Binding] = {}
+        self.builder = GraphBuilder()
+        self.first_binding: dict[str, int] = {}
+        self.line = 0
+        # Nodes a statement created that stand for something the user wrote (not the implicit
+        # broadcasts, widening casts and splats), with the span to blame if one is too large.
+        self.sized: list[tuple[Node, ast.Span]] = []
+
+    # ---- driver -------------------------------------------------------------------------------
+
+    def run(self, program: ast.Program) -> Graph:
+        for s in program.statements:
+            if isinstance(s, ast.Input | ast.Assign):
+                target = s.name if isinstance(s, ast.Input) else s.target
+                self.first_binding.setdefault(target.id, s.line)
+        outputs: list[ast.Name] = []
+        for s in program.statements:
+            self.line = s.line
+            if isinstance(s, ast.Output):
+                outputs.extend(s.names)
+                continue
+            try:
+                if isinstance(s, ast.Input):
+                    self.declare_input(s)
+                else:
+                    self.bind(s)
+            except RecursionError:
+                self.error(s, "expression is nested too deeply to compile")
+                target = s.name if isinstance(s, ast.Input) else s.target
+                self.env.setdefault(target.id, Binding(POISON, s.line, "value"))
+        result = self.resolve_outputs(outputs)
+        if self.diagnostics or not outputs:
+            ordered = sorted(self.diagnostics, key=lambda d: (d.line, d.col))
+            if not outputs:
+                ordered.append(Diagnostic(self.filename, 1, 1, "the program has no outputs; "
+                                          "mark results with 'output NAME'"))
+            raise SourceError(ordered)
+        graph = self.builder.finish(result, self.filename)
+        verify(graph)
+        return graph
+
+    def error(self, where: ast.Span, message: str, col: int | None = None,
+              width: int | None = None) -> None:
+        """Record a diagnostic at `where` (or at `col` on its line)."""
+        if col is None:
+            col, width = where.col, width or where.width
+        self.diagnostics.append(Diagnostic(
+            self.filename, where.line, col, message, source_line(self.text, where.line),
+            width=width or 1))
+
+    # ---- statements ---------------------------------------------------------------------------
+
+    def declare_input(self, s: ast.Input) -> None:
+        name = s.name.id
+        ok = self.check_new_name(s.name, is_input=True)
+        if s.dtype.id not in DTYPES:
+            self.error(s.dtype, f"unknown dtype '{s.dtype.id}'; the dtypes are f32 and bf16")
+            ok = False
+        if not 1 <= len(s.dims) <= MAX_INPUT_DIMS:
+            self.error(s.dtype, f"an input has 1 to {MAX_INPUT_DIMS} dimensions, "
+                                f"got {len(s.dims)}")
+            ok = False
+        for d in s.dims:
+            if not d.text.isdigit() or int(d.text) < 1:
+                self.error(d, f"a dimension must be a positive integer, got '{d.text}'")
+                ok = False
+        if name in self.env:
+            return
+        if not ok:
+            self.env[name] = Binding(POISON, s.line, "input")
+            return
+        node = self.builder.add(Op.INPUT, shape=tuple(int(d.text) for d in s.dims),
+                                dtype=s.dtype.id, name=name, line=s.name.line, col=s.name.col)
+        self.env[name] = Binding(node, s.line, "input")
+        self.check_size(node, s.name)
+
+    def bind(self, s: ast.Assign) -> None:
+        name = s.target.id
+        is_new = self.check_new_name(s.target, is_input=False)
+        first_id = len(self.builder.nodes)
+        n_errors = len(self.diagnostics)
+        self.sized = []
+        value = self.lower(s.value)
+        if len(self.diagnostics) > n_errors:
+            value = POISON
+        if not is_new:
+            self.env.setdefault(name, Binding(POISON, s.line, "value"))
+            return
+        if isinstance(value, Node):
+            if self.builder.nodes[-1] is value and value.id >= first_id:
+                value = self.builder.rename(value, name)
+            else:
+                # `y = x`: every DSL name names its own node, so copy with a same-dtype cast.
+                value = self.builder.add(Op.CAST, (value,), shape=value.shape, dtype=value.dtype,
+                                         name=name, line=s.target.line, col=s.target.col)
+                self.sized.append((value, s.value))
+            self.env[name] = Binding(value, s.line, "value")
+        elif isinstance(value, float):
+            self.env[name] = Binding(value, s.line, "const")
+        else:
+            self.env[name] = Binding(POISON, s.line, "value")
+        for node, span in self.sized:
+            self.check_size(self.builder.nodes[node.id], span)
+
+    def check_new_name(self, target: ast.Name, is_input: bool) -> bool:
+        """Report a name that may not be bound here; True if binding it is fine."""
+        name = target.id
+        if name in BUILTINS:
+            self.error(target, f"'{name}' is a builtin function and cannot be used as a name")
+        elif name in DTYPES:
+            self.error(target, f"'{name}' is a dtype and cannot be used as a name")
+        elif name in KEYWORDS:
+            self.error(target, f"'{name}' is a keyword and cannot be used as a name")
+        elif name in self.env:
+            old = self.env[name]
+            if old.kind == "input" and is_input:
+                self.error(target, f"input '{name}' is already declared on line {old.line}")
+            elif old.kind == "input":
+                self.error(target, f"cannot assign to input '{name}' "
+                                   f"(declared on line {old.line}); choose a new name")
+            else:
+                self.error(target, f"'{name}' is already defined on line {old.line}; "
+                                   f"each name is bound once")
+        else:
+            return True
+        return False
+
+    def resolve_outputs(self, names: list[ast.Name]) -> list[Node]:
+        result: list[Node] = []
+        first: dict[str, int] = {}
+        for n in names:
+            b = self.env.get(n.id)
+            if n.id in first:
+                self.error(n, f"'{n.id}' is already an output (line {first[n.id]})")
+                continue
+            first[n.id] = n.line
+            if n.id in RESERVED and b is None:
+                self.error(n, f"'{n.id}' is {self.reserved_kind(n.id)}, not a value")
+            elif b is None:
+                self.error(n, f"output '{n.id}' is never defined{self.suggest(n.id)}")
+            elif b.value is POISON:
+                continue
+            elif isinstance(b.value, float):
+                self.error(n, f"'{n.id}' is a constant ({b.value:g}), not a tensor; "
+                              f"only tensors can be outputs")
+            else:
+                result.append(b.value)
+        return result
+
+    # ---- machine limits -----------------------------------------------------------------------
+
+    def check_size(self, node: Node, span: ast.Span) -> None:
+        m = self.machine
+        if node.nbytes <= m.total_sram_bytes:
+            return
+        if node.name.startswith("%"):
+            src = (source_line(self.text, span.line) or "")[span.col - 1:span.end_col - 1]
+            if len(src) > 40:
+                src = src[:37] + "..."
+            what = f"the value of '{src}' ({format_type(node.shape, node.dtype)})"
+        else:
+            what = f"tensor '{node.name}'"
+        self.error(span, f"{what} needs {decimal_size(node.nbytes)} but the machine has "
+                         f"{decimal_size(m.total_sram_bytes)} of SRAM in total "
+                         f"({m.n_live} nodes x {binary_size(m.sram_bytes)})")
+
+    # ---- expressions --------------------------------------------------------------------------
+
+    def lower(self, e: ast.Expr) -> Value:
+        """The value of an expression: a Node, a float constant, or POISON after an error."""
+        if isinstance(e, ast.Number):
+            if not math.isfinite(e.value):
+                self.error(e, f"number '{e.text}' is too large")
+                return POISON
+            return e.value
+        if isinstance(e, ast.Name):
+            return self.lookup(e)
+        if isinstance(e, ast.Neg):
+            x = self.lower(e.operand)
+            if isinstance(x, Node):
+                return self.emit(Op.NEG, (x,), e, e.col)
+            return x if x is POISON else _fold_unary(Op.NEG, x)
+        if isinstance(e, ast.BinOp):
+            a, b = self.lower(e.left), self.lower(e.right)
+            if a is POISON or b is POISON:
+                return POISON
+            if e.op == "@":
+                return self.matmul(a, b, e)
+            return self.elementwise(BINOP_OPS[e.op], f"'{e.op}'", a, b, e, e.op_col)
+        return self.call(e)
+
+    def lookup(self, e: ast.Name) -> Value:
+        b = self.env.get(e.id)
+        if b is not None:
+            return b.value
+        if e.id in BUILTINS:
+            self.error(e, f"'{e.id}' is a builtin function, not a value; call it: "
+                          f"{BUILTINS[e.id].usage}")
+        elif e.id in DTYPES:
+            self.error(e, f"'{e.id}' is a dtype, not a value; dtypes appear only in input "
+                          f"declarations and in cast(x, {e.id})")
+        elif e.id in KEYWORDS:
+            self.error(e, f"'{e.id}' is a keyword, not a value")
+        elif self.first_binding.get(e.id) == self.line:
+            self.error(e, f"'{e.id}' is used in its own definition")
+        elif self.first_binding.get(e.id, 0) > self.line:
+            self.error(e, f"'{e.id}' is used before its definition on line "
+                          f"{self.first_binding[e.id]}")
+        else:
+            self.error(e, f"unknown name '{e.id}'{self.suggest(e.id)}")
+        return POISON
+
+    def reserved_kind(self, name: str) -> str:
+        if name in BUILTINS:
+            return "a builtin function"
+        return "a dtype" if name in DTYPES else "a keyword"
+
+    def suggest(self, name: str, candidates: list[str] | None = None) -> str:
+        if candidates is None:
+            candidates = [k for k, b in self.env.items() if b.value is not POISON]
+        close = difflib.get_close_matches(name, candidates, n=1)
+        return f"; did you mean '{close[0]}'?" if close else ""
+
+    def emit(self, op: Op, inputs: tuple[Node, ...], span: ast.Span, col: int,
+             axis: int | None = None) -> Node:
+        """A node for something the user wrote (so it is size-checked)."""
+        node = self.builder.add(op, inputs, axis=axis, line=span.line, col=col)
+        self.sized.append((node, span))
+        return node
+
+    def elementwise(self, op: Op, what: str, a: Value, b: Value, e: ast.Span, col: int) -> Value:
+        """A binary elementwise op with numpy broadcasting, dtype promotion and literals."""
+        if isinstance(a, float) and isinstance(b, float):
+            return _fold_binary(op, a, b)
+        if isinstance(a, float) or isinstance(b, float):
+            t = b if isinstance(a, float) else a
+            shape, dtype = t.shape, t.dtype
+        else:
+            shape = broadcast_shape(a.shape, b.shape)
+            if shape is None:
+                self.error(e, f"cannot broadcast shapes {format_shape(a.shape)} and "
+                              f"{format_shape(b.shape)} for {what}"
+                              f"{_broadcast_detail(a.shape, b.shape)}", col=col)
+                return POISON
+            dtype = promote(a.dtype, b.dtype)
+        x = self.conform(a, shape, dtype, e.line, col)
+        y = self.conform(b, shape, dtype, e.line, col)
+        return self.emit(op, (x, y), e, col)
+
+    def conform(self, v: Node | float, shape: tuple[int, ...], dtype: str, line: int,
+                col: int) -> Node:
+        """`v` as an operand of the given shape and dtype: splat, widen and broadcast it."""
+        if isinstance(v, float):
+            return self.builder.add(Op.CONST, shape=shape, dtype=dtype,
+                                    value=round_scalar(v, dtype), line=line, col=col)
+        if v.dtype != dtype:
+            v = self.builder.add(Op.CAST, (v,), shape=v.shape, dtype=dtype, line=line, col=col)
+        if v.shape != shape:
+            v = self.builder.add(Op.BROADCAST, (v,), shape=shape, dtype=dtype, line=line,
+                                 col=col)
+        return v
+
+    def matmul(self, a: Value, b: Value, e: ast.BinOp) -> Value:
+        if not isinstance(a, Node) or not isinstance(b, Node):
+            self.error(e, "'@' needs a tensor on both sides; to scale by a number use '*'",
+                       col=e.op_col)
+            return POISON
+        if a.ndim != 2 or b.ndim != 2:
+            self.error(e, f"matmul needs 2-D operands: {format_shape(a.shape)} @ "
+                          f"{format_shape(b.shape)}", col=e.op_col)
+            return POISON
+        if a.shape[1] != b.shape[0]:
+            self.error(e, f"matmul dimension mismatch: {format_shape(a.shape)} @ "
+                          f"{format_shape(b.shape)}: {a.shape[1]} != {b.shape[0]}",
+                       col=e.op_col)
+            return POISON
+        dtype = promote(a.dtype, b.dtype)
+        x = self.conform(a, a.shape, dtype, e.line, e.op_col)
+        y = self.conform(b, b.shape, dtype, e.line, e.op_col)
+        return self.emit(Op.MATMUL, (x, y), e, e.op_col)
+
+    # ---- calls --------------------------------------------------------------------------------
+
+    def call(self, e: ast.Call) -> Value:
+        fn = BUILTINS.get(e.func)
+        name_span = ast.Name(id=e.func, line=e.line, col=e.col, end_col=e.col + len(e.func))
+        if fn is None:
+            if e.func in self.env:
+                self.error(name_span, f"'{e.func}' is a value, not a function")
+            elif e.func in DTYPES:
+                self.error(name_span, f"'{e.func}' is a dtype, not a function; "
+                                      f"write cast(x, {e.func})")
+            else:
+                self.error(name_span, f"unknown function '{e.func}'"
+                                      f"{self.suggest(e.func, list(BUILTINS))}")
+            return POISON
+        if not self.check_argument_order(e):
+            return POISON
+        if fn.kind in ("reduce", "softmax"):
+            return self.call_with_axis(fn, e, name_span)
+        args, keywords = e.args, e.keywords
+        n_params = {"unary": 1, "transpose": 1, "binary": 2, "cast": 2}[fn.kind]
+        ok = True
+        for k in keywords:
+            self.error(k, f"{fn.name} has no keyword '{k.name}'; usage: {fn.usage}")
+            ok = False
+        if ok and len(args) != n_params:
+            s = "" if n_params == 1 else "s"
+            self.error(name_span, f"{fn.name} takes {n_params} argument{s}, got {len(args)}; "
+                                  f"usage: {fn.usage}")
+            ok = False
+        if fn.kind == "cast" and len(args) == 2 and not (
+                isinstance(args[1], ast.Name) and args[1].id in DTYPES):
+            self.error(args[1], "the second argument of cast must be a dtype, f32 or bf16")
+            ok = False
+        operands = [self.lower(a) for a in (args[:1] if fn.kind == "cast" else args)]
+        if not ok or any(v is POISON for v in operands):
+            return POISON
+        if fn.kind == "unary":
+            (x,) = operands
+            if isinstance(x, float):
+                return _fold_unary(fn.op, x)
+            return self.emit(fn.op, (x,), e, e.col)
+        if fn.kind == "binary":
+            return self.elementwise(fn.op, fn.name, operands[0], operands[1], e, e.col)
+        if fn.kind == "cast":
+            (x,) = operands
+            dtype = args[1].id
+            if isinstance(x, float):
+                return round_scalar(x, dtype)
+            if x.dtype == dtype:
+                return x
+            node = self.builder.add(Op.CAST, (x,), shape=x.shape, dtype=dtype, line=e.line,
+                                    col=e.col)
+            self.sized.append((node, e))
+            return node
+        (x,) = operands
+        if not isinstance(x, Node) or x.ndim != 2:
+            got = "a number" if isinstance(x, float) else format_shape(x.shape)
+            self.error(args[0], f"transpose needs a 2-D tensor, got {got}")
+            return POISON
+        return self.emit(Op.TRANSPOSE, (x,), e, e.col)
+
+    def check_argument_order(self, e: ast.Call) -> bool:
+        ok = True
+        seen_keyword = False
+        names: set[str] = set()
+        for item in e.items:
+            if isinstance(item, ast.Keyword):
+                seen_keyword = True
+                if item.name in names:
+                    self.error(item, f"keyword '{item.name}' is given twice")
+                    ok = False
+                names.add(item.name)
+            elif seen_keyword:
+                self.error(item, "a positional argument cannot follow a keyword argument")
+                ok = False
+        return ok
+
+    def call_with_axis(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """sum, max, mean and softmax: one tensor and an axis, `f(x, axis=K)` or `f(x, K)`."""
+        args = list(e.args)
+        axis_expr: ast.Expr | None = None
+        ok = True
+        for k in e.keywords:
+            if k.name == "axis":
+                axis_expr = k.value
+            else:
+                self.error(k, f"unknown keyword '{k.name}' for {fn.name}; usage: {fn.usage}")
+                return POISON
+        if fn.name == "max" and len(args) == 2 and not isinstance(args[1], ast.Number):
+            self.error(name_span, "max(x, axis=K) reduces one tensor along an axis; for the "
+                                  "elementwise maximum of two values use maximum(a, b)")
+            return POISON
+        if len(args) == 2:
+            if axis_expr is not None:
+                self.error(args[1], f"the axis of {fn.name} is given twice")
+                ok = False
+            axis_expr = args.pop()
+        if len(args) != 1:
+            self.error(name_span, f"{fn.name} takes one tensor and an axis, got "
+                                  f"{len(e.args)} positional arguments; usage: {fn.usage}")
+            return POISON
+        if axis_expr is None:
+            self.error(name_span, f"{fn.name} needs an axis; usage: {fn.usage}")
+            ok = False
+        elif not (isinstance(axis_expr, ast.Number) and axis_expr.value.is_integer()
+                  and axis_expr.text.lstrip("-").isdigit()):
+            self.error(axis_expr, "the axis must be an integer literal such as 0 or -1")
+            ok = False
+        x = self.lower(args[0])
+        if not ok or x is POISON:
+            return POISON
+        if isinstance(x, float):
+            self.error(args[0], f"{fn.name} needs a tensor, got a number")
+            return POISON
+        assert isinstance(axis_expr, ast.Number)
+        k = int(axis_expr.text)
+        if x.ndim == 0:
+            self.error(args[0], f"{fn.name} needs a tensor with at least one dimension, "
+                                f"got a 0-d value")
+            return POISON
+        if not -x.ndim <= k < x.ndim:
+            self.error(axis_expr, f"axis {k} is out of range for {fn.name} of a {x.ndim}-D "
+                                  f"tensor {format_shape(x.shape)}; valid axes are "
+                                  f"{-x.ndim} to {x.ndim - 1}")
+            return POISON
+        return self.emit(fn.op, (x,), e, e.col, axis=k % x.ndim)
+
+
+def _broadcast_detail(a: tuple[int, ...], b: tuple[int, ...]) -> str:
+    """Which aligned dimensions clash, counting from the end as broadcasting does."""
+    for i in range(1, min(len(a), len(b)) + 1):
+        if a[-i] != b[-i] and 1 not in (a[-i], b[-i]):
+            return f": {a[-i]} != {b[-i]} at axis -{i}"
+    return ""
+
+
+def decimal_size(n: int) -> str:
+    """Bytes in decimal units with one decimal: '1.2 GB', '464.0 MB'."""
+    value, unit = float(n), "B"
+    for bigger in ("kB", "MB", "GB", "TB", "PB", "EB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def binary_size(n: int) -> str:
+    """Bytes in binary units, as SRAM sizes are given: '1.25 MiB', '64 KiB'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{n} B"

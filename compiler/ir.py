@@ -1,0 +1,392 @@
+"""The typed IR: one immutable `Node` type with an `Op` enum, and the `Graph` that orders them.
+
+The checker (`compiler.check`) builds it, the reference evaluator (`compiler.reference`) defines
+what it means, and the code generator walks `graph.nodes` front to back. Every node is one value:
+its op, its operand nodes, its shape (a tuple, `()` for a 0-d result), its dtype ("f32" or
+"bf16"), op attributes (`axis`, `value`), a name (the DSL name if the value is bound, else `%tN`
+with N its id) and the source position (line, col) of the token that introduced it.
+
+Op set (operands are always tensors, never bare numbers):
+
+    input                       a declared input; no operands
+    const      value=V          a splat of V (already rounded to dtype) in the node's shape
+    broadcast                   numpy broadcast_to of its operand to the node's shape (a view)
+    cast                        dtype conversion; f32 -> bf16 rounds, bf16 -> f32 is exact, and a
+                                cast to the same dtype is a copy (used when `y = x` names a value)
+    transpose                   swap the two axes of a 2-D operand
+    neg abs relu                elementwise, exact
+    exp tanh sigmoid sqrt       elementwise, computed in f64 and rounded to f32 (then to bf16)
+    add sub mul div             elementwise on two operands of the node's own shape and dtype
+    maximum minimum             elementwise, exact
+    matmul                      [M, K] @ [K, N] -> f32 [M, N]; operands share a dtype; f32 sums
+    sum max mean   axis=K       reduce one axis (0 <= K < ndim), dropping it; f32 accumulation
+    softmax        axis=K       max-subtracted softmax along K, computed in f32
+
+Design rules the code generator can rely on:
+
+* Broadcasting is explicit. Operands of elementwise ops have exactly the node's shape and dtype:
+  the checker inserts `broadcast` for a smaller operand, `cast` (exact widening) for a bf16
+  operand meeting an f32 one, and `const` for a number literal. `broadcast_dims` tells which
+  result axes a broadcast stretches.
+* Rounding points are explicit. A node's result is rounded to its dtype at that node and
+  nowhere else; `Node.rounds` is True exactly where an f32 result is rounded to bf16
+  (round-to-nearest-even). Exact ops never round.
+* `mean` and `softmax` stay single ops: lowering them to primitives would add bf16 rounding
+  points that the language does not have, and a code generator can fuse them better whole.
+* `graph.nodes` is in source order, which is also a topological order; inputs are nodes too.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+DTYPES = ("f32", "bf16")
+ITEMSIZE = {"f32": 4, "bf16": 2}
+MAX_INPUT_DIMS = 4
+
+
+class IRError(RuntimeError):
+    """The IR broke an invariant: always a compiler bug, never the user's mistake."""
+
+
+class Op(enum.Enum):
+    INPUT = "input"
+    CONST = "const"
+    BROADCAST = "broadcast"
+    CAST = "cast"
+    TRANSPOSE = "transpose"
+    NEG = "neg"
+    ABS = "abs"
+    RELU = "relu"
+    EXP = "exp"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    SQRT = "sqrt"
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    MAXIMUM = "maximum"
+    MINIMUM = "minimum"
+    MATMUL = "matmul"
+    SUM = "sum"
+    MAX = "max"
+    MEAN = "mean"
+    SOFTMAX = "softmax"
+
+
+UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT})
+TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT})
+BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
+REDUCE_OPS = frozenset({Op.SUM, Op.MAX, Op.MEAN})
+AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX}
+# On bf16 operands these give bf16-exact results, so they never round.
+EXACT_OPS = frozenset({Op.INPUT, Op.CONST, Op.BROADCAST, Op.TRANSPOSE, Op.NEG, Op.ABS, Op.RELU,
+                       Op.MAXIMUM, Op.MINIMUM, Op.MAX})
+
+
+# ---- dtypes -----------------------------------------------------------------------------------
+
+def round_to(a: Any, dtype: str) -> np.ndarray:
+    """`a` rounded to `dtype`, as float32: f64 -> f32 and f32 -> bf16 round to nearest even."""
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf
+        a = np.asarray(a, dtype=np.float32)
+        if dtype == "bf16":
+            return a.astype(ml_dtypes.bfloat16).astype(np.float32)
+    return a
+
+
+def round_scalar(value: float, dtype: str) -> float:
+    """A Python float rounded to `dtype` (via f32, as `round_to` does)."""
+    return float(round_to(np.float64(value), dtype))
+
+
+def promote(a: str, b: str) -> str:
+    """The dtype of an elementwise op on `a` and `b`: f32 if either is f32."""
+    return "f32" if "f32" in (a, b) else "bf16"
+
+
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """numpy's broadcast of two shapes, or None if they do not broadcast."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 1 in (x, y) else x)
+    return tuple(reversed(out))
+
+
+def broadcast_dims(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes of `dst` along which a broadcast from `src` repeats values (leading new axes and
+    axes where `src` has extent 1)."""
+    lead = len(dst) - len(src)
+    return tuple(i for i in range(len(dst)) if i < lead or (src[i - lead] == 1 and dst[i] != 1))
+
+
+def format_shape(shape: Iterable[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def format_type(shape: tuple[int, ...], dtype: str) -> str:
+    return f"{dtype}{format_shape(shape)}"
+
+
+# ---- nodes and graphs -------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One value. Compared by identity; `id` is its index in `Graph.nodes`."""
+
+    id: int
+    op: Op
+    inputs: tuple[Node, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    name: str
+    line: int = 0
+    col: int = 0
+    axis: int | None = None
+    value: float | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * ITEMSIZE[self.dtype]
+
+    @property
+    def rounds(self) -> bool:
+        """True where this node rounds an f32 result to bf16: the language's rounding points."""
+        if self.dtype != "bf16" or self.op in EXACT_OPS:
+            return False
+        if self.op is Op.CAST:
+            return self.inputs[0].dtype == "f32"
+        return True
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The op attributes that are set, e.g. {'axis': 1}."""
+        out: dict[str, Any] = {}
+        if self.axis is not None:
+            out["axis"] = self.axis
+        if self.value is not None:
+            out["value"] = self.value
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} = {self.op.value} : {format_type(self.shape, self.dtype)}>"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A checked program: inputs in declaration order, all nodes in source (topological) order,
+    outputs in the order the `output` statements name them."""
+
+    inputs: tuple[Node, ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[Node, ...]
+    filename: str = "<string>"
+
+    def __getitem__(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def users(self) -> dict[int, list[Node]]:
+        """For each node id, the nodes that read it, in order."""
+        out: dict[int, list[Node]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                out[i.id].append(n)
+        return out
+
+
+def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
+                ) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of an op whose result type follows from its operands.
+
+    The single statement of the typing rules: the builder uses it to create nodes and `verify`
+    uses it to re-check them. Raises IRError for operands the op does not accept.
+    """
+    def need(cond: bool, why: str) -> None:
+        if not cond:
+            types = ", ".join(format_type(i.shape, i.dtype) for i in inputs)
+            raise IRError(f"{op.value}({types}): {why}")
+
+    if op in UNARY_OPS:
+        need(len(inputs) == 1, "needs one operand")
+        return inputs[0].shape, inputs[0].dtype
+    if op in BINARY_OPS:
+        need(len(inputs) == 2, "needs two operands")
+        a, b = inputs
+        need(a.shape == b.shape and a.dtype == b.dtype, "operands differ in shape or dtype")
+        return a.shape, a.dtype
+    if op is Op.MATMUL:
+        need(len(inputs) == 2, "needs two operands")
+        a, b = inputs
+        need(a.ndim == 2 and b.ndim == 2, "operands must be 2-D")
+        need(a.shape[1] == b.shape[0], "inner dimensions differ")
+        need(a.dtype == b.dtype, "operands differ in dtype")
+        return (a.shape[0], b.shape[1]), "f32"
+    if op is Op.TRANSPOSE:
+        need(len(inputs) == 1 and inputs[0].ndim == 2, "needs one 2-D operand")
+        return inputs[0].shape[::-1], inputs[0].dtype
+    if op in AXIS_OPS:
+        need(len(inputs) == 1, "needs one operand")
+        x = inputs[0]
+        need(axis is not None and 0 <= axis < x.ndim, f"axis {axis} out of range")
+        if op is Op.SOFTMAX:
+            return x.shape, x.dtype
+        return x.shape[:axis] + x.shape[axis + 1:], x.dtype
+    raise IRError(f"{op.value}: result type is not implied by operands")
+
+
+class GraphBuilder:
+    """Appends nodes in order, giving each its id and, if unnamed, a `%tN` name."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+
+    def add(self, op: Op, inputs: tuple[Node, ...] = (), *, shape: tuple[int, ...] | None = None,
+            dtype: str | None = None, axis: int | None = None, value: float | None = None,
+            name: str | None = None, line: int = 0, col: int = 0) -> Node:
+        """A new node. `shape`/`dtype` are given for input, const, broadcast and cast, and
+        derived by `result_type` for every other op."""
+        if op in (Op.INPUT, Op.CONST, Op.BROADCAST, Op.CAST):
+            if shape is None or dtype is None:
+                raise IRError(f"{op.value} needs an explicit shape and dtype")
+        else:
+            shape, dtype = result_type(op, inputs, axis)
+        nid = len(self.nodes)
+        node = Node(nid, op, tuple(inputs), tuple(shape), dtype, name or f"%t{nid}", line, col,
+                    axis, value)
+        self.nodes.append(node)
+        return node
+
+    def rename(self, node: Node, name: str) -> Node:
+        """Give the newest node a DSL name; only it can be renamed, since nothing reads it yet."""
+        if not self.nodes or self.nodes[-1] is not node:
+            raise IRError(f"only the newest node can be renamed, not {node.name}")
+        named = replace(node, name=name)
+        self.nodes[-1] = named
+        return named
+
+    def finish(self, outputs: Iterable[Node], filename: str = "<string>") -> Graph:
+        inputs = tuple(n for n in self.nodes if n.op is Op.INPUT)
+        return Graph(inputs, tuple(self.nodes), tuple(outputs), filename)
+
+
+# ---- verification -----------------------------------------------------------------------------
+
+def verify(graph: Graph) -> None:
+    """Check the invariants the rest of the compiler relies on; raise IRError if one is broken."""
+    names: set[str] = set()
+    for index, node in enumerate(graph.nodes):
+        where = f"node {index} ({node.name})"
+        if node.id != index:
+            raise IRError(f"{where}: id {node.id} is not its position")
+        if node.name in names:
+            raise IRError(f"{where}: name {node.name!r} is used twice")
+        names.add(node.name)
+        if node.dtype not in DTYPES:
+            raise IRError(f"{where}: unknown dtype {node.dtype!r}")
+        if not all(isinstance(d, int) and d >= 1 for d in node.shape):
+            raise IRError(f"{where}: bad shape {node.shape!r}")
+        for operand in node.inputs:
+            if operand.id >= index or graph.nodes[operand.id] is not operand:
+                raise IRError(f"{where}: operand {operand.name} is not an earlier node")
+        _verify_types(node, where)
+    declared = tuple(n for n in graph.nodes if n.op is Op.INPUT)
+    if graph.inputs != declared:
+        raise IRError("graph.inputs are not the input nodes in declaration order")
+    seen: set[int] = set()
+    for out in graph.outputs:
+        if out.id >= len(graph.nodes) or graph.nodes[out.id] is not out:
+            raise IRError(f"output {out.name} is not a node of the graph")
+        if out.id in seen or out.name.startswith("%"):
+            raise IRError(f"output {out.name} is repeated or unnamed")
+        seen.add(out.id)
+
+
+def _verify_types(node: Node, where: str) -> None:
+    op, ins = node.op, node.inputs
+    if op is Op.INPUT:
+        ok = not ins and 1 <= node.ndim <= MAX_INPUT_DIMS
+    elif op is Op.CONST:
+        ok = (not ins and node.value is not None
+              and _same_float(round_scalar(node.value, node.dtype), node.value))
+    elif op is Op.BROADCAST:
+        ok = (len(ins) == 1 and ins[0].dtype == node.dtype and ins[0].shape != node.shape
+              and broadcast_shape(ins[0].shape, node.shape) == node.shape)
+    elif op is Op.CAST:
+        ok = len(ins) == 1 and ins[0].shape == node.shape
+    else:
+        try:
+            shape, dtype = result_type(op, ins, node.axis)
+        except IRError as e:
+            raise IRError(f"{where}: {e}") from None
+        ok = (shape, dtype) == (node.shape, node.dtype)
+    if not ok:
+        raise IRError(f"{where}: {op.value} with operands "
+                      f"{[format_type(i.shape, i.dtype) for i in ins]} cannot give "
+                      f"{format_type(node.shape, node.dtype)}")
+    if (node.axis is not None) != (op in AXIS_OPS):
+        raise IRError(f"{where}: axis attribute on {op.value}")
+
+
+def _same_float(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)
+
+
+# ---- printing ---------------------------------------------------------------------------------
+
+def format_node(node: Node) -> tuple[str, str, str, str]:
+    """(name, type, right-hand side, position) of one node, for `format_ir`."""
+    attrs = ""
+    if node.axis is not None:
+        attrs = f"[axis={node.axis}]"
+    elif node.value is not None:
+        attrs = f" {node.value!r}"
+    rhs = node.op.value + attrs
+    if node.inputs:
+        rhs += " " + ", ".join(i.name for i in node.inputs)
+    if node.rounds:
+        rhs += "  ; rounds to bf16"
+    return node.name, format_type(node.shape, node.dtype), rhs, f"{node.line}:{node.col}"
+
+
+def _count(items: tuple[Node, ...], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def format_ir(graph: Graph) -> str:
+    """A readable listing, one node a line (what `d1 compile --emit ir` prints)."""
+    rows = [format_node(n) for n in graph.nodes]
+    wn = max((len(r[0]) for r in rows), default=0)
+    wt = max((len(r[1]) for r in rows), default=0)
+    wr = max((len(r[2]) for r in rows), default=0)
+    lines = [f"# {graph.filename}: {_count(graph.inputs, 'input')}, "
+             f"{_count(graph.nodes, 'node')}, {_count(graph.outputs, 'output')}"]
+    for name, typ, rhs, pos in rows:
+        lines.append(f"{name:<{wn}} : {typ:<{wt}} = {rhs:<{wr}}  @ {pos}")
+    lines.append("output " + ", ".join(o.name for o in graph.outputs))
+    return "\n".join(lines)

@@ -1,0 +1,345 @@
+"""Parse `.d1k` text into the syntax tree of `compiler.ast`, or raise a located `SourceError`.
+
+The grammar lives in `grammar.lark` and is run by Lark's LALR parser, built once on first use.
+Syntax errors get their message from a catalogue of small broken programs
+(`UnexpectedInput.match_examples`): the parser state the real error stopped in is compared with
+the states those examples stop in, so "y = (x + 1" reads as "missing ')'" rather than as a list of
+terminal names. Lark stops at the first syntax error, so a file reports at most one.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from compiler import ast
+from d1isa.errors import Diagnostic, SourceError
+
+GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
+
+
+@cache
+def parser() -> Lark:
+    """The LALR parser, constructed on first use and shared afterwards."""
+    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr",
+                propagate_positions=True, maybe_placeholders=True)
+
+
+def parse(text: str, filename: str = "<string>") -> ast.Program:
+    """Parse a whole program; raise `SourceError` for the first syntax error."""
+    try:
+        tree = parser().parse(text)
+    except UnexpectedInput as e:
+        raise SourceError([describe_syntax_error(e, text, filename)]) from None
+    try:
+        statements = _ToAst().transform(tree)
+    except RecursionError:
+        raise SourceError([Diagnostic(filename, 1, 1, "program is nested too deeply to parse")]
+                          ) from None
+    return ast.Program(tuple(statements), filename)
+
+
+# ---- building the AST -------------------------------------------------------------------------
+
+def _name(tok: Token) -> ast.Name:
+    return ast.Name(id=str(tok), line=tok.line, col=tok.column, end_col=tok.end_column)
+
+
+def _number(tok: Token) -> ast.Number:
+    return ast.Number(value=float(tok), text=str(tok), line=tok.line, col=tok.column,
+                      end_col=tok.end_column)
+
+
+def _span(meta) -> dict[str, int]:
+    return {"line": meta.line, "col": meta.column, "end_col": meta.end_column}
+
+
+class _ToAst(Transformer_NonRecursive):
+    """Lark tree -> `compiler.ast` dataclasses. Non-recursive, so long chains like
+    `a + a + ... + a` cannot overflow the Python stack here."""
+
+    def start(self, children):
+        return children
+
+    @v_args(meta=True)
+    def input_stmt(self, meta, children):
+        name, dtype, dims = children
+        return ast.Input(name=_name(name), dtype=_name(dtype), dims=tuple(dims or ()),
+                         **_span(meta))
+
+    def dims(self, children):
+        return [_number(t) for t in children]
+
+    @v_args(meta=True)
+    def assign_stmt(self, meta, children):
+        target, value = children
+        return ast.Assign(target=_name(target), value=value, **_span(meta))
+
+    @v_args(meta=True)
+    def output_stmt(self, meta, children):
+        return ast.Output(names=tuple(_name(t) for t in children), **_span(meta))
+
+    def name(self, children):
+        return _name(children[0])
+
+    def number(self, children):
+        return _number(children[0])
+
+    def neg(self, children):
+        minus, operand = children
+        if isinstance(operand, ast.Number):
+            # `-1e-3` is one literal, so `axis=-1` is an integer literal like `axis=1`.
+            text = operand.text[1:] if operand.text.startswith("-") else "-" + operand.text
+            return ast.Number(value=-operand.value, text=text, line=minus.line,
+                              col=minus.column, end_col=operand.end_col)
+        return ast.Neg(operand=operand, line=minus.line, col=minus.column,
+                       end_col=operand.end_col)
+
+    def binop(self, children):
+        left, op, right = children
+        return ast.BinOp(op=str(op), left=left, right=right, op_col=op.column,
+                         line=left.line, col=left.col, end_col=right.end_col)
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        func, items = children
+        return ast.Call(func=str(func), items=tuple(items or ()), **_span(meta))
+
+    def args(self, children):
+        return children
+
+    def keyword(self, children):
+        name, value = children
+        return ast.Keyword(name=str(name), value=value, line=name.line, col=name.column,
+                           end_col=value.end_col)
+
+
+# ---- syntax error messages --------------------------------------------------------------------
+
+# Each message is chosen when the parser stops in the same state as one of its examples.
+# Order matters: the first matching message wins.
+SYNTAX_EXAMPLES: dict[str, list[str]] = {
+    "missing ')'": [
+        "y = (x", "y = (x\n", "y = (x + 1", "y = (x * 2\n", "y = (-x", "y = ((x)",
+        "y = relu(x", "y = relu(x\n", "y = relu(x + 1", "y = f(x, y", "y = f(x * 2",
+        "y = sum(x, axis=1", "y = sum(x, axis=1\n", "y = f(x, -y", "y = f(x, a=y + 1",
+        "y = f(x, a=-y",
+    ],
+    "unexpected ')' without a matching '('": [
+        "y = x)", "y = x + 1)", "y = relu(x))", "y = 2)", "y = -x)", "y = x * y)",
+    ],
+    "expected an expression": [
+        "y = ", "y =\n", "y = x +", "y = x + \n", "y = x *", "y = x * \n", "y = x @", "y = x /",
+        "y = x -", "y = (", "y = (\n", "y = -", "y = --", "y = relu(", "y = relu(\n",
+        "y = f(x,", "y = f(x, ", "y = f(x,)", "y = f(x, axis=)", "y = f(x, axis=", "y = x + )",
+        "y = x * )", "y = ()", "y = x + *", "y = x * *", "y = - )", "y = ,", "y = f(,",
+        "y = f(x, a=,", "y = (,", "y = -,", "y = x + ,", "y = x * ,", "y = =", "y = x + =",
+        "y = x * =", "y = f(=", "y = (=", "y = f(x, a=)", "y = f(x, a==", "y = x + :",
+        "y = :", "y = x * :", "y = - =", "y = - :", "y = (:", "y = f(:", "y = f(x, a=:",
+        "y = x + [", "y = [", "y = x * [", "y = -[", "y = ([", "y = f([", "y = f(x, a=[",
+        "y = x + ]", "y = ]", "y = x * ]", "y = -]", "y = (]", "y = f(]",
+    ],
+    "a keyword argument needs a name: write axis=K": [
+        "y = f(x, 1=2)", "y = f(x, (a)=2)", "y = f(x, a + b=2)",
+    ],
+    "expected ',' or ')' in the argument list": [
+        "y = f(x y)", "y = f(x 2)", "y = f(x, a=1 2)", "y = f(x, a=1 b)",
+    ],
+    "expected an operator or the end of the line (one statement per line)": [
+        "y = x z", "y = x 2", "y = x\ty", "y = 2 x", "y = relu(x) y", "y = (x) y", "y = -x y",
+        "y = x z = 2", "y = x output y", "y = x input x", "y = 2 (y)",
+        "y = x ,", "y = x, z", "y = x =", "y = x = 2", "y = x :", "y = x [", "y = x ]",
+        "y = x input", "y = x output",
+    ],
+    "expected '=' after the name (statements are 'NAME = EXPR', 'input ...' or 'output ...')": [
+        "y", "y\n", "y x", "y 2", "y + 1", "y (x)", "y(x)", "y, z", "y: f32[2]", "y - 1",
+        "y * 2", "y @ 2", "y / 2", "y)", "y]", "y[", "y input", "y output", "y -", "y *",
+    ],
+    "a statement starts with a name, 'input' or 'output'": [
+        "2", "(x)", "-x", "= 2", "+ 1", "* 2", ")", ", x", ": x", "[", "]", "@", "/", "- 1",
+    ],
+    "expected a name after 'input': input NAME: DTYPE[D0, D1, ...]": [
+        "input", "input\n", "input 2", "input (x)", "input :", "input x y", "input [",
+        "input ]", "input ,", "input -", "input )", "input *",
+    ],
+    "expected ':' after the input's name: input NAME: DTYPE[D0, D1, ...]": [
+        "input x", "input x\n", "input x f32[2]", "input x = 2", "input x[2]", "input x, y",
+        "input x 2", "input x (", "input x )", "input x -", "input x ]", "input x *",
+    ],
+    "expected a dtype (f32 or bf16) after ':': input NAME: DTYPE[D0, D1, ...]": [
+        "input x:", "input x:\n", "input x: [2]", "input x: 2", "input x: (", "input x: :",
+        "input x: ,", "input x: -", "input x: ]", "input x: =", "input x: )", "input x: *",
+    ],
+    "expected '[' and the shape after the dtype: input NAME: DTYPE[D0, D1, ...]": [
+        "input x: f32", "input x: f32\n", "input x: f32 2", "input x: f32 y", "input x: f32(2)",
+        "input x: f32 ]", "input x: f32 :", "input x: f32 ,", "input x: f32 -", "input x: f32 =",
+        "input x: f32 )", "input x: f32 *",
+    ],
+    "expected a dimension (a positive integer) in the shape": [
+        "input x: f32[y]", "input x: f32[-1]", "input x: f32[2, ]", "input x: f32[2,",
+        "input x: f32[2, y]", "input x: f32[(2)]", "input x: f32[2, -1]", "input x: f32[:",
+        "input x: f32[2, ,", "input x: f32[2,\n", "input x: f32[[", "input x: f32[=",
+        "input x: f32[2, [", "input x: f32[2, =", "input x: f32[2, :", "input x: f32[2, )",
+        "input x: f32[)", "input x: f32[2, *", "input x: f32[*",
+    ],
+    "expected ',' or ']' in the shape": [
+        "input x: f32[2", "input x: f32[2\n", "input x: f32[2 3]", "input x: f32[2, 3",
+        "input x: f32[2)", "input x: f32[2 y]", "input x: f32[2, 3 4]", "input x: f32[2:",
+        "input x: f32[2 [", "input x: f32[2 -", "input x: f32[2 =", "input x: f32[2 *",
+    ],
+    "expected the end of the line after the shape (one statement per line)": [
+        "input x: f32[2] y", "input x: f32[2] 2", "input x: f32[2] = 1", "input x: f32[2],",
+        "input x: f32[2] input y", "input x: f32[2] output x", "input x: f32[2][3]",
+        "input x: f32[2] (", "input x: f32[2] )", "input x: f32[2] :", "input x: f32[2] ]",
+        "input x: f32[2] -", "input x: f32[2] *",
+    ],
+    "expected a name after 'output'": [
+        "output", "output\n", "output 2", "output (x)", "output x,", "output x,\n",
+        "output x, 2", "output -x", "output ,", "output x, (", "output :",
+        "output [", "output ]", "output )", "output *", "output x, ,", "output x, -",
+        "output x, :", "output x, =", "output x, [", "output x, ]", "output x, )",
+        "output x, *",
+    ],
+    "expected ',' or the end of the line after an output name": [
+        "output x y", "output x 2", "output x = 2", "output x (y)", "output x[0]", "output x:",
+        "output x + 1", "output x input", "output x output", "output x )", "output x ]",
+        "output x -", "output x *", "output x @",
+    ],
+    # Last, so it wins only on an exact match of the '=' token.
+    "'input' and 'output' are keywords and cannot be used as names": [
+        "input = 2", "output = 2", "input =", "output =",
+    ],
+}
+
+# How terminals read in a message.
+TERMINAL_TEXT = {
+    "NAME": "a name", "NUMBER": "a number", "_NL": "end of line", "$END": "end of file",
+    "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "LPAR": "'('",
+    "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
+    "INPUT": "'input'", "OUTPUT": "'output'",
+}
+EXPRESSION_START = frozenset({"LPAR", "MINUS", "NAME", "NUMBER"})
+
+
+def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagnostic:
+    """The located diagnostic for a Lark parse error."""
+    line, col, width = e.line, e.column, 1
+    if isinstance(e, UnexpectedCharacters):
+        char = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
+        message = f"unexpected character {char!r}"
+        if char in "\"'":
+            message += "; the language has no strings"
+        elif char == "^":
+            message += "; there is no power operator"
+    elif isinstance(e, UnexpectedToken):
+        tok = e.token
+        if tok.type == "$END":
+            line, col = end_position(text)
+        message = _token_message(e, source_line(text, line) or "")
+        if tok.type not in ("$END", "_NL"):
+            width = max(len(str(tok)), 1)
+            message = f"unexpected {_token_text(tok)}: {message}"
+            if tok.type == "STAR" and tok.start_pos > 0 and text[tok.start_pos - 1] == "*":
+                message += "; there is no power operator"
+    else:
+        message = "unexpected end of file"
+    if line is None or line < 1:
+        line, col = end_position(text)
+    return Diagnostic(filename, line, col, message, source_line(text, line), width=width)
+
+
+def _token_message(e: UnexpectedToken, line_text: str) -> str:
+    """What the parser wanted, in words.
+
+    Lark compares parser states including the stack depth, so the offending line is re-parsed
+    on its own (every statement is one line, and each line starts in the same parser state) and
+    that error is matched against the examples. Errors no example covers, such as deeply nested
+    parentheses, fall back to reading the set of acceptable terminals.
+    """
+    isolated = _isolated_error(line_text)
+    if isolated is not None:
+        label = isolated.match_examples(_parse_example, _examples(), use_accepts=True)
+        if label is not None:
+            return label
+    return _message_from_accepts(e)
+
+
+def _isolated_error(line_text: str) -> UnexpectedToken | None:
+    try:
+        parser().parse(line_text + "\n")
+    except UnexpectedToken as e:
+        return e
+    except UnexpectedInput:
+        return None
+    return None
+
+
+def _message_from_accepts(e: UnexpectedToken) -> str:
+    accepts = set(e.accepts or e.expected)
+    tok = e.token.type
+    if tok == "RPAR" and "RPAR" not in accepts:
+        return "unexpected ')' without a matching '('"
+    if accepts and accepts <= EXPRESSION_START:
+        return "expected an expression"
+    if "RPAR" in accepts and tok in ("_NL", "$END"):
+        return "missing ')'"
+    if "RPAR" in accepts and "COMMA" in accepts:
+        return "expected an operator, ',' or ')'"
+    if "RPAR" in accepts:
+        return "expected an operator or ')'"
+    if "_NL" in accepts and "PLUS" in accepts:
+        return "expected an operator or the end of the line (one statement per line)"
+    wanted = sorted(TERMINAL_TEXT.get(t, t) for t in accepts)
+    if not wanted:
+        return "syntax error"
+    if len(wanted) == 1:
+        return f"expected {wanted[0]}"
+    return f"expected {', '.join(wanted[:-1])} or {wanted[-1]}"
+
+
+@cache
+def _examples() -> dict[str, tuple[str, ...]]:
+    """The examples as whole lines: each ends in a newline, as an isolated line does."""
+    return {label: tuple(dict.fromkeys(ex if ex.endswith("\n") else ex + "\n" for ex in exs))
+            for label, exs in SYNTAX_EXAMPLES.items()}
+
+
+@cache
+def _example_error(example: str) -> UnexpectedInput | None:
+    try:
+        parser().parse(example)
+    except UnexpectedInput as e:
+        return e
+    return None
+
+
+def _parse_example(example: str) -> None:
+    """`parser().parse` for match_examples, remembering each example's error: parsing the whole
+    catalogue again for every syntax error would cost tens of milliseconds."""
+    err = _example_error(example)
+    if err is not None:
+        raise err.with_traceback(None)
+
+
+def _token_text(tok: Token) -> str:
+    if tok.type in ("$END", "_NL"):
+        return TERMINAL_TEXT[tok.type]
+    kind = "number" if tok.type == "NUMBER" else "token"
+    return f"{kind} {str(tok)!r}"
+
+
+def end_position(text: str) -> tuple[int, int]:
+    """(line, col) just past the last character, where an unexpected end of file is reported."""
+    lines = text.split("\n")
+    return len(lines), len(lines[-1].rstrip("\r")) + 1
+
+
+def source_line(text: str, line: int) -> str | None:
+    """Line `line` (1-based) as Lark counts lines, i.e. split on '\\n' only."""
+    lines = text.split("\n")
+    if 1 <= line <= len(lines):
+        return lines[line - 1].rstrip("\r")
+    return None
