@@ -20,6 +20,8 @@ from d1isa.errors import D1Error
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("d1.commands.info", "info", "Show the machine description and its derived figures."),
     "docs": ("d1.commands.info", "docs", "Regenerate docs/ISA.md from the ISA table."),
+    "asm": ("d1.commands.asm", "asm", "Assemble a .d1s file into a .d1o object."),
+    "disasm": ("d1.commands.asm", "disasm", "Disassemble a .d1o object into .d1s text."),
 }
 
 

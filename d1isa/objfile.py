@@ -50,6 +50,11 @@ SYMBOL_KINDS = ("code", "data", "equ")
 # A tensor the host would have to allocate is bounded, so a hostile layout cannot ask for 2^60 B.
 MAX_TENSOR_ELEMENTS = 1 << 31
 MAX_DIMS = 8
+# Checked before the embedded machine is built: building it allocates its whole grid, so a
+# hostile 60000 x 60000 mesh would take gigabytes before the live-node limit could reject it.
+MAX_MESH_NODES = 1 << 22
+# Code blocks beyond one per node are unused; a file may not declare more than this many.
+EXTRA_BLOCKS = 1024
 
 
 @dataclass
@@ -312,6 +317,17 @@ def _ints(v: Any, what: str) -> tuple[int, ...]:
     return tuple(_int(x, what) for x in v)
 
 
+def _check_mesh_size(mach: dict[str, Any], name: str) -> None:
+    """Reject an absurd mesh before `Machine.from_dict` allocates its grid."""
+    area = 1.0
+    for key in ("cols", "rows", "chips_x", "chips_y"):
+        v = mach.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            area *= abs(float(v))
+    _want(area <= MAX_MESH_NODES, f"{name}: the embedded machine's mesh has {area:.0f} nodes, "
+                                  f"more than this toolchain supports ({MAX_MESH_NODES})")
+
+
 def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
     _want(len(raw) >= HEADER.size, f"{name}: not a d1 object file (too short: {len(raw)} B)")
     magic, version, nsect, total, crc, _ = HEADER.unpack_from(raw, 0)
@@ -336,12 +352,17 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
 
     mach = json.loads(sections[b"MACH"].decode("utf-8"))
     _want(isinstance(mach, dict), f"{name}: embedded machine is not a table")
+    _check_mesh_size(mach, name)
     machine = Machine.from_dict(mach)
 
     meta = json.loads(sections[b"META"].decode("utf-8"))
     _want(isinstance(meta, dict), f"{name}: META is not a table")
+    _want(isinstance(meta["blocks"], list), f"{name}: bad block list")
+    _want(len(meta["blocks"]) <= machine.n_live + EXTRA_BLOCKS,
+          f"{name}: {len(meta['blocks'])} code blocks for {machine.n_live} nodes")
     sizes = [_int(s, "block size") for s in meta["blocks"]]
-    _want(all(s >= 0 for s in sizes), f"{name}: negative block size")
+    _want(all(0 <= s <= len(raw) for s in sizes), f"{name}: a block size is negative or "
+                                                     "larger than the file")
     nwords = sum(sizes)
     code, lines = sections[b"CODE"], sections[b"LINE"]
     _want(len(code) == 8 * nwords, f"{name}: CODE holds {len(code)} B, blocks need {8 * nwords}")
@@ -362,11 +383,21 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
     payload = sections[b"DATA"]
     data = []
     _want(isinstance(meta["data"], list), f"{name}: bad data records")
+    # Records sharing a payload share one bytes object. The serialiser stores each distinct
+    # payload once, so distinct slices add up to the DATA size; a file whose records slice far
+    # more than that would make loading allocate many times the file's size.
+    slices: dict[tuple[int, int], bytes] = {}
+    budget = 2 * len(payload) + (1 << 20)
     for rec in meta["data"]:
         node, addr, off, length = _ints(rec, "data record")
         _want(len(rec) == 4 and off >= 0 and length >= 0 and off + length <= len(payload),
               f"{name}: data record points outside DATA")
-        data.append(DataInit(node, addr, payload[off:off + length]))
+        blob = slices.get((off, length))
+        if blob is None:
+            budget -= length
+            _want(budget >= 0, f"{name}: data records reference more bytes than DATA holds")
+            blob = slices[(off, length)] = payload[off:off + length]
+        data.append(DataInit(node, addr, blob))
 
     symbols = []
     for rec in meta["symbols"]:

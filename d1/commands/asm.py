@@ -1,0 +1,76 @@
+"""`d1 asm` and `d1 disasm`: between `.d1s` assembly text and `.d1o` objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from d1.options import machine_from_options, machine_given, machine_options
+from d1isa.errors import D1Error
+
+
+@click.command("asm")
+@click.argument("source", metavar="FILE.d1s")
+@click.option("-o", "--output", metavar="FILE.d1o",
+              help="Object file to write. Default: FILE.d1o next to the source.")
+@machine_options
+def asm(source: str, output: str | None, machine_name: str | None, mesh: str | None,
+        sets: tuple[str, ...]) -> None:
+    """Assemble a .d1s file into a .d1o object.
+
+    The machine is the file's own `.machine` directive if it has one (disassembled objects do),
+    else --machine/--mesh/--set, else d1. Errors are listed as FILE:LINE:COL with the line and a
+    caret, all of them in one run (exit status 2).
+
+    \b
+    Examples:
+      d1 asm programs/asm/vadd.d1s -o vadd.d1o
+      d1 asm programs/asm/token_ring.d1s --mesh 4x4
+    """
+    from d1isa.asm import assemble_file
+
+    machine = machine_from_options(machine_name, mesh, sets) \
+        if machine_given(machine_name, mesh, sets) else None
+    obj = assemble_file(source, machine)
+    out = Path(output) if output else Path(source).with_suffix(".d1o")
+    if out.resolve() == Path(source).resolve():
+        raise D1Error(f"refusing to overwrite the source {source} with the object")
+    obj.save(out)
+    words = sum(len(b) for b in obj.blocks)
+    nodes = int((obj.node_block >= 0).sum())
+    click.echo(f"wrote {out}: {words} instructions in {len(obj.blocks)} code block"
+               f"{'s' if len(obj.blocks) != 1 else ''}, {nodes} of {obj.machine.n_live} nodes "
+               f"with code, machine {obj.machine.name}")
+
+
+@click.command("disasm")
+@click.argument("objfile", metavar="FILE.d1o")
+@click.option("-o", "--output", metavar="OUT.d1s", help="Write here instead of to stdout.")
+@click.option("--plain", is_flag=True,
+              help="A readable listing without the debug directives (.machine, .loc, .source, "
+                   ".symbol); still valid assembly.")
+def disasm(objfile: str, output: str | None, plain: bool) -> None:
+    """Disassemble a .d1o object into .d1s text.
+
+    By default the text carries the object's machine, line table, sources and symbols as
+    directives, and `d1 asm` turns it back into the identical object.
+
+    \b
+    Examples:
+      d1 disasm vadd.d1o
+      d1 disasm vadd.d1o -o vadd_again.d1s && d1 asm vadd_again.d1s
+      d1 disasm vadd.d1o --plain | less
+    """
+    from d1isa.disasm import disassemble
+    from d1isa.objfile import ObjectFile
+
+    text = disassemble(ObjectFile.load(objfile), debug=not plain)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise D1Error(f"cannot write {output}: {e.strerror or e}") from None
+    click.echo(f"wrote {output}", err=True)
