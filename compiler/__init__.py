@@ -1,9 +1,11 @@
-"""The tensor DSL compiler: `.d1k` source -> syntax tree -> typed IR -> (code, elsewhere).
+"""The tensor DSL compiler: `.d1k` source -> syntax tree -> typed IR -> per-node code.
 
 The front end, in pipeline order: `parse` (compiler.parse) builds the syntax tree, `check`
 (compiler.check) resolves names, dtypes and shapes against a `Machine` and lowers to the IR
 (compiler.ir), and `evaluate` (compiler.reference) runs the IR in numpy as the definition of
-its meaning. The language itself is described in docs/DSL.md.
+its meaning. The language itself is described in docs/DSL.md. The back end (compiler.pipeline,
+docs/COMPILER.md) maps the IR onto the mesh and emits per-node assembly: `compile_source` and
+`compile_file` return the object, and `compare_outputs` applies the `--check` tolerance.
 
 This module stays light to import: numpy, ml_dtypes and lark, nothing compiled. Note that the
 function `compiler.reference` hides the submodule of the same name as a package attribute; import
@@ -20,8 +22,10 @@ import numpy as np
 
 from compiler.ast import Program, format_ast
 from compiler.check import check as _check
+from compiler.compare import compare_outputs
 from compiler.ir import Graph, Node, Op, format_ir, round_to, verify
 from compiler.parse import parse as _parse
+from compiler.pipeline import CompileOptions, compile_file, compile_source, emit_stage
 from compiler.reference import evaluate
 from d1isa.machine import Machine, default_machine
 
@@ -59,6 +63,7 @@ def make_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 __all__ = [
-    "Graph", "Node", "Op", "Program", "check_source", "evaluate", "format_ast", "format_ir",
+    "CompileOptions", "Graph", "Node", "Op", "Program", "check_source", "compare_outputs",
+    "compile_file", "compile_source", "emit_stage", "evaluate", "format_ast", "format_ir",
     "make_inputs", "parse_source", "reference", "verify",
 ]

@@ -1,0 +1,132 @@
+"""Compiler figures, each printed next to a baseline measured in the same run.
+
+    python -m benchmarks.compiler_bench          (or: d1 bench compiler)
+
+- compile time of a 1024 x 1024 x 1024 bf16 matmul for the d1 machine (best of 3, measured on
+  the host, interpreter start excluded); target <= 2 s. Baseline: the assembler alone on the same
+  emitted text (the part of compiling that is not the compiler's own passes).
+- modelled utilisation of that matmul: useful FLOPs (2 M N K) / modelled time / peak BF16 of all
+  354 live nodes; target >= 60 %. Baselines from the same run: the same program compiled with
+  matmul=naive (gather first, then multiply), with double_buffer=false (exchange every panel,
+  then multiply) and with preskew=false; and the bound of the grid itself (grid nodes / live
+  nodes: the relay and idle nodes do no arithmetic).
+- modelled utilisation of programs/mlp.d1k at batch 256; target >= 30 %; baseline matmul=naive.
+- emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded) against numpy
+  float32 matmul of the same shapes on one thread; target <= 5x.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import compiler  # noqa: E402
+from compiler.pipeline import CompileOptions, compile_text  # noqa: E402
+from d1isa.asm import assemble  # noqa: E402
+from d1isa.machine import load_machine  # noqa: E402
+
+REPEATS = 3
+ROOT = Path(__file__).resolve().parents[1]
+MATMUL = "input a: bf16[{n}, {n}]\ninput b: bf16[{n}, {n}]\nc = a @ b\noutput c\n"
+
+
+def _best(fn, repeats: int = REPEATS) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def run_program(text: str, machine, options: CompileOptions | None = None,
+                flops: int | None = None) -> dict:
+    """Compile and emulate; modelled cycles, utilisation and the emulator's wall time."""
+    from emulator import Emulator
+    c = compile_text(text, machine, "bench.d1k", options)
+    graph = c.graph
+    inputs = compiler.make_inputs(graph, 0)
+    emu = Emulator(c.obj)
+    for name, value in inputs.items():
+        emu.set_input(name, value)
+    emu.run(max_instructions=0)           # load the jitted loop outside the timing
+    t = time.perf_counter()
+    result = emu.run()
+    wall = time.perf_counter() - t
+    if not result.ok:
+        raise RuntimeError(result.report())
+    ref = compiler.evaluate(graph, inputs)
+    outs = {o.name: emu.output(o.name) for o in graph.outputs}
+    ok = all(r[4] for r in compiler.compare_outputs(graph, outs, ref))
+    seconds = result.cycles / machine.clock_hz
+    util = (flops / seconds / machine.peak_flops["bf16"]) if flops else 0.0
+    return {"cycles": result.cycles, "util": 100 * util, "wall": wall, "ok": ok,
+            "inputs": inputs}
+
+
+def bench_compile(n: int = 1024) -> dict:
+    m = load_machine("d1")
+    text = MATMUL.format(n=n)
+    compile_text(text, m, "mm.d1k")                 # warm imports and caches
+    best = _best(lambda: compile_text(text, m, "mm.d1k"))
+    asm = compile_text(text, m, "mm.d1k", assemble_object=False).asm
+    asm_only = _best(lambda: assemble(asm, "mm.d1s", m))
+    return {"compile": best, "assemble": asm_only, "lines": asm.count("\n")}
+
+
+def bench_matmul(n: int = 1024) -> dict:
+    m = load_machine("d1")
+    text = MATMUL.format(n=n)
+    flops = 2 * n ** 3
+    out = {"summa": run_program(text, m, CompileOptions(), flops)}
+    for key, opts in (("naive", CompileOptions(matmul="naive")),
+                      ("no double buffer", CompileOptions(double_buffer=False)),
+                      ("no preskew", CompileOptions(preskew=False))):
+        out[key] = run_program(text, m, opts, flops)
+    a, b = (out["summa"]["inputs"][k] for k in ("a", "b"))
+    out["numpy"] = _best(lambda: np.matmul(a, b))
+    from compiler.grid import choose_grid
+    out["grid bound"] = 100 * choose_grid(m).size / m.n_live
+    return out
+
+
+def bench_mlp(batch: int = 256) -> dict:
+    m = load_machine("d1")
+    text = (ROOT / "programs" / "mlp.d1k").read_text().replace("[64, 784]", f"[{batch}, 784]")
+    flops = 2 * batch * 784 * 256 + 2 * batch * 256 * 10
+    return {"summa": run_program(text, m, CompileOptions(), flops),
+            "naive": run_program(text, m, CompileOptions(matmul="naive"), flops)}
+
+
+def main() -> None:
+    print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "
+          "emulator's timing model, times are measured on the host)")
+    c = bench_compile()
+    print(f"compile 1024^3 bf16 matmul      {c['compile']:6.2f} s   (target <= 2 s; baseline: "
+          f"assembling its {c['lines']:,} lines alone {c['assemble']:.2f} s)")
+    r = bench_matmul()
+    s = r["summa"]
+    print(f"1024^3 matmul utilisation       {s['util']:6.1f} %   (modelled, {s['cycles']:,} "
+          f"cycles; target >= 60 %; correct: {s['ok']})")
+    for key in ("naive", "no double buffer", "no preskew"):
+        print(f"    baseline {key:<20} {r[key]['util']:6.1f} %   ({r[key]['cycles']:,} cycles; "
+              f"correct: {r[key]['ok']})")
+    print(f"    bound: grid nodes / live nodes {r['grid bound']:5.1f} %")
+    mlp = bench_mlp()
+    print(f"MLP (batch 256) utilisation     {mlp['summa']['util']:6.1f} %   (modelled, "
+          f"{mlp['summa']['cycles']:,} cycles; target >= 30 %; baseline naive "
+          f"{mlp['naive']['util']:.1f} %)")
+    ratio = s["wall"] / r["numpy"]
+    print(f"emulating the 1024^3 matmul     {s['wall']:6.2f} s   (numpy f32 matmul, 1 thread: "
+          f"{r['numpy']:.3f} s; ratio {ratio:.1f}x, target <= 5x)")
+
+
+if __name__ == "__main__":
+    main()

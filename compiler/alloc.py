@@ -1,0 +1,100 @@
+"""The `schedule` and `allocate` passes: step order and liveness, then SRAM addresses.
+
+Steps run in program order (dead ones, whose results nobody reads and that are not outputs,
+are dropped). A value is live from the step that writes it (inputs: from the start) to the last
+step that reads it (outputs: to the end); a step's scratch buffers live during that step only.
+Every value gets one address, the same on every node, so a node's code can be shared with nodes
+that do the same thing; the size reserved is the largest block any node holds. First fit in
+increasing address order, deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.plan import Step, Value
+from d1isa.errors import Diagnostic, SourceError
+
+ALIGN = 64
+
+
+@dataclass
+class Schedule:
+    steps: list[Step]
+    live: dict[int, tuple[int, int]]        # id(value) -> (first step, last step)
+    values: list[Value]
+
+
+def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Schedule:
+    """Drop steps whose results are never read, and compute every value's live range."""
+    needed = {id(v) for v in outputs}
+    kept: list[Step] = []
+    for st in reversed(steps):
+        if st.out is not None and id(st.out) not in needed:
+            continue
+        kept.append(st)
+        for v in st.ins:
+            needed.add(id(v))
+    kept.reverse()
+    end = len(kept)
+    live: dict[int, tuple[int, int]] = {}
+    values: list[Value] = []
+
+    def touch(v: Value, k: int) -> None:
+        if id(v) not in live:
+            live[id(v)] = (k, k)
+            values.append(v)
+        else:
+            a, b = live[id(v)]
+            live[id(v)] = (min(a, k), max(b, k))
+
+    for v in inputs:
+        touch(v, -1)
+    for k, st in enumerate(kept):
+        for v in st.values():
+            touch(v, k)
+    for v in outputs:
+        touch(v, end)
+    for v in inputs:
+        # The host writes inputs before the program starts: they must not overlap anything
+        # that is live then, which is only other inputs.
+        a, b = live[id(v)]
+        live[id(v)] = (-1, b)
+    return Schedule(kept, live, values)
+
+
+def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
+    """Give every value an address; return the peak bytes used per node. Raise a located
+    SourceError naming the sizes when a step's live values do not fit."""
+    order = sorted(sched.values, key=lambda v: (sched.live[id(v)][0], -v.nbytes))
+    placed: list[tuple[int, int, int, Value]] = []   # (addr, size, last step, value)
+    peak = 0
+    for v in order:
+        start, last = sched.live[id(v)]
+        placed = [p for p in placed if p[2] >= start]
+        size = -(-v.nbytes // ALIGN) * ALIGN
+        addr = 0
+        for a, sz, _, _ in sorted(placed, key=lambda p: p[0]):
+            if addr + size <= a:
+                break
+            addr = max(addr, a + sz)
+        if addr + size > sram_bytes:
+            raise _too_big(sched, v, start, placed, size, sram_bytes, filename, text)
+        v.addr = addr
+        placed.append((addr, size, last, v))
+        peak = max(peak, addr + size)
+    return peak
+
+
+def _too_big(sched: Schedule, v: Value, start: int, placed: list, size: int, sram: int,
+             filename: str, text: str) -> SourceError:
+    st = sched.steps[max(start, 0)] if sched.steps else None
+    line, col = st.loc if st is not None else (1, 1)
+    live = sorted(placed, key=lambda p: -p[1])[:4]
+    others = ", ".join(f"{p[3].name} ({p[1]:,} B)" for p in live)
+    total = size + sum(p[1] for p in placed)
+    msg = (f"does not fit in a node's SRAM: '{v.name}' needs {size:,} B per node, and with "
+           f"the values live at this point ({others}{', ...' if len(placed) > 4 else ''}) "
+           f"a node would need {total:,} B, but it has {sram:,} B")
+    from d1isa.errors import line_of
+    return SourceError([Diagnostic(filename, line or 1, col or 1, msg, line_of(text, line))])

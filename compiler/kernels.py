@@ -1,0 +1,779 @@
+"""Node-local compute kernels: fused elementwise, reductions, softmax, and the N-d fallbacks.
+
+All floating-point work runs on the 16-lane vector unit: bf16 data is widened on load
+(`vldw.bf16`) and narrowed, rounding to nearest even, on store (`vstn.bf16`), which is exactly
+the IR's rounding point when the node's result is bf16. Inside a fused elementwise kernel an
+intermediate value that the IR rounds gets a `vcvt.bf16`; exp/tanh/sigmoid/sqrt are single
+instructions computed in f64 and rounded to f32, as the reference does.
+
+Rows are whole vectors (a block's stride is padded to 16 elements), so a kernel may compute
+garbage in a row's padding lanes; reductions mask those lanes (0 for sum, -inf for max) and the
+matmul zeroes its K padding. Reductions and softmax combine per-node partials along grid lines
+with `comm.allreduce`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from compiler.asmgen import Code, f32_hex
+from compiler.comm import allreduce
+from compiler.ir import Op
+from compiler.layout import round_up
+from compiler.plan import Ctx, Step, Value, scratch
+from d1isa.errors import D1Error
+
+NEG_INF = "0xff800000"
+VOPS = {Op.NEG: "vneg", Op.ABS: "vabs", Op.EXP: "vexp", Op.TANH: "vtanh",
+        Op.SIGMOID: "vsigmoid", Op.SQRT: "vsqrt", Op.ADD: "vadd", Op.SUB: "vsub",
+        Op.MUL: "vmul", Op.DIV: "vdiv", Op.MAXIMUM: "vmax", Op.MINIMUM: "vmin"}
+
+
+def _isz(dtype: str) -> int:
+    return 4 if dtype == "f32" else 2
+
+
+def splat_from(code: Code, vd: str, addr_reg: str, off: int, dtype: str, tmp: str) -> None:
+    """vd = the element at [addr_reg+off] in every lane."""
+    if dtype == "f32":
+        code.op(f"ld32u {tmp}, [{addr_reg}{off:+d}]")
+    else:
+        code.op(f"ld16u {tmp}, [{addr_reg}{off:+d}]")
+        code.op(f"slli {tmp}, {tmp}, 16")
+    code.op(f"vbcast {vd}, {tmp}")
+
+
+# ---- fused elementwise ------------------------------------------------------------------------
+
+@dataclass
+class Leaf:
+    """An operand of a fused elementwise kernel: a stored value read in some mode, or a constant.
+
+    full: same shape and distribution as the result; row: a [1, C] vector reused for every row;
+    col: an [R, 1] column, one value per row; scalar: one value; const: an immediate.
+    """
+
+    mode: str
+    value: Value | None = None
+    const: float = 0.0
+
+
+# Expressions: ("leaf", k) | ("op", Op, (children...), rounds)
+Expr = tuple
+
+
+class Elementwise(Step):
+    """out = expr(leaves), one fused loop over each node's block."""
+
+    def __init__(self, out: Value, expr: Expr, leaves: list[Leaf], loc: tuple[int, int],
+                 label: str, ops: list[str]) -> None:
+        ins = []
+        for lf in leaves:
+            if lf.value is not None and lf.value not in ins:
+                ins.append(lf.value)
+        super().__init__("elementwise(" + " ".join(ops) + ")", out, ins, loc, label)
+        self.expr = expr
+        self.leaves = leaves
+
+    def emit(self, ctx: Ctx) -> None:
+        L = self.out.layout
+        nv_regs = min(ctx.machine.vector_regs, 32)
+        for i, j in L.holders():
+            r0, r1, c0, c1 = L.block(i, j)
+            _emit_elementwise(ctx.gcode(i, j), self, r1 - r0, c1 - c0, nv_regs)
+
+
+def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: int) -> None:
+    out = st.out
+    L = out.layout
+    leaves = st.leaves
+    flat = all(lf.mode in ("full", "scalar", "const") for lf in leaves)
+    # Registers that hold the same thing for a whole loop count down from the top.
+    fixed: dict[object, str] = {}
+    top = [nv_regs - 1]
+
+    def fixed_reg(key: object) -> str:
+        r = f"v{top[0]}"
+        top[0] -= 1
+        fixed[key] = r
+        return r
+
+    for k, lf in enumerate(leaves):
+        if lf.mode == "const":
+            code.op(f"vbcasti {fixed_reg(k)}, {f32_hex(lf.const)}")
+        elif lf.mode == "scalar":
+            code.li("r13", lf.value.addr)
+            splat_from(code, fixed_reg(k), "r13", 0, lf.value.dtype, "r12")
+    if _uses(st.expr, Op.RELU):
+        code.op(f"vbcasti {fixed_reg('zero')}, 0x00000000")
+    # Pointer registers: the result in r3, each stored operand from r4 on.
+    ptr: dict[object, str] = {"out": "r3"}
+    for lf in leaves:
+        if lf.mode in ("full", "row", "col") and lf.value not in ptr:
+            ptr[lf.value] = f"r{3 + len(ptr)}"
+
+    def isz_of(key: object) -> int:
+        return _isz(out.dtype if key == "out" else key.dtype)
+
+    def reset() -> None:
+        for key, reg in ptr.items():
+            code.li(reg, out.addr if key == "out" else key.addr)
+
+    def vector(off: int, held: dict[int, str], free_top: int) -> None:
+        """Compute and store the 16 elements at element offset `off` of the current row, with
+        temporaries taken from v0..v{free_top} and released as soon as they are used."""
+        cached: dict[int, str] = dict(held)
+        free = [f"v{n}" for n in range(free_top, -1, -1)]
+        temps: set[str] = set()
+
+        def new() -> str:
+            if not free:
+                raise D1Error(f"the fused expression of '{st.label}' needs more vector "
+                              f"registers than the machine's {nv_regs}")
+            r = free.pop()
+            temps.add(r)
+            return r
+
+        def release(r: str) -> None:
+            if r in temps and r not in cached.values():
+                temps.discard(r)
+                free.append(r)
+
+        def leaf(k: int) -> str:
+            if k in fixed:
+                return fixed[k]
+            if k not in cached:
+                lf = leaves[k]
+                r = new()
+                code.vload(r, ptr[lf.value], off * _isz(lf.value.dtype), lf.value.dtype)
+                cached[k] = r
+            return cached[k]
+
+        def gen(e: Expr, root: bool) -> str:
+            if e[0] == "leaf":
+                return leaf(e[1])
+            _, op, kids, rounds = e
+            args = [gen(c, False) for c in kids]
+            if op is Op.CAST:
+                r = args[0]
+            else:
+                r = new()
+                if op is Op.RELU:
+                    code.op(f"vmax {r}, {args[0]}, {fixed['zero']}")
+                else:
+                    code.op(f"{VOPS[op]} {r}, {', '.join(args)}")
+                for a in args:
+                    if a != r:
+                        release(a)
+            if rounds and not root:
+                if r in temps and r not in cached.values():
+                    code.op(f"vcvt.bf16 {r}, {r}")
+                else:
+                    r2 = new()
+                    code.op(f"vcvt.bf16 {r2}, {r}")
+                    r = r2
+            return r
+
+        code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype), out.dtype)
+
+    reset()
+    if flat:
+        # Same distribution everywhere: the block is one run of whole vectors.
+        nv = -(-nr * (L.stride // _isz(out.dtype)) // 16)
+        full, rest = divmod(nv, 8)
+
+        def eight() -> None:
+            for k in range(8):
+                vector(16 * k, {}, top[0])
+            for key, reg in ptr.items():
+                code.op(f"addi {reg}, {reg}, {128 * isz_of(key)}")
+
+        code.counted("r1", full, eight)
+        for k in range(rest):
+            vector(16 * k, {}, top[0])
+        return
+    # Row mode: column leaves are splatted once per row, row leaves preloaded when they fit.
+    nvr = -(-nc // 16)
+    row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
+    col_keys = [k for k, lf in enumerate(leaves) if lf.mode == "col"]
+    advancing = [key for key in ptr
+                 if key == "out" or leaves_mode(leaves, key) in ("full", "col")]
+    chunks = list(range(0, nvr, 8))
+    for q0 in chunks:
+        q1 = min(nvr, q0 + 8)
+        if len(chunks) > 1:
+            reset()
+        held_col = {k: f"v{top[0] - n}" for n, k in enumerate(col_keys)}
+        free = top[0] - len(col_keys)
+        room = free + 1 - _size(st.expr)
+        pre: dict[tuple[int, int], str] = {}
+        if row_keys and len(row_keys) * (q1 - q0) <= room:
+            for k in row_keys:
+                lf = leaves[k]
+                for v in range(q0, q1):
+                    r = pre[(k, v)] = f"v{free - len(pre)}"
+                    code.vload(r, ptr[lf.value], 16 * v * _isz(lf.value.dtype), lf.value.dtype)
+
+        temp_top = free - len(pre)
+
+        def row(q0: int = q0, q1: int = q1, held_col: dict = held_col, pre: dict = pre,
+                temp_top: int = temp_top) -> None:
+            for k, r in held_col.items():
+                splat_from(code, r, ptr[leaves[k].value], 0, leaves[k].value.dtype, "r13")
+            for v in range(q0, q1):
+                held = dict(held_col)
+                held.update({k: pre[(k, v)] for k in row_keys if (k, v) in pre})
+                vector(16 * v, held, temp_top)
+            for key in advancing:
+                stride = L.stride if key == "out" else key.layout.stride
+                code.op(f"addi {ptr[key]}, {ptr[key]}, {stride}")
+
+        code.counted("r1", nr, row)
+
+
+def leaves_mode(leaves: list[Leaf], value: Value) -> str:
+    for lf in leaves:
+        if lf.value is value:
+            return lf.mode
+    return ""
+
+
+def _uses(e: Expr, op: Op) -> bool:
+    if e[0] == "leaf":
+        return False
+    return e[1] is op or any(_uses(c, op) for c in e[2])
+
+
+def _size(e: Expr) -> int:
+    if e[0] == "leaf":
+        return 1
+    return 2 + sum(_size(c) for c in e[2])
+
+
+# ---- reductions -------------------------------------------------------------------------------
+
+def _mask_regs(code: Code, tail: int, op: str) -> tuple[str, str]:
+    """Lane mask for a partial last vector (v14), and -inf (v15) for max."""
+    code.lane_mask("v14", tail, "v13")
+    if op == "max":
+        code.op(f"vbcasti v15, {NEG_INF}")
+    return "v14", "v15"
+
+
+def _masked(code: Code, v: str, op: str) -> None:
+    if op == "max":
+        code.op(f"vsel {v}, v14, {v}, v15")
+    else:
+        code.op(f"vand {v}, {v}, v14")
+
+
+def _combine(code: Code, op: str, d: str, a: str, b: str) -> None:
+    code.op(f"{'vmax' if op == 'max' else 'vadd'} {d}, {a}, {b}")
+
+
+def fill(code: Code, addr: int, n: int, bits: str) -> None:
+    """n f32 values of the given bit pattern at addr (whole vectors)."""
+    code.op(f"vbcasti v0, {bits}")
+    code.li("r1", addr)
+    for k in range(-(-n // 16)):
+        code.op(f"vst v0, [r1+{64 * k}]")
+
+
+def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
+                 pre: tuple[str, str, str] | None = None) -> None:
+    """part[r] (f32) = op over the nc elements of row r of x's block, for r < nr.
+
+    With `pre` = (vsub_source_addr, "exp", ebuf_addr) each element is first replaced by
+    exp(x - m[r]) with m[r] read from vsub_source, and the results are stored (f32) in ebuf
+    with stride round_up(nc, 16) * 4: the softmax numerator pass.
+    """
+    ident = NEG_INF if op == "max" else "0x00000000"
+    if nc <= 0:
+        fill(code, part, nr, ident)
+        return
+    nvr = -(-nc // 16)
+    tail = nc % 16
+    if tail:
+        _mask_regs(code, tail, op)
+    isz = _isz(x.dtype)
+    code.li("r3", x.addr)
+    code.li("r4", part)
+    if pre is not None:
+        code.li("r5", pre[0])
+        code.li("r6", pre[2])
+
+    def row() -> None:
+        if pre is not None:
+            code.op("ld32u r13, [r5+0]")
+            code.op("vbcast v12, r13")
+        for k in range(nvr):
+            t = "v0" if k == 0 else "v1"
+            code.vload(t, "r3", 16 * k * isz, x.dtype)
+            if pre is not None:
+                code.op(f"vsub {t}, {t}, v12")
+                code.op(f"vexp {t}, {t}")
+                code.op(f"vst {t}, [r6+{64 * k}]")
+            if k == nvr - 1 and tail:
+                _masked(code, t, op)
+            if k:
+                _combine(code, op, "v0", "v0", "v1")
+        code.op(f"{'vredmax' if op == 'max' else 'vredsum'} r13, v0")
+        code.op("st32 r13, [r4+0]")
+        code.op(f"addi r3, r3, {x.layout.stride}")
+        code.op("addi r4, r4, 4")
+        if pre is not None:
+            code.op("addi r5, r5, 4")
+            code.op(f"addi r6, r6, {round_up(nc, 16) * 4}")
+
+    code.counted("r1", nr, row)
+
+
+def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
+                 pre: tuple[int, int] | None = None) -> None:
+    """part[c] (f32) = op over the nr rows of column c of x's block (whole vectors).
+
+    With `pre` = (m_addr, ebuf_addr): elements are first replaced by exp(x - m[c]) and stored
+    (f32) in ebuf with stride round_up(nc, 16) * 4.
+    """
+    ident = NEG_INF if op == "max" else "0x00000000"
+    nvr = -(-nc // 16)
+    if nr <= 0:
+        fill(code, part, nc, ident)
+        return
+    isz = _isz(x.dtype)
+    es = round_up(nc, 16) * 4
+    for q0 in range(0, nvr, 6):
+        q1 = min(nvr, q0 + 6)
+        code.li("r3", x.addr + 16 * q0 * isz)
+        if pre is not None:
+            code.li("r5", pre[1] + 64 * q0)
+            for v in range(q0, q1):
+                code.li("r6", pre[0] + 64 * v)
+                code.op(f"vld v{8 + v - q0}, [r6+0]")
+        for v in range(q0, q1):
+            code.op(f"vbcasti v{v - q0}, {ident}")
+
+        def row(q0: int = q0, q1: int = q1) -> None:
+            for v in range(q0, q1):
+                code.vload("v14", "r3", 16 * (v - q0) * isz, x.dtype)
+                if pre is not None:
+                    code.op(f"vsub v14, v14, v{8 + v - q0}")
+                    code.op("vexp v14, v14")
+                    code.op(f"vst v14, [r5+{64 * (v - q0)}]")
+                _combine(code, op, f"v{v - q0}", f"v{v - q0}", "v14")
+            code.op(f"addi r3, r3, {x.layout.stride}")
+            if pre is not None:
+                code.op(f"addi r5, r5, {es}")
+
+        code.counted("r1", nr, row)
+        code.li("r4", part + 64 * q0)
+        for v in range(q0, q1):
+            code.op(f"vst v{v - q0}, [r4+{64 * (v - q0)}]")
+
+
+def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: float | None
+                 ) -> None:
+    """out elements [dst, +n) = f32 vector at src (divided by `divisor`), in out's dtype."""
+    code.li("r1", src)
+    code.li("r2", dst)
+    if divisor is not None:
+        code.op(f"vbcasti v15, {f32_hex(divisor)}")
+    isz = _isz(out.dtype)
+    for k in range(-(-n // 16)):
+        code.op(f"vld v0, [r1+{64 * k}]")
+        if divisor is not None:
+            code.op("vdiv v0, v0, v15")
+        code.vstore("v0", "r2", 16 * k * isz, out.dtype)
+
+
+class Reduce(Step):
+    """sum/max/mean of a 1-D or 2-D value over its rows' elements ("rows": the last axis) or
+    down its columns ("cols": axis 0 of a 2-D value)."""
+
+    def __init__(self, out: Value, src: Value, op: str, along: str, loc, label) -> None:
+        super().__init__(f"{op}[{along}]", out, [src], loc, label)
+        self.op = op                      # "sum", "max" or "mean"
+        self.along = along
+        L = src.layout
+        n = (L.max_rows if along == "rows" else L.max_cols)
+        size = round_up(max(n, 1), 16) * 4
+        self.temps = [scratch(f"{out.name}.part", size), scratch(f"{out.name}.recv", size)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x = self.ins[0]
+        L = x.layout
+        part, tmp = self.temps[0].addr, self.temps[1].addr
+        comb = "max" if self.op == "max" else "sum"
+        rows = self.along == "rows"
+        members = []
+        nbytes = {}
+        for i in range(ctx.grid.P):
+            for j in range(ctx.grid.Q):
+                r0, r1, c0, c1 = L.block(i, j)
+                nr, nc = r1 - r0, c1 - c0
+                keep = nr if rows else nc
+                if keep <= 0:
+                    continue
+                members.append((i, j))
+                nbytes[(i, j)] = keep * 4
+                code = ctx.gcode(i, j)
+                if rows:
+                    row_partials(code, x, nr, nc, comb, part)
+                else:
+                    col_partials(code, x, nr, nc, comb, part)
+        allreduce(ctx, L.col_axis if rows else L.row_axis, members, part, tmp, nbytes, comb)
+        div = None
+        if self.op == "mean":
+            div = float(L.cols if rows else L.rows)
+        out = self.out
+        for i, j in members:
+            oc0, oc1 = out.layout.block(i, j)[2:]
+            store_vector(ctx.gcode(i, j), part, oc1 - oc0, out, out.addr, div)
+
+
+class Softmax(Step):
+    """Max-subtracted softmax of a 1-D or 2-D value along "rows" (last axis) or "cols"."""
+
+    def __init__(self, out: Value, src: Value, along: str, loc, label) -> None:
+        super().__init__(f"softmax[{along}]", out, [src], loc, label)
+        self.along = along
+        L = src.layout
+        n = L.max_rows if along == "rows" else L.max_cols
+        size = round_up(max(n, 1), 16) * 4
+        ebytes = max(L.max_rows, 1) * round_up(max(L.max_cols, 1), 16) * 4
+        self.temps = [scratch(f"{out.name}.max", size), scratch(f"{out.name}.sum", size),
+                      scratch(f"{out.name}.recv", size), scratch(f"{out.name}.exp", ebytes)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        L = x.layout
+        mx, sm, tmp, eb = (t.addr for t in self.temps)
+        rows = self.along == "rows"
+        members, nbytes, shapes = [], {}, {}
+        for i in range(ctx.grid.P):
+            for j in range(ctx.grid.Q):
+                r0, r1, c0, c1 = L.block(i, j)
+                nr, nc = r1 - r0, c1 - c0
+                keep = nr if rows else nc
+                if keep <= 0:
+                    continue
+                members.append((i, j))
+                nbytes[(i, j)] = keep * 4
+                shapes[(i, j)] = (nr, nc)
+                code = ctx.gcode(i, j)
+                if rows:
+                    row_partials(code, x, nr, nc, "max", mx)
+                else:
+                    col_partials(code, x, nr, nc, "max", mx)
+        axis = L.col_axis if rows else L.row_axis
+        allreduce(ctx, axis, members, mx, tmp, nbytes, "max")
+        for i, j in members:
+            nr, nc = shapes[(i, j)]
+            code = ctx.gcode(i, j)
+            if rows:
+                row_partials(code, x, nr, nc, "sum", sm, pre=(mx, "exp", eb))
+            else:
+                col_partials(code, x, nr, nc, "sum", sm, pre=(mx, eb))
+        allreduce(ctx, axis, members, sm, tmp, nbytes, "sum")
+        for i, j in members:
+            nr, nc = shapes[(i, j)]
+            if nr <= 0 or nc <= 0:
+                continue
+            _divide(ctx.gcode(i, j), eb, round_up(nc, 16) * 4, sm, rows, out, nr, nc)
+
+
+def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: int,
+            nc: int) -> None:
+    """out[r][c] = e[r][c] / den[r] (rows) or / den[c] (cols)."""
+    nvr = -(-nc // 16)
+    isz = _isz(out.dtype)
+    for q0 in range(0, nvr, 8):
+        q1 = min(nvr, q0 + 8)
+        code.li("r3", eb + 64 * q0)
+        code.li("r4", out.addr + 16 * q0 * isz)
+        code.li("r5", den)
+        if not rows:
+            for v in range(q0, q1):
+                code.op(f"vld v{8 + v - q0}, [r5+{64 * v}]")
+
+        def row(q0: int = q0, q1: int = q1) -> None:
+            if rows:
+                code.op("ld32u r13, [r5+0]")
+                code.op("vbcast v15, r13")
+            for v in range(q0, q1):
+                code.op(f"vld v0, [r3+{64 * (v - q0)}]")
+                code.op(f"vdiv v0, v0, {'v15' if rows else f'v{8 + v - q0}'}")
+                code.vstore("v0", "r4", 16 * (v - q0) * isz, out.dtype)
+            code.op(f"addi r3, r3, {es}")
+            code.op(f"addi r4, r4, {out.layout.stride}")
+            if rows:
+                code.op("addi r5, r5, 4")
+
+        code.counted("r1", nr, row)
+
+
+# ---- N-d fallbacks on dense replicated values -------------------------------------------------
+
+def _abk(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+class NdReduce(Step):
+    """sum/max/mean (or softmax) of a dense replicated N-d value along any axis, computed on
+    every grid node (the result is dense and replicated too)."""
+
+    def __init__(self, out: Value, src: Value, op: str, axis: int, loc, label) -> None:
+        super().__init__(f"nd-{op}[axis={axis}]", out, [src], loc, label)
+        self.op = op                      # "sum", "max", "mean" or "softmax"
+        self.axis = axis
+        A, K, B = _abk(src.shape, axis)
+        if op == "softmax":
+            self.temps = [scratch(f"{out.name}.exp", A * K * B * 4)]
+
+    def emit(self, ctx: Ctx) -> None:
+        for i, j in self.out.layout.holders():
+            code = ctx.gcode(i, j)
+            if self.op == "softmax":
+                self._softmax(code)
+            else:
+                self._reduce(code)
+
+    def _reduce(self, code: Code) -> None:
+        x, out = self.ins[0], self.out
+        A, K, B = _abk(x.shape, self.axis)
+        op = "max" if self.op == "max" else "sum"
+        ident = NEG_INF if op == "max" else "0x00000000"
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        div = f32_hex(float(K)) if self.op == "mean" else None
+        if div:
+            code.op(f"vbcasti v12, {div}")
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        if B == 1:
+            nvk = -(-K // 16)
+            tail = K % 16
+            if tail:
+                _mask_regs(code, tail, op)
+
+            def one() -> None:
+                code.op(f"vbcasti v0, {ident}")
+                code.op("mv r5, r3")
+
+                def vec_k(last: bool) -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    if last and tail:
+                        _masked(code, "v1", op)
+                    _combine(code, op, "v0", "v0", "v1")
+                    code.op(f"addi r5, r5, {16 * xi}")
+
+                code.counted("r2", nvk - (1 if tail else 0), lambda: vec_k(False))
+                if tail:
+                    vec_k(True)
+                code.op(f"{'vredmax' if op == 'max' else 'vredsum'} r13, v0")
+                code.op("vbcast v0, r13")
+                if div:
+                    code.op("vdiv v0, v0, v12")
+                if out.dtype == "bf16":
+                    code.op("vcvt.bf16 v0, v0")
+                    code.op("vext r13, v0, 0")
+                    code.op("srli r13, r13, 16")
+                    code.op("st16 r13, [r4+0]")
+                else:
+                    code.op("vext r13, v0, 0")
+                    code.op("st32 r13, [r4+0]")
+                code.op(f"addi r3, r3, {K * xi}")
+                code.op(f"addi r4, r4, {oi}")
+
+            code.counted("r1", A, one)
+            return
+        nvb = -(-B // 16)
+
+        def one_a() -> None:
+            def bvec() -> None:
+                code.op("mv r5, r3")
+                code.vload("v0", "r5", 0, x.dtype)
+
+                def kstep() -> None:
+                    code.op(f"addi r5, r5, {B * xi}")
+                    code.vload("v1", "r5", 0, x.dtype)
+                    _combine(code, op, "v0", "v0", "v1")
+
+                code.counted("r6", K - 1, kstep)
+                if div:
+                    code.op("vdiv v0, v0, v12")
+                code.vstore("v0", "r4", 0, out.dtype)
+                code.op(f"addi r3, r3, {16 * xi}")
+                code.op(f"addi r4, r4, {16 * oi}")
+
+            code.counted("r2", nvb, bvec)
+            # Undo the overshoot of the last vector: continue at the next a exactly.
+            code.op(f"addi r3, r3, {(K * B - 16 * nvb) * xi}")
+            code.op(f"addi r4, r4, {(B - 16 * nvb) * oi}")
+
+        code.counted("r1", A, one_a)
+
+    def _softmax(self, code: Code) -> None:
+        x, out = self.ins[0], self.out
+        A, K, B = _abk(x.shape, self.axis)
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        eb = self.temps[0].addr
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.li("r7", eb)
+        if B == 1:
+            nvk = -(-K // 16)
+            tail = K % 16
+            if tail:
+                code.lane_mask("v14", tail, "v13")
+            code.op(f"vbcasti v15, {NEG_INF}")
+
+            def one() -> None:
+                # max
+                code.op(f"vbcasti v0, {NEG_INF}")
+                code.op("mv r5, r3")
+                for k in range(nvk):
+                    code.vload("v1", "r5", 16 * k * xi, x.dtype)
+                    if k == nvk - 1 and tail:
+                        code.op("vsel v1, v14, v1, v15")
+                    code.op("vmax v0, v0, v1")
+                code.op("vredmax r13, v0")
+                code.op("vbcast v2, r13")
+                # exp and sum
+                code.op("vbcasti v0, 0x00000000")
+                for k in range(nvk):
+                    code.vload("v1", "r5", 16 * k * xi, x.dtype)
+                    code.op("vsub v1, v1, v2")
+                    code.op("vexp v1, v1")
+                    code.op(f"vst v1, [r7+{64 * k}]")
+                    if k == nvk - 1 and tail:
+                        code.op("vand v1, v1, v14")
+                    code.op("vadd v0, v0, v1")
+                code.op("vredsum r13, v0")
+                code.op("vbcast v2, r13")
+                for k in range(nvk):
+                    code.op(f"vld v1, [r7+{64 * k}]")
+                    code.op("vdiv v1, v1, v2")
+                    code.vstore("v1", "r4", 16 * k * oi, out.dtype)
+                code.op(f"addi r3, r3, {K * xi}")
+                code.op(f"addi r4, r4, {K * oi}")
+
+            code.counted("r1", A, one)
+            return
+        nvb = -(-B // 16)
+        # b-vectors from the last to the first: the last one's overrun into the next k row
+        # lands on elements that a later (lower) b-vector then writes correctly.
+        back = 16 * (nvb - 1)
+        code.op(f"addi r3, r3, {back * xi}")
+        code.op(f"addi r4, r4, {back * oi}")
+        code.op(f"addi r7, r7, {back * 4}")
+
+        def one_a() -> None:
+            def bvec() -> None:
+                code.op("mv r5, r3")
+                code.vload("v0", "r5", 0, x.dtype)
+
+                def kmax() -> None:
+                    code.op(f"addi r5, r5, {B * xi}")
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vmax v0, v0, v1")
+
+                code.counted("r6", K - 1, kmax)
+                code.op("vmov v2, v0")
+                code.op("mv r5, r3")
+                code.op("mv r8, r7")
+                code.op("vbcasti v0, 0x00000000")
+
+                def kexp() -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vsub v1, v1, v2")
+                    code.op("vexp v1, v1")
+                    code.op("vst v1, [r8+0]")
+                    code.op("vadd v0, v0, v1")
+                    code.op(f"addi r5, r5, {B * xi}")
+                    code.op(f"addi r8, r8, {B * 4}")
+
+                code.counted("r6", K, kexp)
+                code.op("mv r8, r7")
+                code.op("mv r9, r4")
+
+                def kdiv() -> None:
+                    code.op("vld v1, [r8+0]")
+                    code.op("vdiv v1, v1, v0")
+                    code.vstore("v1", "r9", 0, out.dtype)
+                    code.op(f"addi r8, r8, {B * 4}")
+                    code.op(f"addi r9, r9, {B * oi}")
+
+                code.counted("r6", K, kdiv)
+                code.op(f"addi r3, r3, {-16 * xi}")
+                code.op(f"addi r4, r4, {-16 * oi}")
+                code.op("addi r7, r7, -64")
+
+            code.counted("r2", nvb, bvec)
+            code.op(f"addi r3, r3, {(K * B + 16 * nvb) * xi}")
+            code.op(f"addi r4, r4, {(K * B + 16 * nvb) * oi}")
+            code.op(f"addi r7, r7, {(K * B + 16 * nvb) * 4}")
+
+        code.counted("r1", A, one_a)
+
+
+class NdBroadcast(Step):
+    """Materialise a numpy broadcast of a dense replicated value into a dense replicated value
+    (the N-d cases that are not a row vector, a column or a scalar)."""
+
+    def __init__(self, out: Value, src: Value, loc, label) -> None:
+        super().__init__("nd-broadcast", out, [src], loc, label)
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        d = out.shape
+        s = (1,) * (len(d) - len(x.shape)) + tuple(x.shape)
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        # numpy strides of the source, 0 along broadcast axes
+        st = []
+        acc = xi
+        for k in range(len(s) - 1, -1, -1):
+            st.append(0 if s[k] == 1 else acc)
+            acc *= s[k]
+        st.reverse()
+        for i, j in out.layout.holders():
+            code = ctx.gcode(i, j)
+            _nd_copy(code, x.addr, st, out.addr, d, x.dtype, out.dtype, xi, oi)
+
+
+def _nd_copy(code: Code, src: int, st: list[int], dst: int, d: tuple[int, ...], sdt: str,
+             ddt: str, xi: int, oi: int) -> None:
+    """dst (dense, shape d, up to 4-D) = src read with byte strides st, written in order."""
+    outer = list(d[:-1])
+    last = d[-1]
+    nvl = -(-last // 16)
+    regs = ["r5", "r6", "r7"]
+    counters = ["r1", "r2", "r8"]
+    code.li("r3", src)
+    code.li("r4", dst)
+
+    def inner(s_reg: str) -> None:
+        if st[-1] == 0:
+            splat_from(code, "v0", s_reg, 0, sdt, "r13")
+            for k in range(nvl):
+                code.vstore("v0", "r4", 16 * k * oi, ddt)
+        else:
+            for k in range(nvl):
+                code.vload("v0", s_reg, 16 * k * xi, sdt)
+                code.vstore("v0", "r4", 16 * k * oi, ddt)
+        code.op(f"addi r4, r4, {last * oi}")
+
+    def level(k: int, parent: str) -> None:
+        if k == len(outer):
+            inner(parent)
+            return
+        p = regs[k]
+        code.op(f"mv {p}, {parent}")
+
+        def body() -> None:
+            level(k + 1, p)
+            code.op(f"addi {p}, {p}, {st[k]}")
+
+        code.counted(counters[k], outer[k], body)
+
+    level(0, "r3")

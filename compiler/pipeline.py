@@ -1,0 +1,209 @@
+"""The compiler pipeline, one pass after another: read `compile_text` top to bottom.
+
+    parse     .d1k text -> syntax tree                       (compiler.parse)
+    check     syntax tree -> typed IR graph                   (compiler.check)
+    lower     IR graph -> kernel ops, elementwise fused       (compiler.lower)
+    map       kernel ops -> steps over distributed values     (compiler.lower.map_to_mesh)
+    schedule  step order, dead steps dropped, liveness        (compiler.alloc)
+    allocate  one SRAM address per value, same on all nodes   (compiler.alloc)
+    emit      per-node assembly with line table and layouts   (compiler.emit)
+
+and then the assembler turns the text into the object. `--emit ast|ir|asm` stops after parse,
+check or emit and prints that stage (`emit_stage`); the asm re-assembles with `d1 asm` to the
+same object. The IR is verified after `check` (`CompileOptions.verify`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from compiler.alloc import allocate, schedule
+from compiler.asmgen import check_machine
+from compiler.ast import format_ast
+from compiler.check import check
+from compiler.emit import assembly_text, emit_program
+from compiler.grid import Grid, choose_grid
+from compiler.ir import Graph, format_ir, verify
+from compiler.lower import lower, map_to_mesh
+from compiler.parse import parse
+from compiler.plan import Ctx
+from d1isa.asm import assemble
+from d1isa.errors import D1Error
+from d1isa.machine import Machine, default_machine
+from d1isa.objfile import ObjectFile
+
+PASSES = ("parse", "check", "lower", "map", "schedule", "allocate", "emit")
+STAGES = ("ast", "ir", "asm")
+MATMUL_ALGORITHMS = ("summa", "naive")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Choices a student can flip to see what they cost (`-O key=value` on the command line).
+
+    matmul: "summa" broadcasts panels hop by hop and overlaps them with the matrix unit;
+            "naive" first gathers each node's whole row of A and column of B, then multiplies.
+    double_buffer: with summa, compute on arrived panels while later ones are in flight
+            (False: all panels are exchanged first, then multiplied).
+    preskew: on a square grid, place matmul inputs in a skewed block layout, so every node
+            starts with a matching pair of panels instead of waiting for one.
+    reach: grid hops a summa panel travels per phase (1: forwarded hop by hop; larger values
+            relay it through several grid nodes at once).
+    verify: re-check the IR's invariants after the front end.
+    """
+
+    matmul: str = "summa"
+    double_buffer: bool = True
+    preskew: bool = True
+    reach: int = 1
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.matmul not in MATMUL_ALGORITHMS:
+            raise D1Error(f"unknown matmul algorithm '{self.matmul}'; "
+                          f"choose one of {', '.join(MATMUL_ALGORITHMS)}")
+        if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
+            raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
+
+    @classmethod
+    def parse(cls, items: list[str] | tuple[str, ...]) -> CompileOptions:
+        """Options from `KEY=VALUE` strings, e.g. ["matmul=naive", "double_buffer=false"]."""
+        known = {f.name: f.type for f in cls.__dataclass_fields__.values()}
+        values: dict[str, object] = {}
+        for item in items:
+            if "=" not in item:
+                raise D1Error(f"-O expects KEY=VALUE, got '{item}'")
+            key, text = (s.strip() for s in item.split("=", 1))
+            if key not in known:
+                raise D1Error(f"unknown compiler option '{key}'; known: {', '.join(known)}")
+            if key == "matmul":
+                values[key] = text
+            elif key == "reach":
+                if not text.isdigit():
+                    raise D1Error(f"compiler option 'reach' is a positive integer, got '{text}'")
+                values[key] = int(text)
+            else:
+                low = text.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise D1Error(f"compiler option '{key}' is true or false, got '{text}'")
+                values[key] = low in ("true", "1", "yes", "on")
+        return cls(**values)
+
+
+@dataclass
+class Compiled:
+    """Everything the pipeline produced, for tools and tests."""
+
+    graph: Graph
+    grid: Grid
+    asm: str
+    obj: ObjectFile | None
+    sram_peak: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def compile_text(text: str, machine: Machine | None = None, filename: str = "<string>",
+                 options: CompileOptions | None = None, assemble_object: bool = True
+                 ) -> Compiled:
+    """Run the whole pipeline."""
+    machine = machine or default_machine()
+    options = options or CompileOptions()
+    check_machine(machine)
+    t = _Timer()
+    program = parse(text, filename)
+    t.lap("parse")
+    graph = check(program, machine, filename, text)
+    if options.verify:
+        verify(graph)
+    t.lap("check")
+    kops = lower(graph)
+    t.lap("lower")
+    grid = choose_grid(machine)
+    mapper = map_to_mesh(graph, kops, grid, machine, options)
+    outputs = [mapper.values[o.id] for o in graph.outputs]
+    t.lap("map")
+    sched = schedule(mapper.steps, mapper.inputs, outputs)
+    t.lap("schedule")
+    peak = allocate(sched, machine.sram_bytes, filename, text)
+    t.lap("allocate")
+    ctx = Ctx(machine, grid, options)
+    emit_program(ctx, sched.steps)
+    out_names = [o.name for o in graph.outputs]
+    tensors = []
+    for v in mapper.inputs:
+        tensors.append((v.name, "input", v, v.shape))
+    input_names = {v.name for v in mapper.inputs}
+    for o, v in zip(graph.outputs, outputs, strict=True):
+        if o.name not in input_names:
+            tensors.append((o.name, "output", v, v.shape))
+    meta = {
+        "producer": "d1 compile",
+        "source": filename,
+        "inputs": [v.name for v in mapper.inputs],
+        "outputs": out_names,
+        "scalar_outputs": [o.name for o in graph.outputs if o.ndim == 0],
+        "grid": {"rows": list(grid.ys), "cols": list(grid.xs)},
+        "options": asdict(options),
+        "sram_peak_bytes": peak,
+        "regions": [{"op": st.kind, "name": st.label, "line": st.loc[0], "col": st.loc[1]}
+                    for st in sched.steps],
+    }
+    asm = assembly_text(machine, grid, ctx.progs, filename, text, tensors, meta)
+    t.lap("emit")
+    obj = None
+    if assemble_object:
+        obj = assemble(asm, _asm_name(filename), machine)
+        t.lap("assemble")
+    return Compiled(graph, grid, asm, obj, peak, t.laps)
+
+
+def compile_source(text: str, machine: Machine | None = None, filename: str = "<string>",
+                   options: CompileOptions | None = None) -> ObjectFile:
+    """Compile `.d1k` text for `machine` (default d1) into an object file."""
+    return compile_text(text, machine, filename, options).obj
+
+
+def compile_file(path: str | Path, machine: Machine | None = None,
+                 options: CompileOptions | None = None) -> ObjectFile:
+    """Compile a `.d1k` file (its path names the source in diagnostics and the line table)."""
+    return compile_source(read_source(path), machine, str(path), options)
+
+
+def read_source(path: str | Path) -> str:
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise D1Error(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise D1Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def emit_stage(text: str, stage: str, machine: Machine | None = None,
+               filename: str = "<string>", options: CompileOptions | None = None) -> str:
+    """The program after one stage: "ast" (parse), "ir" (check) or "asm" (emit)."""
+    if stage == "ast":
+        return format_ast(parse(text, filename))
+    if stage == "ir":
+        machine = machine or default_machine()
+        return format_ir(check(parse(text, filename), machine, filename, text))
+    if stage == "asm":
+        return compile_text(text, machine, filename, options, assemble_object=False).asm
+    raise D1Error(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
+
+
+def _asm_name(filename: str) -> str:
+    return filename[:-4] + ".d1s" if filename.endswith(".d1k") else filename + ".d1s"
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.t
+        self.t = now

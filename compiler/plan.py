@@ -1,0 +1,107 @@
+"""The back end's program representation: stored values, and the steps that compute them.
+
+`lower` (compiler.lower) turns the IR graph into a list of `Step`s over `Value`s; every value has
+a `Layout` (where its blocks live, how a node stores its block) and, after `allocate`, one SRAM
+address that is the same on every node. A step is one distributed operation: a fused
+elementwise kernel, a reduction, a softmax, a matmul, a redistribution between layouts, or an
+N-d fallback kernel. Each step records the DSL position of the IR node that caused it, so every
+instruction it emits maps back to the source; scratch buffers a step needs are `Value`s too, so
+the allocator treats them like any other short-lived value.
+
+`Ctx` is what the emitters share: the machine, the grid, the options, and one `Code` per live
+node. Steps append to those programs in the global step order, which is what makes the whole
+program deadlock-free: every step's messages are ordered the same way on every node (see
+compiler.comm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.asmgen import Code
+from compiler.grid import Grid
+from compiler.ir import Node, Op
+from compiler.layout import SLACK, Layout, view_of
+from d1isa.machine import Machine
+
+
+@dataclass(eq=False)
+class Value:
+    """A tensor stored on the grid (or a scratch buffer, when `layout` is None)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: Layout | None
+    node: Node | None = None
+    scratch_bytes: int = 0
+    addr: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes reserved on every node."""
+        if self.layout is None:
+            return self.scratch_bytes + SLACK
+        return self.layout.nbytes
+
+    @property
+    def view(self) -> tuple[int, int]:
+        return view_of(self.shape)
+
+    def __repr__(self) -> str:
+        where = self.layout.describe() if self.layout else f"scratch {self.scratch_bytes} B"
+        return f"<{self.name}: {self.dtype}{list(self.shape)} {where} @{self.addr}>"
+
+
+def scratch(name: str, nbytes: int) -> Value:
+    return Value(name, (), "f32", None, scratch_bytes=max(int(nbytes), 0))
+
+
+@dataclass(eq=False)
+class Step:
+    """One distributed operation. Subclasses implement `emit`."""
+
+    kind: str
+    out: Value | None
+    ins: list[Value]
+    loc: tuple[int, int]
+    label: str                      # DSL name of the value it computes (for regions and errors)
+    temps: list[Value] = field(default_factory=list)
+
+    def values(self) -> list[Value]:
+        return ([self.out] if self.out is not None else []) + self.ins + self.temps
+
+    def describe(self) -> str:
+        ins = ", ".join(v.name for v in self.ins)
+        out = self.out.name if self.out is not None else "-"
+        return f"{out:<10} = {self.kind} {ins}"
+
+    def emit(self, ctx: Ctx) -> None:  # pragma: no cover - every step overrides it
+        raise NotImplementedError
+
+
+@dataclass
+class Ctx:
+    """Shared state of the emit pass."""
+
+    machine: Machine
+    grid: Grid
+    options: Any
+    progs: dict[int, Code] = field(default_factory=dict)
+    loc: tuple[int, int] = (0, 0)
+
+    def code(self, nid: int) -> Code:
+        """The program of live node `nid`, positioned at the current step's source location."""
+        c = self.progs.get(nid)
+        if c is None:
+            c = self.progs[nid] = Code()
+        c.at(self.loc)
+        return c
+
+    def gcode(self, i: int, j: int) -> Code:
+        return self.code(self.grid.nodes[i][j])
+
+
+ELEMENTWISE_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT,
+                             Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM, Op.CAST})
