@@ -1,0 +1,202 @@
+"""`d1 run`: run a program on the emulated mesh, write its outputs, report traps and timing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from d1.options import machine_from_options, machine_given, machine_options
+from d1isa import units
+from d1isa.errors import D1Error, RuntimeFault
+from d1isa.machine import Machine
+from d1isa.objfile import ObjectFile
+
+
+def load_program(path: Path, machine: Machine | None) -> tuple[ObjectFile, list[str]]:
+    """The object to run, and notes to print. `machine` is what the options asked for (None:
+    none given)."""
+    suffix = path.suffix.lower()
+    notes: list[str] = []
+    if not path.exists():
+        raise D1Error(f"cannot read {path}: no such file")
+    if suffix == ".d1s":
+        try:
+            from d1isa.asm import assemble_file
+        except ImportError as e:
+            raise D1Error(f"cannot assemble {path}: the assembler is not available ({e})") \
+                from None
+        return assemble_file(path, machine=machine or _default()), notes
+    if suffix == ".d1k":
+        # ---- .d1k: the DSL compiler --------------------------------------------------------
+        # compiler.compile_file(path, machine=...) returns the ObjectFile for the machine.
+        try:
+            from compiler import compile_file
+        except ImportError:
+            raise D1Error(f"cannot compile {path}: this installation has no "
+                          "compiler.compile_file yet; compile to a .d1o first") from None
+        return compile_file(path, machine=machine or _default()), notes
+    obj = ObjectFile.load(path)
+    if machine is not None:
+        diff = obj.machine.structural_differences(machine)
+        if diff:
+            raise D1Error(f"{path} was built for machine '{obj.machine.name}', which differs "
+                          f"from the requested one in {', '.join(diff)}; these change what the "
+                          "code means, so rebuild it for that machine (timing parameters may "
+                          "differ freely)")
+        if machine.to_dict() != obj.machine.to_dict():
+            changed = [k for k, v in machine.to_dict().items()
+                       if obj.machine.to_dict()[k] != v and k not in ("name", "description")]
+            obj.machine = machine
+            if changed:
+                notes.append(f"running with the requested timing ({', '.join(changed)} "
+                             f"differ from the object's machine)")
+    return obj, notes
+
+
+def _default() -> Machine:
+    from d1isa.machine import default_machine
+    return default_machine()
+
+
+def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected NAME=FILE.npy, got '{item}'", param_hint="--input")
+        name, file = item.split("=", 1)
+        try:
+            out[name.strip()] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise D1Error(f"--input {name}: cannot read {file}: {e}") from None
+    return out
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="Scatter a numpy array into the input tensor NAME (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of every node's stochastic-rounding generator.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="out",
+              show_default=True, help="Where each output tensor is written as NAME.npy.")
+@click.option("--max-cycles", type=click.IntRange(min=0), default=50_000_000, show_default=True,
+              help="A node whose clock passes this many cycles traps (cause 9).")
+@click.option("--quantum", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Instructions per node per turn (results never depend on it).")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="Print modelled timing, FLOP/s, link use and stalls, and host speed.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write everything (stats per node and link, traps, deadlock) as JSON.")
+@machine_options
+def run(file: Path, inputs: tuple[str, ...], seed: int, out_dir: Path, max_cycles: int,
+        quantum: int, show_stats: bool, json_file: Path | None, machine_name: str | None,
+        mesh: str | None, sets: tuple[str, ...]) -> None:
+    """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
+
+    Inputs are scattered to their tensors; when every node halts, each output tensor is
+    written to OUT_DIR/NAME.npy (float32 for f32/bf16, int32 for i32). A trap or a deadlock
+    is reported with the node, the instruction and its source line, and exits with status 1.
+
+    \b
+    Examples:
+      d1 run programs/asm/token_ring.d1s --stats
+      d1 run vadd.d1o --input a=a.npy --input b=b.npy --out-dir results
+      d1 run prog.d1o --set link_bytes_per_cycle=32 --json run.json
+    """
+    from emulator import Emulator
+
+    machine = machine_from_options(machine_name, mesh, sets) \
+        if machine_given(machine_name, mesh, sets) else None
+    obj, notes = load_program(file, machine)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    arrays = parse_inputs(inputs)
+    emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum)
+    for name, arr in arrays.items():
+        emu.set_input(name, arr)
+    missing = [n for n in emu.tensors("input") if n not in arrays]
+    if missing:
+        click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
+                   "object's initial SRAM contents", err=True)
+    t0 = time.perf_counter()
+    result = emu.run()
+    wall = time.perf_counter() - t0
+    written = []
+    if result.ok:
+        outputs = emu.tensors("output")
+        if outputs:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        for name in outputs:
+            path = out_dir / f"{name}.npy"
+            np.save(path, emu.output(name))
+            written.append(str(path))
+    stats = emu.stats()
+    if show_stats:
+        click.echo(format_stats(stats, result.status, wall))
+    if json_file is not None:
+        doc: dict[str, Any] = {"file": str(file), "status": result.status,
+                               "result": result.to_json(), "outputs": written, "stats": stats}
+        try:
+            json_file.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        except OSError as e:
+            raise D1Error(f"cannot write {json_file}: {e.strerror or e}") from None
+    if not result.ok:
+        raise RuntimeFault(f"run {result.status}\n{result.report()}")
+    click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
+               + (f"; wrote {', '.join(written)}" if written else ""))
+
+
+def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
+    """The --stats summary: modelled figures first, then what the host measured."""
+    md = s["modelled"]
+    host = s["host"]
+    lines = [f"run {status} on {s['machine']} ({s['live_nodes']} live nodes at "
+             f"{units.si(s['clock_hz'], 'Hz')})", "", "modelled (the timing model, "
+             "docs/TIMING.md):"]
+    lines.append(f"  kernel time         {md['kernel_cycles']:,} cycles = "
+                 f"{units.seconds(md['kernel_seconds'])}")
+    lines.append(f"  instructions        {md['instructions']:,}")
+    lines.append(f"  FLOPs               {md['flops']:,} FLOP")
+    lines.append(f"  throughput          {units.si(md['flops_per_second'], 'FLOP/s')} = "
+                 f"{md['percent_of_peak']:.3g}% of the {md['peak_dtype']} peak "
+                 f"({units.si(md['peak_flops_per_second'][md['peak_dtype']], 'FLOP/s')})")
+    lines.append(f"  busy / stalled      {md['busy_cycles']:,} / {md['stall_cycles']:,} "
+                 "node-cycles")
+    lines.append(f"    waiting for a message    {md['stall_recv_cycles']:,} cycles")
+    lines.append(f"    waiting for FIFO room    {md['stall_send_cycles']:,} cycles")
+    nodes = s["nodes"]
+    stall = nodes["stall"]
+    if md["stall_cycles"]:
+        worst = sorted(range(len(stall)), key=lambda i: -stall[i])[:3]
+        lines.append("    most stalled nodes       " + ", ".join(
+            f"({nodes['x'][i]},{nodes['y'][i]}) {stall[i]:,}" for i in worst if stall[i]))
+    lines.append(f"  SRAM high water     {units.nbytes(md['sram_high_water_bytes'])} "
+                 "(largest node)")
+    lines.append(f"  link traffic        {units.nbytes(md['link_bytes'])} in "
+                 f"{md['link_messages']:,} messages")
+    busiest = s["links"]["busiest"][:5]
+    if busiest:
+        lines.append("  busiest links (busy cycles, bytes, share of kernel time):")
+        for r in busiest:
+            fx, fy = r["from"]
+            tx, ty = r["to"]
+            lines.append(f"    ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  {r['busy_cycles']:,} cycles, "
+                         f"{units.nbytes(r['bytes'])}, {100 * r['utilisation']:.3g}%")
+    by_class = {k: v for k, v in md["instructions_by_class"].items() if v}
+    if by_class:
+        lines.append("  by timing class      " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])))
+    lines.append("")
+    lines.append("measured on the host (the emulator itself):")
+    lines.append(f"  wall time           {units.seconds(wall)}: JIT compile or cache load "
+                 f"{units.seconds(host['jit_seconds'])}, emulation "
+                 f"{units.seconds(host['wall_seconds'])}")
+    lines.append(f"  emulation speed     {units.si(host['node_instructions_per_second'], '')} "
+                 "node-instructions/s")
+    lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])}")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""The Numba-accelerated functional emulator of the whole mesh, with its timing model.
+
+    from emulator import Emulator, load
+    emu = Emulator(load("prog.d1o"), seed=0)
+    emu.set_input("a", a)
+    res = emu.run()              # RunResult: status, cycles, traps, deadlock, .ok, .report()
+    c = emu.output("c")
+
+Importing this package is cheap: Numba and the jitted loop load on first use of `Emulator`.
+The first run on a machine compiles the loop (about half a minute) into Numba's on-disk cache
+(emulator/__pycache__); later processes load it in well under a second.
+
+Debugging the emulator itself:
+
+- NUMBA_DISABLE_JIT=1 runs the loop as plain Python: slow, but every line can be stepped in
+  pdb, and results are identical.
+- NUMBA_BOUNDSCHECK=1 makes Numba check every array index, so an address check missing from the
+  loop shows up as an IndexError instead of a wrong answer.
+
+Numba's cache is not keyed on these variables: combine them with a fresh cache directory,
+e.g. `NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=/tmp/d1-boundscheck d1 run prog.d1o`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emulator.emulator import Emulator, load
+    from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
+
+__all__ = ["Chain", "Deadlock", "Emulator", "RunResult", "Trap", "Wait", "Where", "load"]
+
+_HOME = {"Emulator": "emulator.emulator", "load": "emulator.emulator",
+         "Chain": "emulator.report", "Deadlock": "emulator.report", "RunResult": "emulator.report",
+         "Trap": "emulator.report", "Wait": "emulator.report", "Where": "emulator.report"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'emulator' has no attribute '{name}'")
+    import importlib
+    return getattr(importlib.import_module(home), name)

@@ -1,0 +1,187 @@
+"""Decoding an object's code, once, in plain Python, into the table the jitted loop runs.
+
+Every code block is decoded with `d1isa.isa.decode_array` and concatenated into one uint32 table
+of `CODE_COLS` columns per instruction slot. Unsigned columns let Numba index register files
+without negative-index wraparound. The table already answers every question that does not depend
+on run-time values:
+
+- an invalid word, or an operand naming a register, vector register or accumulator the machine
+  does not have, gets opcode `ILLEGAL` (the loop traps with cause 1 when it reaches it);
+- a scalar destination `r0` is redirected to a sink column (XCOL_SINK) of the register row,
+  so writes to r0 vanish without a test in the loop and r0 keeps reading 0;
+- the instruction's cycle cost, and the register-row column of its timing class's counter
+  (XCOL_COUNT + class index), sit next to its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from d1isa import isa
+from d1isa.machine import MAX_REGS, TIMING_CLASSES, Machine
+from d1isa.objfile import LINE_COLS, ObjectFile
+
+# Columns of the decoded table.
+C_OP, C_RD, C_RS1, C_RS2, C_RS3, C_IMM, C_CLS, C_COST = range(8)
+CODE_COLS = 8
+
+# Layout of a node's row of the register array x: the scalar registers (up to the encoding's
+# 64), a sink column that writes to r0 go to, then the node's counters, so the run loop reaches
+# all of them through the one row it already holds.
+XCOL_SINK = MAX_REGS                    # writes to r0 land here
+XCOL_HWM = MAX_REGS + 1                 # SRAM high-water mark (highest written byte + 1)
+XCOL_FLOPS = MAX_REGS + 2               # FLOPs
+XCOL_COUNT = MAX_REGS + 3               # instructions per timing class (TIMING_CLASSES order)
+XCOLS = XCOL_COUNT + len(TIMING_CLASSES)
+
+# Opcode values beyond the ISA's 0..255 (emulator.kernel dispatches on them too).
+ILLEGAL = 256           # an invalid word, or a register the machine lacks
+FELL_OFF = 257          # the sentinel slot after each block
+
+# The instructions the run loop's inner loop executes itself, in dispatch order. The table the
+# kernel runs holds each slot's position in this list + 1 (0: any other instruction), so the
+# inner loop dispatches through one dense jump table; the real opcodes travel beside it.
+INNER_OPS = (
+    "addi", "bne", "add", "blt", "vfma", "mma.bf16", "mma.f32", "beq", "bge", "sub", "movi",
+    "slli", "srli", "srai", "and", "or", "xor", "andi", "ori", "xori", "mul", "muli", "jal",
+    "jalr", "bltu", "bgeu", "vadd", "vmul", "vsub",
+    "ld8", "ld8u", "ld16", "ld16u", "ld32", "ld32u", "ld64", "st8", "st16", "st32", "st64",
+)
+INNER = {name: i + 1 for i, name in enumerate(INNER_OPS)}
+STOP_MARK = 255             # a slot flagged by the debugger, in the table the kernel runs
+
+# Register-file kinds of the operands that name registers.
+_REG_KIND_LIMIT = {"x": "scalar_regs", "v": "vector_regs", "a": "accumulators"}
+
+
+def _register_slots() -> dict[int, list[tuple[int, str]]]:
+    """opcode -> [(table column, register kind)] for every register operand."""
+    column = {"rd": C_RD, "rs1": C_RS1, "rs2": C_RS2, "rs3": C_RS3}
+    out: dict[int, list[tuple[int, str]]] = {}
+    for ins in isa.INSTRUCTIONS:
+        slots = []
+        for operand in ins.operands:
+            if operand.startswith("["):
+                slots.append((C_RS1, "x"))
+                continue
+            field, kind = isa.OPERANDS[operand]
+            if kind in _REG_KIND_LIMIT:
+                slots.append((column[field], kind))
+        out[ins.opcode] = slots
+    return out
+
+
+REGISTER_SLOTS = _register_slots()
+# Opcodes whose rd operand is a scalar destination (redirected when it is r0).
+SCALAR_DEST_OPCODES = frozenset(
+    op for op, slots in REGISTER_SLOTS.items() if (C_RD, "x") in slots)
+
+
+@dataclass
+class CodeTable:
+    """The decoded code of a whole object."""
+
+    table: np.ndarray        # uint32[total, CODE_COLS]
+    words: np.ndarray        # uint64[total]: the original words (for disassembly)
+    lines: np.ndarray        # int32[total, 5]: line table rows
+    node_base: np.ndarray    # int64[n]: first slot of each node's code
+    node_len: np.ndarray     # int64[n]: instructions in each node's code (0 = no code)
+    block_base: np.ndarray   # int64[blocks]
+
+    @property
+    def total(self) -> int:
+        return int(self.table.shape[0])
+
+
+def decode_words(words: np.ndarray, machine: Machine) -> np.ndarray:
+    """Decode uint64 words into the emulator's uint32 table (see the module docstring)."""
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    rows = isa.decode_array(words) if len(words) else np.zeros((0, 6), dtype=np.int64)
+    n = rows.shape[0]
+    out = np.zeros((n, CODE_COLS), dtype=np.uint32)
+    op = rows[:, 0]
+    legal = op >= 0
+    limits = {k: getattr(machine, attr) for k, attr in _REG_KIND_LIMIT.items()}
+    safe_op = np.where(legal, op, 0)
+    for opcode, slots in REGISTER_SLOTS.items():
+        sel = legal & (safe_op == opcode)
+        if not sel.any():
+            continue
+        for col, kind in slots:
+            bad = sel & (rows[:, col] >= limits[kind])
+            legal &= ~bad
+    cls_of = isa.timing_class_index()
+    cost_of = isa.costs_by_opcode(machine)
+    out[:, C_OP] = np.where(legal, op, ILLEGAL).astype(np.uint32)
+    for col in (C_RD, C_RS1, C_RS2, C_RS3):
+        out[:, col] = rows[:, col].astype(np.uint32)
+    # The raw low 32 bits; the loop sign-extends where the field is signed.
+    out[:, C_IMM] = (words & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    out[:, C_CLS] = (XCOL_COUNT + np.where(legal, cls_of[safe_op], 0)).astype(np.uint32)
+    out[:, C_COST] = np.where(legal, cost_of[safe_op], 0).astype(np.uint32)
+    dest = legal & np.isin(safe_op, np.fromiter(SCALAR_DEST_OPCODES, dtype=np.int64))
+    out[dest & (rows[:, C_RD] == 0), C_RD] = XCOL_SINK
+    return out
+
+
+def decode_object(obj: ObjectFile) -> CodeTable:
+    """Concatenate and decode every block of `obj`, with per-node code base and length.
+
+    Each block is followed by one FELL_OFF sentinel slot, so running off the end of a node's
+    code traps without a range check per instruction.
+    """
+    m = obj.machine
+    sizes = np.array([len(b) for b in obj.blocks], dtype=np.int64)
+    block_base = np.zeros(len(sizes), dtype=np.int64)
+    if len(sizes):
+        block_base[1:] = np.cumsum(sizes + 1)[:-1]
+    tables, words, lines = [], [], []
+    for b in obj.blocks:
+        tables.append(decode_words(b.words, m))
+        tables.append(_SENTINEL)
+        words.append(np.asarray(b.words, dtype=np.uint64))
+        words.append(np.zeros(1, dtype=np.uint64))
+        lines.append(np.asarray(b.lines, dtype=np.int32))
+        lines.append(np.full((1, LINE_COLS), -1, dtype=np.int32))
+    if tables:
+        table = np.ascontiguousarray(np.concatenate(tables))
+        all_words = np.concatenate(words)
+        all_lines = np.concatenate(lines)
+    else:
+        table = np.zeros((0, CODE_COLS), dtype=np.uint32)
+        all_words = np.zeros(0, dtype=np.uint64)
+        all_lines = np.zeros((0, LINE_COLS), dtype=np.int32)
+    nb = np.asarray(obj.node_block, dtype=np.int64)
+    has = nb >= 0
+    safe = np.where(has, nb, 0)
+    node_base = np.where(has, block_base[safe], 0) if len(sizes) else np.zeros(len(nb), np.int64)
+    node_len = np.where(has, sizes[safe], 0) if len(sizes) else np.zeros(len(nb), np.int64)
+    return CodeTable(table, all_words, all_lines, node_base.astype(np.int64),
+                     node_len.astype(np.int64), block_base)
+
+
+def _inner_lookup() -> np.ndarray:
+    out = np.zeros(FELL_OFF + 1, dtype=np.uint32)
+    for name, idx in INNER.items():
+        out[isa.OP[name]] = idx
+    assert len(INNER_OPS) < STOP_MARK
+    return out
+
+
+_INNER_OF = _inner_lookup()
+
+
+def kernel_table(table: np.ndarray, stop_flags: np.ndarray | None = None) -> np.ndarray:
+    """The flat table the kernel runs: column C_OP holds the inner-loop index (0 for others),
+    or STOP_MARK where a stop flag is set. The real opcodes stay in `table`."""
+    run = table.copy()
+    run[:, C_OP] = _INNER_OF[table[:, C_OP]]
+    if stop_flags is not None:
+        run[stop_flags != 0, C_OP] = STOP_MARK
+    return np.ascontiguousarray(run).reshape(-1)
+
+
+_SENTINEL = np.zeros((1, CODE_COLS), dtype=np.uint32)
+_SENTINEL[0, C_OP] = FELL_OFF

@@ -1,0 +1,706 @@
+"""`Emulator`: load an object, scatter inputs, run the mesh, gather outputs, inspect everything.
+
+This module is the Python side of the emulator: decoding (emulator.decode), state
+(emulator.state) and the jitted loop (emulator.kernel) are put together here, and run results are
+turned into readable trap and deadlock reports (emulator.report).
+
+Debugging the emulator itself: NUMBA_DISABLE_JIT=1 runs the loop as plain Python (slow, but
+steppable); NUMBA_BOUNDSCHECK=1 makes every array index checked, so a missing address check shows
+up as an IndexError instead of a wrong answer.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from d1isa import isa
+from d1isa.disasm import format_word
+from d1isa.errors import D1Error
+from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
+from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout
+from d1isa.traps import CAUSES, cause_name
+from emulator import kernel as K
+from emulator.decode import (
+    C_IMM,
+    C_OP,
+    C_RD,
+    C_RS1,
+    C_RS2,
+    C_RS3,
+    FELL_OFF,
+    decode_object,
+    kernel_table,
+)
+from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
+from emulator.state import State, link_geometry, make_cfg
+
+DEFAULT_MAX_CYCLES = 50_000_000
+DEFAULT_QUANTUM = 64
+# A run without a budget is cut into kernel calls of this many instructions, so Ctrl-C is
+# noticed within a few seconds.
+_CHUNK = 1 << 29
+
+_SEND_OPS = (isa.OP["send"], isa.OP["vsend"], isa.OP["sendb"])
+_RELAY_OPS = (isa.OP["relay"], isa.OP["relayb"])
+
+
+def load(path: str | Path, machine: Machine | None = None) -> ObjectFile:
+    """An ObjectFile from a `.d1o` file; `.d1s` is assembled and `.d1k` compiled in memory for
+    `machine` (default: d1)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".d1s":
+        try:
+            from d1isa.asm import assemble_file
+        except ImportError as e:
+            raise D1Error(f"cannot assemble {p}: the assembler is not available ({e})") from None
+        return assemble_file(str(p), machine or _default_machine())
+    if suffix == ".d1k":
+        # The compiler's entry point: compiler.compile_file(path, machine=...) -> ObjectFile.
+        try:
+            from compiler import compile_file
+        except ImportError:
+            raise D1Error(f"cannot compile {p}: compiler.compile_file is not available yet "
+                          "(compile it to a .d1o first with the compiler)") from None
+        return compile_file(str(p), machine=machine or _default_machine())
+    return ObjectFile.load(p)
+
+
+def _default_machine() -> Machine:
+    from d1isa.machine import default_machine
+    return default_machine()
+
+
+class Emulator:
+    """A whole mesh running one object.
+
+    `seed` seeds every node's stochastic-rounding generator; `max_cycles` bounds every node's
+    clock (a node past it traps with cause 9); `quantum` is how many instructions a node runs
+    per turn (results never depend on it).
+    """
+
+    def __init__(self, obj: ObjectFile | str | Path, seed: int = 0,
+                 max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM) -> None:
+        if not isinstance(obj, ObjectFile):
+            obj = load(obj)
+        if int(max_cycles) < 0:
+            raise D1Error(f"max_cycles must be >= 0, got {max_cycles}")
+        if int(quantum) < 1:
+            raise D1Error(f"quantum must be >= 1, got {quantum}")
+        self.obj = obj
+        self.machine = m = obj.machine
+        self.seed = int(seed)
+        self.max_cycles = int(max_cycles)
+        self.quantum = int(quantum)
+        self.n = m.n_live
+        self.code = decode_object(obj)
+        self.state = State(m, self.seed)
+        self.out_link, self.link_lat, self.link_bw = link_geometry(m)
+        self.xy = np.ascontiguousarray(m.xy, dtype=np.int64)
+        flops = np.zeros(FELL_OFF + 1, dtype=np.int64)
+        flops[:256] = isa.flops_by_opcode()
+        self.flops_tab = flops
+        self.cfg = make_cfg(m, self.max_cycles)
+        # Debugger stop flags, one per slot of the concatenated code table.
+        self.stop_flags = np.zeros(self.code.total, dtype=np.int8)
+        self._flat_code = kernel_table(self.code.table)
+        self._real_op = np.ascontiguousarray(self.code.table[:, C_OP])
+        self._uscratch = np.zeros(16, dtype=np.uint32)
+        self._fscratch = _aligned_f32(64)
+        self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
+        self._node_budget = np.zeros(self.n, dtype=np.int64)
+        self.host_seconds = 0.0
+        self.host_instructions = 0
+        self.jit_seconds = 0.0
+        self._warm = False
+        self._place_initial()
+
+    def _place_initial(self) -> None:
+        """Nodes without code halted, the object's data in SRAM (state already zero)."""
+        st = self.state
+        st.state[self.code.node_len == 0] = K.HALTED
+        for d in self.obj.data:
+            if d.data:
+                st.sram[d.node, d.addr:d.addr + len(d.data)] = np.frombuffer(d.data,
+                                                                             dtype=np.uint8)
+                st.hwm[d.node] = max(int(st.hwm[d.node]), d.addr + len(d.data))
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def _geo(self) -> tuple:
+        c = self.code
+        code = self._flat_code
+        if self.stop_flags.any():
+            # Flagged slots are marked in a copy: the loop pays nothing for stop flags.
+            code = kernel_table(c.table, self.stop_flags)
+        return (code, self._real_op, c.node_base, c.node_len, self.out_link, self.link_lat,
+                self.link_bw, self.xy, self.flops_tab, self.cfg)
+
+    def _call(self, budget: int, only: int = -1, node_budget: np.ndarray | None = None,
+              quantum: int | None = None) -> tuple[int, int]:
+        """One run_loop call; returns (reason, instructions executed)."""
+        cfg = self.cfg
+        cfg[K.K_MAX_CYCLES] = self.max_cycles
+        node_t, fifo_t, stats_t = self.state.kernel_tuples()
+        geo = self._geo()
+        if not self._warm:
+            # Compile (or load from the cache) outside the timed region: budget 0 runs nothing.
+            cfg[K.K_QUANTUM], cfg[K.K_BUDGET], cfg[K.K_ONLY_NODE] = 1, 0, -1
+            cfg[K.K_USE_NODE_BUDGET] = 0
+            t0 = time.perf_counter()
+            K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
+                       self._uscratch, self._fscratch)
+            self.jit_seconds += time.perf_counter() - t0
+            self._warm = True
+        cfg[K.K_QUANTUM] = self.quantum if quantum is None else quantum
+        cfg[K.K_BUDGET] = budget
+        cfg[K.K_ONLY_NODE] = only
+        if node_budget is not None:
+            self._node_budget[:] = node_budget
+        cfg[K.K_USE_NODE_BUDGET] = 1 if node_budget is not None else 0
+        t0 = time.perf_counter()
+        # errstate: under NUMBA_DISABLE_JIT the loop is numpy scalar code, whose wrapping
+        # 64-bit arithmetic would otherwise warn; jitted code never looks at it.
+        with np.errstate(all="ignore"):
+            K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
+                       self._uscratch, self._fscratch)
+        self.host_seconds += time.perf_counter() - t0
+        executed = int(self._out[K.O_EXECUTED])
+        self.host_instructions += executed
+        return int(self._out[K.O_REASON]), executed
+
+    def run(self, max_instructions: int | None = None) -> RunResult:
+        """Run until no node can make progress (or a stop flag, or `max_instructions`)."""
+        t0 = time.perf_counter()
+        total = 0
+        while True:
+            if max_instructions is None:
+                budget = _CHUNK
+            else:
+                budget = min(_CHUNK, int(max_instructions) - total)
+            if budget <= 0:
+                reason = K.R_BUDGET
+                break
+            reason, k = self._call(budget)
+            total += k
+            if reason != K.R_BUDGET or (max_instructions is not None
+                                         and total >= max_instructions):
+                break
+        return self._result(reason, total, time.perf_counter() - t0)
+
+    def step(self, n: int = 1, node: int | tuple[int, int] | None = None) -> RunResult:
+        """Execute n instructions on one node, or (node=None) on every runnable node in id order.
+
+        With node=None each node gets up to n instructions; a node blocked early that another
+        node's sends unblock proceeds until it too has run n or cannot go on.
+        """
+        n = int(n)
+        if n < 0:
+            raise D1Error(f"step count must be >= 0, got {n}")
+        t0 = time.perf_counter()
+        if node is None:
+            budget = np.full(self.n, n, dtype=np.int64)
+            reason, k = self._call(-1, node_budget=budget, quantum=max(1, min(n, self.quantum)))
+        else:
+            nid = self.node_id(node)
+            reason, k = self._call(n, only=nid, quantum=max(1, n))
+        return self._result(reason, k, time.perf_counter() - t0)
+
+    def reset(self) -> None:
+        """Back to the state right after loading (data placed, inputs not), in place."""
+        self.state.clear(self.seed)
+        self._place_initial()
+
+    # ---- stop flags (for the debugger) --------------------------------------------------------
+
+    def code_slot(self, node: int | tuple[int, int], pc: int) -> int:
+        """Index into the concatenated code table (and stop_flags) of node's instruction pc."""
+        nid = self.node_id(node)
+        ln = int(self.code.node_len[nid])
+        if not 0 <= pc < ln:
+            raise D1Error(f"pc {pc} is outside node {nid}'s code (0..{ln - 1})")
+        return int(self.code.node_base[nid]) + int(pc)
+
+    def set_stop(self, node: int | tuple[int, int], pc: int, on: bool = True) -> None:
+        """Flag (or unflag) node's instruction pc. Code blocks are shared: every node running the
+        same block stops there too."""
+        self.stop_flags[self.code_slot(node, pc)] = 1 if on else 0
+
+    def clear_stops(self) -> None:
+        self.stop_flags[:] = 0
+
+    # ---- results ------------------------------------------------------------------------------
+
+    def _result(self, reason: int, executed: int, host: float) -> RunResult:
+        st = self.state
+        cycles = int(st.clock.max()) if self.n else 0
+        seconds = cycles / self.machine.clock_hz
+        res = RunResult(status="halted", cycles=cycles, seconds=seconds, instructions=executed,
+                        host_seconds=host)
+        res.traps = [self._trap(i) for i in np.nonzero(st.state == K.TRAPPED)[0]]
+        blocked = np.nonzero((st.state == K.BLOCKED_SEND) | (st.state == K.BLOCKED_RECV))[0]
+        if reason == K.R_STOP:
+            nid = int(self._out[K.O_STOP_NODE])
+            pc = int(st.pc[nid])
+            st.skip[nid] = pc           # resuming executes the flagged instruction once
+            res.status = "stopped"
+            res.stop = self.where(nid, pc)
+            return res
+        waiting = (st.state == K.RUNNING).any() or (
+            reason == K.R_BUDGET and blocked.size > 0)
+        if waiting:
+            # step() left nodes that can go on, or a budget ran out (and a blocked node may have
+            # become unblocked since its last try).
+            res.status = "running"
+            return res
+        if blocked.size:
+            res.deadlock = self.wait_chains(blocked)
+        if res.traps:
+            res.status = "trapped"
+        elif res.deadlock is not None and res.deadlock.is_cycle:
+            res.status = "deadlock"
+        elif blocked.size:
+            res.status = "stuck"
+        return res
+
+    def where(self, node: int, pc: int | None = None) -> Where:
+        """Position, instruction text and source location of node at pc (default: its pc)."""
+        node = int(node)
+        pc = int(self.state.pc[node]) if pc is None else int(pc)
+        x, y = (int(v) for v in self.xy[node])
+        ln = int(self.code.node_len[node])
+        if not 0 <= pc < ln:
+            return Where(node, x, y, pc, None, None, None)
+        g = int(self.code.node_base[node]) + pc
+        text = format_word(int(self.code.words[g]))
+        src, asm = self._location(g)
+        return Where(node, x, y, pc, text, src, asm)
+
+    def _location(self, g: int) -> tuple[str | None, str | None]:
+        row = self.code.lines[g]
+        files = self.obj.files
+        fi, line, col, afi, aline = (int(v) for v in row)
+
+        def name(i: int) -> str:
+            return files[i] if 0 <= i < len(files) else f"<file {i}>"
+
+        src = None
+        if fi >= 0 and line > 0:
+            src = f"{name(fi)}:{line}" + (f":{col}" if col > 0 else "")
+        asm = None
+        if afi >= 0 and aline > 0 and not (afi == fi and aline == line):
+            asm = f"{name(afi)}:{aline}"
+        return src, asm
+
+    def _trap(self, node: int) -> Trap:
+        st = self.state
+        code = int(st.cause[node])
+        w = self.where(node)
+        return Trap(w, code, cause_name(code), int(st.trap_arg[node]),
+                    self._trap_detail(node, code))
+
+    def _trap_detail(self, node: int, code: int) -> str:
+        """A sentence saying what exactly was wrong, recomputed from the unchanged registers."""
+        st = self.state
+        pc = int(st.pc[node])
+        ln = int(self.code.node_len[node])
+        if code == 9:
+            return (f"clock {int(st.clock[node]):,} cycles passed max_cycles "
+                    f"{self.max_cycles:,}")
+        if code == 2:
+            if pc == ln:
+                return f"execution fell off the end of the code ({ln} instructions)"
+            return f"pc {pc} is outside the node's code (0..{ln - 1})"
+        if not 0 <= pc < ln:
+            return ""
+        g = int(self.code.node_base[node]) + pc
+        row = self.code.table[g]
+        op = int(row[C_OP])
+        word = int(self.code.words[g])
+        if code == 1:
+            try:
+                ins, values = isa.decode(word)
+            except isa.EncodingError:
+                return f"0x{word:016x} is not a valid instruction word"
+            m = self.machine
+            limits = {"x": ("r", m.scalar_regs), "v": ("v", m.vector_regs),
+                      "a": ("a", m.accumulators)}
+            for operand in ins.operands:
+                if operand in isa.OPERANDS:
+                    field, kind = isa.OPERANDS[operand]
+                    if kind in limits and values[field] >= limits[kind][1]:
+                        prefix, count = limits[kind]
+                        return (f"register {prefix}{values[field]} does not exist "
+                                f"(the machine has {prefix}0..{prefix}{count - 1})")
+            return ""
+        x = st.x[node]
+        if code in (3, 4):
+            mnem = isa.BY_OPCODE[op].mnemonic if op in isa.BY_OPCODE else "?"
+            if op in (isa.OP["sendb"], isa.OP["recvb"], isa.OP["relayb"]):
+                return (f"{mnem}: {int(x[row[C_RS2]])} bytes at address {int(x[row[C_RS1]])} "
+                        f"(SRAM is 0..{self.machine.sram_bytes - 1})")
+            imm = int(row[C_IMM])
+            if isa.BY_OPCODE[op].format in ("L", "S", "VL", "VS", "VLS", "VSS"):
+                imm = imm - (1 << 32) if imm >= 1 << 31 else imm
+                a = int(x[row[C_RS1]]) + imm
+                return (f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}); SRAM is "
+                        f"0..{self.machine.sram_bytes - 1}")
+            return f"{mnem}: a tile row outside SRAM or misaligned"
+        if code == 8:
+            return ""
+        if code == 5:
+            return "there is no live node in that direction (mesh edge)"
+        if code == 6:
+            return (f"message length {int(x[row[C_RS2]])} B is outside "
+                    f"1..{self.machine.max_message_bytes}")
+        if code == 7:
+            d = int(row[C_RS3])
+            link = node * 4 + d
+            msgs = st.fifo_messages(link)
+            got = msgs[0][0] if msgs else 0
+            if op in (isa.OP["recv"],):
+                want = 8
+            elif op == isa.OP["vrecv"]:
+                want = 64
+            else:
+                want = int(x[row[C_RS2]])
+            return f"the message from {'NESW'[d]} is {got} B, the instruction expects {want} B"
+        return CAUSES.get(code, ("", ""))[1]
+
+    # ---- wait-for analysis --------------------------------------------------------------------
+
+    def _wait(self, node: int) -> Wait:
+        st = self.state
+        w = self.where(node)
+        g = int(self.code.node_base[node]) + int(st.pc[node])
+        row = self.code.table[g]
+        op = int(row[C_OP])
+        nbr = self.machine.neighbors
+        depth = self.machine.fifo_depth
+        if st.state[node] == K.BLOCKED_SEND:
+            d = int(row[C_RD]) if op in _RELAY_OPS else int(row[C_RS3])
+            t = int(nbr[node, d])
+            link = t * 4 + OPPOSITE[d]
+            return Wait(w, "send", d, t, self._xy(t), st.fifo_fill(link), depth)
+        d = int(row[C_RS3])
+        s = int(nbr[node, d])
+        return Wait(w, "recv", d, s, self._xy(s))
+
+    def _xy(self, node: int) -> tuple[int, int]:
+        return int(self.xy[node, 0]), int(self.xy[node, 1])
+
+    def wait_chains(self, blocked: np.ndarray | None = None) -> Deadlock:
+        """Group blocked nodes into wait-for chains: cycles, and chains ending at other nodes."""
+        st = self.state
+        if blocked is None:
+            blocked = np.nonzero((st.state == K.BLOCKED_SEND) | (st.state == K.BLOCKED_RECV))[0]
+        waits = {int(b): self._wait(int(b)) for b in blocked}
+        term: dict[int, tuple[str, int]] = {}
+        cycles: list[list[int]] = []
+        for b in waits:
+            path: list[int] = []
+            on_path: set[int] = set()
+            cur = b
+            while cur in waits and cur not in term and cur not in on_path:
+                on_path.add(cur)
+                path.append(cur)
+                cur = waits[cur].other
+            if cur in on_path:
+                cyc = path[path.index(cur):]
+                cid = len(cycles)
+                cycles.append(cyc)
+                for c in cyc:
+                    term[c] = ("cycle", cid)
+                key = ("cycle", cid)
+                rest = path[:path.index(cur)]
+            elif cur in term:
+                key = term[cur]
+                rest = path
+            else:
+                key = ("end", cur)
+                rest = path
+            for c in rest:
+                term[c] = key
+        chains: list[Chain] = []
+        for cid, cyc in enumerate(cycles):
+            # Start the cycle at its lowest node id, for a stable report.
+            i = cyc.index(min(cyc))
+            cyc = cyc[i:] + cyc[:i]
+            behind = sum(1 for b, k in term.items() if k == ("cycle", cid)) - len(cyc)
+            chains.append(Chain([waits[c] for c in cyc], True, behind=behind))
+        ends = sorted({k[1] for k in term.values() if k[0] == "end"})
+        for e in ends:
+            members = [b for b, k in term.items() if k == ("end", e)]
+
+            def depth_of(b: int, e: int = e) -> int:
+                d, cur = 0, b
+                while cur != e:
+                    cur = waits[cur].other
+                    d += 1
+                return d
+
+            start = max(members, key=lambda b: (depth_of(b), -b))
+            path = []
+            cur = start
+            while cur != e:
+                path.append(waits[cur])
+                cur = waits[cur].other
+            sname = K.STATE_NAMES[int(st.state[e])]
+            if st.state[e] == K.TRAPPED:
+                sname = f"trapped ({cause_name(int(st.cause[e]))})"
+            chains.append(Chain(path, False, end=self.where(e), end_state=sname,
+                                behind=len(members) - len(path)))
+        return Deadlock(chains, len(waits))
+
+    # ---- host I/O -----------------------------------------------------------------------------
+
+    def tensors(self, role: str | None = None) -> list[str]:
+        return [t.name for t in self.obj.tensors if role is None or t.role == role]
+
+    def set_input(self, name: str, array: Any) -> None:
+        """Scatter `array` to every piece of tensor `name`, converted to the tensor's dtype."""
+        t = self.obj.tensor(name)
+        a = np.asarray(array)
+        if a.shape != tuple(t.shape):
+            raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
+        raw = _to_raw(a, t)
+        esize = DTYPE_BYTES[t.dtype]
+        sram = self.state.sram
+        for p in t.pieces:
+            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+            sub = np.ascontiguousarray(raw[sl])
+            addrs = _piece_addresses(p.addr, p.shape, p.strides)
+            idx = (addrs[:, None] + np.arange(esize)).reshape(-1)
+            sram[p.node, idx] = sub.reshape(-1).view(np.uint8)
+            if addrs.size:
+                end = int(addrs.max()) + esize
+                self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
+
+    def output(self, name: str) -> np.ndarray:
+        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
+        t = self.obj.tensor(name)
+        esize = DTYPE_BYTES[t.dtype]
+        rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
+        out = np.zeros(t.shape, dtype=rawtype)
+        filled = np.zeros(t.shape, dtype=bool)
+        sram = self.state.sram
+        for p in t.pieces:
+            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+            addrs = _piece_addresses(p.addr, p.shape, p.strides)
+            idx = (addrs[:, None] + np.arange(esize)).reshape(-1)
+            vals = sram[p.node, idx].copy().view(rawtype).reshape(p.shape)
+            want = ~filled[sl]
+            region = out[sl]
+            region[want] = vals[want]
+            filled[sl] = True
+        if not filled.all():
+            missing = int((~filled).sum())
+            raise D1Error(f"tensor '{name}': its pieces leave {missing} of {filled.size} "
+                          "elements uncovered")
+        if t.dtype == "bf16":
+            return (out.astype(np.uint32) << 16).view(np.float32)
+        if t.dtype == "f32":
+            return out.view(np.float32)
+        return out.view(np.int32)
+
+    # ---- inspection ---------------------------------------------------------------------------
+
+    def node_id(self, node: int | tuple[int, int]) -> int:
+        """A live-node id from an id or an (x, y) pair."""
+        if isinstance(node, (tuple, list)):
+            if len(node) != 2:
+                raise D1Error(f"a node is an id or (x, y), got {node!r}")
+            return self.machine.node_id(int(node[0]), int(node[1]))
+        nid = int(node)
+        if not 0 <= nid < self.n:
+            raise D1Error(f"node id {nid} is out of range 0..{self.n - 1}")
+        return nid
+
+    def regs(self, node: int | tuple[int, int]) -> np.ndarray:
+        return self.state.x[self.node_id(node), :self.machine.scalar_regs].copy()
+
+    def vregs(self, node: int | tuple[int, int]) -> np.ndarray:
+        """Vector registers as raw bits, uint32 [vector_regs, 16] (`.view(np.float32)`)."""
+        return self.state.v[self.node_id(node)].copy()
+
+    def acc(self, node: int | tuple[int, int]) -> np.ndarray:
+        return self.state.acc[self.node_id(node)].copy()
+
+    def sram(self, node: int | tuple[int, int], addr: int, n: int) -> np.ndarray:
+        nid = self.node_id(node)
+        if addr < 0 or n < 0 or addr + n > self.machine.sram_bytes:
+            raise D1Error(f"SRAM range {addr}+{n} is outside 0..{self.machine.sram_bytes - 1}")
+        return self.state.sram[nid, addr:addr + n].copy()
+
+    def fifo(self, node: int | tuple[int, int], direction: int | str
+             ) -> list[tuple[int, int, bytes]]:
+        """Messages waiting at `node` from `direction` (N/E/S/W or 0..3), oldest first, as
+        (length, arrival time, payload)."""
+        nid = self.node_id(node)
+        d = "NESW".index(direction.upper()) if isinstance(direction, str) else int(direction)
+        if not 0 <= d < 4:
+            raise D1Error(f"direction must be N, E, S, W or 0..3, got {direction!r}")
+        return self.state.fifo_messages(nid * 4 + d)
+
+    def node_states(self) -> list[str]:
+        """State name of every node, by id: running, blocked on send/receive, halted, trapped."""
+        return [K.STATE_NAMES[int(s)] for s in self.state.state]
+
+    def pc(self, node: int | tuple[int, int]) -> int:
+        return int(self.state.pc[self.node_id(node)])
+
+    def clock(self, node: int | tuple[int, int]) -> int:
+        return int(self.state.clock[self.node_id(node)])
+
+    def snapshot(self) -> dict[str, Any]:
+        """A full copy of all state, statistics and FIFOs."""
+        snap: dict[str, Any] = dict(self.state.snapshot())
+        snap["_host"] = (self.host_seconds, self.host_instructions)
+        return snap
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.state.restore(snap)
+        self.host_seconds, self.host_instructions = snap.get("_host", (0.0, 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state.state_dict()
+
+    # ---- statistics ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Everything measured, JSON-serialisable. Model figures are "modelled"; emulator speed
+        is "measured on the host"."""
+        m = self.machine
+        st = self.state
+        n = self.n
+        cycles = int(st.clock.max()) if n else 0
+        seconds = cycles / m.clock_hz
+        count = st.count
+        by_class = {c: int(count[:, i].sum()) for i, c in enumerate(TIMING_CLASSES)}
+        total_flops = int(st.flops.sum())
+        fps = total_flops / seconds if seconds > 0 else 0.0
+        dtype = "bf16" if by_class["mma_bf16"] > 0 else "f32"
+        peak = {k: float(v) for k, v in m.peak_flops.items()}
+        pct = {k: (100.0 * fps / v if v else 0.0) for k, v in peak.items()}
+        busy = st.busy()
+        stall_recv = st.stall - st.stall_send
+        links = []
+        nbr = m.neighbors
+        for s in range(n):
+            for d in range(4):
+                if st.link_msgs[s, d]:
+                    t = int(nbr[s, d])
+                    links.append({
+                        "from": [int(self.xy[s, 0]), int(self.xy[s, 1])], "dir": "NESW"[d],
+                        "to": [int(self.xy[t, 0]), int(self.xy[t, 1])],
+                        "bytes": int(st.link_bytes[s, d]), "messages": int(st.link_msgs[s, d]),
+                        "busy_cycles": int(st.link_busy[s, d]),
+                        "utilisation": (float(st.link_busy[s, d]) / cycles) if cycles else 0.0,
+                    })
+        links.sort(key=lambda r: (-r["busy_cycles"], -r["bytes"]))
+        instructions = int(count.sum())
+        return {
+            "machine": m.name,
+            "live_nodes": n,
+            "clock_hz": m.clock_hz,
+            "modelled": {
+                "kernel_cycles": cycles,
+                "kernel_seconds": seconds,
+                "instructions": instructions,
+                "instructions_by_class": by_class,
+                "flops": total_flops,
+                "flops_per_second": fps,
+                "peak_dtype": dtype,
+                "peak_flops_per_second": peak,
+                "percent_of_peak": pct[dtype],
+                "percent_of_peak_by_dtype": pct,
+                "busy_cycles": int(busy.sum()),
+                "stall_cycles": int(st.stall.sum()),
+                "stall_send_cycles": int(st.stall_send.sum()),
+                "stall_recv_cycles": int(stall_recv.sum()),
+                "sram_high_water_bytes": int(st.hwm.max()) if n else 0,
+                "link_bytes": int(st.link_bytes.sum()),
+                "link_messages": int(st.link_msgs.sum()),
+            },
+            "host": {
+                "note": "measured on the host",
+                "wall_seconds": self.host_seconds,
+                "node_instructions": self.host_instructions,
+                "node_instructions_per_second": (self.host_instructions / self.host_seconds
+                                                 if self.host_seconds > 0 else 0.0),
+                "jit_seconds": self.jit_seconds,
+                "state_bytes": self.state.nbytes,
+            },
+            "units": {"kernel_cycles": "cycles", "kernel_seconds": "s", "flops": "FLOP",
+                      "flops_per_second": "FLOP/s", "percent_of_peak": "%",
+                      "bytes": "B", "busy_cycles": "cycles", "stall_cycles": "cycles",
+                      "sram_high_water_bytes": "B", "wall_seconds": "s",
+                      "node_instructions_per_second": "node-instructions/s"},
+            "nodes": {
+                "x": [int(v) for v in self.xy[:, 0]],
+                "y": [int(v) for v in self.xy[:, 1]],
+                "state": self.node_states(),
+                "pc": st.pc.tolist(),
+                "clock": st.clock.tolist(),
+                "timing_classes": list(TIMING_CLASSES),
+                "count": count.tolist(),
+                "flops": st.flops.tolist(),
+                "busy": busy.tolist(),
+                "stall": st.stall.tolist(),
+                "stall_send": st.stall_send.tolist(),
+                "stall_recv": stall_recv.tolist(),
+                "sram_hwm": st.hwm.tolist(),
+            },
+            "links": {
+                "directions": ["N", "E", "S", "W"],
+                "bytes": st.link_bytes.tolist(),
+                "messages": st.link_msgs.tolist(),
+                "busy_cycles": st.link_busy.tolist(),
+                "busiest": links[:10],
+            },
+        }
+
+
+def _aligned_f32(n: int) -> np.ndarray:
+    """A zeroed float32[n] starting on a 64-byte boundary (the mma scratch: row stores and
+    broadcast loads then never straddle a cache line)."""
+    raw = np.zeros(n + 16, dtype=np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + n]
+
+
+def _piece_addresses(addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """Byte address of every element of a piece, in row-major element order (int64)."""
+    a = np.full((1,) * len(shape), addr, dtype=np.int64)
+    for d, (s, st) in enumerate(zip(shape, strides, strict=True)):
+        shp = [1] * len(shape)
+        shp[d] = s
+        a = a + (np.arange(s, dtype=np.int64) * st).reshape(shp)
+    return np.broadcast_to(a, shape).reshape(-1)
+
+
+def _to_raw(a: np.ndarray, t: TensorLayout) -> np.ndarray:
+    """Host values -> the tensor's element bits (uint32 for f32/i32, uint16 for bf16)."""
+    name = t.name
+    if a.dtype.kind not in "biuf":
+        raise D1Error(f"input '{name}': cannot convert {a.dtype} values to {t.dtype}")
+    if t.dtype == "i32":
+        if a.dtype.kind == "f":
+            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise D1Error(f"input '{name}' is i32: its values must be integers")
+        ai = a.astype(np.float64) if a.dtype.kind == "f" else a
+        if ai.size and (ai.min() < -(1 << 31) or ai.max() > (1 << 31) - 1):
+            raise D1Error(f"input '{name}' is i32: values must lie in -2^31..2^31-1")
+        return np.ascontiguousarray(ai.astype(np.int64).astype("<i4").view(np.uint32))
+    f = np.ascontiguousarray(a.astype(np.float32))
+    bits = f.view(np.uint32)
+    if t.dtype == "f32":
+        return bits
+    u = bits.astype(np.int64)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return np.where(nan, 0x7FC0, rounded).astype(np.uint16)

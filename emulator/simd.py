@@ -1,0 +1,519 @@
+"""Explicit SIMD for the two hot floating-point paths: 16-lane vector arithmetic and the 8x8x8 MMA.
+
+Numba runs LLVM without the SLP vectoriser, and its loop vectoriser gives up on lane loops whose
+source and destination registers live in the same array. These helpers therefore emit LLVM vector
+IR directly (`numba.extending.intrinsic`): one `<16 x float>` operation per vector instruction,
+one `<8 x float>` row update per (i, k) of an mma. The IR uses plain `fmul` / `fadd` without
+fast-math flags, so LLVM can neither fuse a multiply-add nor reorder the k sum: each result is
+rounded exactly as docs/ISA.md says. The one fused operation is deliberate: in an mma.bf16 step
+whose products are all exact in fp32 (checked first), an fma rounds exactly like the separate
+multiply and add.
+
+Every helper is an ordinary Python function (numpy, used under NUMBA_DISABLE_JIT=1 and by the
+tests) with an `@overload` that jitted code uses instead. Arrays are flat (1-D, C-contiguous) and
+offsets are element indexes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+CANON_NAN = 0x7FC00000
+
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_F16V = ir.VectorType(_F32, 16)
+_I16V = ir.VectorType(_I32, 16)
+_F8V = ir.VectorType(_F32, 8)
+_I8V = ir.VectorType(_I32, 8)
+
+# The lane-wise binary operations vector_binop knows, by code.
+VB_ADD, VB_SUB, VB_MUL = 0, 1, 2
+
+
+def _data(context, builder, ty, value, elem):
+    """The element pointer of an array argument (or of an integer address argument)."""
+    if isinstance(ty, types.Array):
+        return context.make_array(ty)(context, builder, value=value).data
+    return builder.inttoptr(value, elem.as_pointer())
+
+
+def _vptr(builder, data, off, vty):
+    return builder.bitcast(builder.gep(data, [off]), vty.as_pointer())
+
+
+def _canon(builder, r, ity, n):
+    """Bits of r, with every NaN lane replaced by the canonical NaN."""
+    isnan = builder.fcmp_unordered("uno", r, r)
+    bits = builder.bitcast(r, ity)
+    return builder.select(isnan, ir.Constant(ity, [CANON_NAN] * n), bits)
+
+
+# ---- vfma ---------------------------------------------------------------------------------------
+
+def vfma16(v, d, a, b, c):
+    """v[d:d+16] = bits(f32(f32(A * B) + C)) with A, B, C the fp32 lanes at a, b, c (uint32 v)."""
+    with np.errstate(all="ignore"):
+        r = (v[a:a + 16].view(np.float32) * v[b:b + 16].view(np.float32)
+             + v[c:c + 16].view(np.float32))
+    out = r.view(np.uint32).copy()
+    out[np.isnan(r)] = CANON_NAN
+    v[d:d + 16] = out
+
+
+@intrinsic
+def _vfma16(typingctx, v, d, a, b, c):
+    sig = types.void(v, d, a, b, c)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, value=args[0])
+        data = arr.data
+        x = builder.load(_vptr(builder, data, args[2], _F16V), align=4)
+        y = builder.load(_vptr(builder, data, args[3], _F16V), align=4)
+        z = builder.load(_vptr(builder, data, args[4], _F16V), align=4)
+        r = builder.fadd(builder.fmul(x, y), z)
+        builder.store(_canon(builder, r, _I16V, 16), _vptr(builder, data, args[1], _I16V),
+                      align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@overload(vfma16, inline="always", jit_options={"cache": True, "_nrt": False})
+def _ol_vfma16(v, d, a, b, c):
+    def impl(v, d, a, b, c):
+        _vfma16(v, np.int64(d), np.int64(a), np.int64(b), np.int64(c))
+    return impl
+
+
+# ---- vadd / vsub / vmul -------------------------------------------------------------------------
+
+def vector_binop(kind, v, d, a, b):
+    """v[d:d+16] = bits(f32(A op B)) for op = VB_ADD, VB_SUB or VB_MUL (canonical NaNs)."""
+    x = v[a:a + 16].view(np.float32)
+    y = v[b:b + 16].view(np.float32)
+    with np.errstate(all="ignore"):
+        r = x + y if kind == VB_ADD else (x - y if kind == VB_SUB else x * y)
+    out = r.view(np.uint32).copy()
+    out[np.isnan(r)] = CANON_NAN
+    v[d:d + 16] = out
+
+
+def _binop_intrinsic(kind: int):
+    @intrinsic
+    def _op(typingctx, v, d, a, b):
+        sig = types.void(v, d, a, b)
+
+        def codegen(context, builder, signature, args):
+            arr = context.make_array(signature.args[0])(context, builder, value=args[0])
+            data = arr.data
+            x = builder.load(_vptr(builder, data, args[2], _F16V), align=4)
+            y = builder.load(_vptr(builder, data, args[3], _F16V), align=4)
+            if kind == VB_ADD:
+                r = builder.fadd(x, y)
+            elif kind == VB_SUB:
+                r = builder.fsub(x, y)
+            else:
+                r = builder.fmul(x, y)
+            builder.store(_canon(builder, r, _I16V, 16), _vptr(builder, data, args[1], _I16V),
+                          align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return _op
+
+
+_vadd16 = _binop_intrinsic(VB_ADD)
+_vsub16 = _binop_intrinsic(VB_SUB)
+_vmul16 = _binop_intrinsic(VB_MUL)
+
+
+@overload(vector_binop, inline="always", jit_options={"cache": True, "_nrt": False})
+def _ol_vector_binop(kind, v, d, a, b):
+    def impl(kind, v, d, a, b):
+        if kind == VB_ADD:
+            _vadd16(v, np.int64(d), np.int64(a), np.int64(b))
+        elif kind == VB_SUB:
+            _vsub16(v, np.int64(d), np.int64(a), np.int64(b))
+        else:
+            _vmul16(v, np.int64(d), np.int64(a), np.int64(b))
+    return impl
+
+
+# ---- the 8 x 8 x 8 mma step ---------------------------------------------------------------------
+
+def mma8(t, t_off, am, bm):
+    """t[t_off + 8i + j] += sum_k am[8i + k] * bm[8k + j], one fp32 rounding per multiply and per
+    addition, k in order; then NaN entries become the canonical NaN. t, am, bm: flat float32."""
+    with np.errstate(all="ignore"):
+        for i in range(8):
+            row = t[t_off + 8 * i:t_off + 8 * i + 8].copy()
+            for k in range(8):
+                row = row + am[8 * i + k] * bm[8 * k:8 * k + 8]
+            bits = row.view(np.uint32).copy()
+            bits[np.isnan(row)] = CANON_NAN
+            t[t_off + 8 * i:t_off + 8 * i + 8] = bits.view(np.float32)
+
+
+@intrinsic
+def _mma8(typingctx, t, t_off, am, bm):
+    sig = types.void(t, t_off, am, bm)
+
+    def codegen(context, builder, signature, args):
+        tdata = context.make_array(signature.args[0])(context, builder, value=args[0]).data
+        adata = context.make_array(signature.args[2])(context, builder, value=args[2]).data
+        bdata = context.make_array(signature.args[3])(context, builder, value=args[3]).data
+        i64 = ir.IntType(64)
+        brows = [builder.load(_vptr(builder, bdata, ir.Constant(i64, 8 * k), _F8V), align=4)
+                 for k in range(8)]
+        undef = ir.Constant(_F8V, ir.Undefined)
+        zeros = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
+        for i in range(8):
+            off = builder.add(args[1], ir.Constant(i64, 8 * i))
+            acc = builder.load(_vptr(builder, tdata, off, _F8V), align=4)
+            for k in range(8):
+                a = builder.load(builder.gep(adata, [ir.Constant(i64, 8 * i + k)]), align=4)
+                av = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(_I32, 0)),
+                                            undef, zeros)
+                acc = builder.fadd(acc, builder.fmul(av, brows[k]))
+            builder.store(_canon(builder, acc, _I8V, 8), _vptr(builder, tdata, off, _I8V),
+                          align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@overload(mma8, jit_options={"cache": True, "_nrt": False})
+def _ol_mma8(t, t_off, am, bm):
+    def impl(t, t_off, am, bm):
+        _mma8(t, np.int64(t_off), am, bm)
+    return impl
+
+
+# ---- one whole mma step, operands read straight from SRAM ------------------------------------
+
+def _bytes_rows(m8, off, stride, dtype, n):
+    return np.stack([m8[off + i * stride:off + i * stride + 8 * np.dtype(dtype).itemsize]
+                     .view(dtype) for i in range(n)])
+
+
+def _exact_bf16(ha: np.ndarray, hb: np.ndarray) -> bool:
+    """Are all products of bf16 tiles ha, hb (uint16 [8, 8]) exact normal fp32 numbers?"""
+    def bounds(h: np.ndarray) -> tuple[int, int]:
+        w = (h & 0x7FFF).astype(np.int64)
+        nz = w[w != 0]
+        if nz.size == 0:
+            return 0xFFFF >> 7, 0
+        return int(nz.min()) >> 7, int(nz.max()) >> 7
+    amin, amax = bounds(ha)
+    bmin, bmax = bounds(hb)
+    return amin + bmin >= 128 and amax + bmax <= 380
+
+
+def mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
+    """One mma.bf16 step: the tile t[t_off:t_off + 64] (flat float32) += A @ B, with A row i at
+    byte m8[a_off + i * sa] and B row k at byte m8[b_off + k * sb] (m8: uint8 SRAM).
+
+    Returns 1 after updating the tile, or 0, leaving it untouched, when some product is not an
+    exact normal fp32 number (then the caller adds exact products in fp64 instead). With exact
+    products the fp32 multiply is exact and the fp32 add is the one rounding the ISA asks for.
+    `am` (flat float32, 64 entries) is scratch for the widened A tile.
+    """
+    ha = _bytes_rows(m8, a_off, sa, np.uint16, 8)
+    hb = _bytes_rows(m8, b_off, sb, np.uint16, 8)
+    if not _exact_bf16(ha, hb):
+        return 0
+    a = (ha.astype(np.uint32) << 16).view(np.float32).reshape(-1)
+    b = (hb.astype(np.uint32) << 16).view(np.float32).reshape(-1)
+    mma8(t, t_off, a, b)
+    return 1
+
+
+def mma_f32_step(t, t_off, m8, a_off, sa, b_off, sb):
+    """One mma.f32 step, byte offsets and strides into m8; see mma_bf16_step."""
+    a = _bytes_rows(m8, a_off, sa, np.float32, 8).reshape(-1)
+    b = _bytes_rows(m8, b_off, sb, np.float32, 8).reshape(-1)
+    mma8(t, t_off, a, b)
+
+
+def _mma_core(builder, tdata, t_off, a_elem, b_row, exact_products=False):
+    """acc rows += A @ B with A[i][k] broadcast by a_elem(i, k) and B row k from b_row(k)
+    (<8 x float>), k outer and i inner so the 8 row chains interleave; each row still adds its
+    k terms in order. Then canonical NaNs.
+
+    With exact_products (every product exact in fp32), f32(acc + f32(a * b)) equals the fused
+    f32(acc + a * b), so one fma replaces the multiply and the add."""
+    i64 = ir.IntType(64)
+    offs = [builder.add(t_off, ir.Constant(i64, 8 * i)) for i in range(8)]
+    accs = [builder.load(_vptr(builder, tdata, offs[i], _F8V), align=4) for i in range(8)]
+    fma = None
+    if exact_products:
+        fma = cgutils.get_or_insert_function(builder.module,
+                                             ir.FunctionType(_F8V, [_F8V, _F8V, _F8V]),
+                                             "llvm.fma.v8f32")
+    for k in range(8):
+        bk = b_row(k)
+        for i in range(8):
+            if fma is not None:
+                accs[i] = builder.call(fma, [a_elem(i, k), bk, accs[i]])
+            else:
+                accs[i] = builder.fadd(accs[i], builder.fmul(a_elem(i, k), bk))
+    for i in range(8):
+        builder.store(_canon(builder, accs[i], _I8V, 8), _vptr(builder, tdata, offs[i], _I8V),
+                      align=4)
+
+
+def _splat(builder, scalar, vty, n):
+    undef = ir.Constant(vty, ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(_I32, n), [0] * n)
+    return builder.shuffle_vector(builder.insert_element(undef, scalar, ir.Constant(_I32, 0)),
+                                  undef, zeros)
+
+
+def _bptr(builder, data, off, ty):
+    """A `ty` pointer at byte offset `off` of an i8 buffer."""
+    return builder.bitcast(builder.gep(data, [off]), ty.as_pointer())
+
+
+@intrinsic
+def _mma_bf16_step(typingctx, t, t_off, m8, a_off, sa, b_off, sb, am):
+    sig = types.int64(t, t_off, m8, a_off, sa, b_off, sb, am)
+
+    def codegen(context, builder, signature, args):
+        tdata = _data(context, builder, signature.args[0], args[0], _F32)
+        src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
+        abase = _data(context, builder, signature.args[7], args[7], _F32)
+        i64 = ir.IntType(64)
+        h8v = ir.VectorType(ir.IntType(16), 8)
+        mask = ir.Constant(h8v, [0x7FFF] * 8)
+        zero = ir.Constant(h8v, [0] * 8)
+        ones = ir.Constant(h8v, [0xFFFF] * 8)
+        one = ir.Constant(h8v, [1] * 8)
+
+        def rows(off, stride):
+            out = []
+            for r in range(8):
+                p = builder.add(off, builder.mul(stride, ir.Constant(i64, r)))
+                out.append(builder.load(_bptr(builder, src, p, h8v), align=2))
+            return out
+
+        def hreduce(vec, pick):
+            # log-step horizontal reduction of an <8 x i16> with pick(a, b) -> a or b
+            undef = ir.Constant(h8v, ir.Undefined)
+            for half in (4, 2, 1):
+                idx = ir.Constant(ir.VectorType(_I32, 8), [(j + half) % 8 for j in range(8)])
+                vec = pick(vec, builder.shuffle_vector(vec, undef, idx))
+            return builder.extract_element(vec, ir.Constant(_I32, 0))
+
+        def umin(a, b):
+            return builder.select(builder.icmp_unsigned("<", a, b), a, b)
+
+        def umax(a, b):
+            return builder.select(builder.icmp_unsigned(">", a, b), a, b)
+
+        def bounds(hs):
+            # min over non-zero |h| via min(|h| - 1): a zero wraps to 0xffff and never wins
+            lo, hi = ones, zero
+            for h in hs:
+                w = builder.and_(h, mask)
+                lo = umin(builder.sub(w, one), lo)
+                hi = umax(w, hi)
+            smin = builder.add(builder.zext(hreduce(lo, umin), i64), ir.Constant(i64, 1))
+            smax = builder.zext(hreduce(hi, umax), i64)
+            c7 = ir.Constant(i64, 7)
+            return builder.lshr(smin, c7), builder.lshr(smax, c7)
+
+        ha = rows(args[3], args[4])
+        hb = rows(args[5], args[6])
+        # Fast test, over A and B together in 256-bit vectors: every non-zero operand has an
+        # exponent in [64, 190], so every product's is in [128, 380]. Only when it fails, the
+        # exact test with separate bounds for A and B.
+        h16v = ir.VectorType(ir.IntType(16), 16)
+        cat = ir.Constant(ir.VectorType(_I32, 16), list(range(16)))
+        pairs = [builder.shuffle_vector(hs[2 * r], hs[2 * r + 1], cat)
+                 for hs in (ha, hb) for r in range(4)]
+        lo, hi = ir.Constant(h16v, [0xFFFF] * 16), ir.Constant(h16v, [0] * 16)
+        for pv in pairs:
+            w = builder.and_(pv, ir.Constant(h16v, [0x7FFF] * 16))
+            lo = umin(builder.sub(w, ir.Constant(h16v, [1] * 16)), lo)
+            hi = umax(w, hi)
+        halves = (ir.Constant(ir.VectorType(_I32, 8), list(range(8))),
+                  ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16))))
+        und16 = ir.Constant(h16v, ir.Undefined)
+        lo8 = umin(builder.shuffle_vector(lo, und16, halves[0]),
+                   builder.shuffle_vector(lo, und16, halves[1]))
+        hi8 = umax(builder.shuffle_vector(hi, und16, halves[0]),
+                   builder.shuffle_vector(hi, und16, halves[1]))
+        emin = builder.add(builder.zext(hreduce(lo8, umin), i64), ir.Constant(i64, 1))
+        emax = builder.zext(hreduce(hi8, umax), i64)
+        band = builder.and_(
+            builder.icmp_unsigned(">=", emin, ir.Constant(i64, 64 << 7)),
+            builder.icmp_unsigned("<", emax, ir.Constant(i64, 191 << 7)))
+        exact_slot = cgutils.alloca_once(builder, ir.IntType(1))
+        builder.store(band, exact_slot)
+        with builder.if_then(builder.not_(band), likely=False):
+            amin, amax = bounds(ha)
+            bmin, bmax = bounds(hb)
+            builder.store(builder.and_(
+                builder.icmp_unsigned(">=", builder.add(amin, bmin), ir.Constant(i64, 128)),
+                builder.icmp_unsigned("<=", builder.add(amax, bmax), ir.Constant(i64, 380))),
+                exact_slot)
+        exact = builder.load(exact_slot)
+        result = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        with builder.if_then(exact):
+            c16 = ir.Constant(_I8V, [16] * 8)
+            # Compiler fences (no instruction) keep LLVM from carrying the rows loaded for the
+            # test, or the widened A, in registers: it would spill them, and turn each A[i][k]
+            # into register shuffles. Re-loading (vpmovzxwd from memory) and one broadcast load
+            # per A[i][k] from the scratch tile are cheaper.
+            builder.fence("acq_rel", "singlethread")
+            for r, h in enumerate(rows(args[3], args[4])):
+                builder.store(builder.shl(builder.zext(h, _I8V), c16),
+                              _vptr(builder, abase, ir.Constant(i64, 8 * r), _I8V), align=4)
+            builder.fence("acq_rel", "singlethread")
+
+            def a_elem(i, k):
+                a = builder.load(builder.gep(abase, [ir.Constant(i64, 8 * i + k)]), align=4)
+                return _splat(builder, a, _F8V, 8)
+
+            def b_row(k):
+                p = builder.add(args[5], builder.mul(args[6], ir.Constant(i64, k)))
+                h = builder.load(_bptr(builder, src, p, h8v), align=2)
+                return builder.bitcast(builder.shl(builder.zext(h, _I8V), c16), _F8V)
+
+            _mma_core(builder, tdata, args[1], a_elem, b_row, exact_products=True)
+            builder.store(ir.Constant(i64, 1), result)
+        return builder.load(result)
+
+    return sig, codegen
+
+
+@intrinsic
+def _mma_f32_step(typingctx, t, t_off, m8, a_off, sa, b_off, sb):
+    sig = types.void(t, t_off, m8, a_off, sa, b_off, sb)
+
+    def codegen(context, builder, signature, args):
+        tdata = _data(context, builder, signature.args[0], args[0], _F32)
+        src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
+        i64 = ir.IntType(64)
+
+        def a_elem(i, k):
+            off = builder.add(builder.add(args[3], builder.mul(args[4], ir.Constant(i64, i))),
+                              ir.Constant(i64, 4 * k))
+            a = builder.load(_bptr(builder, src, off, _F32), align=4)
+            return _splat(builder, a, _F8V, 8)
+
+        def b_row(k):
+            p = builder.add(args[5], builder.mul(args[6], ir.Constant(i64, k)))
+            return builder.load(_bptr(builder, src, p, _F8V), align=4)
+
+        _mma_core(builder, tdata, args[1], a_elem, b_row)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@overload(mma_bf16_step, inline="always", jit_options={"cache": True, "_nrt": False})
+def _ol_mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
+    def impl(t, t_off, m8, a_off, sa, b_off, sb, am):
+        return _mma_bf16_step(t, np.int64(t_off), m8, np.int64(a_off), np.int64(sa),
+                              np.int64(b_off), np.int64(sb), am)
+    return impl
+
+
+@overload(mma_f32_step, inline="always", jit_options={"cache": True, "_nrt": False})
+def _ol_mma_f32_step(t, t_off, m8, a_off, sa, b_off, sb):
+    def impl(t, t_off, m8, a_off, sa, b_off, sb):
+        _mma_f32_step(t, np.int64(t_off), m8, np.int64(a_off), np.int64(sa), np.int64(b_off),
+                      np.int64(sb))
+    return impl
+
+
+# ---- scalar SRAM access through one byte pointer ----------------------------------------------
+
+def _load_bits(m8, off, nbytes):
+    return int.from_bytes(m8[off:off + nbytes].tobytes(), "little")
+
+
+def load16(m8, off):
+    """The little-endian uint16 at byte `off` of m8 (uint8; any alignment the caller checked)."""
+    return np.uint16(_load_bits(m8, off, 2))
+
+
+def load32(m8, off):
+    return np.uint32(_load_bits(m8, off, 4))
+
+
+def load64(m8, off):
+    return np.uint64(_load_bits(m8, off, 8))
+
+
+def store16(m8, off, value):
+    m8[off:off + 2] = np.frombuffer((int(value) & 0xFFFF).to_bytes(2, "little"), np.uint8)
+
+
+def store32(m8, off, value):
+    m8[off:off + 4] = np.frombuffer((int(value) & 0xFFFF_FFFF).to_bytes(4, "little"), np.uint8)
+
+
+def store64(m8, off, value):
+    m8[off:off + 8] = np.frombuffer((int(value) & ((1 << 64) - 1)).to_bytes(8, "little"),
+                                    np.uint8)
+
+
+def _load_intrinsic(bits: int, nbt):
+    @intrinsic
+    def _ld(typingctx, m8, off):
+        sig = nbt(m8, off)
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, value=args[0]).data
+            return builder.load(_bptr(builder, data, args[1], ir.IntType(bits)), align=1)
+
+        return sig, codegen
+    return _ld
+
+
+def _store_intrinsic(bits: int):
+    @intrinsic
+    def _st(typingctx, m8, off, value):
+        sig = types.void(m8, off, value)
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, value=args[0]).data
+            val = args[2]
+            ity = ir.IntType(bits)
+            if val.type.width > bits:
+                val = builder.trunc(val, ity)
+            builder.store(val, _bptr(builder, data, args[1], ity), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return _st
+
+
+_ld16, _ld32, _ld64 = (_load_intrinsic(16, types.uint16), _load_intrinsic(32, types.uint32),
+                       _load_intrinsic(64, types.uint64))
+_st16, _st32, _st64 = _store_intrinsic(16), _store_intrinsic(32), _store_intrinsic(64)
+
+for _py, _jit in ((load16, _ld16), (load32, _ld32), (load64, _ld64)):
+    def _make(jit):
+        def ol(m8, off):
+            def impl(m8, off):
+                return jit(m8, np.int64(off))
+            return impl
+        return ol
+    overload(_py, inline="always", jit_options={"cache": True, "_nrt": False})(_make(_jit))
+
+for _py, _jit in ((store16, _st16), (store32, _st32), (store64, _st64)):
+    def _make_st(jit):
+        def ol(m8, off, value):
+            def impl(m8, off, value):
+                jit(m8, np.int64(off), np.uint64(value))
+            return impl
+        return ol
+    overload(_py, inline="always", jit_options={"cache": True, "_nrt": False})(_make_st(_jit))

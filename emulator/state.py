@@ -1,0 +1,206 @@
+"""All mutable state of an emulated mesh, as structure-of-arrays numpy, in one object.
+
+`State` allocates every array once (the jitted loop never allocates), hands the kernel its
+tuples of arrays (`kernel_tuples`), and owns snapshots and the `state_dict` exchange format that
+the reference interpreter shares. Link FIFOs are indexed by *receiving* node * 4 + the direction
+it receives from; link statistics by *sending* node and direction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
+from emulator import kernel as K
+from emulator.decode import XCOL_COUNT, XCOL_FLOPS, XCOL_HWM, XCOLS
+from emulator.numerics import initial_sr_state
+
+# Bytes of padding after each node's SRAM row: 4 KiB + 1 cache line, so consecutive nodes' rows
+# start 65 lines apart modulo any power-of-two cache way size.
+SRAM_ROW_PAD = 4096 + 64
+
+# Arrays copied by snapshot()/restore(), in a fixed order.
+_STATE_ARRAYS = (
+    "x", "v", "acc", "sram", "pc", "clock", "state", "cause", "trap_arg", "sr", "sr_init", "skip",
+    "fifo8", "flen", "farr", "pushed", "popped", "consumed", "wire_free",
+    "stall", "stall_send", "link_bytes", "link_msgs", "link_busy",
+)
+
+
+class State:
+    """Registers, SRAM, clocks, FIFOs and statistics of every live node."""
+
+    def __init__(self, machine: Machine, seed: int = 0) -> None:
+        m = machine
+        n = m.n_live
+        self.machine = m
+        self.n = n
+        self.scalar_regs = m.scalar_regs
+        self.depth = m.fifo_depth
+        self.max_message = m.max_message_bytes
+        # x rows: registers, the r0 sink and the node's counters (see emulator.decode).
+        self.x = np.zeros((n, XCOLS), dtype=np.int64)
+        self.v = np.zeros((n, m.vector_regs, 16), dtype=np.uint32)
+        self.acc = np.zeros((n, m.accumulators, 8, 8), dtype=np.float32)
+        # Node rows of SRAM are padded so that the same address on different nodes falls in
+        # different cache sets (sram_bytes is a multiple of 64 KiB on d1, so without padding
+        # every node's tiles would fight over the same few sets of L1 and L2). `sram` is the
+        # [n, sram_bytes] view the rest of the code uses.
+        self._sram_buf = np.zeros((n, m.sram_bytes + SRAM_ROW_PAD), dtype=np.uint8)
+        self.sram = self._sram_buf[:, :m.sram_bytes]
+        self.pc = np.zeros(n, dtype=np.int64)
+        self.clock = np.zeros(n, dtype=np.int64)
+        self.state = np.zeros(n, dtype=np.int8)
+        self.cause = np.zeros(n, dtype=np.int32)
+        self.trap_arg = np.zeros(n, dtype=np.int64)
+        self.sr_init = np.array([initial_sr_state(seed, i) for i in range(n)], dtype=np.uint64)
+        self.sr = self.sr_init.copy()
+        self.skip = np.full(n, -1, dtype=np.int64)
+        links = 4 * n
+        self.fifo8 = np.zeros((links, self.depth, self.max_message), dtype=np.uint8)
+        self.flen = np.zeros((links, self.depth), dtype=np.int64)
+        self.farr = np.zeros((links, self.depth), dtype=np.int64)
+        self.pushed = np.zeros(links, dtype=np.int64)
+        self.popped = np.zeros(links, dtype=np.int64)
+        self.consumed = np.zeros((links, self.depth), dtype=np.int64)
+        self.wire_free = np.zeros(links, dtype=np.int64)
+        self.stall = np.zeros(n, dtype=np.int64)
+        self.stall_send = np.zeros(n, dtype=np.int64)
+        self.link_bytes = np.zeros((n, 4), dtype=np.int64)
+        self.link_msgs = np.zeros((n, 4), dtype=np.int64)
+        self.link_busy = np.zeros((n, 4), dtype=np.int64)
+
+    def clear(self, seed: int) -> None:
+        """Everything back to zero (and each generator to its seed's initial state), in place."""
+        for name in _STATE_ARRAYS:
+            getattr(self, name)[...] = 0
+        self.sr_init[:] = [initial_sr_state(seed, i) for i in range(self.n)]
+        self.sr[:] = self.sr_init
+        self.skip[:] = -1
+
+    # Counters kept in the register rows: views, writable.
+    @property
+    def count(self) -> np.ndarray:
+        return self.x[:, XCOL_COUNT:XCOL_COUNT + len(TIMING_CLASSES)]
+
+    @property
+    def flops(self) -> np.ndarray:
+        return self.x[:, XCOL_FLOPS]
+
+    @property
+    def hwm(self) -> np.ndarray:
+        return self.x[:, XCOL_HWM]
+
+    # ---- kernel interface ---------------------------------------------------------------------
+
+    def kernel_tuples(self) -> tuple[tuple, tuple, tuple]:
+        """(node, fifo, stats) tuples in the order emulator.kernel expects."""
+        n = self.n
+        buf, size = self._sram_buf, self.sram.shape[1]
+        node = (self.x, self.v, self.acc, self.sram, buf.view(np.uint16)[:, :size // 2],
+                buf.view(np.uint32)[:, :size // 4], buf.view(np.uint64)[:, :size // 8],
+                self.pc, self.clock, self.state, self.cause, self.trap_arg,
+                self.sr, self.sr_init, self.skip, buf.reshape(-1))
+        links = 4 * n
+        fifo = (self.fifo8, self.fifo8.view(np.uint32).reshape(links, self.depth, -1),
+                self.fifo8.view(np.uint64).reshape(links, self.depth, -1),
+                self.flen, self.farr, self.pushed, self.popped, self.consumed, self.wire_free)
+        stats = (self.stall, self.stall_send, self.link_bytes, self.link_msgs, self.link_busy)
+        return node, fifo, stats
+
+    # ---- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name).copy() for name in _STATE_ARRAYS}
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        for name in _STATE_ARRAYS:
+            np.copyto(getattr(self, name), snap[name])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all state arrays (SRAM with its row padding)."""
+        return (sum(getattr(self, name).nbytes for name in _STATE_ARRAYS if name != "sram")
+                + self._sram_buf.nbytes)
+
+    # ---- inspection ---------------------------------------------------------------------------
+
+    def fifo_messages(self, link: int) -> list[tuple[int, int, bytes]]:
+        """Messages waiting in FIFO `link`, oldest first, as (length, arrival, payload)."""
+        out = []
+        for j in range(int(self.popped[link]), int(self.pushed[link])):
+            slot = j % self.depth
+            ln = int(self.flen[link, slot])
+            out.append((ln, int(self.farr[link, slot]), self.fifo8[link, slot, :ln].tobytes()))
+        return out
+
+    def fifo_fill(self, link: int) -> int:
+        return int(self.pushed[link] - self.popped[link])
+
+    def busy(self) -> np.ndarray:
+        """Busy cycles per node: the clock is busy + stalled, always (docs/TIMING.md)."""
+        return self.clock - self.stall
+
+    def state_dict(self) -> dict[str, Any]:
+        """The exchange format shared with the reference interpreter (copies, plain types)."""
+        r = self.scalar_regs
+        return {
+            "x": self.x[:, :r].copy(),
+            "v": self.v.copy(),
+            "acc": self.acc.view(np.uint32).copy(),
+            "sram": self.sram.copy(),
+            "pc": self.pc.copy(),
+            "clock": self.clock.copy(),
+            "state": self.state.copy(),
+            "cause": self.cause.copy(),
+            "trap_arg": self.trap_arg.copy(),
+            "sr_state": self.sr.copy(),
+            "fifos": [self.fifo_messages(link) for link in range(4 * self.n)],
+            "link_pushed": self.pushed.copy(),
+            "link_wire_free": self.wire_free.copy(),
+            "stats": {
+                "count": np.ascontiguousarray(self.count),
+                "flops": np.ascontiguousarray(self.flops),
+                "busy": self.busy(),
+                "stall": self.stall.copy(),
+                "sram_hwm": np.ascontiguousarray(self.hwm),
+                "link_bytes": self.link_bytes.copy(),
+                "link_msgs": self.link_msgs.copy(),
+                "link_busy": self.link_busy.copy(),
+            },
+        }
+
+
+def link_geometry(machine: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (sender node * 4 + direction): the receiving FIFO's link index (-1 at the mesh edge),
+    the path latency and the narrowest bandwidth."""
+    n = machine.n_live
+    nbr = machine.neighbors.astype(np.int64)
+    out_link = np.full(4 * n, -1, dtype=np.int64)
+    for d in range(4):
+        t = nbr[:, d]
+        ok = t >= 0
+        out_link[np.nonzero(ok)[0] * 4 + d] = t[ok] * 4 + OPPOSITE[d]
+    lat = np.ascontiguousarray(machine.link_latency, dtype=np.int64).reshape(-1).copy()
+    bw = np.ascontiguousarray(machine.link_bandwidth, dtype=np.int64).reshape(-1).copy()
+    bw[bw <= 0] = 1          # edge directions: never used, but keep the division safe
+    return out_link, lat, bw
+
+
+def make_cfg(machine: Machine, max_cycles: int) -> np.ndarray:
+    cfg = np.zeros(K.CFG_SIZE, dtype=np.int64)
+    cfg[K.K_N] = machine.n_live
+    cfg[K.K_WIDTH] = machine.width
+    cfg[K.K_HEIGHT] = machine.height
+    cfg[K.K_SRAM] = machine.sram_bytes
+    cfg[K.K_SRAM_ROW] = machine.sram_bytes + SRAM_ROW_PAD
+    cfg[K.K_DEPTH] = machine.fifo_depth
+    cfg[K.K_MAXMSG] = machine.max_message_bytes
+    cfg[K.K_COST_SEND] = machine.cost_send
+    cfg[K.K_COST_RECV] = machine.cost_recv
+    cfg[K.K_MAX_CYCLES] = max_cycles
+    cfg[K.K_BUDGET] = -1
+    cfg[K.K_ONLY_NODE] = -1
+    return cfg

@@ -1,0 +1,161 @@
+"""`d1 run` end to end, and every example program in programs/asm on the emulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from d1isa import traps
+from d1isa.machine import load_machine
+from emulator import Emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+ASM = ROOT / "programs" / "asm"
+
+asm = pytest.importorskip("d1isa.asm")
+
+
+def d1(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "d1", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def program(name: str, machine) -> Emulator:
+    path = ASM / f"{name}.d1s"
+    if not path.exists():
+        pytest.skip(f"{path} is not written yet")
+    return Emulator(asm.assemble_file(path, machine=machine))
+
+
+# ---- the example programs ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mesh", [None, "4x4", "h6x5"])
+def test_token_ring_counts_every_live_node(mesh):
+    m = load_machine("h6x5") if mesh == "h6x5" else load_machine(mesh=mesh)
+    emu = program("token_ring", m)
+    res = emu.run()
+    assert res.status == "halted", res.report()
+    assert emu.output("count").tolist() == [m.n_live]
+    assert emu.output("live").tolist() == [m.n_live]
+    assert emu.stats()["modelled"]["link_messages"] == m.n_live - 1
+
+
+def test_vadd_adds_rows_on_every_node():
+    m = load_machine(mesh="4x4")
+    emu = program("vadd", m)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m.n_live, 64)).astype(np.float32)
+    b = rng.standard_normal((m.n_live, 64)).astype(np.float32)
+    emu.set_input("a", a)
+    emu.set_input("b", b)
+    assert emu.run().ok
+    assert np.array_equal(emu.output("c"), a + b)
+
+
+def test_matmul8_default_and_random_tiles():
+    m = load_machine(mesh="4x4")
+    emu = program("matmul8", m)
+    assert emu.run().ok
+    assert np.array_equal(emu.output("C"), np.arange(64, dtype=np.float32).reshape(8, 8))
+    emu = program("matmul8", m)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((8, 8)).astype(np.float32)
+    b = rng.standard_normal((8, 8)).astype(np.float32)
+    emu.set_input("A", a)
+    emu.set_input("B", b)
+    assert emu.run().ok
+    ab = emu.output("A"), emu.output("B")          # the bf16-rounded operands
+    want = np.zeros((8, 8), np.float32)
+    for k in range(8):
+        want = want + ab[0][:, k:k + 1] * ab[1][k:k + 1, :]
+    assert np.array_equal(emu.output("C"), want)
+
+
+def test_row_broadcast_reaches_every_node():
+    m = load_machine(mesh="4x4")
+    emu = program("row_broadcast", m)
+    res = emu.run()
+    assert res.ok, res.report()
+    rows = emu.output("rows")
+    for nid in range(m.n_live):
+        y = int(m.xy[nid, 1])
+        assert rows[nid].tolist() == [100 * y + j for j in range(64)]
+
+
+def test_deadlock_program_is_detected():
+    emu = program("deadlock", load_machine(mesh="4x4"))
+    res = emu.run()
+    assert res.status == "deadlock"
+    assert "deadlock: a cycle of 2 waiting nodes" in res.report()
+    assert "deadlock.d1s:" in res.report()
+
+
+def test_trap_program_reports_four_causes():
+    emu = program("trap", load_machine(mesh="4x4"))
+    res = emu.run()
+    assert res.status == "trapped"
+    causes = {(t.where.x, t.where.y): t.cause for t in res.traps}
+    assert causes == {(0, 0): traps.MISALIGNED, (1, 0): traps.SRAM_OUT_OF_RANGE,
+                      (0, 1): traps.USER_TRAP, (1, 1): traps.ILLEGAL_INSTRUCTION}
+    assert [t.code for t in res.traps if t.cause == traps.USER_TRAP] == [42]
+
+
+# ---- the command line --------------------------------------------------------------------------
+
+def test_run_writes_outputs_and_prints_stats_with_units(tmp_path):
+    if not (ASM / "vadd.d1s").exists():
+        pytest.skip("programs/asm/vadd.d1s is not written yet")
+    m = load_machine(mesh="2x2")
+    a = np.arange(m.n_live * 64, dtype=np.float32).reshape(m.n_live, 64)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", a * 2)
+    out = tmp_path / "out"
+    r = d1("run", str(ASM / "vadd.d1s"), "--mesh", "2x2", "--input", f"a={tmp_path / 'a.npy'}",
+           "--input", f"b={tmp_path / 'b.npy'}", "--out-dir", str(out), "--stats",
+           "--json", str(tmp_path / "run.json"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.load(out / "c.npy"), a * 3)
+    for unit in ("cycles", "FLOP/s", "% of the f32 peak", " B", "node-instructions/s",
+                 "modelled", "measured on the host"):
+        assert unit in r.stdout, unit
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["status"] == "halted" and doc["stats"]["live_nodes"] == 4
+    assert len(doc["stats"]["nodes"]["count"]) == 4 and doc["result"]["traps"] == []
+
+
+def test_run_exits_1_with_a_report_on_deadlock_and_trap(tmp_path):
+    if not (ASM / "deadlock.d1s").exists():
+        pytest.skip("programs/asm/deadlock.d1s is not written yet")
+    r = d1("run", str(ASM / "deadlock.d1s"), "--mesh", "3x3", "--out-dir", str(tmp_path),
+           "--json", str(tmp_path / "d.json"))
+    assert r.returncode == 1
+    assert "deadlock" in r.stderr and "waits to receive from E (1,0)" in r.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["result"]["deadlock"]["cycle"]
+    r = d1("run", str(ASM / "trap.d1s"), "--mesh", "3x3", "--out-dir", str(tmp_path))
+    assert r.returncode == 1 and "user trap (code 42)" in r.stderr
+
+
+def test_run_object_with_other_timing_and_refuses_other_structure(tmp_path):
+    obj = asm.assemble_file(ASM / "token_ring.d1s", machine=load_machine(mesh="3x2"))
+    path = tmp_path / "ring.d1o"
+    obj.save(path)
+    r = d1("run", str(path), "--mesh", "3x2", "--set", "hop_latency=5", "--stats",
+           "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "hop_latency" in r.stderr and "requested timing" in r.stderr
+    assert np.load(tmp_path / "count.npy").tolist() == [6]
+    r = d1("run", str(path), "--mesh", "4x4")
+    assert r.returncode == 2 and "cols" in r.stderr
+
+
+def test_run_d1k_without_a_compiler_is_a_clear_error(tmp_path):
+    src = tmp_path / "k.d1k"
+    src.write_text("# nothing\n")
+    r = d1("run", str(src), "--mesh", "2x2", "--out-dir", str(tmp_path))
+    assert r.returncode in (1, 2)
+    assert "Traceback" not in r.stderr and "error" in r.stderr
