@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "disasm": ("d1.commands.asm", "disasm", "Disassemble a .d1o object into .d1s text."),
     "compile": ("d1.commands.compile", "compile", "Compile a .d1k tensor program to an object."),
     "run": ("d1.commands.run", "run", "Run a program on the emulated mesh (traps, timing, stats)."),
-    "bench": ("d1.commands.bench", "bench", "Measure the speed targets against same-run baselines."),
+    "bench": ("d1.commands.bench", "bench", "Measure speed targets against same-run baselines."),
     "debug": ("d1.commands.debug", "debug", "Debug a program on the whole mesh, forward and back."),
 }
 

@@ -109,11 +109,13 @@ operand B with row k at rs2 + k * sb (bf16 rows are 16 bytes and 2-aligned, fp32
 and 4-aligned), so a tile inside a larger row-major matrix needs no copy. It accumulates in k
 order, rounding after every addition: `mma.bf16` adds the exact product (one rounding per
 k, even where the product itself would not fit fp32), `mma.f32` rounds the product first.
-NaN entries of the accumulator are canonical after each mma. `mmak.bf16` / `mmak.f32` perform rs3 such steps along
-K in one instruction (A advancing 16 / 32 bytes, B advancing 8 rows, per step), exactly as rs3
-single mma instructions in sequence would: they cost `max(rs3, 1)` times the mma cost and count
-1,024 FLOPs per step. All addresses of all steps are checked before any step runs. `acc.ld` and
-`acc.st` move raw bits; `acc.st.bf16` narrows with round to nearest even.
+NaN entries of the accumulator are canonical after each mma.
+
+`mmak.bf16` and `mmak.f32` perform rs3 such steps along K in one instruction (A advancing 16
+or 32 bytes, B advancing 8 rows, per step), exactly as rs3 single mma instructions in sequence
+would. They cost `max(rs3, 1)` times the mma cost and count 1,024 FLOPs per step. All addresses
+of all steps are checked before any step runs. `acc.ld` and `acc.st` move raw bits;
+`acc.st.bf16` narrows with round to nearest even.
 
 ### Network
 Each directed link (a node and one of its four directions) has a FIFO of `fifo_depth` messages at

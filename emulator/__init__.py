@@ -26,12 +26,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from emulator.debugger import Debugger
     from emulator.emulator import Emulator, load
     from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
 
-__all__ = ["Chain", "Deadlock", "Emulator", "RunResult", "Trap", "Wait", "Where", "load"]
+__all__ = ["Chain", "Deadlock", "Debugger", "Emulator", "RunResult", "Trap", "Wait", "Where",
+           "load"]
 
-_HOME = {"Emulator": "emulator.emulator", "load": "emulator.emulator",
+_HOME = {"Debugger": "emulator.debugger", "Emulator": "emulator.emulator",
+         "load": "emulator.emulator",
          "Chain": "emulator.report", "Deadlock": "emulator.report", "RunResult": "emulator.report",
          "Trap": "emulator.report", "Wait": "emulator.report", "Where": "emulator.report"}
 

@@ -12,8 +12,10 @@ from d1isa import units
 
 DIR_NAMES = ("N", "E", "S", "W")
 
-# Run statuses. The first four are final; "running" and "stopped" come from a budget or a stop
-# flag (step() and the debugger).
+# Run statuses. Final ones: "halted" (every node halted), "trapped" (some node trapped; nodes may
+# also be waiting), "deadlock" (no trap, and waiting nodes form a wait-for cycle), "stuck" (no
+# trap, nodes wait on a halted node: no cycle). "running" (a budget ran out, or step() left
+# runnable nodes) and "stopped" (a stop flag) come from step() and the debugger.
 STATUSES = ("halted", "trapped", "deadlock", "stuck", "running", "stopped")
 
 

@@ -81,7 +81,11 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="Scatter a numpy array into the input tensor NAME (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of every node's stochastic-rounding generator.")
+              help="Seed of the stochastic-rounding generators and of the standard-normal "
+                   "values given to DSL inputs not set with --input.")
+@click.option("--check", is_flag=True,
+              help="Compare every output with the DSL's numpy reference; exit 1 if any is "
+                   "out of tolerance (DSL programs only).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="out",
               show_default=True, help="Where each output tensor is written as NAME.npy.")
 @click.option("--max-cycles", type=click.IntRange(min=0), default=50_000_000, show_default=True,
@@ -93,17 +97,21 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write everything (stats per node and link, traps, deadlock) as JSON.")
 @machine_options
-def run(file: Path, inputs: tuple[str, ...], seed: int, out_dir: Path, max_cycles: int,
-        quantum: int, show_stats: bool, json_file: Path | None, machine_name: str | None,
-        mesh: str | None, sets: tuple[str, ...]) -> None:
+def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Path,
+        max_cycles: int, quantum: int, show_stats: bool, json_file: Path | None,
+        machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
     """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
 
-    Inputs are scattered to their tensors; when every node halts, each output tensor is
-    written to OUT_DIR/NAME.npy (float32 for f32/bf16, int32 for i32). A trap or a deadlock
-    is reported with the node, the instruction and its source line, and exits with status 1.
+    Inputs are scattered to their tensors (float32 or float64 .npy files, rounded to the
+    tensor's dtype); DSL inputs not given are drawn from a standard normal seeded by --seed.
+    When every node halts, each output tensor is written to OUT_DIR/NAME.npy (float32 for
+    f32/bf16, int32 for i32). A trap or a deadlock is reported with the node, the instruction
+    and its source line, and exits with status 1; so does a failed --check.
 
     \b
     Examples:
+      d1 run programs/mlp.d1k --check --stats
+      d1 run programs/matmul.d1k --mesh 4x4 --check
       d1 run programs/asm/token_ring.d1s --stats
       d1 run vadd.d1o --input a=a.npy --input b=b.npy --out-dir results
       d1 run prog.d1o --set link_bytes_per_cycle=32 --json run.json
@@ -117,23 +125,40 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, out_dir: Path, max_cycle
         click.echo(f"note: {note}", err=True)
     arrays = parse_inputs(inputs)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum)
+    known = emu.tensors("input")
+    for name in arrays:
+        if name not in known:
+            raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
+                          f"(inputs: {', '.join(known) or 'none'})")
+    dsl = dsl_program(obj, file)
+    if dsl is not None:
+        arrays = dsl_inputs(dsl, arrays, seed)
     for name, arr in arrays.items():
         emu.set_input(name, arr)
-    missing = [n for n in emu.tensors("input") if n not in arrays]
+    missing = [n for n in known if n not in arrays]
     if missing:
         click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
                    "object's initial SRAM contents", err=True)
+    if check and dsl is None:
+        raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
+                      f"{file} has no DSL source")
     t0 = time.perf_counter()
     result = emu.run()
     wall = time.perf_counter() - t0
     written = []
+    got: dict[str, np.ndarray] = {}
     if result.ok:
-        outputs = emu.tensors("output")
+        outputs = obj.meta.get("outputs") or emu.tensors("output")
+        scalars = set(obj.meta.get("scalar_outputs", ()))
         if outputs:
             out_dir.mkdir(parents=True, exist_ok=True)
         for name in outputs:
+            value = emu.output(name)
+            if name in scalars:
+                value = value.reshape(())
+            got[name] = value
             path = out_dir / f"{name}.npy"
-            np.save(path, emu.output(name))
+            np.save(path, value)
             written.append(str(path))
     stats = emu.stats()
     if show_stats:
@@ -147,8 +172,57 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, out_dir: Path, max_cycle
             raise D1Error(f"cannot write {json_file}: {e.strerror or e}") from None
     if not result.ok:
         raise RuntimeFault(f"run {result.status}\n{result.report()}")
+    if check:
+        rows = check_outputs(dsl, arrays, got)
+        if json_file is not None:
+            doc["check"] = [dict(zip(("name", "max_abs_err", "max_rel_err", "tolerance", "ok"),
+                                     r, strict=True)) for r in rows]
+            json_file.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        click.echo(format_check(rows))
+        if not all(r[4] for r in rows):
+            raise RuntimeFault("check failed: outputs differ from the numpy reference beyond "
+                               "the tolerance")
     click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
                + (f"; wrote {', '.join(written)}" if written else ""))
+
+
+def dsl_program(obj: ObjectFile, file: Path) -> tuple[str, str] | None:
+    """(source text, file name) of the DSL program behind `obj`, or None for assembly."""
+    if obj.meta.get("producer") != "d1 compile":
+        return None
+    name = obj.meta.get("source")
+    text = obj.sources.get(name) if name else None
+    if text is None and file.suffix.lower() == ".d1k":
+        text, name = file.read_text(encoding="utf-8"), str(file)
+    return (text, name) if text is not None else None
+
+
+def dsl_inputs(dsl: tuple[str, str], given: dict[str, np.ndarray],
+               seed: int) -> dict[str, np.ndarray]:
+    """Every input of the DSL program: the given arrays, the rest from a seeded normal."""
+    from compiler import check_source, make_inputs
+
+    graph = check_source(dsl[0], filename=dsl[1])
+    drawn = make_inputs(graph, seed)
+    return {name: given.get(name, value) for name, value in drawn.items()}
+
+
+def check_outputs(dsl: tuple[str, str], inputs: dict[str, np.ndarray],
+                  got: dict[str, np.ndarray]) -> list[tuple[str, float, float, float, bool]]:
+    """Compare the emulator's outputs with the numpy reference evaluator."""
+    from compiler import check_source, compare_outputs, evaluate
+
+    graph = check_source(dsl[0], filename=dsl[1])
+    return compare_outputs(graph, got, evaluate(graph, inputs))
+
+
+def format_check(rows: list[tuple[str, float, float, float, bool]]) -> str:
+    lines = ["check against the numpy reference (compiler.reference):",
+             f"  {'output':<16} {'max abs err':>12} {'max rel err':>12} {'tolerance':>12}  result"]
+    for name, abs_err, rel_err, tol, ok in rows:
+        lines.append(f"  {name:<16} {abs_err:>12.4g} {rel_err:>12.4g} {tol:>12.4g}  "
+                     f"{'ok' if ok else 'FAILED'}")
+    return "\n".join(lines)
 
 
 def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
