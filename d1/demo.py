@@ -1,8 +1,9 @@
 """`make demo`: a showcase run end to end on a fresh checkout.
 
-It shows the machine, assembles and inspects an assembly program, runs it on the emulated mesh,
-and, when the compiler is present, compiles a DSL kernel, runs it on all 354 nodes and checks the
-result against numpy. Each step prints the `d1` command it runs, so a reader can repeat it.
+It shows the machine, assembles and inspects an assembly program, runs a token around the whole
+mesh, compiles the two-layer perceptron, runs it on all 354 nodes and checks the result against
+numpy, and lets the debugger explain a deadlock. Each step prints the `d1` command it runs, so
+a reader can repeat it.
 """
 
 from __future__ import annotations
@@ -27,28 +28,17 @@ def d1(*args: str, check: bool = True) -> int:
     return rc
 
 
-def have(module: str, attr: str) -> bool:
-    try:
-        mod = __import__(module, fromlist=[attr])
-    except ImportError:
-        return False
-    return hasattr(mod, attr)
-
-
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     d1("info")
-    ring = "programs/asm/token_ring.d1s"
-    if (ROOT / ring).exists() and have("d1isa.asm", "assemble"):
-        obj = str(OUT / "token_ring.d1o")
-        d1("asm", ring, "-o", obj)
-        d1("disasm", obj, "--plain")
-        if have("emulator", "Emulator"):
-            d1("run", obj, "--stats", "--out-dir", str(OUT))
-    mlp = "programs/mlp.d1k"
-    if (ROOT / mlp).exists() and have("compiler", "compile_file"):
-        d1("run", mlp, "--check", "--stats", "--out-dir", str(OUT))
-    print("\ndemo finished")
+    vadd = str(OUT / "vadd.d1o")
+    d1("asm", "programs/asm/vadd.d1s", "-o", vadd)
+    d1("disasm", vadd, "--plain")
+    d1("run", "programs/asm/token_ring.d1s", "--stats", "--out-dir", str(OUT))
+    d1("compile", "programs/mlp.d1k", "--emit", "ir")
+    d1("run", "programs/mlp.d1k", "--check", "--stats", "--out-dir", str(OUT))
+    d1("debug", "programs/asm/deadlock.d1s", "--mesh", "4x4", "--batch", "-ex", "run")
+    print("\ndemo finished: the MLP ran on all 354 nodes and matched numpy")
 
 
 if __name__ == "__main__":
