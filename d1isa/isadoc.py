@@ -117,6 +117,14 @@ would. They cost `max(rs3, 1)` times the mma cost and count 1,024 FLOPs per step
 of all steps are checked before any step runs. `acc.ld` and `acc.st` move raw bits;
 `acc.st.bf16` narrows with round to nearest even.
 
+### CFP8
+The configurable 8-bit formats are defined now and their conversion instructions will take
+opcodes from the reserved range 0xe0..0xef. Layouts 1-4-3 and 1-5-2 (sign, exponent, mantissa
+bits) with an exponent bias of 0..63: normal values are (-1)^s x 1.m x 2^(E - bias); E = 0 is
+zero (m = 0) or the denormal 0.m x 2^(-bias). There is no Inf and no NaN: values beyond the
+largest magnitude clamp to it, and NaN converts to +0. Rounding is to nearest (ties to the even
+code) or stochastic. `d1isa/cfp8.py` is the reference definition.
+
 ### Network
 Each directed link (a node and one of its four directions) has a FIFO of `fifo_depth` messages at
 the receiving end. A message is 1 to `max_message_bytes` bytes: `send`/`recv` carry 8 bytes,
