@@ -735,7 +735,8 @@ def _interactive(s: Session) -> None:
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="Scatter a numpy array into the input tensor NAME (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of every node's stochastic-rounding generator.")
+              help="Seed of the stochastic-rounding generators and of the standard-normal "
+                   "values given to DSL inputs not set with --input (as in `d1 run`).")
 @click.option("--batch", is_flag=True,
               help="No prompt: run the -ex commands, then any commands on stdin, and exit.")
 @click.option("-ex", "commands", multiple=True, metavar="CMD",
@@ -757,7 +758,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
       d1 debug programs/asm/deadlock.d1s --mesh 4x4 --batch -ex run -ex where
       d1 debug programs/softmax.d1k --mesh 4x4 --batch -ex "break 14" -ex run -ex list
     """
-    from d1.commands.run import load_program, parse_inputs
+    from d1.commands.run import load_program, parse_inputs, program_inputs
     from emulator.debugger import Debugger
 
     machine = machine_from_options(machine_name, mesh, sets) \
@@ -765,12 +766,8 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     obj, notes = load_program(file, machine)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    arrays = parse_inputs(inputs)
+    arrays, _ = program_inputs(obj, file, parse_inputs(inputs), seed)
     dbg = Debugger(obj, inputs=arrays, seed=seed)
-    missing = [n for n in dbg.emu.tensors("input") if n not in arrays]
-    if missing:
-        click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
-                   "object's initial SRAM contents", err=True)
     s = Session(dbg)
     _banner(s, file)
     for c in commands:

@@ -123,22 +123,10 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     obj, notes = load_program(file, machine)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    arrays = parse_inputs(inputs)
+    arrays, dsl = program_inputs(obj, file, parse_inputs(inputs), seed)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum)
-    known = emu.tensors("input")
-    for name in arrays:
-        if name not in known:
-            raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
-                          f"(inputs: {', '.join(known) or 'none'})")
-    dsl = dsl_program(obj, file)
-    if dsl is not None:
-        arrays = dsl_inputs(dsl, arrays, seed)
     for name, arr in arrays.items():
         emu.set_input(name, arr)
-    missing = [n for n in known if n not in arrays]
-    if missing:
-        click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
-                   "object's initial SRAM contents", err=True)
     if check and dsl is None:
         raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
                       f"{file} has no DSL source")
@@ -184,6 +172,29 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
                                "the tolerance")
     click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
                + (f"; wrote {', '.join(written)}" if written else ""))
+
+
+def program_inputs(obj: ObjectFile, file: Path, given: dict[str, np.ndarray], seed: int
+                   ) -> tuple[dict[str, np.ndarray], tuple[str, str] | None]:
+    """The arrays to scatter before a run, and the DSL program behind `obj` (None for assembly).
+
+    Names must be input tensors of the object. A DSL program gets every input: those not given
+    are drawn from a standard normal seeded by `seed`, as `compiler.make_inputs` does, so the
+    numpy reference sees the same numbers. An assembly program keeps its initial SRAM contents
+    for inputs not given (a note says so).
+    """
+    known = [t.name for t in obj.tensors if t.role == "input"]
+    for name in given:
+        if name not in known:
+            raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
+                          f"(inputs: {', '.join(known) or 'none'})")
+    dsl = dsl_program(obj, file)
+    arrays = dsl_inputs(dsl, given, seed) if dsl is not None else dict(given)
+    missing = [n for n in known if n not in arrays]
+    if missing:
+        click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
+                   "object's initial SRAM contents", err=True)
+    return arrays, dsl
 
 
 def dsl_program(obj: ObjectFile, file: Path) -> tuple[str, str] | None:
