@@ -8,42 +8,28 @@ the CLI have their own files (test_emulator_net.py, test_emulator_cli.py).
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import pytest
+from progkit import MASK64, SRAM, F, li, machine, make_obj, vec  # noqa: F401
 
 from d1isa import traps
 from d1isa.errors import D1Error
 from d1isa.isa import encode as E
 from d1isa.isa import f32_bits
-from d1isa.machine import TIMING_CLASSES, load_machine
-from d1isa.objfile import CodeBlock, DataInit, ObjectFile, TensorLayout, TensorPiece
+from d1isa.machine import TIMING_CLASSES
+from d1isa.objfile import CodeBlock, ObjectFile, TensorLayout, TensorPiece
 from emulator import Emulator, numerics, simd
 from emulator import kernel as K
 
-MASK64 = (1 << 64) - 1
 INT64_MIN = -(1 << 63)
 QNAN = 0x7FC0_0000
-SRAM = 4096
 CLS = {c: i for i, c in enumerate(TIMING_CLASSES)}
 
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def machine(mesh: str = "2x2", **overrides):
-    overrides.setdefault("sram_bytes", SRAM)
-    if mesh == "h6x5":
-        return load_machine("h6x5", overrides=overrides)
-    return load_machine(mesh=mesh, overrides=overrides)
 
 
-def make_obj(m, programs: dict[int, list[int]], data=(), tensors=()) -> ObjectFile:
-    blocks, node_block = [], np.full(m.n_live, -1, dtype=np.int32)
-    for node, words in programs.items():
-        node_block[node] = len(blocks)
-        blocks.append(CodeBlock(np.array([w & MASK64 for w in words], dtype=np.uint64)))
-    return ObjectFile(m, blocks, node_block, [DataInit(*d) for d in data], tensors=list(tensors))
 
 
 def run(programs: dict[int, list[int]], m=None, data=(), **kw) -> tuple[Emulator, object]:
@@ -58,21 +44,10 @@ def run1(words: list[int], data=(), m=None, **kw) -> Emulator:
     return emu
 
 
-def li(rd: int, value: int) -> list[int]:
-    """movi + movhi: any 64-bit constant."""
-    value &= MASK64
-    low = value & 0xFFFF_FFFF
-    low = low - (1 << 32) if low >> 31 else low
-    return [E("movi", rd=rd, imm=low), E("movhi", rd=rd, uimm=value >> 32)]
 
 
-def F(x: float) -> int:
-    return f32_bits(x)
 
 
-def vec(lanes: list[int]) -> bytes:
-    lanes = list(lanes) + [0] * (16 - len(lanes))
-    return struct.pack("<16I", *lanes)
 
 
 def vreg(emu: Emulator, r: int, node: int = 0) -> list[int]:

@@ -7,31 +7,11 @@ hop_latency = 1, link_bytes_per_cycle = 64, so an 8-byte message takes ser = 1 c
 
 from __future__ import annotations
 
-import numpy as np
+from progkit import EAST, SRAM, N, S, W, machine, make_obj  # noqa: F401
 
 from d1isa import traps
 from d1isa.isa import encode as E
-from d1isa.machine import load_machine
-from d1isa.objfile import CodeBlock, DataInit, ObjectFile
 from emulator import Emulator
-
-N, EAST, S, W = 0, 1, 2, 3
-SRAM = 4096
-
-
-def machine(mesh: str = "2x2", **overrides):
-    overrides.setdefault("sram_bytes", SRAM)
-    if mesh == "h6x5":
-        return load_machine("h6x5", overrides=overrides)
-    return load_machine(mesh=mesh, overrides=overrides)
-
-
-def make_obj(m, programs: dict[int, list[int]], data=()) -> ObjectFile:
-    blocks, node_block = [], np.full(m.n_live, -1, dtype=np.int32)
-    for node, words in programs.items():
-        node_block[node] = len(blocks)
-        blocks.append(CodeBlock(np.array(words, dtype=np.uint64)))
-    return ObjectFile(m, blocks, node_block, [DataInit(*d) for d in data])
 
 
 def run(programs, m=None, data=(), **kw):

@@ -11,12 +11,12 @@ import struct
 
 import numpy as np
 import pytest
+from progkit import EAST, MASK64, SRAM, F, N, S, W, li, machine, make_obj, vec  # noqa: F401
 
 from d1isa import traps
 from d1isa.isa import encode as E
-from d1isa.isa import f32_bits
 from d1isa.machine import OPPOSITE, TIMING_CLASSES, load_machine
-from d1isa.objfile import CodeBlock, DataInit, ObjectFile
+from d1isa.objfile import CodeBlock, ObjectFile
 from emulator.reference import (
     BLOCKED_RECV,
     BLOCKED_SEND,
@@ -28,28 +28,14 @@ from emulator.reference import (
     splitmix64,
 )
 
-MASK64 = (1 << 64) - 1
 INT64_MIN = -(1 << 63)
 QNAN = 0x7FC0_0000
-N, EAST, S, W = 0, 1, 2, 3
-SRAM = 4096
 
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def machine(mesh: str = "2x2", **overrides):
-    overrides.setdefault("sram_bytes", SRAM)
-    if mesh == "h6x5":
-        return load_machine("h6x5", overrides=overrides)
-    return load_machine(mesh=mesh, overrides=overrides)
 
 
-def make_obj(m, programs: dict[int, list[int]], data=()) -> ObjectFile:
-    blocks, node_block = [], np.full(m.n_live, -1, dtype=np.int32)
-    for node, words in programs.items():
-        node_block[node] = len(blocks)
-        blocks.append(CodeBlock(np.array(words, dtype=np.uint64)))
-    return ObjectFile(m, blocks, node_block, [DataInit(*d) for d in data])
 
 
 def run(programs: dict[int, list[int]], m=None, data=(), **kw) -> tuple[ReferenceEmulator, dict]:
@@ -63,21 +49,10 @@ def run1(words: list[int], data=(), m=None, **kw) -> dict:
     return run({0: words}, m=m, data=data, **kw)[1]
 
 
-def li(rd: int, value: int) -> list[int]:
-    """movi + movhi: any 64-bit constant."""
-    value &= MASK64
-    low = value & 0xFFFF_FFFF
-    low = low - (1 << 32) if low >> 31 else low
-    return [E("movi", rd=rd, imm=low), E("movhi", rd=rd, uimm=value >> 32)]
 
 
-def F(x: float) -> int:
-    return f32_bits(x)
 
 
-def vec(lanes: list[int]) -> bytes:
-    lanes = list(lanes) + [0] * (16 - len(lanes))
-    return struct.pack("<16I", *lanes)
 
 
 def vec_op(word: int, *inputs: list[int], seed: int = 0, prologue=()) -> list[int]:
