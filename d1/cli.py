@@ -26,6 +26,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("d1.commands.run", "run", "Run a program on the emulated mesh (traps, timing, stats)."),
     "bench": ("d1.commands.bench", "bench", "Measure speed targets against same-run baselines."),
     "debug": ("d1.commands.debug", "debug", "Debug a program on the whole mesh, forward and back."),
+    "viz": ("d1.commands.viz", "viz", "Draw a run on the mesh: busy, stalls, link bytes, SRAM."),
+    "roofline": ("d1.commands.roofline", "roofline",
+                 "Place a kernel and its operations on the machine's roofline."),
+    "sweep": ("d1.commands.sweep", "sweep",
+              "Run a kernel for every combination of machine parameters."),
+    "diff": ("d1.commands.diff", "diff", "Compare two runs' statistics side by side."),
 }
 
 

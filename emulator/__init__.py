@@ -6,6 +6,10 @@
     res = emu.run()              # RunResult: status, cycles, traps, deadlock, .ok, .report()
     c = emu.output("c")
 
+Off by default, `Emulator(obj, trace="regions")` also collects statistics per DSL operation
+(`emu.stats()["regions"]`) and `trace="full"` records a timeline (`emu.chrome_trace()`, a
+Chrome / Perfetto trace-event document); emulator.trace explains both.
+
 Importing this package is cheap: Numba and the jitted loop load on first use of `Emulator`.
 The first run on a machine compiles the loop (about half a minute) into Numba's on-disk cache
 (emulator/__pycache__); later processes load it in well under a second.

@@ -37,6 +37,17 @@ from emulator.decode import (
 )
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
 from emulator.state import State, link_geometry, make_cfg
+from emulator.trace import (
+    DEFAULT_EVENTS,
+    DEFAULT_MAX_TRACE_EVENTS,
+    DEFAULT_MESSAGES,
+    REGIONS_NOTE,
+    Recorder,
+    chrome_trace,
+)
+from emulator.trace import (
+    MODES as TRACE_MODES,
+)
 
 DEFAULT_MAX_CYCLES = 50_000_000
 DEFAULT_QUANTUM = 64
@@ -81,10 +92,17 @@ class Emulator:
     `seed` seeds every node's stochastic-rounding generator; `max_cycles` bounds every node's
     clock (a node past it traps with cause 9); `quantum` is how many instructions a node runs
     per turn (results never depend on it).
+
+    `trace` (off by default) records what the run did, in the traced variant of the loop
+    (emulator.trace): "regions" collects per-region statistics (`stats()["regions"]`), "full"
+    also the events of a timeline trace (`chrome_trace()`), in buffers of `trace_events`
+    region/wait rows and `trace_messages` message rows. Timing and results are identical.
     """
 
     def __init__(self, obj: ObjectFile | str | Path, seed: int = 0,
-                 max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM) -> None:
+                 max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM,
+                 trace: str | None = None, trace_events: int | None = None,
+                 trace_messages: int | None = None) -> None:
         if not isinstance(obj, ObjectFile):
             obj = load(obj)
         if int(max_cycles) < 0:
@@ -116,7 +134,15 @@ class Emulator:
         self.host_seconds = 0.0
         self.host_instructions = 0
         self.jit_seconds = 0.0
-        self._warm = False
+        self._warm: set[bool] = set()      # loop variants compiled or loaded (traced or not)
+        self.recorder: Recorder | None = None
+        if trace is not None:
+            if trace not in TRACE_MODES:
+                raise D1Error(f"trace must be one of {', '.join(TRACE_MODES)} or None, "
+                              f"got {trace!r}")
+            self.recorder = Recorder(obj, self.code, self.n, trace,
+                                     events=trace_events or DEFAULT_EVENTS,
+                                     messages=trace_messages or DEFAULT_MESSAGES)
         self._place_initial()
 
     def _place_initial(self) -> None:
@@ -147,15 +173,16 @@ class Emulator:
         cfg[K.K_MAX_CYCLES] = self.max_cycles
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
-        if not self._warm:
+        trace = self.recorder.kernel_arg() if self.recorder is not None else None
+        if (trace is not None) not in self._warm:
             # Compile (or load from the cache) outside the timed region: budget 0 runs nothing.
             cfg[K.K_QUANTUM], cfg[K.K_BUDGET], cfg[K.K_ONLY_NODE] = 1, 0, -1
             cfg[K.K_USE_NODE_BUDGET] = 0
             t0 = time.perf_counter()
             K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
-                       self._uscratch, self._fscratch)
+                       self._uscratch, self._fscratch, trace)
             self.jit_seconds += time.perf_counter() - t0
-            self._warm = True
+            self._warm.add(trace is not None)
         cfg[K.K_QUANTUM] = self.quantum if quantum is None else quantum
         cfg[K.K_BUDGET] = budget
         cfg[K.K_ONLY_NODE] = only
@@ -167,7 +194,7 @@ class Emulator:
         # 64-bit arithmetic would otherwise warn; jitted code never looks at it.
         with np.errstate(all="ignore"):
             K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
-                       self._uscratch, self._fscratch)
+                       self._uscratch, self._fscratch, trace)
         self.host_seconds += time.perf_counter() - t0
         executed = int(self._out[K.O_EXECUTED])
         self.host_instructions += executed
@@ -213,6 +240,8 @@ class Emulator:
     def reset(self) -> None:
         """Back to the state right after loading (data placed, inputs not), in place."""
         self.state.clear(self.seed)
+        if self.recorder is not None:
+            self.recorder.clear()
         self._place_initial()
 
     # ---- stop flags (for the debugger) --------------------------------------------------------
@@ -603,10 +632,14 @@ class Emulator:
                     })
         links.sort(key=lambda r: (-r["busy_cycles"], -r["bytes"]))
         instructions = int(count.sum())
-        return {
+        out: dict[str, Any] = {
             "machine": m.name,
             "live_nodes": n,
             "clock_hz": m.clock_hz,
+            "machine_params": m.to_dict(),
+            "mesh": {"width": m.width, "height": m.height,
+                     "harvested": [[int(x), int(y)] for y, x in
+                                   zip(*np.nonzero(~m.live_grid), strict=True)]},
             "modelled": {
                 "kernel_cycles": cycles,
                 "kernel_seconds": seconds,
@@ -663,6 +696,19 @@ class Emulator:
                 "busiest": links[:10],
             },
         }
+        if self.recorder is not None:
+            out["modelled"]["sram_bytes"] = self.recorder.sram_bytes()
+            out["units"]["sram_bytes"] = "B"
+            out["regions"] = self.recorder.region_stats(st)
+            out["regions_note"] = REGIONS_NOTE
+        return out
+
+    def chrome_trace(self, max_events: int = DEFAULT_MAX_TRACE_EVENTS,
+                     program: str = "") -> dict[str, Any]:
+        """The run as a Chrome / Perfetto trace-event document (needs trace="full")."""
+        if self.recorder is None or self.recorder.mode != "full":
+            raise D1Error("this emulator records no trace; create it with trace=\"full\"")
+        return chrome_trace(self, self.recorder, max_events=max_events, program=program)
 
 
 def _aligned_f32(n: int) -> np.ndarray:

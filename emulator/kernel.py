@@ -17,6 +17,14 @@ allocated here):
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
     geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
              cfg)
+    trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
+            (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
+
+Tracing is a separate compiled variant: `run_loop` is called with trace=None normally, and
+Numba prunes every `if trace is not None:` branch from that specialisation, so the loop without
+tracing carries no tracing code. With a tuple, the loop checks each instruction's region before
+running it (`trace_step`) and records waits and messages after each network instruction
+(`trace_net`); emulator.trace describes the records.
 
 x is each node's register row, widened (emulator.decode): the scalar registers, a sink column
 for writes to r0, then the node's SRAM high-water mark, FLOP count and instruction counts per
@@ -49,6 +57,7 @@ import numpy as np
 from numba import njit
 
 from d1isa.isa import FLOPS, INSTRUCTIONS, OP
+from d1isa.machine import TIMING_CLASSES
 from d1isa.traps import (
     BAD_MESSAGE_LENGTH,
     CYCLE_LIMIT,
@@ -66,6 +75,7 @@ from emulator.decode import (
     ILLEGAL,
     INNER,
     STOP_MARK,
+    XCOL_COUNT,
     XCOL_FLOPS,
     XCOL_HWM,
 )
@@ -109,6 +119,17 @@ S_NEXT, S_JUMP, S_HALT, S_TRAP, S_ILLEGAL = range(5)
 
 # Why run_loop returned (out[O_REASON]).
 R_IDLE, R_STOP, R_BUDGET = 0, 1, 2
+
+# Trace records (emulator.trace reads them): rows of EV_COLS int64 (kind, node, a, b, t0, t1).
+EV_REGION, EV_WAIT_RECV, EV_WAIT_SEND, EV_SEND, EV_RECV = 1, 2, 3, 4, 5
+EV_COLS = 6
+# fill counters: stored slice rows, dropped slice rows, stored message rows, dropped message rows
+F_EV, F_EV_DROP, F_MSG, F_MSG_DROP = range(4)
+# columns of the per-region totals (and of each node's snapshot at its last region switch)
+(RS_CYCLES, RS_STALL, RS_STALL_SEND, RS_FLOPS, RS_SRAM, RS_LINK_BYTES, RS_LINK_MSGS,
+ RS_ENTRIES) = range(8)
+RS_COUNT = 8                            # then one column per timing class
+RS_COLS = RS_COUNT + len(TIMING_CLASSES)
 
 # cfg slots (machine values and run controls, int64)
 (K_N, K_WIDTH, K_HEIGHT, K_SRAM, K_DEPTH, K_MAXMSG, K_COST_SEND, K_COST_RECV, K_MAX_CYCLES,
@@ -934,13 +955,136 @@ def vector_move(op, node, rd, rs1, imm, x, v):
         x[node, rd] = vector_reduce(op, v[node], rs1)
 
 
+# ---- tracing (emulator.trace; only in the traced variant of run_loop) ----------------------------
+
+NCLASSES = len(TIMING_CLASSES)        # instruction-count columns in x and in region stats
+
+
+@njit(cache=True, _nrt=False)
+def _put(buf, cap, fill, fi, fdrop, kind, node, a, b, t0, t1):
+    """Append one event row to buf, or count it as dropped when buf is full."""
+    i = fill[fi]
+    if i < cap:
+        buf[i, 0] = kind
+        buf[i, 1] = node
+        buf[i, 2] = a
+        buf[i, 3] = b
+        buf[i, 4] = t0
+        buf[i, 5] = t1
+        fill[fi] = i + 1
+    else:
+        fill[fdrop] += 1
+
+
+@njit(cache=True, _nrt=False)
+def region_switch(trace, node, r, c, xr, fl, stats):
+    """Node enters region r at clock c: add what it did since its last switch to the region it
+    leaves, take a new snapshot, note the span and record the event."""
+    rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill = trace
+    stall, stall_send, link_bytes, link_msgs, link_busy = stats
+    lb = link_bytes[node, 0] + link_bytes[node, 1] + link_bytes[node, 2] + link_bytes[node, 3]
+    lm = link_msgs[node, 0] + link_msgs[node, 1] + link_msgs[node, 2] + link_msgs[node, 3]
+    flops = xr[XCOL_FLOPS] + fl
+    old = cur[node]
+    if old >= 0:
+        rstat[old, RS_CYCLES] += c - last[node, RS_CYCLES]
+        rstat[old, RS_STALL] += stall[node] - last[node, RS_STALL]
+        rstat[old, RS_STALL_SEND] += stall_send[node] - last[node, RS_STALL_SEND]
+        rstat[old, RS_FLOPS] += flops - last[node, RS_FLOPS]
+        rstat[old, RS_SRAM] += sram[node] - last[node, RS_SRAM]
+        rstat[old, RS_LINK_BYTES] += lb - last[node, RS_LINK_BYTES]
+        rstat[old, RS_LINK_MSGS] += lm - last[node, RS_LINK_MSGS]
+        for k in range(NCLASSES):
+            rstat[old, RS_COUNT + k] += xr[XCOL_COUNT + k] - last[node, RS_COUNT + k]
+        if c > rspan[old, 1]:
+            rspan[old, 1] = c
+    last[node, RS_CYCLES] = c
+    last[node, RS_STALL] = stall[node]
+    last[node, RS_STALL_SEND] = stall_send[node]
+    last[node, RS_FLOPS] = flops
+    last[node, RS_SRAM] = sram[node]
+    last[node, RS_LINK_BYTES] = lb
+    last[node, RS_LINK_MSGS] = lm
+    for k in range(NCLASSES):
+        last[node, RS_COUNT + k] = xr[XCOL_COUNT + k]
+    rstat[r, RS_ENTRIES] += 1
+    if c < rspan[r, 0]:
+        rspan[r, 0] = c
+    cur[node] = r
+    _put(ev, cap[0], fill, F_EV, F_EV_DROP, EV_REGION, node, r, 0, c, 0)
+
+
+@njit(cache=True, _nrt=False)
+def trace_step(trace, node, slot, c, xr, fl, stats):
+    """Before node runs the instruction in code slot `slot` at clock c: switch regions if it
+    starts another one, and count the SRAM bytes its loads, stores and mma steps move."""
+    rtab = trace[0]
+    cur = trace[4]
+    r = rtab[slot]
+    if r != cur[node]:
+        region_switch(trace, node, r, c, xr, fl, stats)
+    smul = trace[2]
+    b = trace[1][slot]
+    if smul[slot] != 0:
+        b += smul[slot] * xr[trace[3][slot]]
+    trace[8][node] += b
+
+
+@njit(cache=True, _nrt=False)
+def trace_net(trace, op, node, rd, dr, c, c2, fifo, out_link, cfg):
+    """After a network instruction of node ran from clock c to c2: its waits and its messages
+    (sent: link, number, issue, arrival, bytes; consumed: link, number, start, done), read back
+    from the FIFO state. Message payloads count as link bytes, not SRAM bytes."""
+    rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill = trace
+    fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free = fifo
+    depth = cfg[K_DEPTH]
+    cost_send = cfg[K_COST_SEND]
+    cost_recv = cfg[K_COST_RECV]
+    if op == RELAY or op == RELAYB:
+        il = node * 4 + dr
+        ji = popped[il] - 1
+        done = consumed[il, ji % depth]
+        start = done - cost_recv
+        ol = out_link[node * 4 + np.int64(rd)]
+        jo = pushed[ol] - 1
+        issue = c2 - cost_send
+        nb = flen[ol, jo % depth]
+        if start > c:
+            _put(ev, cap[0], fill, F_EV, F_EV_DROP, EV_WAIT_RECV, node, dr, out_link[il] // 4,
+                 c, start)
+        if issue > done:
+            _put(ev, cap[0], fill, F_EV, F_EV_DROP, EV_WAIT_SEND, node, np.int64(rd), ol // 4,
+                 done, issue)
+        _put(msg, cap[1], fill, F_MSG, F_MSG_DROP, EV_RECV, node, il, ji, start, done)
+        _put(msg, cap[1], fill, F_MSG, F_MSG_DROP, EV_SEND + (nb << 8), node, ol, jo, issue,
+             farr[ol, jo % depth])
+    elif op == SEND or op == VSEND or op == SENDB:
+        ol = out_link[node * 4 + dr]
+        jo = pushed[ol] - 1
+        issue = c2 - cost_send
+        nb = flen[ol, jo % depth]
+        if issue > c:
+            _put(ev, cap[0], fill, F_EV, F_EV_DROP, EV_WAIT_SEND, node, dr, ol // 4, c, issue)
+        _put(msg, cap[1], fill, F_MSG, F_MSG_DROP, EV_SEND + (nb << 8), node, ol, jo, issue,
+             farr[ol, jo % depth])
+    else:
+        il = node * 4 + dr
+        ji = popped[il] - 1
+        done = c2
+        start = done - cost_recv
+        if start > c:
+            _put(ev, cap[0], fill, F_EV, F_EV_DROP, EV_WAIT_RECV, node, dr, out_link[il] // 4,
+                 c, start)
+        _put(msg, cap[1], fill, F_MSG, F_MSG_DROP, EV_RECV, node, il, ji, start, done)
+
+
 # ---- the mesh ----------------------------------------------------------------------------------
 
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(i) for i in range(1, 8))
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch):
+def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, trace):
     """Round-robin over the nodes until nothing can progress, a stop flag, or the budget.
 
     Each running or blocked node, in id order, executes up to cfg[K_QUANTUM] instructions per
@@ -959,6 +1103,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch):
     fetch check traps). Stop flags cost nothing here: the opcode column of the table the loop
     runs holds inner-loop indexes (emulator.decode.kernel_table) and flagged slots hold
     STOP_MARK, which the inner loop leaves to the outer one; the real opcodes are in real_op.
+
+    `trace` is None (the normal, untraced variant: Numba removes the tracing branches) or the
+    trace recorder's tuple (see the module docstring and emulator.trace).
     """
     (x, v, acc, sram8, sram16, sram32, sram64, pc, clock, state, cause, trap_arg,
      sr, sr_init, skip, sram_flat) = node_st
@@ -1025,6 +1172,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch):
                 # ---- inner loop: frequent instructions, no calls ------------------------------
                 slow = False
                 while left > 0:
+                    if trace is not None:
+                        trace_step(trace, node, base + p, c, xr, fl, stats)
                     if c > maxc:
                         slow = True
                         break
@@ -1344,6 +1493,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch):
                         break
                     if nh > xr[XCOL_HWM]:
                         xr[XCOL_HWM] = nh
+                    if trace is not None:
+                        trace_net(trace, op, node, rd, np.int64(rs3), c, c2, fifo, out_link, cfg)
                     cost = c2 - c
                 elif op == FELL_OFF:
                     tcause = PC_OUT_OF_RANGE

@@ -17,13 +17,16 @@ from d1isa.machine import Machine
 from d1isa.objfile import ObjectFile
 
 
-def load_program(path: Path, machine: Machine | None) -> tuple[ObjectFile, list[str]]:
+def load_program(path: Path, machine: Machine | None, options: Any = None
+                 ) -> tuple[ObjectFile, list[str]]:
     """The object to run, and notes to print. `machine` is what the options asked for (None:
-    none given)."""
+    none given); `options` (compiler.CompileOptions) applies to .d1k programs only."""
     suffix = path.suffix.lower()
     notes: list[str] = []
     if not path.exists():
         raise D1Error(f"cannot read {path}: no such file")
+    if options is not None and suffix != ".d1k":
+        raise D1Error(f"-O compiler options apply to .d1k programs; {path} is not one")
     if suffix == ".d1s":
         try:
             from d1isa.asm import assemble_file
@@ -39,7 +42,7 @@ def load_program(path: Path, machine: Machine | None) -> tuple[ObjectFile, list[
         except ImportError:
             raise D1Error(f"cannot compile {path}: this installation has no "
                           "compiler.compile_file yet; compile to a .d1o first") from None
-        return compile_file(path, machine=machine or _default()), notes
+        return compile_file(path, machine=machine or _default(), options=options), notes
     obj = ObjectFile.load(path)
     if machine is not None:
         diff = obj.machine.structural_differences(machine)
@@ -96,9 +99,22 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
               help="Print modelled timing, FLOP/s, link use and stalls, and host speed.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write everything (stats per node and link, traps, deadlock) as JSON.")
+@click.option("--regions", is_flag=True,
+              help="Collect statistics per DSL operation (or assembly label): time span, "
+                   "FLOPs, SRAM and link bytes, stalls; shown by --stats, kept by --json.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a timeline trace (Chrome / Perfetto trace-event JSON; open it in "
+                   "ui.perfetto.dev or chrome://tracing). Implies --regions.")
+@click.option("--trace-events", type=click.IntRange(min=100), default=200_000,
+              show_default=True, help="Most events the trace file may hold (it says what it "
+                                      "left out).")
+@click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
+              help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
+                   "double_buffer=true|false, preskew=true|false, reach=N.")
 @machine_options
 def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Path,
         max_cycles: int, quantum: int, show_stats: bool, json_file: Path | None,
+        regions: bool, trace_file: Path | None, trace_events: int, opts: tuple[str, ...],
         machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
     """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
 
@@ -115,16 +131,23 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
       d1 run programs/asm/token_ring.d1s --stats
       d1 run vadd.d1o --input a=a.npy --input b=b.npy --out-dir results
       d1 run prog.d1o --set link_bytes_per_cycle=32 --json run.json
+      d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
+      d1 run programs/mlp.d1k --trace mlp-trace.json
     """
     from emulator import Emulator
 
     machine = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
-    obj, notes = load_program(file, machine)
+    options = None
+    if opts:
+        from compiler.pipeline import CompileOptions
+        options = CompileOptions.parse(opts)
+    obj, notes = load_program(file, machine, options)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     arrays, dsl = program_inputs(obj, file, parse_inputs(inputs), seed)
-    emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum)
+    mode = "full" if trace_file is not None else ("regions" if regions else None)
+    emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode)
     for name, arr in arrays.items():
         emu.set_input(name, arr)
     if check and dsl is None:
@@ -151,6 +174,18 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     stats = emu.stats()
     if show_stats:
         click.echo(format_stats(stats, result.status, wall))
+    if trace_file is not None:
+        doc_trace = emu.chrome_trace(max_events=trace_events, program=str(file))
+        try:
+            trace_file.write_text(json.dumps(doc_trace, separators=(",", ":")),
+                                  encoding="utf-8")
+        except OSError as e:
+            raise D1Error(f"cannot write {trace_file}: {e.strerror or e}") from None
+        info = doc_trace["otherData"]
+        click.echo(f"wrote {trace_file}: {info['event_count']:,} events ({info['flows']:,} "
+                   f"message flows, {info['flow_sampling']}"
+                   + ("; truncated, see its otherData" if info["truncated"] else "")
+                   + "); open it in ui.perfetto.dev or chrome://tracing", err=True)
     if json_file is not None:
         doc: dict[str, Any] = {"file": str(file), "status": result.status,
                                "result": result.to_json(), "outputs": written, "stats": stats}
@@ -276,6 +311,17 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     if by_class:
         lines.append("  by timing class      " + ", ".join(
             f"{k} {v:,}" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])))
+    if md.get("sram_bytes") is not None:
+        lines.append(f"  SRAM traffic        {units.nbytes(md['sram_bytes'])} loaded or stored "
+                     "by instructions (message payloads not counted)")
+    if s.get("regions"):
+        lines.append("  regions (span: first entry to last exit, modelled):")
+        w = max(len(r["label"]) for r in s["regions"])
+        for r in s["regions"]:
+            span = r["end_cycle"] - r["start_cycle"]
+            lines.append(f"    {r['label']:<{w}}  {span:>9,} cycles span, {r['flops']:>13,} FLOP, "
+                         f"{r['link_bytes']:>11,} B over links, {r['stall_cycles']:>9,} "
+                         "node-cycles stalled")
     lines.append("")
     lines.append("measured on the host (the emulator itself):")
     lines.append(f"  wall time           {units.seconds(wall)}: JIT compile or cache load "
