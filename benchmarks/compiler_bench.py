@@ -10,7 +10,11 @@
   matmul=naive (gather first, then multiply), with double_buffer=false (exchange every panel,
   then multiply) and with preskew=false; and the bound of the grid itself (grid nodes / live
   nodes: the relay and idle nodes do no arithmetic).
-- modelled utilisation of programs/mlp.d1k at batch 256; target >= 30 %; baseline matmul=naive.
+- modelled utilisation of programs/mlp.d1k at batch 256 (x: bf16[256, 784]); target >= 30 %;
+  baselines from the same run: matmul=naive, double_buffer=false, and the bound of the grid.
+- every program in programs/ on the d1 machine: modelled cycles, FLOP/s and percent of the peak
+  of its data type (as `d1 run --stats` reports them), link traffic, and whether the outputs
+  match the reference; baseline: the same program compiled with matmul=naive.
 - emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded) against numpy
   float32 matmul of the same shapes on one thread; target <= 5x.
 """
@@ -47,10 +51,14 @@ def _best(fn, repeats: int = REPEATS) -> float:
 
 
 def run_program(text: str, machine, options: CompileOptions | None = None,
-                flops: int | None = None) -> dict:
-    """Compile and emulate; modelled cycles, utilisation and the emulator's wall time."""
+                flops: int | None = None, filename: str = "bench.d1k") -> dict:
+    """Compile and emulate; modelled cycles, utilisation and the emulator's wall time.
+
+    `util` is useful FLOPs (`flops`, if given) over the modelled time and the peak BF16 of all
+    live nodes; `pct` is what `d1 run --stats` reports: the FLOPs the instructions did over the
+    modelled time and the peak of the kernel's data type."""
     from emulator import Emulator
-    c = compile_text(text, machine, "bench.d1k", options)
+    c = compile_text(text, machine, filename, options)
     graph = c.graph
     inputs = compiler.make_inputs(graph, 0)
     emu = Emulator(c.obj)
@@ -67,8 +75,10 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     ok = all(r[4] for r in compiler.compare_outputs(graph, outs, ref))
     seconds = result.cycles / machine.clock_hz
     util = (flops / seconds / machine.peak_flops["bf16"]) if flops else 0.0
+    st = emu.stats()["modelled"]
     return {"cycles": result.cycles, "util": 100 * util, "wall": wall, "ok": ok,
-            "inputs": inputs}
+            "inputs": inputs, "pct": st["percent_of_peak"], "dtype": st["peak_dtype"],
+            "flops_per_second": st["flops_per_second"], "link_bytes": st["link_bytes"]}
 
 
 def bench_compile(n: int = 1024) -> dict:
@@ -101,8 +111,22 @@ def bench_mlp(batch: int = 256) -> dict:
     m = load_machine("d1")
     text = (ROOT / "programs" / "mlp.d1k").read_text().replace("[64, 784]", f"[{batch}, 784]")
     flops = 2 * batch * 784 * 256 + 2 * batch * 256 * 10
-    return {"summa": run_program(text, m, CompileOptions(), flops),
-            "naive": run_program(text, m, CompileOptions(matmul="naive"), flops)}
+    out = {"summa": run_program(text, m, CompileOptions(), flops)}
+    for key, opts in (("naive", CompileOptions(matmul="naive")),
+                      ("no double buffer", CompileOptions(double_buffer=False))):
+        out[key] = run_program(text, m, opts, flops)
+    return out
+
+
+def bench_programs() -> list[tuple[str, dict, dict]]:
+    """Every program in programs/ on d1, and the same compiled with matmul=naive."""
+    m = load_machine("d1")
+    out = []
+    for path in sorted((ROOT / "programs").glob("*.d1k")):
+        text = path.read_text()
+        out.append((path.name, run_program(text, m, CompileOptions(), filename=path.name),
+                    run_program(text, m, CompileOptions(matmul="naive"), filename=path.name)))
+    return out
 
 
 def main() -> None:
@@ -121,8 +145,17 @@ def main() -> None:
     print(f"    bound: grid nodes / live nodes {r['grid bound']:5.1f} %")
     mlp = bench_mlp()
     print(f"MLP (batch 256) utilisation     {mlp['summa']['util']:6.1f} %   (modelled, "
-          f"{mlp['summa']['cycles']:,} cycles; target >= 30 %; baseline naive "
-          f"{mlp['naive']['util']:.1f} %)")
+          f"{mlp['summa']['cycles']:,} cycles; target >= 30 %; correct: {mlp['summa']['ok']})")
+    for key in ("naive", "no double buffer"):
+        print(f"    baseline {key:<20} {mlp[key]['util']:6.1f} %   ({mlp[key]['cycles']:,} "
+              f"cycles; correct: {mlp[key]['ok']})")
+    print(f"    bound: grid nodes / live nodes {r['grid bound']:5.1f} %")
+    print("programs/ on d1 (modelled; % of the peak of the kernel's data type, as d1 run --stats; "
+          "baseline: matmul=naive)")
+    for name, got, base in bench_programs():
+        print(f"    {name:<18} {got['cycles']:7,} cycles {got['pct']:6.2f} % {got['dtype']:<4} "
+              f"{got['flops_per_second'] / 1e12:7.3f} TFLOP/s {got['link_bytes']:>10,} link B  "
+              f"correct: {got['ok']}   (naive {base['cycles']:,} cycles, {base['pct']:.2f} %)")
     ratio = s["wall"] / r["numpy"]
     print(f"emulating the 1024^3 matmul     {s['wall']:6.2f} s   (numpy f32 matmul, 1 thread: "
           f"{r['numpy']:.3f} s; ratio {ratio:.1f}x, target <= 5x)")

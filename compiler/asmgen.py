@@ -45,7 +45,7 @@ def f32_bits(x: float) -> int:
 class Code:
     """The instruction stream of one live node."""
 
-    __slots__ = ("lines", "loc", "nlab", "known", "ninstr", "nrelay")
+    __slots__ = ("lines", "loc", "nlab", "known", "ninstr", "nrelay", "sticky")
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -54,6 +54,7 @@ class Code:
         self.known: dict[str, int] = {}
         self.ninstr = 0
         self.nrelay = 0
+        self.sticky: frozenset[str] = frozenset((COMM_ADDR, COMM_LEN))
 
     def at(self, loc: tuple[int, int]) -> None:
         """Attribute the following instructions to DSL position (line, col)."""
@@ -71,9 +72,10 @@ class Code:
         self.ninstr += len(texts)
 
     def li(self, reg: str, value: int) -> None:
-        """Load a constant. Only the message registers remember their contents (nothing else
-        writes them), so a repeated address or length costs nothing."""
-        if reg in (COMM_ADDR, COMM_LEN):
+        """Load a constant. The message registers remember their contents (nothing else writes
+        them), and so do registers a kernel declares sticky while it runs, so a repeated
+        address, length or count costs nothing."""
+        if reg in self.sticky:
             if self.known.get(reg) == value:
                 return
             self.known[reg] = value
@@ -82,6 +84,15 @@ class Code:
     def clobber(self, *regs: str) -> None:
         for r in regs:
             self.known.pop(r, None)
+
+    def stick(self, *regs: str) -> None:
+        """Remember what `li` puts in these registers until `unstick` (the caller guarantees
+        that nothing else writes them meanwhile, except through `li`, `counted` or a label)."""
+        self.sticky = self.sticky | set(regs)
+
+    def unstick(self, *regs: str) -> None:
+        self.sticky = self.sticky - set(regs)
+        self.clobber(*regs)
 
     def label(self, prefix: str = "L") -> str:
         self.nlab += 1
@@ -115,20 +126,23 @@ class Code:
 
     # ---- messages -------------------------------------------------------------------------
 
-    def sendb(self, d: int, addr: int, n: int) -> None:
-        self.li(COMM_ADDR, addr)
-        self.li(COMM_LEN, n)
-        self.op(f"sendb {DIRS[d]}, {COMM_ADDR}, {COMM_LEN}")
+    def sendb(self, d: int, addr: int, n: int, len_reg: str = COMM_LEN,
+              addr_reg: str = COMM_ADDR) -> None:
+        self.li(addr_reg, addr)
+        self.li(len_reg, n)
+        self.op(f"sendb {DIRS[d]}, {addr_reg}, {len_reg}")
 
-    def recvb(self, d: int, addr: int, n: int) -> None:
-        self.li(COMM_ADDR, addr)
-        self.li(COMM_LEN, n)
-        self.op(f"recvb {DIRS[d]}, {COMM_ADDR}, {COMM_LEN}")
+    def recvb(self, d: int, addr: int, n: int, len_reg: str = COMM_LEN,
+              addr_reg: str = COMM_ADDR) -> None:
+        self.li(addr_reg, addr)
+        self.li(len_reg, n)
+        self.op(f"recvb {DIRS[d]}, {addr_reg}, {len_reg}")
 
-    def relayb(self, d_from: int, d_to: int, addr: int, n: int) -> None:
-        self.li(COMM_ADDR, addr)
-        self.li(COMM_LEN, n)
-        self.op(f"relayb {DIRS[d_from]}, {DIRS[d_to]}, {COMM_ADDR}, {COMM_LEN}")
+    def relayb(self, d_from: int, d_to: int, addr: int, n: int, len_reg: str = COMM_LEN,
+               addr_reg: str = COMM_ADDR) -> None:
+        self.li(addr_reg, addr)
+        self.li(len_reg, n)
+        self.op(f"relayb {DIRS[d_from]}, {DIRS[d_to]}, {addr_reg}, {len_reg}")
 
     def relay(self, d_from: int, d_to: int) -> None:
         self.op(f"relay {DIRS[d_from]}, {DIRS[d_to]}")

@@ -120,9 +120,13 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
         for key, reg in ptr.items():
             code.li(reg, out.addr if key == "out" else key.addr)
 
-    def vector(off: int, held: dict[int, str], free_top: int) -> None:
-        """Compute and store the 16 elements at element offset `off` of the current row, with
-        temporaries taken from v0..v{free_top} and released as soon as they are used."""
+    def stride_of(key: object) -> int:
+        return L.stride if key == "out" else key.layout.stride
+
+    def vector(off: int, held: dict[int, str], free_top: int, row: int = 0) -> None:
+        """Compute and store the 16 elements at element offset `off` of row `row` past the
+        current one, with temporaries taken from v0..v{free_top} and released as soon as they
+        are used."""
         cached: dict[int, str] = dict(held)
         free = [f"v{n}" for n in range(free_top, -1, -1)]
         temps: set[str] = set()
@@ -146,7 +150,8 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             if k not in cached:
                 lf = leaves[k]
                 r = new()
-                code.vload(r, ptr[lf.value], off * _isz(lf.value.dtype), lf.value.dtype)
+                code.vload(r, ptr[lf.value],
+                           off * _isz(lf.value.dtype) + row * stride_of(lf.value), lf.value.dtype)
                 cached[k] = r
             return cached[k]
 
@@ -175,7 +180,8 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                     r = r2
             return r
 
-        code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype), out.dtype)
+        code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype) + row * L.stride,
+                    out.dtype)
 
     reset()
     if flat:
@@ -217,19 +223,30 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
 
         temp_top = free - len(pre)
 
-        def row(q0: int = q0, q1: int = q1, held_col: dict = held_col, pre: dict = pre,
-                temp_top: int = temp_top) -> None:
-            for k, r in held_col.items():
-                splat_from(code, r, ptr[leaves[k].value], 0, leaves[k].value.dtype, "r13")
-            for v in range(q0, q1):
-                held = dict(held_col)
-                held.update({k: pre[(k, v)] for k in row_keys if (k, v) in pre})
-                vector(16 * v, held, temp_top)
-            for key in advancing:
-                stride = L.stride if key == "out" else key.layout.stride
-                code.op(f"addi {ptr[key]}, {ptr[key]}, {stride}")
+        # Rows are unrolled (offsets in the instructions, one pointer update per trip): fully
+        # for a small block, else about 8 vectors per trip.
+        w = q1 - q0
+        unroll = nr if nr * w <= 32 else max(1, 8 // w)
 
-        code.counted("r1", nr, row)
+        def rows(n: int, step: bool, q0: int = q0, q1: int = q1, held_col: dict = held_col,
+                 pre: dict = pre, temp_top: int = temp_top) -> None:
+            for u in range(n):
+                for k, r in held_col.items():
+                    col = leaves[k].value
+                    splat_from(code, r, ptr[col], u * col.layout.stride, col.dtype, "r13")
+                for v in range(q0, q1):
+                    held = dict(held_col)
+                    held.update({k: pre[(k, v)] for k in row_keys if (k, v) in pre})
+                    vector(16 * v, held, temp_top, u)
+            if step:
+                for key in advancing:
+                    code.op(f"addi {ptr[key]}, {ptr[key]}, {n * stride_of(key)}")
+
+        trips, rest = divmod(nr, unroll)
+        step = trips > 1 or rest > 0
+        code.counted("r1", trips, lambda n=unroll, step=step: rows(n, step))
+        if rest:
+            rows(rest, False)
 
 
 def leaves_mode(leaves: list[Leaf], value: Value) -> str:

@@ -1,26 +1,37 @@
-"""Matrix multiply on the grid: SUMMA with hop-phased pipelined broadcasts, overlapped with
-the matrix unit; and a "naive" variant that gathers operands first (for comparison).
+"""Matrix multiply on the grid: SUMMA with pipelined broadcasts in rounds, overlapped with the
+matrix unit; and a "naive" variant that gathers operands first (for comparison).
 
 C = A @ B with A [M, K], B [K, N] and C [M, N] in 2-D block layouts. K is cut into *panels*: the
 common refinement of A's column blocks (over grid columns) and B's row blocks (over grid rows).
 Every node (i, j) needs, for every panel p, A's rows of grid row i over p (held by the node in
 column ja(p) of its row) and B's columns of grid column j over p (held by the node in row ib(p)
-of its column). Each owner broadcasts its panels along its line, both ways, one grid hop per
-*phase*: in phase h every node forwards (from where it stored them) the panels it received in
-phase h - 1, then receives the panels that are h hops from their owners. (With the `reach`
-option R > 1 a panel crosses R grid nodes per phase, relayed with `relayb`; the order below
-stays consistent.) A phase has two halves,
-south-east (east and south messages) and north-west (west and north); in each half a node's sends
-come before its receives, which the global message order (half, then anti-diagonal position of
-the sender, then message) guarantees on every node at once, so the whole exchange is one
-deadlock-free global order (compiler.comm explains why that suffices) for any FIFO depth.
+of its column). Each owner broadcasts its panels along its line, both ways but only as far as
+the last node that uses them (one whose C block is not empty), one grid hop per *leg*: a node
+forwards (from where it stored it) a panel it received, one leg per round.
 
-Between its sends and receives in every half-phase a node computes: 8 x 8 C tiles in groups that
-fit the accumulators (2 x 4 tiles), one `mmak` per tile per panel, on panels that have arrived.
-So the messages of the next hop travel while the matrix unit works (double buffering: the
-receive buffers of later panels fill while earlier ones are used). After the last phase every
-group finishes the panels it has not seen, with loops over the panel slots. Panels are stored
-in slots in the order they arrive at the node, so those loops run over consecutive slots.
+Rounds. In round r every grid node first issues its *send phase* (the legs it starts in round
+r: its own panels in round 0, then what it received in round r - 1), then its *receive phase*:
+it takes the legs it receives in round r in the global order (round, anti-diagonal position of
+the sender, kind, line, panel, chunk), computing between them. A leg that crosses relay nodes
+(which store and forward it, so it takes about twice as long) is received in the round after it
+is sent; receiving it in the same round would hold back everyone's next round. This is
+deadlock-free for any FIFO depth, because no link ever holds more than `fifo_depth` messages
+that may be unconsumed at once (those sent by round r and received in round r or later; rounds
+with more are cut into sub-rounds, and receives are deferred only when the bound allows it):
+by induction on rounds, a send phase never waits for anything but the consumption of earlier
+rounds' messages, and in a receive phase the first unconsumed message in the global order has
+been sent, and every node on its way has done all its earlier work, so it is consumed. Relay
+nodes relay in the global order too. docs/COMPILER.md gives the argument in full. (With the
+`reach` option R > 1 a leg crosses R grid nodes, which `relayb` it on within the round; the
+global order puts a node's own sends on a link before what it forwards on that link.)
+
+Between its sends and receives a node computes: 8 x 8 C tiles in groups that fit the
+accumulators (2 x 4 tiles), one `mmak` per tile per panel, on panels that have arrived, in pieces
+of a group's tile rows sized to the gap (the timing model of docs/TIMING.md runs at compile
+time). So the messages of the next hop travel while the matrix unit works (double buffering:
+the receive buffers of later panels fill while earlier ones are used). After the last round
+every group finishes the panels it has not seen, with loops over the panel slots. Panels are
+stored in slots in the order they arrive at the node, so those loops run over consecutive slots.
 
 K padding: a partial last tile reads past K, so the owners zero A's columns and B's rows in
 [K, round_up(K, 8)) before anything is sent.
@@ -30,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.asmgen import Code
+from compiler.asmgen import COMM_ADDR, COMM_LEN, Code
 from compiler.comm import chunks
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
@@ -38,8 +49,14 @@ from d1isa.errors import D1Error
 
 N, E, S, W = 0, 1, 2, 3
 DIRS = ("N", "E", "S", "W")
-# Grid hops a panel travels in one half-phase (relayed through the grid nodes on the way).
-REACH = 8
+# Registers that hold message addresses and lengths during the exchange, so that forwarding a
+# panel (from where it was received, one round later) needs no new `li`: one address register
+# per direction of travel, and B panels' lengths apart from A's (which use COMM_LEN).
+ADDR_REG = {E: COMM_ADDR, W: "r4", S: "r13", N: "r12"}
+B_LEN = "r5"
+# Registers the exchange keeps track of (see Code.stick): the above, the mmak step count and
+# the pieces' operand pointers (r2, r3 for A's tile rows, r6.. for B's tile columns).
+STICKY = ("r4", "r5", "r12", "r13", "r11", "r2", "r3", "r6", "r7", "r8", "r9", "r10")
 
 
 @dataclass
@@ -55,6 +72,29 @@ class _Node:
     slot_a: dict[int, int] = field(default_factory=dict)  # received A panel -> slot
     slot_b: dict[int, int] = field(default_factory=dict)
     full: list[int] = field(default_factory=list)        # panels with both operands received
+
+
+@dataclass(slots=True)
+class _Msg:
+    """One message of a leg: `hops` lists every live node after the sender up to the last stop,
+    as (live id, grid node or None, address where it keeps the payload or None to relay)."""
+
+    key: tuple
+    kind: str
+    panel: int
+    usable: bool                 # the panel's last chunk: it is usable once this one is in
+    sender: tuple[int, int]
+    d: int
+    addr: int
+    nbytes: int
+    hops: list
+    send: tuple = (0, 0)         # the round of its send (the key starts with its receive's)
+    h0: int = 0                  # first hop taken in the receive phase (after leading relays)
+    t: int = 0                   # modelled arrival there
+
+    @property
+    def len_reg(self) -> str:
+        return COMM_LEN if self.kind == "A" else B_LEN
 
 
 class Matmul(Step):
@@ -193,76 +233,112 @@ class Matmul(Step):
         work = {key: _Work(self, nd) for key, nd in self.nodes.items()}
         sim = _Timing(self.machine)
         g = self.grid
-        msgs = self._messages(ctx)
-        k = 0
-        while k < len(msgs):
-            # One half-phase. Every node's sends come before its receives (see the module
-            # docstring): first all sends, then the receives in the global order, each stop
-            # computing until its message is due and then keeping (and forwarding) it.
-            half = msgs[k][0][:2]
-            e = k
-            while e < len(msgs) and msgs[e][0][:2] == half:
-                e += 1
-            due = []
-            known: dict[tuple[int, int], list[int]] = {}
-            for _, sender, stops, segs, d, send_addr, _, nbytes, _, _ in msgs[k:e]:
-                ctx.gcode(*sender).sendb(d, send_addr, nbytes)
-                for nid in segs[0]:
-                    ctx.code(nid).relay((d + 2) % 4, d)
-                due.append(sim.send(sender, g.nodes[sender[0]][sender[1]], d, segs[0],
-                                    nbytes))
-                known.setdefault(stops[0], []).append(due[-1])
-            first: set[tuple[int, int]] = set()
-            for (_, _, stops, segs, d, _, recv_addrs, nbytes, panel, kind), arrive \
-                    in zip(msgs[k:e], due, strict=True):
-                back = (d + 2) % 4
-                for s, node in enumerate(stops):
-                    code = ctx.gcode(*node)
-                    if self.overlap:
-                        if node not in first:
-                            # The node's first gap of the half lasts until the last of the
+        codes = [ctx.gcode(i, j) for i in range(g.P) for j in range(g.Q)]
+        for code in codes:
+            code.stick(*STICKY)
+        msgs = self._messages()
+        sends: dict[tuple, list[_Msg]] = {}
+        recvs: dict[tuple, list[_Msg]] = {}
+        for m in msgs:
+            sends.setdefault(m.send, []).append(m)
+            recvs.setdefault(m.key[:2], []).append(m)
+        for rnd in sorted(set(sends) | set(recvs)):
+            # One round (see the module docstring): every grid node first issues the sends that
+            # start a leg in this round, then takes its receives in the global order, computing
+            # until each message is due.
+            for m in sends.get(rnd, ()):
+                nid = g.nodes[m.sender[0]][m.sender[1]]
+                code = ctx.code(nid)
+                n0 = code.ninstr
+                code.sendb(m.d, m.addr, m.nbytes, m.len_reg, ADDR_REG[m.d])
+                t = sim.send(nid, m.d, m.nbytes, code.ninstr - n0 - 1)
+                # Relay nodes before the first grid node only relay, in the global order.
+                h = 0
+                while m.hops[h][1] is None:
+                    ctx.code(m.hops[h][0]).relay((m.d + 2) % 4, m.d)
+                    t = sim.relay(m.hops[h][0], t, m.d, m.nbytes, 0)
+                    h += 1
+                m.h0, m.t = h, t
+            here = recvs.get(rnd, ())
+            known: dict[int, list[int]] = {}
+            for m in here:
+                known.setdefault(m.hops[m.h0][0], []).append(m.t)
+            first: set[int] = set()
+            for m in here:
+                back = (m.d + 2) % 4
+                t = m.t
+                for h in range(m.h0, len(m.hops)):
+                    nid, node, addr = m.hops[h]
+                    code = ctx.code(nid)
+                    wk = work.get(node) if node is not None else None
+                    if self.overlap and wk is not None and wk.groups:
+                        if nid not in first:
+                            # The node's first gap of the round lasts until the last of the
                             # messages already on their way to it.
-                            first.add(node)
-                            ready = max(known.get(node, [arrive]) + [arrive])
-                            n = len(known.get(node, ()))
-                            spent = work[node].gap(code, ready - sim.clock(node) - 2 * n)
+                            first.add(nid)
+                            mine = known.get(nid, [])
+                            ready = max(mine + [t])
+                            spent = wk.gap(code, ready - sim.clock(nid) - 2 * len(mine))
                         else:
-                            spent = work[node].gap(code, arrive - sim.clock(node) - 2,
-                                                   strict=True)
-                        sim.busy(node, spent)
-                    last = s == len(stops) - 1
-                    if last:
-                        code.recvb(back, recv_addrs[s], nbytes)
+                            spent = wk.gap(code, t - sim.clock(nid) - 2, strict=True)
+                        sim.busy(nid, spent)
+                    last = h == len(m.hops) - 1
+                    n0 = code.ninstr
+                    if addr is None:
+                        code.relay(back, m.d)
+                    elif last:
+                        code.recvb(back, addr, m.nbytes, m.len_reg, ADDR_REG[m.d])
                     else:
-                        code.relayb(back, d, recv_addrs[s], nbytes)
-                    sim.recv(node, arrive)
-                    if kind is not None:
-                        work[node].arrived(panel, kind)
-                    if not last:
-                        for nid in segs[s + 1]:
-                            ctx.code(nid).relay(back, d)
-                        arrive = sim.send(node, g.nodes[node[0]][node[1]], d, segs[s + 1],
-                                          nbytes)
-            k = e
+                        code.relayb(back, m.d, addr, m.nbytes, m.len_reg, ADDR_REG[m.d])
+                    extra = code.ninstr - n0 - 1
+                    if last:
+                        sim.recv(nid, t, extra)
+                    else:
+                        t = sim.relay(nid, t, m.d, m.nbytes, extra)
+                    if addr is not None and m.usable:
+                        wk.arrived(m.panel, m.kind)
         for node in sorted(work):
             work[node].finish(ctx.gcode(*node))
+        for code in codes:
+            code.unstick(*STICKY)
 
-    def _messages(self, ctx: Ctx) -> list:
-        """Every leg of the broadcasts, in the global order. A leg carries one chunk of a panel
-        from the grid node `reach * (leg - 1)` hops from its owner across up to `reach` grid
-        nodes, each of which keeps it (the last `recvb`s, the others `relayb`)."""
+    def _needs(self, kind: str, line: int) -> list[bool]:
+        """Which grid nodes along a line use the panels broadcast on it: for A (grid row
+        `line`) the columns with C columns, for B (grid column `line`) the rows with C rows."""
+        g = self.grid
+        if kind == "A":
+            return [self.nodes[(line, j)].nc > 0 for j in range(g.Q)]
+        return [self.nodes[(i, line)].nr > 0 for i in range(g.P)]
+
+    def _messages(self) -> list[_Msg]:
+        """Every leg of the broadcasts, with its rounds, in the global order (see the module
+        docstring).
+
+        A panel goes from its owner toward both ends of its line, as far as the last grid node
+        that uses it. A *leg* carries it across the next `reach` grid nodes: each keeps a copy
+        (the last `recvb`s it, the others `relayb` it on); relay nodes in between `relay` it.
+        A payload above `max_message_bytes` is cut into chunks. A leg is sent in the round
+        after the one in which its sender received the panel (round 0 for the owner), and
+        received in the same round, or in the next one when it crosses relay nodes (those store
+        and forward it, so it takes about twice as long; deferring its receive keeps the rounds
+        short). No link carries more than `fifo_depth` messages that may be unconsumed at once:
+        deferring is done only if that holds, and otherwise rounds with too many sends on a
+        link are cut into sub-rounds (the second element of a round).
+        """
         g = self.grid
         maxmsg = self.machine.max_message_bytes
-        out = []
+        paths: list[list[tuple[list[_Msg], bool]]] = []
         for kind in ("A", "B"):
             lines = g.P if kind == "A" else g.Q
             for line in range(lines):
+                needs = self._needs(kind, line)
+                if not any(needs):
+                    continue
                 if kind == "A":
                     chain, pos = g.row_chains[line], g.row_chain_index(line)
                     size = self._a_len(line)
                 else:
                     chain, pos = g.col_chains[line], g.col_chain_index(line)
-                span = g.Q if kind == "A" else g.P
                 for p in range(len(self.panels)):
                     if kind == "B":
                         size = self._b_len(line, p)
@@ -270,26 +346,63 @@ class Matmul(Step):
                         continue
                     owner = (self.owner_a if kind == "A" else self.owner_b)[line][p]
                     for step in (1, -1):
-                        far = (span - 1 - owner) if step > 0 else owner
-                        for h0 in range(1, far + 1, self.reach):
-                            hops = range(h0, min(far, h0 + self.reach - 1) + 1)
-                            out.extend(self._leg(kind, line, p, step, (h0 - 1) // self.reach,
-                                                 owner + step * (h0 - 1),
-                                                 [owner + step * h for h in hops], chain, pos,
-                                                 size, maxmsg))
-        out.sort(key=lambda m: m[0])
+                        far = [x for x in range(len(needs))
+                               if needs[x] and (x - owner) * step > 0]
+                        if not far:
+                            continue
+                        end = max(far) if step > 0 else min(far)
+                        users = list(range(owner + step, end + step, step))
+                        src = owner
+                        legs = []
+                        for h0 in range(0, len(users), self.reach):
+                            stops = users[h0:h0 + self.reach]
+                            legs.append(self._leg(kind, line, p, step, src, stops, chain, pos,
+                                                  size, maxmsg))
+                            src = stops[-1]
+                        paths.append(legs)
+        depth = self.machine.fifo_depth
+        out = [m for legs in paths for leg, _ in legs for m in leg]
+        for defer in ((True, False) if self.reach == 1 else (False,)):
+            for legs in paths:
+                r = 0
+                for leg, relayed in legs:
+                    t = r + (1 if defer and relayed else 0)
+                    for m in leg:
+                        m.send = (r, 0)
+                        m.key = (t, 0) + m.key[2:]
+                    r = t + 1
+            out.sort(key=lambda m: m.key)
+            if defer:
+                # Messages that may be unconsumed together on a link: sent by round r and
+                # received in round r or later.
+                alive: dict[tuple, int] = {}
+                for m in out:
+                    for r in range(m.send[0], m.key[0] + 1):
+                        c = (r, m.sender, m.d)
+                        alive[c] = alive.get(c, 0) + 1
+                if max(alive.values(), default=0) <= depth:
+                    return out
+                continue
+            # Sub-rounds: at most fifo_depth messages per link in one send phase.
+            count = {}
+            for m in out:
+                c = (m.send[0], m.sender, m.d)
+                n = count.get(c, 0)
+                count[c] = n + 1
+                m.send = (m.send[0], n // depth)
+                m.key = m.send + m.key[2:]
+            out.sort(key=lambda m: m.key)
         return out
 
-    def _leg(self, kind: str, line: int, p: int, step: int, leg: int, src: int,
-             dsts: list[int], chain, pos, size: int, maxmsg: int) -> list:
+    def _leg(self, kind: str, line: int, p: int, step: int, src: int, stops: list[int],
+             chain, pos, size: int, maxmsg: int) -> tuple[list[_Msg], bool]:
+        """The messages (chunks) of one leg, and whether it crosses relay nodes."""
         if kind == "A":
-            s_node, r_nodes = (line, src), [(line, x) for x in dsts]
+            s_node, r_nodes = (line, src), [(line, x) for x in stops]
             d = E if step > 0 else W
         else:
-            s_node, r_nodes = (src, line), [(x, line) for x in dsts]
+            s_node, r_nodes = (src, line), [(x, line) for x in stops]
             d = S if step > 0 else N
-        se = step > 0
-        diag = s_node[0] + s_node[1]
         snd = self.nodes[s_node]
         if kind == "A":
             base_s = self._send_a_addr(snd, p)
@@ -298,22 +411,26 @@ class Matmul(Step):
         else:
             base_s = self._b_addr(snd, p)
             base_r = [self._b_addr(self.nodes[r], p) for r in r_nodes]
-        # the relay nodes of each segment, in travel order
-        segs = []
-        prev = src
-        for x in dsts:
-            lo, hi = sorted((pos[prev], pos[x]))
-            seg = [chain[k] for k in range(lo + 1, hi)]
-            segs.append(seg if se else seg[::-1])
-            prev = x
-        out = []
+        # Every live node after the sender, up to the last stop, in travel order.
+        stop_at = {pos[x]: k for k, x in enumerate(stops)}
+        grid_at = {pos[x]: x for x in range(len(pos))}
+        a, b = pos[src], pos[stops[-1]]
+        path = range(a + 1, b + 1) if step > 0 else range(a - 1, b - 1, -1)
+        hops = []
+        for c in path:
+            x = grid_at.get(c)
+            node = None if x is None else ((line, x) if kind == "A" else (x, line))
+            hops.append((chain[c], node, stop_at.get(c)))
+        se = step > 0
+        diag = s_node[0] + s_node[1]
         parts = chunks(size, maxmsg)
+        out = []
         for c, (off, ln) in enumerate(parts):
-            key = (leg, 0 if se else 1, -diag if se else diag, kind, line, p, c)
-            # Only the last chunk makes the panel usable (kind None marks the others).
-            out.append((key, s_node, r_nodes, segs, d, base_s + off,
-                        [b + off for b in base_r], ln, p, kind if c == len(parts) - 1 else None))
-        return out
+            key = (0, 0, -diag if se else diag, kind, line, p, c)
+            out.append(_Msg(key, kind, p, c == len(parts) - 1, s_node, d, base_s + off, ln,
+                            [(nid, node, None if k is None else base_r[k] + off)
+                             for nid, node, k in hops]))
+        return out, any(node is None for _, node, _ in hops)
 
     # ---- padding and packing ------------------------------------------------------------------
 
@@ -393,17 +510,25 @@ class Matmul(Step):
         code.ops(out)
 
     def _piece(self, code: Code, tiles: list[tuple[int, int]], a_addr: int, sa: int,
-               b_addr: int, sb: int, steps: int) -> None:
-        """acc[tile] += A[tile row] @ B[tile col] over one panel, one mmak per tile."""
-        rts = sorted({rt for rt, _ in tiles})
-        cts = sorted({ct for _, ct in tiles})
-        out = [f"  li r{2 + k}, {a_addr + rt * 8 * sa}" for k, rt in enumerate(rts)]
-        out += [f"  li r{6 + k}, {b_addr + ct * self.tile_bytes}" for k, ct in enumerate(cts)]
-        out.append(f"  li r11, {steps}")
+               b_addr: int, sb: int, steps: int, accs: list[int] | None = None,
+               rts: list[int] | None = None, cts: list[int] | None = None) -> None:
+        """acc[tile] += A[tile row] @ B[tile col] over one panel, one mmak per tile (tile k in
+        accumulator accs[k], by default k). A's tile row rts[k] is pointed to by r(2+k), B's
+        tile column cts[k] by r(6+k) (by default the rows and columns of `tiles`); `li` skips
+        the pointers a sticky register already holds."""
+        rts = rts or sorted({rt for rt, _ in tiles})
+        cts = cts or sorted({ct for _, ct in tiles})
+        for k, rt in enumerate(rts):
+            if any(t[0] == rt for t in tiles):
+                code.li(f"r{2 + k}", a_addr + rt * 8 * sa)
+        for k, ct in enumerate(cts):
+            if any(t[1] == ct for t in tiles):
+                code.li(f"r{6 + k}", b_addr + ct * self.tile_bytes)
+        code.li("r11", steps)
         mm = self.mmak
-        out += [f"  {mm} a{a}, r{2 + rts.index(rt)}, r{6 + cts.index(ct)}, r11, {sa}, {sb}"
-                for a, (rt, ct) in enumerate(tiles)]
-        code.ops(out)
+        accs = accs or list(range(len(tiles)))
+        code.ops([f"  {mm} a{a}, r{2 + rts.index(rt)}, r{6 + cts.index(ct)}, r11, {sa}, {sb}"
+                  for a, (rt, ct) in zip(accs, tiles, strict=True)])
 
     def _slot_loop(self, code: Code, tiles: list[tuple[int, int]], nd: _Node, s0: int, s1: int,
                    steps: int) -> None:
@@ -450,19 +575,25 @@ def _groups(nr: int, nc: int, gr: int, gc: int) -> list[list[tuple[int, int]]]:
 
 
 class _Work:
-    """The compute schedule of one grid node: which (group, panel) pieces it has done."""
+    """The compute schedule of one grid node: which (group, panel) pieces it has done. A piece
+    may be cut by tile rows (a part of the group's tiles over one panel) to fit a short gap."""
 
     def __init__(self, mm: Matmul, nd: _Node) -> None:
         self.mm = mm
         self.nd = nd
         self.groups = _groups(nd.nr, nd.nc, mm.gr, mm.gc) if nd.nr > 0 and nd.nc > 0 else []
+        self.rows = [sorted({rt for rt, _ in tiles}) for tiles in self.groups]
+        self.cols = [sorted({ct for _, ct in tiles}) for tiles in self.groups]
         self.have_a = {p for p in range(len(mm.panels)) if mm.owner_a[nd.i][p] == nd.j}
         self.have_b = {p for p in range(len(mm.panels)) if mm.owner_b[nd.j][p] == nd.i}
         self.ready: list[int] = [p for p in nd.order if p in self.have_a and p in self.have_b]
         self.done: list[set[int]] = [set() for _ in self.groups]
+        self.part: dict[tuple[int, int], set[int]] = {}   # (group, panel) -> tile rows done
         self.cur = 0                    # group open in the accumulators, if self.open
         self.open = False
         self.started = [False] * len(self.groups)
+        m = mm.machine
+        self.per = m.cost_mma_bf16 if mm.mmak == "mmak.bf16" else m.cost_mma_f32
 
     def arrived(self, p: int, kind: str) -> None:
         (self.have_a if kind == "A" else self.have_b).add(p)
@@ -473,17 +604,24 @@ class _Work:
         k0, k1 = self.mm.panels[p]
         return -(-(k1 - k0) // 8)
 
-    def _cost(self, tiles: list, p: int) -> int:
-        m = self.mm.machine
-        per = m.cost_mma_bf16 if self.mm.mmak == "mmak.bf16" else m.cost_mma_f32
-        return len(tiles) * self._steps(p) * per + 8
+    def _left(self, g: int, p: int) -> list[int]:
+        """Tile rows of group g still to do on panel p."""
+        done = self.part.get((g, p), ())
+        return [rt for rt in self.rows[g] if rt not in done]
 
-    def _do(self, code: Code, g: int, p: int) -> None:
+    def _do(self, code: Code, g: int, p: int, rows: list[int] | None = None) -> None:
         mm, nd = self.mm, self.nd
+        rows = self._left(g, p) if rows is None else rows
+        tiles = [(k, t) for k, t in enumerate(self.groups[g]) if t[0] in rows]
         a, sa = mm._a_addr(nd, p)
-        mm._piece(code, self.groups[g], a, sa, mm._b_addr(nd, p), mm.ins[1].layout.stride,
-                  self._steps(p))
-        self.done[g].add(p)
+        mm._piece(code, [t for _, t in tiles], a, sa, mm._b_addr(nd, p),
+                  mm.ins[1].layout.stride, self._steps(p), [k for k, _ in tiles],
+                  self.rows[g], self.cols[g])
+        done = self.part.setdefault((g, p), set())
+        done.update(rows)
+        if len(done) == len(self.rows[g]):
+            del self.part[(g, p)]
+            self.done[g].add(p)
 
     def _open(self, code: Code, g: int) -> None:
         if self.started[g]:
@@ -505,8 +643,9 @@ class _Work:
         The open group goes on while it has arrived panels it has not used. When it has none,
         another group is opened (the one with the most catching up to do), but only if enough
         of the budget is left to pay for the switch: every extra session of a group costs a
-        load and a store of its accumulators later. A `strict` gap (a short wait before a
-        relayed message) starts nothing that does not fit.
+        load and a store of its accumulators later. A piece is some tile rows of the group over
+        one panel, as many as fit. A `strict` gap (before a later message of the round) starts
+        nothing that does not fit.
         """
         spent = 0
         ng = len(self.groups)
@@ -528,11 +667,17 @@ class _Work:
                 self._open(code, self.cur)
                 continue
             p = todo[0]
-            cost = self._cost(self.groups[g], p)
-            if (spent or strict) and spent + cost // 2 > budget:
-                break
-            self._do(code, g, p)
-            spent += cost
+            left = self._left(g, p)
+            row = len(self.groups[g]) // len(self.rows[g]) * self._steps(p) * self.per + 4
+            # Whole tile rows that fit the rest of the gap (half a row may overrun); the first
+            # piece of a gap that is not strict does at least one row.
+            n = min(len(left), (budget - spent + row // 2) // row)
+            if n <= 0:
+                if spent or strict:
+                    break
+                n = 1
+            self._do(code, g, p, left[:n])
+            spent += n * row + 4
         return spent
 
     def finish(self, code: Code) -> None:
@@ -551,6 +696,10 @@ class _Work:
             if not (self.open and g == self.cur):
                 self._close(code)
                 self._open(code, g)
+            for p in rest:
+                if (g, p) in self.part:
+                    self._do(code, g, p)
+            rest = [p for p in rest if p not in self.done[g]]
             slots = sorted(nd.full.index(p) for p in rest if p in nd.full)
             for p in rest:
                 if p not in nd.full:
@@ -572,39 +721,44 @@ class _Work:
 
 
 class _Timing:
-    """The timing model of docs/TIMING.md, run at compile time over the matmul's messages, so
-    each gap is filled with just enough compute to end when that node's messages are due."""
+    """The timing model of docs/TIMING.md, run at compile time over the matmul's messages (clocks
+    by live node id), so each gap is filled with just enough compute to end when that node's
+    messages are due. `extra` counts the `li` instructions emitted before a network one."""
 
     def __init__(self, m) -> None:
         self.m = m
-        self.t: dict[object, int] = {}
+        self.t: dict[int, int] = {}
         self.wire: dict[tuple[int, int], int] = {}
 
-    def clock(self, node) -> int:
-        return self.t.get(node, 0)
+    def clock(self, nid: int) -> int:
+        return self.t.get(nid, 0)
 
-    def busy(self, node, cycles: int) -> None:
-        self.t[node] = self.clock(node) + cycles
+    def busy(self, nid: int, cycles: int) -> None:
+        self.t[nid] = self.clock(nid) + cycles
 
-    def send(self, node, nid: int, d: int, relays: list[int], nbytes: int) -> int:
-        """A send from grid node `node` (live id nid) through `relays`; its arrival time."""
+    def _depart(self, nid: int, d: int, at: int, nbytes: int) -> int:
         m = self.m
-        self.t[node] = self.clock(node) + m.cost_alu + m.cost_send
-        at, src = self.t[node], nid
-        for hop in relays + [None]:
-            ser = -(-nbytes // int(m.link_bandwidth[src, d]))
-            depart = max(at, self.wire.get((src, d), 0))
-            self.wire[(src, d)] = depart + ser
-            arrive = depart + int(m.link_latency[src, d]) + ser
-            if hop is None:
-                return arrive
-            done = max(self.clock(hop), arrive) + m.cost_recv + m.cost_send
-            self.t[hop] = done
-            at, src = done, hop
-        return at
+        ser = -(-nbytes // int(m.link_bandwidth[nid, d]))
+        depart = max(at, self.wire.get((nid, d), 0))
+        self.wire[(nid, d)] = depart + ser
+        return depart + int(m.link_latency[nid, d]) + ser
 
-    def recv(self, node, arrive: int) -> None:
-        self.t[node] = max(self.clock(node) + self.m.cost_alu, arrive) + self.m.cost_recv
+    def send(self, nid: int, d: int, nbytes: int, extra: int) -> int:
+        """A send; its arrival time at the next live node."""
+        at = self.clock(nid) + extra * self.m.cost_alu
+        self.t[nid] = at + self.m.cost_send
+        return self._depart(nid, d, at, nbytes)
+
+    def recv(self, nid: int, arrive: int, extra: int = 0) -> None:
+        m = self.m
+        self.t[nid] = max(self.clock(nid) + extra * m.cost_alu, arrive) + m.cost_recv
+
+    def relay(self, nid: int, arrive: int, d: int, nbytes: int, extra: int) -> int:
+        """A relay or relayb: a receive, then a send; the arrival time at the next node."""
+        self.recv(nid, arrive, extra)
+        at = self.t[nid]
+        self.t[nid] = at + self.m.cost_send
+        return self._depart(nid, d, at, nbytes)
 
 
 def zero_cols(code: Code, v: Value, nrows: int, kc: int) -> None:

@@ -49,7 +49,7 @@ class CompileOptions:
             (False: all panels are exchanged first, then multiplied).
     preskew: on a square grid, place matmul inputs in a skewed block layout, so every node
             starts with a matching pair of panels instead of waiting for one.
-    reach: grid hops a summa panel travels per phase (1: forwarded hop by hop; larger values
+    reach: grid hops a summa panel travels per round (1: forwarded hop by hop; larger values
             relay it through several grid nodes at once).
     verify: re-check the IR's invariants after the front end.
     """
