@@ -28,3 +28,13 @@ def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, .
 def machine_from_options(machine_name: str | None, mesh: str | None,
                          sets: tuple[str, ...]) -> Machine:
     return load_machine(machine_name, mesh=mesh, overrides=list(sets))
+
+
+def input_options(f: Callable) -> Callable:
+    """Add --input and --seed (shared by `d1 run` and `d1 debug`, which load inputs alike)."""
+    f = click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the stochastic-rounding generators and of the standard-"
+                          "normal values given to DSL inputs not set with --input.")(f)
+    f = click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+                     help="Scatter a numpy array into the input tensor NAME (repeatable).")(f)
+    return f

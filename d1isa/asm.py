@@ -245,32 +245,11 @@ def is_plain_name(name: str) -> bool:
     return bool(_NAME_RE.match(name)) and not _REGLIKE_RE.match(name)
 
 
-def _strip_comment(line: str) -> str:
-    """The line without its comment, honouring double-quoted strings with backslash escapes."""
-    if '"' not in line:
-        m = _COMMENT_RE.search(line)
-        return line[:m.start()] if m else line
+def _unquoted(text: str):
+    """(index, char) for every character outside double-quoted strings (backslash escapes)."""
     in_str = False
-    i, n = 0, len(line)
+    i, n = 0, len(text)
     while i < n:
-        c = line[i]
-        if in_str:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-        elif c == "#" or c == ";":
-            return line[:i]
-        i += 1
-    return line
-
-
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside parentheses, brackets and strings."""
-    parts, depth, start, in_str, i = [], 0, 0, False, 0
-    while i < len(text):
         c = text[i]
         if in_str:
             if c == "\\":
@@ -279,14 +258,33 @@ def _split_top(text: str) -> list[str]:
                 in_str = False
         elif c == '"':
             in_str = True
-        elif c in "([":
+        else:
+            yield i, c
+        i += 1
+
+
+def _strip_comment(line: str) -> str:
+    """The line without its comment, honouring double-quoted strings with backslash escapes."""
+    if '"' not in line:
+        m = _COMMENT_RE.search(line)
+        return line[:m.start()] if m else line
+    for i, c in _unquoted(line):
+        if c == "#" or c == ";":
+            return line[:i]
+    return line
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at commas outside parentheses, brackets and strings."""
+    parts, depth, start = [], 0, 0
+    for i, c in _unquoted(text):
+        if c in "([":
             depth += 1
         elif c in ")]":
             depth -= 1
         elif c == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
     parts.append(text[start:])
     return parts
 

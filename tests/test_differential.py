@@ -334,12 +334,17 @@ def compute_words(draw, pc: int, safe: bool) -> list[int]:
     return [E("addi", rd=15, rs1=15, imm=1), E("bne", rs1=15, rs2=0, off=-1)]
 
 
+def draw_nodes(draw, m) -> list[int]:
+    """One to four distinct live nodes of `m`."""
+    n_nodes = draw(st.integers(1, min(4, m.n_live)))
+    return draw(st.lists(st.integers(0, m.n_live - 1), min_size=n_nodes, max_size=n_nodes,
+                         unique=True))
+
+
 @st.composite
 def compute_cases(draw) -> Case:
     m = draw(machines)
-    n_nodes = draw(st.integers(1, min(4, m.n_live)))
-    nodes = draw(st.lists(st.integers(0, m.n_live - 1), min_size=n_nodes, max_size=n_nodes,
-                          unique=True))
+    nodes = draw_nodes(draw, m)
     programs = {}
     for node in nodes:
         words = prologue(draw)
@@ -484,9 +489,7 @@ def fuzz_word(draw) -> int:
 @st.composite
 def fuzz_cases(draw) -> Case:
     m = draw(machines)
-    n_nodes = draw(st.integers(1, min(4, m.n_live)))
-    nodes = draw(st.lists(st.integers(0, m.n_live - 1), min_size=n_nodes, max_size=n_nodes,
-                          unique=True))
+    nodes = draw_nodes(draw, m)
     programs = {}
     for node in nodes:
         words = prologue(draw) if draw(st.booleans()) else []

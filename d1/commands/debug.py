@@ -18,7 +18,7 @@ from typing import Any
 import click
 import numpy as np
 
-from d1.options import machine_from_options, machine_given, machine_options
+from d1.options import input_options, machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
 
@@ -732,11 +732,7 @@ def _interactive(s: Session) -> None:
 
 @click.command("debug")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
-              help="Scatter a numpy array into the input tensor NAME (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the stochastic-rounding generators and of the standard-normal "
-                   "values given to DSL inputs not set with --input (as in `d1 run`).")
+@input_options
 @click.option("--batch", is_flag=True,
               help="No prompt: run the -ex commands, then any commands on stdin, and exit.")
 @click.option("-ex", "commands", multiple=True, metavar="CMD",

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
-from d1.options import machine_from_options, machine_given, machine_options
+from d1.options import input_options, machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.machine import Machine
@@ -81,11 +81,7 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
-              help="Scatter a numpy array into the input tensor NAME (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the stochastic-rounding generators and of the standard-normal "
-                   "values given to DSL inputs not set with --input.")
+@input_options
 @click.option("--check", is_flag=True,
               help="Compare every output with the DSL's numpy reference; exit 1 if any is "
                    "out of tolerance (DSL programs only).")
