@@ -404,6 +404,19 @@ def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: fl
         code.vstore("v0", "r2", 16 * k * isz, out.dtype)
 
 
+
+def line_members(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, int]]:
+    """Grid nodes holding part of a reduction line, in grid order, with their block shapes
+    (rows, cols). A node whose block has nothing along the kept axis takes no part."""
+    shapes = {}
+    for i in range(ctx.grid.P):
+        for j in range(ctx.grid.Q):
+            r0, r1, c0, c1 = L.block(i, j)
+            nr, nc = r1 - r0, c1 - c0
+            if (nr if rows else nc) > 0:
+                shapes[(i, j)] = (nr, nc)
+    return shapes
+
 class Reduce(Step):
     """sum/max/mean of a 1-D or 2-D value over its rows' elements ("rows": the last axis) or
     down its columns ("cols": axis 0 of a 2-D value)."""
@@ -423,22 +436,15 @@ class Reduce(Step):
         part, tmp = self.temps[0].addr, self.temps[1].addr
         comb = "max" if self.op == "max" else "sum"
         rows = self.along == "rows"
-        members = []
-        nbytes = {}
-        for i in range(ctx.grid.P):
-            for j in range(ctx.grid.Q):
-                r0, r1, c0, c1 = L.block(i, j)
-                nr, nc = r1 - r0, c1 - c0
-                keep = nr if rows else nc
-                if keep <= 0:
-                    continue
-                members.append((i, j))
-                nbytes[(i, j)] = keep * 4
-                code = ctx.gcode(i, j)
-                if rows:
-                    row_partials(code, x, nr, nc, comb, part)
-                else:
-                    col_partials(code, x, nr, nc, comb, part)
+        shapes = line_members(ctx, L, rows)
+        members = list(shapes)
+        nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
+        for (i, j), (nr, nc) in shapes.items():
+            code = ctx.gcode(i, j)
+            if rows:
+                row_partials(code, x, nr, nc, comb, part)
+            else:
+                col_partials(code, x, nr, nc, comb, part)
         allreduce(ctx, L.col_axis if rows else L.row_axis, members, part, tmp, nbytes, comb)
         div = None
         if self.op == "mean":
@@ -467,22 +473,15 @@ class Softmax(Step):
         L = x.layout
         mx, sm, tmp, eb = (t.addr for t in self.temps)
         rows = self.along == "rows"
-        members, nbytes, shapes = [], {}, {}
-        for i in range(ctx.grid.P):
-            for j in range(ctx.grid.Q):
-                r0, r1, c0, c1 = L.block(i, j)
-                nr, nc = r1 - r0, c1 - c0
-                keep = nr if rows else nc
-                if keep <= 0:
-                    continue
-                members.append((i, j))
-                nbytes[(i, j)] = keep * 4
-                shapes[(i, j)] = (nr, nc)
-                code = ctx.gcode(i, j)
-                if rows:
-                    row_partials(code, x, nr, nc, "max", mx)
-                else:
-                    col_partials(code, x, nr, nc, "max", mx)
+        shapes = line_members(ctx, L, rows)
+        members = list(shapes)
+        nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
+        for (i, j), (nr, nc) in shapes.items():
+            code = ctx.gcode(i, j)
+            if rows:
+                row_partials(code, x, nr, nc, "max", mx)
+            else:
+                col_partials(code, x, nr, nc, "max", mx)
         axis = L.col_axis if rows else L.row_axis
         allreduce(ctx, axis, members, mx, tmp, nbytes, "max")
         for i, j in members:
