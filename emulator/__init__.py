@@ -10,6 +10,10 @@ Off by default, `Emulator(obj, trace="regions")` also collects statistics per DS
 (`emu.stats()["regions"]`) and `trace="full"` records a timeline (`emu.chrome_trace()`, a
 Chrome / Perfetto trace-event document); emulator.trace explains both.
 
+`Emulator(obj, threads=2)` runs the nodes on two host threads (each owns a contiguous range of
+nodes; links between ranges are shared, see emulator.kernel); results are bit-identical to one
+thread. `auto_threads(n_nodes)` is the count `d1 run` uses by default.
+
 Importing this package is cheap: Numba and the jitted loop load on first use of `Emulator`.
 The first run on a machine compiles the loop (about half a minute) into Numba's on-disk cache
 (emulator/__pycache__); later processes load it in well under a second.
@@ -31,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from emulator.debugger import Debugger
-    from emulator.emulator import Emulator, load
+    from emulator.emulator import Emulator, auto_threads, load
     from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
 
 __all__ = ["Chain", "Deadlock", "Debugger", "Emulator", "RunResult", "Trap", "Wait", "Where",
-           "load"]
+           "auto_threads", "load"]
 
 _HOME = {"Debugger": "emulator.debugger", "Emulator": "emulator.emulator",
-         "load": "emulator.emulator",
+         "load": "emulator.emulator", "auto_threads": "emulator.emulator",
          "Chain": "emulator.report", "Deadlock": "emulator.report", "RunResult": "emulator.report",
          "Trap": "emulator.report", "Wait": "emulator.report", "Where": "emulator.report"}
 

@@ -11,7 +11,11 @@ up as an IndexError instead of a wrong answer.
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +106,17 @@ class Emulator:
     def __init__(self, obj: ObjectFile | str | Path, seed: int = 0,
                  max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM,
                  trace: str | None = None, trace_events: int | None = None,
-                 trace_messages: int | None = None) -> None:
+                 trace_messages: int | None = None, threads: int = 1) -> None:
         if not isinstance(obj, ObjectFile):
             obj = load(obj)
         if int(max_cycles) < 0:
             raise D1Error(f"max_cycles must be >= 0, got {max_cycles}")
         if int(quantum) < 1:
             raise D1Error(f"quantum must be >= 1, got {quantum}")
+        if int(threads) < 1:
+            raise D1Error(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+        self.phases = 0
         self.obj = obj
         self.machine = m = obj.machine
         self.seed = int(seed)
@@ -118,6 +126,12 @@ class Emulator:
         self.code = decode_object(obj)
         self.state = State(m, self.seed)
         self.out_link, self.link_lat, self.link_bw = link_geometry(m)
+        # The sending node of each link (FIFO index), and one wake flag per node (run_loop),
+        # padded to whole 8-byte words.
+        self.link_src = np.full(4 * self.n, -1, dtype=np.int64)
+        sends = np.nonzero(self.out_link >= 0)[0]
+        self.link_src[self.out_link[sends]] = sends // 4
+        self._wake = np.zeros((self.n + 7) // 8 * 8, dtype=np.uint8)
         self.xy = np.ascontiguousarray(m.xy, dtype=np.int64)
         flops = np.zeros(FELL_OFF + 1, dtype=np.int64)
         flops[:256] = isa.flops_by_opcode()
@@ -164,7 +178,21 @@ class Emulator:
             # Flagged slots are marked in a copy: the loop pays nothing for stop flags.
             code = kernel_table(c.table, self.stop_flags)
         return (code, self._real_op, c.node_base, c.node_len, self.out_link, self.link_lat,
-                self.link_bw, self.xy, self.flops_tab, self.cfg)
+                self.link_bw, self.xy, self.flops_tab, self.link_src, self._wake, self.cfg)
+
+    def _warm_up(self, node_t: tuple, fifo_t: tuple, stats_t: tuple, geo: tuple,
+                 trace: tuple | None) -> None:
+        """Compile (or load from the cache) outside the timed region: budget 0 runs nothing."""
+        if (trace is not None) in self._warm:
+            return
+        cfg = self.cfg
+        cfg[K.K_QUANTUM], cfg[K.K_BUDGET], cfg[K.K_ONLY_NODE] = 1, 0, -1
+        cfg[K.K_USE_NODE_BUDGET] = 0
+        t0 = time.perf_counter()
+        K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
+                   self._uscratch, self._fscratch, trace)
+        self.jit_seconds += time.perf_counter() - t0
+        self._warm.add(trace is not None)
 
     def _call(self, budget: int, only: int = -1, node_budget: np.ndarray | None = None,
               quantum: int | None = None) -> tuple[int, int]:
@@ -174,15 +202,7 @@ class Emulator:
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
         trace = self.recorder.kernel_arg() if self.recorder is not None else None
-        if (trace is not None) not in self._warm:
-            # Compile (or load from the cache) outside the timed region: budget 0 runs nothing.
-            cfg[K.K_QUANTUM], cfg[K.K_BUDGET], cfg[K.K_ONLY_NODE] = 1, 0, -1
-            cfg[K.K_USE_NODE_BUDGET] = 0
-            t0 = time.perf_counter()
-            K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
-                       self._uscratch, self._fscratch, trace)
-            self.jit_seconds += time.perf_counter() - t0
-            self._warm.add(trace is not None)
+        self._warm_up(node_t, fifo_t, stats_t, geo, trace)
         cfg[K.K_QUANTUM] = self.quantum if quantum is None else quantum
         cfg[K.K_BUDGET] = budget
         cfg[K.K_ONLY_NODE] = only
@@ -200,9 +220,71 @@ class Emulator:
         self.host_instructions += executed
         return int(self._out[K.O_REASON]), executed
 
-    def run(self, max_instructions: int | None = None) -> RunResult:
-        """Run until no node can make progress (or a stop flag, or `max_instructions`)."""
+    def _partition(self, parts: int) -> list[tuple[int, int]]:
+        """Contiguous node ranges, one per thread, with equal numbers of nodes that have code."""
+        has_code = np.cumsum(self.code.node_len > 0)
+        total = int(has_code[-1]) if self.n else 0
+        cuts = [0]
+        for t in range(1, parts):
+            cuts.append(int(np.searchsorted(has_code, total * t / parts, side="left")) + 1)
+        cuts.append(self.n)
+        return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+    def _call_threads(self) -> tuple[int, int]:
+        """Run every node to the end on self.threads threads; returns (reason, executed).
+
+        Each thread runs run_loop on its own node range (the loop releases the GIL) until a
+        sweep over its range makes no progress; that is a phase. Links between the ranges are
+        read and written concurrently (fenced, see emulator.kernel). The run ends after a phase
+        in which no thread executed an instruction: then nothing changed during the whole phase,
+        every node was tried at least once against that unchanging state, and none could move,
+        which is exactly when the serial loop stops too. Results are identical to a serial run.
+        """
+        node_t, fifo_t, stats_t = self.state.kernel_tuples()
+        geo = self._geo()
+        self._warm_up(node_t, fifo_t, stats_t, geo, None)
+        ranges = self._partition(self.threads)
+        calls = []
+        for lo, hi in ranges:
+            cfg = self.cfg.copy()
+            cfg[K.K_MAX_CYCLES] = self.max_cycles
+            cfg[K.K_QUANTUM] = self.quantum
+            cfg[K.K_BUDGET] = _CHUNK // len(ranges)
+            cfg[K.K_ONLY_NODE] = -1
+            cfg[K.K_USE_NODE_BUDGET] = 0
+            cfg[K.K_LO], cfg[K.K_HI] = lo, hi
+            out = np.zeros(K.OUT_SIZE, dtype=np.int64)
+            calls.append((out, (node_t, fifo_t, stats_t, geo[:-1] + (cfg,), self._node_budget,
+                                out, np.zeros(16, dtype=np.uint32), _aligned_f32(64), None)))
+        pool = _thread_pool(len(calls) - 1)
+        total = 0
         t0 = time.perf_counter()
+        with np.errstate(all="ignore"):
+            while True:
+                futures = [pool.submit(K.run_loop, *args) for _, args in calls[1:]]
+                K.run_loop(*calls[0][1])
+                for f in futures:
+                    f.result()
+                self.phases += 1
+                k = sum(int(out[K.O_EXECUTED]) for out, _ in calls)
+                total += k
+                if k == 0:
+                    break
+        self.host_seconds += time.perf_counter() - t0
+        self.host_instructions += total
+        return K.R_IDLE, total
+
+    def run(self, max_instructions: int | None = None) -> RunResult:
+        """Run until no node can make progress (or a stop flag, or `max_instructions`).
+
+        With threads > 1 (and no instruction limit, stop flag or trace, which need the one
+        serial order) the nodes are shared out among threads; the results are the same.
+        """
+        t0 = time.perf_counter()
+        if (self.threads > 1 and max_instructions is None and self.recorder is None
+                and not self.stop_flags.any() and self.n > 1):
+            reason, total = self._call_threads()
+            return self._result(reason, total, time.perf_counter() - t0)
         total = 0
         while True:
             if max_instructions is None:
@@ -666,6 +748,8 @@ class Emulator:
                 "node_instructions_per_second": (self.host_instructions / self.host_seconds
                                                  if self.host_seconds > 0 else 0.0),
                 "jit_seconds": self.jit_seconds,
+                "threads": self.threads,
+                "phases": self.phases,
                 "state_bytes": self.state.nbytes,
             },
             "units": {"kernel_cycles": "cycles", "kernel_seconds": "s", "flops": "FLOP",
@@ -709,6 +793,34 @@ class Emulator:
         if self.recorder is None or self.recorder.mode != "full":
             raise D1Error("this emulator records no trace; create it with trace=\"full\"")
         return chrome_trace(self, self.recorder, max_events=max_events, program=program)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """A shared pool of helper threads (the calling thread runs the first node range)."""
+    with _POOL_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(max(1, workers),
+                                                        thread_name_prefix="d1-emu")
+        return pool
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_threads(nodes: int) -> int:
+    """The default thread count of `d1 run`: one per usable CPU, at most 8, and at least 64
+    nodes per thread (below that a phase is too short to pay for handing work to a thread)."""
+    return max(1, min(usable_cpus(), 8, nodes // 64))
 
 
 def _aligned_f32(n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ allocated here):
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
     geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
-             cfg)
+             link_src, wake, cfg)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
 
@@ -37,11 +37,15 @@ cached code compiled for another table. Timing follows docs/TIMING.md exactly an
 depends only on each node's program order and each link's message order, so results do not
 depend on the quantum.
 
-Threads (not used yet): the loop is written so that two threads could each own half of the
-nodes. A node only reads its own state plus the FIFOs it receives from; if each link's pushes were
-published at turn boundaries (double-buffered pushed counters), every node would see the same
-per-link message order as now, and the timing equations depend on nothing else, so results
-would stay bit-identical.
+Threads: Emulator.run(threads=T) calls this loop from T Python threads at once (it releases the
+GIL), each on its own contiguous range of nodes (cfg[K_LO], cfg[K_HI]) with its own cfg, out and
+scratch arrays. A node writes only its own state, the FIFOs it sends into (payload, arrival time,
+length, `pushed`) and the consumption side of those it receives from (`consumed`, `popped`); each
+link therefore has one writer per field, and the payload-then-counter order is fenced
+(emulator.sync). Results are identical to a serial run for the reason they do not depend on the
+quantum: a node's behaviour depends only on its own program and on each incoming link's message
+order, and a blocked instruction changes nothing, so seeing a message a little later only means
+retrying it (see Emulator.run for the termination rule).
 
 Debugging: set NUMBA_DISABLE_JIT=1 to run this module as plain Python (slow, but every line is
 steppable in pdb), or NUMBA_BOUNDSCHECK=1 to make Numba check every array index (an IndexError
@@ -109,6 +113,7 @@ from emulator.simd import (
     vector_binop,
     vfma16,
 )
+from emulator.sync import fence
 
 # ---- node states, stop reasons, cfg slots -------------------------------------------------------
 RUNNING, BLOCKED_SEND, BLOCKED_RECV, HALTED, TRAPPED = 0, 1, 2, 3, 4
@@ -133,7 +138,7 @@ RS_COLS = RS_COUNT + len(TIMING_CLASSES)
 
 # cfg slots (machine values and run controls, int64)
 (K_N, K_WIDTH, K_HEIGHT, K_SRAM, K_DEPTH, K_MAXMSG, K_COST_SEND, K_COST_RECV, K_MAX_CYCLES,
- K_QUANTUM, K_BUDGET, K_ONLY_NODE, K_USE_NODE_BUDGET, K_SRAM_ROW) = range(14)
+ K_QUANTUM, K_BUDGET, K_ONLY_NODE, K_USE_NODE_BUDGET, K_SRAM_ROW, K_LO, K_HI) = range(16)
 CFG_SIZE = 16
 
 # out slots
@@ -612,6 +617,7 @@ def fifo_room(l, pushed, popped, depth):
     j = pushed[l]
     if j - popped[l] >= depth:
         return -1
+    fence()             # acquire: the receiver's consumption of that slot is complete
     return j % depth
 
 
@@ -632,6 +638,7 @@ def send_commit(l, sl, nbytes, c, flen, farr, pushed, consumed, wire_free, link_
     farr[l, slot] = depart + link_lat[sl] + ser
     flen[l, slot] = nbytes
     wire_free[l] = depart + ser
+    fence()             # release: the payload, length and arrival time before the count
     pushed[l] = j + 1
     return issue, issue + cost_send, ser
 
@@ -644,17 +651,19 @@ def recv_commit(l, c, farr, popped, consumed, depth, cost_recv):
     start = max(c, farr[l, slot])
     done = start + cost_recv
     consumed[l, slot] = done
+    fence()             # release: the payload was read and consumed[] set before the count
     popped[l] = j + 1
     return start, done
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
 def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, link_lat, link_bw,
-           cfg):
+           link_src, wake, cfg):
     """One network instruction of `node` at clock c.
 
     Returns (status, new clock, highest SRAM byte written + 1 or 0); status is 0 when it ran,
     a trap cause, or -BLOCKED_SEND / -BLOCKED_RECV when it must wait (and changed nothing).
+    A push wakes the receiving node and a pop wakes the sending node (wake flags, see run_loop).
     """
     fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free = fifo
     stall, stall_send, link_bytes, link_msgs, link_busy = stats
@@ -672,6 +681,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
         j = popped[il]
         if pushed[il] == j:
             return -BLOCKED_RECV, c, 0
+        fence()         # acquire: the message is complete before it is read
         oslot = fifo_room(ol, pushed, popped, depth)
         if oslot < 0:
             return -BLOCKED_SEND, c, 0
@@ -696,6 +706,8 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
         link_bytes[node, dout] += nb
         link_msgs[node, dout] += 1
         link_busy[node, dout] += ser
+        wake[link_src[il]] = 1
+        wake[ol >> 2] = 1
         return 0, c2, hw
     if op == SEND or op == VSEND or op == SENDB:
         sl = node * 4 + dr
@@ -731,6 +743,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
         link_bytes[node, dr] += nb
         link_msgs[node, dr] += 1
         link_busy[node, dr] += ser
+        wake[ol >> 2] = 1
         return 0, c2, 0
     # RECV, VRECV, RECVB
     if out_link[node * 4 + dr] < 0:
@@ -739,6 +752,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
     j = popped[il]
     if pushed[il] == j:
         return -BLOCKED_RECV, c, 0
+    fence()             # acquire: the message is complete before it is read
     islot = j % depth
     nb = flen[il, islot]
     if op == RECV:
@@ -761,6 +775,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
         hw = a + nb
     start, c2 = recv_commit(il, c, farr, popped, consumed, depth, cost_recv)
     stall[node] += start - c
+    wake[link_src[il]] = 1
     return 0, c2, hw
 
 
@@ -1083,13 +1098,19 @@ def trace_net(trace, op, node, rd, dr, c, c2, fifo, out_link, cfg):
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(i) for i in range(1, 8))
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False, nogil=True)
 def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, trace):
     """Round-robin over the nodes until nothing can progress, a stop flag, or the budget.
 
     Each running or blocked node, in id order, executes up to cfg[K_QUANTUM] instructions per
-    turn. Fills out[O_EXECUTED], out[O_REASON] and, for a stop, out[O_STOP_NODE] and
-    out[O_STOP_PC].
+    turn. A sweep visits only nodes whose wake flag is set: a node that blocks clears its flag
+    and is woken (flag set) when a message is pushed into the link it receives from or popped
+    from the link it sends into, so a blocked node costs nothing until it can move; sweeps skip
+    eight unwoken nodes at a time. Visiting a blocked node that cannot move changes nothing, so
+    this gives exactly the results of visiting every node, while a program whose work hops from
+    node to node (a token ring on 8,850 nodes) pays a word test per eight idle nodes per sweep
+    instead of a visit per node. Fills out[O_EXECUTED], out[O_REASON] and, for a stop,
+    out[O_STOP_NODE] and out[O_STOP_PC].
 
     A turn is two nested loops. The inner one runs the frequent instructions (scalar ALU,
     branches, scalar loads and stores, vfma/vadd/vsub/vmul, single mma steps) and contains no
@@ -1109,7 +1130,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     """
     (x, v, acc, sram8, sram16, sram32, sram64, pc, clock, state, cause, trap_arg,
      sr, sr_init, skip, sram_flat) = node_st
-    code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab, cfg = geo
+    (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab, link_src,
+     wake, cfg) = geo
 
     n = cfg[K_N]
     quantum = cfg[K_QUANTUM]
@@ -1125,6 +1147,10 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     accflat = acc.reshape(acc.size)
     lo = 0
     hi = n
+    if cfg[K_HI] > 0:
+        # one thread's share of the nodes (Emulator.run with threads > 1)
+        lo = cfg[K_LO]
+        hi = cfg[K_HI]
     if only >= 0:
         lo = only
         hi = only + 1
@@ -1132,404 +1158,419 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     out[O_REASON] = R_IDLE
     out[O_STOP_NODE] = -1
     out[O_STOP_PC] = -1
+    for node in range(lo, hi):
+        wake[node] = 1 if state[node] < HALTED else 0
+    wake64 = wake.view(np.uint64)
     while True:
         progress = False
-        for node in range(lo, hi):
-            if state[node] >= HALTED:
-                continue
-            q = quantum
-            if budget >= 0 and budget - total < q:
-                q = budget - total
-            if use_nb and node_budget[node] < q:
-                q = node_budget[node]
-            if q <= 0:
-                continue
-            base = node_base[node]
-            length = node_len[node]
-            c = clock[node]
-            p = pc[node]
-            # The fetch checks, in order: the cycle limit, then the pc.
-            if c > maxc:
-                state[node] = TRAPPED
-                cause[node] = CYCLE_LIMIT
-                continue
-            if p < 0 or p >= length:
-                state[node] = TRAPPED
-                cause[node] = PC_OUT_OF_RANGE
-                continue
-            cn = code[base * CODE_COLS:]
-            xr = x[node]
-            # a contiguous view of the node's SRAM (rows of sram8 are padded, see State)
-            m8 = sram_flat[node * sram_row:node * sram_row + sram_bytes]
-            vn = vflat[node * vwords:(node + 1) * vwords]
-            an = accflat[node * awords:(node + 1) * awords]
-            st = RUNNING
-            tcause = 0
-            stopped = False
-            left = q
-            fl = 0              # FLOPs of the inner loop's vector and matrix instructions
-            while left > 0:
-                # ---- inner loop: frequent instructions, no calls ------------------------------
-                slow = False
+        for group in range(lo >> 3, (hi + 7) >> 3):
+            if wake64[group] == 0:
+                continue            # eight nodes that are blocked (and not woken) or done
+            for node in range(max(lo, group << 3), min(hi, (group + 1) << 3)):
+                if wake[node] == 0:
+                    continue
+                wake[node] = 0
+                if state[node] >= HALTED:
+                    continue
+                q = quantum
+                if budget >= 0 and budget - total < q:
+                    q = budget - total
+                if use_nb and node_budget[node] < q:
+                    q = node_budget[node]
+                if q <= 0:
+                    wake[node] = 1          # still runnable, once the budget allows
+                    continue
+                base = node_base[node]
+                length = node_len[node]
+                c = clock[node]
+                p = pc[node]
+                # The fetch checks, in order: the cycle limit, then the pc.
+                if c > maxc:
+                    state[node] = TRAPPED
+                    cause[node] = CYCLE_LIMIT
+                    continue
+                if p < 0 or p >= length:
+                    state[node] = TRAPPED
+                    cause[node] = PC_OUT_OF_RANGE
+                    continue
+                cn = code[base * CODE_COLS:]
+                xr = x[node]
+                # a contiguous view of the node's SRAM (rows of sram8 are padded, see State)
+                m8 = sram_flat[node * sram_row:node * sram_row + sram_bytes]
+                vn = vflat[node * vwords:(node + 1) * vwords]
+                an = accflat[node * awords:(node + 1) * awords]
+                st = RUNNING
+                tcause = 0
+                stopped = False
+                left = q
+                fl = 0              # FLOPs of the inner loop's vector and matrix instructions
                 while left > 0:
-                    if trace is not None:
-                        trace_step(trace, node, base + p, c, xr, fl, stats)
-                    if c > maxc:
-                        slow = True
-                        break
-                    gi = np.uint64(p * CODE_COLS)
-                    op = cn[gi]
-                    rd = cn[gi + _U1]
-                    rs1 = cn[gi + _U2]
-                    if op == I_ADDI:
-                        xr[rd] = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
-                    elif op == I_BNE:
-                        if xr[rs1] != xr[cn[gi + _U3]]:
-                            t = p + np.int64(np.int32(cn[gi + _U5]))
-                            if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
-                                break
-                            p = t - 1
-                    elif op == I_ADD:
-                        xr[rd] = xr[rs1] + xr[cn[gi + _U3]]
-                    elif op == I_BLT:
-                        if xr[rs1] < xr[cn[gi + _U3]]:
-                            t = p + np.int64(np.int32(cn[gi + _U5]))
-                            if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
-                                break
-                            p = t - 1
-                    elif op == I_VFMA:
-                        vfma16(vn, np.int64(rd) * 16, np.int64(rs1) * 16,
-                               np.int64(cn[gi + _U3]) * 16, np.int64(cn[gi + _U4]) * 16)
-                        fl += FLOPS_VFMA
-                    elif op == I_MMA_BF16 or op == I_MMA_F32:
-                        a = xr[rs1]
-                        b = xr[cn[gi + _U3]]
-                        imm = np.int64(cn[gi + _U5])
-                        sa = imm & 0xFFFF
-                        sb = imm >> 16
-                        bf16 = op == I_MMA_BF16
-                        if mma_check(a, b, sa, sb, 16 if bf16 else 32, 1, sram_bytes) != 0:
+                    # ---- inner loop: frequent instructions, no calls --------------------------
+                    slow = False
+                    while left > 0:
+                        if trace is not None:
+                            trace_step(trace, node, base + p, c, xr, fl, stats)
+                        if c > maxc:
                             slow = True
                             break
-                        if bf16:
-                            ok = mma_bf16_step(an, np.int64(rd) * 64, m8, a, sa, b, sb, fscratch)
-                        else:
-                            mma_f32_step(an, np.int64(rd) * 64, m8, a, sa, b, sb)
-                            ok = 1
-                        if ok == 0:
-                            slow = True         # a product beyond fp32: the exact path
-                            break
-                        fl += FLOPS_MMA
-                    elif op == I_BEQ:
-                        if xr[rs1] == xr[cn[gi + _U3]]:
-                            t = p + np.int64(np.int32(cn[gi + _U5]))
-                            if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
+                        gi = np.uint64(p * CODE_COLS)
+                        op = cn[gi]
+                        rd = cn[gi + _U1]
+                        rs1 = cn[gi + _U2]
+                        if op == I_ADDI:
+                            xr[rd] = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
+                        elif op == I_BNE:
+                            if xr[rs1] != xr[cn[gi + _U3]]:
+                                t = p + np.int64(np.int32(cn[gi + _U5]))
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += np.int64(cn[gi + _U7])
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                        elif op == I_ADD:
+                            xr[rd] = xr[rs1] + xr[cn[gi + _U3]]
+                        elif op == I_BLT:
+                            if xr[rs1] < xr[cn[gi + _U3]]:
+                                t = p + np.int64(np.int32(cn[gi + _U5]))
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += np.int64(cn[gi + _U7])
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                        elif op == I_VFMA:
+                            vfma16(vn, np.int64(rd) * 16, np.int64(rs1) * 16,
+                                   np.int64(cn[gi + _U3]) * 16, np.int64(cn[gi + _U4]) * 16)
+                            fl += FLOPS_VFMA
+                        elif op == I_MMA_BF16 or op == I_MMA_F32:
+                            a = xr[rs1]
+                            b = xr[cn[gi + _U3]]
+                            imm = np.int64(cn[gi + _U5])
+                            sa = imm & 0xFFFF
+                            sb = imm >> 16
+                            bf16 = op == I_MMA_BF16
+                            if mma_check(a, b, sa, sb, 16 if bf16 else 32, 1, sram_bytes) != 0:
+                                slow = True
                                 break
-                            p = t - 1
-                    elif op == I_BGE:
-                        if xr[rs1] >= xr[cn[gi + _U3]]:
-                            t = p + np.int64(np.int32(cn[gi + _U5]))
-                            if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
-                                break
-                            p = t - 1
-                    elif op == I_SUB:
-                        xr[rd] = xr[rs1] - xr[cn[gi + _U3]]
-                    elif op == I_MOVI:
-                        xr[rd] = np.int64(np.int32(cn[gi + _U5]))
-                    elif op == I_SLLI:
-                        xr[rd] = xr[rs1] << np.int64(cn[gi + _U5] & 63)
-                    elif op == I_SRLI:
-                        xr[rd] = np.int64(np.uint64(xr[rs1]) >> np.uint64(cn[gi + _U5] & 63))
-                    elif op == I_SRAI:
-                        xr[rd] = xr[rs1] >> np.int64(cn[gi + _U5] & 63)
-                    elif op == I_AND:
-                        xr[rd] = xr[rs1] & xr[cn[gi + _U3]]
-                    elif op == I_OR:
-                        xr[rd] = xr[rs1] | xr[cn[gi + _U3]]
-                    elif op == I_XOR:
-                        xr[rd] = xr[rs1] ^ xr[cn[gi + _U3]]
-                    elif op == I_ANDI:
-                        xr[rd] = xr[rs1] & np.int64(np.int32(cn[gi + _U5]))
-                    elif op == I_ORI:
-                        xr[rd] = xr[rs1] | np.int64(np.int32(cn[gi + _U5]))
-                    elif op == I_XORI:
-                        xr[rd] = xr[rs1] ^ np.int64(np.int32(cn[gi + _U5]))
-                    elif op == I_MUL:
-                        xr[rd] = xr[rs1] * xr[cn[gi + _U3]]
-                    elif op == I_MULI:
-                        xr[rd] = xr[rs1] * np.int64(np.int32(cn[gi + _U5]))
-                    elif op == I_JAL:
-                        t = p + np.int64(np.int32(cn[gi + _U5]))
-                        xr[rd] = p + 1
-                        if t < 0 or t >= length:
-                            # the jump completes, then leaving the code ends the turn
-                            xr[cn[gi + _U6]] += 1
-                            c += np.int64(cn[gi + _U7])
-                            p = t
-                            left -= 1
-                            break
-                        p = t - 1
-                    elif op == I_JALR:
-                        t = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
-                        xr[rd] = p + 1
-                        if t < 0 or t >= length:
-                            # the jump completes, then leaving the code ends the turn
-                            xr[cn[gi + _U6]] += 1
-                            c += np.int64(cn[gi + _U7])
-                            p = t
-                            left -= 1
-                            break
-                        p = t - 1
-                    elif op == I_BLTU:
-                        if np.uint64(xr[rs1]) < np.uint64(xr[cn[gi + _U3]]):
-                            t = p + np.int64(np.int32(cn[gi + _U5]))
-                            if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
-                                break
-                            p = t - 1
-                    elif op == I_BGEU:
-                        if np.uint64(xr[rs1]) >= np.uint64(xr[cn[gi + _U3]]):
-                            t = p + np.int64(np.int32(cn[gi + _U5]))
-                            if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
-                                break
-                            p = t - 1
-                    elif op == I_VADD or op == I_VMUL or op == I_VSUB:
-                        kind = VB_ADD if op == I_VADD else (VB_MUL if op == I_VMUL else VB_SUB)
-                        vector_binop(kind, vn, np.int64(rd) * 16, np.int64(rs1) * 16,
-                                     np.int64(cn[gi + _U3]) * 16)
-                        fl += FLOPS_VBIN
-                    elif op >= I_LD8 and op <= I_ST64:
-                        a = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
-                        if op == I_LD64 or op == I_ST64:
-                            size = 8
-                        elif op == I_LD32 or op == I_LD32U or op == I_ST32:
-                            size = 4
-                        elif op == I_LD16 or op == I_LD16U or op == I_ST16:
-                            size = 2
-                        else:
-                            size = 1
-                        if a < 0 or a > sram_bytes - size or a & (size - 1):
-                            slow = True         # the outer loop reports the trap
-                            break
-                        if op == I_LD64:
-                            xr[rd] = np.int64(load64(m8, a))
-                        elif op == I_LD32:
-                            xr[rd] = np.int64(np.int32(load32(m8, a)))
-                        elif op == I_LD32U:
-                            xr[rd] = np.int64(load32(m8, a))
-                        elif op == I_LD16:
-                            xr[rd] = np.int64(np.int16(load16(m8, a)))
-                        elif op == I_LD16U:
-                            xr[rd] = np.int64(load16(m8, a))
-                        elif op == I_LD8:
-                            xr[rd] = np.int64(np.int8(m8[a]))
-                        elif op == I_LD8U:
-                            xr[rd] = np.int64(m8[a])
-                        else:
-                            val = xr[cn[gi + _U3]]
-                            if op == I_ST64:
-                                store64(m8, a, val)
-                            elif op == I_ST32:
-                                store32(m8, a, val)
-                            elif op == I_ST16:
-                                store16(m8, a, val)
+                            if bf16:
+                                ok = mma_bf16_step(an, np.int64(rd) * 64, m8, a, sa, b, sb,
+                                               fscratch)
                             else:
-                                m8[a] = np.uint8(val & 0xFF)
-                            if a + size > xr[XCOL_HWM]:
-                                xr[XCOL_HWM] = a + size
-                    else:
-                        slow = True
-                        break
-                    xr[cn[gi + _U6]] += 1
-                    c += np.int64(cn[gi + _U7])
-                    p += 1
-                    left -= 1
-                if not slow:
-                    break
-                # ---- outer loop: one instruction the inner loop does not run --------------
-                if c > maxc:
-                    tcause = CYCLE_LIMIT
-                    break
-                gi = np.uint64(p * CODE_COLS)
-                op = real_op[base + p]
-                if cn[gi] == STOP_MARK:
-                    if p != skip[node]:
-                        stopped = True
-                        break
-                    skip[node] = -1
-                rd = cn[gi + _U1]
-                rs1 = cn[gi + _U2]
-                rs2 = cn[gi + _U3]
-                rs3 = cn[gi + _U4]
-                imm = cn[gi + _U5]
-                cost = np.int64(cn[gi + _U7])
-                if op <= _SCALAR_MAX:
-                    if op >= LD8 and op <= ST64:
-                        mc, mh = scalar_mem(op, rd, rs1, rs2, imm, xr, m8, sram_bytes)
-                        if mc:
-                            tcause = mc
-                            break
-                        if mh > xr[XCOL_HWM]:
-                            xr[XCOL_HWM] = mh
-                    else:
-                        r, t = scalar_op(op, node, rd, rs1, rs2, imm, p, c, x, xy, sr, sr_init,
-                                         cfg)
-                        if r == S_JUMP:
+                                mma_f32_step(an, np.int64(rd) * 64, m8, a, sa, b, sb)
+                                ok = 1
+                            if ok == 0:
+                                slow = True         # a product beyond fp32: the exact path
+                                break
+                            fl += FLOPS_MMA
+                        elif op == I_BEQ:
+                            if xr[rs1] == xr[cn[gi + _U3]]:
+                                t = p + np.int64(np.int32(cn[gi + _U5]))
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += np.int64(cn[gi + _U7])
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                        elif op == I_BGE:
+                            if xr[rs1] >= xr[cn[gi + _U3]]:
+                                t = p + np.int64(np.int32(cn[gi + _U5]))
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += np.int64(cn[gi + _U7])
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                        elif op == I_SUB:
+                            xr[rd] = xr[rs1] - xr[cn[gi + _U3]]
+                        elif op == I_MOVI:
+                            xr[rd] = np.int64(np.int32(cn[gi + _U5]))
+                        elif op == I_SLLI:
+                            xr[rd] = xr[rs1] << np.int64(cn[gi + _U5] & 63)
+                        elif op == I_SRLI:
+                            xr[rd] = np.int64(np.uint64(xr[rs1]) >> np.uint64(cn[gi + _U5] & 63))
+                        elif op == I_SRAI:
+                            xr[rd] = xr[rs1] >> np.int64(cn[gi + _U5] & 63)
+                        elif op == I_AND:
+                            xr[rd] = xr[rs1] & xr[cn[gi + _U3]]
+                        elif op == I_OR:
+                            xr[rd] = xr[rs1] | xr[cn[gi + _U3]]
+                        elif op == I_XOR:
+                            xr[rd] = xr[rs1] ^ xr[cn[gi + _U3]]
+                        elif op == I_ANDI:
+                            xr[rd] = xr[rs1] & np.int64(np.int32(cn[gi + _U5]))
+                        elif op == I_ORI:
+                            xr[rd] = xr[rs1] | np.int64(np.int32(cn[gi + _U5]))
+                        elif op == I_XORI:
+                            xr[rd] = xr[rs1] ^ np.int64(np.int32(cn[gi + _U5]))
+                        elif op == I_MUL:
+                            xr[rd] = xr[rs1] * xr[cn[gi + _U3]]
+                        elif op == I_MULI:
+                            xr[rd] = xr[rs1] * np.int64(np.int32(cn[gi + _U5]))
+                        elif op == I_JAL:
+                            t = p + np.int64(np.int32(cn[gi + _U5]))
+                            xr[rd] = p + 1
                             if t < 0 or t >= length:
                                 # the jump completes, then leaving the code ends the turn
+                                xr[cn[gi + _U6]] += 1
+                                c += np.int64(cn[gi + _U7])
+                                p = t
+                                left -= 1
+                                break
+                            p = t - 1
+                        elif op == I_JALR:
+                            t = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
+                            xr[rd] = p + 1
+                            if t < 0 or t >= length:
+                                # the jump completes, then leaving the code ends the turn
+                                xr[cn[gi + _U6]] += 1
+                                c += np.int64(cn[gi + _U7])
+                                p = t
+                                left -= 1
+                                break
+                            p = t - 1
+                        elif op == I_BLTU:
+                            if np.uint64(xr[rs1]) < np.uint64(xr[cn[gi + _U3]]):
+                                t = p + np.int64(np.int32(cn[gi + _U5]))
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += np.int64(cn[gi + _U7])
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                        elif op == I_BGEU:
+                            if np.uint64(xr[rs1]) >= np.uint64(xr[cn[gi + _U3]]):
+                                t = p + np.int64(np.int32(cn[gi + _U5]))
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += np.int64(cn[gi + _U7])
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                        elif op == I_VADD or op == I_VMUL or op == I_VSUB:
+                            kind = VB_ADD if op == I_VADD else (VB_MUL if op == I_VMUL else VB_SUB)
+                            vector_binop(kind, vn, np.int64(rd) * 16, np.int64(rs1) * 16,
+                                         np.int64(cn[gi + _U3]) * 16)
+                            fl += FLOPS_VBIN
+                        elif op >= I_LD8 and op <= I_ST64:
+                            a = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
+                            if op == I_LD64 or op == I_ST64:
+                                size = 8
+                            elif op == I_LD32 or op == I_LD32U or op == I_ST32:
+                                size = 4
+                            elif op == I_LD16 or op == I_LD16U or op == I_ST16:
+                                size = 2
+                            else:
+                                size = 1
+                            if a < 0 or a > sram_bytes - size or a & (size - 1):
+                                slow = True         # the outer loop reports the trap
+                                break
+                            if op == I_LD64:
+                                xr[rd] = np.int64(load64(m8, a))
+                            elif op == I_LD32:
+                                xr[rd] = np.int64(np.int32(load32(m8, a)))
+                            elif op == I_LD32U:
+                                xr[rd] = np.int64(load32(m8, a))
+                            elif op == I_LD16:
+                                xr[rd] = np.int64(np.int16(load16(m8, a)))
+                            elif op == I_LD16U:
+                                xr[rd] = np.int64(load16(m8, a))
+                            elif op == I_LD8:
+                                xr[rd] = np.int64(np.int8(m8[a]))
+                            elif op == I_LD8U:
+                                xr[rd] = np.int64(m8[a])
+                            else:
+                                val = xr[cn[gi + _U3]]
+                                if op == I_ST64:
+                                    store64(m8, a, val)
+                                elif op == I_ST32:
+                                    store32(m8, a, val)
+                                elif op == I_ST16:
+                                    store16(m8, a, val)
+                                else:
+                                    m8[a] = np.uint8(val & 0xFF)
+                                if a + size > xr[XCOL_HWM]:
+                                    xr[XCOL_HWM] = a + size
+                        else:
+                            slow = True
+                            break
+                        xr[cn[gi + _U6]] += 1
+                        c += np.int64(cn[gi + _U7])
+                        p += 1
+                        left -= 1
+                    if not slow:
+                        break
+                    # ---- outer loop: one instruction the inner loop does not run --------------
+                    if c > maxc:
+                        tcause = CYCLE_LIMIT
+                        break
+                    gi = np.uint64(p * CODE_COLS)
+                    op = real_op[base + p]
+                    if cn[gi] == STOP_MARK:
+                        if p != skip[node]:
+                            stopped = True
+                            break
+                        skip[node] = -1
+                    rd = cn[gi + _U1]
+                    rs1 = cn[gi + _U2]
+                    rs2 = cn[gi + _U3]
+                    rs3 = cn[gi + _U4]
+                    imm = cn[gi + _U5]
+                    cost = np.int64(cn[gi + _U7])
+                    if op <= _SCALAR_MAX:
+                        if op >= LD8 and op <= ST64:
+                            mc, mh = scalar_mem(op, rd, rs1, rs2, imm, xr, m8, sram_bytes)
+                            if mc:
+                                tcause = mc
+                                break
+                            if mh > xr[XCOL_HWM]:
+                                xr[XCOL_HWM] = mh
+                        else:
+                            r, t = scalar_op(op, node, rd, rs1, rs2, imm, p, c, x, xy, sr, sr_init,
+                                             cfg)
+                            if r == S_JUMP:
+                                if t < 0 or t >= length:
+                                    # the jump completes, then leaving the code ends the turn
+                                    xr[cn[gi + _U6]] += 1
+                                    c += cost
+                                    p = t
+                                    left -= 1
+                                    break
+                                p = t - 1
+                            elif r == S_HALT:
+                                # halt completes (cost, count) and leaves the pc on itself
+                                st = HALTED
                                 xr[cn[gi + _U6]] += 1
                                 c += cost
-                                p = t
                                 left -= 1
                                 break
-                            p = t - 1
-                        elif r == S_HALT:
-                            # halt completes (cost, count) and leaves the pc on itself
-                            st = HALTED
-                            xr[cn[gi + _U6]] += 1
-                            c += cost
-                            left -= 1
-                            break
-                        elif r == S_TRAP:
-                            tcause = USER_TRAP
-                            trap_arg[node] = np.int64(imm)
-                            break
-                        elif r == S_ILLEGAL:
-                            tcause = ILLEGAL_INSTRUCTION
-                            break
-                elif op < MMA_BF16:
-                    if op == VFMA or op == VADD or op == VSUB or op == VMUL:
-                        vector_fast(op, vn, rd, rs1, rs2, rs3)
-                    elif op <= VSTSN:
-                        a = xr[rs1] + np.int64(np.int32(imm))
-                        stride = np.int64(0)
-                        if op == VLDS or op == VLDSW:
-                            stride = xr[rs2]
-                        elif op == VSTS or op == VSTSN:
-                            stride = xr[rs3]
-                        vc, vh = vector_mem(op, node, v, rd, rs2, a, stride, sram16, sram32, sr,
-                                            sram_bytes)
-                        if vc:
-                            tcause = vc
-                            break
-                        if vh > xr[XCOL_HWM]:
-                            xr[XCOL_HWM] = vh
-                    elif (op == VBCAST or op == VBCASTI or op == VEXT or op == VINS
-                          or op == VREDSUM or op == VREDMAX):
-                        vector_move(op, node, rd, rs1, imm, x, v)
-                    elif op == VCVT_BF16_SR or op == VNARROW_SR:
-                        vector_sr(op, node, v, rd, rs1, rs2, sr, uscratch)
-                    elif op == VSPLAT:
-                        vector_arith(op, v, node, rd, rs1, rs2, np.uint32(imm & 15))
-                    else:
-                        vector_arith(op, v, node, rd, rs1, rs2, rs3)
-                    xr[XCOL_FLOPS] += flops_tab[op]
-                elif op < SEND:
-                    if op == MMA_BF16 or op == MMA_F32 or op == MMAK_BF16 or op == MMAK_F32:
-                        ks = np.uint64(1)
-                        if op == MMAK_BF16 or op == MMAK_F32:
-                            ks = np.uint64(xr[rs3])
-                        mc, steps = mma_op(op, an, np.int64(rd) * 64, xr[rs1], xr[rs2], ks, imm,
-                                           m8, sram_bytes, fscratch)
-                        if mc:
-                            tcause = mc
-                            break
-                        # an mmak costs max(steps, 1) mma and counts the FLOPs of each step
-                        if steps > 1:
-                            cost *= steps
-                        xr[XCOL_FLOPS] += flops_tab[op] * steps
-                    elif op == ACC_ZERO:
-                        t0 = np.int64(rd) * 64
-                        for i in range(64):
-                            an[t0 + i] = np.float32(0.0)
-                    else:
-                        mc, mh = acc_op(op, acc, node, rd, xr[rs1], imm, sram16, sram32,
-                                        sram_bytes)
-                        if mc:
-                            tcause = mc
-                            break
-                        if mh > xr[XCOL_HWM]:
-                            xr[XCOL_HWM] = mh
-                elif op < ILLEGAL:
-                    # network: the clock moves by the timing equations, not by the cost
-                    ns, c2, nh = net_op(op, node, rd, rs1, rs2, np.int64(rs3), c, x, v, sram8,
-                                        fifo, stats, out_link, link_lat, link_bw, cfg)
-                    if ns != 0:
-                        if ns < 0:
-                            st = -ns
-                            if cn[gi] == STOP_MARK:
-                                skip[node] = p      # retry it without stopping again
+                            elif r == S_TRAP:
+                                tcause = USER_TRAP
+                                trap_arg[node] = np.int64(imm)
+                                break
+                            elif r == S_ILLEGAL:
+                                tcause = ILLEGAL_INSTRUCTION
+                                break
+                    elif op < MMA_BF16:
+                        if op == VFMA or op == VADD or op == VSUB or op == VMUL:
+                            vector_fast(op, vn, rd, rs1, rs2, rs3)
+                        elif op <= VSTSN:
+                            a = xr[rs1] + np.int64(np.int32(imm))
+                            stride = np.int64(0)
+                            if op == VLDS or op == VLDSW:
+                                stride = xr[rs2]
+                            elif op == VSTS or op == VSTSN:
+                                stride = xr[rs3]
+                            vc, vh = vector_mem(op, node, v, rd, rs2, a, stride, sram16, sram32, sr,
+                                                sram_bytes)
+                            if vc:
+                                tcause = vc
+                                break
+                            if vh > xr[XCOL_HWM]:
+                                xr[XCOL_HWM] = vh
+                        elif (op == VBCAST or op == VBCASTI or op == VEXT or op == VINS
+                              or op == VREDSUM or op == VREDMAX):
+                            vector_move(op, node, rd, rs1, imm, x, v)
+                        elif op == VCVT_BF16_SR or op == VNARROW_SR:
+                            vector_sr(op, node, v, rd, rs1, rs2, sr, uscratch)
+                        elif op == VSPLAT:
+                            vector_arith(op, v, node, rd, rs1, rs2, np.uint32(imm & 15))
                         else:
-                            tcause = ns
+                            vector_arith(op, v, node, rd, rs1, rs2, rs3)
+                        xr[XCOL_FLOPS] += flops_tab[op]
+                    elif op < SEND:
+                        if op == MMA_BF16 or op == MMA_F32 or op == MMAK_BF16 or op == MMAK_F32:
+                            ks = np.uint64(1)
+                            if op == MMAK_BF16 or op == MMAK_F32:
+                                ks = np.uint64(xr[rs3])
+                            mc, steps = mma_op(op, an, np.int64(rd) * 64, xr[rs1], xr[rs2], ks, imm,
+                                               m8, sram_bytes, fscratch)
+                            if mc:
+                                tcause = mc
+                                break
+                            # an mmak costs max(steps, 1) mma and counts the FLOPs of each step
+                            if steps > 1:
+                                cost *= steps
+                            xr[XCOL_FLOPS] += flops_tab[op] * steps
+                        elif op == ACC_ZERO:
+                            t0 = np.int64(rd) * 64
+                            for i in range(64):
+                                an[t0 + i] = np.float32(0.0)
+                        else:
+                            mc, mh = acc_op(op, acc, node, rd, xr[rs1], imm, sram16, sram32,
+                                            sram_bytes)
+                            if mc:
+                                tcause = mc
+                                break
+                            if mh > xr[XCOL_HWM]:
+                                xr[XCOL_HWM] = mh
+                    elif op < ILLEGAL:
+                        # network: the clock moves by the timing equations, not by the cost
+                        ns, c2, nh = net_op(op, node, rd, rs1, rs2, np.int64(rs3), c, x, v, sram8,
+                                            fifo, stats, out_link, link_lat, link_bw, link_src,
+                                            wake, cfg)
+                        if ns != 0:
+                            if ns < 0:
+                                st = -ns
+                                if cn[gi] == STOP_MARK:
+                                    skip[node] = p      # retry it without stopping again
+                            else:
+                                tcause = ns
+                            break
+                        if nh > xr[XCOL_HWM]:
+                            xr[XCOL_HWM] = nh
+                        if trace is not None:
+                            trace_net(trace, op, node, rd, np.int64(rs3), c, c2, fifo, out_link,
+                                      cfg)
+                        cost = c2 - c
+                    elif op == FELL_OFF:
+                        tcause = PC_OUT_OF_RANGE
                         break
-                    if nh > xr[XCOL_HWM]:
-                        xr[XCOL_HWM] = nh
-                    if trace is not None:
-                        trace_net(trace, op, node, rd, np.int64(rs3), c, c2, fifo, out_link, cfg)
-                    cost = c2 - c
-                elif op == FELL_OFF:
-                    tcause = PC_OUT_OF_RANGE
-                    break
+                    else:
+                        tcause = ILLEGAL_INSTRUCTION
+                        break
+                    xr[cn[gi + _U6]] += 1
+                    c += cost
+                    p += 1
+                    left -= 1
+                pc[node] = p
+                clock[node] = c
+                xr[XCOL_FLOPS] += fl
+                if tcause:
+                    state[node] = TRAPPED
+                    cause[node] = tcause
                 else:
-                    tcause = ILLEGAL_INSTRUCTION
-                    break
-                xr[cn[gi + _U6]] += 1
-                c += cost
-                p += 1
-                left -= 1
-            pc[node] = p
-            clock[node] = c
-            xr[XCOL_FLOPS] += fl
-            if tcause:
-                state[node] = TRAPPED
-                cause[node] = tcause
-            else:
-                state[node] = st
-            k = q - left
-            total += k
-            if use_nb:
-                node_budget[node] -= k
-            if k > 0:
-                progress = True
-            if stopped:
-                out[O_EXECUTED] = total
-                out[O_REASON] = R_STOP
-                out[O_STOP_NODE] = node
-                out[O_STOP_PC] = p
-                return
-            if budget >= 0 and total >= budget:
-                out[O_EXECUTED] = total
-                out[O_REASON] = R_BUDGET
-                return
+                    state[node] = st
+                    if st == RUNNING:
+                        wake[node] = 1
+                k = q - left
+                total += k
+                if use_nb:
+                    node_budget[node] -= k
+                if k > 0:
+                    progress = True
+                if stopped:
+                    out[O_EXECUTED] = total
+                    out[O_REASON] = R_STOP
+                    out[O_STOP_NODE] = node
+                    out[O_STOP_PC] = p
+                    return
+                if budget >= 0 and total >= budget:
+                    out[O_EXECUTED] = total
+                    out[O_REASON] = R_BUDGET
+                    return
         if not progress:
             break
     out[O_EXECUTED] = total
@@ -1547,10 +1588,10 @@ def _check_isa_fingerprint() -> None:
 
     from d1isa.isa import TABLE
     from d1isa.machine import TIMING_CLASSES
-    from emulator import decode, numerics, simd
+    from emulator import decode, numerics, simd, sync
 
     h = hashlib.sha256(repr((TABLE, FLOPS, TIMING_CLASSES)).encode())
-    for mod in (decode, numerics, simd):
+    for mod in (decode, numerics, simd, sync):
         try:
             with open(mod.__file__, "rb") as f:
                 h.update(f.read())

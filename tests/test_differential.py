@@ -129,6 +129,7 @@ class Case:
     max_cycles: int
     quantum_ref: int
     quantum_fast: int
+    threads: int = 1
 
     def __repr__(self) -> str:        # hypothesis prints this for a falsifying example
         return f"Case(\n{self.listing()}\n)"
@@ -136,7 +137,7 @@ class Case:
     def listing(self) -> str:
         lines = [f"machine {self.obj.machine.name}: fifo_depth {self.obj.machine.fifo_depth}, "
                  f"seed {self.seed}, max_cycles {self.max_cycles}, quanta {self.quantum_ref} "
-                 f"(reference) / {self.quantum_fast} (fast)",
+                 f"(reference) / {self.quantum_fast} (fast), threads {self.threads}",
                  f"node -> block: {list(map(int, self.obj.node_block))}"]
         for b, block in enumerate(self.obj.blocks):
             lines.append(f"block {b}:")
@@ -158,7 +159,8 @@ def make_case(draw, m, programs: dict[int, list[int]], data_seed: int, max_cycle
     obj = ObjectFile(m, blocks, node_block, data)
     return Case(obj, seed=draw(st.integers(0, 3)), max_cycles=max_cycles,
                 quantum_ref=draw(st.sampled_from((1, 3, 64))),
-                quantum_fast=draw(st.sampled_from((1, 2, 7, 64, 1000))))
+                quantum_fast=draw(st.sampled_from((1, 2, 7, 64, 1000))),
+                threads=draw(st.sampled_from((1, 1, 2, 3))))
 
 
 def li(rd: int, value: int) -> list[int]:
@@ -505,7 +507,7 @@ def check_agreement(case: Case) -> None:
                             quantum=case.quantum_ref)
     ref_status = ref.run()
     fast = Emulator(case.obj, seed=case.seed, max_cycles=case.max_cycles,
-                    quantum=case.quantum_fast)
+                    quantum=case.quantum_fast, threads=case.threads)
     fast_status = fast.run()
     diffs = compare_states(ref.state_dict(), fast.state_dict())
     if isinstance(fast_status, str) and fast_status != ref_status:

@@ -696,6 +696,40 @@ def test_results_do_not_depend_on_the_quantum():
     assert states[0]["stats"]["link_msgs"].sum() == 81
 
 
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_threads_give_the_serial_results(threads):
+    m = machine(fifo_depth=1)
+    serial = Emulator(make_obj(m, ring_programs(m)), seed=9)
+    assert serial.run().status == "halted"
+    for q in (1, 64):
+        emu = Emulator(make_obj(m, ring_programs(m)), seed=9, quantum=q, threads=threads)
+        res = emu.run()
+        assert res.status == "halted"
+        assert emu.phases >= 1 and emu.stats()["host"]["threads"] == threads
+        assert_same_state(serial.state_dict(), emu.state_dict())
+
+
+def test_threads_report_a_deadlock_like_the_serial_run():
+    m = machine(mesh="4x4")
+    # every node waits to receive from its east neighbour first: a cycle across both threads
+    progs = {}
+    for nid in range(m.n_live):
+        d = 1 if m.neighbors[nid, 1] >= 0 else 3          # east, else west
+        progs[nid] = [E("recv", rd=1, dir=d), E("halt")]
+    reports = []
+    for threads in (1, 2):
+        emu = Emulator(make_obj(m, progs), threads=threads)
+        res = emu.run()
+        assert res.status == "deadlock"
+        reports.append(res.report())
+    assert reports[0] == reports[1]
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(D1Error, match="threads must be >= 1"):
+        Emulator(make_obj(machine(), {0: [E("halt")]}), threads=0)
+
+
 def test_fuzzed_words_never_crash():
     rng = np.random.default_rng(1234)
     m = machine(mesh="2x2", sram_bytes=1024, max_message_bytes=256)

@@ -91,6 +91,10 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
               help="A node whose clock passes this many cycles traps (cause 9).")
 @click.option("--quantum", type=click.IntRange(min=1), default=64, show_default=True,
               help="Instructions per node per turn (results never depend on it).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
+                   "8, and 1 below 64 nodes). Results never depend on it; --trace and "
+                   "--regions run on one thread.")
 @click.option("--stats", "show_stats", is_flag=True,
               help="Print modelled timing, FLOP/s, link use and stalls, and host speed.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -109,7 +113,7 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
                    "double_buffer=true|false, preskew=true|false, reach=N.")
 @machine_options
 def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Path,
-        max_cycles: int, quantum: int, show_stats: bool, json_file: Path | None,
+        max_cycles: int, quantum: int, threads: int, show_stats: bool, json_file: Path | None,
         regions: bool, trace_file: Path | None, trace_events: int, opts: tuple[str, ...],
         machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
     """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
@@ -130,7 +134,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
     """
-    from emulator import Emulator
+    from emulator import Emulator, auto_threads
 
     machine = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
@@ -143,7 +147,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
         click.echo(f"note: {note}", err=True)
     arrays, dsl = program_inputs(obj, file, parse_inputs(inputs), seed)
     mode = "full" if trace_file is not None else ("regions" if regions else None)
-    emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode)
+    emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
+                   threads=threads or auto_threads(obj.machine.n_live))
     for name, arr in arrays.items():
         emu.set_input(name, arr)
     if check and dsl is None:
@@ -323,7 +328,10 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     lines.append(f"  wall time           {units.seconds(wall)}: JIT compile or cache load "
                  f"{units.seconds(host['jit_seconds'])}, emulation "
                  f"{units.seconds(host['wall_seconds'])}")
+    threads = host.get("threads", 1)
     lines.append(f"  emulation speed     {units.si(host['node_instructions_per_second'], '')} "
-                 "node-instructions/s")
+                 "node-instructions/s"
+                 + (f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
+                    else " on 1 thread"))
     lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])}")
     return "\n".join(lines)
