@@ -14,6 +14,12 @@ the host is shared):
   matmul on one thread.
 - vfma: every node streams 16-lane fp32 vfma; vector instructions/s; target 150 M/s.
 - memory: bytes of the d1 machine's emulator state, and the process's peak resident set.
+- two threads: the scalar loop with Emulator(threads=2) against one thread, same run, and a
+  check that both leave bit-identical state.
+- scaling: the token ring and the scalar loop on the 5 x 5 tile (8,850 nodes) against the single
+  chip, in host ns per node-instruction.
+- `d1 run` of a small program as a whole process (imports, Numba cache load, run, exit), with
+  the cache warm, and with an empty cache directory (NUMBA_CACHE_DIR), so everything compiles.
 
 Set the BLAS thread count before numpy loads (done below when run as a script) so the numpy
 baseline is single-threaded.
@@ -27,8 +33,12 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
@@ -79,13 +89,13 @@ def _best(fn: Callable[[], float], repeats: int = REPEATS) -> float:
 
 
 def _emulator_rate(obj: ObjectFile, stop_at: int | None = None, key: str = "instructions",
-                   repeats: int = REPEATS) -> tuple[float, dict]:
+                   repeats: int = REPEATS, threads: int = 1) -> tuple[float, dict]:
     """Best host rate over fresh runs: node-instructions/s, or FLOP/s, or vfma/s."""
     from emulator import Emulator
 
     best, stats = 0.0, {}
     for _ in range(repeats):
-        emu = Emulator(obj)
+        emu = Emulator(obj, threads=threads)
         if stop_at is not None:
             emu.set_stop(0, stop_at)
         res = emu.run()
@@ -233,6 +243,10 @@ def run(report: Callable[[str], None] = print) -> dict[str, float]:
     report(f"vfma stream, 354 nodes:                 {vf / 1e6:7.1f} M vector instr/s   "
            f"(target >= 150 M/s)")
 
+    figures.update(_threads_figures(m, report))
+    figures.update(_scaling_figures(m, report))
+    figures.update(_process_figures(report))
+
     emu = Emulator(_obj(m, scalar_program(1)))
     state_mb = emu.state.nbytes / 2 ** 20
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -241,6 +255,97 @@ def run(report: Callable[[str], None] = print) -> dict[str, float]:
            f"(SRAM alone {m.total_sram_bytes / 2 ** 20:.1f} MiB; target <= 600 MB); "
            f"peak RSS of this process {rss_mb:.0f} MiB")
     return figures
+
+
+def _threads_figures(m, report: Callable[[str], None]) -> dict[str, float]:
+    """The scalar loop on two threads against one, interleaved; and identical final state."""
+    from emulator import Emulator
+
+    iters = 20_000
+    one = two = 0.0
+    for _ in range(REPEATS):
+        one = max(one, _emulator_rate(_obj(m, scalar_program(iters)), repeats=1)[0])
+        two = max(two, _emulator_rate(_obj(m, scalar_program(iters)), repeats=1, threads=2)[0])
+    states = []
+    for threads in (1, 2):
+        emu = Emulator(_obj(m, scalar_program(500)), threads=threads)
+        emu.run()
+        states.append(emu.state_dict())
+    same = _same_state(*states)
+    report(f"scalar loop on 2 threads:               {two / 1e6:7.1f} M node-instr/s   "
+           f"= {two / one:.2f}x one thread ({one / 1e6:.1f} M/s, same run; target >= 1.7x); "
+           f"final state {'identical' if same else 'DIFFERENT'}")
+    return {"scalar_rate_1_thread": one, "scalar_rate_2_threads": two,
+            "threads_speedup": two / one, "threads_identical": float(same)}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    for key in a:
+        if key == "stats":
+            if not all(np.array_equal(a[key][k], b[key][k]) for k in a[key]):
+                return False
+        elif key == "fifos":
+            if a[key] != b[key]:
+                return False
+        elif not np.array_equal(a[key], b[key]):
+            return False
+    return True
+
+
+def _scaling_figures(m, report: Callable[[str], None]) -> dict[str, float]:
+    """Host time per node-instruction on the tile against one chip, for two programs."""
+    from d1isa.asm import assemble
+    from emulator import Emulator
+
+    tile = load_machine("tile")
+    ring = (Path(__file__).resolve().parent.parent / "programs" / "asm"
+            / "token_ring.d1s").read_text(encoding="utf-8")
+    out: dict[str, float] = {}
+    for label, make, repeats in (
+            ("token ring", lambda mm: assemble(ring, "token_ring.d1s", mm), 3),
+            ("scalar loop", lambda mm: _obj(mm, scalar_program(2_000)), 2)):
+        ns = {}
+        for mach in (m, tile):
+            obj = make(mach)
+            best = float("inf")
+            for _ in range(repeats):
+                emu = Emulator(obj)
+                res = emu.run()
+                assert res.status == "halted", res.report()
+                h = emu.stats()["host"]
+                best = min(best, h["wall_seconds"] / h["node_instructions"])
+                del emu
+            ns[mach.name] = best * 1e9
+        ratio = ns[tile.name] / ns[m.name]
+        report(f"{label + ', 8,850-node tile:':<40}{ns[tile.name]:7.1f} ns per node-instr "
+               f"= {ratio:.2f}x the single chip ({ns[m.name]:.1f} ns, same run; "
+               f"flat means ~1x)")
+        key = label.replace(" ", "_")
+        out.update({f"{key}_ns_d1": ns[m.name], f"{key}_ns_tile": ns[tile.name],
+                    f"{key}_tile_ratio": ratio})
+    return out
+
+
+def _process_figures(report: Callable[[str], None]) -> dict[str, float]:
+    """`d1 run` of a small program as a whole process: warm cache, then an empty one."""
+    root = Path(__file__).resolve().parent.parent
+    prog = root / "programs" / "asm" / "vadd.d1s"
+
+    def once(env: dict | None = None) -> float:
+        with tempfile.TemporaryDirectory() as out_dir:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "d1", "run", str(prog), "--out-dir", out_dir],
+                           check=True, capture_output=True, env=env, cwd=root)
+            return time.perf_counter() - t0
+
+    once()                                  # make sure the cache is warm
+    warm = sorted(once() for _ in range(5))
+    with tempfile.TemporaryDirectory() as cache:
+        cold = once(dict(os.environ, NUMBA_CACHE_DIR=cache))
+    report(f"d1 run vadd.d1s, Numba cache warm:      {warm[0]:7.2f} s best, {warm[2]:.2f} s median "
+           f"of 5, process start to exit (target <= 1.5 s)")
+    report(f"d1 run vadd.d1s, empty Numba cache:     {cold:7.2f} s (target <= 15 s)")
+    return {"run_warm_best_s": warm[0], "run_warm_median_s": warm[2], "run_cold_s": cold}
 
 
 def main() -> None:

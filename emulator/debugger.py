@@ -25,8 +25,8 @@ written, so they are zero) and only the FIFO slots holding messages; the interva
 that taking checkpoints costs about a tenth of the run time, and when the checkpoints exceed
 their memory budget every other one is dropped and the interval doubles (docs/DEBUGGER.md).
 
-The one private emulator entry used is `Emulator._call` (one run_loop call with a global budget,
-a single node, or per-node budgets) and its `_out` stop record: `_run_loop` below wraps them.
+The debugger drives the emulator through `Emulator.run_until` (one serial run_loop call with a
+global budget, a single node, or per-node budgets).
 """
 
 from __future__ import annotations
@@ -92,21 +92,6 @@ _JAL, _JALR = _OP["jal"], _OP["jalr"]
 
 STATE_CODES = {K.RUNNING: "running", K.BLOCKED_SEND: "send", K.BLOCKED_RECV: "recv",
                K.HALTED: "halted", K.TRAPPED: "trapped"}
-
-
-def _run_loop(emu: Emulator, budget: int, only: int = -1, node_budget: np.ndarray | None = None,
-              quantum: int | None = None) -> tuple[int, int, int]:
-    """One run_loop call: (reason, instructions executed, stopped node or -1).
-
-    Like `Emulator.run`/`step`, a node stopped by a flag gets `skip` = its pc, so resuming
-    executes the flagged instruction once.
-    """
-    reason, executed = emu._call(budget, only=only, node_budget=node_budget, quantum=quantum)
-    node = -1
-    if reason == K.R_STOP:
-        node = int(emu._out[K.O_STOP_NODE])
-        emu.state.skip[node] = emu.state.pc[node]
-    return reason, executed, node
 
 
 # ---- the condition / address expression language ------------------------------------------------
@@ -836,7 +821,8 @@ class Debugger:
     def _call(self, budget: int, only: int = -1, node_budget: np.ndarray | None = None,
               quantum: int | None = None, record: bool = True) -> tuple[int, int, int]:
         self._clean_skip()
-        result = _run_loop(self.emu, budget, only, node_budget, quantum)
+        result = self.emu.run_until(budget, only=None if only < 0 else only,
+                                    node_budget=node_budget, quantum=quantum)
         self._t += result[1]
         if record:
             self._maybe_checkpoint()

@@ -220,6 +220,26 @@ class Emulator:
         self.host_instructions += executed
         return int(self._out[K.O_REASON]), executed
 
+    def run_until(self, budget: int = -1, only: int | None = None,
+                  node_budget: np.ndarray | None = None,
+                  quantum: int | None = None) -> tuple[int, int, int]:
+        """One serial call of the run loop, for tools that drive it (the debugger).
+
+        Runs until no node can make progress, `budget` instructions in all (-1: no limit), a
+        stop flag, or every node has spent its `node_budget` entry; `only` restricts the run to
+        one node. Returns (reason, instructions executed, stopped node or -1), reason being
+        emulator.kernel's R_IDLE, R_STOP or R_BUDGET. A node stopped by a flag gets `skip` = its
+        pc, so resuming executes the flagged instruction once (as run() and step() do).
+        """
+        nid = -1 if only is None else self.node_id(only)
+        reason, executed = self._call(int(budget), only=nid, node_budget=node_budget,
+                                      quantum=quantum)
+        node = -1
+        if reason == K.R_STOP:
+            node = int(self._out[K.O_STOP_NODE])
+            self.state.skip[node] = self.state.pc[node]
+        return reason, executed, node
+
     def _partition(self, parts: int) -> list[tuple[int, int]]:
         """Contiguous node ranges, one per thread, with equal numbers of nodes that have code."""
         has_code = np.cumsum(self.code.node_len > 0)

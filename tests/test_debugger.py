@@ -218,8 +218,8 @@ def test_a_d1o_object_debugs_like_its_source(tmp_path):
 
 
 def test_ctrl_c_interrupts_a_run_and_the_session_goes_on(monkeypatch):
-    import emulator.debugger as D
-    real = D._run_loop
+    from emulator.emulator import Emulator
+    real = Emulator.run_until
     calls = {"n": 0}
 
     def interrupted(*a, **k):
@@ -227,7 +227,7 @@ def test_ctrl_c_interrupts_a_run_and_the_session_goes_on(monkeypatch):
         if calls["n"] == 1:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(D, "_run_loop", interrupted)
+    monkeypatch.setattr(Emulator, "run_until", interrupted)
     out = replies(batch(f"{ASM}/token_ring.d1s", "continue", "c"))
     assert out["continue"][0] == "Interrupted at T=0"
     assert out["c"] == ["Program finished at T=145: all 16 nodes halted, 100 cycles "

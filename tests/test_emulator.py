@@ -725,6 +725,21 @@ def test_threads_report_a_deadlock_like_the_serial_run():
     assert reports[0] == reports[1]
 
 
+def test_run_until_reports_stops_and_budgets():
+    m = machine(mesh="2x2")
+    prog = [E("movi", rd=1, imm=5), E("addi", rd=1, rs1=1, imm=-1),
+            E("bne", rs1=1, rs2=0, off=-1), E("halt")]
+    emu = Emulator(make_obj(m, {0: prog, 1: prog}))
+    emu.set_stop(0, 3)                     # the halts
+    emu.set_stop(1, 3)
+    assert emu.run_until(2) == (K.R_BUDGET, 2, -1)
+    reason, executed, node = emu.run_until()
+    assert (reason, node) == (K.R_STOP, 0) and emu.pc(0) == 3
+    assert emu.run_until(only=(1, 0))[0] == K.R_STOP      # node 1 reaches its halt too
+    reason, executed, node = emu.run_until()  # both resume over their flagged halts
+    assert (reason, node) == (K.R_IDLE, -1) and emu.node_states()[:2] == ["halted"] * 2
+
+
 def test_threads_must_be_positive():
     with pytest.raises(D1Error, match="threads must be >= 1"):
         Emulator(make_obj(machine(), {0: [E("halt")]}), threads=0)
