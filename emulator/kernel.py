@@ -83,6 +83,7 @@ from emulator.decode import (
     XCOL_FLOPS,
     XCOL_HWM,
 )
+from emulator.memcopy import copy_bytes
 from emulator.numerics import (
     CANON_NAN,
     bf16_rne,
@@ -693,11 +694,9 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
             a = x[node, rs1]
             if a < 0 or a > sram_bytes - nb:
                 return SRAM_OUT_OF_RANGE, c, 0
-            for i in range(nb):
-                sram8[node, a + i] = fifo8[il, islot, i]
+            copy_bytes(sram8[node], a, fifo8[il, islot], 0, nb)
             hw = a + nb
-        for i in range((nb + 7) >> 3):
-            fifo64[ol, oslot, i] = fifo64[il, islot, i]
+        copy_bytes(fifo8[ol, oslot], 0, fifo8[il, islot], 0, nb)
         start, c1 = recv_commit(il, c, farr, popped, consumed, depth, cost_recv)
         issue, c2, ser = send_commit(ol, node * 4 + dout, nb, c1, flen, farr, pushed, consumed,
                                      wire_free, link_lat, link_bw, depth, cost_send)
@@ -733,9 +732,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
             for i in range(16):
                 fifo32[ol, oslot, i] = v[node, rs1, i]
         else:
-            a = x[node, rs1]
-            for i in range(nb):
-                fifo8[ol, oslot, i] = sram8[node, a + i]
+            copy_bytes(fifo8[ol, oslot], 0, sram8[node], x[node, rs1], nb)
         issue, c2, ser = send_commit(ol, sl, nb, c, flen, farr, pushed, consumed, wire_free,
                                      link_lat, link_bw, depth, cost_send)
         stall[node] += issue - c
@@ -770,8 +767,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
         a = x[node, rs1]
         if a < 0 or a > sram_bytes - nb:
             return SRAM_OUT_OF_RANGE, c, 0
-        for i in range(nb):
-            sram8[node, a + i] = fifo8[il, islot, i]
+        copy_bytes(sram8[node], a, fifo8[il, islot], 0, nb)
         hw = a + nb
     start, c2 = recv_commit(il, c, farr, popped, consumed, depth, cost_recv)
     stall[node] += start - c
@@ -1588,10 +1584,10 @@ def _check_isa_fingerprint() -> None:
 
     from d1isa.isa import TABLE
     from d1isa.machine import TIMING_CLASSES
-    from emulator import decode, numerics, simd, sync
+    from emulator import decode, memcopy, numerics, simd, sync
 
     h = hashlib.sha256(repr((TABLE, FLOPS, TIMING_CLASSES)).encode())
-    for mod in (decode, numerics, simd, sync):
+    for mod in (decode, memcopy, numerics, simd, sync):
         try:
             with open(mod.__file__, "rb") as f:
                 h.update(f.read())
