@@ -21,11 +21,22 @@ from d1isa.errors import Diagnostic, SourceError
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
 
+# Lark's own cache of the analysed grammar (LALR tables), beside Python's bytecode: loading it
+# takes a few milliseconds where building the tables takes 30-100. Lark keys it on the grammar
+# text, the options and the Lark and Python versions, rebuilds it when any of them differs, and
+# carries on without it if it cannot be read or written.
+_CACHE_PATH = GRAMMAR_PATH.parent / "__pycache__" / "grammar.lark-cache"
+
+
 @cache
 def parser() -> Lark:
-    """The LALR parser, constructed on first use and shared afterwards."""
+    """The LALR parser, constructed (or loaded from its cache) on first use, shared afterwards."""
+    try:
+        _CACHE_PATH.parent.mkdir(exist_ok=True)
+    except OSError:
+        pass
     return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr",
-                propagate_positions=True, maybe_placeholders=True)
+                propagate_positions=True, maybe_placeholders=True, cache=str(_CACHE_PATH))
 
 
 def parse(text: str, filename: str = "<string>") -> ast.Program:

@@ -2377,9 +2377,27 @@ for _name, _w in _INT_WIDTH.items():
         ln, args, aoff, col, w, nm))(_w, _name)
 
 
+def _lazy_fast(plan: _Plan) -> Any:
+    """A stand-in for the plan's fast encoder that generates it on first use and steps aside
+    (generating every encoder at import costs 20-30 ms; a program uses a few mnemonics).
+
+    The plan's register slots are taken now, in the order `_make_fast` takes them: every
+    Assembler builds its `fast_regs` from `_FAST_SLOTS` before any encoder is generated."""
+    for kind, lo, *_ in plan.ops:
+        if kind <= K_A:
+            _fast_slot(kind, lo)
+        elif kind == K_MEM:
+            _fast_slot(K_X, _RS1_LO)
+
+    def fast(ops: list[str], regs: list[dict[str, int]]) -> int:
+        plan.fast = _make_fast(plan)
+        return plan.fast(ops, regs)
+    return fast
+
+
 for _plan in PLANS.values():
     if type(_plan) is _Plan:
-        _plan.fast = _make_fast(_plan)
+        _plan.fast = _lazy_fast(_plan)
 
 
 # ---- public API ---------------------------------------------------------------------------------

@@ -20,9 +20,11 @@ import struct
 import numpy as np
 
 from d1isa import isa
-from d1isa.asm import is_plain_name, quote
 from d1isa.machine import Machine
 from d1isa.objfile import ObjectFile
+
+# d1isa.asm (is_plain_name, quote) is imported where it is used: the emulator imports
+# format_word, and running a .d1o should not load the assembler.
 
 REG_PREFIX = {"x": "r", "v": "v", "a": "a"}
 _REG_LIMIT = {"x": "scalar_regs", "v": "vector_regs", "a": "accumulators"}
@@ -129,6 +131,8 @@ def selector_text(machine: Machine, nodes: list[int] | np.ndarray) -> str:
 
 
 def _name(name: str) -> str:
+    from d1isa.asm import is_plain_name, quote
+
     return name if is_plain_name(name) else quote(name)
 
 
@@ -142,6 +146,8 @@ def _loc_text(row: tuple[int, ...]) -> str:
 
 def _code_labels(obj: ObjectFile, b: int) -> dict[int, str]:
     """pc -> label for block b: code symbols with plain names, then `.L<pc>` branch targets."""
+    from d1isa.asm import is_plain_name
+
     block = obj.blocks[b]
     labels: dict[int, str] = {}
     used: set[str] = set()
@@ -259,6 +265,8 @@ def disassemble(obj: ObjectFile, debug: bool = True) -> str:
     With `debug=False` it is a readable listing without the debug directives (the machine,
     symbols, line table and sources are left out; locations appear as comments).
     """
+    from d1isa.asm import quote
+
     m = obj.machine
     with_code = int((obj.node_block >= 0).sum())
     summary = (f"# {'d1 disassembly' if debug else 'd1 listing'}: machine {m.name} "

@@ -27,6 +27,7 @@ allocates more than a small multiple of its own size.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -284,7 +285,7 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
     nd = len(t.shape)
     if not 1 <= nd <= MAX_DIMS or any(d < 1 for d in t.shape):
         raise ObjectFormatError(f"tensor '{t.name}': bad shape {list(t.shape)}")
-    if int(np.prod(t.shape, dtype=object)) > MAX_TENSOR_ELEMENTS:
+    if math.prod(t.shape) > MAX_TENSOR_ELEMENTS:
         raise ObjectFormatError(f"tensor '{t.name}': {list(t.shape)} is too large")
     esize = DTYPE_BYTES[t.dtype]
     for p in t.pieces:

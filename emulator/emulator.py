@@ -282,9 +282,12 @@ class Emulator:
         with np.errstate(all="ignore"):
             while True:
                 futures = [pool.submit(K.run_loop, *args) for _, args in calls[1:]]
-                K.run_loop(*calls[0][1])
-                for f in futures:
-                    f.result()
+                try:
+                    K.run_loop(*calls[0][1])
+                finally:
+                    # Even on Ctrl-C: no thread may still be running when this returns.
+                    for f in futures:
+                        f.result()
                 self.phases += 1
                 k = sum(int(out[K.O_EXECUTED]) for out, _ in calls)
                 total += k
