@@ -219,9 +219,16 @@ assert all(MMA_BF16 <= i.opcode < SEND for i in INSTRUCTIONS if i.group == "matr
 assert all(SEND <= i.opcode < ILLEGAL for i in INSTRUCTIONS if i.group == "network")
 
 
+# Options of the helpers below, which jitted code calls: Numba builds no C entry point for them
+# (only compile time; the Python one stays, so a helper called from Python still checks its
+# arguments). Constant arguments to them are written np.int64(...): Numba compiles a helper
+# again for every distinct literal argument.
+_HELPER = {"no_cfunc_wrapper": True}
+
+
 # ---- memory ------------------------------------------------------------------------------------
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def mem_check(a, size, align, sram_bytes):
     """Cause code for an access of `size` bytes at `a`: range first, then alignment (0 = ok)."""
     if a < 0 or a > sram_bytes - size:
@@ -231,13 +238,13 @@ def mem_check(a, size, align, sram_bytes):
     return 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def strided_check(a, stride, size, align, sram_bytes):
     """Check the 16 lane addresses a + i * stride: all in range, then all aligned."""
-    return rows_check(a, stride, 16, size, align, sram_bytes)
+    return rows_check(a, stride, np.int64(16), size, align, sram_bytes)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def rows_check(a, stride, rows, size, align, sram_bytes):
     """Check the addresses a + i * stride, i < rows (64-bit wrapping arithmetic, as the
     hardware computes them): any out of range -> cause 3, else any misaligned -> cause 4."""
@@ -254,7 +261,7 @@ def rows_check(a, stride, rows, size, align, sram_bytes):
 
 # ---- vector ------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False, **_HELPER)
 def vector_arith(op, v, node, d, s1, s2, s3):
     """Lane-wise fp32 arithmetic (other than vfma/vadd/vsub/vmul, see emulator.simd),
     comparisons, bit operations and conversions on node's vector registers."""
@@ -344,22 +351,22 @@ def vector_arith(op, v, node, d, s1, s2, s3):
         # vd may equal vs1 or vs2: word k reads lanes 2k, 2k+1 of one source, which for k < 8
         # are never written before they are read when filling words upward from vs1, but vs2's
         # lanes are needed for words 8..15, so compute all 16 words first (in registers).
-        w0 = _narrow_pair(vr, s1, 0)
-        w1 = _narrow_pair(vr, s1, 2)
-        w2 = _narrow_pair(vr, s1, 4)
-        w3 = _narrow_pair(vr, s1, 6)
-        w4 = _narrow_pair(vr, s1, 8)
-        w5 = _narrow_pair(vr, s1, 10)
-        w6 = _narrow_pair(vr, s1, 12)
-        w7 = _narrow_pair(vr, s1, 14)
-        w8 = _narrow_pair(vr, s2, 0)
-        w9 = _narrow_pair(vr, s2, 2)
-        w10 = _narrow_pair(vr, s2, 4)
-        w11 = _narrow_pair(vr, s2, 6)
-        w12 = _narrow_pair(vr, s2, 8)
-        w13 = _narrow_pair(vr, s2, 10)
-        w14 = _narrow_pair(vr, s2, 12)
-        w15 = _narrow_pair(vr, s2, 14)
+        w0 = _narrow_pair(vr[s1, 0], vr[s1, 1])
+        w1 = _narrow_pair(vr[s1, 2], vr[s1, 3])
+        w2 = _narrow_pair(vr[s1, 4], vr[s1, 5])
+        w3 = _narrow_pair(vr[s1, 6], vr[s1, 7])
+        w4 = _narrow_pair(vr[s1, 8], vr[s1, 9])
+        w5 = _narrow_pair(vr[s1, 10], vr[s1, 11])
+        w6 = _narrow_pair(vr[s1, 12], vr[s1, 13])
+        w7 = _narrow_pair(vr[s1, 14], vr[s1, 15])
+        w8 = _narrow_pair(vr[s2, 0], vr[s2, 1])
+        w9 = _narrow_pair(vr[s2, 2], vr[s2, 3])
+        w10 = _narrow_pair(vr[s2, 4], vr[s2, 5])
+        w11 = _narrow_pair(vr[s2, 6], vr[s2, 7])
+        w12 = _narrow_pair(vr[s2, 8], vr[s2, 9])
+        w13 = _narrow_pair(vr[s2, 10], vr[s2, 11])
+        w14 = _narrow_pair(vr[s2, 12], vr[s2, 13])
+        w15 = _narrow_pair(vr[s2, 14], vr[s2, 15])
         vr[d, 0], vr[d, 1], vr[d, 2], vr[d, 3] = w0, w1, w2, w3
         vr[d, 4], vr[d, 5], vr[d, 6], vr[d, 7] = w4, w5, w6, w7
         vr[d, 8], vr[d, 9], vr[d, 10], vr[d, 11] = w8, w9, w10, w11
@@ -373,14 +380,14 @@ def vector_arith(op, v, node, d, s1, s2, s3):
             vr[d, i] = np.float32(i).view(np.uint32)
 
 
-@njit(cache=True, _nrt=False)
-def _narrow_pair(vr, s, lane):
-    lo = bf16_rne(vr[s, lane])
-    hi = bf16_rne(vr[s, lane + 1])
-    return np.uint32(lo | (hi << 16))
+@njit(cache=True, _nrt=False, **_HELPER)
+def _narrow_pair(lo, hi):
+    """Two fp32 lanes (bits) -> one word of two bf16s, round to nearest even. Lane values, not
+    constant lane numbers, are passed: Numba compiles a helper once per literal argument."""
+    return np.uint32(bf16_rne(lo) | (bf16_rne(hi) << 16))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def sr_draw(sr, node):
     """Draw one value from node's stochastic-rounding generator."""
     s, z = splitmix64(sr[node])
@@ -388,7 +395,7 @@ def sr_draw(sr, node):
     return z
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False, **_HELPER)
 def vector_sr(op, node, v, d, s1, s2, sr, words):
     """vcvt.bf16.sr and vnarrow.sr: one draw per lane, in lane order (`words`: uint32[16]
     scratch, since vd may be vs1 or vs2)."""
@@ -417,7 +424,7 @@ def vector_sr(op, node, v, d, s1, s2, sr, words):
             vr[d, i] = words[i]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def vector_reduce(op, vr, s1):
     """vredsum / vredmax: lanes combined strictly in order 0..15; returns the fp32 bits."""
     if op == VREDSUM:
@@ -433,7 +440,7 @@ def vector_reduce(op, vr, s1):
     return np.int64(m)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
     """Vector loads and stores at a (strided forms: lane i at a + i * stride).
 
@@ -444,7 +451,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
     m16 = sram16[node]
     m32 = sram32[node]
     if op == VLD or op == VST:
-        c = mem_check(a, 64, 4, sram_bytes)
+        c = mem_check(a, np.int64(64), np.int64(4), sram_bytes)
         if c:
             return c, 0
         b = a >> 2
@@ -456,7 +463,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
             m32[b + i] = vr[s2, i]
         return 0, a + 64
     if op == VLDW:
-        c = mem_check(a, 32, 2, sram_bytes)
+        c = mem_check(a, np.int64(32), np.int64(2), sram_bytes)
         if c:
             return c, 0
         b = a >> 1
@@ -464,7 +471,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
             vr[d, i] = np.uint32(np.uint32(m16[b + i]) << 16)
         return 0, 0
     if op == VSTN or op == VSTN_SR:
-        c = mem_check(a, 32, 2, sram_bytes)
+        c = mem_check(a, np.int64(32), np.int64(2), sram_bytes)
         if c:
             return c, 0
         b = a >> 1
@@ -476,7 +483,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
                 m16[b + i] = np.uint16(bf16_sr(vr[s2, i], sr_draw(sr, node)))
         return 0, a + 32
     if op == VLDS or op == VSTS:
-        c = strided_check(a, stride, 4, 4, sram_bytes)
+        c = strided_check(a, stride, np.int64(4), np.int64(4), sram_bytes)
         if c:
             return c, 0
         if op == VLDS:
@@ -490,7 +497,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
             hw = max(hw, e + 4)
         return 0, hw
     # VLDSW, VSTSN: bf16 elements
-    c = strided_check(a, stride, 2, 2, sram_bytes)
+    c = strided_check(a, stride, np.int64(2), np.int64(2), sram_bytes)
     if c:
         return c, 0
     if op == VLDSW:
@@ -507,7 +514,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
 
 # ---- matrix ------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False, **_HELPER)
 def mma_bf16_f64(t, t_off, m8, a_off, sa, b_off, sb):
     """One mma.bf16 step when some product is not an exact normal fp32 number: each exact
     product is added in fp64 and the sum rounded once to fp32, k in order; canonical NaNs.
@@ -526,7 +533,7 @@ def mma_bf16_f64(t, t_off, m8, a_off, sa, b_off, sb):
             t[t_off + 8 * i + j] = s
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def mma_check(a_addr, b_addr, sa, sb, row, steps, sram_bytes):
     """Trap cause (0 = fine) for `steps` mma steps: A rows at a_addr + s * row + i * sa, B rows
     at b_addr + (8 s + i) * sb, each `row` bytes. The strides are unsigned, so addresses only
@@ -541,7 +548,7 @@ def mma_check(a_addr, b_addr, sa, sb, row, steps, sram_bytes):
     return 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def mma_op(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
     """mma.* (one step) and mmak.* (`ksteps` steps) into the tile an[t_off:t_off + 64].
 
@@ -574,7 +581,7 @@ def mma_op(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
     return 0, ns
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def acc_op(op, acc, node, d, a_addr, imm, sram16, sram32, sram_bytes):
     """acc.ld, acc.st, acc.st.bf16 on tile d. Returns (cause, highest byte written + 1 or 0)."""
     t = acc[node, d]
@@ -582,7 +589,7 @@ def acc_op(op, acc, node, d, a_addr, imm, sram16, sram32, sram_bytes):
     m32 = sram32[node]
     sa = np.int64(imm) & 0xFFFF
     if op == ACC_ST_BF16:
-        c = rows_check(a_addr, sa, 8, 16, 2, sram_bytes)
+        c = rows_check(a_addr, sa, np.int64(8), np.int64(16), np.int64(2), sram_bytes)
         if c:
             return c, 0
         hw = 0
@@ -592,7 +599,7 @@ def acc_op(op, acc, node, d, a_addr, imm, sram16, sram32, sram_bytes):
                 m16[rb + j] = np.uint16(bf16_rne(np.float32(t[i, j]).view(np.uint32)))
             hw = max(hw, a_addr + i * sa + 16)
         return 0, hw
-    c = rows_check(a_addr, sa, 8, 32, 4, sram_bytes)
+    c = rows_check(a_addr, sa, np.int64(8), np.int64(32), np.int64(4), sram_bytes)
     if c:
         return c, 0
     if op == ACC_LD:
@@ -612,7 +619,7 @@ def acc_op(op, acc, node, d, a_addr, imm, sram16, sram32, sram_bytes):
 
 # ---- network -----------------------------------------------------------------------------------
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def fifo_room(l, pushed, popped, depth):
     """Slot for the next message on link l, or -1 if its FIFO is full."""
     j = pushed[l]
@@ -622,7 +629,7 @@ def fifo_room(l, pushed, popped, depth):
     return j % depth
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def send_commit(l, sl, nbytes, c, flen, farr, pushed, consumed, wire_free, link_lat, link_bw,
                 depth, cost_send):
     """Timing of a send whose payload is already in its slot (docs/TIMING.md).
@@ -644,7 +651,7 @@ def send_commit(l, sl, nbytes, c, flen, farr, pushed, consumed, wire_free, link_
     return issue, issue + cost_send, ser
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def recv_commit(l, c, farr, popped, consumed, depth, cost_recv):
     """Timing of taking the head message of link l. Returns (start time, new clock)."""
     j = popped[l]
@@ -657,7 +664,7 @@ def recv_commit(l, c, farr, popped, consumed, depth, cost_recv):
     return start, done
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False, **_HELPER)
 def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, link_lat, link_bw,
            link_src, wake, cfg):
     """One network instruction of `node` at clock c.
@@ -777,7 +784,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
 
 # ---- rarer scalar work -------------------------------------------------------------------------
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def scalar_op(op, node, rd, rs1, rs2, imm, p, c, x, xy, sr, sr_init, cfg):
     """Every scalar, control and system instruction except memory, at pc p and clock c.
 
@@ -893,7 +900,7 @@ def scalar_op(op, node, rd, rs1, rs2, imm, p, c, x, xy, sr, sr_init, cfg):
     return S_NEXT, 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def scalar_mem(op, rd, rs1, rs2, imm, xr, m8, sram_bytes):
     """Scalar loads and stores on one node (xr: its register row, m8: its SRAM).
     Returns (trap cause or 0, highest byte written + 1 or 0)."""
@@ -937,7 +944,7 @@ def scalar_mem(op, rd, rs1, rs2, imm, xr, m8, sram_bytes):
     return 0, 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def vector_fast(op, vn, rd, rs1, rs2, rs3):
     """vfma, vadd, vsub, vmul through emulator.simd (vn: the node's vector registers, flat)."""
     if op == VFMA:
@@ -947,7 +954,7 @@ def vector_fast(op, vn, rd, rs1, rs2, rs3):
         vector_binop(kind, vn, np.int64(rd) * 16, np.int64(rs1) * 16, np.int64(rs2) * 16)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def vector_move(op, node, rd, rs1, imm, x, v):
     """Moves between scalar and vector registers, and the reductions."""
     if op == VBCAST:
@@ -971,7 +978,7 @@ def vector_move(op, node, rd, rs1, imm, x, v):
 NCLASSES = len(TIMING_CLASSES)        # instruction-count columns in x and in region stats
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def _put(buf, cap, fill, fi, fdrop, kind, node, a, b, t0, t1):
     """Append one event row to buf, or count it as dropped when buf is full."""
     i = fill[fi]
@@ -987,7 +994,7 @@ def _put(buf, cap, fill, fi, fdrop, kind, node, a, b, t0, t1):
         fill[fdrop] += 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def region_switch(trace, node, r, c, xr, fl, stats):
     """Node enters region r at clock c: add what it did since its last switch to the region it
     leaves, take a new snapshot, note the span and record the event."""
@@ -1025,7 +1032,7 @@ def region_switch(trace, node, r, c, xr, fl, stats):
     _put(ev, cap[0], fill, F_EV, F_EV_DROP, EV_REGION, node, r, 0, c, 0)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def trace_step(trace, node, slot, c, xr, fl, stats):
     """Before node runs the instruction in code slot `slot` at clock c: switch regions if it
     starts another one, and count the SRAM bytes its loads, stores and mma steps move."""
@@ -1041,7 +1048,7 @@ def trace_step(trace, node, slot, c, xr, fl, stats):
     trace[8][node] += b
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, **_HELPER)
 def trace_net(trace, op, node, rd, dr, c, c2, fifo, out_link, cfg):
     """After a network instruction of node ran from clock c to c2: its waits and its messages
     (sent: link, number, issue, arrival, bytes; consumed: link, number, start, done), read back
@@ -1250,7 +1257,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             sa = imm & 0xFFFF
                             sb = imm >> 16
                             bf16 = op == I_MMA_BF16
-                            if mma_check(a, b, sa, sb, 16 if bf16 else 32, 1, sram_bytes) != 0:
+                            if mma_check(a, b, sa, sb, 16 if bf16 else 32, np.int64(1),
+                                         sram_bytes) != 0:
                                 slow = True
                                 break
                             if bf16:

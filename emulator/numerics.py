@@ -3,6 +3,8 @@
 Each helper is a plain function of integers and floats, so tests can call it jitted or through
 `.py_func`. Values that are bit patterns are passed as integers; fp32 values as numpy float32.
 No helper uses fastmath: that would let LLVM reorder or fuse the roundings the ISA fixes.
+No helper gets a C entry point (no_cfunc_wrapper), which only costs compile time; the Python
+one stays, for the tests.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def canon_bits(value):
     """Bits of an fp32 arithmetic result: the canonical NaN if it is a NaN."""
     if value != value:
@@ -27,12 +29,12 @@ def canon_bits(value):
     return np.float32(value).view(np.uint32)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def is_nan_bits(u):
     return (np.int64(u) & 0x7FFFFFFF) > 0x7F800000
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def bf16_rne(u):
     """fp32 bits -> bf16 bits, round to nearest even; a NaN becomes 0x7fc0."""
     w = np.int64(u) & 0xFFFFFFFF
@@ -41,7 +43,7 @@ def bf16_rne(u):
     return (w + 0x7FFF + ((w >> 16) & 1)) >> 16
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def bf16_sr(u, r):
     """fp32 bits -> bf16 bits with stochastic rounding by the random value `r`."""
     w = np.int64(u) & 0xFFFFFFFF
@@ -50,7 +52,7 @@ def bf16_sr(u, r):
     return (w + (np.int64(r) & 0xFFFF)) >> 16
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def splitmix64(state):
     """One SplitMix64 step: returns (new state, output), all uint64 arithmetic mod 2^64."""
     s = np.uint64(state) + _GOLDEN
@@ -65,7 +67,7 @@ def initial_sr_state(seed: int, node: int) -> int:
     return (int(seed) * 0x9E3779B97F4A7C15 + int(node) + 1) & 0xFFFFFFFFFFFFFFFF
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fmax_bits(a, b):
     """vmax on fp32 bit patterns: NaN if either is NaN; max(-0, +0) = +0."""
     if is_nan_bits(a) or is_nan_bits(b):
@@ -79,7 +81,7 @@ def fmax_bits(a, b):
     return np.uint32(np.uint32(a) & np.uint32(b))     # equal: +0 wins over -0
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fmin_bits(a, b):
     """vmin on fp32 bit patterns: NaN if either is NaN; min(-0, +0) = -0."""
     if is_nan_bits(a) or is_nan_bits(b):
@@ -93,7 +95,7 @@ def fmin_bits(a, b):
     return np.uint32(np.uint32(a) | np.uint32(b))     # equal: -0 wins over +0
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def f32_to_i32_bits(u):
     """vcvt.i32.f32 on one lane: truncate toward zero, saturate, NaN -> 0; int32 bits."""
     if is_nan_bits(u):
@@ -106,7 +108,7 @@ def f32_to_i32_bits(u):
     return np.uint32(np.int64(f) & 0xFFFFFFFF)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def i32_to_f32_bits(u):
     """vcvt.f32.i32 on one lane: the int32 in `u` to fp32, nearest even."""
     i = np.int64(u) & 0xFFFFFFFF
@@ -115,7 +117,7 @@ def i32_to_f32_bits(u):
     return np.float32(np.int32(i)).view(np.uint32)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def div_signed(a, b):
     """div: toward zero; x / 0 = -1; INT64_MIN / -1 = INT64_MIN."""
     a = np.int64(a)
@@ -130,7 +132,7 @@ def div_signed(a, b):
     return q
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def rem_signed(a, b):
     """rem: a - b * div(a, b); x rem 0 = x; INT64_MIN rem -1 = 0."""
     a = np.int64(a)
@@ -142,7 +144,7 @@ def rem_signed(a, b):
     return a - b * div_signed(a, b)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def div_unsigned(a, b):
     """divu on 64-bit patterns held in int64: x / 0 = 2^64 - 1."""
     ua = np.uint64(np.int64(a))
@@ -152,7 +154,7 @@ def div_unsigned(a, b):
     return np.int64(ua // ub)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", no_cfunc_wrapper=True)
 def rem_unsigned(a, b):
     """remu: x mod 0 = x."""
     ua = np.uint64(np.int64(a))

@@ -31,6 +31,12 @@ _I16V = ir.VectorType(_I32, 16)
 _F8V = ir.VectorType(_F32, 8)
 _I8V = ir.VectorType(_I32, 8)
 
+# Options of the jitted implementations. Each is compiled once per argument types and LLVM
+# inlines it (forceinline: always, whatever its size), which costs far less compile time than
+# Numba inlining its IR at every call site (`@overload(inline="always")`).
+_JIT = {"cache": True, "_nrt": False, "forceinline": True, "no_cpython_wrapper": True,
+        "no_cfunc_wrapper": True}
+
 # The lane-wise binary operations vector_binop knows, by code.
 VB_ADD, VB_SUB, VB_MUL = 0, 1, 2
 
@@ -83,7 +89,7 @@ def _vfma16(typingctx, v, d, a, b, c):
     return sig, codegen
 
 
-@overload(vfma16, inline="always", jit_options={"cache": True, "_nrt": False})
+@overload(vfma16, jit_options=_JIT)
 def _ol_vfma16(v, d, a, b, c):
     def impl(v, d, a, b, c):
         _vfma16(v, np.int64(d), np.int64(a), np.int64(b), np.int64(c))
@@ -132,7 +138,7 @@ _vsub16 = _binop_intrinsic(VB_SUB)
 _vmul16 = _binop_intrinsic(VB_MUL)
 
 
-@overload(vector_binop, inline="always", jit_options={"cache": True, "_nrt": False})
+@overload(vector_binop, jit_options=_JIT)
 def _ol_vector_binop(kind, v, d, a, b):
     def impl(kind, v, d, a, b):
         if kind == VB_ADD:
@@ -417,7 +423,7 @@ def _mma_f32_step(typingctx, t, t_off, m8, a_off, sa, b_off, sb):
     return sig, codegen
 
 
-@overload(mma_bf16_step, inline="always", jit_options={"cache": True, "_nrt": False})
+@overload(mma_bf16_step, jit_options=_JIT)
 def _ol_mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
     def impl(t, t_off, m8, a_off, sa, b_off, sb, am):
         return _mma_bf16_step(t, np.int64(t_off), m8, np.int64(a_off), np.int64(sa),
@@ -425,7 +431,7 @@ def _ol_mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
     return impl
 
 
-@overload(mma_f32_step, inline="always", jit_options={"cache": True, "_nrt": False})
+@overload(mma_f32_step, jit_options=_JIT)
 def _ol_mma_f32_step(t, t_off, m8, a_off, sa, b_off, sb):
     def impl(t, t_off, m8, a_off, sa, b_off, sb):
         _mma_f32_step(t, np.int64(t_off), m8, np.int64(a_off), np.int64(sa), np.int64(b_off),
@@ -507,7 +513,7 @@ for _py, _jit in ((load16, _ld16), (load32, _ld32), (load64, _ld64)):
                 return jit(m8, np.int64(off))
             return impl
         return ol
-    overload(_py, inline="always", jit_options={"cache": True, "_nrt": False})(_make(_jit))
+    overload(_py, jit_options=_JIT)(_make(_jit))
 
 for _py, _jit in ((store16, _st16), (store32, _st32), (store64, _st64)):
     def _make_st(jit):
@@ -516,4 +522,4 @@ for _py, _jit in ((store16, _st16), (store32, _st32), (store64, _st64)):
                 jit(m8, np.int64(off), np.uint64(value))
             return impl
         return ol
-    overload(_py, inline="always", jit_options={"cache": True, "_nrt": False})(_make_st(_jit))
+    overload(_py, jit_options=_JIT)(_make_st(_jit))
