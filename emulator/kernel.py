@@ -514,25 +514,6 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
 
 # ---- matrix ------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy", _nrt=False, **_HELPER)
-def mma_bf16_f64(t, t_off, m8, a_off, sa, b_off, sb):
-    """One mma.bf16 step when some product is not an exact normal fp32 number: each exact
-    product is added in fp64 and the sum rounded once to fp32, k in order; canonical NaNs.
-    Offsets and strides are in bytes of the node's SRAM m8."""
-    for i in range(8):
-        for j in range(8):
-            s = t[t_off + 8 * i + j]
-            for k in range(8):
-                ha = load16(m8, a_off + i * sa + 2 * k)
-                hb = load16(m8, b_off + k * sb + 2 * j)
-                a = np.uint32(np.uint32(ha) << 16).view(np.float32)
-                b = np.uint32(np.uint32(hb) << 16).view(np.float32)
-                s = np.float32(np.float64(s) + np.float64(a) * np.float64(b))
-            if s != s:
-                s = np.uint32(CANON_NAN).view(np.float32)
-            t[t_off + 8 * i + j] = s
-
-
 @njit(cache=True, _nrt=False, **_HELPER)
 def mma_check(a_addr, b_addr, sa, sb, row, steps, sram_bytes):
     """Trap cause (0 = fine) for `steps` mma steps: A rows at a_addr + s * row + i * sa, B rows
@@ -574,8 +555,7 @@ def mma_op(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
         a_off = a_addr + row * s
         b_off = b_addr + 8 * s * sb
         if bf16:
-            if mma_bf16_step(an, t_off, m8, a_off, sa, b_off, sb, am) == 0:
-                mma_bf16_f64(an, t_off, m8, a_off, sa, b_off, sb)
+            mma_bf16_step(an, t_off, m8, a_off, sa, b_off, sb, am)
         else:
             mma_f32_step(an, t_off, m8, a_off, sa, b_off, sb)
     return 0, ns
@@ -1262,14 +1242,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                                 slow = True
                                 break
                             if bf16:
-                                ok = mma_bf16_step(an, np.int64(rd) * 64, m8, a, sa, b, sb,
-                                               fscratch)
+                                mma_bf16_step(an, np.int64(rd) * 64, m8, a, sa, b, sb, fscratch)
                             else:
                                 mma_f32_step(an, np.int64(rd) * 64, m8, a, sa, b, sb)
-                                ok = 1
-                            if ok == 0:
-                                slow = True         # a product beyond fp32: the exact path
-                                break
                             fl += FLOPS_MMA
                         elif op == I_BEQ:
                             if xr[rs1] == xr[cn[gi + _U3]]:

@@ -5,9 +5,8 @@ source and destination registers live in the same array. These helpers therefore
 IR directly (`numba.extending.intrinsic`): one `<16 x float>` operation per vector instruction,
 one `<8 x float>` row update per (i, k) of an mma. The IR uses plain `fmul` / `fadd` without
 fast-math flags, so LLVM can neither fuse a multiply-add nor reorder the k sum: each result is
-rounded exactly as docs/ISA.md says. The one fused operation is deliberate: in an mma.bf16 step
-whose products are all exact in fp32 (checked first), an fma rounds exactly like the separate
-multiply and add.
+rounded exactly as docs/ISA.md says. The one fused operation is deliberate: mma.bf16 adds the
+exact product with one rounding, which is the definition of an fma (see mma_bf16_step).
 
 Every helper is an ordinary Python function (numpy, used under NUMBA_DISABLE_JIT=1 and by the
 tests) with an `@overload` that jitted code uses instead. Arrays are flat (1-D, C-contiguous) and
@@ -207,35 +206,34 @@ def _bytes_rows(m8, off, stride, dtype, n):
                      .view(dtype) for i in range(n)])
 
 
-def _exact_bf16(ha: np.ndarray, hb: np.ndarray) -> bool:
-    """Are all products of bf16 tiles ha, hb (uint16 [8, 8]) exact normal fp32 numbers?"""
-    def bounds(h: np.ndarray) -> tuple[int, int]:
-        w = (h & 0x7FFF).astype(np.int64)
-        nz = w[w != 0]
-        if nz.size == 0:
-            return 0xFFFF >> 7, 0
-        return int(nz.min()) >> 7, int(nz.max()) >> 7
-    amin, amax = bounds(ha)
-    bmin, bmax = bounds(hb)
-    return amin + bmin >= 128 and amax + bmax <= 380
-
-
 def mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
     """One mma.bf16 step: the tile t[t_off:t_off + 64] (flat float32) += A @ B, with A row i at
     byte m8[a_off + i * sa] and B row k at byte m8[b_off + k * sb] (m8: uint8 SRAM).
 
-    Returns 1 after updating the tile, or 0, leaving it untouched, when some product is not an
-    exact normal fp32 number (then the caller adds exact products in fp64 instead). With exact
-    products the fp32 multiply is exact and the fp32 add is the one rounding the ISA asks for.
-    `am` (flat float32, 64 entries) is scratch for the widened A tile.
+    For k in order, t[i][j] = f32(t[i][j] + A[i][k] * B[k][j]) with the exact product and one
+    rounding (docs/ISA.md), then NaN entries become the canonical NaN. Here as in the reference:
+    the product of two bf16 values is exact in fp64 and, with at most 16 significant bits
+    against the accumulator's 24, the fp64 sum followed by the rounding to fp32 rounds once
+    (where the fp64 sum is inexact, the smaller term is far below half an fp32 ulp of the
+    larger one, so both ways round to what the larger term alone rounds to). The jitted version
+    computes the same with an fma, which by definition rounds the exact a * b + acc once:
+    bit-identical for every input, including products beyond the fp32 range, subnormals,
+    infinities and NaNs, so it needs no operand check.
+
+    Always returns 1 (the tile is updated). `am` (flat float32, 64 entries, ideally 64-byte
+    aligned) is scratch for the jitted version's widened A tile.
     """
-    ha = _bytes_rows(m8, a_off, sa, np.uint16, 8)
-    hb = _bytes_rows(m8, b_off, sb, np.uint16, 8)
-    if not _exact_bf16(ha, hb):
-        return 0
-    a = (ha.astype(np.uint32) << 16).view(np.float32).reshape(-1)
-    b = (hb.astype(np.uint32) << 16).view(np.float32).reshape(-1)
-    mma8(t, t_off, a, b)
+    a = _bytes_rows(m8, a_off, sa, np.uint16, 8).astype(np.uint32) << 16
+    b = _bytes_rows(m8, b_off, sb, np.uint16, 8).astype(np.uint32) << 16
+    acc = t[t_off:t_off + 64].reshape(8, 8).copy()
+    with np.errstate(all="ignore"):
+        a64 = a.view(np.float32).astype(np.float64)
+        b64 = b.view(np.float32).astype(np.float64)
+        for k in range(8):
+            acc = (acc.astype(np.float64) + a64[:, k:k + 1] * b64[k:k + 1, :]).astype(np.float32)
+    bits = acc.view(np.uint32).reshape(-1).copy()
+    bits[np.isnan(acc.reshape(-1))] = CANON_NAN
+    t[t_off:t_off + 64] = bits.view(np.float32)
     return 1
 
 
@@ -246,18 +244,18 @@ def mma_f32_step(t, t_off, m8, a_off, sa, b_off, sb):
     mma8(t, t_off, a, b)
 
 
-def _mma_core(builder, tdata, t_off, a_elem, b_row, exact_products=False):
+def _mma_core(builder, tdata, t_off, a_elem, b_row, fused=False):
     """acc rows += A @ B with A[i][k] broadcast by a_elem(i, k) and B row k from b_row(k)
     (<8 x float>), k outer and i inner so the 8 row chains interleave; each row still adds its
     k terms in order. Then canonical NaNs.
 
-    With exact_products (every product exact in fp32), f32(acc + f32(a * b)) equals the fused
-    f32(acc + a * b), so one fma replaces the multiply and the add."""
+    fused: one fma per term, f32(acc + a * b) with the exact product (mma.bf16); otherwise the
+    product is rounded first (mma.f32)."""
     i64 = ir.IntType(64)
     offs = [builder.add(t_off, ir.Constant(i64, 8 * i)) for i in range(8)]
     accs = [builder.load(_vptr(builder, tdata, offs[i], _F8V), align=4) for i in range(8)]
     fma = None
-    if exact_products:
+    if fused:
         fma = cgutils.get_or_insert_function(builder.module,
                                              ir.FunctionType(_F8V, [_F8V, _F8V, _F8V]),
                                              "llvm.fma.v8f32")
@@ -292,108 +290,40 @@ def _mma_bf16_step(typingctx, t, t_off, m8, a_off, sa, b_off, sb, am):
     def codegen(context, builder, signature, args):
         tdata = _data(context, builder, signature.args[0], args[0], _F32)
         src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
-        abase = _data(context, builder, signature.args[7], args[7], _F32)
+        scratch = _data(context, builder, signature.args[7], args[7], _F32)
         i64 = ir.IntType(64)
         h8v = ir.VectorType(ir.IntType(16), 8)
-        mask = ir.Constant(h8v, [0x7FFF] * 8)
-        zero = ir.Constant(h8v, [0] * 8)
-        ones = ir.Constant(h8v, [0xFFFF] * 8)
-        one = ir.Constant(h8v, [1] * 8)
+        c16 = ir.Constant(_I8V, [16] * 8)
+        # A widened into the scratch (fp32 is bf16 shifted up 16), then one broadcast load per
+        # A[i][k] from there. A compiler fence (no instruction) keeps LLVM from forwarding the
+        # stored rows into registers, where each A[i][k] would cost shuffles. A[i][0] comes from
+        # the widened row in its register instead (one broadcast), so the first fma of a row
+        # does not wait for the store-to-load forwarding. (Broadcasting each 32-bit pair straight
+        # from SRAM and clearing its low half costs a vpand per element: fewer loads but more
+        # instructions, and measured slower inside the emulator's loop.)
+        arows = []
+        for r in range(8):
+            p = builder.add(args[3], builder.mul(args[4], ir.Constant(i64, r)))
+            w = builder.shl(builder.zext(builder.load(_bptr(builder, src, p, h8v), align=2),
+                                         _I8V), c16)
+            builder.store(w, _vptr(builder, scratch, ir.Constant(i64, 8 * r), _I8V), align=4)
+            arows.append(builder.bitcast(w, _F8V))
+        builder.fence("acq_rel", "singlethread")
 
-        def rows(off, stride):
-            out = []
-            for r in range(8):
-                p = builder.add(off, builder.mul(stride, ir.Constant(i64, r)))
-                out.append(builder.load(_bptr(builder, src, p, h8v), align=2))
-            return out
+        def a_elem(i, k):
+            if k == 0:
+                return builder.shuffle_vector(arows[i], ir.Constant(_F8V, ir.Undefined),
+                                              ir.Constant(_I8V, [0] * 8))
+            a = builder.load(builder.gep(scratch, [ir.Constant(i64, 8 * i + k)]), align=4)
+            return _splat(builder, a, _F8V, 8)
 
-        def hreduce(vec, pick):
-            # log-step horizontal reduction of an <8 x i16> with pick(a, b) -> a or b
-            undef = ir.Constant(h8v, ir.Undefined)
-            for half in (4, 2, 1):
-                idx = ir.Constant(ir.VectorType(_I32, 8), [(j + half) % 8 for j in range(8)])
-                vec = pick(vec, builder.shuffle_vector(vec, undef, idx))
-            return builder.extract_element(vec, ir.Constant(_I32, 0))
+        def b_row(k):
+            p = builder.add(args[5], builder.mul(args[6], ir.Constant(i64, k)))
+            h = builder.load(_bptr(builder, src, p, h8v), align=2)
+            return builder.bitcast(builder.shl(builder.zext(h, _I8V), c16), _F8V)
 
-        def umin(a, b):
-            return builder.select(builder.icmp_unsigned("<", a, b), a, b)
-
-        def umax(a, b):
-            return builder.select(builder.icmp_unsigned(">", a, b), a, b)
-
-        def bounds(hs):
-            # min over non-zero |h| via min(|h| - 1): a zero wraps to 0xffff and never wins
-            lo, hi = ones, zero
-            for h in hs:
-                w = builder.and_(h, mask)
-                lo = umin(builder.sub(w, one), lo)
-                hi = umax(w, hi)
-            smin = builder.add(builder.zext(hreduce(lo, umin), i64), ir.Constant(i64, 1))
-            smax = builder.zext(hreduce(hi, umax), i64)
-            c7 = ir.Constant(i64, 7)
-            return builder.lshr(smin, c7), builder.lshr(smax, c7)
-
-        ha = rows(args[3], args[4])
-        hb = rows(args[5], args[6])
-        # Fast test, over A and B together in 256-bit vectors: every non-zero operand has an
-        # exponent in [64, 190], so every product's is in [128, 380]. Only when it fails, the
-        # exact test with separate bounds for A and B.
-        h16v = ir.VectorType(ir.IntType(16), 16)
-        cat = ir.Constant(ir.VectorType(_I32, 16), list(range(16)))
-        pairs = [builder.shuffle_vector(hs[2 * r], hs[2 * r + 1], cat)
-                 for hs in (ha, hb) for r in range(4)]
-        lo, hi = ir.Constant(h16v, [0xFFFF] * 16), ir.Constant(h16v, [0] * 16)
-        for pv in pairs:
-            w = builder.and_(pv, ir.Constant(h16v, [0x7FFF] * 16))
-            lo = umin(builder.sub(w, ir.Constant(h16v, [1] * 16)), lo)
-            hi = umax(w, hi)
-        halves = (ir.Constant(ir.VectorType(_I32, 8), list(range(8))),
-                  ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16))))
-        und16 = ir.Constant(h16v, ir.Undefined)
-        lo8 = umin(builder.shuffle_vector(lo, und16, halves[0]),
-                   builder.shuffle_vector(lo, und16, halves[1]))
-        hi8 = umax(builder.shuffle_vector(hi, und16, halves[0]),
-                   builder.shuffle_vector(hi, und16, halves[1]))
-        emin = builder.add(builder.zext(hreduce(lo8, umin), i64), ir.Constant(i64, 1))
-        emax = builder.zext(hreduce(hi8, umax), i64)
-        band = builder.and_(
-            builder.icmp_unsigned(">=", emin, ir.Constant(i64, 64 << 7)),
-            builder.icmp_unsigned("<", emax, ir.Constant(i64, 191 << 7)))
-        exact_slot = cgutils.alloca_once(builder, ir.IntType(1))
-        builder.store(band, exact_slot)
-        with builder.if_then(builder.not_(band), likely=False):
-            amin, amax = bounds(ha)
-            bmin, bmax = bounds(hb)
-            builder.store(builder.and_(
-                builder.icmp_unsigned(">=", builder.add(amin, bmin), ir.Constant(i64, 128)),
-                builder.icmp_unsigned("<=", builder.add(amax, bmax), ir.Constant(i64, 380))),
-                exact_slot)
-        exact = builder.load(exact_slot)
-        result = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
-        with builder.if_then(exact):
-            c16 = ir.Constant(_I8V, [16] * 8)
-            # Compiler fences (no instruction) keep LLVM from carrying the rows loaded for the
-            # test, or the widened A, in registers: it would spill them, and turn each A[i][k]
-            # into register shuffles. Re-loading (vpmovzxwd from memory) and one broadcast load
-            # per A[i][k] from the scratch tile are cheaper.
-            builder.fence("acq_rel", "singlethread")
-            for r, h in enumerate(rows(args[3], args[4])):
-                builder.store(builder.shl(builder.zext(h, _I8V), c16),
-                              _vptr(builder, abase, ir.Constant(i64, 8 * r), _I8V), align=4)
-            builder.fence("acq_rel", "singlethread")
-
-            def a_elem(i, k):
-                a = builder.load(builder.gep(abase, [ir.Constant(i64, 8 * i + k)]), align=4)
-                return _splat(builder, a, _F8V, 8)
-
-            def b_row(k):
-                p = builder.add(args[5], builder.mul(args[6], ir.Constant(i64, k)))
-                h = builder.load(_bptr(builder, src, p, h8v), align=2)
-                return builder.bitcast(builder.shl(builder.zext(h, _I8V), c16), _F8V)
-
-            _mma_core(builder, tdata, args[1], a_elem, b_row, exact_products=True)
-            builder.store(ir.Constant(i64, 1), result)
-        return builder.load(result)
+        _mma_core(builder, tdata, args[1], a_elem, b_row, fused=True)
+        return ir.Constant(i64, 1)
 
     return sig, codegen
 
