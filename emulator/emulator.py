@@ -54,7 +54,7 @@ from emulator.trace import (
 )
 
 DEFAULT_MAX_CYCLES = 50_000_000
-DEFAULT_QUANTUM = 64
+DEFAULT_QUANTUM = 256
 # A run without a budget is cut into kernel calls of this many instructions, so Ctrl-C is
 # noticed within a few seconds.
 _CHUNK = 1 << 29

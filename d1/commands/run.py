@@ -89,7 +89,7 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
               show_default=True, help="Where each output tensor is written as NAME.npy.")
 @click.option("--max-cycles", type=click.IntRange(min=0), default=50_000_000, show_default=True,
               help="A node whose clock passes this many cycles traps (cause 9).")
-@click.option("--quantum", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--quantum", type=click.IntRange(min=1), default=256, show_default=True,
               help="Instructions per node per turn (results never depend on it).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
