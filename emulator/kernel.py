@@ -99,6 +99,7 @@ from emulator.numerics import (
     rem_unsigned,
     splitmix64,
 )
+from emulator.prefetch import prefetch
 from emulator.simd import (
     VB_ADD,
     VB_MUL,
@@ -1127,6 +1128,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     vwords = v.shape[1] * 16
     awords = acc.shape[1] * 64
     vflat = v.reshape(v.size)
+    xflat = x.reshape(x.size)
+    xcols = x.shape[1]
     accflat = acc.reshape(acc.size)
     lo = 0
     hi = n
@@ -1178,6 +1181,10 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     continue
                 cn = code[base * CODE_COLS:]
                 xr = x[node]
+                if node + 1 < hi:
+                    # the next node's registers and counters, while this one runs
+                    prefetch(xflat, np.int64((node + 1) * xcols))
+                    prefetch(xflat, np.int64((node + 1) * xcols + XCOL_HWM))
                 # a contiguous view of the node's SRAM (rows of sram8 are padded, see State)
                 m8 = sram_flat[node * sram_row:node * sram_row + sram_bytes]
                 vn = vflat[node * vwords:(node + 1) * vwords]
@@ -1567,10 +1574,10 @@ def _check_isa_fingerprint() -> None:
 
     from d1isa.isa import TABLE
     from d1isa.machine import TIMING_CLASSES
-    from emulator import decode, memcopy, numerics, simd, sync
+    from emulator import decode, memcopy, numerics, prefetch, simd, sync
 
     h = hashlib.sha256(repr((TABLE, FLOPS, TIMING_CLASSES)).encode())
-    for mod in (decode, memcopy, numerics, simd, sync):
+    for mod in (decode, memcopy, numerics, prefetch, simd, sync):
         try:
             with open(mod.__file__, "rb") as f:
                 h.update(f.read())
