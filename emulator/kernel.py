@@ -1155,8 +1155,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
             for node in range(max(lo, group << 3), min(hi, (group + 1) << 3)):
                 if wake[node] == 0:
                     continue
-                wake[node] = 0
                 if state[node] >= HALTED:
+                    wake[node] = 0
                     continue
                 q = quantum
                 if budget >= 0 and budget - total < q:
@@ -1164,8 +1164,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 if use_nb and node_budget[node] < q:
                     q = node_budget[node]
                 if q <= 0:
-                    wake[node] = 1          # still runnable, once the budget allows
-                    continue
+                    continue                # still runnable (and awake) once the budget allows
                 base = node_base[node]
                 length = node_len[node]
                 c = clock[node]
@@ -1534,13 +1533,17 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 pc[node] = p
                 clock[node] = c
                 xr[XCOL_FLOPS] += fl
+                # A running node's flag and state stay as they are: no write, so two threads
+                # never fight over the cache line of flags at the edge of their ranges.
                 if tcause:
                     state[node] = TRAPPED
                     cause[node] = tcause
-                else:
+                    wake[node] = 0
+                elif st != RUNNING:
                     state[node] = st
-                    if st == RUNNING:
-                        wake[node] = 1
+                    wake[node] = 0
+                elif state[node] != RUNNING:
+                    state[node] = RUNNING
                 k = q - left
                 total += k
                 if use_nb:
