@@ -135,6 +135,24 @@ def test_run_writes_outputs_and_prints_stats_with_units(tmp_path):
     assert len(doc["stats"]["nodes"]["count"]) == 4 and doc["result"]["traps"] == []
 
 
+def test_run_threads_option_changes_nothing_but_host_figures(tmp_path):
+    docs = []
+    for threads in ("1", "3"):
+        js = tmp_path / f"run{threads}.json"
+        r = d1("run", str(ASM / "token_ring.d1s"), "--mesh", "4x4", "--threads", threads,
+               "--quantum", "5", "--stats", "--json", str(js), "--out-dir", str(tmp_path / "o"))
+        assert r.returncode == 0, r.stderr
+        assert (f"on {threads} threads" if threads != "1" else "on 1 thread") in r.stdout
+        doc = json.loads(js.read_text())
+        assert doc["stats"]["host"]["threads"] == int(threads)
+        for key in ("host",):
+            del doc["stats"][key]
+        docs.append(doc)
+    assert docs[0] == docs[1]
+    r = d1("run", str(ASM / "token_ring.d1s"), "--threads", "-1")
+    assert r.returncode == 2 and "--threads" in r.stderr
+
+
 def test_run_exits_1_with_a_report_on_deadlock_and_trap(tmp_path):
     r = d1("run", str(ASM / "deadlock.d1s"), "--mesh", "3x3", "--out-dir", str(tmp_path),
            "--json", str(tmp_path / "d.json"))
