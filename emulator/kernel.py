@@ -1193,6 +1193,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 stopped = False
                 left = q
                 fl = 0              # FLOPs of the inner loop's vector and matrix instructions
+                leave = False       # a jump to t outside the code: it completes, then the turn
+                t = np.int64(0)     # ends (the next turn's fetch check traps)
+                gi = np.uint64(0)
                 while left > 0:
                     # ---- inner loop: frequent instructions, no calls --------------------------
                     slow = False
@@ -1212,11 +1215,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             if xr[rs1] != xr[cn[gi + _U3]]:
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += np.int64(cn[gi + _U7])
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                         elif op == I_ADD:
@@ -1225,11 +1224,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             if xr[rs1] < xr[cn[gi + _U3]]:
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += np.int64(cn[gi + _U7])
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                         elif op == I_VFMA:
@@ -1256,22 +1251,14 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             if xr[rs1] == xr[cn[gi + _U3]]:
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += np.int64(cn[gi + _U7])
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                         elif op == I_BGE:
                             if xr[rs1] >= xr[cn[gi + _U3]]:
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += np.int64(cn[gi + _U7])
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                         elif op == I_SUB:
@@ -1304,44 +1291,28 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             t = p + np.int64(np.int32(cn[gi + _U5]))
                             xr[rd] = p + 1
                             if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
+                                leave = True        # completed after the turn loop
                                 break
                             p = t - 1
                         elif op == I_JALR:
                             t = xr[rs1] + np.int64(np.int32(cn[gi + _U5]))
                             xr[rd] = p + 1
                             if t < 0 or t >= length:
-                                # the jump completes, then leaving the code ends the turn
-                                xr[cn[gi + _U6]] += 1
-                                c += np.int64(cn[gi + _U7])
-                                p = t
-                                left -= 1
+                                leave = True        # completed after the turn loop
                                 break
                             p = t - 1
                         elif op == I_BLTU:
                             if np.uint64(xr[rs1]) < np.uint64(xr[cn[gi + _U3]]):
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += np.int64(cn[gi + _U7])
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                         elif op == I_BGEU:
                             if np.uint64(xr[rs1]) >= np.uint64(xr[cn[gi + _U3]]):
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += np.int64(cn[gi + _U7])
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                         elif op == I_VADD or op == I_VMUL or op == I_VSUB:
@@ -1395,7 +1366,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         c += np.int64(cn[gi + _U7])
                         p += 1
                         left -= 1
-                    if not slow:
+                    if leave or not slow:
                         break
                     # ---- outer loop: one instruction the inner loop does not run --------------
                     if c > maxc:
@@ -1427,11 +1398,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                                              cfg)
                             if r == S_JUMP:
                                 if t < 0 or t >= length:
-                                    # the jump completes, then leaving the code ends the turn
-                                    xr[cn[gi + _U6]] += 1
-                                    c += cost
-                                    p = t
-                                    left -= 1
+                                    leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
                             elif r == S_HALT:
@@ -1529,6 +1496,11 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     xr[cn[gi + _U6]] += 1
                     c += cost
                     p += 1
+                    left -= 1
+                if leave:
+                    xr[cn[gi + _U6]] += 1
+                    c += np.int64(cn[gi + _U7])
+                    p = t
                     left -= 1
                 pc[node] = p
                 clock[node] = c
