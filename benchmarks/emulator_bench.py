@@ -270,6 +270,7 @@ def run(report: Callable[[str], None] = print) -> dict[str, float]:
 def _threads_figures(m, report: Callable[[str], None]) -> dict[str, float]:
     """The scalar loop on two threads against one, interleaved; and identical final state."""
     from emulator import Emulator
+    from emulator.reference import compare_states
 
     iters = 20_000
     one = two = base_one = base_two = 0.0
@@ -283,7 +284,7 @@ def _threads_figures(m, report: Callable[[str], None]) -> dict[str, float]:
         emu = Emulator(_obj(m, scalar_program(500)), threads=threads)
         emu.run()
         states.append(emu.state_dict())
-    same = _same_state(*states)
+    same = compare_states(*states) == []
     report(f"scalar loop on 2 threads:               {two / 1e6:7.1f} M node-instr/s   "
            f"= {two / one:.2f}x one thread ({one / 1e6:.1f} M/s, same run; target >= 1.7x); "
            f"final state {'identical' if same else 'DIFFERENT'}")
@@ -293,19 +294,6 @@ def _threads_figures(m, report: Callable[[str], None]) -> dict[str, float]:
     return {"scalar_rate_1_thread": one, "scalar_rate_2_threads": two,
             "threads_speedup": two / one, "threads_identical": float(same),
             "baseline_threads_speedup": base_two / base_one}
-
-
-def _same_state(a: dict, b: dict) -> bool:
-    for key in a:
-        if key == "stats":
-            if not all(np.array_equal(a[key][k], b[key][k]) for k in a[key]):
-                return False
-        elif key == "fifos":
-            if a[key] != b[key]:
-                return False
-        elif not np.array_equal(a[key], b[key]):
-            return False
-    return True
 
 
 def _scaling_figures(m, report: Callable[[str], None]) -> dict[str, float]:

@@ -40,7 +40,7 @@ from emulator.decode import (
     kernel_table,
 )
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
-from emulator.state import State, link_geometry, make_cfg
+from emulator.state import State, aligned_zeros, link_geometry, make_cfg
 from emulator.trace import (
     DEFAULT_EVENTS,
     DEFAULT_MAX_TRACE_EVENTS,
@@ -142,7 +142,7 @@ class Emulator:
         self._flat_code = kernel_table(self.code.table)
         self._real_op = np.ascontiguousarray(self.code.table[:, C_OP])
         self._uscratch = np.zeros(16, dtype=np.uint32)
-        self._fscratch = _aligned_f32(64)
+        self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
         self._node_budget = np.zeros(self.n, dtype=np.int64)
         self.host_seconds = 0.0
@@ -185,9 +185,7 @@ class Emulator:
         """Compile (or load from the cache) outside the timed region: budget 0 runs nothing."""
         if (trace is not None) in self._warm:
             return
-        cfg = self.cfg
-        cfg[K.K_QUANTUM], cfg[K.K_BUDGET], cfg[K.K_ONLY_NODE] = 1, 0, -1
-        cfg[K.K_USE_NODE_BUDGET] = 0
+        _set_controls(self.cfg, self.max_cycles, quantum=1, budget=0)
         t0 = time.perf_counter()
         K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
                    self._uscratch, self._fscratch, trace)
@@ -197,18 +195,14 @@ class Emulator:
     def _call(self, budget: int, only: int = -1, node_budget: np.ndarray | None = None,
               quantum: int | None = None) -> tuple[int, int]:
         """One run_loop call; returns (reason, instructions executed)."""
-        cfg = self.cfg
-        cfg[K.K_MAX_CYCLES] = self.max_cycles
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
         trace = self.recorder.kernel_arg() if self.recorder is not None else None
         self._warm_up(node_t, fifo_t, stats_t, geo, trace)
-        cfg[K.K_QUANTUM] = self.quantum if quantum is None else quantum
-        cfg[K.K_BUDGET] = budget
-        cfg[K.K_ONLY_NODE] = only
         if node_budget is not None:
             self._node_budget[:] = node_budget
-        cfg[K.K_USE_NODE_BUDGET] = 1 if node_budget is not None else 0
+        _set_controls(self.cfg, self.max_cycles, self.quantum if quantum is None else quantum,
+                      budget, only=only, node_budget=node_budget is not None)
         t0 = time.perf_counter()
         # errstate: under NUMBA_DISABLE_JIT the loop is numpy scalar code, whose wrapping
         # 64-bit arithmetic would otherwise warn; jitted code never looks at it.
@@ -272,15 +266,11 @@ class Emulator:
         calls = []
         for lo, hi in ranges:
             cfg = self.cfg.copy()
-            cfg[K.K_MAX_CYCLES] = self.max_cycles
-            cfg[K.K_QUANTUM] = self.quantum
-            cfg[K.K_BUDGET] = _CHUNK // len(ranges)
-            cfg[K.K_ONLY_NODE] = -1
-            cfg[K.K_USE_NODE_BUDGET] = 0
-            cfg[K.K_LO], cfg[K.K_HI] = lo, hi
+            _set_controls(cfg, self.max_cycles, self.quantum, _CHUNK // len(ranges), lo=lo, hi=hi)
             out = np.zeros(K.OUT_SIZE, dtype=np.int64)
+            scratch = (np.zeros(16, dtype=np.uint32), aligned_zeros((64,), np.float32))
             calls.append((out, (node_t, fifo_t, stats_t, geo[:-1] + (cfg,), self._node_budget,
-                                out, np.zeros(16, dtype=np.uint32), _aligned_f32(64), None)))
+                                out, *scratch, None)))
         pool = _thread_pool(len(calls) - 1)
         total = 0
         t0 = time.perf_counter()
@@ -823,6 +813,18 @@ class Emulator:
         return chrome_trace(self, self.recorder, max_events=max_events, program=program)
 
 
+def _set_controls(cfg: np.ndarray, max_cycles: int, quantum: int, budget: int, only: int = -1,
+                  node_budget: bool = False, lo: int = 0, hi: int = 0) -> None:
+    """Write one run_loop call's controls into cfg (emulator.kernel's K_* slots): hi = 0 means
+    every node, else the thread's range [lo, hi)."""
+    cfg[K.K_MAX_CYCLES] = max_cycles
+    cfg[K.K_QUANTUM] = quantum
+    cfg[K.K_BUDGET] = budget
+    cfg[K.K_ONLY_NODE] = only
+    cfg[K.K_USE_NODE_BUDGET] = 1 if node_budget else 0
+    cfg[K.K_LO], cfg[K.K_HI] = lo, hi
+
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
@@ -849,14 +851,6 @@ def auto_threads(nodes: int) -> int:
     """The default thread count of `d1 run`: one per usable CPU, at most 8, and at least 64
     nodes per thread (below that a phase is too short to pay for handing work to a thread)."""
     return max(1, min(usable_cpus(), 8, nodes // 64))
-
-
-def _aligned_f32(n: int) -> np.ndarray:
-    """A zeroed float32[n] starting on a 64-byte boundary (the mma scratch: row stores and
-    broadcast loads then never straddle a cache line)."""
-    raw = np.zeros(n + 16, dtype=np.float32)
-    skip = (-raw.ctypes.data % 64) // 4
-    return raw[skip:skip + n]
 
 
 def _piece_addresses(addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:

@@ -42,7 +42,7 @@ class State:
         self.depth = m.fifo_depth
         self.max_message = m.max_message_bytes
         # x rows: registers, the r0 sink and the node's counters (see emulator.decode).
-        self.x = _aligned_zeros((n, XCOLS), np.int64)
+        self.x = aligned_zeros((n, XCOLS), np.int64)
         self.v = np.zeros((n, m.vector_regs, 16), dtype=np.uint32)
         self.acc = np.zeros((n, m.accumulators, 8, 8), dtype=np.float32)
         # Node rows of SRAM are padded so that the same address on different nodes falls in
@@ -178,8 +178,9 @@ class State:
         }
 
 
-def _aligned_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A zeroed C-contiguous array starting on a 64-byte cache-line boundary."""
+def aligned_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A zeroed C-contiguous array starting on a 64-byte cache-line boundary (register rows;
+    the mma scratch, whose row stores and broadcast loads then never straddle a line)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.zeros(nbytes + 64, dtype=np.uint8)
