@@ -189,16 +189,7 @@ class ObjectFile:
             (b"NMAP", self.node_block.astype("<i4").tobytes()),
             (b"DATA", b"".join(blobs)),
         ]
-        offset = HEADER.size + ENTRY.size * len(sections)
-        table, body = [], []
-        for tag, payload in sections:
-            table.append(ENTRY.pack(tag, 0, offset, len(payload)))
-            body.append(payload)
-            offset += len(payload)
-        rest = b"".join(table) + b"".join(body)
-        header = HEADER.pack(MAGIC, VERSION, len(sections), HEADER.size + len(rest),
-                             zlib.crc32(rest), 0)
-        return header + rest
+        return pack_sections(sections)
 
     def save(self, path: str | Path) -> None:
         data = self.to_bytes()
@@ -269,6 +260,20 @@ class ObjectFile:
                 raise ObjectFormatError(f"tensor '{t.name}' is described twice")
             names.add(t.name)
             _validate_tensor(t, m)
+
+
+def pack_sections(sections: list[tuple[bytes, bytes]]) -> bytes:
+    """The container around (tag, payload) sections: header, section table, payloads; the CRC
+    covers everything after the header."""
+    offset = HEADER.size + ENTRY.size * len(sections)
+    table, body = [], []
+    for tag, payload in sections:
+        table.append(ENTRY.pack(tag, 0, offset, len(payload)))
+        body.append(payload)
+        offset += len(payload)
+    rest = b"".join(table) + b"".join(body)
+    return HEADER.pack(MAGIC, VERSION, len(sections), HEADER.size + len(rest), zlib.crc32(rest),
+                       0) + rest
 
 
 def _tensor_to_json(t: TensorLayout) -> dict[str, Any]:

@@ -21,10 +21,7 @@ from d1isa.asm import assemble, assemble_file
 from d1isa.errors import D1Error, ObjectFormatError
 from d1isa.machine import load_machine
 from d1isa.objfile import (
-    ENTRY,
     HEADER,
-    MAGIC,
-    VERSION,
     CodeBlock,
     DataInit,
     ObjectFile,
@@ -33,6 +30,7 @@ from d1isa.objfile import (
     TensorPiece,
     load_object,
 )
+from d1isa.objfile import pack_sections as build  # a container around any section payloads
 
 ROOT = Path(__file__).resolve().parent.parent
 M4 = load_machine(mesh="4x4")
@@ -42,19 +40,6 @@ M2 = load_machine(mesh="2x2")
 def rich_object() -> ObjectFile:
     """An object using every part of the format: blocks, lines, data, symbols, tensors, meta."""
     return assemble_file(ROOT / "programs" / "asm" / "row_broadcast.d1s", load_machine(mesh="3x2"))
-
-
-def build(sections: list[tuple[bytes, bytes]]) -> bytes:
-    """A well-formed container (header, table, CRC) around arbitrary section payloads."""
-    offset = HEADER.size + ENTRY.size * len(sections)
-    table, body = [], []
-    for tag, payload in sections:
-        table.append(ENTRY.pack(tag, 0, offset, len(payload)))
-        body.append(payload)
-        offset += len(payload)
-    rest = b"".join(table) + b"".join(body)
-    return HEADER.pack(MAGIC, VERSION, len(sections), HEADER.size + len(rest), zlib.crc32(rest),
-                       0) + rest
 
 
 def meta(**kw) -> bytes:
