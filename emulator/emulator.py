@@ -28,6 +28,7 @@ from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
+from emulator import precompile
 from emulator.decode import (
     C_IMM,
     C_OP,
@@ -187,8 +188,14 @@ class Emulator:
             return
         _set_controls(self.cfg, self.max_cycles, quantum=1, budget=0)
         t0 = time.perf_counter()
-        K.run_loop(node_t, fifo_t, stats_t, geo, self._node_budget, self._out,
-                   self._uscratch, self._fscratch, trace)
+        args = (node_t, fifo_t, stats_t, geo, self._node_budget, self._out, self._uscratch,
+                self._fscratch, trace)
+        # Nothing cached yet: a second process compiles helpers meanwhile (emulator.precompile).
+        helper = precompile.start(K.run_loop) if trace is None else None
+        try:
+            K.run_loop(*args)
+        finally:
+            precompile.stop(helper)
         self.jit_seconds += time.perf_counter() - t0
         self._warm.add(trace is not None)
 

@@ -59,6 +59,7 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.core.registry import CPUDispatcher
 
 from d1isa.isa import FLOPS, INSTRUCTIONS, OP
 from d1isa.machine import TIMING_CLASSES
@@ -73,6 +74,7 @@ from d1isa.traps import (
     SRAM_OUT_OF_RANGE,
     USER_TRAP,
 )
+from emulator import precompile
 from emulator.decode import (
     CODE_COLS,
     FELL_OFF,
@@ -99,6 +101,7 @@ from emulator.numerics import (
     rem_unsigned,
     splitmix64,
 )
+from emulator.pipeline import LeanCompiler
 from emulator.prefetch import prefetch
 from emulator.simd import (
     VB_ADD,
@@ -220,11 +223,13 @@ assert all(MMA_BF16 <= i.opcode < SEND for i in INSTRUCTIONS if i.group == "matr
 assert all(SEND <= i.opcode < ILLEGAL for i in INSTRUCTIONS if i.group == "network")
 
 
-# Options of the helpers below, which jitted code calls: Numba builds no C entry point for them
-# (only compile time; the Python one stays, so a helper called from Python still checks its
-# arguments). Constant arguments to them are written np.int64(...): Numba compiles a helper
-# again for every distinct literal argument.
-_HELPER = {"no_cfunc_wrapper": True}
+# Options of the helpers below, which only jitted code calls: Numba builds neither a C nor a
+# Python entry point for them (each costs compile time: the Python wrappers were about 2 s of a
+# cold start). Calling one from Python therefore raises TypeError (_JitOnly, at the end of this
+# module) instead of entering code that does not exist; tests call `helper.py_func`. Constant
+# arguments to them are written np.int64(...): Numba compiles a helper again for every distinct
+# literal argument.
+_HELPER = {"no_cfunc_wrapper": True, "no_cpython_wrapper": True, "pipeline_class": LeanCompiler}
 
 
 # ---- memory ------------------------------------------------------------------------------------
@@ -1082,7 +1087,7 @@ def trace_net(trace, op, node, rd, dr, c, c2, fifo, out_link, cfg):
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(i) for i in range(1, 8))
 
 
-@njit(cache=True, error_model="numpy", _nrt=False, nogil=True)
+@njit(cache=True, error_model="numpy", _nrt=False, nogil=True, pipeline_class=LeanCompiler)
 def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, trace):
     """Round-robin over the nodes until nothing can progress, a stop flag, or the budget.
 
@@ -1146,11 +1151,10 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     out[O_STOP_PC] = -1
     for node in range(lo, hi):
         wake[node] = 1 if state[node] < HALTED else 0
-    wake64 = wake.view(np.uint64)
     while True:
         progress = False
         for group in range(lo >> 3, (hi + 7) >> 3):
-            if wake64[group] == 0:
+            if load64(wake, np.int64(group << 3)) == 0:
                 continue            # eight nodes that are blocked (and not woken) or done
             for node in range(max(lo, group << 3), min(hi, (group + 1) << 3)):
                 if wake[node] == 0:
@@ -1541,18 +1545,19 @@ def _check_isa_fingerprint() -> None:
     """Drop stale cached machine code.
 
     Numba's cache is keyed on this file's timestamp only, but the compiled loop also freezes in
-    d1isa's opcode numbers and inlines code from emulator.simd, .numerics and .decode. If any of
-    those changed since the cache was written, flush every cached function of this module.
+    d1isa's opcode numbers, inlines code from emulator.simd, .numerics and .decode, and is built
+    by emulator.pipeline's passes. If any of those changed since the cache was written, flush
+    every cached function of this module.
     """
     import hashlib
     import os
 
     from d1isa.isa import TABLE
     from d1isa.machine import TIMING_CLASSES
-    from emulator import decode, memcopy, numerics, prefetch, simd, sync
+    from emulator import decode, memcopy, numerics, pipeline, prefetch, simd, sync
 
     h = hashlib.sha256(repr((TABLE, FLOPS, TIMING_CLASSES)).encode())
-    for mod in (decode, memcopy, numerics, prefetch, simd, sync):
+    for mod in (decode, memcopy, numerics, pipeline, prefetch, simd, sync):
         try:
             with open(mod.__file__, "rb") as f:
                 h.update(f.read())
@@ -1585,4 +1590,25 @@ def _check_isa_fingerprint() -> None:
         pass
 
 
+class _JitOnly(CPUDispatcher):
+    """A helper compiled without a Python entry point: calling it from Python is an error."""
+
+    def compile(self, sig):
+        # A second process may be compiling this very helper (emulator.precompile): let it
+        # finish, and load its result from the cache, rather than compile it here too.
+        precompile.wait_for(self.py_func.__name__)
+        return super().compile(sig)
+
+    def __call__(self, *args, **kws):
+        raise TypeError(f"emulator.kernel.{self.py_func.__name__} has no Python entry point; "
+                        f"call it from jitted code, or its .py_func from Python")
+
+
+def _jit_only() -> None:
+    for obj in list(globals().values()):
+        if isinstance(obj, CPUDispatcher) and obj.targetoptions.get("no_cpython_wrapper"):
+            obj.__class__ = _JitOnly
+
+
+_jit_only()
 _check_isa_fingerprint()

@@ -436,20 +436,47 @@ _ld16, _ld32, _ld64 = (_load_intrinsic(16, types.uint16), _load_intrinsic(32, ty
                        _load_intrinsic(64, types.uint64))
 _st16, _st32, _st64 = _store_intrinsic(16), _store_intrinsic(32), _store_intrinsic(64)
 
-for _py, _jit in ((load16, _ld16), (load32, _ld32), (load64, _ld64)):
-    def _make(jit):
-        def ol(m8, off):
-            def impl(m8, off):
-                return jit(m8, np.int64(off))
-            return impl
-        return ol
-    overload(_py, jit_options=_JIT)(_make(_jit))
+# One overload each, calling its intrinsic as a global: an implementation that closed over the
+# intrinsic would have a different Numba cache key in every process (the key hashes closure
+# contents), so it would be compiled again by every cold start instead of loaded.
 
-for _py, _jit in ((store16, _st16), (store32, _st32), (store64, _st64)):
-    def _make_st(jit):
-        def ol(m8, off, value):
-            def impl(m8, off, value):
-                jit(m8, np.int64(off), np.uint64(value))
-            return impl
-        return ol
-    overload(_py, jit_options=_JIT)(_make_st(_jit))
+@overload(load16, jit_options=_JIT)
+def _ol_load16(m8, off):
+    def impl(m8, off):
+        return _ld16(m8, np.int64(off))
+    return impl
+
+
+@overload(load32, jit_options=_JIT)
+def _ol_load32(m8, off):
+    def impl(m8, off):
+        return _ld32(m8, np.int64(off))
+    return impl
+
+
+@overload(load64, jit_options=_JIT)
+def _ol_load64(m8, off):
+    def impl(m8, off):
+        return _ld64(m8, np.int64(off))
+    return impl
+
+
+@overload(store16, jit_options=_JIT)
+def _ol_store16(m8, off, value):
+    def impl(m8, off, value):
+        _st16(m8, np.int64(off), np.uint64(value))
+    return impl
+
+
+@overload(store32, jit_options=_JIT)
+def _ol_store32(m8, off, value):
+    def impl(m8, off, value):
+        _st32(m8, np.int64(off), np.uint64(value))
+    return impl
+
+
+@overload(store64, jit_options=_JIT)
+def _ol_store64(m8, off, value):
+    def impl(m8, off, value):
+        _st64(m8, np.int64(off), np.uint64(value))
+    return impl
