@@ -496,7 +496,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
             for i in range(16):
                 vr[d, i] = m32[(a + i * stride) >> 2]
             return 0, 0
-        hw = 0
+        hw = np.int64(0)
         for i in range(16):
             e = a + i * stride
             m32[e >> 2] = vr[s2, i]
@@ -510,7 +510,7 @@ def vector_mem(op, node, v, d, s2, a, stride, sram16, sram32, sr, sram_bytes):
         for i in range(16):
             vr[d, i] = np.uint32(np.uint32(m16[(a + i * stride) >> 1]) << 16)
         return 0, 0
-    hw = 0
+    hw = np.int64(0)
     for i in range(16):
         e = a + i * stride
         m16[e >> 1] = np.uint16(bf16_rne(vr[s2, i]))
@@ -578,7 +578,7 @@ def acc_op(op, acc, node, d, a_addr, imm, sram16, sram32, sram_bytes):
         c = rows_check(a_addr, sa, np.int64(8), np.int64(16), np.int64(2), sram_bytes)
         if c:
             return c, 0
-        hw = 0
+        hw = np.int64(0)
         for i in range(8):
             rb = (a_addr + i * sa) >> 1
             for j in range(8):
@@ -594,7 +594,7 @@ def acc_op(op, acc, node, d, a_addr, imm, sram16, sram32, sram_bytes):
             for j in range(8):
                 t[i, j] = np.uint32(m32[rb + j]).view(np.float32)
         return 0, 0
-    hw = 0
+    hw = np.int64(0)
     for i in range(8):
         rb = (a_addr + i * sa) >> 2
         for j in range(8):
@@ -665,7 +665,7 @@ def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, li
     depth = cfg[K_DEPTH]
     cost_send = cfg[K_COST_SEND]
     cost_recv = cfg[K_COST_RECV]
-    hw = 0
+    hw = np.int64(0)
     if op == RELAY or op == RELAYB:
         dout = np.int64(rd)
         ol = out_link[node * 4 + dout]
@@ -1145,14 +1145,16 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     if only >= 0:
         lo = only
         hi = only + 1
-    total = 0
+    # Loop-carried variables start with their final types (np.int64(0), not 0): a literal
+    # start would be widened at the back edge, costing Numba extra type-inference rounds.
+    total = np.int64(0)
     out[O_REASON] = R_IDLE
     out[O_STOP_NODE] = -1
     out[O_STOP_PC] = -1
     for node in range(lo, hi):
         wake[node] = 1 if state[node] < HALTED else 0
     while True:
-        progress = False
+        progress = np.bool_(False)
         for group in range(lo >> 3, (hi + 7) >> 3):
             if load64(wake, np.int64(group << 3)) == 0:
                 continue            # eight nodes that are blocked (and not woken) or done
@@ -1196,9 +1198,11 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 tcause = 0
                 stopped = False
                 left = q
-                fl = 0              # FLOPs of the inner loop's vector and matrix instructions
-                leave = False       # a jump to t outside the code: it completes, then the turn
-                t = np.int64(0)     # ends (the next turn's fetch check traps)
+                fl = np.int64(0)    # FLOPs of the inner loop's vector and matrix instructions
+                # a jump to t outside the code: it completes, then the turn ends (the next
+                # turn's fetch check traps)
+                leave = np.bool_(False)
+                t = np.int64(0)
                 gi = np.uint64(0)
                 while left > 0:
                     # ---- inner loop: frequent instructions, no calls --------------------------
