@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +94,18 @@ def test_wait_for_stops_waiting_when_the_helper_process_is_gone(tmp_path, monkey
 def test_the_helper_process_exits_quietly_on_sigterm(tmp_path):
     # What stop() does to a helper process still compiling: it must end promptly, leaving no
     # temporary cache file behind.
-    env = precompile._env(str(tmp_path), D1_PRECOMPILE_CLAIMS=str(tmp_path))
+    cache, claims = tmp_path / "cache", tmp_path / "claims"
+    claims.mkdir()
+    env = precompile._env(str(cache), D1_PRECOMPILE_CLAIMS=str(claims))
     proc = subprocess.Popen([sys.executable, "-m", "emulator.precompile", "--helpers"], env=env,
                             cwd=ROOT)
-    threading.Event().wait(3.0)                        # well inside its first compiles
+    deadline = time.monotonic() + 120
+    while not any(claims.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)                               # until it is compiling a helper
+    assert proc.poll() is None and any(claims.iterdir())
     proc.terminate()
-    assert proc.wait(timeout=30) == 0
-    assert not list(tmp_path.rglob("*.tmp.*"))
+    assert proc.wait(timeout=60) == 0
+    assert not list(cache.rglob("*.tmp.*"))
 
 
 def test_results_do_not_depend_on_which_process_compiled_a_helper():
