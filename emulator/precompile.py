@@ -3,15 +3,19 @@
 Why: with an empty Numba cache the first run of the emulator spends most of its time compiling.
 About half of that is the helpers (`scalar_op`, `vector_arith`, `net_op`, ...), which Numba compiles
 one after another as type inference of `run_loop` meets their calls. Numba holds one compile lock
-per process, so threads cannot share that work; a second process can. When the first process
-(the emulator) is about to compile `run_loop` and finds no cached copy, it starts this module
-(`python -m emulator.precompile --helpers`), which compiles the helpers into the same on-disk cache
-starting from the last one `run_loop` meets, while the emulator's own compile works from the
-first. When the emulator reaches a helper the other process has finished, Numba loads it from the
-cache; the two meet in the middle and the second process stops at the first helper it finds
-cached. A cached library keeps its LLVM bitcode for linking, so the compiled loop is the same code
-either way. The emulator stops the second process (SIGTERM, handled between bytecodes so no
-half-written cache file is left) once its own compile is done.
+per process, so threads cannot share that work; a second process can. When the emulator is about
+to compile `run_loop` and finds nothing cached, it starts this module
+(`python -m emulator.precompile --helpers`). That process first compiles the overloaded
+functions `run_loop` calls (emulator.simd's loads, stores and vector steps: small, but needed
+before any helper), then the helpers into the same on-disk cache, starting from the last one
+`run_loop` meets, while the emulator's own compile works from the first. When the emulator
+reaches a helper the other process has finished, Numba loads it from the cache; if the other
+process is compiling that very helper (it keeps a claim file named after it while it does), the
+emulator waits for it rather than compile it a second time. The two meet in the middle and the
+second process stops at the first helper it finds cached. A cached library keeps its LLVM bitcode
+for linking, so the compiled loop is the same code either way. The emulator stops the second
+process with SIGTERM once its own compile is done; the handler raises an ordinary exception, so
+Numba's cache writer removes any half-written file.
 
 A helper's signature is fixed by the argument types at its call site in `run_loop`, so the
 second process needs them before that call site is typed: they are recorded, in call order, in
@@ -21,8 +25,8 @@ emulator/helper_signatures.py by `python -m emulator.precompile --write`, and
 stale record costs only time, never correctness: the first process compiles whatever it does not
 find in the cache.
 
-Set D1_PRECOMPILE=0 to never start the second process (it is also not started on one CPU, without
-the JIT, or when the loop is already cached).
+Set D1_PRECOMPILE=0 to never start the second process. It is also not started on one CPU,
+without the JIT (NUMBA_DISABLE_JIT=1), or when any variant of the loop is already cached.
 """
 
 from __future__ import annotations
@@ -89,13 +93,18 @@ def start(run_loop: Any) -> Any:
         index = _index(run_loop)
         if index is None or index or run_loop.overloads:
             return None                 # no JIT or no disk cache, or already compiled once
+        import shutil
         import subprocess
         import tempfile
         claims = tempfile.mkdtemp(prefix="d1-precompile-")
+    except Exception:
+        return None
+    try:
         proc = subprocess.Popen([sys.executable, "-m", "emulator.precompile", "--helpers"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=_env(D1_PRECOMPILE_CLAIMS=claims))
     except Exception:
+        shutil.rmtree(claims, ignore_errors=True)
         return None
     _children.append(proc)
     _active.update(proc=proc, claims=Path(claims))
@@ -138,7 +147,12 @@ class _Stopped(Exception):
     """Raised by SIGTERM: an Exception, so Numba's cache writer removes its temporary file."""
 
 
+_stopping: list[bool] = []
+
+
 def _on_term(signum: int, frame: Any) -> None:
+    # Numba may wrap the exception (a TypingError, say), so remember the request as well.
+    _stopping.append(True)
     raise _Stopped()
 
 
@@ -154,7 +168,7 @@ def _record() -> list[tuple[Any, tuple, bool]]:
     for module, name, arg_types in CALLS:
         try:
             func = getattr(importlib.import_module(module), name)
-            args = tuple(eval(t, names) for t in arg_types)      # noqa: S307 (our own file)
+            args = tuple(eval(t, names) for t in arg_types)      # our own generated file
         except Exception:
             continue                                            # stale entry: skip it
         out.append((func, args, module == "emulator.kernel"))
@@ -175,20 +189,32 @@ def compile_helpers() -> int:
         ctx.refresh()
         for func, args, helper in calls:
             if not helper:
-                ctx.resolve_function_type(ctx.resolve_value_type(func), args, {})
+                _quietly(lambda f=func, a=args: ctx.resolve_function_type(
+                    ctx.resolve_value_type(f), a, {}))
         for func, args, helper in reversed(calls):
-            if helper:
-                if is_cached(func, args):
-                    break
-                claim = Path(claims, func.py_func.__name__) if claims else None
-                if claim is not None:
-                    claim.touch()
-                func.compile(args)
-                if claim is not None:
-                    claim.unlink(missing_ok=True)
-    except Exception:
+            if not helper:
+                continue
+            if is_cached(func, args):
+                break
+            claim = Path(claims, func.py_func.__name__) if claims else None
+            if claim is not None:
+                claim.touch()
+            _quietly(lambda f=func, a=args: f.compile(a))
+            if claim is not None:
+                claim.unlink(missing_ok=True)
+    except _Stopped:
         pass
     return 0
+
+
+def _quietly(step: Any) -> None:
+    """One compile of the second process; a failure there is the emulator's to report (it
+    compiles the same code), so it is skipped here. SIGTERM (_Stopped) still ends the process."""
+    try:
+        step()
+    except Exception:
+        if _stopping:
+            raise _Stopped() from None
 
 
 # ---- keeping the record right ------------------------------------------------------------------
