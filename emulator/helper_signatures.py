@@ -6,10 +6,6 @@ type inference compiles them (see emulator.precompile).
 """
 
 CALLS = (
-    ('emulator.simd', 'load64', (
-        "Array(uint8, 1, 'C', False, aligned=True)",
-        'int64',
-    )),
     ('emulator.prefetch', 'prefetch', (
         "Array(int64, 1, 'C', False, aligned=True)",
         'int64',
@@ -54,6 +50,10 @@ CALLS = (
         "Array(uint32, 1, 'C', False, aligned=True)",
         'int64',
         'int64',
+        'int64',
+    )),
+    ('emulator.simd', 'load64', (
+        "Array(uint8, 1, 'C', False, aligned=True)",
         'int64',
     )),
     ('emulator.simd', 'load32', (

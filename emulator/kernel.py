@@ -1153,10 +1153,11 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     out[O_STOP_PC] = -1
     for node in range(lo, hi):
         wake[node] = 1 if state[node] < HALTED else 0
+    wake64 = wake.view(np.uint64)
     while True:
         progress = np.bool_(False)
         for group in range(lo >> 3, (hi + 7) >> 3):
-            if load64(wake, np.int64(group << 3)) == 0:
+            if wake64[group] == 0:
                 continue            # eight nodes that are blocked (and not woken) or done
             for node in range(max(lo, group << 3), min(hi, (group + 1) << 3)):
                 if wake[node] == 0:
