@@ -417,6 +417,25 @@ def line_members(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, in
                 shapes[(i, j)] = (nr, nc)
     return shapes
 
+
+def line_reduce(ctx: Ctx, x: Value, shapes: dict[tuple[int, int], tuple[int, int]], rows: bool,
+                op: str, part: int, tmp: int, exp_from: tuple[int, int] | None = None) -> None:
+    """Each member of the lines (`shapes`, from line_members) reduces its block along the line
+    into `part` with `op`, then an all-reduce along the line (`tmp`: its receive buffer) leaves
+    the line's result in every member's `part`. With `exp_from` = (m_addr, ebuf_addr) the
+    elements are first replaced by exp(x - m) and stored in ebuf: the softmax numerator pass."""
+    for (i, j), (nr, nc) in shapes.items():
+        code = ctx.gcode(i, j)
+        if rows:
+            pre = None if exp_from is None else (exp_from[0], "exp", exp_from[1])
+            row_partials(code, x, nr, nc, op, part, pre=pre)
+        else:
+            col_partials(code, x, nr, nc, op, part, pre=exp_from)
+    L = x.layout
+    nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
+    allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), part, tmp, nbytes, op)
+
+
 class Reduce(Step):
     """sum/max/mean of a 1-D or 2-D value over its rows' elements ("rows": the last axis) or
     down its columns ("cols": axis 0 of a 2-D value)."""
@@ -437,20 +456,12 @@ class Reduce(Step):
         comb = "max" if self.op == "max" else "sum"
         rows = self.along == "rows"
         shapes = line_members(ctx, L, rows)
-        members = list(shapes)
-        nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
-        for (i, j), (nr, nc) in shapes.items():
-            code = ctx.gcode(i, j)
-            if rows:
-                row_partials(code, x, nr, nc, comb, part)
-            else:
-                col_partials(code, x, nr, nc, comb, part)
-        allreduce(ctx, L.col_axis if rows else L.row_axis, members, part, tmp, nbytes, comb)
+        line_reduce(ctx, x, shapes, rows, comb, part, tmp)
         div = None
         if self.op == "mean":
             div = float(L.cols if rows else L.rows)
         out = self.out
-        for i, j in members:
+        for i, j in shapes:
             oc0, oc1 = out.layout.block(i, j)[2:]
             store_vector(ctx.gcode(i, j), part, oc1 - oc0, out, out.addr, div)
 
@@ -474,26 +485,9 @@ class Softmax(Step):
         mx, sm, tmp, eb = (t.addr for t in self.temps)
         rows = self.along == "rows"
         shapes = line_members(ctx, L, rows)
-        members = list(shapes)
-        nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
+        line_reduce(ctx, x, shapes, rows, "max", mx, tmp)
+        line_reduce(ctx, x, shapes, rows, "sum", sm, tmp, exp_from=(mx, eb))
         for (i, j), (nr, nc) in shapes.items():
-            code = ctx.gcode(i, j)
-            if rows:
-                row_partials(code, x, nr, nc, "max", mx)
-            else:
-                col_partials(code, x, nr, nc, "max", mx)
-        axis = L.col_axis if rows else L.row_axis
-        allreduce(ctx, axis, members, mx, tmp, nbytes, "max")
-        for i, j in members:
-            nr, nc = shapes[(i, j)]
-            code = ctx.gcode(i, j)
-            if rows:
-                row_partials(code, x, nr, nc, "sum", sm, pre=(mx, "exp", eb))
-            else:
-                col_partials(code, x, nr, nc, "sum", sm, pre=(mx, eb))
-        allreduce(ctx, axis, members, sm, tmp, nbytes, "sum")
-        for i, j in members:
-            nr, nc = shapes[(i, j)]
             if nr <= 0 or nc <= 0:
                 continue
             _divide(ctx.gcode(i, j), eb, round_up(nc, 16) * 4, sm, rows, out, nr, nc)
