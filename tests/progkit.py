@@ -50,3 +50,26 @@ def vec(lanes: list[int]) -> bytes:
     """16 fp32 lanes (bit patterns) as 64 bytes; missing lanes are zero."""
     lanes = list(lanes) + [0] * (16 - len(lanes))
     return struct.pack("<16I", *lanes)
+
+
+def run_and_compare(obj: ObjectFile, text: str, m, filename: str, seed: int = 0,
+                    max_cycles: int = 20_000_000):
+    """Run a compiled .d1k program with seeded inputs and compare every output with the numpy
+    reference under the --check tolerance (each must pass). Returns (rows of
+    compiler.compare_outputs, emulator, run result, outputs by name)."""
+    import compiler
+    from emulator import Emulator
+
+    graph = compiler.check_source(text, m, filename)
+    inputs = compiler.make_inputs(graph, seed)
+    emu = Emulator(obj, max_cycles=max_cycles)
+    for name, value in inputs.items():
+        emu.set_input(name, value)
+    result = emu.run()
+    assert result.ok, result.report()
+    outs = {o.name: emu.output(o.name) for o in graph.outputs}
+    rows = compiler.compare_outputs(graph, outs, compiler.evaluate(graph, inputs))
+    for name, abs_err, rel_err, tol, ok in rows:
+        assert ok, (f"{filename}: {name}: max |err| {abs_err:.3g} > {tol:.3g} "
+                    f"(relative {rel_err:.3g})")
+    return rows, emu, result, outs

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from progkit import run_and_compare
 
 import compiler
 from compiler.compare import BF16_TOLERANCE, F32_TOLERANCE
@@ -22,7 +23,6 @@ from compiler.pipeline import CompileOptions, compile_text, emit_stage
 from d1isa.asm import assemble
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import load_machine
-from emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = sorted(p.stem for p in (ROOT / "programs").glob("*.d1k"))
@@ -36,18 +36,7 @@ def run_program(text: str, m, options: CompileOptions | None = None, seed: int =
                 filename: str = "prog.d1k"):
     """Compile, run and compare; return (rows, emulator, result)."""
     obj = compiler.compile_source(text, m, filename, options)
-    graph = compiler.check_source(text, m, filename)
-    inputs = compiler.make_inputs(graph, seed)
-    ref = compiler.evaluate(graph, inputs)
-    emu = Emulator(obj, max_cycles=20_000_000)
-    for name, value in inputs.items():
-        emu.set_input(name, value)
-    result = emu.run()
-    assert result.ok, result.report()
-    outs = {o.name: emu.output(o.name) for o in graph.outputs}
-    rows = compiler.compare_outputs(graph, outs, ref)
-    for name, abs_err, rel_err, tol, ok in rows:
-        assert ok, f"{name}: max |err| {abs_err:.3g} > {tol:.3g} (relative {rel_err:.3g})"
+    rows, emu, result, _ = run_and_compare(obj, text, m, filename, seed)
     return rows, emu, result
 
 
