@@ -34,9 +34,11 @@ XCOL_SINK = MAX_REGS                    # writes to r0 land here
 XCOL_HWM = MAX_REGS + 1                 # SRAM high-water mark (highest written byte + 1)
 XCOL_FLOPS = MAX_REGS + 2               # FLOPs
 XCOL_COUNT = MAX_REGS + 3               # instructions per timing class (TIMING_CLASSES order)
+# The node's claim word: 1 while a thread runs a turn of it (emulator.sync), 0 otherwise.
+XCOL_CLAIM = XCOL_COUNT + len(TIMING_CLASSES)
 # Rows are padded to whole 64-byte cache lines (State aligns the array), so no two nodes share
 # a line: with threads, neighbouring nodes of two ranges never write the same line.
-XCOLS = (XCOL_COUNT + len(TIMING_CLASSES) + 7) // 8 * 8
+XCOLS = (XCOL_CLAIM + 1 + 7) // 8 * 8
 
 # Opcode values beyond the ISA's 0..255 (emulator.kernel dispatches on them too).
 ILLEGAL = 256           # an invalid word, or a register the machine lacks

@@ -118,6 +118,7 @@ class Emulator:
             raise D1Error(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
         self.phases = 0
+        self.helped_instructions = 0
         self.obj = obj
         self.machine = m = obj.machine
         self.seed = int(seed)
@@ -259,12 +260,15 @@ class Emulator:
     def _call_threads(self) -> tuple[int, int]:
         """Run every node to the end on self.threads threads; returns (reason, executed).
 
-        Each thread runs run_loop on its own node range (the loop releases the GIL) until a
-        sweep over its range makes no progress; that is a phase. Links between the ranges are
-        read and written concurrently (fenced, see emulator.kernel). The run ends after a phase
-        in which no thread executed an instruction: then nothing changed during the whole phase,
-        every node was tried at least once against that unchanging state, and none could move,
-        which is exactly when the serial loop stops too. Results are identical to a serial run.
+        Each thread runs run_loop on its own node range (the loop releases the GIL); when its
+        range has nothing to run it runs turns of other ranges' nodes, and it returns when
+        neither makes progress; that is a phase. Links between the ranges are read and written
+        concurrently (fenced, see emulator.kernel), and a node runs on one thread at a time
+        (claimed, see emulator.sync). The run ends after a phase in which no thread executed an
+        instruction: then nothing changed during the whole phase, every node was tried at least
+        once against that unchanging state (by its own thread, or by the one holding its claim
+        when its own thread came to it), and none could move, which is exactly when the serial
+        loop stops too. Results are identical to a serial run.
         """
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
@@ -292,6 +296,7 @@ class Emulator:
                         f.result()
                 self.phases += 1
                 k = sum(int(out[K.O_EXECUTED]) for out, _ in calls)
+                self.helped_instructions += sum(int(out[K.O_STOLEN]) for out, _ in calls)
                 total += k
                 if k == 0:
                     break
@@ -775,6 +780,7 @@ class Emulator:
                 "jit_seconds": self.jit_seconds,
                 "threads": self.threads,
                 "phases": self.phases,
+                "helped_instructions": self.helped_instructions,
                 "state_bytes": self.state.nbytes,
             },
             "units": {"kernel_cycles": "cycles", "kernel_seconds": "s", "flops": "FLOP",

@@ -6,6 +6,14 @@ type inference compiles them (see emulator.precompile).
 """
 
 CALLS = (
+    ('emulator.sync', 'claim', (
+        "Array(int64, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.sync', 'release', (
+        "Array(int64, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
     ('emulator.prefetch', 'prefetch', (
         "Array(int64, 1, 'C', False, aligned=True)",
         'int64',

@@ -38,14 +38,17 @@ depends only on each node's program order and each link's message order, so resu
 depend on the quantum.
 
 Threads: Emulator.run(threads=T) calls this loop from T Python threads at once (it releases the
-GIL), each on its own contiguous range of nodes (cfg[K_LO], cfg[K_HI]) with its own cfg, out and
-scratch arrays. A node writes only its own state, the FIFOs it sends into (payload, arrival time,
-length, `pushed`) and the consumption side of those it receives from (`consumed`, `popped`); each
-link therefore has one writer per field, and the payload-then-counter order is fenced
-(emulator.sync). Results are identical to a serial run for the reason they do not depend on the
-quantum: a node's behaviour depends only on its own program and on each incoming link's message
-order, and a blocked instruction changes nothing, so seeing a message a little later only means
-retrying it (see Emulator.run for the termination rule).
+GIL), each starting on its own contiguous range of nodes (cfg[K_LO], cfg[K_HI]) with its own cfg,
+out and scratch arrays, and helping with other ranges when its own has nothing to run (see
+run_loop); a turn holds the node's claim word (emulator.sync), so a node runs on one thread at
+a time. A node writes only its own state, the FIFOs it sends into (payload, arrival time,
+length, `pushed`) and the consumption side of those it receives from (`consumed`, `popped`);
+each link therefore has one writer per field at a time, and the payload-then-counter order is
+fenced (emulator.sync). Results are identical to a serial run, whichever thread runs which
+turn, for the reason they do not depend on the quantum: a node's behaviour depends only on its
+own program and on each incoming link's message order, and a blocked instruction changes
+nothing, so seeing a message a little later only means retrying it (see Emulator.run for the
+termination rule).
 
 Debugging: set NUMBA_DISABLE_JIT=1 to run this module as plain Python (slow, but every line is
 steppable in pdb), or NUMBA_BOUNDSCHECK=1 to make Numba check every array index (an IndexError
@@ -81,6 +84,7 @@ from emulator.decode import (
     ILLEGAL,
     INNER,
     STOP_MARK,
+    XCOL_CLAIM,
     XCOL_COUNT,
     XCOL_FLOPS,
     XCOL_HWM,
@@ -118,7 +122,7 @@ from emulator.simd import (
     vector_binop,
     vfma16,
 )
-from emulator.sync import fence
+from emulator.sync import claim, fence, release
 
 # ---- node states, stop reasons, cfg slots -------------------------------------------------------
 RUNNING, BLOCKED_SEND, BLOCKED_RECV, HALTED, TRAPPED = 0, 1, 2, 3, 4
@@ -146,9 +150,9 @@ RS_COLS = RS_COUNT + len(TIMING_CLASSES)
  K_QUANTUM, K_BUDGET, K_ONLY_NODE, K_USE_NODE_BUDGET, K_SRAM_ROW, K_LO, K_HI) = range(16)
 CFG_SIZE = 16
 
-# out slots
-O_EXECUTED, O_STOP_NODE, O_STOP_PC, O_REASON = range(4)
-OUT_SIZE = 4
+# out slots (O_STOLEN: instructions a thread ran on other threads' nodes)
+O_EXECUTED, O_STOP_NODE, O_STOP_PC, O_REASON, O_STOLEN = range(5)
+OUT_SIZE = 5
 
 
 # ---- opcodes (derived from the ISA table, never written by hand) --------------------------------
@@ -1098,8 +1102,16 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     eight unwoken nodes at a time. Visiting a blocked node that cannot move changes nothing, so
     this gives exactly the results of visiting every node, while a program whose work hops from
     node to node (a token ring on 8,850 nodes) pays a word test per eight idle nodes per sweep
-    instead of a visit per node. Fills out[O_EXECUTED], out[O_REASON] and, for a stop,
-    out[O_STOP_NODE] and out[O_STOP_PC].
+    instead of a visit per node. Fills out[O_EXECUTED], out[O_STOLEN], out[O_REASON] and, for
+    a stop, out[O_STOP_NODE] and out[O_STOP_PC].
+
+    With threads (cfg[K_HI] > 0) each call sweeps its own range [K_LO, K_HI) forward; when a
+    sweep of it makes no progress, it sweeps every other node backward, running turns of those
+    it can claim (emulator.sync), and returns to its own range after any progress. So a thread
+    whose nodes are done or blocked helps the others instead of waiting at the end of the
+    phase: on a shared host one core is often slower than the other, and a static split would
+    make the faster thread wait for the slower. The call returns when both kinds of sweep make
+    no progress. Each turn holds the node's claim, so no node ever runs on two threads at once.
 
     A turn is two nested loops. The inner one runs the frequent instructions (scalar ALU,
     branches, scalar loads and stores, vfma/vadd/vsub/vmul, single mma steps) and contains no
@@ -1138,7 +1150,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     accflat = acc.reshape(acc.size)
     lo = 0
     hi = n
-    if cfg[K_HI] > 0:
+    threaded = cfg[K_HI] > 0
+    if threaded:
         # one thread's share of the nodes (Emulator.run with threads > 1)
         lo = cfg[K_LO]
         hi = cfg[K_HI]
@@ -1148,42 +1161,65 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     # Loop-carried variables start with their final types (np.int64(0), not 0): a literal
     # start would be widened at the back edge, costing Numba extra type-inference rounds.
     total = np.int64(0)
+    stolen = np.int64(0)
     out[O_REASON] = R_IDLE
     out[O_STOP_NODE] = -1
     out[O_STOP_PC] = -1
     for node in range(lo, hi):
         wake[node] = 1 if state[node] < HALTED else 0
     wake64 = wake.view(np.uint64)
+    glo = lo >> 3
+    home_groups = ((hi + 7) >> 3) - glo
+    all_groups = (n + 7) >> 3
+    stealing = np.bool_(False)
     while True:
         progress = np.bool_(False)
-        for group in range(lo >> 3, (hi + 7) >> 3):
+        # A sweep: forward over the thread's own nodes; or, once those made no progress
+        # (threads only), a stealing sweep backward over every other node, so that a thread
+        # whose nodes are all blocked or done runs turns of the others' instead of idling.
+        for gj in range(all_groups if stealing else home_groups):
+            group = all_groups - 1 - gj if stealing else glo + gj
             if wake64[group] == 0:
                 continue            # eight nodes that are blocked (and not woken) or done
-            for node in range(max(lo, group << 3), min(hi, (group + 1) << 3)):
+            for gk in range(8):
+                node = (group << 3) + (7 - gk if stealing else gk)
+                if stealing:
+                    if node >= n or (node >= lo and node < hi):
+                        continue
+                elif node < lo or node >= hi:
+                    continue
                 if wake[node] == 0:
                     continue
+                claim_at = np.int64(node * xcols + XCOL_CLAIM)
+                if threaded and not claim(xflat, claim_at):
+                    continue                # another thread is running a turn of it
                 if state[node] >= HALTED:
                     wake[node] = 0
+                    if threaded:
+                        release(xflat, claim_at)
                     continue
                 q = quantum
                 if budget >= 0 and budget - total < q:
                     q = budget - total
                 if use_nb and node_budget[node] < q:
                     q = node_budget[node]
-                if q <= 0:
-                    continue                # still runnable (and awake) once the budget allows
                 base = node_base[node]
                 length = node_len[node]
                 c = clock[node]
                 p = pc[node]
                 # The fetch checks, in order: the cycle limit, then the pc.
-                if c > maxc:
+                if q > 0 and c > maxc:
                     state[node] = TRAPPED
                     cause[node] = CYCLE_LIMIT
-                    continue
-                if p < 0 or p >= length:
+                    q = 0
+                elif q > 0 and (p < 0 or p >= length):
                     state[node] = TRAPPED
                     cause[node] = PC_OUT_OF_RANGE
+                    q = 0
+                if q <= 0:
+                    # still runnable (and awake) once the budget allows; or trapped
+                    if threaded:
+                        release(xflat, claim_at)
                     continue
                 cn = code[base * CODE_COLS:]
                 xr = x[node]
@@ -1525,8 +1561,12 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     wake[node] = 0
                 elif state[node] != RUNNING:
                     state[node] = RUNNING
+                if threaded:
+                    release(xflat, claim_at)
                 k = q - left
                 total += k
+                if stealing:
+                    stolen += k
                 if use_nb:
                     node_budget[node] -= k
                 if k > 0:
@@ -1539,11 +1579,17 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     return
                 if budget >= 0 and total >= budget:
                     out[O_EXECUTED] = total
+                    out[O_STOLEN] = stolen
                     out[O_REASON] = R_BUDGET
                     return
-        if not progress:
+        if progress:
+            stealing = False        # back to the thread's own nodes: messages may have woken them
+        elif threaded and not stealing:
+            stealing = True
+        else:
             break
     out[O_EXECUTED] = total
+    out[O_STOLEN] = stolen
 
 
 def _check_isa_fingerprint() -> None:

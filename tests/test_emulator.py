@@ -709,6 +709,27 @@ def test_threads_give_the_serial_results(threads):
         assert_same_state(serial.state_dict(), emu.state_dict())
 
 
+def test_a_thread_whose_nodes_are_done_runs_the_others_nodes():
+    m = machine(mesh="4x4")
+    loop = [E("movi", rd=1, imm=200_000), E("addi", rd=2, rs1=2, imm=3),
+            E("xor", rd=3, rs1=3, rs2=2), E("addi", rd=1, rs1=1, imm=-1),
+            E("bne", rs1=1, rs2=0, off=-3), E("halt")]
+    # the first thread's range (nodes 0-7) halts at once; the second's runs long loops
+    progs = {nid: [E("halt")] if nid < 8 else loop for nid in range(m.n_live)}
+    serial = Emulator(make_obj(m, progs))
+    assert serial.run().status == "halted"
+    helped = []
+    for _ in range(3):          # the split between threads depends on the host's timing
+        emu = Emulator(make_obj(m, progs), threads=2)
+        assert emu._partition(2) == [(0, 8), (8, 16)]
+        assert emu.run().status == "halted"
+        assert_same_state(serial.state_dict(), emu.state_dict())
+        helped.append(emu.stats()["host"]["helped_instructions"])
+        if helped[-1] > 0:
+            break
+    assert 0 < helped[-1] <= 8 * 800_002, helped
+
+
 def test_threads_report_a_deadlock_like_the_serial_run():
     m = machine(mesh="4x4")
     # every node waits to receive from its east neighbour first: a cycle across both threads
