@@ -296,7 +296,7 @@ class Emulator:
                         f.result()
                 self.phases += 1
                 k = sum(int(out[K.O_EXECUTED]) for out, _ in calls)
-                self.helped_instructions += sum(int(out[K.O_STOLEN]) for out, _ in calls)
+                self.helped_instructions += sum(int(out[K.O_HELPED]) for out, _ in calls)
                 total += k
                 if k == 0:
                     break

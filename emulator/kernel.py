@@ -150,8 +150,8 @@ RS_COLS = RS_COUNT + len(TIMING_CLASSES)
  K_QUANTUM, K_BUDGET, K_ONLY_NODE, K_USE_NODE_BUDGET, K_SRAM_ROW, K_LO, K_HI) = range(16)
 CFG_SIZE = 16
 
-# out slots (O_STOLEN: instructions a thread ran on other threads' nodes)
-O_EXECUTED, O_STOP_NODE, O_STOP_PC, O_REASON, O_STOLEN = range(5)
+# out slots (O_HELPED: instructions a thread ran on other threads' nodes)
+O_EXECUTED, O_STOP_NODE, O_STOP_PC, O_REASON, O_HELPED = range(5)
 OUT_SIZE = 5
 
 
@@ -1102,7 +1102,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     eight unwoken nodes at a time. Visiting a blocked node that cannot move changes nothing, so
     this gives exactly the results of visiting every node, while a program whose work hops from
     node to node (a token ring on 8,850 nodes) pays a word test per eight idle nodes per sweep
-    instead of a visit per node. Fills out[O_EXECUTED], out[O_STOLEN], out[O_REASON] and, for
+    instead of a visit per node. Fills out[O_EXECUTED], out[O_HELPED], out[O_REASON] and, for
     a stop, out[O_STOP_NODE] and out[O_STOP_PC].
 
     With threads (cfg[K_HI] > 0) each call sweeps its own range [K_LO, K_HI) forward; when a
@@ -1161,7 +1161,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     # Loop-carried variables start with their final types (np.int64(0), not 0): a literal
     # start would be widened at the back edge, costing Numba extra type-inference rounds.
     total = np.int64(0)
-    stolen = np.int64(0)
+    helped = np.int64(0)
     out[O_REASON] = R_IDLE
     out[O_STOP_NODE] = -1
     out[O_STOP_PC] = -1
@@ -1566,7 +1566,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 k = q - left
                 total += k
                 if stealing:
-                    stolen += k
+                    helped += k
                 if use_nb:
                     node_budget[node] -= k
                 if k > 0:
@@ -1579,7 +1579,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     return
                 if budget >= 0 and total >= budget:
                     out[O_EXECUTED] = total
-                    out[O_STOLEN] = stolen
+                    out[O_HELPED] = helped
                     out[O_REASON] = R_BUDGET
                     return
         if progress:
@@ -1589,7 +1589,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
         else:
             break
     out[O_EXECUTED] = total
-    out[O_STOLEN] = stolen
+    out[O_HELPED] = helped
 
 
 def _check_isa_fingerprint() -> None:
