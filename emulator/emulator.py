@@ -287,6 +287,9 @@ class Emulator:
         t0 = time.perf_counter()
         with np.errstate(all="ignore"):
             while True:
+                # Every unfinished node awake before any thread starts (each call also wakes its
+                # own range), so a thread that starts first can help with any range at once.
+                np.less(self.state.state, K.HALTED, out=self._wake[:self.n], casting="unsafe")
                 futures = [pool.submit(K.run_loop, *args) for _, args in calls[1:]]
                 try:
                     K.run_loop(*calls[0][1])
