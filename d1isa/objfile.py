@@ -174,7 +174,7 @@ class ObjectFile:
             "blocks": [len(b) for b in self.blocks],
             "data": records,
             "symbols": [[s.name, s.kind, s.value, s.block] for s in self.symbols],
-            "tensors": [_tensor_to_json(t) for t in self.tensors],
+            "tensors": [tensor_to_json(t) for t in self.tensors],
             "files": list(self.files),
             "sources": dict(self.sources),
             "meta": self.meta,
@@ -276,7 +276,7 @@ def pack_sections(sections: list[tuple[bytes, bytes]]) -> bytes:
                        0) + rest
 
 
-def _tensor_to_json(t: TensorLayout) -> dict[str, Any]:
+def tensor_to_json(t: TensorLayout) -> dict[str, Any]:
     return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
             "pieces": [[p.node, p.addr, list(p.offset), list(p.shape), list(p.strides)]
                        for p in t.pieces]}

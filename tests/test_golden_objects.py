@@ -1,0 +1,62 @@
+"""Objects made before the architecture change (tests/golden/objects.json) are made again, the same.
+
+Every program in programs/ (on d1 and m4x4) and every DSL program the suite compiled when the
+record was taken is compiled or assembled again; its code, line table, node map, data, tensor
+layouts, symbols and block sizes must equal the recorded ones, section by section. The record
+holds SHA-256 digests only, so a difference names the section, not the byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import compiler
+from compiler.pipeline import CompileOptions
+from d1isa.asm import assemble
+from d1isa.machine import Machine
+from d1isa.objfile import ObjectFile, tensor_to_json
+
+RECORD = json.loads((Path(__file__).parent / "golden" / "objects.json").read_text())
+
+
+def section_digests(obj: ObjectFile) -> dict[str, str]:
+    """One digest per part of the object that code generation decides."""
+    def h(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()[:32]
+    code = b"".join(b.words.astype("<u8").tobytes() for b in obj.blocks)
+    lines = b"".join(b.lines.astype("<i4").tobytes() for b in obj.blocks)
+    data = json.dumps([[d.node, d.addr, hashlib.sha256(bytes(d.data)).hexdigest()]
+                       for d in obj.data]).encode()
+    tensors = json.dumps([tensor_to_json(t) for t in obj.tensors], sort_keys=True).encode()
+    symbols = json.dumps([[s.name, s.kind, s.value, s.block] for s in obj.symbols]).encode()
+    return {"CODE": h(code), "LINE": h(lines), "NMAP": h(obj.node_block.astype("<i4").tobytes()),
+            "DATA": h(data), "tensors": h(tensors), "symbols": h(symbols),
+            "blocks": h(json.dumps([len(b) for b in obj.blocks]).encode())}
+
+
+def _id(row: dict) -> str:
+    return f"{row['kind']}-{row['filename']}-{row['machine']['name']}"
+
+
+@pytest.mark.parametrize("row", RECORD, ids=[_id(r) for r in RECORD])
+def test_object_is_unchanged(row):
+    machine = Machine.from_dict(row["machine"])
+    if row["kind"] == "d1s":
+        obj = assemble(row["source"], row["filename"], machine)
+    else:
+        options = CompileOptions(**row["options"]) if row["options"] else None
+        obj = compiler.compile_source(row["source"], machine, row["filename"], options)
+    got = section_digests(obj)
+    differ = [k for k in row["sections"] if got[k] != row["sections"][k]]
+    assert not differ, f"sections that changed: {', '.join(differ)}"
+
+
+def test_record_covers_every_program():
+    names = {r["filename"] for r in RECORD}
+    root = Path(__file__).parent.parent
+    for p in [*root.glob("programs/*.d1k"), *root.glob("programs/asm/*.d1s")]:
+        assert str(p.relative_to(root)) in names
