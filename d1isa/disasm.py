@@ -20,7 +20,7 @@ import struct
 import numpy as np
 
 from d1isa import isa
-from d1isa.machine import Machine
+from d1isa.machine import DIRECTIONS, Machine
 from d1isa.objfile import ObjectFile
 
 # d1isa.asm (is_plain_name, quote) is imported where it is used: the emulator imports
@@ -46,7 +46,7 @@ def format_operand(op: str, values: dict[str, int], pc: int | None = None,
     if kind in REG_PREFIX:
         return f"{REG_PREFIX[kind]}{v}"
     if kind == "dir":
-        return isa.DIR_NAMES[v]
+        return DIRECTIONS[v]
     if kind == "float":
         return _float_text(v)
     if kind == "label":

@@ -38,6 +38,17 @@ Register counts, SRAM size, FIFO depth and message size come from the machine de
 operand naming a register the machine does not have is an illegal instruction.
 """
 
+COLUMNS = """\
+### What the tables say
+
+Besides its encoding, timing class and FLOPs, each instruction states the facts that tools derive
+their opcode sets from (the emulator, the debugger's watchpoints and wait-for diagnosis, the
+trace): **writes**, the register operand it writes; **memory**, the SRAM it reads or writes
+(element size, and whether the access is strided per lane, a matrix tile of rows, or a whole
+message); **network**, its role on the links (send, receive or relay) and the message size, where
+the instruction fixes it; **lanes**, the vector lanes it computes on.
+"""
+
 ENCODING = """\
 ## Encoding
 
@@ -181,13 +192,16 @@ def render() -> str:
     for lo, hi, what in isa.RESERVED:
         out.append(f"| {lo:#04x}..{hi:#04x} | {what} |")
     out.append("")
+    out.append(COLUMNS)
     for group in isa.GROUPS:
         rows = [i for i in isa.INSTRUCTIONS if i.group == group]
         out.append(f"## {group.capitalize()} instructions\n")
-        out.append("| instruction | opcode | timing | FLOPs | semantics |\n|---|---|---|---|---|")
+        out.append("| instruction | opcode | timing | FLOPs | writes | memory | network | lanes "
+                   "| semantics |\n|---|---|---|---|---|---|---|---|---|")
         for i in rows:
             out.append(f"| `{i.syntax}` | {i.opcode:#04x} | {i.timing} | "
-                       f"{isa.FLOPS.get(i.mnemonic, 0)} | {i.semantics} |")
+                       f"{isa.FLOPS.get(i.mnemonic, 0)} | {_writes(i)} | {_memory(i)} | "
+                       f"{_network(i)} | {i.lanes or ''} | {i.semantics} |")
         out.append("\nEncodings:\n")
         out.append("| instruction | bits 63..0 |\n|---|---|")
         for i in rows:
@@ -203,6 +217,31 @@ def render() -> str:
         names = ", ".join(f"`{i.mnemonic}`" for i in isa.INSTRUCTIONS if i.timing == c)
         out.append(f"| {c} | {names} |")
     return "\n".join(out) + "\n"
+
+
+def _writes(i: isa.Instruction) -> str:
+    return f"`{isa.REGISTER_FILES[i.writes]}`" if i.writes else ""
+
+
+def _memory(i: isa.Instruction) -> str:
+    m = i.memory
+    if m is None:
+        return ""
+    verb = "reads" if m.kind == "load" else "writes"
+    if m.shape == "message":
+        return f"{verb} the message"
+    if m.shape == "contiguous":
+        return f"{verb} {m.width} B"
+    if m.shape == "strided":
+        return f"{verb} 16 x {m.width} B, strided"
+    return f"{verb} tile rows of {m.width} B"
+
+
+def _network(i: isa.Instruction) -> str:
+    n = i.network
+    if n is None:
+        return ""
+    return f"{n.role} {n.nbytes} B" if n.nbytes else n.role
 
 
 def write(path: Path = DOC_PATH) -> Path:

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from d1isa import isa
+from d1isa import isa, traps
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
-from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
+from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES, Machine
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
@@ -60,8 +60,6 @@ DEFAULT_QUANTUM = 256
 # noticed within a few seconds.
 _CHUNK = 1 << 29
 
-_SEND_OPS = (isa.OP["send"], isa.OP["vsend"], isa.OP["sendb"])
-_RELAY_OPS = (isa.OP["relay"], isa.OP["relayb"])
 
 
 def load(path: str | Path, machine: Machine | None = None) -> ObjectFile:
@@ -452,10 +450,10 @@ class Emulator:
         st = self.state
         pc = int(st.pc[node])
         ln = int(self.code.node_len[node])
-        if code == 9:
+        if code == traps.CYCLE_LIMIT:
             return (f"clock {int(st.clock[node]):,} cycles passed max_cycles "
                     f"{self.max_cycles:,}")
-        if code == 2:
+        if code == traps.PC_OUT_OF_RANGE:
             if pc == ln:
                 return f"execution fell off the end of the code ({ln} instructions)"
             return f"pc {pc} is outside the node's code (0..{ln - 1})"
@@ -465,7 +463,7 @@ class Emulator:
         row = self.code.table[g]
         op = int(row[C_OP])
         word = int(self.code.words[g])
-        if code == 1:
+        if code == traps.ILLEGAL_INSTRUCTION:
             try:
                 ins, values = isa.decode(word)
             except isa.EncodingError:
@@ -482,37 +480,35 @@ class Emulator:
                                 f"(the machine has {prefix}0..{prefix}{count - 1})")
             return ""
         x = st.x[node]
-        if code in (3, 4):
-            mnem = isa.BY_OPCODE[op].mnemonic if op in isa.BY_OPCODE else "?"
-            if op in (isa.OP["sendb"], isa.OP["recvb"], isa.OP["relayb"]):
+        if code in (traps.SRAM_OUT_OF_RANGE, traps.MISALIGNED):
+            ins = isa.BY_OPCODE.get(op)
+            mnem = ins.mnemonic if ins is not None else "?"
+            if ins is not None and ins.memory is not None and ins.memory.shape == "message":
                 return (f"{mnem}: {int(x[row[C_RS2]])} bytes at address {int(x[row[C_RS1]])} "
                         f"(SRAM is 0..{self.machine.sram_bytes - 1})")
             imm = int(row[C_IMM])
-            if isa.BY_OPCODE[op].format in ("L", "S", "VL", "VS", "VLS", "VSS"):
+            if ins is not None and "[rs1+imm]" in ins.operands:
                 imm = imm - (1 << 32) if imm >= 1 << 31 else imm
                 a = int(x[row[C_RS1]]) + imm
                 return (f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}); SRAM is "
                         f"0..{self.machine.sram_bytes - 1}")
             return f"{mnem}: a tile row outside SRAM or misaligned"
-        if code == 8:
+        if code == traps.USER_TRAP:
             return ""
-        if code == 5:
+        if code == traps.NO_NEIGHBOUR:
             return "there is no live node in that direction (mesh edge)"
-        if code == 6:
+        if code == traps.BAD_MESSAGE_LENGTH:
             return (f"message length {int(x[row[C_RS2]])} B is outside "
                     f"1..{self.machine.max_message_bytes}")
-        if code == 7:
+        if code == traps.MESSAGE_LENGTH_MISMATCH:
             d = int(row[C_RS3])
             link = node * 4 + d
             msgs = st.fifo_messages(link)
             got = msgs[0][0] if msgs else 0
-            if op in (isa.OP["recv"],):
-                want = 8
-            elif op == isa.OP["vrecv"]:
-                want = 64
-            else:
-                want = int(x[row[C_RS2]])
-            return f"the message from {'NESW'[d]} is {got} B, the instruction expects {want} B"
+            net = isa.BY_OPCODE[op].network
+            want = net.nbytes if net.nbytes is not None else int(x[row[C_RS2]])
+            return (f"the message from {DIRECTIONS[d]} is {got} B, the instruction expects "
+                    f"{want} B")
         return CAUSES.get(code, ("", ""))[1]
 
     # ---- wait-for analysis --------------------------------------------------------------------
@@ -526,7 +522,7 @@ class Emulator:
         nbr = self.machine.neighbors
         depth = self.machine.fifo_depth
         if st.state[node] == K.BLOCKED_SEND:
-            d = int(row[C_RD]) if op in _RELAY_OPS else int(row[C_RS3])
+            d = int(row[C_RD]) if op in isa.RELAY_OPCODES else int(row[C_RS3])
             t = int(nbr[node, d])
             link = t * 4 + OPPOSITE[d]
             return Wait(w, "send", d, t, self._xy(t), st.fifo_fill(link), depth)
@@ -685,7 +681,7 @@ class Emulator:
         """Messages waiting at `node` from `direction` (N/E/S/W or 0..3), oldest first, as
         (length, arrival time, payload)."""
         nid = self.node_id(node)
-        d = "NESW".index(direction.upper()) if isinstance(direction, str) else int(direction)
+        d = DIRECTIONS.index(direction.upper()) if isinstance(direction, str) else int(direction)
         if not 0 <= d < 4:
             raise D1Error(f"direction must be N, E, S, W or 0..3, got {direction!r}")
         return self.state.fifo_messages(nid * 4 + d)
@@ -739,7 +735,7 @@ class Emulator:
                 if st.link_msgs[s, d]:
                     t = int(nbr[s, d])
                     links.append({
-                        "from": [int(self.xy[s, 0]), int(self.xy[s, 1])], "dir": "NESW"[d],
+                        "from": [int(self.xy[s, 0]), int(self.xy[s, 1])], "dir": DIRECTIONS[d],
                         "to": [int(self.xy[t, 0]), int(self.xy[t, 1])],
                         "bytes": int(st.link_bytes[s, d]), "messages": int(st.link_msgs[s, d]),
                         "busy_cycles": int(st.link_busy[s, d]),
@@ -807,7 +803,7 @@ class Emulator:
                 "sram_hwm": st.hwm.tolist(),
             },
             "links": {
-                "directions": ["N", "E", "S", "W"],
+                "directions": list(DIRECTIONS),
                 "bytes": st.link_bytes.tolist(),
                 "messages": st.link_msgs.tolist(),
                 "busy_cycles": st.link_busy.tolist(),

@@ -64,7 +64,7 @@ import numpy as np
 from d1isa import traps
 from d1isa.errors import D1Error
 from d1isa.isa import FLOPS, INSTRUCTIONS, OPERANDS, EncodingError, Instruction, decode
-from d1isa.machine import OPPOSITE, TIMING_CLASSES
+from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
 from d1isa.objfile import ObjectFile
 
 MASK64 = (1 << 64) - 1
@@ -1188,7 +1188,7 @@ STATS_KEYS = ("count", "flops", "busy", "stall", "sram_hwm", "link_bytes", "link
 
 def _where(name: str, idx: tuple[int, ...]) -> str:
     """Name an element of a state array: node, register, lane, address, link or class."""
-    dirs = "NESW"
+    dirs = DIRECTIONS
     if name in ("link_pushed", "link_wire_free"):
         return f"FIFO at node {idx[0] // 4} from {dirs[idx[0] % 4]}"
     if name in ("stats.link_bytes", "stats.link_msgs", "stats.link_busy"):

@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from d1isa import units
-
-DIR_NAMES = ("N", "E", "S", "W")
+from d1isa import traps, units
+from d1isa.machine import DIRECTIONS
 
 # Run statuses. Final ones: "halted" (every node halted), "trapped" (some node trapped; nodes may
 # also be waiting), "deadlock" (no trap, and waiting nodes form a wait-for cycle), "stuck" (no
@@ -70,7 +69,7 @@ class Trap:
     def message(self) -> str:
         w = self.where
         head = f"node {w.xy} [id {w.node}] trapped at pc {w.pc}: {self.cause_name}"
-        if self.cause == 8:
+        if self.cause == traps.USER_TRAP:
             head += f" (code {self.code})"
         lines = [head]
         if self.detail:
@@ -106,10 +105,10 @@ class Wait:
     depth: int = 0
 
     def describe(self) -> str:
-        d = DIR_NAMES[self.direction]
+        d = DIRECTIONS[self.direction]
         ox, oy = self.other_xy
         if self.kind == "send":
-            back = DIR_NAMES[(self.direction + 2) % 4]
+            back = DIRECTIONS[(self.direction + 2) % 4]
             what = (f"waits to send {d} to ({ox},{oy}), whose {back} FIFO is full "
                     f"({self.fill}/{self.depth})")
         else:
@@ -118,7 +117,7 @@ class Wait:
 
     def to_json(self) -> dict[str, Any]:
         d = self.where.to_json()
-        d.update(kind=self.kind, direction=DIR_NAMES[self.direction], waits_on=self.other,
+        d.update(kind=self.kind, direction=DIRECTIONS[self.direction], waits_on=self.other,
                  waits_on_xy=list(self.other_xy), fifo_fill=self.fill, fifo_depth=self.depth)
         return d
 

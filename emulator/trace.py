@@ -87,15 +87,6 @@ COUNTER_POINTS = 4000             # per counter track
 _INT64_MAX = np.iinfo(np.int64).max
 
 # SRAM bytes per instruction, by mnemonic (network instructions: none, their bytes are link bytes).
-_SRAM_FIXED = {
-    "ld8": 1, "ld8u": 1, "st8": 1, "ld16": 2, "ld16u": 2, "st16": 2,
-    "ld32": 4, "ld32u": 4, "st32": 4, "ld64": 8, "st64": 8,
-    "vld": 64, "vst": 64, "vlds": 64, "vsts": 64,
-    "vldw.bf16": 32, "vstn.bf16": 32, "vstn.bf16.sr": 32, "vldsw.bf16": 32, "vstsn.bf16": 32,
-    "mma.bf16": 256, "mma.f32": 512,
-    "acc.ld": 256, "acc.st": 256, "acc.st.bf16": 128,
-}
-_SRAM_PER_STEP = {"mmak.bf16": 256, "mmak.f32": 512}
 
 
 @dataclass
@@ -174,17 +165,25 @@ def region_table(obj: Any, code: Any) -> tuple[list[Region], np.ndarray]:
     return regions, rtab
 
 
-def sram_tables(code: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per slot: fixed SRAM bytes, bytes per mmak step and the column of its step register."""
+def sram_tables(code: Any, machine: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot: fixed SRAM bytes, bytes per mmak step and the column of its step register.
+
+    The sizes come from the ISA table's memory column; a message's bytes are counted with the
+    link traffic instead, and an instruction with a K-step register (mmak) touches its tiles
+    once per step."""
     from emulator.decode import C_OP, C_RS3
 
     op = code.table[:, C_OP].astype(np.int64)
     fixed_of = np.zeros(512, dtype=np.int64)
     step_of = np.zeros(512, dtype=np.int64)
-    for name, nb in _SRAM_FIXED.items():
-        fixed_of[isa.OP[name]] = nb
-    for name, nb in _SRAM_PER_STEP.items():
-        step_of[isa.OP[name]] = nb
+    for ins in isa.INSTRUCTIONS:
+        if ins.memory is None:
+            continue
+        nb = ins.memory.nbytes(machine.vector_lanes_f32, machine.mma_dim)
+        if "rs3" in ins.operands and ins.memory.shape == "tile":
+            step_of[ins.opcode] = nb
+        else:
+            fixed_of[ins.opcode] = nb
     fixed = fixed_of[op]
     step = step_of[op]
     reg = np.where(step > 0, code.table[:, C_RS3].astype(np.int64), 0)
@@ -202,7 +201,7 @@ class Recorder:
         self.mode = mode
         self.n = n
         self.regions, self.rtab = region_table(obj, code)
-        self.sbase, self.smul, self.sreg = sram_tables(code)
+        self.sbase, self.smul, self.sreg = sram_tables(code, obj.machine)
         r = len(self.regions)
         cap_ev = int(events) if mode == "full" else 0
         cap_msg = int(messages) if mode == "full" else 0

@@ -106,3 +106,55 @@ def test_docs_document_every_instruction_encoding_and_semantics():
     for ins in isa.INSTRUCTIONS:
         assert f"| `{ins.mnemonic}` | `{ins.opcode:08b}`" in text
         assert ins.semantics in text
+
+
+def test_writes_column_agrees_with_the_semantics():
+    dest = {"x": ("rd = ", "rd = ("), "v": ("vd", "bits(vd", "bf16 lanes 0..15 of vd",
+                                            "int32 bits of vd"), "a": ("acc[ad]",)}
+    for ins in isa.INSTRUCTIONS:
+        starts = [f for f, prefixes in dest.items()
+                  if any(ins.semantics.startswith(p) for p in prefixes)]
+        if ins.mnemonic in ("jal", "jalr", "recv", "vrecv", "vnarrow.sr", "mma.bf16", "mma.f32",
+                            "mmak.bf16", "mmak.f32"):
+            continue        # their semantics say it in other words; checked below
+        assert [ins.writes] == starts or (not ins.writes and not starts), ins.mnemonic
+    for name, f in (("jal", "x"), ("jalr", "x"), ("recv", "x"), ("vrecv", "v"),
+                    ("mma.bf16", "a"), ("mmak.f32", "a"), ("acc.st", ""), ("relay", ""),
+                    ("vnarrow.sr", "v")):
+        assert isa.BY_MNEMONIC[name].writes == f
+
+
+def test_memory_column_gives_access_kind_width_and_shape():
+    for bits, name in ((8, "ld8"), (16, "ld16u"), (32, "st32"), (64, "st64")):
+        m = isa.BY_MNEMONIC[name].memory
+        assert m.width == bits // 8 and m.shape == "contiguous"
+        assert m.kind == ("load" if name.startswith("ld") else "store")
+    assert isa.BY_MNEMONIC["vst"].memory == isa.MemAccess("store", 64, "contiguous")
+    assert isa.BY_MNEMONIC["vldsw.bf16"].memory == isa.MemAccess("load", 2, "strided")
+    assert isa.BY_MNEMONIC["acc.st.bf16"].memory == isa.MemAccess("store", 16, "tile", 1)
+    assert isa.BY_MNEMONIC["recvb"].memory == isa.MemAccess("store", 0, "message")
+    assert isa.BY_MNEMONIC["add"].memory is None
+
+
+def test_network_column_names_the_senders_receivers_and_relays():
+    def names(ops):
+        return sorted(isa.BY_OPCODE[o].mnemonic for o in ops)
+    assert names(isa.SEND_OPCODES) == ["send", "sendb", "vsend"]
+    assert names(isa.RECV_OPCODES) == ["recv", "recvb", "vrecv"]
+    assert names(isa.RELAY_OPCODES) == ["relay", "relayb"]
+    assert isa.BY_MNEMONIC["vrecv"].network == isa.NetRole("recv", 64)
+    assert isa.BY_MNEMONIC["send"].network == isa.NetRole("send", 8)
+    assert isa.BY_MNEMONIC["sendb"].network.nbytes is None
+    assert "relayb" in names(isa.STORE_OPCODES) and "sendb" in names(isa.LOAD_OPCODES)
+
+
+def test_lanes_column_matches_the_machine():
+    from d1isa.machine import default_machine
+    m = default_machine()
+    for ins in isa.INSTRUCTIONS:
+        if ins.group != "vector":
+            assert ins.lanes == 0, ins.mnemonic
+        elif ins.mnemonic.startswith("vnarrow"):
+            assert ins.lanes == 2 * m.vector_lanes_f32
+        else:
+            assert ins.lanes == m.vector_lanes_f32, ins.mnemonic
