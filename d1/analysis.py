@@ -428,33 +428,6 @@ def region_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, dict
 
 # ---- running a program from Python ---------------------------------------------------------------
 
-def load_object(path: str | Path, machine: Machine, options: Any = None):
-    """The object to run: a .d1k compiled with `options` (compiler.CompileOptions), a .d1s
-    assembled, or a .d1o loaded and given the machine's timing."""
-    p = Path(path)
-    if not p.exists():
-        raise D1Error(f"cannot read {p}: no such file")
-    suffix = p.suffix.lower()
-    if suffix == ".d1k":
-        from compiler import compile_file
-        return compile_file(p, machine=machine, options=options)
-    if options is not None:
-        from compiler import CompileOptions
-        if options != CompileOptions():
-            raise D1Error(f"compiler options (-O) apply to .d1k programs, not {p.name}")
-    if suffix == ".d1s":
-        from d1isa.asm import assemble_file
-        return assemble_file(p, machine=machine)
-    from d1isa.objfile import ObjectFile
-    obj = ObjectFile.load(p)
-    diff = obj.machine.structural_differences(machine)
-    if diff:
-        raise D1Error(f"{p} was built for machine '{obj.machine.name}', which differs from the "
-                      f"requested one in {', '.join(diff)}; rebuild it for that machine")
-    obj.machine = machine
-    return obj
-
-
 def run_program(path: str | Path, machine: Machine, options: Any = None, *, trace: bool = False,
                 regions: bool = True, max_cycles: int = 50_000_000, seed: int = 0):
     """Compile/assemble/load `path` for `machine` and run it; returns (emulator, RunResult).
@@ -463,9 +436,10 @@ def run_program(path: str | Path, machine: Machine, options: Any = None, *, trac
     events of a timeline trace too. Inputs keep the object's initial SRAM contents (zeros for
     compiled kernels): the timing model does not depend on the values.
     """
+    from d1.program import load_program
     from emulator import Emulator
 
-    obj = load_object(path, machine, options)
+    obj = load_program(path, machine, options).obj
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles,
                    trace=("full" if trace else ("regions" if regions else None)))
     result = emu.run()

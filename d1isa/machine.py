@@ -45,7 +45,10 @@ class Param:
 
     Structural parameters change what a compiled object means (its node ids, its addresses, its
     registers). Timing parameters only change how long things take, so an object may be re-run
-    under different timing.
+    under different timing. A few timing parameters are `compiled` in as well: the compiler
+    chooses its message sizes and its send schedule for them (link width, FIFO depth), so an
+    object built for other values still runs correctly but is not what the compiler would make;
+    the loader (d1.program) recompiles for a change of these, as for a structural one.
     """
 
     key: str
@@ -54,6 +57,12 @@ class Param:
     doc: str
     structural: bool
     minimum: float | None = 1
+    compiled: bool = False
+
+    @property
+    def changes_code(self) -> bool:
+        """Whether code generation depends on this parameter (structural or compiled in)."""
+        return self.structural or self.compiled
 
 
 PARAMS: tuple[Param, ...] = (
@@ -65,7 +74,7 @@ PARAMS: tuple[Param, ...] = (
     Param("chips_x", "int", "chips", "chips across", True),
     Param("chips_y", "int", "chips", "chips down", True),
     Param("chip_link_bytes_per_cycle", "int", "B/cycle", "chip-edge link bandwidth per direction",
-          False),
+          False, compiled=True),
     Param("chip_hop_latency", "int", "cycles", "latency of one chip-edge hop", False, 0),
     Param("sram_bytes", "int", "B", "SRAM per node", True),
     Param("scalar_regs", "int", "", "64-bit scalar registers per node", True, 2),
@@ -74,9 +83,11 @@ PARAMS: tuple[Param, ...] = (
     Param("mma_dim", "int", "", "matrix-unit tile edge (tiles are mma_dim x mma_dim)", True),
     Param("accumulators", "int", "", "fp32 accumulator tiles per node", True),
     Param("clock_hz", "float", "Hz", "node clock", False),
-    Param("link_bytes_per_cycle", "int", "B/cycle", "on-chip link bandwidth per direction", False),
+    Param("link_bytes_per_cycle", "int", "B/cycle", "on-chip link bandwidth per direction", False,
+          compiled=True),
     Param("hop_latency", "int", "cycles", "latency of one router hop", False, 0),
-    Param("fifo_depth", "int", "messages", "slots in each directed link FIFO", False),
+    Param("fifo_depth", "int", "messages", "slots in each directed link FIFO", False,
+          compiled=True),
     Param("max_message_bytes", "int", "B", "largest single message", True, 8),
 ) + tuple(
     Param(f"cost_{c}", "int", "cycles", f"cost of a '{c}' instruction", False)

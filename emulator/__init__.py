@@ -1,7 +1,8 @@
 """The Numba-accelerated functional emulator of the whole mesh, with its timing model.
 
-    from emulator import Emulator, load
-    emu = Emulator(load("prog.d1o"), seed=0)
+    from d1isa.objfile import ObjectFile
+    from emulator import Emulator
+    emu = Emulator(ObjectFile.load("prog.d1o"), seed=0)   # or d1.program.load_program(path).obj
     emu.set_input("a", a)
     res = emu.run()              # RunResult: status, cycles, traps, deadlock, .ok, .report()
     c = emu.output("c")
@@ -36,14 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from emulator.debugger import Debugger
-    from emulator.emulator import Emulator, auto_threads, load
+    from emulator.emulator import Emulator, auto_threads
     from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
 
 __all__ = ["Chain", "Deadlock", "Debugger", "Emulator", "RunResult", "Trap", "Wait", "Where",
-           "auto_threads", "load"]
+           "auto_threads"]
 
 _HOME = {"Debugger": "emulator.debugger", "Emulator": "emulator.emulator",
-         "load": "emulator.emulator", "auto_threads": "emulator.emulator",
+         "auto_threads": "emulator.emulator",
          "Chain": "emulator.report", "Deadlock": "emulator.report", "RunResult": "emulator.report",
          "Trap": "emulator.report", "Wait": "emulator.report", "Where": "emulator.report"}
 

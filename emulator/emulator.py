@@ -16,7 +16,6 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from d1isa import isa, traps
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
-from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES, Machine
+from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
@@ -62,33 +61,6 @@ _CHUNK = 1 << 29
 
 
 
-def load(path: str | Path, machine: Machine | None = None) -> ObjectFile:
-    """An ObjectFile from a `.d1o` file; `.d1s` is assembled and `.d1k` compiled in memory for
-    `machine` (default: d1)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".d1s":
-        try:
-            from d1isa.asm import assemble_file
-        except ImportError as e:
-            raise D1Error(f"cannot assemble {p}: the assembler is not available ({e})") from None
-        return assemble_file(str(p), machine or _default_machine())
-    if suffix == ".d1k":
-        # The compiler's entry point: compiler.compile_file(path, machine=...) -> ObjectFile.
-        try:
-            from compiler import compile_file
-        except ImportError:
-            raise D1Error(f"cannot compile {p}: compiler.compile_file is not available yet "
-                          "(compile it to a .d1o first with the compiler)") from None
-        return compile_file(str(p), machine=machine or _default_machine())
-    return ObjectFile.load(p)
-
-
-def _default_machine() -> Machine:
-    from d1isa.machine import default_machine
-    return default_machine()
-
-
 class Emulator:
     """A whole mesh running one object.
 
@@ -102,12 +74,14 @@ class Emulator:
     region/wait rows and `trace_messages` message rows. Timing and results are identical.
     """
 
-    def __init__(self, obj: ObjectFile | str | Path, seed: int = 0,
+    def __init__(self, obj: ObjectFile, seed: int = 0,
                  max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM,
                  trace: str | None = None, trace_events: int | None = None,
                  trace_messages: int | None = None, threads: int = 1) -> None:
         if not isinstance(obj, ObjectFile):
-            obj = load(obj)
+            raise D1Error(f"Emulator takes an ObjectFile, not {type(obj).__name__}: load a file "
+                          "with d1.program.load_program(path).obj, or ObjectFile.load(path) "
+                          "for a .d1o")
         if int(max_cycles) < 0:
             raise D1Error(f"max_cycles must be >= 0, got {max_cycles}")
         if int(quantum) < 1:

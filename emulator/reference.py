@@ -589,9 +589,12 @@ def _movhi(emu, node, f):
 
 # ---- memory
 
-LOADS = {"ld8": (1, True), "ld8u": (1, False), "ld16": (2, True), "ld16u": (2, False),
-         "ld32": (4, True), "ld32u": (4, False), "ld64": (8, True)}
-STORES = {"st8": 1, "st16": 2, "st32": 4, "st64": 8}
+# The scalar loads and stores and their sizes, from the ISA table's memory column; a load
+# sign-extends unless its semantics say zext.
+LOADS = {i.mnemonic: (i.memory.width, "zext" not in i.semantics) for i in INSTRUCTIONS
+         if i.group == "memory" and i.memory.kind == "load"}
+STORES = {i.mnemonic: i.memory.width for i in INSTRUCTIONS
+          if i.group == "memory" and i.memory.kind == "store"}
 
 
 def _register_memory() -> None:

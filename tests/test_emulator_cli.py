@@ -163,7 +163,7 @@ def test_run_exits_1_with_a_report_on_deadlock_and_trap(tmp_path):
     assert r.returncode == 1 and "user trap (code 42)" in r.stderr
 
 
-def test_run_object_with_other_timing_and_refuses_other_structure(tmp_path):
+def test_run_object_with_other_timing_and_rebuilds_for_other_structure(tmp_path):
     obj = asm.assemble_file(ASM / "token_ring.d1s", machine=load_machine(mesh="3x2"))
     path = tmp_path / "ring.d1o"
     obj.save(path)
@@ -172,8 +172,31 @@ def test_run_object_with_other_timing_and_refuses_other_structure(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "hop_latency" in r.stderr and "requested timing" in r.stderr
     assert np.load(tmp_path / "count.npy").tolist() == [6]
+    # Another mesh: the object embeds its assembly source, so it is re-assembled for 4x4.
+    r = d1("run", str(path), "--mesh", "4x4", "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "re-assembled" in r.stderr and "cols, rows change code generation" in r.stderr
+    assert np.load(tmp_path / "count.npy").tolist() == [16]
+    # Without an embedded source there is nothing to rebuild from: a usage error naming them.
+    obj.sources.clear()
+    obj.save(path)
     r = d1("run", str(path), "--mesh", "4x4")
-    assert r.returncode == 2 and "cols" in r.stderr
+    assert r.returncode == 2 and "cols, rows" in r.stderr and "recompiled" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_compiled_object_recompiles_for_a_code_generating_option(tmp_path):
+    path = tmp_path / "ew.d1o"
+    r = d1("compile", str(ROOT / "programs" / "elementwise.d1k"), "--mesh", "2x2", "-o", str(path))
+    assert r.returncode == 0, r.stderr
+    r = d1("run", str(path), "--mesh", "2x2", "--set", "link_bytes_per_cycle=16", "--check",
+           "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "recompiled" in r.stderr and "link_bytes_per_cycle changes code generation" in r.stderr
+    r = d1("run", str(path), "--mesh", "2x2", "--set", "cost_valu=3", "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "requested timing" in r.stderr and "cost_valu" in r.stderr
+    assert "recompiled" not in r.stderr
 
 
 def test_run_d1k_with_a_compile_error_exits_2(tmp_path):

@@ -28,11 +28,11 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
       d1 asm programs/asm/vadd.d1s -o vadd.d1o
       d1 asm programs/asm/token_ring.d1s --mesh 4x4
     """
-    from d1isa.asm import assemble_file
+    from d1.program import load_program
 
     machine = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
-    obj = assemble_file(source, machine)
+    obj = load_program(source, machine, kind="asm").obj
     out = Path(output) if output else Path(source).with_suffix(".d1o")
     if out.resolve() == Path(source).resolve():
         raise D1Error(f"refusing to overwrite the source {source} with the object")
@@ -62,10 +62,10 @@ def disasm(objfile: str, output: str | None, plain: bool) -> None:
       d1 disasm vadd.d1o -o vadd_again.d1s && d1 asm vadd_again.d1s
       d1 disasm vadd.d1o --plain | less
     """
+    from d1.program import load_program
     from d1isa.disasm import disassemble
-    from d1isa.objfile import ObjectFile
 
-    text = disassemble(ObjectFile.load(objfile), debug=not plain)
+    text = disassemble(load_program(objfile, kind="object").obj, debug=not plain)
     if output is None:
         click.echo(text, nl=False)
         return

@@ -38,20 +38,20 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
       d1 compile programs/attention.d1k --emit ir
       d1 compile programs/matmul.d1k -O matmul=naive -o naive.d1o
     """
-    from compiler.pipeline import CompileOptions, compile_text, emit_stage, read_source
+    from compiler.pipeline import CompileOptions, emit_stage, read_source
+    from d1.program import load_program
 
     machine = machine_from_options(machine_name, mesh, sets)
     options = CompileOptions.parse(opts)
-    text = read_source(source)
     if stage is not None:
-        out = emit_stage(text, stage, machine, source, options)
+        out = emit_stage(read_source(source), stage, machine, source, options)
         if output:
             Path(output).write_text(out + ("" if out.endswith("\n") else "\n"),
                                     encoding="utf-8")
         else:
             click.echo(out)
         return
-    result = compile_text(text, machine, source, options)
+    result = load_program(source, machine, options, kind="dsl").compiled
     path = output or str(Path(source).with_suffix(".d1o"))
     result.obj.save(path)
     g = result.grid

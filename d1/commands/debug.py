@@ -754,16 +754,17 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
       d1 debug programs/asm/deadlock.d1s --mesh 4x4 --batch -ex run -ex where
       d1 debug programs/softmax.d1k --mesh 4x4 --batch -ex "break 14" -ex run -ex list
     """
-    from d1.commands.run import load_program, parse_inputs, program_inputs
+    from d1.commands.run import parse_inputs, program_inputs
+    from d1.program import load_program
     from emulator.debugger import Debugger
 
     machine = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
-    obj, notes = load_program(file, machine)
-    for note in notes:
+    prog = load_program(file, machine)
+    for note in prog.notes:
         click.echo(f"note: {note}", err=True)
-    arrays, _ = program_inputs(obj, file, parse_inputs(inputs), seed)
-    dbg = Debugger(obj, inputs=arrays, seed=seed)
+    arrays = program_inputs(prog, parse_inputs(inputs), seed)
+    dbg = Debugger(prog.obj, inputs=arrays, seed=seed)
     s = Session(dbg)
     _banner(s, file)
     for c in commands:

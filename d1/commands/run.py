@@ -11,59 +11,9 @@ import click
 import numpy as np
 
 from d1.options import input_options, machine_from_options, machine_given, machine_options
+from d1.program import Program, load_program
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
-from d1isa.machine import Machine
-from d1isa.objfile import ObjectFile
-
-
-def load_program(path: Path, machine: Machine | None, options: Any = None
-                 ) -> tuple[ObjectFile, list[str]]:
-    """The object to run, and notes to print. `machine` is what the options asked for (None:
-    none given); `options` (compiler.CompileOptions) applies to .d1k programs only."""
-    suffix = path.suffix.lower()
-    notes: list[str] = []
-    if not path.exists():
-        raise D1Error(f"cannot read {path}: no such file")
-    if options is not None and suffix != ".d1k":
-        raise D1Error(f"-O compiler options apply to .d1k programs; {path} is not one")
-    if suffix == ".d1s":
-        try:
-            from d1isa.asm import assemble_file
-        except ImportError as e:
-            raise D1Error(f"cannot assemble {path}: the assembler is not available ({e})") \
-                from None
-        return assemble_file(path, machine=machine or _default()), notes
-    if suffix == ".d1k":
-        # ---- .d1k: the DSL compiler --------------------------------------------------------
-        # compiler.compile_file(path, machine=...) returns the ObjectFile for the machine.
-        try:
-            from compiler import compile_file
-        except ImportError:
-            raise D1Error(f"cannot compile {path}: this installation has no "
-                          "compiler.compile_file yet; compile to a .d1o first") from None
-        return compile_file(path, machine=machine or _default(), options=options), notes
-    obj = ObjectFile.load(path)
-    if machine is not None:
-        diff = obj.machine.structural_differences(machine)
-        if diff:
-            raise D1Error(f"{path} was built for machine '{obj.machine.name}', which differs "
-                          f"from the requested one in {', '.join(diff)}; these change what the "
-                          "code means, so rebuild it for that machine (timing parameters may "
-                          "differ freely)")
-        if machine.to_dict() != obj.machine.to_dict():
-            changed = [k for k, v in machine.to_dict().items()
-                       if obj.machine.to_dict()[k] != v and k not in ("name", "description")]
-            obj.machine = machine
-            if changed:
-                notes.append(f"running with the requested timing ({', '.join(changed)} "
-                             f"differ from the object's machine)")
-    return obj, notes
-
-
-def _default() -> Machine:
-    from d1isa.machine import default_machine
-    return default_machine()
 
 
 def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -142,16 +92,17 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     if opts:
         from compiler.pipeline import CompileOptions
         options = CompileOptions.parse(opts)
-    obj, notes = load_program(file, machine, options)
-    for note in notes:
+    prog = load_program(file, machine, options)
+    obj = prog.obj
+    for note in prog.notes:
         click.echo(f"note: {note}", err=True)
-    arrays, dsl = program_inputs(obj, file, parse_inputs(inputs), seed)
+    arrays = program_inputs(prog, parse_inputs(inputs), seed)
     mode = "full" if trace_file is not None else ("regions" if regions else None)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
                    threads=threads or auto_threads(obj.machine.n_live))
     for name, arr in arrays.items():
         emu.set_input(name, arr)
-    if check and dsl is None:
+    if check and prog.dsl is None:
         raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
                       f"{file} has no DSL source")
     t0 = time.perf_counter()
@@ -160,8 +111,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     written = []
     got: dict[str, np.ndarray] = {}
     if result.ok:
-        outputs = obj.meta.get("outputs") or emu.tensors("output")
-        scalars = set(obj.meta.get("scalar_outputs", ()))
+        outputs = prog.outputs
+        scalars = prog.scalar_outputs
         if outputs:
             out_dir.mkdir(parents=True, exist_ok=True)
         for name in outputs:
@@ -197,7 +148,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     if not result.ok:
         raise RuntimeFault(f"run {result.status}\n{result.report()}")
     if check:
-        rows = check_outputs(dsl, arrays, got)
+        rows = prog.check(arrays, got)
         if json_file is not None:
             doc["check"] = [dict(zip(("name", "max_abs_err", "max_rel_err", "tolerance", "ok"),
                                      r, strict=True)) for r in rows]
@@ -210,57 +161,15 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
                + (f"; wrote {', '.join(written)}" if written else ""))
 
 
-def program_inputs(obj: ObjectFile, file: Path, given: dict[str, np.ndarray], seed: int
-                   ) -> tuple[dict[str, np.ndarray], tuple[str, str] | None]:
-    """The arrays to scatter before a run, and the DSL program behind `obj` (None for assembly).
-
-    Names must be input tensors of the object. A DSL program gets every input: those not given
-    are drawn from a standard normal seeded by `seed`, as `compiler.make_inputs` does, so the
-    numpy reference sees the same numbers. An assembly program keeps its initial SRAM contents
-    for inputs not given (a note says so).
-    """
-    known = [t.name for t in obj.tensors if t.role == "input"]
-    for name in given:
-        if name not in known:
-            raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
-                          f"(inputs: {', '.join(known) or 'none'})")
-    dsl = dsl_program(obj, file)
-    arrays = dsl_inputs(dsl, given, seed) if dsl is not None else dict(given)
-    missing = [n for n in known if n not in arrays]
+def program_inputs(prog: Program, given: dict[str, np.ndarray], seed: int
+                   ) -> dict[str, np.ndarray]:
+    """The arrays to scatter before a run (Program.input_arrays), with a note for inputs that
+    keep the object's initial SRAM contents."""
+    arrays, missing = prog.input_arrays(given, seed)
     if missing:
         click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
                    "object's initial SRAM contents", err=True)
-    return arrays, dsl
-
-
-def dsl_program(obj: ObjectFile, file: Path) -> tuple[str, str] | None:
-    """(source text, file name) of the DSL program behind `obj`, or None for assembly."""
-    if obj.meta.get("producer") != "d1 compile":
-        return None
-    name = obj.meta.get("source")
-    text = obj.sources.get(name) if name else None
-    if text is None and file.suffix.lower() == ".d1k":
-        text, name = file.read_text(encoding="utf-8"), str(file)
-    return (text, name) if text is not None else None
-
-
-def dsl_inputs(dsl: tuple[str, str], given: dict[str, np.ndarray],
-               seed: int) -> dict[str, np.ndarray]:
-    """Every input of the DSL program: the given arrays, the rest from a seeded normal."""
-    from compiler import check_source, make_inputs
-
-    graph = check_source(dsl[0], filename=dsl[1])
-    drawn = make_inputs(graph, seed)
-    return {name: given.get(name, value) for name, value in drawn.items()}
-
-
-def check_outputs(dsl: tuple[str, str], inputs: dict[str, np.ndarray],
-                  got: dict[str, np.ndarray]) -> list[tuple[str, float, float, float, bool]]:
-    """Compare the emulator's outputs with the numpy reference evaluator."""
-    from compiler import check_source, compare_outputs, evaluate
-
-    graph = check_source(dsl[0], filename=dsl[1])
-    return compare_outputs(graph, got, evaluate(graph, inputs))
+    return arrays
 
 
 def format_check(rows: list[tuple[str, float, float, float, bool]]) -> str:

@@ -1,0 +1,269 @@
+"""The one loader: a path plus machine options in, a `Program` out.
+
+Every command (`run`, `debug`, `compile`, `asm`, `disasm`, `sweep`, `roofline`) and the Python
+API turn a file into something to run through `load_program`, so they agree on what a suffix
+means, on how a requested machine meets an object, and they parse and check a DSL source once:
+
+    .d1k   the DSL compiler (compiler.pipeline), for the requested machine (default d1)
+    .d1s   the assembler (d1isa.asm), for the file's own `.machine`, else the requested one
+    .d1o   an object (d1isa.objfile); any other suffix is read as an object if it starts with
+           the object magic, else it is an error
+
+An object already embeds the machine it was built for. Machine options given against it are
+sorted by what they change (d1isa.machine.Param): a timing-only difference (latencies, clock,
+instruction costs) is applied to the object, with a note; one that changes code generation
+(the mesh, SRAM, registers, message size, link width, FIFO depth) makes the loader recompile
+the source the object embeds (DSL, or assembly), with a note; an object with no embedded source
+is then an error that names the options which need recompiling.
+
+This module sits on top of the compiler and the emulator's inputs; neither of them imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from d1isa.errors import D1Error
+from d1isa.machine import PARAMS, Machine, default_machine
+from d1isa.objfile import MAGIC, ObjectFile
+
+if TYPE_CHECKING:
+    from compiler.ir import Graph
+    from compiler.pipeline import Compiled, CompileOptions
+
+KINDS = {".d1k": "dsl", ".d1s": "asm", ".d1o": "object"}
+DSL_PRODUCER = "d1 compile"
+ASM_PRODUCER = "d1 asm"
+# Parameters that only name or describe a machine: never a reason to recompile or to note.
+_LABELS = ("name", "description")
+
+
+@dataclass
+class Program:
+    """A loaded program: the object to run and what the commands need to know about it.
+
+    `dsl` is the (text, file name) of the DSL program behind the object, when there is one
+    (a `.d1k`, or an object compiled from one); `graph` is its checked IR, made at most once
+    (by the compile itself for a `.d1k`). `compiled` holds the whole compiler result (grid,
+    pass timings) when this load compiled. `notes` say what the loader did that the user did
+    not spell out (a timing change applied, a recompile).
+    """
+
+    path: Path
+    kind: str                                  # "dsl", "asm" or "object"
+    obj: ObjectFile
+    dsl: tuple[str, str] | None = None
+    compiled: Compiled | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def graph(self) -> Graph | None:
+        if self.compiled is not None:
+            return self.compiled.graph
+        if self.dsl is None:
+            return None
+        from compiler import check_source
+        return check_source(self.dsl[0], self.obj.machine, self.dsl[1])
+
+    @property
+    def machine(self) -> Machine:
+        return self.obj.machine
+
+    @property
+    def inputs(self) -> list[str]:
+        return [t.name for t in self.obj.tensors if t.role == "input"]
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output names in the program's order (the DSL's `output` lines), else the object's
+        output tensors."""
+        named = self.obj.meta.get("outputs")
+        if isinstance(named, list) and all(isinstance(n, str) for n in named):
+            return list(named)
+        return [t.name for t in self.obj.tensors if t.role == "output"]
+
+    @property
+    def scalar_outputs(self) -> set[str]:
+        names = self.obj.meta.get("scalar_outputs", ())
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+    @property
+    def tolerance(self) -> float | None:
+        """The relative `--check` tolerance (compiler.compare), None without a DSL program."""
+        if self.graph is None:
+            return None
+        from compiler.compare import tolerance_of
+        return tolerance_of(self.graph)
+
+    def input_arrays(self, given: dict[str, np.ndarray], seed: int
+                     ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """The arrays to scatter before a run, and the inputs left with the object's initial
+        SRAM contents.
+
+        Names must be input tensors of the object. A DSL program gets every input: those not
+        given are drawn from a standard normal seeded by `seed`, as `compiler.make_inputs`
+        does, so the numpy reference sees the same numbers.
+        """
+        known = self.inputs
+        for name in given:
+            if name not in known:
+                raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
+                              f"(inputs: {', '.join(known) or 'none'})")
+        arrays = dict(given)
+        if self.graph is not None:
+            from compiler import make_inputs
+            drawn = make_inputs(self.graph, seed)
+            arrays = {name: given.get(name, value) for name, value in drawn.items()}
+        return arrays, [n for n in known if n not in arrays]
+
+    def check(self, inputs: dict[str, np.ndarray], got: dict[str, np.ndarray]
+              ) -> list[tuple[str, float, float, float, bool]]:
+        """Compare outputs with the numpy reference: (name, max abs err, max rel err,
+        tolerance, ok) per output."""
+        if self.graph is None:
+            raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
+                          f"{self.path} has no DSL source")
+        from compiler import compare_outputs, evaluate
+        return compare_outputs(self.graph, got, evaluate(self.graph, inputs))
+
+
+def load_program(path: str | Path, machine: Machine | None = None,
+                 options: CompileOptions | None = None, kind: str | None = None) -> Program:
+    """Turn `path` into a `Program` for `machine` (None: no machine options were given).
+
+    `options` (compiler.CompileOptions) apply to DSL programs: a `.d1k`, or an object
+    recompiled from its embedded DSL source. `kind` ("dsl", "asm", "object") reads the file as
+    that kind whatever its suffix (`d1 compile`, `d1 asm` and `d1 disasm` know what they take).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise D1Error(f"cannot read {p}: no such file")
+    if kind is not None and kind not in KINDS.values():
+        raise ValueError(f"unknown program kind {kind!r}")
+    kind = kind or KINDS.get(p.suffix.lower())
+    if kind is None:
+        kind = "object" if _starts_with_magic(p) else None
+    if kind is None:
+        raise D1Error(f"{p}: unknown kind of program (expected .d1k DSL, .d1s assembly or "
+                      f".d1o object)")
+    if options is not None and kind == "asm" and not _default_options(options):
+        raise D1Error(f"-O compiler options apply to .d1k programs; {p} is not one")
+    if kind == "dsl":
+        from compiler.pipeline import read_source
+        return _compile(p, read_source(p), str(p), machine or default_machine(), options)
+    if kind == "asm":
+        from d1isa.asm import assemble_file
+        obj = assemble_file(p, machine=machine)
+        notes = _retime(obj, machine) if machine is not None else []
+        return Program(p, "asm", obj, notes=notes)
+    return _fit_object(p, ObjectFile.load(p), machine, options)
+
+
+def _compile(p: Path, text: str, filename: str, machine: Machine,
+             options: CompileOptions | None, notes: list[str] | None = None) -> Program:
+    from compiler.pipeline import compile_text
+    result = compile_text(text, machine, filename, options)
+    return Program(p, "dsl", result.obj, dsl=(text, filename), compiled=result,
+                   notes=notes or [])
+
+
+def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
+                options: CompileOptions | None) -> Program:
+    """The object for the requested machine: as it is, with new timing, or rebuilt from its
+    embedded source."""
+    dsl = embedded_dsl(obj)
+    if options is not None and not _default_options(options) and dsl is None:
+        raise D1Error(f"-O compiler options apply to DSL programs; {p} holds no DSL source")
+    if machine is None and (options is None or _default_options(options)):
+        return Program(p, "object", obj, dsl=dsl)
+    machine = machine or obj.machine
+    have, want = obj.machine.to_dict(), machine.to_dict()
+    differ = [q for q in PARAMS if q.key not in _LABELS and have[q.key] != want[q.key]]
+    # Compiled-in timing (link width, FIFO depth) shapes what the DSL compiler emits; hand-
+    # written assembly does not depend on it, so only structure forces a rebuild there.
+    code = [q.key for q in differ if (q.changes_code if dsl is not None else q.structural)]
+    recompile = bool(code) or (options is not None and not _default_options(options)
+                               and _options_of(obj) != options)
+    if not recompile:
+        return Program(p, "object", obj, dsl=dsl, notes=_retime(obj, machine))
+    why = (f"{', '.join(code)} change{'s' if len(code) == 1 else ''} code generation"
+           if code else "other compiler options were requested")
+    if dsl is not None:
+        note = (f"recompiled {p} from its embedded DSL source ({dsl[1]}) for machine "
+                f"'{machine.name}': {why}")
+        return _compile(p, dsl[0], dsl[1], machine, options or _options_of(obj), [note])
+    asm = embedded_assembly(obj)
+    if asm is not None:
+        from d1isa.asm import assemble
+        rebuilt = assemble(asm[0], asm[1], machine)
+        return Program(p, "asm", rebuilt, notes=[
+            f"re-assembled {p} from its embedded assembly source ({asm[1]}) for machine "
+            f"'{machine.name}': {why}", *_retime(rebuilt, machine)])
+    raise D1Error(
+        f"{p} was built for machine '{obj.machine.name}'; the requested machine differs in "
+        f"{', '.join(code)}, which change{'s' if len(code) == 1 else ''} code generation, so "
+        "the program must be recompiled, and this object holds no source to recompile from: "
+        "rebuild it from its source for that machine (timing parameters such as latencies, "
+        "the clock and instruction costs may differ freely)")
+
+
+def _retime(obj: ObjectFile, machine: Machine) -> list[str]:
+    """Give `obj` the requested machine's timing (its code-generating parameters are already
+    equal: the assembler rejects a structural mismatch, the object path recompiles); a note
+    when anything changed."""
+    have, want = obj.machine.to_dict(), machine.to_dict()
+    differ = [q.key for q in PARAMS if q.key not in _LABELS and have[q.key] != want[q.key]]
+    obj.machine = machine
+    if not differ:
+        return []
+    them = "it" if len(differ) == 1 else "them"
+    return [f"applying the requested timing to the object: {', '.join(differ)} (timing only; "
+            f"the code does not depend on {them})"]
+
+
+def embedded_dsl(obj: ObjectFile) -> tuple[str, str] | None:
+    """(text, file name) of the DSL program an object was compiled from, if it embeds it."""
+    if obj.meta.get("producer") != DSL_PRODUCER:
+        return None
+    name = obj.meta.get("source")
+    text = obj.sources.get(name) if isinstance(name, str) else None
+    return (text, name) if isinstance(text, str) else None
+
+
+def embedded_assembly(obj: ObjectFile) -> tuple[str, str] | None:
+    """(text, file name) of the single assembly file an assembled object embeds, if any."""
+    if obj.meta.get("producer") != ASM_PRODUCER or len(obj.files) != 1:
+        return None
+    name = obj.files[0]
+    text = obj.sources.get(name)
+    return (text, name) if isinstance(text, str) else None
+
+
+def _options_of(obj: ObjectFile) -> CompileOptions | None:
+    from compiler.pipeline import CompileOptions
+    recorded = obj.meta.get("options")
+    if not isinstance(recorded, dict):
+        return None
+    known = set(CompileOptions.__dataclass_fields__)
+    try:
+        return CompileOptions(**{k: v for k, v in recorded.items() if k in known})
+    except (D1Error, TypeError):
+        return None
+
+
+def _default_options(options: Any) -> bool:
+    from compiler.pipeline import CompileOptions
+    return options == CompileOptions()
+
+
+def _starts_with_magic(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError as e:
+        raise D1Error(f"cannot read {p}: {e.strerror or e}") from None
