@@ -186,7 +186,8 @@ def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
     differ = [q for q in PARAMS if q.key not in _LABELS and have[q.key] != want[q.key]]
     # Compiled-in timing (link width, FIFO depth) shapes what the DSL compiler emits; hand-
     # written assembly does not depend on it, so only structure forces a rebuild there.
-    code = [q.key for q in differ if (q.changes_code if dsl is not None else q.structural)]
+    by_compiler = obj.meta.get("producer") == DSL_PRODUCER
+    code = [q.key for q in differ if (q.changes_code if by_compiler else q.structural)]
     recompile = bool(code) or (options is not None and not _default_options(options)
                                and _options_of(obj) != options)
     if not recompile:

@@ -1,0 +1,128 @@
+"""The one loader (d1/program.py): what each kind of file becomes, and how a requested machine
+meets an object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from d1.cli import cli
+from d1.program import load_program
+from d1isa.errors import D1Error
+from d1isa.machine import load_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+EW = ROOT / "programs" / "elementwise.d1k"
+RING = ROOT / "programs" / "asm" / "token_ring.d1s"
+M4 = load_machine(mesh="4x4")
+
+
+def test_each_suffix_becomes_its_kind():
+    dsl = load_program(EW, M4)
+    assert dsl.kind == "dsl" and dsl.compiled is not None and dsl.dsl[1] == str(EW)
+    assert dsl.graph is dsl.compiled.graph and dsl.inputs and dsl.outputs
+    asm = load_program(RING, M4)
+    assert asm.kind == "asm" and asm.dsl is None and asm.graph is None
+    assert asm.tolerance is None
+
+
+def test_an_object_keeps_its_dsl_and_any_suffix_with_the_magic_is_an_object(tmp_path):
+    obj = load_program(EW, M4).obj
+    odd = tmp_path / "kernel.bin"
+    obj.save(odd)
+    prog = load_program(odd)
+    assert prog.kind == "object" and prog.dsl[0] == EW.read_text()
+    assert prog.machine.to_dict() == M4.to_dict() and prog.notes == []
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(D1Error, match="unknown kind of program"):
+        load_program(text)
+    with pytest.raises(D1Error, match="no such file"):
+        load_program(tmp_path / "missing.d1o")
+
+
+def test_timing_only_options_apply_to_the_object_with_a_note(tmp_path):
+    path = tmp_path / "ew.d1o"
+    load_program(EW, M4).obj.save(path)
+    before = path.read_bytes()
+    prog = load_program(path, M4.replace(hop_latency=7, clock_hz=1e9))
+    assert prog.kind == "object" and prog.compiled is None
+    assert prog.machine.hop_latency == 7 and prog.machine.clock_hz == 1e9
+    assert len(prog.notes) == 1 and "clock_hz, hop_latency" in prog.notes[0]
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("change", [{"link_bytes_per_cycle": 16}, {"fifo_depth": 2},
+                                    {"sram_bytes": 1 << 19}])
+def test_code_generating_options_recompile_from_the_embedded_source(tmp_path, change):
+    path = tmp_path / "ew.d1o"
+    load_program(EW, M4).obj.save(path)
+    want = M4.replace(**change)
+    prog = load_program(path, want)
+    assert prog.kind == "dsl" and prog.compiled is not None
+    assert prog.machine.to_dict() == want.to_dict()
+    assert "recompiled" in prog.notes[0] and next(iter(change)) in prog.notes[0]
+
+
+def test_an_object_without_source_cannot_change_code_generating_options(tmp_path):
+    obj = load_program(EW, M4).obj
+    obj.sources.clear()
+    path = tmp_path / "bare.d1o"
+    obj.save(path)
+    with pytest.raises(D1Error, match="link_bytes_per_cycle, which changes code generation"):
+        load_program(path, M4.replace(link_bytes_per_cycle=16))
+    # timing still applies; and without a DSL source there is nothing to --check against
+    prog = load_program(path, M4.replace(hop_latency=3))
+    assert prog.graph is None
+    with pytest.raises(D1Error, match="--check needs a DSL program"):
+        prog.check({}, {})
+
+
+def test_link_width_does_not_rebuild_hand_written_assembly(tmp_path):
+    path = tmp_path / "ring.d1o"
+    load_program(RING, M4).obj.save(path)
+    prog = load_program(path, M4.replace(link_bytes_per_cycle=8))
+    assert prog.kind == "object" and "requested timing" in prog.notes[0]
+    prog = load_program(path, load_machine(mesh="3x3"))
+    assert prog.kind == "asm" and "re-assembled" in prog.notes[0]
+
+
+def test_compiler_options_apply_to_dsl_programs_only():
+    from compiler.pipeline import CompileOptions
+    with pytest.raises(D1Error, match="-O compiler options apply to .d1k"):
+        load_program(RING, M4, CompileOptions(matmul="naive"))
+
+
+def test_run_check_parses_and_checks_the_source_once(tmp_path, monkeypatch):
+    calls = {"parse": 0, "check": 0}
+
+    def counting(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    import compiler
+    import compiler.pipeline
+    monkeypatch.setattr(compiler.pipeline, "parse", counting("parse", compiler.parse.parse))
+    monkeypatch.setattr(compiler.pipeline, "check", counting("check", compiler.check.check))
+    monkeypatch.setattr(compiler, "_parse", counting("parse", compiler.parse.parse))
+    monkeypatch.setattr(compiler, "_check", counting("check", compiler.check.check))
+    r = CliRunner().invoke(cli, ["run", str(EW), "--mesh", "4x4", "--check", "--threads", "1",
+                                 "--out-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "ok" in r.output
+    assert calls == {"parse": 1, "check": 1}
+
+
+def test_input_arrays_draw_missing_dsl_inputs_and_reject_unknown_names():
+    prog = load_program(EW, M4)
+    arrays, missing = prog.input_arrays({}, seed=3)
+    assert set(arrays) == set(prog.inputs) and missing == []
+    again, _ = prog.input_arrays({}, seed=3)
+    assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
+    with pytest.raises(D1Error, match="no input tensor 'nope'"):
+        prog.input_arrays({"nope": np.zeros(3)}, seed=0)
