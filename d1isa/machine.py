@@ -58,6 +58,18 @@ class Param:
     structural: bool
     minimum: float | None = 1
     compiled: bool = False
+    maximum: float | None = None
+
+    def range_text(self) -> str:
+        """The valid values, as docs/MACHINE.md and error messages state them."""
+        if self.kind == "str":
+            return "any text"
+        if self.kind == "coords":
+            return "[x, y] pairs inside the chip"
+        lo, hi = _number(self.minimum), _number(self.maximum)
+        if not hi:
+            return f">= {lo}" if lo else "any number"
+        return f"{lo or '-inf'} .. {hi}"
 
     @property
     def changes_code(self) -> bool:
@@ -65,41 +77,65 @@ class Param:
         return self.structural or self.compiled
 
 
+# Upper bounds. Register-number fields in the encoding are 6 bits wide (see d1isa/isa.py).
+MAX_REGS = 64
+# SRAM addresses are byte offsets that fit the 32-bit immediate/address model with room to add.
+MAX_SRAM = 1 << 30
+MAX_EDGE = 1024
+MAX_CHIPS_EDGE = 256
+MAX_LINK_BYTES = 1 << 20
+MAX_FIFO_DEPTH = 1024
+MAX_MESSAGE = 1 << 24
+# A cost or latency is at most this many cycles, so that one instruction moves a clock by at
+# most 2^20 x (its steps): with --max-cycles at most MAX_RUN_CYCLES no clock can overflow.
+MAX_CYCLES_PER_STEP = 1 << 20
+MAX_RUN_CYCLES = 1 << 40
+
+def _number(v: float | None) -> str:
+    if v is None:
+        return ""
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+
 PARAMS: tuple[Param, ...] = (
     Param("name", "str", "", "machine name", False, None),
     Param("description", "str", "", "one-line description", False, None),
-    Param("cols", "int", "nodes", "mesh columns per chip", True),
-    Param("rows", "int", "nodes", "mesh rows per chip", True),
+    Param("cols", "int", "nodes", "mesh columns per chip", True, maximum=MAX_EDGE),
+    Param("rows", "int", "nodes", "mesh rows per chip", True, maximum=MAX_EDGE),
     Param("harvested", "coords", "", "dead nodes per chip, as [x, y]", True, None),
-    Param("chips_x", "int", "chips", "chips across", True),
-    Param("chips_y", "int", "chips", "chips down", True),
+    Param("chips_x", "int", "chips", "chips across", True, maximum=MAX_CHIPS_EDGE),
+    Param("chips_y", "int", "chips", "chips down", True, maximum=MAX_CHIPS_EDGE),
     Param("chip_link_bytes_per_cycle", "int", "B/cycle", "chip-edge link bandwidth per direction",
-          False, compiled=True),
-    Param("chip_hop_latency", "int", "cycles", "latency of one chip-edge hop", False, 0),
-    Param("sram_bytes", "int", "B", "SRAM per node", True),
-    Param("scalar_regs", "int", "", "64-bit scalar registers per node", True, 2),
-    Param("vector_regs", "int", "", "vector registers per node", True),
-    Param("vector_bits", "int", "bit", "vector register width", True, 64),
-    Param("mma_dim", "int", "", "matrix-unit tile edge (tiles are mma_dim x mma_dim)", True),
-    Param("accumulators", "int", "", "fp32 accumulator tiles per node", True),
-    Param("clock_hz", "float", "Hz", "node clock", False),
+          False, compiled=True, maximum=MAX_LINK_BYTES),
+    Param("chip_hop_latency", "int", "cycles", "latency of one chip-edge hop", False, 0,
+          maximum=MAX_CYCLES_PER_STEP),
+    Param("sram_bytes", "int", "B", "SRAM per node (a multiple of 64)", True, 64,
+          maximum=MAX_SRAM),
+    Param("scalar_regs", "int", "", "64-bit scalar registers per node", True, 2,
+          maximum=MAX_REGS),
+    Param("vector_regs", "int", "", "vector registers per node", True, maximum=MAX_REGS),
+    Param("vector_bits", "int", "bit", "vector register width (the ISA needs 512)", True, 512,
+          maximum=512),
+    Param("mma_dim", "int", "", "matrix-unit tile edge (tiles are mma_dim x mma_dim; the ISA "
+          "needs 8)", True, 8, maximum=8),
+    Param("accumulators", "int", "", "fp32 accumulator tiles per node", True, maximum=MAX_REGS),
+    Param("clock_hz", "float", "Hz", "node clock", False, 1, maximum=1e13),
     Param("link_bytes_per_cycle", "int", "B/cycle", "on-chip link bandwidth per direction", False,
-          compiled=True),
-    Param("hop_latency", "int", "cycles", "latency of one router hop", False, 0),
+          compiled=True, maximum=MAX_LINK_BYTES),
+    Param("hop_latency", "int", "cycles", "latency of one router hop", False, 0,
+          maximum=MAX_CYCLES_PER_STEP),
     Param("fifo_depth", "int", "messages", "slots in each directed link FIFO", False,
-          compiled=True),
-    Param("max_message_bytes", "int", "B", "largest single message", True, 8),
+          compiled=True, maximum=MAX_FIFO_DEPTH),
+    Param("max_message_bytes", "int", "B", "largest single message (a multiple of 8, at most "
+          "sram_bytes)", True, 8, maximum=MAX_MESSAGE),
 ) + tuple(
-    Param(f"cost_{c}", "int", "cycles", f"cost of a '{c}' instruction", False)
+    Param(f"cost_{c}", "int", "cycles", f"cost of a '{c}' instruction", False,
+          maximum=MAX_CYCLES_PER_STEP)
     for c in TIMING_CLASSES
 )
 
 PARAM_BY_KEY = {p.key: p for p in PARAMS}
 
-# Register-number fields in the encoding are 6 bits wide (see d1isa/isa.py).
-MAX_REGS = 64
-# SRAM addresses are byte offsets that must fit the 32-bit immediate/address model.
-MAX_SRAM = 1 << 31
 
 # The published D1 figures shown next to the modelled ones (sources: docs/MACHINE.md).
 PUBLISHED = {
@@ -141,9 +177,10 @@ def _check_value(p: Param, value: Any) -> Any:
         value = float(value)
         if not math.isfinite(value):
             raise MachineError(f"machine parameter '{p.key}' must be finite, got {value!r}")
-    if p.minimum is not None and value < p.minimum:
-        what = "non-negative" if p.minimum == 0 else f">= {p.minimum:g}"
-        raise MachineError(f"machine parameter '{p.key}' must be {what}, got {value!r}")
+    if ((p.minimum is not None and value < p.minimum)
+            or (p.maximum is not None and value > p.maximum)):
+        raise MachineError(f"machine parameter '{p.key}' must be in {p.range_text()}, "
+                           f"got {value!r}")
     return value
 
 
@@ -220,15 +257,8 @@ class Machine:
             if getattr(self, key) > MAX_REGS:
                 raise MachineError(f"{key} = {getattr(self, key)} exceeds the encoding's "
                                    f"limit of {MAX_REGS}")
-        if self.vector_bits % 64 or self.vector_bits > 4096:
-            raise MachineError("vector_bits must be a multiple of 64, at most 4096")
-        if self.vector_bits != 512:
-            raise MachineError("vector_bits must be 512: the ISA's 16 x fp32 / 32 x bf16 lanes "
-                               "assume it")
-        if self.mma_dim != 8:
-            raise MachineError("mma_dim must be 8: the ISA's mma instructions assume 8 x 8 tiles")
-        if self.sram_bytes > MAX_SRAM or self.sram_bytes % 64:
-            raise MachineError(f"sram_bytes must be a multiple of 64 and at most {MAX_SRAM}")
+        if self.sram_bytes % 64:
+            raise MachineError(f"sram_bytes must be a multiple of 64, got {self.sram_bytes}")
         if self.max_message_bytes % 8:
             raise MachineError("max_message_bytes must be a multiple of 8")
         if self.max_message_bytes > self.sram_bytes:
@@ -544,8 +574,8 @@ def parse_mesh(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise MachineError(f"--mesh expects COLSxROWS such as 4x4, got '{text}'")
     c, r = int(parts[0]), int(parts[1])
-    if c < 1 or r < 1:
-        raise MachineError(f"--mesh dimensions must be positive, got '{text}'")
+    if not (1 <= c <= MAX_EDGE and 1 <= r <= MAX_EDGE):
+        raise MachineError(f"--mesh dimensions must be in 1 .. {MAX_EDGE:,}, got '{text}'")
     return c, r
 
 

@@ -1,5 +1,7 @@
 """The machine description: loading, validation, overrides and derived figures."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -100,12 +102,12 @@ def test_bisection_counts_narrower_cut():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"link_bytes_per_cycle": 0}, "must be >= 1"),
+    ({"link_bytes_per_cycle": 0}, "must be in 1 .. "),
     ({"cols": "wide"}, "must be an integer"),
     ({"harvested": [[99, 0]]}, "outside the 18x20 grid"),
     ({"harvested": [[1]]}, r"\[x, y\]"),
     ({"bogus": 1}, "unknown machine parameter"),
-    ({"scalar_regs": 100}, "exceeds the encoding"),
+    ({"scalar_regs": 100}, "must be in 2 .. 64"),
     ({"sram_bytes": 100}, "multiple of 64"),
     ({"clock_hz": "fast"}, "must be a number"),
 ])
@@ -152,3 +154,24 @@ def test_live_grid_matches_harvest_list():
     m = load_machine()
     dead = np.argwhere(~m.live_grid)
     assert sorted((int(x), int(y)) for y, x in dead) == sorted(m.harvested)
+
+
+def test_machine_doc_states_every_parameter_range():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "MACHINE.md").read_text()
+    for p in PARAMS:
+        assert f"| `{p.key}` | {p.unit} | {p.range_text()} |" in doc, p.key
+
+
+@pytest.mark.parametrize("key, value", [
+    ("cost_alu", 1_000_000_000_000), ("hop_latency", 9223372036854775807),
+    ("fifo_depth", 100_000), ("sram_bytes", 2147483648), ("chips_x", 1000),
+    ("cols", 99999999999999999999), ("clock_hz", 1e20),
+])
+def test_out_of_range_values_are_refused_with_the_range(key, value):
+    with pytest.raises(MachineError, match=f"'{key}' must be in .* got"):
+        load_machine("d1", overrides={key: value})
+
+
+def test_mesh_option_is_bounded():
+    with pytest.raises(MachineError, match="must be in 1 .. 1,024"):
+        load_machine(mesh="99999999999999999999x1")
