@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from d1isa.errors import D1Error
+from d1isa.files import MAX_OBJECT_BYTES, read_bytes, read_text
 from d1isa.machine import PARAMS, Machine, default_machine
 from d1isa.objfile import MAGIC, ObjectFile
 
@@ -146,22 +147,24 @@ def load_program(path: str | Path, machine: Machine | None = None,
     if kind is not None and kind not in KINDS.values():
         raise ValueError(f"unknown program kind {kind!r}")
     kind = kind or KINDS.get(p.suffix.lower())
+    raw = None
     if kind is None:
-        kind = "object" if _starts_with_magic(p) else None
-    if kind is None:
-        raise D1Error(f"{p}: unknown kind of program (expected .d1k DSL, .d1s assembly or "
-                      f".d1o object)")
+        raw = read_bytes(p, MAX_OBJECT_BYTES, "program")
+        if not raw.startswith(MAGIC):
+            raise D1Error(f"{p}: unknown kind of program (expected .d1k DSL, .d1s assembly or "
+                          f".d1o object)")
+        kind = "object"
     if options is not None and kind == "asm" and not _default_options(options):
         raise D1Error(f"-O compiler options apply to .d1k programs; {p} is not one")
     if kind == "dsl":
-        from compiler.pipeline import read_source
-        return _compile(p, read_source(p), str(p), machine or default_machine(), options)
+        return _compile(p, read_text(p), str(p), machine or default_machine(), options)
     if kind == "asm":
-        from d1isa.asm import assemble_file
-        obj = assemble_file(p, machine=machine)
+        from d1isa.asm import assemble
+        obj = assemble(read_text(p), str(p), machine)
         notes = _retime(obj, machine) if machine is not None else []
         return Program(p, "asm", obj, notes=notes)
-    return _fit_object(p, ObjectFile.load(p), machine, options)
+    obj = ObjectFile.from_bytes(raw, str(p)) if raw is not None else ObjectFile.load(p)
+    return _fit_object(p, obj, machine, options)
 
 
 def _compile(p: Path, text: str, filename: str, machine: Machine,
@@ -260,11 +263,3 @@ def _options_of(obj: ObjectFile) -> CompileOptions | None:
 def _default_options(options: Any) -> bool:
     from compiler.pipeline import CompileOptions
     return options == CompileOptions()
-
-
-def _starts_with_magic(p: Path) -> bool:
-    try:
-        with open(p, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
-    except OSError as e:
-        raise D1Error(f"cannot read {p}: {e.strerror or e}") from None

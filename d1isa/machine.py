@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from d1isa.errors import MachineError
+from d1isa.errors import D1Error, MachineError
+from d1isa.files import read_text
 
 MACHINES_DIR = Path(__file__).parent / "machines"
 
@@ -240,7 +241,9 @@ class Machine:
                                f"known: {', '.join(p.key for p in PARAMS)}")
         missing = [p.key for p in PARAMS if p.key not in params]
         if missing:
-            raise MachineError(f"machine description lacks: {', '.join(missing)}")
+            raise MachineError(f"machine description lacks: {', '.join(missing)}; a machine "
+                               'file may start with base = "d1" to take every parameter it '
+                               "does not list from the d1 machine")
         values = {p.key: _check_value(p, params[p.key]) for p in PARAMS}
         m = cls(**values)
         m._validate()
@@ -505,9 +508,9 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
             raise MachineError(f"unknown machine '{s}'; named machines: "
                                f"{', '.join(machine_names())}, or give a .toml file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise MachineError(f"cannot read machine file {path}: {e.strerror or e}") from None
+        text = read_text(path, what="machine file").lstrip("\ufeff")
+    except D1Error as e:
+        raise MachineError(str(e)) from None
     try:
         params = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from d1isa.errors import D1Error, ObjectFormatError
+from d1isa.files import MAX_OBJECT_BYTES, read_bytes, write_atomic
 from d1isa.machine import Machine
 
 MAGIC = b"D1OBJ\r\n\x1a"
@@ -54,6 +56,9 @@ MAX_DIMS = 8
 # Checked before the embedded machine is built: building it allocates its whole grid, so a
 # hostile 60000 x 60000 mesh would take gigabytes before the live-node limit could reject it.
 MAX_MESH_NODES = 1 << 22
+# Tensor names: any name is short printable text; input and output names are identifiers.
+MAX_NAME_CHARS = 128
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Code blocks beyond one per node are unused; a file may not declare more than this many.
 EXTRA_BLOCKS = 1024
 
@@ -192,11 +197,8 @@ class ObjectFile:
         return pack_sections(sections)
 
     def save(self, path: str | Path) -> None:
-        data = self.to_bytes()
-        try:
-            Path(path).write_bytes(data)
-        except OSError as e:
-            raise D1Error(f"cannot write {path}: {e.strerror or e}") from None
+        """Write the object atomically (d1isa.files.write_atomic)."""
+        write_atomic(path, self.to_bytes())
 
     @classmethod
     def from_bytes(cls, raw: bytes, name: str = "<object>", check_crc: bool = True
@@ -204,8 +206,10 @@ class ObjectFile:
         """Parse and validate; ObjectFormatError for anything malformed."""
         try:
             return _parse(raw, name, check_crc)
-        except ObjectFormatError:
-            raise
+        except ObjectFormatError as e:
+            text = str(e)
+            raise ObjectFormatError(text if text.startswith(f"{name}:") else f"{name}: {text}") \
+                from None
         except D1Error as e:
             raise ObjectFormatError(f"{name}: {e}") from None
         except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
@@ -215,15 +219,8 @@ class ObjectFile:
 
     @classmethod
     def load(cls, path: str | Path) -> ObjectFile:
-        p = Path(path)
-        try:
-            size = p.stat().st_size
-            if size > (1 << 34):
-                raise ObjectFormatError(f"{path}: {size} bytes is too large for an object file")
-            raw = p.read_bytes()
-        except OSError as e:
-            raise D1Error(f"cannot read {path}: {e.strerror or e}") from None
-        return cls.from_bytes(raw, str(path))
+        """Read and validate a `.d1o` file (a regular file of at most MAX_OBJECT_BYTES)."""
+        return cls.from_bytes(read_bytes(path, MAX_OBJECT_BYTES, "object file"), str(path))
 
     # ---- validation ---------------------------------------------------------------------------
 
@@ -260,6 +257,7 @@ class ObjectFile:
                 raise ObjectFormatError(f"tensor '{t.name}' is described twice")
             names.add(t.name)
             _validate_tensor(t, m)
+        _validate_meta(self.meta, self.tensors)
 
 
 def pack_sections(sections: list[tuple[bytes, bytes]]) -> bytes:
@@ -283,6 +281,7 @@ def tensor_to_json(t: TensorLayout) -> dict[str, Any]:
 
 
 def _validate_tensor(t: TensorLayout, m: Machine) -> None:
+    _check_tensor_name(t.name, t.role)
     if t.dtype not in DTYPE_BYTES:
         raise ObjectFormatError(f"tensor '{t.name}': unknown dtype '{t.dtype}'")
     if t.role not in ROLES:
@@ -290,9 +289,15 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
     nd = len(t.shape)
     if not 1 <= nd <= MAX_DIMS or any(d < 1 for d in t.shape):
         raise ObjectFormatError(f"tensor '{t.name}': bad shape {list(t.shape)}")
+    esize = DTYPE_BYTES[t.dtype]
     if math.prod(t.shape) > MAX_TENSOR_ELEMENTS:
         raise ObjectFormatError(f"tensor '{t.name}': {list(t.shape)} is too large")
-    esize = DTYPE_BYTES[t.dtype]
+    if math.prod(t.shape) * esize > m.total_sram_bytes:
+        # Every element lives in some node's SRAM, so a larger tensor can only be a hostile
+        # description (its host array would be allocated by set_input/output).
+        raise ObjectFormatError(f"tensor '{t.name}': {t.dtype}{list(t.shape)} is "
+                                f"{math.prod(t.shape) * esize:,} B, more than the machine's "
+                                f"{m.total_sram_bytes:,} B of SRAM")
     for p in t.pieces:
         if not (0 <= p.node < m.n_live):
             raise ObjectFormatError(f"tensor '{t.name}': piece on missing node {p.node}")
@@ -306,6 +311,60 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
         last = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True))
         if last + esize > m.sram_bytes:
             raise ObjectFormatError(f"tensor '{t.name}': piece runs past the end of SRAM")
+
+
+def _check_tensor_name(name: Any, role: str) -> None:
+    """Input and output names become file names and `--input NAME=` keys, so they are DSL
+    identifiers; any tensor name is short, printable text."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS \
+            or not name.isprintable():
+        raise ObjectFormatError(f"tensor name {str(name)[:80]!r} is not a short printable name "
+                                f"(at most {MAX_NAME_CHARS} characters)")
+    if role in ("input", "output") and not IDENTIFIER.fullmatch(name):
+        raise ObjectFormatError(f"{role} tensor name {name!r} is not an identifier "
+                                "(letters, digits and _, not starting with a digit)")
+
+
+# The keys the compiler writes into META's "meta", each with the check its value must pass.
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) and IDENTIFIER.fullmatch(x)
+                                       for x in v)
+
+
+def _region(v: Any) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("op"), str) and isinstance(v.get("name"), str)
+            and all(isinstance(v.get(k), int) and not isinstance(v.get(k), bool)
+                    for k in ("line", "col")))
+
+
+META_FIELDS: dict[str, tuple[str, Any]] = {
+    "producer": ("a string", lambda v: isinstance(v, str)),
+    "source": ("a string", lambda v: isinstance(v, str)),
+    "inputs": ("a list of tensor names", _names),
+    "outputs": ("a list of tensor names", _names),
+    "scalar_outputs": ("a list of tensor names", _names),
+    "grid": ("a table", lambda v: isinstance(v, dict)),
+    "options": ("a table", lambda v: isinstance(v, dict)),
+    "sram_peak_bytes": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "regions": ("a list of regions", lambda v: isinstance(v, list) and all(map(_region, v))),
+}
+
+
+def _validate_meta(meta: dict[str, Any], tensors: list[TensorLayout]) -> None:
+    for key, (what, ok) in META_FIELDS.items():
+        if key in meta and not ok(meta[key]):
+            raise ObjectFormatError(f"META field '{key}' must be {what}, got "
+                                    f"{json.dumps(meta[key])[:80]}")
+    known = {t.name for t in tensors}
+    for key in ("inputs", "outputs"):
+        for n in meta.get(key, ()):
+            if n not in known:
+                raise ObjectFormatError(f"META field '{key}' names '{n}', which is not a "
+                                        "tensor of the object")
+    for n in meta.get("scalar_outputs", ()):
+        if n not in meta.get("outputs", ()):
+            raise ObjectFormatError(f"META field 'scalar_outputs' names '{n}', which is not "
+                                    "an output")
 
 
 def _want(cond: bool, msg: str) -> None:

@@ -9,10 +9,13 @@ it receives from; link statistics by *sending* node and direction.
 from __future__ import annotations
 
 import mmap
+import os
 from typing import Any
 
 import numpy as np
 
+from d1isa import units
+from d1isa.errors import D1Error
 from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
 from emulator import kernel as K
 from emulator.decode import XCOL_COUNT, XCOL_FLOPS, XCOL_HWM, XCOLS
@@ -34,6 +37,7 @@ class State:
     """Registers, SRAM, clocks, FIFOs and statistics of every live node."""
 
     def __init__(self, machine: Machine, seed: int = 0) -> None:
+        check_host_memory(machine)
         m = machine
         n = m.n_live
         self.machine = m
@@ -186,6 +190,37 @@ def aligned_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     raw = np.zeros(nbytes + 64, dtype=np.uint8)
     skip = -raw.ctypes.data % 64
     return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+def host_bytes(machine: Machine) -> int:
+    """Host memory the state of `machine` can take once every page is written: SRAM rows with
+    their padding, FIFO buffers, registers, accumulators and per-node and per-link arrays."""
+    m = machine
+    n = m.n_live
+    links = 4 * n
+    per_node = (m.sram_bytes + SRAM_ROW_PAD + XCOLS * 8 + m.vector_regs * 64
+                + m.accumulators * 256 + 14 * 8 + 3 * 4 * 8)
+    per_link = m.fifo_depth * (m.max_message_bytes + 3 * 8) + 4 * 8
+    return n * per_node + links * per_link
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory on this host (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_host_memory(machine: Machine, available: int | None = None) -> None:
+    """Refuse, before allocating, a machine whose state would not fit in this host's memory."""
+    need = host_bytes(machine)
+    have = physical_memory() if available is None else available
+    if have is not None and need > have:
+        raise D1Error(
+            f"machine '{machine.name}' ({machine.n_live:,} live nodes): the emulator needs "
+            f"{units.nbytes(need)} of host memory; this host has {units.nbytes(have)}; use "
+            "fewer chips or nodes, less SRAM or smaller FIFOs, or run on MPI ranks")
 
 
 def _lazy_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -1,0 +1,176 @@
+"""Reading and writing the user's files safely: every tool's files go through here.
+
+Reading: only regular files, and never more than a cap (a device such as /dev/zero or a pipe
+reports size 0 and would be read without end). Writing: to a temporary file in the target's
+directory, renamed into place, so a full disk or a crash never leaves a truncated file where a
+good one stood; a target that exists and is not a regular file (/dev/null, a FIFO) is refused
+rather than replaced. Destinations are checked before a run starts, so a long run never ends in
+"cannot write". docs/SECURITY.md lists the limits.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from d1isa.errors import D1Error
+
+MiB = 1 << 20
+# Sources (.d1k, .d1s, machine .toml) and objects; generous for real programs, finite always.
+MAX_SOURCE_BYTES = 64 * MiB
+MAX_OBJECT_BYTES = 2048 * MiB
+MAX_JSON_BYTES = 512 * MiB
+
+
+def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; D1Error otherwise."""
+    p = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(p, flags)
+    except OSError as e:
+        raise D1Error(f"cannot read {p}: {_reason(e)}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise D1Error(f"cannot read {p}: not a regular file ({_kind(st.st_mode)}); "
+                          f"give a {what} on disk")
+        if st.st_size > limit:
+            raise D1Error(f"cannot read {p}: {st.st_size:,} bytes is more than the "
+                          f"{limit:,}-byte limit for a {what}")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 24, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise D1Error(f"cannot read {p}: more than the {limit:,}-byte limit for a "
+                              f"{what}")
+        return b"".join(chunks)
+    except OSError as e:
+        raise D1Error(f"cannot read {p}: {_reason(e)}") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | Path, limit: int = MAX_SOURCE_BYTES, what: str = "source file") -> str:
+    """A UTF-8 text file (read as `read_bytes` does); a leading byte-order mark is kept for the
+    reader to skip, so that columns stay those of the file."""
+    raw = read_bytes(path, limit, what)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise D1Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def check_destination(path: str | Path, option: str = "output") -> Path:
+    """Check, before any work, that `path` can be written: its directory exists and is
+    writable, and the path is not a directory or a special file. Returns it as a Path."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise D1Error(f"{option} {p}: {_reason(e)}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise D1Error(f"{option} {p}: not a regular file ({_kind(st.st_mode)}); d1 writes "
+                      "only regular files")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise D1Error(f"{option} {p}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise D1Error(f"{option} {p}: the directory {parent} is not writable")
+    return p
+
+
+def check_output_dir(path: str | Path, option: str = "--out-dir") -> Path:
+    """Create the output directory if needed and check that files can be made in it."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise D1Error(f"{option} {p}: exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise D1Error(f"{option} {p}: cannot create it: {_reason(e)}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".d1-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise D1Error(f"{option} {p}: cannot write files there: {_reason(e)}") from None
+    return p
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and a rename: the
+    old file stays whole until the new one is complete."""
+    p = check_destination(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = -1, ""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".",
+                                   prefix=f".{p.name}.", suffix=".tmp")
+        view = memoryview(payload)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        mode = os.stat(p).st_mode & 0o777 if p.exists() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, p)
+        tmp = ""
+    except OSError as e:
+        raise D1Error(f"cannot write {p}: {_reason(e)}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (both existing), or resolve to one path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwrite(output: str | Path, inputs: list[str | Path], what: str = "-o") -> None:
+    """An output may never replace one of the command's inputs."""
+    for i in inputs:
+        if same_file(output, i):
+            raise D1Error(f"{what} {output} is the input file {i}; refusing to overwrite it "
+                          "(choose another output name)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
