@@ -1,0 +1,75 @@
+"""Helpers for the per-pass compiler tests: run the passes up to the one under test, calling
+them exactly as compiler.pipeline.compile_text does (parse -> check -> lower -> choose_grid /
+map_to_mesh -> schedule -> allocate), so each test can look at one pass's own output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from compiler.alloc import Schedule, schedule
+from compiler.check import check
+from compiler.grid import Grid, choose_grid
+from compiler.ir import Graph, verify
+from compiler.lower import KOp, Mapper, lower, map_to_mesh
+from compiler.parse import parse
+from compiler.pipeline import CompileOptions
+from d1isa.machine import Machine, load_machine
+
+FILENAME = "t.d1k"
+
+
+@cache
+def mesh(spec: str = "4x4", **overrides) -> Machine:
+    """A small machine with no harvested nodes ('4x4', '2x2', ...); 'h6x5' has two."""
+    over = dict(overrides) or None
+    if spec == "h6x5":
+        return load_machine("h6x5", overrides=over)
+    return load_machine(mesh=spec, overrides=over)
+
+
+def front(text: str, machine: Machine | None = None) -> Graph:
+    """parse + check (+ verify): the typed IR graph."""
+    graph = check(parse(text, FILENAME), machine or mesh(), FILENAME, text)
+    verify(graph)
+    return graph
+
+
+@dataclass
+class Mapped:
+    graph: Graph
+    kops: list[KOp]
+    grid: Grid
+    mapper: Mapper
+
+    def step(self, label: str, kind_prefix: str = ""):
+        """The only step computing `label` whose kind starts with `kind_prefix`."""
+        found = [s for s in self.mapper.steps
+                 if s.label == label and s.kind.startswith(kind_prefix)]
+        assert len(found) == 1, [(s.kind, s.label) for s in self.mapper.steps]
+        return found[0]
+
+    def value(self, name: str):
+        return self.mapper.values[self.graph[name].id]
+
+    @property
+    def outputs(self) -> list:
+        return [self.mapper.values[o.id] for o in self.graph.outputs]
+
+
+def mapped(text: str, machine: Machine | None = None,
+           options: CompileOptions | None = None) -> Mapped:
+    """Everything up to and including the map pass."""
+    machine = machine or mesh()
+    graph = front(text, machine)
+    kops = lower(graph)
+    grid = choose_grid(machine)
+    mapper = map_to_mesh(graph, kops, grid, machine, options or CompileOptions())
+    return Mapped(graph, kops, grid, mapper)
+
+
+def scheduled(text: str, machine: Machine | None = None,
+              options: CompileOptions | None = None) -> tuple[Mapped, Schedule]:
+    """Everything up to and including the schedule pass."""
+    m = mapped(text, machine, options)
+    return m, schedule(m.mapper.steps, m.mapper.inputs, m.outputs)
