@@ -75,19 +75,32 @@ def lower(graph: Graph) -> list[KOp]:
         state: dict = {"ops": MAX_FUSED_OPS, "stored": set()}
         names: list[str] = []
 
-        def build(x: Node, state: dict = state, names: list = names) -> tuple:
+        def build(x: Node, reserve: int = 0, state: dict = state, names: list = names,
+                  fused: list | None = None) -> tuple:
+            """The expression tree of x. `reserve` stored values are still owed to x's
+            ancestors' later operands, so a child is fused only if, with everything it brings
+            in, the kernel still reads at most MAX_FUSED_STORED stored values; otherwise the
+            attempt is undone and the child is read from SRAM."""
             state["ops"] -= 1
             names.append(x.op.value)
             kids = []
-            for c in x.inputs:
+            for i, c in enumerate(x.inputs):
+                owed = reserve + sum(1 for d in x.inputs[i + 1:] if d.op is not Op.CONST)
                 if (c.op in ELEMENTWISE_OPS and inlinable(c, x) and state["ops"] > 0
-                        and len(state["stored"]) < MAX_FUSED_STORED):
-                    fused_into.add(c.id)
-                    kids.append(build(c))
-                else:
-                    if c.op is not Op.CONST:
-                        state["stored"].add(c.id)
-                    kids.append(("leaf", c))
+                        and len(state["stored"]) + 1 + owed <= MAX_FUSED_STORED):
+                    saved = (state["ops"], set(state["stored"]), len(names))
+                    added: list[int] = [c.id]
+                    tree = build(c, owed, fused=added)
+                    if len(state["stored"]) + owed <= MAX_FUSED_STORED:
+                        # Commit at the top; inside an attempt, the caller decides.
+                        (fused_into.update if fused is None else fused.extend)(added)
+                        kids.append(tree)
+                        continue
+                    state["ops"], state["stored"] = saved[0], saved[1]
+                    del names[saved[2]:]
+                if c.op is not Op.CONST:
+                    state["stored"].add(c.id)
+                kids.append(("leaf", c))
             return ("op", x.op, tuple(kids), x.rounds, x)
 
         trees[node.id] = (build(node), list(reversed(names)))
