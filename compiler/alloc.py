@@ -79,7 +79,7 @@ def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
                 break
             addr = max(addr, a + sz)
         if addr + size > sram_bytes:
-            raise _too_big(sched, v, start, placed, size, sram_bytes, filename, text)
+            raise _too_big(sched, v, start, placed, size, sram_bytes, filename, text, addr)
         v.addr = addr
         placed.append((addr, size, last, v))
         peak = max(peak, addr + size)
@@ -87,14 +87,26 @@ def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
 
 
 def _too_big(sched: Schedule, v: Value, start: int, placed: list, size: int, sram: int,
-             filename: str, text: str) -> SourceError:
-    st = sched.steps[max(start, 0)] if sched.steps else None
-    line, col = st.loc if st is not None else (1, 1)
+             filename: str, text: str, addr: int) -> SourceError:
+    """The error for a value that does not fit, at the statement that makes it live: an
+    input's own declaration, else the step that first uses it."""
+    if start < 0 and v.node is not None and v.node.line:
+        line, col = v.node.line, v.node.col
+    else:
+        st = sched.steps[max(start, 0)] if sched.steps else None
+        line, col = st.loc if st is not None else (1, 1)
     live = sorted(placed, key=lambda p: -p[1])[:4]
-    others = ", ".join(f"{p[3].name} ({p[1]:,} B)" for p in live)
+    others = ", ".join(f"{p[3].name} ({p[1]:,} B)" for p in live) or "none"
     total = size + sum(p[1] for p in placed)
-    msg = (f"does not fit in a node's SRAM: '{v.name}' needs {size:,} B per node, and with "
-           f"the values live at this point ({others}{', ...' if len(placed) > 4 else ''}) "
-           f"a node would need {total:,} B, but it has {sram:,} B")
+    if total > sram:
+        msg = (f"does not fit in a node's SRAM: '{v.name}' needs {size:,} B per node, and with "
+               f"the values live at this point ({others}{', ...' if len(placed) > 4 else ''}) "
+               f"a node would need {total:,} B, but it has {sram:,} B")
+    else:
+        # The live values add up to less than SRAM, but where they lie leaves no gap that large.
+        msg = (f"does not fit in a node's SRAM: '{v.name}' needs {size:,} B per node; the "
+               f"values live at this point ({others}{', ...' if len(placed) > 4 else ''}) take "
+               f"{total - size:,} B but leave no free gap of {size:,} B, so a node would need "
+               f"{addr + size:,} B, but it has {sram:,} B")
     from d1isa.errors import line_of
     return SourceError([Diagnostic(filename, line or 1, col or 1, msg, line_of(text, line))])

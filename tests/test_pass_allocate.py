@@ -122,10 +122,6 @@ def test_a_value_that_does_not_fit_is_reported_at_its_step_with_the_sizes():
     assert err.exit_code == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "allocate blames an input that does not fit on the first step of the program (here "
-    "'y = a * 2', line 2) instead of the input's own declaration: for inputs the live range "
-    "starts at -1 and _too_big uses sched.steps[max(start, 0)].loc"))
 def test_an_input_that_does_not_fit_is_reported_at_its_declaration():
     text = ("input a: f32[8, 8]\n"
             "y = a * 2\n"
@@ -144,10 +140,6 @@ def _max_live_bytes(sched) -> int:
                    if sched.live[id(v)][0] <= k <= sched.live[id(v)][1]) for k in points)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "when first fit fails through fragmentation, the error says the live values need fewer "
-    "bytes than the node has (softmax.d1k on 4x4 with 7,616 B: 'a node would need 6,528 B, "
-    "but it has 7,616 B'): the message sums the live sizes instead of naming the real reason"))
 def test_a_does_not_fit_error_never_claims_the_need_is_within_the_sram():
     text = (ROOT / "programs" / "softmax.d1k").read_text()
     _, sched = scheduled(text, mesh("4x4"))
