@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import click
 
-from d1isa.machine import Machine, load_machine
+from d1isa.machine import MAX_RUN_CYCLES, Machine, load_machine
+
+MAX_SEED = (1 << 63) - 1
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def max_cycles_option(help_text: str) -> Callable:
+    """--max-cycles, bounded so that no node clock can overflow (d1isa.machine)."""
+    return click.option("--max-cycles", type=click.IntRange(0, MAX_RUN_CYCLES),
+                        default=50_000_000, show_default=True, help=help_text)
 
 
 def machine_options(f: Callable) -> Callable:
@@ -32,7 +49,7 @@ def machine_from_options(machine_name: str | None, mesh: str | None,
 
 def input_options(f: Callable) -> Callable:
     """Add --input and --seed (shared by `d1 run` and `d1 debug`, which load inputs alike)."""
-    f = click.option("--seed", type=int, default=0, show_default=True,
+    f = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
                      help="Seed of the stochastic-rounding generators and of the standard-"
                           "normal values given to DSL inputs not set with --input.")(f)
     f = click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",

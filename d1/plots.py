@@ -13,6 +13,7 @@ Figures are built with `matplotlib.figure.Figure`, never pyplot, so nothing glob
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from d1.analysis import ROOF_NAMES, Geometry, Point, Roofs, geometry
+from d1isa.files import write_atomic
 
 MESH_SIZE = (12.0, 10.0)        # inches: 1200 x 1000 px at 100 dpi
 ROOFLINE_SIZE = (10.0, 7.0)     # 1000 x 700 px
@@ -35,10 +37,10 @@ def _figure(size: tuple[float, float], dpi: int):
 
 
 def _save(fig, path: str | Path) -> tuple[int, int]:
-    """Save as PNG; returns (width, height) in pixels."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, format="png", metadata={"Software": None})
+    """Save as PNG, atomically (d1isa.files); returns (width, height) in pixels."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    write_atomic(path, buf.getvalue())
     w, h = fig.get_size_inches() * fig.dpi
     return int(round(w)), int(round(h))
 

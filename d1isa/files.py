@@ -68,8 +68,8 @@ def read_text(path: str | Path, limit: int = MAX_SOURCE_BYTES, what: str = "sour
 
 
 def check_destination(path: str | Path, option: str = "output") -> Path:
-    """Check, before any work, that `path` can be written: its directory exists and is
-    writable, and the path is not a directory or a special file. Returns it as a Path."""
+    """Check, before any work, that `path` can be written: its directory exists (it is made if
+    missing) and is writable, and the path is not a directory or a special file."""
     p = Path(path)
     try:
         st = os.stat(p)
@@ -82,7 +82,11 @@ def check_destination(path: str | Path, option: str = "output") -> Path:
                       "only regular files")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise D1Error(f"{option} {p}: the directory {parent} does not exist")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise D1Error(f"{option} {p}: cannot create the directory {parent}: "
+                          f"{_reason(e)}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise D1Error(f"{option} {p}: the directory {parent} is not writable")
     return p
@@ -150,8 +154,8 @@ def refuse_overwrite(output: str | Path, inputs: list[str | Path], what: str = "
     """An output may never replace one of the command's inputs."""
     for i in inputs:
         if same_file(output, i):
-            raise D1Error(f"{what} {output} is the input file {i}; refusing to overwrite it "
-                          "(choose another output name)")
+            raise D1Error(f"{what} would replace {i}, an input of this command; refusing "
+                          "(choose another output name or directory)")
 
 
 def _umask() -> int:

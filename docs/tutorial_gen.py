@@ -73,14 +73,23 @@ def _cwd(path: Path):
         os.chdir(old)
 
 
+_EXITS = re.compile(r"\s+# exits (\d+)$")
+
+
 def run_d1(command: str, cwd: Path) -> tuple[str, int]:
     """Run one `d1 ...` command line in this process, in `cwd`, as the `d1` script would:
-    returns (what the terminal shows, exit code)."""
+    returns (what the terminal shows, exit code). A command shown ending in `# exits N` is
+    expected to exit with N (a sweep with a failing point, say): that counts as 0, any other
+    code as a failure."""
     from click.testing import CliRunner
 
     from d1.cli import cli
     from d1isa.errors import D1Error
 
+    expected = 0
+    m = _EXITS.search(command)
+    if m:
+        command, expected = command[:m.start()], int(m.group(1))
     args = shlex.split(command)
     assert args[0] == "d1", command
     with _cwd(cwd):
@@ -92,7 +101,9 @@ def run_d1(command: str, cwd: Path) -> tuple[str, int]:
             raise exc
         out += exc.render() + "\n"
         code = exc.exit_code
-    return out, code
+    if code == expected:
+        return out, 0
+    return out, code if code != 0 else -1
 
 
 def scratch(base: Path) -> Path:
@@ -428,10 +439,11 @@ $ d1 roofline programs/matmul.d1k --mesh 4x4 --set link_bytes_per_cycle=8 -o doc
 ![roofline at 8 B/cycle](img/roofline-8.png)
 
 SRAM is a capacity, not a speed, in this model. Sweep it, and the compiler says where the program
-stops fitting:
+stops fitting (a failed point makes the sweep exit with status 1, after every row is written):
 
 ```console
-$ d1 sweep programs/matmul.d1k --mesh 4x4 --set sram_bytes=32768,40960,65536,1310720 --csv sram.csv
+$ d1 sweep programs/matmul.d1k --mesh 4x4 --set sram_bytes=32768,40960,65536,1310720 \\
+    --csv sram.csv  # exits 1
 $ d1 run programs/matmul.d1k --mesh 4x4 --set sram_bytes=65536 --json sram64.json
 ```
 

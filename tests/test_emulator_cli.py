@@ -137,12 +137,13 @@ def test_run_writes_outputs_and_prints_stats_with_units(tmp_path):
 
 def test_run_threads_option_changes_nothing_but_host_figures(tmp_path):
     docs = []
-    for threads in ("1", "3"):
+    for threads in ("1", "2"):
         js = tmp_path / f"run{threads}.json"
         r = d1("run", str(ASM / "token_ring.d1s"), "--mesh", "4x4", "--threads", threads,
                "--quantum", "5", "--stats", "--json", str(js), "--out-dir", str(tmp_path / "o"))
         assert r.returncode == 0, r.stderr
-        assert (f"on {threads} threads" if threads != "1" else "on 1 thread") in r.stdout
+        assert (f"on {threads} threads" if threads != "1" else "on 1 thread") in r.stdout, \
+            "this test needs two usable CPUs"
         doc = json.loads(js.read_text())
         assert doc["stats"]["host"]["threads"] == int(threads)
         for key in ("host",):

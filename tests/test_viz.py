@@ -208,8 +208,9 @@ def test_sweep_runs_every_point_and_keeps_going_after_errors(tmp_path, runs):
     png = tmp_path / "s.png"
     r = d1("sweep", str(PROGRAMS / "matmul.d1k"), "--mesh", "4x4",
            "--set", "link_bytes_per_cycle=16,64", "--set", "sram_bytes=16384,1310720",
-           "--csv", str(out_csv), "--plot", str(png))
+           "--csv", str(out_csv), "--plot", str(png), ok=False)
     out = r.output
+    assert r.exit_code == 1, "a sweep with a failed point exits 1, after writing every row"
     assert "4 points (all figures modelled)" in out
     assert out.count("error: does not fit in a node's SRAM") == 2
     assert "2 points failed" in out and "(measured on the host)" in out

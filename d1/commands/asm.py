@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from d1.options import machine_from_options, machine_given, machine_options
-from d1isa.errors import D1Error
+from d1isa.files import check_destination, refuse_overwrite, write_atomic
 
 
 @click.command("asm")
@@ -32,10 +32,10 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
 
     machine = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
-    obj = load_program(source, machine, kind="asm").obj
     out = Path(output) if output else Path(source).with_suffix(".d1o")
-    if out.resolve() == Path(source).resolve():
-        raise D1Error(f"refusing to overwrite the source {source} with the object")
+    refuse_overwrite(out, [source], f"-o {out}")
+    check_destination(out, "-o")
+    obj = load_program(source, machine, kind="asm").obj
     obj.save(out)
     words = sum(len(b) for b in obj.blocks)
     nodes = int((obj.node_block >= 0).sum())
@@ -65,12 +65,12 @@ def disasm(objfile: str, output: str | None, plain: bool) -> None:
     from d1.program import load_program
     from d1isa.disasm import disassemble
 
+    if output is not None:
+        refuse_overwrite(output, [objfile], f"-o {output}")
+        check_destination(output, "-o")
     text = disassemble(load_program(objfile, kind="object").obj, debug=not plain)
     if output is None:
         click.echo(text, nl=False)
         return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise D1Error(f"cannot write {output}: {e.strerror or e}") from None
+    write_atomic(output, text)
     click.echo(f"wrote {output}", err=True)

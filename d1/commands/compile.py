@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from d1.options import machine_from_options, machine_options
+from d1isa.files import check_destination, read_text, refuse_overwrite, write_atomic
 
 
 @click.command()
@@ -38,21 +39,23 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
       d1 compile programs/attention.d1k --emit ir
       d1 compile programs/matmul.d1k -O matmul=naive -o naive.d1o
     """
-    from compiler.pipeline import CompileOptions, emit_stage, read_source
+    from compiler.pipeline import CompileOptions, emit_stage
     from d1.program import load_program
 
     machine = machine_from_options(machine_name, mesh, sets)
     options = CompileOptions.parse(opts)
+    path = output or (None if stage is not None else str(Path(source).with_suffix(".d1o")))
+    if path is not None:
+        refuse_overwrite(path, [source], f"-o {path}")
+        check_destination(path, "-o")
     if stage is not None:
-        out = emit_stage(read_source(source), stage, machine, source, options)
+        out = emit_stage(read_text(source), stage, machine, source, options)
         if output:
-            Path(output).write_text(out + ("" if out.endswith("\n") else "\n"),
-                                    encoding="utf-8")
+            write_atomic(output, out + ("" if out.endswith("\n") else "\n"))
         else:
             click.echo(out)
         return
     result = load_program(source, machine, options, kind="dsl").compiled
-    path = output or str(Path(source).with_suffix(".d1o"))
     result.obj.save(path)
     g = result.grid
     click.echo(f"{source}: {len(result.graph.nodes)} IR nodes -> {path} "

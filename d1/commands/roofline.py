@@ -19,9 +19,10 @@ from d1.analysis import (
     run_program,
     table,
 )
-from d1.options import machine_from_options, machine_given, machine_options
+from d1.options import machine_from_options, machine_given, machine_options, max_cycles_option
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
+from d1isa.files import check_destination, refuse_overwrite
 
 
 def roofline_text(doc: dict[str, Any], machine) -> tuple[str, list, Any]:
@@ -65,8 +66,7 @@ def roofline_text(doc: dict[str, Any], machine) -> tuple[str, list, Any]:
               help="Compiler option for a .d1k program, as for `d1 compile`.")
 @click.option("--dpi", type=click.IntRange(20, 400), default=100, show_default=True,
               help="PNG resolution.")
-@click.option("--max-cycles", type=click.IntRange(min=0), default=50_000_000, show_default=True,
-              help="A node whose clock passes this traps.")
+@max_cycles_option("A node whose clock passes this traps.")
 @machine_options
 def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, max_cycles: int,
              machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
@@ -87,6 +87,9 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
     """
     given = machine_given(machine_name, mesh, sets)
     failed = None
+    if output is not None:
+        refuse_overwrite(output, [file], "-o")
+        check_destination(output, "-o")
     if file.suffix.lower() == ".json":
         if opts:
             raise D1Error("-O compiler options need a program, not a statistics file")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,27 @@ from typing import Any
 import click
 import numpy as np
 
-from d1.options import input_options, machine_from_options, machine_given, machine_options
+from d1.options import (
+    input_options,
+    machine_from_options,
+    machine_given,
+    machine_options,
+    max_cycles_option,
+    usable_cpus,
+)
 from d1.program import Program, load_program
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
+from d1isa.files import (
+    check_destination,
+    check_output_dir,
+    read_bytes,
+    refuse_overwrite,
+    write_atomic,
+)
+
+# An --input array is at most this large (a tensor must also fit the machine's SRAM).
+MAX_INPUT_BYTES = 4 << 30
 
 
 def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -22,11 +41,36 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
         if "=" not in item:
             raise click.BadParameter(f"expected NAME=FILE.npy, got '{item}'", param_hint="--input")
         name, file = item.split("=", 1)
-        try:
-            out[name.strip()] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise D1Error(f"--input {name}: cannot read {file}: {e}") from None
+        out[name.strip()] = load_npy(file, f"--input {name.strip()}")
     return out
+
+
+def load_npy(file: str | Path, what: str) -> np.ndarray:
+    """A numeric array from a regular .npy file whose header agrees with its size: a header
+    that claims more data than the file holds is refused before anything is allocated."""
+    raw = read_bytes(file, MAX_INPUT_BYTES, ".npy file")
+    f = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not read here")
+    except (ValueError, SyntaxError, TypeError, OverflowError) as e:
+        raise D1Error(f"{what}: {file} is not a .npy array file ({e})") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise D1Error(f"{what}: {file} holds {dtype} values; give integers or floats")
+    need = math.prod(shape) * dtype.itemsize
+    have = len(raw) - f.tell()
+    if need != have:
+        raise D1Error(f"{what}: {file} is damaged: its header says shape {list(shape)} of "
+                      f"{dtype} ({need:,} B), the file holds {have:,} B of data")
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise D1Error(f"{what}: cannot read {file}: {e}") from None
 
 
 @click.command()
@@ -37,25 +81,26 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
                    "out of tolerance (DSL programs only).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="out",
               show_default=True, help="Where each output tensor is written as NAME.npy.")
-@click.option("--max-cycles", type=click.IntRange(min=0), default=50_000_000, show_default=True,
-              help="A node whose clock passes this many cycles traps (cause 9).")
-@click.option("--quantum", type=click.IntRange(min=1), default=256, show_default=True,
+@max_cycles_option("A node whose clock passes this many cycles traps (cause 9).")
+@click.option("--quantum", type=click.IntRange(1, 1 << 30), default=256, show_default=True,
               help="Instructions per node per turn (results never depend on it).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
-                   "8, and 1 below 64 nodes). Results never depend on it; --trace and "
-                   "--regions run on one thread.")
+                   "8, and 1 below 64 nodes); more than the usable CPUs is capped to them. "
+                   "Results never depend on it; --trace and --regions run on one thread.")
 @click.option("--stats", "show_stats", is_flag=True,
               help="Print modelled timing, FLOP/s, link use and stalls, and host speed.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write everything (stats per node and link, traps, deadlock) as JSON.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True,
+                                                     path_type=Path),
+              help="Write everything (stats per node and link, traps, deadlock) as JSON "
+                   "('-': to standard output, instead of the usual lines).")
 @click.option("--regions", is_flag=True,
               help="Collect statistics per DSL operation (or assembly label): time span, "
                    "FLOPs, SRAM and link bytes, stalls; shown by --stats, kept by --json.")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a timeline trace (Chrome / Perfetto trace-event JSON; open it in "
                    "ui.perfetto.dev or chrome://tracing). Implies --regions.")
-@click.option("--trace-events", type=click.IntRange(min=100), default=200_000,
+@click.option("--trace-events", type=click.IntRange(100, 100_000_000), default=200_000,
               show_default=True, help="Most events the trace file may hold (it says what it "
                                       "left out).")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
@@ -92,14 +137,17 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     if opts:
         from compiler.pipeline import CompileOptions
         options = CompileOptions.parse(opts)
+    given = parse_inputs(inputs)
     prog = load_program(file, machine, options)
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
-    arrays = program_inputs(prog, parse_inputs(inputs), seed)
+    to_stdout = json_file is not None and str(json_file) == "-"
+    out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs)
+    arrays = program_inputs(prog, given, seed)
     mode = "full" if trace_file is not None else ("regions" if regions else None)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
-                   threads=threads or auto_threads(obj.machine.n_live))
+                   threads=cap_threads(threads) or auto_threads(obj.machine.n_live))
     for name, arr in arrays.items():
         emu.set_input(name, arr)
     if check and prog.dsl is None:
@@ -111,28 +159,20 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     written = []
     got: dict[str, np.ndarray] = {}
     if result.ok:
-        outputs = prog.outputs
         scalars = prog.scalar_outputs
-        if outputs:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        for name in outputs:
+        for name, path in out_paths.items():
             value = emu.output(name)
             if name in scalars:
                 value = value.reshape(())
             got[name] = value
-            path = out_dir / f"{name}.npy"
-            np.save(path, value)
+            write_atomic(path, npy_bytes(value))
             written.append(str(path))
     stats = emu.stats()
     if show_stats:
-        click.echo(format_stats(stats, result.status, wall))
+        click.echo(format_stats(stats, result.status, wall), err=to_stdout)
     if trace_file is not None:
         doc_trace = emu.chrome_trace(max_events=trace_events, program=str(file))
-        try:
-            trace_file.write_text(json.dumps(doc_trace, separators=(",", ":")),
-                                  encoding="utf-8")
-        except OSError as e:
-            raise D1Error(f"cannot write {trace_file}: {e.strerror or e}") from None
+        write_atomic(trace_file, json.dumps(doc_trace, separators=(",", ":")))
         info = doc_trace["otherData"]
         click.echo(f"wrote {trace_file}: {info['event_count']:,} events ({info['flows']:,} "
                    f"message flows, {info['flow_sampling']}"
@@ -141,24 +181,81 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     if json_file is not None:
         doc: dict[str, Any] = {"file": str(file), "status": result.status,
                                "result": result.to_json(), "outputs": written, "stats": stats}
-        try:
-            json_file.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-        except OSError as e:
-            raise D1Error(f"cannot write {json_file}: {e.strerror or e}") from None
     if not result.ok:
+        if json_file is not None:
+            write_json(json_file, doc)
         raise RuntimeFault(f"run {result.status}\n{result.report()}")
     if check:
         rows = prog.check(arrays, got)
         if json_file is not None:
             doc["check"] = [dict(zip(("name", "max_abs_err", "max_rel_err", "tolerance", "ok"),
                                      r, strict=True)) for r in rows]
-            json_file.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-        click.echo(format_check(rows))
+        click.echo(format_check(rows), err=to_stdout)
         if not all(r[4] for r in rows):
+            if json_file is not None:
+                write_json(json_file, doc)
             raise RuntimeFault("check failed: outputs differ from the numpy reference beyond "
                                "the tolerance")
+    if json_file is not None:
+        write_json(json_file, doc)
     click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
-               + (f"; wrote {', '.join(written)}" if written else ""))
+               + (f"; wrote {', '.join(written)}" if written else ""), err=to_stdout)
+
+
+def cap_threads(threads: int) -> int:
+    """--threads, at most the CPUs this process may use (a note says when it is capped)."""
+    cpus = usable_cpus()
+    if threads > cpus:
+        click.echo(f"note: --threads {threads} is more than the {cpus} CPU"
+                   f"{'s' if cpus != 1 else ''} this process can use; using {cpus}", err=True)
+        return cpus
+    return threads
+
+
+def check_destinations(prog: Program, out_dir: Path, json_file: Path | None,
+                       trace_file: Path | None, source: Path, inputs: tuple[str, ...]
+                       ) -> dict[str, Path]:
+    """Check every file the run will write before it starts; the output path of each output.
+
+    An output is written as OUT_DIR/NAME.npy (NAME is an identifier, checked when the object
+    loads, so it stays inside OUT_DIR). It may never replace the program or an --input file:
+    that is refused here, before anything runs.
+    """
+    if json_file is not None and str(json_file) != "-":
+        check_destination(json_file, "--json")
+    if trace_file is not None:
+        check_destination(trace_file, "--trace")
+    outputs = prog.outputs
+    if not outputs:
+        return {}
+    check_output_dir(out_dir)
+    paths = {}
+    taken = [source, *(item.split("=", 1)[1] for item in inputs)]
+    if json_file is not None and str(json_file) != "-":
+        taken.append(json_file)
+    if trace_file is not None:
+        taken.append(trace_file)
+    for name in outputs:
+        path = out_dir / f"{name}.npy"
+        if path.parent != out_dir:
+            raise D1Error(f"output name {name!r} would be written outside --out-dir")
+        refuse_overwrite(path, taken, f"output '{name}' ({path})")
+        paths[name] = path
+    return paths
+
+
+def npy_bytes(value: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, value, allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    text = json.dumps(doc, indent=1)
+    if str(path) == "-":
+        click.echo(text)
+    else:
+        write_atomic(path, text)
 
 
 def program_inputs(prog: Program, given: dict[str, np.ndarray], seed: int

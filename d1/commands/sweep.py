@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import sys
 import time
@@ -12,8 +13,10 @@ from typing import Any
 import click
 
 from d1.analysis import ROOF_NAMES, kernel_point, roofs_for, run_program, table
+from d1.options import max_cycles_option
 from d1isa import units
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, RuntimeFault
+from d1isa.files import check_destination, refuse_overwrite, write_atomic
 from d1isa.machine import load_machine, parse_mesh, parse_value
 
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
@@ -125,18 +128,16 @@ def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
               "sram_traffic_bytes": "sram_bytes",
               "percent_of_peak": "percent", "binding_roof": "binding",
               "percent_of_roof": "roof_percent"}
-    try:
-        with path.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow([*names, *CSV_FIELDS])
-            for r in rows:
-                vals = []
-                for k in CSV_FIELDS:
-                    v = r.get(keymap.get(k, k))
-                    vals.append("" if v is None else v)
-                w.writerow([*(r["params"][n] for n in names), *vals])
-    except OSError as e:
-        raise D1Error(f"cannot write {path}: {e.strerror or e}") from None
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow([*names, *CSV_FIELDS])
+    for r in rows:
+        vals = []
+        for k in CSV_FIELDS:
+            v = r.get(keymap.get(k, k))
+            vals.append("" if v is None else v)
+        w.writerow([*(r["params"][n] for n in names), *vals])
+    write_atomic(path, f.getvalue())
 
 
 @click.command()
@@ -154,8 +155,7 @@ def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
               help="Also write every point as CSV (units in the column names).")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw kernel time and share of peak against the first parameter (PNG).")
-@click.option("--max-cycles", type=click.IntRange(min=0), default=50_000_000, show_default=True,
-              help="Per point: a node whose clock passes this traps.")
+@max_cycles_option("Per point: a node whose clock passes this traps.")
 def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: str | None,
           opts: tuple[str, ...], csv_file: Path | None, plot_file: Path | None,
           max_cycles: int) -> None:
@@ -165,7 +165,8 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: s
     or assembles FILE for it and runs it. The table gives the modelled kernel time, the share
     of peak, the bytes moved over links, the stalled node-cycles and the roof that binds
     (d1 roofline explains them). A point that fails (does not fit in SRAM, traps, ...) shows
-    its error in its row, and the sweep goes on.
+    its error in its row, and the sweep goes on; every row is still written, and the exit
+    status is 1 if any point failed.
 
     \b
     Examples:
@@ -178,6 +179,10 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: s
     options = CompileOptions.parse(opts)
     if not file.exists():
         raise D1Error(f"cannot read {file}: no such file")
+    for dest, option in ((csv_file, "--csv"), (plot_file, "--plot")):
+        if dest is not None:
+            refuse_overwrite(dest, [file], option)
+            check_destination(dest, option)
     axes = parse_axes(sets, meshes)
     names = [a for a, _ in axes]
     points = [dict(zip(names, combo, strict=True))
@@ -219,3 +224,6 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: s
                                                  "and share of peak")
         click.echo(f"wrote {plot_file} ({w} x {h} px)")
     click.echo(f"swept in {host:.2f} s (measured on the host)")
+    if failed:
+        raise RuntimeFault(f"{failed} of {len(points)} sweep point"
+                           f"{'s' if len(points) != 1 else ''} failed")

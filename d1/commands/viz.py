@@ -11,6 +11,7 @@ from d1.analysis import geometry, load_run, machine_of
 from d1.options import machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
+from d1isa.files import check_destination, refuse_overwrite
 
 METRICS = ("busy", "stall", "sram", "flops")
 
@@ -129,6 +130,9 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
       d1 run programs/matmul.d1k --json run.json && d1 viz run.json -o run.png
       d1 viz run.json --term --metric stall
     """
+    if output is not None:
+        refuse_overwrite(output, [stats_file], "-o")
+        check_destination(output, "-o")
     doc = load_run(stats_file)
     fallback = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
