@@ -21,6 +21,8 @@ import numpy as np
 from d1.options import input_options, machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
+from d1isa.machine import Machine
+from d1isa.objfile import ObjectFile
 
 PROMPT = "(d1) "
 
@@ -728,6 +730,27 @@ def _interactive(s: Session) -> None:
             continue
         if not s.execute(line):
             break
+
+
+def _load_program(path: str | Path, machine: Machine | None = None) -> ObjectFile:
+    """An object from a .d1k (compiled), .d1s (assembled) or .d1o file, for `machine`
+    (default: the file's own, else d1): what the Python API hands to `Debugger`."""
+    p = Path(path)
+    if not p.exists():
+        raise D1Error(f"no such file: {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".d1k":
+        import compiler
+        if not hasattr(compiler, "compile_file"):
+            raise D1Error(f"cannot compile {p}: compiler.compile_file is not available")
+        from d1isa.machine import default_machine
+        return compiler.compile_file(str(p), machine=machine or default_machine())
+    if suffix == ".d1s":
+        from d1isa.asm import assemble_file
+        return assemble_file(str(p), machine)
+    if suffix == ".d1o":
+        return ObjectFile.load(p)
+    raise D1Error(f"{p}: expected a .d1k, .d1s or .d1o file")
 
 
 @click.command("debug")
