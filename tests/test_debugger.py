@@ -800,6 +800,13 @@ def test_the_transcripts_in_the_docs_are_current():
             "regenerate it with: .venv/bin/python tests/test_debugger.py"
 
 
+def test_the_python_api_example_in_the_docs_runs():
+    block = re.search(r"## Python API.*?```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "docs/DEBUGGER.md", "exec"), scope)
+    assert scope["stop"].reason == "watchpoint" and scope["bp"].hits >= 1
+
+
 def main() -> None:
     """Rewrite the transcripts of docs/DEBUGGER.md from fresh runs."""
     import os
