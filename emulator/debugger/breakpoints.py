@@ -26,7 +26,7 @@ from d1isa import isa
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, OPPOSITE, Machine
 from emulator.debugger.blocks import BlockInfo
-from emulator.debugger.expr import Getter
+from emulator.debugger.expr import Expr, Getter
 from emulator.debugger.views import fmt_value
 from emulator.report import Where
 
@@ -46,7 +46,7 @@ class Breakpoint:
     slots: frozenset[int]                 # slots of the emulator's code table
     nodes: frozenset[int] | None          # None: any node
     condition: str | None = None
-    cond_tree: Any = None                 # the parsed condition (emulator.debugger.expr)
+    cond_tree: Expr | None = None         # the parsed condition
     cond: Getter | None = None
     enabled: bool = True
     temporary: bool = False
