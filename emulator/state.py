@@ -134,16 +134,18 @@ class State:
         if self.n > 1:
             offs[1:] = np.cumsum(lens)[:-1]
         data = np.empty(int(lens.sum()), dtype=np.uint8)
-        for i in np.nonzero(lens)[0]:
-            data[offs[i]:offs[i] + lens[i]] = self.sram[i, :lens[i]]
+        sram = self.sram
+        for i, (off, ln) in enumerate(zip(offs.tolist(), lens.tolist(), strict=True)):
+            if ln:
+                data[off:off + ln] = sram[i, :ln]
         # The slots of every message waiting in a FIFO, oldest first per link.
         fill = self.pushed - self.popped
         links = np.nonzero(fill > 0)[0]
         reps = fill[links]
         first = np.repeat(np.cumsum(reps) - reps, reps)
         seq = np.repeat(self.popped[links], reps) + np.arange(int(reps.sum())) - first
-        idx = (np.repeat(links, reps).astype(np.int64), (seq % self.depth).astype(np.int64))
-        return Snapshot(arrays, lens, offs, data, idx, self.fifo8[idx].copy())
+        idx = (np.repeat(links, reps), seq % self.depth)
+        return Snapshot(arrays, lens, offs, data, idx, self.fifo8[idx])
 
     def restore(self, snap: Snapshot) -> None:
         """Bring the state back to `snap`, in place (the kernel's views stay valid)."""
@@ -237,12 +239,11 @@ class Snapshot:
     fifo_idx: tuple[np.ndarray, np.ndarray]
     fifo_data: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
+    nbytes: int = field(init=False)         # host memory the copy takes
 
-    @property
-    def nbytes(self) -> int:
-        """Host memory the copy takes."""
-        return (sum(a.nbytes for a in self.arrays.values()) + self.sram_data.nbytes
-                + self.fifo_data.nbytes)
+    def __post_init__(self) -> None:
+        self.nbytes = (sum(a.nbytes for a in self.arrays.values()) + self.sram_data.nbytes
+                       + self.fifo_data.nbytes)
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The copied array `name` (not the compact SRAM or FIFO buffers)."""

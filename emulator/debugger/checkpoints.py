@@ -36,10 +36,10 @@ class Checkpoint:
     counts: np.ndarray
     position: int
     snap: Snapshot
+    nbytes: int = 0
 
-    @property
-    def nbytes(self) -> int:
-        return self.snap.nbytes
+    def __post_init__(self) -> None:
+        self.nbytes = self.snap.nbytes
 
 
 class Checkpoints:
