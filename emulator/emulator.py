@@ -40,7 +40,7 @@ from emulator.decode import (
     kernel_table,
 )
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
-from emulator.state import State, aligned_zeros, link_geometry, make_cfg
+from emulator.state import Snapshot, State, aligned_zeros, link_geometry, make_cfg
 from emulator.trace import (
     DEFAULT_EVENTS,
     DEFAULT_MAX_TRACE_EVENTS,
@@ -670,15 +670,15 @@ class Emulator:
     def clock(self, node: int | tuple[int, int]) -> int:
         return int(self.state.clock[self.node_id(node)])
 
-    def snapshot(self) -> dict[str, Any]:
-        """A full copy of all state, statistics and FIFOs."""
-        snap: dict[str, Any] = dict(self.state.snapshot())
-        snap["_host"] = (self.host_seconds, self.host_instructions)
+    def snapshot(self) -> Snapshot:
+        """A copy of all state, statistics and FIFOs (State.snapshot), with the host timing."""
+        snap = self.state.snapshot()
+        snap.extra["host"] = (self.host_seconds, self.host_instructions)
         return snap
 
-    def restore(self, snap: dict[str, Any]) -> None:
+    def restore(self, snap: Snapshot) -> None:
         self.state.restore(snap)
-        self.host_seconds, self.host_instructions = snap.get("_host", (0.0, 0))
+        self.host_seconds, self.host_instructions = snap.extra.get("host", (0.0, 0))
 
     def state_dict(self) -> dict[str, Any]:
         return self.state.state_dict()

@@ -1,15 +1,17 @@
 """All mutable state of an emulated mesh, as structure-of-arrays numpy, in one object.
 
 `State` allocates every array once (the jitted loop never allocates), hands the kernel its
-tuples of arrays (`kernel_tuples`), and owns snapshots and the `state_dict` exchange format that
-the reference interpreter shares. Link FIFOs are indexed by *receiving* node * 4 + the direction
-it receives from; link statistics by *sending* node and direction.
+tuples of arrays (`kernel_tuples`), and owns snapshots (`snapshot`/`restore`, the one mechanism
+behind `Emulator.snapshot` and the debugger's checkpoints) and the `state_dict` exchange format
+that the reference interpreter shares. Link FIFOs are indexed by *receiving* node * 4 + the
+direction it receives from; link statistics by *sending* node and direction.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,8 @@ from emulator.numerics import initial_sr_state
 # start 65 lines apart modulo any power-of-two cache way size.
 SRAM_ROW_PAD = 4096 + 64
 
-# Arrays copied by snapshot()/restore(), in a fixed order.
+# Every state array, in a fixed order. A snapshot copies them all, SRAM and the FIFO buffers
+# compactly (see Snapshot).
 _STATE_ARRAYS = (
     "x", "v", "acc", "sram", "pc", "clock", "state", "cause", "trap_arg", "sr", "sr_init", "skip",
     "fifo8", "flen", "farr", "pushed", "popped", "consumed", "wire_free",
@@ -121,12 +124,49 @@ class State:
 
     # ---- snapshots ----------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name).copy() for name in _STATE_ARRAYS}
+    def snapshot(self) -> Snapshot:
+        """A copy of the whole state, from which `restore` brings it back exactly.
 
-    def restore(self, snap: dict[str, np.ndarray]) -> None:
-        for name in _STATE_ARRAYS:
-            np.copyto(getattr(self, name), snap[name])
+        SRAM is copied only below each node's high-water mark (the bytes above it were never
+        written, so they are zero) and the FIFO buffers only in the slots holding messages:
+        on d1 a snapshot is megabytes where the state is hundreds of them.
+        """
+        arrays = {name: getattr(self, name).copy() for name in _STATE_ARRAYS
+                  if name not in _COMPACT}
+        lens = np.minimum(self.hwm, self.machine.sram_bytes).astype(np.int64)
+        offs = np.zeros(self.n, dtype=np.int64)
+        if self.n > 1:
+            offs[1:] = np.cumsum(lens)[:-1]
+        data = np.empty(int(lens.sum()), dtype=np.uint8)
+        sram = self.sram
+        for i, (off, ln) in enumerate(zip(offs.tolist(), lens.tolist(), strict=True)):
+            if ln:
+                data[off:off + ln] = sram[i, :ln]
+        # The slots of every message waiting in a FIFO, oldest first per link.
+        fill = self.pushed - self.popped
+        links = np.nonzero(fill > 0)[0]
+        reps = fill[links]
+        first = np.repeat(np.cumsum(reps) - reps, reps)
+        seq = np.repeat(self.popped[links], reps) + np.arange(int(reps.sum())) - first
+        idx = (np.repeat(links, reps), seq % self.depth)
+        return Snapshot(arrays, lens, offs, data, idx, self.fifo8[idx])
+
+    def restore(self, snap: Snapshot) -> None:
+        """Bring the state back to `snap`, in place (the kernel's views stay valid)."""
+        # SRAM the current state wrote above the snapshot's high-water mark goes back to zero.
+        cur = np.minimum(self.hwm, self.machine.sram_bytes).astype(np.int64)
+        for name, arr in snap.arrays.items():
+            np.copyto(getattr(self, name), arr)
+        for i in range(self.n):
+            ln = int(snap.sram_len[i])
+            if ln:
+                off = int(snap.sram_off[i])
+                self.sram[i, :ln] = snap.sram_data[off:off + ln]
+            hi = int(cur[i])
+            if hi > ln:
+                self.sram[i, ln:hi] = 0
+        if snap.fifo_data.size:
+            self.fifo8[snap.fifo_idx] = snap.fifo_data
 
     @property
     def nbytes(self) -> int:
@@ -180,6 +220,38 @@ class State:
                 "link_busy": self.link_busy.copy(),
             },
         }
+
+
+# Arrays a snapshot copies only in part (the rest of them is zero, or not a message).
+_COMPACT = ("sram", "fifo8")
+
+
+@dataclass
+class Snapshot:
+    """A copy of a `State` (State.snapshot / State.restore).
+
+    `arrays` holds every state array but SRAM and the FIFO buffers in full; SRAM is kept as each
+    node's bytes below its high-water mark (`sram_len` bytes at `sram_off` in `sram_data`) and
+    the FIFO buffers as the slots holding messages (`fifo_data` = fifo8[fifo_idx]). `extra` is
+    for the state's owner, e.g. the Emulator's host timing.
+    """
+
+    arrays: dict[str, np.ndarray]
+    sram_len: np.ndarray
+    sram_off: np.ndarray
+    sram_data: np.ndarray
+    fifo_idx: tuple[np.ndarray, np.ndarray]
+    fifo_data: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+    nbytes: int = field(init=False)         # host memory the copy takes
+
+    def __post_init__(self) -> None:
+        self.nbytes = (sum(a.nbytes for a in self.arrays.values()) + self.sram_data.nbytes
+                       + self.fifo_data.nbytes)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """The copied array `name` (not the compact SRAM or FIFO buffers)."""
+        return self.arrays[name]
 
 
 def aligned_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

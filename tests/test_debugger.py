@@ -18,10 +18,18 @@ import pytest
 from click.testing import CliRunner
 
 from d1.cli import cli
+from d1.program import load_program as _load
 from d1isa.asm import assemble
 from d1isa.machine import load_machine
 from emulator.debugger import Debugger, ExprError, parse_expr
+from emulator.debugger.expr import Binary, Name, Num
 from emulator.emulator import Emulator
+
+
+def load_program(path, machine=None):
+    """The object `d1 debug` would debug (the one loader, d1.program)."""
+    return _load(path, machine).obj
+
 
 ROOT = Path(__file__).resolve().parent.parent
 ASM = "programs/asm"
@@ -293,7 +301,7 @@ def test_breakpoints_on_a_pc_a_label_and_a_source_line():
 
 
 def test_a_source_line_breakpoint_defaults_to_every_node(m4):
-    dbg = Debugger(f"{ASM}/token_ring.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/token_ring.d1s", m4))
     bp = dbg.break_at("52")                      # `addi r1, r1, 1`, the count on every node
     assert bp.nodes is None and len(bp.slots) == 16
     seen = []
@@ -326,7 +334,7 @@ def test_conditional_breakpoints_use_the_expression_language():
 
 
 def test_disable_enable_delete(m4):
-    dbg = Debugger(f"{ASM}/token_ring.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/token_ring.d1s", m4))
     a = dbg.break_at("52")
     dbg.enable(a.number, False)
     assert dbg.cont().reason == "halted"
@@ -352,7 +360,7 @@ def test_watch_memory_reports_old_and_new_bytes():
 
 
 def test_watch_register_and_links(m4):
-    dbg = Debugger(f"{ASM}/row_broadcast.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/row_broadcast.d1s", m4))
     w = dbg.watch_reg("r2", (3, 3))
     stop = dbg.cont()
     assert stop.reason == "watchpoint" and stop.watch.number == w.number
@@ -410,7 +418,7 @@ def test_step_next_finish_until_through_calls(calls_file):
 
 
 def test_stepi_and_step_all_move_every_node(m4):
-    dbg = Debugger(f"{ASM}/vadd.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/vadd.d1s", m4))
     stop = dbg.stepi(3, all_nodes=True)
     assert list(dbg.counts()) == [3] * 16
     assert stop.detail == "16 nodes ran 3 instructions, 0 fewer, 0 none"
@@ -421,7 +429,7 @@ def test_stepi_and_step_all_move_every_node(m4):
 
 
 def test_stepi_waits_for_the_nodes_it_depends_on(m4):
-    dbg = Debugger(f"{ASM}/token_ring.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/token_ring.d1s", m4))
     dbg.set_focus((0, 1))
     stop = dbg.step(4)                  # past its recv: the token must go round row 0 first
     assert stop.reason == "step"
@@ -432,13 +440,13 @@ def test_stepi_waits_for_the_nodes_it_depends_on(m4):
 # ---- reverse execution --------------------------------------------------------------------------
 
 def test_reverse_stepi_is_the_inverse_of_stepi_and_equals_a_forward_run(m4):
-    dbg = Debugger(f"{ASM}/vadd.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/vadd.d1s", m4))
     dbg.set_focus((2, 1))
     seen = [dbg.emu.state_dict()]
     for _ in range(12):
         dbg.stepi()
         seen.append(dbg.emu.state_dict())
-    other = Debugger(f"{ASM}/vadd.d1s", machine=m4)
+    other = Debugger(load_program(f"{ASM}/vadd.d1s", m4))
     for i in range(11, -1, -1):
         stop = dbg.reverse_stepi()
         assert stop.reason == "step" and stop.position == i
@@ -450,7 +458,7 @@ def test_reverse_stepi_is_the_inverse_of_stepi_and_equals_a_forward_run(m4):
 
 def test_reverse_step_returns_to_each_line_start(calls_file):
     m = load_machine(mesh="2x2")
-    dbg = Debugger(calls_file, machine=m)
+    dbg = Debugger(load_program(calls_file, m))
     seen = [dbg.emu.state_dict()]
     for _ in range(9):
         assert dbg.step().reason == "step"
@@ -540,7 +548,6 @@ def _stats_without_host(stats: dict) -> dict:
                                      f"{ASM}/row_broadcast.d1s", f"{ASM}/token_ring.d1s"])
 def test_breakpoints_and_watchpoints_never_change_the_run(program, m4):
     import compiler
-    from emulator.debugger import load_program
     obj = load_program(program, m4)
     inputs = {}
     if program.endswith(".d1k"):
@@ -748,7 +755,7 @@ def test_the_whole_command_set_on_a_compiled_kernel(machine, tmp_path):
 # ---- the expression language --------------------------------------------------------------------
 
 def test_expressions_parse_with_c_precedence_and_never_eval(m4):
-    dbg = Debugger(f"{ASM}/token_ring.d1s", machine=m4)
+    dbg = Debugger(load_program(f"{ASM}/token_ring.d1s", m4))
     ev = dbg.evaluate
     assert ev("1 + 2 * 3") == 7
     assert ev("(1 + 2) * 3") == 9
@@ -765,7 +772,7 @@ def test_expressions_parse_with_c_precedence_and_never_eval(m4):
                 "a.b()", "1 2"):
         with pytest.raises(ExprError):
             ev(bad)
-    assert parse_expr("r1 == 3") == ("bin", "==", ("name", "r1"), ("num", 3))
+    assert parse_expr("r1 == 3") == Binary("==", Name("r1"), Num(3))
 
 
 # ---- the transcript in docs/DEBUGGER.md ---------------------------------------------------------
@@ -797,6 +804,13 @@ def test_the_transcripts_in_the_docs_are_current():
     for cmdline, recorded, fresh in found:
         assert recorded == fresh, f"docs/DEBUGGER.md is stale for: {cmdline}\n" \
             "regenerate it with: .venv/bin/python tests/test_debugger.py"
+
+
+def test_the_python_api_example_in_the_docs_runs():
+    block = re.search(r"## Python API.*?```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "docs/DEBUGGER.md", "exec"), scope)
+    assert scope["stop"].reason == "watchpoint" and scope["bp"].hits >= 1
 
 
 def main() -> None:
