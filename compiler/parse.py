@@ -40,7 +40,9 @@ def parser() -> Lark:
 
 
 def parse(text: str, filename: str = "<string>") -> ast.Program:
-    """Parse a whole program; raise `SourceError` for the first syntax error."""
+    """Parse a whole program; raise `SourceError` for the first syntax error. A leading UTF-8
+    byte-order mark is skipped, as the assembler does (columns stay those an editor shows)."""
+    text = text.removeprefix("\ufeff")
     try:
         tree = parser().parse(text)
     except UnexpectedInput as e:

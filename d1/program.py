@@ -21,6 +21,7 @@ This module sits on top of the compiler and the emulator's inputs; neither of th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, SourceError
 from d1isa.files import MAX_OBJECT_BYTES, read_bytes, read_text
 from d1isa.machine import PARAMS, Machine, default_machine
 from d1isa.objfile import MAGIC, ObjectFile
@@ -69,7 +70,8 @@ class Program:
         if self.dsl is None:
             return None
         from compiler import check_source
-        return check_source(self.dsl[0], self.obj.machine, self.dsl[1])
+        return _embedded(self.path, lambda: check_source(self.dsl[0], self.obj.machine,
+                                                         self.dsl[1]))
 
     @property
     def machine(self) -> Machine:
@@ -200,11 +202,12 @@ def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
     if dsl is not None:
         note = (f"recompiled {p} from its embedded DSL source ({dsl[1]}) for machine "
                 f"'{machine.name}': {why}")
-        return _compile(p, dsl[0], dsl[1], machine, options or _options_of(obj), [note])
+        return _embedded(p, lambda: _compile(p, dsl[0], dsl[1], machine,
+                                             options or _options_of(obj), [note]))
     asm = embedded_assembly(obj)
     if asm is not None:
         from d1isa.asm import assemble
-        rebuilt = assemble(asm[0], asm[1], machine)
+        rebuilt = _embedded(p, lambda: assemble(asm[0], asm[1], machine))
         return Program(p, "asm", rebuilt, notes=[
             f"re-assembled {p} from its embedded assembly source ({asm[1]}) for machine "
             f"'{machine.name}': {why}", *_retime(rebuilt, machine)])
@@ -214,6 +217,17 @@ def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
         "the program must be recompiled, and this object holds no source to recompile from: "
         "rebuild it from its source for that machine (timing parameters such as latencies, "
         "the clock and instruction costs may differ freely)")
+
+
+def _embedded(p: Path, build: Any) -> Any:
+    """Run `build` on a source embedded in the object `p`: its errors are reported against
+    the object (as OBJECT[SOURCE NAME]:LINE:COL), since the file the name points to may not
+    exist or may differ from what the object holds."""
+    try:
+        return build()
+    except SourceError as e:
+        raise SourceError([dataclasses.replace(d, file=f"{p}[{d.file}]")
+                           for d in e.diagnostics]) from None
 
 
 def _retime(obj: ObjectFile, machine: Machine) -> list[str]:

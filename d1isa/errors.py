@@ -63,7 +63,8 @@ def line_of(text: str, line: int) -> str | None:
     """The 1-based `line` of `text`, or None if it does not exist."""
     lines = text.splitlines()
     if 1 <= line <= len(lines):
-        return lines[line - 1]
+        # A UTF-8 byte-order mark is not part of line 1 as an editor shows it.
+        return lines[line - 1].removeprefix("\ufeff") if line == 1 else lines[line - 1]
     return None
 
 

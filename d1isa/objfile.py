@@ -214,8 +214,8 @@ class ObjectFile:
             raise ObjectFormatError(f"{name}: {e}") from None
         except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
                 UnicodeDecodeError, struct.error, MemoryError) as e:
-            raise ObjectFormatError(f"{name}: malformed object file ({type(e).__name__}: "
-                                    f"{str(e)[:200]})") from None
+            raise ObjectFormatError(f"{name}: malformed object file: {_what_broke(e)}") \
+                from None
 
     @classmethod
     def load(cls, path: str | Path) -> ObjectFile:
@@ -365,6 +365,25 @@ def _validate_meta(meta: dict[str, Any], tensors: list[TensorLayout]) -> None:
         if n not in meta.get("outputs", ()):
             raise ObjectFormatError(f"META field 'scalar_outputs' names '{n}', which is not "
                                     "an output")
+
+
+def _what_broke(e: Exception) -> str:
+    """A reader's words for what a malformed file's parser tripped over (no Python names)."""
+    if isinstance(e, KeyError):
+        return f"a required field {e} is missing"
+    if isinstance(e, UnicodeDecodeError):
+        return f"a section is not UTF-8 text (byte {e.start})"
+    if isinstance(e, json.JSONDecodeError):
+        return f"a section is not valid JSON ({e.msg} at character {e.pos})"
+    if isinstance(e, RecursionError):
+        return "a section is nested too deeply"
+    if isinstance(e, MemoryError):
+        return "it describes more data than can be held"
+    if isinstance(e, TypeError):
+        return "a field has the wrong type"
+    if isinstance(e, (IndexError, struct.error)):
+        return "a record is shorter than its format"
+    return str(e)[:200] or "a field holds an impossible value"
 
 
 def _want(cond: bool, msg: str) -> None:

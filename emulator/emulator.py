@@ -464,8 +464,18 @@ class Emulator:
             if ins is not None and "[rs1+imm]" in ins.operands:
                 imm = imm - (1 << 32) if imm >= 1 << 31 else imm
                 a = int(x[row[C_RS1]]) + imm
-                return (f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}); SRAM is "
-                        f"0..{self.machine.sram_bytes - 1}")
+                sram = f"SRAM is 0..{self.machine.sram_bytes - 1}"
+                if ins.memory is not None and ins.memory.shape == "strided":
+                    # The stride is the last operand (rs2 for loads, rs3 for stores).
+                    stride = int(x[row[C_RS2 if ins.operands[-1] == "rs2" else C_RS3]])
+                    lane = self._faulting_lane(a, stride, ins.memory.width, code)
+                    if lane is not None:
+                        la = a + lane * stride
+                        why = "misaligned" if code == traps.MISALIGNED else "outside SRAM"
+                        return (f"{mnem}: lane {lane} address {la} (0x{la & 0xFFFFFFFFFFFFFFFF:x})"
+                                f" = {a} + {lane} x stride {stride} is {why} (each element "
+                                f"{ins.memory.width}-aligned); {sram}")
+                return f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}); {sram}"
             return f"{mnem}: a tile row outside SRAM or misaligned"
         if code == traps.USER_TRAP:
             return ""
@@ -484,6 +494,18 @@ class Emulator:
             return (f"the message from {DIRECTIONS[d]} is {got} B, the instruction expects "
                     f"{want} B")
         return CAUSES.get(code, ("", ""))[1]
+
+    def _faulting_lane(self, base: int, stride: int, width: int, code: int) -> int | None:
+        """The first lane of a strided access that faults with `code` (range is checked
+        before alignment, as the machine does)."""
+        sram = self.machine.sram_bytes
+        for i in range(self.machine.vector_lanes_f32):
+            la = base + i * stride
+            bad = (la < 0 or la + width > sram) if code == traps.SRAM_OUT_OF_RANGE \
+                else la % width != 0
+            if bad:
+                return i
+        return None
 
     # ---- wait-for analysis --------------------------------------------------------------------
 

@@ -1,0 +1,82 @@
+"""Messages for the smaller hostile-input cases: each names what is wrong, in the user's terms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import compiler
+from d1.program import load_program
+from d1isa.asm import assemble
+from d1isa.errors import ObjectFormatError, SourceError
+from d1isa.machine import load_machine
+from d1isa.objfile import ObjectFile, pack_sections
+from emulator import Emulator
+
+ROOT = Path(__file__).resolve().parent.parent
+M2 = load_machine(mesh="2x2")
+
+
+def test_dsl_accepts_a_utf8_byte_order_mark():
+    text = "\ufeffinput a: f32[4]\nb = a * 2\noutput b\n"
+    obj = compiler.compile_source(text, M2)
+    assert [t.name for t in obj.tensors] == ["a", "b"]
+    with pytest.raises(SourceError) as e:
+        compiler.compile_source("\ufeffinput a: f32[4]\nb = a * zz\noutput b\n", M2, "k.d1k")
+    assert "k.d1k:2:9: error: unknown name 'zz'" in str(e.value)
+
+
+def test_a_strided_load_trap_names_the_faulting_lane_and_its_address():
+    obj = assemble(".text all\n  li r1, 0\n  li r2, 100000\n  vlds v1, [r1+0], r2\n  halt\n",
+                   "s.d1s", M2)
+    emu = Emulator(obj)
+    result = emu.run()
+    assert result.status == "trapped"
+    detail = result.traps[0].detail
+    # 13 x 100000 + 4 fits the d1 node's 1,310,720 B; lane 14 does not
+    assert detail.startswith("vlds: lane 14 address 1400000 (0x155cc0) = 0 + 14 x stride 100000")
+    assert "outside SRAM" in detail
+
+
+def test_a_corrupted_embedded_source_is_reported_against_the_object(tmp_path):
+    obj = load_program(ROOT / "programs" / "elementwise.d1k", M2).obj
+    name = obj.meta["source"]
+    obj.sources[name] = obj.sources[name].replace("output", "outptu", 1)
+    path = tmp_path / "bad.d1o"
+    obj.save(path)
+    prog = load_program(path)
+    with pytest.raises(SourceError) as e:
+        _ = prog.graph
+    (d,) = e.value.diagnostics
+    assert d.file == f"{path}[{name}]" and "outptu" in d.source_line
+
+
+def _repacked(obj: ObjectFile, **meta_changes) -> bytes:
+    """The object's bytes with top-level META fields replaced (CRC recomputed)."""
+    raw = obj.to_bytes()
+    sections = []
+    import struct
+    n = struct.unpack_from("<I", raw, 12)[0]
+    for i in range(n):
+        tag, _, off, length = struct.unpack_from("<4sIQQ", raw, 32 + 24 * i)
+        payload = raw[off:off + length]
+        if tag == b"META":
+            meta = json.loads(payload)
+            meta.update(meta_changes)
+            payload = json.dumps(meta).encode()
+        sections.append((tag, payload))
+    return pack_sections(sections)
+
+
+@pytest.mark.parametrize("changes", [{"tensors": 7}, {"blocks": "x"}, {"symbols": [[1]]},
+                                     {"meta": {"outputs": 7}}, {"files": None}])
+def test_object_errors_name_the_file_and_no_python_exception(changes):
+    obj = load_program(ROOT / "programs" / "elementwise.d1k", M2).obj
+    with pytest.raises(ObjectFormatError) as e:
+        ObjectFile.from_bytes(_repacked(obj, **changes), "k.d1o")
+    msg = str(e.value)
+    assert msg.startswith("k.d1o: ")
+    for word in ("TypeError", "KeyError", "ValueError", "IndexError", "Traceback"):
+        assert word not in msg
