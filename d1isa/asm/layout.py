@@ -87,11 +87,11 @@ class Pending:
     """An item of a code section completed in pass 2: `todo` operands (see d1isa.asm.encode),
     or an `li` = (rd, AST, column, width) whose value was not known."""
 
-    __slots__ = ("idx", "base", "todo", "line", "li", "size")
+    __slots__ = ("idx", "base", "todo", "line", "li_value", "size")
 
     def __init__(self, idx: int, base: int, todo: list, line: int, li: tuple | None = None
                  ) -> None:
-        self.idx, self.base, self.todo, self.line, self.li = idx, base, todo, line, li
+        self.idx, self.base, self.todo, self.line, self.li_value = idx, base, todo, line, li
         self.size = 1
 
 
@@ -510,9 +510,9 @@ class Linker:
         dummy = dict.fromkeys(sec.labels, 0)
         inserts = []
         for p in sec.pend:
-            if p.li is None:
+            if p.li_value is None:
                 continue
-            ast = p.li[1]
+            ast = p.li_value[1]
             scope = self.scope(dummy, None)
             try:
                 v = scope.eval(ast)
@@ -553,8 +553,8 @@ class Linker:
     def _resolve(self, p: Pending, scope: Scope, words: list[int]) -> None:
         """Complete one pending item into `words`; raises NeedsNode when it needs a node."""
         pc = p.idx
-        if p.li is not None:
-            rd, ast, col, width = p.li
+        if p.li_value is not None:
+            rd, ast, col, width = p.li_value
             scope.hit = False
             v = located(ast, scope, p.line, col)
             if scope.hit and not INT32[0] <= v <= INT32[1]:
@@ -797,7 +797,8 @@ class Linker:
 
     # ---- symbols and the object -------------------------------------------------------------
 
-    def build_symbols(self, defs: list[tuple], equ_value: Callable[[Any], int]) -> list[Symbol]:
+    def build_symbols(self, defs: list[tuple], equ_value: Callable[[Any], int] | None = None
+                      ) -> list[Symbol]:
         """Symbols of definitions in order: ("code", name, TextSection) gives one symbol per
         block of the section, ("data", name, DataLabel) its address, ("equ", name, ref) the
         value `equ_value(ref)` unless it depends on the node. Names starting with '.' are
