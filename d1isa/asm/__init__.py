@@ -12,6 +12,8 @@ The package follows the assembler's own seams, one idea per module:
     layout      sections to nodes, labels, data, shared code blocks, tensors, symbols, line
                 rows, the object (pass 2; the compiler links through it too)
     assembler   the driver: pass 1 over the lines, then the layout
+    program     instructions as data, checked against the ISA table when built, for
+                generated code (the compiler's back end); written as text only on request
 """
 
 from d1isa.asm.assembler import PRODUCER, Assembler, assemble, assemble_file
