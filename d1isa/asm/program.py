@@ -217,29 +217,29 @@ class InstrSet:
                 word |= self._reg(kind, v, at) << lo
             elif kind == K_MEM:
                 if (type(v) is not tuple or len(v) != 2 or type(v[1]) is not int):
-                    raise InstrError(f"operand {at}: expected a memory operand (base register, "
+                    raise InstrError(f"{_operand(at)}expected a memory operand (base register, "
                                      f"offset), got {v!r}")
                 r = self._reg(K_X, v[0], at)
                 if not INT32[0] <= v[1] <= INT32[1]:
-                    raise InstrError(f"operand {at}: memory offset {v[1]} is out of range "
+                    raise InstrError(f"{_operand(at)}memory offset {v[1]} is out of range "
                                      f"{INT32[0]}..{INT32[1]}")
                 word |= (r << RS1_LO) | (v[1] & 0xFFFFFFFF)
             elif kind == K_LABEL and type(v) is str:
                 if not v:
-                    raise InstrError(f"operand {at}: empty label name")
+                    raise InstrError(f"{_operand(at)}empty label name")
                 branch = (kind, lo, mask, vmin, vmax, fname, ("id", v, 0), 0, 0)
             else:
                 if type(v) is not int:
                     what = {K_DIR: "a direction (0..3, an index of DIRECTIONS)",
                             K_FLOAT: "an fp32 bit pattern",
                             K_LABEL: "a label name or an offset"}.get(kind, "an integer")
-                    raise InstrError(f"operand {at}: expected {what}, got {v!r}")
+                    raise InstrError(f"{_operand(at)}expected {what}, got {v!r}")
                 if kind == K_DIR:
                     vmin, vmax = 0, len(DIRECTIONS) - 1
                 elif kind == K_FLOAT:
                     vmin, vmax = 0, 0xFFFFFFFF
                 if not vmin <= v <= vmax:
-                    raise InstrError(f"operand {at}: {FIELD_NOUN[fname]} {v} is out of range "
+                    raise InstrError(f"{_operand(at)}{FIELD_NOUN[fname]} {v} is out of range "
                                      f"{vmin}..{vmax}")
                 word |= (v & mask) << lo
         return word, branch
@@ -248,11 +248,16 @@ class InstrSet:
         r = self.regs[kind].get(name) if type(name) is str else None
         if r is None:
             if type(name) is not str:
-                raise InstrError(f"operand {at}: expected a {REG_FILE[kind]} register name, "
+                raise InstrError(f"{_operand(at)}expected a {REG_FILE[kind]} register name, "
                                  f"got {name!r}")
-            raise InstrError(f"operand {at}: "
-                             f"{register_error(kind, name, 0, self.regs, self.machine).msg}")
+            raise InstrError(_operand(at)
+                             + register_error(kind, name, 0, self.regs, self.machine).msg)
         return r
+
+
+def _operand(at: int) -> str:
+    """'operand N: ' for the caller's operand N, nothing for a pseudo-instruction's constant."""
+    return f"operand {at}: " if at else ""
 
 
 def _show(mnemonic: str, ops: Any) -> str:
