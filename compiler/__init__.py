@@ -4,8 +4,9 @@ The front end, in pipeline order: `parse` (compiler.parse) builds the syntax tre
 (compiler.check) resolves names, dtypes and shapes against a `Machine` and lowers to the IR
 (compiler.ir), and `evaluate` (compiler.reference) runs the IR in numpy as the definition of
 its meaning. The language itself is described in docs/DSL.md. The back end (compiler.pipeline,
-docs/COMPILER.md) maps the IR onto the mesh and emits per-node assembly: `compile_source` and
-`compile_file` return the object, and `compare_outputs` applies the `--check` tolerance.
+docs/COMPILER.md) maps the IR onto the mesh, builds every node's instructions as checked data and
+links them into the object: `compile_source` and `compile_file` return the object, and
+`compare_outputs` applies the `--check` tolerance.
 
 This module stays light to import: numpy, ml_dtypes and lark, nothing compiled. Note that the
 function `compiler.reference` hides the submodule of the same name as a package attribute; import

@@ -1,9 +1,14 @@
-"""Building per-node instruction streams as assembly text.
+"""Building per-node instruction streams, as data.
 
-`Code` is the program of one live node: a list of assembly lines, with `.loc` lines that tie
-every instruction to the DSL position of the IR node that caused it. Kernels append to it through
-a few helpers: `li` (which skips a load whose value the register is known to hold), loops,
-labels unique within the node's program, and vector copies with masked tails.
+`Code` is the program of one live node: a list of instructions (`d1isa.asm.program.Instr`,
+each checked against the ISA table and the machine when it is built, so a bad operand is a
+compiler error at the line that builds it), labels, and location marks that tie every
+instruction to the DSL position of the IR node that caused it. Kernels append to it with
+`op(mnemonic, *operands)` and a few helpers: `li` (which skips a load whose value the register
+is known to hold), loops, labels unique within the node's program, and vector copies with
+masked tails. Operand values: registers by name, ints, memory operands as (base, offset),
+directions as N/E/S/W below (indices of d1isa.machine.DIRECTIONS), fp32 immediates as bit
+patterns (`f32_bits`), branch targets as label names.
 
 Register conventions (every kernel starts with nothing live in registers, since all values live
 in SRAM between steps): r1..r13 and v0..v15 are the kernels' own; r14 and r15 hold the address
@@ -15,14 +20,18 @@ from __future__ import annotations
 
 import struct
 
+from d1isa.asm.program import InstrSet
 from d1isa.errors import D1Error
-from d1isa.machine import Machine
+from d1isa.machine import DIRECTIONS, Machine
 
 COMM_ADDR = "r14"
 COMM_LEN = "r15"
 MIN_SCALAR_REGS = 16
 MIN_VECTOR_REGS = 16
-DIRS = ("N", "E", "S", "W")
+N = DIRECTIONS.index("N")
+E = DIRECTIONS.index("E")
+S = DIRECTIONS.index("S")
+W = DIRECTIONS.index("W")
 
 
 def check_machine(m: Machine) -> None:
@@ -33,43 +42,69 @@ def check_machine(m: Machine) -> None:
                       f"{m.scalar_regs} and {m.vector_regs}")
 
 
-def f32_hex(x: float) -> str:
-    """The fp32 bit pattern of x as the assembler's exact hex immediate."""
-    return f"0x{struct.unpack('<I', struct.pack('<f', x))[0]:08x}"
-
-
 def f32_bits(x: float) -> int:
+    """The fp32 bit pattern of x: the value of an fp32 immediate operand."""
     return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
+def f32_hex(x: float) -> str:
+    """The fp32 bit pattern of x as the assembler's exact hex immediate."""
+    return f"0x{f32_bits(x):08x}"
+
+
 class Code:
-    """The instruction stream of one live node."""
+    """The instruction stream of one live node.
 
-    __slots__ = ("lines", "loc", "nlab", "known", "ninstr", "nrelay", "sticky")
+    `lanes` (f32 lanes of a vector register), `vbytes` (its bytes) and `tile` (the matrix
+    unit's tile edge) are the machine's, for the kernels' vector and tile arithmetic."""
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    __slots__ = ("instrs", "cache", "items", "loc", "nlab", "known", "ninstr", "nrelay",
+                 "sticky", "lanes", "vbytes", "tile")
+
+    def __init__(self, instrs: InstrSet) -> None:
+        self.instrs = instrs
+        self.cache = instrs.cache
+        self.items: list = []
         self.loc: tuple[int, int] | None = None
         self.nlab = 0
         self.known: dict[str, int] = {}
         self.ninstr = 0
         self.nrelay = 0
         self.sticky: frozenset[str] = frozenset((COMM_ADDR, COMM_LEN))
+        m = instrs.machine
+        self.lanes = m.vector_lanes_f32
+        self.vbytes = 4 * self.lanes
+        self.tile = m.mma_dim
 
     def at(self, loc: tuple[int, int]) -> None:
         """Attribute the following instructions to DSL position (line, col)."""
         if loc != self.loc:
-            self.lines.append(f".loc 0 {loc[0]} {loc[1]}")
+            self.items.append(self.instrs.mark(loc))
             self.loc = loc
 
-    def op(self, text: str) -> None:
-        self.lines.append("  " + text)
+    def op(self, mnemonic: str, *ops: object) -> None:
+        """Append one instruction (checked and encoded once per distinct instruction)."""
+        try:
+            ins = self.cache.get((mnemonic, ops, self.loc))
+        except TypeError:
+            ins = None
+        if ins is None:
+            ins = self.instrs.instr(mnemonic, ops, self.loc)
+        self.items.append(ins)
         self.ninstr += 1
 
-    def ops(self, texts: list[str]) -> None:
-        """Several instructions at once (each already indented by two spaces)."""
-        self.lines.extend(texts)
-        self.ninstr += len(texts)
+    def ops(self, mnemonic: str, operands: list[tuple]) -> None:
+        """Append one `mnemonic` instruction per operand tuple (a matmul's runs of tiles)."""
+        cache, loc, append = self.cache, self.loc, self.items.append
+        for ops in operands:
+            try:
+                ins = cache.get((mnemonic, ops, loc))
+            except TypeError:
+                ins = None
+            if ins is None:
+                ins = self.instrs.instr(mnemonic, ops, loc)
+            append(ins)
+        self.ninstr += len(operands)
 
     def li(self, reg: str, value: int) -> None:
         """Load a constant. The message registers remember their contents (nothing else writes
@@ -79,7 +114,12 @@ class Code:
             if self.known.get(reg) == value:
                 return
             self.known[reg] = value
-        self.op(f"li {reg}, {value}")
+        ops = (reg, value)
+        ins = self.cache.get(("li", ops, self.loc))     # the most frequent instruction
+        if ins is None:
+            ins = self.instrs.instr("li", ops, self.loc)
+        self.items.append(ins)
+        self.ninstr += 1
 
     def clobber(self, *regs: str) -> None:
         for r in regs:
@@ -100,11 +140,8 @@ class Code:
 
     def place(self, label: str) -> None:
         """Put a label here. Control may arrive from elsewhere, so nothing is known."""
-        self.lines.append(f"{label}:")
+        self.items.append(self.instrs.label(label))
         self.known.clear()
-
-    def comment(self, text: str) -> None:
-        self.lines.append(f"  # {text}")
 
     # ---- loops ----------------------------------------------------------------------------
 
@@ -120,8 +157,8 @@ class Code:
         top = self.label()
         self.place(top)
         body()
-        self.op(f"addi {reg}, {reg}, -1")
-        self.op(f"bnez {reg}, {top}")
+        self.op("addi", reg, reg, -1)
+        self.op("bnez", reg, top)
         self.clobber(reg)
 
     # ---- messages -------------------------------------------------------------------------
@@ -130,51 +167,46 @@ class Code:
               addr_reg: str = COMM_ADDR) -> None:
         self.li(addr_reg, addr)
         self.li(len_reg, n)
-        self.op(f"sendb {DIRS[d]}, {addr_reg}, {len_reg}")
+        self.op("sendb", d, addr_reg, len_reg)
 
     def recvb(self, d: int, addr: int, n: int, len_reg: str = COMM_LEN,
               addr_reg: str = COMM_ADDR) -> None:
         self.li(addr_reg, addr)
         self.li(len_reg, n)
-        self.op(f"recvb {DIRS[d]}, {addr_reg}, {len_reg}")
+        self.op("recvb", d, addr_reg, len_reg)
 
     def relayb(self, d_from: int, d_to: int, addr: int, n: int, len_reg: str = COMM_LEN,
                addr_reg: str = COMM_ADDR) -> None:
         self.li(addr_reg, addr)
         self.li(len_reg, n)
-        self.op(f"relayb {DIRS[d_from]}, {DIRS[d_to]}, {addr_reg}, {len_reg}")
+        self.op("relayb", d_from, d_to, addr_reg, len_reg)
 
     def relay(self, d_from: int, d_to: int) -> None:
-        self.op(f"relay {DIRS[d_from]}, {DIRS[d_to]}")
+        self.op("relay", d_from, d_to)
         self.nrelay += 1
 
     # ---- vector helpers -------------------------------------------------------------------
 
     def vload(self, vd: str, base: str, off: int, dtype: str) -> None:
-        if dtype == "bf16":
-            self.op(f"vldw.bf16 {vd}, [{base}{off:+d}]")
-        else:
-            self.op(f"vld {vd}, [{base}{off:+d}]")
+        self.op("vldw.bf16" if dtype == "bf16" else "vld", vd, (base, off))
 
     def vstore(self, vs: str, base: str, off: int, dtype: str) -> None:
-        if dtype == "bf16":
-            self.op(f"vstn.bf16 {vs}, [{base}{off:+d}]")
-        else:
-            self.op(f"vst {vs}, [{base}{off:+d}]")
+        self.op("vstn.bf16" if dtype == "bf16" else "vst", vs, (base, off))
 
     def lane_mask(self, vd: str, k: int, tmp: str) -> None:
-        """vd lanes 0..k-1 all ones, the rest zero (k in 1..15)."""
-        self.op(f"viota {vd}")
-        self.op(f"vbcasti {tmp}, {f32_hex(float(k))}")
-        self.op(f"vcmplt {vd}, {vd}, {tmp}")
+        """vd lanes 0..k-1 all ones, the rest zero (k in 1..lanes - 1)."""
+        self.op("viota", vd)
+        self.op("vbcasti", tmp, f32_bits(float(k)))
+        self.op("vcmplt", vd, vd, tmp)
 
     def copy_row(self, src: str, soff: int, dst: str, doff: int, n: int, dtype: str,
                  overrun_ok: bool) -> None:
         """Copy n elements from [src+soff] to [dst+doff]. With overrun_ok the last vector may
-        write up to 15 elements past the end; otherwise the tail is merged under a lane mask."""
+        write up to lanes - 1 elements past the end; otherwise the tail is merged under a lane
+        mask."""
         size = 4 if dtype == "f32" else 2
-        full, tail = divmod(n, 16)
-        step = 16 * size
+        full, tail = divmod(n, self.lanes)
+        step = self.lanes * size
         for k in range(full):
             self.vload("v0", src, soff + k * step, dtype)
             self.vstore("v0", dst, doff + k * step, dtype)
@@ -184,8 +216,6 @@ class Code:
             if not overrun_ok:
                 self.vload("v1", dst, doff + o, dtype)
                 self.lane_mask("v2", tail, "v3")
-                self.op("vsel v0, v2, v0, v1")
+                self.op("vsel", "v0", "v2", "v0", "v1")
             self.vstore("v0", dst, doff + o, dtype)
 
-    def text(self) -> str:
-        return "\n".join(self.lines)

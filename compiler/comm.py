@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.asmgen import Code
-from compiler.layout import Layout
+from compiler.asmgen import Code, E, N, S, W
+from compiler.layout import Layout, round_up
 from compiler.plan import Ctx, Step, Value, scratch
-
-N, E, S, W = 0, 1, 2, 3
+from d1isa.machine import OPPOSITE
 
 
 def chunks(nbytes: int, maxmsg: int) -> list[tuple[int, int]]:
@@ -63,7 +62,7 @@ def emit_msg(ctx: Ctx, m: LineMsg) -> None:
     far = max(m.stops, key=lambda p: abs(p - m.src))
     step = 1 if far > m.src else -1
     d_to = (S if m.vertical else E) if step > 0 else (N if m.vertical else W)
-    d_from = (d_to + 2) % 4
+    d_from = OPPOSITE[d_to]
     ctx.code(m.chain[m.src]).sendb(d_to, m.addr, m.nbytes)
     for pos in range(m.src + step, far + step, step):
         code = ctx.code(m.chain[pos])
@@ -100,31 +99,32 @@ COMBINE = {"sum": "vadd", "max": "vmax"}
 
 def combine_vectors(code: Code, op: str, acc: int, other: int, n: int) -> None:
     """acc[0:n] = acc op other, f32, in whole vectors (lanes past n are don't-care)."""
-    nv = -(-n // 16)
+    nv = -(-n // code.lanes)
+    vb = code.vbytes
 
     def one(off: int, base_a: str, base_b: str) -> None:
-        code.op(f"vld v0, [{base_a}{off:+d}]")
-        code.op(f"vld v1, [{base_b}{off:+d}]")
-        code.op(f"{COMBINE[op]} v0, v0, v1")
-        code.op(f"vst v0, [{base_a}{off:+d}]")
+        code.op("vld", "v0", (base_a, off))
+        code.op("vld", "v1", (base_b, off))
+        code.op(COMBINE[op], "v0", "v0", "v1")
+        code.op("vst", "v0", (base_a, off))
 
     code.li("r1", acc)
     code.li("r2", other)
     if nv <= 8:
         for k in range(nv):
-            one(64 * k, "r1", "r2")
+            one(vb * k, "r1", "r2")
         return
     full, rest = divmod(nv, 4)
 
     def body() -> None:
         for k in range(4):
-            one(64 * k, "r1", "r2")
-        code.op("addi r1, r1, 256")
-        code.op("addi r2, r2, 256")
+            one(vb * k, "r1", "r2")
+        code.op("addi", "r1", "r1", 4 * vb)
+        code.op("addi", "r2", "r2", 4 * vb)
 
     code.counted("r3", full, body)
     for k in range(rest):
-        one(64 * k, "r1", "r2")
+        one(vb * k, "r1", "r2")
 
 
 def allreduce(ctx: Ctx, axis: str | None, members: list[tuple[int, int]], vec: int, tmp: int,
@@ -180,34 +180,35 @@ def copy_rect(code: Code, src: int, sstride: int, dst: int, dstride: int, nrows:
     if nrows <= 0 or ncols <= 0:
         return
     size = 4 if dtype == "f32" else 2
-    if sstride == dstride == ncols * size and ncols * nrows > 16:
+    lanes = code.lanes
+    if sstride == dstride == ncols * size and ncols * nrows > lanes:
         # Both sides contiguous: one long row.
         ncols, nrows = ncols * nrows, 1
     code.li("r4", src)
     code.li("r5", dst)
-    nvec = ncols // 16
+    nvec = ncols // lanes
 
     def row() -> None:
         if nvec <= 8:
             code.copy_row("r4", 0, "r5", 0, ncols, dtype, overrun_ok)
         else:
             full4, rest = divmod(nvec, 4)
-            code.op("mv r6, r4")
-            code.op("mv r7, r5")
+            code.op("mv", "r6", "r4")
+            code.op("mv", "r7", "r5")
 
             def four() -> None:
                 for k in range(4):
-                    code.vload("v0", "r6", 16 * size * k, dtype)
-                    code.vstore("v0", "r7", 16 * size * k, dtype)
-                code.op(f"addi r6, r6, {64 * size}")
-                code.op(f"addi r7, r7, {64 * size}")
+                    code.vload("v0", "r6", lanes * size * k, dtype)
+                    code.vstore("v0", "r7", lanes * size * k, dtype)
+                code.op("addi", "r6", "r6", 4 * lanes * size)
+                code.op("addi", "r7", "r7", 4 * lanes * size)
 
             code.counted("r8", full4, four)
-            done = full4 * 4 * 16
+            done = full4 * 4 * lanes
             code.copy_row("r6", 0, "r7", 0, ncols - done, dtype, overrun_ok)
         if nrows > 1:
-            code.op(f"addi r4, r4, {sstride}")
-            code.op(f"addi r5, r5, {dstride}")
+            code.op("addi", "r4", "r4", sstride)
+            code.op("addi", "r5", "r5", dstride)
 
     code.counted("r9", nrows, row)
 
@@ -219,34 +220,36 @@ def copy_rect_t(code: Code, src: int, sstride: int, dst: int, dstride: int, nrow
     if nrows <= 0 or ncols <= 0:
         return
     size = 4 if dtype == "f32" else 2
-    full, tail = divmod(ncols, 16)
+    lanes = code.lanes
+    full, tail = divmod(ncols, lanes)
     load = "vlds" if dtype == "f32" else "vldsw.bf16"
-    sld, sst = ("ld32u", "st32") if dtype == "f32" else ("ld16u", "st16")
+    sld = "ld32u" if dtype == "f32" else "ld16u"
+    sst = "st32" if dtype == "f32" else "st16"
     code.li("r4", src)
     code.li("r5", dst)
     code.li("r10", sstride)
 
     def row() -> None:
-        code.op("mv r6, r4")
-        code.op("mv r7, r5")
+        code.op("mv", "r6", "r4")
+        code.op("mv", "r7", "r5")
 
         def vec() -> None:
-            code.op(f"{load} v0, [r6+0], r10")
+            code.op(load, "v0", ("r6", 0), "r10")
             code.vstore("v0", "r7", 0, dtype)
-            code.op(f"addi r6, r6, {16 * sstride}")
-            code.op(f"addi r7, r7, {16 * size}")
+            code.op("addi", "r6", "r6", lanes * sstride)
+            code.op("addi", "r7", "r7", lanes * size)
 
         code.counted("r8", full, vec)
 
         def scal() -> None:
-            code.op(f"{sld} r11, [r6+0]")
-            code.op(f"{sst} r11, [r7+0]")
-            code.op(f"addi r6, r6, {sstride}")
-            code.op(f"addi r7, r7, {size}")
+            code.op(sld, "r11", ("r6", 0))
+            code.op(sst, "r11", ("r7", 0))
+            code.op("addi", "r6", "r6", sstride)
+            code.op("addi", "r7", "r7", size)
 
         code.counted("r12", tail, scal)
-        code.op(f"addi r4, r4, {size}")
-        code.op(f"addi r5, r5, {dstride}")
+        code.op("addi", "r4", "r4", size)
+        code.op("addi", "r5", "r5", dstride)
 
     code.counted("r9", nrows, row)
 
@@ -325,7 +328,7 @@ class Redistribute(Step):
         def take(node: tuple[int, int], key: object, n: int) -> int:
             off = sizes.get(node, 0)
             self.buf.setdefault(node, {})[key] = off
-            sizes[node] = off + n + 64
+            sizes[node] = off + n + 4 * L1.lanes     # room for a vector's overrun
             return off
 
         for k, grp in enumerate(self.groups):
@@ -449,7 +452,7 @@ class Redistribute(Step):
         isz = L2.itemsize
         dst = self.out.addr + (pr0 - r0) * L2.stride + (pc0 - c0) * isz
         ok = (not L2.dense and pc1 == c1
-              and (pc0 - c0) + -(-(pc1 - pc0) // 16) * 16 <= L2.stride // isz)
+              and (pc0 - c0) + round_up(pc1 - pc0, L2.lanes) <= L2.stride // isz)
         copy_rect(ctx.gcode(*node), self._where(grp, node), grp.pstride, dst, L2.stride,
                   pr1 - pr0, pc1 - pc0, self.out.dtype, ok)
 
@@ -470,7 +473,7 @@ class Redistribute(Step):
                         self.out.dtype)
         else:
             ok = (not L2.dense and pc1 == c1
-                  and (pc0 - c0) + -(-(pc1 - pc0) // 16) * 16 <= L2.stride // isz)
+                  and (pc0 - c0) + round_up(pc1 - pc0, L2.lanes) <= L2.stride // isz)
             copy_rect(code, at, L1.stride, dst, L2.stride, pr1 - pr0, pc1 - pc0,
                       self.out.dtype, ok)
 

@@ -1,27 +1,57 @@
-"""The `emit` pass: per-node assembly text, with line table, sources and tensor layouts.
+"""The `emit` pass and the back end's last step: per-node programs as data, linked into an object.
 
-Each step appends instructions to the programs of the nodes it involves (compiler.plan.Ctx);
-this module then writes one `.d1s` text: the machine, the DSL source (`.file`/`.source`, so the
-debugger can list it), a `.meta` record, one `.tensor` with `.piece`s per input and output, and
-one `.text` section per distinct program (nodes that run identical code share one section and
-one code block). Every instruction follows a `.loc` naming the DSL line and column of the IR
-node that caused it. Long runs of identical relays, which only relay nodes execute, become
-counted loops.
+Each step appends instructions to the programs of the nodes it involves (compiler.plan.Ctx,
+compiler.asmgen.Code: instructions checked and encoded as they are built). `collect` gathers
+them into an `Emitted`: one body per distinct node program (nodes that run identical code share
+it, in order of their first node), each ending in `halt`; long runs of identical relays, which
+only relay nodes execute, become counted loops. Then, from that one record:
+
+- `link` lays it out into the `ObjectFile` through the assembler's own layout code
+  (d1isa.asm.layout.Linker: labels and branches, code blocks shared by identical programs, the
+  node map, tensor layouts, symbols, line table), with no assembly text in between. Every
+  instruction's line-table row is (0, DSL line, DSL column, -1, -1): file 0 is the DSL source,
+  and the assembly columns are -1 because the object comes from no assembly file.
+- `assembly_text` writes it as `.d1s` for `--emit asm`: the machine, the DSL source (`.file` and
+  `.source`, so the debugger can list it), a `.meta` record, one `.tensor` with `.piece`s per
+  input and output, and one `.text` section per distinct program, its instructions after `.loc`
+  lines naming their DSL line and column. `d1 asm` turns that text into the identical object.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from compiler.asmgen import Code
 from compiler.grid import Grid
 from compiler.layout import flat_boxes
 from compiler.plan import Ctx, Step, Value
 from d1isa.asm import is_plain_name, quote
+from d1isa.asm.layout import Linker, no_globals
+from d1isa.asm.program import Instr, InstrSet, Item, render, section
+from d1isa.asm.syntax import Diagnostics
+from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine
+from d1isa.objfile import ObjectFile
 
 PRODUCER = "d1 compile"
 RELAY_LOOP_MIN = 12
+RELAY_LOOP_REG = "r13"
+
+
+@dataclass
+class Emitted:
+    """The emitted program: per distinct node program its items and node ids, and what the
+    object records besides code."""
+
+    machine: Machine
+    grid: Grid
+    instrs: InstrSet
+    bodies: list[tuple[list[Item], list[int]]]
+    filename: str
+    source: str
+    tensors: list[tuple[str, str, Value, tuple[int, ...]]]
+    meta: dict
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
@@ -54,33 +84,35 @@ def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
     return out
 
 
-def compress_relays(lines: list[str]) -> list[str]:
-    """Runs of at least RELAY_LOOP_MIN identical `relay` lines become a loop in r13."""
-    out: list[str] = []
+def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
+    """Runs of at least RELAY_LOOP_MIN identical `relay` instructions (at one location, with no
+    location change between them) become a loop counting down in r13."""
+    out: list[Item] = []
     k = 0
-    n = len(lines)
+    n = len(items)
     label = 0
     while k < n:
-        ln = lines[k]
-        if ln.startswith("  relay "):
+        it = items[k]
+        if type(it) is Instr and it.mnemonic == "relay":
             e = k + 1
-            while e < n and lines[e] == ln:
+            while e < n and items[e] is it:
                 e += 1
             run = e - k
             if run >= RELAY_LOOP_MIN:
                 label += 1
+                name = f".R{label}"
                 body, rest = divmod(run, 4)
-                out.append(f"  li r13, {body}")
-                out.append(f".R{label}:")
-                out.extend([ln] * 4)
-                out.append("  addi r13, r13, -1")
-                out.append(f"  bnez r13, .R{label}")
-                out.extend([ln] * rest)
+                out.append(instrs.instr("li", (RELAY_LOOP_REG, body), it.loc))
+                out.append(instrs.label(name))
+                out.extend([it] * 4)
+                out.append(instrs.instr("addi", (RELAY_LOOP_REG, RELAY_LOOP_REG, -1), it.loc))
+                out.append(instrs.instr("bnez", (RELAY_LOOP_REG, name), it.loc))
+                out.extend([it] * rest)
             else:
-                out.extend(lines[k:e])
+                out.extend(items[k:e])
             k = e
             continue
-        out.append(ln)
+        out.append(it)
         k += 1
     return out
 
@@ -92,38 +124,83 @@ def emit_program(ctx: Ctx, steps: list[Step]) -> None:
         st.emit(ctx)
 
 
-def assembly_text(machine: Machine, grid: Grid, progs: dict[int, Code], filename: str,
-                  source: str, tensors: list[tuple[str, str, Value, tuple[int, ...]]],
-                  meta: dict) -> str:
-    """The whole program as one .d1s text."""
-    lines = [f"# Compiled by {PRODUCER} from {filename}; re-assembles with `d1 asm`.",
+def collect(ctx: Ctx, filename: str, source: str,
+            tensors: list[tuple[str, str, Value, tuple[int, ...]]], meta: dict) -> Emitted:
+    """The nodes' programs, each ending in `halt`, grouped by identical content. Instructions,
+    labels and marks are interned by `InstrSet`, so equal programs are equal item tuples."""
+    groups: dict[tuple, list[int]] = {}
+    instrs = ctx.instrs
+    for nid in sorted(ctx.progs):
+        code: Code = ctx.progs[nid]
+        if code.ninstr == 0:
+            continue
+        body = (compress_relays(code.items, instrs) if code.nrelay >= RELAY_LOOP_MIN
+                else list(code.items))
+        body.append(instrs.instr("halt", (), code.loc))
+        groups.setdefault(tuple(body), []).append(nid)
+    bodies = [(list(body), nids) for body, nids in groups.items()]
+    bodies.sort(key=lambda bn: bn[1][0])
+    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta)
+
+
+def _meta_json(meta: dict) -> str:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"))
+
+
+def link(em: Emitted) -> ObjectFile:
+    """The object of the program, laid out by the assembler's layout code (no text)."""
+    m = em.machine
+    diags = Diagnostics(em.filename, em.source.split("\n"))
+    linker = Linker(m, diags, no_globals, em.instrs.rows)
+    defs = []
+    for body, nids in em.bodies:
+        sec = section(body)
+        sec.nodes = nids
+        linker.link_section(sec)
+        defs.extend(("code", name, sec) for name in sec.labels)
+    tensors = []
+    for name, role, v, shape in em.tensors:
+        layout = linker.tensor(name, role, v.dtype, tuple(shape) if shape else (1,), 1, 1)
+        if layout is None:
+            continue
+        tensors.append(layout)
+        for x, y, addr, off, shp, strides in tensor_pieces(v, em.grid, role, shape):
+            linker.piece(layout, m.node_id(x, y), addr, off, shp, strides, 1, 1)
+        if role == "output":
+            linker.check_cover(layout, 1, 1)
+    symbols = linker.build_symbols(defs)
+    # The metadata as the text would carry it: JSON with sorted keys.
+    meta = json.loads(_meta_json(em.meta))
+    obj = linker.finish(symbols, tensors, [em.filename], {em.filename: em.source}, meta)
+    if obj is None:
+        raise D1Error("internal compiler error: the generated program does not link:\n"
+                      + SourceError(diags.sorted()).render())
+    return obj
+
+
+def assembly_text(em: Emitted) -> str:
+    """The whole program as one .d1s text (it assembles to the object `link` makes)."""
+    machine, grid = em.machine, em.grid
+    lines = [f"# Compiled by {PRODUCER} from {em.filename}; re-assembles with `d1 asm`.",
              f"# {grid.describe()}",
              f".machine {machine.to_json()}",
-             f".file 0 {quote(filename)}",
-             f".source 0 {quote(source)}",
-             f".meta {json.dumps(meta, sort_keys=True, separators=(',', ':'))}"]
-    for name, role, v, shape in tensors:
+             f".file 0 {quote(em.filename)}",
+             f".source 0 {quote(em.source)}",
+             f".meta {_meta_json(em.meta)}"]
+    for name, role, v, shape in em.tensors:
         dims = ",".join(str(d) for d in (shape if shape else (1,)))
         lines.append(f".tensor {_name(name)} {role} {v.dtype}[{dims}]")
         for x, y, addr, off, shp, strides in tensor_pieces(v, grid, role, shape):
             lines.append(f".piece {_name(name)} {x}, {y} {addr} offset "
                          f"{','.join(map(str, off))} shape {','.join(map(str, shp))} "
                          f"strides {','.join(map(str, strides))}")
-    groups: dict[str, list[int]] = {}
-    for nid in sorted(progs):
-        code = progs[nid]
-        if code.ninstr == 0:
-            continue
-        body = compress_relays(code.lines) if code.nrelay >= RELAY_LOOP_MIN else list(code.lines)
-        body.append("  halt")
-        groups.setdefault("\n".join(body), []).append(nid)
-    for body, nids in sorted(groups.items(), key=lambda kv: kv[1][0]):
+    for body, nids in em.bodies:
         where = [machine.node_xy(n) for n in nids]
         if len(where) == 1:
             lines.append(f".text node {where[0][0]},{where[0][1]}")
         else:
             lines.append(".text list " + " ".join(f"{x},{y}" for x, y in where))
-        lines.append(body)
+        lines.extend(render(it) for it in body)
     return "\n".join(lines) + "\n"
 
 

@@ -1,12 +1,13 @@
 """Node-local compute kernels: fused elementwise, reductions, softmax, and the N-d fallbacks.
 
-All floating-point work runs on the 16-lane vector unit: bf16 data is widened on load
+All floating-point work runs on the vector unit (`machine.vector_lanes_f32` f32 lanes, written
+`lanes` below): bf16 data is widened on load
 (`vldw.bf16`) and narrowed, rounding to nearest even, on store (`vstn.bf16`), which is exactly
 the IR's rounding point when the node's result is bf16. Inside a fused elementwise kernel an
 intermediate value that the IR rounds gets a `vcvt.bf16`; exp/tanh/sigmoid/sqrt are single
 instructions computed in f64 and rounded to f32, as the reference does.
 
-Rows are whole vectors (a block's stride is padded to 16 elements), so a kernel may compute
+Rows are whole vectors (a block's stride is padded to `lanes` elements), so a kernel may compute
 garbage in a row's padding lanes; reductions mask those lanes (0 for sum, -inf for max) and the
 matmul zeroes its K padding. Reductions and softmax combine per-node partials along grid lines
 with `comm.allreduce`.
@@ -17,14 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.asmgen import Code, f32_hex
+from compiler.asmgen import Code, f32_bits
 from compiler.comm import allreduce
 from compiler.ir import Op
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
 from d1isa.errors import D1Error
 
-NEG_INF = "0xff800000"
+NEG_INF = 0xFF800000
+ZERO = 0x00000000
 VOPS = {Op.NEG: "vneg", Op.ABS: "vabs", Op.EXP: "vexp", Op.TANH: "vtanh",
         Op.SIGMOID: "vsigmoid", Op.SQRT: "vsqrt", Op.ADD: "vadd", Op.SUB: "vsub",
         Op.MUL: "vmul", Op.DIV: "vdiv", Op.MAXIMUM: "vmax", Op.MINIMUM: "vmin"}
@@ -37,11 +39,11 @@ def _isz(dtype: str) -> int:
 def splat_from(code: Code, vd: str, addr_reg: str, off: int, dtype: str, tmp: str) -> None:
     """vd = the element at [addr_reg+off] in every lane."""
     if dtype == "f32":
-        code.op(f"ld32u {tmp}, [{addr_reg}{off:+d}]")
+        code.op("ld32u", tmp, (addr_reg, off))
     else:
-        code.op(f"ld16u {tmp}, [{addr_reg}{off:+d}]")
-        code.op(f"slli {tmp}, {tmp}, 16")
-    code.op(f"vbcast {vd}, {tmp}")
+        code.op("ld16u", tmp, (addr_reg, off))
+        code.op("slli", tmp, tmp, 16)          # bf16 bits are the high half of f32 bits
+    code.op("vbcast", vd, tmp)
 
 
 # ---- fused elementwise ------------------------------------------------------------------------
@@ -101,12 +103,12 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
 
     for k, lf in enumerate(leaves):
         if lf.mode == "const":
-            code.op(f"vbcasti {fixed_reg(k)}, {f32_hex(lf.const)}")
+            code.op("vbcasti", fixed_reg(k), f32_bits(lf.const))
         elif lf.mode == "scalar":
             code.li("r13", lf.value.addr)
             splat_from(code, fixed_reg(k), "r13", 0, lf.value.dtype, "r12")
     if _uses(st.expr, Op.RELU):
-        code.op(f"vbcasti {fixed_reg('zero')}, 0x00000000")
+        code.op("vbcasti", fixed_reg("zero"), ZERO)
     # Pointer registers: the result in r3, each stored operand from r4 on.
     ptr: dict[object, str] = {"out": "r3"}
     for lf in leaves:
@@ -124,7 +126,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
         return L.stride if key == "out" else key.layout.stride
 
     def vector(off: int, held: dict[int, str], free_top: int, row: int = 0) -> None:
-        """Compute and store the 16 elements at element offset `off` of row `row` past the
+        """Compute and store the `lanes` elements at element offset `off` of row `row` past the
         current one, with temporaries taken from v0..v{free_top} and released as soon as they
         are used."""
         cached: dict[int, str] = dict(held)
@@ -165,42 +167,43 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             else:
                 r = new()
                 if op is Op.RELU:
-                    code.op(f"vmax {r}, {args[0]}, {fixed['zero']}")
+                    code.op("vmax", r, args[0], fixed["zero"])
                 else:
-                    code.op(f"{VOPS[op]} {r}, {', '.join(args)}")
+                    code.op(VOPS[op], r, *args)
                 for a in args:
                     if a != r:
                         release(a)
             if rounds and not root:
                 if r in temps and r not in cached.values():
-                    code.op(f"vcvt.bf16 {r}, {r}")
+                    code.op("vcvt.bf16", r, r)
                 else:
                     r2 = new()
-                    code.op(f"vcvt.bf16 {r2}, {r}")
+                    code.op("vcvt.bf16", r2, r)
                     r = r2
             return r
 
         code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype) + row * L.stride,
                     out.dtype)
 
+    lanes = code.lanes
     reset()
     if flat:
-        # Same distribution everywhere: the block is one run of whole vectors.
-        nv = -(-nr * (L.stride // _isz(out.dtype)) // 16)
+        # Same distribution everywhere: the block is one run of whole vectors, 8 per trip.
+        nv = -(-nr * (L.stride // _isz(out.dtype)) // lanes)
         full, rest = divmod(nv, 8)
 
         def eight() -> None:
             for k in range(8):
-                vector(16 * k, {}, top[0])
+                vector(lanes * k, {}, top[0])
             for key, reg in ptr.items():
-                code.op(f"addi {reg}, {reg}, {128 * isz_of(key)}")
+                code.op("addi", reg, reg, 8 * lanes * isz_of(key))
 
         code.counted("r1", full, eight)
         for k in range(rest):
-            vector(16 * k, {}, top[0])
+            vector(lanes * k, {}, top[0])
         return
     # Row mode: column leaves are splatted once per row, row leaves preloaded when they fit.
-    nvr = -(-nc // 16)
+    nvr = -(-nc // lanes)
     row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
     col_keys = [k for k, lf in enumerate(leaves) if lf.mode == "col"]
     advancing = [key for key in ptr
@@ -219,7 +222,8 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                 lf = leaves[k]
                 for v in range(q0, q1):
                     r = pre[(k, v)] = f"v{free - len(pre)}"
-                    code.vload(r, ptr[lf.value], 16 * v * _isz(lf.value.dtype), lf.value.dtype)
+                    code.vload(r, ptr[lf.value], lanes * v * _isz(lf.value.dtype),
+                               lf.value.dtype)
 
         temp_top = free - len(pre)
 
@@ -237,10 +241,10 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                 for v in range(q0, q1):
                     held = dict(held_col)
                     held.update({k: pre[(k, v)] for k in row_keys if (k, v) in pre})
-                    vector(16 * v, held, temp_top, u)
+                    vector(lanes * v, held, temp_top, u)
             if step:
                 for key in advancing:
-                    code.op(f"addi {ptr[key]}, {ptr[key]}, {n * stride_of(key)}")
+                    code.op("addi", ptr[key], ptr[key], n * stride_of(key))
 
         trips, rest = divmod(nr, unroll)
         step = trips > 1 or rest > 0
@@ -274,27 +278,27 @@ def _mask_regs(code: Code, tail: int, op: str) -> tuple[str, str]:
     """Lane mask for a partial last vector (v14), and -inf (v15) for max."""
     code.lane_mask("v14", tail, "v13")
     if op == "max":
-        code.op(f"vbcasti v15, {NEG_INF}")
+        code.op("vbcasti", "v15", NEG_INF)
     return "v14", "v15"
 
 
 def _masked(code: Code, v: str, op: str) -> None:
     if op == "max":
-        code.op(f"vsel {v}, v14, {v}, v15")
+        code.op("vsel", v, "v14", v, "v15")
     else:
-        code.op(f"vand {v}, {v}, v14")
+        code.op("vand", v, v, "v14")
 
 
 def _combine(code: Code, op: str, d: str, a: str, b: str) -> None:
-    code.op(f"{'vmax' if op == 'max' else 'vadd'} {d}, {a}, {b}")
+    code.op("vmax" if op == "max" else "vadd", d, a, b)
 
 
-def fill(code: Code, addr: int, n: int, bits: str) -> None:
+def fill(code: Code, addr: int, n: int, bits: int) -> None:
     """n f32 values of the given bit pattern at addr (whole vectors)."""
-    code.op(f"vbcasti v0, {bits}")
+    code.op("vbcasti", "v0", bits)
     code.li("r1", addr)
-    for k in range(-(-n // 16)):
-        code.op(f"vst v0, [r1+{64 * k}]")
+    for k in range(-(-n // code.lanes)):
+        code.op("vst", "v0", ("r1", code.vbytes * k))
 
 
 def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
@@ -303,14 +307,15 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
 
     With `pre` = (vsub_source_addr, "exp", ebuf_addr) each element is first replaced by
     exp(x - m[r]) with m[r] read from vsub_source, and the results are stored (f32) in ebuf
-    with stride round_up(nc, 16) * 4: the softmax numerator pass.
+    with stride round_up(nc, lanes) * 4: the softmax numerator pass.
     """
-    ident = NEG_INF if op == "max" else "0x00000000"
+    ident = NEG_INF if op == "max" else ZERO
     if nc <= 0:
         fill(code, part, nr, ident)
         return
-    nvr = -(-nc // 16)
-    tail = nc % 16
+    lanes, vb = code.lanes, code.vbytes
+    nvr = -(-nc // lanes)
+    tail = nc % lanes
     if tail:
         _mask_regs(code, tail, op)
     isz = _isz(x.dtype)
@@ -322,26 +327,26 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
 
     def row() -> None:
         if pre is not None:
-            code.op("ld32u r13, [r5+0]")
-            code.op("vbcast v12, r13")
+            code.op("ld32u", "r13", ("r5", 0))
+            code.op("vbcast", "v12", "r13")
         for k in range(nvr):
             t = "v0" if k == 0 else "v1"
-            code.vload(t, "r3", 16 * k * isz, x.dtype)
+            code.vload(t, "r3", lanes * k * isz, x.dtype)
             if pre is not None:
-                code.op(f"vsub {t}, {t}, v12")
-                code.op(f"vexp {t}, {t}")
-                code.op(f"vst {t}, [r6+{64 * k}]")
+                code.op("vsub", t, t, "v12")
+                code.op("vexp", t, t)
+                code.op("vst", t, ("r6", vb * k))
             if k == nvr - 1 and tail:
                 _masked(code, t, op)
             if k:
                 _combine(code, op, "v0", "v0", "v1")
-        code.op(f"{'vredmax' if op == 'max' else 'vredsum'} r13, v0")
-        code.op("st32 r13, [r4+0]")
-        code.op(f"addi r3, r3, {x.layout.stride}")
-        code.op("addi r4, r4, 4")
+        code.op("vredmax" if op == "max" else "vredsum", "r13", "v0")
+        code.op("st32", "r13", ("r4", 0))
+        code.op("addi", "r3", "r3", x.layout.stride)
+        code.op("addi", "r4", "r4", 4)
         if pre is not None:
-            code.op("addi r5, r5, 4")
-            code.op(f"addi r6, r6, {round_up(nc, 16) * 4}")
+            code.op("addi", "r5", "r5", 4)
+            code.op("addi", "r6", "r6", round_up(nc, lanes) * 4)
 
     code.counted("r1", nr, row)
 
@@ -351,42 +356,43 @@ def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     """part[c] (f32) = op over the nr rows of column c of x's block (whole vectors).
 
     With `pre` = (m_addr, ebuf_addr): elements are first replaced by exp(x - m[c]) and stored
-    (f32) in ebuf with stride round_up(nc, 16) * 4.
+    (f32) in ebuf with stride round_up(nc, lanes) * 4.
     """
-    ident = NEG_INF if op == "max" else "0x00000000"
-    nvr = -(-nc // 16)
+    ident = NEG_INF if op == "max" else ZERO
+    lanes, vb = code.lanes, code.vbytes
+    nvr = -(-nc // lanes)
     if nr <= 0:
         fill(code, part, nc, ident)
         return
     isz = _isz(x.dtype)
-    es = round_up(nc, 16) * 4
+    es = round_up(nc, lanes) * 4
     for q0 in range(0, nvr, 6):
         q1 = min(nvr, q0 + 6)
-        code.li("r3", x.addr + 16 * q0 * isz)
+        code.li("r3", x.addr + lanes * q0 * isz)
         if pre is not None:
-            code.li("r5", pre[1] + 64 * q0)
+            code.li("r5", pre[1] + vb * q0)
             for v in range(q0, q1):
-                code.li("r6", pre[0] + 64 * v)
-                code.op(f"vld v{8 + v - q0}, [r6+0]")
+                code.li("r6", pre[0] + vb * v)
+                code.op("vld", f"v{8 + v - q0}", ("r6", 0))
         for v in range(q0, q1):
-            code.op(f"vbcasti v{v - q0}, {ident}")
+            code.op("vbcasti", f"v{v - q0}", ident)
 
         def row(q0: int = q0, q1: int = q1) -> None:
             for v in range(q0, q1):
-                code.vload("v14", "r3", 16 * (v - q0) * isz, x.dtype)
+                code.vload("v14", "r3", lanes * (v - q0) * isz, x.dtype)
                 if pre is not None:
-                    code.op(f"vsub v14, v14, v{8 + v - q0}")
-                    code.op("vexp v14, v14")
-                    code.op(f"vst v14, [r5+{64 * (v - q0)}]")
+                    code.op("vsub", "v14", "v14", f"v{8 + v - q0}")
+                    code.op("vexp", "v14", "v14")
+                    code.op("vst", "v14", ("r5", vb * (v - q0)))
                 _combine(code, op, f"v{v - q0}", f"v{v - q0}", "v14")
-            code.op(f"addi r3, r3, {x.layout.stride}")
+            code.op("addi", "r3", "r3", x.layout.stride)
             if pre is not None:
-                code.op(f"addi r5, r5, {es}")
+                code.op("addi", "r5", "r5", es)
 
         code.counted("r1", nr, row)
-        code.li("r4", part + 64 * q0)
+        code.li("r4", part + vb * q0)
         for v in range(q0, q1):
-            code.op(f"vst v{v - q0}, [r4+{64 * (v - q0)}]")
+            code.op("vst", f"v{v - q0}", ("r4", vb * (v - q0)))
 
 
 def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: float | None
@@ -395,13 +401,14 @@ def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: fl
     code.li("r1", src)
     code.li("r2", dst)
     if divisor is not None:
-        code.op(f"vbcasti v15, {f32_hex(divisor)}")
+        code.op("vbcasti", "v15", f32_bits(divisor))
     isz = _isz(out.dtype)
-    for k in range(-(-n // 16)):
-        code.op(f"vld v0, [r1+{64 * k}]")
+    lanes = code.lanes
+    for k in range(-(-n // lanes)):
+        code.op("vld", "v0", ("r1", code.vbytes * k))
         if divisor is not None:
-            code.op("vdiv v0, v0, v15")
-        code.vstore("v0", "r2", 16 * k * isz, out.dtype)
+            code.op("vdiv", "v0", "v0", "v15")
+        code.vstore("v0", "r2", lanes * k * isz, out.dtype)
 
 
 
@@ -446,7 +453,7 @@ class Reduce(Step):
         self.along = along
         L = src.layout
         n = (L.max_rows if along == "rows" else L.max_cols)
-        size = round_up(max(n, 1), 16) * 4
+        size = round_up(max(n, 1), L.lanes) * 4
         self.temps = [scratch(f"{out.name}.part", size), scratch(f"{out.name}.recv", size)]
 
     def emit(self, ctx: Ctx) -> None:
@@ -474,8 +481,8 @@ class Softmax(Step):
         self.along = along
         L = src.layout
         n = L.max_rows if along == "rows" else L.max_cols
-        size = round_up(max(n, 1), 16) * 4
-        ebytes = max(L.max_rows, 1) * round_up(max(L.max_cols, 1), 16) * 4
+        size = round_up(max(n, 1), L.lanes) * 4
+        ebytes = max(L.max_rows, 1) * round_up(max(L.max_cols, 1), L.lanes) * 4
         self.temps = [scratch(f"{out.name}.max", size), scratch(f"{out.name}.sum", size),
                       scratch(f"{out.name}.recv", size), scratch(f"{out.name}.exp", ebytes)]
 
@@ -490,35 +497,36 @@ class Softmax(Step):
         for (i, j), (nr, nc) in shapes.items():
             if nr <= 0 or nc <= 0:
                 continue
-            _divide(ctx.gcode(i, j), eb, round_up(nc, 16) * 4, sm, rows, out, nr, nc)
+            _divide(ctx.gcode(i, j), eb, round_up(nc, L.lanes) * 4, sm, rows, out, nr, nc)
 
 
 def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: int,
             nc: int) -> None:
     """out[r][c] = e[r][c] / den[r] (rows) or / den[c] (cols)."""
-    nvr = -(-nc // 16)
+    lanes, vb = code.lanes, code.vbytes
+    nvr = -(-nc // lanes)
     isz = _isz(out.dtype)
     for q0 in range(0, nvr, 8):
         q1 = min(nvr, q0 + 8)
-        code.li("r3", eb + 64 * q0)
-        code.li("r4", out.addr + 16 * q0 * isz)
+        code.li("r3", eb + vb * q0)
+        code.li("r4", out.addr + lanes * q0 * isz)
         code.li("r5", den)
         if not rows:
             for v in range(q0, q1):
-                code.op(f"vld v{8 + v - q0}, [r5+{64 * v}]")
+                code.op("vld", f"v{8 + v - q0}", ("r5", vb * v))
 
         def row(q0: int = q0, q1: int = q1) -> None:
             if rows:
-                code.op("ld32u r13, [r5+0]")
-                code.op("vbcast v15, r13")
+                code.op("ld32u", "r13", ("r5", 0))
+                code.op("vbcast", "v15", "r13")
             for v in range(q0, q1):
-                code.op(f"vld v0, [r3+{64 * (v - q0)}]")
-                code.op(f"vdiv v0, v0, {'v15' if rows else f'v{8 + v - q0}'}")
-                code.vstore("v0", "r4", 16 * (v - q0) * isz, out.dtype)
-            code.op(f"addi r3, r3, {es}")
-            code.op(f"addi r4, r4, {out.layout.stride}")
+                code.op("vld", "v0", ("r3", vb * (v - q0)))
+                code.op("vdiv", "v0", "v0", "v15" if rows else f"v{8 + v - q0}")
+                code.vstore("v0", "r4", lanes * (v - q0) * isz, out.dtype)
+            code.op("addi", "r3", "r3", es)
+            code.op("addi", "r4", "r4", out.layout.stride)
             if rows:
-                code.op("addi r5, r5, 4")
+                code.op("addi", "r5", "r5", 4)
 
         code.counted("r1", nr, row)
 
@@ -553,73 +561,74 @@ class NdReduce(Step):
         x, out = self.ins[0], self.out
         A, K, B = _abk(x.shape, self.axis)
         op = "max" if self.op == "max" else "sum"
-        ident = NEG_INF if op == "max" else "0x00000000"
+        ident = NEG_INF if op == "max" else ZERO
         xi, oi = _isz(x.dtype), _isz(out.dtype)
-        div = f32_hex(float(K)) if self.op == "mean" else None
-        if div:
-            code.op(f"vbcasti v12, {div}")
+        lanes = code.lanes
+        div = f32_bits(float(K)) if self.op == "mean" else None
+        if div is not None:
+            code.op("vbcasti", "v12", div)
         code.li("r3", x.addr)
         code.li("r4", out.addr)
         if B == 1:
-            nvk = -(-K // 16)
-            tail = K % 16
+            nvk = -(-K // lanes)
+            tail = K % lanes
             if tail:
                 _mask_regs(code, tail, op)
 
             def one() -> None:
-                code.op(f"vbcasti v0, {ident}")
-                code.op("mv r5, r3")
+                code.op("vbcasti", "v0", ident)
+                code.op("mv", "r5", "r3")
 
                 def vec_k(last: bool) -> None:
                     code.vload("v1", "r5", 0, x.dtype)
                     if last and tail:
                         _masked(code, "v1", op)
                     _combine(code, op, "v0", "v0", "v1")
-                    code.op(f"addi r5, r5, {16 * xi}")
+                    code.op("addi", "r5", "r5", lanes * xi)
 
                 code.counted("r2", nvk - (1 if tail else 0), lambda: vec_k(False))
                 if tail:
                     vec_k(True)
-                code.op(f"{'vredmax' if op == 'max' else 'vredsum'} r13, v0")
-                code.op("vbcast v0, r13")
-                if div:
-                    code.op("vdiv v0, v0, v12")
+                code.op("vredmax" if op == "max" else "vredsum", "r13", "v0")
+                code.op("vbcast", "v0", "r13")
+                if div is not None:
+                    code.op("vdiv", "v0", "v0", "v12")
                 if out.dtype == "bf16":
-                    code.op("vcvt.bf16 v0, v0")
-                    code.op("vext r13, v0, 0")
-                    code.op("srli r13, r13, 16")
-                    code.op("st16 r13, [r4+0]")
+                    code.op("vcvt.bf16", "v0", "v0")
+                    code.op("vext", "r13", "v0", 0)
+                    code.op("srli", "r13", "r13", 16)      # the bf16 half of the f32 bits
+                    code.op("st16", "r13", ("r4", 0))
                 else:
-                    code.op("vext r13, v0, 0")
-                    code.op("st32 r13, [r4+0]")
-                code.op(f"addi r3, r3, {K * xi}")
-                code.op(f"addi r4, r4, {oi}")
+                    code.op("vext", "r13", "v0", 0)
+                    code.op("st32", "r13", ("r4", 0))
+                code.op("addi", "r3", "r3", K * xi)
+                code.op("addi", "r4", "r4", oi)
 
             code.counted("r1", A, one)
             return
-        nvb = -(-B // 16)
+        nvb = -(-B // lanes)
 
         def one_a() -> None:
             def bvec() -> None:
-                code.op("mv r5, r3")
+                code.op("mv", "r5", "r3")
                 code.vload("v0", "r5", 0, x.dtype)
 
                 def kstep() -> None:
-                    code.op(f"addi r5, r5, {B * xi}")
+                    code.op("addi", "r5", "r5", B * xi)
                     code.vload("v1", "r5", 0, x.dtype)
                     _combine(code, op, "v0", "v0", "v1")
 
                 code.counted("r6", K - 1, kstep)
-                if div:
-                    code.op("vdiv v0, v0, v12")
+                if div is not None:
+                    code.op("vdiv", "v0", "v0", "v12")
                 code.vstore("v0", "r4", 0, out.dtype)
-                code.op(f"addi r3, r3, {16 * xi}")
-                code.op(f"addi r4, r4, {16 * oi}")
+                code.op("addi", "r3", "r3", lanes * xi)
+                code.op("addi", "r4", "r4", lanes * oi)
 
             code.counted("r2", nvb, bvec)
             # Undo the overshoot of the last vector: continue at the next a exactly.
-            code.op(f"addi r3, r3, {(K * B - 16 * nvb) * xi}")
-            code.op(f"addi r4, r4, {(B - 16 * nvb) * oi}")
+            code.op("addi", "r3", "r3", (K * B - lanes * nvb) * xi)
+            code.op("addi", "r4", "r4", (B - lanes * nvb) * oi)
 
         code.counted("r1", A, one_a)
 
@@ -627,102 +636,103 @@ class NdReduce(Step):
         x, out = self.ins[0], self.out
         A, K, B = _abk(x.shape, self.axis)
         xi, oi = _isz(x.dtype), _isz(out.dtype)
+        lanes, vb = code.lanes, code.vbytes
         eb = self.temps[0].addr
         code.li("r3", x.addr)
         code.li("r4", out.addr)
         code.li("r7", eb)
         if B == 1:
-            nvk = -(-K // 16)
-            tail = K % 16
+            nvk = -(-K // lanes)
+            tail = K % lanes
             if tail:
                 code.lane_mask("v14", tail, "v13")
-            code.op(f"vbcasti v15, {NEG_INF}")
+            code.op("vbcasti", "v15", NEG_INF)
 
             def one() -> None:
                 # max
-                code.op(f"vbcasti v0, {NEG_INF}")
-                code.op("mv r5, r3")
+                code.op("vbcasti", "v0", NEG_INF)
+                code.op("mv", "r5", "r3")
                 for k in range(nvk):
-                    code.vload("v1", "r5", 16 * k * xi, x.dtype)
+                    code.vload("v1", "r5", lanes * k * xi, x.dtype)
                     if k == nvk - 1 and tail:
-                        code.op("vsel v1, v14, v1, v15")
-                    code.op("vmax v0, v0, v1")
-                code.op("vredmax r13, v0")
-                code.op("vbcast v2, r13")
+                        code.op("vsel", "v1", "v14", "v1", "v15")
+                    code.op("vmax", "v0", "v0", "v1")
+                code.op("vredmax", "r13", "v0")
+                code.op("vbcast", "v2", "r13")
                 # exp and sum
-                code.op("vbcasti v0, 0x00000000")
+                code.op("vbcasti", "v0", ZERO)
                 for k in range(nvk):
-                    code.vload("v1", "r5", 16 * k * xi, x.dtype)
-                    code.op("vsub v1, v1, v2")
-                    code.op("vexp v1, v1")
-                    code.op(f"vst v1, [r7+{64 * k}]")
+                    code.vload("v1", "r5", lanes * k * xi, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vexp", "v1", "v1")
+                    code.op("vst", "v1", ("r7", vb * k))
                     if k == nvk - 1 and tail:
-                        code.op("vand v1, v1, v14")
-                    code.op("vadd v0, v0, v1")
-                code.op("vredsum r13, v0")
-                code.op("vbcast v2, r13")
+                        code.op("vand", "v1", "v1", "v14")
+                    code.op("vadd", "v0", "v0", "v1")
+                code.op("vredsum", "r13", "v0")
+                code.op("vbcast", "v2", "r13")
                 for k in range(nvk):
-                    code.op(f"vld v1, [r7+{64 * k}]")
-                    code.op("vdiv v1, v1, v2")
-                    code.vstore("v1", "r4", 16 * k * oi, out.dtype)
-                code.op(f"addi r3, r3, {K * xi}")
-                code.op(f"addi r4, r4, {K * oi}")
+                    code.op("vld", "v1", ("r7", vb * k))
+                    code.op("vdiv", "v1", "v1", "v2")
+                    code.vstore("v1", "r4", lanes * k * oi, out.dtype)
+                code.op("addi", "r3", "r3", K * xi)
+                code.op("addi", "r4", "r4", K * oi)
 
             code.counted("r1", A, one)
             return
-        nvb = -(-B // 16)
+        nvb = -(-B // lanes)
         # b-vectors from the last to the first: the last one's overrun into the next k row
         # lands on elements that a later (lower) b-vector then writes correctly.
-        back = 16 * (nvb - 1)
-        code.op(f"addi r3, r3, {back * xi}")
-        code.op(f"addi r4, r4, {back * oi}")
-        code.op(f"addi r7, r7, {back * 4}")
+        back = lanes * (nvb - 1)
+        code.op("addi", "r3", "r3", back * xi)
+        code.op("addi", "r4", "r4", back * oi)
+        code.op("addi", "r7", "r7", back * 4)
 
         def one_a() -> None:
             def bvec() -> None:
-                code.op("mv r5, r3")
+                code.op("mv", "r5", "r3")
                 code.vload("v0", "r5", 0, x.dtype)
 
                 def kmax() -> None:
-                    code.op(f"addi r5, r5, {B * xi}")
+                    code.op("addi", "r5", "r5", B * xi)
                     code.vload("v1", "r5", 0, x.dtype)
-                    code.op("vmax v0, v0, v1")
+                    code.op("vmax", "v0", "v0", "v1")
 
                 code.counted("r6", K - 1, kmax)
-                code.op("vmov v2, v0")
-                code.op("mv r5, r3")
-                code.op("mv r8, r7")
-                code.op("vbcasti v0, 0x00000000")
+                code.op("vmov", "v2", "v0")
+                code.op("mv", "r5", "r3")
+                code.op("mv", "r8", "r7")
+                code.op("vbcasti", "v0", ZERO)
 
                 def kexp() -> None:
                     code.vload("v1", "r5", 0, x.dtype)
-                    code.op("vsub v1, v1, v2")
-                    code.op("vexp v1, v1")
-                    code.op("vst v1, [r8+0]")
-                    code.op("vadd v0, v0, v1")
-                    code.op(f"addi r5, r5, {B * xi}")
-                    code.op(f"addi r8, r8, {B * 4}")
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vexp", "v1", "v1")
+                    code.op("vst", "v1", ("r8", 0))
+                    code.op("vadd", "v0", "v0", "v1")
+                    code.op("addi", "r5", "r5", B * xi)
+                    code.op("addi", "r8", "r8", B * 4)
 
                 code.counted("r6", K, kexp)
-                code.op("mv r8, r7")
-                code.op("mv r9, r4")
+                code.op("mv", "r8", "r7")
+                code.op("mv", "r9", "r4")
 
                 def kdiv() -> None:
-                    code.op("vld v1, [r8+0]")
-                    code.op("vdiv v1, v1, v0")
+                    code.op("vld", "v1", ("r8", 0))
+                    code.op("vdiv", "v1", "v1", "v0")
                     code.vstore("v1", "r9", 0, out.dtype)
-                    code.op(f"addi r8, r8, {B * 4}")
-                    code.op(f"addi r9, r9, {B * oi}")
+                    code.op("addi", "r8", "r8", B * 4)
+                    code.op("addi", "r9", "r9", B * oi)
 
                 code.counted("r6", K, kdiv)
-                code.op(f"addi r3, r3, {-16 * xi}")
-                code.op(f"addi r4, r4, {-16 * oi}")
-                code.op("addi r7, r7, -64")
+                code.op("addi", "r3", "r3", -lanes * xi)
+                code.op("addi", "r4", "r4", -lanes * oi)
+                code.op("addi", "r7", "r7", -vb)
 
             code.counted("r2", nvb, bvec)
-            code.op(f"addi r3, r3, {(K * B + 16 * nvb) * xi}")
-            code.op(f"addi r4, r4, {(K * B + 16 * nvb) * oi}")
-            code.op(f"addi r7, r7, {(K * B + 16 * nvb) * 4}")
+            code.op("addi", "r3", "r3", (K * B + lanes * nvb) * xi)
+            code.op("addi", "r4", "r4", (K * B + lanes * nvb) * oi)
+            code.op("addi", "r7", "r7", (K * B + lanes * nvb) * 4)
 
         code.counted("r1", A, one_a)
 
@@ -756,7 +766,8 @@ def _nd_copy(code: Code, src: int, st: list[int], dst: int, d: tuple[int, ...], 
     """dst (dense, shape d, up to 4-D) = src read with byte strides st, written in order."""
     outer = list(d[:-1])
     last = d[-1]
-    nvl = -(-last // 16)
+    lanes = code.lanes
+    nvl = -(-last // lanes)
     regs = ["r5", "r6", "r7"]
     counters = ["r1", "r2", "r8"]
     code.li("r3", src)
@@ -766,23 +777,23 @@ def _nd_copy(code: Code, src: int, st: list[int], dst: int, d: tuple[int, ...], 
         if st[-1] == 0:
             splat_from(code, "v0", s_reg, 0, sdt, "r13")
             for k in range(nvl):
-                code.vstore("v0", "r4", 16 * k * oi, ddt)
+                code.vstore("v0", "r4", lanes * k * oi, ddt)
         else:
             for k in range(nvl):
-                code.vload("v0", s_reg, 16 * k * xi, sdt)
-                code.vstore("v0", "r4", 16 * k * oi, ddt)
-        code.op(f"addi r4, r4, {last * oi}")
+                code.vload("v0", s_reg, lanes * k * xi, sdt)
+                code.vstore("v0", "r4", lanes * k * oi, ddt)
+        code.op("addi", "r4", "r4", last * oi)
 
     def level(k: int, parent: str) -> None:
         if k == len(outer):
             inner(parent)
             return
         p = regs[k]
-        code.op(f"mv {p}, {parent}")
+        code.op("mv", p, parent)
 
         def body() -> None:
             level(k + 1, p)
-            code.op(f"addi {p}, {p}, {st[k]}")
+            code.op("addi", p, p, st[k])
 
         code.counted(counters[k], outer[k], body)
 

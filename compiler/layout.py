@@ -11,14 +11,15 @@ so ("P", "Q") is the 2-D block layout, (None, "Q") a vector split along grid col
 replicated down every grid row (what makes adding a bias [N] to an [M, N] block local),
 ("P", None) a column of per-row values, (None, "P") a vector split along grid rows (what a
 row reduction produces), and (None, None) a full copy on every grid node. Splits are in units of
-8 (the mma tile), as even as possible (`split`).
+`tile` (the machine's mma_dim), as even as possible (`split`).
 
 A node stores its block row-major at one address that is the same on every node (so code can be
-shared), `alloc_rows` rows of `stride` bytes: rows are padded to a multiple of 8 so 8 x 8 matrix
-tiles never leave the buffer, and rows to a multiple of 16 elements so every row is whole vector
-registers. A *dense* layout has no padding (stride = C x itemsize): the N-d fallback kernels use
-it, because their strides are plain numpy strides. Every buffer has 64 bytes of slack at the end
-so a 16-lane store at the last row may overrun into it.
+shared), `alloc_rows` rows of `stride` bytes: the row count is padded to a multiple of `tile` so
+matrix tiles never leave the buffer, and rows to a multiple of `lanes` elements (the machine's
+f32 vector lanes) so every row is whole vector registers. A *dense* layout has no padding
+(stride = C x itemsize): the N-d fallback kernels use it, because their strides are plain numpy
+strides. Every buffer has `SLACK` bytes (one vector register) at the end so a vector store at the
+last row may overrun into it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
 from compiler.ir import ITEMSIZE
 
-TILE = 8
-LANES = 16
-SLACK = 64
+if TYPE_CHECKING:
+    from compiler.grid import Grid
+
+SLACK = 64      # bytes of one vector register of the ISA (512 bits)
 
 
 def view_of(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -47,7 +50,7 @@ def round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
-def split(n: int, parts: int, align: int = TILE) -> tuple[int, ...]:
+def split(n: int, parts: int, align: int) -> tuple[int, ...]:
     """Block boundaries 0 = b[0] <= ... <= b[parts] = n, in units of `align`, as even as possible;
     earlier blocks take the extra units, later blocks may be empty."""
     units = -(-n // align)
@@ -61,7 +64,8 @@ def split(n: int, parts: int, align: int = TILE) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the blocks of an R x C view live on a P x Q grid, and how each is stored."""
+    """Where the blocks of an R x C view live on a P x Q grid, and how each is stored
+    (`lanes`: f32 lanes of a vector register, `tile`: the matrix unit's tile edge)."""
 
     rows: int
     cols: int
@@ -70,6 +74,8 @@ class Layout:
     col_axis: str | None
     P: int
     Q: int
+    lanes: int
+    tile: int
     dense: bool = False
     skew: str | None = None
     skew_ab: tuple[int, int] = (1, 1)
@@ -88,11 +94,11 @@ class Layout:
 
     @cached_property
     def row_bounds(self) -> tuple[int, ...]:
-        return split(self.rows, self._parts(self.row_axis))
+        return split(self.rows, self._parts(self.row_axis), self.tile)
 
     @cached_property
     def col_bounds(self) -> tuple[int, ...]:
-        return split(self.cols, self._parts(self.col_axis))
+        return split(self.cols, self._parts(self.col_axis), self.tile)
 
     def _index(self, axis: str | None, i: int, j: int) -> int:
         return 0 if axis is None else (i if axis == "P" else j)
@@ -145,13 +151,13 @@ class Layout:
         """Bytes from one stored row to the next."""
         if self.dense:
             return max(self.cols, 1) * self.itemsize
-        return round_up(max(self.max_cols, 1), LANES) * self.itemsize
+        return round_up(max(self.max_cols, 1), self.lanes) * self.itemsize
 
     @cached_property
     def alloc_rows(self) -> int:
         if self.dense:
             return max(self.max_rows, 1)
-        return round_up(max(self.max_rows, 1), TILE)
+        return round_up(max(self.max_rows, 1), self.tile)
 
     @cached_property
     def nbytes(self) -> int:
@@ -195,10 +201,13 @@ class Layout:
 
 
 def make_layout(shape: tuple[int, ...], dtype: str, row_axis: str | None,
-                col_axis: str | None, P: int, Q: int, dense: bool = False,
+                col_axis: str | None, grid: Grid, dense: bool = False,
                 skew: str | None = None, skew_ab: tuple[int, int] = (1, 1)) -> Layout:
+    """The layout of a value of `shape` on `grid` (which gives P, Q and the machine)."""
     r, c = view_of(shape)
-    return Layout(r, c, dtype, row_axis, col_axis, P, Q, dense, skew, skew_ab)
+    m = grid.machine
+    return Layout(r, c, dtype, row_axis, col_axis, grid.P, grid.Q, m.vector_lanes_f32,
+                  m.mma_dim, dense, skew, skew_ab)
 
 
 @cache

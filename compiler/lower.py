@@ -152,7 +152,7 @@ class Mapper:
 
     def layout(self, shape: tuple[int, ...], dtype: str, ra: str | None, ca: str | None,
                dense: bool = False) -> Layout:
-        return make_layout(shape, dtype, ra, ca, self.grid.P, self.grid.Q, dense)
+        return make_layout(shape, dtype, ra, ca, self.grid, dense)
 
     def default(self, shape: tuple[int, ...], dtype: str) -> Layout:
         if len(shape) >= 2:
@@ -171,7 +171,7 @@ class Mapper:
             for k, skew in ((0, "A"), (1, "B")):
                 if all(u.op is Op.MATMUL and u.inputs[k] is node
                        and u.inputs[1 - k] is not node for u in users):
-                    return make_layout(node.shape, node.dtype, "P", "Q", g.P, g.Q, skew=skew,
+                    return make_layout(node.shape, node.dtype, "P", "Q", g, skew=skew,
                                        skew_ab=choose_skew(g.P))
         modes = set()
         for u in users:

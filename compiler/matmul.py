@@ -25,7 +25,7 @@ nodes relay in the global order too. docs/COMPILER.md gives the argument in full
 `reach` option R > 1 a leg crosses R grid nodes, which `relayb` it on within the round; the
 global order puts a node's own sends on a link before what it forwards on that link.)
 
-Between its sends and receives a node computes: 8 x 8 C tiles in groups that fit the
+Between its sends and receives a node computes: C tiles (mma_dim x mma_dim) in groups that fit the
 accumulators (2 x 4 tiles), one `mmak` per tile per panel, on panels that have arrived, in pieces
 of a group's tile rows sized to the gap (the timing model of docs/TIMING.md runs at compile
 time). So the messages of the next hop travel while the matrix unit works (double buffering:
@@ -34,21 +34,20 @@ every group finishes the panels it has not seen, with loops over the panel slots
 stored in slots in the order they arrive at the node, so those loops run over consecutive slots.
 
 K padding: a partial last tile reads past K, so the owners zero A's columns and B's rows in
-[K, round_up(K, 8)) before anything is sent.
+[K, round_up(K, tile)) before anything is sent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.asmgen import COMM_ADDR, COMM_LEN, Code
+from compiler.asmgen import COMM_ADDR, COMM_LEN, MIN_SCALAR_REGS, Code, E, N, S, W
 from compiler.comm import chunks
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
 from d1isa.errors import D1Error
+from d1isa.machine import OPPOSITE
 
-N, E, S, W = 0, 1, 2, 3
-DIRS = ("N", "E", "S", "W")
 # Registers that hold message addresses and lengths during the exchange, so that forwarding a
 # panel (from where it was received, one round later) needs no new `li`: one address register
 # per direction of travel, and B panels' lengths apart from A's (which use COMM_LEN).
@@ -57,6 +56,8 @@ B_LEN = "r5"
 # Registers the exchange keeps track of (see Code.stick): the above, the mmak step count and
 # the pieces' operand pointers (r2, r3 for A's tile rows, r6.. for B's tile columns).
 STICKY = ("r4", "r5", "r12", "r13", "r11", "r2", "r3", "r6", "r7", "r8", "r9", "r10")
+REG = tuple(f"r{k}" for k in range(MIN_SCALAR_REGS))     # register names, for the tile code
+ACC = tuple(f"a{k}" for k in range(8))
 
 
 @dataclass
@@ -112,7 +113,9 @@ class Matmul(Step):
         A, B = a, b
         self.isz = A.layout.itemsize
         self.mmak = "mmak.bf16" if A.dtype == "bf16" else "mmak.f32"
-        self.tile_bytes = 8 * self.isz         # one tile row of an operand
+        self.tile = machine.mma_dim
+        self.lanes = machine.vector_lanes_f32
+        self.tile_bytes = self.tile * self.isz      # one tile row of an operand
         acc = min(machine.accumulators, 8)
         self.gr, self.gc = {8: (2, 4), 7: (2, 3), 6: (2, 3), 5: (1, 5), 4: (2, 2), 3: (1, 3),
                             2: (1, 2), 1: (1, 1)}[acc]
@@ -146,13 +149,13 @@ class Matmul(Step):
             where = {LB.block_index(i, j)[0]: i for i in range(g.P)}
             self.owner_b.append([where[self.kb[p]] for p in range(len(self.panels))])
         self.direct = set(kb) <= set(ka)
-        kwmax = max((k1 - k0 for k0, k1 in self.panels), default=8)
-        self.sa_slot = LA.stride if self.direct else round_up(kwmax, 16) * self.isz
+        kwmax = max((k1 - k0 for k0, k1 in self.panels), default=self.tile)
+        self.sa_slot = LA.stride if self.direct else round_up(kwmax, self.lanes) * self.isz
         if self.sa_slot > 0xFFFF:
             raise D1Error(f"matmul '{self.label}': panel rows of {self.sa_slot} bytes exceed "
                           "the mma stride field")
         self.slot_a_bytes = LA.alloc_rows * self.sa_slot
-        self.slot_b_bytes = round_up(kwmax, 8) * LB.stride
+        self.slot_b_bytes = round_up(kwmax, self.tile) * LB.stride
         self.nodes: dict[tuple[int, int], _Node] = {}
         na = nb = 0
         for i in range(g.P):
@@ -219,7 +222,7 @@ class Matmul(Step):
         if nc <= 0:
             return 0
         k0, k1 = self.panels[p]
-        return round_up(k1 - k0, 8) * self.ins[1].layout.stride
+        return round_up(k1 - k0, self.tile) * self.ins[1].layout.stride
 
     # ---- emission -----------------------------------------------------------------------------
 
@@ -255,7 +258,7 @@ class Matmul(Step):
                 # Relay nodes before the first grid node only relay, in the global order.
                 h = 0
                 while m.hops[h][1] is None:
-                    ctx.code(m.hops[h][0]).relay((m.d + 2) % 4, m.d)
+                    ctx.code(m.hops[h][0]).relay(OPPOSITE[m.d], m.d)
                     t = sim.relay(m.hops[h][0], t, m.d, m.nbytes, 0)
                     h += 1
                 m.h0, m.t = h, t
@@ -265,7 +268,7 @@ class Matmul(Step):
                 known.setdefault(m.hops[m.h0][0], []).append(m.t)
             first: set[int] = set()
             for m in here:
-                back = (m.d + 2) % 4
+                back = OPPOSITE[m.d]
                 t = m.t
                 for h in range(m.h0, len(m.hops)):
                     nid, node, addr = m.hops[h]
@@ -435,20 +438,21 @@ class Matmul(Step):
     # ---- padding and packing ------------------------------------------------------------------
 
     def _sanitize(self, ctx: Ctx) -> None:
-        """Zero A's columns and B's rows in [K, round_up(K, 8)) where they are stored."""
+        """Zero A's columns and B's rows in [K, round_up(K, tile)) where they are stored."""
         A, B = self.ins
         K = A.layout.cols
-        if K % 8 == 0:
+        t = self.tile
+        if K % t == 0:
             return
         g = ctx.grid
         for i in range(g.P):
             for j in range(g.Q):
                 r0, r1, c0, c1 = A.layout.block(i, j)
-                if c0 < K <= c1 + 7 and c1 == K and r1 > r0:
+                if c0 < K <= c1 + t - 1 and c1 == K and r1 > r0:
                     zero_cols(ctx.gcode(i, j), A, r1 - r0, K - c0)
                 r0, r1, c0, c1 = B.layout.block(i, j)
                 if r1 == K and c1 > c0 and r1 > r0:
-                    zero_rows(ctx.gcode(i, j), B, K - r0, round_up(K - r0, 8))
+                    zero_rows(ctx.gcode(i, j), B, K - r0, round_up(K - r0, t))
 
     def _pack(self, ctx: Ctx) -> None:
         from compiler.comm import copy_rect
@@ -466,7 +470,7 @@ class Matmul(Step):
                     k0, k1 = self.panels[p]
                     src = A.addr + (k0 - A.layout.col_bounds[self.ka[p]]) * self.isz
                     copy_rect(ctx.gcode(i, j), src, A.layout.stride, self._send_a_addr(nd, p),
-                              self.sa_slot, nr, round_up(k1 - k0, 8), A.dtype, True)
+                              self.sa_slot, nr, round_up(k1 - k0, self.tile), A.dtype, True)
 
     # ---- the naive variant --------------------------------------------------------------------
 
@@ -483,11 +487,11 @@ class Matmul(Step):
                 if nr <= 0 or nc <= 0:
                     continue
                 code = ctx.gcode(i, j)
-                if K % 8:
+                if K % self.tile:
                     zero_cols(code, A, nr, K)
-                    zero_rows(code, B, K, round_up(K, 8))
-                steps = -(-K // 8)
-                for tiles in _groups(nr, nc, self.gr, self.gc):
+                    zero_rows(code, B, K, round_up(K, self.tile))
+                steps = -(-K // self.tile)
+                for tiles in _groups(nr, nc, self.gr, self.gc, self.tile):
                     self._tiles_zero(code, tiles)
                     self._piece(code, tiles, A.addr, A.layout.stride, B.addr, B.layout.stride,
                                 steps)
@@ -496,18 +500,17 @@ class Matmul(Step):
     # ---- code for tiles -----------------------------------------------------------------------
 
     def _tiles_zero(self, code: Code, tiles: list[tuple[int, int]]) -> None:
-        code.ops([f"  acc.zero a{a}" for a in range(len(tiles))])
+        code.ops("acc.zero", [(ACC[a],) for a in range(len(tiles))])
 
     def _tiles_store(self, code: Code, tiles: list[tuple[int, int]], load: bool = False
                      ) -> None:
         C = self.out
         st = C.layout.stride
         op = "acc.ld" if load else "acc.st"
-        out = []
+        t = self.tile
         for a, (rt, ct) in enumerate(tiles):
-            out.append(f"  li r1, {C.addr + rt * 8 * st + ct * 32}")
-            out.append(f"  {op} a{a}, r1, {st}")
-        code.ops(out)
+            code.op("li", "r1", C.addr + rt * t * st + ct * t * C.layout.itemsize)
+            code.op(op, ACC[a], "r1", st)
 
     def _piece(self, code: Code, tiles: list[tuple[int, int]], a_addr: int, sa: int,
                b_addr: int, sb: int, steps: int, accs: list[int] | None = None,
@@ -520,15 +523,15 @@ class Matmul(Step):
         cts = cts or sorted({ct for _, ct in tiles})
         for k, rt in enumerate(rts):
             if any(t[0] == rt for t in tiles):
-                code.li(f"r{2 + k}", a_addr + rt * 8 * sa)
+                code.li(f"r{2 + k}", a_addr + rt * self.tile * sa)
         for k, ct in enumerate(cts):
             if any(t[1] == ct for t in tiles):
                 code.li(f"r{6 + k}", b_addr + ct * self.tile_bytes)
         code.li("r11", steps)
         mm = self.mmak
         accs = accs or list(range(len(tiles)))
-        code.ops([f"  {mm} a{a}, r{2 + rts.index(rt)}, r{6 + cts.index(ct)}, r11, {sa}, {sb}"
-                  for a, (rt, ct) in zip(accs, tiles, strict=True)])
+        code.ops(mm, [(ACC[a], REG[2 + rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
+                      for a, (rt, ct) in zip(accs, tiles, strict=True)])
 
     def _slot_loop(self, code: Code, tiles: list[tuple[int, int]], nd: _Node, s0: int, s1: int,
                    steps: int) -> None:
@@ -546,26 +549,29 @@ class Matmul(Step):
         a0 = self.temps[0].addr + s0 * self.slot_a_bytes
         b0 = self.temps[1].addr + s0 * self.slot_b_bytes
         for k, rt in enumerate(rts):
-            code.li(f"r{2 + k}", a0 + rt * 8 * sa)
+            code.li(f"r{2 + k}", a0 + rt * self.tile * sa)
         for k, ct in enumerate(cts):
             code.li(f"r{6 + k}", b0 + ct * self.tile_bytes)
         code.li("r11", steps)
 
         mm = self.mmak
-        lines = [f"  {mm} a{a}, r{2 + rts.index(rt)}, r{6 + cts.index(ct)}, r11, {sa}, {sb}"
+
+        mmaks = [(ACC[a], REG[2 + rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
                  for a, (rt, ct) in enumerate(tiles)]
-        lines += [f"  addi r{2 + k}, r{2 + k}, {self.slot_a_bytes}" for k in range(len(rts))]
-        lines += [f"  addi r{6 + k}, r{6 + k}, {self.slot_b_bytes}" for k in range(len(cts))]
+        steps_ab = ([(REG[2 + k], REG[2 + k], self.slot_a_bytes) for k in range(len(rts))]
+                    + [(REG[6 + k], REG[6 + k], self.slot_b_bytes) for k in range(len(cts))])
 
         def body() -> None:
-            code.ops(lines)
+            code.ops(mm, mmaks)
+            code.ops("addi", steps_ab)
 
         code.counted("r12", s1 - s0, body)
 
 
-def _groups(nr: int, nc: int, gr: int, gc: int) -> list[list[tuple[int, int]]]:
-    """C tiles of an nr x nc block in groups of at most gr x gc (one accumulator each)."""
-    mt, nt = -(-nr // 8), -(-nc // 8)
+def _groups(nr: int, nc: int, gr: int, gc: int, tile: int) -> list[list[tuple[int, int]]]:
+    """C tiles (tile x tile) of an nr x nc block in groups of at most gr x gc (one accumulator
+    each)."""
+    mt, nt = -(-nr // tile), -(-nc // tile)
     out = []
     for r0 in range(0, mt, gr):
         for c0 in range(0, nt, gc):
@@ -581,7 +587,8 @@ class _Work:
     def __init__(self, mm: Matmul, nd: _Node) -> None:
         self.mm = mm
         self.nd = nd
-        self.groups = _groups(nd.nr, nd.nc, mm.gr, mm.gc) if nd.nr > 0 and nd.nc > 0 else []
+        self.groups = (_groups(nd.nr, nd.nc, mm.gr, mm.gc, mm.tile) if nd.nr > 0 and nd.nc > 0
+                       else [])
         self.rows = [sorted({rt for rt, _ in tiles}) for tiles in self.groups]
         self.cols = [sorted({ct for _, ct in tiles}) for tiles in self.groups]
         self.have_a = {p for p in range(len(mm.panels)) if mm.owner_a[nd.i][p] == nd.j}
@@ -602,7 +609,7 @@ class _Work:
 
     def _steps(self, p: int) -> int:
         k0, k1 = self.mm.panels[p]
-        return -(-(k1 - k0) // 8)
+        return -(-(k1 - k0) // self.mm.tile)
 
     def _left(self, g: int, p: int) -> list[int]:
         """Tile rows of group g still to do on panel p."""
@@ -762,19 +769,20 @@ class _Timing:
 
 
 def zero_cols(code: Code, v: Value, nrows: int, kc: int) -> None:
-    """Zero columns [kc, round_up(kc, 16)) of the first nrows rows of v's block."""
-    if kc % 16 == 0 or nrows <= 0:
+    """Zero columns [kc, round_up(kc, lanes)) of the first nrows rows of v's block."""
+    lanes = code.lanes
+    if kc % lanes == 0 or nrows <= 0:
         return
     size = v.layout.itemsize
-    off = (kc // 16) * 16 * size
-    code.lane_mask("v14", kc % 16, "v13")
+    off = (kc // lanes) * lanes * size
+    code.lane_mask("v14", kc % lanes, "v13")
     code.li("r1", v.addr + off)
 
     def row() -> None:
         code.vload("v0", "r1", 0, v.dtype)
-        code.op("vand v0, v0, v14")
+        code.op("vand", "v0", "v0", "v14")
         code.vstore("v0", "r1", 0, v.dtype)
-        code.op(f"addi r1, r1, {v.layout.stride}")
+        code.op("addi", "r1", "r1", v.layout.stride)
 
     code.counted("r2", nrows, row)
 
@@ -783,10 +791,11 @@ def zero_rows(code: Code, v: Value, r0: int, r1: int) -> None:
     """Zero whole stored rows [r0, r1) of v's block."""
     if r1 <= r0:
         return
-    code.op("vbcasti v0, 0x00000000")
+    code.op("vbcasti", "v0", 0)
     code.li("r1", v.addr + r0 * v.layout.stride)
-    nv = v.layout.stride // 64
+    vb = code.vbytes
+    nv = v.layout.stride // vb
     for _ in range(r1 - r0):
         for k in range(nv):
-            code.op(f"vst v0, [r1+{64 * k}]")
-        code.op(f"addi r1, r1, {v.layout.stride}")
+            code.op("vst", "v0", ("r1", vb * k))
+        code.op("addi", "r1", "r1", v.layout.stride)

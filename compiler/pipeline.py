@@ -6,11 +6,13 @@
     map       kernel ops -> steps over distributed values     (compiler.lower.map_to_mesh)
     schedule  step order, dead steps dropped, liveness        (compiler.alloc)
     allocate  one SRAM address per value, same on all nodes   (compiler.alloc)
-    emit      per-node assembly with line table and layouts   (compiler.emit)
+    emit      per-node programs as checked instruction data   (compiler.emit)
 
-and then the assembler turns the text into the object. `--emit ast|ir|asm` stops after parse,
-check or emit and prints that stage (`emit_stage`); the asm re-assembles with `d1 asm` to the
-same object. The IR is verified after `check` (`CompileOptions.verify`).
+and then `link` lays the programs out into the object with the assembler's layout code
+(d1isa.asm.layout; the `assemble` lap in `Compiled.seconds`): no assembly text is written or
+parsed. `--emit ast|ir|asm` stops after parse, check or emit and prints that stage
+(`emit_stage`); the asm is written from the same instruction data and re-assembles with `d1 asm`
+to the same object. The IR is verified after `check` (`CompileOptions.verify`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ from compiler.alloc import allocate, schedule
 from compiler.asmgen import check_machine
 from compiler.ast import format_ast
 from compiler.check import check
-from compiler.emit import assembly_text, emit_program
+from compiler.emit import Emitted, assembly_text, collect, emit_program, link
 from compiler.grid import Grid, choose_grid
 from compiler.ir import Graph, format_ir, verify
 from compiler.lower import lower, map_to_mesh
 from compiler.parse import parse
 from compiler.plan import Ctx
-from d1isa.asm import assemble
 from d1isa.errors import D1Error
 from d1isa.machine import Machine, default_machine
 from d1isa.objfile import ObjectFile
@@ -98,16 +99,21 @@ class Compiled:
 
     graph: Graph
     grid: Grid
-    asm: str
+    emitted: Emitted
     obj: ObjectFile | None
     sram_peak: int
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def asm(self) -> str:
+        """The program as `.d1s` text (written on demand)."""
+        return assembly_text(self.emitted)
 
 
 def compile_text(text: str, machine: Machine | None = None, filename: str = "<string>",
                  options: CompileOptions | None = None, assemble_object: bool = True
                  ) -> Compiled:
-    """Run the whole pipeline."""
+    """Run the whole pipeline (with assemble_object False, stop before linking)."""
     machine = machine or default_machine()
     options = options or CompileOptions()
     check_machine(machine)
@@ -128,7 +134,7 @@ def compile_text(text: str, machine: Machine | None = None, filename: str = "<st
     t.lap("schedule")
     peak = allocate(sched, machine.sram_bytes, filename, text)
     t.lap("allocate")
-    ctx = Ctx(machine, grid, options)
+    ctx = Ctx(machine, grid, options, filename)
     emit_program(ctx, sched.steps)
     out_names = [o.name for o in graph.outputs]
     tensors = []
@@ -150,13 +156,13 @@ def compile_text(text: str, machine: Machine | None = None, filename: str = "<st
         "regions": [{"op": st.kind, "name": st.label, "line": st.loc[0], "col": st.loc[1]}
                     for st in sched.steps],
     }
-    asm = assembly_text(machine, grid, ctx.progs, filename, text, tensors, meta)
+    emitted = collect(ctx, filename, text, tensors, meta)
     t.lap("emit")
     obj = None
     if assemble_object:
-        obj = assemble(asm, _asm_name(filename), machine)
+        obj = link(emitted)
         t.lap("assemble")
-    return Compiled(graph, grid, asm, obj, peak, t.laps)
+    return Compiled(graph, grid, emitted, obj, peak, t.laps)
 
 
 def compile_source(text: str, machine: Machine | None = None, filename: str = "<string>",
@@ -192,10 +198,6 @@ def emit_stage(text: str, stage: str, machine: Machine | None = None,
     if stage == "asm":
         return compile_text(text, machine, filename, options, assemble_object=False).asm
     raise D1Error(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
-
-
-def _asm_name(filename: str) -> str:
-    return filename[:-4] + ".d1s" if filename.endswith(".d1k") else filename + ".d1s"
 
 
 class _Timer:

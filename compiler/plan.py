@@ -8,7 +8,8 @@ N-d fallback kernel. Each step records the DSL position of the IR node that caus
 instruction it emits maps back to the source; scratch buffers a step needs are `Value`s too, so
 the allocator treats them like any other short-lived value.
 
-`Ctx` is what the emitters share: the machine, the grid, the options, and one `Code` per live
+`Ctx` is what the emitters share: the machine, the grid, the options, the program's
+instruction set (`InstrSet`: every instruction checked and encoded once), and one `Code` per live
 node. Steps append to those programs in the global step order, which is what makes the whole
 program deadlock-free: every step's messages are ordered the same way on every node (see
 compiler.comm).
@@ -23,6 +24,7 @@ from compiler.asmgen import Code
 from compiler.grid import Grid
 from compiler.ir import Node, Op
 from compiler.layout import SLACK, Layout, view_of
+from d1isa.asm.program import InstrSet
 from d1isa.machine import Machine
 
 
@@ -83,19 +85,24 @@ class Step:
 
 @dataclass
 class Ctx:
-    """Shared state of the emit pass."""
+    """Shared state of the emit pass (`filename` names the DSL source in errors)."""
 
     machine: Machine
     grid: Grid
     options: Any
+    filename: str = ""
     progs: dict[int, Code] = field(default_factory=dict)
     loc: tuple[int, int] = (0, 0)
+    instrs: InstrSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.instrs = InstrSet(self.machine, 0, self.filename or None)
 
     def code(self, nid: int) -> Code:
         """The program of live node `nid`, positioned at the current step's source location."""
         c = self.progs.get(nid)
         if c is None:
-            c = self.progs[nid] = Code()
+            c = self.progs[nid] = Code(self.instrs)
         c.at(self.loc)
         return c
 
