@@ -34,6 +34,17 @@ S = DIRECTIONS.index("S")
 W = DIRECTIONS.index("W")
 
 
+class CompilerLimit(D1Error):
+    """A program the language allows but this compiler cannot map (a matmul row too long for
+    the mma stride field, a fused expression needing more registers than there are). The
+    pipeline reports it at the statement that caused it, as
+    `file:line:col: error: ... (a limit of this compiler: LIMIT)`."""
+
+    def __init__(self, message: str, limit: str, loc: tuple[int, int] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.limit, self.loc = message, limit, loc
+
+
 def check_machine(m: Machine) -> None:
     """The compiler's register needs; a clear error for a machine that cannot meet them."""
     if m.scalar_regs < MIN_SCALAR_REGS or m.vector_regs < MIN_VECTOR_REGS:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from compiler.asmgen import Code
+from compiler.asmgen import Code, CompilerLimit
 from compiler.grid import Grid
 from compiler.layout import flat_boxes
 from compiler.plan import Ctx, Step, Value
@@ -121,7 +121,12 @@ def emit_program(ctx: Ctx, steps: list[Step]) -> None:
     """Run every step's emitter in order: the global message order of the whole program."""
     for st in steps:
         ctx.loc = st.loc
-        st.emit(ctx)
+        try:
+            st.emit(ctx)
+        except CompilerLimit as e:
+            if e.loc is None:
+                e.loc = st.loc
+            raise
 
 
 def collect(ctx: Ctx, filename: str, source: str,

@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.asmgen import Code, f32_bits
+from compiler.asmgen import Code, CompilerLimit, f32_bits
 from compiler.comm import allreduce
 from compiler.ir import Op
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
-from d1isa.errors import D1Error
 
 NEG_INF = 0xFF800000
 ZERO = 0x00000000
@@ -135,8 +134,11 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
 
         def new() -> str:
             if not free:
-                raise D1Error(f"the fused expression of '{st.label}' needs more vector "
-                              f"registers than the machine's {nv_regs}")
+                raise CompilerLimit(f"the fused expression of '{st.label}' needs more vector "
+                                    f"registers than the machine's {nv_regs}",
+                                    "a fused elementwise expression keeps its temporaries in "
+                                    "vector registers; split it into several statements",
+                                    st.loc)
             r = free.pop()
             temps.add(r)
             return r

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from compiler.asmgen import CompilerLimit
 from compiler.comm import Redistribute
 from compiler.grid import Grid
 from compiler.ir import Graph, Node, Op
@@ -217,7 +218,12 @@ class Mapper:
 
     def run(self, kops: list[KOp]) -> list[Step]:
         for k in kops:
-            getattr(self, "_" + k.kind)(k)
+            try:
+                getattr(self, "_" + k.kind)(k)
+            except CompilerLimit as e:
+                if e.loc is None:
+                    e.loc = self._loc(k.node)
+                raise
         return self.steps
 
     def _input(self, k: KOp) -> None:

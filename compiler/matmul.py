@@ -41,11 +41,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.asmgen import COMM_ADDR, COMM_LEN, MIN_SCALAR_REGS, Code, E, N, S, W
+from compiler.asmgen import COMM_ADDR, COMM_LEN, MIN_SCALAR_REGS, Code, CompilerLimit, E, N, S, W
 from compiler.comm import chunks
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
-from d1isa.errors import D1Error
 from d1isa.machine import OPPOSITE
 
 # Registers that hold message addresses and lengths during the exchange, so that forwarding a
@@ -122,8 +121,10 @@ class Matmul(Step):
         for what, stride in (("A", A.layout.stride), ("B", B.layout.stride),
                              ("C", out.layout.stride)):
             if stride > 0xFFFF:
-                raise D1Error(f"matmul '{label}': a row of {what} is {stride} bytes per node; "
-                              "the mma instructions' row stride field holds at most 65535")
+                raise CompilerLimit(f"matmul '{label}': a row of {what} is {stride:,} bytes "
+                                    "per node", "the mma instructions' row stride field holds "
+                                    "at most 65,535 bytes; use a wider grid or split the "
+                                    "matmul", loc)
         if mode == "summa":
             self._plan()
 
@@ -152,8 +153,9 @@ class Matmul(Step):
         kwmax = max((k1 - k0 for k0, k1 in self.panels), default=self.tile)
         self.sa_slot = LA.stride if self.direct else round_up(kwmax, self.lanes) * self.isz
         if self.sa_slot > 0xFFFF:
-            raise D1Error(f"matmul '{self.label}': panel rows of {self.sa_slot} bytes exceed "
-                          "the mma stride field")
+            raise CompilerLimit(f"matmul '{self.label}': panel rows of {self.sa_slot:,} bytes",
+                                "the mma instructions' row stride field holds at most 65,535 "
+                                "bytes", self.loc)
         self.slot_a_bytes = LA.alloc_rows * self.sa_slot
         self.slot_b_bytes = round_up(kwmax, self.tile) * LB.stride
         self.nodes: dict[tuple[int, int], _Node] = {}

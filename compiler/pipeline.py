@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from compiler.alloc import allocate, schedule
-from compiler.asmgen import check_machine
+from compiler.asmgen import CompilerLimit, check_machine
 from compiler.ast import format_ast
 from compiler.check import check
 from compiler.emit import Emitted, assembly_text, collect, emit_program, link
@@ -31,7 +31,7 @@ from compiler.ir import Graph, format_ir, verify
 from compiler.lower import lower, map_to_mesh
 from compiler.parse import parse
 from compiler.plan import Ctx
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine, default_machine
 from d1isa.objfile import ObjectFile
 
@@ -117,6 +117,16 @@ def compile_text(text: str, machine: Machine | None = None, filename: str = "<st
     machine = machine or default_machine()
     options = options or CompileOptions()
     check_machine(machine)
+    try:
+        return _compile(text, machine, filename, options, assemble_object)
+    except CompilerLimit as e:
+        line, col = e.loc or (1, 1)
+        raise SourceError.at(filename, text, line or 1, col or 1,
+                             f"{e.message} (a limit of this compiler: {e.limit})") from None
+
+
+def _compile(text: str, machine: Machine, filename: str, options: CompileOptions,
+             assemble_object: bool) -> Compiled:
     t = _Timer()
     program = parse(text, filename)
     t.lap("parse")

@@ -80,3 +80,19 @@ def test_object_errors_name_the_file_and_no_python_exception(changes):
     assert msg.startswith("k.d1o: ")
     for word in ("TypeError", "KeyError", "ValueError", "IndexError", "Traceback"):
         assert word not in msg
+
+
+def test_a_compiler_limit_is_reported_at_its_statement():
+    text = ("input a: f32[8, 20000]\n"
+            "input b: f32[20000, 8]\n"
+            "c = a @ b\n"
+            "output c\n")
+    m = load_machine(mesh="1x1", overrides={"sram_bytes": 1 << 24})
+    with pytest.raises(SourceError) as e:
+        compiler.compile_source(text, m, "wide.d1k")
+    (d,) = e.value.diagnostics
+    assert (d.file, d.line, d.source_line) == ("wide.d1k", 3, "c = a @ b")
+    assert "matmul 'c': a row of A is 80,000 bytes per node" in d.message
+    assert d.message.endswith("(a limit of this compiler: the mma instructions' row stride "
+                              "field holds at most 65,535 bytes; use a wider grid or split the "
+                              "matmul)")
