@@ -100,8 +100,28 @@ class Input(Span):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Param(Span):
+    """`param NAME: DTYPE[D0, ...]` with an optional `= INIT`. The init stays an expression here
+    (a number, `glorot` or `normal(STD)` is what the checker accepts), so a bad one can be
+    pointed at."""
+
+    name: Name
+    dtype: Name
+    dims: tuple[Number, ...]
+    init: Expr | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Assign(Span):
     """`NAME = EXPR`."""
+
+    target: Name
+    value: Expr
+
+
+@dataclass(frozen=True, kw_only=True)
+class Update(Span):
+    """`update NAME = EXPR`: the value param NAME holds after the run."""
 
     target: Name
     value: Expr
@@ -114,7 +134,7 @@ class Output(Span):
     names: tuple[Name, ...]
 
 
-Stmt = Input | Assign | Output
+Stmt = Input | Param | Assign | Update | Output
 
 
 @dataclass(frozen=True)
@@ -150,8 +170,14 @@ def format_ast(program: Program) -> str:
         if isinstance(s, Input):
             dims = ", ".join(d.text for d in s.dims)
             lines.append(f"{where:>7}  input {s.name.id}: {s.dtype.id}[{dims}]")
+        elif isinstance(s, Param):
+            dims = ", ".join(d.text for d in s.dims)
+            init = "" if s.init is None else f" = {format_expr(s.init)}"
+            lines.append(f"{where:>7}  param {s.name.id}: {s.dtype.id}[{dims}]{init}")
         elif isinstance(s, Assign):
             lines.append(f"{where:>7}  {s.target.id} = {format_expr(s.value)}")
+        elif isinstance(s, Update):
+            lines.append(f"{where:>7}  update {s.target.id} = {format_expr(s.value)}")
         else:
             lines.append(f"{where:>7}  output {', '.join(n.id for n in s.names)}")
     return "\n".join(lines)

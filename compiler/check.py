@@ -5,6 +5,10 @@ every diagnostic goes into a list, and the whole list is raised as one `SourceEr
 A statement with an error binds its name to POISON, and any expression that reads a poisoned
 value is silently poisoned too, so one mistake yields one message rather than a cascade.
 
+A `param` is declared like an input and read like one; `update NAME = EXPR` records the value
+the param holds after the run (`Graph.updates`). `grad(L, p)` becomes a `grad` node here; the
+next pass, `compiler.grad.differentiate`, replaces it by the backward pass.
+
 Number literals are not tensors. Arithmetic on literals alone is folded here in double
 precision; a literal (or folded constant) that meets a tensor becomes a `const` splat of the
 tensor's dtype. `c = 0.125` binds a named constant that behaves exactly like the literal.
@@ -24,8 +28,10 @@ from compiler.ir import (
     MAX_INPUT_DIMS,
     Graph,
     GraphBuilder,
+    Init,
     Node,
     Op,
+    Update,
     broadcast_shape,
     format_shape,
     format_type,
@@ -54,7 +60,7 @@ class Builtin:
     """One builtin function: how it is called and which op it lowers to."""
 
     name: str
-    kind: str      # "unary", "binary", "reduce", "softmax", "transpose" or "cast"
+    kind: str      # "unary", "binary", "reduce", "softmax", "transpose", "cast" or "grad"
     op: Op
     usage: str
 
@@ -66,16 +72,21 @@ BUILTINS = {b.name: b for b in (
     Builtin("sigmoid", "unary", Op.SIGMOID, "sigmoid(x)"),
     Builtin("sqrt", "unary", Op.SQRT, "sqrt(x)"),
     Builtin("abs", "unary", Op.ABS, "abs(x)"),
+    Builtin("log", "unary", Op.LOG, "log(x)"),
     Builtin("maximum", "binary", Op.MAXIMUM, "maximum(a, b)"),
     Builtin("minimum", "binary", Op.MINIMUM, "minimum(a, b)"),
-    Builtin("sum", "reduce", Op.SUM, "sum(x, axis=K)"),
-    Builtin("max", "reduce", Op.MAX, "max(x, axis=K)"),
-    Builtin("mean", "reduce", Op.MEAN, "mean(x, axis=K)"),
+    Builtin("sum", "reduce", Op.SUM, "sum(x) or sum(x, axis=K, keepdims=0|1)"),
+    Builtin("max", "reduce", Op.MAX, "max(x) or max(x, axis=K, keepdims=0|1)"),
+    Builtin("mean", "reduce", Op.MEAN, "mean(x) or mean(x, axis=K, keepdims=0|1)"),
     Builtin("softmax", "softmax", Op.SOFTMAX, "softmax(x, axis=K)"),
+    Builtin("log_softmax", "softmax", Op.LOG_SOFTMAX, "log_softmax(x, axis=K)"),
     Builtin("transpose", "transpose", Op.TRANSPOSE, "transpose(x)"),
     Builtin("cast", "cast", Op.CAST, "cast(x, bf16) or cast(x, f32)"),
+    Builtin("grad", "grad", Op.GRAD, "grad(L, p) with L a 0-d value and p a param or input"),
 )}
-KEYWORDS = ("input", "output")
+KEYWORDS = ("input", "output", "param", "update")
+# The initial values a param declaration accepts besides a number literal.
+INIT_FORMS = "a number literal, glorot or normal(STD)"
 RESERVED = frozenset(BUILTINS) | frozenset(DTYPES) | frozenset(KEYWORDS)
 
 BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
@@ -86,7 +97,7 @@ def _fold_unary(op: Op, v: float) -> float:
     result = {
         Op.NEG: lambda: -x, Op.ABS: lambda: abs(x), Op.RELU: lambda: max(x, 0.0),
         Op.EXP: lambda: np.exp(x), Op.TANH: lambda: np.tanh(x), Op.SQRT: lambda: np.sqrt(x),
-        Op.SIGMOID: lambda: 1.0 / (1.0 + np.exp(-x)),
+        Op.SIGMOID: lambda: 1.0 / (1.0 + np.exp(-x)), Op.LOG: lambda: np.log(x),
     }[op]
     with np.errstate(all="ignore"):
         return float(result())
@@ -105,7 +116,7 @@ def _fold_binary(op: Op, a: float, b: float) -> float:
 class Binding:
     value: Value
     line: int
-    kind: str      # "input", "value" or "const"
+    kind: str      # "input", "param", "value" or "const"
 
 
 def check(program: ast.Program, machine: Machine | None, filename: str, text: str) -> Graph:
@@ -123,6 +134,8 @@ class _Checker:
         self.env: dict[str, Binding] = {}
         self.builder = GraphBuilder()
         self.first_binding: dict[str, int] = {}
+        self.updates: list[Update] = []
+        self.updated: dict[str, int] = {}
         self.line = 0
         # Nodes a statement created that stand for something the user wrote (not the implicit
         # broadcasts, widening casts and splats), with the span to blame if one is too large.
@@ -132,32 +145,35 @@ class _Checker:
 
     def run(self, program: ast.Program) -> Graph:
         for s in program.statements:
-            if isinstance(s, ast.Input | ast.Assign):
-                target = s.name if isinstance(s, ast.Input) else s.target
-                self.first_binding.setdefault(target.id, s.line)
+            if isinstance(s, ast.Input | ast.Param | ast.Assign):
+                self.first_binding.setdefault(_bound_name(s).id, s.line)
         outputs: list[ast.Name] = []
+        has_updates = False
         for s in program.statements:
             self.line = s.line
             if isinstance(s, ast.Output):
                 outputs.extend(s.names)
                 continue
             try:
-                if isinstance(s, ast.Input):
-                    self.declare_input(s)
+                if isinstance(s, ast.Input | ast.Param):
+                    self.declare(s)
+                elif isinstance(s, ast.Update):
+                    has_updates = True
+                    self.update(s)
                 else:
                     self.bind(s)
             except RecursionError:
                 self.error(s, "expression is nested too deeply to compile")
-                target = s.name if isinstance(s, ast.Input) else s.target
-                self.env.setdefault(target.id, Binding(POISON, s.line, "value"))
+                if not isinstance(s, ast.Update):
+                    self.env.setdefault(_bound_name(s).id, Binding(POISON, s.line, "value"))
         result = self.resolve_outputs(outputs)
-        if self.diagnostics or not outputs:
+        if self.diagnostics or not (outputs or has_updates):
             ordered = sorted(self.diagnostics, key=lambda d: (d.line, d.col))
-            if not outputs:
+            if not (outputs or has_updates):
                 ordered.append(Diagnostic(self.filename, 1, 1, "the program has no outputs; "
                                           "mark results with 'output NAME'"))
             raise SourceError(ordered)
-        graph = self.builder.finish(result, self.filename)
+        graph = self.builder.finish(result, self.filename, self.updates)
         verify(graph)
         return graph
 
@@ -172,33 +188,129 @@ class _Checker:
 
     # ---- statements ---------------------------------------------------------------------------
 
-    def declare_input(self, s: ast.Input) -> None:
+    def declare(self, s: ast.Input | ast.Param) -> None:
+        """`input NAME: DTYPE[...]` or `param NAME: DTYPE[...] [= INIT]`."""
         name = s.name.id
-        ok = self.check_new_name(s.name, is_input=True)
+        kind = "input" if isinstance(s, ast.Input) else "param"
+        ok = self.check_new_name(s.name, kind)
         if s.dtype.id not in DTYPES:
             self.error(s.dtype, f"unknown dtype '{s.dtype.id}'; the dtypes are f32 and bf16")
             ok = False
         if not 1 <= len(s.dims) <= MAX_INPUT_DIMS:
-            self.error(s.dtype, f"an input has 1 to {MAX_INPUT_DIMS} dimensions, "
+            article = "an" if kind == "input" else "a"
+            self.error(s.dtype, f"{article} {kind} has 1 to {MAX_INPUT_DIMS} dimensions, "
                                 f"got {len(s.dims)}")
             ok = False
         for d in s.dims:
             if not d.text.isdigit() or int(d.text) < 1:
                 self.error(d, f"a dimension must be a positive integer, got '{d.text}'")
                 ok = False
+        init = None
+        if isinstance(s, ast.Param):
+            init = self.param_init(s, ok)
+            ok = ok and init is not None
         if name in self.env:
             return
         if not ok:
-            self.env[name] = Binding(POISON, s.line, "input")
+            self.env[name] = Binding(POISON, s.line, kind)
             return
-        node = self.builder.add(Op.INPUT, shape=tuple(int(d.text) for d in s.dims),
-                                dtype=s.dtype.id, name=name, line=s.name.line, col=s.name.col)
-        self.env[name] = Binding(node, s.line, "input")
+        node = self.builder.add(Op.INPUT if kind == "input" else Op.PARAM,
+                                shape=tuple(int(d.text) for d in s.dims), dtype=s.dtype.id,
+                                init=init, name=name, line=s.name.line, col=s.name.col)
+        self.env[name] = Binding(node, s.line, kind)
         self.check_size(node, s.name)
+
+    def param_init(self, s: ast.Param, shape_ok: bool) -> Init | None:
+        """The `Init` of a param declaration (its default if it has none), or None after an
+        error. A dtype or shape error leaves the init unchecked where it depends on them."""
+        e, ndim = s.init, len(s.dims)
+        if e is None:
+            return Init("glorot") if ndim >= 2 else Init("const", 0.0)
+        if isinstance(e, ast.Number):
+            if not math.isfinite(e.value):
+                self.error(e, f"number '{e.text}' is too large")
+                return None
+            dtype = s.dtype.id if s.dtype.id in DTYPES else "f32"
+            return Init("const", round_scalar(e.value, dtype))
+        if isinstance(e, ast.Name) and e.id == "glorot":
+            if ndim < 2 and shape_ok:
+                self.error(e, f"glorot scales by the last two axes, so it needs a param with "
+                              f"2 or more dimensions, got {ndim}; use a number or normal(STD)")
+                return None
+            return Init("glorot")
+        if isinstance(e, ast.Call) and e.func == "normal":
+            if e.keywords or len(e.args) != 1:
+                self.error(e, "normal takes one argument, the standard deviation: normal(STD)")
+                return None
+            std = e.args[0]
+            if not (isinstance(std, ast.Number) and math.isfinite(std.value)
+                    and std.value >= 0):
+                self.error(std, "the standard deviation of normal(STD) must be a non-negative "
+                                "number literal")
+                return None
+            return Init("normal", std.value)
+        self.error(e, f"a param's initial value is {INIT_FORMS}")
+        return None
+
+    def update(self, s: ast.Update) -> None:
+        """`update NAME = EXPR`: NAME must be a param declared above, updated once; EXPR must
+        have its shape and dtype, or be f32 for a bf16 param (then it is rounded)."""
+        name = s.target.id
+        b = self.env.get(name)
+        param: Node | None = None
+        if b is not None and b.kind == "param":
+            if name in self.updated:
+                self.error(s.target, f"param '{name}' is already updated on line "
+                                     f"{self.updated[name]}; each param is updated at most once")
+            elif isinstance(b.value, Node):
+                param = b.value
+            self.updated.setdefault(name, s.line)
+        elif b is not None and b.kind == "input":
+            self.error(s.target, f"cannot update input '{name}': only a param keeps a value "
+                                 f"from one run to the next; declare it with 'param'")
+        elif b is not None:
+            self.error(s.target, f"cannot update '{name}' (defined on line {b.line}): only a "
+                                 f"param can be updated")
+        elif name in RESERVED:
+            self.error(s.target, f"'{name}' is {self.reserved_kind(name)}, not a param")
+        elif self.first_binding.get(name, 0) > self.line:
+            self.error(s.target, f"'{name}' is updated before its declaration on line "
+                                 f"{self.first_binding[name]}")
+        else:
+            params = [k for k, v in self.env.items() if v.kind == "param"]
+            self.error(s.target, f"cannot update unknown name '{name}'; only a param can be "
+                                 f"updated{self.suggest(name, params)}")
+        n_errors = len(self.diagnostics)
+        self.sized = []
+        value = self.lower(s.value)
+        for node, span in self.sized:
+            self.check_size(self.builder.nodes[node.id], span)
+        if param is None or value is POISON or len(self.diagnostics) > n_errors:
+            return
+        if isinstance(value, float):
+            # A literal takes the param's dtype and shape, as it would meeting it in `+`; the
+            # copy makes it a computed value like any other update.
+            value = self.builder.add(Op.CAST, (self.conform(value, param.shape, param.dtype,
+                                                            s.line, s.value.col),),
+                                     shape=param.shape, dtype=param.dtype, line=s.line,
+                                     col=s.value.col)
+        want = format_type(param.shape, param.dtype)
+        if value.shape != param.shape:
+            self.error(s.value, f"cannot update '{name}' ({want}) with a value of shape "
+                                f"{format_shape(value.shape)}: the shapes must match")
+            return
+        if value.dtype != param.dtype:
+            if param.dtype == "f32":
+                self.error(s.value, f"cannot update '{name}' ({want}) with a bf16 value: the "
+                                    f"dtypes must match; widen it with cast(..., f32)")
+                return
+            value = self.builder.add(Op.CAST, (value,), shape=value.shape, dtype="bf16",
+                                     line=s.line, col=s.value.col)
+        self.updates.append(Update(param, value))
 
     def bind(self, s: ast.Assign) -> None:
         name = s.target.id
-        is_new = self.check_new_name(s.target, is_input=False)
+        is_new = self.check_new_name(s.target, "value")
         first_id = len(self.builder.nodes)
         n_errors = len(self.diagnostics)
         self.sized = []
@@ -224,8 +336,9 @@ class _Checker:
         for node, span in self.sized:
             self.check_size(self.builder.nodes[node.id], span)
 
-    def check_new_name(self, target: ast.Name, is_input: bool) -> bool:
-        """Report a name that may not be bound here; True if binding it is fine."""
+    def check_new_name(self, target: ast.Name, kind: str) -> bool:
+        """Report a name that may not be bound here as `kind` ("input", "param" or "value");
+        True if binding it is fine."""
         name = target.id
         if name in BUILTINS:
             self.error(target, f"'{name}' is a builtin function and cannot be used as a name")
@@ -235,11 +348,16 @@ class _Checker:
             self.error(target, f"'{name}' is a keyword and cannot be used as a name")
         elif name in self.env:
             old = self.env[name]
-            if old.kind == "input" and is_input:
-                self.error(target, f"input '{name}' is already declared on line {old.line}")
+            declared = ("input", "param")
+            if old.kind in declared and kind in declared:
+                self.error(target, f"{old.kind} '{name}' is already declared on line {old.line}")
             elif old.kind == "input":
                 self.error(target, f"cannot assign to input '{name}' "
                                    f"(declared on line {old.line}); choose a new name")
+            elif old.kind == "param":
+                self.error(target, f"cannot assign to param '{name}' (declared on line "
+                                   f"{old.line}); to set its value for the next run write "
+                                   f"'update {name} = ...'")
             else:
                 self.error(target, f"'{name}' is already defined on line {old.line}; "
                                    f"each name is bound once")
@@ -421,7 +539,7 @@ class _Checker:
         if fn.kind in ("reduce", "softmax"):
             return self.call_with_axis(fn, e, name_span)
         args, keywords = e.args, e.keywords
-        n_params = {"unary": 1, "transpose": 1, "binary": 2, "cast": 2}[fn.kind]
+        n_params = {"unary": 1, "transpose": 1, "binary": 2, "cast": 2, "grad": 2}[fn.kind]
         ok = True
         for k in keywords:
             self.error(k, f"{fn.name} has no keyword '{k.name}'; usage: {fn.usage}")
@@ -435,6 +553,8 @@ class _Checker:
                 isinstance(args[1], ast.Name) and args[1].id in DTYPES):
             self.error(args[1], "the second argument of cast must be a dtype, f32 or bf16")
             ok = False
+        if fn.kind == "grad":
+            return self.grad(e, args) if ok else POISON
         operands = [self.lower(a) for a in (args[:1] if fn.kind == "cast" else args)]
         if not ok or any(v is POISON for v in operands):
             return POISON
@@ -463,6 +583,35 @@ class _Checker:
             return POISON
         return self.emit(Op.TRANSPOSE, (x,), e, e.col)
 
+    def grad(self, e: ast.Call, args: tuple[ast.Expr, ...]) -> Value:
+        """`grad(L, p)`: a grad node, expanded into the backward pass by compiler.grad."""
+        loss_expr, p_expr = args
+        loss = self.lower(loss_expr)
+        p: Value = POISON
+        if not isinstance(p_expr, ast.Name):
+            self.error(p_expr, "grad is taken with respect to a param or an input, by name: "
+                               "grad(L, w)")
+        else:
+            b = self.env.get(p_expr.id)
+            if b is None:
+                self.lookup(p_expr)
+            elif b.kind in ("param", "input"):
+                p = b.value
+            elif b.value is not POISON:
+                self.error(p_expr, f"grad is taken with respect to a param or an input, and "
+                                   f"'{p_expr.id}' (line {b.line}) is neither")
+        if isinstance(loss, float):
+            self.error(loss_expr, "grad needs a 0-d tensor to differentiate, got a number")
+            return POISON
+        if isinstance(loss, Node) and loss.ndim != 0:
+            self.error(loss_expr, f"grad needs a 0-d value to differentiate, got "
+                                  f"{format_type(loss.shape, loss.dtype)}; reduce it first, "
+                                  f"e.g. with sum(...) or mean(...)")
+            return POISON
+        if loss is POISON or p is POISON:
+            return POISON
+        return self.emit(Op.GRAD, (loss, p), e, e.col)
+
     def check_argument_order(self, e: ast.Call) -> bool:
         ok = True
         seen_keyword = False
@@ -480,13 +629,24 @@ class _Checker:
         return ok
 
     def call_with_axis(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
-        """sum, max, mean and softmax: one tensor and an axis, `f(x, axis=K)` or `f(x, K)`."""
+        """sum, max, mean: one tensor, an optional axis (`f(x, axis=K)` or `f(x, K)`; none
+        reduces every axis) and `keepdims=0|1`. softmax and log_softmax: a tensor and an axis."""
         args = list(e.args)
+        reduce = fn.kind == "reduce"
         axis_expr: ast.Expr | None = None
+        keepdims = False
         ok = True
         for k in e.keywords:
             if k.name == "axis":
                 axis_expr = k.value
+            elif k.name == "keepdims" and reduce:
+                v = k.value
+                if not (isinstance(v, ast.Number) and v.text in ("0", "1")):
+                    text = (source_line(self.text, v.line) or "")[v.col - 1:v.end_col - 1]
+                    self.error(v, f"keepdims must be 0 or 1, got '{text}'")
+                    ok = False
+                else:
+                    keepdims = v.text == "1"
             else:
                 self.error(k, f"unknown keyword '{k.name}' for {fn.name}; usage: {fn.usage}")
                 return POISON
@@ -500,14 +660,16 @@ class _Checker:
                 ok = False
             axis_expr = args.pop()
         if len(args) != 1:
-            self.error(name_span, f"{fn.name} takes one tensor and an axis, got "
-                                  f"{len(e.args)} positional arguments; usage: {fn.usage}")
+            what = "one tensor and an optional axis" if reduce else "one tensor and an axis"
+            self.error(name_span, f"{fn.name} takes {what}, got {len(e.args)} positional "
+                                  f"arguments; usage: {fn.usage}")
             return POISON
-        if axis_expr is None:
+        if axis_expr is None and not reduce:
             self.error(name_span, f"{fn.name} needs an axis; usage: {fn.usage}")
             ok = False
-        elif not (isinstance(axis_expr, ast.Number) and axis_expr.value.is_integer()
-                  and axis_expr.text.lstrip("-").isdigit()):
+        elif axis_expr is not None and not (
+                isinstance(axis_expr, ast.Number) and axis_expr.value.is_integer()
+                and axis_expr.text.lstrip("-").isdigit()):
             self.error(axis_expr, "the axis must be an integer literal such as 0 or -1")
             ok = False
         x = self.lower(args[0])
@@ -516,18 +678,38 @@ class _Checker:
         if isinstance(x, float):
             self.error(args[0], f"{fn.name} needs a tensor, got a number")
             return POISON
-        assert isinstance(axis_expr, ast.Number)
-        k = int(axis_expr.text)
         if x.ndim == 0:
             self.error(args[0], f"{fn.name} needs a tensor with at least one dimension, "
                                 f"got a 0-d value")
             return POISON
+        if axis_expr is None:
+            # Every axis: a reduction of the row-major flattening, one f32 accumulation and
+            # one rounding, as numpy's axis=None.
+            flat = x if x.ndim == 1 else self.reshape(x, (x.size,), e)
+            out = self.emit(fn.op, (flat,), e, e.col, axis=0)
+            return self.reshape(out, (1,) * x.ndim, e) if keepdims else out
+        assert isinstance(axis_expr, ast.Number)
+        k = int(axis_expr.text)
         if not -x.ndim <= k < x.ndim:
             self.error(axis_expr, f"axis {k} is out of range for {fn.name} of a {x.ndim}-D "
                                   f"tensor {format_shape(x.shape)}; valid axes are "
                                   f"{-x.ndim} to {x.ndim - 1}")
             return POISON
-        return self.emit(fn.op, (x,), e, e.col, axis=k % x.ndim)
+        k %= x.ndim
+        out = self.emit(fn.op, (x,), e, e.col, axis=k)
+        if keepdims:
+            return self.reshape(out, x.shape[:k] + (1,) + x.shape[k + 1:], e)
+        return out
+
+    def reshape(self, x: Node, shape: tuple[int, ...], e: ast.Call) -> Node:
+        node = self.builder.add(Op.RESHAPE, (x,), shape=shape, dtype=x.dtype, line=e.line,
+                                col=e.col)
+        self.sized.append((node, e))
+        return node
+
+
+def _bound_name(s: ast.Input | ast.Param | ast.Assign) -> ast.Name:
+    return s.target if isinstance(s, ast.Assign) else s.name
 
 
 def _broadcast_detail(a: tuple[int, ...], b: tuple[int, ...]) -> str:

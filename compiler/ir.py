@@ -9,18 +9,37 @@ with N its id) and the source position (line, col) of the token that introduced 
 Op set (operands are always tensors, never bare numbers):
 
     input                       a declared input; no operands
+    param      init=I           a declared param (weights, optimizer state): read like an input,
+                                but it lives in SRAM from one run to the next; no operands.
+                                `init` (an `Init`) is how it starts when no value is given
     const      value=V          a splat of V (already rounded to dtype) in the node's shape
     broadcast                   numpy broadcast_to of its operand to the node's shape (a view)
     cast                        dtype conversion; f32 -> bf16 rounds, bf16 -> f32 is exact, and a
                                 cast to the same dtype is a copy (used when `y = x` names a value)
     transpose                   swap the two axes of a 2-D operand
+    reshape                     the operand's elements in row-major order, in the node's shape
+                                (same size; exact). Keeps or drops unit axes: `keepdims` and the
+                                reductions over every axis are written with it
     neg abs relu                elementwise, exact
-    exp tanh sigmoid sqrt       elementwise, computed in f64 and rounded to f32 (then to bf16)
+    exp tanh sigmoid sqrt log   elementwise, computed in f64 and rounded to f32 (then to bf16)
     add sub mul div             elementwise on two operands of the node's own shape and dtype
     maximum minimum             elementwise, exact
+    gt ge                       elementwise comparison a > b, a >= b: 1 where true, else 0, in
+                                the operands' dtype (exact); the masks of the backward pass
     matmul                      [M, K] @ [K, N] -> f32 [M, N]; operands share a dtype; f32 sums
     sum max mean   axis=K       reduce one axis (0 <= K < ndim), dropping it; f32 accumulation
     softmax        axis=K       max-subtracted softmax along K, computed in f32
+    log_softmax    axis=K       x - max - log(sum(exp(x - max))) along K, computed in f32
+    max_mask       axis=K       1 at the first maximal element along K, 0 elsewhere; the
+                                operand's shape and dtype (exact): where a max sends its gradient
+    grad                        dL/dp for operands (L, p), L 0-d; f32, p's shape. Only between
+                                `check` and `differentiate` (compiler.grad), which replaces every
+                                grad node by ordinary ops: no later pass ever sees one
+
+Besides its outputs a graph has `updates`: one `Update(param, value)` per `update` statement,
+the value `param` holds after the run. Every update reads the values from before the step (the
+graph computes all of them, then they take effect together), and `value` has exactly the
+param's shape and dtype (the checker inserts the rounding cast of an f32 value for a bf16 param).
 
 Design rules the code generator can rely on:
 
@@ -33,12 +52,15 @@ Design rules the code generator can rely on:
   (round-to-nearest-even). Exact ops never round.
 * `mean` and `softmax` stay single ops: lowering them to primitives would add bf16 rounding
   points that the language does not have, and a code generator can fuse them better whole.
-* `graph.nodes` is in source order, which is also a topological order; inputs are nodes too.
+* `graph.nodes` is in source order, which is also a topological order; inputs and params are
+  nodes too. `graph.inputs` holds the input nodes and `graph.params` the param nodes, each in
+  declaration order; a pass tells them apart by op (`Op.INPUT`, `Op.PARAM`).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,10 +79,12 @@ class IRError(RuntimeError):
 
 class Op(enum.Enum):
     INPUT = "input"
+    PARAM = "param"
     CONST = "const"
     BROADCAST = "broadcast"
     CAST = "cast"
     TRANSPOSE = "transpose"
+    RESHAPE = "reshape"
     NEG = "neg"
     ABS = "abs"
     RELU = "relu"
@@ -68,27 +92,39 @@ class Op(enum.Enum):
     TANH = "tanh"
     SIGMOID = "sigmoid"
     SQRT = "sqrt"
+    LOG = "log"
     ADD = "add"
     SUB = "sub"
     MUL = "mul"
     DIV = "div"
     MAXIMUM = "maximum"
     MINIMUM = "minimum"
+    GT = "gt"
+    GE = "ge"
     MATMUL = "matmul"
     SUM = "sum"
     MAX = "max"
     MEAN = "mean"
     SOFTMAX = "softmax"
+    LOG_SOFTMAX = "log_softmax"
+    MAX_MASK = "max_mask"
+    GRAD = "grad"
 
 
-UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT})
-TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT})
-BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM})
+UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG})
+TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG})
+BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM, Op.GT, Op.GE})
+COMPARE_OPS = frozenset({Op.GT, Op.GE})
 REDUCE_OPS = frozenset({Op.SUM, Op.MAX, Op.MEAN})
-AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX}
+AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK}
+LEAF_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST})
 # On bf16 operands these give bf16-exact results, so they never round.
-EXACT_OPS = frozenset({Op.INPUT, Op.CONST, Op.BROADCAST, Op.TRANSPOSE, Op.NEG, Op.ABS, Op.RELU,
-                       Op.MAXIMUM, Op.MINIMUM, Op.MAX})
+EXACT_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.TRANSPOSE, Op.RESHAPE,
+                       Op.NEG, Op.ABS, Op.RELU, Op.MAXIMUM, Op.MINIMUM, Op.GT, Op.GE, Op.MAX,
+                       Op.MAX_MASK})
+# The kinds of `Init`, how a param starts: every element `value`; uniform in
+# +-sqrt(6 / (fan_in + fan_out)) over the last two axes; normal with standard deviation `value`.
+INIT_KINDS = ("const", "glorot", "normal")
 
 
 # ---- dtypes -----------------------------------------------------------------------------------
@@ -141,6 +177,20 @@ def format_type(shape: tuple[int, ...], dtype: str) -> str:
 
 # ---- nodes and graphs -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Init:
+    """How a param starts when no value is given for it: `kind` is one of INIT_KINDS; `value` is
+    the constant (rounded to the param's dtype) or the normal's standard deviation."""
+
+    kind: str
+    value: float = 0.0
+
+    def __str__(self) -> str:
+        if self.kind == "const":
+            return f"{self.value:g}"
+        return "glorot" if self.kind == "glorot" else f"normal({self.value:g})"
+
+
 @dataclass(frozen=True, eq=False)
 class Node:
     """One value. Compared by identity; `id` is its index in `Graph.nodes`."""
@@ -155,6 +205,7 @@ class Node:
     col: int = 0
     axis: int | None = None
     value: float | None = None
+    init: Init | None = None
 
     @property
     def ndim(self) -> int:
@@ -189,6 +240,8 @@ class Node:
             out["axis"] = self.axis
         if self.value is not None:
             out["value"] = self.value
+        if self.init is not None:
+            out["init"] = self.init
         return out
 
     def __repr__(self) -> str:
@@ -196,14 +249,25 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Update:
+    """`update NAME = EXPR`: `param` holds `value` after the run (same shape and dtype)."""
+
+    param: Node
+    value: Node
+
+
+@dataclass(frozen=True)
 class Graph:
     """A checked program: inputs in declaration order, all nodes in source (topological) order,
-    outputs in the order the `output` statements name them."""
+    outputs in the order the `output` statements name them; params in declaration order and the
+    updates in the order of their `update` statements."""
 
     inputs: tuple[Node, ...]
     nodes: tuple[Node, ...]
     outputs: tuple[Node, ...]
     filename: str = "<string>"
+    params: tuple[Node, ...] = ()
+    updates: tuple[Update, ...] = ()
 
     def __getitem__(self, name: str) -> Node:
         for n in self.nodes:
@@ -218,6 +282,11 @@ class Graph:
             for i in n.inputs:
                 out[i.id].append(n)
         return out
+
+    @property
+    def is_training(self) -> bool:
+        """True if running the program changes a param (it has an `update`)."""
+        return bool(self.updates)
 
 
 def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
@@ -254,10 +323,20 @@ def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
         need(len(inputs) == 1, "needs one operand")
         x = inputs[0]
         need(axis is not None and 0 <= axis < x.ndim, f"axis {axis} out of range")
-        if op is Op.SOFTMAX:
-            return x.shape, x.dtype
-        return x.shape[:axis] + x.shape[axis + 1:], x.dtype
+        if op in REDUCE_OPS:
+            return x.shape[:axis] + x.shape[axis + 1:], x.dtype
+        return x.shape, x.dtype
+    if op is Op.GRAD:
+        need(len(inputs) == 2, "needs a loss and a param or input")
+        loss, p = inputs
+        need(loss.ndim == 0, "the loss must be 0-d")
+        need(p.op in (Op.PARAM, Op.INPUT), "differentiates with respect to a param or input")
+        return p.shape, "f32"
     raise IRError(f"{op.value}: result type is not implied by operands")
+
+
+# Ops whose result type is given when the node is made rather than implied by the operands.
+EXPLICIT_TYPE_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.CAST, Op.RESHAPE})
 
 
 class GraphBuilder:
@@ -268,17 +347,20 @@ class GraphBuilder:
 
     def add(self, op: Op, inputs: tuple[Node, ...] = (), *, shape: tuple[int, ...] | None = None,
             dtype: str | None = None, axis: int | None = None, value: float | None = None,
-            name: str | None = None, line: int = 0, col: int = 0) -> Node:
-        """A new node. `shape`/`dtype` are given for input, const, broadcast and cast, and
-        derived by `result_type` for every other op."""
-        if op in (Op.INPUT, Op.CONST, Op.BROADCAST, Op.CAST):
+            init: Init | None = None, name: str | None = None, line: int = 0, col: int = 0
+            ) -> Node:
+        """A new node. `shape`/`dtype` are given for input, param, const, broadcast, cast and
+        reshape, and derived by `result_type` for every other op."""
+        if op in EXPLICIT_TYPE_OPS:
             if shape is None or dtype is None:
                 raise IRError(f"{op.value} needs an explicit shape and dtype")
+            if op is Op.RESHAPE and inputs:
+                dtype = inputs[0].dtype
         else:
             shape, dtype = result_type(op, inputs, axis)
         nid = len(self.nodes)
         node = Node(nid, op, tuple(inputs), tuple(shape), dtype, name or f"%t{nid}", line, col,
-                    axis, value)
+                    axis, value, init)
         self.nodes.append(node)
         return node
 
@@ -290,9 +372,12 @@ class GraphBuilder:
         self.nodes[-1] = named
         return named
 
-    def finish(self, outputs: Iterable[Node], filename: str = "<string>") -> Graph:
+    def finish(self, outputs: Iterable[Node], filename: str = "<string>",
+               updates: Iterable[Update] = ()) -> Graph:
         inputs = tuple(n for n in self.nodes if n.op is Op.INPUT)
-        return Graph(inputs, tuple(self.nodes), tuple(outputs), filename)
+        params = tuple(n for n in self.nodes if n.op is Op.PARAM)
+        return Graph(inputs, tuple(self.nodes), tuple(outputs), filename, params,
+                     tuple(updates))
 
 
 # ---- verification -----------------------------------------------------------------------------
@@ -318,19 +403,40 @@ def verify(graph: Graph) -> None:
     declared = tuple(n for n in graph.nodes if n.op is Op.INPUT)
     if graph.inputs != declared:
         raise IRError("graph.inputs are not the input nodes in declaration order")
+    if graph.params != tuple(n for n in graph.nodes if n.op is Op.PARAM):
+        raise IRError("graph.params are not the param nodes in declaration order")
     seen: set[int] = set()
     for out in graph.outputs:
-        if out.id >= len(graph.nodes) or graph.nodes[out.id] is not out:
+        if not _in_graph(graph, out):
             raise IRError(f"output {out.name} is not a node of the graph")
         if out.id in seen or out.name.startswith("%"):
             raise IRError(f"output {out.name} is repeated or unnamed")
         seen.add(out.id)
+    updated: set[int] = set()
+    for u in graph.updates:
+        if not (_in_graph(graph, u.param) and _in_graph(graph, u.value)):
+            raise IRError(f"update of {u.param.name}: not a node of the graph")
+        if u.param.op is not Op.PARAM or u.param.id in updated:
+            raise IRError(f"update of {u.param.name}: not a param, or updated twice")
+        if (u.value.shape, u.value.dtype) != (u.param.shape, u.param.dtype):
+            raise IRError(f"update of {u.param.name}: value {u.value.name} is "
+                          f"{format_type(u.value.shape, u.value.dtype)}, not "
+                          f"{format_type(u.param.shape, u.param.dtype)}")
+        updated.add(u.param.id)
+
+
+def _in_graph(graph: Graph, node: Node) -> bool:
+    return node.id < len(graph.nodes) and graph.nodes[node.id] is node
 
 
 def _verify_types(node: Node, where: str) -> None:
     op, ins = node.op, node.inputs
-    if op is Op.INPUT:
+    if (node.init is not None) != (op is Op.PARAM):
+        raise IRError(f"{where}: an init belongs to a param, not to {op.value}")
+    if op in (Op.INPUT, Op.PARAM):
         ok = not ins and 1 <= node.ndim <= MAX_INPUT_DIMS
+        if op is Op.PARAM and node.init.kind not in INIT_KINDS:
+            raise IRError(f"{where}: unknown init {node.init.kind!r}")
     elif op is Op.CONST:
         ok = (not ins and node.value is not None
               and _same_float(round_scalar(node.value, node.dtype), node.value))
@@ -339,6 +445,9 @@ def _verify_types(node: Node, where: str) -> None:
               and broadcast_shape(ins[0].shape, node.shape) == node.shape)
     elif op is Op.CAST:
         ok = len(ins) == 1 and ins[0].shape == node.shape
+    elif op is Op.RESHAPE:
+        ok = (len(ins) == 1 and ins[0].dtype == node.dtype
+              and math.prod(ins[0].shape) == math.prod(node.shape))
     else:
         try:
             shape, dtype = result_type(op, ins, node.axis)
@@ -366,6 +475,8 @@ def format_node(node: Node) -> tuple[str, str, str, str]:
         attrs = f"[axis={node.axis}]"
     elif node.value is not None:
         attrs = f" {node.value!r}"
+    elif node.init is not None:
+        attrs = f"[init={node.init}]"
     rhs = node.op.value + attrs
     if node.inputs:
         rhs += " " + ", ".join(i.name for i in node.inputs)
@@ -384,9 +495,14 @@ def format_ir(graph: Graph) -> str:
     wn = max((len(r[0]) for r in rows), default=0)
     wt = max((len(r[1]) for r in rows), default=0)
     wr = max((len(r[2]) for r in rows), default=0)
-    lines = [f"# {graph.filename}: {_count(graph.inputs, 'input')}, "
-             f"{_count(graph.nodes, 'node')}, {_count(graph.outputs, 'output')}"]
+    params = f"{_count(graph.params, 'param')}, " if graph.params else ""
+    updates = f", {_count(graph.updates, 'update')}" if graph.updates else ""
+    lines = [f"# {graph.filename}: {_count(graph.inputs, 'input')}, {params}"
+             f"{_count(graph.nodes, 'node')}, {_count(graph.outputs, 'output')}{updates}"]
     for name, typ, rhs, pos in rows:
         lines.append(f"{name:<{wn}} : {typ:<{wt}} = {rhs:<{wr}}  @ {pos}")
-    lines.append("output " + ", ".join(o.name for o in graph.outputs))
+    if graph.outputs or not graph.updates:
+        lines.append("output " + ", ".join(o.name for o in graph.outputs))
+    for u in graph.updates:
+        lines.append(f"update {u.param.name} = {u.value.name}")
     return "\n".join(lines)

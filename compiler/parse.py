@@ -83,6 +83,17 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Input(name=_name(name), dtype=_name(dtype), dims=tuple(dims or ()),
                          **_span(meta))
 
+    @v_args(meta=True)
+    def param_stmt(self, meta, children):
+        name, dtype, dims, init = children
+        return ast.Param(name=_name(name), dtype=_name(dtype), dims=tuple(dims or ()),
+                         init=init, **_span(meta))
+
+    @v_args(meta=True)
+    def update_stmt(self, meta, children):
+        target, value = children
+        return ast.Update(target=_name(target), value=value, **_span(meta))
+
     def dims(self, children):
         return [_number(t) for t in children]
 

@@ -5,6 +5,13 @@ representable in bf16. Each op has one small kernel below. A kernel computes in 
 transcendental ones in f64, rounded to f32) and its result is rounded to the node's dtype, so the
 only bf16 roundings are the ones the IR marks with `Node.rounds`. Compiled code is tested
 against this module.
+
+Params: `evaluate` takes their values from `params`, and draws every param it is not given from
+its declaration's INIT with `init_params` (the documented generator: numpy's
+`default_rng(seed)`, nothing of d1isa, so the same seed gives the same params anywhere). Grads are
+evaluated through their backward pass (compiler.grad.differentiate). `evaluate` returns the
+outputs by name and each update's value under `update_key(NAME)` ("update:NAME");
+`train_step` runs one training step: new params and the 0-d outputs.
 """
 
 from __future__ import annotations
@@ -14,21 +21,107 @@ from typing import Any
 
 import numpy as np
 
+from compiler.grad import differentiate
 from compiler.ir import Graph, Node, Op, format_type, round_to
 from d1isa.errors import D1Error
 
 Kernel = Callable[..., np.ndarray]
 
+UPDATE_PREFIX = "update:"
 
-def evaluate(graph: Graph, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Run `graph` on `inputs` (name -> array); return every output as a float32 array."""
+
+def update_key(name: str) -> str:
+    """The key of param `name`'s updated value in `evaluate`'s result: "update:NAME" (never a
+    DSL name, so it cannot clash with an output, not even with the param output itself)."""
+    return UPDATE_PREFIX + name
+
+
+def evaluate(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None,
+             seed: int = 0) -> dict[str, np.ndarray]:
+    """Run `graph` on `inputs` (name -> array) and `params` (name -> array; every param not
+    given is drawn from its INIT by `init_params(graph, seed)`).
+
+    Returns float32 arrays: every output under its name, then every update's value (what the
+    param holds after the run) under `update_key(param)`, in the order of the statements.
+    """
+    graph = differentiate(graph)
     values: dict[int, np.ndarray] = dict(prepare_inputs(graph, inputs))
+    values.update(prepare_params(graph, params, seed))
     with np.errstate(all="ignore"):  # inf and nan follow IEEE rules, as on the machine
         for node in graph.nodes:
-            if node.op is not Op.INPUT:
+            if node.op not in (Op.INPUT, Op.PARAM):
                 args = [values[i.id] for i in node.inputs]
                 values[node.id] = KERNELS[node.op](node, *args)
-    return {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
+    result = {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
+    for u in graph.updates:
+        result[update_key(u.param.name)] = np.array(values[u.value.id], dtype=np.float32)
+    return result
+
+
+def train_step(graph: Graph, params: Mapping[str, Any] | None, batch: Mapping[str, Any],
+               seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One training step in numpy: run `graph` on `batch` (its inputs) and `params` (missing
+    ones drawn as `evaluate` does). Returns (new params, 0-d outputs): the value of every param
+    after the step (its update, or its value unchanged if it has none) as a float32 array, and
+    each 0-d output as a float, by name."""
+    before = {n.name: values for n, values in
+              zip(graph.params, _param_values(graph, params, seed), strict=True)}
+    out = evaluate(graph, batch, before)
+    after = {name: out.get(update_key(name), value) for name, value in before.items()}
+    scalars = {o.name: float(out[o.name]) for o in graph.outputs if o.ndim == 0}
+    return after, scalars
+
+
+# ---- params -----------------------------------------------------------------------------------
+
+def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every param's initial value from its declaration's INIT, as float32 rounded to its dtype.
+
+    The generator: `rng = numpy.random.default_rng(seed)`, then for each param in declaration
+    order: a number fills it (no draw); `glorot` draws `rng.uniform(-a, a, shape)` with
+    a = sqrt(6 / (fan_in + fan_out)), fan_in = shape[-2], fan_out = shape[-1]; `normal(STD)`
+    draws `rng.normal(0, STD, shape)`. Draws are float64, then rounded to f32 (and to bf16 for
+    a bf16 param). Only the random inits consume the generator, so a param's value depends on
+    the seed and on the random params declared before it, nothing else.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for p in graph.params:
+        init = p.init
+        if init.kind == "glorot":
+            a = np.sqrt(6.0 / (p.shape[-2] + p.shape[-1]))
+            drawn = rng.uniform(-a, a, size=p.shape)
+        elif init.kind == "normal":
+            drawn = rng.normal(0.0, init.value, size=p.shape)
+        else:
+            drawn = np.full(p.shape, init.value)
+        out[p.name] = round_to(drawn, p.dtype)
+    return out
+
+
+def _param_values(graph: Graph, params: Mapping[str, Any] | None, seed: int) -> list[np.ndarray]:
+    """Each param's value in declaration order: given (checked, rounded to its dtype) or
+    drawn from its INIT."""
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise D1Error(f"params must be a mapping from param name to array, "
+                      f"got {type(params).__name__}")
+    declared = {p.name for p in graph.params}
+    extra = sorted(str(k) for k in params if k not in declared)
+    if extra:
+        known = ", ".join(p.name for p in graph.params) or "none"
+        raise D1Error(f"{', '.join(repr(e) for e in extra)}: not a param of this program "
+                      f"(its params: {known})")
+    drawn = init_params(graph, seed) if len(params) < len(declared) else {}
+    return [_as_input(p, params[p.name], "param") if p.name in params else drawn[p.name]
+            for p in graph.params]
+
+
+def prepare_params(graph: Graph, params: Mapping[str, Any] | None, seed: int = 0
+                   ) -> dict[int, np.ndarray]:
+    """Every param's value keyed by node id (see `_param_values`)."""
+    return {p.id: v for p, v in zip(graph.params, _param_values(graph, params, seed),
+                                    strict=True)}
 
 
 def prepare_inputs(graph: Graph, inputs: Mapping[str, Any]) -> dict[int, np.ndarray]:
@@ -52,16 +145,16 @@ def prepare_inputs(graph: Graph, inputs: Mapping[str, Any]) -> dict[int, np.ndar
     return out
 
 
-def _as_input(node: Node, value: Any) -> np.ndarray:
+def _as_input(node: Node, value: Any, kind: str = "input") -> np.ndarray:
     try:
         a = np.asarray(value)
         if np.iscomplexobj(a) or a.dtype == object:
             raise TypeError
         a = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError):
-        raise D1Error(f"input '{node.name}' must be an array of real numbers") from None
+        raise D1Error(f"{kind} '{node.name}' must be an array of real numbers") from None
     if a.shape != node.shape:
-        raise D1Error(f"input '{node.name}' has shape {a.shape}, expected {node.shape}")
+        raise D1Error(f"{kind} '{node.name}' has shape {a.shape}, expected {node.shape}")
     return round_to(a, node.dtype)
 
 
@@ -90,6 +183,20 @@ def _mean(node: Node, x: np.ndarray) -> np.ndarray:
     return round_to(total / np.float32(x.shape[node.axis]), node.dtype)
 
 
+def _log_softmax(node: Node, x: np.ndarray) -> np.ndarray:
+    shifted = x - np.max(x, axis=node.axis, keepdims=True)
+    e = round_to(np.exp(shifted.astype(np.float64)), "f32")
+    total = np.sum(e, axis=node.axis, keepdims=True, dtype=np.float32)
+    return round_to(shifted - round_to(np.log(total.astype(np.float64)), "f32"), node.dtype)
+
+
+def _max_mask(node: Node, x: np.ndarray) -> np.ndarray:
+    first = np.expand_dims(np.argmax(x, axis=node.axis), node.axis)  # argmax: the first maximum
+    out = np.zeros(x.shape, dtype=np.float32)
+    np.put_along_axis(out, first, np.float32(1), axis=node.axis)
+    return out
+
+
 def _softmax(node: Node, x: np.ndarray) -> np.ndarray:
     shifted = x - np.max(x, axis=node.axis, keepdims=True)
     e = round_to(np.exp(shifted.astype(np.float64)), "f32")
@@ -101,6 +208,7 @@ KERNELS: dict[Op, Kernel] = {
     Op.BROADCAST: lambda node, x: np.broadcast_to(x, node.shape),
     Op.CAST: lambda node, x: round_to(x, node.dtype),
     Op.TRANSPOSE: lambda node, x: np.ascontiguousarray(x.T),
+    Op.RESHAPE: lambda node, x: np.reshape(x, node.shape),
     Op.NEG: lambda node, x: -x,
     Op.ABS: lambda node, x: np.abs(x),
     Op.RELU: lambda node, x: np.maximum(x, np.float32(0)),
@@ -108,15 +216,20 @@ KERNELS: dict[Op, Kernel] = {
     Op.TANH: _in_f64(np.tanh),
     Op.SIGMOID: _in_f64(_sigmoid),
     Op.SQRT: _in_f64(np.sqrt),
+    Op.LOG: _in_f64(np.log),
     Op.ADD: _rounding(np.add),
     Op.SUB: _rounding(np.subtract),
     Op.MUL: _rounding(np.multiply),
     Op.DIV: _rounding(np.divide),
     Op.MAXIMUM: lambda node, a, b: np.maximum(a, b),
     Op.MINIMUM: lambda node, a, b: np.minimum(a, b),
+    Op.GT: lambda node, a, b: (a > b).astype(np.float32),
+    Op.GE: lambda node, a, b: (a >= b).astype(np.float32),
     Op.MATMUL: lambda node, a, b: np.matmul(a, b, dtype=np.float32),
     Op.SUM: _sum,
     Op.MAX: lambda node, x: np.max(x, axis=node.axis),
     Op.MEAN: _mean,
     Op.SOFTMAX: _softmax,
+    Op.LOG_SOFTMAX: _log_softmax,
+    Op.MAX_MASK: _max_mask,
 }

@@ -1,0 +1,312 @@
+"""Reverse mode: `differentiate` rewrites every `grad` node of the checked IR into ordinary IR.
+
+The checker turns `grad(L, p)` into a `grad` node. This pass replaces each one by the backward
+pass that computes dL/dp, made of the same ops as the forward pass (a transpose and a matmul for
+a matmul, sums over the broadcast axes for a broadcast, ...), so later passes, the reference
+evaluator and the code generator see no new kind of node, only a few new ops (see RULES).
+
+The backward pass of a loss L is built once, at its first `grad` node, for every p that some
+`grad(L, p)` asks for: several grad calls of the same L share one pass. It walks the nodes L
+depends on in reverse topological order, and for each node that lies between L and one of the
+p's it applies that op's rule from RULES: "given the gradient g of this node's result, the
+gradients of its operands". Contributions to an operand that is read several times are added.
+
+Gradient numerics (docs/DSL.md, "Gradients"):
+
+* The backward pass is f32 whatever the forward dtypes: bf16 forward values a rule needs are
+  widened (exactly) to f32 first, and every gradient is f32.
+* A rounding to bf16 has derivative 1 (straight-through): a cast passes g on unchanged.
+* At a kink: relu and abs have derivative 0 at 0; maximum(a, b) and minimum(a, b) send the
+  whole gradient to a on a tie; a max reduction sends it to the first maximal element.
+* A broadcast's gradient is the sum over the axes it stretched (numpy's convention).
+* Rules that need an op's result (exp, tanh, sigmoid, sqrt, softmax) read the forward value.
+
+Nodes a rule creates that no gradient ends up needing (the gradient of an input nobody asked
+about, say) are dropped at the end, so the IR holds exactly the backward pass asked for. Every
+new node carries the position of the first `grad(L, ...)` call of its pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from compiler.ir import (
+    LEAF_OPS,
+    Graph,
+    GraphBuilder,
+    IRError,
+    Node,
+    Op,
+    Update,
+    broadcast_dims,
+    format_type,
+    round_scalar,
+)
+
+
+class Backward:
+    """Emits the f32 ops of one backward pass at one source position."""
+
+    def __init__(self, builder: GraphBuilder, line: int, col: int) -> None:
+        self.builder = builder
+        self.line, self.col = line, col
+        self.widened: dict[int, Node] = {}
+
+    def op(self, op: Op, *xs: Node, axis: int | None = None) -> Node:
+        return self.builder.add(op, xs, axis=axis, line=self.line, col=self.col)
+
+    def f32(self, x: Node) -> Node:
+        """A forward value as f32 (exact: bf16 widens without rounding); one cast per value."""
+        if x.dtype == "f32":
+            return x
+        if x.id not in self.widened:
+            self.widened[x.id] = self.builder.add(Op.CAST, (x,), shape=x.shape, dtype="f32",
+                                                  line=self.line, col=self.col)
+        return self.widened[x.id]
+
+    def const(self, v: float, shape: tuple[int, ...]) -> Node:
+        return self.builder.add(Op.CONST, shape=shape, dtype="f32",
+                                value=round_scalar(v, "f32"), line=self.line, col=self.col)
+
+    def add(self, a: Node, b: Node) -> Node:
+        return self.op(Op.ADD, a, b)
+
+    def sub(self, a: Node, b: Node) -> Node:
+        return self.op(Op.SUB, a, b)
+
+    def mul(self, a: Node, b: Node) -> Node:
+        return self.op(Op.MUL, a, b)
+
+    def div(self, a: Node, b: Node) -> Node:
+        return self.op(Op.DIV, a, b)
+
+    def neg(self, a: Node) -> Node:
+        return self.op(Op.NEG, a)
+
+    def scale(self, a: Node, v: float) -> Node:
+        return self.mul(a, self.const(v, a.shape))
+
+    def rsub(self, v: float, a: Node) -> Node:
+        """v - a for a number v."""
+        return self.sub(self.const(v, a.shape), a)
+
+    def mask(self, op: Op, a: Node, b: Node | float) -> Node:
+        """1.0 where `a op b` (op GT or GE), else 0.0, on f32 operands."""
+        a = self.f32(a)
+        b = self.const(b, a.shape) if isinstance(b, float) else self.f32(b)
+        return self.op(op, a, b)
+
+    def reshape(self, x: Node, shape: tuple[int, ...]) -> Node:
+        if x.shape == shape:
+            return x
+        return self.builder.add(Op.RESHAPE, (x,), shape=shape, dtype=x.dtype, line=self.line,
+                                col=self.col)
+
+    def broadcast(self, x: Node, shape: tuple[int, ...]) -> Node:
+        if x.shape == shape:
+            return x
+        return self.builder.add(Op.BROADCAST, (x,), shape=shape, dtype=x.dtype,
+                                line=self.line, col=self.col)
+
+    def sum_to(self, g: Node, shape: tuple[int, ...]) -> Node:
+        """The transpose of broadcasting `shape` to g's shape: sum g over the stretched axes
+        (last first, so the remaining axis numbers stay valid) and restore the unit axes."""
+        for axis in reversed(broadcast_dims(shape, g.shape)):
+            g = self.op(Op.SUM, g, axis=axis)
+        return self.reshape(g, shape)
+
+    def unreduce(self, g: Node, shape: tuple[int, ...], axis: int) -> Node:
+        """The gradient of a reduction along `axis` spread back over `shape`: the reduced axis
+        comes back with length 1 (a leading one is restored by broadcasting alone)."""
+        if axis != 0:
+            g = self.reshape(g, shape[:axis] + (1,) + shape[axis + 1:])
+        return self.broadcast(g, shape)
+
+
+# ---- the rules --------------------------------------------------------------------------------
+# RULES[op](b, node, g): the gradients of node's operands (None: none flows there), given the f32
+# gradient g of its result. `b` emits the ops. Each rule is the whole story of its op.
+
+Rule = Callable[[Backward, Node, Node], tuple[Node | None, ...]]
+
+
+def _x(n: Node, b: Backward) -> Node:
+    """The operand of a unary op, in f32."""
+    return b.f32(n.inputs[0])
+
+
+def _abs(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # sign(x), which is 0 at 0
+    return (b.mul(g, b.sub(b.mask(Op.GT, n.inputs[0], 0.0),
+                           b.op(Op.GT, b.const(0.0, n.shape), _x(n, b)))),)
+
+
+def _div(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    x, y = (b.f32(i) for i in n.inputs)
+    da = b.div(g, y)
+    return da, b.neg(b.div(b.mul(da, x), y))     # d(x/y)/dy = -x/y^2
+
+
+def _matmul(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    x, y = (b.f32(i) for i in n.inputs)
+    return (b.op(Op.MATMUL, g, b.op(Op.TRANSPOSE, y)),
+            b.op(Op.MATMUL, b.op(Op.TRANSPOSE, x), g))
+
+
+def _sum(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    return (b.unreduce(g, n.inputs[0].shape, n.axis),)
+
+
+def _mean(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    x = n.inputs[0]
+    return (b.unreduce(b.div(g, b.const(x.shape[n.axis], g.shape)), x.shape, n.axis),)
+
+
+def _max(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    x = _x(n, b)
+    return (b.mul(b.unreduce(g, x.shape, n.axis), b.op(Op.MAX_MASK, x, axis=n.axis)),)
+
+
+def _softmax(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    y = b.f32(n)
+    dot = b.op(Op.SUM, b.mul(g, y), axis=n.axis)
+    return (b.mul(y, b.sub(g, b.unreduce(dot, y.shape, n.axis))),)
+
+
+def _log_softmax(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    s = b.op(Op.SOFTMAX, _x(n, b), axis=n.axis)
+    total = b.op(Op.SUM, g, axis=n.axis)
+    return (b.sub(g, b.mul(s, b.unreduce(total, s.shape, n.axis))),)
+
+
+def _no_gradient(b: Backward, n: Node, g: Node) -> tuple[None, ...]:
+    """Piecewise-constant ops (the masks): derivative 0 almost everywhere."""
+    return (None,) * len(n.inputs)
+
+
+RULES: dict[Op, Rule] = {
+    Op.CAST: lambda b, n, g: (g,),       # widening is exact; rounding is straight-through
+    Op.RESHAPE: lambda b, n, g: (b.reshape(g, n.inputs[0].shape),),
+    Op.BROADCAST: lambda b, n, g: (b.sum_to(g, n.inputs[0].shape),),
+    Op.TRANSPOSE: lambda b, n, g: (b.op(Op.TRANSPOSE, g),),
+    Op.NEG: lambda b, n, g: (b.neg(g),),
+    Op.ABS: _abs,
+    Op.RELU: lambda b, n, g: (b.mul(g, b.mask(Op.GT, n.inputs[0], 0.0)),),
+    Op.EXP: lambda b, n, g: (b.mul(g, b.f32(n)),),
+    Op.LOG: lambda b, n, g: (b.div(g, _x(n, b)),),
+    Op.TANH: lambda b, n, g: (b.mul(g, b.rsub(1.0, b.mul(b.f32(n), b.f32(n)))),),
+    Op.SIGMOID: lambda b, n, g: (b.mul(b.mul(g, b.f32(n)), b.rsub(1.0, b.f32(n))),),
+    Op.SQRT: lambda b, n, g: (b.div(g, b.scale(b.f32(n), 2.0)),),
+    Op.ADD: lambda b, n, g: (g, g),
+    Op.SUB: lambda b, n, g: (g, b.neg(g)),
+    Op.MUL: lambda b, n, g: (b.mul(g, b.f32(n.inputs[1])), b.mul(g, b.f32(n.inputs[0]))),
+    Op.DIV: _div,
+    Op.MAXIMUM: lambda b, n, g: (b.mul(g, b.mask(Op.GE, *n.inputs)),       # a >= b: a wins
+                                 b.mul(g, b.mask(Op.GT, n.inputs[1], n.inputs[0]))),
+    Op.MINIMUM: lambda b, n, g: (b.mul(g, b.mask(Op.GE, n.inputs[1], n.inputs[0])),
+                                 b.mul(g, b.mask(Op.GT, *n.inputs))),     # a <= b: a wins
+    Op.MATMUL: _matmul,
+    Op.SUM: _sum,
+    Op.MEAN: _mean,
+    Op.MAX: _max,
+    Op.SOFTMAX: _softmax,
+    Op.LOG_SOFTMAX: _log_softmax,
+    Op.GT: _no_gradient,
+    Op.GE: _no_gradient,
+    Op.MAX_MASK: _no_gradient,
+}
+
+
+# ---- the pass ---------------------------------------------------------------------------------
+
+def differentiate(graph: Graph) -> Graph:
+    """`graph` with every grad node replaced by ordinary ops (the graph itself if it has none)."""
+    grads = [n for n in graph.nodes if n.op is Op.GRAD]
+    if not grads:
+        return graph
+    builder = GraphBuilder()
+    new: dict[int, Node] = {}                  # old node id -> its node in the new graph
+    adjoint: dict[tuple[int, int], Node] = {}  # (new loss id, new p id) -> dL/dp
+    forward: set[int] = set()                  # new ids of copied (not backward) nodes
+    roots: set[int] = set()                    # backward nodes that must stay
+    renames: dict[int, str] = {}
+    stored = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
+    for node in graph.nodes:
+        if node.op is not Op.GRAD:
+            copy = builder.add(node.op, tuple(new[i.id] for i in node.inputs), shape=node.shape,
+                               dtype=node.dtype, axis=node.axis, value=node.value,
+                               init=node.init, name=node.name, line=node.line, col=node.col)
+            new[node.id] = copy
+            forward.add(copy.id)
+            continue
+        loss, p = (new[i.id] for i in node.inputs)
+        if (loss.id, p.id) not in adjoint:
+            wanted = list(dict.fromkeys(new[g.inputs[1].id] for g in grads
+                                        if g.inputs[0] is node.inputs[0]))
+            results = backward(builder, loss, wanted, node.line, node.col)
+            adjoint.update({(loss.id, q.id): r for q, r in zip(wanted, results, strict=True)})
+        value = adjoint[(loss.id, p.id)]
+        named = not node.name.startswith("%")
+        if named or node.id in stored:
+            if value.id in forward or value.id in renames or value.op in (Op.CONST,
+                                                                         Op.BROADCAST):
+                # A value of its own, as `y = x` gets: the gradient is stored and named.
+                value = builder.add(Op.CAST, (value,), shape=value.shape, dtype="f32",
+                                    line=node.line, col=node.col)
+            if named:
+                renames[value.id] = node.name
+        roots.add(value.id)
+        new[node.id] = value
+    return _rebuild(graph, builder.nodes, new, forward | roots, renames)
+
+
+def backward(builder: GraphBuilder, loss: Node, wanted: list[Node], line: int, col: int
+             ) -> list[Node]:
+    """Append the backward pass of 0-d `loss` to `builder`; dloss/dp for each p in `wanted`
+    (params or inputs), f32, in p's shape."""
+    depends = {p.id for p in wanted}
+    for n in builder.nodes[:loss.id + 1]:
+        if any(i.id in depends for i in n.inputs):
+            depends.add(n.id)
+    b = Backward(builder, line, col)
+    adj: dict[int, Node] = {loss.id: b.const(1.0, ())}
+    for n in reversed(builder.nodes[:loss.id + 1]):
+        g = adj.get(n.id)
+        if g is None or n.id not in depends or n.op in LEAF_OPS:
+            continue
+        for x, dx in zip(n.inputs, RULES[n.op](b, n, g), strict=True):
+            if dx is None or x.id not in depends:
+                continue
+            if (dx.shape, dx.dtype) != (x.shape, "f32"):
+                raise IRError(f"the {n.op.value} rule gives {format_type(dx.shape, dx.dtype)} "
+                              f"for operand {x.name} ({format_type(x.shape, 'f32')})")
+            adj[x.id] = b.add(adj[x.id], dx) if x.id in adj else dx
+    return [adj.get(p.id) or b.const(0.0, p.shape) for p in wanted]
+
+
+def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[int],
+             renames: dict[int, str]) -> Graph:
+    """The final graph: backward nodes nothing needs dropped, gradients named, `%tN` names
+    renumbered to the new positions."""
+    live = set(keep)
+    for n in reversed(nodes):
+        if n.id in live:
+            live.update(i.id for i in n.inputs)
+    out: dict[int, Node] = {}
+    kept: list[Node] = []
+    for n in nodes:
+        if n.id not in live:
+            continue
+        nid = len(kept)
+        name = renames.get(n.id, n.name)
+        if name.startswith("%"):
+            name = f"%t{nid}"
+        m = replace(n, id=nid, inputs=tuple(out[i.id] for i in n.inputs), name=name)
+        out[n.id] = m
+        kept.append(m)
+    builder = GraphBuilder()
+    builder.nodes = kept
+    return builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
+                          [Update(out[new[u.param.id].id], out[new[u.value.id].id])
+                           for u in graph.updates])
