@@ -2,7 +2,7 @@
 
 The grammar lives in `grammar.lark` and is run by Lark's LALR parser, built once on first use.
 Syntax errors get their message from a catalogue of small broken programs
-(`UnexpectedInput.match_examples`): the parser state the real error stopped in is compared with
+(`UnexpectedInput.match_examples`, written out as `_match_examples`): the parser state the real error stopped in is compared with
 the states those examples stop in, so "y = (x + 1" reads as "missing ')'" rather than as a list of
 terminal names. Lark stops at the first syntax error, so a file reports at most one.
 """
@@ -143,6 +143,8 @@ class _ToAst(Transformer_NonRecursive):
 
 # ---- syntax error messages --------------------------------------------------------------------
 
+KEYWORD_AS_NAME = "'KEYWORD' is a keyword and cannot be used as a name"
+
 # Each message is chosen when the parser stops in the same state as one of its examples.
 # Order matters: the first matching message wins.
 SYNTAX_EXAMPLES: dict[str, list[str]] = {
@@ -173,16 +175,20 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "y = f(x y)", "y = f(x 2)", "y = f(x, a=1 2)", "y = f(x, a=1 b)",
     ],
     "expected an operator or the end of the line (one statement per line)": [
+        "param w: f32[2] = 1 y", "param w: f32[2] = glorot y", "param w: f32[2] = 1 2",
+        "param w: f32[2] = 1 =", "param w: f32[2] = 1 ,", "param w: f32[2] = 1 )",
+        "update w = x y", "update w = x 2", "update w = x =", "update w = x ,",
         "y = x z", "y = x 2", "y = x\ty", "y = 2 x", "y = relu(x) y", "y = (x) y", "y = -x y",
         "y = x z = 2", "y = x output y", "y = x input x", "y = 2 (y)",
         "y = x ,", "y = x, z", "y = x =", "y = x = 2", "y = x :", "y = x [", "y = x ]",
         "y = x input", "y = x output",
     ],
-    "expected '=' after the name (statements are 'NAME = EXPR', 'input ...' or 'output ...')": [
+    "expected '=' after the name (statements are 'NAME = EXPR', 'input ...', 'param ...', "
+    "'update ...' or 'output ...')": [
         "y", "y\n", "y x", "y 2", "y + 1", "y (x)", "y(x)", "y, z", "y: f32[2]", "y - 1",
         "y * 2", "y @ 2", "y / 2", "y)", "y]", "y[", "y input", "y output", "y -", "y *",
     ],
-    "a statement starts with a name, 'input' or 'output'": [
+    "a statement starts with a name, 'input', 'param', 'update' or 'output'": [
         "2", "(x)", "-x", "= 2", "+ 1", "* 2", ")", ", x", ": x", "[", "]", "@", "/", "- 1",
     ],
     "expected a name after 'input': input NAME: DTYPE[D0, D1, ...]": [
@@ -208,6 +214,9 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "input x: f32[2, ,", "input x: f32[2,\n", "input x: f32[[", "input x: f32[=",
         "input x: f32[2, [", "input x: f32[2, =", "input x: f32[2, :", "input x: f32[2, )",
         "input x: f32[)", "input x: f32[2, *", "input x: f32[*",
+        "param x: f32[y]", "param x: f32[-1]", "param x: f32[(2)]", "param x: f32[:",
+        "param x: f32[[", "param x: f32[=", "param x: f32[)", "param x: f32[*",
+        "param x: f32[", "param x: f32[\n",
     ],
     "expected ',' or ']' in the shape": [
         "input x: f32[2", "input x: f32[2\n", "input x: f32[2 3]", "input x: f32[2, 3",
@@ -219,6 +228,47 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "input x: f32[2] input y", "input x: f32[2] output x", "input x: f32[2][3]",
         "input x: f32[2] (", "input x: f32[2] )", "input x: f32[2] :", "input x: f32[2] ]",
         "input x: f32[2] -", "input x: f32[2] *",
+    ],
+    "expected a name after 'param': param NAME: DTYPE[D0, D1, ...] = INIT": [
+        "param", "param\n", "param 2", "param (x)", "param :", "param [", "param ]",
+        "param ,", "param -", "param )", "param *",
+    ],
+    "expected ':' after the param's name: param NAME: DTYPE[D0, D1, ...] = INIT": [
+        "param x", "param x\n", "param x f32[2]", "param x = 2", "param x[2]", "param x, y",
+        "param x 2", "param x (", "param x )", "param x -", "param x ]", "param x *",
+    ],
+    "expected a dtype (f32 or bf16) after ':': param NAME: DTYPE[D0, D1, ...] = INIT": [
+        "param x:", "param x:\n", "param x: [2]", "param x: 2", "param x: (", "param x: :",
+        "param x: ,", "param x: -", "param x: ]", "param x: =", "param x: )", "param x: *",
+    ],
+    "expected '[' and the shape after the dtype: param NAME: DTYPE[D0, D1, ...] = INIT": [
+        "param x: f32", "param x: f32\n", "param x: f32 2", "param x: f32 y",
+        "param x: f32(2)", "param x: f32 ]", "param x: f32 :", "param x: f32 ,",
+        "param x: f32 -", "param x: f32 =", "param x: f32 )", "param x: f32 *",
+    ],
+    "expected '= INIT' or the end of the line after the shape (INIT: a number literal, "
+    "glorot or normal(STD))": [
+        "param x: f32[2] y", "param x: f32[2] 2", "param x: f32[2],", "param x: f32[2] (",
+        "param x: f32[2] )", "param x: f32[2] :", "param x: f32[2] ]", "param x: f32[2] -",
+        "param x: f32[2] *", "param x: f32[2][3]", "param x: f32[2] input y",
+    ],
+    "expected the initial value after '=': a number literal, glorot or normal(STD)": [
+        "param x: f32[2] =", "param x: f32[2] =\n", "param x: f32[2] = =",
+        "param x: f32[2] = ,", "param x: f32[2] = )", "param x: f32[2] = :",
+        "param x: f32[2] = [", "param x: f32[2] = ]", "param x: f32[2] = *",
+    ],
+    "expected the name of a param after 'update': update NAME = EXPR": [
+        "update", "update\n", "update 2", "update (x)", "update :", "update [", "update ]",
+        "update ,", "update -", "update )", "update *",
+    ],
+    "expected '=' after the param's name: update NAME = EXPR": [
+        "update w", "update w\n", "update w 2", "update w x", "update w :", "update w (",
+        "update w ,", "update w )", "update w [", "update w ]", "update w -", "update w *",
+        "update w + 1",
+    ],
+    "expected an expression after '=': update NAME = EXPR": [
+        "update w =", "update w =\n", "update w = =", "update w = ,", "update w = )",
+        "update w = :", "update w = [", "update w = ]", "update w = *",
     ],
     "expected a name after 'output'": [
         "output", "output\n", "output 2", "output (x)", "output x,", "output x,\n",
@@ -232,9 +282,10 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "output x + 1", "output x input", "output x output", "output x )", "output x ]",
         "output x -", "output x *", "output x @",
     ],
-    # Last, so it wins only on an exact match of the '=' token.
-    "'input' and 'output' are keywords and cannot be used as names": [
-        "input = 2", "output = 2", "input =", "output =",
+    # Last, so it wins only on an exact match of the '=' token. The message names the keyword.
+    KEYWORD_AS_NAME: [
+        "input = 2", "output = 2", "input =", "output =", "param = 2", "param =",
+        "update = 2", "update =",
     ],
 }
 
@@ -243,7 +294,7 @@ TERMINAL_TEXT = {
     "NAME": "a name", "NUMBER": "a number", "_NL": "end of line", "$END": "end of file",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "LPAR": "'('",
     "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
-    "INPUT": "'input'", "OUTPUT": "'output'",
+    "INPUT": "'input'", "OUTPUT": "'output'", "PARAM": "'param'", "UPDATE": "'update'",
 }
 EXPRESSION_START = frozenset({"LPAR", "MINUS", "NAME", "NUMBER"})
 
@@ -285,7 +336,9 @@ def _token_message(e: UnexpectedToken, line_text: str) -> str:
     """
     isolated = _isolated_error(line_text)
     if isolated is not None:
-        label = isolated.match_examples(_parse_example, _examples(), use_accepts=True)
+        label = _match_examples(isolated)
+        if label == KEYWORD_AS_NAME:
+            return label.replace("KEYWORD", line_text.split()[0])
         if label is not None:
             return label
     return _message_from_accepts(e)
@@ -340,12 +393,26 @@ def _example_error(example: str) -> UnexpectedInput | None:
     return None
 
 
-def _parse_example(example: str) -> None:
-    """`parser().parse` for match_examples, remembering each example's error: parsing the whole
-    catalogue again for every syntax error would cost tens of milliseconds."""
-    err = _example_error(example)
-    if err is not None:
-        raise err.with_traceback(None)
+def _match_examples(e: UnexpectedToken) -> str | None:
+    """The label of the first example that stops in the same parser state as `e`, expecting the
+    same terminals; one that also stops at the same token wins outright.
+
+    This is `UnexpectedInput.match_examples(..., use_accepts=True)`, written out because Lark's
+    own formats a debug message with '%d' and the parser state when an example's state matches
+    but its accepted terminals do not, and so raises TypeError (seen with Lark 1.2)."""
+    candidate = None
+    for label, examples in _examples().items():
+        for example in examples:
+            ut = _example_error(example)
+            if ut is None or ut.state != e.state:
+                continue
+            if isinstance(ut, UnexpectedToken) and ut.accepts != e.accepts:
+                continue
+            if getattr(ut, "token", None) == e.token:
+                return label
+            if candidate is None:
+                candidate = label
+    return candidate
 
 
 def _token_text(tok: Token) -> str:
