@@ -306,7 +306,7 @@ class _Checker:
                 return
             value = self.builder.add(Op.CAST, (value,), shape=value.shape, dtype="bf16",
                                      line=s.line, col=s.value.col)
-        self.updates.append(Update(param, value))
+        self.updates.append(Update(param, value, s.line, s.col))
 
     def bind(self, s: ast.Assign) -> None:
         name = s.target.id

@@ -13,7 +13,7 @@ only relay nodes execute, become counted loops. Then, from that one record:
   and the assembly columns are -1 because the object comes from no assembly file.
 - `assembly_text` writes it as `.d1s` for `--emit asm`: the machine, the DSL source (`.file` and
   `.source`, so the debugger can list it), a `.meta` record, one `.tensor` with `.piece`s per
-  input and output, and one `.text` section per distinct program, its instructions after `.loc`
+  input, param and output, and one `.text` section per distinct program, its instructions after `.loc`
   lines naming their DSL line and column. `d1 asm` turns that text into the identical object.
 """
 
@@ -56,12 +56,12 @@ class Emitted:
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
                   ) -> list[tuple[int, int, int, tuple, tuple, tuple]]:
-    """(x, y, addr, offset, shape, strides) of every piece of `v`: inputs are written to every
-    node that holds a copy, outputs read from one holder per block."""
+    """(x, y, addr, offset, shape, strides) of every piece of `v`: inputs and params are written
+    to every node that holds a copy, outputs read from one holder per block."""
     L = v.layout
     isz = L.itemsize
     shape = tuple(v.shape) if v.shape else (1,)
-    holders = L.holders() if role == "input" else L.owners()
+    holders = L.holders() if role in ("input", "param") else L.owners()
     out = []
     for i, j in holders:
         r0, r1, c0, c1 = L.block(i, j)

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
+
+import numpy as np
 
 from compiler.ir import (
     LEAF_OPS,
@@ -38,7 +41,6 @@ from compiler.ir import (
     IRError,
     Node,
     Op,
-    Update,
     broadcast_dims,
     format_type,
     round_scalar,
@@ -54,6 +56,17 @@ class Backward:
         self.widened: dict[int, Node] = {}
 
     def op(self, op: Op, *xs: Node, axis: int | None = None) -> Node:
+        """A new node, except where constants make it trivial: arithmetic on splats is folded
+        (in f64, rounded once to f32, which for + - * / is the f32 result itself), and a
+        product with a splat of 1 is its other operand."""
+        if op in _FOLD and all(x.op is Op.CONST for x in xs):
+            with np.errstate(all="ignore"):
+                v = float(_FOLD[op](*(np.float64(x.value) for x in xs)))
+            return self.const(v, xs[0].shape)
+        if op is Op.MUL:
+            for one, other in ((xs[0], xs[1]), (xs[1], xs[0])):
+                if one.op is Op.CONST and one.value == 1.0:
+                    return other
         return self.builder.add(op, xs, axis=axis, line=self.line, col=self.col)
 
     def f32(self, x: Node) -> Node:
@@ -100,12 +113,20 @@ class Backward:
     def reshape(self, x: Node, shape: tuple[int, ...]) -> Node:
         if x.shape == shape:
             return x
+        if x.op is Op.CONST:
+            return self.const(x.value, shape)
         return self.builder.add(Op.RESHAPE, (x,), shape=shape, dtype=x.dtype, line=self.line,
                                 col=self.col)
 
     def broadcast(self, x: Node, shape: tuple[int, ...]) -> Node:
+        """x broadcast to `shape`: a splat stays a splat, and a broadcast of a broadcast is one
+        broadcast of the original (broadcasting is transitive)."""
         if x.shape == shape:
             return x
+        if x.op is Op.CONST:
+            return self.const(x.value, shape)
+        if x.op is Op.BROADCAST:
+            x = x.inputs[0]
         return self.builder.add(Op.BROADCAST, (x,), shape=shape, dtype=x.dtype,
                                 line=self.line, col=self.col)
 
@@ -122,6 +143,12 @@ class Backward:
         if axis != 0:
             g = self.reshape(g, shape[:axis] + (1,) + shape[axis + 1:])
         return self.broadcast(g, shape)
+
+
+_FOLD: dict[Op, Callable[..., Any]] = {
+    Op.NEG: lambda a: -a, Op.ADD: lambda a, b: a + b, Op.SUB: lambda a, b: a - b,
+    Op.MUL: lambda a, b: a * b, Op.DIV: lambda a, b: a / b,
+}
 
 
 # ---- the rules --------------------------------------------------------------------------------
@@ -308,5 +335,5 @@ def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[in
     builder = GraphBuilder()
     builder.nodes = kept
     return builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
-                          [Update(out[new[u.param.id].id], out[new[u.value.id].id])
-                           for u in graph.updates])
+                          [replace(u, param=out[new[u.param.id].id],
+                                   value=out[new[u.value.id].id]) for u in graph.updates])

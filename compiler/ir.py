@@ -250,10 +250,13 @@ class Node:
 
 @dataclass(frozen=True)
 class Update:
-    """`update NAME = EXPR`: `param` holds `value` after the run (same shape and dtype)."""
+    """`update NAME = EXPR`: `param` holds `value` after the run (same shape and dtype); `line`
+    and `col` place the statement."""
 
     param: Node
     value: Node
+    line: int = 0
+    col: int = 0
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ def lower(graph: Graph) -> list[KOp]:
         trees[node.id] = (build(node), list(reversed(names)))
     out = []
     for node in graph.nodes:
-        if node.op is Op.INPUT:
+        if node.op in (Op.INPUT, Op.PARAM):
+            # A param is read like an input and placed like one; it just stays in SRAM.
             out.append(KOp("input", node))
         elif node.op in ELEMENTWISE_OPS:
             if node.id in fused_into:
@@ -127,9 +128,26 @@ def lower(graph: Graph) -> list[KOp]:
             out.append(KOp("matmul", node))
         elif node.op is Op.TRANSPOSE:
             out.append(KOp("transpose", node))
+        elif node.op in NOT_COMPILED:
+            raise CompilerLimit(f"{NOT_COMPILED[node.op]} has no kernel on the mesh yet",
+                                "the numpy reference evaluates it, the code generator does not",
+                                (node.line, node.col))
         else:  # pragma: no cover - the IR has no other ops
             raise AssertionError(f"cannot lower {node.op}")
     return out
+
+
+# IR ops of the training front end that the reference evaluates and this back end cannot
+# compile yet, with what the user wrote that makes them (grad nodes never reach lower).
+NOT_COMPILED = {
+    Op.LOG: "log",
+    Op.LOG_SOFTMAX: "log_softmax",
+    Op.RESHAPE: "a reshape (from keepdims=1, a reduction over every axis of a 2-D or larger "
+                "tensor, or a gradient)",
+    Op.GT: "a comparison mask (from the gradient of relu, abs, maximum or minimum)",
+    Op.GE: "a comparison mask (from the gradient of maximum or minimum)",
+    Op.MAX_MASK: "the first-maximum mask (from the gradient of max)",
+}
 
 
 # ---- map --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     parse     .d1k text -> syntax tree                       (compiler.parse)
     check     syntax tree -> typed IR graph                   (compiler.check)
+    differentiate  grad nodes -> their backward pass as IR    (compiler.grad)
     lower     IR graph -> kernel ops, elementwise fused       (compiler.lower)
     map       kernel ops -> steps over distributed values     (compiler.lower.map_to_mesh)
     schedule  step order, dead steps dropped, liveness        (compiler.alloc)
@@ -10,9 +11,11 @@
 
 and then `link` lays the programs out into the object with the assembler's layout code
 (d1isa.asm.layout; the `assemble` lap in `Compiled.seconds`): no assembly text is written or
-parsed. `--emit ast|ir|asm` stops after parse, check or emit and prints that stage
+parsed. `--emit ast|ir|asm` stops after parse, differentiate or emit and prints that stage
 (`emit_stage`); the asm is written from the same instruction data and re-assembles with `d1 asm`
-to the same object. The IR is verified after `check` (`CompileOptions.verify`).
+to the same object. The IR is verified after `check` and after `differentiate`
+(`CompileOptions.verify`). Programs that `update` params are stopped before `lower` with a
+compiler limit: the mesh back end does not compile training steps yet.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from compiler.asmgen import CompilerLimit, check_machine
 from compiler.ast import format_ast
 from compiler.check import check
 from compiler.emit import Emitted, assembly_text, collect, emit_program, link
+from compiler.grad import differentiate
 from compiler.grid import Grid, choose_grid
-from compiler.ir import Graph, format_ir, verify
+from compiler.ir import Graph, Op, format_ir, verify
 from compiler.lower import lower, map_to_mesh
 from compiler.parse import parse
 from compiler.plan import Ctx
@@ -35,7 +39,7 @@ from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine, default_machine
 from d1isa.objfile import ObjectFile
 
-PASSES = ("parse", "check", "lower", "map", "schedule", "allocate", "emit")
+PASSES = ("parse", "check", "differentiate", "lower", "map", "schedule", "allocate", "emit")
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
 
@@ -134,6 +138,16 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     if options.verify:
         verify(graph)
     t.lap("check")
+    graph = differentiate(graph)
+    if options.verify:
+        verify(graph)
+    t.lap("differentiate")
+    if graph.updates:
+        u = graph.updates[0]
+        raise CompilerLimit(f"update of param '{u.param.name}': programs that update params "
+                            f"(training) are not compiled for the mesh yet",
+                            "the numpy reference runs them: compiler.reference.train_step",
+                            (u.line, u.col))
     kops = lower(graph)
     t.lap("lower")
     grid = choose_grid(machine)
@@ -149,7 +163,7 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     out_names = [o.name for o in graph.outputs]
     tensors = []
     for v in mapper.inputs:
-        tensors.append((v.name, "input", v, v.shape))
+        tensors.append((v.name, "param" if v.node.op is Op.PARAM else "input", v, v.shape))
     input_names = {v.name for v in mapper.inputs}
     for o, v in zip(graph.outputs, outputs, strict=True):
         if o.name not in input_names:
@@ -157,9 +171,10 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     meta = {
         "producer": "d1 compile",
         "source": filename,
-        "inputs": [v.name for v in mapper.inputs],
+        "inputs": [v.name for v in mapper.inputs if v.node.op is Op.INPUT],
         "outputs": out_names,
         "scalar_outputs": [o.name for o in graph.outputs if o.ndim == 0],
+        **({"params": [p.name for p in graph.params]} if graph.params else {}),
         "grid": {"rows": list(grid.ys), "cols": list(grid.xs)},
         "options": asdict(options),
         "sram_peak_bytes": peak,
@@ -204,7 +219,7 @@ def emit_stage(text: str, stage: str, machine: Machine | None = None,
         return format_ast(parse(text, filename))
     if stage == "ir":
         machine = machine or default_machine()
-        return format_ir(check(parse(text, filename), machine, filename, text))
+        return format_ir(differentiate(check(parse(text, filename), machine, filename, text)))
     if stage == "asm":
         return compile_text(text, machine, filename, options, assemble_object=False).asm
     raise D1Error(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")

@@ -82,6 +82,11 @@ class Program:
         return [t.name for t in self.obj.tensors if t.role == "input"]
 
     @property
+    def params(self) -> list[str]:
+        """The object's param tensors: read like inputs, kept in SRAM between runs."""
+        return [t.name for t in self.obj.tensors if t.role == "param"]
+
+    @property
     def outputs(self) -> list[str]:
         """Output names in the program's order (the DSL's `output` lines), else the object's
         output tensors."""
@@ -105,12 +110,13 @@ class Program:
 
     def input_arrays(self, given: dict[str, np.ndarray], seed: int
                      ) -> tuple[dict[str, np.ndarray], list[str]]:
-        """The arrays to scatter before a run, and the inputs left with the object's initial
-        SRAM contents.
+        """The arrays to scatter before a run, and the inputs (and params) left with the
+        object's initial SRAM contents.
 
         Names must be input tensors of the object. A DSL program gets every input: those not
         given are drawn from a standard normal seeded by `seed`, as `compiler.make_inputs`
-        does, so the numpy reference sees the same numbers.
+        does, so the numpy reference sees the same numbers. It gets every param too, from its
+        declaration's INIT (`compiler.reference.init_params` with seed 0, what `check` uses).
         """
         known = self.inputs
         for name in given:
@@ -120,9 +126,11 @@ class Program:
         arrays = dict(given)
         if self.graph is not None:
             from compiler import make_inputs
+            from compiler.reference import init_params
             drawn = make_inputs(self.graph, seed)
             arrays = {name: given.get(name, value) for name, value in drawn.items()}
-        return arrays, [n for n in known if n not in arrays]
+            arrays.update(init_params(self.graph))
+        return arrays, [n for n in known + self.params if n not in arrays]
 
     def check(self, inputs: dict[str, np.ndarray], got: dict[str, np.ndarray]
               ) -> list[tuple[str, float, float, float, bool]]:
@@ -132,7 +140,8 @@ class Program:
             raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
                           f"{self.path} has no DSL source")
         from compiler import compare_outputs, evaluate
-        return compare_outputs(self.graph, got, evaluate(self.graph, inputs))
+        params = {p.name: inputs[p.name] for p in self.graph.params if p.name in inputs}
+        return compare_outputs(self.graph, got, evaluate(self.graph, inputs, params))
 
 
 def load_program(path: str | Path, machine: Machine | None = None,

@@ -48,7 +48,9 @@ ENTRY = struct.Struct("<4sIQQ")
 REQUIRED = (b"MACH", b"META", b"CODE", b"LINE", b"NMAP", b"DATA")
 LINE_COLS = 5
 DTYPE_BYTES = {"f32": 4, "bf16": 2, "i32": 4}
-ROLES = ("input", "output", "internal")
+# A param is written like an input (to every node holding a copy) but keeps its value in SRAM
+# from one run to the next: the weights and optimizer state of a DSL `param`.
+ROLES = ("input", "param", "output", "internal")
 SYMBOL_KINDS = ("code", "data", "equ")
 # A tensor the host would have to allocate is bounded, so a hostile layout cannot ask for 2^60 B.
 MAX_TENSOR_ELEMENTS = 1 << 31
@@ -314,13 +316,13 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
 
 
 def _check_tensor_name(name: Any, role: str) -> None:
-    """Input and output names become file names and `--input NAME=` keys, so they are DSL
-    identifiers; any tensor name is short, printable text."""
+    """Input, param and output names become file names and `--input NAME=` keys, so they are
+    DSL identifiers; any tensor name is short, printable text."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS \
             or not name.isprintable():
         raise ObjectFormatError(f"tensor name {str(name)[:80]!r} is not a short printable name "
                                 f"(at most {MAX_NAME_CHARS} characters)")
-    if role in ("input", "output") and not IDENTIFIER.fullmatch(name):
+    if role in ("input", "param", "output") and not IDENTIFIER.fullmatch(name):
         raise ObjectFormatError(f"{role} tensor name {name!r} is not an identifier "
                                 "(letters, digits and _, not starting with a digit)")
 
@@ -341,6 +343,7 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "producer": ("a string", lambda v: isinstance(v, str)),
     "source": ("a string", lambda v: isinstance(v, str)),
     "inputs": ("a list of tensor names", _names),
+    "params": ("a list of tensor names", _names),
     "outputs": ("a list of tensor names", _names),
     "scalar_outputs": ("a list of tensor names", _names),
     "grid": ("a table", lambda v: isinstance(v, dict)),
@@ -356,7 +359,7 @@ def _validate_meta(meta: dict[str, Any], tensors: list[TensorLayout]) -> None:
             raise ObjectFormatError(f"META field '{key}' must be {what}, got "
                                     f"{json.dumps(meta[key])[:80]}")
     known = {t.name for t in tensors}
-    for key in ("inputs", "outputs"):
+    for key in ("inputs", "params", "outputs"):
         for n in meta.get(key, ()):
             if n not in known:
                 raise ObjectFormatError(f"META field '{key}' names '{n}', which is not a "
