@@ -54,7 +54,8 @@ def vec(lanes: list[int]) -> bytes:
 
 def run_and_compare(obj: ObjectFile, text: str, m, filename: str, seed: int = 0,
                     max_cycles: int = 20_000_000):
-    """Run a compiled .d1k program with seeded inputs and compare every output with the numpy
+    """Run a compiled .d1k program with seeded inputs (and params from their INIT, with the same
+    seed) and compare every output with the numpy
     reference under the --check tolerance (each must pass). Returns (rows of
     compiler.compare_outputs, emulator, run result, outputs by name)."""
     import compiler
@@ -62,13 +63,14 @@ def run_and_compare(obj: ObjectFile, text: str, m, filename: str, seed: int = 0,
 
     graph = compiler.check_source(text, m, filename)
     inputs = compiler.make_inputs(graph, seed)
+    params = compiler.init_params(graph, seed)
     emu = Emulator(obj, max_cycles=max_cycles)
-    for name, value in inputs.items():
+    for name, value in (inputs | params).items():
         emu.set_input(name, value)
     result = emu.run()
     assert result.ok, result.report()
     outs = {o.name: emu.output(o.name) for o in graph.outputs}
-    rows = compiler.compare_outputs(graph, outs, compiler.evaluate(graph, inputs))
+    rows = compiler.compare_outputs(graph, outs, compiler.evaluate(graph, inputs, params))
     for name, abs_err, rel_err, tol, ok in rows:
         assert ok, (f"{filename}: {name}: max |err| {abs_err:.3g} > {tol:.3g} "
                     f"(relative {rel_err:.3g})")
