@@ -4,7 +4,8 @@ The front end, in pipeline order: `parse` (compiler.parse) builds the syntax tre
 (compiler.check) resolves names, dtypes and shapes against a `Machine` and lowers to the IR
 (compiler.ir), `differentiate` (compiler.grad) rewrites every `grad(L, p)` into its backward
 pass, and `evaluate` (compiler.reference) runs the IR in numpy as the definition of its
-meaning; `init_params` draws params from their INIT and `train_step` runs one training step. The language itself is described in docs/DSL.md. The back end (compiler.pipeline,
+meaning; `init_params` draws params from their INIT and `train_step` runs one training step.
+The language itself is described in docs/DSL.md. The back end (compiler.pipeline,
 docs/COMPILER.md) maps the IR onto the mesh, builds every node's instructions as checked data and
 links them into the object: `compile_source` and `compile_file` return the object, and
 `compare_outputs` applies the `--check` tolerance.

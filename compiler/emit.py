@@ -13,8 +13,8 @@ only relay nodes execute, become counted loops. Then, from that one record:
   and the assembly columns are -1 because the object comes from no assembly file.
 - `assembly_text` writes it as `.d1s` for `--emit asm`: the machine, the DSL source (`.file` and
   `.source`, so the debugger can list it), a `.meta` record, one `.tensor` with `.piece`s per
-  input, param and output, and one `.text` section per distinct program, its instructions after `.loc`
-  lines naming their DSL line and column. `d1 asm` turns that text into the identical object.
+  input, param and output, and one `.text` section per distinct program, its instructions after
+  `.loc` lines naming their DSL line and column. `d1 asm` turns that text into the identical object.
 """
 
 from __future__ import annotations

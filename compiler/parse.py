@@ -1,10 +1,11 @@
 """Parse `.d1k` text into the syntax tree of `compiler.ast`, or raise a located `SourceError`.
 
 The grammar lives in `grammar.lark` and is run by Lark's LALR parser, built once on first use.
-Syntax errors get their message from a catalogue of small broken programs
-(`UnexpectedInput.match_examples`, written out as `_match_examples`): the parser state the real error stopped in is compared with
-the states those examples stop in, so "y = (x + 1" reads as "missing ')'" rather than as a list of
-terminal names. Lark stops at the first syntax error, so a file reports at most one.
+Syntax errors get their message from a catalogue of small broken programs (Lark's
+`UnexpectedInput.match_examples`, written out as `_match_examples`): the parser state the real
+error stopped in is compared with the states those examples stop in, so "y = (x + 1" reads as
+"missing ')'" rather than as a list of terminal names. Lark stops at the first syntax error, so
+a file reports at most one.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def assert_close_to_fd(ref: np.ndarray, fd: np.ndarray, what: str, tol: float = 
     scale = max(1.0, float(np.max(np.abs(fd), initial=0.0)))
     err = float(np.max(np.abs(ref - fd), initial=0.0))
     assert ref.shape == fd.shape and ref.dtype == np.float32, what
-    assert err <= tol * scale, f"{what}: max |ref - fd| = {err:.3g} (scale {scale:.3g})\n{ref}\n{fd}"
+    assert err <= tol * scale, (f"{what}: max |ref - fd| = {err:.3g} (scale {scale:.3g})\n"
+                                f"{ref}\n{fd}")
 
 
 def check_program(text: str, seed: int = 0, positive: tuple[str, ...] = (),
