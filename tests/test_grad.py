@@ -4,110 +4,22 @@ programs with a 0-d loss.
 
 The reference grad is the backward pass that `differentiate` writes into the IR, evaluated by the
 f32 reference evaluator. The finite differences run the forward graph in float64 with the small
-evaluator `forward64` below (no rounding anywhere), at the same point: the inputs are rounded to
-f32 first, as the reference rounds them.
+evaluator of tests/gradkit.py (no rounding anywhere), at the same point: the inputs are rounded
+to f32 first, as the reference rounds them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradkit import finite_difference, leaf_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compiler
 from compiler.grad import RULES, differentiate
-from compiler.ir import LEAF_OPS, Graph, Node, Op, round_to, verify
-from compiler.reference import KERNELS, evaluate
-
-# ---- float64 forward evaluation and finite differences ----------------------------------------
-
-
-def _softmax64(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _log_softmax64(x: np.ndarray, axis: int) -> np.ndarray:
-    s = x - x.max(axis=axis, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
-
-
-F64 = {
-    Op.CONST: lambda n: np.full(n.shape, n.value),
-    Op.BROADCAST: lambda n, x: np.broadcast_to(x, n.shape),
-    Op.CAST: lambda n, x: x,
-    Op.TRANSPOSE: lambda n, x: x.T,
-    Op.RESHAPE: lambda n, x: np.reshape(x, n.shape),
-    Op.NEG: lambda n, x: -x,
-    Op.ABS: lambda n, x: np.abs(x),
-    Op.RELU: lambda n, x: np.maximum(x, 0.0),
-    Op.EXP: lambda n, x: np.exp(x),
-    Op.TANH: lambda n, x: np.tanh(x),
-    Op.SIGMOID: lambda n, x: 1 / (1 + np.exp(-x)),
-    Op.SQRT: lambda n, x: np.sqrt(x),
-    Op.LOG: lambda n, x: np.log(x),
-    Op.ADD: lambda n, a, b: a + b,
-    Op.SUB: lambda n, a, b: a - b,
-    Op.MUL: lambda n, a, b: a * b,
-    Op.DIV: lambda n, a, b: a / b,
-    Op.MAXIMUM: lambda n, a, b: np.maximum(a, b),
-    Op.MINIMUM: lambda n, a, b: np.minimum(a, b),
-    Op.GT: lambda n, a, b: (a > b).astype(float),
-    Op.GE: lambda n, a, b: (a >= b).astype(float),
-    Op.MATMUL: lambda n, a, b: a @ b,
-    Op.SUM: lambda n, x: x.sum(axis=n.axis),
-    Op.MEAN: lambda n, x: x.mean(axis=n.axis),
-    Op.MAX: lambda n, x: x.max(axis=n.axis),
-    Op.SOFTMAX: lambda n, x: _softmax64(x, n.axis),
-    Op.LOG_SOFTMAX: lambda n, x: _log_softmax64(x, n.axis),
-    Op.MAX_MASK: lambda n, x: KERNELS[Op.MAX_MASK](n, x).astype(float),
-}
-
-
-def forward64(graph: Graph, target: Node, leaves: dict[str, np.ndarray]) -> np.ndarray:
-    """The value of `target` computed in float64, from leaf values by name."""
-    need = {target.id}
-    for n in reversed(graph.nodes[:target.id + 1]):
-        if n.id in need:
-            need.update(i.id for i in n.inputs)
-    values: dict[int, np.ndarray] = {}
-    for n in graph.nodes[:target.id + 1]:
-        if n.id not in need:
-            continue
-        if n.op in (Op.INPUT, Op.PARAM):
-            values[n.id] = np.asarray(leaves[n.name], dtype=np.float64)
-        else:
-            values[n.id] = F64[n.op](n, *(values[i.id] for i in n.inputs))
-    return values[target.id]
-
-
-def finite_difference(graph: Graph, loss: str, leaves: dict[str, np.ndarray], wrt: str,
-                      h: float = 1e-6) -> np.ndarray:
-    """dloss/dwrt by central differences in float64."""
-    target = graph[loss]
-    base = {k: np.array(v, dtype=np.float64) for k, v in leaves.items()}
-    out = np.zeros(base[wrt].shape)
-    for idx in np.ndindex(out.shape):
-        x = base[wrt][idx]
-        base[wrt][idx] = x + h
-        up = float(forward64(graph, target, base))
-        base[wrt][idx] = x - h
-        down = float(forward64(graph, target, base))
-        base[wrt][idx] = x
-        out[idx] = (up - down) / (2 * h)
-    return out
-
-
-def leaf_values(graph: Graph, seed: int, positive: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Seeded standard-normal values for every input and param, rounded to f32 (those named in
-    `positive` in [0.5, 2.5))."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for n in graph.inputs + graph.params:
-        v = rng.uniform(0.5, 2.5, n.shape) if n.name in positive else rng.standard_normal(n.shape)
-        out[n.name] = round_to(v, n.dtype)
-    return out
+from compiler.ir import LEAF_OPS, Graph, Op, round_to, verify
+from compiler.reference import evaluate
 
 
 def split(graph: Graph, leaves: dict[str, np.ndarray]) -> tuple[dict, dict]:
