@@ -586,3 +586,13 @@ def test_verify_rejects_broken_params_and_updates():
         with pytest.raises(IRError) as info:
             verify(graph)
         assert message in str(info.value)
+
+
+def test_the_docs_show_the_example_and_every_training_program_in_them_checks():
+    doc = (ROOT / "docs" / "DSL.md").read_text()
+    assert f"```\n{EXAMPLE}```" in doc
+    blocks = doc.split("```")[1::2]
+    training = [b for b in blocks if "\nparam " in b or b.startswith("param ")]
+    assert training
+    for block in training:
+        compiler.check_source(block)
