@@ -23,7 +23,10 @@ Gradient numerics (docs/DSL.md, "Gradients"):
 
 Nodes a rule creates that no gradient ends up needing (the gradient of an input nobody asked
 about, say) are dropped at the end, so the IR holds exactly the backward pass asked for. Every
-new node carries the position of the first `grad(L, ...)` call of its pass.
+new node carries the position of the first `grad(L, ...)` call of its pass. Splats are folded
+where that is exact (the gradient of `sum(x)` is a splat of 1, not a chain of broadcasts), and
+the backward IR keeps the checker's invariant that splats and broadcasts are read in place by
+elementwise ops only: any other op reads a stored copy (`Backward.stored`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import (
+    BINARY_OPS,
     LEAF_OPS,
+    UNARY_OPS,
     Graph,
     GraphBuilder,
     IRError,
@@ -43,6 +48,7 @@ from compiler.ir import (
     Op,
     broadcast_dims,
     format_type,
+    result_type,
     round_scalar,
 )
 
@@ -54,20 +60,42 @@ class Backward:
         self.builder = builder
         self.line, self.col = line, col
         self.widened: dict[int, Node] = {}
+        self.copies: dict[int, Node] = {}
 
     def op(self, op: Op, *xs: Node, axis: int | None = None) -> Node:
         """A new node, except where constants make it trivial: arithmetic on splats is folded
-        (in f64, rounded once to f32, which for + - * / is the f32 result itself), and a
-        product with a splat of 1 is its other operand."""
-        if op in _FOLD and all(x.op is Op.CONST for x in xs):
+        (in f64, rounded once to f32, which for + - * / is the f32 result itself; a sum of a
+        splat is the splat times the count, a mean or max of one is the splat), and a product
+        with a splat of 1 is its other operand."""
+        if all(x.op is Op.CONST for x in xs):
+            c = [np.float64(x.value) for x in xs]
+            folded = None
             with np.errstate(all="ignore"):
-                v = float(_FOLD[op](*(np.float64(x.value) for x in xs)))
-            return self.const(v, xs[0].shape)
+                if op in _FOLD:
+                    folded = _FOLD[op](*c)
+                elif op in (Op.SUM, Op.MEAN, Op.MAX, Op.TRANSPOSE):
+                    folded = c[0] * xs[0].shape[axis] if op is Op.SUM else c[0]
+            if folded is not None:
+                shape, _ = result_type(op, xs, axis)
+                return self.const(float(folded), shape)
         if op is Op.MUL:
             for one, other in ((xs[0], xs[1]), (xs[1], xs[0])):
                 if one.op is Op.CONST and one.value == 1.0:
                     return other
+        if op not in READS_IN_PLACE:
+            xs = tuple(self.stored(x) for x in xs)
         return self.builder.add(op, xs, axis=axis, line=self.line, col=self.col)
+
+    def stored(self, x: Node) -> Node:
+        """x as a value of its own. A splat or a broadcast is only ever read in place by an
+        elementwise op (the back end never stores one), so before any other op reads one, it
+        is copied (an exact f32 cast), once per pass."""
+        if x.op not in (Op.CONST, Op.BROADCAST):
+            return x
+        if x.id not in self.copies:
+            self.copies[x.id] = self.builder.add(Op.CAST, (x,), shape=x.shape, dtype=x.dtype,
+                                                 line=self.line, col=self.col)
+        return self.copies[x.id]
 
     def f32(self, x: Node) -> Node:
         """A forward value as f32 (exact: bf16 widens without rounding); one cast per value."""
@@ -115,8 +143,8 @@ class Backward:
             return x
         if x.op is Op.CONST:
             return self.const(x.value, shape)
-        return self.builder.add(Op.RESHAPE, (x,), shape=shape, dtype=x.dtype, line=self.line,
-                                col=self.col)
+        return self.builder.add(Op.RESHAPE, (self.stored(x),), shape=shape, dtype=x.dtype,
+                                line=self.line, col=self.col)
 
     def broadcast(self, x: Node, shape: tuple[int, ...]) -> Node:
         """x broadcast to `shape`: a splat stays a splat, and a broadcast of a broadcast is one
@@ -144,6 +172,9 @@ class Backward:
             g = self.reshape(g, shape[:axis] + (1,) + shape[axis + 1:])
         return self.broadcast(g, shape)
 
+
+# Ops that read a splat or broadcast operand in place, as the checker's IR always has them.
+READS_IN_PLACE = UNARY_OPS | BINARY_OPS | {Op.CAST}
 
 _FOLD: dict[Op, Callable[..., Any]] = {
     Op.NEG: lambda a: -a, Op.ADD: lambda a, b: a + b, Op.SUB: lambda a, b: a - b,

@@ -530,11 +530,16 @@ def test_d1_run_gives_params_their_init_and_checks_against_the_reference(tmp_pat
     assert "logits" in run.stdout and "ok" in run.stdout and "not given" not in run.stderr
 
 
-def test_a_grad_made_of_compiled_ops_runs_on_the_mesh():
-    # sum over one axis at a time and tanh: the backward pass is a splat, a product, a
-    # transpose and a matmul, all ops the back end compiles.
-    text = ("input x: f32[8, 6]\nparam w: f32[6, 5]\nl = sum(sum(tanh(x @ w), axis=0), axis=0)\n"
-            "g = grad(l, w)\noutput g, l\n")
+@pytest.mark.parametrize("loss", [
+    "sum(sum(tanh(x @ w), axis=0), axis=0)",
+    "sum(sum(x @ w, axis=0), axis=0)",            # the gradient reaching the matmul is a splat
+    "sum(tanh(sum(x @ w + b, axis=0)), axis=0)",  # b's gradient sums a broadcast
+])
+def test_a_grad_made_of_compiled_ops_runs_on_the_mesh(loss):
+    # Reductions over the leading axis, tanh, a row bias: the backward passes are splats,
+    # products, broadcasts, sums, transposes and matmuls, all ops the back end compiles.
+    text = (f"input x: f32[8, 6]\nparam w: f32[6, 5]\nparam b: f32[5]\nl = {loss}\n"
+            "gw = grad(l, w)\ngb = grad(l, b)\noutput gw, gb, l\n")
     obj = compiler.compile_source(text, M4, "g.d1k")
     run_and_compare(obj, text, M4, "g.d1k", seed=1)
 

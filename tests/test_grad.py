@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compiler
-from compiler.grad import RULES, differentiate
+from compiler.grad import READS_IN_PLACE, RULES, differentiate
 from compiler.ir import LEAF_OPS, Graph, Op, round_to, verify
 from compiler.reference import evaluate
 
@@ -344,13 +344,15 @@ def test_differentiated_ir_prints_with_its_updates():
     text = ("param w: f32[3, 2]\ninput x: f32[4, 3]\nl = sum(x @ w)\n"
             "update w = w - 0.5 * grad(l, w)\n")
     ir = compiler.emit_stage(text, "ir")
-    assert ir.splitlines()[0] == "# <string>: 1 input, 1 param, 11 nodes, 0 outputs, 1 update"
+    assert ir.splitlines()[0] == "# <string>: 1 input, 1 param, 12 nodes, 0 outputs, 1 update"
     assert "w    : f32[3, 2] = param[init=glorot]" in ir
     # sum(x @ w) reduces every axis: a reshape to 1-D, then one sum. Its gradient is a splat
-    # of 1 (the reshape's and the broadcast's gradients of a splat fold away).
-    assert "%t6  : f32[3, 4] = transpose x" in ir
-    assert "%t7  : f32[3, 2] = matmul %t6, %t5" in ir
-    assert ir.splitlines()[-1] == "update w = %t10"
+    # of 1 (the reshape's and the broadcast's gradients of a splat fold away), stored (a copy)
+    # for the matmul to read.
+    assert "%t5  : f32[4, 2] = const 1.0" in ir
+    assert "%t6  : f32[4, 2] = cast %t5" in ir
+    assert "%t8  : f32[3, 2] = matmul %t7, %t6" in ir
+    assert ir.splitlines()[-1] == "update w = %t11"
     assert not any(line.startswith("output") for line in ir.splitlines())
 
 
@@ -451,3 +453,10 @@ def loss_programs(draw) -> str:
 @given(text=loss_programs(), seed=st.integers(0, 1000))
 def test_random_programs_reference_grad_matches_finite_differences(text, seed):
     check_program(text, seed, tol=5e-3)
+    # The backward IR keeps the checker's invariant: splats and broadcasts are read in place
+    # by elementwise ops only.
+    d = differentiate(compiler.check_source(text))
+    verify(d)
+    for n in d.nodes:
+        if n.op not in READS_IN_PLACE | {Op.BROADCAST}:
+            assert all(i.op not in (Op.CONST, Op.BROADCAST) for i in n.inputs), (n, text)
