@@ -187,8 +187,8 @@ class Init:
 
     def __str__(self) -> str:
         if self.kind == "const":
-            return f"{self.value:g}"
-        return "glorot" if self.kind == "glorot" else f"normal({self.value:g})"
+            return f"{self.value:.17g}"
+        return "glorot" if self.kind == "glorot" else f"normal({self.value:.17g})"
 
 
 @dataclass(frozen=True, eq=False)
