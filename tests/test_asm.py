@@ -442,8 +442,8 @@ ERROR_CASES = [
     (".text all\n addi r1, r1, 3 $ 4\n", 2, 17, "unexpected '$'"),
     (".text all\n addi r1, r1, 3 ` 4\n", 2, 17, "unexpected character '`'"),
     (".text all\n addi r1, r1, (3\n", 2, 17, "expected ')', found the end of the line"),
-    (".tensor t weights f32[4]\n", 1, 11, "expected a tensor role (input, output, internal), "
-                                          "got 'weights'"),
+    (".tensor t weights f32[4]\n", 1, 11, "expected a tensor role (input, param, output, "
+                                          "internal), got 'weights'"),
     (".tensor t input f16[4]\n", 1, 17, "expected a dtype (f32, bf16, i32), got 'f16'"),
     (".piece q 0,0 0\n", 1, 8, "no tensor named 'q' is declared with .tensor"),
     (".tensor t input f32[4]\n.piece t 0,0 2\n", 2, 1,
