@@ -22,7 +22,6 @@ from compiler.emit import RELAY_LOOP_MIN, compress_relays
 from compiler.pipeline import compile_text, emit_stage
 from d1isa import isa
 from d1isa.asm import PLANS, assemble
-from d1isa.asm.expr import ExprError, NeedsNode, evaluate, parse
 from d1isa.asm.layout import Linker, no_globals
 from d1isa.asm.program import Instr, InstrError, InstrSet, Label, render, section
 from d1isa.asm.syntax import Diagnostics
@@ -269,28 +268,3 @@ def test_compiling_writes_and_parses_no_assembly_text(monkeypatch):
     assert (rows[:, 0] == 0).all() and (rows[:, 1] > 0).all() and (rows[:, 3:] == -1).all()
     monkeypatch.undo()
     assert c.asm.startswith("# Compiled by d1 compile from r.d1k")
-
-
-# ---- the expression language as an API ----------------------------------------------------------
-
-def test_expressions_parse_once_and_evaluate_with_any_lookup():
-    ast = parse("pc + 4 * (r1 & 0xff) - @x", {"w": 4})
-    regs = {"pc": 100, "r1": 0x1203}
-    assert evaluate(ast, lambda name, pos: regs[name], (2, 0, 2)) == 100 + 4 * 3 - 2
-    with pytest.raises(NeedsNode):
-        evaluate(ast, lambda name, pos: regs[name])
-    assert parse("@w * 2", {"w": 4}) == ("n", 8)
-
-
-def test_expression_errors_have_positions():
-    with pytest.raises(ExprError) as e:
-        parse("a + * b")
-    assert (e.value.msg, e.value.pos) == ("unexpected '*' in an expression", 4)
-    seen = []
-
-    def lookup(name: str, pos: int) -> int:
-        seen.append((name, pos))
-        raise ExprError(f"no register '{name}'", pos, len(name))
-    with pytest.raises(ExprError) as e:
-        evaluate(parse("1 + bogus"), lookup)
-    assert (e.value.pos, e.value.width) == (4, 5) and seen == [("bogus", 4)]

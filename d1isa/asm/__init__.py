@@ -5,7 +5,6 @@
 The package follows the assembler's own seams, one idea per module:
 
     syntax      lines, comments, quoted strings, names; located errors and their collection
-    expr        the integer expression language: tokenizer, parser to an AST, evaluator
     encode      instruction words from operands: plans from the ISA table, fast encoders,
                 pseudo-instructions, `li` expansion, register names
     directives  `.text`, `.data`, `.equ`, `.tensor`, `.loc`, ... (pass 1)
@@ -14,6 +13,9 @@ The package follows the assembler's own seams, one idea per module:
     assembler   the driver: pass 1 over the lines, then the layout
     program     instructions as data, checked against the ISA table when built, for
                 generated code (the compiler's back end); written as text only on request
+
+Operands and directives are read with the integer expression language of d1isa.expr, in its
+ASSEMBLY dialect (the debugger reads the same language in its own).
 """
 
 from d1isa.asm.assembler import PRODUCER, Assembler, assemble, assemble_file

@@ -30,7 +30,6 @@ from d1isa.asm.encode import (
     fast_register_tables,
     split_operands,
 )
-from d1isa.asm.expr import ExprError, NeedsNode, evaluate, parse
 from d1isa.asm.layout import (
     DataLabel,
     DataSection,
@@ -55,6 +54,7 @@ from d1isa.asm.syntax import (
     suggest,
 )
 from d1isa.errors import D1Error, MachineError, SourceError
+from d1isa.expr import Expr, ExprError, NeedsNode, Num, evaluate, parse
 from d1isa.machine import Machine, default_machine, load_machine
 from d1isa.objfile import LINE_COLS, ObjectFile, Symbol
 
@@ -66,9 +66,9 @@ _UNSET: Any = object()
 class _Equ:
     __slots__ = ("name", "ast", "line", "col", "value", "busy", "failed", "nodedep")
 
-    def __init__(self, name: str, ast: tuple, line: int, col: int) -> None:
+    def __init__(self, name: str, ast: Expr, line: int, col: int) -> None:
         self.name, self.ast, self.line, self.col = name, ast, line, col
-        self.value: int | None = ast[1] if ast[0] == "n" else None
+        self.value: int | None = ast.value if type(ast) is Num else None
         self.busy = self.failed = self.nodedep = False
 
 
@@ -107,7 +107,7 @@ class Assembler:
         self.symbols: list[Symbol] = []
         self.tensors: list = []
         self.pieces: list = []
-        self.expr_cache: dict[str, tuple] = {}
+        self.expr_cache: dict[str, Expr] = {}
         self.line_cache: dict[str, tuple] = {}
         self.machine_line = 0
 
@@ -190,30 +190,30 @@ class Assembler:
 
     # ---- names and values -----------------------------------------------------------------
 
-    def _parse(self, text: str) -> tuple:
+    def _parse(self, text: str) -> Expr:
         """Parse one whole expression (cached by its text)."""
         ast = self.expr_cache.get(text)
         if ast is None:
             ast = self.expr_cache[text] = parse(text, self.consts)
         return ast
 
-    def _value(self, text: str) -> int | tuple:
+    def _value(self, text: str) -> int | Expr:
         """An int if `text` is known now (literal or earlier equate), else its parsed AST."""
         ast = self._parse(text)
-        if ast[0] == "n":
-            return ast[1]
+        if type(ast) is Num:
+            return ast.value
         try:
             return evaluate(ast, self.pass1_scope.lookup)
         except (NotYet, NeedsNode, ExprError, Reported):
             return ast
 
-    def _ast_at(self, t: str, col: int) -> tuple:
+    def _ast_at(self, t: str, col: int) -> Expr:
         try:
             return self._parse(t)
         except ExprError as e:
             raise LineError(e.msg, col + e.pos, e.width) from None
 
-    def _value_at(self, t: str, col: int) -> int | tuple:
+    def _value_at(self, t: str, col: int) -> int | Expr:
         try:
             return self._value(t)
         except ExprError as e:
@@ -423,7 +423,7 @@ class Assembler:
         try:
             ast = self._parse(stripped)
         except ExprError as x:
-            broken = _Equ(name, ("n", 0), ln, col)      # uses stay quiet: reported here
+            broken = _Equ(name, Num(0), ln, col)      # uses stay quiet: reported here
             broken.value, broken.failed = None, True
             self.equs[name] = broken
             raise LineError(x.msg, col + x.pos, x.width) from None

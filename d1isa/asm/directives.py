@@ -14,7 +14,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from d1isa.asm.encode import INT32, K_WORD, U64, bf16_from_f32_bits, split_operands
-from d1isa.asm.expr import ExprError, Parser, parse_int, tokenize
 from d1isa.asm.layout import (
     SELECTOR_ARGS,
     SELECTORS,
@@ -26,6 +25,7 @@ from d1isa.asm.layout import (
     TextSection,
 )
 from d1isa.asm.syntax import JSON_DECODER, NAME_RE, LineError, suggest
+from d1isa.expr import Expr, ExprError, Parser, parse_int, tokenize
 from d1isa.objfile import DTYPE_BYTES, ROLES, SYMBOL_KINDS, Symbol
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def directive(a: Assembler, ln: int, s: str, base: int) -> None:
 
 
 def _parser(a: Assembler, args: str) -> Parser:
-    return Parser(tokenize(args), a.consts)
+    return Parser(tokenize(args), a.consts, text=args)
 
 
 def _machine(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
@@ -94,7 +94,7 @@ def parse_selector(p: Parser, ln: int, aoff: int, col: int, allow_list: bool) ->
                         f"{', list X,Y ...' if allow_list else ''}), got '{t}'", pos,
                         max(len(t), 1))
     p.take()
-    args: list[tuple[tuple, int]] = []
+    args: list[tuple[Expr, int]] = []
     if kw == "list":
         while not p.at_end():
             for j in range(2):
@@ -155,7 +155,7 @@ def _ints(a: Assembler, ln: int, args: str, aoff: int, col: int, width: int, wha
     sec = _data_section(a, col, what)
     lo, hi = -(1 << (8 * width - 1)), (1 << (8 * width)) - 1
     vals: list[int] = []
-    pend: list[tuple[int, tuple, int]] = []
+    pend: list[tuple[int, Expr, int]] = []
     for t, c in _values(args, aoff, col, what):
         try:
             v = int(t, 0)
@@ -175,7 +175,7 @@ def _floats(a: Assembler, ln: int, args: str, aoff: int, col: int, width: int, w
             ) -> None:
     sec = _data_section(a, col, what)
     vals: list[int] = []
-    pend: list[tuple[int, tuple, int]] = []
+    pend: list[tuple[int, Expr, int]] = []
     for t, c in _values(args, aoff, col, what):
         if width == 2 and t.lower().startswith("0x"):
             try:
@@ -271,7 +271,7 @@ def _piece(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
         where = (x, (p.expr(), aoff + 1 + pos2))
     pos = p.peek()[2]
     addr = (p.expr(), aoff + 1 + pos)
-    opts: dict[str, list[tuple[tuple, int]]] = {}
+    opts: dict[str, list[tuple[Expr, int]]] = {}
     while not p.at_end():
         k, t, pos = p.take()
         if k != "name" or t not in ("offset", "shape", "strides"):

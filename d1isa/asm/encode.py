@@ -26,6 +26,7 @@ from typing import Any
 
 from d1isa import isa
 from d1isa.asm.syntax import MEM_RE, REGLIKE_RE, LineError, split_top
+from d1isa.expr import Expr, Num
 from d1isa.machine import DIRECTIONS, Machine
 
 # Operand kinds. The first three index the register tables (scalar, vector, accumulator).
@@ -308,8 +309,8 @@ class OperandEncoder:
     `value_at(text, col)` gives an expression's value if it is known now, else its AST (pass 2
     finishes it); `ast_at(text, col)` parses one. Both raise LineError at the right column."""
 
-    def __init__(self, machine: Machine, value_at: Callable[[str, int], int | tuple],
-                 ast_at: Callable[[str, int], tuple]) -> None:
+    def __init__(self, machine: Machine, value_at: Callable[[str, int], int | Expr],
+                 ast_at: Callable[[str, int], Expr]) -> None:
         self.machine = machine
         self.regs = register_tables(machine)
         self.sram = machine.sram_bytes
@@ -412,8 +413,8 @@ class OperandEncoder:
                     if not t:
                         raise LineError("missing direction (N, E, S or W)", col)
                     ast = self.ast_at(t, col)
-                    if ast[0] == "n":
-                        d = ast[1]
+                    if type(ast) is Num:
+                        d = ast.value
                     else:
                         todo = todo or []
                         todo.append((kind, lo, mask, vmin, vmax, fname, ast, col, 0))
@@ -473,7 +474,7 @@ class OperandEncoder:
         check_mem(v, absolute, icol, len(imm_text.strip()), self.sram)
         return word | (v & 0xFFFFFFFF), todo
 
-    def float_at(self, t: str, col: int) -> int | tuple:
+    def float_at(self, t: str, col: int) -> int | Expr:
         """An fp32 operand: a hex literal is the bit pattern, anything else is a value."""
         if not t:
             raise LineError("missing fp32 value", col)

@@ -46,9 +46,9 @@ from d1isa.asm.encode import (
     f32_operand,
     li_words,
 )
-from d1isa.asm.expr import ExprError, NeedsNode, evaluate
 from d1isa.asm.syntax import Diagnostics, LineError, Reported, suggest
 from d1isa.errors import MachineError, ObjectFormatError
+from d1isa.expr import Expr, ExprError, Name, NeedsNode, evaluate
 from d1isa.machine import Machine
 from d1isa.objfile import (
     DTYPE_BYTES,
@@ -79,7 +79,7 @@ class Selector:
 
     __slots__ = ("kind", "args", "line", "col")
 
-    def __init__(self, kind: str, args: list[tuple[tuple, int]], line: int, col: int) -> None:
+    def __init__(self, kind: str, args: list[tuple[Expr, int]], line: int, col: int) -> None:
         self.kind, self.args, self.line, self.col = kind, args, line, col
 
 
@@ -193,11 +193,11 @@ class Scope:
                 return v
         return self.global_value(name, pos, self)
 
-    def eval(self, ast: tuple) -> int:
+    def eval(self, ast: Expr) -> int:
         return evaluate(ast, self.lookup, self.node)
 
 
-def located(ast: tuple, scope: Scope, line: int, col: int) -> int:
+def located(ast: Expr, scope: Scope, line: int, col: int) -> int:
     """Evaluate; an error inside the expression is re-raised at its absolute place."""
     try:
         return evaluate(ast, scope.lookup, scope.node)
@@ -244,7 +244,7 @@ class Linker:
               node: tuple[int, int, int] | None = None) -> Scope:
         return Scope(self.global_value, labels, node)
 
-    def eval_global(self, ast: tuple, col: int, line: int, what: str) -> int | None:
+    def eval_global(self, ast: Expr, col: int, line: int, what: str) -> int | None:
         """Evaluate with globals only (no node, no code labels); report and return None on error."""
         try:
             return evaluate(ast, Scope(self.global_value).lookup)
@@ -571,8 +571,8 @@ class Linker:
                 try:
                     v = located(ast, scope, p.line, col)
                 except ExprError as e:
-                    if ast[0] == "id" and e.msg.startswith("unknown name"):
-                        e.msg = f"expected a direction (N, E, S or W), got '{ast[1]}'"
+                    if type(ast) is Name and e.msg.startswith("unknown name"):
+                        e.msg = f"expected a direction (N, E, S or W), got '{ast.name}'"
                     raise
                 finally:
                     scope.names = None

@@ -50,6 +50,7 @@ from d1isa.asm.encode import (
 from d1isa.asm.layout import NO_LOCATION, Pending, TextSection
 from d1isa.asm.syntax import suggest
 from d1isa.errors import D1Error
+from d1isa.expr import Name
 from d1isa.machine import DIRECTIONS, Machine
 
 
@@ -227,7 +228,7 @@ class InstrSet:
             elif kind == K_LABEL and type(v) is str:
                 if not v:
                     raise InstrError(f"{_operand(at)}empty label name")
-                branch = (kind, lo, mask, vmin, vmax, fname, ("id", v, 0), 0, 0)
+                branch = (kind, lo, mask, vmin, vmax, fname, Name(v, 0), 0, 0)
             else:
                 if type(v) is not int:
                     what = {K_DIR: "a direction (0..3, an index of DIRECTIONS)",

@@ -18,8 +18,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from d1isa.asm.expr import ExprError
 from d1isa.errors import Diagnostic
+from d1isa.expr import ExprError
 
 MAX_ERRORS = 100
 
@@ -141,7 +141,7 @@ class Diagnostics:
             if e.line is not None:
                 self.diag(e.line, e.col or 1, e.msg, e.width)
             else:
-                self.diag(line, col + e.pos, e.msg, e.width)
+                self.diag(line, col + max(e.pos, 0), e.msg, e.width)
 
     def sorted(self) -> list[Diagnostic]:
         """All diagnostics in text order, with a closing note if reading stopped early."""
