@@ -99,8 +99,7 @@ from emulator.jit import fingerprint
 from emulator.jit.pipeline import LeanCompiler
 from emulator.opcodes import (
     FELL_OFF,
-    FLOPS_MMA_BF16,
-    FLOPS_MMA_F32,
+    FLOPS_MMA,
     I_ADD,
     I_ADDI,
     I_AND,
@@ -116,8 +115,9 @@ from emulator.opcodes import (
     I_MEM_FIRST,
     I_MEM_LAST,
     I_MEM_TO_OP,
-    I_MMA_BF16,
-    I_MMA_F32,
+    I_MMA_FIRST,
+    I_MMA_LAST,
+    I_MMA_TO_OP,
     I_MOVI,
     I_MUL,
     I_MULI,
@@ -127,38 +127,34 @@ from emulator.opcodes import (
     I_SRAI,
     I_SRLI,
     I_SUB,
-    I_VADD,
+    I_VBIN_FIRST,
+    I_VBIN_LAST,
+    I_VBIN_TO_OP,
     I_VFMA,
-    I_VMUL,
-    I_VSUB,
     I_XOR,
     I_XORI,
     ILLEGAL,
-    MMA_BF16,
-    MMA_F32,
+    MATRIX_MAX,
     MMA_OPCODES,
     MMAK_OPCODES,
     SCALAR_MAX,
     SCALAR_MEM_FIRST,
     SCALAR_MEM_LAST,
-    SEND,
     STOP_MARK,
     STRIDED_LOADS,
     STRIDED_STORES,
-    VADD,
     VBCAST,
     VBCASTI,
     VCVT_BF16_SR,
+    VECTOR_MAX,
     VECTOR_MEM_MAX,
     VEXT,
     VFMA,
     VINS,
-    VMUL,
     VNARROW_SR,
     VREDMAX,
     VREDSUM,
     VSPLAT,
-    VSUB,
 )
 from emulator.prefetch import prefetch
 from emulator.semantics.matrix import acc_op, mma_op, mma_steps
@@ -361,20 +357,13 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                                 p = t - 1
                         elif op == I_VFMA:
                             fl += vector_fast(VFMA, vn, rd, rs1, cn[gi + _U3], cn[gi + _U4])
-                        elif op == I_MMA_BF16:
-                            if mma_steps(MMA_BF16, an, np.int64(rd) * 64, xr[rs1],
+                        elif op >= I_MMA_FIRST and op <= I_MMA_LAST:
+                            if mma_steps(op + I_MMA_TO_OP, an, np.int64(rd) * 64, xr[rs1],
                                          xr[cn[gi + _U3]], cn[gi + _U5], np.int64(1), m8,
                                          sram_bytes, fscratch):
                                 slow = True         # the outer loop reports the trap
                                 break
-                            fl += FLOPS_MMA_BF16
-                        elif op == I_MMA_F32:
-                            if mma_steps(MMA_F32, an, np.int64(rd) * 64, xr[rs1],
-                                         xr[cn[gi + _U3]], cn[gi + _U5], np.int64(1), m8,
-                                         sram_bytes, fscratch):
-                                slow = True         # the outer loop reports the trap
-                                break
-                            fl += FLOPS_MMA_F32
+                            fl += FLOPS_MMA
                         elif op == I_BEQ:
                             if xr[rs1] == xr[cn[gi + _U3]]:
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
@@ -443,12 +432,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                                     leave = True        # completed after the turn loop
                                     break
                                 p = t - 1
-                        elif op == I_VADD:
-                            fl += vector_fast(VADD, vn, rd, rs1, cn[gi + _U3], cn[gi + _U4])
-                        elif op == I_VMUL:
-                            fl += vector_fast(VMUL, vn, rd, rs1, cn[gi + _U3], cn[gi + _U4])
-                        elif op == I_VSUB:
-                            fl += vector_fast(VSUB, vn, rd, rs1, cn[gi + _U3], cn[gi + _U4])
+                        elif op >= I_VBIN_FIRST and op <= I_VBIN_LAST:
+                            fl += vector_fast(op + I_VBIN_TO_OP, vn, rd, rs1, cn[gi + _U3],
+                                              cn[gi + _U4])
                         elif op >= I_MEM_FIRST and op <= I_MEM_LAST:
                             mc, mh = scalar_mem(op + I_MEM_TO_OP, rd, rs1, cn[gi + _U3],
                                                 cn[gi + _U5], xr, m8, sram_bytes)
@@ -513,10 +499,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             elif r == S_ILLEGAL:
                                 tcause = ILLEGAL_INSTRUCTION
                                 break
-                    elif op < MMA_BF16:
-                        if op == VFMA or op == VADD or op == VSUB or op == VMUL:
-                            vector_fast(op, vn, rd, rs1, rs2, rs3)
-                        elif op <= VECTOR_MEM_MAX:
+                    elif op <= VECTOR_MAX:
+                        if op <= VECTOR_MEM_MAX:
                             a = xr[rs1] + np.int64(np.int32(imm))
                             stride = np.int64(0)
                             if op in STRIDED_LOADS:
@@ -540,7 +524,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         else:
                             vector_arith(op, v, node, rd, rs1, rs2, rs3)
                         xr[XCOL_FLOPS] += flops_tab[op]
-                    elif op < SEND:
+                    elif op <= MATRIX_MAX:
                         if op in MMA_OPCODES:
                             ks = np.uint64(1)
                             if op in MMAK_OPCODES:

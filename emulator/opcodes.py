@@ -66,16 +66,21 @@ FELL_OFF = 257          # the sentinel slot after each block
 STOP_MARK = 255         # a slot flagged by the debugger, in the table the loop runs (an index)
 
 # ---- the outer path's dispatch: one opcode range per ISA group -----------------------------------
-SCALAR_MAX = max(opcodes_where(lambda i: i.group in ("system", "scalar", "memory", "control")))
+def _group(*groups: str) -> tuple[int, ...]:
+    return opcodes_where(lambda i: i.group in groups)
+
+
+SCALAR_MAX = max(_group("system", "scalar", "memory", "control"))
+VECTOR_MAX = max(_group("vector"))
+MATRIX_MAX = max(_group("matrix"))
+assert all(SCALAR_MAX < o <= VECTOR_MAX for o in _group("vector"))
+assert all(VECTOR_MAX < o <= MATRIX_MAX for o in _group("matrix"))
+assert all(MATRIX_MAX < o < ILLEGAL for o in _group("network"))
 VECTOR_MEM_MAX = max(opcodes_where(lambda i: i.group == "vector" and i.memory is not None))
-assert all(SCALAR_MAX < o < MMA_BF16 for o in opcodes_where(lambda i: i.group == "vector"))
-assert all(MMA_BF16 <= o < SEND for o in opcodes_where(lambda i: i.group == "matrix"))
-assert all(SEND <= o < ILLEGAL for o in opcodes_where(lambda i: i.group == "network"))
 # the vector loads and stores come first in their group (the outer path tests op <= VECTOR_MEM_MAX)
-assert all(o > VECTOR_MEM_MAX for o in opcodes_where(
-    lambda i: i.group == "vector" and i.memory is None))
+assert all(o > VECTOR_MEM_MAX for o in _group("vector") if BY_OPCODE[o].memory is None)
 # scalar loads and stores: one range of opcodes
-SCALAR_MEM = opcodes_where(lambda i: i.group == "memory")
+SCALAR_MEM = _group("memory")
 SCALAR_MEM_FIRST, SCALAR_MEM_LAST = SCALAR_MEM[0], SCALAR_MEM[-1]
 assert SCALAR_MEM == opcodes_where(lambda i: SCALAR_MEM_FIRST <= i.opcode <= SCALAR_MEM_LAST)
 
@@ -131,7 +136,8 @@ assert MEM_BYTES[ACC_LD] == MEM_BYTES[ACC_ST]
 # FLOPs of the instructions the inner loop runs (it counts them without a table lookup).
 FLOPS_VFMA, FLOPS_VADD, FLOPS_VSUB, FLOPS_VMUL = (FLOPS["vfma"], FLOPS["vadd"], FLOPS["vsub"],
                                                   FLOPS["vmul"])
-FLOPS_MMA_BF16, FLOPS_MMA_F32 = FLOPS["mma.bf16"], FLOPS["mma.f32"]
+FLOPS_MMA = FLOPS["mma.bf16"]
+assert FLOPS["mma.f32"] == FLOPS_MMA
 
 # ---- inner-loop indexes --------------------------------------------------------------------------
 INNER: dict[int, int] = {}          # real opcode -> inner-loop index (emulator.decode reads it)
@@ -139,8 +145,19 @@ INNER: dict[int, int] = {}          # real opcode -> inner-loop index (emulator.
 
 def _inner(opcode: int) -> int:
     """The next inner-loop index, for `opcode`."""
-    INNER[opcode] = len(INNER) + 1
+    INNER[opcode] = max(INNER.values(), default=0) + 1
     return INNER[opcode]
+
+
+def _inner_block(opcodes: tuple[int, ...]) -> tuple[int, int, int]:
+    """The next inner-loop indexes for a run of opcodes, laid out as the opcodes are (gaps
+    included), so the inner loop turns an index of the block back into the opcode with one
+    addition and runs it through the helper the outer path uses. Returns (first index, last
+    index, opcode - index)."""
+    first = max(INNER.values(), default=0) + 1
+    for op in opcodes:
+        INNER[op] = first + op - opcodes[0]
+    return first, INNER[opcodes[-1]], opcodes[0] - first
 
 
 I_ADDI = _inner(ADDI)
@@ -148,8 +165,9 @@ I_BNE = _inner(BNE)
 I_ADD = _inner(ADD)
 I_BLT = _inner(BLT)
 I_VFMA = _inner(VFMA)
-I_MMA_BF16 = _inner(MMA_BF16)
-I_MMA_F32 = _inner(MMA_F32)
+# mma.bf16 and mma.f32 (single steps; matrix.mma_steps)
+I_MMA_FIRST, I_MMA_LAST, I_MMA_TO_OP = _inner_block(
+    opcodes_where(lambda i: i.opcode in MMA_OPCODES and i.opcode not in MMAK_OPCODES))
 I_BEQ = _inner(BEQ)
 I_BGE = _inner(BGE)
 I_SUB = _inner(SUB)
@@ -169,16 +187,11 @@ I_JAL = _inner(JAL)
 I_JALR = _inner(JALR)
 I_BLTU = _inner(BLTU)
 I_BGEU = _inner(BGEU)
-I_VADD = _inner(VADD)
-I_VMUL = _inner(VMUL)
-I_VSUB = _inner(VSUB)
-# The scalar loads and stores take the last indexes, laid out as their opcodes are (gaps
-# included), so the inner loop turns an index back into the opcode with one addition
-# (I_MEM_TO_OP) and runs the same load/store code as the outer path (scalar_mem).
-I_MEM_FIRST = len(INNER) + 1
-for _op in SCALAR_MEM:
-    INNER[_op] = I_MEM_FIRST + _op - SCALAR_MEM[0]
-I_MEM_LAST = INNER[SCALAR_MEM[-1]]
-I_MEM_TO_OP = SCALAR_MEM[0] - I_MEM_FIRST
+# vadd, vsub, vmul (vector.vector_fast)
+I_VBIN_FIRST, I_VBIN_LAST, I_VBIN_TO_OP = _inner_block((VADD, VSUB, VMUL))
+# the scalar loads and stores (memory.scalar_mem)
+I_MEM_FIRST, I_MEM_LAST, I_MEM_TO_OP = _inner_block(SCALAR_MEM)
 assert I_MEM_LAST < STOP_MARK
-assert all(o in BY_OPCODE for o in INNER)
+assert all(o in BY_OPCODE for o in INNER) and len(set(INNER.values())) == len(INNER)
+# Blocks hold consecutive opcodes only where the table puts them so (a gap is a wasted index).
+assert I_MMA_LAST - I_MMA_FIRST == 1 and I_VBIN_LAST - I_VBIN_FIRST == 2

@@ -57,6 +57,7 @@ from emulator.opcodes import (
     VMAX,
     VMIN,
     VMOV,
+    VMUL,
     VNARROW,
     VNEG,
     VOR,
@@ -103,10 +104,12 @@ def vector_fast(op, vn, rd, rs1, rs2, rs3):
 
 @helper(error_model="numpy")
 def vector_arith(op, v, node, d, s1, s2, s3):
-    """Lane-wise fp32 arithmetic (other than vfma/vadd/vsub/vmul, see emulator.simd),
-    comparisons, bit operations and conversions on node's vector registers."""
+    """Lane-wise fp32 arithmetic, comparisons, bit operations and conversions on node's vector
+    registers (vfma, vadd, vsub, vmul: through vector_fast)."""
     vr = v[node]
-    if op == VDIV:
+    if op == VFMA or op == VADD or op == VSUB or op == VMUL:
+        vector_fast(op, vr.reshape(vr.size), d, s1, s2, s3)
+    elif op == VDIV:
         for i in range(16):
             r = np.uint32(vr[s1, i]).view(np.float32) / np.uint32(vr[s2, i]).view(np.float32)
             vr[d, i] = np.uint32(CANON_NAN) if r != r else np.float32(r).view(np.uint32)
