@@ -200,8 +200,11 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     branches, scalar loads and stores, vfma/vadd/vsub/vmul, single mma steps) and contains no
     calls, so LLVM keeps its state in registers: it works on per-turn views of the node's code,
     register row (which also holds the node's counters, see emulator.decode), SRAM, vector
-    registers and accumulators. Any other instruction, and any that must trap, leaves it for the
-    outer loop, which runs that one instruction through the group helpers.
+    registers and accumulators. Its loads, stores, vector and mma instructions are the group
+    helpers' (scalar_mem, vector_fast, mma_steps), which Numba inlines (`inline="always"`);
+    a block of inner indexes laid out as the opcodes are turns the index back into the opcode
+    with one addition (emulator.opcodes). Any other instruction, and any that must trap, leaves
+    it for the outer loop, which runs that one instruction through the group helpers.
 
     No pc range check per instruction: every block is followed by a FELL_OFF sentinel slot and
     every taken jump checks its target (a jump out of the code ends the turn; the next turn's
