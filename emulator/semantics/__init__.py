@@ -11,7 +11,7 @@ Why apart from the run loop (emulator.kernel): each helper can be read, and test
 frequent instructions without calls; where it does what a helper does, it calls that helper and
 Numba inlines it (`inline="always"`), so the semantics are written once.
 
-Every helper takes its state as arrays and returns a trap cause (0: fine) rather than raising:
-every address a program supplies is checked here before anything is read or written, so an
-instruction that traps changes nothing.
+Every helper takes its state as arrays; one that can trap returns the cause (0: fine) rather
+than raising: every address a program supplies is checked here before anything is read or
+written, so an instruction that traps changes nothing.
 """
