@@ -21,7 +21,7 @@ the host is shared):
   chip, in host ns per node-instruction.
 - `d1 run` of a small program as a whole process (imports, Numba cache load, run, exit), with
   the cache warm, and with an empty cache directory (NUMBA_CACHE_DIR), so everything compiles
-  (with the second compile process of emulator.precompile, as a user's first run has it).
+  (with the second compile process of emulator.jit.precompile, as a user's first run has it).
 
 Set the BLAS thread count before numpy loads (done below when run as a script) so the numpy
 baseline is single-threaded.

@@ -16,9 +16,9 @@ nodes; links between ranges are shared, see emulator.kernel); results are bit-id
 thread. `auto_threads(n_nodes)` is the count `d1 run` uses by default.
 
 Importing this package is cheap: Numba and the jitted loop load on first use of `Emulator`.
-The first run on a machine compiles the loop into Numba's on-disk cache (emulator/__pycache__);
-a second process compiles the loop's helpers meanwhile (emulator.precompile), so on two CPUs
-that takes about 15 s; later processes load it in well under a second.
+The first run on a machine compiles the loop into Numba's on-disk cache (the __pycache__ beside
+each module); a second process compiles the loop's helpers meanwhile (emulator.jit.precompile),
+so on two CPUs that takes about 15 s; later processes load it in well under a second.
 
 Debugging the emulator itself:
 

@@ -22,6 +22,7 @@ import numpy as np
 from d1isa import isa
 from d1isa.machine import MAX_REGS, TIMING_CLASSES, Machine
 from d1isa.objfile import LINE_COLS, ObjectFile
+from emulator.opcodes import FELL_OFF, ILLEGAL, INNER, STOP_MARK
 
 # Columns of the decoded table.
 C_OP, C_RD, C_RS1, C_RS2, C_RS3, C_IMM, C_CLS, C_COST = range(8)
@@ -40,21 +41,11 @@ XCOL_CLAIM = XCOL_COUNT + len(TIMING_CLASSES)
 # a line: with threads, neighbouring nodes of two ranges never write the same line.
 XCOLS = (XCOL_CLAIM + 1 + 7) // 8 * 8
 
-# Opcode values beyond the ISA's 0..255 (emulator.kernel dispatches on them too).
-ILLEGAL = 256           # an invalid word, or a register the machine lacks
-FELL_OFF = 257          # the sentinel slot after each block
-
-# The instructions the run loop's inner loop executes itself, in dispatch order. The table the
-# kernel runs holds each slot's position in this list + 1 (0: any other instruction), so the
+# Opcode values beyond the ISA's 0..255 (ILLEGAL, FELL_OFF), the inner-loop indexes of the
+# instructions the run loop's inner loop executes itself (INNER: opcode -> index), and the
+# flag of a debugger stop (STOP_MARK) are emulator.opcodes', the numbers the loop dispatches on:
+# the table the kernel runs holds each slot's inner index (0: any other instruction), so the
 # inner loop dispatches through one dense jump table; the real opcodes travel beside it.
-INNER_OPS = (
-    "addi", "bne", "add", "blt", "vfma", "mma.bf16", "mma.f32", "beq", "bge", "sub", "movi",
-    "slli", "srli", "srai", "and", "or", "xor", "andi", "ori", "xori", "mul", "muli", "jal",
-    "jalr", "bltu", "bgeu", "vadd", "vmul", "vsub",
-    "ld8", "ld8u", "ld16", "ld16u", "ld32", "ld32u", "ld64", "st8", "st16", "st32", "st64",
-)
-INNER = {name: i + 1 for i, name in enumerate(INNER_OPS)}
-STOP_MARK = 255             # a slot flagged by the debugger, in the table the kernel runs
 
 # Register-file kinds of the operands that name registers.
 _REG_KIND_LIMIT = {"x": "scalar_regs", "v": "vector_regs", "a": "accumulators"}
@@ -78,9 +69,8 @@ def _register_slots() -> dict[int, list[tuple[int, str]]]:
 
 
 REGISTER_SLOTS = _register_slots()
-# Opcodes whose rd operand is a scalar destination (redirected when it is r0).
-SCALAR_DEST_OPCODES = frozenset(
-    op for op, slots in REGISTER_SLOTS.items() if (C_RD, "x") in slots)
+# Opcodes that write a scalar register through rd (redirected when it is r0).
+SCALAR_DEST_OPCODES = frozenset(isa.opcodes_where(lambda i: i.writes == "x"))
 
 
 @dataclass
@@ -168,9 +158,9 @@ def decode_object(obj: ObjectFile) -> CodeTable:
 
 def _inner_lookup() -> np.ndarray:
     out = np.zeros(FELL_OFF + 1, dtype=np.uint32)
-    for name, idx in INNER.items():
-        out[isa.OP[name]] = idx
-    assert len(INNER_OPS) < STOP_MARK
+    for opcode, idx in INNER.items():
+        out[opcode] = idx
+    assert out.max() < STOP_MARK
     return out
 
 

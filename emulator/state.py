@@ -3,7 +3,7 @@
 `State` allocates every array once (the jitted loop never allocates), hands the kernel its
 tuples of arrays (`kernel_tuples`), and owns snapshots (`snapshot`/`restore`, the one mechanism
 behind `Emulator.snapshot` and the debugger's checkpoints) and the `state_dict` exchange format
-that the reference interpreter shares. Link FIFOs are indexed by *receiving* node * 4 + the
+that the reference interpreter shares. Link FIFOs are indexed by *receiving* node * N_DIRS + the
 direction it receives from; link statistics by *sending* node and direction.
 """
 
@@ -19,7 +19,22 @@ import numpy as np
 from d1isa import units
 from d1isa.errors import D1Error
 from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
-from emulator import kernel as K
+from emulator.constants import (
+    CFG_SIZE,
+    K_BUDGET,
+    K_COST_RECV,
+    K_COST_SEND,
+    K_DEPTH,
+    K_HEIGHT,
+    K_MAX_CYCLES,
+    K_MAXMSG,
+    K_N,
+    K_ONLY_NODE,
+    K_SRAM,
+    K_SRAM_ROW,
+    K_WIDTH,
+    N_DIRS,
+)
 from emulator.decode import XCOL_COUNT, XCOL_FLOPS, XCOL_HWM, XCOLS
 from emulator.numerics import initial_sr_state
 
@@ -66,7 +81,7 @@ class State:
         self.sr_init = np.array([initial_sr_state(seed, i) for i in range(n)], dtype=np.uint64)
         self.sr = self.sr_init.copy()
         self.skip = np.full(n, -1, dtype=np.int64)
-        links = 4 * n
+        links = N_DIRS * n
         self.fifo8 = _lazy_zeros((links, self.depth, self.max_message), np.uint8)
         self.flen = np.zeros((links, self.depth), dtype=np.int64)
         self.farr = np.zeros((links, self.depth), dtype=np.int64)
@@ -76,9 +91,9 @@ class State:
         self.wire_free = np.zeros(links, dtype=np.int64)
         self.stall = np.zeros(n, dtype=np.int64)
         self.stall_send = np.zeros(n, dtype=np.int64)
-        self.link_bytes = np.zeros((n, 4), dtype=np.int64)
-        self.link_msgs = np.zeros((n, 4), dtype=np.int64)
-        self.link_busy = np.zeros((n, 4), dtype=np.int64)
+        self.link_bytes = np.zeros((n, N_DIRS), dtype=np.int64)
+        self.link_msgs = np.zeros((n, N_DIRS), dtype=np.int64)
+        self.link_busy = np.zeros((n, N_DIRS), dtype=np.int64)
 
     def clear(self, seed: int) -> None:
         """Everything back to zero (and each generator to its seed's initial state), in place."""
@@ -115,7 +130,7 @@ class State:
                 buf.view(np.uint32)[:, :size // 4], buf.view(np.uint64)[:, :size // 8],
                 self.pc, self.clock, self.state, self.cause, self.trap_arg,
                 self.sr, self.sr_init, self.skip, buf.reshape(-1))
-        links = 4 * n
+        links = N_DIRS * n
         fifo = (self.fifo8, self.fifo8.view(np.uint32).reshape(links, self.depth, -1),
                 self.fifo8.view(np.uint64).reshape(links, self.depth, -1),
                 self.flen, self.farr, self.pushed, self.popped, self.consumed, self.wire_free)
@@ -206,7 +221,7 @@ class State:
             "cause": self.cause.copy(),
             "trap_arg": self.trap_arg.copy(),
             "sr_state": self.sr.copy(),
-            "fifos": [self.fifo_messages(link) for link in range(4 * self.n)],
+            "fifos": [self.fifo_messages(link) for link in range(N_DIRS * self.n)],
             "link_pushed": self.pushed.copy(),
             "link_wire_free": self.wire_free.copy(),
             "stats": {
@@ -334,15 +349,15 @@ def _zero(a: np.ndarray) -> None:
 
 
 def link_geometry(machine: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per (sender node * 4 + direction): the receiving FIFO's link index (-1 at the mesh edge),
-    the path latency and the narrowest bandwidth."""
+    """Per (sender node * N_DIRS + direction): the receiving FIFO's link index (-1 at the mesh
+    edge), the path latency and the narrowest bandwidth."""
     n = machine.n_live
     nbr = machine.neighbors.astype(np.int64)
     out_link = np.full(4 * n, -1, dtype=np.int64)
-    for d in range(4):
+    for d in range(N_DIRS):
         t = nbr[:, d]
         ok = t >= 0
-        out_link[np.nonzero(ok)[0] * 4 + d] = t[ok] * 4 + OPPOSITE[d]
+        out_link[np.nonzero(ok)[0] * N_DIRS + d] = t[ok] * N_DIRS + OPPOSITE[d]
     lat = np.ascontiguousarray(machine.link_latency, dtype=np.int64).reshape(-1).copy()
     bw = np.ascontiguousarray(machine.link_bandwidth, dtype=np.int64).reshape(-1).copy()
     bw[bw <= 0] = 1          # edge directions: never used, but keep the division safe
@@ -350,17 +365,17 @@ def link_geometry(machine: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def make_cfg(machine: Machine, max_cycles: int) -> np.ndarray:
-    cfg = np.zeros(K.CFG_SIZE, dtype=np.int64)
-    cfg[K.K_N] = machine.n_live
-    cfg[K.K_WIDTH] = machine.width
-    cfg[K.K_HEIGHT] = machine.height
-    cfg[K.K_SRAM] = machine.sram_bytes
-    cfg[K.K_SRAM_ROW] = machine.sram_bytes + SRAM_ROW_PAD
-    cfg[K.K_DEPTH] = machine.fifo_depth
-    cfg[K.K_MAXMSG] = machine.max_message_bytes
-    cfg[K.K_COST_SEND] = machine.cost_send
-    cfg[K.K_COST_RECV] = machine.cost_recv
-    cfg[K.K_MAX_CYCLES] = max_cycles
-    cfg[K.K_BUDGET] = -1
-    cfg[K.K_ONLY_NODE] = -1
+    cfg = np.zeros(CFG_SIZE, dtype=np.int64)
+    cfg[K_N] = machine.n_live
+    cfg[K_WIDTH] = machine.width
+    cfg[K_HEIGHT] = machine.height
+    cfg[K_SRAM] = machine.sram_bytes
+    cfg[K_SRAM_ROW] = machine.sram_bytes + SRAM_ROW_PAD
+    cfg[K_DEPTH] = machine.fifo_depth
+    cfg[K_MAXMSG] = machine.max_message_bytes
+    cfg[K_COST_SEND] = machine.cost_send
+    cfg[K_COST_RECV] = machine.cost_recv
+    cfg[K_MAX_CYCLES] = max_cycles
+    cfg[K_BUDGET] = -1
+    cfg[K_ONLY_NODE] = -1
     return cfg

@@ -53,8 +53,8 @@ import numpy as np
 from d1isa import isa
 from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
 
-# The record layouts are the kernel's (it freezes them into its compiled code).
-from emulator.kernel import (
+# The record layouts are the run loop's (it freezes them into its compiled code).
+from emulator.constants import (
     EV_COLS,
     EV_RECV,
     EV_REGION,

@@ -789,8 +789,48 @@ def test_fuzzed_words_never_crash():
 
 def test_kernel_constants_come_from_the_isa_table():
     from d1isa.isa import OP
-    assert K.ADDI == OP["addi"] and K.MMAK_BF16 == OP["mmak.bf16"] and K.RELAYB == OP["relayb"]
-    assert K.FLOPS_VFMA == 32
+    from emulator import opcodes
+    assert (opcodes.ADDI == OP["addi"] and opcodes.MMAK_BF16 == OP["mmak.bf16"]
+            and opcodes.RELAYB == OP["relayb"])
+    assert opcodes.FLOPS_VFMA == 32
+
+
+def _spelled_opcode_sets(path):
+    """(line, names) of each tuple, list or set literal in `path` made only of mnemonics."""
+    import ast
+
+    from d1isa.isa import OP
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) > 1:
+            names = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            if len(names) == len(node.elts) and all(n in OP for n in names):
+                found.append((node.lineno, names))
+        if isinstance(node, ast.Constant) and node.value == "NESW":
+            found.append((node.lineno, ["NESW"]))
+    return found
+
+
+def test_the_loop_and_its_helpers_spell_no_opcode_sets():
+    # Opcode sets, widths and directions come from the ISA table (d1isa.isa.opcodes_where and
+    # the derived tuples, d1isa.machine.DIRECTIONS); single opcodes may be named.
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "emulator"
+    files = [root / f for f in ("kernel.py", "opcodes.py", "constants.py", "decode.py",
+                                "state.py", "trace_hooks.py")]
+    files += sorted((root / "semantics").glob("*.py")) + sorted((root / "jit").glob("*.py"))
+    assert {f: _spelled_opcode_sets(f) for f in files} == {f: [] for f in files}
+    assert _spelled_opcode_sets_example() == [(1, ["vadd", "vsub"])]
+
+
+def _spelled_opcode_sets_example():
+    # the check itself finds a spelled set (so the test above can fail)
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "m.py"
+        f.write_text('OPS = ("vadd", "vsub")\n')
+        return _spelled_opcode_sets(f)
 
 
 def test_reset_returns_to_the_loaded_state():
