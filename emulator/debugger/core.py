@@ -38,7 +38,7 @@ from d1isa import isa, units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS
 from d1isa.objfile import ObjectFile
-from emulator import kernel as K
+from emulator import constants as K
 from emulator.debugger import breakpoints as bps
 from emulator.debugger import expr, reverse, stepping, views
 from emulator.debugger.blocks import BlockInfo

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emulator import kernel as K
+from emulator import constants as K
 from emulator.debugger.breakpoints import Breakpoint, BreakpointHit
 from emulator.debugger.checkpoints import Checkpoint
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from d1isa.errors import D1Error
-from emulator import kernel as K
+from emulator import constants as K
 from emulator.debugger.blocks import BlockInfo
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import numpy as np
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, OPPOSITE
-from emulator import kernel as K
+from emulator import constants as K
 from emulator.report import Deadlock, Trap, Where
 
 if TYPE_CHECKING:
