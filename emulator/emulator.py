@@ -27,7 +27,6 @@ from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
-from emulator import precompile
 from emulator.decode import (
     C_IMM,
     C_OP,
@@ -39,6 +38,7 @@ from emulator.decode import (
     decode_object,
     kernel_table,
 )
+from emulator.jit import precompile
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
 from emulator.state import Snapshot, State, aligned_zeros, link_geometry, make_cfg
 from emulator.trace import (
@@ -163,7 +163,7 @@ class Emulator:
         t0 = time.perf_counter()
         args = (node_t, fifo_t, stats_t, geo, self._node_budget, self._out, self._uscratch,
                 self._fscratch, trace)
-        # Nothing cached yet: a second process compiles helpers meanwhile (emulator.precompile).
+        # Nothing cached yet: a second process compiles helpers meanwhile (emulator.jit.precompile).
         helper = precompile.start(K.run_loop) if trace is None else None
         try:
             K.run_loop(*args)

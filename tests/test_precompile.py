@@ -119,12 +119,6 @@ def test_results_do_not_depend_on_which_process_compiled_a_helper():
     assert np.int64(emu.regs(0)[2]) == 42
 
 
-def test_the_old_module_name_is_the_same_module():
-    # emulator.emulator still imports `from emulator import precompile` (see that alias)
-    from emulator import precompile as old
-    assert old is precompile
-
-
 def test_the_fingerprint_covers_every_module_the_loop_compiles_in():
     import emulator.semantics
     from emulator.jit.helper_signatures import CALLS
