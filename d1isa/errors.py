@@ -38,6 +38,10 @@ class RuntimeFault(D1Error):
     exit_code = 1
 
 
+# Longest stretch of a source line a diagnostic shows.
+SHOWN_LINE_CHARS = 120
+
+
 @dataclass
 class Diagnostic:
     """One located message: file:line:col: severity: message, plus the source line and a caret."""
@@ -55,7 +59,15 @@ class Diagnostic:
         if self.source_line is None:
             return head
         text = self.source_line.rstrip("\n").expandtabs(1)
-        caret = " " * max(self.col - 1, 0) + "^" + "~" * max(self.width - 1, 0)
+        col, width = max(self.col - 1, 0), max(self.width, 1)
+        if len(text) > SHOWN_LINE_CHARS:
+            # A very long line is shown as a window around the column, marked with "...".
+            start = max(0, min(col - 20, len(text) - SHOWN_LINE_CHARS))
+            end = start + SHOWN_LINE_CHARS
+            text = ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+            col = col - start + (3 if start else 0)
+            width = min(width, SHOWN_LINE_CHARS - (col - (3 if start else 0)))
+        caret = " " * col + "^" + "~" * max(width - 1, 0)
         return f"{head}\n    {text}\n    {caret}"
 
 

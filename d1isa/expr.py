@@ -131,6 +131,27 @@ Expr = Num | Name | At | Mem | Unary | Binary | Cond
 # outside 0..MAX_SHIFT raises OverflowError; each back end words them for its users.
 
 MAX_SHIFT = 4096
+# Values are Python ints, so a chain of products (`.equ e1, e0 * e0` and so on) could grow
+# without end: a result wider than MAX_BITS is an error, as is a literal longer than
+# MAX_LITERAL_CHARS (Python itself refuses decimal conversions beyond 4,300 digits).
+MAX_BITS = 4096 + 64
+MAX_LITERAL_CHARS = 256
+
+
+class TooLarge(OverflowError):
+    """A value wider than MAX_BITS."""
+
+
+def _bounded(v: int) -> int:
+    if v.bit_length() > MAX_BITS:
+        raise TooLarge(v.bit_length())
+    return v
+
+
+def _cmul(a: int, b: int) -> int:
+    if a.bit_length() + b.bit_length() > MAX_BITS + 1:
+        raise TooLarge(a.bit_length() + b.bit_length())
+    return a * b
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -149,8 +170,9 @@ def _count(b: int) -> int:
 
 
 BINARY_FN: dict[str, Callable[[int, int], int]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": _cdiv, "%": _crem,
-    "<<": lambda a, b: a << _count(b), ">>": lambda a, b: a >> _count(b),
+    "+": lambda a, b: _bounded(a + b), "-": lambda a, b: _bounded(a - b), "*": _cmul,
+    "/": _cdiv, "%": _crem,
+    "<<": lambda a, b: _bounded(a << _count(b)), ">>": lambda a, b: a >> _count(b),
     "&": operator.and_, "|": operator.or_, "^": operator.xor,
     "==": lambda a, b: int(a == b), "!=": lambda a, b: int(a != b),
     "<": lambda a, b: int(a < b), "<=": lambda a, b: int(a <= b),
@@ -203,6 +225,8 @@ ASSEMBLY = Dialect(
         "deep": "expression is nested too deeply",
         "div": "division by zero",
         "shift": "shift count {b} is out of range 0..4096",
+        "large": "the value has {bits} bits, more than the 4,160 an expression may have",
+        "long": "number '{t}' is too long (at most 256 characters)",
     })
 DEBUGGER = Dialect(
     name="debugger", fold=False, node_symbols=False, words={"and": "&&", "or": "||", "not": "!"},
@@ -218,6 +242,8 @@ DEBUGGER = Dialect(
         "deep": "expression is nested too deeply",
         "div": "division by zero in expression",
         "shift": "shift count {b} is outside 0..4096",
+        "large": "the value has {bits} bits, more than the 4,160 an expression may have",
+        "long": "number {t!r} is too long (at most 256 characters)",
     })
 
 
@@ -231,6 +257,8 @@ def _arith_error(dialect: Dialect, e: ArithmeticError, pos: int,
                  text: str | None = None) -> ExprError:
     if isinstance(e, ZeroDivisionError):
         return _error(dialect, "div", pos, 1, text)
+    if isinstance(e, TooLarge):
+        return _error(dialect, "large", pos, 1, text, bits=e.args[0])
     return _error(dialect, "shift", pos, 2, text, b=e.args[0])
 
 
@@ -290,6 +318,8 @@ def _literal(text: str) -> int | None:
 
 def parse_int(text: str, pos: int, dialect: Dialect = ASSEMBLY, source: str | None = None) -> int:
     """An integer literal; ExprError at `pos` for anything else."""
+    if len(text) > MAX_LITERAL_CHARS:
+        raise _error(dialect, "long", pos, len(text), source, t=text[:20] + "...")
     v = _literal(text)
     if v is not None:
         return v
@@ -540,7 +570,7 @@ def compile(tree: Expr, lookup: Lookup, text: str | None = None) -> Getter:
     if op == "||":
         return lambda node: int(bool(a(node)) or bool(b(node)))
     fn2 = BINARY_FN[op]
-    if op not in ("/", "%", "<<", ">>"):
+    if op not in ("/", "%", "<<", ">>", "+", "-", "*"):
         return lambda node: fn2(a(node), b(node))
 
     def may_fail(node: int) -> int:

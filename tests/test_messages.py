@@ -96,3 +96,29 @@ def test_a_compiler_limit_is_reported_at_its_statement():
     assert d.message.endswith("(a limit of this compiler: the mma instructions' row stride "
                               "field holds at most 65,535 bytes; use a wider grid or split the "
                               "matmul)")
+
+
+def test_assembler_limits_are_located_errors_not_crashes():
+    long_literal = ".equ big, " + "9" * 5000 + "\n.text all\n  li r1, big\n  halt\n"
+    with pytest.raises(SourceError) as e:
+        assemble(long_literal, "big.d1s", M2)
+    (d,) = e.value.diagnostics
+    assert (d.line, d.col) == (1, 11) and "is too long (at most 256 characters)" in d.message
+    assert len(d.render().splitlines()[1]) < 140          # a window of the long line
+    growing = ".equ a, 1 << 4000\n.equ b, a * a\n.text all\n  li r1, b\n  halt\n"
+    with pytest.raises(SourceError, match="8002 bits, more than the 4,160"):
+        assemble(growing, "mul.d1s", M2)
+
+
+@pytest.mark.parametrize("n, ok", [(200, True), (999, True), (1500, False)])
+def test_chained_forward_equates(n, ok):
+    text = "".join(f".equ e{i}, e{i + 1} + 1\n" for i in range(n))
+    text += f".equ e{n}, 1\n.text all\n  li r1, e0\n  halt\n"
+    if ok:
+        obj = assemble(text, "chain.d1s", M2)
+        emu = Emulator(obj)
+        emu.run()
+        assert int(emu.regs(0)[1]) == n + 1
+    else:
+        with pytest.raises(SourceError, match="a chain of more than 1,000 equates"):
+            assemble(text, "chain.d1s", M2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ PRODUCER = "d1 asm"
 _UNSET: Any = object()
 
 
+# How deep equates may refer forward to each other (each level costs a few Python frames).
+MAX_EQU_DEPTH = 1000
+
 class _Equ:
     __slots__ = ("name", "ast", "line", "col", "value", "busy", "failed", "nodedep")
 
@@ -76,6 +80,7 @@ class Assembler:
     """One assembly of one text. Use `assemble()`; this class holds the passes' state."""
 
     def __init__(self, text: str, filename: str, machine: Machine | None) -> None:
+        self._equ_depth = 0
         self.text = text
         self.filename = filename
         self.lines = text.split("\n")
@@ -260,7 +265,12 @@ class Assembler:
         if e.busy:
             raise ExprError(f"'{e.name}' is defined in terms of itself", line=e.line, col=e.col,
                             width=len(e.name))
+        if self._equ_depth >= MAX_EQU_DEPTH:
+            raise ExprError(f"'{e.name}' is reached through a chain of more than "
+                            f"{MAX_EQU_DEPTH:,} equates that refer to each other (a limit of "
+                            "the assembler)", line=e.line, col=e.col, width=len(e.name))
         e.busy = True
+        self._equ_depth += 1
         try:
             if not e.nodedep:
                 try:
@@ -282,6 +292,7 @@ class Assembler:
             raise
         finally:
             e.busy = False
+            self._equ_depth -= 1
 
     def _check_name(self, name: str, col: int, what: str) -> None:
         if REGLIKE_RE.match(name):
@@ -549,7 +560,14 @@ def assemble(text: str, filename: str = "<string>", machine: Machine | None = No
     The machine is, in order: the text's own `.machine` directive (a `machine` argument that
     differs from it structurally is an error), the `machine` argument, or the default machine.
     """
-    return Assembler(text, filename, machine).run()
+    # Equates may refer forward to each other (MAX_EQU_DEPTH deep); each level is a few Python
+    # frames, more than the default recursion limit allows.
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 12 * MAX_EQU_DEPTH + 2000))
+    try:
+        return Assembler(text, filename, machine).run()
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def assemble_file(path: str | Path, machine: Machine | None = None) -> ObjectFile:
