@@ -887,7 +887,6 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     """
     from d1.commands.run import parse_inputs, program_inputs
     from d1.program import load_program
-    from emulator.debugger import Debugger
 
     machine = machine_from_options(machine_name, mesh, sets) \
         if machine_given(machine_name, mesh, sets) else None
@@ -895,6 +894,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
     prog.check_host_memory()
+    from emulator.debugger import Debugger
     arrays = program_inputs(prog, parse_inputs(inputs), seed)
     dbg = Debugger(prog.obj, inputs=arrays, seed=seed)
     s = Session(dbg)
