@@ -396,10 +396,14 @@ def _validate_meta(meta: dict[str, Any], tensors: list[TensorLayout]) -> None:
             if n not in known:
                 raise ObjectFormatError(f"META field '{key}' names '{n}', which is not a "
                                         "tensor of the object")
+    sizes = {t.name: math.prod(t.shape) for t in tensors}
     for n in meta.get("scalar_outputs", ()):
         if n not in meta.get("outputs", ()):
             raise ObjectFormatError(f"META field 'scalar_outputs' names '{n}', which is not "
                                     "an output")
+        if sizes.get(n) != 1:
+            raise ObjectFormatError(f"META field 'scalar_outputs' names '{n}', which has "
+                                    f"{sizes.get(n, 0):,} elements, not one")
 
 
 def _want(cond: bool, msg: str) -> None:

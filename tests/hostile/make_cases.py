@@ -144,6 +144,10 @@ CASES: dict[str, tuple[str, dict, Callable | None, Callable | None, str]] = {
                                  set_meta("outputs", ["zz"]), "not a tensor of the object"),
     "meta_scalar_outputs_dict.d1o": ("META scalar_outputs: {}", {}, None,
                                      set_meta("scalar_outputs", {}), "'scalar_outputs' must"),
+    "meta_scalar_output_of_256.d1o": (
+        "META scalar_outputs names an output of 256 elements (found by tests/"
+        "test_fuzz_objects.py: `d1 run` reshaped it to a scalar and failed)", {}, None,
+        lambda m: m["meta"].update(outputs=["c"], scalar_outputs=["c"]), "not one"),
     "meta_regions_numbers.d1o": ("META regions: [1, 2]", {}, None,
                                  set_meta("regions", [1, 2]), "'regions' must"),
     "meta_sram_peak_string.d1o": ("META sram_peak_bytes: \"lots\"", {}, None,
