@@ -438,7 +438,9 @@ def run_program(path: str | Path, machine: Machine, options: Any = None, *, trac
     """
     from d1.program import load_program
     from emulator import Emulator
+    from emulator.state import check_host_memory
 
+    check_host_memory(machine)          # before compiling or assembling for it
     obj = load_program(path, machine, options).obj
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles,
                    trace=("full" if trace else ("regions" if regions else None)))

@@ -18,7 +18,7 @@ from typing import Any
 import click
 import numpy as np
 
-from d1.options import input_options, machine_from_options, machine_given, machine_options
+from d1.options import emulated_machine, input_options, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS
@@ -888,8 +888,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     from d1.commands.run import parse_inputs, program_inputs
     from d1.program import load_program
 
-    machine = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    machine = emulated_machine(machine_name, mesh, sets)
     prog = load_program(file, machine)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)

@@ -13,9 +13,8 @@ import click
 import numpy as np
 
 from d1.options import (
+    emulated_machine,
     input_options,
-    machine_from_options,
-    machine_given,
     machine_options,
     max_cycles_option,
     usable_cpus,
@@ -130,8 +129,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
     """
-    machine = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    machine = emulated_machine(machine_name, mesh, sets)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions
