@@ -202,6 +202,14 @@ def test_a_large_piece_moves_without_index_arrays():
     assert peak < 5 * value.nbytes, f"{peak / value.nbytes:.1f} x the tensor"
 
 
+@pytest.mark.parametrize("size", [8, 16, 56])
+def test_fifo_slots_must_hold_the_largest_message_an_instruction_sends(size):
+    # vsend sends a whole vector register (64 B) whatever max_message_bytes says
+    with pytest.raises(D1Error, match=f"max_message_bytes must be at least 64 .*got {size}"):
+        load_machine(mesh="2x2", overrides={"max_message_bytes": size})
+    assert load_machine(mesh="2x2", overrides={"max_message_bytes": 64}).max_message_bytes == 64
+
+
 def test_a_state_the_process_cannot_allocate_is_an_error(monkeypatch):
     from emulator import state
 

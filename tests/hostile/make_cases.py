@@ -1,10 +1,11 @@
 """Make the crafted hostile objects kept in this directory (the regression files of
 tests/test_hostile.py).
 
-Each case starts from a small valid object (programs/asm/vadd.d1s assembled for a 2x2 mesh),
-rewrites its META or MACH JSON, and repacks it with `d1isa.objfile.pack_sections`, which
-recomputes the CRC: the damage is in what the object says, not in its container. Every one of
-them must be refused at load with exit status 2 and a message that names the file.
+Each case starts from a small valid object (programs/asm/vadd.d1s, unless it names another
+program, assembled for a 2x2 mesh), rewrites its META or MACH JSON, and repacks it with
+`d1isa.objfile.pack_sections`, which recomputes the CRC: the damage is in what the object
+says, not in its container. Every one of them must be refused with exit status 2 and a
+message that names the file.
 
     python tests/hostile/make_cases.py          # rewrite the .d1o files next to this script
 
@@ -57,13 +58,14 @@ def rewrite(raw: bytes, mach: Callable[[dict], Any] | None = None,
     return pack_sections(out)
 
 
-def base_object(mesh: str = "2x2", **sets: Any) -> bytes:
-    """vadd.d1s assembled for a small mesh (with parameter overrides), as object bytes."""
+def base_object(mesh: str = "2x2", source: str = BASE_SOURCE, **sets: Any) -> bytes:
+    """An assembly program (vadd.d1s unless told) assembled for a small mesh, with parameter
+    overrides, as object bytes."""
     from d1isa.asm import assemble
     from d1isa.machine import load_machine
 
-    text = (ROOT / BASE_SOURCE).read_text()
-    return assemble(text, BASE_SOURCE, load_machine(mesh=mesh, overrides=sets)).to_bytes()
+    text = (ROOT / source).read_text()
+    return assemble(text, source, load_machine(mesh=mesh, overrides=sets)).to_bytes()
 
 
 def tensor(meta: dict, name: str) -> dict:
@@ -196,6 +198,12 @@ CASES: dict[str, tuple[str, dict, Callable | None, Callable | None, str]] = {
         "disassembles; it cannot run)",
         {"mesh": "16x16", "fifo_depth": 1024, "max_message_bytes": 1 << 24, "sram_bytes": GIB},
         None, None, "host memory"),
+    "machine_small_messages.d1o": (
+        "row_broadcast.d1s with max_message_bytes 16: FIFO slots too small for its vsend "
+        "messages (found by tests/test_fuzz_objects.py: the emulator wrote past its FIFO "
+        "buffer and corrupted the heap)",
+        {"source": "programs/asm/row_broadcast.d1s"}, set_machine(max_message_bytes=16), None,
+        "max_message_bytes must be at least 64"),
     "machine_unknown_key.d1o": ("embedded machine with an unknown parameter", {},
                                 set_machine(warp_drive=1), None, "unknown machine parameter"),
     "machine_not_table.d1o": ("embedded machine that is a list", {}, lambda m: [1, 2], None,
@@ -210,8 +218,7 @@ def build_case(name: str) -> bytes:
     """The bytes of one crafted case."""
     _what, base, mach, meta, _expect = CASES[name]
     base = dict(base)
-    mesh = base.pop("mesh", "2x2")
-    return rewrite(base_object(mesh, **base), mach, meta)
+    return rewrite(base_object(**base), mach, meta)
 
 
 def main(out: Path = HERE) -> None:
