@@ -391,3 +391,105 @@ def test_an_unusable_destination_fails_before_the_run(tmp_path, monkeypatch, cap
     assert status == 2 and message in out, out
     assert time.monotonic() - t0 < 10
     assert tree(tmp_path) == {"plain.txt"} and (tmp_path / "plain.txt").read_text() == "keep me"
+
+
+# ---- statistics files (d1 diff, viz, roofline) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_json(tmp_path_factory) -> Path:
+    """The --json statistics of a small run."""
+    from fuzzkit import invoke
+
+    root = tmp_path_factory.mktemp("stats")
+    res = invoke(["run", str(VADD), "--mesh", "2x2", "--regions", "--json", "run.json",
+                  "--out-dir", "out"], root)
+    assert res.status == 0, res.output
+    return root / "run.json"
+
+
+@pytest.mark.parametrize("args", [["diff", "{x}", "{x}"], ["viz", "{x}", "--term"],
+                                  ["roofline", "{x}"]])
+@pytest.mark.parametrize("special", ["/dev/zero", "pipe.json"])
+def test_a_device_or_a_pipe_as_statistics_is_refused_at_once(tmp_path, args, special):
+    os.mkfifo(tmp_path / "pipe.json")
+    res = d1(*(a.format(x=special) for a in args), cwd=tmp_path, timeout=20)
+    assert res.returncode == 2 and "not a regular file" in res.stderr, res.stderr
+
+
+def damaged(doc: dict, path: list, value) -> dict:
+    doc = json.loads(json.dumps(doc))
+    here = doc
+    for key in path[:-1]:
+        here = here[key]
+    here[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize("path, value", [
+    (["stats", "nodes", "x"], "abc"),
+    (["stats", "nodes"], []),
+    (["stats", "modelled", "kernel_cycles"], "many"),
+    (["stats", "links"], {"busiest": 7}),
+    (["stats", "live_nodes"], -3),
+    (["stats", "machine_params"], {"cols": 10 ** 9}),
+])
+def test_damaged_statistics_are_an_error_naming_the_file(tmp_path, capsys, monkeypatch,
+                                                         run_json, path, value):
+    good = json.loads(run_json.read_text())
+    (tmp_path / "bad.json").write_text(json.dumps(damaged(good, path, value)))
+    monkeypatch.chdir(tmp_path)
+    for args in (["diff", str(run_json), "bad.json"], ["viz", "bad.json", "--term"],
+                 ["roofline", "bad.json"]):
+        status, out = d1_here(capsys, *args)
+        assert status in (0, 2), out
+        assert "internal error" not in out and "Traceback" not in out, out
+        if status == 2:
+            assert "bad.json" in out
+
+
+def test_statistics_nested_too_deeply_are_not_json(tmp_path, capsys, monkeypatch, run_json):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    status, out = d1_here(capsys, "diff", "deep.json", str(run_json))
+    assert status == 2 and "deep.json: not a JSON file (nested too deeply)" in out
+
+
+def test_random_damage_to_statistics_never_crashes(tmp_path, run_json):
+    """Any leaf of a statistics document replaced by any JSON value: diff, viz --term and
+    roofline exit 0, 1 or 2, never with an internal error."""
+    from fuzzkit import invoke
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = json.loads(run_json.read_text())
+    leaves: list[list] = []
+
+    def walk(node, path):
+        items = node.items() if isinstance(node, dict) else (
+            enumerate(node) if isinstance(node, list) else ())
+        for k, child in list(items)[:12]:
+            leaves.append([*path, k])
+            walk(child, [*path, k])
+    walk(good, [])
+    values = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
+                          | st.floats() | st.text(max_size=5),
+                          lambda kids: st.lists(kids, max_size=3)
+                          | st.dictionaries(st.text(max_size=3), kids, max_size=3),
+                          max_leaves=6)
+
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.sampled_from(leaves), values), min_size=1, max_size=3))
+    def check(changes):
+        doc = good
+        for path, value in changes:
+            try:
+                doc = damaged(doc, path, value)
+            except (KeyError, IndexError, TypeError):
+                pass                    # an earlier change removed the path
+        (tmp_path / "bad.json").write_text(json.dumps(doc))
+        for args in (["diff", str(run_json), "bad.json"], ["viz", "bad.json", "--term"],
+                     ["roofline", "bad.json"]):
+            res = invoke(args, tmp_path)
+            assert not res.crashed, (changes, args, res.output[-2000:])
+    check()
