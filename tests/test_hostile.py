@@ -493,3 +493,34 @@ def test_random_damage_to_statistics_never_crashes(tmp_path, run_json):
             res = invoke(args, tmp_path)
             assert not res.crashed, (changes, args, res.output[-2000:])
     check()
+
+
+# ---- docs/SECURITY.md ---------------------------------------------------------------------
+
+def test_the_limits_in_security_md_are_the_codes():
+    from d1.commands.run import MAX_INPUT_BYTES
+    from d1.options import MAX_SEED
+    from d1isa import files, machine, objfile
+    from emulator.debugger.checkpoints import DEFAULT_CHECKPOINT_BYTES
+
+    doc = (ROOT / "docs" / "SECURITY.md").read_text()
+    rows = {
+        "MAX_SOURCE_BYTES": files.MAX_SOURCE_BYTES, "MAX_OBJECT_BYTES": files.MAX_OBJECT_BYTES,
+        "MAX_JSON_BYTES": files.MAX_JSON_BYTES, "MAX_INPUT_BYTES": MAX_INPUT_BYTES,
+        "MAX_TENSOR_ELEMENTS": objfile.MAX_TENSOR_ELEMENTS, "MAX_DIMS": objfile.MAX_DIMS,
+        "MAX_NAME_CHARS": objfile.MAX_NAME_CHARS, "MAX_MESH_NODES": objfile.MAX_MESH_NODES,
+        "EXTRA_BLOCKS": objfile.EXTRA_BLOCKS, "MAX_SRAM": machine.MAX_SRAM,
+        "MAX_REGS": machine.MAX_REGS, "MAX_LINK_BYTES": machine.MAX_LINK_BYTES,
+        "MAX_FIFO_DEPTH": machine.MAX_FIFO_DEPTH, "MAX_MESSAGE": machine.MAX_MESSAGE,
+        "MAX_CYCLES_PER_STEP": machine.MAX_CYCLES_PER_STEP,
+        "MAX_RUN_CYCLES": machine.MAX_RUN_CYCLES, "MAX_SEED": MAX_SEED,
+        "DEFAULT_CHECKPOINT_BYTES": DEFAULT_CHECKPOINT_BYTES,
+    }
+    for name, value in rows.items():
+        line = next((ln for ln in doc.splitlines() if f"(`{name}`)" in ln), None)
+        assert line is not None, name
+        assert f"{value:,}" in line, (name, value, line)
+    edges = next(ln for ln in doc.splitlines() if "(`MAX_EDGE`)" in ln)
+    assert f"{machine.MAX_EDGE:,}; {machine.MAX_CHIPS_EDGE}" in edges
+    assert f"{machine.largest_fixed_message()[0]} .. {machine.MAX_MESSAGE:,}" in doc
+    assert "1,048,576 live nodes" in doc
