@@ -163,9 +163,10 @@ def draw_mutation(data, st, v, meta: dict, mach: dict) -> str:
         return f"meta options = {value!r}"
     if kind == "source":
         sources = meta.get("sources") if isinstance(meta.get("sources"), dict) else {}
+        texts = sorted(k for k, t in sources.items() if isinstance(t, str))
         key = data.draw(st.sampled_from(["text", "text", "producer", "source", "files"]))
-        if key == "text" and sources:
-            name = data.draw(st.sampled_from(sorted(sources)))
+        if key == "text" and texts:
+            name = data.draw(st.sampled_from(texts))
             text = sources[name]
             cut = data.draw(st.integers(0, len(text)))
             how = data.draw(st.sampled_from(["truncate", "repeat line", "insert", "empty"]))
