@@ -40,12 +40,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from d1isa import units
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, MachineError
+from d1isa.files import MAX_JSON_BYTES, read_text
 from d1isa.machine import DIRECTIONS, Machine, load_machine, machine_names
 
 # Modelled SRAM port bandwidth per node (see the module docstring).
@@ -59,14 +62,15 @@ ROOF_NAMES = {"bf16": "bf16 peak", "f32": "f32 peak", "links": "link bandwidth",
 
 def load_run(path: str | Path) -> dict[str, Any]:
     """A run document: what `d1 run --json` wrote ({"file", "status", "result", "stats"}), or a
-    bare `Emulator.stats()` dict, which is wrapped into that shape."""
+    bare `Emulator.stats()` dict, which is wrapped into that shape. The file is read as every
+    input is (d1isa.files: a regular file, at most MAX_JSON_BYTES)."""
     p = Path(path)
+    text = read_text(p, MAX_JSON_BYTES, "statistics file")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise D1Error(f"cannot read {p}: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise D1Error(f"{p}: not a JSON file ({e})") from None
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise D1Error(f"{p}: not a JSON file ({reason})") from None
     if not isinstance(doc, dict):
         raise D1Error(f"{p}: expected a JSON object from `d1 run --json`")
     if "stats" not in doc and "modelled" in doc:
@@ -77,6 +81,23 @@ def load_run(path: str | Path) -> dict[str, Any]:
     doc.setdefault("file", str(p))
     doc.setdefault("status", "unknown")
     return doc
+
+
+@contextmanager
+def reading(*paths: str | Path) -> Iterator[None]:
+    """Around the code that reads statistics documents: a document that parses as JSON but
+    lacks what d1 reads from it (a missing key, a string for a number) is an error naming its
+    file, not an internal error. Such documents are other programs' output or damaged, so
+    every field is not checked one by one."""
+    names = " or ".join(str(p) for p in dict.fromkeys(paths))
+    try:
+        yield
+    except MachineError as e:
+        raise MachineError(f"{names}: the machine of these statistics: {e}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
+            ZeroDivisionError, RecursionError) as e:
+        raise D1Error(f"{names}: not statistics written by `d1 run --json`, or damaged "
+                      f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def machine_of(stats: dict[str, Any], fallback: Machine | None = None) -> Machine:
@@ -438,7 +459,9 @@ def run_program(path: str | Path, machine: Machine, options: Any = None, *, trac
     """
     from d1.program import load_program
     from emulator import Emulator
+    from emulator.state import check_host_memory
 
+    check_host_memory(machine)          # before compiling or assembling for it
     obj = load_program(path, machine, options).obj
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles,
                    trace=("full" if trace else ("regions" if regions else None)))

@@ -47,6 +47,20 @@ def machine_from_options(machine_name: str | None, mesh: str | None,
     return load_machine(machine_name, mesh=mesh, overrides=list(sets))
 
 
+def emulated_machine(machine_name: str | None, mesh: str | None,
+                     sets: tuple[str, ...]) -> Machine | None:
+    """The machine options of a command that emulates (run, debug), None when none are given.
+    A machine the emulator could not hold in this host's memory is refused here, before the
+    program is compiled or assembled for it (which takes minutes on a million nodes)."""
+    if not machine_given(machine_name, mesh, sets):
+        return None
+    from emulator.state import check_host_memory
+
+    machine = machine_from_options(machine_name, mesh, sets)
+    check_host_memory(machine)
+    return machine
+
+
 def input_options(f: Callable) -> Callable:
     """Add --input and --seed (shared by `d1 run` and `d1 debug`, which load inputs alike)."""
     f = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,

@@ -108,6 +108,16 @@ class Program:
         from compiler.compare import tolerance_of
         return tolerance_of(self.graph)
 
+    def check_host_memory(self) -> None:
+        """Refuse, before anything is allocated, a program whose machine the emulator could not
+        hold in this host's memory (emulator.state.check_host_memory), naming the file: an
+        object brings its own machine."""
+        from emulator.state import check_host_memory
+        try:
+            check_host_memory(self.machine)
+        except D1Error as e:
+            raise D1Error(f"{self.path}: {e}") from None
+
     def input_arrays(self, given: dict[str, np.ndarray], seed: int
                      ) -> tuple[dict[str, np.ndarray], list[str]]:
         """The arrays to scatter before a run, and the inputs (and params) left with the

@@ -67,9 +67,13 @@ def read_text(path: str | Path, limit: int = MAX_SOURCE_BYTES, what: str = "sour
         raise D1Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def check_destination(path: str | Path, option: str = "output") -> Path:
+def check_destination(path: str | Path, option: str = "output", probe: bool = True) -> Path:
     """Check, before any work, that `path` can be written: its directory exists (it is made if
-    missing) and is writable, and the path is not a directory or a special file."""
+    missing), a file can be made in it, and the path is not a directory or a special file.
+
+    The directory is probed by making (and removing) a file in it: permission bits say
+    nothing for root, nor for /proc, a read-only mount or a full quota. `write_atomic`, which
+    makes its temporary file there anyway, does not probe."""
     p = Path(path)
     try:
         st = os.stat(p)
@@ -89,6 +93,14 @@ def check_destination(path: str | Path, option: str = "output") -> Path:
                           f"{_reason(e)}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise D1Error(f"{option} {p}: the directory {parent} is not writable")
+    if probe:
+        try:
+            fd, made = tempfile.mkstemp(dir=parent, prefix=".d1-probe-")
+            os.close(fd)
+            os.unlink(made)
+        except OSError as e:
+            raise D1Error(f"{option} {p}: cannot write files in {parent}: "
+                          f"{_reason(e)}") from None
     return p
 
 
@@ -113,7 +125,7 @@ def check_output_dir(path: str | Path, option: str = "--out-dir") -> Path:
 def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file in the same directory and a rename: the
     old file stays whole until the new one is complete."""
-    p = check_destination(path)
+    p = check_destination(path, probe=False)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = -1, ""
     try:

@@ -92,6 +92,15 @@ MAX_MESSAGE = 1 << 24
 MAX_CYCLES_PER_STEP = 1 << 20
 MAX_RUN_CYCLES = 1 << 40
 
+def largest_fixed_message() -> tuple[int, str]:
+    """(bytes, mnemonic) of the largest message an instruction of the ISA table sends with a
+    size of its own (vsend: a vector register); every machine's FIFO slots must hold it."""
+    from d1isa import isa  # the ISA table imports this module
+
+    return max((ins.network.nbytes, ins.mnemonic) for ins in isa.INSTRUCTIONS
+               if ins.network is not None and ins.network.nbytes)
+
+
 def _number(v: float | None) -> str:
     if v is None:
         return ""
@@ -266,6 +275,12 @@ class Machine:
             raise MachineError("max_message_bytes must be a multiple of 8")
         if self.max_message_bytes > self.sram_bytes:
             raise MachineError("max_message_bytes cannot exceed sram_bytes")
+        need, sender = largest_fixed_message()
+        if self.max_message_bytes < need:
+            # a FIFO slot holds max_message_bytes: a smaller one could not take what `sender`
+            # sends, whatever the program
+            raise MachineError(f"max_message_bytes must be at least {need} (one {sender} "
+                               f"message), got {self.max_message_bytes}")
         if self.n_live > 1 << 20:
             raise MachineError(f"{self.n_live} live nodes is more than this toolchain supports "
                                f"({1 << 20})")

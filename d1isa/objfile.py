@@ -259,6 +259,7 @@ class ObjectFile:
                 raise ObjectFormatError(f"tensor '{t.name}' is described twice")
             names.add(t.name)
             _validate_tensor(t, m)
+            _validate_cover(t)
         _validate_meta(self.meta, self.tensors)
 
 
@@ -313,6 +314,40 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
         last = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True))
         if last + esize > m.sram_bytes:
             raise ObjectFormatError(f"tensor '{t.name}': piece runs past the end of SRAM")
+        if _aliases(p.shape, p.strides, esize):
+            raise ObjectFormatError(
+                f"tensor '{t.name}': a piece on node {p.node} puts several elements at one "
+                f"SRAM address (shape {list(p.shape)}, byte strides {list(p.strides)}: a "
+                "stride 0, or strides that overlap)")
+
+
+def _validate_cover(t: TensorLayout) -> None:
+    """An output is gathered from its pieces, so they hold at least as many elements as it has
+    (the gather checks that they cover each one); a host array is then never larger than the
+    SRAM its pieces describe."""
+    if t.role != "output":
+        return
+    held = sum(math.prod(p.shape) for p in t.pieces)
+    if held < math.prod(t.shape):
+        raise ObjectFormatError(
+            f"output tensor '{t.name}': its pieces hold {held:,} elements, fewer than its "
+            f"{math.prod(t.shape):,}; an output's pieces must cover it")
+
+
+def _aliases(shape: tuple[int, ...], strides: tuple[int, ...], esize: int) -> bool:
+    """Whether a strided piece may put two of its elements on overlapping bytes.
+
+    Taken by increasing stride, each dimension of more than one element must step past
+    everything the smaller dimensions span: the condition every row-major layout, padded or
+    not, meets. So a piece holds at most sram_bytes / esize elements, and a few bytes of file
+    cannot describe gigabytes of tensor.
+    """
+    reach = esize
+    for stride, n in sorted((st, n) for n, st in zip(shape, strides, strict=True) if n > 1):
+        if stride < reach:
+            return True
+        reach += stride * (n - 1)
+    return False
 
 
 def _check_tensor_name(name: Any, role: str) -> None:
@@ -364,10 +399,14 @@ def _validate_meta(meta: dict[str, Any], tensors: list[TensorLayout]) -> None:
             if n not in known:
                 raise ObjectFormatError(f"META field '{key}' names '{n}', which is not a "
                                         "tensor of the object")
+    sizes = {t.name: math.prod(t.shape) for t in tensors}
     for n in meta.get("scalar_outputs", ()):
         if n not in meta.get("outputs", ()):
             raise ObjectFormatError(f"META field 'scalar_outputs' names '{n}', which is not "
                                     "an output")
+        if sizes.get(n) != 1:
+            raise ObjectFormatError(f"META field 'scalar_outputs' names '{n}', which has "
+                                    f"{sizes.get(n, 0):,} elements, not one")
 
 
 def _what_broke(e: Exception) -> str:

@@ -24,7 +24,7 @@ from d1isa import isa, traps
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
-from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout
+from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout, TensorPiece
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
 from emulator.decode import (
@@ -605,38 +605,30 @@ class Emulator:
             raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
         raw = _to_raw(a, t)
         esize = DTYPE_BYTES[t.dtype]
-        sram = self.state.sram
         for p in t.pieces:
             sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-            sub = np.ascontiguousarray(raw[sl])
-            addrs = _piece_addresses(p.addr, p.shape, p.strides)
-            idx = (addrs[:, None] + np.arange(esize)).reshape(-1)
-            sram[p.node, idx] = sub.reshape(-1).view(np.uint8)
-            if addrs.size:
-                end = int(addrs.max()) + esize
-                self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
+            _piece_view(self.state.sram, p, t.dtype)[...] = raw[sl]
+            end = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True)) \
+                + esize
+            self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
 
     def output(self, name: str) -> np.ndarray:
         """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
         t = self.obj.tensor(name)
-        esize = DTYPE_BYTES[t.dtype]
         rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
         out = np.zeros(t.shape, dtype=rawtype)
         filled = np.zeros(t.shape, dtype=bool)
-        sram = self.state.sram
         for p in t.pieces:
             sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-            addrs = _piece_addresses(p.addr, p.shape, p.strides)
-            idx = (addrs[:, None] + np.arange(esize)).reshape(-1)
-            vals = sram[p.node, idx].copy().view(rawtype).reshape(p.shape)
+            vals = _piece_view(self.state.sram, p, t.dtype)
             want = ~filled[sl]
             region = out[sl]
             region[want] = vals[want]
             filled[sl] = True
-        if not filled.all():
-            missing = int((~filled).sum())
-            raise D1Error(f"tensor '{name}': its pieces leave {missing} of {filled.size} "
-                          "elements uncovered")
+        held = int(np.count_nonzero(filled))
+        if held < filled.size:
+            raise D1Error(f"tensor '{name}': its pieces leave {filled.size - held} of "
+                          f"{filled.size} elements uncovered")
         if t.dtype == "bf16":
             return (out.astype(np.uint32) << 16).view(np.float32)
         if t.dtype == "f32":
@@ -861,14 +853,13 @@ def auto_threads(nodes: int) -> int:
     return max(1, min(usable_cpus(), 8, nodes // 64))
 
 
-def _piece_addresses(addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
-    """Byte address of every element of a piece, in row-major element order (int64)."""
-    a = np.full((1,) * len(shape), addr, dtype=np.int64)
-    for d, (s, st) in enumerate(zip(shape, strides, strict=True)):
-        shp = [1] * len(shape)
-        shp[d] = s
-        a = a + (np.arange(s, dtype=np.int64) * st).reshape(shp)
-    return np.broadcast_to(a, shape).reshape(-1)
+def _piece_view(sram: np.ndarray, p: TensorPiece, dtype: str) -> np.ndarray:
+    """The elements of a piece where they lie in its node's SRAM row: a strided view (writes go
+    to SRAM), so a piece costs no index arrays however large it is. The object's validation
+    keeps every element inside the row; numpy checks it again."""
+    raw = {"f32": "<u4", "bf16": "<u2", "i32": "<u4"}[dtype]
+    return np.ndarray(p.shape, dtype=raw, buffer=sram[p.node], offset=p.addr,
+                      strides=p.strides)
 
 
 def _to_raw(a: np.ndarray, t: TensorLayout) -> np.ndarray:

@@ -56,6 +56,18 @@ class State:
 
     def __init__(self, machine: Machine, seed: int = 0) -> None:
         check_host_memory(machine)
+        try:
+            self._allocate(machine, seed)
+        except (MemoryError, OSError) as e:
+            # The estimate fits physical memory, but the process may be held to less (a
+            # ulimit, a container, overcommit turned off).
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else "out of memory"
+            raise D1Error(f"machine '{machine.name}' ({machine.n_live:,} live nodes): cannot "
+                          f"allocate the emulator's state, up to "
+                          f"{units.nbytes(host_bytes(machine))} of host memory ({reason}); "
+                          "use fewer chips or nodes, less SRAM or smaller FIFOs") from None
+
+    def _allocate(self, machine: Machine, seed: int) -> None:
         m = machine
         n = m.n_live
         self.machine = m

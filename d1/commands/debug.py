@@ -18,9 +18,10 @@ from typing import Any
 import click
 import numpy as np
 
-from d1.options import input_options, machine_from_options, machine_given, machine_options
+from d1.options import emulated_machine, input_options, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
+from d1isa.machine import DIRECTIONS
 
 PROMPT = "(d1) "
 
@@ -38,15 +39,16 @@ class Command:
     detail: str
     handler: Callable[[Session, list[str]], bool | None]
     group: str
+    words: tuple[str, ...] = ()     # what its arguments can be, for completion (WORD_KINDS)
 
 
 _COMMANDS: list[Command] = []
 
 
 def command(name: str, aliases: tuple[str, ...], usage: str, summary: str, group: str,
-            detail: str = "") -> Callable:
+            detail: str = "", words: tuple[str, ...] = ()) -> Callable:
     def wrap(fn: Callable[[Session, list[str]], bool | None]) -> Callable:
-        _COMMANDS.append(Command(name, aliases, usage, summary, detail, fn, group))
+        _COMMANDS.append(Command(name, aliases, usage, summary, detail, fn, group, words))
         return fn
     return wrap
 
@@ -102,6 +104,43 @@ class Session:
             raise CommandError(f"ambiguous command {word!r}: {', '.join(found)}")
         raise CommandError(f"unknown command {word!r}; type 'help' for the list")
 
+    def complete(self, line: str) -> tuple[str, list[str]]:
+        """Tab completion of the word before the cursor, in any position of the line: (the
+        text to replace, the words it may become). The first word is a command; later words
+        are what that command takes there (Command.words): locations, node coordinates after
+        `node`, registers and labels in an expression, tensor names, formats after `as`,
+        topics, breakpoint numbers, and the words of `watch`."""
+        words = line.split()
+        partial = "" if not words or line[-1:].isspace() else words.pop()
+        if not words:
+            return partial, _starting(partial, [c.name for c in _COMMANDS])
+        try:
+            cmd = self.lookup(words[0])
+        except CommandError:
+            return partial, []
+        low = [w.lower() for w in words[1:]]
+        if low and low[-1] == "node":
+            kinds: tuple[str, ...] = ("xy",)
+        elif low and low[-1] == "as" and "as" in cmd.words:
+            kinds = ("format",)
+        elif "if" in low and "if" in cmd.words:
+            kinds = ("expr",)
+        elif cmd.name == "watch":
+            kinds = _watch_words(low)
+        else:
+            kinds = cmd.words
+        tail = re.search(r"[A-Za-z_.$][\w.$]*$", partial) if "expr" in kinds else None
+        found: set[str] = set()
+        if tail is not None or ("expr" in kinds and partial == ""):
+            stem = tail.group() if tail is not None else ""
+            found.update(_starting(stem, WORD_KINDS["expr"](self)))
+            if stem != partial:           # inside an expression: only its names fit
+                return stem, sorted(found, key=_natural)
+        for kind in kinds:
+            if kind != "expr":
+                found.update(_starting(partial, WORD_KINDS[kind](self)))
+        return partial, sorted(found, key=_natural)
+
     def show_stop(self, stop: Any) -> None:
         self.out(stop.describe())
         if stop.reason in ("deadlock", "stuck"):
@@ -143,6 +182,69 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()) if "\n" not in text else text.splitlines()[0]
 
 
+# ---- completion ---------------------------------------------------------------------------------
+
+def _starting(prefix: str, words: Any) -> list[str]:
+    return [w for w in words if w.startswith(prefix)]
+
+
+def _natural(word: str) -> list[Any]:
+    """Sort key putting r2 before r10 and 2,0 before 10,0."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", word))]
+
+
+def _expression_words(s: Session) -> list[str]:
+    m = s.dbg.machine
+    return ([f"r{i}" for i in range(m.scalar_regs)]
+            + ["zero", "sp", "ra", "pc", "clock", "x", "y", "id", "T", "and", "or", "not"]
+            + [f"mem{w}[" for w in (8, 16, 32, 64)]
+            + [sym.name for sym in s.dbg.obj.symbols])
+
+
+def _location_words(s: Session) -> list[str]:
+    obj = s.dbg.obj
+    return ([sym.name for sym in obj.symbols if sym.kind == "code"]
+            + [f"{Path(f).name}:" for f in obj.files])
+
+
+def _node_words(s: Session) -> list[str]:
+    return [f"{int(x)},{int(y)}" for x, y in s.dbg.machine.xy]
+
+
+def _watch_words(args: list[str]) -> tuple[str, ...]:
+    """What `watch` takes after `args`: mem ADDR [LEN], rN, or link X,Y DIR."""
+    if not args:
+        return ("watched",)
+    if args[0] == "mem":
+        return ("expr", "node")
+    if args[0] == "link":
+        return ("xy", "node") if len(args) == 1 else ("direction",)
+    return ("node",)
+
+
+# Kinds of word a command's arguments can be (Command.words), and the words of each.
+WORD_KINDS: dict[str, Callable[[Session], list[str]]] = {
+    "expr": _expression_words,
+    "location": _location_words,
+    "xy": _node_words,
+    "tensor": lambda s: [t.name for t in s.dbg.obj.tensors],
+    "vreg": lambda s: [f"v{i}" for i in range(s.dbg.machine.vector_regs)],
+    "acc": lambda s: [f"a{i}" for i in range(s.dbg.machine.accumulators)],
+    "format": lambda s: ["f32", "bf16", "i32", "i64", "hex"],
+    "topic": lambda s: ["breakpoints", "registers", "checkpoints", "position"],
+    "point": lambda s: [str(b.number) for b in s.dbg.breakpoints()],
+    "command": lambda s: [c.name for c in _COMMANDS],
+    "direction": lambda s: list(DIRECTIONS),
+    "watched": lambda s: ["mem", "link", "zero", "sp", "ra"]
+    + [f"r{i}" for i in range(s.dbg.machine.scalar_regs)],
+    # words that stand for themselves
+    "node": lambda s: ["node"],
+    "all": lambda s: ["all"],
+    "if": lambda s: ["if"],
+    "as": lambda s: ["as"],
+}
+
+
 # ---- execution ----------------------------------------------------------------------------------
 
 def _step_args(s: Session, args: list[str], allow_all: bool = True) -> tuple[int, bool]:
@@ -177,7 +279,8 @@ def _continue(s: Session, args: list[str]) -> None:
          "Execution",
          "Runs the focused node until it reaches another source line (the DSL line of a .d1k, "
          "the assembly line of a .d1s), N times. Other nodes run only while it waits for them. "
-         "With 'all', every node steps to its own next line.")
+         "With 'all', every node steps to its own next line.",
+         words=("all", "node"))
 def _step(s: Session, args: list[str]) -> None:
     n, all_nodes = _step_args(s, args)
     s.show_stop(s.dbg.step(n, all_nodes=all_nodes))
@@ -185,7 +288,8 @@ def _step(s: Session, args: list[str]) -> None:
 
 @command("next", ("n",), "next [N] [all]", "Run to the next source line, over calls.",
          "Execution",
-         "As step, but a call (jal with rd=ra) runs to its return first.")
+         "As step, but a call (jal with rd=ra) runs to its return first.",
+         words=("all", "node"))
 def _next(s: Session, args: list[str]) -> None:
     n, all_nodes = _step_args(s, args)
     s.show_stop(s.dbg.next(n, all_nodes=all_nodes))
@@ -194,7 +298,8 @@ def _next(s: Session, args: list[str]) -> None:
 @command("stepi", ("si",), "stepi [N] [all]", "Execute N instructions (default 1).",
          "Execution",
          "On the focused node, or N instructions on every node with 'all' (nodes that must "
-         "wait stop early).")
+         "wait stop early).",
+         words=("all", "node"))
 def _stepi(s: Session, args: list[str]) -> None:
     n, all_nodes = _step_args(s, args)
     s.show_stop(s.dbg.stepi(n, all_nodes=all_nodes))
@@ -211,7 +316,8 @@ def _finish(s: Session, args: list[str]) -> None:
 @command("until", ("u",), "until [LOC]", "Run to a location, or to a later line.",
          "Execution",
          "With LOC (as for break): continue until it is reached (a temporary breakpoint). "
-         "Without: like next, but never stops at an earlier line, so it leaves a loop.")
+         "Without: like next, but never stops at an earlier line, so it leaves a loop.",
+         words=("location", "node"))
 def _until(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     if not args:
@@ -227,7 +333,8 @@ def _until(s: Session, args: list[str]) -> None:
 @command("reverse-step", ("rs",), "reverse-step [N]",
          "Back to the start of the previous source line.", "Reverse execution",
          "Restores a checkpoint and replays (the emulator is deterministic) to where the "
-         "focused node began the source line it ran before this one.")
+         "focused node began the source line it ran before this one.",
+         words=("node",))
 def _reverse_step(s: Session, args: list[str]) -> None:
     n, _ = _step_args(s, args, allow_all=False)
     s.show_stop(s.dbg.reverse_step(n))
@@ -236,7 +343,8 @@ def _reverse_step(s: Session, args: list[str]) -> None:
 @command("reverse-stepi", ("rsi",), "reverse-stepi [N] [all]",
          "Undo the last N instructions of the focused node (or of every node).",
          "Reverse execution",
-         "Nodes that consumed what the undone instructions produced go back as far as needed.")
+         "Nodes that consumed what the undone instructions produced go back as far as needed.",
+         words=("all", "node"))
 def _reverse_stepi(s: Session, args: list[str]) -> None:
     n, all_nodes = _step_args(s, args)
     s.show_stop(s.dbg.reverse_stepi(n, all_nodes=all_nodes))
@@ -255,7 +363,8 @@ def _reverse_continue(s: Session, args: list[str]) -> None:
 # ---- focus and state ----------------------------------------------------------------------------
 
 @command("node", ("focus",), "node X,Y | node ID", "Focus a node (steps and views use it).",
-         "Focus and state")
+         "Focus and state",
+         words=("xy",))
 def _node(s: Session, args: list[str]) -> None:
     d = s.dbg
     if args:
@@ -286,7 +395,8 @@ def _where(s: Session, args: list[str]) -> None:
 
 
 @command("regs", ("registers",), "regs [node X,Y]", "Scalar registers, pc and clock.",
-         "Focus and state")
+         "Focus and state",
+         words=("node",))
 def _regs(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     if args:
@@ -310,7 +420,8 @@ def _regs(s: Session, args: list[str]) -> None:
 
 
 @command("vregs", ("v",), "vregs [N] [node X,Y]",
-         "Vector registers as f32 lanes and hex (all-zero ones omitted).", "Focus and state")
+         "Vector registers as f32 lanes and hex (all-zero ones omitted).", "Focus and state",
+         words=("vreg", "node"))
 def _vregs(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     d = s.dbg
@@ -340,7 +451,8 @@ def _register_pick(args: list[str], n: int, prefix: str) -> list[int]:
 
 
 @command("acc", (), "acc [N] [node X,Y]", "Matrix accumulators (8x8 f32; zero ones omitted).",
-         "Focus and state")
+         "Focus and state",
+         words=("acc", "node"))
 def _acc(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     a = s.dbg.acc(node)
@@ -361,7 +473,8 @@ def _acc(s: Session, args: list[str]) -> None:
          "SRAM contents.", "Focus and state",
          "ADDR is a number, a data label or an expression (write it without spaces, or in "
          "parentheses: `mem buf+64`, `mem (r4 + 8)`). N counts bytes for hex (default 64) and "
-         "elements otherwise (default 16).")
+         "elements otherwise (default 16).",
+         words=("expr", "as", "node"))
 def _mem(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     if node == "all":
@@ -397,7 +510,8 @@ def _take_expr(args: list[str]) -> tuple[str, list[str]]:
 @command("tensor", ("t",), "tensor NAME", "Gather a named tensor from its pieces and print it.",
          "Focus and state",
          "Any tensor of the object (input, output or internal), as the host would gather it "
-         "now; the print is truncated like numpy's.")
+         "now; the print is truncated like numpy's.",
+         words=("tensor",))
 def _tensor(s: Session, args: list[str]) -> None:
     if len(args) != 1:
         names = ", ".join(t.name for t in s.dbg.obj.tensors) or "none"
@@ -411,7 +525,8 @@ def _tensor(s: Session, args: list[str]) -> None:
 
 
 @command("links", (), "links [node X,Y]",
-         "FIFO occupancy and traffic on the node's four links.", "Focus and state")
+         "FIFO occupancy and traffic on the node's four links.", "Focus and state",
+         words=("node",))
 def _links(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     if args:
@@ -503,13 +618,15 @@ def _break(s: Session, args: list[str], temporary: bool) -> None:
          "LOC: *PC or 'pc PC' (an instruction index), a code label, LINE, LINE:COL or "
          "FILE:LINE[:COL]. Default nodes: the focused node for a pc or label, every node for a "
          "source line. COND uses registers rN, pc, clock, x, y, id, T, labels, mem32[ADDR] "
-         "(also mem8/16/64), C operators and and/or/not, e.g. `if r5 == 3 && x > 0`.")
+         "(also mem8/16/64), C operators and and/or/not, e.g. `if r5 == 3 && x > 0`.",
+         words=("location", "node", "all", "if"))
 def _break_cmd(s: Session, args: list[str]) -> None:
     _break(s, args, False)
 
 
 @command("tbreak", ("tb",), "tbreak LOC [node X,Y|all] [if COND]",
-         "A breakpoint deleted at its first hit.", "Breakpoints and watchpoints")
+         "A breakpoint deleted at its first hit.", "Breakpoints and watchpoints",
+         words=("location", "node", "all", "if"))
 def _tbreak(s: Session, args: list[str]) -> None:
     _break(s, args, True)
 
@@ -519,7 +636,8 @@ def _tbreak(s: Session, args: list[str]) -> None:
          "watch mem ADDR [LEN] [node X,Y]: after a write that changes the LEN bytes (default "
          "4) at ADDR, showing old and new bytes. watch rN [node X,Y]: after rN changes. "
          "watch link X,Y DIR: when a message crosses the link leaving (X,Y) toward DIR; "
-         "'> N': when that link's FIFO holds more than N messages.")
+         "'> N': when that link's FIFO holds more than N messages.",
+         words=("watched",))
 def _watch(s: Session, args: list[str]) -> None:
     d = s.dbg
     if not args:
@@ -562,7 +680,8 @@ def _watch(s: Session, args: list[str]) -> None:
 
 
 @command("delete", ("d",), "delete [N]", "Delete breakpoint/watchpoint N, or all of them.",
-         "Breakpoints and watchpoints")
+         "Breakpoints and watchpoints",
+         words=("point",))
 def _delete(s: Session, args: list[str]) -> None:
     n = s.count(args, default=None) if args else None
     k = s.dbg.delete(n)
@@ -583,20 +702,23 @@ def _enable(s: Session, args: list[str], on: bool) -> None:
 
 
 @command("enable", ("en",), "enable N...", "Enable breakpoints/watchpoints.",
-         "Breakpoints and watchpoints")
+         "Breakpoints and watchpoints",
+         words=("point",))
 def _enable_cmd(s: Session, args: list[str]) -> None:
     _enable(s, args, True)
 
 
 @command("disable", ("dis",), "disable N...", "Disable breakpoints/watchpoints.",
-         "Breakpoints and watchpoints")
+         "Breakpoints and watchpoints",
+         words=("point",))
 def _disable_cmd(s: Session, args: list[str]) -> None:
     _enable(s, args, False)
 
 
 @command("info", ("i",), "info breakpoints|registers|checkpoints|position",
          "Breakpoints (i b), registers (i r), checkpoints, or the position.",
-         "Breakpoints and watchpoints")
+         "Breakpoints and watchpoints",
+         words=("topic",))
 def _info(s: Session, args: list[str]) -> None:
     if not args:
         raise CommandError("usage: info breakpoints|registers|checkpoints|position")
@@ -637,7 +759,8 @@ def _info(s: Session, args: list[str]) -> None:
 
 @command("print", ("p",), "print EXPR", "Evaluate an expression on the focused node.",
          "Session", "The language of breakpoint conditions: rN, pc, clock, x, y, id, T, labels, "
-         "mem8/16/32/64[ADDR], C operators.")
+         "mem8/16/32/64[ADDR], C operators.",
+         words=("expr", "node"))
 def _print(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     if not args:
@@ -646,7 +769,8 @@ def _print(s: Session, args: list[str]) -> None:
     s.out(f"{v} (0x{v & 0xFFFFFFFFFFFFFFFF:x})")
 
 
-@command("help", ("h", "?"), "help [COMMAND]", "List the commands, or explain one.", "Session")
+@command("help", ("h", "?"), "help [COMMAND]", "List the commands, or explain one.", "Session",
+         words=("command",))
 def _help(s: Session, args: list[str]) -> None:
     if args:
         c = s.lookup(args[0])
@@ -689,25 +813,32 @@ def _banner(s: Session, path: Path) -> None:
     s.out(f"focus {w.describe()}; T=0. Type 'help' for commands.")
 
 
+def prompt_completer(s: Session) -> Any:
+    """A prompt_toolkit completer that asks Session.complete."""
+    from prompt_toolkit.completion import Completer, Completion
+
+    class SessionCompleter(Completer):
+        def get_completions(self, document: Any, event: Any) -> Any:
+            word, found = s.complete(document.text_before_cursor)
+            for w in found:
+                yield Completion(w, start_position=-len(word))
+
+    return SessionCompleter()
+
+
 def _interactive(s: Session) -> None:
     if sys.stdin.isatty() and sys.stdout.isatty():
         try:
             from prompt_toolkit import PromptSession
-            from prompt_toolkit.completion import WordCompleter
             from prompt_toolkit.history import FileHistory, InMemoryHistory
         except ImportError:
             pass
         else:
-            words = sorted(set(s.table) | {"all", "node", "if", "as", "f32", "bf16", "i32",
-                                           "hex", "mem", "link", "breakpoints", "registers"}
-                           | {t.name for t in s.dbg.obj.tensors}
-                           | {sym.name for sym in s.dbg.obj.symbols})
             try:
                 history: Any = FileHistory(os.path.expanduser("~/.d1_debug_history"))
             except OSError:
                 history = InMemoryHistory()
-            ps: Any = PromptSession(history=history,
-                                    completer=WordCompleter(words, sentence=True))
+            ps: Any = PromptSession(history=history, completer=prompt_completer(s))
             while True:
                 try:
                     line = ps.prompt(PROMPT)
@@ -756,13 +887,13 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     """
     from d1.commands.run import parse_inputs, program_inputs
     from d1.program import load_program
-    from emulator.debugger import Debugger
 
-    machine = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    machine = emulated_machine(machine_name, mesh, sets)
     prog = load_program(file, machine)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
+    prog.check_host_memory()
+    from emulator.debugger import Debugger
     arrays = program_inputs(prog, parse_inputs(inputs), seed)
     dbg = Debugger(prog.obj, inputs=arrays, seed=seed)
     s = Session(dbg)

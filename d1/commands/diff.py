@@ -13,6 +13,7 @@ from d1.analysis import (
     link_changes,
     load_run,
     node_changes,
+    reading,
     region_changes,
     table,
     total_changes,
@@ -148,4 +149,7 @@ def diff(a_file: Path, b_file: Path, top: int) -> None:
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --json naive.json
       d1 diff summa.json naive.json
     """
-    click.echo(diff_text(load_run(a_file), load_run(b_file), top))
+    a, b = load_run(a_file), load_run(b_file)
+    with reading(a_file, b_file):
+        text = diff_text(a, b, top)
+    click.echo(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from d1.analysis import (
     kernel_point,
     load_run,
     machine_of,
+    reading,
     region_points,
     roofline_rows,
     roofs_for,
@@ -94,8 +96,9 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
         if opts:
             raise D1Error("-O compiler options need a program, not a statistics file")
         doc = load_run(file)
-        machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets)
-                             if given else None)
+        with reading(file):
+            machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets)
+                                 if given else None)
     else:
         options = None
         if opts:
@@ -106,13 +109,17 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
         doc = {"file": str(file), "status": result.status, "stats": emu.stats()}
         if not result.ok:
             failed = result
-    text, points, roofs = roofline_text(doc, machine)
+    # figures from a statistics file may be damaged; those of a run made here are not
+    guard = reading(file) if file.suffix.lower() == ".json" else nullcontext()
+    with guard:
+        text, points, roofs = roofline_text(doc, machine)
     click.echo(text)
     if output is not None:
         from d1.plots import roofline_png
-        w, h = roofline_png(points, roofs, output,
-                            f"{doc.get('file', '?')} on {doc['stats']['machine']}: modelled "
-                            "FLOP/s against the roofs", dpi=dpi)
+        with guard:
+            w, h = roofline_png(points, roofs, output,
+                                f"{doc.get('file', '?')} on {doc['stats']['machine']}: "
+                                "modelled FLOP/s against the roofs", dpi=dpi)
         click.echo(f"wrote {output} ({w} x {h} px)")
     if failed is not None:
         raise RuntimeFault(f"the run did not finish, so the figures cover only what ran: "

@@ -13,9 +13,8 @@ import click
 import numpy as np
 
 from d1.options import (
+    emulated_machine,
     input_options,
-    machine_from_options,
-    machine_given,
     machine_options,
     max_cycles_option,
     usable_cpus,
@@ -28,6 +27,7 @@ from d1isa.files import (
     check_output_dir,
     read_bytes,
     refuse_overwrite,
+    same_file,
     write_atomic,
 )
 
@@ -129,10 +129,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
     """
-    from emulator import Emulator, auto_threads
-
-    machine = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    machine = emulated_machine(machine_name, mesh, sets)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions
@@ -142,9 +139,13 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
+    prog.check_host_memory()
     to_stdout = json_file is not None and str(json_file) == "-"
     out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs)
     arrays = program_inputs(prog, given, seed)
+    # Imported once the program has loaded: a file that cannot be run fails without Numba.
+    from emulator import Emulator, auto_threads
+
     mode = "full" if trace_file is not None else ("regions" if regions else None)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
                    threads=cap_threads(threads) or auto_threads(obj.machine.n_live))
@@ -218,30 +219,40 @@ def check_destinations(prog: Program, out_dir: Path, json_file: Path | None,
     """Check every file the run will write before it starts; the output path of each output.
 
     An output is written as OUT_DIR/NAME.npy (NAME is an identifier, checked when the object
-    loads, so it stays inside OUT_DIR). It may never replace the program or an --input file:
-    that is refused here, before anything runs.
+    loads, so it stays inside OUT_DIR). No file the run writes (an output, --json, --trace) may
+    replace the program or an --input file, or another file of the same run: that is refused
+    here, before anything runs.
     """
-    if json_file is not None and str(json_file) != "-":
-        check_destination(json_file, "--json")
-    if trace_file is not None:
-        check_destination(trace_file, "--trace")
+    read = [source, *(item.split("=", 1)[1] for item in inputs)]
+    written: list[tuple[Path, str]] = []
+    for dest, option in ((json_file, "--json"), (trace_file, "--trace")):
+        if dest is None or str(dest) == "-":
+            continue
+        refuse_overwrite(dest, read, f"{option} {dest}")
+        refuse_twice(dest, written, f"{option} {dest}")
+        check_destination(dest, option)
+        written.append((dest, option))
     outputs = prog.outputs
     if not outputs:
         return {}
     check_output_dir(out_dir)
     paths = {}
-    taken = [source, *(item.split("=", 1)[1] for item in inputs)]
-    if json_file is not None and str(json_file) != "-":
-        taken.append(json_file)
-    if trace_file is not None:
-        taken.append(trace_file)
     for name in outputs:
         path = out_dir / f"{name}.npy"
         if path.parent != out_dir:
             raise D1Error(f"output name {name!r} would be written outside --out-dir")
-        refuse_overwrite(path, taken, f"output '{name}' ({path})")
+        refuse_overwrite(path, read, f"output '{name}' ({path})")
+        refuse_twice(path, written, f"output '{name}' ({path})")
         paths[name] = path
     return paths
+
+
+def refuse_twice(path: Path, written: list[tuple[Path, str]], what: str) -> None:
+    """Two files of one run may not be the same file (the second would replace the first)."""
+    for other, option in written:
+        if same_file(path, other):
+            raise D1Error(f"{what} is also the {option} file of this run; give each its own "
+                          "file")
 
 
 def npy_bytes(value: np.ndarray) -> bytes:

@@ -16,7 +16,7 @@ from d1.analysis import ROOF_NAMES, kernel_point, roofs_for, run_program, table
 from d1.options import max_cycles_option
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
-from d1isa.files import check_destination, refuse_overwrite, write_atomic
+from d1isa.files import check_destination, refuse_overwrite, same_file, write_atomic
 from d1isa.machine import load_machine, parse_mesh, parse_value
 
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
@@ -183,6 +183,8 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: s
         if dest is not None:
             refuse_overwrite(dest, [file], option)
             check_destination(dest, option)
+    if csv_file is not None and plot_file is not None and same_file(csv_file, plot_file):
+        raise D1Error(f"--plot {plot_file} is also the --csv file; give each its own file")
     axes = parse_axes(sets, meshes)
     names = [a for a, _ in axes]
     points = [dict(zip(names, combo, strict=True))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from d1.analysis import geometry, load_run, machine_of
+from d1.analysis import geometry, load_run, machine_of, reading
 from d1.options import machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
@@ -142,7 +142,9 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
         from rich.console import Console
         console = Console(highlight=False, soft_wrap=True, force_terminal=color,
                           no_color=(color is False), width=max(80, 6 + 4 * 200))
-        console.print(term_heatmap(doc, metric, fallback))
+        with reading(stats_file):
+            heatmap = term_heatmap(doc, metric, fallback)
+        console.print(heatmap)
     if output is not None:
         from d1.plots import mesh_png
         stats = doc["stats"]
@@ -151,7 +153,8 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
             sram = machine_of(stats, fallback).sram_bytes
         except D1Error:
             pass
-        w, h = mesh_png(doc, output, dpi=dpi, machine_sram=sram)
-        g = geometry(stats)
+        with reading(stats_file):
+            w, h = mesh_png(doc, output, dpi=dpi, machine_sram=sram)
+            g = geometry(stats)
         click.echo(f"wrote {output} ({w} x {h} px): busy %, stalled %, bytes per link and SRAM "
                    f"high water on the {g.width} x {g.height} mesh (modelled)")

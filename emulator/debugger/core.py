@@ -352,10 +352,17 @@ class Debugger:
     # ---- stop handling --------------------------------------------------------------------------
 
     def _eval_condition(self, bp: Breakpoint, node: int) -> tuple[bool, str]:
+        """(whether bp stops node, why it stops anyway). A condition that cannot be evaluated
+        (a division by zero, an address outside SRAM, a label not in this node's code) stops
+        at this node with the error, as gdb does, so that it never passes unnoticed."""
         try:
             return bool(bp.cond(node)), ""
         except D1Error as e:
-            return True, f"error in condition of breakpoint {bp.number}: {e}"
+            why = f"Error in testing condition for breakpoint {bp.number}: {e}"
+            caret = e.caret() if isinstance(e, ExprError) else ""
+            if caret:
+                why += "\n" + "\n".join("    " + line for line in caret.splitlines())
+            return True, why
 
     def _breakpoint_hit(self, node: int) -> Stop | None:
         if self._bp_nodes is not None and node not in self._bp_nodes:

@@ -158,7 +158,8 @@ def reverse_continue(dbg: Debugger) -> Stop:
         bp = bps[0]
         bp.hits += 1
         hit = BreakpointHit(bp.number, node, dbg.emu.where(node), dbg.position, bp.hits)
-        return dbg._make_stop("breakpoint", node, breakpoint=hit)
+        detail = dbg._eval_condition(bp, node)[1] if bp.cond is not None else ""
+        return dbg._make_stop("breakpoint", node, breakpoint=hit, detail=detail)
     goto(dbg, np.zeros(dbg.n, dtype=np.int64))
     return dbg._make_stop("start", dbg.focus,
                           detail="No earlier breakpoint hit: at the beginning, T=0")

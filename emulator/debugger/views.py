@@ -60,6 +60,8 @@ class Stop:
         lines: list[str] = []
         if self.breakpoint is not None:
             b = self.breakpoint
+            if self.detail:
+                lines.append(self.detail)       # why it stopped although it has a condition
             lines.append(f"Breakpoint {b.number}, node {self.where.xy if self.where else '?'}"
                          f" [id {b.node}], T={self.position:,}")
         elif self.watch is not None:
