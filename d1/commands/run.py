@@ -84,7 +84,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @max_cycles_option("A node whose clock passes this many cycles traps (cause 9).")
 @click.option("--quantum", type=click.IntRange(1, 1 << 30), default=256, show_default=True,
               help="Instructions per node per turn (results never depend on it).")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(0, 4096), default=0, show_default=True,
               help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
                    "8, and 1 below 64 nodes); more than the usable CPUs is capped to them. "
                    "Results never depend on it; --trace and --regions run on one thread.")
