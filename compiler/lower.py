@@ -22,9 +22,20 @@ from dataclasses import dataclass, field
 from compiler.asmgen import CompilerLimit
 from compiler.comm import Redistribute
 from compiler.grid import Grid
-from compiler.ir import Graph, Node, Op
-from compiler.kernels import Elementwise, Leaf, NdBroadcast, NdReduce, Reduce, Softmax
-from compiler.layout import Layout, choose_skew, make_layout
+from compiler.ir import REDUCE_OPS, Graph, Node, Op
+from compiler.kernels import (
+    DenseReshape,
+    Elementwise,
+    Leaf,
+    LogSoftmax,
+    MaxMask,
+    NdBroadcast,
+    NdReduce,
+    Reduce,
+    ReduceAll,
+    Softmax,
+)
+from compiler.layout import Layout, choose_skew, make_layout, view_of
 from compiler.matmul import Matmul
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
 from d1isa.machine import Machine
@@ -51,7 +62,8 @@ def broadcast_mode(src: tuple[int, ...], dst: tuple[int, ...]) -> str:
 
 @dataclass
 class KOp:
-    """One kernel: `kind` in input, fused, reduce, softmax, matmul, transpose, broadcast."""
+    """One kernel: `kind` in input, fused, reduce, reduce_all, softmax (log_softmax too),
+    max_mask, matmul, transpose, reshape, broadcast."""
 
     kind: str
     node: Node
@@ -105,6 +117,15 @@ def lower(graph: Graph) -> list[KOp]:
             return ("op", x.op, tuple(kids), x.rounds, x)
 
         trees[node.id] = (build(node), list(reversed(names)))
+    # A reduction over every axis of a 2-D or larger value is a reshape to 1-D and a reduction
+    # of axis 0 in the IR; unless the flat vector is needed itself, one kernel reduces the
+    # value where it lies.
+    reduce_all: set[int] = set()
+    for node in graph.nodes:
+        x = node.inputs[0] if node.op in REDUCE_OPS else None
+        if (x is not None and node.ndim == 0 and x.op is Op.RESHAPE and x.ndim == 1
+                and x.inputs[0].ndim >= 2 and len(users[x.id]) == 1 and x.id not in outputs):
+            reduce_all.update((node.id, x.id))
     out = []
     for node in graph.nodes:
         if node.op in (Op.INPUT, Op.PARAM):
@@ -120,34 +141,22 @@ def lower(graph: Graph) -> list[KOp]:
                 out.append(KOp("broadcast", node))
         elif node.op is Op.CONST:
             continue
-        elif node.op in (Op.SUM, Op.MAX, Op.MEAN):
-            out.append(KOp("reduce", node))
-        elif node.op is Op.SOFTMAX:
+        elif node.op in REDUCE_OPS:
+            out.append(KOp("reduce_all" if node.id in reduce_all else "reduce", node))
+        elif node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
             out.append(KOp("softmax", node))
+        elif node.op is Op.MAX_MASK:
+            out.append(KOp("max_mask", node))
+        elif node.op is Op.RESHAPE:
+            if node.id not in reduce_all:
+                out.append(KOp("reshape", node))
         elif node.op is Op.MATMUL:
             out.append(KOp("matmul", node))
         elif node.op is Op.TRANSPOSE:
             out.append(KOp("transpose", node))
-        elif node.op in NOT_COMPILED:
-            raise CompilerLimit(f"{NOT_COMPILED[node.op]} has no kernel on the mesh yet",
-                                "the numpy reference evaluates it, the code generator does not",
-                                (node.line, node.col))
-        else:  # pragma: no cover - the IR has no other ops
+        else:  # pragma: no cover - the IR has no other ops (grad nodes never reach lower)
             raise AssertionError(f"cannot lower {node.op}")
     return out
-
-
-# IR ops of the training front end that the reference evaluates and this back end cannot
-# compile yet, with what the user wrote that makes them (grad nodes never reach lower).
-NOT_COMPILED = {
-    Op.LOG: "log",
-    Op.LOG_SOFTMAX: "log_softmax",
-    Op.RESHAPE: "a reshape (from keepdims=1, a reduction over every axis of a 2-D or larger "
-                "tensor, or a gradient)",
-    Op.GT: "a comparison mask (from the gradient of relu, abs, maximum or minimum)",
-    Op.GE: "a comparison mask (from the gradient of maximum or minimum)",
-    Op.MAX_MASK: "the first-maximum mask (from the gradient of max)",
-}
 
 
 # ---- map --------------------------------------------------------------------------------------
@@ -329,7 +338,23 @@ class Mapper:
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdReduce(out, rep, op, node.axis, loc, node.name))
 
+    def _reduce_all(self, k: KOp) -> None:
+        node = k.node
+        x = self.values[node.inputs[0].inputs[0].id]      # through the reshape to 1-D
+        out = self.new_value(node, self.layout(node.shape, node.dtype, None, None))
+        self.steps.append(ReduceAll(out, x, node.op.value, self._loc(node), node.name))
+
     def _softmax(self, k: KOp) -> None:
+        """softmax and log_softmax: the same layouts, the same all-reductions."""
+        self._along_axis(k, Softmax if k.node.op is Op.SOFTMAX else LogSoftmax)
+
+    def _max_mask(self, k: KOp) -> None:
+        self._along_axis(k, MaxMask)
+
+    def _along_axis(self, k: KOp, kernel: type) -> None:
+        """A kernel whose result has its operand's shape, computed along an axis: distributed
+        for 1-D and 2-D values (the result in the operand's layout), else on a replicated
+        copy."""
         node = k.node
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
@@ -338,11 +363,35 @@ class Mapper:
             L = x.layout
             out = self.new_value(node, self.layout(node.shape, node.dtype, L.row_axis,
                                                    L.col_axis, L.dense))
-            self.steps.append(Softmax(out, x, "rows" if rows else "cols", loc, node.name))
+            self.steps.append(kernel(out, x, "rows" if rows else "cols", loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
-        self.steps.append(NdReduce(out, rep, "softmax", node.axis, loc, node.name))
+        self.steps.append(NdReduce(out, rep, node.op.value, node.axis, loc, node.name))
+
+    def _reshape(self, k: KOp) -> None:
+        """The same elements in row-major order, in another shape. Where the 2-D view does not
+        change, the value keeps its layout (a local copy); a vector turned into a column or
+        back ([N] and [N, 1]) is a transposing redistribution into the swapped layout, local
+        too; anything else goes through a dense replicated copy, whose bytes are already in
+        the new shape's order."""
+        node = k.node
+        loc = self._loc(node)
+        x = self.values[node.inputs[0].id]
+        L = x.layout
+        old, new = view_of(x.shape), view_of(node.shape)
+        if old == new:
+            out = self.new_value(node, L)
+            self.steps.append(Redistribute(out, x, False, loc, node.name, self.grid))
+        elif old == new[::-1] and 1 in old and not L.dense:
+            out = self.new_value(node, self.layout(node.shape, node.dtype, L.col_axis,
+                                                   L.row_axis))
+            self.steps.append(Redistribute(out, x, True, loc, node.name, self.grid))
+        else:
+            rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc,
+                              node.name)
+            out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
+            self.steps.append(DenseReshape(out, rep, loc, node.name))
 
     def _transpose(self, k: KOp) -> None:
         node = k.node
