@@ -530,6 +530,14 @@ def line_members(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, in
     return shapes
 
 
+def holders(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, int]]:
+    """The members of line_members that hold elements: what a kernel whose result has its
+    operand's layout all-reduces among (a node with an empty block needs no line statistic;
+    the older kernels, Reduce and Softmax, still count such nodes in)."""
+    return {ij: (nr, nc) for ij, (nr, nc) in line_members(ctx, L, rows).items()
+            if nr > 0 and nc > 0}
+
+
 def line_reduce(ctx: Ctx, x: Value, shapes: dict[tuple[int, int], tuple[int, int]], rows: bool,
                 op: str, part: int, tmp: int, exp_from: tuple[int, int] | None = None) -> None:
     """Each member of the lines (`shapes`, from line_members) reduces its block along the line
@@ -711,12 +719,10 @@ class LogSoftmax(Step):
         L = x.layout
         mx, sm, tmp = (t.addr for t in self.temps)
         rows = self.along == "rows"
-        shapes = line_members(ctx, L, rows)
+        shapes = holders(ctx, L, rows)
         line_reduce(ctx, x, shapes, rows, "max", mx, tmp)
         line_reduce(ctx, x, shapes, rows, "sum", sm, tmp, exp_from=(mx, None))
         for (i, j), (nr, nc) in shapes.items():
-            if nr <= 0 or nc <= 0:
-                continue
             code = ctx.gcode(i, j)
             log_vector(code, sm, nr if rows else nc)
             _shift_log(code, x, mx, sm, rows, out, nr, nc)
@@ -781,7 +787,7 @@ class MaxMask(Step):
         L = x.layout
         mx, first, tmp = (t.addr for t in self.temps)
         rows = self.along == "rows"
-        shapes = line_members(ctx, L, rows)
+        shapes = holders(ctx, L, rows)
         line_reduce(ctx, x, shapes, rows, "max", mx, tmp)
         for (i, j), (nr, nc) in shapes.items():
             r0, _, c0, _ = L.block(i, j)
@@ -794,8 +800,6 @@ class MaxMask(Step):
         allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), first, tmp, nbytes,
                   "max")
         for (i, j), (nr, nc) in shapes.items():
-            if nr <= 0 or nc <= 0:
-                continue
             r0, _, c0, _ = L.block(i, j)
             if rows:
                 _mark_rows(ctx.gcode(i, j), first, out, nr, nc, c0)
