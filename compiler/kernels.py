@@ -138,7 +138,8 @@ class Leaf:
     """An operand of a fused elementwise kernel: a stored value read in some mode, or a constant.
 
     full: same shape and distribution as the result; row: a [1, C] vector reused for every row;
-    col: an [R, 1] column, one value per row; scalar: one value; const: an immediate.
+    col: an [R, 1] column, one value per row; vcol: the same column stored as a vector [R]
+    (split like the result's rows, values packed); scalar: one value; const: an immediate.
     """
 
     mode: str
@@ -199,7 +200,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     # Pointer registers: the result in r3, each stored operand from r4 on.
     ptr: dict[object, str] = {"out": "r3"}
     for lf in leaves:
-        if lf.mode in ("full", "row", "col") and lf.value not in ptr:
+        if lf.mode in ("full", "row", "col", "vcol") and lf.value not in ptr:
             ptr[lf.value] = f"r{3 + len(ptr)}"
 
     def isz_of(key: object) -> int:
@@ -210,7 +211,10 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             code.li(reg, out.addr if key == "out" else key.addr)
 
     def stride_of(key: object) -> int:
-        return L.stride if key == "out" else key.layout.stride
+        """Bytes from one row's operand to the next row's."""
+        if key == "out":
+            return L.stride
+        return _isz(key.dtype) if leaves_mode(leaves, key) == "vcol" else key.layout.stride
 
     def vector(off: int, held: dict[int, str], free_top: int, row: int = 0) -> None:
         """Compute and store the `lanes` elements at element offset `off` of row `row` past the
@@ -303,9 +307,9 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     # Row mode: column leaves are splatted once per row, row leaves preloaded when they fit.
     nvr = -(-nc // lanes)
     row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
-    col_keys = [k for k, lf in enumerate(leaves) if lf.mode == "col"]
+    col_keys = [k for k, lf in enumerate(leaves) if lf.mode in ("col", "vcol")]
     advancing = [key for key in ptr
-                 if key == "out" or leaves_mode(leaves, key) in ("full", "col")]
+                 if key == "out" or leaves_mode(leaves, key) in ("full", "col", "vcol")]
     chunks = list(range(0, nvr, 8))
     for q0 in chunks:
         q1 = min(nvr, q0 + 8)
@@ -335,7 +339,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             for u in range(n):
                 for k, r in held_col.items():
                     col = leaves[k].value
-                    splat_from(code, r, ptr[col], u * col.layout.stride, col.dtype, "r13")
+                    splat_from(code, r, ptr[col], u * stride_of(col), col.dtype, "r13")
                 for v in range(q0, q1):
                     held = dict(held_col)
                     held.update({k: pre[(k, v)] for k in row_keys if (k, v) in pre})

@@ -263,8 +263,6 @@ class Mapper:
     def _fused(self, k: KOp) -> None:
         node = k.node
         loc = self._loc(node)
-        leaves: list[Leaf] = []
-        index: dict[tuple, int] = {}
         # The result takes the layout of the first operand that is read in full.
         L = None
         for leaf in _leaf_nodes(k.expr):
@@ -276,41 +274,55 @@ class Mapper:
         if L is None:
             L = self.default(node.shape, node.dtype)
 
-        def leaf_index(x: Node) -> int:
-            if x.op is Op.CONST:
-                key = ("const", x.value, x.dtype)
-                lf = Leaf("const", const=float(x.value))
-            elif x.op is Op.BROADCAST and x.id not in self.values:
-                mode = broadcast_mode(x.inputs[0].shape, x.shape)
-                src_node = x.inputs[0]
-                src = self.values[src_node.id]
-                if mode == "row":
-                    want = self.layout(src.shape, src.dtype, None, L.col_axis)
-                elif mode == "col":
-                    want = self.layout(src.shape, src.dtype, L.row_axis, None)
+        def build(vcol: bool) -> tuple[tuple, list[Leaf]]:
+            leaves: list[Leaf] = []
+            index: dict[tuple, int] = {}
+
+            def leaf_index(x: Node) -> int:
+                if x.op is Op.CONST:
+                    key = ("const", x.value, x.dtype)
+                    lf = Leaf("const", const=float(x.value))
+                elif x.op is Op.BROADCAST and x.id not in self.values:
+                    mode = broadcast_mode(x.inputs[0].shape, x.shape)
+                    src_node, packed = _read_in_place(x.inputs[0], vcol and mode == "col")
+                    src = self.values[src_node.id]
+                    if packed:
+                        mode = "vcol"
+                        want = self.layout(src.shape, src.dtype, None, L.row_axis)
+                    elif mode == "row":
+                        want = self.layout(src.shape, src.dtype, None, L.col_axis)
+                    elif mode == "col":
+                        want = self.layout(src.shape, src.dtype, L.row_axis, None)
+                    else:
+                        want = self.layout(src.shape, src.dtype, None, None)
+                    v = self.ensure(src, want, loc, node.name)
+                    key = (mode, id(v))
+                    lf = Leaf(mode, v)
                 else:
-                    want = self.layout(src.shape, src.dtype, None, None)
-                v = self.ensure(src, want, loc, node.name)
-                key = (mode, id(v))
-                lf = Leaf(mode, v)
-            else:
-                v = self.values[x.id]
-                want = self.layout(v.shape, v.dtype, L.row_axis, L.col_axis, L.dense)
-                v = self.ensure(v, want, loc, node.name)
-                key = ("full", id(v))
-                lf = Leaf("full", v)
-            if key not in index:
-                index[key] = len(leaves)
-                leaves.append(lf)
-            return index[key]
+                    v = self.values[_read_in_place(x, False)[0].id]
+                    want = self.layout(v.shape, v.dtype, L.row_axis, L.col_axis, L.dense)
+                    v = self.ensure(v, want, loc, node.name)
+                    key = ("full", id(v))
+                    lf = Leaf("full", v)
+                if key not in index:
+                    index[key] = len(leaves)
+                    leaves.append(lf)
+                return index[key]
 
-        def convert(e: tuple) -> tuple:
-            if e[0] == "leaf":
-                return ("leaf", leaf_index(e[1]))
-            _, op, kids, rounds, _ = e
-            return ("op", op, tuple(convert(c) for c in kids), rounds)
+            def convert(e: tuple) -> tuple:
+                if e[0] == "leaf":
+                    return ("leaf", leaf_index(e[1]))
+                _, op, kids, rounds, _ = e
+                return ("op", op, tuple(convert(c) for c in kids), rounds)
 
-        expr = convert(k.expr)
+            return convert(k.expr), leaves
+
+        expr, leaves = build(True)
+        packed = {id(lf.value) for lf in leaves if lf.mode == "vcol"}
+        if any(lf.mode != "vcol" and id(lf.value) in packed for lf in leaves):
+            # One pointer per stored value: a vector read both as a column and otherwise
+            # is read as its reshaped copy.
+            expr, leaves = build(False)
         out = self.new_value(node, L)
         self.steps.append(Elementwise(out, expr, leaves, loc, node.name, k.nops))
 
@@ -423,6 +435,20 @@ class Mapper:
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))
+
+
+def _read_in_place(x: Node, vcol: bool) -> tuple[Node, bool]:
+    """The node whose stored value an elementwise kernel reads for operand x. A reshape that
+    keeps the 2-D view is a relabelling: its operand is read in place. With `vcol`, so is a
+    vector [N] reshaped into the column [N, 1] (a column split over grid rows holds the same
+    elements as the vector split over grid rows, only packed): then True."""
+    if x.op is Op.RESHAPE:
+        y = x.inputs[0]
+        if view_of(y.shape) == view_of(x.shape):
+            return y, False
+        if vcol and y.ndim == 1 and view_of(x.shape) == (y.shape[0], 1):
+            return y, True
+    return x, False
 
 
 def _leaf_nodes(e: tuple) -> list[Node]:

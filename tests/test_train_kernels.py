@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import compiler
+import compiler.pipeline
 from compiler.grid import choose_grid
-from compiler.ir import Op, round_to
+from compiler.ir import GraphBuilder, Op, round_to, verify
 from compiler.lower import lower, map_to_mesh
 from compiler.pipeline import CompileOptions
 from compiler.reference import LOG_MIN_NORMAL, log_f32
@@ -273,13 +274,43 @@ def test_keepdims_of_3d_values(call, dtype):
     assert all(messages(st) == 0 for st in reshape_steps(text, MESHES["4x4"]))
 
 
-def test_a_column_of_row_statistics_is_a_local_transposing_copy():
-    # [13] (one value per row, split over grid rows) -> [13, 1] (a column, split the same way).
+def test_a_column_of_row_statistics_is_read_in_place_by_elementwise_kernels():
+    # [13] (one value per row, split over grid rows) -> [13, 1] (a column split the same way):
+    # the broadcast reads the vector's packed values, and the reshape's copy is never made.
     text = ("input x: f32[13, 37]\nm = max(x, axis=1, keepdims=1)\ny = exp(x - m)\n"
             "output y\n")
-    run(text, MESHES["4x4"])
+    _, _, obj = run(text, MESHES["4x4"])
     (step,) = reshape_steps(text, MESHES["4x4"])
-    assert step.kind == "redistribute^T" and messages(step) == 0
+    assert step.kind == "redistribute^T" and messages(step) == 0     # planned, if needed
+    assert kinds(obj) == ["max[rows]", "elementwise(sub exp)"]
+
+
+def test_a_vector_read_as_a_row_and_as_a_column_in_one_kernel(monkeypatch):
+    # Not reachable from the language today: v [13] broadcast as a row, and reshaped to a
+    # column and broadcast too, in one fused kernel whose result is replicated (x comes out of
+    # a reshape through a replicated copy), so both would read the same stored v. Each stored
+    # operand has one pointer: the column is then read from the reshape's own copy.
+    b = GraphBuilder()
+    x3 = b.add(Op.INPUT, shape=(13, 13, 1), dtype="f32", name="x")
+    v = b.add(Op.INPUT, shape=(13,), dtype="f32", name="v")
+    x = b.add(Op.RESHAPE, (x3,), shape=(13, 13), dtype="f32")
+    col = b.add(Op.RESHAPE, (v,), shape=(13, 1), dtype="f32")
+    y = b.add(Op.ADD, (x, b.add(Op.BROADCAST, (col,), shape=(13, 13), dtype="f32")))
+    y = b.add(Op.SUB, (y, b.add(Op.BROADCAST, (v,), shape=(13, 13), dtype="f32")), name="y")
+    graph = b.finish([y])
+    verify(graph)
+    monkeypatch.setattr(compiler.pipeline, "check", lambda *args: graph)
+    obj = compiler.compile_source("# built by hand\n", MESHES["4x4"], "t.d1k")
+    assert "redistribute^T" in kinds(obj) and kinds(obj)[-1] == "elementwise(add sub)"
+    rng = np.random.default_rng(11)
+    given = {"x": round_to(rng.standard_normal((13, 13, 1)), "f32"),
+             "v": round_to(rng.standard_normal(13), "f32")}
+    emu = Emulator(obj)
+    for name, value in given.items():
+        emu.set_input(name, value)
+    assert emu.run().ok
+    np.testing.assert_array_equal(emu.output("y"), given["x"][:, :, 0] + given["v"][:, None]
+                                  - given["v"][None, :])
 
 
 def test_a_flattened_value_read_twice_goes_through_a_replicated_copy():
