@@ -5,9 +5,13 @@ casts) are fused into trees: a node whose only reader is an elementwise node of 
 and which is not an output, is computed inside its reader's loop instead of being stored.
 Broadcasts and literal splats are never stored either: a broadcast is read in place as a row
 vector, a column or a scalar (`broadcast_mode`); only the N-d patterns that are none of these are
-materialised, by the fallback kernel. Reductions and softmax of 1-D and 2-D values and all
-matmuls and transposes have distributed kernels; reductions and softmax of 3-D and 4-D values
-fall back to computing on a replicated copy.
+materialised, by the fallback kernel. Reductions, softmax, log_softmax and the first-maximum
+mask of 1-D and 2-D values and all matmuls and transposes have distributed kernels; those of
+3-D and 4-D values fall back to computing on a replicated copy. A reduction over every axis of
+a 2-D or larger value (in the IR a reshape to 1-D, then a reduction) is one kernel that reduces
+the value where it lies. A reshape that keeps the 2-D view, or turns a vector [N] into the
+column [N, 1], is read in place by elementwise kernels (a relabelling); its own step, a local
+copy, runs only if another kernel reads it.
 
 `map_to_mesh` then picks a layout for every value (2-D blocks for matrices, vectors split along
 grid columns and replicated down rows, ...; see compiler.layout), inserts a `Redistribute` step
