@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_grad import loss_programs
 
 import compiler
 import compiler.pipeline
@@ -397,3 +400,32 @@ def test_the_digits_classifier_loss_and_gradients(machine):
     assert 1.0 < float(outs["loss"]) < 5.0
     for name in ("g1", "gb1", "gw2", "gb2"):
         assert np.abs(ref[name]).max() > 1e-4          # gradients that are not all zero
+
+
+@pytest.mark.parametrize("machine", [
+    load_machine("h6x5", overrides={"fifo_depth": 1, "max_message_bytes": 64}),
+    load_machine("d1", mesh="3x2", overrides={"fifo_depth": 1, "max_message_bytes": 128}),
+], ids=["h6x5-depth1-64B", "3x2-depth1-128B"])
+def test_the_digits_classifier_gradients_with_depth_1_fifos_and_small_messages(machine):
+    # Harvested nodes, and every all-reduce and redistribution cut into many messages that
+    # each wait for their receiver: no deadlock, by the global message order.
+    run(GRADS, machine, digits_batch(2), seed=4)
+
+
+# ---- random programs with a 0-d loss ----------------------------------------------------------
+
+RANDOM_MACHINES = {
+    "2x2": MESHES["2x2"], "4x4": MESHES["4x4"],
+    "3x2": load_machine("d1", mesh="3x2", overrides={"fifo_depth": 1, "max_message_bytes": 128}),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=loss_programs(), mesh=st.sampled_from(sorted(RANDOM_MACHINES)),
+       seed=st.integers(0, 100))
+def test_random_programs_with_a_0d_loss_compile_and_their_grads_match_the_reference(text, mesh,
+                                                                                 seed):
+    # tests/test_grad.py's generator: every builtin, keepdims and reductions over every axis,
+    # log_softmax, grads of every input and param (the reference grad is itself checked
+    # against finite differences there).
+    run(text, RANDOM_MACHINES[mesh], seed=seed)
