@@ -246,8 +246,10 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             if k not in cached:
                 lf = leaves[k]
                 r = new()
-                code.vload(r, ptr[lf.value],
-                           off * _isz(lf.value.dtype) + row * stride_of(lf.value), lf.value.dtype)
+                # A row operand is the same for every row (it is not preloaded when registers
+                # are short, e.g. with 16 vector registers).
+                down = 0 if lf.mode == "row" else row * stride_of(lf.value)
+                code.vload(r, ptr[lf.value], off * _isz(lf.value.dtype) + down, lf.value.dtype)
                 cached[k] = r
             return cached[k]
 

@@ -141,6 +141,19 @@ def test_log_of_a_row_broadcast_and_a_column():
     run(text, MESHES["4x4"], exact=("y",))
 
 
+def test_fused_chains_on_a_machine_with_16_vector_registers():
+    # With 16 registers a row operand is not preloaded but loaded for every vector, from the
+    # same row vector whichever row is computed (it used to be read a row's stride further
+    # down for every row: a wrong result, for sqrt as for log).
+    m = load_machine("d1", mesh="2x2", overrides={"vector_regs": 16})
+    text = ("input x: f32[9, 40]\ninput r: f32[40]\ninput c: f32[9, 1]\n"
+            "y = log(abs(x) + r * r + 2) * log(c * c + 1)\n"
+            "s = sqrt(abs(x) + 1) * sqrt(abs(x) + r * r + 2) + sqrt(c * c + 1)\n"
+            "output y, s\n")
+    run(text, m, exact=("y", "s"))
+    run(GRADS, m, digits_batch(3), seed=5)
+
+
 # ---- comparison masks -------------------------------------------------------------------------
 
 def tied(shape: tuple[int, ...], seed: int) -> np.ndarray:
