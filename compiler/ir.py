@@ -21,7 +21,9 @@ Op set (operands are always tensors, never bare numbers):
                                 (same size; exact). Keeps or drops unit axes: `keepdims` and the
                                 reductions over every axis are written with it
     neg abs relu                elementwise, exact
-    exp tanh sigmoid sqrt log   elementwise, computed in f64 and rounded to f32 (then to bf16)
+    exp tanh sigmoid sqrt       elementwise, computed in f64 and rounded to f32 (then to bf16)
+    log                         elementwise, the f32 algorithm compiler.reference.log_f32
+                                (then rounded to bf16)
     add sub mul div             elementwise on two operands of the node's own shape and dtype
     maximum minimum             elementwise, exact
     gt ge                       elementwise comparison a > b, a >= b: 1 where true, else 0, in

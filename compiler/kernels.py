@@ -19,16 +19,32 @@ import math
 from dataclasses import dataclass
 
 from compiler.asmgen import Code, CompilerLimit, f32_bits
-from compiler.comm import allreduce
+from compiler.comm import allreduce, copy_rect
 from compiler.ir import Op
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
+from compiler.reference import (
+    LOG_EXP_MASK,
+    LOG_HALF_BITS,
+    LOG_LN2_HI,
+    LOG_LN2_LO,
+    LOG_MANT_MASK,
+    LOG_MIN_NORMAL,
+    LOG_POLY,
+    LOG_SQRT_HALF,
+    LOG_SUBNORMAL_SCALE,
+)
 
 NEG_INF = 0xFF800000
+POS_INF = 0x7F800000
+QNAN = 0x7FC00000
 ZERO = 0x00000000
+ONE = 0x3F800000
 VOPS = {Op.NEG: "vneg", Op.ABS: "vabs", Op.EXP: "vexp", Op.TANH: "vtanh",
         Op.SIGMOID: "vsigmoid", Op.SQRT: "vsqrt", Op.ADD: "vadd", Op.SUB: "vsub",
         Op.MUL: "vmul", Op.DIV: "vdiv", Op.MAXIMUM: "vmax", Op.MINIMUM: "vmin"}
+# a > b is b < a, a >= b is b <= a: the compare takes the operands swapped.
+CMPOPS = {Op.GT: "vcmplt", Op.GE: "vcmple"}
 
 
 def _isz(dtype: str) -> int:
@@ -45,6 +61,76 @@ def splat_from(code: Code, vd: str, addr_reg: str, off: int, dtype: str, tmp: st
     code.op("vbcast", vd, tmp)
 
 
+def emit_log(code: Code, d: str, x: str, t: tuple[str, str, str, str]) -> None:
+    """d = log(x) in every lane, step for step as compiler.reference.log_f32 defines it (the
+    ISA has no log instruction). `t`: four temporaries; d, x and t are distinct registers, and
+    x is left unchanged. 62 instructions, 26 of them immediates (vbcasti), one cycle each on d1."""
+    t0, t1, t2, t3 = t
+
+    def imm(r: str, v: float) -> None:
+        code.op("vbcasti", r, f32_bits(v))
+
+    imm(t0, LOG_MIN_NORMAL)
+    code.op("vcmplt", t0, x, t0)                # subnormal (or not positive)
+    imm(t1, LOG_SUBNORMAL_SCALE)
+    code.op("vmul", t1, x, t1)
+    code.op("vsel", t1, t0, t1, x)              # xs: x, a subnormal scaled by 2^25
+    imm(t2, -151.0)
+    imm(t3, -126.0)
+    code.op("vsel", t2, t0, t2, t3)             # the exponent's bias
+    code.op("vbcasti", t3, LOG_EXP_MASK)
+    code.op("vand", t3, t1, t3)
+    code.op("vcvt.f32.i32", t3, t3)             # biased exponent * 2^23, exactly
+    imm(t0, 2.0 ** -23)
+    code.op("vfma", t2, t3, t0, t2)             # e
+    code.op("vbcasti", t3, LOG_MANT_MASK)
+    code.op("vand", t1, t1, t3)
+    code.op("vbcasti", t3, LOG_HALF_BITS)
+    code.op("vor", t1, t1, t3)                  # m in [0.5, 1)
+    imm(t3, LOG_SQRT_HALF)
+    code.op("vcmplt", t3, t1, t3)               # small
+    code.op("vadd", t0, t1, t1)
+    code.op("vsel", t1, t3, t0, t1)
+    imm(t0, 1.0)
+    code.op("vsub", t1, t1, t0)                 # f = m (or 2m) - 1, exact
+    code.op("vand", t3, t3, t0)
+    code.op("vsub", t2, t2, t3)                 # e, one less where m was doubled
+    code.op("vmul", t3, t1, t1)                 # z = f * f
+    imm(d, LOG_POLY[0])
+    for c in LOG_POLY[1:]:
+        imm(t0, c)
+        code.op("vfma", d, d, t1, t0)
+    code.op("vmul", d, d, t1)
+    code.op("vmul", d, d, t3)                   # y = f^3 P(f)
+    imm(t0, LOG_LN2_LO)
+    code.op("vfma", d, t2, t0, d)
+    imm(t0, -0.5)
+    code.op("vfma", d, t3, t0, d)
+    code.op("vadd", d, t1, d)
+    imm(t0, LOG_LN2_HI)
+    code.op("vfma", d, t2, t0, d)               # f + y + e ln 2
+    # log(+-0) = -inf, log(+inf) = +inf, log(x < 0) and log(NaN) = NaN
+    code.op("vbcasti", t0, ZERO)
+    code.op("vcmplt", t1, t0, x)
+    code.op("vcmpeq", t2, x, t0)
+    code.op("vbcasti", t3, NEG_INF)
+    code.op("vbcasti", t0, QNAN)
+    code.op("vsel", t0, t2, t3, t0)
+    code.op("vsel", d, t1, d, t0)
+    code.op("vbcasti", t0, POS_INF)
+    code.op("vcmpeq", t1, x, t0)
+    code.op("vsel", d, t1, t0, d)
+
+
+def log_vector(code: Code, addr: int, n: int) -> None:
+    """The f32 vector of n values at addr replaced by its log (whole vectors)."""
+    code.li("r1", addr)
+    for k in range(-(-n // code.lanes)):
+        code.op("vld", "v0", ("r1", code.vbytes * k))
+        emit_log(code, "v1", "v0", ("v2", "v3", "v4", "v5"))
+        code.op("vst", "v1", ("r1", code.vbytes * k))
+
+
 # ---- fused elementwise ------------------------------------------------------------------------
 
 @dataclass
@@ -52,7 +138,8 @@ class Leaf:
     """An operand of a fused elementwise kernel: a stored value read in some mode, or a constant.
 
     full: same shape and distribution as the result; row: a [1, C] vector reused for every row;
-    col: an [R, 1] column, one value per row; scalar: one value; const: an immediate.
+    col: an [R, 1] column, one value per row; vcol: the same column stored as a vector [R]
+    (split like the result's rows, values packed); scalar: one value; const: an immediate.
     """
 
     mode: str
@@ -108,10 +195,12 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             splat_from(code, fixed_reg(k), "r13", 0, lf.value.dtype, "r12")
     if _uses(st.expr, Op.RELU):
         code.op("vbcasti", fixed_reg("zero"), ZERO)
+    if _uses(st.expr, Op.GT) or _uses(st.expr, Op.GE):
+        code.op("vbcasti", fixed_reg("one"), ONE)
     # Pointer registers: the result in r3, each stored operand from r4 on.
     ptr: dict[object, str] = {"out": "r3"}
     for lf in leaves:
-        if lf.mode in ("full", "row", "col") and lf.value not in ptr:
+        if lf.mode in ("full", "row", "col", "vcol") and lf.value not in ptr:
             ptr[lf.value] = f"r{3 + len(ptr)}"
 
     def isz_of(key: object) -> int:
@@ -122,7 +211,10 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             code.li(reg, out.addr if key == "out" else key.addr)
 
     def stride_of(key: object) -> int:
-        return L.stride if key == "out" else key.layout.stride
+        """Bytes from one row's operand to the next row's."""
+        if key == "out":
+            return L.stride
+        return _isz(key.dtype) if leaves_mode(leaves, key) == "vcol" else key.layout.stride
 
     def vector(off: int, held: dict[int, str], free_top: int, row: int = 0) -> None:
         """Compute and store the `lanes` elements at element offset `off` of row `row` past the
@@ -154,8 +246,10 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             if k not in cached:
                 lf = leaves[k]
                 r = new()
-                code.vload(r, ptr[lf.value],
-                           off * _isz(lf.value.dtype) + row * stride_of(lf.value), lf.value.dtype)
+                # A row operand is the same for every row (it is not preloaded when registers
+                # are short, e.g. with 16 vector registers).
+                down = 0 if lf.mode == "row" else row * stride_of(lf.value)
+                code.vload(r, ptr[lf.value], off * _isz(lf.value.dtype) + down, lf.value.dtype)
                 cached[k] = r
             return cached[k]
 
@@ -170,6 +264,14 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                 r = new()
                 if op is Op.RELU:
                     code.op("vmax", r, args[0], fixed["zero"])
+                elif op is Op.LOG:
+                    tmp = (new(), new(), new(), new())
+                    emit_log(code, r, args[0], tmp)
+                    for t in tmp:
+                        release(t)
+                elif op in CMPOPS:
+                    code.op(CMPOPS[op], r, args[1], args[0])
+                    code.op("vand", r, r, fixed["one"])
                 else:
                     code.op(VOPS[op], r, *args)
                 for a in args:
@@ -207,9 +309,9 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     # Row mode: column leaves are splatted once per row, row leaves preloaded when they fit.
     nvr = -(-nc // lanes)
     row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
-    col_keys = [k for k, lf in enumerate(leaves) if lf.mode == "col"]
+    col_keys = [k for k, lf in enumerate(leaves) if lf.mode in ("col", "vcol")]
     advancing = [key for key in ptr
-                 if key == "out" or leaves_mode(leaves, key) in ("full", "col")]
+                 if key == "out" or leaves_mode(leaves, key) in ("full", "col", "vcol")]
     chunks = list(range(0, nvr, 8))
     for q0 in chunks:
         q1 = min(nvr, q0 + 8)
@@ -239,7 +341,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             for u in range(n):
                 for k, r in held_col.items():
                     col = leaves[k].value
-                    splat_from(code, r, ptr[col], u * col.layout.stride, col.dtype, "r13")
+                    splat_from(code, r, ptr[col], u * stride_of(col), col.dtype, "r13")
                 for v in range(q0, q1):
                     held = dict(held_col)
                     held.update({k: pre[(k, v)] for k in row_keys if (k, v) in pre})
@@ -269,9 +371,10 @@ def _uses(e: Expr, op: Op) -> bool:
 
 
 def _size(e: Expr) -> int:
+    """About how many vector registers computing `e` takes (log: its four temporaries too)."""
     if e[0] == "leaf":
         return 1
-    return 2 + sum(_size(c) for c in e[2])
+    return (6 if e[1] is Op.LOG else 2) + sum(_size(c) for c in e[2])
 
 
 # ---- reductions -------------------------------------------------------------------------------
@@ -309,7 +412,8 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
 
     With `pre` = (vsub_source_addr, "exp", ebuf_addr) each element is first replaced by
     exp(x - m[r]) with m[r] read from vsub_source, and the results are stored (f32) in ebuf
-    with stride round_up(nc, lanes) * 4: the softmax numerator pass.
+    with stride round_up(nc, lanes) * 4: the softmax numerator pass (ebuf None: not stored,
+    as log_softmax needs only the sums).
     """
     ident = NEG_INF if op == "max" else ZERO
     if nc <= 0:
@@ -325,7 +429,8 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     code.li("r4", part)
     if pre is not None:
         code.li("r5", pre[0])
-        code.li("r6", pre[2])
+        if pre[2] is not None:
+            code.li("r6", pre[2])
 
     def row() -> None:
         if pre is not None:
@@ -337,7 +442,8 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
             if pre is not None:
                 code.op("vsub", t, t, "v12")
                 code.op("vexp", t, t)
-                code.op("vst", t, ("r6", vb * k))
+                if pre[2] is not None:
+                    code.op("vst", t, ("r6", vb * k))
             if k == nvr - 1 and tail:
                 _masked(code, t, op)
             if k:
@@ -348,7 +454,8 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
         code.op("addi", "r4", "r4", 4)
         if pre is not None:
             code.op("addi", "r5", "r5", 4)
-            code.op("addi", "r6", "r6", round_up(nc, lanes) * 4)
+            if pre[2] is not None:
+                code.op("addi", "r6", "r6", round_up(nc, lanes) * 4)
 
     code.counted("r1", nr, row)
 
@@ -358,7 +465,7 @@ def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     """part[c] (f32) = op over the nr rows of column c of x's block (whole vectors).
 
     With `pre` = (m_addr, ebuf_addr): elements are first replaced by exp(x - m[c]) and stored
-    (f32) in ebuf with stride round_up(nc, lanes) * 4.
+    (f32) in ebuf with stride round_up(nc, lanes) * 4 (ebuf None: not stored).
     """
     ident = NEG_INF if op == "max" else ZERO
     lanes, vb = code.lanes, code.vbytes
@@ -372,7 +479,8 @@ def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
         q1 = min(nvr, q0 + 6)
         code.li("r3", x.addr + lanes * q0 * isz)
         if pre is not None:
-            code.li("r5", pre[1] + vb * q0)
+            if pre[1] is not None:
+                code.li("r5", pre[1] + vb * q0)
             for v in range(q0, q1):
                 code.li("r6", pre[0] + vb * v)
                 code.op("vld", f"v{8 + v - q0}", ("r6", 0))
@@ -385,10 +493,11 @@ def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                 if pre is not None:
                     code.op("vsub", "v14", "v14", f"v{8 + v - q0}")
                     code.op("vexp", "v14", "v14")
-                    code.op("vst", "v14", ("r5", vb * (v - q0)))
+                    if pre[1] is not None:
+                        code.op("vst", "v14", ("r5", vb * (v - q0)))
                 _combine(code, op, f"v{v - q0}", f"v{v - q0}", "v14")
             code.op("addi", "r3", "r3", x.layout.stride)
-            if pre is not None:
+            if pre is not None and pre[1] is not None:
                 code.op("addi", "r5", "r5", es)
 
         code.counted("r1", nr, row)
@@ -425,6 +534,14 @@ def line_members(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, in
             if (nr if rows else nc) > 0:
                 shapes[(i, j)] = (nr, nc)
     return shapes
+
+
+def holders(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, int]]:
+    """The members of line_members that hold elements: what a kernel whose result has its
+    operand's layout all-reduces among (a node with an empty block needs no line statistic;
+    the older kernels, Reduce and Softmax, still count such nodes in)."""
+    return {ij: (nr, nc) for ij, (nr, nc) in line_members(ctx, L, rows).items()
+            if nr > 0 and nc > 0}
 
 
 def line_reduce(ctx: Ctx, x: Value, shapes: dict[tuple[int, int], tuple[int, int]], rows: bool,
@@ -533,6 +650,318 @@ def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: 
         code.counted("r1", nr, row)
 
 
+class ReduceAll(Step):
+    """sum/max/mean of every element of a value, whatever its layout, to a 0-d value held by
+    every grid node: each node reduces its block, then partials are all-reduced along each grid
+    axis that splits the value (replicas already agree along the others)."""
+
+    def __init__(self, out: Value, src: Value, op: str, loc, label) -> None:
+        super().__init__(f"{op}[all]", out, [src], loc, label)
+        self.op = op                      # "sum", "max" or "mean"
+        size = src.layout.lanes * 4
+        self.temps = [scratch(f"{out.name}.part", size), scratch(f"{out.name}.recv", size)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        L = x.layout
+        part, tmp = self.temps[0].addr, self.temps[1].addr
+        comb = "max" if self.op == "max" else "sum"
+        nodes = [(i, j) for i in range(ctx.grid.P) for j in range(ctx.grid.Q)]
+        for i, j in nodes:
+            nr, nc = L.block_shape(i, j)
+            block_total(ctx.gcode(i, j), x, nr, nc, comb, part)
+        for axis in (L.col_axis, L.row_axis):
+            allreduce(ctx, axis, nodes, part, tmp, dict.fromkeys(nodes, 4), comb)
+        div = float(math.prod(x.shape)) if self.op == "mean" else None
+        for i, j in nodes:
+            store_vector(ctx.gcode(i, j), part, 1, out, out.addr, div)
+
+
+def block_total(code: Code, x: Value, nr: int, nc: int, op: str, dst: int) -> None:
+    """The f32 at dst = op over every element of x's nr x nc block (the identity if empty)."""
+    ident = NEG_INF if op == "max" else ZERO
+    if nr <= 0 or nc <= 0:
+        fill(code, dst, 1, ident)
+        return
+    lanes = code.lanes
+    nvr = -(-nc // lanes)
+    tail = nc % lanes
+    if tail:
+        _mask_regs(code, tail, op)
+    isz = _isz(x.dtype)
+    code.op("vbcasti", "v0", ident)
+    code.li("r3", x.addr)
+
+    def row() -> None:
+        for k in range(nvr):
+            code.vload("v1", "r3", lanes * k * isz, x.dtype)
+            if k == nvr - 1 and tail:
+                _masked(code, "v1", op)
+            _combine(code, op, "v0", "v0", "v1")
+        code.op("addi", "r3", "r3", x.layout.stride)
+
+    code.counted("r1", nr, row)
+    code.op("vredmax" if op == "max" else "vredsum", "r13", "v0")
+    code.li("r4", dst)
+    code.op("st32", "r13", ("r4", 0))
+
+
+class LogSoftmax(Step):
+    """x - max - log(sum(exp(x - max))) of a 1-D or 2-D value along "rows" (last axis) or
+    "cols": the softmax's two all-reductions (the exps are not stored), the log of the sums
+    (one vector per node), then (x - max) - log(sum), rounded once."""
+
+    def __init__(self, out: Value, src: Value, along: str, loc, label) -> None:
+        super().__init__(f"log_softmax[{along}]", out, [src], loc, label)
+        self.along = along
+        L = src.layout
+        n = L.max_rows if along == "rows" else L.max_cols
+        size = round_up(max(n, 1), L.lanes) * 4
+        self.temps = [scratch(f"{out.name}.max", size), scratch(f"{out.name}.sum", size),
+                      scratch(f"{out.name}.recv", size)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        L = x.layout
+        mx, sm, tmp = (t.addr for t in self.temps)
+        rows = self.along == "rows"
+        shapes = holders(ctx, L, rows)
+        line_reduce(ctx, x, shapes, rows, "max", mx, tmp)
+        line_reduce(ctx, x, shapes, rows, "sum", sm, tmp, exp_from=(mx, None))
+        for (i, j), (nr, nc) in shapes.items():
+            code = ctx.gcode(i, j)
+            log_vector(code, sm, nr if rows else nc)
+            _shift_log(code, x, mx, sm, rows, out, nr, nc)
+
+
+def _shift_log(code: Code, x: Value, mx: int, ls: int, rows: bool, out: Value, nr: int,
+               nc: int) -> None:
+    """out[r][c] = (x[r][c] - mx[r]) - ls[r] (rows) or with mx[c], ls[c] (cols), in f32."""
+    lanes, vb = code.lanes, code.vbytes
+    nvr = -(-nc // lanes)
+    xi, oi = _isz(x.dtype), _isz(out.dtype)
+    width = 8 if rows else 6
+    for q0 in range(0, nvr, width):
+        q1 = min(nvr, q0 + width)
+        code.li("r3", x.addr + lanes * q0 * xi)
+        code.li("r4", out.addr + lanes * q0 * oi)
+        code.li("r5", mx if rows else mx + vb * q0)
+        code.li("r6", ls if rows else ls + vb * q0)
+        if not rows:
+            for v in range(q0, q1):
+                code.op("vld", f"v{2 + v - q0}", ("r5", vb * (v - q0)))
+                code.op("vld", f"v{8 + v - q0}", ("r6", vb * (v - q0)))
+
+        def row(q0: int = q0, q1: int = q1) -> None:
+            if rows:
+                code.op("ld32u", "r13", ("r5", 0))
+                code.op("vbcast", "v14", "r13")
+                code.op("ld32u", "r13", ("r6", 0))
+                code.op("vbcast", "v15", "r13")
+            for v in range(q0, q1):
+                code.vload("v0", "r3", lanes * (v - q0) * xi, x.dtype)
+                code.op("vsub", "v0", "v0", "v14" if rows else f"v{2 + v - q0}")
+                code.op("vsub", "v0", "v0", "v15" if rows else f"v{8 + v - q0}")
+                code.vstore("v0", "r4", lanes * (v - q0) * oi, out.dtype)
+            code.op("addi", "r3", "r3", x.layout.stride)
+            code.op("addi", "r4", "r4", out.layout.stride)
+            if rows:
+                code.op("addi", "r5", "r5", 4)
+                code.op("addi", "r6", "r6", 4)
+
+        code.counted("r1", nr, row)
+
+
+class MaxMask(Step):
+    """1 at the first maximal element along "rows" (the last axis) or "cols" (axis 0) of a 1-D
+    or 2-D value, 0 elsewhere: the maximum is all-reduced along the lines, then the first index
+    holding it (as -index, so that the first is the largest: an all-reduce with max finds it),
+    and every node marks that index in its block. A NaN counts as maximal, as numpy's argmax
+    has it (the maximum is then NaN)."""
+
+    def __init__(self, out: Value, src: Value, along: str, loc, label) -> None:
+        super().__init__(f"max_mask[{along}]", out, [src], loc, label)
+        self.along = along
+        L = src.layout
+        n = L.max_rows if along == "rows" else L.max_cols
+        size = round_up(max(n, 1), L.lanes) * 4
+        self.temps = [scratch(f"{out.name}.max", size), scratch(f"{out.name}.first", size),
+                      scratch(f"{out.name}.recv", size)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        L = x.layout
+        mx, first, tmp = (t.addr for t in self.temps)
+        rows = self.along == "rows"
+        shapes = holders(ctx, L, rows)
+        line_reduce(ctx, x, shapes, rows, "max", mx, tmp)
+        for (i, j), (nr, nc) in shapes.items():
+            r0, _, c0, _ = L.block(i, j)
+            code = ctx.gcode(i, j)
+            if rows:
+                _first_in_rows(code, x, nr, nc, mx, first, c0)
+            else:
+                _first_in_cols(code, x, nr, nc, mx, first, r0)
+        nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
+        allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), first, tmp, nbytes,
+                  "max")
+        for (i, j), (nr, nc) in shapes.items():
+            r0, _, c0, _ = L.block(i, j)
+            if rows:
+                _mark_rows(ctx.gcode(i, j), first, out, nr, nc, c0)
+            else:
+                _mark_cols(ctx.gcode(i, j), first, out, nr, nc, r0)
+
+
+def _candidates(code: Code, d: str, x: str, m: str, idx: str, eq: str, ninf: str) -> None:
+    """d = idx where x equals m or is a NaN, else -inf (d, x, m, idx, eq distinct)."""
+    code.op("vcmpeq", d, x, m)
+    code.op("vcmpeq", eq, x, x)
+    code.op("vsel", d, d, idx, ninf)
+    code.op("vsel", d, eq, d, idx)
+
+
+def _first_in_rows(code: Code, x: Value, nr: int, nc: int, mx: int, first: int, off: int
+                   ) -> None:
+    """first[r] = -(the global column index of row r's first element equal to mx[r]) over this
+    block (columns off.. of the view), or -inf if there is none."""
+    if nc <= 0:
+        fill(code, first, nr, NEG_INF)
+        return
+    lanes = code.lanes
+    nvr = -(-nc // lanes)
+    tail = nc % lanes
+    isz = _isz(x.dtype)
+    code.op("viota", "v13")
+    code.op("vneg", "v13", "v13")
+    code.op("vbcasti", "v15", NEG_INF)
+    if tail:
+        code.lane_mask("v14", tail, "v12")
+    code.li("r3", x.addr)
+    code.li("r4", first)
+    code.li("r5", mx)
+
+    def row() -> None:
+        code.op("ld32u", "r13", ("r5", 0))
+        code.op("vbcast", "v12", "r13")
+        code.op("vbcasti", "v0", NEG_INF)
+        for k in range(nvr):
+            code.vload("v1", "r3", lanes * k * isz, x.dtype)
+            code.op("vbcasti", "v4", f32_bits(float(off + lanes * k)))
+            code.op("vsub", "v4", "v13", "v4")
+            _candidates(code, "v2", "v1", "v12", "v4", "v3", "v15")
+            if k == nvr - 1 and tail:
+                code.op("vsel", "v2", "v14", "v2", "v15")
+            code.op("vmax", "v0", "v0", "v2")
+        code.op("vredmax", "r13", "v0")
+        code.op("st32", "r13", ("r4", 0))
+        code.op("addi", "r3", "r3", x.layout.stride)
+        code.op("addi", "r4", "r4", 4)
+        code.op("addi", "r5", "r5", 4)
+
+    code.counted("r1", nr, row)
+
+
+def _first_in_cols(code: Code, x: Value, nr: int, nc: int, mx: int, first: int, off: int
+                   ) -> None:
+    """first[c] = -(the global row index of column c's first element equal to mx[c]) over this
+    block (rows off.. of the view), or -inf if there is none (whole vectors)."""
+    if nr <= 0:
+        fill(code, first, nc, NEG_INF)
+        return
+    lanes, vb = code.lanes, code.vbytes
+    nvr = -(-nc // lanes)
+    isz = _isz(x.dtype)
+    for q0 in range(0, nvr, 4):
+        q1 = min(nvr, q0 + 4)
+        code.li("r3", x.addr + lanes * q0 * isz)
+        code.li("r5", mx + vb * q0)
+        for v in range(q0, q1):
+            code.op("vld", f"v{4 + v - q0}", ("r5", vb * (v - q0)))
+            code.op("vbcasti", f"v{v - q0}", NEG_INF)
+        code.op("vbcasti", "v11", f32_bits(float(-off)))
+        code.op("vbcasti", "v12", ONE)
+        code.op("vbcasti", "v15", NEG_INF)
+
+        def row(q0: int = q0, q1: int = q1) -> None:
+            for v in range(q0, q1):
+                code.vload("v8", "r3", lanes * (v - q0) * isz, x.dtype)
+                _candidates(code, "v9", "v8", f"v{4 + v - q0}", "v11", "v10", "v15")
+                code.op("vmax", f"v{v - q0}", f"v{v - q0}", "v9")
+            code.op("vsub", "v11", "v11", "v12")
+            code.op("addi", "r3", "r3", x.layout.stride)
+
+        code.counted("r1", nr, row)
+        code.li("r4", first + vb * q0)
+        for v in range(q0, q1):
+            code.op("vst", f"v{v - q0}", ("r4", vb * (v - q0)))
+
+
+def _mark_rows(code: Code, first: int, out: Value, nr: int, nc: int, off: int) -> None:
+    """out[r][c] = 1 where off + c == -first[r], else 0."""
+    lanes = code.lanes
+    oi = _isz(out.dtype)
+    code.op("viota", "v13")
+    code.op("vneg", "v13", "v13")
+    code.op("vbcasti", "v12", ONE)
+    code.li("r4", out.addr)
+    code.li("r5", first)
+
+    def row() -> None:
+        code.op("ld32u", "r13", ("r5", 0))
+        code.op("vbcast", "v14", "r13")
+        for k in range(-(-nc // lanes)):
+            code.op("vbcasti", "v1", f32_bits(float(off + lanes * k)))
+            code.op("vsub", "v1", "v13", "v1")
+            code.op("vcmpeq", "v1", "v1", "v14")
+            code.op("vand", "v1", "v1", "v12")
+            code.vstore("v1", "r4", lanes * k * oi, out.dtype)
+        code.op("addi", "r4", "r4", out.layout.stride)
+        code.op("addi", "r5", "r5", 4)
+
+    code.counted("r1", nr, row)
+
+
+def _mark_cols(code: Code, first: int, out: Value, nr: int, nc: int, off: int) -> None:
+    """out[r][c] = 1 where off + r == -first[c], else 0."""
+    lanes, vb = code.lanes, code.vbytes
+    nvr = -(-nc // lanes)
+    oi = _isz(out.dtype)
+    for q0 in range(0, nvr, 8):
+        q1 = min(nvr, q0 + 8)
+        code.li("r4", out.addr + lanes * q0 * oi)
+        code.li("r5", first + vb * q0)
+        for v in range(q0, q1):
+            code.op("vld", f"v{2 + v - q0}", ("r5", vb * (v - q0)))
+        code.op("vbcasti", "v11", f32_bits(float(-off)))
+        code.op("vbcasti", "v12", ONE)
+
+        def row(q0: int = q0, q1: int = q1) -> None:
+            for v in range(q0, q1):
+                code.op("vcmpeq", "v0", "v11", f"v{2 + v - q0}")
+                code.op("vand", "v0", "v0", "v12")
+                code.vstore("v0", "r4", lanes * (v - q0) * oi, out.dtype)
+            code.op("vsub", "v11", "v11", "v12")
+            code.op("addi", "r4", "r4", out.layout.stride)
+
+        code.counted("r1", nr, row)
+
+
+class DenseReshape(Step):
+    """A reshape of a dense replicated value: the row-major bytes are the same, so every holder
+    copies them into the result's buffer (no messages)."""
+
+    def __init__(self, out: Value, src: Value, loc, label) -> None:
+        super().__init__("reshape", out, [src], loc, label)
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        n = math.prod(x.shape)
+        nbytes = n * _isz(x.dtype)
+        for i, j in out.layout.holders():
+            copy_rect(ctx.gcode(i, j), x.addr, nbytes, out.addr, nbytes, 1, n, x.dtype, True)
+
+
 # ---- N-d fallbacks on dense replicated values -------------------------------------------------
 
 def _abk(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
@@ -540,12 +969,12 @@ def _abk(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 
 class NdReduce(Step):
-    """sum/max/mean (or softmax) of a dense replicated N-d value along any axis, computed on
-    every grid node (the result is dense and replicated too)."""
+    """sum/max/mean (or softmax, log_softmax, max_mask) of a dense replicated N-d value along
+    any axis, computed on every grid node (the result is dense and replicated too)."""
 
     def __init__(self, out: Value, src: Value, op: str, axis: int, loc, label) -> None:
         super().__init__(f"nd-{op}[axis={axis}]", out, [src], loc, label)
-        self.op = op                      # "sum", "max", "mean" or "softmax"
+        self.op = op        # "sum", "max", "mean", "softmax", "log_softmax" or "max_mask"
         self.axis = axis
         A, K, B = _abk(src.shape, axis)
         if op == "softmax":
@@ -556,6 +985,10 @@ class NdReduce(Step):
             code = ctx.gcode(i, j)
             if self.op == "softmax":
                 self._softmax(code)
+            elif self.op == "log_softmax":
+                self._log_softmax(code)
+            elif self.op == "max_mask":
+                self._max_mask(code)
             else:
                 self._reduce(code)
 
@@ -738,6 +1171,197 @@ class NdReduce(Step):
 
         code.counted("r1", A, one_a)
 
+
+    def _log_softmax(self, code: Code) -> None:
+        x, out = self.ins[0], self.out
+        A, K, B = _abk(x.shape, self.axis)
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        lanes = code.lanes
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        if B == 1:
+            nvk = -(-K // lanes)
+            tail = K % lanes
+            if tail:
+                code.lane_mask("v14", tail, "v13")
+            code.op("vbcasti", "v15", NEG_INF)
+
+            def one() -> None:
+                code.op("vbcasti", "v0", NEG_INF)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    if k == nvk - 1 and tail:
+                        code.op("vsel", "v1", "v14", "v1", "v15")
+                    code.op("vmax", "v0", "v0", "v1")
+                code.op("vredmax", "r13", "v0")
+                code.op("vbcast", "v2", "r13")
+                code.op("vbcasti", "v0", ZERO)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vexp", "v1", "v1")
+                    if k == nvk - 1 and tail:
+                        code.op("vand", "v1", "v1", "v14")
+                    code.op("vadd", "v0", "v0", "v1")
+                code.op("vredsum", "r13", "v0")
+                code.op("vbcast", "v3", "r13")
+                emit_log(code, "v4", "v3", ("v5", "v6", "v7", "v8"))
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vsub", "v1", "v1", "v4")
+                    code.vstore("v1", "r4", lanes * k * oi, out.dtype)
+                code.op("addi", "r3", "r3", K * xi)
+                code.op("addi", "r4", "r4", K * oi)
+
+            code.counted("r1", A, one)
+            return
+        nvb = -(-B // lanes)
+        # b-vectors from the last to the first, as in _softmax.
+        back = lanes * (nvb - 1)
+        code.op("addi", "r3", "r3", back * xi)
+        code.op("addi", "r4", "r4", back * oi)
+
+        def one_a() -> None:
+            def bvec() -> None:
+                code.op("mv", "r5", "r3")
+                code.vload("v0", "r5", 0, x.dtype)
+
+                def kmax() -> None:
+                    code.op("addi", "r5", "r5", B * xi)
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vmax", "v0", "v0", "v1")
+
+                code.counted("r6", K - 1, kmax)
+                code.op("vmov", "v2", "v0")
+                code.op("mv", "r5", "r3")
+                code.op("vbcasti", "v0", ZERO)
+
+                def kexp() -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vexp", "v1", "v1")
+                    code.op("vadd", "v0", "v0", "v1")
+                    code.op("addi", "r5", "r5", B * xi)
+
+                code.counted("r6", K, kexp)
+                emit_log(code, "v3", "v0", ("v4", "v5", "v6", "v7"))
+                code.op("mv", "r5", "r3")
+                code.op("mv", "r9", "r4")
+
+                def kout() -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vsub", "v1", "v1", "v3")
+                    code.vstore("v1", "r9", 0, out.dtype)
+                    code.op("addi", "r5", "r5", B * xi)
+                    code.op("addi", "r9", "r9", B * oi)
+
+                code.counted("r6", K, kout)
+                code.op("addi", "r3", "r3", -lanes * xi)
+                code.op("addi", "r4", "r4", -lanes * oi)
+
+            code.counted("r2", nvb, bvec)
+            code.op("addi", "r3", "r3", (K * B + lanes * nvb) * xi)
+            code.op("addi", "r4", "r4", (K * B + lanes * nvb) * oi)
+
+        code.counted("r1", A, one_a)
+
+    def _max_mask(self, code: Code) -> None:
+        x, out = self.ins[0], self.out
+        A, K, B = _abk(x.shape, self.axis)
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        lanes = code.lanes
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.op("vbcasti", "v12", ONE)
+        code.op("vbcasti", "v15", NEG_INF)
+        if B == 1:
+            # Along the contiguous axis: the first index as in MaxMask, within one node.
+            nvk = -(-K // lanes)
+            tail = K % lanes
+            if tail:
+                code.lane_mask("v14", tail, "v13")
+            code.op("viota", "v13")
+            code.op("vneg", "v13", "v13")
+
+            def neg_index(k: int) -> None:
+                code.op("vbcasti", "v4", f32_bits(float(lanes * k)))
+                code.op("vsub", "v4", "v13", "v4")
+
+            def one() -> None:
+                code.op("vbcasti", "v0", NEG_INF)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    if k == nvk - 1 and tail:
+                        code.op("vsel", "v1", "v14", "v1", "v15")
+                    code.op("vmax", "v0", "v0", "v1")
+                code.op("vredmax", "r13", "v0")
+                code.op("vbcast", "v2", "r13")
+                code.op("vbcasti", "v0", NEG_INF)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    neg_index(k)
+                    _candidates(code, "v5", "v1", "v2", "v4", "v3", "v15")
+                    if k == nvk - 1 and tail:
+                        code.op("vsel", "v5", "v14", "v5", "v15")
+                    code.op("vmax", "v0", "v0", "v5")
+                code.op("vredmax", "r13", "v0")
+                code.op("vbcast", "v6", "r13")
+                for k in range(nvk):
+                    neg_index(k)
+                    code.op("vcmpeq", "v4", "v4", "v6")
+                    code.op("vand", "v4", "v4", "v12")
+                    code.vstore("v4", "r4", lanes * k * oi, out.dtype)
+                code.op("addi", "r3", "r3", K * xi)
+                code.op("addi", "r4", "r4", K * oi)
+
+            code.counted("r1", A, one)
+            return
+        # Across rows: scan k in order, marking the first candidate of every lane.
+        code.op("vbcasti", "v11", ZERO)
+        code.op("vbcasti", "v10", 0xFFFFFFFF)
+        nvb = -(-B // lanes)
+        back = lanes * (nvb - 1)
+        code.op("addi", "r3", "r3", back * xi)
+        code.op("addi", "r4", "r4", back * oi)
+
+        def one_a() -> None:
+            def bvec() -> None:
+                code.op("mv", "r5", "r3")
+                code.vload("v0", "r5", 0, x.dtype)
+
+                def kmax() -> None:
+                    code.op("addi", "r5", "r5", B * xi)
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vmax", "v0", "v0", "v1")
+
+                code.counted("r6", K - 1, kmax)
+                code.op("mv", "r5", "r3")
+                code.op("mv", "r9", "r4")
+                code.op("vbcasti", "v3", ZERO)               # found so far
+
+                def kscan() -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vcmpeq", "v4", "v1", "v0")
+                    code.op("vcmpeq", "v5", "v1", "v1")
+                    code.op("vsel", "v4", "v5", "v4", "v10")   # a NaN is a candidate
+                    code.op("vsel", "v5", "v3", "v11", "v4")   # the first candidate only
+                    code.op("vand", "v5", "v5", "v12")
+                    code.vstore("v5", "r9", 0, out.dtype)
+                    code.op("vor", "v3", "v3", "v4")
+                    code.op("addi", "r5", "r5", B * xi)
+                    code.op("addi", "r9", "r9", B * oi)
+
+                code.counted("r6", K, kscan)
+                code.op("addi", "r3", "r3", -lanes * xi)
+                code.op("addi", "r4", "r4", -lanes * oi)
+
+            code.counted("r2", nvb, bvec)
+            code.op("addi", "r3", "r3", (K * B + lanes * nvb) * xi)
+            code.op("addi", "r4", "r4", (K * B + lanes * nvb) * oi)
+
+        code.counted("r1", A, one_a)
 
 class NdBroadcast(Step):
     """Materialise a numpy broadcast of a dense replicated value into a dense replicated value

@@ -5,9 +5,13 @@ casts) are fused into trees: a node whose only reader is an elementwise node of 
 and which is not an output, is computed inside its reader's loop instead of being stored.
 Broadcasts and literal splats are never stored either: a broadcast is read in place as a row
 vector, a column or a scalar (`broadcast_mode`); only the N-d patterns that are none of these are
-materialised, by the fallback kernel. Reductions and softmax of 1-D and 2-D values and all
-matmuls and transposes have distributed kernels; reductions and softmax of 3-D and 4-D values
-fall back to computing on a replicated copy.
+materialised, by the fallback kernel. Reductions, softmax, log_softmax and the first-maximum
+mask of 1-D and 2-D values and all matmuls and transposes have distributed kernels; those of
+3-D and 4-D values fall back to computing on a replicated copy. A reduction over every axis of
+a 2-D or larger value (in the IR a reshape to 1-D, then a reduction) is one kernel that reduces
+the value where it lies. A reshape that keeps the 2-D view, or turns a vector [N] into the
+column [N, 1], is read in place by elementwise kernels (a relabelling); its own step, a local
+copy, runs only if another kernel reads it.
 
 `map_to_mesh` then picks a layout for every value (2-D blocks for matrices, vectors split along
 grid columns and replicated down rows, ...; see compiler.layout), inserts a `Redistribute` step
@@ -22,9 +26,20 @@ from dataclasses import dataclass, field
 from compiler.asmgen import CompilerLimit
 from compiler.comm import Redistribute
 from compiler.grid import Grid
-from compiler.ir import Graph, Node, Op
-from compiler.kernels import Elementwise, Leaf, NdBroadcast, NdReduce, Reduce, Softmax
-from compiler.layout import Layout, choose_skew, make_layout
+from compiler.ir import REDUCE_OPS, Graph, Node, Op
+from compiler.kernels import (
+    DenseReshape,
+    Elementwise,
+    Leaf,
+    LogSoftmax,
+    MaxMask,
+    NdBroadcast,
+    NdReduce,
+    Reduce,
+    ReduceAll,
+    Softmax,
+)
+from compiler.layout import Layout, choose_skew, make_layout, view_of
 from compiler.matmul import Matmul
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
 from d1isa.machine import Machine
@@ -51,7 +66,8 @@ def broadcast_mode(src: tuple[int, ...], dst: tuple[int, ...]) -> str:
 
 @dataclass
 class KOp:
-    """One kernel: `kind` in input, fused, reduce, softmax, matmul, transpose, broadcast."""
+    """One kernel: `kind` in input, fused, reduce, reduce_all, softmax (log_softmax too),
+    max_mask, matmul, transpose, reshape, broadcast."""
 
     kind: str
     node: Node
@@ -105,6 +121,15 @@ def lower(graph: Graph) -> list[KOp]:
             return ("op", x.op, tuple(kids), x.rounds, x)
 
         trees[node.id] = (build(node), list(reversed(names)))
+    # A reduction over every axis of a 2-D or larger value is a reshape to 1-D and a reduction
+    # of axis 0 in the IR; unless the flat vector is needed itself, one kernel reduces the
+    # value where it lies.
+    reduce_all: set[int] = set()
+    for node in graph.nodes:
+        x = node.inputs[0] if node.op in REDUCE_OPS else None
+        if (x is not None and node.ndim == 0 and x.op is Op.RESHAPE and x.ndim == 1
+                and x.inputs[0].ndim >= 2 and len(users[x.id]) == 1 and x.id not in outputs):
+            reduce_all.update((node.id, x.id))
     out = []
     for node in graph.nodes:
         if node.op in (Op.INPUT, Op.PARAM):
@@ -120,34 +145,22 @@ def lower(graph: Graph) -> list[KOp]:
                 out.append(KOp("broadcast", node))
         elif node.op is Op.CONST:
             continue
-        elif node.op in (Op.SUM, Op.MAX, Op.MEAN):
-            out.append(KOp("reduce", node))
-        elif node.op is Op.SOFTMAX:
+        elif node.op in REDUCE_OPS:
+            out.append(KOp("reduce_all" if node.id in reduce_all else "reduce", node))
+        elif node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
             out.append(KOp("softmax", node))
+        elif node.op is Op.MAX_MASK:
+            out.append(KOp("max_mask", node))
+        elif node.op is Op.RESHAPE:
+            if node.id not in reduce_all:
+                out.append(KOp("reshape", node))
         elif node.op is Op.MATMUL:
             out.append(KOp("matmul", node))
         elif node.op is Op.TRANSPOSE:
             out.append(KOp("transpose", node))
-        elif node.op in NOT_COMPILED:
-            raise CompilerLimit(f"{NOT_COMPILED[node.op]} has no kernel on the mesh yet",
-                                "the numpy reference evaluates it, the code generator does not",
-                                (node.line, node.col))
-        else:  # pragma: no cover - the IR has no other ops
+        else:  # pragma: no cover - the IR has no other ops (grad nodes never reach lower)
             raise AssertionError(f"cannot lower {node.op}")
     return out
-
-
-# IR ops of the training front end that the reference evaluates and this back end cannot
-# compile yet, with what the user wrote that makes them (grad nodes never reach lower).
-NOT_COMPILED = {
-    Op.LOG: "log",
-    Op.LOG_SOFTMAX: "log_softmax",
-    Op.RESHAPE: "a reshape (from keepdims=1, a reduction over every axis of a 2-D or larger "
-                "tensor, or a gradient)",
-    Op.GT: "a comparison mask (from the gradient of relu, abs, maximum or minimum)",
-    Op.GE: "a comparison mask (from the gradient of maximum or minimum)",
-    Op.MAX_MASK: "the first-maximum mask (from the gradient of max)",
-}
 
 
 # ---- map --------------------------------------------------------------------------------------
@@ -254,8 +267,6 @@ class Mapper:
     def _fused(self, k: KOp) -> None:
         node = k.node
         loc = self._loc(node)
-        leaves: list[Leaf] = []
-        index: dict[tuple, int] = {}
         # The result takes the layout of the first operand that is read in full.
         L = None
         for leaf in _leaf_nodes(k.expr):
@@ -267,41 +278,55 @@ class Mapper:
         if L is None:
             L = self.default(node.shape, node.dtype)
 
-        def leaf_index(x: Node) -> int:
-            if x.op is Op.CONST:
-                key = ("const", x.value, x.dtype)
-                lf = Leaf("const", const=float(x.value))
-            elif x.op is Op.BROADCAST and x.id not in self.values:
-                mode = broadcast_mode(x.inputs[0].shape, x.shape)
-                src_node = x.inputs[0]
-                src = self.values[src_node.id]
-                if mode == "row":
-                    want = self.layout(src.shape, src.dtype, None, L.col_axis)
-                elif mode == "col":
-                    want = self.layout(src.shape, src.dtype, L.row_axis, None)
+        def build(vcol: bool) -> tuple[tuple, list[Leaf]]:
+            leaves: list[Leaf] = []
+            index: dict[tuple, int] = {}
+
+            def leaf_index(x: Node) -> int:
+                if x.op is Op.CONST:
+                    key = ("const", x.value, x.dtype)
+                    lf = Leaf("const", const=float(x.value))
+                elif x.op is Op.BROADCAST and x.id not in self.values:
+                    mode = broadcast_mode(x.inputs[0].shape, x.shape)
+                    src_node, packed = _read_in_place(x.inputs[0], vcol and mode == "col")
+                    src = self.values[src_node.id]
+                    if packed:
+                        mode = "vcol"
+                        want = self.layout(src.shape, src.dtype, None, L.row_axis)
+                    elif mode == "row":
+                        want = self.layout(src.shape, src.dtype, None, L.col_axis)
+                    elif mode == "col":
+                        want = self.layout(src.shape, src.dtype, L.row_axis, None)
+                    else:
+                        want = self.layout(src.shape, src.dtype, None, None)
+                    v = self.ensure(src, want, loc, node.name)
+                    key = (mode, id(v))
+                    lf = Leaf(mode, v)
                 else:
-                    want = self.layout(src.shape, src.dtype, None, None)
-                v = self.ensure(src, want, loc, node.name)
-                key = (mode, id(v))
-                lf = Leaf(mode, v)
-            else:
-                v = self.values[x.id]
-                want = self.layout(v.shape, v.dtype, L.row_axis, L.col_axis, L.dense)
-                v = self.ensure(v, want, loc, node.name)
-                key = ("full", id(v))
-                lf = Leaf("full", v)
-            if key not in index:
-                index[key] = len(leaves)
-                leaves.append(lf)
-            return index[key]
+                    v = self.values[_read_in_place(x, False)[0].id]
+                    want = self.layout(v.shape, v.dtype, L.row_axis, L.col_axis, L.dense)
+                    v = self.ensure(v, want, loc, node.name)
+                    key = ("full", id(v))
+                    lf = Leaf("full", v)
+                if key not in index:
+                    index[key] = len(leaves)
+                    leaves.append(lf)
+                return index[key]
 
-        def convert(e: tuple) -> tuple:
-            if e[0] == "leaf":
-                return ("leaf", leaf_index(e[1]))
-            _, op, kids, rounds, _ = e
-            return ("op", op, tuple(convert(c) for c in kids), rounds)
+            def convert(e: tuple) -> tuple:
+                if e[0] == "leaf":
+                    return ("leaf", leaf_index(e[1]))
+                _, op, kids, rounds, _ = e
+                return ("op", op, tuple(convert(c) for c in kids), rounds)
 
-        expr = convert(k.expr)
+            return convert(k.expr), leaves
+
+        expr, leaves = build(True)
+        packed = {id(lf.value) for lf in leaves if lf.mode == "vcol"}
+        if any(lf.mode != "vcol" and id(lf.value) in packed for lf in leaves):
+            # One pointer per stored value: a vector read both as a column and otherwise
+            # is read as its reshaped copy.
+            expr, leaves = build(False)
         out = self.new_value(node, L)
         self.steps.append(Elementwise(out, expr, leaves, loc, node.name, k.nops))
 
@@ -329,7 +354,23 @@ class Mapper:
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdReduce(out, rep, op, node.axis, loc, node.name))
 
+    def _reduce_all(self, k: KOp) -> None:
+        node = k.node
+        x = self.values[node.inputs[0].inputs[0].id]      # through the reshape to 1-D
+        out = self.new_value(node, self.layout(node.shape, node.dtype, None, None))
+        self.steps.append(ReduceAll(out, x, node.op.value, self._loc(node), node.name))
+
     def _softmax(self, k: KOp) -> None:
+        """softmax and log_softmax: the same layouts, the same all-reductions."""
+        self._along_axis(k, Softmax if k.node.op is Op.SOFTMAX else LogSoftmax)
+
+    def _max_mask(self, k: KOp) -> None:
+        self._along_axis(k, MaxMask)
+
+    def _along_axis(self, k: KOp, kernel: type) -> None:
+        """A kernel whose result has its operand's shape, computed along an axis: distributed
+        for 1-D and 2-D values (the result in the operand's layout), else on a replicated
+        copy."""
         node = k.node
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
@@ -338,11 +379,35 @@ class Mapper:
             L = x.layout
             out = self.new_value(node, self.layout(node.shape, node.dtype, L.row_axis,
                                                    L.col_axis, L.dense))
-            self.steps.append(Softmax(out, x, "rows" if rows else "cols", loc, node.name))
+            self.steps.append(kernel(out, x, "rows" if rows else "cols", loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
-        self.steps.append(NdReduce(out, rep, "softmax", node.axis, loc, node.name))
+        self.steps.append(NdReduce(out, rep, node.op.value, node.axis, loc, node.name))
+
+    def _reshape(self, k: KOp) -> None:
+        """The same elements in row-major order, in another shape. Where the 2-D view does not
+        change, the value keeps its layout (a local copy); a vector turned into a column or
+        back ([N] and [N, 1]) is a transposing redistribution into the swapped layout, local
+        too; anything else goes through a dense replicated copy, whose bytes are already in
+        the new shape's order."""
+        node = k.node
+        loc = self._loc(node)
+        x = self.values[node.inputs[0].id]
+        L = x.layout
+        old, new = view_of(x.shape), view_of(node.shape)
+        if old == new:
+            out = self.new_value(node, L)
+            self.steps.append(Redistribute(out, x, False, loc, node.name, self.grid))
+        elif old == new[::-1] and 1 in old and not L.dense:
+            out = self.new_value(node, self.layout(node.shape, node.dtype, L.col_axis,
+                                                   L.row_axis))
+            self.steps.append(Redistribute(out, x, True, loc, node.name, self.grid))
+        else:
+            rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc,
+                              node.name)
+            out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
+            self.steps.append(DenseReshape(out, rep, loc, node.name))
 
     def _transpose(self, k: KOp) -> None:
         node = k.node
@@ -374,6 +439,20 @@ class Mapper:
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))
+
+
+def _read_in_place(x: Node, vcol: bool) -> tuple[Node, bool]:
+    """The node whose stored value an elementwise kernel reads for operand x. A reshape that
+    keeps the 2-D view is a relabelling: its operand is read in place. With `vcol`, so is a
+    vector [N] reshaped into the column [N, 1] (a column split over grid rows holds the same
+    elements as the vector split over grid rows, only packed): then True."""
+    if x.op is Op.RESHAPE:
+        y = x.inputs[0]
+        if view_of(y.shape) == view_of(x.shape):
+            return y, False
+        if vcol and y.ndim == 1 and view_of(x.shape) == (y.shape[0], 1):
+            return y, True
+    return x, False
 
 
 def _leaf_nodes(e: tuple) -> list[Node]:
