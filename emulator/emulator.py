@@ -324,6 +324,17 @@ class Emulator:
             reason, k = self._call(n, only=nid, quantum=max(1, n))
         return self._result(reason, k, time.perf_counter() - t0)
 
+    def restart(self) -> None:
+        """Run the loaded program again from the start, on the SRAM the last run left: every
+        node at instruction 0 with its registers, clock, FIFOs and statistics at zero (and the
+        nodes without code halted), SRAM untouched and the object's data not placed again.
+        This is how a training step follows the last one: params stay where the last run's
+        updates wrote them, and only the new batch's inputs need to be written."""
+        self.state.restart()
+        if self.recorder is not None:
+            self.recorder.clear()
+        self.state.state[self.code.node_len == 0] = K.HALTED
+
     def reset(self) -> None:
         """Back to the state right after loading (data placed, inputs not), in place."""
         self.state.clear(self.seed)

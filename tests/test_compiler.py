@@ -302,8 +302,8 @@ def test_options_parse_and_reject_unknown_values() -> None:
 
 def test_pipeline_reports_each_pass() -> None:
     c = compile_text(source("softmax"), machine("m4x4"), "softmax.d1k")
-    assert list(c.seconds) == ["parse", "check", "differentiate", "lower", "map", "schedule",
-                               "allocate", "emit", "assemble"]
+    assert list(c.seconds) == ["parse", "check", "differentiate", "lower", "map", "writeback",
+                               "schedule", "allocate", "emit", "assemble"]
 
 
 # ---- compare_outputs ------------------------------------------------------------------------
