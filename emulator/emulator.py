@@ -119,6 +119,8 @@ class Emulator:
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
         self._node_budget = np.zeros(self.n, dtype=np.int64)
+        # Per input tensor, where each of its bytes goes (built on its first write).
+        self._scatter: dict[str, tuple[np.ndarray, ...]] = {}
         self.host_seconds = 0.0
         self.host_instructions = 0
         self.jit_seconds = 0.0
@@ -615,17 +617,13 @@ class Emulator:
         if a.shape != tuple(t.shape):
             raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
         raw = _to_raw(a, t)
-        esize = DTYPE_BYTES[t.dtype]
-        sram = self.state.sram
-        for p in t.pieces:
-            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-            sub = np.ascontiguousarray(raw[sl])
-            addrs = _piece_addresses(p.addr, p.shape, p.strides)
-            idx = (addrs[:, None] + np.arange(esize)).reshape(-1)
-            sram[p.node, idx] = sub.reshape(-1).view(np.uint8)
-            if addrs.size:
-                end = int(addrs.max()) + esize
-                self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
+        plan = self._scatter.get(name)
+        if plan is None:
+            plan = self._scatter[name] = _scatter_plan(t)
+        rows, cols, src, nodes, ends = plan
+        self.state.sram[rows, cols] = raw.reshape(-1).view(np.uint8)[src]
+        hwm = self.state.hwm
+        hwm[nodes] = np.maximum(hwm[nodes], ends)
 
     def output(self, name: str) -> np.ndarray:
         """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
@@ -717,6 +715,23 @@ class Emulator:
         return self.state.state_dict()
 
     # ---- statistics ---------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, int]:
+        """The modelled figures of the run since the last start, summed over the mesh: what a
+        caller that runs the object many times (a training loop) reads after each run, at the
+        cost of a few numpy sums. `stats` gives the same figures and everything else."""
+        st = self.state
+        count = st.count
+        return {
+            "cycles": int(st.clock.max()) if self.n else 0,
+            "instructions": int(count.sum()),
+            "mma_bf16_instructions": int(count[:, TIMING_CLASSES.index("mma_bf16")].sum()),
+            "flops": int(st.flops.sum()),
+            "stall_cycles": int(st.stall.sum()),
+            "link_bytes": int(st.link_bytes.sum()),
+            "link_messages": int(st.link_msgs.sum()),
+            "sram_high_water_bytes": int(st.hwm.max()) if self.n else 0,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Everything measured, JSON-serialisable. Model figures are "modelled"; emulator speed
@@ -880,6 +895,33 @@ def _piece_addresses(addr: int, shape: tuple[int, ...], strides: tuple[int, ...]
         shp[d] = s
         a = a + (np.arange(s, dtype=np.int64) * st).reshape(shp)
     return np.broadcast_to(a, shape).reshape(-1)
+
+
+def _scatter_plan(t: TensorLayout) -> tuple[np.ndarray, ...]:
+    """(node row, SRAM byte, source byte) of every byte a write of tensor `t` stores, and the
+    end of the data on each node it writes (for the high-water marks): one fancy-indexed
+    assignment then writes the whole tensor, which is what a training loop does every step."""
+    esize = DTYPE_BYTES[t.dtype]
+    flat = np.arange(int(np.prod(t.shape)), dtype=np.int64).reshape(t.shape)
+    lanes = np.arange(esize, dtype=np.int64)
+    rows, cols, src = [], [], []
+    end: dict[int, int] = {}
+    for p in t.pieces:
+        sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+        elems = flat[sl].reshape(-1)
+        addrs = _piece_addresses(p.addr, p.shape, p.strides)
+        if not addrs.size:
+            continue
+        cols.append((addrs[:, None] + lanes).reshape(-1))
+        src.append((elems[:, None] * esize + lanes).reshape(-1))
+        rows.append(np.full(cols[-1].size, p.node, dtype=np.int64))
+        end[p.node] = max(end.get(p.node, 0), int(addrs.max()) + esize)
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty, empty
+    nodes = np.array(sorted(end), dtype=np.int64)
+    ends = np.array([end[n] for n in sorted(end)], dtype=np.int64)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(src), nodes, ends
 
 
 def _to_raw(a: np.ndarray, t: TensorLayout) -> np.ndarray:
