@@ -143,6 +143,9 @@ class Trainer:
     def plan(self, arrays: Mapping[str, Any]) -> Plan:
         """Check `arrays` (one per input: N samples along axis 0, each of the shape the input
         declares past axis 0) and say how `fit` cuts them."""
+        if not self.inputs:
+            raise D1Error(f"{self.program.path} has no inputs to cut into batches; run its "
+                          "steps with step({})")
         missing = [n for n in self.inputs if n not in arrays]
         extra = sorted(str(n) for n in arrays if n not in self.inputs)
         if missing or extra:
