@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from progkit import run_and_compare
+from progkit import compile_or_skip, run_and_compare
 
 import compiler
 from compiler.compare import BF16_TOLERANCE, F32_TOLERANCE
@@ -35,7 +35,7 @@ def machine(name: str = "d1", mesh: str | None = None, **sets):
 def run_program(text: str, m, options: CompileOptions | None = None, seed: int = 0,
                 filename: str = "prog.d1k"):
     """Compile, run and compare; return (rows, emulator, result)."""
-    obj = compiler.compile_source(text, m, filename, options)
+    obj = compile_or_skip(text, m, filename, options)
     rows, emu, result, _ = run_and_compare(obj, text, m, filename, seed)
     return rows, emu, result
 
