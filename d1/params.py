@@ -54,6 +54,16 @@ def params_npz(values: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def split_params(prog: Program, given: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """(the arrays of `given` that name params of `prog`, the other names): a params file
+    written for one program (a trained model with its optimizer state) may feed another that
+    reads only some of them (the same model, forward only)."""
+    names = set(prog.params)
+    return ({k: v for k, v in given.items() if k in names},
+            [k for k in given if k not in names])
+
+
 def check_params(prog: Program, given: Mapping[str, Any], what: str = "--params"
                  ) -> dict[str, np.ndarray]:
     """`given` checked against the program's params: every name a param, every shape the

@@ -78,6 +78,9 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         from d1.params import embed_params, starting_params
         if not prog.params:
             raise D1Error(f"{source} declares no params to embed")
+        from d1.commands.run import params_for
+        if params_file is not None:
+            given = params_for(prog, given, Path(params_file))
         embed_params(result.obj, starting_params(prog, given, init_seed or 0))
     result.obj.save(path)
     g = result.grid

@@ -155,6 +155,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
+    if params is not None:
+        params = params_for(prog, params, params_file)
     to_stdout = json_file is not None and str(json_file) == "-"
     out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs,
                                    (params_file,) if params_file is not None else ())
@@ -218,6 +220,19 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
         write_json(json_file, doc)
     click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
                + (f"; wrote {', '.join(written)}" if written else ""), err=to_stdout)
+
+
+def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
+               ) -> dict[str, np.ndarray]:
+    """The arrays of a --params file that name params of the program, with a note naming
+    the others (ignored)."""
+    from d1.params import split_params
+    used, ignored = split_params(prog, params)
+    if ignored:
+        click.echo(f"note: --params {path}: {', '.join(ignored)} "
+                   f"{'is not a param' if len(ignored) == 1 else 'are not params'} of "
+                   f"{prog.path}; ignored", err=True)
+    return used
 
 
 def cap_threads(threads: int) -> int:

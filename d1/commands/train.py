@@ -90,7 +90,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
       d1 run programs/train_digits.d1k --params digits/params.npz --input x=test_x.npy ...
       d1 train prog.d1k --input x=x.npy --params digits/params.npz --mesh 4x4 --json -
     """
-    from d1.commands.run import cap_threads, load_npy
+    from d1.commands.run import cap_threads, load_npy, params_for
     from d1.program import load_program
     from d1.train import Trainer
 
@@ -120,6 +120,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     prog = load_program(file, machine, options)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
+    if params is not None:
+        params = params_for(prog, params, params_file)
     trainer = Trainer(prog, params, init_seed=init_seed, max_cycles=max_cycles,
                       threads=cap_threads(threads) or None)
     plan = trainer.plan(arrays)
