@@ -68,9 +68,10 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     is dropped, with a note. One step is one run of the compiled program: the batch's inputs
     are written, the program runs, and its 0-d outputs (the loss) are recorded.
 
-    The params stay in the nodes' SRAM from one step to the next (the weight-resident mode):
-    they are written once before the first step, each step's `update`s leave the new values
-    in the params' own buffers, and nothing about them is moved between steps. They start
+    The params stay in the nodes' SRAM from one step to the next: the weight-resident mode
+    (docs/DSL.md compares it with streaming weights in). They are written once before the
+    first step, each step's `update`s leave the new values in the params' own buffers, and
+    nothing about them is moved between steps. They start
     from --params, else from the object (`d1 compile --params`), else from their
     declaration's INIT: `compiler.reference.init_params(graph, --init)`, i.e.
     numpy.random.default_rng(SEED) drawing each glorot or normal param in declaration order,
@@ -85,10 +86,12 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
 
     \b
     Examples:
-      d1 train programs/train_digits.d1k --input x=digits_x.npy --input y=digits_y.npy \\
-               --epochs 30 --shuffle 0 --out-dir digits
-      d1 run programs/train_digits.d1k --params digits/params.npz --input x=test_x.npy ...
-      d1 train prog.d1k --input x=x.npy --params digits/params.npz --mesh 4x4 --json -
+      python -m d1.digits data      # scikit-learn's digits as data/x_train.npy, ...
+      d1 train programs/train_digits.d1k --input x=data/x_train.npy \\
+               --input y=data/y_train.npy --epochs 30 --shuffle 0 --out-dir digits
+      d1 run programs/digits_predict.d1k --params digits/params.npz \\
+             --input x=data/x_test.npy --out-dir digits
+      d1 train programs/train_linear.d1k --input x=x.npy --input y=y.npy --mesh 4x4 --json -
     """
     from d1.commands.run import cap_threads, load_npy, params_for
     from d1.program import load_program
