@@ -106,3 +106,20 @@ def test_d1_train_learns_the_digits_on_the_chip(data, tmp_path):
        f"x={data / 'x_test.npy'}", "--out-dir", str(out))
     z = np.load(out / "z.npy")
     assert digits.accuracy(z, np.load(data / "y_test.npy")) >= 0.95
+
+
+def test_the_command_line_writes_the_split_and_scores_predictions(tmp_path):
+    def digits_cli(*args):
+        return subprocess.run([sys.executable, "-m", "d1.digits", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    run = digits_cli(str(tmp_path / "data"))
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "data" / "digits.npz").exists()
+    y = np.load(tmp_path / "data" / "y_test.npy")
+    scores = y.copy()
+    scores[:36] = np.roll(y[:36], 1, axis=1)                  # 36 of 360 wrong
+    np.save(tmp_path / "s.npy", scores)
+    run = digits_cli("accuracy", str(tmp_path / "s.npy"), str(tmp_path / "data" / "y_test.npy"))
+    assert run.returncode == 0 and run.stdout.startswith("accuracy 90.00%")
+    assert digits_cli().returncode == 2 and "usage:" in digits_cli().stderr
