@@ -73,6 +73,9 @@ class Trainer:
         from emulator.emulator import DEFAULT_MAX_CYCLES
 
         if isinstance(obj, Program):
+            if machine is not None or options is not None:
+                raise D1Error("a loaded Program already has its machine and compiler options; "
+                              "give Trainer a path or an ObjectFile to choose them")
             prog = obj
         elif isinstance(obj, ObjectFile):
             prog = from_object(obj, machine, options)

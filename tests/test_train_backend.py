@@ -243,3 +243,21 @@ def test_a_copy_of_an_updated_param_is_output_with_its_value_from_before_the_ste
 def test_an_update_of_a_param_to_itself_compiles_to_nothing():
     ops = regions("param w: f32[4] = 2\ninput x: f32[4]\nupdate w = w\noutput x\n")
     assert ops == []
+
+
+def test_params_live_for_the_whole_schedule_and_an_in_place_update_shares_their_address():
+    from passkit import scheduled
+
+    from compiler.alloc import allocate
+
+    m, sched = scheduled(CONSTANT)
+    end = len(sched.steps)
+    assert sched.live[id(m.value("w"))] == (-1, end)       # read by the first step only
+    assert sched.live[id(m.value("x"))][1] < end           # an input's buffer is freed
+    m, sched = scheduled(LINEAR)
+    allocate(sched, M4.sram_bytes, "t.d1k", LINEAR)
+    w = m.value("w")
+    (new,) = [v for v in sched.values if v.alias is w]
+    assert new.addr == w.addr and sched.live[id(w)] == (-1, len(sched.steps))
+    others = [v for v in sched.values if v is not w and v is not new and v.alias is None]
+    assert all(v.addr + v.nbytes <= w.addr or w.addr + w.nbytes <= v.addr for v in others)
