@@ -210,8 +210,11 @@ def summary(trainer: Any, totals: dict[str, Any], plan: Any, wall: float,
             written: list[str]) -> str:
     md, host = totals["modelled"], totals["host"]
     h = trainer.history
+    jit = host["jit_seconds"]
     lines = [f"trained {trainer.steps:,} step{'s' if trainer.steps != 1 else ''} of "
-             f"{plan.batch_size} samples on {trainer.machine.name} in {wall:.1f} s"]
+             f"{plan.batch_size} samples on {trainer.machine.name} in {wall:.1f} s"
+             + (f" ({jit:.1f} s of it compiling the emulator's loop, once; Numba caches it)"
+                if jit >= 1 else "")]
     for name in trainer.outputs:
         if h:
             lines.append(f"  {name:<20} {h[0][name]:.6g} (step 1) -> {h[-1][name]:.6g} "
