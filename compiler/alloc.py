@@ -6,6 +6,11 @@ step that reads it (outputs: to the end); a step's scratch buffers live during t
 Every value gets one address, the same on every node, so a node's code can be shared with nodes
 that do the same thing; the size reserved is the largest block any node holds. First fit in
 increasing address order, deterministic.
+
+Params are weight-resident: the pipeline passes every param's buffer among the values that
+live to the end (compiler.writeback), so a param keeps one address from before the first step
+to after the last and no temporary ever shares it; an update value stored in place (`alias`)
+takes its param's address and reserves nothing of its own.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Sc
 def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
     """Give every value an address; return the peak bytes used per node. Raise a located
     SourceError naming the sizes when a step's live values do not fit."""
-    order = sorted(sched.values, key=lambda v: (sched.live[id(v)][0], -v.nbytes))
+    order = sorted((v for v in sched.values if v.alias is None),
+                   key=lambda v: (sched.live[id(v)][0], -v.nbytes))
     placed: list[tuple[int, int, int, Value]] = []   # (addr, size, last step, value)
     peak = 0
     for v in order:
@@ -83,6 +89,9 @@ def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
         v.addr = addr
         placed.append((addr, size, last, v))
         peak = max(peak, addr + size)
+    for v in sched.values:
+        if v.alias is not None:
+            v.addr = v.alias.addr
     return peak
 
 

@@ -78,7 +78,8 @@ class KOp:
 def lower(graph: Graph) -> list[KOp]:
     """Kernel ops in program order, with elementwise fusion decided."""
     users = graph.users()
-    outputs = {o.id for o in graph.outputs}
+    # An update's value is stored like an output: the write-back (compiler.writeback) reads it.
+    outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
     fused_into: set[int] = set()
     trees: dict[int, tuple[tuple, list[str]]] = {}
 
@@ -178,6 +179,7 @@ class Mapper:
         self.cache: dict[tuple, Value] = {}
         self.inputs: list[Value] = []
         self.users = graph.users()
+        self.updated = {u.param.id for u in graph.updates}
         self.ntemp = 0
 
     # ---- layouts ------------------------------------------------------------------------------
@@ -198,8 +200,10 @@ class Mapper:
         front (looking through a widening cast), so reading it needs no communication."""
         users = self.users[node.id]
         g = self.grid
+        # Not an updated param: its new value comes out of unskewed kernels, and would need a
+        # redistribution every step to be written back skewed.
         if (users and g.P == g.Q and g.P > 1 and self.options.matmul == "summa"
-                and self.options.preskew and node.ndim == 2):
+                and self.options.preskew and node.ndim == 2 and node.id not in self.updated):
             for k, skew in ((0, "A"), (1, "B")):
                 if all(u.op is Op.MATMUL and u.inputs[k] is node
                        and u.inputs[1 - k] is not node for u in users):

@@ -5,6 +5,7 @@
     differentiate  grad nodes -> their backward pass as IR    (compiler.grad)
     lower     IR graph -> kernel ops, elementwise fused       (compiler.lower)
     map       kernel ops -> steps over distributed values     (compiler.lower.map_to_mesh)
+    writeback each update into its param's own buffer       (compiler.writeback)
     schedule  step order, dead steps dropped, liveness        (compiler.alloc)
     allocate  one SRAM address per value, same on all nodes   (compiler.alloc)
     emit      per-node programs as checked instruction data   (compiler.emit)
@@ -14,8 +15,12 @@ and then `link` lays the programs out into the object with the assembler's layou
 parsed. `--emit ast|ir|asm` stops after parse, differentiate or emit and prints that stage
 (`emit_stage`); the asm is written from the same instruction data and re-assembles with `d1 asm`
 to the same object. The IR is verified after `check` and after `differentiate`
-(`CompileOptions.verify`). Programs that `update` params are stopped before `lower` with a
-compiler limit: the mesh back end does not compile training steps yet.
+(`CompileOptions.verify`).
+
+Params are weight-resident: each has one SRAM address for the object's whole life (the host
+writes it once, as the object's `param` tensor says), and each `update` writes its param's
+buffer after every read of the old value (`write_back`), so running the same loaded object
+again is the next training step.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from compiler.ir import Graph, Op, format_ir, verify
 from compiler.lower import lower, map_to_mesh
 from compiler.parse import parse
 from compiler.plan import Ctx
+from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine, default_machine
 from d1isa.objfile import ObjectFile
 
-PASSES = ("parse", "check", "differentiate", "lower", "map", "schedule", "allocate", "emit")
+PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "schedule", "allocate",
+          "emit")
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
 
@@ -142,19 +149,15 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     if options.verify:
         verify(graph)
     t.lap("differentiate")
-    if graph.updates:
-        u = graph.updates[0]
-        raise CompilerLimit(f"update of param '{u.param.name}': programs that update params "
-                            f"(training) are not compiled for the mesh yet",
-                            "the numpy reference runs them: compiler.reference.train_step",
-                            (u.line, u.col))
     kops = lower(graph)
     t.lap("lower")
     grid = choose_grid(machine)
     mapper = map_to_mesh(graph, kops, grid, machine, options)
     outputs = [mapper.values[o.id] for o in graph.outputs]
     t.lap("map")
-    sched = schedule(mapper.steps, mapper.inputs, outputs)
+    resident = write_back(graph, mapper.steps, mapper.values, grid)
+    t.lap("writeback")
+    sched = schedule(mapper.steps, mapper.inputs, outputs + resident)
     t.lap("schedule")
     peak = allocate(sched, machine.sram_bytes, filename, text)
     t.lap("allocate")
@@ -175,6 +178,7 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         "outputs": out_names,
         "scalar_outputs": [o.name for o in graph.outputs if o.ndim == 0],
         **({"params": [p.name for p in graph.params]} if graph.params else {}),
+        **({"updates": [u.param.name for u in graph.updates]} if graph.updates else {}),
         "grid": {"rows": list(grid.ys), "cols": list(grid.xs)},
         "options": asdict(options),
         "sram_peak_bytes": peak,

@@ -30,7 +30,10 @@ from d1isa.machine import Machine
 
 @dataclass(eq=False)
 class Value:
-    """A tensor stored on the grid (or a scratch buffer, when `layout` is None)."""
+    """A tensor stored on the grid (or a scratch buffer, when `layout` is None).
+
+    `alias`: the value is stored in that value's buffer and takes its address (an update's
+    new value written straight into its param, compiler.writeback); it reserves nothing."""
 
     name: str
     shape: tuple[int, ...]
@@ -39,6 +42,7 @@ class Value:
     node: Node | None = None
     scratch_bytes: int = 0
     addr: int = -1
+    alias: Value | None = None
 
     @property
     def nbytes(self) -> int:

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "disasm": ("d1.commands.asm", "disasm", "Disassemble a .d1o object into .d1s text."),
     "compile": ("d1.commands.compile", "compile", "Compile a .d1k tensor program to an object."),
     "run": ("d1.commands.run", "run", "Run a program on the emulated mesh (traps, timing, stats)."),
+    "train": ("d1.commands.train", "train",
+              "Train a program on whole data sets, params resident in SRAM."),
     "bench": ("d1.commands.bench", "bench", "Measure speed targets against same-run baselines."),
     "debug": ("d1.commands.debug", "debug", "Debug a program on the whole mesh, forward and back."),
     "viz": ("d1.commands.viz", "viz", "Draw a run on the mesh: busy, stalls, link bytes, SRAM."),

@@ -5,6 +5,7 @@
   high-water mark per node; harvested nodes are grey and hatched with an X.
 - `roofline_png`: the roofline of a kernel and its regions (d1.analysis explains the model).
 - `sweep_png`: modelled kernel time and share of peak across the points of a sweep.
+- `history_png`: the 0-d outputs of a training run (`d1 train`'s loss.png) against the step.
 
 Every figure has a fixed size in inches (`MESH_SIZE`, ...), so its pixel size is that times the
 dpi (100 unless asked otherwise). Every axis and colour bar names its unit and says "modelled".
@@ -14,6 +15,7 @@ Figures are built with `matplotlib.figure.Figure`, never pyplot, so nothing glob
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from d1isa.files import write_atomic
 MESH_SIZE = (12.0, 10.0)        # inches: 1200 x 1000 px at 100 dpi
 ROOFLINE_SIZE = (10.0, 7.0)     # 1000 x 700 px
 SWEEP_SIZE = (10.0, 8.0)        # 1000 x 800 px
+HISTORY_SIZE = (9.0, 3.0)       # 900 px wide, 300 px high per output
 
 _DELTA = ((0, -1), (1, 0), (0, 1), (-1, 0))     # N E S W in grid (x, y), y grows southward
 
@@ -306,3 +309,35 @@ def _is_number(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def history_png(history: list[dict[str, Any]], names: list[str], path: str | Path, title: str,
+                dpi: int = 100) -> tuple[int, int]:
+    """One panel per 0-d output (`names`), its value against the step, with a faint line where
+    each epoch starts after the first (up to 60 of them). `history`: rows with "step",
+    "epoch" and each name."""
+    rows = max(1, len(names))
+    fig = _figure((HISTORY_SIZE[0], HISTORY_SIZE[1] * rows), dpi)
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    steps = [r["step"] for r in history]
+    starts = [r["step"] for prev, r in itertools.pairwise(history)
+              if r["epoch"] != prev["epoch"]]
+    if len(starts) > 60:
+        starts = []                 # too many to tell apart
+    for ax, name in zip(axes, names, strict=False):
+        values = [r[name] for r in history]
+        ax.plot(steps, values, lw=1.2)
+        finite = [v for v in values if math.isfinite(v)]
+        if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
+            ax.set_yscale("log")
+        for s in starts:
+            ax.axvline(s - 0.5, color="0.85", lw=0.8, zorder=0)
+        ax.set_ylabel(name)
+        ax.grid(True, color="0.93")
+    if not names:
+        axes[0].text(0.5, 0.5, "the program has no 0-d outputs", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    axes[-1].set_xlabel("step" + (" (faint lines: a new epoch)" if starts else ""))
+    axes[0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -118,16 +118,21 @@ class Program:
         except D1Error as e:
             raise D1Error(f"{self.path}: {e}") from None
 
-    def input_arrays(self, given: dict[str, np.ndarray], seed: int
+    def input_arrays(self, given: dict[str, np.ndarray], seed: int,
+                     params: dict[str, np.ndarray] | None = None
                      ) -> tuple[dict[str, np.ndarray], list[str]]:
         """The arrays to scatter before a run, and the inputs (and params) left with the
         object's initial SRAM contents.
 
         Names must be input tensors of the object. A DSL program gets every input: those not
         given are drawn from a standard normal seeded by `seed`, as `compiler.make_inputs`
-        does, so the numpy reference sees the same numbers. It gets every param too, from its
-        declaration's INIT (`compiler.reference.init_params` with seed 0, what `check` uses).
+        does, so the numpy reference sees the same numbers. Params come from `params` (by
+        name), else from the object if it embeds them (`d1 compile --params`), else (DSL
+        programs) from their declaration's INIT (`compiler.reference.init_params` with seed
+        0, what `check` uses): d1.params.starting_params.
         """
+        from d1.params import check_params, embedded, embedded_values, starting_params
+
         known = self.inputs
         for name in given:
             if name not in known:
@@ -136,10 +141,14 @@ class Program:
         arrays = dict(given)
         if self.graph is not None:
             from compiler import make_inputs
-            from compiler.reference import init_params
             drawn = make_inputs(self.graph, seed)
             arrays = {name: given.get(name, value) for name, value in drawn.items()}
-            arrays.update(init_params(self.graph))
+        if self.graph is not None:
+            arrays.update(starting_params(self, params))
+        else:
+            arrays.update(check_params(self, params or {}))
+            arrays.update(embedded_values(self.obj, [n for n in embedded(self.obj)
+                                                     if n not in arrays]))
         return arrays, [n for n in known + self.params if n not in arrays]
 
     def check(self, inputs: dict[str, np.ndarray], got: dict[str, np.ndarray]
@@ -236,6 +245,13 @@ def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
         "the program must be recompiled, and this object holds no source to recompile from: "
         "rebuild it from its source for that machine (timing parameters such as latencies, "
         "the clock and instruction costs may differ freely)")
+
+
+def from_object(obj: ObjectFile, machine: Machine | None = None,
+                options: CompileOptions | None = None, name: str = "<object>") -> Program:
+    """A `Program` of an object already in memory, fitted to `machine` as `load_program`
+    fits a `.d1o` (`name` stands for its path in messages)."""
+    return _fit_object(Path(name), obj, machine, options)
 
 
 def _embedded(p: Path, build: Any) -> Any:

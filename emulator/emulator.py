@@ -119,6 +119,7 @@ class Emulator:
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
         self._node_budget = np.zeros(self.n, dtype=np.int64)
+        # Per input tensor, where each of its bytes goes (built on its first write).
         self.host_seconds = 0.0
         self.host_instructions = 0
         self.jit_seconds = 0.0
@@ -323,6 +324,17 @@ class Emulator:
             nid = self.node_id(node)
             reason, k = self._call(n, only=nid, quantum=max(1, n))
         return self._result(reason, k, time.perf_counter() - t0)
+
+    def restart(self) -> None:
+        """Run the loaded program again from the start, on the SRAM the last run left: every
+        node at instruction 0 with its registers, clock, FIFOs and statistics at zero (and the
+        nodes without code halted), SRAM untouched and the object's data not placed again.
+        This is how a training step follows the last one: params stay where the last run's
+        updates wrote them, and only the new batch's inputs need to be written."""
+        self.state.restart()
+        if self.recorder is not None:
+            self.recorder.clear()
+        self.state.state[self.code.node_len == 0] = K.HALTED
 
     def reset(self) -> None:
         """Back to the state right after loading (data placed, inputs not), in place."""
@@ -698,6 +710,23 @@ class Emulator:
         return self.state.state_dict()
 
     # ---- statistics ---------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, int]:
+        """The modelled figures of the run since the last start, summed over the mesh: what a
+        caller that runs the object many times (a training loop) reads after each run, at the
+        cost of a few numpy sums. `stats` gives the same figures and everything else."""
+        st = self.state
+        count = st.count
+        return {
+            "cycles": int(st.clock.max()) if self.n else 0,
+            "instructions": int(count.sum()),
+            "mma_bf16_instructions": int(count[:, TIMING_CLASSES.index("mma_bf16")].sum()),
+            "flops": int(st.flops.sum()),
+            "stall_cycles": int(st.stall.sum()),
+            "link_bytes": int(st.link_bytes.sum()),
+            "link_messages": int(st.link_msgs.sum()),
+            "sram_high_water_bytes": int(st.hwm.max()) if self.n else 0,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Everything measured, JSON-serialisable. Model figures are "modelled"; emulator speed

@@ -119,6 +119,19 @@ class State:
         self.sr[:] = self.sr_init
         self.skip[:] = -1
 
+    def restart(self) -> None:
+        """Every node back to its first instruction with SRAM kept, in place: registers,
+        clocks, node states, FIFOs and statistics to zero; SRAM, its high-water marks and the
+        stochastic-rounding generators go on from where the last run left them. The bytes
+        of the FIFO buffers are not cleared: with the FIFOs' counters at zero they hold no
+        message."""
+        hwm = self.hwm.copy()
+        for name in _STATE_ARRAYS:
+            if name not in ("sram", "fifo8", "sr", "sr_init"):
+                getattr(self, name)[...] = 0
+        self.hwm[:] = hwm
+        self.skip[:] = -1
+
     # Counters kept in the register rows: views, writable.
     @property
     def count(self) -> np.ndarray:

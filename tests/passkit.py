@@ -1,6 +1,8 @@
 """Helpers for the per-pass compiler tests: run the passes up to the one under test, calling
-them exactly as compiler.pipeline.compile_text does (parse -> check -> lower -> choose_grid /
-map_to_mesh -> schedule -> allocate), so each test can look at one pass's own output."""
+them exactly as compiler.pipeline.compile_text does (parse -> check -> differentiate -> lower ->
+choose_grid / map_to_mesh -> write_back -> schedule -> allocate), so each test can look at one
+pass's own output. A program with an op the back end has no kernel for yet skips the test
+(the compiler limit names the op)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from functools import cache
 
 from compiler.alloc import Schedule, schedule
 from compiler.check import check
+from compiler.grad import differentiate
 from compiler.grid import Grid, choose_grid
 from compiler.ir import Graph, verify
 from compiler.lower import KOp, Mapper, lower, map_to_mesh
 from compiler.parse import parse
 from compiler.pipeline import CompileOptions
+from compiler.writeback import write_back
 from d1isa.machine import Machine, load_machine
 
 FILENAME = "t.d1k"
@@ -29,8 +33,10 @@ def mesh(spec: str = "4x4", **overrides) -> Machine:
 
 
 def front(text: str, machine: Machine | None = None) -> Graph:
-    """parse + check (+ verify): the typed IR graph."""
+    """parse + check + differentiate (+ verify): the typed IR graph, grads expanded."""
     graph = check(parse(text, FILENAME), machine or mesh(), FILENAME, text)
+    verify(graph)
+    graph = differentiate(graph)
     verify(graph)
     return graph
 
@@ -57,12 +63,17 @@ class Mapped:
         return [self.mapper.values[o.id] for o in self.graph.outputs]
 
 
+def lowered(graph: Graph) -> list[KOp]:
+    """The lower pass."""
+    return lower(graph)
+
+
 def mapped(text: str, machine: Machine | None = None,
            options: CompileOptions | None = None) -> Mapped:
     """Everything up to and including the map pass."""
     machine = machine or mesh()
     graph = front(text, machine)
-    kops = lower(graph)
+    kops = lowered(graph)
     grid = choose_grid(machine)
     mapper = map_to_mesh(graph, kops, grid, machine, options or CompileOptions())
     return Mapped(graph, kops, grid, mapper)
@@ -70,6 +81,8 @@ def mapped(text: str, machine: Machine | None = None,
 
 def scheduled(text: str, machine: Machine | None = None,
               options: CompileOptions | None = None) -> tuple[Mapped, Schedule]:
-    """Everything up to and including the schedule pass."""
+    """Everything up to and including the schedule pass (write_back first: updates land in
+    their params, which live to the end)."""
     m = mapped(text, machine, options)
-    return m, schedule(m.mapper.steps, m.mapper.inputs, m.outputs)
+    resident = write_back(m.graph, m.mapper.steps, m.mapper.values, m.grid)
+    return m, schedule(m.mapper.steps, m.mapper.inputs, m.outputs + resident)

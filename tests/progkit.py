@@ -52,12 +52,19 @@ def vec(lanes: list[int]) -> bytes:
     return struct.pack("<16I", *lanes)
 
 
+def compile_program(text: str, m, filename: str, options=None) -> ObjectFile:
+    """Compile a program for `m` (every op of the language has a mesh kernel)."""
+    import compiler
+    return compiler.compile_source(text, m, filename, options)
+
+
 def run_and_compare(obj: ObjectFile, text: str, m, filename: str, seed: int = 0,
                     max_cycles: int = 20_000_000):
     """Run a compiled .d1k program with seeded inputs (and params from their INIT, with the same
-    seed) and compare every output with the numpy
+    seed) and compare every output, and every param a training program updates (under
+    `compiler.update_key(NAME)`: the param after the step), with the numpy
     reference under the --check tolerance (each must pass). Returns (rows of
-    compiler.compare_outputs, emulator, run result, outputs by name)."""
+    compiler.compare_outputs, emulator, run result, outputs and updated params by name)."""
     import compiler
     from emulator import Emulator
 
@@ -70,6 +77,8 @@ def run_and_compare(obj: ObjectFile, text: str, m, filename: str, seed: int = 0,
     result = emu.run()
     assert result.ok, result.report()
     outs = {o.name: emu.output(o.name) for o in graph.outputs}
+    outs.update({compiler.update_key(u.param.name): emu.output(u.param.name)
+                 for u in graph.updates})
     rows = compiler.compare_outputs(graph, outs, compiler.evaluate(graph, inputs, params))
     for name, abs_err, rel_err, tol, ok in rows:
         assert ok, (f"{filename}: {name}: max |err| {abs_err:.3g} > {tol:.3g} "

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from progkit import compile_program
 
-import compiler
 from compiler.asmgen import Code
 from compiler.emit import RELAY_LOOP_MIN, compress_relays
 from compiler.pipeline import compile_text, emit_stage
@@ -243,7 +243,7 @@ def test_long_runs_of_relays_become_a_loop_and_a_location_change_breaks_a_run():
 def test_emit_asm_reassembles_to_the_linked_object(path):
     text = path.read_text()
     name = f"programs/{path.name}"
-    obj = compiler.compile_source(text, D1, name)
+    obj = compile_program(text, D1, name)
     asm = emit_stage(text, "asm", D1, name)
     again = assemble(asm, name[:-4] + ".d1s", D1)
     assert again.to_bytes() == obj.to_bytes()

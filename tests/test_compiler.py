@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from progkit import run_and_compare
+from progkit import compile_program, run_and_compare
 
 import compiler
 from compiler.compare import BF16_TOLERANCE, F32_TOLERANCE
@@ -35,7 +35,7 @@ def machine(name: str = "d1", mesh: str | None = None, **sets):
 def run_program(text: str, m, options: CompileOptions | None = None, seed: int = 0,
                 filename: str = "prog.d1k"):
     """Compile, run and compare; return (rows, emulator, result)."""
-    obj = compiler.compile_source(text, m, filename, options)
+    obj = compile_program(text, m, filename, options)
     rows, emu, result, _ = run_and_compare(obj, text, m, filename, seed)
     return rows, emu, result
 
@@ -302,8 +302,8 @@ def test_options_parse_and_reject_unknown_values() -> None:
 
 def test_pipeline_reports_each_pass() -> None:
     c = compile_text(source("softmax"), machine("m4x4"), "softmax.d1k")
-    assert list(c.seconds) == ["parse", "check", "differentiate", "lower", "map", "schedule",
-                               "allocate", "emit", "assemble"]
+    assert list(c.seconds) == ["parse", "check", "differentiate", "lower", "map", "writeback",
+                               "schedule", "allocate", "emit", "assemble"]
 
 
 # ---- compare_outputs ------------------------------------------------------------------------

@@ -545,20 +545,6 @@ def test_a_grad_made_of_compiled_ops_runs_on_the_mesh(loss):
     run_and_compare(obj, text, M4, "g.d1k", seed=1)
 
 
-@pytest.mark.parametrize("body, line, col, what", [
-    ("update w = w * 0.5\noutput y", 4, 1, "update of param 'w': programs that update params "
-                                           "(training) are not compiled for the mesh yet"),
-])
-def test_what_the_back_end_cannot_compile_yet_is_a_located_compiler_limit(body, line, col,
-                                                                         what):
-    text = "input x: f32[4, 3]\nparam w: f32[3, 2]\ny = x @ w\n" + body + "\n"
-    with pytest.raises(SourceError) as info:
-        compiler.compile_source(text, M4, "t.d1k")
-    (d,) = info.value.diagnostics
-    assert (d.line, d.col) == (line, col)
-    assert what in d.message and "(a limit of this compiler:" in d.message
-
-
 def test_a_param_tensor_name_must_be_an_identifier():
     piece = TensorPiece(0, 0, (0,), (4,), (4,))
     _validate_tensor(TensorLayout("w", "f32", (4,), "param", [piece]), M4)

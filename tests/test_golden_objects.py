@@ -55,8 +55,11 @@ def test_object_is_unchanged(row):
     assert not differ, f"sections that changed: {', '.join(differ)}"
 
 
-def test_record_covers_every_program():
-    names = {r["filename"] for r in RECORD}
+def test_every_shipped_program_is_recorded():
+    # The 14 programs of the record's first version were recorded before the architecture
+    # change; the training examples added since were recorded when they first compiled.
     root = Path(__file__).parent.parent
-    for p in [*root.glob("programs/*.d1k"), *root.glob("programs/asm/*.d1s")]:
-        assert str(p.relative_to(root)) in names
+    shipped = {str(p.relative_to(root)) for p in
+               [*root.glob("programs/*.d1k"), *root.glob("programs/asm/*.d1s")]}
+    recorded = {r["filename"] for r in RECORD if r["filename"].startswith("programs/")}
+    assert recorded == shipped

@@ -31,13 +31,14 @@ def reserved(v) -> int:
 
 
 def overlapping_pairs(sched):
-    """Pairs of values that are live during a common step (or both before the first)."""
+    """Pairs of values that are live during a common step (or both before the first); an
+    update stored in its param's buffer (`alias`) is that buffer, not another value."""
     vs = sched.values
     for i, u in enumerate(vs):
         a0, a1 = sched.live[id(u)]
         for v in vs[i + 1:]:
             b0, b1 = sched.live[id(v)]
-            if a0 <= b1 and b0 <= a1:
+            if a0 <= b1 and b0 <= a1 and u.alias is not v and v.alias is not u:
                 yield u, v
 
 

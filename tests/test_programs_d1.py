@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from progkit import run_and_compare
+from progkit import compile_program, run_and_compare
 
 import compiler
 from compiler.grid import choose_grid
@@ -34,13 +34,14 @@ def test_every_program_is_listed() -> None:
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_program_on_default_d1(name: str, d1) -> None:
     path = ROOT / "programs" / f"{name}.d1k"
-    obj = compiler.compile_file(path)                     # the default machine
+    obj = compile_program(path.read_text(), None, str(path))   # the default machine
     assert obj.machine.name == "d1" and obj.machine.n_live == 354
     grid = choose_grid(d1)
     assert obj.meta["grid"] == {"rows": list(grid.ys), "cols": list(grid.xs)}
     rows, emu, _, outs = run_and_compare(obj, path.read_text(), d1, str(path), seed=1,
                                          max_cycles=2_000_000)
-    assert set(outs) == set(obj.meta["outputs"])
+    updated = {compiler.update_key(n) for n in obj.meta.get("updates", ())}
+    assert set(outs) == set(obj.meta["outputs"]) | updated
     assert len(rows) == len(outs)
     # Only live nodes ran, and the work is spread over the chip, not run on a corner of it.
     st = emu.stats()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from d1.options import machine_from_options, machine_options
+from d1.options import MAX_SEED, machine_from_options, machine_options
+from d1isa.errors import D1Error
 from d1isa.files import check_destination, read_text, refuse_overwrite, write_atomic
 
 
@@ -23,10 +24,17 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option (repeatable): matmul=summa|naive, double_buffer=true|false, "
                    "preskew=true|false, reach=N (grid hops per summa phase).")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False),
+              help="Embed starting values for the params in the object (one array per param "
+                   "name in this .npz; the others from their INIT, seeded by --init), so the "
+                   "object is self-contained: `d1 run` and `d1 train` start from them.")
+@click.option("--init", "init_seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="With --params, or alone to embed every param's INIT: the seed of the "
+                   "random INITs (compiler.reference.init_params; default 0).")
 @click.option("--timings", is_flag=True, help="Print the time each pass took.")
 def compile(source: str, output: str | None, machine_name: str | None, mesh: str | None,
             sets: tuple[str, ...], stage: str | None, opts: tuple[str, ...],
-            timings: bool) -> None:
+            params_file: str | None, init_seed: int | None, timings: bool) -> None:
     """Compile a .d1k tensor program for a machine.
 
     The program is parsed, checked, mapped onto the mesh (every tensor split over the live
@@ -38,6 +46,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
       d1 compile programs/matmul.d1k --mesh 4x4 --emit asm > matmul.d1s
       d1 compile programs/attention.d1k --emit ir
       d1 compile programs/matmul.d1k -O matmul=naive -o naive.d1o
+      d1 compile programs/train_digits.d1k --params out/params.npz -o digits.d1o
     """
     from compiler.pipeline import CompileOptions, emit_stage
     from d1.program import load_program
@@ -45,8 +54,16 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     machine = machine_from_options(machine_name, mesh, sets)
     options = CompileOptions.parse(opts)
     path = output or (None if stage is not None else str(Path(source).with_suffix(".d1o")))
+    embed = params_file is not None or init_seed is not None
+    if embed and stage is not None:
+        raise D1Error("--params and --init embed values in an object; they do not go with "
+                      "--emit")
+    given = {}
+    if params_file is not None:
+        from d1.params import load_params
+        given = load_params(params_file)
     if path is not None:
-        refuse_overwrite(path, [source], f"-o {path}")
+        refuse_overwrite(path, [source, *([params_file] if params_file else [])], f"-o {path}")
         check_destination(path, "-o")
     if stage is not None:
         out = emit_stage(read_text(source), stage, machine, source, options)
@@ -55,13 +72,24 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         else:
             click.echo(out)
         return
-    result = load_program(source, machine, options, kind="dsl").compiled
+    prog = load_program(source, machine, options, kind="dsl")
+    result = prog.compiled
+    if embed:
+        from d1.params import embed_params, starting_params
+        if not prog.params:
+            raise D1Error(f"{source} declares no params to embed")
+        from d1.commands.run import params_for
+        if params_file is not None:
+            given = params_for(prog, given, Path(params_file))
+        embed_params(result.obj, starting_params(prog, given, init_seed or 0))
     result.obj.save(path)
     g = result.grid
     click.echo(f"{source}: {len(result.graph.nodes)} IR nodes -> {path} "
                f"({g.P} x {g.Q} grid on {machine.name}, "
                f"{len(result.obj.blocks)} code blocks, "
-               f"{result.sram_peak:,} B of SRAM per node)", err=True)
+               f"{result.sram_peak:,} B of SRAM per node"
+               + (f"; params embedded: {', '.join(prog.params)}" if embed else "") + ")",
+               err=True)
     if timings:
         for name, secs in result.seconds.items():
             click.echo(f"  {name:<9} {secs * 1000:8.1f} ms", err=True)

@@ -76,9 +76,14 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start the params from this .npz (one array per param name, e.g. the "
+                   "params.npz `d1 train` writes); params it does not hold take the values "
+                   "the object embeds, else their declaration's INIT (seed 0).")
 @click.option("--check", is_flag=True,
-              help="Compare every output with the DSL's numpy reference; exit 1 if any is "
-                   "out of tolerance (DSL programs only).")
+              help="Compare every output (and, for a training program, every param after "
+                   "its update) with the DSL's numpy reference; exit 1 if any is out of "
+                   "tolerance (DSL programs only).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="out",
               show_default=True, help="Where each output tensor is written as NAME.npy.")
 @max_cycles_option("A node whose clock passes this many cycles traps (cause 9).")
@@ -107,7 +112,8 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
                    "double_buffer=true|false, preskew=true|false, reach=N.")
 @machine_options
-def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Path,
+def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None, check: bool,
+        out_dir: Path,
         max_cycles: int, quantum: int, threads: int, show_stats: bool, json_file: Path | None,
         regions: bool, trace_file: Path | None, trace_events: int, opts: tuple[str, ...],
         machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
@@ -115,6 +121,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
 
     Inputs are scattered to their tensors (float32 or float64 .npy files, rounded to the
     tensor's dtype); DSL inputs not given are drawn from a standard normal seeded by --seed.
+    Params are written like inputs, from --params, else from the object (`d1 compile
+    --params`), else from their declaration's INIT. A training program runs one step.
     When every node halts, each output tensor is written to OUT_DIR/NAME.npy (float32 for
     f32/bf16, int32 for i32). A trap or a deadlock is reported with the node, the instruction
     and its source line, and exits with status 1; so does a failed --check.
@@ -125,6 +133,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
       d1 run programs/matmul.d1k --mesh 4x4 --check
       d1 run programs/asm/token_ring.d1s --stats
       d1 run vadd.d1o --input a=a.npy --input b=b.npy --out-dir results
+      d1 run programs/train_digits.d1k --params out/params.npz --input x=x.npy --input y=y.npy
       d1 run prog.d1o --set link_bytes_per_cycle=32 --json run.json
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
@@ -135,14 +144,21 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
         from compiler.pipeline import CompileOptions
         options = CompileOptions.parse(opts)
     given = parse_inputs(inputs)
+    params = None
+    if params_file is not None:
+        from d1.params import load_params
+        params = load_params(params_file)
     prog = load_program(file, machine, options)
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
     prog.check_host_memory()
+    if params is not None:
+        params = params_for(prog, params, params_file)
     to_stdout = json_file is not None and str(json_file) == "-"
-    out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs)
-    arrays = program_inputs(prog, given, seed)
+    out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs,
+                                   (params_file,) if params_file is not None else ())
+    arrays = program_inputs(prog, given, seed, params)
     # Imported once the program has loaded: a file that cannot be run fails without Numba.
     from emulator import Emulator, auto_threads
 
@@ -168,6 +184,10 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
             got[name] = value
             write_atomic(path, npy_bytes(value))
             written.append(str(path))
+        if check and prog.graph is not None:
+            from compiler.reference import update_key
+            got.update({update_key(u.param.name): emu.output(u.param.name)
+                        for u in prog.graph.updates})
     stats = emu.stats()
     if show_stats:
         click.echo(format_stats(stats, result.status, wall), err=to_stdout)
@@ -203,6 +223,19 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, check: bool, out_dir: Pa
                + (f"; wrote {', '.join(written)}" if written else ""), err=to_stdout)
 
 
+def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
+               ) -> dict[str, np.ndarray]:
+    """The arrays of a --params file that name params of the program, with a note naming
+    the others (ignored)."""
+    from d1.params import split_params
+    used, ignored = split_params(prog, params)
+    if ignored:
+        click.echo(f"note: --params {path}: {', '.join(ignored)} "
+                   f"{'is not a param' if len(ignored) == 1 else 'are not params'} of "
+                   f"{prog.path}; ignored", err=True)
+    return used
+
+
 def cap_threads(threads: int) -> int:
     """--threads, at most the CPUs this process may use (a note says when it is capped)."""
     cpus = usable_cpus()
@@ -214,8 +247,8 @@ def cap_threads(threads: int) -> int:
 
 
 def check_destinations(prog: Program, out_dir: Path, json_file: Path | None,
-                       trace_file: Path | None, source: Path, inputs: tuple[str, ...]
-                       ) -> dict[str, Path]:
+                       trace_file: Path | None, source: Path, inputs: tuple[str, ...],
+                       others: tuple[Path, ...] = ()) -> dict[str, Path]:
     """Check every file the run will write before it starts; the output path of each output.
 
     An output is written as OUT_DIR/NAME.npy (NAME is an identifier, checked when the object
@@ -223,7 +256,7 @@ def check_destinations(prog: Program, out_dir: Path, json_file: Path | None,
     replace the program or an --input file, or another file of the same run: that is refused
     here, before anything runs.
     """
-    read = [source, *(item.split("=", 1)[1] for item in inputs)]
+    read = [source, *(item.split("=", 1)[1] for item in inputs), *others]
     written: list[tuple[Path, str]] = []
     for dest, option in ((json_file, "--json"), (trace_file, "--trace")):
         if dest is None or str(dest) == "-":
@@ -269,11 +302,11 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
         write_atomic(path, text)
 
 
-def program_inputs(prog: Program, given: dict[str, np.ndarray], seed: int
-                   ) -> dict[str, np.ndarray]:
+def program_inputs(prog: Program, given: dict[str, np.ndarray], seed: int,
+                   params: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The arrays to scatter before a run (Program.input_arrays), with a note for inputs that
     keep the object's initial SRAM contents."""
-    arrays, missing = prog.input_arrays(given, seed)
+    arrays, missing = prog.input_arrays(given, seed, params)
     if missing:
         click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
                    "object's initial SRAM contents", err=True)

@@ -1,0 +1,230 @@
+"""`d1 train`, `d1 run --params` and `d1 compile --params` end to end, as subprocesses.
+
+The data is a noisy linear map that programs/train_linear.d1k learns; what `d1 train` writes
+(params.npz, history.csv, loss.png, --json) is checked against the numpy reference trained on
+the same batches (d1.train documents the batching, so numpy can repeat it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.reference import init_params, train_step
+from d1.params import load_params, params_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+LINEAR = ROOT / "programs" / "train_linear.d1k"
+GRAPH = compiler.check_source(LINEAR.read_text())
+
+
+def d1(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "d1", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((150, 16)).astype(np.float32)
+    y = (x @ rng.standard_normal((16, 4)) + 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, x, y
+
+
+def reference(x, y, epochs, shuffle=None, params=None, seed=0):
+    params = init_params(GRAPH, seed) if params is None else params
+    rng = np.random.default_rng(shuffle) if shuffle is not None else None
+    losses = []
+    for _ in range(epochs):
+        order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
+        for k in range(len(x) // 64):
+            pick = order[k * 64:(k + 1) * 64]
+            params, out = train_step(GRAPH, params, {"x": x[pick], "y": y[pick]})
+            losses.append(out["loss"])
+    return params, losses
+
+
+def test_train_writes_params_history_plot_and_json(dataset):
+    d, x, y = dataset
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--epochs", "3", "--shuffle", "4", "--mesh", "4x4", "--out-dir", str(d / "out"),
+             "--json", str(d / "t.json"))
+    assert run.returncode == 0, run.stderr
+    assert ("note: 150 samples make 2 batches of 64; the last 22 (a partial batch) are "
+            "dropped each epoch") in run.stderr
+    assert "epoch 3/3: step 6" in run.stderr               # not a terminal: a line per epoch
+    assert "trained 6 steps of 64 samples on d1-4x4" in run.stdout
+    params, losses = reference(x, y, 3, shuffle=4)
+    got = load_params(d / "out" / "params.npz")
+    assert set(got) == {"w", "b"}
+    for name, value in params.items():
+        assert np.max(np.abs(got[name] - value)) <= 1e-4 * max(1.0, np.max(np.abs(value)))
+    rows = list(csv.reader((d / "out" / "history.csv").open()))
+    assert rows[0] == ["step", "epoch", "loss", "cycles"]
+    assert [(int(r[0]), int(r[1])) for r in rows[1:]] == [(1, 1), (2, 1), (3, 2), (4, 2),
+                                                         (5, 3), (6, 3)]
+    assert [float(r[2]) for r in rows[1:]] == pytest.approx(losses, rel=1e-4)
+    cycles = {int(r[3]) for r in rows[1:]}
+    assert len(cycles) == 1 and cycles.pop() > 0
+    png = (d / "out" / "loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    doc = json.loads((d / "t.json").read_text())
+    assert (doc["samples"], doc["batch_size"], doc["batches_per_epoch"],
+            doc["dropped_per_epoch"], doc["epochs"], doc["interrupted"]) == (150, 64, 2, 22, 3,
+                                                                            False)
+    assert [r["loss"] for r in doc["history"]] == [float(r[2]) for r in rows[1:]]
+    md = doc["totals"]["modelled"]
+    assert md["cycles"] == sum(r["cycles"] for r in doc["history"])
+    for key in ("seconds_per_step", "tflops_per_second", "link_bytes", "sram_high_water_bytes"):
+        assert md[key] > 0, key
+
+
+def test_quiet_hides_the_progress_and_json_can_go_to_stdout(dataset):
+    d, _, _ = dataset
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--mesh", "4x4", "--out-dir", str(d / "out"), "--quiet", "--json", "-")
+    assert run.returncode == 0, run.stderr
+    assert "epoch" not in run.stderr.replace("each epoch", "")
+    doc = json.loads(run.stdout)
+    assert doc["totals"]["steps"] == 2 and "trained 2 steps" in run.stderr
+
+
+def test_params_start_from_a_file_and_the_rest_from_init_with_the_seed(dataset):
+    d, x, y = dataset
+    w = np.full((16, 4), 0.125, dtype=np.float32)
+    (d / "start.npz").write_bytes(params_npz({"w": w, "momentum": np.zeros(3)}))
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--mesh", "4x4", "--out-dir", str(d / "out"), "--params", str(d / "start.npz"),
+             "--init", "3", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "--params" in run.stderr and "momentum is not a param of" in run.stderr
+    start = init_params(GRAPH, 3) | {"w": w}
+    params, _ = reference(x, y, 1, params=start)
+    got = load_params(d / "out" / "params.npz")
+    assert np.max(np.abs(got["w"] - params["w"])) <= 1e-4
+
+
+def test_inputs_with_different_sample_counts_exit_2(dataset):
+    d, x, _ = dataset
+    np.save(d / "short.npy", np.zeros((100, 4), dtype=np.float32))
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input",
+             f"y={d / 'short.npy'}", "--mesh", "4x4", "--out-dir", str(d / "out"))
+    assert run.returncode == 2
+    assert "every input must hold the same number of samples; got x 150, y 100" in run.stderr
+    assert not (d / "out" / "params.npz").exists()
+
+
+def test_destinations_are_checked_before_any_work(dataset):
+    d, _, _ = dataset
+    (d / "file").write_text("")
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--out-dir", str(d / "file"))
+    assert run.returncode == 2 and "'--out-dir'" in run.stderr and "is a file" in run.stderr
+    (d / "out").mkdir()
+    (d / "out" / "params.npz").write_bytes(params_npz({"w": np.zeros((16, 4))}))
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--out-dir", str(d / "out"), "--params", str(d / "out" / "params.npz"))
+    assert run.returncode == 2
+    assert "would replace" in run.stderr and "refusing" in run.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--init", "-1"], "Invalid value for '--init'"),
+    (["--shuffle", "x"], "Invalid value for '--shuffle'"),
+])
+def test_integer_options_are_bounded(dataset, args, message):
+    d, _, _ = dataset
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", *args)
+    assert run.returncode == 2 and message in run.stderr
+
+
+def test_ctrl_c_stops_after_the_step_and_still_writes_params_and_history(dataset):
+    d, _, _ = dataset
+    proc = subprocess.Popen([sys.executable, "-m", "d1", "train", str(LINEAR), "--input",
+                             f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}", "--mesh", "4x4",
+                             "--epochs", "1000000", "--out-dir", str(d / "out")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait until steps are running (a line per epoch on a pipe), then press Ctrl-C.
+        for line in proc.stderr:
+            if line.startswith("epoch 5/"):
+                break
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: stopped after step" in err
+    steps = int(err.split("interrupted: stopped after step ")[1].split()[0].replace(",", ""))
+    rows = list(csv.reader((d / "out" / "history.csv").open()))
+    assert len(rows) - 1 == steps >= 10
+    assert set(load_params(d / "out" / "params.npz")) == {"w", "b"}
+
+
+def test_help_names_every_option_and_the_weight_resident_mode():
+    run = d1("train", "--help")
+    assert run.returncode == 0
+    text = re.sub(r"(\w)-\s+(\w)", r"\1-\2", " ".join(run.stdout.split()))  # wrapped hyphens
+    for option in ("--input", "--params", "--init", "--epochs", "--shuffle", "--machine",
+                   "--out-dir", "--json", "--quiet"):
+        assert option in text
+    for words in ("weight-resident mode", "params.npz", "history.csv", "loss.png",
+                  "default_rng(SEED)", "Ctrl-C stops after the current step"):
+        assert words in text
+    assert "train" in d1("--help").stdout
+
+
+def test_run_with_params_uses_them_and_checks_the_updated_params(dataset):
+    d, x, y = dataset
+    w = np.linspace(-1, 1, 64, dtype=np.float32).reshape(16, 4)
+    (d / "p.npz").write_bytes(params_npz({"w": w, "b": np.ones(4)}))
+    np.save(d / "xb.npy", x[:64])
+    np.save(d / "yb.npy", y[:64])
+    run = d1("run", str(LINEAR), "--mesh", "4x4", "--params", str(d / "p.npz"), "--input",
+             f"x={d / 'xb.npy'}", "--input", f"y={d / 'yb.npy'}", "--check", "--out-dir",
+             str(d / "out"))
+    assert run.returncode == 0, run.stderr
+    assert "update:w" in run.stdout and "update:b" in run.stdout and "FAILED" not in run.stdout
+    _, out = train_step(GRAPH, {"w": w, "b": np.ones(4)}, {"x": x[:64], "y": y[:64]})
+    assert float(np.load(d / "out" / "loss.npy")) == pytest.approx(out["loss"], rel=1e-5)
+
+
+def test_compile_embeds_params_and_run_and_train_start_from_them(dataset):
+    d, x, y = dataset
+    w = np.full((16, 4), -0.5, dtype=np.float32)
+    (d / "p.npz").write_bytes(params_npz({"w": w}))
+    obj = d / "lin.d1o"
+    run = d1("compile", str(LINEAR), "--mesh", "4x4", "--params", str(d / "p.npz"), "-o",
+             str(obj))
+    assert run.returncode == 0, run.stderr
+    assert "params embedded: w, b" in run.stderr
+    np.save(d / "xb.npy", x[:64])
+    np.save(d / "yb.npy", y[:64])
+    run = d1("run", str(obj), "--input", f"x={d / 'xb.npy'}", "--input", f"y={d / 'yb.npy'}",
+             "--check", "--out-dir", str(d / "out"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    _, out = train_step(GRAPH, {"w": w, "b": np.zeros(4)}, {"x": x[:64], "y": y[:64]})
+    assert float(np.load(d / "out" / "loss.npy")) == pytest.approx(out["loss"], rel=1e-5)
+    run = d1("train", str(obj), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--out-dir", str(d / "trained"), "--quiet")
+    assert run.returncode == 0, run.stderr
+    params, _ = reference(x, y, 1, params={"w": w, "b": np.zeros(4, dtype=np.float32)})
+    got = load_params(d / "trained" / "params.npz")
+    assert np.max(np.abs(got["w"] - params["w"])) <= 1e-4
+    assert d1("compile", str(LINEAR), "--params", str(d / "p.npz"), "--emit",
+              "ir").returncode == 2

@@ -1,0 +1,278 @@
+"""The Python side of training: `Emulator.restart`, `d1.train.Trainer`, `d1.params`.
+
+`Trainer` steps must be the numpy reference's `train_step`s on the same batches (its batching,
+shuffling and INIT generator are documented so numpy can repeat them); params come from the
+caller, the object, or INIT; Ctrl-C stops after the step; and embedded params survive the
+object file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.ir import round_to
+from compiler.reference import init_params, train_step
+from d1.params import (
+    embed_params,
+    embedded,
+    embedded_values,
+    load_params,
+    params_npz,
+    starting_params,
+)
+from d1.program import from_object, load_program
+from d1.train import Trainer
+from d1isa.errors import D1Error, RuntimeFault
+from d1isa.machine import load_machine
+from d1isa.objfile import ObjectFile
+from emulator import Emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+M4 = load_machine("m4x4")
+LINEAR = ROOT / "programs" / "train_linear.d1k"
+GRAPH = compiler.check_source(LINEAR.read_text())
+TOL = 1e-4
+
+
+def data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """n samples of a noisy linear map (what train_linear.d1k learns)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 4)).astype(np.float32)
+    return {"x": x, "y": (x @ w + 0.5).astype(np.float32)}
+
+
+def reference_fit(arrays, epochs: int, shuffle: int | None, params=None):
+    """The documented batching in numpy: consecutive batches of 64 of each epoch's order
+    (default_rng(shuffle).permutation(N), drawn once per epoch), a partial batch dropped."""
+    params = init_params(GRAPH, 0) if params is None else params
+    n = len(arrays["x"])
+    rng = np.random.default_rng(shuffle) if shuffle is not None else None
+    losses = []
+    for _ in range(epochs):
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        for k in range(n // 64):
+            pick = order[k * 64:(k + 1) * 64]
+            params, out = train_step(GRAPH, params, {k2: a[pick] for k2, a in arrays.items()})
+            losses.append(out["loss"])
+    return params, losses
+
+
+def close(a, b) -> bool:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) <= TOL * max(
+        1.0, float(np.max(np.abs(b))))
+
+
+# ---- the emulator runs the same object again ---------------------------------------------------
+
+def test_restart_keeps_sram_and_starts_every_node_and_statistic_afresh():
+    prog = load_program(LINEAR, M4)
+    emu = Emulator(prog.obj)
+    for name, value in (init_params(GRAPH, 0) | data(64)).items():
+        emu.set_input(name, value)
+    first = emu.run()
+    totals = emu.totals()
+    w = emu.output("w")
+    emu.restart()
+    assert emu.totals()["cycles"] == 0 and emu.totals()["flops"] == 0
+    assert emu.totals()["sram_high_water_bytes"] == totals["sram_high_water_bytes"]
+    assert np.array_equal(emu.output("w"), w)                 # SRAM untouched
+    again = emu.run()
+    assert again.ok and again.cycles == first.cycles
+    assert emu.totals() | {"sram_high_water_bytes": 0} == totals | {"sram_high_water_bytes": 0}
+    assert not np.array_equal(emu.output("w"), w)             # the second step moved w on
+
+
+def test_writing_an_input_twice_leaves_what_one_write_leaves():
+    prog = load_program(LINEAR, M4)
+    a, b = Emulator(prog.obj), Emulator(prog.obj)
+    x = data(64)["x"]
+    a.set_input("x", x)
+    b.set_input("x", -x)
+    b.set_input("x", x)
+    assert np.array_equal(a.state.sram, b.state.sram)
+    assert np.array_equal(a.state.hwm, b.state.hwm) and a.state.hwm.max() > 0
+    assert np.array_equal(a.output("x"), x)
+
+
+# ---- Trainer ------------------------------------------------------------------------------------
+
+def test_steps_are_the_reference_steps_and_params_stay_on_the_mesh():
+    t = Trainer(LINEAR, machine=M4)
+    assert (t.batch_size, t.inputs, t.outputs) == (64, ["x", "y"], ["loss"])
+    params = init_params(GRAPH, 0)
+    for k in range(3):
+        batch = data(64, seed=k)
+        out = t.step(batch)
+        params, ref = train_step(GRAPH, params, batch)
+        assert out["loss"] == pytest.approx(ref["loss"], rel=TOL)
+        got = t.params()
+        assert all(close(got[n], params[n]) for n in params)
+    assert [r["step"] for r in t.history] == [1, 2, 3]
+    assert set(t.history[0]) == {"step", "epoch", "loss", "cycles"}
+    assert t.history[0]["cycles"] == t.history[2]["cycles"] > 0
+
+
+def test_fit_cuts_batches_drops_the_partial_one_and_shuffles_as_documented():
+    arrays = data(150)
+    t = Trainer(LINEAR, machine=M4)
+    plan = t.plan(arrays)
+    assert (plan.samples, plan.batch_size, plan.batches, plan.dropped) == (150, 64, 2, 22)
+    rows = t.fit(arrays, epochs=3, shuffle=7)
+    assert [(r["step"], r["epoch"]) for r in rows] == [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3),
+                                                      (6, 3)]
+    params, losses = reference_fit(arrays, 3, 7)
+    assert [r["loss"] for r in rows] == pytest.approx(losses, rel=1e-4)
+    got = t.params()
+    assert all(close(got[n], params[n]) for n in params)
+    # Without shuffling the batches are the first samples, in order.
+    t2 = Trainer(LINEAR, machine=M4)
+    t2.fit(arrays, epochs=1)
+    _, plain = reference_fit(arrays, 1, None)
+    assert [r["loss"] for r in t2.history] == pytest.approx(plain, rel=1e-4)
+
+
+def test_given_params_replace_their_init_and_the_rest_are_drawn_with_the_seed():
+    text = ("input x: f32[8, 16]\nparam a: f32[16, 8]\nparam b: f32[16, 8] = normal(1)\n"
+            "s = sum(sum(x @ a + x @ b, axis=1), axis=0)\nupdate b = b * 0.5\noutput s\n")
+    obj = compiler.compile_source(text, M4, "p.d1k")
+    g = compiler.check_source(text)
+    a = np.full((16, 8), 0.25, dtype=np.float32)
+    t = Trainer(obj, params={"a": a}, init_seed=5)
+    got = t.params()
+    assert np.array_equal(got["a"], a)
+    assert np.array_equal(got["b"], init_params(g, 5)["b"])   # drawn with seed 5
+    assert not np.array_equal(got["b"], init_params(g, 0)["b"])
+    t.step({"x": np.ones((8, 16))})
+    assert np.array_equal(t.params()["b"], init_params(g, 5)["b"] * np.float32(0.5))
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((100, 16)), "y": np.zeros((90, 4))},
+     "every input must hold the same number of samples; got x 100, y 90"),
+    ({"x": np.zeros((100, 15)), "y": np.zeros((100, 4))},
+     "input 'x' is [64, 16] per batch, so its samples are an array [N, 16]; got shape "
+     "[100, 15]"),
+    ({"x": np.zeros((100, 16))}, "give one array for every input of the program; missing: y"),
+    ({"x": np.zeros((100, 16)), "y": np.zeros((100, 4)), "z": np.zeros(3)},
+     "not inputs: z"),
+    ({"x": np.zeros((60, 16)), "y": np.zeros((60, 4))}, "60 samples are fewer than one batch "
+                                                        "of 64"),
+])
+def test_arrays_that_do_not_make_batches_are_errors(arrays, message):
+    t = Trainer(LINEAR, machine=M4)
+    with pytest.raises(D1Error) as info:
+        t.fit(arrays)
+    assert message in str(info.value)
+    assert t.steps == 0
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"v": np.zeros(4)}, "'v' is not a param of"),
+    ({"b": np.zeros(5)}, "param 'b' has shape (5,), the program declares (4,)"),
+])
+def test_bad_params_are_errors(params, message):
+    with pytest.raises(D1Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Trainer(LINEAR, params=params, machine=M4)
+
+
+def test_a_trap_in_a_step_is_a_runtime_fault():
+    t = Trainer(LINEAR, machine=M4, max_cycles=100)
+    with pytest.raises(RuntimeFault, match="step 1: run trapped"):
+        t.step(data(64))
+
+
+def test_ctrl_c_stops_after_the_current_step():
+    t = Trainer(LINEAR, machine=M4)
+    seen = []
+
+    def on_step(row):
+        seen.append(row["step"])
+        if row["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)     # as if the user pressed Ctrl-C
+
+    rows = t.fit(data(640), epochs=5, on_step=on_step)
+    assert t.interrupted and seen == [1, 2, 3] and len(rows) == 3 and t.steps == 3
+    # Three steps of the first epoch: the params are those of the reference's third step.
+    p = init_params(GRAPH, 0)
+    arrays = data(640)
+    for k in range(3):
+        p, _ = train_step(GRAPH, p, {n: a[k * 64:(k + 1) * 64] for n, a in arrays.items()})
+    got = t.params()
+    assert all(close(got[n], p[n]) for n in p)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_totals_add_up_the_steps():
+    t = Trainer(LINEAR, machine=M4)
+    t.fit(data(256), epochs=2)
+    tot = t.totals()
+    md = tot["modelled"]
+    assert tot["steps"] == 8
+    assert md["cycles"] == sum(r["cycles"] for r in t.history)
+    assert md["cycles_per_step"] == md["cycles"] / 8
+    assert md["seconds"] == pytest.approx(md["cycles"] / M4.clock_hz)
+    assert md["flops"] > 0 and md["link_bytes"] > 0 and md["sram_high_water_bytes"] > 0
+    assert md["tflops_per_second"] == pytest.approx(md["flops"] / md["seconds"] / 1e12)
+    assert md["peak_dtype"] == "f32"
+    assert 0 < tot["host"]["emulator_seconds"] <= tot["host"]["step_seconds"]
+
+
+# ---- params in files and objects ---------------------------------------------------------------
+
+def test_params_npz_round_trips(tmp_path):
+    values = {"w": np.arange(64, dtype=np.float32).reshape(16, 4), "b": np.ones(4)}
+    path = tmp_path / "p.npz"
+    path.write_bytes(params_npz(values))
+    back = load_params(path)
+    assert set(back) == {"w", "b"} and back["b"].dtype == np.float32
+    assert np.array_equal(back["w"], values["w"])
+
+
+def test_a_params_file_that_is_not_one_is_an_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(D1Error, match="is not a readable .npz file"):
+        load_params(bad)
+    obj = tmp_path / "o.npz"
+    np.savez(obj, s=np.array(["text"]))
+    with pytest.raises(D1Error, match="'s' holds <U4 values; params are numbers"):
+        load_params(obj)
+
+
+@pytest.mark.parametrize("machine", ["m4x4", "h6x5"])
+def test_embedded_params_are_read_back_and_survive_the_object_file(tmp_path, machine):
+    text = ("input x: f32[24, 40]\nparam w: bf16[40, 24]\nparam b: f32[24] = 0\n"
+            "param c: f32[3, 5, 8] = normal(1)\nz = x @ cast(w, f32) + b\n"
+            "update b = b + 1\noutput z\n")
+    m = load_machine(machine)
+    obj = compiler.compile_source(text, m, "e.d1k")
+    prog = from_object(obj)
+    rng = np.random.default_rng(3)
+    values = {"w": rng.standard_normal((40, 24)), "b": rng.standard_normal(24),
+              "c": rng.standard_normal((3, 5, 8))}
+    embed_params(obj, values)
+    assert embedded(obj) == ["w", "b", "c"]
+    path = tmp_path / "e.d1o"
+    obj.save(path)
+    again = ObjectFile.load(path)
+    back = embedded_values(again, ["w", "b", "c"])
+    assert np.array_equal(back["w"], round_to(values["w"], "bf16"))
+    assert np.array_equal(back["b"], values["b"].astype(np.float32))
+    assert np.array_equal(back["c"], values["c"].astype(np.float32))
+    # Loading the object places them; a Trainer (and `d1 run`) start from them.
+    emu = Emulator(again)
+    assert np.array_equal(emu.output("w"), back["w"])
+    assert np.array_equal(emu.output("c"), back["c"])
+    t = Trainer(again)
+    assert np.array_equal(t.params()["b"], back["b"])
+    t.step({"x": np.zeros((24, 40))})
+    assert np.array_equal(t.params()["b"], back["b"] + 1)
+    start = starting_params(prog, {"b": np.zeros(24)})
+    assert np.array_equal(start["b"], np.zeros(24)) and np.array_equal(start["w"], back["w"])
