@@ -128,9 +128,11 @@ MEM_BYTES = _per_opcode(lambda i: i.memory.width if i.memory else 0)
 MEM_ALIGN = _per_opcode(_element_bytes)
 # Size of the message a network instruction sends or expects (0: its length register says).
 MSG_BYTES = _per_opcode(lambda i: (i.network.nbytes or 0) if i.network else 0)
-# The checks of vector_mem and mma_op take one size for the forms they share a branch for.
+# The checks of vector_mem and mma_op take one size for the forms they share a branch for
+# (mma_op runs an mmak's steps as those of the mma of its precision).
 assert MEM_BYTES[VLD] == MEM_BYTES[VST] and MEM_BYTES[VSTN] == MEM_BYTES[VSTN_SR]
 assert MEM_BYTES[MMA_BF16] == MEM_BYTES[MMAK_BF16] and MEM_BYTES[MMA_F32] == MEM_BYTES[MMAK_F32]
+assert MEM_ALIGN[MMA_BF16] == MEM_ALIGN[MMAK_BF16] and MEM_ALIGN[MMA_F32] == MEM_ALIGN[MMAK_F32]
 assert MEM_BYTES[ACC_LD] == MEM_BYTES[ACC_ST]
 
 # FLOPs of the instructions the inner loop runs (it counts them without a table lookup).

@@ -24,7 +24,8 @@ emulator/jit/helper_signatures.py by `python -m emulator.jit.precompile --write`
 `run_loop` asks for and that what the second process compiles is what the first then loads. A
 stale record costs only time, never correctness: the first process compiles whatever it does not
 find in the cache. Helpers Numba inlines (`inline="always"`: `scalar_mem`, `vector_fast`,
-`mma_steps`, `mem_check`) are not in the record: they become part of their caller's own code.
+`mma_steps`, `mma_k_steps`, `mem_check`) are not in the record: they become part of their
+caller's own code.
 
 Set D1_PRECOMPILE=0 to never start the second process. It is also not started on one CPU,
 without the JIT (NUMBA_DISABLE_JIT=1), or when any variant of the loop is already cached.

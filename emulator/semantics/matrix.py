@@ -3,7 +3,8 @@ storing and zeroing the accumulators.
 
 Why together: every one works on a node's accumulator tiles (acc[node], 8 x 8 fp32), and the mma
 forms share one address check (`mma_check`) and one step loop (`mma_steps`, inlined into the run
-loop's inner loop, which runs single mma steps itself). The arithmetic is emulator.simd's.
+loop's inner loop, which runs single mma steps itself, and into `mma_op` once per precision).
+The arithmetic is emulator.simd's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from emulator.opcodes import (
     MEM_ALIGN,
     MEM_BYTES,
     MMA_BF16,
+    MMA_F32,
     MMAK_BF16,
     TILE_ROWS,
 )
@@ -52,8 +54,9 @@ def mma_steps(op, an, t_off, a_addr, b_addr, imm, steps, m8, sram_bytes, am):
     sa / sb bytes apart (sa, sb: the low and high 16 bits of imm). Every row of every step is
     range-checked, then alignment-checked, before step 0 runs.
 
-    Inlined: the run loop's inner loop runs single mma steps through it with a constant `op`
-    and `steps`, which leave one check and one emulator.simd step after constant folding.
+    Inlined: the run loop's inner loop runs single mma steps through it (`steps` the constant
+    1, which leaves one check and one emulator.simd step after constant folding), and
+    `mma_op` the steps of every mma and mmak, with `op` a constant (see there).
     an: the node's accumulators (flat float32); m8: its SRAM; am: float32[64] scratch.
     """
     sa = np.int64(imm) & 0xFFFF
@@ -72,12 +75,10 @@ def mma_steps(op, an, t_off, a_addr, b_addr, imm, steps, m8, sram_bytes, am):
     return 0
 
 
-@helper
-def mma_op(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
-    """mma.* (one step) and mmak.* (`ksteps` steps) into the tile an[t_off:t_off + 64].
-
-    Returns (trap cause or 0, steps run); an mmak with 0 steps does nothing (see mma_steps).
-    """
+@helper(inline="always")
+def mma_k_steps(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
+    """`ksteps` (unsigned, maybe 0) steps of mma `op`: mma_op's work for one opcode.
+    Returns (trap cause or 0, steps run)."""
     if ksteps == 0:
         return 0, np.int64(0)
     # A advances `row` bytes a step, so a larger count always runs out of SRAM.
@@ -88,6 +89,24 @@ def mma_op(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
     if c:
         return c, np.int64(0)
     return 0, ns
+
+
+@helper
+def mma_op(op, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am):
+    """mma.* (one step) and mmak.* (`ksteps` steps) into the tile an[t_off:t_off + 64].
+
+    Returns (trap cause or 0, steps run); an mmak with 0 steps does nothing (see mma_steps).
+    """
+    # An mmak's steps are those of the mma of its precision, so each precision runs one
+    # inlined copy of the steps with that mma's opcode, a constant: its row size and alignment
+    # (MEM_BYTES, MEM_ALIGN) then fold. With `op` unknown they were table loads, the step
+    # bound a hardware division and the step loop short of registers (stack spills), and
+    # emulating the 1024^3 bf16 matmul (262,144 mmak.bf16 of 8 steps) took 6% more thread CPU
+    # than before the kernel split: ten interleaved runs, best of seven each, median 98.6 ms
+    # against 92.6; with the constant, 92.6 (README, "The first run and Numba's cache").
+    if op == MMA_BF16 or op == MMAK_BF16:
+        return mma_k_steps(MMA_BF16, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am)
+    return mma_k_steps(MMA_F32, an, t_off, a_addr, b_addr, ksteps, imm, m8, sram_bytes, am)
 
 
 @helper
