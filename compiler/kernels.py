@@ -1125,15 +1125,7 @@ class NdReduce(Step):
 
         def one_a() -> None:
             def bvec() -> None:
-                code.op("mv", "r5", "r3")
-                code.vload("v0", "r5", 0, x.dtype)
-
-                def kmax() -> None:
-                    code.op("addi", "r5", "r5", B * xi)
-                    code.vload("v1", "r5", 0, x.dtype)
-                    code.op("vmax", "v0", "v0", "v1")
-
-                code.counted("r6", K - 1, kmax)
+                _column_max(code, x.dtype, K, B * xi)
                 code.op("vmov", "v2", "v0")
                 code.op("mv", "r5", "r3")
                 code.op("mv", "r8", "r7")
@@ -1224,15 +1216,7 @@ class NdReduce(Step):
 
         def one_a() -> None:
             def bvec() -> None:
-                code.op("mv", "r5", "r3")
-                code.vload("v0", "r5", 0, x.dtype)
-
-                def kmax() -> None:
-                    code.op("addi", "r5", "r5", B * xi)
-                    code.vload("v1", "r5", 0, x.dtype)
-                    code.op("vmax", "v0", "v0", "v1")
-
-                code.counted("r6", K - 1, kmax)
+                _column_max(code, x.dtype, K, B * xi)
                 code.op("vmov", "v2", "v0")
                 code.op("mv", "r5", "r3")
                 code.op("vbcasti", "v0", ZERO)
@@ -1328,15 +1312,7 @@ class NdReduce(Step):
 
         def one_a() -> None:
             def bvec() -> None:
-                code.op("mv", "r5", "r3")
-                code.vload("v0", "r5", 0, x.dtype)
-
-                def kmax() -> None:
-                    code.op("addi", "r5", "r5", B * xi)
-                    code.vload("v1", "r5", 0, x.dtype)
-                    code.op("vmax", "v0", "v0", "v1")
-
-                code.counted("r6", K - 1, kmax)
+                _column_max(code, x.dtype, K, B * xi)
                 code.op("mv", "r5", "r3")
                 code.op("mv", "r9", "r4")
                 code.op("vbcasti", "v3", ZERO)               # found so far
@@ -1385,6 +1361,21 @@ class NdBroadcast(Step):
         for i, j in out.layout.holders():
             code = ctx.gcode(i, j)
             _nd_copy(code, x.addr, st, out.addr, d, x.dtype, out.dtype, xi, oi)
+
+
+def _column_max(code: Code, dtype: str, K: int, row_bytes: int) -> None:
+    """v0 = the lanewise max of the K vectors at [r3], [r3 + row_bytes], ... (a b-vector's
+    column along the reduced axis); r5 walks the rows, r6 counts, v1 is scratch. The first
+    pass of softmax, log_softmax and max_mask along a leading axis."""
+    code.op("mv", "r5", "r3")
+    code.vload("v0", "r5", 0, dtype)
+
+    def kmax() -> None:
+        code.op("addi", "r5", "r5", row_bytes)
+        code.vload("v1", "r5", 0, dtype)
+        code.op("vmax", "v0", "v0", "v1")
+
+    code.counted("r6", K - 1, kmax)
 
 
 def _nd_copy(code: Code, src: int, st: list[int], dst: int, d: tuple[int, ...], sdt: str,
