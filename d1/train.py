@@ -104,18 +104,22 @@ class Trainer:
         self.figures: list[dict[str, Any]] = []
         self.interrupted = False
 
+    def _check_names(self, given: Mapping[str, Any], rule: str) -> None:
+        """`given` names exactly the program's inputs; else an error stating `rule`."""
+        missing = [n for n in self.inputs if n not in given]
+        extra = sorted(str(n) for n in given if n not in self.inputs)
+        if missing or extra:
+            raise D1Error(rule
+                          + (f"; missing: {', '.join(missing)}" if missing else "")
+                          + (f"; not inputs: {', '.join(extra)}" if extra else "")
+                          + f" (inputs: {', '.join(self.inputs) or 'none'})")
+
     # ---- one step -----------------------------------------------------------------------------
 
     def step(self, batch: Mapping[str, Any], epoch: int = 0) -> dict[str, float]:
         """One run of the program on `batch` (one array per input, of the input's shape);
         returns its 0-d outputs by name, and records the step in `history`."""
-        missing = [n for n in self.inputs if n not in batch]
-        extra = sorted(str(n) for n in batch if n not in self.inputs)
-        if missing or extra:
-            raise D1Error("a batch gives every input of the program"
-                          + (f"; missing: {', '.join(missing)}" if missing else "")
-                          + (f"; not inputs: {', '.join(extra)}" if extra else "")
-                          + f" (inputs: {', '.join(self.inputs) or 'none'})")
+        self._check_names(batch, "a batch gives every input of the program")
         t0 = time.perf_counter()
         if self.steps:
             self.emu.restart()
@@ -149,13 +153,7 @@ class Trainer:
         if not self.inputs:
             raise D1Error(f"{self.program.path} has no inputs to cut into batches; run its "
                           "steps with step({})")
-        missing = [n for n in self.inputs if n not in arrays]
-        extra = sorted(str(n) for n in arrays if n not in self.inputs)
-        if missing or extra:
-            raise D1Error("give one array for every input of the program"
-                          + (f"; missing: {', '.join(missing)}" if missing else "")
-                          + (f"; not inputs: {', '.join(extra)}" if extra else "")
-                          + f" (inputs: {', '.join(self.inputs) or 'none'})")
+        self._check_names(arrays, "give one array for every input of the program")
         counts = {}
         for name in self.inputs:
             a = np.asarray(arrays[name])
