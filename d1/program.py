@@ -215,8 +215,7 @@ def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
     if machine is None and (options is None or _default_options(options)):
         return Program(p, "object", obj, dsl=dsl)
     machine = machine or obj.machine
-    have, want = obj.machine.to_dict(), machine.to_dict()
-    differ = [q for q in PARAMS if q.key not in _LABELS and have[q.key] != want[q.key]]
+    differ = _differing(obj.machine, machine)
     # Compiled-in timing (link width, FIFO depth) shapes what the DSL compiler emits; hand-
     # written assembly does not depend on it, so only structure forces a rebuild there.
     by_compiler = obj.meta.get("producer") == DSL_PRODUCER
@@ -265,12 +264,18 @@ def _embedded(p: Path, build: Any) -> Any:
                            for d in e.diagnostics]) from None
 
 
+def _differing(have: Machine, want: Machine) -> list[Any]:
+    """The parameters (d1isa.machine.Param) whose values differ, names and descriptions
+    aside."""
+    a, b = have.to_dict(), want.to_dict()
+    return [q for q in PARAMS if q.key not in _LABELS and a[q.key] != b[q.key]]
+
+
 def _retime(obj: ObjectFile, machine: Machine) -> list[str]:
     """Give `obj` the requested machine's timing (its code-generating parameters are already
     equal: the assembler rejects a structural mismatch, the object path recompiles); a note
     when anything changed."""
-    have, want = obj.machine.to_dict(), machine.to_dict()
-    differ = [q.key for q in PARAMS if q.key not in _LABELS and have[q.key] != want[q.key]]
+    differ = [q.key for q in _differing(obj.machine, machine)]
     obj.machine = machine
     if not differ:
         return []
