@@ -870,7 +870,8 @@ def _interactive(s: Session) -> None:
               help="Run this debugger command first (repeatable, in order).")
 @machine_options
 def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands: tuple[str, ...],
-          machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
+          machine_name: str | None, mesh: str | None, chips: str | None,
+          sets: tuple[str, ...]) -> None:
     """Debug FILE (.d1k, .d1s or .d1o) on the whole emulated mesh.
 
     Breakpoints on pcs, labels and source lines (conditional, per node or on all nodes),
@@ -888,7 +889,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     from d1.commands.run import parse_inputs, program_inputs
     from d1.program import load_program
 
-    machine = emulated_machine(machine_name, mesh, sets)
+    machine = emulated_machine(machine_name, mesh, sets, chips)
     prog = load_program(file, machine)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
