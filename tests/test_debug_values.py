@@ -335,3 +335,17 @@ def test_params_and_grads_have_the_ir_positions():
     assert set(calls) == {(8, 6), (11, 22)}
     assert calls[(8, 6)].name == "gw" and calls[(11, 22)].name.startswith("%")
     assert all(n.op is not Op.GRAD for n in graph.nodes)
+
+
+def test_tab_completes_every_name_as_one_word(tiny):
+    from d1.commands.debug import Session
+    s = Session(Debugger(load_program(tiny, M4).obj), out=lambda text: None)
+    assert s.complete("tensor gr") == ("gr", ["grad(loss,b)", "grad(loss,w)"])
+    assert s.complete("t u") == ("u", ["unused"])
+
+
+def test_a_disassembled_object_keeps_the_record():
+    from d1isa.asm import assemble
+    from d1isa.disasm import disassemble
+    obj = compiler.compile_file(ROOT / "programs" / "train_digits.d1k", M4)
+    assert assemble(disassemble(obj), "again.d1s").to_bytes() == obj.to_bytes()
