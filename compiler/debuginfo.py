@@ -29,6 +29,7 @@ from compiler.lower import KOp, Mapper
 from compiler.plan import Value
 from d1isa import debuginfo
 from d1isa.debuginfo import NamedValue, Store
+from d1isa.errors import line_of
 from d1isa.objfile import TensorLayout, TensorPiece
 
 
@@ -167,8 +168,7 @@ def _why_not_stored(node: Node, v: Value | None, fused: dict[int, Node],
 
 def _call_text(text: str, line: int, col: int) -> str:
     """The source text of the call starting at (line, col): `grad(loss, w1)`."""
-    lines = text.splitlines()
-    src = lines[line - 1] if 1 <= line <= len(lines) else ""
+    src = line_of(text, line) or ""
     i = max(col - 1, 0)
     open_at = src.find("(", i)
     depth = 0
