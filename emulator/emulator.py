@@ -627,7 +627,12 @@ class Emulator:
 
     def output(self, name: str) -> np.ndarray:
         """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
-        t = self.obj.tensor(name)
+        return self.gather(self.obj.tensor(name))
+
+    def gather(self, t: TensorLayout) -> np.ndarray:
+        """The elements `t`'s pieces hold now (any layout: an object tensor, or a named value of
+        the debugger's record, d1isa.debuginfo), as `output` returns them."""
+        name = t.name
         rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
         out = np.zeros(t.shape, dtype=rawtype)
         filled = np.zeros(t.shape, dtype=bool)
