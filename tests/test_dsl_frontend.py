@@ -149,7 +149,9 @@ def test_format_ast_lists_statements():
     ("output x y", 1, 10, "expected ','"),
     ("y\n", 1, 2, "expected '='"),
     ("input = 3", 1, 7, "'input' is a keyword and cannot be used as a name"),
-    ("y = x ** 2", 1, 8, "no power operator"),
+    ("y = x ^ 2", 1, 7, "the power operator is '**'"),
+    ("y = x * * 2", 1, 9, "'**' is written without a space"),
+    ("y = a < b < c", 1, 11, "comparisons do not chain"),
     ("y = 'a'", 1, 5, "no strings"),
 ])
 def test_syntax_errors_are_located(text, line, col, message):
