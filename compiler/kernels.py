@@ -552,12 +552,14 @@ def _after_shift(code: Code, fn: str, v: str) -> None:
 
 def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: float | None,
                  negate: bool = False) -> None:
-    """out elements [dst, +n) = f32 vector at src (divided by `divisor`; negated with
-    `negate`), in out's dtype."""
+    """out elements [dst, +n) = f32 vector at src (divided by `divisor`; with `negate`, 0 minus
+    it, so that a -0 becomes +0), in out's dtype."""
     code.li("r1", src)
     code.li("r2", dst)
     if divisor is not None:
         code.op("vbcasti", "v15", f32_bits(divisor))
+    if negate:
+        code.op("vbcasti", "v14", ZERO)
     isz = _isz(out.dtype)
     lanes = code.lanes
     for k in range(-(-n // lanes)):
@@ -565,7 +567,7 @@ def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: fl
         if divisor is not None:
             code.op("vdiv", "v0", "v0", "v15")
         if negate:
-            code.op("vneg", "v0", "v0")
+            code.op("vsub", "v0", "v14", "v0")
         code.vstore("v0", "r2", lanes * k * isz, out.dtype)
 
 
@@ -1243,7 +1245,8 @@ class NdReduce(Step):
                     code.op("vmax", "v0", "v0", "v5")
                 code.op("vredmax", "r13", "v0")
                 code.op("vbcast", "v0", "r13")
-                code.op("vneg", "v0", "v0")
+                code.op("vbcasti", "v6", ZERO)
+                code.op("vsub", "v0", "v6", "v0")              # the index, +0 for the first
                 _store_lane0(code, out.dtype)
                 code.op("addi", "r3", "r3", K * xi)
                 code.op("addi", "r4", "r4", oi)
