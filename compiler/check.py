@@ -673,7 +673,7 @@ class _Checker:
                 and not isinstance(args[1], ast.Number)):
             twin = ELEMENTWISE_TWIN[fn.name]
             self.error(name_span, f"{fn.name}(x, axis=K) reduces one tensor along an axis; for "
-                                  f"the elementwise {twin[:-2]}um of two values use {twin}(a, b)")
+                                  f"the elementwise {twin} of two values use {twin}(a, b)")
             return POISON
         if len(args) == 2:
             if axis_expr is not None:
