@@ -60,7 +60,8 @@ class Builtin:
     """One builtin function: how it is called and which op it lowers to."""
 
     name: str
-    kind: str      # "unary", "binary", "reduce", "softmax", "transpose", "cast" or "grad"
+    kind: str      # "unary", "binary", "reduce", "softmax", "transpose", "cast", "grad",
+                   # "where" or "layernorm"
     op: Op
     usage: str
 
@@ -73,11 +74,18 @@ BUILTINS = {b.name: b for b in (
     Builtin("sqrt", "unary", Op.SQRT, "sqrt(x)"),
     Builtin("abs", "unary", Op.ABS, "abs(x)"),
     Builtin("log", "unary", Op.LOG, "log(x)"),
+    Builtin("erf", "unary", Op.ERF, "erf(x)"),
+    Builtin("gelu", "unary", Op.GELU, "gelu(x)"),
+    Builtin("pow", "binary", Op.POW, "pow(a, b)"),
+    Builtin("where", "where", Op.WHERE, "where(c, a, b)"),
     Builtin("maximum", "binary", Op.MAXIMUM, "maximum(a, b)"),
     Builtin("minimum", "binary", Op.MINIMUM, "minimum(a, b)"),
     Builtin("sum", "reduce", Op.SUM, "sum(x) or sum(x, axis=K, keepdims=0|1)"),
     Builtin("max", "reduce", Op.MAX, "max(x) or max(x, axis=K, keepdims=0|1)"),
     Builtin("mean", "reduce", Op.MEAN, "mean(x) or mean(x, axis=K, keepdims=0|1)"),
+    Builtin("min", "reduce", Op.MIN, "min(x) or min(x, axis=K, keepdims=0|1)"),
+    Builtin("argmax", "reduce", Op.ARGMAX, "argmax(x) or argmax(x, axis=K, keepdims=0|1)"),
+    Builtin("layernorm", "layernorm", Op.LAYERNORM, "layernorm(x, axis=-1, eps=1e-5)"),
     Builtin("softmax", "softmax", Op.SOFTMAX, "softmax(x, axis=K)"),
     Builtin("log_softmax", "softmax", Op.LOG_SOFTMAX, "log_softmax(x, axis=K)"),
     Builtin("transpose", "transpose", Op.TRANSPOSE, "transpose(x)"),
@@ -89,7 +97,11 @@ KEYWORDS = ("input", "output", "param", "update")
 INIT_FORMS = "a number literal, glorot or normal(STD)"
 RESERVED = frozenset(BUILTINS) | frozenset(DTYPES) | frozenset(KEYWORDS)
 
-BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
+BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "**": Op.POW,
+             "<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.GE, "==": Op.EQ, "!=": Op.NE}
+# The elementwise builtin a reduction's name is mistaken for when given two tensors.
+ELEMENTWISE_TWIN = {"max": "maximum", "min": "minimum"}
+LAYERNORM_EPS = 1e-5
 
 
 def _fold_unary(op: Op, v: float) -> float:
@@ -98,6 +110,7 @@ def _fold_unary(op: Op, v: float) -> float:
         Op.NEG: lambda: -x, Op.ABS: lambda: abs(x), Op.RELU: lambda: max(x, 0.0),
         Op.EXP: lambda: np.exp(x), Op.TANH: lambda: np.tanh(x), Op.SQRT: lambda: np.sqrt(x),
         Op.SIGMOID: lambda: 1.0 / (1.0 + np.exp(-x)), Op.LOG: lambda: np.log(x),
+        Op.ERF: lambda: math.erf(x), Op.GELU: lambda: 0.5 * x * math.erfc(-x / math.sqrt(2.0)),
     }[op]
     with np.errstate(all="ignore"):
         return float(result())
@@ -108,7 +121,9 @@ def _fold_binary(op: Op, a: float, b: float) -> float:
     with np.errstate(all="ignore"):
         return float({
             Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.divide,
-            Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum,
+            Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum, Op.POW: np.power,
+            Op.LT: np.less, Op.LE: np.less_equal, Op.GT: np.greater, Op.GE: np.greater_equal,
+            Op.EQ: np.equal, Op.NE: np.not_equal,
         }[op](x, y))
 
 
@@ -538,6 +553,10 @@ class _Checker:
             return POISON
         if fn.kind in ("reduce", "softmax"):
             return self.call_with_axis(fn, e, name_span)
+        if fn.kind == "where":
+            return self.call_where(fn, e, name_span)
+        if fn.kind == "layernorm":
+            return self.call_layernorm(fn, e, name_span)
         args, keywords = e.args, e.keywords
         n_params = {"unary": 1, "transpose": 1, "binary": 2, "cast": 2, "grad": 2}[fn.kind]
         ok = True
@@ -650,9 +669,11 @@ class _Checker:
             else:
                 self.error(k, f"unknown keyword '{k.name}' for {fn.name}; usage: {fn.usage}")
                 return POISON
-        if fn.name == "max" and len(args) == 2 and not isinstance(args[1], ast.Number):
-            self.error(name_span, "max(x, axis=K) reduces one tensor along an axis; for the "
-                                  "elementwise maximum of two values use maximum(a, b)")
+        if (fn.name in ELEMENTWISE_TWIN and len(args) == 2
+                and not isinstance(args[1], ast.Number)):
+            twin = ELEMENTWISE_TWIN[fn.name]
+            self.error(name_span, f"{fn.name}(x, axis=K) reduces one tensor along an axis; for "
+                                  f"the elementwise {twin} of two values use {twin}(a, b)")
             return POISON
         if len(args) == 2:
             if axis_expr is not None:
@@ -701,11 +722,126 @@ class _Checker:
             return self.reshape(out, x.shape[:k] + (1,) + x.shape[k + 1:], e)
         return out
 
+    def call_where(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`where(c, a, b)`: a where c != 0, else b, broadcasting all three. The result has the
+        dtype rule of a and b (two literals take c's dtype); c keeps its own dtype, so no
+        rounding can turn a nonzero condition into 0."""
+        ok = True
+        for k in e.keywords:
+            self.error(k, f"where has no keyword '{k.name}'; usage: {fn.usage}")
+            ok = False
+        if ok and len(e.args) != 3:
+            self.error(name_span, f"where takes 3 arguments, got {len(e.args)}; "
+                                  f"usage: {fn.usage}")
+            ok = False
+        if not ok:
+            return POISON
+        c, a, b = (self.lower(x) for x in e.args)
+        if POISON in (c, a, b):
+            return POISON
+        tensors = [v for v in (a, b) if isinstance(v, Node)]
+        if isinstance(c, float):
+            if not tensors:
+                return a if c != 0 else b
+            shape, dtype = self.where_type(tensors, None, e)
+            if shape is None:
+                return POISON
+            picked = self.conform(a if c != 0 else b, shape, dtype, e.line, e.col)
+            # A value of its own, as `y = x` gets: the pick may be a splat or a broadcast.
+            node = self.builder.add(Op.CAST, (picked,), shape=shape, dtype=dtype, line=e.line,
+                                    col=e.col)
+            self.sized.append((node, e))
+            return node
+        shape, dtype = self.where_type(tensors, c, e)
+        if shape is None:
+            return POISON
+        cond = self.conform(c, shape, c.dtype, e.line, e.col)
+        x = self.conform(a, shape, dtype, e.line, e.col)
+        y = self.conform(b, shape, dtype, e.line, e.col)
+        return self.emit(Op.WHERE, (cond, x, y), e, e.col)
+
+    def where_type(self, tensors: list[Node], cond: Node | None, e: ast.Call
+                   ) -> tuple[tuple[int, ...] | None, str]:
+        """Shape and dtype of a where over these value operands (and condition): the broadcast
+        of all of them, and the values' promoted dtype (the condition's if both are literals).
+        Reports a broadcast error and returns (None, "")."""
+        operands = tensors + ([cond] if cond is not None else [])
+        shape: tuple[int, ...] | None = operands[0].shape
+        for v in operands[1:]:
+            wider = broadcast_shape(shape, v.shape)
+            if wider is None:
+                self.error(e, f"cannot broadcast shapes {format_shape(shape)} and "
+                              f"{format_shape(v.shape)} for where"
+                              f"{_broadcast_detail(shape, v.shape)}")
+                return None, ""
+            shape = wider
+        if not tensors:
+            return shape, cond.dtype
+        dtype = tensors[0].dtype if len(tensors) == 1 else promote(tensors[0].dtype,
+                                                                   tensors[1].dtype)
+        return shape, dtype
+
+    def call_layernorm(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`layernorm(x, axis=-1, eps=1e-5)`: normalise along one axis (also given
+        positionally, `layernorm(x, 1)`); eps is a non-negative number literal."""
+        args = list(e.args)
+        axis_expr: ast.Expr | None = None
+        eps = LAYERNORM_EPS
+        ok = True
+        for k in e.keywords:
+            if k.name == "axis":
+                axis_expr = k.value
+            elif k.name == "eps":
+                v = k.value
+                if not (isinstance(v, ast.Number) and math.isfinite(v.value) and v.value >= 0):
+                    self.error(v, "eps must be a non-negative number literal such as 1e-5")
+                    ok = False
+                else:
+                    eps = v.value
+            else:
+                self.error(k, f"unknown keyword '{k.name}' for layernorm; usage: {fn.usage}")
+                return POISON
+        if len(args) == 2:
+            if axis_expr is not None:
+                self.error(args[1], "the axis of layernorm is given twice")
+                ok = False
+            axis_expr = args.pop()
+        if len(args) != 1:
+            self.error(name_span, f"layernorm takes one tensor and an optional axis, got "
+                                  f"{len(e.args)} positional arguments; usage: {fn.usage}")
+            return POISON
+        if axis_expr is not None and not _is_integer_literal(axis_expr):
+            self.error(axis_expr, "the axis must be an integer literal such as 0 or -1")
+            ok = False
+        x = self.lower(args[0])
+        if not ok or x is POISON:
+            return POISON
+        if isinstance(x, float) or x.ndim == 0:
+            got = "a number" if isinstance(x, float) else "a 0-d value"
+            self.error(args[0], f"layernorm needs a tensor with at least one dimension, "
+                                f"got {got}")
+            return POISON
+        k = -1 if axis_expr is None else int(axis_expr.text)
+        if not -x.ndim <= k < x.ndim:
+            self.error(axis_expr, f"axis {k} is out of range for layernorm of a {x.ndim}-D "
+                                  f"tensor {format_shape(x.shape)}; valid axes are "
+                                  f"{-x.ndim} to {x.ndim - 1}")
+            return POISON
+        node = self.builder.add(Op.LAYERNORM, (x,), axis=k % x.ndim, value=eps, line=e.line,
+                                col=e.col)
+        self.sized.append((node, e))
+        return node
+
     def reshape(self, x: Node, shape: tuple[int, ...], e: ast.Call) -> Node:
         node = self.builder.add(Op.RESHAPE, (x,), shape=shape, dtype=x.dtype, line=e.line,
                                 col=e.col)
         self.sized.append((node, e))
         return node
+
+
+def _is_integer_literal(e: ast.Expr) -> bool:
+    return (isinstance(e, ast.Number) and e.value.is_integer()
+            and e.text.lstrip("-").isdigit())
 
 
 def _bound_name(s: ast.Input | ast.Param | ast.Assign) -> ast.Name:

@@ -17,7 +17,11 @@ Gradient numerics (docs/DSL.md, "Gradients"):
   widened (exactly) to f32 first, and every gradient is f32.
 * A rounding to bf16 has derivative 1 (straight-through): a cast passes g on unchanged.
 * At a kink: relu and abs have derivative 0 at 0; maximum(a, b) and minimum(a, b) send the
-  whole gradient to a on a tie; a max reduction sends it to the first maximal element.
+  whole gradient to a on a tie; a max (min) reduction sends it to the first maximal (minimal)
+  element; where(c, a, b) sends it to a where c != 0, else to b. Comparisons and argmax are
+  piecewise constant: derivative 0.
+* a ** b: d/da = b a^(b-1), taken as 0 where b == 0; d/db = y log(a), taken as 0 where a == 0
+  and b >= 0 (PyTorch's conventions; elsewhere a negative a gives NaN, as the real log does).
 * A broadcast's gradient is the sum over the axes it stretched (numpy's convention).
 * Rules that need an op's result (exp, tanh, sigmoid, sqrt, softmax) read the forward value.
 
@@ -31,6 +35,7 @@ elementwise ops only: any other op reads a stored copy (`Backward.stored`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -138,6 +143,12 @@ class Backward:
         b = self.const(b, a.shape) if isinstance(b, float) else self.f32(b)
         return self.op(op, a, b)
 
+    def select(self, c: Node, a: Node, b: Node) -> Node:
+        """where(c, a, b); a splat condition picks one side at build time."""
+        if c.op is Op.CONST:
+            return a if c.value != 0 else b
+        return self.op(Op.WHERE, c, a, b)
+
     def reshape(self, x: Node, shape: tuple[int, ...]) -> Node:
         if x.shape == shape:
             return x
@@ -174,11 +185,12 @@ class Backward:
 
 
 # Ops that read a splat or broadcast operand in place, as the checker's IR always has them.
-READS_IN_PLACE = UNARY_OPS | BINARY_OPS | {Op.CAST}
+READS_IN_PLACE = UNARY_OPS | BINARY_OPS | {Op.CAST, Op.WHERE}
 
 _FOLD: dict[Op, Callable[..., Any]] = {
     Op.NEG: lambda a: -a, Op.ADD: lambda a, b: a + b, Op.SUB: lambda a, b: a - b,
-    Op.MUL: lambda a, b: a * b, Op.DIV: lambda a, b: a / b,
+    Op.MUL: lambda a, b: a * b, Op.DIV: lambda a, b: a / b, Op.POW: np.power,
+    Op.EQ: lambda a, b: float(a == b), Op.GE: lambda a, b: float(a >= b),
 }
 
 
@@ -238,6 +250,58 @@ def _log_softmax(b: Backward, n: Node, g: Node) -> tuple[Node]:
     return (b.sub(g, b.mul(s, b.unreduce(total, s.shape, n.axis))),)
 
 
+def _min(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # the first minimal element of x is the first maximal element of -x
+    x = _x(n, b)
+    return (b.mul(b.unreduce(g, x.shape, n.axis), b.op(Op.MAX_MASK, b.neg(x), axis=n.axis)),)
+
+
+def _where(b: Backward, n: Node, g: Node) -> tuple[None, Node, Node]:
+    c = n.inputs[0]
+    zero = b.const(0.0, g.shape)
+    return None, b.select(c, g, zero), b.select(c, zero, g)
+
+
+def _pow(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    # a literal operand stays a splat, so that its tests fold (x ** 2: no where, no log)
+    x, e = (b.const(i.value, i.shape) if i.op is Op.CONST else b.f32(i) for i in n.inputs)
+    zero = b.const(0.0, g.shape)
+    e1 = b.sub(e, b.const(1.0, e.shape))
+    power = x if e1.op is Op.CONST and e1.value == 1.0 else b.op(Op.POW, x, e1)  # x ** 2
+    dx = b.select(b.op(Op.EQ, e, zero), zero, b.mul(e, power))
+    at_zero = b.mul(b.op(Op.EQ, x, zero), b.op(Op.GE, e, zero))
+    de = b.select(at_zero, zero, b.mul(b.f32(n), b.op(Op.LOG, x)))
+    return b.mul(g, dx), b.mul(g, de)
+
+
+def _erf(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    x = _x(n, b)        # d erf(x) = 2 / sqrt(pi) exp(-x^2)
+    return (b.mul(g, b.scale(b.op(Op.EXP, b.neg(b.mul(x, x))), 2.0 / math.sqrt(math.pi))),)
+
+
+def _gelu(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # d gelu(x) = Phi(x) + x phi(x): Phi(x) = (1 + erf(x / sqrt(2))) / 2,
+    # phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    x = _x(n, b)
+    cdf = b.scale(b.add(b.const(1.0, x.shape), b.op(Op.ERF, b.scale(x, math.sqrt(0.5)))), 0.5)
+    pdf = b.scale(b.op(Op.EXP, b.scale(b.mul(x, x), -0.5)), 1.0 / math.sqrt(2.0 * math.pi))
+    return (b.mul(g, b.add(cdf, b.mul(x, pdf))),)
+
+
+def _layernorm(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # y = d / s with d = x - mean(x), s = sqrt(var + eps):
+    # dx = (g - mean(g) - y mean(g y)) / s, all means along the axis (y recomputed in f32)
+    x, k = _x(n, b), n.axis
+    d = b.sub(x, b.unreduce(b.op(Op.MEAN, x, axis=k), x.shape, k))
+    var = b.op(Op.MEAN, b.mul(d, d), axis=k)
+    eps = b.const(round_scalar(n.value, "f32"), var.shape)
+    s = b.unreduce(b.op(Op.SQRT, b.add(var, eps)), x.shape, k)
+    y = b.div(d, s)
+    gm = b.unreduce(b.op(Op.MEAN, g, axis=k), x.shape, k)
+    gym = b.unreduce(b.op(Op.MEAN, b.mul(g, y), axis=k), x.shape, k)
+    return (b.div(b.sub(b.sub(g, gm), b.mul(y, gym)), s),)
+
+
 def _no_gradient(b: Backward, n: Node, g: Node) -> tuple[None, ...]:
     """Piecewise-constant ops (the masks): derivative 0 almost everywhere."""
     return (None,) * len(n.inputs)
@@ -270,8 +334,19 @@ RULES: dict[Op, Rule] = {
     Op.MAX: _max,
     Op.SOFTMAX: _softmax,
     Op.LOG_SOFTMAX: _log_softmax,
+    Op.MIN: _min,
+    Op.WHERE: _where,
+    Op.POW: _pow,
+    Op.ERF: _erf,
+    Op.GELU: _gelu,
+    Op.LAYERNORM: _layernorm,
     Op.GT: _no_gradient,
     Op.GE: _no_gradient,
+    Op.LT: _no_gradient,
+    Op.LE: _no_gradient,
+    Op.EQ: _no_gradient,
+    Op.NE: _no_gradient,
+    Op.ARGMAX: _no_gradient,
     Op.MAX_MASK: _no_gradient,
 }
 

@@ -24,12 +24,26 @@ Op set (operands are always tensors, never bare numbers):
     exp tanh sigmoid sqrt       elementwise, computed in f64 and rounded to f32 (then to bf16)
     log                         elementwise, the f32 algorithm compiler.reference.log_f32
                                 (then rounded to bf16)
+    erf gelu                    elementwise, computed in f64 and rounded to f32 (then to bf16);
+                                gelu is 0.5 x erfc(-x / sqrt(2)), the erf form
     add sub mul div             elementwise on two operands of the node's own shape and dtype
     maximum minimum             elementwise, exact
-    gt ge                       elementwise comparison a > b, a >= b: 1 where true, else 0, in
-                                the operands' dtype (exact); the masks of the backward pass
+    pow                         elementwise a ** b, computed in f64 (C's pow) and rounded to f32
+                                (then to bf16)
+    gt ge lt le eq ne           elementwise comparison a > b, a >= b, a < b, a <= b, a == b,
+                                a != b: 1 where true, else 0, in the operands' dtype (exact);
+                                gt and ge are also the masks of the backward pass
+    where                       where(c, a, b): a where c != 0, else b (exact). The one
+                                elementwise op whose first operand, c, may have another dtype
+                                than the node (it is never rounded: a NaN counts as nonzero)
     matmul                      [M, K] @ [K, N] -> f32 [M, N]; operands share a dtype; f32 sums
     sum max mean   axis=K       reduce one axis (0 <= K < ndim), dropping it; f32 accumulation
+    min            axis=K       the minimum along K, dropping it (exact)
+    argmax         axis=K       the index of the first maximum along K, dropping it, as a value
+                                of the operand's dtype (rounded to bf16 for a bf16 operand)
+    layernorm      axis=K       (x - mean) / sqrt(var + eps) along K, eps the node's `value`;
+                   value=eps    computed in f32 (mean = sum / n, var = sum((x - mean)^2) / n),
+                                rounded once
     softmax        axis=K       max-subtracted softmax along K, computed in f32
     log_softmax    axis=K       x - max - log(sum(exp(x - max))) along K, computed in f32
     max_mask       axis=K       1 at the first maximal element along K, 0 elsewhere; the
@@ -48,7 +62,8 @@ Design rules the code generator can rely on:
 * Broadcasting is explicit. Operands of elementwise ops have exactly the node's shape and dtype:
   the checker inserts `broadcast` for a smaller operand, `cast` (exact widening) for a bf16
   operand meeting an f32 one, and `const` for a number literal. `broadcast_dims` tells which
-  result axes a broadcast stretches.
+  result axes a broadcast stretches. (The condition of `where` has the node's shape but keeps
+  its own dtype.)
 * Rounding points are explicit. A node's result is rounded to its dtype at that node and
   nowhere else; `Node.rounds` is True exactly where an f32 result is rounded to bf16
   (round-to-nearest-even). Exact ops never round.
@@ -95,6 +110,8 @@ class Op(enum.Enum):
     SIGMOID = "sigmoid"
     SQRT = "sqrt"
     LOG = "log"
+    ERF = "erf"
+    GELU = "gelu"
     ADD = "add"
     SUB = "sub"
     MUL = "mul"
@@ -103,27 +120,39 @@ class Op(enum.Enum):
     MINIMUM = "minimum"
     GT = "gt"
     GE = "ge"
+    LT = "lt"
+    LE = "le"
+    EQ = "eq"
+    NE = "ne"
+    POW = "pow"
+    WHERE = "where"
     MATMUL = "matmul"
     SUM = "sum"
     MAX = "max"
     MEAN = "mean"
+    MIN = "min"
+    ARGMAX = "argmax"
+    LAYERNORM = "layernorm"
     SOFTMAX = "softmax"
     LOG_SOFTMAX = "log_softmax"
     MAX_MASK = "max_mask"
     GRAD = "grad"
 
 
-UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG})
-TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG})
-BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM, Op.GT, Op.GE})
-COMPARE_OPS = frozenset({Op.GT, Op.GE})
-REDUCE_OPS = frozenset({Op.SUM, Op.MAX, Op.MEAN})
-AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK}
+UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG,
+                       Op.ERF, Op.GELU})
+TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG, Op.ERF, Op.GELU,
+                                Op.POW})
+COMPARE_OPS = frozenset({Op.GT, Op.GE, Op.LT, Op.LE, Op.EQ, Op.NE})
+BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM, Op.POW}
+                       ) | COMPARE_OPS
+REDUCE_OPS = frozenset({Op.SUM, Op.MAX, Op.MEAN, Op.MIN, Op.ARGMAX})
+AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK, Op.LAYERNORM}
 LEAF_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST})
 # On bf16 operands these give bf16-exact results, so they never round.
 EXACT_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.TRANSPOSE, Op.RESHAPE,
-                       Op.NEG, Op.ABS, Op.RELU, Op.MAXIMUM, Op.MINIMUM, Op.GT, Op.GE, Op.MAX,
-                       Op.MAX_MASK})
+                       Op.NEG, Op.ABS, Op.RELU, Op.MAXIMUM, Op.MINIMUM, Op.MAX,
+                       Op.MAX_MASK, Op.WHERE, Op.MIN}) | COMPARE_OPS
 # The kinds of `Init`, how a param starts: every element `value`; uniform in
 # +-sqrt(6 / (fan_in + fan_out)) over the last two axes; normal with standard deviation `value`.
 INIT_KINDS = ("const", "glorot", "normal")
@@ -319,6 +348,12 @@ def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
         a, b = inputs
         need(a.shape == b.shape and a.dtype == b.dtype, "operands differ in shape or dtype")
         return a.shape, a.dtype
+    if op is Op.WHERE:
+        need(len(inputs) == 3, "needs a condition and two operands")
+        c, a, b = inputs
+        need(c.shape == a.shape == b.shape and a.dtype == b.dtype,
+             "operands differ in shape, or the two values in dtype")
+        return a.shape, a.dtype
     if op is Op.MATMUL:
         need(len(inputs) == 2, "needs two operands")
         a, b = inputs
@@ -473,6 +508,9 @@ def _verify_types(node: Node, where: str) -> None:
                       f"{format_type(node.shape, node.dtype)}")
     if (node.axis is not None) != (op in AXIS_OPS):
         raise IRError(f"{where}: axis attribute on {op.value}")
+    if op is Op.LAYERNORM and not (node.value is not None and math.isfinite(node.value)
+                                   and node.value >= 0):
+        raise IRError(f"{where}: layernorm needs a finite eps >= 0, not {node.value!r}")
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -484,7 +522,9 @@ def _same_float(a: float, b: float) -> bool:
 def format_node(node: Node) -> tuple[str, str, str, str]:
     """(name, type, right-hand side, position) of one node, for `format_ir`."""
     attrs = ""
-    if node.axis is not None:
+    if node.axis is not None and node.value is not None:
+        attrs = f"[axis={node.axis}, eps={node.value!r}]"
+    elif node.axis is not None:
         attrs = f"[axis={node.axis}]"
     elif node.value is not None:
         attrs = f" {node.value!r}"

@@ -5,13 +5,13 @@ casts) are fused into trees: a node whose only reader is an elementwise node of 
 and which is not an output, is computed inside its reader's loop instead of being stored.
 Broadcasts and literal splats are never stored either: a broadcast is read in place as a row
 vector, a column or a scalar (`broadcast_mode`); only the N-d patterns that are none of these are
-materialised, by the fallback kernel. Reductions, softmax, log_softmax and the first-maximum
-mask of 1-D and 2-D values and all matmuls and transposes have distributed kernels; those of
-3-D and 4-D values fall back to computing on a replicated copy. A reduction over every axis of
-a 2-D or larger value (in the IR a reshape to 1-D, then a reduction) is one kernel that reduces
-the value where it lies. A reshape that keeps the 2-D view, or turns a vector [N] into the
-column [N, 1], is read in place by elementwise kernels (a relabelling); its own step, a local
-copy, runs only if another kernel reads it.
+materialised, by the fallback kernel. Reductions (argmax too), softmax, log_softmax, layernorm
+and the first-maximum mask of 1-D and 2-D values and all matmuls and transposes have
+distributed kernels; those of 3-D and 4-D values fall back to computing on a replicated copy.
+A reduction over every axis of a 2-D or larger value (in the IR a reshape to 1-D, then a
+reduction) is one kernel that reduces the value where it lies. A reshape that keeps the 2-D
+view, or turns a vector [N] into the column [N, 1], is read in place by elementwise kernels
+(a relabelling); its own step, a local copy, runs only if another kernel reads it.
 
 `map_to_mesh` then picks a layout for every value (2-D blocks for matrices, vectors split along
 grid columns and replicated down rows, ...; see compiler.layout), inserts a `Redistribute` step
@@ -28,8 +28,10 @@ from compiler.comm import Redistribute
 from compiler.grid import Grid
 from compiler.ir import REDUCE_OPS, Graph, Node, Op
 from compiler.kernels import (
+    ArgMax,
     DenseReshape,
     Elementwise,
+    LayerNorm,
     Leaf,
     LogSoftmax,
     MaxMask,
@@ -67,7 +69,7 @@ def broadcast_mode(src: tuple[int, ...], dst: tuple[int, ...]) -> str:
 @dataclass
 class KOp:
     """One kernel: `kind` in input, fused, reduce, reduce_all, softmax (log_softmax too),
-    max_mask, matmul, transpose, reshape, broadcast."""
+    max_mask, argmax, layernorm, matmul, transpose, reshape, broadcast."""
 
     kind: str
     node: Node
@@ -127,7 +129,7 @@ def lower(graph: Graph) -> list[KOp]:
     # value where it lies.
     reduce_all: set[int] = set()
     for node in graph.nodes:
-        x = node.inputs[0] if node.op in REDUCE_OPS else None
+        x = node.inputs[0] if node.op in REDUCE_OPS and node.op is not Op.ARGMAX else None
         if (x is not None and node.ndim == 0 and x.op is Op.RESHAPE and x.ndim == 1
                 and x.inputs[0].ndim >= 2 and len(users[x.id]) == 1 and x.id not in outputs):
             reduce_all.update((node.id, x.id))
@@ -146,8 +148,12 @@ def lower(graph: Graph) -> list[KOp]:
                 out.append(KOp("broadcast", node))
         elif node.op is Op.CONST:
             continue
+        elif node.op is Op.ARGMAX:
+            out.append(KOp("argmax", node))
         elif node.op in REDUCE_OPS:
             out.append(KOp("reduce_all" if node.id in reduce_all else "reduce", node))
+        elif node.op is Op.LAYERNORM:
+            out.append(KOp("layernorm", node))
         elif node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
             out.append(KOp("softmax", node))
         elif node.op is Op.MAX_MASK:
@@ -343,7 +349,8 @@ class Mapper:
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdBroadcast(out, rep, loc, node.name))
 
-    def _reduce(self, k: KOp) -> None:
+    def _reduce(self, k: KOp, kernel: type | None = None) -> None:
+        """A reduction along one axis (`kernel` ArgMax: an argmax, laid out the same)."""
         node = k.node
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
@@ -352,7 +359,11 @@ class Mapper:
             rows = node.axis == len(x.shape) - 1
             axis = x.layout.row_axis if rows else x.layout.col_axis
             out = self.new_value(node, self.layout(node.shape, node.dtype, None, axis))
-            self.steps.append(Reduce(out, x, op, "rows" if rows else "cols", loc, node.name))
+            along = "rows" if rows else "cols"
+            if kernel is None:
+                self.steps.append(Reduce(out, x, op, along, loc, node.name))
+            else:
+                self.steps.append(kernel(out, x, along, loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
@@ -370,6 +381,13 @@ class Mapper:
 
     def _max_mask(self, k: KOp) -> None:
         self._along_axis(k, MaxMask)
+
+    def _layernorm(self, k: KOp) -> None:
+        self._along_axis(k, LayerNorm)
+
+    def _argmax(self, k: KOp) -> None:
+        """Laid out like a reduction's result; the same N-d fallback."""
+        self._reduce(k, ArgMax)
 
     def _along_axis(self, k: KOp, kernel: type) -> None:
         """A kernel whose result has its operand's shape, computed along an axis: distributed

@@ -145,6 +145,8 @@ class _ToAst(Transformer_NonRecursive):
 # ---- syntax error messages --------------------------------------------------------------------
 
 KEYWORD_AS_NAME = "'KEYWORD' is a keyword and cannot be used as a name"
+CHAINED_COMPARISON = ("comparisons do not chain: 'a < b < c' is not 'a < b and b < c'; compare "
+                      "once and combine the 0/1 results, e.g. (a < b) * (b < c)")
 
 # Each message is chosen when the parser stops in the same state as one of its examples.
 # Order matters: the first matching message wins.
@@ -293,6 +295,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
 # How terminals read in a message.
 TERMINAL_TEXT = {
     "NAME": "a name", "NUMBER": "a number", "_NL": "end of line", "$END": "end of file",
+    "CMP": "a comparison", "POW": "'**'",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "LPAR": "'('",
     "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
     "INPUT": "'input'", "OUTPUT": "'output'", "PARAM": "'param'", "UPDATE": "'update'",
@@ -309,7 +312,7 @@ def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagn
         if char in "\"'":
             message += "; the language has no strings"
         elif char == "^":
-            message += "; there is no power operator"
+            message += "; the power operator is '**'"
     elif isinstance(e, UnexpectedToken):
         tok = e.token
         if tok.type == "$END":
@@ -318,8 +321,8 @@ def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagn
         if tok.type not in ("$END", "_NL"):
             width = max(len(str(tok)), 1)
             message = f"unexpected {_token_text(tok)}: {message}"
-            if tok.type == "STAR" and tok.start_pos > 0 and text[tok.start_pos - 1] == "*":
-                message += "; there is no power operator"
+            if tok.type == "STAR" and _follows_star(text, tok.start_pos):
+                message += "; the power operator '**' is written without a space"
     else:
         message = "unexpected end of file"
     if line is None or line < 1:
@@ -335,6 +338,8 @@ def _token_message(e: UnexpectedToken, line_text: str) -> str:
     that error is matched against the examples. Errors no example covers, such as deeply nested
     parentheses, fall back to reading the set of acceptable terminals.
     """
+    if _chained_comparison(e):
+        return CHAINED_COMPARISON
     isolated = _isolated_error(line_text)
     if isolated is not None:
         label = _match_examples(isolated)
@@ -343,6 +348,20 @@ def _token_message(e: UnexpectedToken, line_text: str) -> str:
         if label is not None:
             return label
     return _message_from_accepts(e)
+
+
+def _chained_comparison(e: UnexpectedToken) -> bool:
+    """A comparison operator where the parser has a whole operand and would take '+' but no
+    comparison: only right after `a < b`, since a comparison is allowed anywhere else an operand
+    ends."""
+    accepts = set(e.accepts or e.expected)
+    return e.token.type == "CMP" and "PLUS" in accepts and "CMP" not in accepts
+
+
+def _follows_star(text: str, pos: int) -> bool:
+    """True if the '*' at `pos` comes after another '*' with only blanks between: `x * * 2`."""
+    before = text[:pos].rstrip(" \t\f")
+    return before.endswith("*") and not before.endswith("**")
 
 
 def _isolated_error(line_text: str) -> UnexpectedToken | None:

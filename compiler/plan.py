@@ -125,4 +125,5 @@ class Ctx:
 
 ELEMENTWISE_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT,
                              Op.LOG, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM,
-                             Op.GT, Op.GE, Op.CAST})
+                             Op.GT, Op.GE, Op.CAST, Op.LT, Op.LE, Op.EQ, Op.NE, Op.WHERE,
+                             Op.POW, Op.ERF, Op.GELU})

@@ -3,6 +3,8 @@ central finite differences with it, and seeded leaf values rounded to their dtyp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from compiler.ir import Graph, Node, Op, round_to
@@ -17,6 +19,14 @@ def _softmax64(x: np.ndarray, axis: int) -> np.ndarray:
 def _log_softmax64(x: np.ndarray, axis: int) -> np.ndarray:
     s = x - x.max(axis=axis, keepdims=True)
     return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+
+
+_ERF = np.vectorize(math.erf, otypes=[float])
+
+
+def _layernorm64(x: np.ndarray, axis: int, eps: float) -> np.ndarray:
+    d = x - x.mean(axis=axis, keepdims=True)
+    return d / np.sqrt((d * d).mean(axis=axis, keepdims=True) + eps)
 
 
 F64 = {
@@ -41,6 +51,17 @@ F64 = {
     Op.MINIMUM: lambda n, a, b: np.minimum(a, b),
     Op.GT: lambda n, a, b: (a > b).astype(float),
     Op.GE: lambda n, a, b: (a >= b).astype(float),
+    Op.LT: lambda n, a, b: (a < b).astype(float),
+    Op.LE: lambda n, a, b: (a <= b).astype(float),
+    Op.EQ: lambda n, a, b: (a == b).astype(float),
+    Op.NE: lambda n, a, b: (a != b).astype(float),
+    Op.WHERE: lambda n, c, a, b: np.where(c != 0, a, b),
+    Op.POW: lambda n, a, b: np.power(a, b),
+    Op.ERF: lambda n, x: _ERF(x),
+    Op.GELU: lambda n, x: 0.5 * x * (1 + _ERF(x / np.sqrt(2.0))),
+    Op.MIN: lambda n, x: x.min(axis=n.axis),
+    Op.ARGMAX: lambda n, x: np.argmax(x, axis=n.axis).astype(float),
+    Op.LAYERNORM: lambda n, x: _layernorm64(x, n.axis, n.value),
     Op.MATMUL: lambda n, a, b: a @ b,
     Op.SUM: lambda n, x: x.sum(axis=n.axis),
     Op.MEAN: lambda n, x: x.mean(axis=n.axis),

@@ -360,6 +360,19 @@ def test_special_functions_in_fp64_then_rounded():
     assert vreg(emu, 5)[1] == QNAN               # sqrt(-200)
 
 
+def test_erf_gelu_and_pow_in_fp64_then_rounded():
+    import math
+    lanes = [F(1.0), F(-2.0), F(0.5), F(-8.0)]
+    expo = [F(3.0), F(-1.0), F(0.5), F(1 / 3)]
+    emu = run1(load_v(1, 0) + load_v(2, 64) + [
+        E("verf", rd=3, rs1=1), E("vgelu", rd=4, rs1=1), E("vpow", rd=5, rs1=1, rs2=2)],
+        data=[(0, 0, vec(lanes)), (0, 64, vec(expo))])
+    assert vreg(emu, 3)[:2] == [f32_bits(math.erf(1.0)), f32_bits(math.erf(-2.0))]
+    gelu = [0.5 * x * math.erfc(-x / math.sqrt(2.0)) for x in (1.0, -2.0)]
+    assert vreg(emu, 4)[:2] == [f32_bits(g) for g in gelu]
+    assert vreg(emu, 5)[:4] == [F(1.0), F(-0.5), f32_bits(math.sqrt(0.5)), QNAN]
+
+
 def test_int_conversions_truncate_and_saturate():
     lanes = [F(2.9), F(-2.9), F(3e9), F(-3e9), QNAN, 0x7F80_0000]
     emu = run1(load_v(1, 0) + [E("vcvt.i32.f32", rd=2, rs1=1), E("vcvt.f32.i32", rd=3, rs1=2)],

@@ -7,6 +7,7 @@ with the arithmetic written next to them.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -571,6 +572,22 @@ def test_transcendentals_in_fp64():
     assert out[:5] == [0, 0x8000_0000, F(1.0), F(-1.0), QNAN]
     out = v1("vsigmoid", [F(0.0), F(-1000.0), F(1000.0), F(float("-inf"))])
     assert out[:4] == [F(0.5), 0, F(1.0), 0]
+
+
+def test_erf_gelu_pow_in_fp64():
+    out = v1("verf", [F(0.0), F(-0.0), F(1.0), F(10.0), 0xFF80_0000, QNAN])
+    assert out[:6] == [0, 0x8000_0000, F(float(np.float32(math.erf(1.0)))), F(1.0), F(-1.0),
+                       QNAN]
+    gelu1 = 0.5 * math.erfc(-1 / math.sqrt(2))
+    out = v1("vgelu", [F(0.0), F(1.0), F(-30.0), 0x7F80_0000, 0xFF80_0000, F(3e38)])
+    assert out[:6] == [0, F(float(np.float32(gelu1))), 0x8000_0000, 0x7F80_0000, QNAN,
+                       F(3e38)]
+    out = vv("vpow", [F(2.0), F(-8.0), 0, 0x8000_0000, 0x8000_0000, F(-10.0), F(-10.0), QNAN,
+                      F(1.0), F(10.0)],
+             [F(10.0), F(1 / 3), F(-1.0), F(-1.0), F(-2.0), F(309.0), F(310.0), 0, QNAN,
+              F(100.0)])
+    assert out[:10] == [F(1024.0), QNAN, 0x7F80_0000, 0xFF80_0000, 0x7F80_0000, 0xFF80_0000,
+                        0x7F80_0000, F(1.0), F(1.0), 0x7F80_0000]
 
 
 def test_vcvt_bf16_round_to_nearest_even():
