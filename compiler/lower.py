@@ -387,17 +387,19 @@ class Mapper:
 
     def _along_axis(self, k: KOp, kernel: type) -> None:
         """A kernel whose result has its operand's shape, computed along an axis: distributed
-        for 1-D and 2-D values (the result in the operand's layout), else on a replicated
-        copy."""
+        for 1-D and 2-D values and along the last axis of N-d ones (the result in the
+        operand's layout), else on a replicated copy."""
         node = k.node
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
-        if len(x.shape) <= 2:
-            rows = node.axis == len(x.shape) - 1
+        last = node.axis == len(x.shape) - 1
+        if len(x.shape) <= 2 or (last and not x.layout.dense):
+            # Along the last axis, an N-d value is its 2-D view along rows.
             L = x.layout
-            out = self.new_value(node, self.layout(node.shape, node.dtype, L.row_axis,
-                                                   L.col_axis, L.dense))
-            self.steps.append(kernel(out, x, "rows" if rows else "cols", loc, node.name))
+            out = self.new_value(node, make_layout(node.shape, node.dtype, L.row_axis,
+                                                   L.col_axis, self.grid, L.dense,
+                                                   row_split=L.row_split))
+            self.steps.append(kernel(out, x, "rows" if last else "cols", loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
