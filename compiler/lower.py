@@ -76,7 +76,8 @@ class KOp:
 
     kind: str
     node: Node
-    expr: tuple | None = None          # fused: tree over IR nodes, ("leaf", node) at the leaves
+    expr: tuple | None = None          # fused: tree over IR nodes, ("leaf", node) at the leaves;
+                                       # gather: (operand nodes, flat index) of a fused chain
     nops: list[str] = field(default_factory=list)
 
 
@@ -136,6 +137,7 @@ def lower(graph: Graph) -> list[KOp]:
         if (x is not None and node.ndim == 0 and x.op is Op.RESHAPE and x.ndim == 1
                 and x.inputs[0].ndim >= 2 and len(users[x.id]) == 1 and x.id not in outputs):
             reduce_all.update((node.id, x.id))
+    moves = _fuse_moves(graph, users, outputs, reduce_all)
     out = []
     for node in graph.nodes:
         if node.op in (Op.INPUT, Op.PARAM):
@@ -157,6 +159,9 @@ def lower(graph: Graph) -> list[KOp]:
             out.append(KOp("softmax", node))
         elif node.op is Op.MAX_MASK:
             out.append(KOp("max_mask", node))
+        elif node.id in moves:
+            if moves[node.id] is not None:
+                out.append(KOp("gather", node, moves[node.id]))
         elif node.op is Op.RESHAPE:
             if node.id not in reduce_all:
                 out.append(KOp("reshape", node))
@@ -169,6 +174,55 @@ def lower(graph: Graph) -> list[KOp]:
         else:  # pragma: no cover - the IR has no other ops (grad nodes never reach lower)
             raise AssertionError(f"cannot lower {node.op}")
     return out
+
+
+def _fuse_moves(graph: Graph, users: dict[int, list[Node]], outputs: set[int],
+                reduce_all: set[int]) -> dict[int, tuple | None]:
+    """Chains of data-movement ops gathered in one go. A slice, unslice, concat, reshape or
+    transpose whose only reader is another such op that is gathered (and which is not stored
+    for its own sake) is not computed: its reader's gather index is composed with its own, so
+    `reshape(transpose(h, [1, 0, 2]), [64, 128])` moves every element once. Returns, for every
+    node of a chain, its composed (operand nodes, flat index) if it is gathered, or None if it
+    is fused into its reader."""
+    def movable(x: Node) -> bool:
+        return (x.op in SHAPE_OPS or x.op in (Op.TRANSPOSE, Op.RESHAPE)) and (
+            x.id not in outputs and x.id not in reduce_all and len(users[x.id]) == 1)
+
+    out: dict[int, tuple | None] = {}
+    for node in reversed(graph.nodes):
+        if node.id in out or not (node.op in SHAPE_OPS or node.op in (Op.TRANSPOSE, Op.RESHAPE)):
+            continue
+        if node.id in reduce_all or not any(movable(x) for x in node.inputs):
+            continue
+        if node.op is Op.RESHAPE:
+            old, new = view_of(node.inputs[0].shape), view_of(node.shape)
+            if old == new or (old == new[::-1] and 1 in old):
+                continue        # read in place (a relabelling), not gathered
+        out[node.id] = _compose(node, movable, out)
+    return out
+
+
+def _compose(node: Node, movable, fused: dict[int, tuple | None]) -> tuple:
+    """(operands, index) of `node` with every movable operand (recursively) fused into it."""
+    idx = index_map(node).ravel()
+    srcs: list[Node] = []
+    new = np.full(idx.shape, -1, dtype=np.int64)
+    base_in = base_out = 0
+    for x in node.inputs:
+        seg = (idx >= base_in) & (idx < base_in + x.size)
+        if movable(x):
+            fused[x.id] = None
+            sub_srcs, sub_idx = _compose(x, movable, fused)
+            mapped = sub_idx[idx[seg] - base_in]
+            new[seg] = np.where(mapped >= 0, mapped + base_out, -1)
+            srcs += sub_srcs
+            base_out += sum(s.size for s in sub_srcs)
+        else:
+            new[seg] = idx[seg] - base_in + base_out
+            srcs.append(x)
+            base_out += x.size
+        base_in += x.size
+    return tuple(srcs), new
 
 
 # ---- map --------------------------------------------------------------------------------------
@@ -436,10 +490,11 @@ class Mapper:
         the result's elements gathered from the operands where they lie (compiler.gather)."""
         node = k.node
         L = self.batched_operand_layout(node) or self.default(node.shape, node.dtype)
-        srcs = [self.values[x.id] for x in node.inputs]
+        operands, index = k.expr if k.expr is not None else (node.inputs, index_map(node))
+        srcs = [self.values[x.id] for x in operands]
         out = self.new_value(node, L)
-        self.steps.append(Gather(out, srcs, index_map(node), self._loc(node), node.name,
-                                 self.grid, node.op.value))
+        self.steps.append(Gather(out, srcs, index.reshape(view_of(node.shape)), self._loc(node),
+                                 node.name, self.grid, node.op.value))
 
     # ---- batched matmul -----------------------------------------------------------------------
 
