@@ -853,6 +853,9 @@ class _Checker:
         if not args:
             self.error(name_span, f"concat needs at least one tensor; usage: {fn.usage}")
             return POISON
+        if axis_expr is None and _int_literal(args[-1]) is not None:
+            self.error(args[-1], f"the axis of concat is given by keyword; usage: {fn.usage}")
+            return POISON
         if axis_expr is None:
             self.error(name_span, f"concat needs an axis, by keyword; usage: {fn.usage}")
             return POISON
