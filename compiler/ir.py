@@ -19,8 +19,8 @@ Op set (operands are always tensors, never bare numbers):
     transpose      perm=P       permute the axes: result axis k is operand axis P[k] (numpy
                                 transpose); without perm, swap the two axes of a 2-D operand
     reshape                     the operand's elements in row-major order, in the node's shape
-                                (same size; exact). Keeps or drops unit axes: `keepdims` and the
-                                reductions over every axis are written with it
+                                (same size; exact): `reshape(x, [...])`, and the unit axes of
+                                `keepdims` and of the reductions over every axis
     neg abs relu                elementwise, exact
     exp tanh sigmoid sqrt       elementwise, computed in f64 and rounded to f32 (then to bf16)
     log                         elementwise, the f32 algorithm compiler.reference.log_f32
