@@ -77,7 +77,8 @@ class KOp:
     kind: str
     node: Node
     expr: tuple | None = None          # fused: tree over IR nodes, ("leaf", node) at the leaves;
-                                       # gather: (operand nodes, flat index) of a fused chain
+                                       # gather: (operand nodes, flat index, ids of the
+                                       # nodes fused in) of a chain of moves
     nops: list[str] = field(default_factory=list)
 
 
@@ -182,8 +183,8 @@ def _fuse_moves(graph: Graph, users: dict[int, list[Node]], outputs: set[int],
     transpose whose only reader is another such op that is gathered (and which is not stored
     for its own sake) is not computed: its reader's gather index is composed with its own, so
     `reshape(transpose(h, [1, 0, 2]), [64, 128])` moves every element once. Returns, for every
-    node of a chain, its composed (operand nodes, flat index) if it is gathered, or None if it
-    is fused into its reader."""
+    node of a chain, its composed (operand nodes, flat index, ids of the nodes fused in) if it
+    is gathered, or None if it is fused into its reader."""
     def movable(x: Node) -> bool:
         return (x.op in SHAPE_OPS or x.op in (Op.TRANSPOSE, Op.RESHAPE)) and (
             x.id not in outputs and x.id not in reduce_all and len(users[x.id]) == 1)
@@ -203,16 +204,19 @@ def _fuse_moves(graph: Graph, users: dict[int, list[Node]], outputs: set[int],
 
 
 def _compose(node: Node, movable, fused: dict[int, tuple | None]) -> tuple:
-    """(operands, index) of `node` with every movable operand (recursively) fused into it."""
+    """(operands, index, ids of the nodes fused in) of `node` with every movable operand
+    (recursively) fused into it."""
     idx = index_map(node).ravel()
     srcs: list[Node] = []
+    inner: list[int] = []
     new = np.full(idx.shape, -1, dtype=np.int64)
     base_in = base_out = 0
     for x in node.inputs:
         seg = (idx >= base_in) & (idx < base_in + x.size)
         if movable(x):
             fused[x.id] = None
-            sub_srcs, sub_idx = _compose(x, movable, fused)
+            sub_srcs, sub_idx, sub_inner = _compose(x, movable, fused)
+            inner += [*sub_inner, x.id]
             mapped = sub_idx[idx[seg] - base_in]
             new[seg] = np.where(mapped >= 0, mapped + base_out, -1)
             srcs += sub_srcs
@@ -222,7 +226,7 @@ def _compose(node: Node, movable, fused: dict[int, tuple | None]) -> tuple:
             srcs.append(x)
             base_out += x.size
         base_in += x.size
-    return tuple(srcs), new
+    return tuple(srcs), new, tuple(inner)
 
 
 # ---- map --------------------------------------------------------------------------------------
@@ -490,7 +494,7 @@ class Mapper:
         the result's elements gathered from the operands where they lie (compiler.gather)."""
         node = k.node
         L = self.batched_operand_layout(node) or self.default(node.shape, node.dtype)
-        operands, index = k.expr if k.expr is not None else (node.inputs, index_map(node))
+        operands, index = k.expr[:2] if k.expr is not None else (node.inputs, index_map(node))
         srcs = [self.values[x.id] for x in operands]
         out = self.new_value(node, L)
         self.steps.append(Gather(out, srcs, index.reshape(view_of(node.shape)), self._loc(node),
