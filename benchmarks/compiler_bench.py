@@ -15,6 +15,10 @@
 - every program in programs/ on the d1 machine: modelled cycles, FLOP/s and percent of the peak
   of its data type (as `d1 run --stats` reports them), link traffic, and whether the outputs
   match the reference; baseline: the same program compiled with matmul=naive.
+- multi-head attention, programs/multihead.d1k (64 tokens, width 128, 4 heads of 32, f32):
+  modelled cycles and percent of the f32 peak with the batched matmuls on sub-grids (the
+  default); baseline from the same run: batched=sequential (each head's products on the whole
+  grid, one after the other).
 - emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded, best of 5)
   against numpy float32 matmul of the same shapes on one thread, interleaved in the same run;
   target <= 5x. Shown for the thread count `d1 run` uses by default (emulator.auto_threads) and
@@ -159,6 +163,14 @@ def bench_programs() -> list[tuple[str, dict, dict]]:
     return out
 
 
+def bench_heads() -> dict:
+    """programs/multihead.d1k on d1, batched matmuls on sub-grids and sequentially."""
+    m = load_machine("d1")
+    text = (ROOT / "programs" / "multihead.d1k").read_text()
+    return {key: run_program(text, m, CompileOptions(batched=key), filename="multihead.d1k")
+            for key in ("subgrid", "sequential")}
+
+
 def main() -> None:
     print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "
           "emulator's timing model, times are measured on the host)")
@@ -186,6 +198,12 @@ def main() -> None:
         print(f"    {name:<18} {got['cycles']:7,} cycles {got['pct']:6.2f} % {got['dtype']:<4} "
               f"{got['flops_per_second'] / 1e12:7.3f} TFLOP/s {got['link_bytes']:>10,} link B  "
               f"correct: {got['ok']}   (naive {base['cycles']:,} cycles, {base['pct']:.2f} %)")
+    h = bench_heads()
+    print(f"multi-head attention (4 heads)   {h['subgrid']['pct']:6.2f} %   (modelled, "
+          f"{h['subgrid']['cycles']:,} cycles, f32; batched matmuls on sub-grids; correct: "
+          f"{h['subgrid']['ok']})")
+    print(f"    baseline batched=sequential {h['sequential']['pct']:6.2f} %   "
+          f"({h['sequential']['cycles']:,} cycles; correct: {h['sequential']['ok']})")
     e = bench_emulation()
     for t, wall in sorted(e["threads"].items(), reverse=True):
         print(f"emulating the 1024^3 matmul     {wall:6.3f} s   on {t} thread{'s' * (t > 1)} "

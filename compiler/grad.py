@@ -55,6 +55,7 @@ from compiler.ir import (
     format_type,
     result_type,
     round_scalar,
+    transpose_perm,
 )
 
 
@@ -67,7 +68,8 @@ class Backward:
         self.widened: dict[int, Node] = {}
         self.copies: dict[int, Node] = {}
 
-    def op(self, op: Op, *xs: Node, axis: int | None = None) -> Node:
+    def op(self, op: Op, *xs: Node, axis: int | None = None,
+           perm: tuple[int, ...] | None = None, index: tuple | None = None) -> Node:
         """A new node, except where constants make it trivial: arithmetic on splats is folded
         (in f64, rounded once to f32, which for + - * / is the f32 result itself; a sum of a
         splat is the splat times the count, a mean or max of one is the splat), and a product
@@ -78,10 +80,12 @@ class Backward:
             with np.errstate(all="ignore"):
                 if op in _FOLD:
                     folded = _FOLD[op](*c)
-                elif op in (Op.SUM, Op.MEAN, Op.MAX, Op.TRANSPOSE):
+                elif op in (Op.SUM, Op.MEAN, Op.MAX, Op.TRANSPOSE, Op.SLICE):
                     folded = c[0] * xs[0].shape[axis] if op is Op.SUM else c[0]
+                elif op is Op.CONCAT and len(set(c)) == 1:
+                    folded = c[0]
             if folded is not None:
-                shape, _ = result_type(op, xs, axis)
+                shape, _ = result_type(op, xs, axis, perm, index)
                 return self.const(float(folded), shape)
         if op is Op.MUL:
             for one, other in ((xs[0], xs[1]), (xs[1], xs[0])):
@@ -89,7 +93,8 @@ class Backward:
                     return other
         if op not in READS_IN_PLACE:
             xs = tuple(self.stored(x) for x in xs)
-        return self.builder.add(op, xs, axis=axis, line=self.line, col=self.col)
+        return self.builder.add(op, xs, axis=axis, perm=perm, index=index, line=self.line,
+                                col=self.col)
 
     def stored(self, x: Node) -> Node:
         """x as a value of its own. A splat or a broadcast is only ever read in place by an
@@ -224,6 +229,55 @@ def _matmul(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
             b.op(Op.MATMUL, b.op(Op.TRANSPOSE, x), g))
 
 
+def _swap_last(b: Backward, x: Node) -> Node:
+    """x with its last two axes swapped (the plain transpose of a 2-D value)."""
+    if x.ndim == 2:
+        return b.op(Op.TRANSPOSE, x)
+    return b.op(Op.TRANSPOSE, x, perm=tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
+
+
+def _batched_matmul(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    """A @ B with 3-D or 4-D operands: g @ B^T and A^T @ g (last two axes swapped), each
+    summed over the batch axes its operand was broadcast along. A 2-D B (the same matrix for
+    every batch entry) gets its gradient as one 2-D product over all rows of A and g."""
+    x, y = (b.f32(i) for i in n.inputs)
+    da = b.sum_to(b.op(Op.MATMUL, g, _swap_last(b, y)), x.shape)
+    if y.ndim == 2:
+        rows_x = b.reshape(x, (x.size // x.shape[-1], x.shape[-1]))
+        rows_g = b.reshape(g, (g.size // g.shape[-1], g.shape[-1]))
+        return da, b.op(Op.MATMUL, b.op(Op.TRANSPOSE, rows_x), rows_g)
+    return da, b.sum_to(b.op(Op.MATMUL, _swap_last(b, x), g), y.shape)
+
+
+def _transpose(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    """The inverse permutation of g."""
+    if n.perm is None:
+        return (b.op(Op.TRANSPOSE, g),)
+    perm = transpose_perm(n)
+    inverse = tuple(perm.index(k) for k in range(len(perm)))
+    return (b.op(Op.TRANSPOSE, g, perm=inverse),)
+
+
+def _slice(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    """g put back where the slice read, zeros elsewhere."""
+    x = n.inputs[0]
+    return (b.builder.add(Op.UNSLICE, (b.stored(g),), shape=x.shape, dtype="f32",
+                          index=n.index, line=b.line, col=b.col),)
+
+
+def _concat(b: Backward, n: Node, g: Node) -> tuple[Node, ...]:
+    """Each operand's part of g along the axis."""
+    out = []
+    start = 0
+    for x in n.inputs:
+        stop = start + x.shape[n.axis]
+        index = tuple((0, d, 1) if k != n.axis else (start, stop, 1)
+                      for k, d in enumerate(g.shape))
+        out.append(b.op(Op.SLICE, g, index=index))
+        start = stop
+    return tuple(out)
+
+
 def _sum(b: Backward, n: Node, g: Node) -> tuple[Node]:
     return (b.unreduce(g, n.inputs[0].shape, n.axis),)
 
@@ -311,7 +365,7 @@ RULES: dict[Op, Rule] = {
     Op.CAST: lambda b, n, g: (g,),       # widening is exact; rounding is straight-through
     Op.RESHAPE: lambda b, n, g: (b.reshape(g, n.inputs[0].shape),),
     Op.BROADCAST: lambda b, n, g: (b.sum_to(g, n.inputs[0].shape),),
-    Op.TRANSPOSE: lambda b, n, g: (b.op(Op.TRANSPOSE, g),),
+    Op.TRANSPOSE: _transpose,
     Op.NEG: lambda b, n, g: (b.neg(g),),
     Op.ABS: _abs,
     Op.RELU: lambda b, n, g: (b.mul(g, b.mask(Op.GT, n.inputs[0], 0.0)),),
@@ -328,7 +382,8 @@ RULES: dict[Op, Rule] = {
                                  b.mul(g, b.mask(Op.GT, n.inputs[1], n.inputs[0]))),
     Op.MINIMUM: lambda b, n, g: (b.mul(g, b.mask(Op.GE, n.inputs[1], n.inputs[0])),
                                  b.mul(g, b.mask(Op.GT, *n.inputs))),     # a <= b: a wins
-    Op.MATMUL: _matmul,
+    Op.MATMUL: lambda b, n, g: (_matmul(b, n, g) if n.ndim == 2 and n.inputs[0].ndim == 2
+                                and n.inputs[1].ndim == 2 else _batched_matmul(b, n, g)),
     Op.SUM: _sum,
     Op.MEAN: _mean,
     Op.MAX: _max,
@@ -348,6 +403,9 @@ RULES: dict[Op, Rule] = {
     Op.NE: _no_gradient,
     Op.ARGMAX: _no_gradient,
     Op.MAX_MASK: _no_gradient,
+    Op.SLICE: _slice,
+    Op.UNSLICE: lambda b, n, g: (b.op(Op.SLICE, g, index=n.index),),
+    Op.CONCAT: _concat,
 }
 
 
@@ -370,7 +428,8 @@ def differentiate(graph: Graph) -> Graph:
         if node.op is not Op.GRAD:
             copy = builder.add(node.op, tuple(new[i.id] for i in node.inputs), shape=node.shape,
                                dtype=node.dtype, axis=node.axis, value=node.value,
-                               init=node.init, name=node.name, line=node.line, col=node.col)
+                               init=node.init, name=node.name, line=node.line, col=node.col,
+                               perm=node.perm, index=node.index)
             new[node.id] = copy
             forward.add(copy.id)
             continue

@@ -136,6 +136,28 @@ class _ToAst(Transformer_NonRecursive):
     def args(self, children):
         return children
 
+    @v_args(meta=True)
+    def list(self, meta, children):
+        _, items = children
+        return ast.ListExpr(items=tuple(items or ()), **_span(meta))
+
+    def items(self, children):
+        return children
+
+    @v_args(meta=True)
+    def index(self, meta, children):
+        value, bracket, subscripts = children
+        return ast.Index(value=value, subscripts=tuple(subscripts), bracket_col=bracket.column,
+                         **_span(meta))
+
+    def subscripts(self, children):
+        return children
+
+    @v_args(meta=True)
+    def slice(self, meta, children):
+        start, _, stop, _, step = children
+        return ast.Slice(start=start, stop=stop, step=step, **_span(meta))
+
     def keyword(self, children):
         name, value = children
         return ast.Keyword(name=str(name), value=value, line=name.line, col=name.column,
@@ -156,6 +178,21 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "y = relu(x", "y = relu(x\n", "y = relu(x + 1", "y = f(x, y", "y = f(x * 2",
         "y = sum(x, axis=1", "y = sum(x, axis=1\n", "y = f(x, -y", "y = f(x, a=y + 1",
         "y = f(x, a=-y",
+    ],
+    "missing ']'": [
+        "y = x[1", "y = x[1\n", "y = x[1:2", "y = x[1, 2", "y = x[::2", "y = x[1:", "y = x[:",
+        "y = x[-1", "y = x[1:-1", "y = [1, 2", "y = [1", "y = [-1", "y = f(x, [1, 2",
+        "y = f(x, [1", "y = x[(1)", "y = x[1 + 2", "y = [1 + 2",
+    ],
+    "expected an index: an integer literal, a slice a:b:c or ':'": [
+        "y = x[", "y = x[\n", "y = x[1, ", "y = x[1,", "y = x[)", "y = x[=", "y = x[,",
+        "y = x[1, )", "y = x[1, =", "y = x[1, ,", "y = x[*", "y = x[1, *", "y = x []",
+        "y = x[]", "y = x[1, ]",
+    ],
+    "expected ',' or ']'": [
+        "y = x[1 2]", "y = [1 2]", "y = x[1:2 3]", "y = x[1 y]", "y = x[1:2:3:4]",
+        "y = x[1 )", "y = [1 )", "y = x[1 =", "y = [1 =", "y = [x y]", "y = f(x, [2 3])",
+        "y = f(x, [2 x])", "y = x[a b]", "y = x[1:a b]", "y = x[:, 1:2 3]",
     ],
     "unexpected ')' without a matching '('": [
         "y = x)", "y = x + 1)", "y = relu(x))", "y = 2)", "y = -x)", "y = x * y)",
@@ -183,7 +220,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "update w = x y", "update w = x 2", "update w = x =", "update w = x ,",
         "y = x z", "y = x 2", "y = x\ty", "y = 2 x", "y = relu(x) y", "y = (x) y", "y = -x y",
         "y = x z = 2", "y = x output y", "y = x input x", "y = 2 (y)",
-        "y = x ,", "y = x, z", "y = x =", "y = x = 2", "y = x :", "y = x [", "y = x ]",
+        "y = x ,", "y = x, z", "y = x =", "y = x = 2", "y = x :", "y = x ]",
         "y = x input", "y = x output",
     ],
     "expected '=' after the name (statements are 'NAME = EXPR', 'input ...', 'param ...', "
@@ -258,7 +295,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected the initial value after '=': a number literal, glorot or normal(STD)": [
         "param x: f32[2] =", "param x: f32[2] =\n", "param x: f32[2] = =",
         "param x: f32[2] = ,", "param x: f32[2] = )", "param x: f32[2] = :",
-        "param x: f32[2] = [", "param x: f32[2] = ]", "param x: f32[2] = *",
+        "param x: f32[2] = ]", "param x: f32[2] = *",
     ],
     "expected the name of a param after 'update': update NAME = EXPR": [
         "update", "update\n", "update 2", "update (x)", "update :", "update [", "update ]",
@@ -271,7 +308,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "expected an expression after '=': update NAME = EXPR": [
         "update w =", "update w =\n", "update w = =", "update w = ,", "update w = )",
-        "update w = :", "update w = [", "update w = ]", "update w = *",
+        "update w = :", "update w = ]", "update w = *",
     ],
     "expected a name after 'output'": [
         "output", "output\n", "output 2", "output (x)", "output x,", "output x,\n",
@@ -300,7 +337,7 @@ TERMINAL_TEXT = {
     "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
     "INPUT": "'input'", "OUTPUT": "'output'", "PARAM": "'param'", "UPDATE": "'update'",
 }
-EXPRESSION_START = frozenset({"LPAR", "MINUS", "NAME", "NUMBER"})
+EXPRESSION_START = frozenset({"LPAR", "LSQB", "MINUS", "NAME", "NUMBER"})
 
 
 def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagnostic:
@@ -383,6 +420,10 @@ def _message_from_accepts(e: UnexpectedToken) -> str:
         return "expected an expression"
     if "RPAR" in accepts and tok in ("_NL", "$END"):
         return "missing ')'"
+    if "RSQB" in accepts and tok in ("_NL", "$END"):
+        return "missing ']'"
+    if "RSQB" in accepts and "COMMA" in accepts:
+        return "expected an operator, ',' or ']'"
     if "RPAR" in accepts and "COMMA" in accepts:
         return "expected an operator, ',' or ')'"
     if "RPAR" in accepts:

@@ -51,6 +51,7 @@ PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "sched
           "emit")
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
+BATCHED_MATMUL = ("subgrid", "sequential")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class CompileOptions:
     reach: grid hops a summa panel travels per round (1: forwarded hop by hop; larger values
             relay it through several grid nodes at once).
     verify: re-check the IR's invariants after the front end.
+    batched: a matmul of 3-D or 4-D operands: "subgrid" runs the batch's products at once,
+            each on its own band of grid rows; "sequential" runs them one after the other,
+            each on the whole grid.
     """
 
     matmul: str = "summa"
@@ -73,11 +77,15 @@ class CompileOptions:
     preskew: bool = True
     reach: int = 1
     verify: bool = True
+    batched: str = "subgrid"
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
             raise D1Error(f"unknown matmul algorithm '{self.matmul}'; "
                           f"choose one of {', '.join(MATMUL_ALGORITHMS)}")
+        if self.batched not in BATCHED_MATMUL:
+            raise D1Error(f"unknown batched matmul mapping '{self.batched}'; "
+                          f"choose one of {', '.join(BATCHED_MATMUL)}")
         if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
             raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
 
@@ -92,7 +100,7 @@ class CompileOptions:
             key, text = (s.strip() for s in item.split("=", 1))
             if key not in known:
                 raise D1Error(f"unknown compiler option '{key}'; known: {', '.join(known)}")
-            if key == "matmul":
+            if key in ("matmul", "batched"):
                 values[key] = text
             elif key == "reach":
                 if not text.isdigit():

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from compiler.grad import differentiate
-from compiler.ir import Graph, Node, Op, format_type, round_to
+from compiler.ir import Graph, Node, Op, format_type, numpy_index, round_to, transpose_perm
 from d1isa.errors import D1Error
 
 Kernel = Callable[..., np.ndarray]
@@ -308,11 +308,17 @@ def _softmax(node: Node, x: np.ndarray) -> np.ndarray:
     return round_to(e / np.sum(e, axis=node.axis, keepdims=True, dtype=np.float32), node.dtype)
 
 
+def _unslice(node: Node, g: np.ndarray) -> np.ndarray:
+    out = np.zeros(node.shape, dtype=np.float32)
+    out[numpy_index(node.index)] = g
+    return out
+
+
 KERNELS: dict[Op, Kernel] = {
     Op.CONST: lambda node: np.full(node.shape, node.value, dtype=np.float32),
     Op.BROADCAST: lambda node, x: np.broadcast_to(x, node.shape),
     Op.CAST: lambda node, x: round_to(x, node.dtype),
-    Op.TRANSPOSE: lambda node, x: np.ascontiguousarray(x.T),
+    Op.TRANSPOSE: lambda node, x: np.ascontiguousarray(np.transpose(x, transpose_perm(node))),
     Op.RESHAPE: lambda node, x: np.reshape(x, node.shape),
     Op.NEG: lambda node, x: -x,
     Op.ABS: lambda node, x: np.abs(x),
@@ -348,4 +354,7 @@ KERNELS: dict[Op, Kernel] = {
     Op.SOFTMAX: _softmax,
     Op.LOG_SOFTMAX: _log_softmax,
     Op.MAX_MASK: _max_mask,
+    Op.SLICE: lambda node, x: np.array(x[numpy_index(node.index)], dtype=np.float32),
+    Op.UNSLICE: _unslice,
+    Op.CONCAT: lambda node, *xs: np.concatenate(xs, axis=node.axis),
 }

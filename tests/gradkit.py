@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Op, round_to
+from compiler.ir import Graph, Node, Op, numpy_index, round_to, transpose_perm
 from compiler.reference import KERNELS
 
 
@@ -33,7 +33,7 @@ F64 = {
     Op.CONST: lambda n: np.full(n.shape, n.value),
     Op.BROADCAST: lambda n, x: np.broadcast_to(x, n.shape),
     Op.CAST: lambda n, x: x,
-    Op.TRANSPOSE: lambda n, x: x.T,
+    Op.TRANSPOSE: lambda n, x: np.transpose(x, transpose_perm(n)),
     Op.RESHAPE: lambda n, x: np.reshape(x, n.shape),
     Op.NEG: lambda n, x: -x,
     Op.ABS: lambda n, x: np.abs(x),
@@ -69,7 +69,16 @@ F64 = {
     Op.SOFTMAX: lambda n, x: _softmax64(x, n.axis),
     Op.LOG_SOFTMAX: lambda n, x: _log_softmax64(x, n.axis),
     Op.MAX_MASK: lambda n, x: KERNELS[Op.MAX_MASK](n, x).astype(float),
+    Op.SLICE: lambda n, x: x[numpy_index(n.index)],
+    Op.UNSLICE: lambda n, g: _unslice64(n, g),
+    Op.CONCAT: lambda n, *xs: np.concatenate(xs, axis=n.axis),
 }
+
+
+def _unslice64(n: Node, g: np.ndarray) -> np.ndarray:
+    out = np.zeros(n.shape)
+    out[numpy_index(n.index)] = g
+    return out
 
 
 def forward64(graph: Graph, target: Node, leaves: dict[str, np.ndarray]) -> np.ndarray:

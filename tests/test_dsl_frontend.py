@@ -207,7 +207,7 @@ DECLS = "input x: f32[64, 784]\ninput w: f32[256, 10]\ninput v: bf16[10]\n"
      "cannot broadcast shapes [64, 784] and [256, 10] for '+': 784 != 10 at axis -1"),
     ("y = maximum(w, x)", 4, 5, "cannot broadcast shapes [256, 10] and [64, 784] for maximum"),
     ("y = x @ w", 4, 7, "matmul dimension mismatch: [64, 784] @ [256, 10]: 784 != 256"),
-    ("y = v @ w", 4, 7, "matmul needs 2-D operands: [10] @ [256, 10]"),
+    ("y = v @ w", 4, 7, "matmul needs operands of 2 to 4 dimensions: [10] @ [256, 10]"),
     ("y = x @ 2", 4, 7, "'@' needs a tensor on both sides"),
     ("y = 1e999 * x", 4, 5, "number '1e999' is too large"),
 ])

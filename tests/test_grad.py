@@ -161,6 +161,42 @@ def test_rules_on_3d_values_match_finite_differences(expr):
     check_program(program(used, expr), seed=3)
 
 
+@pytest.mark.parametrize("decls, expr", [
+    ({"a": (2, 3, 4)}, "reshape(a, [4, -1])"),
+    ({"a": (6, 4)}, "reshape(a, [2, 3, 2, 2])"),
+    ({"a": (2, 3, 4)}, "transpose(a, [2, 0, 1])"),
+    ({"a": (2, 3, 4, 2)}, "transpose(a, [0, 2, 1, 3])"),
+    ({"a": (3, 4)}, "transpose(a, [1, 0])"),
+    ({"a": (2, 3, 4)}, "a[1]"),
+    ({"a": (2, 3, 4)}, "a[:, 1:3, ::2]"),
+    ({"a": (5, 4)}, "a[-4:-1:2, 3]"),
+    ({"a": (3, 4)}, "a[2, 1] * a"),
+    ({"a": (2, 3), "b": (2, 4)}, "concat(a, b, axis=1)"),
+    ({"a": (2, 3, 2), "b": (1, 3, 2)}, "concat(b, a, b, axis=0)"),
+    ({"a": (2, 3, 4), "b": (2, 4, 5)}, "a @ b"),
+    ({"a": (2, 3, 4), "b": (4, 5)}, "a @ b"),
+    ({"a": (3, 4), "b": (2, 4, 5)}, "a @ b"),
+    ({"a": (2, 1, 3, 4), "b": (3, 4, 2)}, "a @ b"),
+    ({"a": (2, 3, 4)}, "a[0] @ transpose(a[1], [1, 0])"),
+    ({"a": (2, 3, 4)}, "sum(a[:, 1:]) * a[1, 0:1]"),
+])
+def test_shape_rules_match_finite_differences(decls, expr):
+    check_program(program(decls, expr), seed=4)
+
+
+def test_grad_of_a_slice_gradient_is_a_slice():
+    # d/da of sum((grad of a slice) * c): the unslice rule (second derivatives) in a program.
+    text = ("input a: f32[3, 4]\ninput c: f32[3, 4]\n"
+            "l = sum(a[1:, ::2] * a[1:, ::2])\ng = grad(l, a)\nm = sum(g * c)\n"
+            "h = grad(m, a)\noutput h\n")
+    graph = compiler.check_source(text)
+    leaves = leaf_values(graph, 2)
+    out = evaluate(graph, leaves)
+    want = np.zeros((3, 4), dtype=np.float32)
+    want[1:, ::2] = 2 * leaves["c"][1:, ::2]
+    np.testing.assert_allclose(out["h"], want, rtol=1e-6)
+
+
 def test_every_forward_op_has_a_rule():
     forward_ops = set(Op) - LEAF_OPS - {Op.GRAD}
     assert forward_ops <= set(RULES)
