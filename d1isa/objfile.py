@@ -386,6 +386,10 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "options": ("a table", lambda v: isinstance(v, dict)),
     "sram_peak_bytes": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "regions": ("a list of regions", lambda v: isinstance(v, list) and all(map(_region, v))),
+    # an imported ONNX model's names: ONNX name -> the DSL name the program uses
+    "onnx_names": ("a table of names", lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) and IDENTIFIER.fullmatch(x)
+        for k, x in v.items())),
 }
 
 
