@@ -3,8 +3,8 @@
 Each case is one small model with its inputs and expected outputs. `suite()` sorts every case
 before anything runs:
 
-* out of scope: a node whose operator d1 does not convert at the case's opset (the import's
-  "operator" failures), or no model at all;
+* out of scope: a node whose operator d1 has no converter for at the case's opset (even if
+  the import could evaluate it on constants), or no model at all;
 * skipped, with a reason: a float input or output that is not float32 (or bfloat16, which a
   Cast case feeds) with 1 to 4 dimensions, an attribute outside the documented subset (the
   import's "subset" failures), or a newer language form this build's DSL does not have yet
@@ -44,6 +44,8 @@ if str(ROOT) not in sys.path:
 DOC = ROOT / "docs" / "ONNX.md"
 BEGIN = "<!-- onnx-suite:begin (written by tests/onnxkit.py) -->"
 END = "<!-- onnx-suite:end -->"
+OPS_BEGIN = "<!-- onnx-ops:begin (written by tests/onnxkit.py) -->"
+OPS_END = "<!-- onnx-ops:end -->"
 MACHINE = "m4x4"
 RTOL, ATOL = 1e-3, 1e-6
 
@@ -101,6 +103,7 @@ class Case:
     feeds: list[dict[str, np.ndarray]] = field(default_factory=list)      # by ONNX name
     expected: list[dict[str, np.ndarray]] = field(default_factory=list)   # by ONNX name
     ops: tuple[str, ...] = ()
+    imported: object = None              # compiler.onnx_import.Imported, if it imported
 
 
 def _array(x: object) -> np.ndarray | None:
@@ -121,6 +124,7 @@ def prepare(tc: object) -> Case:
     from onnx import numpy_helper
 
     from compiler.onnx_import import ImportFailure, import_model
+    from compiler.onnx_import.registry import lookup
 
     name = tc.name
     if tc.model is None or not tc.data_sets:
@@ -128,6 +132,11 @@ def prepare(tc: object) -> Case:
     model = onnx.ModelProto()
     model.CopyFrom(tc.model)
     ops = tuple(sorted({n.op_type for n in model.graph.node}))
+    opset = next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+    others = sorted({n.op_type for n in model.graph.node
+                     if n.domain not in ("", "ai.onnx") or lookup(n.op_type, opset) is None})
+    if others:
+        return Case(name, "out", f"{', '.join(others)} at opset {opset}", ops=ops)
     g = model.graph
     feeds_all, expected_all = [], []
     for inputs, outputs in tc.data_sets:
@@ -190,6 +199,7 @@ def prepare(tc: object) -> Case:
             return _skip(case, "; ".join(m.split(": ", 1)[1] for m in failure.messages))
         case.reason = "import failed: " + "; ".join(failure.messages)
         return case                       # runs, and fails with this reason
+    case.imported = imported
     missing = sorted(imported.features - available_features())
     if missing:
         return _skip(case, "needs DSL forms this build does not have yet: "
@@ -239,21 +249,40 @@ def run_case(case: Case, workdir: Path) -> list[str]:
             got = emu.output(dsl)
             if dsl in scalars:
                 got = got.reshape(())
-            want = np.asarray(want, dtype=np.float32)
-            if got.shape != want.shape:
-                problems.append(f"{onnx_name}: shape {list(got.shape)}, expected "
-                                f"{list(want.shape)}")
-                continue
-            if not np.allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True):
-                with np.errstate(all="ignore"):
-                    err = np.abs(got.astype(np.float64) - want)
-                    err[np.isnan(got) & np.isnan(want)] = 0
-                    worst = int(np.argmax(np.where(np.isnan(err), np.inf, err)))
-                problems.append(f"{onnx_name}: differs beyond rtol {RTOL} atol {ATOL}: at "
-                                f"{np.unravel_index(worst, want.shape)} got "
-                                f"{got.reshape(-1)[worst]!r}, expected "
-                                f"{want.reshape(-1)[worst]!r}")
+            problems += compare(onnx_name, got, want)
     return problems
+
+
+def run_text_case(case: Case) -> list[str]:
+    """Check the imported text of a case with the numpy reading of the DSL (tests/dsl_numpy),
+    whichever forms this build compiles; the problems found (none: it matches)."""
+    from dsl_numpy import run_text
+
+    imp = case.imported
+    assert imp is not None
+    problems = []
+    for feeds, expected in zip(case.feeds, case.expected, strict=True):
+        got = run_text(imp.text, {imp.names[n]: a.astype(np.float32) for n, a in feeds.items()},
+                       imp.params)
+        for onnx_name, want in expected.items():
+            problems += compare(onnx_name, got[imp.names[onnx_name]], want)
+    return problems
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray) -> list[str]:
+    """[] if `got` matches `want` at the suite's tolerance, else what differs."""
+    want = np.asarray(want, dtype=np.float32)
+    if got.shape != want.shape:
+        return [f"{name}: shape {list(got.shape)}, expected {list(want.shape)}"]
+    if np.allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True):
+        return []
+    with np.errstate(all="ignore"):
+        err = np.abs(got.astype(np.float64) - want)
+        err[np.isnan(got) & np.isnan(want)] = 0
+        worst = int(np.argmax(np.where(np.isnan(err), np.inf, err)))
+    return [f"{name}: differs beyond rtol {RTOL} atol {ATOL}: at "
+            f"{tuple(int(i) for i in np.unravel_index(worst, want.shape))} got "
+            f"{got.reshape(-1)[worst]!r}, expected {want.reshape(-1)[worst]!r}"]
 
 
 def report(results: dict[str, list[str]] | None = None) -> str:
@@ -266,8 +295,9 @@ def report(results: dict[str, list[str]] | None = None) -> str:
     failed = {n: p for n, p in (results or {}).items() if p}
     passed = len(run) - len(failed) if results is not None else None
     import onnx
+    version = ".".join(onnx.__version__.split(".")[:2])
     lines = [BEGIN, "",
-             f"With onnx {onnx.__version__} ({len(cases)} node test cases): "
+             f"With onnx {version} ({len(cases)} node test cases): "
              f"**{len(run)} run"
              + (f", {passed} pass" if passed is not None else "") + f"**, {len(skipped)} are "
              f"skipped (listed below with the reason), and {len(out)} are cases of operators "
@@ -281,17 +311,33 @@ def report(results: dict[str, list[str]] | None = None) -> str:
     return "\n".join(lines)
 
 
-def doc_section(text: str) -> str | None:
-    m = re.search(re.escape(BEGIN) + r".*?" + re.escape(END), text, re.S)
+def operator_table() -> str:
+    """The operator section of docs/ONNX.md, from the converters' registrations and
+    docstrings (compiler.onnx_import.registry.operator_table)."""
+    from compiler.onnx_import.registry import operator_table as rows
+
+    lines = [OPS_BEGIN, "", "| operator | opsets (a converter from each) | becomes |",
+             "|---|---|---|"]
+    for op, versions, text in rows():
+        lines.append(f"| {op} | {', '.join(map(str, versions))} | {text.replace('|', '/')} |")
+    lines += ["", OPS_END]
+    return "\n".join(lines)
+
+
+def doc_section(text: str, begin: str = BEGIN, end: str = END) -> str | None:
+    m = re.search(re.escape(begin) + r".*?" + re.escape(end), text, re.S)
     return m.group(0) if m else None
 
 
 def write_doc(results: dict[str, list[str]]) -> None:
     text = DOC.read_text(encoding="utf-8")
-    section = doc_section(text)
-    if section is None:
-        raise SystemExit(f"{DOC} has no suite section ({BEGIN} ... {END})")
-    DOC.write_text(text.replace(section, report(results)), encoding="utf-8")
+    for begin, end, new in ((BEGIN, END, report(results)),
+                            (OPS_BEGIN, OPS_END, operator_table())):
+        section = doc_section(text, begin, end)
+        if section is None:
+            raise SystemExit(f"{DOC} has no section {begin} ... {end}")
+        text = text.replace(section, new)
+    DOC.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compiler.onnx_import import ops  # noqa: F401  (registers every converter)
 from compiler.onnx_import.convert import Imported, ImportFailure, import_model
 from d1isa.errors import D1Error
 from d1isa.files import read_bytes
@@ -50,8 +51,9 @@ def parse_model(raw: bytes, filename: str) -> Any:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise D1Error(f"{filename}: not a valid ONNX model: {first}") from None
+        said = " ".join(str(e).split()) or type(e).__name__
+        said = said if len(said) <= 300 else said[:297] + "..."
+        raise D1Error(f"{filename}: not a valid ONNX model: {said}") from None
     return model
 
 

@@ -158,7 +158,7 @@ class Importer:
         self.decls: list[str] = []
         self.body: list[str] = []
         self.params: dict[str, np.ndarray] = {}
-        self.materialised: dict[tuple[str, str, tuple[int, ...]], E] = {}
+        self.materialised: dict[tuple[str, str, tuple[int, ...], bool], E] = {}
         self.features: set[str] = set()
         self.problems: list[str] = []
         self.kinds: list[str] = []
@@ -322,8 +322,9 @@ class Importer:
                     if self.model.producer_name else "") + ").",
                  "# One statement per ONNX node; its comment names the node and its operator."]
         if self.params:
-            lines.append("# The params hold the model's constants; their values are in the "
-                         ".npz written beside this file (d1 run FILE.d1k --params FILE.npz).")
+            lines.append("# The params hold the model's constants: d1 import writes their "
+                         "values to OUT.npz,")
+            lines.append("# for d1 run OUT.d1k --params OUT.npz.")
         lines += self.decls + self.body
         lines.append("output " + ", ".join(outputs))
         return "\n".join(lines) + "\n"
@@ -428,16 +429,19 @@ class Importer:
             return like
         return "bf16" if v.elem == BFLOAT16 else "f32"
 
-    def data(self, onnx_name: str, like: str | None, shape: tuple[int, ...] | None = None
-             ) -> E:
+    def data(self, onnx_name: str, like: str | None, shape: tuple[int, ...] | None = None,
+             transposed: bool = False) -> E:
         """The DSL form of the constant `onnx_name` read as data in dtype `like` (None: its
-        own), reshaped to `shape` if given: a number literal if it is 0-d, else a param
-        (declared once per dtype and shape; the first keeps the ONNX name)."""
+        own), reshaped to `shape` or transposed (2-D) if asked: a number literal if it is
+        0-d, else a param (declared once per form; the first keeps the ONNX name, and the
+        param holds the values in the form the program reads them)."""
         v = self.values[onnx_name]
         a = v.const
         assert a is not None
         if shape is not None:
             a = a.reshape(shape)
+        if transposed:
+            a = a.T
         if a.dtype.kind not in "fbiu":
             raise Unsupported(f"the constant '{onnx_name}' is {elem_name(v.elem)}; the DSL "
                               "computes in float32 and bfloat16")
@@ -452,18 +456,21 @@ class Importer:
         if a.size == 0:
             raise Unsupported(f"the constant '{onnx_name}' is empty")
         dtype = self.const_dtype(v, like)
-        key = (onnx_name, dtype, a.shape)
+        key = (onnx_name, dtype, a.shape, transposed)
         if key not in self.materialised:
             base = self.names[onnx_name]
             dsl = base if not any(k[0] == onnx_name for k in self.materialised) \
-                else self.names.fresh(f"{base}_{dtype}" if a.shape == v.shape else base)
-            self.declare_param(dsl, f, dtype, onnx_name)
+                else self.names.fresh(f"{base}_t" if transposed else base)
+            self.declare_param(dsl, np.ascontiguousarray(f), dtype, onnx_name, transposed)
             self.materialised[key] = X.name(dsl)
         return self.materialised[key]
 
-    def declare_param(self, dsl: str, values: np.ndarray, dtype: str, onnx_name: str) -> None:
+    def declare_param(self, dsl: str, values: np.ndarray, dtype: str, onnx_name: str,
+                      transposed: bool = False) -> None:
         shape = ", ".join(str(d) for d in values.shape)
         note = f"  # ONNX '{onnx_name}'" if dsl != onnx_name else ""
+        if transposed:
+            note = (note or f"  # ONNX '{onnx_name}'") + ", transposed"
         self.decls.append(f"param {dsl}: {dtype}[{shape}]{note}")
         self.params[dsl] = np.ascontiguousarray(values, dtype=np.float32)
 
@@ -532,13 +539,20 @@ class NodeCtx:
                               "constant: an initializer or computed from them")
         return v.const
 
-    def x(self, i: int, like: str | None = None, shape: tuple[int, ...] | None = None) -> E:
+    def x(self, i: int, like: str | None = None, shape: tuple[int, ...] | None = None,
+          transposed: bool = False) -> E:
         """Input `i` as DSL data; a constant is written in dtype `like` (None: its own).
 
         With `shape` (same element count), the value is read reshaped: a constant becomes a
         param of that shape directly (a per-channel [C] vector as [C, 1, 1]), a computed
-        value is reshaped by the program."""
+        value is reshaped by the program. `transposed` reads a 2-D value transposed: a
+        constant as a param holding the transpose, a computed value through `transpose`."""
         v = self.input(i)
+        if transposed:
+            if v.is_const:
+                return self.imp.data(self.node.input[i], like, transposed=True)
+            assert v.expr is not None
+            return X.call("transpose", v.expr)
         if shape is not None and tuple(shape) != v.shape:
             if int(np.prod(shape)) != int(np.prod(v.shape)):
                 raise BadModel(f"input {i} has shape {list(v.shape)}, which cannot be read as "
@@ -648,5 +662,4 @@ def _elem_of_array(a: np.ndarray) -> int:
 def import_model(model: Any, filename: str = "<model>",
                  shapes: dict[str, tuple[int, ...]] | None = None) -> Imported:
     """Convert an onnx ModelProto (already read and checked) into an `Imported` program."""
-    from compiler.onnx_import import ops  # noqa: F401  (registers the converters)
     return Importer(model, filename, shapes or {}).run()

@@ -71,24 +71,20 @@ def matmul(ctx: NodeCtx) -> None:
 
 @converter("Gemm", 7, 9, 11, 13)
 def gemm(ctx: NodeCtx) -> None:
-    """`alpha * (A' @ B') + beta * C`, A' = `transpose(A)` if transA (B' likewise); factors of
-    1 and an absent or zero-weighted C are left out."""
+    """`alpha * (A' @ B') + beta * C`, A' = `transpose(A)` if transA (B' likewise; a constant
+    is stored transposed instead); factors of 1 and an absent or zero-weighted C are left
+    out."""
     a, b = ctx.input(0), ctx.input(1)
     if a.rank != 2 or b.rank != 2:
         raise BadModel(f"Gemm needs 2-D A and B, got {list(a.shape)} and {list(b.shape)}")
     dtype = _matmul_dtype(ctx, 0, 1)
     ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
-    ea, eb = ctx.x(0, dtype), ctx.x(1, dtype)
     m, k = (a.shape[1], a.shape[0]) if ta else a.shape
     kb, n = (b.shape[1], b.shape[0]) if tb else b.shape
     if k != kb:
         raise BadModel(f"Gemm dimension mismatch: A' is {[m, k]}, B' is {[kb, n]}")
-    if ta:
-        ea = X.call("transpose", ea)
-    if tb:
-        eb = X.call("transpose", eb)
-    e = X.binop("@", ea, eb)
+    e = X.binop("@", ctx.x(0, dtype, transposed=bool(ta)), ctx.x(1, dtype, transposed=bool(tb)))
     if alpha != 1.0:
         e = X.binop("*", X.number(alpha), e)
     if ctx.has_input(2) and beta != 0.0:
@@ -253,7 +249,7 @@ def flatten(ctx: NodeCtx) -> None:
     axis = int(ctx.attr("axis", 1))
     if not -v.rank <= axis <= v.rank:
         raise BadModel(f"axis {axis} is out of range for a {v.rank}-D input")
-    axis = axis % (v.rank + 1) if axis < 0 else axis
+    axis = axis + v.rank if axis < 0 else axis
     out = (int(np.prod(v.shape[:axis])), int(np.prod(v.shape[axis:])))
     reshaped(ctx, v, ctx.x(0), out)
 
