@@ -328,6 +328,15 @@ def test_hostile_file_through_a_real_process(tmp_path):
     assert p.stderr.startswith(f"error: {path}: not ") and "Traceback" not in p.stderr
 
 
+def test_a_huge_constant_is_refused_before_it_is_made():
+    m = model([helper.make_node("ConstantOfShape", ["shape"], ["big"], name="huge"),
+               helper.make_node("Add", ["x", "big"], ["y"])],
+              [("x", [4])], [("y", [4])], {"shape": np.array([1 << 20, 1 << 20], np.int64)})
+    with pytest.raises(ImportFailure, match=r"node 'huge' \(ConstantOfShape, opset 17\): its "
+                                            r"constant result would have 1,099,511,627,776"):
+        import_model(m, "m.onnx")
+
+
 def test_parse_model_refuses_non_models():
     with pytest.raises(D1Error, match="x.onnx: not an ONNX model"):
         parse_model(b"\x08\x01\x12\x00", "x.onnx")

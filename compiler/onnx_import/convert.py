@@ -45,6 +45,10 @@ NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Random
                     "Bernoulli", "Multinomial", "Dropout"}
 # Operators whose outputs are constants whatever their inputs (every shape is known here).
 SHAPE_OPS = {"Shape", "Size"}
+# A constant the import computes (folding) holds at most this many elements: more than any
+# machine's SRAM, so nothing lawful is refused, and a model that asks ConstantOfShape or
+# Range for 2^40 elements is refused before anything is allocated.
+MAX_FOLDED_ELEMENTS = 1 << 28
 
 
 class Unsupported(Exception):
@@ -412,6 +416,7 @@ class Importer:
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: self.values[i].const for i in node.input if i}
+        self.check_fold_size(node, feeds)
         try:
             ref = ReferenceEvaluator(node, opsets=dict(self.opsets))
             results = ref.run(None, feeds)
@@ -420,7 +425,30 @@ class Importer:
                            f"{type(e).__name__}: {e}") from None
         for i, r in enumerate(results):
             if i < len(node.output) and node.output[i]:
-                ctx.set_const(i, np.asarray(r))
+                a = np.asarray(r)
+                if a.size > MAX_FOLDED_ELEMENTS:
+                    raise BadModel(f"its constant result has {a.size:,} elements (at most "
+                                   f"{MAX_FOLDED_ELEMENTS:,})")
+                ctx.set_const(i, a)
+
+    def check_fold_size(self, node: Any, feeds: dict[str, Any]) -> None:
+        """Refuse, before evaluating, the operators whose result size is asked for by their
+        inputs: a shape (ConstantOfShape, Expand, Tile's repeats) or a range."""
+        ins = [feeds.get(i) for i in node.input]
+        count = None
+        with np.errstate(all="ignore"):
+            if node.op_type in ("ConstantOfShape", "Expand") and ins and ins[-1] is not None:
+                count = float(np.prod(np.abs(ins[-1].astype(np.float64))))
+                if node.op_type == "Expand" and ins[0] is not None:
+                    count *= max(1.0, float(ins[0].size))
+            elif node.op_type == "Tile" and len(ins) == 2 and ins[0] is not None:
+                count = float(ins[0].size) * float(np.prod(np.abs(ins[1].astype(np.float64))))
+            elif node.op_type == "Range" and len(ins) == 3 and all(a is not None for a in ins):
+                start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in ins)
+                count = abs((limit - start) / delta) if delta else float("inf")
+        if count is not None and not count <= MAX_FOLDED_ELEMENTS:
+            raise BadModel(f"its constant result would have {count:,.0f} elements (at most "
+                           f"{MAX_FOLDED_ELEMENTS:,})")
 
     # ---- constants as data --------------------------------------------------------------------
 
