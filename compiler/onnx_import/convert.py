@@ -109,8 +109,9 @@ class Imported:
     """What `import_model` returns.
 
     `text` is the `.d1k` program; `params` the value of each of its params (float32 arrays,
-    by DSL name); `names` maps every ONNX value name the program has to its DSL name (only
-    those that differ in `renamed`); `features` are the newer language forms the text uses
+    by DSL name); `names` maps every ONNX value the program has (inputs, params, computed
+    values; not the constants folded away) to its DSL name (only those that differ in
+    `renamed`); `features` are the newer language forms the text uses
     (compiler.onnx_import.expr.FEATURES).
     """
 
@@ -167,6 +168,7 @@ class Importer:
         self.problems: list[str] = []
         self.kinds: list[str] = []
         self.inputs: list[str] = []
+        self.bound: set[str] = set()          # the DSL names the program defines
         self.folded = 0
         self.used: set[str] = {o.name for o in g.output}
         for n in g.node:
@@ -186,9 +188,11 @@ class Importer:
         outputs = self.read_outputs()
         if self.problems:
             raise ImportFailure(self.problems, self.kinds)
-        return Imported(self.text(outputs), self.params, dict(self.names.dsl), self.inputs,
-                        outputs, frozenset(self.features), self.opset, self.names.renamed(),
-                        len(self.graph.node), self.folded)
+        names = {k: v for k, v in self.names.dsl.items() if v in self.bound}
+        return Imported(self.text(outputs), self.params, names, self.inputs, outputs,
+                        frozenset(self.features), self.opset,
+                        {k: v for k, v in names.items() if k != v}, len(self.graph.node),
+                        self.folded)
 
     def fail(self, message: str, kind: str = "model") -> None:
         self.problems.append(f"{self.filename}: {message}")
@@ -245,6 +249,7 @@ class Importer:
             dsl = self.names[inp.name]
             self.values[inp.name] = Value(shape, t.elem_type, dtype, X.name(dsl))
             self.inputs.append(dsl)
+            self.bound.add(dsl)
             self.decls.append(f"input {dsl}: {dtype}[{', '.join(map(str, shape))}]"
                               + self.comment_name(inp.name))
 
@@ -309,12 +314,16 @@ class Importer:
             if v.is_const:
                 if v.rank == 0 or v.rank > MAX_DIMS:
                     self.fail(f"graph output '{o.name}' is a constant of {v.rank} "
-                              "dimensions; d1 outputs tensors of 1 to 4")
+                              "dimensions; d1 outputs tensors of 1 to 4", "subset")
                     continue
-                self.declare_param(dsl, v.const.astype(np.float32), self.const_dtype(v, None),
-                                   o.name)
+                try:
+                    dsl = self.data(o.name, None).text     # the param holding it
+                except Unsupported as e:
+                    self.fail(f"graph output '{o.name}': not supported: {e}", "subset")
+                    continue
             elif v.expr is None or v.expr.text != dsl:
                 self.body.append(f"{dsl} = {v.expr}  # graph output '{o.name}'")
+                self.bound.add(dsl)
             outputs.append(dsl)
         if not outputs and not self.problems:
             self.fail("the model has no outputs that d1 can compute")
@@ -500,6 +509,7 @@ class Importer:
         if transposed:
             note = (note or f"  # ONNX '{onnx_name}'") + ", transposed"
         self.decls.append(f"param {dsl}: {dtype}[{shape}]{note}")
+        self.bound.add(dsl)
         self.params[dsl] = np.ascontiguousarray(values, dtype=np.float32)
 
 
@@ -638,6 +648,7 @@ class NodeCtx:
     def emit(self, dsl: str, e: E) -> None:
         self.imp.features |= e.features
         self.imp.body.append(f"{dsl} = {e.text}{self.comment()}")
+        self.imp.bound.add(dsl)
 
     def set_const(self, i: int, a: np.ndarray) -> None:
         if i < len(self.node.output) and self.node.output[i]:
