@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "asm": ("d1.commands.asm", "asm", "Assemble a .d1s file into a .d1o object."),
     "disasm": ("d1.commands.asm", "disasm", "Disassemble a .d1o object into .d1s text."),
     "compile": ("d1.commands.compile", "compile", "Compile a .d1k tensor program to an object."),
+    "import": ("d1.commands.importer", "import_",
+               "Import an ONNX model as a .d1k program and an .npz of its params."),
     "run": ("d1.commands.run", "run", "Run a program on the emulated mesh (traps, timing, stats)."),
     "train": ("d1.commands.train", "train",
               "Train a program on whole data sets, params resident in SRAM."),

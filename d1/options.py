@@ -74,3 +74,34 @@ def input_options(f: Callable) -> Callable:
     f = click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
                      help="Scatter a numpy array into the input tensor NAME (repeatable).")(f)
     return f
+
+
+def shape_option(f: Callable) -> Callable:
+    """Add --shape (an ONNX model's input shapes; `parse_shapes` reads them)."""
+    return click.option(
+        "--shape", "shapes", multiple=True, metavar="NAME=D0,D1,...",
+        help="The shape of an ONNX model's input (repeatable; its ONNX or its DSL name). "
+             "Needed where the model leaves a dimension symbolic, such as a batch N.")(f)
+
+
+def parse_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """{input name: shape} from `NAME=D0,D1,...` strings; each dim a positive integer."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=D0,D1,..., got '{item}'",
+                                     param_hint="--shape")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{name}: the dimensions must be integers separated by "
+                                     f"commas, got '{dims}'", param_hint="--shape") from None
+        if any(d < 1 for d in shape) or any(d > 1 << 31 for d in shape):
+            raise click.BadParameter(f"{name}: every dimension must be a positive integer "
+                                     f"(at most 2^31), got '{dims}'", param_hint="--shape")
+        if name in out:
+            raise click.BadParameter(f"{name} is given twice", param_hint="--shape")
+        out[name] = shape
+    return out

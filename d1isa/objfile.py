@@ -394,6 +394,10 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "regions": ("a list of regions", lambda v: isinstance(v, list) and all(map(_region, v))),
     # Checked in full by d1isa.debuginfo.read.
     "values": ("a table", lambda v: isinstance(v, dict)),
+    # an imported ONNX model's names: ONNX name -> the DSL name the program uses
+    "onnx_names": ("a table of names", lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) and IDENTIFIER.fullmatch(x)
+        for k, x in v.items())),
 }
 
 

@@ -18,7 +18,13 @@ from typing import Any
 import click
 import numpy as np
 
-from d1.options import emulated_machine, input_options, machine_options
+from d1.options import (
+    emulated_machine,
+    input_options,
+    machine_options,
+    parse_shapes,
+    shape_option,
+)
 from d1isa import units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS
@@ -873,15 +879,16 @@ def _interactive(s: Session) -> None:
 @click.command("debug")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
+@shape_option
 @click.option("--batch", is_flag=True,
               help="No prompt: run the -ex commands, then any commands on stdin, and exit.")
 @click.option("-ex", "commands", multiple=True, metavar="CMD",
               help="Run this debugger command first (repeatable, in order).")
 @machine_options
-def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands: tuple[str, ...],
-          machine_name: str | None, mesh: str | None, chips: str | None,
-          sets: tuple[str, ...]) -> None:
-    """Debug FILE (.d1k, .d1s or .d1o) on the whole emulated mesh.
+def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...], batch: bool,
+          commands: tuple[str, ...], machine_name: str | None, mesh: str | None,
+          chips: str | None, sets: tuple[str, ...]) -> None:
+    """Debug FILE (.d1k, .d1s, .d1o or an .onnx model) on the whole emulated mesh.
 
     Breakpoints on pcs, labels and source lines (conditional, per node or on all nodes),
     watchpoints on memory, registers and links, source-level stepping of one node or of every
@@ -899,7 +906,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     from d1.program import load_program
 
     machine = emulated_machine(machine_name, mesh, sets, chips)
-    prog = load_program(file, machine)
+    prog = load_program(file, machine, shapes=parse_shapes(shapes))
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
     prog.check_host_memory()

@@ -17,6 +17,8 @@ from d1.options import (
     input_options,
     machine_options,
     max_cycles_option,
+    parse_shapes,
+    shape_option,
     usable_cpus,
 )
 from d1.program import Program, load_program
@@ -76,6 +78,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
+@shape_option
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Start the params from this .npz (one array per param name, e.g. the "
                    "params.npz `d1 train` writes); params it does not hold take the values "
@@ -112,21 +115,25 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
                    "double_buffer=true|false, preskew=true|false, reach=N.")
 @machine_options
-def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None, check: bool,
+def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
+        params_file: Path | None, check: bool,
         out_dir: Path,
         max_cycles: int, quantum: int, threads: int, show_stats: bool, json_file: Path | None,
         regions: bool, trace_file: Path | None, trace_events: int, opts: tuple[str, ...],
         machine_name: str | None, mesh: str | None, chips: str | None,
         sets: tuple[str, ...]) -> None:
-    """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
+    """Run FILE (.d1o, .d1s, .d1k or an .onnx model) on the emulated mesh.
 
     Inputs are scattered to their tensors (float32 or float64 .npy files, rounded to the
     tensor's dtype); DSL inputs not given are drawn from a standard normal seeded by --seed.
     Params are written like inputs, from --params, else from the object (`d1 compile
     --params`), else from their declaration's INIT. A training program runs one step.
     When every node halts, each output tensor is written to OUT_DIR/NAME.npy (float32 for
-    f32/bf16, int32 for i32). A trap or a deadlock is reported with the node, the instruction
-    and its source line, and exits with status 1; so does a failed --check.
+    f32/bf16, int32 for i32). An ONNX model is imported in memory (docs/ONNX.md): its
+    initializers are the params' values, --input takes its ONNX input names as well as the
+    DSL ones, outputs are written under their DSL names, and --shape sets symbolic dims.
+    A trap or a deadlock is reported with the node, the instruction and its source line,
+    and exits with status 1; so does a failed --check.
 
     \b
     Examples:
@@ -139,6 +146,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
       d1 run programs/matmul.d1k --mesh 4x4 --chips 2x2 --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
+      d1 run programs/onnx/mlp.onnx --input x=digits.npy --json run.json
     """
     machine = emulated_machine(machine_name, mesh, sets, chips)
     options = None
@@ -150,7 +158,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
     if params_file is not None:
         from d1.params import load_params
         params = load_params(params_file)
-    prog = load_program(file, machine, options)
+    prog = load_program(file, machine, options, shapes=parse_shapes(shapes))
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
@@ -204,6 +212,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
     if json_file is not None:
         doc: dict[str, Any] = {"file": str(file), "status": result.status,
                                "result": result.to_json(), "outputs": written, "stats": stats}
+        if prog.names:
+            doc["onnx_names"] = prog.names
     if not result.ok:
         if json_file is not None:
             write_json(json_file, doc)
