@@ -33,7 +33,11 @@ class Value:
     """A tensor stored on the grid (or a scratch buffer, when `layout` is None).
 
     `alias`: the value is stored in that value's buffer and takes its address (an update's
-    new value written straight into its param, compiler.writeback); it reserves nothing."""
+    new value written straight into its param, compiler.writeback); it reserves nothing.
+
+    `copies`: further placements of an input that the host writes with it (its transpose, for
+    a matmul that reads it transposed: compiler.lower.Mapper.oriented); each has `copy_of`
+    set to the input and its own buffer, live from the start like the input's."""
 
     name: str
     shape: tuple[int, ...]
@@ -43,6 +47,8 @@ class Value:
     scratch_bytes: int = 0
     addr: int = -1
     alias: Value | None = None
+    copy_of: Value | None = None
+    copies: list[Value] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:

@@ -76,9 +76,9 @@ def test_kept_steps_keep_program_order(name: str):
 
 
 def assert_dependencies_respected(m, sched) -> None:
-    """Every step reads only program inputs or values that an earlier kept step wrote, and no
-    value is written twice."""
-    ready = {id(v) for v in m.mapper.inputs}
+    """Every step reads only what the host placed (inputs, params, their copies) or values that
+    an earlier kept step wrote, and no value is written twice."""
+    ready = {id(v) for v in m.mapper.placed}
     for st in sched.steps:
         for v in st.ins:
             assert id(v) in ready, f"{st.kind}:{st.label} reads {v.name} before it is written"
