@@ -406,6 +406,22 @@ def fill(code: Code, addr: int, n: int, bits: int) -> None:
         code.op("vst", "v0", ("r1", code.vbytes * k))
 
 
+def narrow_rows(code: Code, nr: int, nc: int, *layouts) -> int:
+    """How many leading rows of a block a row kernel takes `lanes` at a time, a row per lane
+    (0 if none): rows of at most one vector (nc <= lanes) are read and written down their
+    columns with strided loads and stores, so a line statistic costs a vector operation per
+    column instead of a lane reduction per row. Only whole groups of `lanes` rows that stay
+    inside every buffer in `layouts` (their padding rows may be computed, as padding may hold
+    garbage); the rows after them take the row-by-row loop."""
+    lanes = code.lanes
+    if nc > lanes or nr < lanes // 2:
+        return 0
+    n = -(-nr // lanes) * lanes
+    while n and any(n > L.alloc_rows for L in layouts):
+        n -= lanes
+    return n
+
+
 def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                  pre: tuple[str, str, str] | None = None) -> None:
     """part[r] (f32) = op over the nc elements of row r of x's block, for r < nr.
@@ -413,13 +429,26 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     With `pre` = (vsub_source_addr, "exp", ebuf_addr) each element is first replaced by
     exp(x - m[r]) with m[r] read from vsub_source, and the results are stored (f32) in ebuf
     with stride round_up(nc, lanes) * 4: the softmax numerator pass (ebuf None: not stored,
-    as log_softmax needs only the sums).
+    as log_softmax needs only the sums). Narrow rows go `lanes` at a time (`narrow_rows`):
+    the same operations in the same order (a lane reduction adds lanes 0, 1, ... in order, as
+    the columns are added here), so the same results.
     """
     ident = NEG_INF if op == "max" else ZERO
     if nc <= 0:
         fill(code, part, nr, ident)
         return
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, x.layout)
+    if done:
+        _row_partials_narrow(code, x, done, nc, op, part, pre)
+        if done >= nr:
+            return
+        nr -= done
+        part += 4 * done
+        x = _rows_from(x, done)
+        if pre is not None:
+            ebuf = None if pre[2] is None else pre[2] + done * round_up(nc, lanes) * 4
+            pre = (pre[0] + 4 * done, pre[1], ebuf)
     nvr = -(-nc // lanes)
     tail = nc % lanes
     if tail:
@@ -458,6 +487,52 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                 code.op("addi", "r6", "r6", round_up(nc, lanes) * 4)
 
     code.counted("r1", nr, row)
+
+
+def _rows_from(x: Value, r: int) -> Value:
+    """x's block from its row r on, as a value of its own (the same layout, a later address)."""
+    return Value(x.name, x.shape, x.dtype, x.layout, x.node, addr=x.addr + r * x.layout.stride)
+
+
+def _row_partials_narrow(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
+                         pre: tuple | None) -> None:
+    """row_partials for nr rows (a multiple of `lanes`), `lanes` rows at a time: lane k holds
+    row r0 + k, and the columns are loaded down the rows and combined one after another."""
+    lanes, vb = code.lanes, code.vbytes
+    isz = _isz(x.dtype)
+    load = "vlds" if x.dtype == "f32" else "vldsw.bf16"
+    es = round_up(nc, lanes) * 4
+    code.li("r7", x.layout.stride)
+    code.li("r3", x.addr)
+    code.li("r4", part)
+    ebuf = pre is not None and pre[2] is not None
+    if pre is not None:
+        code.li("r5", pre[0])
+        if ebuf:
+            code.li("r6", pre[2])
+            code.li("r8", es)
+
+    def chunk() -> None:
+        code.op("vbcasti", "v0", NEG_INF if op == "max" else ZERO)
+        if pre is not None:
+            code.op("vld", "v12", ("r5", 0))
+        for c in range(nc):
+            code.op(load, "v1", ("r3", c * isz), "r7")
+            if pre is not None:
+                code.op("vsub", "v1", "v1", "v12")
+                code.op("vexp", "v1", "v1")
+                if ebuf:
+                    code.op("vsts", "v1", ("r6", 4 * c), "r8")
+            _combine(code, op, "v0", "v0", "v1")
+        code.op("vst", "v0", ("r4", 0))
+        code.op("addi", "r3", "r3", lanes * x.layout.stride)
+        code.op("addi", "r4", "r4", vb)
+        if pre is not None:
+            code.op("addi", "r5", "r5", vb)
+            if ebuf:
+                code.op("addi", "r6", "r6", lanes * es)
+
+    code.counted("r1", nr // lanes, chunk)
 
 
 def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
@@ -623,6 +698,31 @@ def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: 
             nc: int) -> None:
     """out[r][c] = e[r][c] / den[r] (rows) or / den[c] (cols)."""
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, out.layout) if rows else 0
+    if done:
+        # `lanes` rows at a time, down the columns (see narrow_rows)
+        store = "vsts" if out.dtype == "f32" else "vstsn.bf16"
+        code.li("r3", eb)
+        code.li("r4", out.addr)
+        code.li("r5", den)
+        code.li("r6", es)
+        code.li("r7", out.layout.stride)
+
+        def chunk() -> None:
+            code.op("vld", "v15", ("r5", 0))
+            for c in range(nc):
+                code.op("vlds", "v0", ("r3", 4 * c), "r6")
+                code.op("vdiv", "v0", "v0", "v15")
+                code.op(store, "v0", ("r4", c * _isz(out.dtype)), "r7")
+            code.op("addi", "r3", "r3", lanes * es)
+            code.op("addi", "r4", "r4", lanes * out.layout.stride)
+            code.op("addi", "r5", "r5", vb)
+
+        code.counted("r1", done // lanes, chunk)
+        if done >= nr:
+            return
+        eb, den, nr = eb + done * es, den + 4 * done, nr - done
+        out = _rows_from(out, done)
     nvr = -(-nc // lanes)
     isz = _isz(out.dtype)
     for q0 in range(0, nvr, 8):
@@ -738,6 +838,35 @@ def _shift_log(code: Code, x: Value, mx: int, ls: int, rows: bool, out: Value, n
                nc: int) -> None:
     """out[r][c] = (x[r][c] - mx[r]) - ls[r] (rows) or with mx[c], ls[c] (cols), in f32."""
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, x.layout, out.layout) if rows else 0
+    if done:
+        # `lanes` rows at a time, down the columns (see narrow_rows)
+        load = "vlds" if x.dtype == "f32" else "vldsw.bf16"
+        store = "vsts" if out.dtype == "f32" else "vstsn.bf16"
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.li("r5", mx)
+        code.li("r6", ls)
+        code.li("r7", x.layout.stride)
+        code.li("r8", out.layout.stride)
+
+        def chunk() -> None:
+            code.op("vld", "v14", ("r5", 0))
+            code.op("vld", "v15", ("r6", 0))
+            for c in range(nc):
+                code.op(load, "v0", ("r3", c * _isz(x.dtype)), "r7")
+                code.op("vsub", "v0", "v0", "v14")
+                code.op("vsub", "v0", "v0", "v15")
+                code.op(store, "v0", ("r4", c * _isz(out.dtype)), "r8")
+            for r, st in (("r3", x.layout.stride), ("r4", out.layout.stride), ("r5", 4),
+                          ("r6", 4)):
+                code.op("addi", r, r, lanes * st)
+
+        code.counted("r1", done // lanes, chunk)
+        if done >= nr:
+            return
+        mx, ls, nr = mx + 4 * done, ls + 4 * done, nr - done
+        x, out = _rows_from(x, done), _rows_from(out, done)
     nvr = -(-nc // lanes)
     xi, oi = _isz(x.dtype), _isz(out.dtype)
     width = 8 if rows else 6
