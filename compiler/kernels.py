@@ -45,6 +45,28 @@ VOPS = {Op.NEG: "vneg", Op.ABS: "vabs", Op.EXP: "vexp", Op.TANH: "vtanh",
         Op.MUL: "vmul", Op.DIV: "vdiv", Op.MAXIMUM: "vmax", Op.MINIMUM: "vmin"}
 # a > b is b < a, a >= b is b <= a: the compare takes the operands swapped.
 CMPOPS = {Op.GT: "vcmplt", Op.GE: "vcmple"}
+# The f32 bits a bf16 value keeps (sign, exponent, 7 mantissa bits): a truncation to bf16.
+HI_MASK = 0xFFFF0000
+
+
+def split_vector(code: Code, x: str, base: str, off: int, piece: int,
+                 t: tuple[str, str, str, str], himask: str, zero: str) -> None:
+    """Store f32 vector register x as three bf16 pieces hi, mid, lo at [base+off], `piece`
+    bytes apart, that add up to x exactly (compiler.matmul.SplitBf16 says why): hi = x
+    truncated to bf16 (a NaN stays itself), mid = (x - hi) truncated, lo = the rest, which
+    is a bf16 value; an infinity or NaN goes into hi alone. `t`: four temporaries; x is kept."""
+    ok, hi, rest, mid = t
+    code.op("vcmpeq", ok, x, x)                 # not NaN
+    code.op("vand", hi, x, himask)
+    code.op("vsel", hi, ok, hi, x)
+    code.op("vstn.bf16", hi, (base, off))
+    code.op("vsub", rest, x, hi)                # exact; NaN for an infinity or NaN
+    code.op("vcmpeq", ok, rest, rest)
+    code.op("vsel", rest, ok, rest, zero)
+    code.op("vand", mid, rest, himask)
+    code.op("vstn.bf16", mid, (base, off + piece))
+    code.op("vsub", rest, rest, mid)            # lo, exact
+    code.op("vstn.bf16", rest, (base, off + 2 * piece))
 
 
 def _isz(dtype: str) -> int:
@@ -163,6 +185,14 @@ class Elementwise(Step):
         super().__init__("elementwise(" + " ".join(ops) + ")", out, ins, loc, label)
         self.expr = expr
         self.leaves = leaves
+        self.split: Value | None = None
+
+    def store_split(self, pieces: Value) -> None:
+        """Also store the result as bf16 pieces for a matmul (compiler.matmul.SplitBf16), in
+        the same loop: no second pass over the value."""
+        self.split = pieces
+        self.also.append(pieces)
+        self.kind = self.kind[:-1] + " split)"
 
     def emit(self, ctx: Ctx) -> None:
         L = self.out.layout
@@ -176,7 +206,9 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     out = st.out
     L = out.layout
     leaves = st.leaves
-    flat = all(lf.mode in ("full", "scalar", "const") for lf in leaves)
+    split = st.split
+    # Pieces have their own row stride: a split result goes row by row.
+    flat = split is None and all(lf.mode in ("full", "scalar", "const") for lf in leaves)
     # Registers that hold the same thing for a whole loop count down from the top.
     fixed: dict[object, str] = {}
     top = [nv_regs - 1]
@@ -193,15 +225,19 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
         elif lf.mode == "scalar":
             code.li("r13", lf.value.addr)
             splat_from(code, fixed_reg(k), "r13", 0, lf.value.dtype, "r12")
-    if _uses(st.expr, Op.RELU):
+    if _uses(st.expr, Op.RELU) or split is not None:
         code.op("vbcasti", fixed_reg("zero"), ZERO)
     if _uses(st.expr, Op.GT) or _uses(st.expr, Op.GE):
         code.op("vbcasti", fixed_reg("one"), ONE)
-    # Pointer registers: the result in r3, each stored operand from r4 on.
+    if split is not None:
+        code.op("vbcasti", fixed_reg("himask"), HI_MASK)
+    # Pointer registers: the result in r3, each stored operand from r4 on, then the pieces.
     ptr: dict[object, str] = {"out": "r3"}
     for lf in leaves:
         if lf.mode in ("full", "row", "col", "vcol") and lf.value not in ptr:
             ptr[lf.value] = f"r{3 + len(ptr)}"
+    if split is not None:
+        ptr[split] = f"r{3 + len(ptr)}"
 
     def isz_of(key: object) -> int:
         return _isz(out.dtype if key == "out" else key.dtype)
@@ -286,8 +322,12 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                     r = r2
             return r
 
-        code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype) + row * L.stride,
-                    out.dtype)
+        res = gen(st.expr, True)
+        code.vstore(res, "r3", off * _isz(out.dtype) + row * L.stride, out.dtype)
+        if split is not None:
+            split_vector(code, res, ptr[split], off * 2 + row * split.layout.stride,
+                         split.layout.piece_bytes, (new(), new(), new(), new()),
+                         fixed["himask"], fixed["zero"])
 
     lanes = code.lanes
     reset()
@@ -311,7 +351,8 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
     col_keys = [k for k, lf in enumerate(leaves) if lf.mode in ("col", "vcol")]
     advancing = [key for key in ptr
-                 if key == "out" or leaves_mode(leaves, key) in ("full", "col", "vcol")]
+                 if key == "out" or key is split
+                 or leaves_mode(leaves, key) in ("full", "col", "vcol")]
     chunks = list(range(0, nvr, 8))
     for q0 in chunks:
         q1 = min(nvr, q0 + 8)
@@ -319,7 +360,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             reset()
         held_col = {k: f"v{top[0] - n}" for n, k in enumerate(col_keys)}
         free = top[0] - len(col_keys)
-        room = free + 1 - _size(st.expr)
+        room = free + 1 - _size(st.expr) - (4 if split is not None else 0)
         pre: dict[tuple[int, int], str] = {}
         if row_keys and len(row_keys) * (q1 - q0) <= room:
             for k in row_keys:

@@ -292,7 +292,9 @@ class Mapper:
         return self.ensure(v, L, loc, label, transpose=True)
 
     def split(self, v: Value, loc, label: str) -> Value:
-        """v (f32) as bf16 pieces in its own distribution (SplitBf16), made once."""
+        """v (f32) as bf16 pieces in its own distribution (SplitBf16), made once: by the
+        elementwise kernel that computes v, in the same loop, if there is one (a gradient
+        masked by relu's derivative, say), else by a step of its own."""
         key = (id(v), "split")
         hit = self.cache.get(key)
         if hit is None:
@@ -300,8 +302,18 @@ class Mapper:
             P = make_layout(v.shape, "bf16", L.row_axis, L.col_axis, self.grid, L.dense,
                             L.skew, L.skew_ab, pieces=SPLIT_PIECES)
             hit = self.cache[key] = Value(f"{v.name}.x{SPLIT_PIECES}", v.shape, "bf16", P)
-            self.steps.append(SplitBf16(hit, v, loc, label))
+            if not self.split_where_computed(v, hit):
+                self.steps.append(SplitBf16(hit, v, loc, label))
         return hit
+
+    def split_where_computed(self, v: Value, pieces: Value) -> bool:
+        """Make the elementwise kernel that computes v also store it as `pieces`, if v comes
+        from one (and no other split); True if it does."""
+        producer = next((st for st in self.steps if st.out is v), None)
+        if isinstance(producer, Elementwise) and producer.split is None and not v.layout.dense:
+            producer.store_split(pieces)
+            return True
+        return False
 
     def ensure(self, v: Value, L: Layout, loc, label: str, transpose: bool = False) -> Value:
         """`v` in layout L: itself, or a redistributed copy (made once per layout)."""

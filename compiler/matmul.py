@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from compiler.asmgen import COMM_ADDR, COMM_LEN, MIN_SCALAR_REGS, Code, CompilerLimit, E, N, S, W
 from compiler.comm import chunks
+from compiler.kernels import HI_MASK, split_vector
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
 from d1isa.machine import OPPOSITE
@@ -121,6 +122,12 @@ class Matmul(Step):
         acc = min(machine.accumulators, 8)
         self.gr, self.gc = {8: (2, 4), 7: (2, 3), 6: (2, 3), 5: (1, 5), 4: (2, 2), 3: (1, 3),
                             2: (1, 2), 1: (1, 1)}[acc]
+        # Registers pointing at A's tile rows: r2, r3, and on a machine with 32 registers
+        # r16.. for taller groups (see _group_shape).
+        self.a_regs = ("r2", "r3") + tuple(f"r{k}" for k in range(16, min(
+            machine.scalar_regs, 24)))
+        if self.split is not None:
+            self.gr, self.gc = self._group_shape(out, acc)
         for what, stride in (("A", A.layout.stride), ("B", B.layout.stride),
                              ("C", out.layout.stride)):
             if stride > 0xFFFF:
@@ -130,6 +137,27 @@ class Matmul(Step):
                                     "matmul", loc)
         if mode == "summa":
             self._plan()
+
+    def _group_shape(self, out: Value, acc: int) -> tuple[int, int]:
+        """Tile rows x columns of an accumulator group for a split matmul: every (group, panel)
+        loads a pointer per tile row and per tile column, those of the split operand once per
+        piece, so the shape that loads fewest over the largest C block wins (the default
+        2 x 4 on a tie; at most 5 columns, and rows as there are registers for)."""
+        t = self.tile
+        mt, nt = -(-out.layout.max_rows // t), -(-out.layout.max_cols // t)
+        k = self.npieces
+        best = None
+        for gr in range(1, len(self.a_regs) + 1):
+            for gc in range(1, 6):
+                if gr * gc > acc:
+                    continue
+                er, ec = min(gr, mt), min(gc, nt)
+                per = (k * er + ec if self.split == "A" else er + k * ec) + 1
+                cost = -(-mt // gr) * -(-nt // gc) * per
+                key = (cost, (gr, gc) != (2, 4), gr * gc != acc, gr)
+                if best is None or key < best[0]:
+                    best = (key, (gr, gc))
+        return best[1]
 
     # ---- planning -----------------------------------------------------------------------------
 
@@ -252,7 +280,7 @@ class Matmul(Step):
         g = self.grid
         codes = [ctx.gcode(i, j) for i in range(g.P) for j in range(g.Q)]
         for code in codes:
-            code.stick(*STICKY)
+            code.stick(*STICKY, *self.a_regs[2:self.gr])
         msgs = self._messages()
         sends: dict[tuple, list[_Msg]] = {}
         recvs: dict[tuple, list[_Msg]] = {}
@@ -317,7 +345,7 @@ class Matmul(Step):
         for node in sorted(work):
             work[node].finish(ctx.gcode(*node))
         for code in codes:
-            code.unstick(*STICKY)
+            code.unstick(*STICKY, *self.a_regs[2:self.gr])
 
     def _needs(self, kind: str, line: int) -> list[bool]:
         """Which grid nodes along a line use the panels broadcast on it: for A (grid row
@@ -553,13 +581,13 @@ class Matmul(Step):
             db = q * b_piece if self.split == "B" else 0
             for k, rt in enumerate(rts):
                 if any(t[0] == rt for t in tiles):
-                    code.li(f"r{2 + k}", a_addr + rt * self.tile * sa + da)
+                    code.li(self.a_regs[k], a_addr + rt * self.tile * sa + da)
             for k, ct in enumerate(cts):
                 if any(t[1] == ct for t in tiles):
                     code.li(f"r{6 + k}", b_addr + ct * self.tile_bytes + db)
             code.li("r11", steps)
-            code.ops(mm, [(ACC[a], REG[2 + rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa,
-                           sb) for a, (rt, ct) in zip(accs, tiles, strict=True)])
+            code.ops(mm, [(ACC[a], self.a_regs[rts.index(rt)], REG[6 + cts.index(ct)], "r11",
+                           sa, sb) for a, (rt, ct) in zip(accs, tiles, strict=True)])
 
     def _slot_loop(self, code: Code, tiles: list[tuple[int, int]], nd: _Node, s0: int, s1: int,
                    steps: int) -> None:
@@ -577,26 +605,27 @@ class Matmul(Step):
         a0 = self.temps[0].addr + s0 * self.slot_a_bytes
         b0 = self.temps[1].addr + s0 * self.slot_b_bytes
         for k, rt in enumerate(rts):
-            code.li(f"r{2 + k}", a0 + rt * self.tile * sa)
+            code.li(self.a_regs[k], a0 + rt * self.tile * sa)
         for k, ct in enumerate(cts):
             code.li(f"r{6 + k}", b0 + ct * self.tile_bytes)
         code.li("r11", steps)
 
         mm = self.mmak
 
-        mmaks = [(ACC[a], REG[2 + rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
+        ar = self.a_regs
+        mmaks = [(ACC[a], ar[rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
                  for a, (rt, ct) in enumerate(tiles)]
         # A split operand's pointers go from piece to piece, then on to the next slot.
         np_ = self.npieces
         a_back = (np_ - 1) * self.a_piece_slot if self.split == "A" else 0
         b_piece = self.ins[1].layout.piece_bytes
         b_back = (np_ - 1) * b_piece if self.split == "B" else 0
-        steps_ab = ([(REG[2 + k], REG[2 + k], self.slot_a_bytes - a_back)
+        steps_ab = ([(ar[k], ar[k], self.slot_a_bytes - a_back)
                      for k in range(len(rts))]
                     + [(REG[6 + k], REG[6 + k], self.slot_b_bytes - b_back)
                        for k in range(len(cts))])
         if self.split == "A":
-            next_piece = [(REG[2 + k], REG[2 + k], self.a_piece_slot) for k in range(len(rts))]
+            next_piece = [(ar[k], ar[k], self.a_piece_slot) for k in range(len(rts))]
         else:
             next_piece = [(REG[6 + k], REG[6 + k], b_piece) for k in range(len(cts))]
 
@@ -610,8 +639,6 @@ class Matmul(Step):
         code.counted("r12", s1 - s0, body)
 
 
-# The f32 bits a bf16 value keeps (sign, exponent, 7 mantissa bits): a truncation to bf16.
-HI_MASK = 0xFFFF0000
 SPLIT_PIECES = 3
 
 
@@ -655,16 +682,8 @@ def split_block(code: Code, src: Value, out: Value, nr: int, nc: int) -> None:
     def row() -> None:
         for k in range(-(-nc // lanes)):
             code.op("vld", "v0", ("r4", 4 * lanes * k))
-            code.op("vcmpeq", "v1", "v0", "v0")         # not NaN
-            code.op("vand", "v2", "v0", "v15")
-            code.op("vsel", "v2", "v1", "v2", "v0")     # hi (a NaN stays itself)
-            code.op("vsub", "v3", "v0", "v2")           # exact; NaN for inf and NaN
-            code.op("vcmpeq", "v1", "v3", "v3")
-            code.op("vsel", "v3", "v1", "v3", "v14")
-            code.op("vand", "v4", "v3", "v15")          # mid
-            code.op("vsub", "v5", "v3", "v4")           # lo, exact
-            for q, r in enumerate(("v2", "v4", "v5")):
-                code.op("vstn.bf16", r, ("r3", q * pb + 2 * lanes * k))
+            split_vector(code, "v0", "r3", 2 * lanes * k, pb, ("v1", "v2", "v3", "v4"), "v15",
+                         "v14")
         code.op("addi", "r3", "r3", out.layout.stride)
         code.op("addi", "r4", "r4", src.layout.stride)
 

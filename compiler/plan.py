@@ -80,9 +80,15 @@ class Step:
     loc: tuple[int, int]
     label: str                      # DSL name of the value it computes (for regions and errors)
     temps: list[Value] = field(default_factory=list)
+    also: list[Value] = field(default_factory=list)     # further values it writes
 
     def values(self) -> list[Value]:
-        return ([self.out] if self.out is not None else []) + self.ins + self.temps
+        return ([self.out] if self.out is not None else []) + self.also + self.ins + self.temps
+
+    def writes(self) -> list[Value]:
+        """The values this step computes: `out`, and `also` (an elementwise kernel that stores
+        its result split for a matmul too, compiler.matmul.SplitBf16)."""
+        return ([self.out] if self.out is not None else []) + self.also
 
     def describe(self) -> str:
         ins = ", ".join(v.name for v in self.ins)

@@ -82,9 +82,9 @@ def assert_dependencies_respected(m, sched) -> None:
     for st in sched.steps:
         for v in st.ins:
             assert id(v) in ready, f"{st.kind}:{st.label} reads {v.name} before it is written"
-        assert st.out is None or id(st.out) not in ready, f"{st.out.name} written twice"
-        if st.out is not None:
-            ready.add(id(st.out))
+        for v in st.writes():
+            assert id(v) not in ready, f"{v.name} written twice"
+            ready.add(id(v))
     for v in m.outputs:
         assert id(v) in ready, f"output {v.name} is never written"
 

@@ -66,14 +66,28 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
 def test_gradient_matmuls_run_on_the_bf16_unit_at_f32_accuracy(mesh, options):
     outs, ref, c = run(LAYERS, MACHINES[mesh], options)
     ops = kinds(c.obj)
-    # The gradients of d and of h; gathered first (naive), d's is read in two layouts.
+    # The gradients of d and of h, each split by the elementwise kernel that computes it;
+    # gathered first (naive), they are split where they arrive, d's in each of two layouts.
     naive = options is not None and options.matmul == "naive"
-    assert ops.count("split(bf16x3)") == (3 if naive else 2)
+    fused = [k for k in ops if k.startswith("elementwise(") and k.endswith(" split)")]
+    assert (len(fused), ops.count("split(bf16x3)")) == ((0, 3) if naive else (2, 0))
     asm = c.asm
     assert "mmak.f32" not in asm and "mmak.bf16" in asm
     for name in ("loss", "gw", "gv"):
         # f32 accuracy: the --check tolerance of a bf16 program would be 2e-2
         assert rel_err(outs[name], ref[name]) < 2e-6, name
+
+
+def test_a_split_of_its_own_when_no_elementwise_kernel_computes_the_operand(monkeypatch):
+    """An operand that is an input, or that an elementwise kernel computing it cannot store
+    split, gets a SplitBf16 step of its own: the same numbers."""
+    import compiler.lower as lower_mod
+    fused, _, _ = run(LAYERS, MACHINES["4x4"])
+    monkeypatch.setattr(lower_mod.Mapper, "split_where_computed", lambda self, v, p: False)
+    outs, ref, c = run(LAYERS, MACHINES["4x4"])
+    assert kinds(c.obj).count("split(bf16x3)") == 2
+    for name in ("loss", "gw", "gv"):
+        assert_same_bits(outs[name], fused[name], name)
 
 
 def test_the_split_holds_with_depth_1_fifos_and_small_messages():
@@ -163,3 +177,27 @@ def test_a_layout_of_pieces_keeps_them_side_by_side_in_each_row():
     three = make_layout((40, 24), "bf16", "P", "Q", g, pieces=3)
     assert three.piece_bytes == one.stride == 32 and three.stride == 3 * 32
     assert not three.same_distribution(one) and "x3 pieces" in three.describe()
+
+
+def test_a_kernel_whose_only_reader_takes_its_split_result_is_kept():
+    """relu's mask is the whole gradient here: only the matmul reads it, split; the kernel's
+    f32 result is never read, but the step that writes both stays (its `also` value)."""
+    text = """input x: bf16[32, 24]
+param w: bf16[24, 16]
+loss = sum(sum(relu(x @ w), axis=1), axis=0)
+update w = w - 0.125 * grad(loss, w)
+output loss
+"""
+    m = MACHINES["4x4"]
+    c = compile_text(text, m, "t.d1k")
+    ops = kinds(c.obj)
+    assert any(k.startswith("elementwise(gt") and k.endswith(" split)") for k in ops), ops
+    params = compiler.init_params(c.graph, 0)
+    x = compiler.make_inputs(c.graph, 0)
+    emu = Emulator(c.obj)
+    for name, value in (x | params).items():
+        emu.set_input(name, value)
+    assert emu.run().ok
+    ref = compiler.evaluate(c.graph, x, params)
+    got = {"loss": emu.output("loss"), compiler.update_key("w"): emu.output("w")}
+    assert all(row[4] for row in compiler.compare_outputs(c.graph, got, ref))
