@@ -67,8 +67,9 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     c = compile_text(text, machine, filename, options)
     graph = c.graph
     inputs = compiler.make_inputs(graph, 0)
+    params = compiler.init_params(graph, 0)
     emu = Emulator(c.obj)
-    for name, value in inputs.items():
+    for name, value in {**inputs, **params}.items():
         emu.set_input(name, value)
     emu.run(max_instructions=0)           # load the jitted loop outside the timing
     t = time.perf_counter()
@@ -76,8 +77,10 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     wall = time.perf_counter() - t
     if not result.ok:
         raise RuntimeError(result.report())
-    ref = compiler.evaluate(graph, inputs)
+    ref = compiler.evaluate(graph, inputs, params)
     outs = {o.name: emu.output(o.name) for o in graph.outputs}
+    outs.update({compiler.update_key(u.param.name): emu.output(u.param.name)
+                 for u in graph.updates})
     ok = all(r[4] for r in compiler.compare_outputs(graph, outs, ref))
     seconds = result.cycles / machine.clock_hz
     util = (flops / seconds / machine.peak_flops["bf16"]) if flops else 0.0

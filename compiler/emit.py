@@ -60,7 +60,22 @@ class Emitted:
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
                   ) -> list[tuple[int, int, int, tuple, tuple, tuple]]:
     """(x, y, addr, offset, shape, strides) of every piece of `v`: inputs and params are written
-    to every node that holds a copy, outputs read from one holder per block."""
+    to every node that holds a copy (and to the host-placed transposes in `v.copies`, pieces
+    with their strides swapped), outputs read from one holder per block."""
+    out = _pieces(v, grid, role, nd_shape)
+    if role in ("input", "param"):
+        for c in v.copies:
+            L = c.layout
+            isz = L.itemsize
+            for i, j in L.holders():
+                r0, r1, c0, c1 = L.block(i, j)
+                x, y = grid.machine.node_xy(grid.nodes[i][j])
+                out.append((x, y, c.addr, (c0, r0), (c1 - c0, r1 - r0), (isz, L.stride)))
+    return out
+
+
+def _pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
+            ) -> list[tuple[int, int, int, tuple, tuple, tuple]]:
     L = v.layout
     isz = L.itemsize
     shape = tuple(v.shape) if v.shape else (1,)

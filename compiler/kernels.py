@@ -51,6 +51,28 @@ CMPOPS_IN_ORDER = {Op.LT: "vcmplt", Op.LE: "vcmple", Op.EQ: "vcmpeq", Op.NE: "vc
 # Ops that need a register of zeros (relu's bound, where's and != 's test) or of ones (masks).
 NEEDS_ZERO = (Op.RELU, Op.WHERE, Op.NE)
 NEEDS_ONE = (Op.GT, Op.GE, Op.LT, Op.LE, Op.EQ, Op.NE)
+# The f32 bits a bf16 value keeps (sign, exponent, 7 mantissa bits): a truncation to bf16.
+HI_MASK = 0xFFFF0000
+
+
+def split_vector(code: Code, x: str, base: str, off: int, piece: int,
+                 t: tuple[str, str, str, str], himask: str, zero: str) -> None:
+    """Store f32 vector register x as three bf16 pieces hi, mid, lo at [base+off], `piece`
+    bytes apart, that add up to x exactly (compiler.matmul.SplitBf16 says why): hi = x
+    truncated to bf16 (a NaN stays itself), mid = (x - hi) truncated, lo = the rest, which
+    is a bf16 value; an infinity or NaN goes into hi alone. `t`: four temporaries; x is kept."""
+    ok, hi, rest, mid = t
+    code.op("vcmpeq", ok, x, x)                 # not NaN
+    code.op("vand", hi, x, himask)
+    code.op("vsel", hi, ok, hi, x)
+    code.op("vstn.bf16", hi, (base, off))
+    code.op("vsub", rest, x, hi)                # exact; NaN for an infinity or NaN
+    code.op("vcmpeq", ok, rest, rest)
+    code.op("vsel", rest, ok, rest, zero)
+    code.op("vand", mid, rest, himask)
+    code.op("vstn.bf16", mid, (base, off + piece))
+    code.op("vsub", rest, rest, mid)            # lo, exact
+    code.op("vstn.bf16", rest, (base, off + 2 * piece))
 
 
 def _isz(dtype: str) -> int:
@@ -169,6 +191,14 @@ class Elementwise(Step):
         super().__init__("elementwise(" + " ".join(ops) + ")", out, ins, loc, label)
         self.expr = expr
         self.leaves = leaves
+        self.split: Value | None = None
+
+    def store_split(self, pieces: Value) -> None:
+        """Also store the result as bf16 pieces for a matmul (compiler.matmul.SplitBf16), in
+        the same loop: no second pass over the value."""
+        self.split = pieces
+        self.also.append(pieces)
+        self.kind = self.kind[:-1] + " split)"
 
     def emit(self, ctx: Ctx) -> None:
         L = self.out.layout
@@ -182,7 +212,9 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     out = st.out
     L = out.layout
     leaves = st.leaves
-    flat = all(lf.mode in ("full", "scalar", "const") for lf in leaves)
+    split = st.split
+    # Pieces have their own row stride: a split result goes row by row.
+    flat = split is None and all(lf.mode in ("full", "scalar", "const") for lf in leaves)
     # Registers that hold the same thing for a whole loop count down from the top.
     fixed: dict[object, str] = {}
     top = [nv_regs - 1]
@@ -199,15 +231,19 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
         elif lf.mode == "scalar":
             code.li("r13", lf.value.addr)
             splat_from(code, fixed_reg(k), "r13", 0, lf.value.dtype, "r12")
-    if any(_uses(st.expr, op) for op in NEEDS_ZERO):
+    if any(_uses(st.expr, op) for op in NEEDS_ZERO) or split is not None:
         code.op("vbcasti", fixed_reg("zero"), ZERO)
     if any(_uses(st.expr, op) for op in NEEDS_ONE):
         code.op("vbcasti", fixed_reg("one"), ONE)
-    # Pointer registers: the result in r3, each stored operand from r4 on.
+    if split is not None:
+        code.op("vbcasti", fixed_reg("himask"), HI_MASK)
+    # Pointer registers: the result in r3, each stored operand from r4 on, then the pieces.
     ptr: dict[object, str] = {"out": "r3"}
     for lf in leaves:
         if lf.mode in ("full", "row", "col", "vcol") and lf.value not in ptr:
             ptr[lf.value] = f"r{3 + len(ptr)}"
+    if split is not None:
+        ptr[split] = f"r{3 + len(ptr)}"
 
     def isz_of(key: object) -> int:
         return _isz(out.dtype if key == "out" else key.dtype)
@@ -302,8 +338,12 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                     r = r2
             return r
 
-        code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype) + row * L.stride,
-                    out.dtype)
+        res = gen(st.expr, True)
+        code.vstore(res, "r3", off * _isz(out.dtype) + row * L.stride, out.dtype)
+        if split is not None:
+            split_vector(code, res, ptr[split], off * 2 + row * split.layout.stride,
+                         split.layout.piece_bytes, (new(), new(), new(), new()),
+                         fixed["himask"], fixed["zero"])
 
     lanes = code.lanes
     reset()
@@ -327,7 +367,8 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
     col_keys = [k for k, lf in enumerate(leaves) if lf.mode in ("col", "vcol")]
     advancing = [key for key in ptr
-                 if key == "out" or leaves_mode(leaves, key) in ("full", "col", "vcol")]
+                 if key == "out" or key is split
+                 or leaves_mode(leaves, key) in ("full", "col", "vcol")]
     chunks = list(range(0, nvr, 8))
     for q0 in chunks:
         q1 = min(nvr, q0 + 8)
@@ -335,7 +376,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             reset()
         held_col = {k: f"v{top[0] - n}" for n, k in enumerate(col_keys)}
         free = top[0] - len(col_keys)
-        room = free + 1 - _size(st.expr)
+        room = free + 1 - _size(st.expr) - (4 if split is not None else 0)
         pre: dict[tuple[int, int], str] = {}
         if row_keys and len(row_keys) * (q1 - q0) <= room:
             for k in row_keys:
@@ -440,6 +481,22 @@ def fill(code: Code, addr: int, n: int, bits: int) -> None:
         code.op("vst", "v0", ("r1", code.vbytes * k))
 
 
+def narrow_rows(code: Code, nr: int, nc: int, *layouts) -> int:
+    """How many leading rows of a block a row kernel takes `lanes` at a time, a row per lane
+    (0 if none): rows of at most one vector (nc <= lanes) are read and written down their
+    columns with strided loads and stores, so a line statistic costs a vector operation per
+    column instead of a lane reduction per row. Only whole groups of `lanes` rows that stay
+    inside every buffer in `layouts` (their padding rows may be computed, as padding may hold
+    garbage); the rows after them take the row-by-row loop."""
+    lanes = code.lanes
+    if nc > lanes or nr < lanes // 2:
+        return 0
+    n = -(-nr // lanes) * lanes
+    while n and any(n > L.alloc_rows for L in layouts):
+        n -= lanes
+    return n
+
+
 def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                  pre: tuple[str, str, str] | None = None) -> None:
     """part[r] (f32) = op over the nc elements of row r of x's block, for r < nr.
@@ -448,13 +505,26 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     exp(x - m[r]) with m[r] read from vsub_source, and the results are stored (f32) in ebuf
     with stride round_up(nc, lanes) * 4: the softmax numerator pass (ebuf None: not stored,
     as log_softmax needs only the sums). With "square" instead of "exp", by (x - m[r])^2:
-    layernorm's variance pass.
+    layernorm's variance pass. Narrow rows go `lanes` at a time (`narrow_rows`): the same
+    operations in the same order (a lane reduction adds lanes 0, 1, ... in order, as the
+    columns are added here), so the same results.
     """
     ident = IDENTITY[op]
     if nc <= 0:
         fill(code, part, nr, ident)
         return
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, x.layout)
+    if done:
+        _row_partials_narrow(code, x, done, nc, op, part, pre)
+        if done >= nr:
+            return
+        nr -= done
+        part += 4 * done
+        x = _rows_from(x, done)
+        if pre is not None:
+            ebuf = None if pre[2] is None else pre[2] + done * round_up(nc, lanes) * 4
+            pre = (pre[0] + 4 * done, pre[1], ebuf)
     nvr = -(-nc // lanes)
     tail = nc % lanes
     if tail:
@@ -493,6 +563,52 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                 code.op("addi", "r6", "r6", round_up(nc, lanes) * 4)
 
     code.counted("r1", nr, row)
+
+
+def _rows_from(x: Value, r: int) -> Value:
+    """x's block from its row r on, as a value of its own (the same layout, a later address)."""
+    return Value(x.name, x.shape, x.dtype, x.layout, x.node, addr=x.addr + r * x.layout.stride)
+
+
+def _row_partials_narrow(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
+                         pre: tuple | None) -> None:
+    """row_partials for nr rows (a multiple of `lanes`), `lanes` rows at a time: lane k holds
+    row r0 + k, and the columns are loaded down the rows and combined one after another."""
+    lanes, vb = code.lanes, code.vbytes
+    isz = _isz(x.dtype)
+    load = "vlds" if x.dtype == "f32" else "vldsw.bf16"
+    es = round_up(nc, lanes) * 4
+    code.li("r7", x.layout.stride)
+    code.li("r3", x.addr)
+    code.li("r4", part)
+    ebuf = pre is not None and pre[2] is not None
+    if pre is not None:
+        code.li("r5", pre[0])
+        if ebuf:
+            code.li("r6", pre[2])
+            code.li("r8", es)
+
+    def chunk() -> None:
+        code.op("vbcasti", "v0", IDENTITY[op])
+        if pre is not None:
+            code.op("vld", "v12", ("r5", 0))
+        for c in range(nc):
+            code.op(load, "v1", ("r3", c * isz), "r7")
+            if pre is not None:
+                code.op("vsub", "v1", "v1", "v12")
+                _after_shift(code, pre[1], "v1")
+                if ebuf:
+                    code.op("vsts", "v1", ("r6", 4 * c), "r8")
+            _combine(code, op, "v0", "v0", "v1")
+        code.op("vst", "v0", ("r4", 0))
+        code.op("addi", "r3", "r3", lanes * x.layout.stride)
+        code.op("addi", "r4", "r4", vb)
+        if pre is not None:
+            code.op("addi", "r5", "r5", vb)
+            if ebuf:
+                code.op("addi", "r6", "r6", lanes * es)
+
+    code.counted("r1", nr // lanes, chunk)
 
 
 def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
@@ -674,6 +790,31 @@ def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: 
             nc: int) -> None:
     """out[r][c] = e[r][c] / den[r] (rows) or / den[c] (cols)."""
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, out.layout) if rows else 0
+    if done:
+        # `lanes` rows at a time, down the columns (see narrow_rows)
+        store = "vsts" if out.dtype == "f32" else "vstsn.bf16"
+        code.li("r3", eb)
+        code.li("r4", out.addr)
+        code.li("r5", den)
+        code.li("r6", es)
+        code.li("r7", out.layout.stride)
+
+        def chunk() -> None:
+            code.op("vld", "v15", ("r5", 0))
+            for c in range(nc):
+                code.op("vlds", "v0", ("r3", 4 * c), "r6")
+                code.op("vdiv", "v0", "v0", "v15")
+                code.op(store, "v0", ("r4", c * _isz(out.dtype)), "r7")
+            code.op("addi", "r3", "r3", lanes * es)
+            code.op("addi", "r4", "r4", lanes * out.layout.stride)
+            code.op("addi", "r5", "r5", vb)
+
+        code.counted("r1", done // lanes, chunk)
+        if done >= nr:
+            return
+        eb, den, nr = eb + done * es, den + 4 * done, nr - done
+        out = _rows_from(out, done)
     nvr = -(-nc // lanes)
     isz = _isz(out.dtype)
     for q0 in range(0, nvr, 8):
@@ -790,6 +931,35 @@ def _shift_log(code: Code, x: Value, mx: int, ls: int, rows: bool, out: Value, n
     """out[r][c] = (x[r][c] - mx[r]) - ls[r] (rows) or with mx[c], ls[c] (cols), in f32; with
     `second` "vdiv", (x - mx) / ls: layernorm's last pass."""
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, x.layout, out.layout) if rows else 0
+    if done:
+        # `lanes` rows at a time, down the columns (see narrow_rows)
+        load = "vlds" if x.dtype == "f32" else "vldsw.bf16"
+        store = "vsts" if out.dtype == "f32" else "vstsn.bf16"
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.li("r5", mx)
+        code.li("r6", ls)
+        code.li("r7", x.layout.stride)
+        code.li("r8", out.layout.stride)
+
+        def chunk() -> None:
+            code.op("vld", "v14", ("r5", 0))
+            code.op("vld", "v15", ("r6", 0))
+            for c in range(nc):
+                code.op(load, "v0", ("r3", c * _isz(x.dtype)), "r7")
+                code.op("vsub", "v0", "v0", "v14")
+                code.op(second, "v0", "v0", "v15")
+                code.op(store, "v0", ("r4", c * _isz(out.dtype)), "r8")
+            for r, st in (("r3", x.layout.stride), ("r4", out.layout.stride), ("r5", 4),
+                          ("r6", 4)):
+                code.op("addi", r, r, lanes * st)
+
+        code.counted("r1", done // lanes, chunk)
+        if done >= nr:
+            return
+        mx, ls, nr = mx + 4 * done, ls + 4 * done, nr - done
+        x, out = _rows_from(x, done), _rows_from(out, done)
     nvr = -(-nc // lanes)
     xi, oi = _isz(x.dtype), _isz(out.dtype)
     width = 8 if rows else 6

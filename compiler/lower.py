@@ -47,7 +47,7 @@ from compiler.kernels import (
     Softmax,
 )
 from compiler.layout import Layout, batched_row_split, choose_skew, make_layout, round_up, view_of
-from compiler.matmul import Matmul
+from compiler.matmul import SPLIT_PIECES, Matmul, SplitBf16
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
 from d1isa.machine import Machine
 
@@ -251,8 +251,15 @@ class Mapper:
         self.cache: dict[tuple, Value] = {}
         self.inputs: list[Value] = []
         self.users = graph.users()
+        self.outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
         self.updated = {u.param.id for u in graph.updates}
         self.ntemp = 0
+
+    @property
+    def placed(self) -> list[Value]:
+        """Every value the host writes before a run: the inputs and params, and the copies of
+        inputs it places besides (`Value.copies`)."""
+        return self.inputs + [c for v in self.inputs for c in v.copies]
 
     # ---- layouts ------------------------------------------------------------------------------
 
@@ -279,9 +286,13 @@ class Mapper:
         # redistribution every step to be written back skewed.
         if (users and g.P == g.Q and g.P > 1 and self.options.matmul == "summa"
                 and self.options.preskew and node.ndim == 2 and node.id not in self.updated):
+            # Matmuls that read it transposed (a backward pass's transpose(x) @ g) read a
+            # copy of their own, so only the others decide.
+            reads = self.matmul_reads(node)
+            plain = {(mm.id, k) for mm, k, t in reads or () if not t}
             for k, skew in ((0, "A"), (1, "B")):
-                if all(u.op is Op.MATMUL and u.inputs[k] is node
-                       and u.inputs[1 - k] is not node for u in users):
+                if reads is not None and plain and all(kk == k for _, kk in plain) and not any(
+                        (mm, 1 - k) in plain for mm, _ in plain):
                     return make_layout(node.shape, node.dtype, "P", "Q", g, skew=skew,
                                        skew_ab=choose_skew(g.P))
         modes = set()
@@ -300,6 +311,84 @@ class Mapper:
         if modes == {"row"}:
             return self.layout(node.shape, node.dtype, None, "Q")
         return self.default(node.shape, node.dtype)
+
+    def matmul_reads(self, node: Node) -> list[tuple[Node, int, bool]] | None:
+        """How matmuls read `node`, looking through exact widening casts and transposes (the
+        forms `matmul_operand` reads through): (matmul, operand index, transposed) for each, or
+        None if anything else reads it or one of those casts and transposes."""
+        out: list[tuple[Node, int, bool]] = []
+
+        def walk(n: Node, t: bool) -> bool:
+            for u in self.users[n.id]:
+                if u.op is Op.MATMUL:
+                    out.extend((u, k, t) for k, x in enumerate(u.inputs) if x is n)
+                elif u.op is Op.TRANSPOSE or _widens(u):
+                    if u.id in self.outputs or not walk(u, t != (u.op is Op.TRANSPOSE)):
+                        return False
+                else:
+                    return False
+            return True
+
+        return out if walk(node, False) else None
+
+    def matmul_operand(self, x: Node) -> tuple[Value, bool] | None:
+        """What a matmul reads for operand x, if not x's own value: looking through transposes
+        and exact widening casts (as a backward pass reads forward values:
+        transpose(cast(h, f32))), a stored 2-D value that is bf16 (read as bf16: no f32 copy,
+        no f32 transpose) or an input read transposed (the host places its transpose); that
+        value and whether it is read transposed."""
+        t = False
+        n = x
+        while n.op is Op.TRANSPOSE or _widens(n):
+            t = t != (n.op is Op.TRANSPOSE)
+            n = n.inputs[0]
+        if n is x or n.id not in self.values or n.ndim != 2:
+            return None
+        v = self.values[n.id]
+        if v.dtype == "bf16" or (t and n.op is Op.INPUT):
+            return v, t
+        return None
+
+    def oriented(self, v: Value, transposed: bool, loc, label: str) -> Value:
+        """v, or its transpose in the 2-D block layout: a copy the host places for an input
+        (`Value.copies`, written with the input at no run-time cost), else a transposing
+        redistribution."""
+        if not transposed:
+            return v
+        L = self.layout(v.shape[::-1], v.dtype, "P", "Q")
+        if v in self.inputs and v.node.op is Op.INPUT:
+            key = (id(v), "host^T")
+            hit = self.cache.get(key)
+            if hit is None:
+                hit = self.cache[key] = Value(f"{v.name}^T", v.shape[::-1], v.dtype, L,
+                                              copy_of=v)
+                v.copies.append(hit)
+            return hit
+        return self.ensure(v, L, loc, label, transpose=True)
+
+    def split(self, v: Value, loc, label: str) -> Value:
+        """v (f32) as bf16 pieces in its own distribution (SplitBf16), made once: by the
+        elementwise kernel that computes v, in the same loop, if there is one (a gradient
+        masked by relu's derivative, say), else by a step of its own."""
+        key = (id(v), "split")
+        hit = self.cache.get(key)
+        if hit is None:
+            L = v.layout
+            P = make_layout(v.shape, "bf16", L.row_axis, L.col_axis, self.grid, L.dense,
+                            L.skew, L.skew_ab, pieces=SPLIT_PIECES)
+            hit = self.cache[key] = Value(f"{v.name}.x{SPLIT_PIECES}", v.shape, "bf16", P)
+            if not self.split_where_computed(v, hit):
+                self.steps.append(SplitBf16(hit, v, loc, label))
+        return hit
+
+    def split_where_computed(self, v: Value, pieces: Value) -> bool:
+        """Make the elementwise kernel that computes v also store it as `pieces`, if v comes
+        from one (and no other split); True if it does."""
+        producer = next((st for st in self.steps if st.out is v), None)
+        if isinstance(producer, Elementwise) and producer.split is None and not v.layout.dense:
+            producer.store_split(pieces)
+            return True
+        return False
 
     def ensure(self, v: Value, L: Layout, loc, label: str, transpose: bool = False) -> Value:
         """`v` in layout L: itself, or a redistributed copy (made once per layout)."""
@@ -666,15 +755,26 @@ class Mapper:
         self.values[node.id] = out
 
     def _matmul(self, k: KOp) -> None:
+        """A matmul, in SUMMA or gathered first (naive). An operand that is exactly a bf16
+        value (widened, maybe transposed: `matmul_operand`) is read as bf16; if the other one
+        is truly f32, that one is split into bf16 pieces (SplitBf16), so the product runs on
+        the bf16 matrix unit with f32 results."""
         node = k.node
         if max(node.ndim, node.inputs[0].ndim, node.inputs[1].ndim) > 2:
             self._batched_matmul(k)
             return
-        self._matmul_2d(node, self.values[node.inputs[0].id], self.values[node.inputs[1].id])
+        loc = self._loc(node)
+        a, b = (self.oriented(*r, loc, node.name) if r is not None else self.values[x.id]
+                for x, r in zip(node.inputs, (self.matmul_operand(x) for x in node.inputs),
+                                strict=True))
+        self._matmul_2d(node, a, b)
 
     def _matmul_2d(self, node: Node, a: Value, b: Value) -> None:
         """The matmul of two 2-D views (an N-d A is [prod(leading), K])."""
         loc = self._loc(node)
+        split = None
+        if a.dtype != b.dtype:
+            split = "A" if a.dtype == "f32" else "B"
         naive = self.options.matmul == "naive"
         if naive:
             a = self.ensure(a, self.layout(a.shape, a.dtype, "P", None), loc, node.name)
@@ -687,10 +787,19 @@ class Mapper:
             if not (b.layout.row_axis == "P" and b.layout.col_axis == "Q" and not b.layout.dense
                     and b.layout.skew in (None, "B")):
                 b = self.ensure(b, self.layout(b.shape, b.dtype, "P", "Q"), loc, node.name)
+        if split == "A":
+            a = self.split(a, loc, node.name)
+        elif split == "B":
+            b = self.split(b, loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, "P", "Q"))
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))
+
+
+def _widens(n: Node) -> bool:
+    """A cast of a bf16 value to f32: exact, so a reader may take the bf16 value instead."""
+    return n.op is Op.CAST and n.dtype == "f32" and n.inputs[0].dtype == "bf16"
 
 
 def _read_in_place(x: Node, vcol: bool) -> tuple[Node, bool]:

@@ -167,7 +167,7 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     t.lap("map")
     resident = write_back(graph, mapper.steps, mapper.values, grid)
     t.lap("writeback")
-    sched = schedule(mapper.steps, mapper.inputs, outputs + resident)
+    sched = schedule(mapper.steps, mapper.placed, outputs + resident)
     t.lap("schedule")
     peak = allocate(sched, machine.sram_bytes, filename, text)
     t.lap("allocate")

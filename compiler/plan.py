@@ -33,7 +33,11 @@ class Value:
     """A tensor stored on the grid (or a scratch buffer, when `layout` is None).
 
     `alias`: the value is stored in that value's buffer and takes its address (an update's
-    new value written straight into its param, compiler.writeback); it reserves nothing."""
+    new value written straight into its param, compiler.writeback); it reserves nothing.
+
+    `copies`: further placements of an input that the host writes with it (its transpose, for
+    a matmul that reads it transposed: compiler.lower.Mapper.oriented); each has `copy_of`
+    set to the input and its own buffer, live from the start like the input's."""
 
     name: str
     shape: tuple[int, ...]
@@ -43,6 +47,8 @@ class Value:
     scratch_bytes: int = 0
     addr: int = -1
     alias: Value | None = None
+    copy_of: Value | None = None
+    copies: list[Value] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -74,9 +80,15 @@ class Step:
     loc: tuple[int, int]
     label: str                      # DSL name of the value it computes (for regions and errors)
     temps: list[Value] = field(default_factory=list)
+    also: list[Value] = field(default_factory=list)     # further values it writes
 
     def values(self) -> list[Value]:
-        return ([self.out] if self.out is not None else []) + self.ins + self.temps
+        return ([self.out] if self.out is not None else []) + self.also + self.ins + self.temps
+
+    def writes(self) -> list[Value]:
+        """The values this step computes: `out`, and `also` (an elementwise kernel that stores
+        its result split for a matmul too, compiler.matmul.SplitBf16)."""
+        return ([self.out] if self.out is not None else []) + self.also
 
     def describe(self) -> str:
         ins = ", ".join(v.name for v in self.ins)

@@ -12,6 +12,7 @@ up as an IndexError instead of a wrong answer.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
@@ -120,7 +121,8 @@ class Emulator:
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
         self._node_budget = np.zeros(self.n, dtype=np.int64)
-        # Per input tensor, where each of its bytes goes (built on its first write).
+        # Per input tensor, where its elements go (`_ScatterPlan`, built on its first write).
+        self._plans: dict[str, _ScatterPlan] = {}
         self.host_seconds = 0.0
         self.host_instructions = 0
         self.jit_seconds = 0.0
@@ -611,19 +613,18 @@ class Emulator:
         return [t.name for t in self.obj.tensors if role is None or t.role == role]
 
     def set_input(self, name: str, array: Any) -> None:
-        """Scatter `array` to every piece of tensor `name`, converted to the tensor's dtype."""
-        t = self.obj.tensor(name)
+        """Scatter `array` to every piece of tensor `name`, converted to the tensor's dtype.
+
+        The first write of a tensor works out where each of its elements goes (`_ScatterPlan`);
+        every later one (a training step's batch) is one indexed copy."""
+        plan = self._plans.get(name)
+        if plan is None:
+            plan = self._plans[name] = _ScatterPlan(self.obj.tensor(name), self.state)
+        t = plan.tensor
         a = np.asarray(array)
         if a.shape != tuple(t.shape):
             raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
-        raw = _to_raw(a, t)
-        esize = DTYPE_BYTES[t.dtype]
-        for p in t.pieces:
-            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-            _piece_view(self.state.sram, p, t.dtype)[...] = raw[sl]
-            end = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True)) \
-                + esize
-            self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
+        plan.write(_to_raw(a, t))
 
     def output(self, name: str) -> np.ndarray:
         """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
@@ -908,6 +909,67 @@ def auto_threads(nodes: int) -> int:
     """The default thread count of `d1 run`: one per usable CPU, at most 8, and at least 64
     nodes per thread (below that a phase is too short to pay for handing work to a thread)."""
     return max(1, min(usable_cpus(), 8, nodes // 64))
+
+
+class _ScatterPlan:
+    """Where the elements of one tensor go in SRAM, worked out once.
+
+    For a tensor whose pieces hold at most `MAX_INDEXED` elements in all, with addresses and
+    strides that are whole elements (as the compiler writes them), two index arrays: each held
+    element's word in the SRAM buffer (viewed as words of the element size) and its place in
+    the host array, so a write is one indexed copy. Otherwise a strided view per piece. Either
+    way a write also raises each holding node's SRAM high-water mark to the end of its pieces.
+    """
+
+    MAX_INDEXED = 1 << 22
+
+    def __init__(self, t: TensorLayout, state: State) -> None:
+        self.tensor = t
+        self.state = state
+        esize = DTYPE_BYTES[t.dtype]
+        ends: dict[int, int] = {}
+        for p in t.pieces:
+            end = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True)) \
+                + esize
+            ends[p.node] = max(ends.get(p.node, 0), end)
+        self.nodes = np.array(sorted(ends), dtype=np.int64)
+        self.ends = np.array([ends[n] for n in sorted(ends)], dtype=np.int64)
+        buf = state.sram_rows
+        held = sum(math.prod(p.shape) for p in t.pieces)
+        self.words = None
+        if (held <= self.MAX_INDEXED and buf.shape[1] % esize == 0
+                and all(p.addr % esize == 0 and all(st % esize == 0 for st in p.strides)
+                        for p in t.pieces)):
+            row = buf.shape[1] // esize
+            size = math.prod(t.shape)
+            index = np.arange(size, dtype=np.int64).reshape(t.shape) if size else None
+            dst, src = [], []
+            for p in t.pieces:
+                sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+                where = p.node * row + p.addr // esize
+                for k, (s, st) in enumerate(zip(p.shape, p.strides, strict=True)):
+                    shape = [1] * len(p.shape)
+                    shape[k] = s
+                    where = where + (np.arange(s, dtype=np.int64) * (st // esize)).reshape(shape)
+                dst.append(np.broadcast_to(where, p.shape).reshape(-1))
+                src.append(index[sl].reshape(-1))
+            self.dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
+            self.src = np.concatenate(src) if src else np.zeros(0, np.int64)
+            self.words = buf.reshape(-1).view({4: np.uint32, 2: np.uint16}[esize])
+        else:
+            self.views = [(tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape,
+                                                                   strict=True)),
+                           _piece_view(state.sram, p, t.dtype)) for p in t.pieces]
+
+    def write(self, raw: np.ndarray) -> None:
+        """Scatter `raw` (the tensor's element bits, C order) to every piece."""
+        if self.words is not None:
+            self.words[self.dst] = raw.reshape(-1)[self.src]
+        else:
+            for sl, view in self.views:
+                view[...] = raw[sl]
+        hwm = self.state.hwm
+        hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
 
 
 def _piece_view(sram: np.ndarray, p: TensorPiece, dtype: str) -> np.ndarray:

@@ -106,6 +106,7 @@ class State:
         self.link_bytes = np.zeros((n, N_DIRS), dtype=np.int64)
         self.link_msgs = np.zeros((n, N_DIRS), dtype=np.int64)
         self.link_busy = np.zeros((n, N_DIRS), dtype=np.int64)
+        self._tuples: tuple[tuple, tuple, tuple] | None = None
 
     def clear(self, seed: int) -> None:
         """Everything back to zero (and each generator to its seed's initial state), in place."""
@@ -132,6 +133,12 @@ class State:
         self.hwm[:] = hwm
         self.skip[:] = -1
 
+    @property
+    def sram_rows(self) -> np.ndarray:
+        """The SRAM buffer as allocated: one row per node, each `sram_bytes` plus a pad the
+        kernel may overrun into (C-contiguous, so `.reshape(-1)` is a view of all of it)."""
+        return self._sram_buf
+
     # Counters kept in the register rows: views, writable.
     @property
     def count(self) -> np.ndarray:
@@ -148,7 +155,14 @@ class State:
     # ---- kernel interface ---------------------------------------------------------------------
 
     def kernel_tuples(self) -> tuple[tuple, tuple, tuple]:
-        """(node, fifo, stats) tuples in the order emulator.kernel expects."""
+        """(node, fifo, stats) tuples in the order emulator.kernel expects. Made once: every
+        array is changed in place, never replaced, so the views stay valid (and a training
+        loop's many short runs do not rebuild them)."""
+        if self._tuples is None:
+            self._tuples = self._make_tuples()
+        return self._tuples
+
+    def _make_tuples(self) -> tuple[tuple, tuple, tuple]:
         n = self.n
         buf, size = self._sram_buf, self.sram.shape[1]
         node = (self.x, self.v, self.acc, self.sram, buf.view(np.uint16)[:, :size // 2],

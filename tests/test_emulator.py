@@ -604,6 +604,39 @@ def test_set_input_scatters_to_every_piece_and_output_gathers():
     assert emu.state_dict()["stats"]["sram_hwm"][0] == 256 + 8
 
 
+def test_set_input_writes_the_same_bytes_by_index_or_by_piece_views(monkeypatch):
+    """A tensor is written through index arrays worked out on its first write, or (pieces
+    whose strides are not whole elements, or too many elements) through a view per piece:
+    both leave the same SRAM bytes and high-water marks, write after write."""
+    import emulator.emulator as E_mod
+    m = machine()
+    # w: f32[3, 5], a transposed copy on node 0 (strides 4, 12) and row blocks on nodes 1, 2;
+    # u: bf16[2, 3] with rows 7 bytes apart: not a whole number of 2-byte elements.
+    w = TensorLayout("w", "f32", (3, 5), "input", [
+        TensorPiece(0, 64, (0, 0), (3, 5), (4, 12)),
+        TensorPiece(1, 0, (0, 0), (2, 5), (32, 4)), TensorPiece(2, 8, (2, 0), (1, 5), (20, 4))])
+    u = TensorLayout("u", "bf16", (2, 3), "input", [TensorPiece(3, 2, (0, 0), (2, 3), (7, 2))])
+    obj = make_obj(m, {0: [E("halt")]}, tensors=[w, u])
+    states = []
+    for limit in (None, 0):
+        if limit is not None:
+            monkeypatch.setattr(E_mod._ScatterPlan, "MAX_INDEXED", limit)
+        emu = Emulator(obj)
+        rng = np.random.default_rng(3)
+        for _ in range(2):
+            a, b = rng.standard_normal((3, 5)), rng.standard_normal((2, 3))
+            emu.set_input("w", a)
+            emu.set_input("u", b)
+            assert np.array_equal(emu.output("w"), a.astype(np.float32))
+            assert emu.sram(0, 116, 4).tobytes() == a.astype(np.float32)[1, 4].tobytes()
+        assert (emu._plans["w"].words is None) == (limit == 0)
+        assert emu._plans["u"].words is None            # 7-byte rows: views
+        states.append((list(emu.state.hwm[:4]),
+                       emu.state.sram[:4, :128].copy()))
+    assert states[0][0] == states[1][0] == [124, 52, 28, 15]
+    assert np.array_equal(states[0][1], states[1][1])
+
+
 def test_set_input_errors_are_clear():
     emu = Emulator(tensor_obj())
     with pytest.raises(D1Error, match=r"must have shape \(2, 4\)"):

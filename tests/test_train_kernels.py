@@ -459,3 +459,24 @@ def test_random_programs_with_a_0d_loss_compile_and_their_grads_match_the_refere
     # log_softmax, grads of every input and param (the reference grad is itself checked
     # against finite differences there).
     run(text, RANDOM_MACHINES[mesh], seed=seed)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("shape", [(40, 10), (64, 12), (36, 16)])
+def test_narrow_rows_go_a_vector_of_rows_at_a_time_with_the_same_results(monkeypatch, dtype,
+                                                                         shape):
+    """Rows of at most one vector are reduced, exponentiated and divided down their columns,
+    `lanes` rows at a time (strided loads and stores), the rows left over one by one: the same
+    operations in the same order as row by row, so the same bits."""
+    import compiler.kernels as K
+    r, c = shape
+    text = (f"input x: {dtype}[{r}, {c}]\n"
+            "s = softmax(x, axis=1)\nl = log_softmax(x, axis=1)\nm = max(x, axis=1)\n"
+            "t = sum(x, axis=1)\noutput s, l, m, t\n")
+    m = MESHES["2x2"]
+    got, _, obj = run(text, m)
+    assert "vlds" in compiler.emit_stage(text, "asm", m, "t.d1k")
+    monkeypatch.setattr(K, "narrow_rows", lambda *a: 0)
+    before, _, _ = run(text, m)
+    for name in ("s", "l", "m", "t"):
+        assert_same_bits(got[name], before[name], name)
