@@ -10,7 +10,9 @@ increasing address order, deterministic.
 Params are weight-resident: the pipeline passes every param's buffer among the values that
 live to the end (compiler.writeback), so a param keeps one address from before the first step
 to after the last and no temporary ever shares it; an update value stored in place (`alias`)
-takes its param's address and reserves nothing of its own.
+takes its param's address and reserves nothing of its own, and so does a view of another
+value's bytes (`Value.base`: a reshape that keeps the 2-D view), which keeps that value live as
+long as it is read.
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Sc
         kept.append(st)
         for v in st.ins:
             needed.add(id(v))
+            if v.base is not None:
+                needed.add(id(v.base))
     kept.reverse()
     end = len(kept)
     live: dict[int, tuple[int, int]] = {}
     values: list[Value] = []
 
     def touch(v: Value, k: int) -> None:
+        if v.base is not None:
+            touch(v.base, k)             # a view keeps its base's bytes live
         if id(v) not in live:
             live[id(v)] = (k, k)
             values.append(v)
@@ -71,7 +77,7 @@ def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Sc
 def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
     """Give every value an address; return the peak bytes used per node. Raise a located
     SourceError naming the sizes when a step's live values do not fit."""
-    order = sorted((v for v in sched.values if v.alias is None),
+    order = sorted((v for v in sched.values if v.alias is None and v.base is None),
                    key=lambda v: (sched.live[id(v)][0], -v.nbytes))
     placed: list[tuple[int, int, int, Value]] = []   # (addr, size, last step, value)
     peak = 0
@@ -92,6 +98,8 @@ def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
     for v in sched.values:
         if v.alias is not None:
             v.addr = v.alias.addr
+        elif v.base is not None:
+            v.addr = v.base.addr
     return peak
 
 

@@ -57,14 +57,15 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
         if v.alias is not None:
             writes.setdefault(id(v.alias), []).append(live[id(v)][0])
     placed = [(v.addr, _size(v), live[id(v)][0], v) for v in sched.values
-              if v.alias is None and v.addr >= 0]
+              if v.alias is None and v.base is None and v.addr >= 0]
 
     def until(v: Value) -> int:
         first, last = live[id(v)]
         lo, hi = v.addr, v.addr + _size(v)
-        later = [k for k in writes.get(id(v.alias or v), ()) if k > first]
+        owner = v.alias or v.base or v
+        later = [k for k in writes.get(id(owner), ()) if k > first]
         later += [start for a, size, start, w in placed
-                  if w is not v and w is not v.alias and a < hi and lo < a + size
+                  if w is not v and w is not owner and a < hi and lo < a + size
                   and start > last]
         return min(later, default=nsteps)
 

@@ -573,7 +573,10 @@ class Mapper:
 
     def _reshape(self, k: KOp) -> None:
         """The same elements in row-major order, in another shape. Where the 2-D view does not
-        change, the value keeps its layout (a local copy); a vector turned into a column or
+        change, the value keeps its layout: the same bytes read under the new shape
+        (`Value.base`), or a local copy where the result is stored for its own sake (an
+        output, an update) or its operand is a param that is updated in place (whose buffer
+        is overwritten during the run); a vector turned into a column or
         back ([N] and [N, 1]) is a transposing redistribution into the swapped layout, local
         too; anything else goes through a dense replicated copy, whose bytes are already in
         the new shape's order."""
@@ -584,7 +587,12 @@ class Mapper:
         old, new = view_of(x.shape), view_of(node.shape)
         if old == new:
             out = self.new_value(node, L)
-            self.steps.append(Redistribute(out, x, False, loc, node.name, self.grid))
+            base = x.base or x
+            if node.id not in self.outputs and not (
+                    base.node is not None and base.node.id in self.updated):
+                out.base = base
+            else:
+                self.steps.append(Redistribute(out, x, False, loc, node.name, self.grid))
         elif old == new[::-1] and 1 in old and not L.dense:
             out = self.new_value(node, self.layout(node.shape, node.dtype, L.col_axis,
                                                    L.row_axis))

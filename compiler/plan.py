@@ -37,7 +37,12 @@ class Value:
 
     `copies`: further placements of an input that the host writes with it (its transpose, for
     a matmul that reads it transposed: compiler.lower.Mapper.oriented); each has `copy_of`
-    set to the input and its own buffer, live from the start like the input's."""
+    set to the input and its own buffer, live from the start like the input's.
+
+    `base`: the value is another shape of `base`'s stored bytes (a reshape that keeps the 2-D
+    view, read by a kernel other than an elementwise one: compiler.lower.Mapper._reshape). It
+    takes base's address and reserves nothing; reading it keeps base live (compiler.alloc).
+    Unlike `alias`, it writes nothing into base's buffer."""
 
     name: str
     shape: tuple[int, ...]
@@ -49,6 +54,7 @@ class Value:
     alias: Value | None = None
     copy_of: Value | None = None
     copies: list[Value] = field(default_factory=list)
+    base: Value | None = None
 
     @property
     def nbytes(self) -> int:

@@ -298,6 +298,19 @@ def test_a_reshape_chain_moves_each_element_once():
     run_and_compare(obj, text, M4, "m.d1k")
 
 
+def test_a_reshape_that_keeps_the_view_is_read_in_place():
+    # An imported `reshape(x, [16, 12]) @ w` of x [1, 16, 12]: the matmuls read x's own bytes
+    # (no copy, no region), and x stays live until the last of them; a reshape that is an
+    # output is still stored for its own sake.
+    text = ("input x: f32[1, 16, 12]\ninput w: f32[12, 8]\ninput v: f32[12, 8]\n"
+            "a = tanh(reshape(x, [16, 12]) @ w)\nb = exp(a) * 0.5\n"
+            "c = reshape(x, [16, 12]) @ v + b\nr = reshape(b, [1, 16, 8])\noutput c, r\n")
+    obj = compiler.compile_source(text, M4, "v.d1k")
+    kinds = [r["op"] for r in obj.meta["regions"]]
+    assert kinds.count("redistribute") == 1          # r only
+    run_and_compare(obj, text, M4, "v.d1k")
+
+
 def test_d1_run_check_on_a_shape_program(tmp_path):
     from fuzzkit import invoke
     prog = tmp_path / "moves.d1k"
