@@ -6,7 +6,11 @@ numpy's matmul multiplies the last two axes and broadcasts the others (the batch
 every entry e of the batch is its own [M, K] @ [K, N] product, which runs as the ordinary SUMMA
 matmul (compiler.matmul) on a *sub-grid*:
 
-* with at most P entries (P = grid rows), entry e gets a band of consecutive grid rows
+* with at most Q entries whose tiles spread at least as well over a band of grid columns (all
+  grid rows) as over a band of grid rows, entry e gets the band of consecutive grid columns
+  `layout.batch_bands` and all grid rows (a *banded* layout), and the products run at the same
+  time, each in its band: where the heads of a projection already are;
+* else with at most P entries (P = grid rows), entry e gets a band of consecutive grid rows
   (`layout.batch_groups`) and all grid columns, and the entries' products run at the same time,
   each in its band;
 * with more, grid row p takes whole entries [p n / P, (p + 1) n / P) one after the other, each
@@ -20,8 +24,9 @@ multiple of the tile and so cannot be stacked) are first gathered (compiler.gath
 batch of their own, zero-padded to whole tiles where needed; the result is then gathered back.
 
 The sub-grids' row chains are the grid's own rows, and their column chains are disjoint pieces
-of the grid's columns, so the products of different bands touch disjoint nodes and each keeps
-the matmul's own deadlock-freedom argument; products that share a band run one after another.
+of the grid's columns (for column bands the other way round), so the products of different
+bands touch disjoint nodes and links and each keeps the matmul's own deadlock-freedom
+argument; products that share a band run one after another.
 The products' scratch buffers (panel slots) are shared: one node only ever runs one product at
 a time.
 
@@ -46,18 +51,23 @@ class BatchedMatmul(Step):
     [entries M, N] in the batched layouts of `grid`."""
 
     def __init__(self, out: Value, a: Value, b: Value, entries: int, m: int, k: int, n: int,
-                 loc, label: str, grid: Grid, machine, options) -> None:
+                 loc, label: str, grid: Grid, machine, options,
+                 columns: tuple[int, ...] | None = None) -> None:
         super().__init__(f"matmul[batched {entries}]", out, [a, b], loc, label)
         self.products: list[tuple[Grid, Matmul, int, int, int]] = []
         P = grid.P
-        if entries <= P:
+        if columns is not None:
+            # Banded layouts: entry e on the grid columns [columns[e], columns[e + 1]).
+            bands = [(columns[e], columns[e + 1], [(e, 0)]) for e in range(entries)]
+        elif entries <= P:
             bands = [(g0, g1, [(e, 0)]) for e, (g0, g1) in enumerate(batch_groups(entries, P))]
         else:
             bands = [(p, p + 1, [(e, e - p * entries // P)
                                  for e in range(p * entries // P, (p + 1) * entries // P)])
                      for p in range(P)]
         for g0, g1, members in bands:
-            sub = Grid(machine, grid.xs, grid.ys[g0:g1])
+            sub = (Grid(machine, grid.xs[g0:g1], grid.ys) if columns is not None
+                   else Grid(machine, grid.xs, grid.ys[g0:g1]))
             for e, slot in members:
                 A = Value(f"{a.name}[{e}]", (m, k), a.dtype,
                           make_layout((m, k), a.dtype, "P", "Q", sub))
@@ -65,6 +75,10 @@ class BatchedMatmul(Step):
                           make_layout((k, n), b.dtype, "P", "Q", sub))
                 C = Value(f"{out.name}[{e}]", (m, n), out.dtype,
                           make_layout((m, n), out.dtype, "P", "Q", sub))
+                for part, whole in ((A, a), (B, b), (C, out)):
+                    if part.layout.stride != whole.layout.stride:   # pragma: no cover
+                        raise AssertionError(f"{part.name}: a product's blocks are stored "
+                                             "with another row stride than the batch's")
                 mm = Matmul(C, A, B, loc, label, sub, machine, "summa", options.double_buffer,
                             options.reach)
                 # Offsets of this entry inside each node's buffer (entries stacked in a band).

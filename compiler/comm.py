@@ -128,49 +128,61 @@ def combine_vectors(code: Code, op: str, acc: int, other: int, n: int) -> None:
 
 
 def allreduce(ctx: Ctx, axis: str | None, members: list[tuple[int, int]], vec: int, tmp: int,
-              nbytes: dict[tuple[int, int], int], op: str) -> None:
+              nbytes: dict[tuple[int, int], int], op: str,
+              bands: tuple[int, ...] | None = None) -> None:
     """Combine the f32 vectors at address `vec` of the grid nodes in `members` along every line
     of grid axis `axis`, leaving the result at `vec` on all of them.
 
     Partials flow from both ends of a line to its middle node, which combines them and sends the
     result back out; `tmp` receives. nbytes[(i, j)] is the vector's size at that node (the same
-    along a line). With axis None there is nothing to combine.
+    along a line). With axis None there is nothing to combine. `bands` (the grid-column bounds
+    of a banded layout) cut every grid row into segments, each all-reduced on its own: the
+    nodes of one band hold rows of one entry of a batch.
     """
     if axis is None:
         return
-    maxmsg = ctx.machine.max_message_bytes
     member_set = set(members)
     for line in lines_of(ctx, axis):
         nodes = [p for p in line if p in member_set]
-        if len(nodes) < 2:
-            continue
-        i0, j0 = nodes[0]
-        chain, vertical, positions, _ = line_of(ctx, axis, i0, j0)
-        idx = [p[0] if axis == "P" else p[1] for p in nodes]
-        pos = [positions[k] for k in idx]
-        n = nbytes[nodes[0]]
-        if n <= 0:
-            continue
-        mid = len(nodes) // 2
-        parts = chunks(n, maxmsg)
-        # Reduce toward the middle: first from the low end, then from the high end.
-        for order in (range(0, mid), range(len(nodes) - 1, mid, -1)):
-            for k in order:
-                nxt = k + 1 if k < mid else k - 1
-                for off, ln in parts:
-                    emit_msg(ctx, LineMsg(chain, vertical, pos[k], vec + off, ln,
-                                          {pos[nxt]: tmp + off}))
-                    c = ctx.gcode(*nodes[nxt])
-                    combine_vectors(c, op, vec + off, tmp + off, ln // 4)
-        # Broadcast the result back out, both ways, storing on every node.
-        for side in (range(mid - 1, -1, -1), range(mid + 1, len(nodes))):
-            stops = {pos[k]: vec for k in side}
-            if not stops:
-                continue
-            for off, ln in parts:
-                emit_msg(ctx, LineMsg(chain, vertical, pos[mid], vec + off, ln,
-                                      {p: a + off for p, a in stops.items()}))
+        if bands is not None and axis == "Q":
+            for e in range(len(bands) - 1):
+                _allreduce_line(ctx, axis, [p for p in nodes if bands[e] <= p[1] < bands[e + 1]],
+                                vec, tmp, nbytes, op)
+        else:
+            _allreduce_line(ctx, axis, nodes, vec, tmp, nbytes, op)
 
+
+def _allreduce_line(ctx: Ctx, axis: str, nodes: list[tuple[int, int]], vec: int, tmp: int,
+                    nbytes: dict[tuple[int, int], int], op: str) -> None:
+    """allreduce among `nodes`: grid nodes of one line, in order along it."""
+    if len(nodes) < 2:
+        return
+    i0, j0 = nodes[0]
+    chain, vertical, positions, _ = line_of(ctx, axis, i0, j0)
+    idx = [p[0] if axis == "P" else p[1] for p in nodes]
+    pos = [positions[k] for k in idx]
+    n = nbytes[nodes[0]]
+    if n <= 0:
+        return
+    mid = len(nodes) // 2
+    parts = chunks(n, ctx.machine.max_message_bytes)
+    # Reduce toward the middle: first from the low end, then from the high end.
+    for order in (range(0, mid), range(len(nodes) - 1, mid, -1)):
+        for k in order:
+            nxt = k + 1 if k < mid else k - 1
+            for off, ln in parts:
+                emit_msg(ctx, LineMsg(chain, vertical, pos[k], vec + off, ln,
+                                      {pos[nxt]: tmp + off}))
+                c = ctx.gcode(*nodes[nxt])
+                combine_vectors(c, op, vec + off, tmp + off, ln // 4)
+    # Broadcast the result back out, both ways, storing on every node.
+    for side in (range(mid - 1, -1, -1), range(mid + 1, len(nodes))):
+        stops = {pos[k]: vec for k in side}
+        if not stops:
+            continue
+        for off, ln in parts:
+            emit_msg(ctx, LineMsg(chain, vertical, pos[mid], vec + off, ln,
+                                  {p: a + off for p, a in stops.items()}))
 
 # ---- local copies -----------------------------------------------------------------------------
 

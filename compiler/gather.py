@@ -120,16 +120,16 @@ class Gather(Step):
         cols = np.array([v.view[1] for v in srcs], dtype=np.int64)
         c1 = cols[np.maximum(k_of, 0)]
         srow, scol = local // c1, local % c1
-        # The block of its operand's layout every element lies in, as one code per (k, block).
-        nbi = max(len(v.layout.row_bounds) for v in srcs)
-        nbj = max(len(v.layout.col_bounds) for v in srcs)
-        bi = np.zeros_like(idx)
-        bj = np.zeros_like(idx)
+        # The block of its operand's layout every element lies in, as one code per (k, block)
+        # (in the order of k, then the block's row and column).
+        which = np.zeros_like(idx)
+        rects: list[list[tuple[int, int, int, int]]] = []
         for k, v in enumerate(srcs):
             sel = k_of == k
-            bi[sel] = np.searchsorted(v.layout.row_bounds, srow[sel], side="right") - 1
-            bj[sel] = np.searchsorted(v.layout.col_bounds, scol[sel], side="right") - 1
-        code = np.where(valid, (k_of * nbi + bi) * nbj + bj, -1)
+            which[sel], rk = v.layout.locate(srow[sel], scol[sel])
+            rects.append(rk)
+        nb = max(len(r) for r in rects)
+        code = np.where(valid, k_of * nb + which, -1)
         holders: list[dict[tuple[int, int, int, int], list[tuple[int, int]]]] = []
         for v in srcs:
             hs: dict[tuple[int, int, int, int], list[tuple[int, int]]] = {}
@@ -150,11 +150,9 @@ class Gather(Step):
                 if len(zr):
                     self.zeros.append((d, zr * dstride + zc))
                 for c in np.unique(sub[sub >= 0]):
-                    k, rest = divmod(int(c), nbi * nbj)
-                    b_i, b_j = divmod(rest, nbj)
+                    k, rest = divmod(int(c), nb)
                     L1 = srcs[k].layout
-                    rect = (L1.row_bounds[b_i], L1.row_bounds[b_i + 1],
-                            L1.col_bounds[b_j], L1.col_bounds[b_j + 1])
+                    rect = rects[k][rest]
                     h = _pick_holder(holders[k][rect], di, dj)
                     rr, cc = np.nonzero(sub == c)
                     sstride = L1.stride // isz
@@ -186,6 +184,24 @@ class Gather(Step):
                     p.recv[node] = take(node, p.n * isz)
         need = max(used.values(), default=0)
         self.temps = [scratch(f"{self.out.name}.xfer", need)] if need else []
+
+    def in_place(self) -> Value | None:
+        """The operand, if the result is exactly its stored bytes: every element stays on its
+        node at the same offset, every node's block has the operand's block shape and row
+        stride (so their padding coincides too), and nothing is zero. Such a gather (the head
+        split of a projection into a banded batch, and the merge back) need not run: the
+        result can be read from the operand's buffer (compiler.lower)."""
+        if self.pieces or self.zeros or len(self.ins) != 1:
+            return None
+        src = self.ins[0]
+        L1, L2 = src.layout, self.out.layout
+        if (src.dtype != self.out.dtype or L1.stride != L2.stride or L2.nbytes > L1.nbytes
+                or L1.pieces != 1 or L2.pieces != 1):
+            return None
+        for d, _, s_off, d_off in self.local:
+            if L1.block_shape(*d) != L2.block_shape(*d) or not np.array_equal(s_off, d_off):
+                return None
+        return src
 
     def _stops(self, p: _Piece) -> list[tuple[int, int]]:
         """Nodes that store the piece: the corners of its row phase and its destinations."""

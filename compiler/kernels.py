@@ -726,7 +726,8 @@ def line_reduce(ctx: Ctx, x: Value, shapes: dict[tuple[int, int], tuple[int, int
             col_partials(code, x, nr, nc, op, part, pre=exp_from, fn=fn)
     L = x.layout
     nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
-    allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), part, tmp, nbytes, op)
+    allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), part, tmp, nbytes, op,
+              L.bands if rows else None)
 
 
 class Reduce(Step):
@@ -1026,7 +1027,7 @@ class MaxMask(Step):
                 _first_in_cols(code, x, nr, nc, mx, first, r0)
         nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
         allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), first, tmp, nbytes,
-                  "max")
+                  "max", L.bands if rows else None)
         for (i, j), (nr, nc) in shapes.items():
             r0, _, c0, _ = L.block(i, j)
             if rows:
@@ -1067,7 +1068,7 @@ class ArgMax(Step):
                 _first_in_cols(code, x, nr, nc, mx, first, r0)
         nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
         allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), first, tmp, nbytes,
-                  "max")
+                  "max", L.bands if rows else None)
         for i, j in shapes:
             oc0, oc1 = out.layout.block(i, j)[2:]
             store_vector(ctx.gcode(i, j), first, oc1 - oc0, out, out.addr, None, negate=True)

@@ -24,6 +24,17 @@ last row may overrun into it.
 A layout of `pieces` > 1 stores each row as that many padded parts side by side, `piece_bytes`
 apart: a matmul operand split into bf16 pieces (compiler.matmul.SplitBf16) keeps its hi, mid and
 lo parts of a row together, so every message that carries rows carries all three.
+
+A *banded* layout (`bands`: grid-column bounds, one band per entry of a batch) is the batched
+layout of a batch whose entries sit side by side: entry e of the view [n M, C] (`band_rows` =
+M) lives on the grid columns [bands[e], bands[e + 1]) and every grid row, its M rows split over
+the grid rows and its C columns over the band's columns, in tiles. A node then holds rows of one
+entry only, as with `row_split` bands of grid rows, and the entry's blocks are a 2-D block
+layout of its own column band. It is where the heads of a projection [S, H D] already are: head
+h's columns are the blocks of grid columns [h Q / H, (h + 1) Q / H), so splitting the heads
+(`transpose(reshape(q, [S, H, D]), [1, 0, 2])`) and merging them back move nothing. With
+row_axis None (a row vector read by every row of such a batch) the whole rows are on every
+node, and the columns are split within each band the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ import math
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from compiler.ir import ITEMSIZE
 
@@ -85,10 +98,20 @@ class Layout:
     skew_ab: tuple[int, int] = (1, 1)
     row_split: tuple[int, ...] | None = None
     pieces: int = 1
+    bands: tuple[int, ...] | None = None
+    band_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.row_axis is not None and self.row_axis == self.col_axis:
             raise ValueError("a layout cannot split both view dimensions over one grid axis")
+        if self.bands is not None and (
+                self.row_axis not in ("P", None) or self.col_axis not in ("Q", None)
+                or self.row_split is not None or self.skew is not None or self.dense
+                or self.bands[0] != 0 or self.bands[-1] != self.Q
+                or (self.row_axis == "P" and (self.band_rows <= 0 or self.rows
+                                              != self.band_rows * (len(self.bands) - 1)))):
+            raise ValueError("a banded layout splits rows over grid rows and columns within "
+                             "bands of grid columns, one band per entry")
         if self.skew is not None and ((self.row_axis, self.col_axis) != ("P", "Q")
                                       or self.P != self.Q or self.skew not in ("A", "B")):
             raise ValueError("only a 2-D block layout on a square grid can be skewed")
@@ -128,8 +151,36 @@ class Layout:
                 bi = k
         return bi, bj
 
+    def band_of(self, j: int) -> int:
+        """The band (entry) of grid column j in a banded layout."""
+        b = self.bands
+        for e in range(len(b) - 1):
+            if j < b[e + 1]:
+                return e
+        raise IndexError(j)
+
+    @cached_property
+    def _band_splits(self) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+        """A banded layout's row bounds of an entry over the grid rows, and per band the
+        column bounds over its columns ((0, n): one whole block, where not split)."""
+        rb = (split(self.band_rows, self.P, self.tile) if self.row_axis == "P"
+              else (0, self.rows))
+        b = self.bands
+        cbs = tuple(split(self.cols, b[e + 1] - b[e], self.tile) if self.col_axis == "Q"
+                    else (0, self.cols) for e in range(len(b) - 1))
+        return rb, cbs
+
     def block(self, i: int, j: int) -> tuple[int, int, int, int]:
         """(r0, r1, c0, c1): the view rectangle grid node (i, j) holds (possibly empty)."""
+        if self.bands is not None:
+            e = self.band_of(j)
+            rb, cbs = self._band_splits
+            cb = cbs[e]
+            jj = j - self.bands[e] if self.col_axis == "Q" else 0
+            if self.row_axis == "P":
+                r0 = e * self.band_rows
+                return r0 + rb[i], r0 + rb[i + 1], cb[jj], cb[jj + 1]
+            return 0, self.rows, cb[jj], cb[jj + 1]
         bi, bj = self.block_index(i, j)
         return (self.row_bounds[bi], self.row_bounds[bi + 1],
                 self.col_bounds[bj], self.col_bounds[bj + 1])
@@ -140,13 +191,35 @@ class Layout:
 
     @cached_property
     def max_rows(self) -> int:
-        b = self.row_bounds
+        b = self._band_splits[0] if self.bands is not None else self.row_bounds
         return max(b[k + 1] - b[k] for k in range(len(b) - 1))
 
     @cached_property
     def max_cols(self) -> int:
+        if self.bands is not None:
+            return max(cb[k + 1] - cb[k] for cb in self._band_splits[1]
+                       for k in range(len(cb) - 1))
         b = self.col_bounds
         return max(b[k + 1] - b[k] for k in range(len(b) - 1))
+
+    def locate(self, rows: np.ndarray, cols: np.ndarray
+               ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+        """For view elements (rows, cols): the index of the block each lies in, and the blocks'
+        rectangles (r0, r1, c0, c1), as `block` gives them to their holders."""
+        if self.bands is None:
+            rb, cb = self.row_bounds, self.col_bounds
+            bi = np.searchsorted(rb, rows, side="right") - 1
+            bj = np.searchsorted(cb, cols, side="right") - 1
+            nbj = len(cb) - 1
+            rects = [(rb[a], rb[a + 1], cb[b], cb[b + 1])
+                     for a in range(len(rb) - 1) for b in range(nbj)]
+            return bi * nbj + bj, rects
+        rects = sorted({self.block(i, j) for i in range(self.P) for j in range(self.Q)
+                        if self.block_shape(i, j)[0] > 0 and self.block_shape(i, j)[1] > 0})
+        which = np.full(np.shape(rows), -1, dtype=np.int64)
+        for k, (r0, r1, c0, c1) in enumerate(rects):
+            which[(rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)] = k
+        return which, rects
 
     # ---- storage ------------------------------------------------------------------------------
 
@@ -181,10 +254,10 @@ class Layout:
         """True if both place the same elements on the same nodes with the same storage."""
         return (self.rows, self.cols, self.row_axis, self.col_axis, self.P, self.Q,
                 self.dense, self.stride, self.skew, self.skew_ab, self.row_bounds,
-                self.pieces) == (
+                self.pieces, self.bands, self.band_rows) == (
             other.rows, other.cols, other.row_axis, other.col_axis, other.P, other.Q,
             other.dense, other.stride, other.skew, other.skew_ab, other.row_bounds,
-            other.pieces)
+            other.pieces, other.bands, other.band_rows)
 
     def holders(self) -> list[tuple[int, int]]:
         """Grid nodes that hold a nonempty block."""
@@ -214,20 +287,29 @@ class Layout:
         extra = ((" dense" if self.dense else "") + (f" skew-{self.skew}" if self.skew else "")
                  + (f" x{self.pieces} pieces" if self.pieces > 1 else ""))
         extra += " batched" if self.row_split is not None else ""
+        extra += f" in {len(self.bands) - 1} column bands" if self.bands is not None else ""
         return f"{kind}{extra} [{self.rows}x{self.cols}]"
 
 
 def make_layout(shape: tuple[int, ...], dtype: str, row_axis: str | None,
                 col_axis: str | None, grid: Grid, dense: bool = False,
                 skew: str | None = None, skew_ab: tuple[int, int] = (1, 1),
-                row_split: tuple[int, ...] | None = None, pieces: int = 1) -> Layout:
+                row_split: tuple[int, ...] | None = None, pieces: int = 1,
+                bands: tuple[int, ...] | None = None, band_rows: int = 0) -> Layout:
     """The layout of a value of `shape` on `grid` (which gives P, Q and the machine);
     `row_split` gives the row blocks' bounds instead of the even split (a batched layout);
-    `pieces` > 1 stores each row as that many parts (a matmul operand split into bf16 pieces)."""
+    `pieces` > 1 stores each row as that many parts (a matmul operand split into bf16 pieces);
+    `bands` and `band_rows` make it banded (a batch side by side on bands of grid columns)."""
     r, c = view_of(shape)
     m = grid.machine
     return Layout(r, c, dtype, row_axis, col_axis, grid.P, grid.Q, m.vector_lanes_f32,
-                  m.mma_dim, dense, skew, skew_ab, row_split, pieces)
+                  m.mma_dim, dense, skew, skew_ab, row_split, pieces, bands,
+                  band_rows if bands is not None and row_axis == "P" else 0)
+
+
+def batch_bands(entries: int, Q: int) -> tuple[int, ...]:
+    """The grid-column bounds of `entries` <= Q bands (as even as possible, in order)."""
+    return tuple(e * Q // entries for e in range(entries + 1))
 
 
 def batch_groups(entries: int, P: int) -> list[tuple[int, int]]:

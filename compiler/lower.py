@@ -46,7 +46,15 @@ from compiler.kernels import (
     ReduceAll,
     Softmax,
 )
-from compiler.layout import Layout, batched_row_split, choose_skew, make_layout, round_up, view_of
+from compiler.layout import (
+    Layout,
+    batch_bands,
+    batched_row_split,
+    choose_skew,
+    make_layout,
+    round_up,
+    view_of,
+)
 from compiler.matmul import SPLIT_PIECES, Matmul, SplitBf16
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
 from d1isa.machine import Machine
@@ -442,7 +450,8 @@ class Mapper:
                 continue
             src = self.values[leaf.id].layout
             L = make_layout(node.shape, node.dtype, src.row_axis, src.col_axis, self.grid,
-                            src.dense, row_split=src.row_split)
+                            src.dense, row_split=src.row_split, bands=src.bands,
+                            band_rows=src.band_rows)
             break
         if L is None:
             L = self.default(node.shape, node.dtype)
@@ -458,16 +467,19 @@ class Mapper:
                 elif x.op is Op.BROADCAST and x.id not in self.values:
                     mode = broadcast_mode(x.inputs[0].shape, x.shape)
                     src_node, packed = _read_in_place(x.inputs[0], vcol and mode == "col"
-                                                      and L.row_split is None)
+                                                      and L.row_split is None
+                                                      and L.bands is None)
                     src = self.values[src_node.id]
                     if packed:
                         mode = "vcol"
                         want = self.layout(src.shape, src.dtype, None, L.row_axis)
                     elif mode == "row":
-                        want = self.layout(src.shape, src.dtype, None, L.col_axis)
+                        want = make_layout(src.shape, src.dtype, None, L.col_axis, self.grid,
+                                           bands=L.bands)
                     elif mode == "col":
                         want = make_layout(src.shape, src.dtype, L.row_axis, None, self.grid,
-                                           row_split=L.row_split)
+                                           row_split=L.row_split, bands=L.bands,
+                                           band_rows=L.band_rows)
                     else:
                         want = self.layout(src.shape, src.dtype, None, None)
                     v = self.ensure(src, want, loc, node.name)
@@ -476,7 +488,8 @@ class Mapper:
                 else:
                     v = self.values[_read_in_place(x, False)[0].id]
                     want = make_layout(v.shape, v.dtype, L.row_axis, L.col_axis, self.grid,
-                                       L.dense, row_split=L.row_split)
+                                       L.dense, row_split=L.row_split, bands=L.bands,
+                                       band_rows=L.band_rows)
                     v = self.ensure(v, want, loc, node.name)
                     key = ("full", id(v))
                     lf = Leaf("full", v)
@@ -564,7 +577,8 @@ class Mapper:
             L = x.layout
             out = self.new_value(node, make_layout(node.shape, node.dtype, L.row_axis,
                                                    L.col_axis, self.grid, L.dense,
-                                                   row_split=L.row_split))
+                                                   row_split=L.row_split, bands=L.bands,
+                                                   band_rows=L.band_rows))
             self.steps.append(kernel(out, x, "rows" if last else "cols", loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
@@ -587,10 +601,8 @@ class Mapper:
         old, new = view_of(x.shape), view_of(node.shape)
         if old == new:
             out = self.new_value(node, L)
-            base = x.base or x
-            if node.id not in self.outputs and not (
-                    base.node is not None and base.node.id in self.updated):
-                out.base = base
+            if self._may_view(node, x):
+                out.base = x.base or x
             else:
                 self.steps.append(Redistribute(out, x, False, loc, node.name, self.grid))
         elif old == new[::-1] and 1 in old and not L.dense:
@@ -613,26 +625,66 @@ class Mapper:
         operands, index = k.expr[:2] if k.expr is not None else (node.inputs, index_map(node))
         srcs = [self.values[x.id] for x in operands]
         out = self.new_value(node, L)
-        self.steps.append(Gather(out, srcs, index.reshape(view_of(node.shape)), self._loc(node),
-                                 node.name, self.grid, node.op.value))
+        step = Gather(out, srcs, index.reshape(view_of(node.shape)), self._loc(node),
+                      node.name, self.grid, node.op.value)
+        src = step.in_place()
+        if src is not None and self._may_view(node, src):
+            out.base = src.base or src          # the same bytes: nothing moves
+            return
+        self.steps.append(step)
+
+    def _may_view(self, node: Node, src: Value) -> bool:
+        """May `node`'s value be read from `src`'s buffer (`Value.base`)? Not if it is stored
+        for its own sake (an output, an update), nor if src is a param updated during the run
+        (its buffer is overwritten)."""
+        base = src.base or src
+        return node.id not in self.outputs and not (base.node is not None
+                                                    and base.node.id in self.updated)
 
     # ---- batched matmul -----------------------------------------------------------------------
 
     def batch_split(self, entries: int, rows: int) -> tuple[int, ...]:
         return batched_row_split(entries, rows, self.grid.P, self.machine.mma_dim)
 
-    def batched_plan(self, mm: Node) -> tuple[int, int, int, int, bool] | None:
-        """(entries, M, K, N, padded) of a matmul that runs as a batch of products on
+    def batched_plan(self, mm: Node) -> tuple[int, int, int, int, bool, bool] | None:
+        """(entries, M, K, N, padded, columns) of a matmul that runs as a batch of products on
         sub-grids, or None (2-D, B shared by the whole batch, or the sequential mapping).
-        `padded`: with more entries than grid rows, M and K are rounded up to whole tiles."""
+        `padded`: with more entries than grid rows, M and K are rounded up to whole tiles.
+        `columns`: the products run on bands of grid columns (a banded layout) rather than
+        of grid rows: where the batch divides the grid columns and the products' tiles spread
+        at least as well over a column band (all grid rows) as over a row band (all grid
+        columns). A tie goes to the columns: the heads of a projection [S, H D] are column
+        blocks already, so its head split and merge then move nothing."""
         a, b = mm.inputs
-        if mm.ndim == 2 or b.ndim == 2 or self.options.batched != "subgrid":
+        if mm.ndim == 2 or b.ndim == 2 or self.options.batched == "sequential":
             return None
         entries = math.prod(mm.shape[:-2])
         M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
         t = self.machine.mma_dim
-        padded = entries > self.grid.P and (M % t != 0 or K % t != 0)
-        return entries, M, K, N, padded
+        P, Q = self.grid.P, self.grid.Q
+        padded = entries > P and (M % t != 0 or K % t != 0)
+        columns = False
+        # Bands of equal width, so that every product's blocks are stored alike (the sub-grid
+        # matmul addresses them with its own layout's row stride).
+        if self.options.batched == "subgrid" and Q % entries == 0 and not padded:
+            mt, nt = -(-M // t), -(-N // t)
+
+            def tiles(rows: int, cols: int) -> int:
+                return -(-mt // rows) * -(-nt // cols)
+
+            by_rows = tiles(P // entries, Q) if entries <= P else math.inf
+            columns = tiles(P, Q // entries) <= by_rows
+        return entries, M, K, N, padded, columns
+
+    def batch_layout(self, shape: tuple[int, ...], dtype: str, entries: int, rows: int,
+                     columns: bool) -> Layout:
+        """The batched layout of a batch of `entries` matrices of `rows` rows: on bands of
+        grid columns (banded) or of grid rows."""
+        if columns:
+            return make_layout(shape, dtype, "P", "Q", self.grid,
+                               bands=batch_bands(entries, self.grid.Q), band_rows=rows)
+        return make_layout(shape, dtype, "P", "Q", self.grid,
+                           row_split=self.batch_split(entries, rows))
 
     def batched_operand_layout(self, node: Node) -> Layout | None:
         """The batched layout `node` is placed in when every reader is a batched matmul that
@@ -645,7 +697,7 @@ class Mapper:
             plan = self.batched_plan(u) if u.op is Op.MATMUL else None
             if plan is None or plan[4]:
                 return None
-            entries, M, K, N, _ = plan
+            entries, M, K, N, _, columns = plan
             batch = u.shape[:-2]
             if u.inputs[0] is node and u.inputs[1] is not node:
                 want = batch + (M, K)
@@ -657,15 +709,14 @@ class Mapper:
                 return None
             if node.shape != want:
                 return None
-            layouts.add(rows)
+            layouts.add((rows, columns))
         if len(layouts) != 1:
             return None
         entries = math.prod(node.shape[:-2])
-        return make_layout(node.shape, node.dtype, "P", "Q", self.grid,
-                           row_split=self.batch_split(entries, layouts.pop()))
+        return self.batch_layout(node.shape, node.dtype, entries, *layouts.pop())
 
     def batch_operand(self, mm: Node, k: int, entries: int, rows: int, cols: int,
-                      loc, dtype: str) -> Value:
+                      loc, dtype: str, columns: bool) -> Value:
         """Operand k of a batched matmul as a batch [entries, rows, cols] in its batched
         layout: the value itself (redistributed if needed), or gathered (broadcast along the
         batch and zero-padded to rows x cols)."""
@@ -673,11 +724,10 @@ class Mapper:
         v = self.values[x.id]
         batch = mm.shape[:-2]
         r, c = x.shape[-2:]
-        L = make_layout((entries, rows, cols), dtype, "P", "Q", self.grid,
-                        row_split=self.batch_split(entries, rows))
+        L = self.batch_layout((entries, rows, cols), dtype, entries, rows, columns)
         if x.shape == batch + (r, c) and (r, c) == (rows, cols):
-            return self.ensure(v, make_layout(x.shape, dtype, "P", "Q", self.grid,
-                                              row_split=L.row_split), loc, mm.name)
+            return self.ensure(v, self.batch_layout(x.shape, dtype, entries, rows, columns),
+                               loc, mm.name)
         flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
         index = np.full((entries, rows, cols), -1, dtype=np.int64)
         index[:, :r, :c] = flat.reshape(entries, r, c)
@@ -699,22 +749,21 @@ class Mapper:
         if plan is None:
             self._sequential_matmul(node)
             return
-        entries, M, K, N, padded = plan
+        entries, M, K, N, padded, columns = plan
         t = self.machine.mma_dim
         Mp, Kp = (round_up(M, t), round_up(K, t)) if padded else (M, K)
         dtype = a_node.dtype
-        a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype)
-        b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype)
-        split = self.batch_split(entries, Mp)
+        a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype, columns)
+        b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype, columns)
         if not padded:
-            out = self.new_value(node, make_layout(node.shape, "f32", "P", "Q", self.grid,
-                                                   row_split=split))
+            out = self.new_value(node, self.batch_layout(node.shape, "f32", entries, Mp,
+                                                         columns))
         else:
             out = Value(f"{node.name}.c{self._n()}", (entries, Mp, N), "f32",
-                        make_layout((entries, Mp, N), "f32", "P", "Q", self.grid,
-                                    row_split=split))
+                        self.batch_layout((entries, Mp, N), "f32", entries, Mp, columns))
         self.steps.append(BatchedMatmul(out, a, b, entries, Mp, Kp, N, loc, node.name,
-                                        self.grid, self.machine, self.options))
+                                        self.grid, self.machine, self.options,
+                                        out.layout.bands))
         if padded:
             index = np.arange(entries * Mp * N).reshape(entries, Mp, N)[:, :M, :]
             res = self.new_value(node, self.default(node.shape, "f32"))
@@ -790,7 +839,8 @@ class Mapper:
         else:
             # Any 2-D block layout will do, skewed ones included (inputs placed for Cannon).
             if not (a.layout.row_axis == "P" and a.layout.col_axis == "Q" and not a.layout.dense
-                    and a.layout.skew in (None, "A") and a.layout.row_split is None):
+                    and a.layout.skew in (None, "A") and a.layout.row_split is None
+                    and a.layout.bands is None):
                 a = self.ensure(a, self.layout(a.shape, a.dtype, "P", "Q"), loc, node.name)
             if not (b.layout.row_axis == "P" and b.layout.col_axis == "Q" and not b.layout.dense
                     and b.layout.skew in (None, "B")):

@@ -51,7 +51,7 @@ PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "sched
           "emit")
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
-BATCHED_MATMUL = ("subgrid", "sequential")
+BATCHED_MATMUL = ("subgrid", "rows", "sequential")
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ class CompileOptions:
             relay it through several grid nodes at once).
     verify: re-check the IR's invariants after the front end.
     batched: a matmul of 3-D or 4-D operands: "subgrid" runs the batch's products at once,
-            each on its own band of grid rows; "sequential" runs them one after the other,
-            each on the whole grid.
+            each on its own band of grid columns or grid rows (whichever spreads its tiles
+            better; columns on a tie); "rows" always on bands of grid rows; "sequential"
+            runs them one after the other, each on the whole grid.
     """
 
     matmul: str = "summa"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from passkit import mapped
 from progkit import run_and_compare
 
 import compiler
@@ -287,6 +288,43 @@ def test_the_batched_matmul_runs_on_the_matrix_unit():
         elif "mmak.bf16" in line:
             multiplying.update(section.split()[2:])
     assert multiplying == {f"{x},{y}" for x in range(4) for y in range(4)}
+
+
+BANDS = """
+input x: f32[16, 32]
+input wq: f32[32, 32]
+input wk: f32[32, 32]
+input bias: f32[16]
+input col: f32[H, 16, 1]
+q = transpose(reshape(x @ wq, [16, H, D]), [1, 0, 2])
+k = transpose(reshape(x @ wk, [16, H, D]), [1, 2, 0])
+t = q @ k * 0.35 + bias - col
+a = softmax(t, axis=-1)
+l = layernorm(t, axis=-1)
+m = log_softmax(t, axis=-1)
+o = reshape(transpose(a @ q, [1, 0, 2]), [16, 32])
+y = o @ wk
+output y, l, m
+"""
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_heads_run_on_bands_of_grid_columns(heads):
+    # The products of attention heads run on bands of grid columns (banded layouts): the head
+    # split of q and the merge of the heads read the projections' own bytes, the row
+    # statistics are all-reduced within each band, and a bias row and a column broadcast are
+    # read in the bands' layout.
+    text = BANDS.replace("H", str(heads)).replace("D", str(32 // heads))
+    m = mapped(text, M4)
+    assert m.value("t").layout.bands == tuple(range(0, 5, 4 // heads))
+    assert m.value("q").layout.bands is not None and m.value("q").base is not None
+    assert m.value("o").base is not None
+    assert "transpose" not in {s.kind for s in m.mapper.steps if s.label in ("q", "o")}
+    obj = compiler.compile_source(text, M4, "bands.d1k")
+    run_and_compare(obj, text, M4, "bands.d1k", seed=2)
+    # -O batched=rows: the same products on bands of grid rows, the old mapping
+    obj = compiler.compile_source(text, M4, "bands.d1k", CompileOptions(batched="rows"))
+    run_and_compare(obj, text, M4, "bands.d1k", seed=2)
 
 
 def test_a_reshape_chain_moves_each_element_once():
