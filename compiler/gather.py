@@ -386,17 +386,23 @@ def _copy_family(code: Code, fam: tuple, zero: bool, sbuf: tuple[int, int] | Non
     st = "st32" if size == 4 else "st16"
     full, tail = divmod(ln, lanes) if ln > 1 else (0, 0)
 
-    def fits(buf: tuple[int, int], start: int, step: int) -> bool:
-        """Every lane of the tail vector of the run at `start` lies in `buf`."""
+    def fits(buf: tuple[int, int], start: int, step: int, limit: int | None = None) -> bool:
+        """Every lane of the tail vector of the run at `start` lies in `buf` (with `limit`:
+        in the node's SRAM, [0, limit) bytes)."""
         lo = start + full * lanes * step
         hi = lo + (lanes - 1) * step
+        if limit is not None:
+            return buf[0] + min(lo, hi) * size >= 0 and buf[0] + (max(lo, hi) + 1) * size <= limit
         return min(lo, hi) >= 0 and (max(lo, hi) + 1) * size <= buf[1]
 
     members_s = (s0, s0 + (count - 1) * da)
     members_d = (d0, d0 + (count - 1) * db)
     vec_tail = tail > 0
     if vec_tail and not zero and ss != 1:
-        vec_tail = all(fits(sbuf, a, ss) for a in members_s)
+        # A strided load may read past the source buffer: the lanes past the run are merged
+        # away under the mask, or land in the destination row's padding.
+        sram = code.instrs.machine.sram_bytes
+        vec_tail = all(fits(sbuf, a, ss, sram) for a in members_s)
     if vec_tail and ts != 1:
         vec_tail = all(fits(dbuf, a, ts) for a in members_d)
     overrun = ts == 1 and all(dst_ok((d0 + q * db, ln)) for q in range(count))

@@ -497,6 +497,37 @@ def narrow_rows(code: Code, nr: int, nc: int, *layouts) -> int:
     return n
 
 
+def rows_unrolled(code: Code, nr: int, nvr: int, pointers: list[tuple[str, int]],
+                  stats: list[tuple[str, str]], row) -> None:
+    """Run `row(k)` for nr rows of a block, a chunk of u rows at a time, each chunk unrolled:
+    row k of a chunk addresses its data at offsets k x (bytes per row) from the chunk's
+    pointers, so no row pays for pointer updates or a branch. `pointers` are (register, bytes
+    per row), advanced once per chunk; `stats` are (register, vector register): the chunk's
+    per-row values (f32, 4 bytes a row, the register among the pointers) are loaded as one
+    vector at the chunk's start, and row k takes its value with `vsplat ..., k` instead of a
+    scalar load and a broadcast. u is at most `lanes` (one vector of per-row values), fewer
+    for rows of several vectors (nvr), to keep the code short. The rows' operations are those
+    of a row-by-row loop, in the same order."""
+    u = max(1, min(nr, code.lanes, code.lanes // max(nvr, 1)))
+    full, rest = divmod(nr, u)
+
+    def chunk(n: int) -> None:
+        for reg, v in stats:
+            code.op("vld", v, (reg, 0))
+        for k in range(n):
+            row(k)
+
+    def step() -> None:
+        chunk(u)
+        if full > 1 or rest:
+            for reg, per_row in pointers:
+                code.op("addi", reg, reg, per_row * u)
+
+    code.counted("r1", full, step)
+    if rest:
+        chunk(rest)
+
+
 def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                  pre: tuple[str, str, str] | None = None) -> None:
     """part[r] (f32) = op over the nc elements of row r of x's block, for r < nr.
@@ -530,39 +561,37 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     if tail:
         _mask_regs(code, tail, op)
     isz = _isz(x.dtype)
+    stride = x.layout.stride
+    es = round_up(nc, lanes) * 4
     code.li("r3", x.addr)
     code.li("r4", part)
+    pointers = [("r3", stride), ("r4", 4)]
     if pre is not None:
         code.li("r5", pre[0])
+        pointers.append(("r5", 4))
         if pre[2] is not None:
             code.li("r6", pre[2])
+            pointers.append(("r6", es))
 
-    def row() -> None:
+    def row(r: int) -> None:
         if pre is not None:
-            code.op("ld32u", "r13", ("r5", 0))
-            code.op("vbcast", "v12", "r13")
+            code.op("vsplat", "v12", "v11", r)
         for k in range(nvr):
             t = "v0" if k == 0 else "v1"
-            code.vload(t, "r3", lanes * k * isz, x.dtype)
+            code.vload(t, "r3", r * stride + lanes * k * isz, x.dtype)
             if pre is not None:
                 code.op("vsub", t, t, "v12")
                 _after_shift(code, pre[1], t)
                 if pre[2] is not None:
-                    code.op("vst", t, ("r6", vb * k))
+                    code.op("vst", t, ("r6", r * es + vb * k))
             if k == nvr - 1 and tail:
                 _masked(code, t, op)
             if k:
                 _combine(code, op, "v0", "v0", "v1")
         _reduce_lanes(code, op, "r13", "v0")
-        code.op("st32", "r13", ("r4", 0))
-        code.op("addi", "r3", "r3", x.layout.stride)
-        code.op("addi", "r4", "r4", 4)
-        if pre is not None:
-            code.op("addi", "r5", "r5", 4)
-            if pre[2] is not None:
-                code.op("addi", "r6", "r6", round_up(nc, lanes) * 4)
+        code.op("st32", "r13", ("r4", 4 * r))
 
-    code.counted("r1", nr, row)
+    rows_unrolled(code, nr, nvr, pointers, [("r5", "v11")] if pre is not None else [], row)
 
 
 def _rows_from(x: Value, r: int) -> Value:
@@ -818,27 +847,33 @@ def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: 
         out = _rows_from(out, done)
     nvr = -(-nc // lanes)
     isz = _isz(out.dtype)
+    ostride = out.layout.stride
     for q0 in range(0, nvr, 8):
         q1 = min(nvr, q0 + 8)
         code.li("r3", eb + vb * q0)
         code.li("r4", out.addr + lanes * q0 * isz)
         code.li("r5", den)
-        if not rows:
-            for v in range(q0, q1):
-                code.op("vld", f"v{8 + v - q0}", ("r5", vb * v))
+        if rows:
+            def row_of(r: int, q0: int = q0, q1: int = q1) -> None:
+                code.op("vsplat", "v15", "v11", r)
+                for v in range(q0, q1):
+                    code.op("vld", "v0", ("r3", r * es + vb * (v - q0)))
+                    code.op("vdiv", "v0", "v0", "v15")
+                    code.vstore("v0", "r4", r * ostride + lanes * (v - q0) * isz, out.dtype)
+
+            rows_unrolled(code, nr, q1 - q0, [("r3", es), ("r4", ostride), ("r5", 4)],
+                          [("r5", "v11")], row_of)
+            continue
+        for v in range(q0, q1):
+            code.op("vld", f"v{8 + v - q0}", ("r5", vb * v))
 
         def row(q0: int = q0, q1: int = q1) -> None:
-            if rows:
-                code.op("ld32u", "r13", ("r5", 0))
-                code.op("vbcast", "v15", "r13")
             for v in range(q0, q1):
                 code.op("vld", "v0", ("r3", vb * (v - q0)))
-                code.op("vdiv", "v0", "v0", "v15" if rows else f"v{8 + v - q0}")
+                code.op("vdiv", "v0", "v0", f"v{8 + v - q0}")
                 code.vstore("v0", "r4", lanes * (v - q0) * isz, out.dtype)
             code.op("addi", "r3", "r3", es)
-            code.op("addi", "r4", "r4", out.layout.stride)
-            if rows:
-                code.op("addi", "r5", "r5", 4)
+            code.op("addi", "r4", "r4", ostride)
 
         code.counted("r1", nr, row)
 
@@ -975,22 +1010,31 @@ def _shift_log(code: Code, x: Value, mx: int, ls: int, rows: bool, out: Value, n
                 code.op("vld", f"v{2 + v - q0}", ("r5", vb * (v - q0)))
                 code.op("vld", f"v{8 + v - q0}", ("r6", vb * (v - q0)))
 
+        if rows:
+            xs, os_ = x.layout.stride, out.layout.stride
+
+            def row_of(r: int, q0: int = q0, q1: int = q1, xs: int = xs,
+                       os_: int = os_) -> None:
+                code.op("vsplat", "v14", "v10", r)
+                code.op("vsplat", "v15", "v11", r)
+                for v in range(q0, q1):
+                    code.vload("v0", "r3", r * xs + lanes * (v - q0) * xi, x.dtype)
+                    code.op("vsub", "v0", "v0", "v14")
+                    code.op(second, "v0", "v0", "v15")
+                    code.vstore("v0", "r4", r * os_ + lanes * (v - q0) * oi, out.dtype)
+
+            rows_unrolled(code, nr, q1 - q0, [("r3", xs), ("r4", os_), ("r5", 4), ("r6", 4)],
+                          [("r5", "v10"), ("r6", "v11")], row_of)
+            continue
+
         def row(q0: int = q0, q1: int = q1) -> None:
-            if rows:
-                code.op("ld32u", "r13", ("r5", 0))
-                code.op("vbcast", "v14", "r13")
-                code.op("ld32u", "r13", ("r6", 0))
-                code.op("vbcast", "v15", "r13")
             for v in range(q0, q1):
                 code.vload("v0", "r3", lanes * (v - q0) * xi, x.dtype)
-                code.op("vsub", "v0", "v0", "v14" if rows else f"v{2 + v - q0}")
-                code.op(second, "v0", "v0", "v15" if rows else f"v{8 + v - q0}")
+                code.op("vsub", "v0", "v0", f"v{2 + v - q0}")
+                code.op(second, "v0", "v0", f"v{8 + v - q0}")
                 code.vstore("v0", "r4", lanes * (v - q0) * oi, out.dtype)
             code.op("addi", "r3", "r3", x.layout.stride)
             code.op("addi", "r4", "r4", out.layout.stride)
-            if rows:
-                code.op("addi", "r5", "r5", 4)
-                code.op("addi", "r6", "r6", 4)
 
         code.counted("r1", nr, row)
 
