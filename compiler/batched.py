@@ -103,3 +103,66 @@ class BatchedMatmul(Step):
             sctx = copy.copy(ctx)
             sctx.grid = sub
             mm.emit(sctx)
+
+
+class BandMatmul(Step):
+    """A 2-D matmul C = A @ B whose rows (M) fill at most a band of the grid rows, run as n
+    products side by side on n bands of grid rows, so the grid rows it would leave idle
+    compute too (compiler.lower.Mapper.row_bands):
+
+    * split N (`kind` "matmul[rows N/n]"): band e computes the column block C[:, e N/n ...],
+      from its own copy of A and B's column block; C is banded along grid rows
+      (layout band_axis "P"), each band holding its column block;
+    * split K ("matmul[rows K/n]"): A comes banded that way (a split-N product, through
+      elementwise kernels), so band e holds A[:, e K/n ...]; it multiplies it by B's row
+      block e into a partial product `parts[e]` on its own rows; the mapper adds the parts.
+
+    `products` lists (band's sub-grid, A, B, C): full-grid values whose blocks on the band are
+    exactly the plain block layouts of the product's operands on the sub-grid, at the values'
+    own addresses (checked). Every product is the ordinary SUMMA matmul on its sub-grid; the
+    bands' row chains are the grid's rows and their column chains disjoint pieces of the
+    grid's columns, so the products touch disjoint nodes and links (the argument of
+    BatchedMatmul), and they share one set of panel buffers."""
+
+    def __init__(self, kind: str, out: Value, also: list[Value],
+                 products: list[tuple[Grid, Value, Value, Value]], m: int, k: int, n: int,
+                 loc, label: str, machine, options) -> None:
+        ins: list[Value] = []
+        for _, a, b, _ in products:
+            for v in (a, b):
+                if v not in ins:
+                    ins.append(v)
+        super().__init__(kind, out, ins, loc, label)
+        self.also = list(also)
+        self.products: list[tuple[Matmul, Value, Value, Value]] = []
+        for sub, a, b, c in products:
+            A = Value(f"{a.name}@band", (m, k), a.dtype, make_layout((m, k), a.dtype, "P", "Q",
+                                                                     sub))
+            B = Value(f"{b.name}@band", (k, n), b.dtype, make_layout((k, n), b.dtype, "P", "Q",
+                                                                     sub))
+            C = Value(f"{c.name}@band", (m, n), c.dtype, make_layout((m, n), c.dtype, "P", "Q",
+                                                                     sub))
+            for part, whole in ((A, a), (B, b), (C, c)):
+                if part.layout.stride != whole.layout.stride:   # pragma: no cover
+                    raise AssertionError(f"{part.name}: a band's blocks are stored with "
+                                         "another row stride than the whole value's")
+            mm = Matmul(C, A, B, loc, label, sub, machine, "summa", options.double_buffer,
+                        options.reach)
+            self.products.append((mm, a, b, c))
+        shared: list[Value] = []
+        for mm, *_ in self.products:
+            for i, t in enumerate(mm.temps):
+                if i == len(shared):
+                    shared.append(scratch(f"{out.name}.panels{i}", 0))
+                shared[i].scratch_bytes = max(shared[i].scratch_bytes, t.scratch_bytes)
+        for mm, *_ in self.products:
+            mm.temps = shared[:len(mm.temps)]
+        self.temps = shared
+
+    def emit(self, ctx: Ctx) -> None:
+        for mm, a, b, c in self.products:
+            A, B = mm.ins
+            A.addr, B.addr, mm.out.addr = a.addr, b.addr, c.addr
+            sctx = copy.copy(ctx)
+            sctx.grid = mm.grid
+            mm.emit(sctx)

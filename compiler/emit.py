@@ -65,6 +65,9 @@ def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
     out = _pieces(v, grid, role, nd_shape)
     if role in ("input", "param"):
         for c in v.copies:
+            if not c.transposed:
+                out += _pieces(c, grid, role, nd_shape)
+                continue
             L = c.layout
             isz = L.itemsize
             for i, j in L.holders():

@@ -35,6 +35,12 @@ h's columns are the blocks of grid columns [h Q / H, (h + 1) Q / H), so splittin
 (`transpose(reshape(q, [S, H, D]), [1, 0, 2])`) and merging them back move nothing. With
 row_axis None (a row vector read by every row of such a batch) the whole rows are on every
 node, and the columns are split within each band the same way.
+
+With `band_axis` "P" the bands are of grid rows, and band e holds the view's column block
+[e band_cols, (e + 1) band_cols): rows split over the band's grid rows, the block's columns
+over all grid columns. It is the result of a matmul whose few rows leave half the grid rows
+idle, computed as one product per band, each a block of N (compiler.batched.BandMatmul); a
+matmul that reads such a value as A multiplies each band's block of K where it lies.
 """
 
 from __future__ import annotations
@@ -100,18 +106,25 @@ class Layout:
     pieces: int = 1
     bands: tuple[int, ...] | None = None
     band_rows: int = 0
+    band_axis: str = "Q"
+    band_cols: int = 0
 
     def __post_init__(self) -> None:
         if self.row_axis is not None and self.row_axis == self.col_axis:
             raise ValueError("a layout cannot split both view dimensions over one grid axis")
-        if self.bands is not None and (
-                self.row_axis not in ("P", None) or self.col_axis not in ("Q", None)
-                or self.row_split is not None or self.skew is not None or self.dense
-                or self.bands[0] != 0 or self.bands[-1] != self.Q
-                or (self.row_axis == "P" and (self.band_rows <= 0 or self.rows
-                                              != self.band_rows * (len(self.bands) - 1)))):
-            raise ValueError("a banded layout splits rows over grid rows and columns within "
-                             "bands of grid columns, one band per entry")
+        if self.bands is not None:
+            n = len(self.bands) - 1
+            by_cols = self.band_axis == "Q"
+            if (self.row_axis not in ("P", None) or self.col_axis not in ("Q", None)
+                    or self.row_split is not None or self.skew is not None or self.dense
+                    or self.band_axis not in ("P", "Q") or self.bands[0] != 0
+                    or self.bands[-1] != (self.Q if by_cols else self.P)
+                    or (by_cols and self.row_axis == "P"
+                        and (self.band_rows <= 0 or self.rows != self.band_rows * n))
+                    or (not by_cols and self.col_axis == "Q"
+                        and (self.band_cols <= 0 or self.cols != self.band_cols * n))):
+                raise ValueError("a banded layout splits rows over grid rows and columns over "
+                                 "grid columns within bands, one band per entry")
         if self.skew is not None and ((self.row_axis, self.col_axis) != ("P", "Q")
                                       or self.P != self.Q or self.skew not in ("A", "B")):
             raise ValueError("only a 2-D block layout on a square grid can be skewed")
@@ -151,36 +164,58 @@ class Layout:
                 bi = k
         return bi, bj
 
-    def band_of(self, j: int) -> int:
-        """The band (entry) of grid column j in a banded layout."""
+    def band_of(self, k: int) -> int:
+        """The band (entry) of grid column k (of grid row k, band_axis "P") in a banded
+        layout."""
         b = self.bands
         for e in range(len(b) - 1):
-            if j < b[e + 1]:
+            if k < b[e + 1]:
                 return e
-        raise IndexError(j)
+        raise IndexError(k)
+
+    @property
+    def band_kw(self) -> dict:
+        """The banding of this layout, as make_layout's keyword arguments."""
+        return {"bands": self.bands, "band_rows": self.band_rows, "band_axis": self.band_axis,
+                "band_cols": self.band_cols}
 
     @cached_property
-    def _band_splits(self) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
-        """A banded layout's row bounds of an entry over the grid rows, and per band the
-        column bounds over its columns ((0, n): one whole block, where not split)."""
-        rb = (split(self.band_rows, self.P, self.tile) if self.row_axis == "P"
-              else (0, self.rows))
+    def _band_splits(self) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+        """A banded layout's bounds, per band, of the rows over the grid rows and of the
+        columns over the grid columns that hold them ((0, n): one whole block, where not
+        split)."""
         b = self.bands
-        cbs = tuple(split(self.cols, b[e + 1] - b[e], self.tile) if self.col_axis == "Q"
-                    else (0, self.cols) for e in range(len(b) - 1))
-        return rb, cbs
+        n = len(b) - 1
+        if self.band_axis == "Q":
+            rbs = ((split(self.band_rows, self.P, self.tile) if self.row_axis == "P"
+                    else (0, self.rows)),) * n
+            cbs = tuple(split(self.cols, b[e + 1] - b[e], self.tile) if self.col_axis == "Q"
+                        else (0, self.cols) for e in range(n))
+        else:
+            rbs = tuple(split(self.rows, b[e + 1] - b[e], self.tile) if self.row_axis == "P"
+                        else (0, self.rows) for e in range(n))
+            cbs = ((split(self.band_cols, self.Q, self.tile) if self.col_axis == "Q"
+                    else (0, self.cols)),) * n
+        return rbs, cbs
 
     def block(self, i: int, j: int) -> tuple[int, int, int, int]:
         """(r0, r1, c0, c1): the view rectangle grid node (i, j) holds (possibly empty)."""
         if self.bands is not None:
-            e = self.band_of(j)
-            rb, cbs = self._band_splits
-            cb = cbs[e]
-            jj = j - self.bands[e] if self.col_axis == "Q" else 0
-            if self.row_axis == "P":
-                r0 = e * self.band_rows
-                return r0 + rb[i], r0 + rb[i + 1], cb[jj], cb[jj + 1]
-            return 0, self.rows, cb[jj], cb[jj + 1]
+            rbs, cbs = self._band_splits
+            if self.band_axis == "Q":
+                e = self.band_of(j)
+                jj = j - self.bands[e] if self.col_axis == "Q" else 0
+                ii = i if self.row_axis == "P" else 0
+                r0 = e * self.band_rows if self.row_axis == "P" else 0
+                c0 = 0
+            else:
+                e = self.band_of(i)
+                ii = i - self.bands[e] if self.row_axis == "P" else 0
+                jj = j if self.col_axis == "Q" else 0
+                r0 = 0
+                c0 = e * self.band_cols if self.col_axis == "Q" else 0
+            rb, cb = rbs[e], cbs[e]
+            return r0 + rb[ii], r0 + rb[ii + 1], c0 + cb[jj], c0 + cb[jj + 1]
         bi, bj = self.block_index(i, j)
         return (self.row_bounds[bi], self.row_bounds[bi + 1],
                 self.col_bounds[bj], self.col_bounds[bj + 1])
@@ -191,7 +226,10 @@ class Layout:
 
     @cached_property
     def max_rows(self) -> int:
-        b = self._band_splits[0] if self.bands is not None else self.row_bounds
+        if self.bands is not None:
+            return max(rb[k + 1] - rb[k] for rb in self._band_splits[0]
+                       for k in range(len(rb) - 1))
+        b = self.row_bounds
         return max(b[k + 1] - b[k] for k in range(len(b) - 1))
 
     @cached_property
@@ -254,10 +292,10 @@ class Layout:
         """True if both place the same elements on the same nodes with the same storage."""
         return (self.rows, self.cols, self.row_axis, self.col_axis, self.P, self.Q,
                 self.dense, self.stride, self.skew, self.skew_ab, self.row_bounds,
-                self.pieces, self.bands, self.band_rows) == (
+                self.pieces, self.bands, self.band_rows, self.band_axis, self.band_cols) == (
             other.rows, other.cols, other.row_axis, other.col_axis, other.P, other.Q,
             other.dense, other.stride, other.skew, other.skew_ab, other.row_bounds,
-            other.pieces, other.bands, other.band_rows)
+            other.pieces, other.bands, other.band_rows, other.band_axis, other.band_cols)
 
     def holders(self) -> list[tuple[int, int]]:
         """Grid nodes that hold a nonempty block."""
@@ -287,7 +325,9 @@ class Layout:
         extra = ((" dense" if self.dense else "") + (f" skew-{self.skew}" if self.skew else "")
                  + (f" x{self.pieces} pieces" if self.pieces > 1 else ""))
         extra += " batched" if self.row_split is not None else ""
-        extra += f" in {len(self.bands) - 1} column bands" if self.bands is not None else ""
+        if self.bands is not None:
+            extra += (f" in {len(self.bands) - 1} "
+                      f"{'column' if self.band_axis == 'Q' else 'row'} bands")
         return f"{kind}{extra} [{self.rows}x{self.cols}]"
 
 
@@ -295,16 +335,23 @@ def make_layout(shape: tuple[int, ...], dtype: str, row_axis: str | None,
                 col_axis: str | None, grid: Grid, dense: bool = False,
                 skew: str | None = None, skew_ab: tuple[int, int] = (1, 1),
                 row_split: tuple[int, ...] | None = None, pieces: int = 1,
-                bands: tuple[int, ...] | None = None, band_rows: int = 0) -> Layout:
+                bands: tuple[int, ...] | None = None, band_rows: int = 0,
+                band_axis: str = "Q", band_cols: int = 0) -> Layout:
     """The layout of a value of `shape` on `grid` (which gives P, Q and the machine);
     `row_split` gives the row blocks' bounds instead of the even split (a batched layout);
     `pieces` > 1 stores each row as that many parts (a matmul operand split into bf16 pieces);
-    `bands` and `band_rows` make it banded (a batch side by side on bands of grid columns)."""
+    `bands` makes it banded: entries of `band_rows` rows side by side on bands of grid
+    columns, or (band_axis "P") column blocks of `band_cols` on bands of grid rows. The
+    banding a layout of this shape does not use (a vector's rows, say) is dropped, so
+    `**L.band_kw` may be passed for any operand read alongside L."""
     r, c = view_of(shape)
     m = grid.machine
+    keep_rows = bands is not None and band_axis == "Q" and row_axis == "P"
+    keep_cols = bands is not None and band_axis == "P" and col_axis == "Q"
     return Layout(r, c, dtype, row_axis, col_axis, grid.P, grid.Q, m.vector_lanes_f32,
                   m.mma_dim, dense, skew, skew_ab, row_split, pieces, bands,
-                  band_rows if bands is not None and row_axis == "P" else 0)
+                  band_rows if keep_rows else 0, band_axis if bands is not None else "Q",
+                  band_cols if keep_cols else 0)
 
 
 def batch_bands(entries: int, Q: int) -> tuple[int, ...]:

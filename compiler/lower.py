@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.asmgen import CompilerLimit
-from compiler.batched import BatchedMatmul
+from compiler.batched import BandMatmul, BatchedMatmul
 from compiler.comm import Redistribute
 from compiler.gather import Gather, index_map
 from compiler.grid import Grid
@@ -53,6 +53,7 @@ from compiler.layout import (
     choose_skew,
     make_layout,
     round_up,
+    split,
     view_of,
 )
 from compiler.matmul import SPLIT_PIECES, Matmul, SplitBf16
@@ -262,6 +263,7 @@ class Mapper:
         self.outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
         self.updated = {u.param.id for u in graph.updates}
         self.ntemp = 0
+        self.split_memo: dict[int, int] = {}
 
     @property
     def placed(self) -> list[Value]:
@@ -290,6 +292,9 @@ class Mapper:
         batched = self.batched_operand_layout(node)
         if batched is not None:
             return batched
+        banded = self.band_operand_layout(node)
+        if banded is not None:
+            return banded
         # Not an updated param: its new value comes out of unskewed kernels, and would need a
         # redistribution every step to be written back skewed.
         if (users and g.P == g.Q and g.P > 1 and self.options.matmul == "summa"
@@ -369,10 +374,26 @@ class Mapper:
             hit = self.cache.get(key)
             if hit is None:
                 hit = self.cache[key] = Value(f"{v.name}^T", v.shape[::-1], v.dtype, L,
-                                              copy_of=v)
+                                              copy_of=v, transposed=True)
                 v.copies.append(hit)
             return hit
         return self.ensure(v, L, loc, label, transpose=True)
+
+    def host_copy(self, v: Value, L: Layout, loc, label: str) -> Value:
+        """v in layout L: for a program input or a param that is not updated, a copy the host
+        writes with it (`Value.copies`, no run-time cost); else `ensure`."""
+        if v.layout.same_distribution(L) and v.dtype == L.dtype:
+            return v
+        if (v in self.inputs and v.node is not None and v.node.id not in self.updated
+                and not L.dense):
+            key = (id(v), "host", L)
+            hit = self.cache.get(key)
+            if hit is None:
+                hit = self.cache[key] = Value(f"{v.name}'{self._n()}", v.shape, v.dtype, L,
+                                              copy_of=v)
+                v.copies.append(hit)
+            return hit
+        return self.ensure(v, L, loc, label)
 
     def split(self, v: Value, loc, label: str) -> Value:
         """v (f32) as bf16 pieces in its own distribution (SplitBf16), made once: by the
@@ -402,7 +423,8 @@ class Mapper:
         """`v` in layout L: itself, or a redistributed copy (made once per layout)."""
         if not transpose and v.layout.same_distribution(L) and v.dtype == L.dtype:
             return v
-        key = (id(v), L.rows, L.cols, L.row_axis, L.col_axis, L.dense, transpose)
+        key = (id(v), L.rows, L.cols, L.row_axis, L.col_axis, L.dense, transpose, L.row_split,
+               L.bands, L.band_axis, L.band_rows, L.band_cols)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
@@ -450,8 +472,7 @@ class Mapper:
                 continue
             src = self.values[leaf.id].layout
             L = make_layout(node.shape, node.dtype, src.row_axis, src.col_axis, self.grid,
-                            src.dense, row_split=src.row_split, bands=src.bands,
-                            band_rows=src.band_rows)
+                            src.dense, row_split=src.row_split, **src.band_kw)
             break
         if L is None:
             L = self.default(node.shape, node.dtype)
@@ -475,11 +496,10 @@ class Mapper:
                         want = self.layout(src.shape, src.dtype, None, L.row_axis)
                     elif mode == "row":
                         want = make_layout(src.shape, src.dtype, None, L.col_axis, self.grid,
-                                           bands=L.bands)
+                                           **L.band_kw)
                     elif mode == "col":
                         want = make_layout(src.shape, src.dtype, L.row_axis, None, self.grid,
-                                           row_split=L.row_split, bands=L.bands,
-                                           band_rows=L.band_rows)
+                                           row_split=L.row_split, **L.band_kw)
                     else:
                         want = self.layout(src.shape, src.dtype, None, None)
                     v = self.ensure(src, want, loc, node.name)
@@ -488,8 +508,7 @@ class Mapper:
                 else:
                     v = self.values[_read_in_place(x, False)[0].id]
                     want = make_layout(v.shape, v.dtype, L.row_axis, L.col_axis, self.grid,
-                                       L.dense, row_split=L.row_split, bands=L.bands,
-                                       band_rows=L.band_rows)
+                                       L.dense, row_split=L.row_split, **L.band_kw)
                     v = self.ensure(v, want, loc, node.name)
                     key = ("full", id(v))
                     lf = Leaf("full", v)
@@ -515,10 +534,20 @@ class Mapper:
         out = self.new_value(node, L)
         self.steps.append(Elementwise(out, expr, leaves, loc, node.name, k.nops))
 
+    def operand(self, x: Node, loc, label: str) -> Value:
+        """x's value for a kernel that needs an ordinary layout: a value banded along grid
+        rows (a split-N matmul's result, whose grid rows each hold one column block) is
+        redistributed into the default layout first."""
+        v = self.values[x.id]
+        L = v.layout
+        if L is not None and L.bands is not None and L.band_axis == "P":
+            return self.ensure(v, self.default(v.shape, v.dtype), loc, label)
+        return v
+
     def _broadcast(self, k: KOp) -> None:
         node = k.node
         loc = self._loc(node)
-        src = self.values[node.inputs[0].id]
+        src = self.operand(node.inputs[0], loc, node.name)
         rep = self.ensure(src, self.layout(src.shape, src.dtype, None, None, True), loc,
                           node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
@@ -528,7 +557,7 @@ class Mapper:
         """A reduction along one axis (`kernel` ArgMax: an argmax, laid out the same)."""
         node = k.node
         loc = self._loc(node)
-        x = self.values[node.inputs[0].id]
+        x = self.operand(node.inputs[0], loc, node.name)
         op = node.op.value
         if x.layout and len(x.shape) <= 2:
             rows = node.axis == len(x.shape) - 1
@@ -546,7 +575,7 @@ class Mapper:
 
     def _reduce_all(self, k: KOp) -> None:
         node = k.node
-        x = self.values[node.inputs[0].inputs[0].id]      # through the reshape to 1-D
+        x = self.operand(node.inputs[0].inputs[0], self._loc(node), node.name)  # via the reshape
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None))
         self.steps.append(ReduceAll(out, x, node.op.value, self._loc(node), node.name))
 
@@ -570,7 +599,7 @@ class Mapper:
         operand's layout), else on a replicated copy."""
         node = k.node
         loc = self._loc(node)
-        x = self.values[node.inputs[0].id]
+        x = self.operand(node.inputs[0], loc, node.name)
         last = node.axis == len(x.shape) - 1
         if len(x.shape) <= 2 or (last and not x.layout.dense):
             # Along the last axis, an N-d value is its 2-D view along rows.
@@ -829,6 +858,16 @@ class Mapper:
     def _matmul_2d(self, node: Node, a: Value, b: Value) -> None:
         """The matmul of two 2-D views (an N-d A is [prod(leading), K])."""
         loc = self._loc(node)
+        if self._split_k(node, a, b):
+            return
+        if a is self.values[node.inputs[0].id] and b is self.values[node.inputs[1].id]:
+            if self.split_n(node):
+                self._split_n(node, a, b)
+                return
+            band = self.band_of_matmul(node)
+            if band:
+                self._on_band(node, a, b, band)
+                return
         split = None
         if a.dtype != b.dtype:
             split = "A" if a.dtype == "f32" else "B"
@@ -853,6 +892,219 @@ class Mapper:
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))
+
+
+    # ---- matmuls on bands of grid rows --------------------------------------------------------
+
+    def split_n(self, mm: Node) -> int:
+        """n >= 2 if the matmul `mm` runs as n products on n bands of grid rows, each computing
+        a block of N columns (split N), else 0: an f32 matmul with a 2-D B read as it is,
+        whose rows (A's 2-D view) fit in P / n grid rows, so that it would leave the other
+        grid rows idle, and whose N fills all grid columns n times over (whole tiles per
+        band). Not if A comes banded that way itself (then it runs split K where A lies:
+        `_split_k`). f32 only: the matrix unit's f32 rate (16 times slower than bf16 on d1)
+        makes those products compute-bound, which more grid rows speed up; a bf16 product of
+        the same shape is bound by the panel exchange, which every band repeats."""
+        memo = self.split_memo
+        if mm.id in memo:
+            return memo[mm.id]
+        memo[mm.id] = 0
+        a, b = mm.inputs
+        g, t = self.grid, self.machine.mma_dim
+        n = 0
+        if (mm.op is Op.MATMUL and self.options.row_bands and self.options.matmul == "summa"
+                and b.ndim == 2 and a.dtype == b.dtype == "f32" and b.op is not Op.TRANSPOSE
+                and a.op is not Op.TRANSPOSE and not _widens(a) and not _widens(b)
+                and self.banded_by_rows(a) == 0):
+            mt = -(-view_of(a.shape)[0] // t)
+            N = b.shape[1]
+            for k in range(g.P // max(mt, 1), 1, -1):
+                if g.P % k == 0 and N % (k * t) == 0 and N // (k * t) >= g.Q:
+                    n = k
+                    break
+        memo[mm.id] = n
+        return n
+
+    def banded_by_rows(self, node: Node) -> int:
+        """The number of bands of grid rows `node`'s value will be banded along (a split-N
+        product, or an elementwise result or same-view reshape of one: an elementwise kernel
+        takes the layout of its first operand read in full), else 0."""
+        if node.op is Op.MATMUL:
+            return self.split_n(node)
+        if node.op is Op.RESHAPE and view_of(node.shape) == view_of(node.inputs[0].shape):
+            return self.banded_by_rows(node.inputs[0])
+        if node.op in ELEMENTWISE_OPS:
+            for x in node.inputs:
+                if x.op is Op.CONST or x.op is Op.BROADCAST:
+                    continue
+                if x.shape != node.shape and x.op is not Op.RESHAPE:
+                    return 0
+                return self.banded_by_rows(x)
+        return 0
+
+    def row_band_layout(self, shape: tuple[int, ...], dtype: str, n: int, e: int) -> Layout:
+        """A value's rows on band e of n bands of grid rows (split in tiles over the band),
+        its columns over all grid columns: a product's operand or result on that band."""
+        P, t = self.grid.P, self.machine.mma_dim
+        h = P // n
+        M = view_of(shape)[0]
+        bounds = (0,) * (e * h + 1) + split(M, h, t)[1:] + (M,) * (P - (e + 1) * h)
+        return make_layout(shape, dtype, "P", "Q", self.grid, row_split=bounds)
+
+    def col_band_layout(self, shape: tuple[int, ...], dtype: str, n: int, ra: str | None,
+                        ca: str | None) -> Layout:
+        """Banded along n bands of grid rows: band e holds the column block e of n."""
+        h = self.grid.P // n
+        return make_layout(shape, dtype, ra, ca, self.grid, bands=tuple(range(0, n * h + 1, h)),
+                           band_axis="P", band_cols=view_of(shape)[1] // n)
+
+    def band_operand_layout(self, node: Node) -> Layout | None:
+        """Where the host places an input or param that split-N or split-K matmuls read as B
+        (column blocks on their bands, or row blocks), or that elementwise kernels over a
+        split-N result read as a row vector (a bias: its column blocks on the bands), so that
+        nothing is moved at run time."""
+        users = self.users[node.id]
+        if not users or node.id in self.updated or node.ndim > 2:
+            return None
+        want: set[tuple] = set()
+        t = self.machine.mma_dim
+        for u in users:
+            if u.op is Op.MATMUL and node.ndim == 2 and u.inputs[1] is node \
+                    and u.inputs[0] is not node:
+                n = self.split_n(u)
+                if n:
+                    want.add(("N", n))
+                    continue
+                e = self.band_of_matmul(u)
+                if e:
+                    want.add(("band", e))
+                    continue
+                k = self.banded_by_rows(u.inputs[0])
+                K = node.shape[0]
+                if k and u.dtype == "f32" and K % (k * t) == 0:
+                    want.add(("K", k))
+                    continue
+            elif u.op is Op.BROADCAST and broadcast_mode(node.shape, u.shape) == "row":
+                readers = self.users[u.id]
+                ks = {self.banded_by_rows(r) for r in readers}
+                if len(ks) == 1 and 0 not in ks and node.shape[-1] % (min(ks) * t) == 0:
+                    want.add(("row", ks.pop()))
+                    continue
+            return None
+        if len(want) != 1:
+            return None
+        kind, n = want.pop()
+        if kind == "band":
+            return self.row_band_layout(node.shape, node.dtype, 2, n)
+        if kind == "N":
+            return self.col_band_layout(node.shape, node.dtype, n, "P", "Q")
+        if kind == "row":
+            return self.col_band_layout(node.shape, node.dtype, n, None, "Q")
+        return make_layout(node.shape, node.dtype, "P", "Q", self.grid,
+                           row_split=batched_row_split(n, node.shape[0] // n, self.grid.P, t))
+
+    def band_of_matmul(self, mm: Node) -> int:
+        """The band of grid rows (of two) that a matmul runs on when several read the same
+        program input (or param that is not updated) as A, each f32 (see `split_n`) with rows
+        that fill at most half the grid rows (and no split N): the first on band 0, where its
+        rows are anyway,
+        the next on band 1, and so on alternately, so that two run at once. The host places
+        the input on both bands (`placed`), and each B where its product runs."""
+        plan = self.cache.get(("bands",))
+        if plan is None:
+            groups: dict[int, list[int]] = {}
+            t, P = self.machine.mma_dim, self.grid.P
+            for u in self.graph.nodes:
+                if u.op is not Op.MATMUL:
+                    continue
+                a, b = u.inputs
+                src = a.inputs[0] if (a.op is Op.RESHAPE and view_of(a.shape)
+                                      == view_of(a.inputs[0].shape)) else a
+                if (self.options.row_bands and self.options.matmul == "summa" and P % 2 == 0
+                        and b.ndim == 2 and a.dtype == b.dtype == "f32" and src.ndim >= 2
+                        and src.op in (Op.INPUT, Op.PARAM) and src.id not in self.updated
+                        and b.op in (Op.INPUT, Op.PARAM) and b.id not in self.updated
+                        and -(-view_of(a.shape)[0] // t) <= P // 2 and not self.split_n(u)):
+                    groups.setdefault(src.id, []).append(u.id)
+            plan = self.cache[("bands",)] = {m: r % 2 for g in groups.values()
+                                             for r, m in enumerate(g)}
+        return plan.get(mm.id, 0)
+
+    def _on_band(self, node: Node, a: Value, b: Value, e: int) -> None:
+        """C = A @ B on band e of two bands of grid rows (`band_of_matmul`), from copies of A
+        and B the host placed there; C is left on the band's rows."""
+        loc = self._loc(node)
+        base = a.base or a
+        av = self.host_copy(base, self.row_band_layout(base.shape, base.dtype, 2, e), loc,
+                         node.name)
+        bv = self.host_copy(b, self.row_band_layout(b.shape, b.dtype, 2, e), loc, node.name)
+        out = self.new_value(node, self.row_band_layout(node.shape, node.dtype, 2, e))
+        M, K = view_of(a.shape)
+        self.steps.append(BandMatmul(f"matmul[band {e}]", out, [],
+                                     [(self._band_grid(2, e), av, bv, out)], M, K,
+                                     b.shape[1], loc, node.name, self.machine, self.options))
+
+    def _band_grid(self, n: int, e: int) -> Grid:
+        h = self.grid.P // n
+        return Grid(self.machine, self.grid.xs, self.grid.ys[e * h:(e + 1) * h])
+
+    def _split_n(self, node: Node, a: Value, b: Value) -> None:
+        """C = A @ B as n products on bands of grid rows (compiler.batched.BandMatmul): band e
+        computes C's column block e from its own copy of A (band 0's is A itself, unless A
+        is a skewed input) and B's column block e; C is banded along the grid rows. Copies
+        of a program input are placed by the host."""
+        loc = self._loc(node)
+        n = self.split_n(node)
+        M, K = view_of(a.shape)
+        N = b.shape[1]
+        bv = self.host_copy(b, self.col_band_layout(b.shape, b.dtype, n, "P", "Q"), loc,
+                            node.name)
+        base = a.base or a
+        av = [self.host_copy(base, self.row_band_layout(base.shape, base.dtype, n, e), loc,
+                             node.name) for e in range(n)]
+        out = self.new_value(node, self.col_band_layout(node.shape, node.dtype, n, "P", "Q"))
+        products = [(self._band_grid(n, e), av[e], bv, out) for e in range(n)]
+        self.steps.append(BandMatmul(f"matmul[rows N/{n}]", out, [], products, M, K, N // n,
+                                     loc, node.name, self.machine, self.options))
+
+    def _split_k(self, node: Node, a: Value, b: Value) -> bool:
+        """If A comes banded along n bands of grid rows (band e holding its column block e),
+        C = A @ B as n products where A lies (compiler.batched.BandMatmul): band e multiplies
+        its block of A by B's row block e into a partial product on its rows; the partials
+        are then added (an elementwise kernel, after moving band e's to the rows of band 0).
+        Only for f32 operands and results (each partial is an f32 sum, as the matmul's own
+        accumulator; and see `split_n`)."""
+        L = a.layout
+        if (L.bands is None or L.band_axis != "P" or L.row_axis != "P" or L.col_axis != "Q"
+                or node.dtype != "f32" or not a.dtype == b.dtype == "f32" or len(b.shape) != 2
+                or self.options.matmul != "summa"):
+            return False
+        n = len(L.bands) - 1
+        P, t = self.grid.P, self.machine.mma_dim
+        h = P // n
+        M, K = view_of(a.shape)
+        N = b.shape[1]
+        if (P % n or L.bands != tuple(range(0, P + 1, h)) or L.band_cols * n != K
+                or L.band_cols % t or -(-M // t) > h):
+            return False
+        loc = self._loc(node)
+        Kb = K // n
+        bv = self.ensure(b, make_layout(b.shape, b.dtype, "P", "Q", self.grid,
+                                        row_split=batched_row_split(n, Kb, P, t)),
+                         loc, node.name)
+        parts = [Value(f"{node.name}.k{e}", node.shape, "f32",
+                       self.row_band_layout(node.shape, "f32", n, e)) for e in range(n)]
+        products = [(self._band_grid(n, e), a, bv, parts[e]) for e in range(n)]
+        self.steps.append(BandMatmul(f"matmul[rows K/{n}]", parts[0], parts[1:], products, M,
+                                     Kb, N, loc, node.name, self.machine, self.options))
+        out = self.new_value(node, self.layout(node.shape, "f32", "P", "Q"))
+        leaves = [Leaf("full", parts[0])] + [
+            Leaf("full", self.ensure(p, out.layout, loc, node.name)) for p in parts[1:]]
+        expr: tuple = ("leaf", 0)
+        for e in range(1, n):
+            expr = ("op", Op.ADD, (expr, ("leaf", e)), False)
+        self.steps.append(Elementwise(out, expr, leaves, loc, node.name, ["add"] * (n - 1)))
+        return True
 
 
 def _widens(n: Node) -> bool:

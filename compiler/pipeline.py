@@ -71,6 +71,10 @@ class CompileOptions:
             each on its own band of grid columns or grid rows (whichever spreads its tiles
             better; columns on a tie); "rows" always on bands of grid rows; "sequential"
             runs them one after the other, each on the whole grid.
+    row_bands: a matmul whose rows fill at most half the grid rows runs as products on bands
+            of grid rows, each computing a block of N (when N fills every band's columns);
+            the matmul that reads such a result as A multiplies each band's block of K where
+            it lies and adds the partial products.
     """
 
     matmul: str = "summa"
@@ -79,6 +83,7 @@ class CompileOptions:
     reach: int = 1
     verify: bool = True
     batched: str = "subgrid"
+    row_bands: bool = True
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:

@@ -36,8 +36,9 @@ class Value:
     new value written straight into its param, compiler.writeback); it reserves nothing.
 
     `copies`: further placements of an input that the host writes with it (its transpose, for
-    a matmul that reads it transposed: compiler.lower.Mapper.oriented); each has `copy_of`
-    set to the input and its own buffer, live from the start like the input's.
+    a matmul that reads it transposed: compiler.lower.Mapper.oriented, with `transposed` set;
+    or the same values in another layout: Mapper.host_copy); each has `copy_of` set to the input
+    and its own buffer, live from the start like the input's.
 
     `base`: the value is another shape of `base`'s stored bytes (a reshape that keeps the 2-D
     view, read by a kernel other than an elementwise one: compiler.lower.Mapper._reshape). It
@@ -54,6 +55,7 @@ class Value:
     alias: Value | None = None
     copy_of: Value | None = None
     copies: list[Value] = field(default_factory=list)
+    transposed: bool = False
     base: Value | None = None
 
     @property

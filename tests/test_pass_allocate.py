@@ -30,15 +30,22 @@ def reserved(v) -> int:
     return -(-v.nbytes // ALIGN) * ALIGN
 
 
+def storage(v):
+    """The value whose buffer v is stored in: an update stored in its param's buffer (`alias`)
+    and a view of another value's bytes (`base`: a reshape, a gather that moves nothing) are
+    that buffer, not buffers of their own."""
+    return v.alias or v.base or v
+
+
 def overlapping_pairs(sched):
-    """Pairs of values that are live during a common step (or both before the first); an
-    update stored in its param's buffer (`alias`) is that buffer, not another value."""
+    """Pairs of values with buffers of their own that are live during a common step (or both
+    before the first)."""
     vs = sched.values
     for i, u in enumerate(vs):
         a0, a1 = sched.live[id(u)]
         for v in vs[i + 1:]:
             b0, b1 = sched.live[id(v)]
-            if a0 <= b1 and b0 <= a1 and u.alias is not v and v.alias is not u:
+            if a0 <= b1 and b0 <= a1 and storage(u) is not storage(v):
                 yield u, v
 
 

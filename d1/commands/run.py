@@ -114,7 +114,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
                    "double_buffer=true|false, preskew=true|false, reach=N, "
-                   "batched=subgrid|rows|sequential.")
+                   "batched=subgrid|rows|sequential, row_bands=true|false.")
 @machine_options
 def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
         params_file: Path | None, check: bool,
