@@ -135,14 +135,23 @@ class Emulator:
         self._place_initial()
 
     def _place_initial(self) -> None:
-        """Nodes without code halted, the object's data in SRAM (state already zero)."""
+        """Nodes without code halted, the object's data in SRAM and its initial registers
+        (state already zero)."""
         st = self.state
         st.state[self.code.node_len == 0] = K.HALTED
+        self._place_registers()
         for d in self.obj.data:
             if d.data:
                 st.sram[d.node, d.addr:d.addr + len(d.data)] = np.frombuffer(d.data,
                                                                              dtype=np.uint8)
                 st.hwm[d.node] = max(int(st.hwm[d.node]), d.addr + len(d.data))
+
+    def _place_registers(self) -> None:
+        """The scalar registers the object says each node starts with (the rest are 0)."""
+        init = self.obj.init
+        if init:
+            has = np.nonzero(init.index >= 0)[0]
+            self.state.x[np.ix_(has, np.asarray(init.regs))] = init.rows[init.index[has]]
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -327,14 +336,16 @@ class Emulator:
 
     def restart(self) -> None:
         """Run the loaded program again from the start, on the SRAM the last run left: every
-        node at instruction 0 with its registers, clock, FIFOs and statistics at zero (and the
-        nodes without code halted), SRAM untouched and the object's data not placed again.
+        node at instruction 0 with its registers as the object starts them (the initial
+        registers; all others zero), clock, FIFOs and statistics at zero (and the nodes
+        without code halted), SRAM untouched and the object's data not placed again.
         This is how a training step follows the last one: params stay where the last run's
         updates wrote them, and only the new batch's inputs need to be written."""
         self.state.restart()
         if self.recorder is not None:
             self.recorder.clear()
         self.state.state[self.code.node_len == 0] = K.HALTED
+        self._place_registers()
 
     def reset(self) -> None:
         """Back to the state right after loading (data placed, inputs not), in place."""

@@ -627,6 +627,18 @@ def test_registers_vectors_accumulators_memory_and_tensors():
     assert r["mem C+32 8 as f32"][1] == "0x000120:  8  9  10  11  12  13  14  15"
 
 
+def test_regs_shows_what_the_object_starts_a_node_with(tmp_path):
+    src = tmp_path / "init.d1s"
+    src.write_text(".text all\n add r1, r20, r21\n halt\n.data all\n.init r20, @x * 64\n"
+                   ".init r21, 7\n")
+    out = replies(batch(str(src), "node 2,1", "regs", "node 0,0", "regs"))
+    assert out["regs"][-1] == "set at start by the object: r21 = 7"
+    assert "r20                       128" in "\n".join(batch(str(src), "node 2,1",
+                                                              "regs").splitlines())
+    assert replies(batch(str(src), "node 2,1", "regs"))["regs"][-1] == \
+        "set at start by the object: r20 = 128, r21 = 7"
+
+
 def test_vector_registers_as_f32_and_hex():
     out = replies(batch(f"{ASM}/row_broadcast.d1s", "break 44 node 0,1", "run", "vregs 1"))
     v1 = out["vregs 1"]
