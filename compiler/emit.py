@@ -2,9 +2,11 @@
 
 Each step appends instructions to the programs of the nodes it involves (compiler.plan.Ctx,
 compiler.asmgen.Code: instructions checked and encoded as they are built). `collect` gathers
-them into an `Emitted`: one body per distinct node program (nodes that run identical code share
-it, in order of their first node), each ending in `halt`; long runs of identical relays, which
-only relay nodes execute, become counted loops. Then, from that one record:
+them into an `Emitted`: one body per distinct node program, each ending in `halt`; long runs of
+identical relays, which only relay nodes execute, become counted loops. Nodes that play the same
+role share one body (compiler.spmd): where their programs differ only in the values some `li`s
+load, those become registers each node starts with its own value in (the object's initial
+registers). Then, from that one record:
 
 - `link` lays it out into the `ObjectFile` through the assembler's own layout code
   (d1isa.asm.layout.Linker: labels and branches, code blocks shared by identical programs, the
@@ -13,8 +15,9 @@ only relay nodes execute, become counted loops. Then, from that one record:
   and the assembly columns are -1 because the object comes from no assembly file.
 - `assembly_text` writes it as `.d1s` for `--emit asm`: the machine, the DSL source (`.file` and
   `.source`, so the debugger can list it), a `.meta` record, one `.tensor` with `.piece`s per
-  input, param and output, and one `.text` section per distinct program, its instructions after
-  `.loc` lines naming their DSL line and column. `d1 asm` turns that text into the identical object.
+  input, param and output, one `.text` section per distinct program, its instructions after
+  `.loc` lines naming their DSL line and column, and the nodes' initial registers as `.init`
+  lines in `.data` sections. `d1 asm` turns that text into the identical object.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from compiler.asmgen import Code, CompilerLimit
 from compiler.grid import Grid
 from compiler.layout import flat_boxes
 from compiler.plan import Ctx, Step, Value
+from compiler.spmd import share
 from d1isa.asm import is_plain_name, quote
 from d1isa.asm.layout import Linker, no_globals
 from d1isa.asm.program import Instr, InstrSet, Item, render, section
@@ -52,6 +56,7 @@ class Emitted:
     source: str
     tensors: list[tuple[str, str, Value, tuple[int, ...]]]
     meta: dict
+    init: dict[int, dict[int, int]]          # node -> {register: value} it starts with
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
@@ -131,9 +136,10 @@ def emit_program(ctx: Ctx, steps: list[Step]) -> None:
 
 def collect(ctx: Ctx, filename: str, source: str,
             tensors: list[tuple[str, str, Value, tuple[int, ...]]], meta: dict) -> Emitted:
-    """The nodes' programs, each ending in `halt`, grouped by identical content. Instructions,
-    labels and marks are interned by `InstrSet`, so equal programs are equal item tuples."""
-    groups: dict[tuple, list[int]] = {}
+    """The nodes' programs, each ending in `halt`, grouped into shared ones: by identical
+    content, and with `options.spmd` also by role (compiler.spmd). Instructions, labels and
+    marks are interned by `InstrSet`, so equal programs are equal item tuples."""
+    programs: dict[int, list[Item]] = {}
     instrs = ctx.instrs
     for nid in sorted(ctx.progs):
         code: Code = ctx.progs[nid]
@@ -142,10 +148,20 @@ def collect(ctx: Ctx, filename: str, source: str,
         body = (compress_relays(code.items, instrs) if code.nrelay >= RELAY_LOOP_MIN
                 else list(code.items))
         body.append(instrs.instr("halt", (), code.loc))
-        groups.setdefault(tuple(body), []).append(nid)
-    bodies = [(list(body), nids) for body, nids in groups.items()]
-    bodies.sort(key=lambda bn: bn[1][0])
-    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta)
+        programs[nid] = body
+    init: dict[int, dict[int, int]] = {}
+    if getattr(ctx.options, "spmd", True):
+        bodies = []
+        for body, nids, values in share(programs, instrs, ctx.machine):
+            bodies.append((body, nids))
+            init.update(values)
+    else:
+        groups: dict[tuple, list[int]] = {}
+        for nid, body in programs.items():
+            groups.setdefault(tuple(body), []).append(nid)
+        bodies = [(list(body), nids) for body, nids in groups.items()]
+        bodies.sort(key=lambda bn: bn[1][0])
+    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta, init)
 
 
 def _meta_json(meta: dict) -> str:
@@ -173,6 +189,9 @@ def link(em: Emitted) -> ObjectFile:
             linker.piece(layout, m.node_id(x, y), addr, off, shp, strides, 1, 1)
         if role == "output":
             linker.check_cover(layout, 1, 1)
+    for nid, regs in em.init.items():
+        for reg, value in regs.items():
+            linker.set_init(nid, reg, value)
     symbols = linker.build_symbols(defs)
     # The metadata as the text would carry it: JSON with sorted keys.
     meta = json.loads(_meta_json(em.meta))
@@ -206,6 +225,12 @@ def assembly_text(em: Emitted) -> str:
         else:
             lines.append(".text list " + " ".join(f"{x},{y}" for x, y in where))
         lines.extend(render(it) for it in body)
+    rows: dict[tuple, list[int]] = {}
+    for nid in sorted(em.init):
+        rows.setdefault(tuple(sorted(em.init[nid].items())), []).append(nid)
+    for row, nids in rows.items():
+        lines.append(".data list " + " ".join("{},{}".format(*machine.node_xy(n)) for n in nids))
+        lines.extend(f".init r{reg}, {value}" for reg, value in row)
     return "\n".join(lines) + "\n"
 
 

@@ -64,6 +64,9 @@ class CompileOptions:
     reach: grid hops a summa panel travels per round (1: forwarded hop by hop; larger values
             relay it through several grid nodes at once).
     verify: re-check the IR's invariants after the front end.
+    spmd: nodes that play the same role run one shared code block, their own numbers in
+            registers they start with (False: one block per distinct node program; the same
+            modelled cycles, a larger object).
     """
 
     matmul: str = "summa"
@@ -71,6 +74,7 @@ class CompileOptions:
     preskew: bool = True
     reach: int = 1
     verify: bool = True
+    spmd: bool = True
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
