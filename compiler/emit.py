@@ -29,7 +29,7 @@ from compiler.asmgen import Code, CompilerLimit
 from compiler.grid import Grid
 from compiler.layout import flat_boxes
 from compiler.plan import Ctx, Step, Value
-from compiler.spmd import share
+from compiler.spmd import RELAY_LOOP_MIN, relay_run, share, tokens
 from d1isa.asm import is_plain_name, quote
 from d1isa.asm.layout import Linker, no_globals
 from d1isa.asm.program import Instr, InstrSet, Item, render, section
@@ -39,8 +39,6 @@ from d1isa.machine import Machine
 from d1isa.objfile import ObjectFile
 
 PRODUCER = "d1 compile"
-RELAY_LOOP_MIN = 12
-RELAY_LOOP_REG = "r13"
 
 
 @dataclass
@@ -91,34 +89,22 @@ def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
 
 def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
     """Runs of at least RELAY_LOOP_MIN identical `relay` instructions (at one location, with no
-    location change between them) become a loop counting down in r13."""
+    location change between them) become a loop counting down in RELAY_LOOP_REG (r13)."""
+    toks, runs = tokens(items)
+    count = [0]
+
+    def label() -> str:
+        count[0] += 1
+        return f".R{count[0]}"
+
     out: list[Item] = []
     k = 0
-    n = len(items)
-    label = 0
-    while k < n:
-        it = items[k]
+    for it in toks:
         if type(it) is Instr and it.mnemonic == "relay":
-            e = k + 1
-            while e < n and items[e] is it:
-                e += 1
-            run = e - k
-            if run >= RELAY_LOOP_MIN:
-                label += 1
-                name = f".R{label}"
-                body, rest = divmod(run, 4)
-                out.append(instrs.instr("li", (RELAY_LOOP_REG, body), it.loc))
-                out.append(instrs.label(name))
-                out.extend([it] * 4)
-                out.append(instrs.instr("addi", (RELAY_LOOP_REG, RELAY_LOOP_REG, -1), it.loc))
-                out.append(instrs.instr("bnez", (RELAY_LOOP_REG, name), it.loc))
-                out.extend([it] * rest)
-            else:
-                out.extend(items[k:e])
-            k = e
-            continue
-        out.append(it)
-        k += 1
+            out.extend(relay_run(it, runs[k], instrs, label))
+            k += 1
+        else:
+            out.append(it)
     return out
 
 
@@ -141,16 +127,18 @@ def collect(ctx: Ctx, filename: str, source: str,
     marks are interned by `InstrSet`, so equal programs are equal item tuples."""
     programs: dict[int, list[Item]] = {}
     instrs = ctx.instrs
+    spmd = getattr(ctx.options, "spmd", True)
     for nid in sorted(ctx.progs):
         code: Code = ctx.progs[nid]
         if code.ninstr == 0:
             continue
-        body = (compress_relays(code.items, instrs) if code.nrelay >= RELAY_LOOP_MIN
-                else list(code.items))
+        body = (compress_relays(code.items, instrs)
+                if code.nrelay >= RELAY_LOOP_MIN and not spmd else list(code.items))
         body.append(instrs.instr("halt", (), code.loc))
         programs[nid] = body
     init: dict[int, dict[int, int]] = {}
-    if getattr(ctx.options, "spmd", True):
+    if spmd:
+        # share() makes the relay loops itself, also for runs whose length differs by node
         bodies = []
         for body, nids, values in share(programs, instrs, ctx.machine):
             bodies.append((body, nids))
