@@ -23,6 +23,7 @@ registers). Then, from that one record:
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 
 from compiler.asmgen import Code, CompilerLimit
@@ -36,7 +37,7 @@ from d1isa.asm.program import Instr, InstrSet, Item, render, section
 from d1isa.asm.syntax import Diagnostics
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine
-from d1isa.objfile import ObjectFile
+from d1isa.objfile import DataInit, ObjectFile
 
 PRODUCER = "d1 compile"
 
@@ -55,6 +56,7 @@ class Emitted:
     tensors: list[tuple[str, str, Value, tuple[int, ...]]]
     meta: dict
     init: dict[int, dict[int, int]]          # node -> {register: value} it starts with
+    data: list[DataInit]                     # per-node tables (Ctx.table), resolved
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
@@ -149,7 +151,27 @@ def collect(ctx: Ctx, filename: str, source: str,
             groups.setdefault(tuple(body), []).append(nid)
         bodies = [(list(body), nids) for body, nids in groups.items()]
         bodies.sort(key=lambda bn: bn[1][0])
-    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta, init)
+    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta, init,
+                   resolve_tables(ctx.tables, bodies))
+
+
+def resolve_tables(tables: list[tuple[int, int, list[int | str]]],
+                   bodies: list[tuple[list[Item], list[int]]]) -> list[DataInit]:
+    """Per-node tables as initial SRAM bytes: a label entry becomes the code address of that
+    label in the program the node runs."""
+    if not tables:
+        return []
+    body_of = {n: k for k, (_, nids) in enumerate(bodies) for n in nids}
+    labels: dict[int, dict[str, int]] = {}
+    out = []
+    for nid, addr, entries in tables:
+        k = body_of[nid]
+        if k not in labels:
+            labels[k] = section(bodies[k][0]).labels
+        words = [labels[k][e] if isinstance(e, str) else e for e in entries]
+        out.append(DataInit(nid, addr, struct.pack(f"<{len(words)}I",
+                                                   *(w & 0xFFFFFFFF for w in words))))
+    return out
 
 
 def _meta_json(meta: dict) -> str:
@@ -180,6 +202,7 @@ def link(em: Emitted) -> ObjectFile:
     for nid, regs in em.init.items():
         for reg, value in regs.items():
             linker.set_init(nid, reg, value)
+    linker.data.extend(em.data)
     symbols = linker.build_symbols(defs)
     # The metadata as the text would carry it: JSON with sorted keys.
     meta = json.loads(_meta_json(em.meta))
@@ -213,6 +236,13 @@ def assembly_text(em: Emitted) -> str:
         else:
             lines.append(".text list " + " ".join(f"{x},{y}" for x, y in where))
         lines.extend(render(it) for it in body)
+    for d in em.data:
+        x, y = machine.node_xy(d.node)
+        lines.append(f".data node {x},{y}")
+        lines.append(f".org {d.addr}")
+        words = struct.unpack(f"<{len(d.data) // 4}I", d.data)
+        for k in range(0, len(words), 8):
+            lines.append(".i32 " + ", ".join(str(w) for w in words[k:k + 8]))
     rows: dict[tuple, list[int]] = {}
     for nid in sorted(em.init):
         rows.setdefault(tuple(sorted(em.init[nid].items())), []).append(nid)

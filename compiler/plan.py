@@ -74,9 +74,12 @@ class Step:
     loc: tuple[int, int]
     label: str                      # DSL name of the value it computes (for regions and errors)
     temps: list[Value] = field(default_factory=list)
+    # Per-node tables the object places in SRAM before the program starts (Ctx.table): live
+    # for the whole run, so no value ever overwrites them and every run finds them.
+    tables: list[Value] = field(default_factory=list)
 
     def values(self) -> list[Value]:
-        return ([self.out] if self.out is not None else []) + self.ins + self.temps
+        return ([self.out] if self.out is not None else []) + self.ins + self.temps + self.tables
 
     def describe(self) -> str:
         ins = ", ".join(v.name for v in self.ins)
@@ -98,6 +101,17 @@ class Ctx:
     progs: dict[int, Code] = field(default_factory=dict)
     loc: tuple[int, int] = (0, 0)
     instrs: InstrSet = field(init=False)
+    # Per-node SRAM tables: (node, address, entries); an entry is an int or the name of a label
+    # of that node's program (its code address, known once the program is laid out), each
+    # stored as a little-endian 32-bit word.
+    tables: list[tuple[int, int, list[int | str]]] = field(default_factory=list)
+    names: int = 0
+
+    def unique(self, prefix: str) -> str:
+        """A label prefix no other step's code uses (code shared between nodes is built once,
+        so its labels cannot come from one node's counter)."""
+        self.names += 1
+        return f".{prefix}{self.names}_"
 
     def __post_init__(self) -> None:
         self.instrs = InstrSet(self.machine, 0, self.filename or None)
@@ -112,6 +126,11 @@ class Ctx:
 
     def gcode(self, i: int, j: int) -> Code:
         return self.code(self.grid.nodes[i][j])
+
+    def table(self, nid: int, at: Value, entries: list[int | str]) -> None:
+        """Node `nid` starts with `entries` (32-bit words; label names become the code address
+        of that label in its program) at `at`, a value of the step's `tables`."""
+        self.tables.append((nid, at.addr, list(entries)))
 
 
 ELEMENTWISE_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT,
