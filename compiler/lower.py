@@ -42,7 +42,7 @@ from compiler.kernels import (
 from compiler.layout import Layout, choose_skew, make_layout, view_of
 from compiler.matmul import Matmul
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
-from compiler.summa import SpmdSumma
+from compiler.summa import SpmdStream, SpmdSumma
 from d1isa.machine import Machine
 
 MAX_FUSED_OPS = 10
@@ -441,9 +441,10 @@ class Mapper:
                     and b.layout.skew in (None, "B")):
                 b = self.ensure(b, self.layout(b.shape, b.dtype, "P", "Q"), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, "P", "Q"))
-        if not naive and SpmdSumma.applicable(a, b, self.grid, self.machine, self.options):
-            self.steps.append(SpmdSumma(out, a, b, loc, node.name, self.grid, self.machine))
-            return
+        for spmd in (SpmdSumma, SpmdStream):
+            if not naive and spmd.applicable(a, b, self.grid, self.machine, self.options):
+                self.steps.append(spmd(out, a, b, loc, node.name, self.grid, self.machine))
+                return
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))

@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from compiler.asmgen import COMM_LEN, Code, E, N, S, W
+from compiler.comm import chunks
 from compiler.layout import round_up
 from compiler.matmul import ACC, ADDR_REG, B_LEN, REG, Matmul, _groups, _Node
 from compiler.plan import Ctx, Value, scratch
@@ -542,3 +543,331 @@ def _append(code: Code, part: Code) -> None:
     code.items.extend(part.items)
     code.ninstr += part.ninstr
     code.known.clear()
+
+
+# ---- plain layouts on large grids: no table, a handful of numbers per node ----------------------
+
+
+@dataclass
+class _Stream:
+    """One node's part in one direction of travel: whether it sends its own block that way,
+    how many blocks it receives, and whether it passes them on (relayb: stores and forwards in
+    one instruction) or is the last node that needs them (recvb)."""
+
+    own: bool = False
+    recvs: int = 0
+    forward: bool = False
+
+
+class SpmdStream(Matmul):
+    """C = A @ B with both operands in plain block layouts on a large grid, as SPMD code whose
+    per-node numbers are a few words of a table read once.
+
+    A node owns A's K block j (j its grid column) and B's K block i (i its grid row), and the
+    blocks flow as four streams, one per direction of travel. A node first sends its own block
+    each way a node that multiplies it lies, then, in *iteration* k, takes the k-th block of
+    each stream that reaches it (the block of grid column j - 1 - k from the west, j + 1 + k
+    from the east, ...) with `relayb`, which stores it and sends it on, or with `recvb` at the
+    last node that needs it. A node stores the block of grid column o (row o) in slot o, so where
+    everything is, and what every pair of panels multiplies, is the same on every node: it copies
+    its own blocks into their slots first, and multiplies the panels in K order once the
+    exchange is over (the grids this is for have small blocks; the exchange is what takes
+    time). Its numbers (the iterations, and per stream how many blocks it takes) are a table
+    in SRAM: the code is the same for every node with the same C block and the same streams.
+
+    Why it cannot deadlock, with FIFOs that hold a block's chunks (a node's own blocks go out
+    before it takes any, so each must fit; otherwise compiler.matmul's rounds are used): order
+    the blocks of a line by iteration and,
+    within one, by the stream order E, W, S, N; every node takes each of its links' blocks in
+    that order. By induction on this order, the first block not yet taken has been sent: its
+    sender took everything before it (its own block, sent before iteration 0, or the block it
+    passes on, which precedes it in the order). The node that takes it has taken everything
+    before it too, so it is waiting for exactly this block, and where it passes it on there is
+    room: what the next node has not yet taken on that link comes later in the order. Relay
+    nodes between grid nodes pass each iteration's eastward block, then its westward one
+    (southward, then northward), in the same order.
+    """
+
+    @staticmethod
+    def applicable(a: Value, b: Value, grid, machine, options) -> bool:
+        LA, LB = a.layout, b.layout
+        if not (options.reach == 1 and getattr(options, "spmd", True)
+                and grid.size >= SPMD_GRID):
+            return False
+        if LA.skew is not None or LB.skew is not None or machine.accumulators < 8:
+            return False
+        # A node's own blocks go out before it takes any: each must fit its link's FIFO.
+        maxmsg, depth = machine.max_message_bytes, machine.fifo_depth
+        return (len(chunks(LA.alloc_rows * LA.stride, maxmsg)) <= depth
+                and len(chunks(LB.alloc_rows * LB.stride, maxmsg)) <= depth)
+
+    def __init__(self, out: Value, a: Value, b: Value, loc, label, grid, machine) -> None:
+        super().__init__(out, a, b, loc, label, grid, machine, "stream", True, 1)
+        LA, LB = a.layout, b.layout
+        g = grid
+        self.slot_a = round_up(LA.alloc_rows * LA.stride, 64)
+        self.b_bytes = LB.alloc_rows * LB.stride
+        self.slot_b = round_up(self.b_bytes, 64)
+        self.temps = [scratch(f"{out.name}.ablocks", g.Q * self.slot_a),
+                      scratch(f"{out.name}.bblocks", g.P * self.slot_b)]
+        self.tables = [scratch(f"{out.name}.streams", 4 * 7)]
+        ka, kb = LA.col_bounds, LB.row_bounds
+        bounds = sorted(set(ka) | set(kb))
+        # panels: (A block, B block, k0, k1), the common refinement of both K splits
+        self.parts = []
+        for k0, k1 in zip(bounds, bounds[1:], strict=False):
+            if k1 > k0:
+                ja = max(x for x in range(len(ka) - 1) if ka[x] <= k0)
+                ib = max(x for x in range(len(kb) - 1) if kb[x] <= k0)
+                self.parts.append((ja, ib, k0, k1))
+        self.nr = [LA.block_shape(i, 0)[0] for i in range(g.P)]
+        self.nc = [LB.block_shape(0, j)[1] for j in range(g.Q)]
+
+    # ---- who sends and receives what ---------------------------------------------------------
+
+    def _streams(self, i: int, j: int) -> dict[int, _Stream]:
+        """Per direction of travel, node (i, j)'s part: blocks go only as far as the last node
+        that multiplies them."""
+        g = self.grid
+        out = {d: _Stream() for d in (E, W, S, N)}
+        users = [x for x in range(g.Q) if self.nc[x] > 0]
+        if self.nr[i] > 0 and users:
+            self._line(out[E], out[W], j, g.Q, users[0], users[-1])
+        users = [y for y in range(g.P) if self.nr[y] > 0]
+        if self.nc[j] > 0 and users:
+            self._line(out[S], out[N], i, g.P, users[0], users[-1])
+        return out
+
+    @staticmethod
+    def _line(up: _Stream, down: _Stream, x: int, n: int, lo: int, hi: int) -> None:
+        """Position x of a line of n nodes whose users lie in lo..hi: `up` travels towards
+        higher positions (blocks of x - 1, x - 2, ...), `down` towards lower ones."""
+        up.own = x < hi
+        if 1 <= x <= hi:
+            up.recvs = x
+            up.forward = x < hi
+        down.own = x > lo
+        if lo <= x < n - 1:
+            down.recvs = n - 1 - x
+            down.forward = x > lo
+
+    # ---- emission -----------------------------------------------------------------------------
+
+    def emit(self, ctx: Ctx) -> None:
+        self._sanitize(ctx)
+        g = self.grid
+        A = self.ins[0]
+        maxmsg = self.machine.max_message_bytes
+        prefix = ctx.unique("T")
+        shared: dict[tuple, Code] = {}
+        b_chunks = tuple(n for _, n in chunks(self.b_bytes, maxmsg))
+        for i in range(g.P):
+            a_chunks = tuple(n for _, n in chunks(self.nr[i] * A.layout.stride, maxmsg))
+            for j in range(g.Q):
+                st = self._streams(i, j)
+                computes = self.nr[i] > 0 and self.nc[j] > 0
+                if not computes and not any(s.own or s.recvs for s in st.values()):
+                    continue
+                code = ctx.gcode(i, j)
+                self._own_copies(code, i, j)
+                k = max(s.recvs for s in st.values())
+                full = min((s.recvs for s in st.values() if s.recvs), default=0)
+                words = [k, max(full - 1, 0), k - max(full, 1)] + \
+                        [k - st[d].recvs for d in (E, W, S, N)]
+                ctx.table(g.nodes[i][j], self.tables[0], words)
+                key = (a_chunks, b_chunks,
+                       tuple((st[d].own, st[d].recvs > 0, st[d].forward) for d in (E, W, S, N)),
+                       (self.nr[i], self.nc[j]) if computes else None)
+                part = shared.get(key)
+                if part is None:
+                    part = shared[key] = Code(ctx.instrs)
+                    part.at(ctx.loc)
+                    self._exchange(part, st, a_chunks, b_chunks, f"{prefix}{len(shared)}_")
+                    if computes:
+                        self._compute(part, i, j)
+                self._registers(code, i, j, a_chunks, b_chunks)
+                _append(code, part)
+        self._relays(ctx)
+
+    def _own_copies(self, code: Code, i: int, j: int) -> None:
+        """The node's own blocks into their slots: what it sends, and where the K-order
+        multiplication reads them."""
+        from compiler.comm import copy_rect
+        A, B = self.ins
+        if self.nr[i] > 0:
+            copy_rect(code, A.addr, A.layout.stride, self._a_slot(j), A.layout.stride,
+                      self.nr[i], A.layout.stride // A.layout.itemsize, A.dtype, True)
+        if self.nc[j] > 0:
+            copy_rect(code, B.addr, B.layout.stride, self._b_slot(i), B.layout.stride,
+                      B.layout.alloc_rows, B.layout.stride // B.layout.itemsize, B.dtype, True)
+
+    def _a_slot(self, o: int) -> int:
+        return self.temps[0].addr + o * self.slot_a
+
+    def _b_slot(self, o: int) -> int:
+        return self.temps[1].addr + o * self.slot_b
+
+    def _registers(self, code: Code, i: int, j: int, a_chunks: tuple, b_chunks: tuple) -> None:
+        """Each stream's pointer at the node's own slot, the first chunk's lengths, and the
+        table's numbers: the iteration count, and per stream the count at or below which it
+        no longer receives (r8..r11)."""
+        code.op("li", ADDR_REG[E], self._a_slot(j))
+        code.op("li", ADDR_REG[W], self._a_slot(j))
+        code.op("li", ADDR_REG[S], self._b_slot(i))
+        code.op("li", ADDR_REG[N], self._b_slot(i))
+        code.op("li", COMM_LEN, a_chunks[0])
+        code.op("li", B_LEN, b_chunks[0])
+        code.op("li", TMP, self.tables[0].addr)
+        for k, reg in enumerate(STREAM_REGS):
+            code.op("ld32u", reg, (TMP, 4 * (k + 3)))
+        code.op("ld32u", TMP, (TMP, 0))
+
+    def _exchange(self, code: Code, st: dict[int, _Stream], a_chunks: tuple, b_chunks: tuple,
+                  prefix: str) -> None:
+        """The own blocks out, then the iterations: r1 counts down the iterations left, and a
+        stream takes a block while r1 is above its number. The iterations in which every
+        stream the node takes part in still has a block (the table gives their count) run
+        without a test; the first and the rest test each stream."""
+        for d in SEND_ORDER:
+            if st[d].own:
+                sizes = a_chunks if d in (E, W) else b_chunks
+                len_reg = COMM_LEN if d in (E, W) else B_LEN
+                self._chunk_ops(code, "sendb", d, ADDR_REG[d], len_reg, sizes, back=True)
+        if not any(s.recvs for s in st.values()):
+            return
+        fast, top, end, after = f"{prefix}F", f"{prefix}I", f"{prefix}D", f"{prefix}A"
+        self._iteration(code, st, a_chunks, b_chunks, f"{prefix}0", test=True)
+        code.op("li", TMP, self.tables[0].addr)
+        code.op("ld32u", TMP, (TMP, 4))                 # iterations with every stream acting
+        code.op("beqz", TMP, after)
+        code.place(fast)
+        self._iteration(code, st, a_chunks, b_chunks, f"{prefix}1", test=False)
+        code.op("addi", TMP, TMP, -1)
+        code.op("bnez", TMP, fast)
+        code.place(after)
+        code.op("li", TMP, self.tables[0].addr)
+        code.op("ld32u", TMP, (TMP, 8))                 # the iterations left after those
+        code.op("blt", TMP, "r0", end)
+        code.op("beqz", TMP, end)
+        code.place(top)
+        self._iteration(code, st, a_chunks, b_chunks, f"{prefix}2", test=True)
+        code.op("addi", TMP, TMP, -1)
+        code.op("bnez", TMP, top)
+        code.place(end)
+
+    def _iteration(self, code: Code, st: dict[int, _Stream], a_chunks: tuple, b_chunks: tuple,
+                   prefix: str, test: bool) -> None:
+        for n, trav in enumerate(SEND_ORDER):
+            s = st[trav]
+            if not s.recvs:
+                continue
+            skip = f"{prefix}r{trav}"
+            if test:
+                code.op("bge", STREAM_REGS[n], TMP, skip)
+            a_side = trav in (E, W)
+            sizes = a_chunks if a_side else b_chunks
+            slot = self.slot_a if a_side else self.slot_b
+            step = -slot if trav in (E, S) else slot    # from the west: block j-1, j-2, ...
+            reg = ADDR_REG[trav]
+            code.op("addi", reg, reg, step)
+            len_reg = COMM_LEN if a_side else B_LEN
+            if s.forward:
+                self._relay_chunks(code, OPPOSITE[trav], trav, reg, len_reg, sizes)
+            else:
+                self._chunk_ops(code, "recvb", OPPOSITE[trav], reg, len_reg, sizes, back=True)
+            if test:
+                code.place(skip)
+
+    def _chunk_ops(self, code: Code, op: str, d: int, reg: str, len_reg: str,
+                   sizes: tuple[int, ...], back: bool = False) -> None:
+        """The chunks of one block at [reg], the pointer back at the block's start."""
+        for k, n in enumerate(sizes):
+            if k:
+                code.op("addi", reg, reg, sizes[k - 1])
+            if n != sizes[0]:
+                code.op("li", len_reg, n)
+            code.op(op, d, reg, len_reg)
+        if sizes[-1] != sizes[0]:
+            code.op("li", len_reg, sizes[0])
+        if back and len(sizes) > 1:
+            code.op("addi", reg, reg, -sum(sizes[:-1]))
+
+    def _relay_chunks(self, code: Code, d_from: int, d_to: int, reg: str, len_reg: str,
+                      sizes: tuple[int, ...]) -> None:
+        for k, n in enumerate(sizes):
+            if k:
+                code.op("addi", reg, reg, sizes[k - 1])
+            if n != sizes[0]:
+                code.op("li", len_reg, n)
+            code.op("relayb", d_from, d_to, reg, len_reg)
+        if sizes[-1] != sizes[0]:
+            code.op("li", len_reg, sizes[0])
+        if len(sizes) > 1:
+            code.op("addi", reg, reg, -sum(sizes[:-1]))
+
+    def _compute(self, code: Code, i: int, j: int) -> None:
+        """Every group over every panel in K order, from the slots: the same code on every node
+        with this C block."""
+        A, B = self.ins
+        sa, sb = A.layout.stride, B.layout.stride
+        isz = A.layout.itemsize
+        ka, kb = A.layout.col_bounds, B.layout.row_bounds
+        for tiles in _groups(self.nr[i], self.nc[j], self.gr, self.gc, self.tile):
+            rows, cols = _tiles(tiles)
+            self._tiles_zero(code, tiles)
+            for ja, ib, k0, k1 in self.parts:
+                a0 = self._a_slot(ja) + (k0 - ka[ja]) * isz
+                b0 = self._b_slot(ib) + (k0 - kb[ib]) * sb
+                for k, rt in enumerate(rows):
+                    code.op("li", REG[2 + k], a0 + rt * self.tile * sa)
+                for k, ct in enumerate(cols):
+                    code.op("li", REG[6 + k], b0 + ct * self.tile_bytes)
+                code.op("li", STEPS_REG, -(-(k1 - k0) // self.tile))
+                self._mmaks(code, rows, cols, sa)
+            self._tiles_store(code, tiles)
+
+    def _mmaks(self, code: Code, rows: tuple, cols: tuple, sa: int) -> None:
+        sb = self.ins[1].layout.stride
+        code.ops(self.mmak, [(ACC[a], REG[2 + rows.index(rt)], REG[6 + cols.index(ct)],
+                              STEPS_REG, sa, sb)
+                             for a, (rt, ct) in enumerate((rt, ct) for rt in rows
+                                                          for ct in cols)])
+
+    def _relays(self, ctx: Ctx) -> None:
+        """Relay nodes between two grid nodes of a chain pass each iteration's block one way,
+        then the other's (the eastward, then the westward; southward, then northward)."""
+        g = self.grid
+        maxmsg = self.machine.max_message_bytes
+        A = self.ins[0]
+        for i in range(g.P):
+            chain, pos = g.row_chains[i], g.row_chain_index(i)
+            c = len(chunks(self.nr[i] * A.layout.stride, maxmsg))
+            for j in range(g.Q - 1):
+                fwd = self._streams(i, j + 1)[E].recvs
+                back = self._streams(i, j)[W].recvs
+                for p in range(pos[j] + 1, pos[j + 1]):
+                    self._relay_code(ctx.code(chain[p]), (W, E), (E, W), fwd, back, c)
+        c = len(chunks(self.b_bytes, maxmsg))
+        for j in range(g.Q):
+            chain, pos = g.col_chains[j], g.col_chain_index(j)
+            for i in range(g.P - 1):
+                fwd = self._streams(i + 1, j)[S].recvs
+                back = self._streams(i, j)[N].recvs
+                for p in range(pos[i] + 1, pos[i + 1]):
+                    self._relay_code(ctx.code(chain[p]), (N, S), (S, N), fwd, back, c)
+
+    def _relay_code(self, code: Code, one: tuple[int, int], other: tuple[int, int], n1: int,
+                    n2: int, c: int) -> None:
+        both = min(n1, n2)
+        for _ in range(both):
+            for _ in range(c):
+                code.relay(*one)
+            for _ in range(c):
+                code.relay(*other)
+        rest, way = (n1 - both, one) if n1 > n2 else (n2 - both, other)
+        for _ in range(rest * c):
+            code.relay(*way)
+
+
+# The table's per-stream numbers: at or below these, a stream (E, W, S, N order) takes no more.
+STREAM_REGS = ("r8", "r9", "r10", "r11")
