@@ -415,6 +415,8 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
         raise ObjectFormatError(f"tensor '{t.name}': {t.dtype}{list(t.shape)} is "
                                 f"{math.prod(t.shape) * esize:,} B, more than the machine's "
                                 f"{m.total_sram_bytes:,} B of SRAM")
+    if len(t.pieces) > 64 and _pieces_ok(t, m, esize):
+        return
     for p in t.pieces:
         if not (0 <= p.node < m.n_live):
             raise ObjectFormatError(f"tensor '{t.name}': piece on missing node {p.node}")
@@ -433,6 +435,43 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
                 f"tensor '{t.name}': a piece on node {p.node} puts several elements at one "
                 f"SRAM address (shape {list(p.shape)}, byte strides {list(p.strides)}: a "
                 "stride 0, or strides that overlap)")
+
+
+def _pieces_ok(t: TensorLayout, m: Machine, esize: int) -> bool:
+    """Every check of _validate_tensor's per-piece loop at once, for a tensor of many pieces
+    (an object for a large machine has one per node); False if any might fail, so that the
+    loop finds and names it."""
+    nd = len(t.shape)
+    if any(not (len(p.offset) == len(p.shape) == len(p.strides) == nd) for p in t.pieces):
+        return False
+    try:
+        node = np.array([p.node for p in t.pieces], dtype=np.int64)
+        addr = np.array([p.addr for p in t.pieces], dtype=np.int64)
+        off = np.array([p.offset for p in t.pieces], dtype=np.int64).reshape(-1, nd)
+        shp = np.array([p.shape for p in t.pieces], dtype=np.int64).reshape(-1, nd)
+        st = np.array([p.strides for p in t.pieces], dtype=np.int64).reshape(-1, nd)
+    except (OverflowError, ValueError, TypeError):
+        return False
+    dims = np.array(t.shape, dtype=np.int64)
+    if ((node < 0) | (node >= m.n_live)).any() or (off < 0).any() or (shp < 1).any() \
+            or (off + shp > dims).any() or (st < 0).any() or (addr < 0).any() \
+            or (addr % esize).any() or (st > m.sram_bytes).any():
+        return False
+    if (addr + ((shp - 1) * st).sum(axis=1) + esize > m.sram_bytes).any():
+        return False
+    # no aliasing: by increasing stride, each dimension of more than one element steps past
+    # everything the smaller ones span (_aliases)
+    key = np.where(shp > 1, st, np.iinfo(np.int64).max)
+    order = np.argsort(key, axis=1, kind="stable")
+    ss = np.take_along_axis(st, order, axis=1)
+    ns = np.take_along_axis(shp, order, axis=1)
+    reach = np.full(len(t.pieces), esize, dtype=np.int64)
+    for k in range(nd):
+        live = ns[:, k] > 1
+        if (live & (ss[:, k] < reach)).any():
+            return False
+        reach = np.where(live, reach + ss[:, k] * (ns[:, k] - 1), reach)
+    return True
 
 
 def _validate_cover(t: TensorLayout) -> None:
@@ -658,12 +697,14 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
         _want(isinstance(t, dict) and isinstance(t["name"], str) and isinstance(t["dtype"], str)
               and isinstance(t["role"], str) and isinstance(t["pieces"], list),
               f"{name}: bad tensor record")
-        pieces = []
-        for p in t["pieces"]:
-            _want(isinstance(p, list) and len(p) == 5, f"{name}: bad tensor piece")
-            pieces.append(TensorPiece(_int(p[0], "piece node"), _int(p[1], "piece address"),
-                                      _ints(p[2], "offset"), _ints(p[3], "shape"),
-                                      _ints(p[4], "strides")))
+        pieces = _plain_pieces(t["pieces"])
+        if pieces is None:
+            pieces = []
+            for p in t["pieces"]:
+                _want(isinstance(p, list) and len(p) == 5, f"{name}: bad tensor piece")
+                pieces.append(TensorPiece(_int(p[0], "piece node"), _int(p[1], "piece address"),
+                                          _ints(p[2], "offset"), _ints(p[3], "shape"),
+                                          _ints(p[4], "strides")))
         tensors.append(TensorLayout(t["name"], t["dtype"], _ints(t["shape"], "shape"), t["role"],
                                     pieces))
 
@@ -682,6 +723,27 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
                      init)
     obj.validate()
     return obj
+
+
+def _plain_pieces(raw: Any) -> list[TensorPiece] | None:
+    """Piece records that are plainly well formed (five fields, integers, short lists), read
+    in one tight loop; None if any is not, so the careful reader names the problem."""
+    if type(raw) is not list:
+        return None
+    out = []
+    for p in raw:
+        if type(p) is not list or len(p) != 5:
+            return None
+        node, addr, off, shp, st = p
+        if (type(node) is not int or type(addr) is not int or type(off) is not list
+                or type(shp) is not list or type(st) is not list
+                or len(off) > MAX_DIMS or len(shp) > MAX_DIMS or len(st) > MAX_DIMS):
+            return None
+        for v in off + shp + st:
+            if type(v) is not int:
+                return None
+        out.append(TensorPiece(node, addr, tuple(off), tuple(shp), tuple(st)))
+    return out
 
 
 def _line_rows(lines: bytes, runs: Any, sizes: list[int], name: str) -> np.ndarray:

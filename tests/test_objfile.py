@@ -322,6 +322,23 @@ def test_amplifying_records_are_rejected():
     rejects(build(sections(meta_=meta(blocks=[0] * 100000))), "100000 code blocks for 4 nodes")
 
 
+@pytest.mark.parametrize("bad, message", [
+    ([3, 0, [0, 0], [1, 2], [8, 0]], "several elements at one SRAM address"),
+    ([9, 0, [0, 0], [1, 2], [8, 4]], "piece on missing node 9"),
+    ([1, 2, [0, 0], [1, 2], [8, 4]], "bad piece address"),
+    ([1, 0, [0, 3], [1, 2], [8, 4]], "piece lies outside the tensor"),
+    ([1, 0, [0, 0], [1, 2], [8, True]], "must be an integer"),
+])
+def test_a_bad_piece_among_many_is_found(bad, message):
+    """Tensors of many pieces (one per node of a large machine) are checked at once; the
+    piece that fails is still named."""
+    good = [[n % 4, 4096 * (n // 4), [n, 0], [1, 2], [8, 4]] for n in range(100)]
+    tensor = {"name": "t", "dtype": "f32", "shape": [101, 4], "role": "input",
+              "pieces": good + [bad]}
+    ObjectFile.from_bytes(build(sections(meta_=meta(tensors=[tensor | {"pieces": good}]))))
+    rejects(build(sections(meta_=meta(tensors=[tensor]))), message)
+
+
 def test_bad_line_runs_are_rejected():
     code = struct.pack("<2Q", 0, 0)
     two = {"blocks": [2], "line_runs": [1]}
