@@ -19,6 +19,19 @@
   against numpy float32 matmul of the same shapes on one thread, interleaved in the same run;
   target <= 5x. Shown for the thread count `d1 run` uses by default (emulator.auto_threads) and
   for one thread.
+- SPMD code (docs/COMPILER.md, "SPMD code"), the 1024^3 bf16 matmul on d1 and on the 5 x 5
+  tile: the object's size (targets <= 1 MB and <= 4 MB), compile time (in this process,
+  imports excluded; best of 3 on d1; targets <= 2 s and <= 10 s), modelled cycles (no worse
+  than 2 % than the per-node code); `d1 run` of the tile's object as a process, start to exit
+  (target <= 5 s, emulation the main part); `d1 run` of the d1 object as a process minus the
+  same for a tiny object (the 8^3 matmul compiled the same way), against numpy's float32
+  1024^3 matmul on one thread, measured in the same run (target <= 8x). Process times are
+  wall-clock times (and, beside them, the process's CPU time: on a shared host the wall time
+  includes waiting for a core; the host's load average is printed). Baseline from the same
+  run: the d1 program compiled with -O spmd=false (one block per distinct node program: the
+  code before SPMD sharing; its matmul is compiler.matmul's per-node rounds).
+
+    python -m benchmarks.compiler_bench spmd     # this section alone
 """
 
 from __future__ import annotations
@@ -159,9 +172,110 @@ def bench_programs() -> list[tuple[str, dict, dict]]:
     return out
 
 
+def _run_process(obj: Path, out: Path) -> tuple[float, float, str]:
+    """`d1 run OBJ` as a separate process: (wall seconds, its CPU seconds, its last line)."""
+    import resource
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "d1", "run", str(obj), "--out-dir", str(out)],
+                          env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return wall, cpu, proc.stdout.strip().splitlines()[-1]
+
+
+def bench_spmd(repeats: int = 3) -> dict:
+    """The SPMD figures of the module docstring."""
+    import re
+    import tempfile
+
+    from emulator import Emulator
+    out: dict = {"load": os.getloadavg()[0]}
+    text = MATMUL.format(n=1024)
+    tmp = Path(tempfile.mkdtemp(prefix="d1-spmd-bench-"))
+    for name in ("d1", "tile"):
+        m = load_machine(name)
+        compile_text(MATMUL.format(n=64), m, "warm.d1k")       # imports and caches
+        times = []
+        for _ in range(repeats if name == "d1" else 1):
+            t = time.perf_counter()
+            c = compile_text(text, m, "mm.d1k")
+            times.append(time.perf_counter() - t)
+        raw = c.obj.to_bytes()
+        (tmp / f"{name}.d1o").write_bytes(raw)
+        # the tiny object: the same kind of program (a DSL matmul, its inputs drawn as d1 run
+        # draws them), 8 x 8 x 8: what does not grow with the problem
+        compile_text(MATMUL.format(n=8), m, "tiny.d1k").obj.save(tmp / f"tiny-{name}.d1o")
+        out[name] = {"compile": min(times), "bytes": len(raw), "blocks": len(c.obj.blocks),
+                     "words": sum(len(b) for b in c.obj.blocks)}
+    # the d1 baseline: one block per distinct node program (the per-node matmul rounds)
+    m = load_machine("d1")
+    t = time.perf_counter()
+    base = compile_text(text, m, "mm.d1k", CompileOptions(spmd=False))
+    out["base"] = {"compile": time.perf_counter() - t, "bytes": len(base.obj.to_bytes()),
+                   "blocks": len(base.obj.blocks)}
+    for key, obj in (("d1", None), ("base", base.obj)):
+        obj = obj if obj is not None else compile_text(text, m, "mm.d1k").obj
+        emu = Emulator(obj)
+        for k, v in compiler.make_inputs(base.graph, 0).items():
+            emu.set_input(k, v)
+        out[key]["cycles"] = emu.run().cycles
+    # d1 run as a process: the tile object; the d1 object and a tiny one, against numpy
+    walls = [_run_process(tmp / "tile.d1o", tmp / "out") for _ in range(2)]
+    best = min(walls)
+    out["tile"]["run"], out["tile"]["run_cpu"] = best[0], best[1]
+    out["tile"]["cycles"] = int(re.search(r"([\d,]+) cycles", best[2]).group(1).replace(",", ""))
+    a, b = compiler.make_inputs(base.graph, 0).values()
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    full, tiny, numpy_s = [], [], []
+    for _ in range(repeats):
+        full.append(_run_process(tmp / "d1.d1o", tmp / "out")[:2])
+        tiny.append(_run_process(tmp / "tiny-d1.d1o", tmp / "out")[:2])
+        numpy_s.append(_best(lambda: np.matmul(a32, b32), 3))
+    out["run"] = {"full": min(full), "tiny": min(tiny), "numpy": min(numpy_s)}
+    return out
+
+
+def print_spmd(r: dict) -> None:
+    d, t, b, run = r["d1"], r["tile"], r["base"], r["run"]
+    print("SPMD code, the 1024^3 bf16 matmul (baseline: -O spmd=false, one block per distinct "
+          f"node program; host load average {r['load']:.1f})")
+    print(f"    d1 object                   {d['bytes'] / 1e6:7.3f} MB  ({d['blocks']} blocks, "
+          f"{d['words']:,} instruction words; target <= 1 MB; baseline {b['bytes'] / 1e6:.3f} "
+          f"MB, {b['blocks']} blocks)")
+    print(f"    tile object                 {t['bytes'] / 1e6:7.3f} MB  ({t['blocks']} blocks, "
+          f"{t['words']:,} instruction words; target <= 4 MB)")
+    print(f"    compile on d1               {d['compile']:7.2f} s   (best of 3, in process; "
+          f"target <= 2 s; baseline {b['compile']:.2f} s)")
+    print(f"    compile on the tile         {t['compile']:7.2f} s   (in process; target <= 10 s)")
+    print(f"    modelled cycles on d1       {d['cycles']:7,}     (baseline {b['cycles']:,}: "
+          f"{100 * (d['cycles'] / b['cycles'] - 1):+.2f} %; target <= +2 %)")
+    print(f"    modelled cycles on the tile {t['cycles']:7,}")
+    print(f"    d1 run of the tile object   {t['run']:7.2f} s   (process start to exit, best of "
+          f"2; its CPU time {t['run_cpu']:.2f} s; target <= 5 s)")
+    net = run["full"][0] - run["tiny"][0]
+    print(f"    d1 run of the d1 object     {run['full'][0]:7.2f} s   minus the 8^3 "
+          f"matmul's {run['tiny'][0]:.2f} s = {net:.3f} s = {net / run['numpy']:.1f}x numpy's "
+          f"float32 1024^3 matmul on one thread ({run['numpy']:.4f} s, same run; target <= 8x)")
+    cpu = run["full"][1] - run["tiny"][1]
+    print(f"        (CPU time: {run['full'][1]:.2f} s - {run['tiny'][1]:.2f} s = {cpu:.3f} s = "
+          f"{cpu / run['numpy']:.1f}x)")
+
+
 def main() -> None:
+    import sys
+    if sys.argv[1:] == ["spmd"]:
+        print_spmd(bench_spmd())
+        return
     print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "
           "emulator's timing model, times are measured on the host)")
+    print_spmd(bench_spmd())
     c = bench_compile()
     print(f"compile 1024^3 bf16 matmul      {c['compile']:6.2f} s   (target <= 2 s; baseline: "
           f"assembling its {c['lines']:,} lines alone {c['assemble']:.2f} s)")

@@ -30,10 +30,10 @@ from compiler.asmgen import Code, CompilerLimit
 from compiler.grid import Grid
 from compiler.layout import flat_boxes
 from compiler.plan import Ctx, Step, Value
-from compiler.spmd import RELAY_LOOP_MIN, relay_run, share, tokens
+from compiler.spmd import RELAY_LOOP_MIN, compress_relays, share
 from d1isa.asm import is_plain_name, quote
 from d1isa.asm.layout import Linker, no_globals
-from d1isa.asm.program import Instr, InstrSet, Item, render, section
+from d1isa.asm.program import InstrSet, Item, render, section
 from d1isa.asm.syntax import Diagnostics
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine
@@ -86,27 +86,6 @@ def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
             addr = v.addr + (first - r0) * L.stride
             out.append((x, y, addr, tuple(off) + (c0,), tuple(bshape) + (c1 - c0,),
                         tuple(rstrides) + (isz,)))
-    return out
-
-
-def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
-    """Runs of at least RELAY_LOOP_MIN identical `relay` instructions (at one location, with no
-    location change between them) become a loop counting down in RELAY_LOOP_REG (r13)."""
-    toks, runs = tokens(items)
-    count = [0]
-
-    def label() -> str:
-        count[0] += 1
-        return f".R{count[0]}"
-
-    out: list[Item] = []
-    k = 0
-    for it in toks:
-        if type(it) is Instr and it.mnemonic == "relay":
-            out.extend(relay_run(it, runs[k], instrs, label))
-            k += 1
-        else:
-            out.append(it)
     return out
 
 

@@ -119,20 +119,29 @@ def share(bodies: dict[int, list[Item]], instrs: InstrSet, machine: Machine
           ) -> list[tuple[list[Item], list[int], dict[int, dict[int, int]]]]:
     """Node programs grouped into shared ones: (program, its nodes, {node: {register: value}})
     in order of each group's first node. Runs of at least RELAY_LOOP_MIN relays of one length
-    become counted loops, as `compress_relays` makes them."""
-    free = free_registers(machine, used_registers(list(bodies.values())))
-    toks = {nid: tokens(bodies[nid]) for nid in sorted(bodies)}
-    shapes: dict[tuple, list[int]] = {}
-    for nid, (t, _) in toks.items():
-        shapes.setdefault(_shape(t), []).append(nid)
+    become counted loops, as `compress_relays` makes them. Identical programs are found first
+    (by hashing them whole), so the work grows with the number of distinct programs, not of
+    nodes."""
+    distinct: dict[tuple, list[int]] = {}
+    for nid in sorted(bodies):
+        distinct.setdefault(tuple(bodies[nid]), []).append(nid)
+    reps = [nids for nids in distinct.values()]
+    free = free_registers(machine, used_registers([bodies[nids[0]] for nids in reps]))
+    toks = {nids[0]: tokens(bodies[nids[0]]) for nids in reps}
+    shapes: dict[tuple, list[list[int]]] = {}
+    for nids in reps:
+        shapes.setdefault(_shape(toks[nids[0]][0]), []).append(nids)
     out: list[tuple[list[Item], list[int], dict[int, dict[int, int]]]] = []
-    for nids in shapes.values():
+    for members in shapes.values():
         group = _Group(instrs, free)
-        shared = group.build([toks[n] for n in nids])
+        shared = group.build([toks[nids[0]] for nids in members])
         if shared is None:
-            out.extend(_exact(bodies, nids, instrs))
-        else:
-            out.append((shared, nids, group.init(nids)))
+            # too many per-node values to share: one block per distinct program
+            out.extend((compress_relays(bodies[nids[0]], instrs), nids, {}) for nids in members)
+            continue
+        values = group.init([nids[0] for nids in members])
+        init = {n: values[nids[0]] for nids in members for n in nids} if values else {}
+        out.append((shared, sorted(n for nids in members for n in nids), init))
     out.sort(key=lambda g: g[1][0])
     return out
 
@@ -254,11 +263,22 @@ def relay_run(it: Instr, n: int, instrs: InstrSet, label) -> list[Item]:
             + [it] * rest)
 
 
-def _exact(bodies: dict[int, list[Item]], nids: list[int], instrs: InstrSet
-           ) -> list[tuple[list[Item], list[int], dict[int, dict[int, int]]]]:
-    """Nodes grouped by identical programs only (too many per-node values to share)."""
-    from compiler.emit import compress_relays
-    groups: dict[tuple, list[int]] = {}
-    for n in nids:
-        groups.setdefault(tuple(bodies[n]), []).append(n)
-    return [(compress_relays(bodies[g[0]], instrs), g, {}) for g in groups.values()]
+def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
+    """Runs of at least RELAY_LOOP_MIN identical `relay` instructions (at one location, with no
+    location change between them) become a loop counting down in RELAY_LOOP_REG (r13)."""
+    toks, runs = tokens(items)
+    count = [0]
+
+    def label() -> str:
+        count[0] += 1
+        return f".R{count[0]}"
+
+    out: list[Item] = []
+    k = 0
+    for it in toks:
+        if type(it) is Instr and it.mnemonic == "relay":
+            out.extend(relay_run(it, runs[k], instrs, label))
+            k += 1
+        else:
+            out.append(it)
+    return out

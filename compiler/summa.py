@@ -715,8 +715,8 @@ class SpmdStream(Matmul):
         code.op("li", ADDR_REG[W], self._a_slot(j))
         code.op("li", ADDR_REG[S], self._b_slot(i))
         code.op("li", ADDR_REG[N], self._b_slot(i))
-        code.op("li", COMM_LEN, a_chunks[0])
-        code.op("li", B_LEN, b_chunks[0])
+        code.op("li", COMM_LEN, a_chunks[0] if a_chunks else 0)
+        code.op("li", B_LEN, b_chunks[0] if b_chunks else 0)
         code.op("li", TMP, self.tables[0].addr)
         for k, reg in enumerate(STREAM_REGS):
             code.op("ld32u", reg, (TMP, 4 * (k + 3)))

@@ -112,8 +112,11 @@ def test_nodes_compute_other_groups_own_pairs_while_they_wait():
 
 @pytest.mark.parametrize("machine", [load_machine("h6x5"), load_machine(mesh="4x4"),
                                      load_machine(mesh="3x5")], ids=["h6x5", "4x4", "3x5"])
-@pytest.mark.parametrize("shape", [(64, 64, 64), (40, 72, 24), (128, 256, 96)])
+@pytest.mark.parametrize("shape", [(64, 64, 64), (40, 72, 24), (128, 256, 96), (8, 64, 8),
+                                   (16, 8, 200)])
 def test_spmd_stream_on_any_grid(monkeypatch, machine, shape):
+    """Including blocks that leave whole grid rows or columns without work (they only pass
+    blocks on, or do nothing)."""
     monkeypatch.setattr(summa, "SPMD_GRID", 1)
     m, k, n = shape
     text = BIG.format(m=m, k=k, n=n)

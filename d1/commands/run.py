@@ -188,7 +188,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
             from compiler.reference import update_key
             got.update({update_key(u.param.name): emu.output(u.param.name)
                         for u in prog.graph.updates})
-    stats = emu.stats()
+    # the statistics walk every node and link: made only for what prints or writes them
+    stats = emu.stats() if show_stats or json_file is not None else None
     if show_stats:
         click.echo(format_stats(stats, result.status, wall), err=to_stdout)
     if trace_file is not None:
