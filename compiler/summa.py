@@ -812,6 +812,7 @@ class SpmdStream(Matmul):
         sa, sb = A.layout.stride, B.layout.stride
         isz = A.layout.itemsize
         ka, kb = A.layout.col_bounds, B.layout.row_bounds
+        steps = None
         for tiles in _groups(self.nr[i], self.nc[j], self.gr, self.gc, self.tile):
             rows, cols = _tiles(tiles)
             self._tiles_zero(code, tiles)
@@ -822,7 +823,9 @@ class SpmdStream(Matmul):
                     code.op("li", REG[2 + k], a0 + rt * self.tile * sa)
                 for k, ct in enumerate(cols):
                     code.op("li", REG[6 + k], b0 + ct * self.tile_bytes)
-                code.op("li", STEPS_REG, -(-(k1 - k0) // self.tile))
+                if -(-(k1 - k0) // self.tile) != steps:
+                    steps = -(-(k1 - k0) // self.tile)
+                    code.op("li", STEPS_REG, steps)
                 self._mmaks(code, rows, cols, sa)
             self._tiles_store(code, tiles)
 
