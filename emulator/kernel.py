@@ -16,7 +16,7 @@ allocated here):
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
     geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
-             link_src, wake, cfg)
+             link_src, wake, cfg)        (xy: each row's x, y and machine node id)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
 
@@ -49,6 +49,13 @@ own program and on each incoming link's message order, and a blocked instruction
 nothing, so seeing a message a little later only means retrying it (see Emulator.run for the
 termination rule).
 
+Ranks: under MPI (emulator.distributed) each process runs this loop on its own share of the
+nodes: cfg[K_N] rows, whose machine node ids are the third column of xy (getid reads it; getn
+reads cfg[K_NODES]), with a send to another rank's node landing in a ghost FIFO past the rows'
+own links, which the distributed driver moves between windows. cfg[K_HORIZON] is the current
+window's end: a node whose clock reaches it ends its turn with nothing changed, like a blocked
+node, and goes on in the next window (NO_HORIZON otherwise: the same compare as max_cycles).
+
 Debugging: set NUMBA_DISABLE_JIT=1 to run the loop as plain Python (slow, but every line is
 steppable in pdb), or NUMBA_BOUNDSCHECK=1 to make Numba check every array index (an IndexError
 then means an address check is missing in emulator.semantics); use the latter with a fresh
@@ -69,6 +76,7 @@ from emulator.constants import (
     HALTED,
     K_BUDGET,
     K_HI,
+    K_HORIZON,
     K_LO,
     K_MAX_CYCLES,
     K_N,
@@ -227,7 +235,11 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     use_nb = cfg[K_USE_NODE_BUDGET] != 0
     sram_bytes = cfg[K_SRAM]
     sram_row = cfg[K_SRAM_ROW]
-    maxc = cfg[K_MAX_CYCLES]
+    # A node runs an instruction only while its clock is at most maxc: past max_cycles it traps,
+    # at the horizon (an MPI window's end, emulator.distributed) it pauses, state unchanged. One
+    # compare per instruction tests both; which one stopped it is sorted out off the fast path.
+    limit = cfg[K_MAX_CYCLES]
+    maxc = min(limit, cfg[K_HORIZON] - 1)
     vwords = v.shape[1] * 16
     awords = acc.shape[1] * 64
     vflat = v.reshape(v.size)
@@ -293,10 +305,11 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 length = node_len[node]
                 c = clock[node]
                 p = pc[node]
-                # The fetch checks, in order: the cycle limit, then the pc.
+                # The fetch checks, in order: the cycle limit (or the horizon), then the pc.
                 if q > 0 and c > maxc:
-                    state[node] = TRAPPED
-                    cause[node] = CYCLE_LIMIT
+                    if c > limit:
+                        state[node] = TRAPPED
+                        cause[node] = CYCLE_LIMIT
                     q = 0
                 elif q > 0 and (p < 0 or p >= length):
                     state[node] = TRAPPED
@@ -457,8 +470,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         break
                     # ---- outer loop: one instruction the inner loop does not run --------------
                     if c > maxc:
-                        tcause = CYCLE_LIMIT
-                        break
+                        if c > limit:
+                            tcause = CYCLE_LIMIT
+                        break               # else paused at the horizon, still running
                     gi = np.uint64(p * CODE_COLS)
                     op = real_op[base + p]
                     if cn[gi] == STOP_MARK:
