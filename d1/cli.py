@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -77,12 +78,17 @@ def main(argv: list[str] | None = None) -> None:
     otherwise take 0.3-0.5 s (nothing left to finalize matters: every file d1 writes is closed
     by then, and the standard streams are flushed either way).
     """
+    from emulator.mpi import launched_rank
+
+    if launched_rank() > 0:
+        # Under `mpiexec -n R d1 ...` rank 0 runs the command and the others hold their share
+        # of the machine, following rank 0's emulator calls (emulator.distributed). Ctrl-C
+        # (the launcher sends it to every rank) is rank 0's to handle, from the start.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     comm = _mpi_world()
     if comm is not None and comm.Get_rank() > 0:
-        # Under `mpiexec -n R d1 ...` rank 0 runs the command and the others hold their share
-        # of the machine, following rank 0's emulator calls (emulator.distributed).
-        from emulator.distributed import serve
-        sys.exit(serve(comm))
+        from emulator.distributed import serve_or_abort
+        sys.exit(serve_or_abort(comm))
     status: int | str | None = 3
     try:
         _main(argv)

@@ -931,6 +931,17 @@ def serve(comm: Any) -> int:
             _PENDING.pop(id(comm), None)
 
 
+def serve_or_abort(comm: Any) -> int:
+    """serve(), with any failure outside a method (there is none by design) stopping every
+    rank: a rank that exits on its own would leave the others waiting for it forever."""
+    try:
+        return serve(comm)
+    except BaseException as e:      # noqa: BLE001
+        text, code = _describe(e)
+        fatal(comm, text, code)
+        return code
+
+
 def finish(comm: Any, status: int) -> None:
     """Rank 0 is done: release the serving ranks with its exit status."""
     _start(comm, 0, "exit", int(status))

@@ -356,6 +356,10 @@ class Emulator:
             self.recorder.clear()
         self._place_initial()
 
+    def close(self) -> None:
+        """Nothing to free in one process (the arrays go with the object); on MPI ranks,
+        frees every rank's share (emulator.distributed)."""
+
     # ---- stop flags (for the debugger) --------------------------------------------------------
 
     def code_slot(self, node: int | tuple[int, int], pc: int) -> int:
