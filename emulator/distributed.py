@@ -44,6 +44,7 @@ arguments count). The `d1` command line runs its commands on rank 0 only, while 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -60,7 +61,7 @@ from d1isa.errors import D1Error
 from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
 from d1isa.objfile import CodeBlock, DataInit, ObjectFile, TensorLayout, TensorPiece
 from emulator import kernel as K
-from emulator.constants import K_HORIZON, K_N, N_DIRS, NO_HORIZON
+from emulator.constants import K_HORIZON, K_KEEP_WAKE, K_N, N_DIRS, NO_HORIZON
 from emulator.decode import (
     C_OP,
     XCOL_COUNT,
@@ -89,6 +90,9 @@ from emulator.state import State, aligned_zeros, make_cfg, xy_table
 # long (a window's work is normally far less).
 _CHUNK = 1 << 27
 _NEVER = NO_HORIZON
+# How long a rank waiting for the others spins, then yields the CPU, before it sleeps (_wait).
+SPIN = 50e-6
+YIELD = 1e-3
 
 
 # ---- the machine shared out ------------------------------------------------------------------
@@ -250,9 +254,11 @@ def _pack(buf, ghosts, sent, credit_fifos, credited, flen, farr, fifo8, pushed, 
 
 
 @njit(cache=True, nogil=True)
-def _unpack(buf, fifos, ghosts, flen, farr, fifo8, pushed, popped, consumed, depth):
+def _unpack(buf, fifos, ghosts, flen, farr, fifo8, pushed, popped, consumed, depth, wake,
+            link_src):
     """Append the messages to the FIFOs they were sent into (`fifos`, by the sender's link
-    order) and apply the credits to this rank's ghosts. Returns messages + credits applied."""
+    order) and apply the credits to this rank's ghosts, waking the receiving and the sending
+    nodes as a push and a pop do in the run loop. Returns messages + credits applied."""
     b8 = buf.view(np.uint8)
     nm = buf[0]
     nc = buf[1]
@@ -268,6 +274,7 @@ def _unpack(buf, fifos, ghosts, flen, farr, fifo8, pushed, popped, consumed, dep
         for i in range(nb):
             fifo8[f, s, i] = b8[o + i]
         pushed[f] = j + 1
+        wake[f // 4] = 1
         w += 3 + (nb + 7) // 8
     for _ in range(nc):
         f = ghosts[buf[w]]
@@ -278,6 +285,7 @@ def _unpack(buf, fifos, ghosts, flen, farr, fifo8, pushed, popped, consumed, dep
             consumed[f, j % depth] = buf[w]
             w += 1
         popped[f] = j0 + cnt
+        wake[link_src[f]] = 1
     return nm + nc
 
 
@@ -324,6 +332,25 @@ def _doorbell(comm: Any) -> None:
         if spins > 200:
             time.sleep(pause)
             pause = min(0.005, pause * 1.5)
+
+
+def _wait(MPI: Any, requests: list[Any]) -> None:
+    """Wait for MPI requests: spin for up to SPIN seconds (on a quiet host the other ranks
+    answer within microseconds), then yield the CPU between tests, then sleep between them
+    after YIELD seconds: on a host with more runnable processes than cores (several ranks per
+    core, or other work) the rank being waited for then gets a core sooner than if this one
+    kept spinning in MPI's own wait."""
+    if MPI.Request.Testall(requests):
+        return
+    t0 = time.perf_counter()
+    while not MPI.Request.Testall(requests):
+        waited = time.perf_counter() - t0
+        if waited < SPIN:
+            continue
+        if waited < YIELD:
+            os.sched_yield()
+        else:
+            time.sleep(0.0001)
 
 
 def _start(comm: Any, serial: int, op: str, args: Any = None) -> Any:
@@ -509,7 +536,13 @@ class RankEmulator(Emulator):
         self.link_src[out_link[sends]] = sends // N_DIRS
         self._wake = np.zeros((links // N_DIRS + 2 + 7) // 8 * 8, dtype=np.uint8)
         self.xy = np.ascontiguousarray(np.asarray(m.xy)[nodes], dtype=np.int64)
-        self._xyid = xy_table(self.xy, st.gid)
+        # The window's horizon applies to the rows that receive from another rank: only their
+        # input can still be on its way when the window starts. The others run ahead freely;
+        # they block on their own rank's messages, which are always complete.
+        bounded = np.zeros(n, dtype=np.int64)
+        for fifos in into.values():
+            bounded[np.asarray(fifos, dtype=np.int64) // N_DIRS] = 1
+        self._xyid = xy_table(self.xy, st.gid, bounded)
         flops = np.zeros(FELL_OFF + 1, dtype=np.int64)
         flops[:256] = isa.flops_by_opcode()
         self.flops_tab = flops
@@ -526,8 +559,9 @@ class RankEmulator(Emulator):
         self.host_instructions = 0
         self.jit_seconds = 0.0
         self.sync_seconds = 0.0
+        self.cpu_seconds = 0.0
         self.windows = 0
-        self._warm: set[bool] = set()
+        self._warm: set[Any] = set()
         self.recorder = None
         self._gathered: Any = None
         self._place_initial()
@@ -582,7 +616,12 @@ class RankEmulator(Emulator):
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
         self._warm_up(node_t, fifo_t, stats_t, geo, None)
+        self._warm_exchange(fifo_t)
         _set_controls(self.cfg, self.max_cycles, self.quantum, _CHUNK)
+        # Every unfinished node awake for the first window; after that the loop wakes what its
+        # pushes and pops unblock, and _unpack what the exchange does (K_KEEP_WAKE).
+        np.less(self.state.state, K.HALTED, out=self._wake[:self.n], casting="unsafe")
+        self.cfg[K_KEEP_WAKE] = 1
         args = (node_t, fifo_t, stats_t, geo, self._node_budget, self._out, self._uscratch,
                 self._fscratch, None)
         st = self.state
@@ -593,6 +632,7 @@ class RankEmulator(Emulator):
         total = 0
         sync = 0.0
         t_run = time.perf_counter()
+        cpu0 = time.process_time()
         # The first window starts at the earliest clock of a node that can run.
         horizon = self._earliest(MPI) + w
         requests: list[Any] = []
@@ -615,16 +655,16 @@ class RankEmulator(Emulator):
                     moved += int(nb.send_buf[0] + nb.send_buf[1])
                     requests.append(comm.Isend([nb.send_buf[:size], MPI.INT64_T],
                                                dest=nb.rank, tag=7))
-                MPI.Request.Waitall(requests)
+                _wait(MPI, requests)
                 requests.clear()
                 for nb in self.neighbours:
                     moved += _unpack(nb.recv_buf, nb.fifos, nb.ghosts, flen, farr, fifo8,
-                                     pushed, popped, consumed, depth)
+                                     pushed, popped, consumed, depth, self._wake, self.link_src)
                 paused = st.clock[st.state == K.RUNNING]
                 flags[0] = 1 if (k > 0 or moved > 0) else 0
                 flags[1] = 1 if intr.flag else 0
                 flags[2] = -int(paused.min()) if paused.size else -_NEVER
-                comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+                _wait(MPI, [comm.Iallreduce(MPI.IN_PLACE, flags, op=MPI.MAX)])
                 sync += time.perf_counter() - t1
                 if flags[1]:
                     intr.flag = False
@@ -635,11 +675,28 @@ class RankEmulator(Emulator):
                 horizon = max(horizon, nxt) + w if nxt < _NEVER else horizon + w
         finally:
             self.cfg[K_HORIZON] = NO_HORIZON
+            self.cfg[K_KEEP_WAKE] = 0
             elapsed = time.perf_counter() - t_run
             self.host_seconds += elapsed
+            self.cpu_seconds += time.process_time() - cpu0
             self.sync_seconds += sync
             self.host_instructions += total
         return total
+
+    def _warm_exchange(self, fifo_t: tuple) -> None:
+        """Compile (or load from the cache) the packing functions outside the timed region:
+        packing and unpacking nothing changes nothing."""
+        if "exchange" in self._warm:
+            return
+        t0 = time.perf_counter()
+        fifo8, _, _, flen, farr, pushed, popped, consumed, _ = fifo_t
+        none = np.zeros(0, dtype=np.int64)
+        buf = np.zeros(2, dtype=np.int64)
+        _pack(buf, none, none, none, none, flen, farr, fifo8, pushed, popped, consumed, 1)
+        _unpack(buf, none, none, flen, farr, fifo8, pushed, popped, consumed, 1, self._wake,
+                self.link_src)
+        self.jit_seconds += time.perf_counter() - t0
+        self._warm.add("exchange")
 
     def _earliest(self, MPI: Any) -> int:
         """The earliest clock of a node that is not halted or trapped, over every rank."""
@@ -790,7 +847,8 @@ class RankEmulator(Emulator):
                     "stall_send": st.stall_send, "link_bytes": st.link_bytes,
                     "link_msgs": st.link_msgs, "link_busy": st.link_busy,
                     "host": (self.host_seconds, self.sync_seconds, self.state.nbytes,
-                             self.host_instructions, self.jit_seconds, self.windows)}
+                             self.host_instructions, self.jit_seconds, self.windows,
+                             self.cpu_seconds, peak_rss())}
             parts = self.comm.gather(mine, root=0)
         if self.rank != 0:
             return None
@@ -817,8 +875,10 @@ class RankEmulator(Emulator):
             "sync_share": max(sync) / max(emu) if max(emu) > 0 else 0.0,
             "emulation_seconds_by_rank": emu,
             "sync_seconds_by_rank": sync,
+            "cpu_seconds_by_rank": [h[6] for h in hosts],
             "state_bytes": max(h[2] for h in hosts),
             "state_bytes_by_rank": [h[2] for h in hosts],
+            "peak_rss_bytes_by_rank": [h[7] for h in hosts],
             "jit_seconds": max(h[4] for h in hosts),
         })
         out["units"]["sync_seconds"] = "s"
@@ -855,6 +915,16 @@ class RankEmulator(Emulator):
 
     def chrome_trace(self, *args: Any, **kwargs: Any) -> Any:
         return self._local_only("chrome_trace")
+
+
+def peak_rss() -> int:
+    """This process's peak resident set, in bytes (0 where the platform does not say)."""
+    try:
+        import resource
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return 0
+    return int(kib) * (1 if sys.platform == "darwin" else 1024)
 
 
 class Gathered:

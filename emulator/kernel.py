@@ -16,7 +16,8 @@ allocated here):
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
     geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
-             link_src, wake, cfg)        (xy: each row's x, y and machine node id)
+             link_src, wake, cfg)        (xy: each row's x, y, machine node id, and 1 if
+                                          the horizon applies to it)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
 
@@ -53,8 +54,12 @@ Ranks: under MPI (emulator.distributed) each process runs this loop on its own s
 nodes: cfg[K_N] rows, whose machine node ids are the third column of xy (getid reads it; getn
 reads cfg[K_NODES]), with a send to another rank's node landing in a ghost FIFO past the rows'
 own links, which the distributed driver moves between windows. cfg[K_HORIZON] is the current
-window's end: a node whose clock reaches it ends its turn with nothing changed, like a blocked
-node, and goes on in the next window (NO_HORIZON otherwise: the same compare as max_cycles).
+window's end: a node the horizon applies to (xy's fourth column: one that receives from another
+rank) and whose clock reaches it ends its turn with nothing changed, like a blocked node, and goes
+on in the next window (NO_HORIZON otherwise: the same compare as max_cycles).
+Between windows the driver wakes only the nodes whose links the exchange changed
+(cfg[K_KEEP_WAKE]), so a window costs the loop a visit to each node that can move, not to every
+node of the rank.
 
 Debugging: set NUMBA_DISABLE_JIT=1 to run the loop as plain Python (slow, but every line is
 steppable in pdb), or NUMBA_BOUNDSCHECK=1 to make Numba check every array index (an IndexError
@@ -77,6 +82,7 @@ from emulator.constants import (
     K_BUDGET,
     K_HI,
     K_HORIZON,
+    K_KEEP_WAKE,
     K_LO,
     K_MAX_CYCLES,
     K_N,
@@ -235,9 +241,10 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     use_nb = cfg[K_USE_NODE_BUDGET] != 0
     sram_bytes = cfg[K_SRAM]
     sram_row = cfg[K_SRAM_ROW]
-    # A node runs an instruction only while its clock is at most maxc: past max_cycles it traps,
-    # at the horizon (an MPI window's end, emulator.distributed) it pauses, state unchanged. One
-    # compare per instruction tests both; which one stopped it is sorted out off the fast path.
+    # A node runs an instruction only while its clock is at most its bound mc: past max_cycles
+    # it traps; a node the horizon applies to (xy column 3: on MPI ranks, one that receives from
+    # another rank, see emulator.distributed) pauses at the horizon, state unchanged. One compare
+    # per instruction tests both; which one stopped it is sorted out off the fast path.
     limit = cfg[K_MAX_CYCLES]
     maxc = min(limit, cfg[K_HORIZON] - 1)
     vwords = v.shape[1] * 16
@@ -263,8 +270,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     out[O_REASON] = R_IDLE
     out[O_STOP_NODE] = -1
     out[O_STOP_PC] = -1
-    for node in range(lo, hi):
-        wake[node] = 1 if state[node] < HALTED else 0
+    if cfg[K_KEEP_WAKE] == 0:
+        for node in range(lo, hi):
+            wake[node] = 1 if state[node] < HALTED else 0
     wake64 = wake.view(np.uint64)
     glo = lo >> 3
     home_groups = ((hi + 7) >> 3) - glo
@@ -305,8 +313,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 length = node_len[node]
                 c = clock[node]
                 p = pc[node]
+                mc = maxc if xy[node, 3] != 0 else limit
                 # The fetch checks, in order: the cycle limit (or the horizon), then the pc.
-                if q > 0 and c > maxc:
+                if q > 0 and c > mc:
                     if c > limit:
                         state[node] = TRAPPED
                         cause[node] = CYCLE_LIMIT
@@ -346,7 +355,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     while left > 0:
                         if trace is not None:
                             trace_step(trace, node, base + p, c, xr, fl, stats)
-                        if c > maxc:
+                        if c > mc:
                             slow = True
                             break
                         gi = np.uint64(p * CODE_COLS)
@@ -469,7 +478,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     if leave or not slow:
                         break
                     # ---- outer loop: one instruction the inner loop does not run --------------
-                    if c > maxc:
+                    if c > mc:
                         if c > limit:
                             tcause = CYCLE_LIMIT
                         break               # else paused at the horizon, still running
