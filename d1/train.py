@@ -248,6 +248,9 @@ class Trainer:
                 "emulator_seconds": emu_s,
                 "emulator_share": emu_s / step_s if step_s > 0 else 0.0,
                 "jit_seconds": self.emu.jit_seconds,
+                # on MPI ranks (emulator.distributed): rank 0's time in window exchange
+                "ranks": getattr(self.emu, "ranks", 1),
+                "sync_seconds": getattr(self.emu, "sync_seconds", 0.0),
             },
         }
 

@@ -916,6 +916,30 @@ class RankEmulator(Emulator):
     def chrome_trace(self, *args: Any, **kwargs: Any) -> Any:
         return self._local_only("chrome_trace")
 
+    def node_states(self) -> list[str]:
+        return self._local_only("node_states")
+
+    def regs(self, node: Any) -> Any:
+        return self._local_only("regs")
+
+    def vregs(self, node: Any) -> Any:
+        return self._local_only("vregs")
+
+    def acc(self, node: Any) -> Any:
+        return self._local_only("acc")
+
+    def sram(self, node: Any, addr: int, n: int) -> Any:
+        return self._local_only("sram")
+
+    def fifo(self, node: Any, direction: Any) -> Any:
+        return self._local_only("fifo")
+
+    def pc(self, node: Any) -> int:
+        return self._local_only("pc")
+
+    def clock(self, node: Any) -> int:
+        return self._local_only("clock")
+
 
 def peak_rss() -> int:
     """This process's peak resident set, in bytes (0 where the platform does not say)."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +201,7 @@ def prepare(out: Path) -> list[str]:
         arrays, _ = prog.input_arrays({}, seed=0)
         np.savez(out / (src.stem + ".npz"), **arrays)
         names.append(name)
+    (out / "forever.d1s").write_text(FOREVER)     # not run here: tests/test_mpi.py stops it
     rng = np.random.default_rng(0)
     batches = {"x": rng.standard_normal((TRAIN_STEPS, 64, 64)).astype(np.float32),
                "y": np.eye(10, dtype=np.float32)[rng.integers(0, 10, (TRAIN_STEPS, 64))]}
@@ -217,7 +220,9 @@ def _record(emu, res, outputs: list[str]) -> dict:
     rec = {"status": res.status, "cycles": res.cycles, "instructions": res.instructions,
            "report": res.report(), "result": res.to_json()}
     if res.ok:
-        rec["outputs"] = {n: _digest(emu.output(n)) for n in outputs}
+        values = {n: emu.output(n) for n in outputs}
+        rec["outputs"] = {n: _digest(v) for n, v in values.items()}
+        rec["values"] = {n: v.tolist() for n, v in values.items() if v.dtype == np.int32}
     if stats is not None:           # rank 0
         rec["modelled"] = stats["modelled"]
         rec["nodes"] = stats["nodes"]
@@ -240,6 +245,7 @@ def run_all(work: Path, comm) -> dict:
         if path.name in limits:
             runs.append((f"{path.name} --max-cycles {limits[path.name]}", limits[path.name]))
         for key, max_cycles in runs:
+            t0 = time.perf_counter()
             emu = Emulator(obj, max_cycles=max_cycles, comm=comm)
             for name, a in arrays.items():
                 emu.set_input(name, a)
@@ -248,6 +254,8 @@ def run_all(work: Path, comm) -> dict:
             out["programs"][key] = _record(emu, res, outputs)
             out["programs"][key]["totals"] = emu.totals()
             emu.close()
+            if os.environ.get("D1_MPIKIT_TIMES"):
+                print(f"{key}: {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     # a few training steps, params kept in SRAM between them (d1 train)
     obj = ObjectFile.load(work / TRAIN)
     batches = np.load(work / "train_batches.npz")
@@ -286,11 +294,43 @@ def api_on_every_rank(work: Path, comm) -> dict:
     return got["None"] if all(v == got["None"] for v in got.values()) else got
 
 
+# A ping-pong across the boundary of ranks 0 and 1 that never ends (for Ctrl-C).
+FOREVER = """
+.text node 3,3
+        movi    r1, 0
+ping:   send    S, r1
+        recv    r1, S
+        addi    r1, r1, 1
+        jal     r0, ping
+.text node 3,4
+pong:   recv    r1, N
+        send    N, r1
+        jal     r0, pong
+"""
+
+
+def mismatch(comm) -> int:
+    """Rank 0 runs while the others ask for an output: every rank must stop, with a message."""
+    from d1.program import load_program
+    from emulator import Emulator
+
+    obj = load_program(ROOT / "programs" / "asm" / "vadd.d1s", test_machine()).obj \
+        if comm.Get_rank() == 0 else None
+    emu = Emulator(obj, comm=comm)
+    if comm.Get_rank() == 0:
+        emu.run()
+    else:
+        emu.output("c")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    work, dest = Path(argv[0]), Path(argv[1])
     from emulator.mpi import world
 
     comm = world()
+    if argv[0] == "--mismatch":
+        return mismatch(comm)
+    work, dest = Path(argv[0]), Path(argv[1])
     rank = 0 if comm is None else comm.Get_rank()
     try:
         api = api_on_every_rank(work, comm)

@@ -166,13 +166,14 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
 
     mode = "full" if trace_file is not None else ("regions" if regions else None)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
-                   threads=1 if comm is not None else
+                   threads=rank_threads(threads) if comm is not None else
                    cap_threads(threads) or auto_threads(obj.machine.n_live), comm=comm)
     for name, arr in arrays.items():
         emu.set_input(name, arr)
     if check and prog.dsl is None:
         raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
                       f"{file} has no DSL source")
+    mpi_note(emu)
     t0 = time.perf_counter()
     result = emu.run()
     wall = time.perf_counter() - t0
@@ -235,6 +236,27 @@ def mpi_ranks(traced: bool = False) -> object | None:
     if comm is not None and traced:
         raise D1Error("--trace and --regions run on one process, not on MPI ranks")
     return comm
+
+
+def rank_threads(threads: int) -> int:
+    """On MPI ranks: one thread per rank (a note if --threads asked for more)."""
+    if threads > 1:
+        click.echo(f"note: --threads {threads}: on MPI ranks each rank runs one thread; start "
+                   "more ranks instead", err=True)
+    return 1
+
+
+def mpi_note(emu: Any) -> None:
+    """On MPI ranks, a note saying how the machine is shared out (before the run starts)."""
+    part = getattr(emu, "partition", None)
+    if part is None:
+        return
+    blocks = [f"{a}" if b - a == 1 else f"{a}-{b - 1}"
+              for a, b in (part.chips(r) for r in range(min(part.ranks, 5)))]
+    more = ", ..." if part.ranks > 5 else ""
+    click.echo(f"note: running on {part.ranks} MPI ranks holding chips {', '.join(blocks)}{more}"
+               f"; time windows of {emu.window:,} cycles (the lookahead across chip edges)",
+               err=True)
 
 
 def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
