@@ -58,19 +58,11 @@ from numba import njit
 
 from d1isa import isa
 from d1isa.errors import D1Error
-from d1isa.machine import OPPOSITE, TIMING_CLASSES, Machine
+from d1isa.machine import OPPOSITE, Machine
 from d1isa.objfile import CodeBlock, DataInit, ObjectFile, TensorLayout, TensorPiece
 from emulator import kernel as K
 from emulator.constants import K_HORIZON, K_KEEP_WAKE, K_N, N_DIRS, NO_HORIZON
-from emulator.decode import (
-    C_OP,
-    XCOL_COUNT,
-    XCOL_FLOPS,
-    XCOL_HWM,
-    XCOLS,
-    decode_blocks,
-    kernel_table,
-)
+from emulator.decode import C_OP, decode_blocks, kernel_table
 from emulator.emulator import (
     DEFAULT_MAX_CYCLES,
     DEFAULT_QUANTUM,
@@ -819,36 +811,34 @@ class RankEmulator(Emulator):
     # ---- statistics --------------------------------------------------------------------------
 
     def totals(self) -> dict[str, int]:
-        """Emulator.totals over every rank (every rank gets them)."""
-        from mpi4py import MPI
-
-        st = self.state
-        count = st.count
-        sums = np.array([int(count.sum()), int(count[:, TIMING_CLASSES.index("mma_bf16")].sum()),
-                         int(st.flops.sum()), int(st.stall.sum()), int(st.link_bytes.sum()),
-                         int(st.link_msgs.sum())], dtype=np.int64)
-        highs = np.array([int(st.clock.max()) if self.n else 0,
-                          int(st.hwm.max()) if self.n else 0], dtype=np.int64)
+        """Emulator.totals of the whole machine, on every rank: the per-node figures it sums
+        are gathered on rank 0 (about 230 B per node), which computes them exactly as one
+        process does and sends the result to all."""
         with self._op("totals"):
-            self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
-            self.comm.Allreduce(MPI.IN_PLACE, highs, op=MPI.MAX)
-        return {"cycles": int(highs[0]), "instructions": int(sums[0]),
-                "mma_bf16_instructions": int(sums[1]), "flops": int(sums[2]),
-                "stall_cycles": int(sums[3]), "link_bytes": int(sums[4]),
-                "link_messages": int(sums[5]), "sram_high_water_bytes": int(highs[1])}
+            parts = self.comm.gather(self._figures(TOTALS_FIGURES), root=0)
+            out = None
+            if self.rank == 0:
+                self._gathered = Gathered(self.machine, parts)
+                try:
+                    out = super().totals()
+                finally:
+                    self._gathered = None
+            out = self.comm.bcast(out, root=0)
+        return out
+
+    def _figures(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """This rank's per-node figures `names` (State attributes), with its rows' ids."""
+        st = self.state
+        return {"gid": st.gid, **{k: np.ascontiguousarray(getattr(st, k)) for k in names}}
 
     def stats(self) -> dict[str, Any] | None:
         """Emulator.stats of the whole machine, on rank 0 (None on the others), with each
         rank's host figures: its emulation and window-exchange seconds and its state bytes."""
         with self._op("stats"):
-            st = self.state
-            mine = {"gid": st.gid, "x": st.x[:, :], "pc": st.pc, "clock": st.clock,
-                    "state": st.state, "cause": st.cause, "stall": st.stall,
-                    "stall_send": st.stall_send, "link_bytes": st.link_bytes,
-                    "link_msgs": st.link_msgs, "link_busy": st.link_busy,
-                    "host": (self.host_seconds, self.sync_seconds, self.state.nbytes,
-                             self.host_instructions, self.jit_seconds, self.windows,
-                             self.cpu_seconds, peak_rss())}
+            mine = self._figures(STATS_FIGURES)
+            mine["host"] = (self.host_seconds, self.sync_seconds, self.state.nbytes,
+                            self.host_instructions, self.jit_seconds, self.windows,
+                            self.cpu_seconds, peak_rss())
             parts = self.comm.gather(mine, root=0)
         if self.rank != 0:
             return None
@@ -951,33 +941,24 @@ def peak_rss() -> int:
     return int(kib) * (1 if sys.platform == "darwin" else 1024)
 
 
+# The per-node figures (State attributes) Emulator.totals and Emulator.stats read.
+TOTALS_FIGURES = ("clock", "count", "flops", "hwm", "stall", "link_bytes", "link_msgs")
+STATS_FIGURES = TOTALS_FIGURES + ("pc", "state", "cause", "stall_send", "link_busy")
+
+
 class Gathered:
-    """Every rank's node statistics put together in machine node id order, with the State
-    attributes Emulator.stats reads."""
+    """Every rank's per-node figures put together in machine node id order, as the State
+    attributes of the same names (and busy()), which Emulator.totals and .stats read."""
 
     def __init__(self, machine: Machine, parts: list[dict[str, Any]]) -> None:
         n = machine.n_live
         gid = np.concatenate([p["gid"] for p in parts])
-        self.x = np.zeros((n, XCOLS), dtype=np.int64)
-        self.x[gid] = np.concatenate([p["x"] for p in parts])
-        for name in ("pc", "clock", "state", "cause", "stall", "stall_send", "link_bytes",
-                     "link_msgs", "link_busy"):
-            first = parts[0][name]
+        for name, first in parts[0].items():
+            if name in ("gid", "host"):
+                continue
             arr = np.zeros((n, *first.shape[1:]), dtype=first.dtype)
             arr[gid] = np.concatenate([p[name] for p in parts])
             setattr(self, name, arr)
-
-    @property
-    def count(self) -> np.ndarray:
-        return self.x[:, XCOL_COUNT:XCOL_COUNT + len(TIMING_CLASSES)]
-
-    @property
-    def flops(self) -> np.ndarray:
-        return self.x[:, XCOL_FLOPS]
-
-    @property
-    def hwm(self) -> np.ndarray:
-        return self.x[:, XCOL_HWM]
 
     def busy(self) -> np.ndarray:
         return self.clock - self.stall

@@ -669,7 +669,7 @@ class Emulator:
     # ---- statistics ---------------------------------------------------------------------------
 
     def _all_nodes(self) -> Any:
-        """The statistics of every node of the machine, in id order, as State attributes
+        """The per-node figures of the whole machine, in id order, as State attributes
         (clock, count, flops, hwm, stall, stall_send, link_*, pc, state, busy()): the state
         itself here; gathered from every rank on MPI (emulator.distributed)."""
         return self.state
@@ -678,7 +678,7 @@ class Emulator:
         """The modelled figures of the run since the last start, summed over the mesh: what a
         caller that runs the object many times (a training loop) reads after each run, at the
         cost of a few numpy sums. `stats` gives the same figures and everything else."""
-        st = self.state
+        st = self._all_nodes()
         count = st.count
         return {
             "cycles": int(st.clock.max()) if self.n else 0,
