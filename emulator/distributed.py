@@ -91,22 +91,20 @@ YIELD = 1e-3
 
 class Partition:
     """Which rank holds which node: chips in contiguous blocks of the chip order (row-major over
-    the chip grid), as even as the counts allow."""
+    the chip grid), as even as the counts allow. With more ranks than chips the first ranks
+    hold one chip each and the others none (they take part in every call with nothing to run,
+    so that a study of several machines, `d1 scale`, can run them all on the same ranks)."""
 
     def __init__(self, machine: Machine, ranks: int) -> None:
         m = machine
-        chips = m.chips_x * m.chips_y
-        if ranks > chips:
-            raise D1Error(f"{ranks} MPI ranks for a machine of {chips} chip"
-                          f"{'s' if chips != 1 else ''} ({m.chips_x} x {m.chips_y}): a rank "
-                          "holds one chip or more; use at most "
-                          f"{chips} rank{'s' if chips != 1 else ''}, or more chips")
         self.machine = m
         self.ranks = ranks
+        self.chip_count = chips = m.chips_x * m.chips_y
         xy = np.asarray(m.xy, dtype=np.int64)
         chip = (xy[:, 1] // m.rows) * m.chips_x + xy[:, 0] // m.cols
         # chips [first[r], first[r + 1]) belong to rank r
-        self.first_chip = [r * chips // ranks for r in range(ranks + 1)]
+        self.first_chip = [min(r, chips) if ranks > chips else r * chips // ranks
+                           for r in range(ranks + 1)]
         self.owner = (np.searchsorted(np.asarray(self.first_chip), chip, side="right") - 1
                       ).astype(np.int64)
 
@@ -367,7 +365,10 @@ def fatal(comm: Any, message: str, code: int = 3) -> None:
     """Print `message` for this rank and stop every rank (MPI_Abort): never a hang."""
     sys.stderr.write(f"d1: rank {comm.Get_rank()} of {comm.Get_size()}: {message}\n")
     sys.stderr.flush()
-    comm.Abort(code)
+    try:
+        comm.Abort(code)
+    finally:
+        os._exit(code)          # MPI_Abort may return before the launcher stops this process
 
 
 def _describe(e: BaseException) -> tuple[str, int]:
@@ -482,7 +483,8 @@ class RankEmulator(Emulator):
         self.phases = 0
         self.helped_instructions = 0
         self.lookahead = self.partition.lookahead()
-        self.window = params["window"] or max(1, self.lookahead)
+        # no link between two ranks (one rank holds every chip): nothing to pace
+        self.window = params["window"] or (self.lookahead if self.lookahead else _NEVER)
         self.obj = ObjectFile(m, share.blocks, share.node_block, share.data, [],
                               share.tensors, share.files, share.sources, share.meta)
         self._piece_ids = share.piece_ids
@@ -620,13 +622,19 @@ class RankEmulator(Emulator):
         depth = self.machine.fifo_depth
         fifo8, _, _, flen, farr, pushed, popped, consumed, _ = fifo_t
         w = self.window
-        flags = np.zeros(3, dtype=np.int64)
+        # Each window's flags (ran or crossed anything, Ctrl-C, minus the earliest clock of a
+        # node waiting for the next window) are all-reduced while the next window runs, and
+        # read after its exchange: one wait per window instead of two. A run therefore ends
+        # one (empty) window after the one that changed nothing.
+        mine = np.zeros(3, dtype=np.int64)
+        agreed = np.zeros(3, dtype=np.int64)
+        pending: Any = None
         total = 0
         sync = 0.0
         t_run = time.perf_counter()
         cpu0 = time.process_time()
         # The first window starts at the earliest clock of a node that can run.
-        horizon = self._earliest(MPI) + w
+        horizon = min(self._earliest(MPI) + w, _NEVER)
         requests: list[Any] = []
         try:
             while True:
@@ -647,24 +655,30 @@ class RankEmulator(Emulator):
                     moved += int(nb.send_buf[0] + nb.send_buf[1])
                     requests.append(comm.Isend([nb.send_buf[:size], MPI.INT64_T],
                                                dest=nb.rank, tag=7))
+                if pending is not None:
+                    requests.append(pending)
                 _wait(MPI, requests)
                 requests.clear()
                 for nb in self.neighbours:
                     moved += _unpack(nb.recv_buf, nb.fifos, nb.ghosts, flen, farr, fifo8,
                                      pushed, popped, consumed, depth, self._wake, self.link_src)
                 paused = st.clock[st.state == K.RUNNING]
-                flags[0] = 1 if (k > 0 or moved > 0) else 0
-                flags[1] = 1 if intr.flag else 0
-                flags[2] = -int(paused.min()) if paused.size else -_NEVER
-                _wait(MPI, [comm.Iallreduce(MPI.IN_PLACE, flags, op=MPI.MAX)])
+                nxt = _NEVER
+                if pending is not None:
+                    # the previous window, agreed by every rank
+                    if agreed[1]:
+                        intr.flag = False
+                        return -1
+                    nxt = -int(agreed[2])
+                    if not agreed[0] and nxt >= _NEVER:
+                        break           # nothing ran, crossed or waited anywhere: the end
+                mine[0] = 1 if (k > 0 or moved > 0) else 0
+                mine[1] = 1 if intr.flag else 0
+                mine[2] = -int(paused.min()) if paused.size else -_NEVER
+                agreed[:] = mine
+                pending = comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
                 sync += time.perf_counter() - t1
-                if flags[1]:
-                    intr.flag = False
-                    return -1
-                nxt = -int(flags[2])            # earliest clock of a node waiting for a window
-                if not flags[0] and nxt >= _NEVER:
-                    break                       # nothing ran, crossed or waits: the end
-                horizon = max(horizon, nxt) + w if nxt < _NEVER else horizon + w
+                horizon = min(max(horizon, nxt) + w if nxt < _NEVER else horizon + w, _NEVER)
         finally:
             self.cfg[K_HORIZON] = NO_HORIZON
             self.cfg[K_KEEP_WAKE] = 0

@@ -173,8 +173,9 @@ class State:
                 self.pc, self.clock, self.state, self.cause, self.trap_arg,
                 self.sr, self.sr_init, self.skip, buf.reshape(-1))
         links = self.links
-        fifo = (self.fifo8, self.fifo8.view(np.uint32).reshape(links, self.depth, -1),
-                self.fifo8.view(np.uint64).reshape(links, self.depth, -1),
+        words = self.max_message
+        fifo = (self.fifo8, self.fifo8.view(np.uint32).reshape(links, self.depth, words // 4),
+                self.fifo8.view(np.uint64).reshape(links, self.depth, words // 8),
                 self.flen, self.farr, self.pushed, self.popped, self.consumed, self.wire_free)
         stats = (self.stall, self.stall_send, self.link_bytes, self.link_msgs, self.link_busy)
         return node, fifo, stats

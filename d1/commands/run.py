@@ -251,12 +251,17 @@ def mpi_note(emu: Any) -> None:
     part = getattr(emu, "partition", None)
     if part is None:
         return
-    blocks = [f"{a}" if b - a == 1 else f"{a}-{b - 1}"
+    blocks = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" if b > a else "none"
               for a, b in (part.chips(r) for r in range(min(part.ranks, 5)))]
     more = ", ..." if part.ranks > 5 else ""
+    windows = (f"time windows of {emu.window:,} cycles (the lookahead across chip edges)"
+               if emu.lookahead else "no link joins two ranks")
     click.echo(f"note: running on {part.ranks} MPI ranks holding chips {', '.join(blocks)}{more}"
-               f"; time windows of {emu.window:,} cycles (the lookahead across chip edges)",
-               err=True)
+               f"; {windows}", err=True)
+    if part.ranks > part.chip_count:
+        click.echo(f"note: the machine has {part.chip_count} chip"
+                   f"{'s' if part.chip_count != 1 else ''}: {part.ranks - part.chip_count} of "
+                   "the ranks hold none (a rank holds whole chips)", err=True)
 
 
 def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
