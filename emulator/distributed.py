@@ -1,45 +1,48 @@
 """The emulator on MPI ranks: one machine, its chips shared out among processes, bit-identical
-to one process.
+to one process (docs/SCALE.md, "Beyond one host: MPI").
 
 `Emulator(obj, comm=MPI.COMM_WORLD)` on more than one rank makes a `RankEmulator`: each rank
-holds the state of a contiguous block of chips (chip index = chip row * chips_x + chip column)
-and nothing else, plus a ghost FIFO for each link from one of its nodes into another rank's
-node. Rank 0 holds the object and does the I/O; the other ranks receive their share of the code
-and data (`_share`), their pieces of each input, and send back their pieces of each output and
-their statistics.
+holds the state of a contiguous block of chips (chip index = chip row * chips_x + chip column,
+`Partition`) and nothing else, plus a ghost FIFO for each link from one of its nodes into another
+rank's node. Rank 0 holds the object and does the I/O; the other ranks receive their share of
+the code and data (`make_share`), their pieces of each input, and send back their pieces of each
+output and their statistics.
 
-Running is a sequence of time windows. In a window every rank runs its nodes (the ordinary
-run loop, emulator.kernel) while their clocks are below the window's end (cfg[K_HORIZON]); then
-the ranks exchange what crossed: each message pushed into a ghost FIFO (length, arrival time,
-payload) goes to the rank that owns its receiver, which appends it to the real FIFO; and each
-message popped from a FIFO fed by another rank goes back as a credit (the new pop count and the
-times the slots were freed), so the sender's ghost sees the FIFO's room and the slots' free
-times exactly as in one process. That is backpressure crossing the boundary.
+Running is a sequence of time windows. In a window every rank runs its nodes (the ordinary run
+loop, emulator.kernel); the nodes that receive from another rank only while their clocks are
+below the window's end (cfg[K_HORIZON]), the others freely, as they can only wait for their own
+rank's messages. Then the ranks exchange what crossed: each message pushed into a ghost FIFO
+(length, arrival time, payload) goes to the rank that owns its receiver, which appends it to the
+real FIFO; and each message popped from a FIFO fed by another rank goes back as a credit (the
+new pop count and the times the slots were freed), so the sender's ghost sees the FIFO's room
+and the slots' free times exactly as in one process: backpressure crossing the boundary.
 
 Why the results cannot depend on the number of ranks: timing depends only on each node's
 program order and on each link's message order (emulator.kernel), a blocked instruction
 changes nothing, and everything a node's timing reads about a link (arrival times, slot free
 times) travels with the messages and credits. So whenever a rank sees a message or a credit,
 the node that uses it computes exactly the times it would in one process; seeing it a window
-later only means retrying a blocked instruction. The window length is a matter of speed, not of
-correctness: it is the lookahead, the smallest latency + 1 serialisation cycle of any link
-between two ranks (machine chip_hop_latency + 1 on the chip-edge links). A message sent at
-cycle t arrives at t + lookahead or later, so every message a node can receive before a
-window's end was sent before the window's start, and is already there: ranks advance in step
-through modelled time and a receive blocks only on traffic still in flight in the model.
-Windows in which no node runs are skipped: the next window starts at the earliest clock of a
-node that can run.
+later only means retrying a blocked instruction. The window length is thus a matter of speed,
+not of correctness. It is the lookahead, the smallest latency + 1 serialisation cycle of any
+link between two ranks (chip_hop_latency + 1 on the chip-edge links): a message sent at cycle t
+arrives at t + lookahead or later, so every message a node can receive before a window's end
+was sent before the window's start and has already crossed, and the ranks advance in step
+through modelled time. Windows in which nothing can run are skipped: the next one starts at the
+earliest clock of a node waiting for it.
 
-The run ends when a window changed nothing anywhere: no rank ran an instruction, nothing
-crossed, and no node waits for the next window. Then traps, wait-for chains (which may run
-through several ranks), cycle counts and statistics are gathered on rank 0 in machine node id
-order, and are those of one process. A Ctrl-C (the launcher sends it to every rank) is
-noticed at the next window's end by all ranks together. A rank that fails calls MPI_Abort, so
-all stop with its message rather than wait for it.
+The run ends after a window that changed nothing anywhere: no rank ran an instruction, nothing
+crossed, and no node waits for a later window. Each window's flags (that, a Ctrl-C, the
+earliest waiting clock) are all-reduced while the next window runs. Then traps, wait-for chains
+(which may run through several ranks), cycle counts and statistics are gathered on rank 0 in
+machine node id order, and are those of one process. A Ctrl-C (the launcher sends it to every
+rank) stops all ranks at the same window. A rank that fails calls MPI_Abort, so all stop with
+its message rather than wait for it.
 
 Every method is collective: all ranks call the same methods in the same order (rank 0's
-arguments count). The `d1` command line runs its commands on rank 0 only, while the other ranks
-`serve`: they follow rank 0's calls, sent as a small header before each method (`_Op`).
+arguments count; `_start` checks the order). The `d1` command line runs its commands on rank 0
+only, while the other ranks `serve`: they follow rank 0's calls, each announced by a small
+header. A command that makes several emulators in turn (a scaling study) closes each
+(`close()`) to free the other ranks' shares.
 """
 
 from __future__ import annotations
@@ -59,7 +62,14 @@ from numba import njit
 from d1isa import isa
 from d1isa.errors import D1Error
 from d1isa.machine import OPPOSITE, Machine
-from d1isa.objfile import CodeBlock, DataInit, ObjectFile, TensorLayout, TensorPiece
+from d1isa.objfile import (
+    DTYPE_BYTES,
+    CodeBlock,
+    DataInit,
+    ObjectFile,
+    TensorLayout,
+    TensorPiece,
+)
 from emulator import kernel as K
 from emulator.constants import K_HORIZON, K_KEEP_WAKE, K_N, N_DIRS, NO_HORIZON
 from emulator.decode import C_OP, decode_blocks, kernel_table
@@ -69,9 +79,8 @@ from emulator.emulator import (
     Emulator,
     _piece_view,
     _set_controls,
+    _to_raw,
     assemble_output,
-    input_bits,
-    piece_slices,
     wait_chains_of,
 )
 from emulator.opcodes import FELL_OFF
@@ -113,6 +122,7 @@ class Partition:
         return np.nonzero(self.owner == rank)[0].astype(np.int64)
 
     def chips(self, rank: int) -> tuple[int, int]:
+        """The chips [first, last + 1) of `rank` (empty when it holds none)."""
         return self.first_chip[rank], self.first_chip[rank + 1]
 
     def lookahead(self) -> int:
@@ -195,6 +205,11 @@ def make_share(obj: ObjectFile, nodes: np.ndarray) -> Share:
         piece_ids[t.name] = ids
     return Share(blocks, node_block, data, tensors, piece_ids, list(obj.files),
                  dict(obj.sources), dict(obj.meta))
+
+
+def _slices(p: TensorPiece) -> tuple[slice, ...]:
+    """The part of the whole tensor that piece p holds."""
+    return tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
 
 
 # ---- what crosses between ranks, packed for MPI ----------------------------------------------
@@ -447,7 +462,6 @@ class RankEmulator(Emulator):
                 raise D1Error("max_cycles must be >= 0 and quantum >= 1")
             if window is not None and int(window) < 1:
                 raise D1Error(f"window must be >= 1 cycles, got {window}")
-            part = Partition(obj.machine, self.ranks)      # refuses more ranks than chips
             params = {"machine": obj.machine.to_dict(), "seed": int(seed),
                       "max_cycles": int(max_cycles), "quantum": int(quantum),
                       "window": None if window is None else int(window)}
@@ -455,9 +469,7 @@ class RankEmulator(Emulator):
         _SERIAL[id(comm)] = self.serial = _SERIAL.get(id(comm), 0) + 1
         with self._op("new", params) as (params, _):
             m = obj.machine if self.rank == 0 else Machine.from_dict(params["machine"])
-            if self.rank != 0:
-                part = Partition(m, self.ranks)
-            self.partition = part
+            self.partition = part = Partition(m, self.ranks)
             nodes = part.nodes(self.rank)
             if self.rank == 0:
                 self.source = obj
@@ -530,13 +542,7 @@ class RankEmulator(Emulator):
         self.link_src[out_link[sends]] = sends // N_DIRS
         self._wake = np.zeros((links // N_DIRS + 2 + 7) // 8 * 8, dtype=np.uint8)
         self.xy = np.ascontiguousarray(np.asarray(m.xy)[nodes], dtype=np.int64)
-        # The window's horizon applies to the rows that receive from another rank: only their
-        # input can still be on its way when the window starts. The others run ahead freely;
-        # they block on their own rank's messages, which are always complete.
-        bounded = np.zeros(n, dtype=np.int64)
-        for fifos in into.values():
-            bounded[np.asarray(fifos, dtype=np.int64) // N_DIRS] = 1
-        self._xyid = xy_table(self.xy, st.gid, bounded)
+        self._xyid = xy_table(self.xy, st.gid)
         flops = np.zeros(FELL_OFF + 1, dtype=np.int64)
         flops[:256] = isa.flops_by_opcode()
         self.flops_tab = flops
@@ -789,16 +795,23 @@ class RankEmulator(Emulator):
         parts = None
         if self.rank == 0:
             t = self.source.tensor(name)
-            raw = input_bits(t, array)
+            a = np.asarray(array)
+            if a.shape != tuple(t.shape):
+                raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
+            raw = _to_raw(a, t)
             owner = self.partition.owner
             parts = [{} for _ in range(self.ranks)]
             for i, p in enumerate(t.pieces):
-                parts[int(owner[p.node])][i] = np.ascontiguousarray(raw[piece_slices(p)])
+                parts[int(owner[p.node])][i] = np.ascontiguousarray(raw[_slices(p)])
         with self._op("set_input", name) as (name, _):
             mine = self.comm.scatter(parts, root=0)
             t = self.obj.tensor(name)
+            st = self.state
             for i, p in zip(self._piece_ids[name], t.pieces, strict=True):
-                self._write_piece(p, t.dtype, mine[i])
+                _piece_view(st.sram, p, t.dtype)[...] = mine[i]
+                end = p.addr + sum((s - 1) * d for s, d in zip(p.shape, p.strides, strict=True)) \
+                    + DTYPE_BYTES[t.dtype]
+                st.hwm[p.node] = max(int(st.hwm[p.node]), end)
 
     def output(self, name: str) -> np.ndarray:
         """Tensor `name` gathered from every rank's pieces; every rank gets it."""

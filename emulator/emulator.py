@@ -587,17 +587,17 @@ class Emulator:
     def set_input(self, name: str, array: Any) -> None:
         """Scatter `array` to every piece of tensor `name`, converted to the tensor's dtype."""
         t = self.obj.tensor(name)
-        raw = input_bits(t, array)
+        a = np.asarray(array)
+        if a.shape != tuple(t.shape):
+            raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
+        raw = _to_raw(a, t)
+        esize = DTYPE_BYTES[t.dtype]
         for p in t.pieces:
-            self._write_piece(p, t.dtype, raw[piece_slices(p)])
-
-    def _write_piece(self, p: TensorPiece, dtype: str, bits: np.ndarray) -> None:
-        """Element bits of one piece into its node's SRAM (its row of the state), raising the
-        node's high-water mark."""
-        _piece_view(self.state.sram, p, dtype)[...] = bits
-        end = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True)) \
-            + DTYPE_BYTES[dtype]
-        self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
+            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+            _piece_view(self.state.sram, p, t.dtype)[...] = raw[sl]
+            end = p.addr + sum((s - 1) * st for s, st in zip(p.shape, p.strides, strict=True)) \
+                + esize
+            self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
 
     def output(self, name: str) -> np.ndarray:
         """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
@@ -908,19 +908,6 @@ def auto_threads(nodes: int) -> int:
     return max(1, min(usable_cpus(), 8, nodes // 64))
 
 
-def piece_slices(p: TensorPiece) -> tuple[slice, ...]:
-    """The part of the whole tensor that piece p holds."""
-    return tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-
-
-def input_bits(t: TensorLayout, array: Any) -> np.ndarray:
-    """An input array checked against tensor t's shape, as the tensor's element bits."""
-    a = np.asarray(array)
-    if a.shape != tuple(t.shape):
-        raise D1Error(f"input '{t.name}' must have shape {tuple(t.shape)}, got {a.shape}")
-    return _to_raw(a, t)
-
-
 def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:
     """Tensor `t` from the element bits of each of its pieces (`values`, in piece order; where
     pieces overlap the first one wins): float32 for f32/bf16, int32 for i32."""
@@ -928,7 +915,7 @@ def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:
     out = np.zeros(t.shape, dtype=rawtype)
     filled = np.zeros(t.shape, dtype=bool)
     for p, vals in zip(t.pieces, values, strict=True):
-        sl = piece_slices(p)
+        sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
         want = ~filled[sl]
         region = out[sl]
         region[want] = vals[want]

@@ -16,8 +16,7 @@ allocated here):
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
     geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
-             link_src, wake, cfg)        (xy: each row's x, y, machine node id, and 1 if
-                                          the horizon applies to it)
+             link_src, wake, cfg)        (xy: each row's x, y and machine node id)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
 
@@ -54,9 +53,9 @@ Ranks: under MPI (emulator.distributed) each process runs this loop on its own s
 nodes: cfg[K_N] rows, whose machine node ids are the third column of xy (getid reads it; getn
 reads cfg[K_NODES]), with a send to another rank's node landing in a ghost FIFO past the rows'
 own links, which the distributed driver moves between windows. cfg[K_HORIZON] is the current
-window's end: a node the horizon applies to (xy's fourth column: one that receives from another
-rank) and whose clock reaches it ends its turn with nothing changed, like a blocked node, and goes
-on in the next window (NO_HORIZON otherwise: the same compare as max_cycles).
+window's end: a node about to receive from a FIFO another rank feeds (link_src points past the
+rows) once its clock has reached the horizon ends its turn with nothing changed, like a blocked
+node, and goes on in the next window (NO_HORIZON in one process: the test is never true).
 Between windows the driver wakes only the nodes whose links the exchange changed
 (cfg[K_KEEP_WAKE]), so a window costs the loop a visit to each node that can move, not to every
 node of the rank.
@@ -72,6 +71,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from d1isa.isa import SEND_OPCODES
 from d1isa.traps import CYCLE_LIMIT, ILLEGAL_INSTRUCTION, PC_OUT_OF_RANGE, USER_TRAP
 
 # (F401: names emulator.emulator and emulator.debugger read as `K.<name>` from this module.)
@@ -91,6 +91,7 @@ from emulator.constants import (
     K_SRAM,
     K_SRAM_ROW,
     K_USE_NODE_BUDGET,
+    N_DIRS,
     O_EXECUTED,
     O_HELPED,
     O_REASON,
@@ -241,12 +242,10 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     use_nb = cfg[K_USE_NODE_BUDGET] != 0
     sram_bytes = cfg[K_SRAM]
     sram_row = cfg[K_SRAM_ROW]
-    # A node runs an instruction only while its clock is at most its bound mc: past max_cycles
-    # it traps; a node the horizon applies to (xy column 3: on MPI ranks, one that receives from
-    # another rank, see emulator.distributed) pauses at the horizon, state unchanged. One compare
-    # per instruction tests both; which one stopped it is sorted out off the fast path.
-    limit = cfg[K_MAX_CYCLES]
-    maxc = min(limit, cfg[K_HORIZON] - 1)
+    maxc = cfg[K_MAX_CYCLES]
+    # On MPI ranks: a receive from a FIFO that another rank feeds (its sender row is past this
+    # call's rows) waits for the next window once the node's clock reaches the horizon.
+    horizon = cfg[K_HORIZON]
     vwords = v.shape[1] * 16
     awords = acc.shape[1] * 64
     vflat = v.reshape(v.size)
@@ -313,12 +312,10 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                 length = node_len[node]
                 c = clock[node]
                 p = pc[node]
-                mc = maxc if xy[node, 3] != 0 else limit
-                # The fetch checks, in order: the cycle limit (or the horizon), then the pc.
-                if q > 0 and c > mc:
-                    if c > limit:
-                        state[node] = TRAPPED
-                        cause[node] = CYCLE_LIMIT
+                # The fetch checks, in order: the cycle limit, then the pc.
+                if q > 0 and c > maxc:
+                    state[node] = TRAPPED
+                    cause[node] = CYCLE_LIMIT
                     q = 0
                 elif q > 0 and (p < 0 or p >= length):
                     state[node] = TRAPPED
@@ -355,7 +352,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     while left > 0:
                         if trace is not None:
                             trace_step(trace, node, base + p, c, xr, fl, stats)
-                        if c > mc:
+                        if c > maxc:
                             slow = True
                             break
                         gi = np.uint64(p * CODE_COLS)
@@ -478,10 +475,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                     if leave or not slow:
                         break
                     # ---- outer loop: one instruction the inner loop does not run --------------
-                    if c > mc:
-                        if c > limit:
-                            tcause = CYCLE_LIMIT
-                        break               # else paused at the horizon, still running
+                    if c > maxc:
+                        tcause = CYCLE_LIMIT
+                        break
                     gi = np.uint64(p * CODE_COLS)
                     op = real_op[base + p]
                     if cn[gi] == STOP_MARK:
@@ -573,6 +569,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             if mh > xr[XCOL_HWM]:
                                 xr[XCOL_HWM] = mh
                     elif op < ILLEGAL:
+                        if (c >= horizon and op not in SEND_OPCODES
+                                and link_src[node * N_DIRS + np.int64(rs3)] >= n):
+                            break           # paused at the window's end, still running
                         # network: the clock moves by the timing equations, not by the cost
                         ns, c2, nh = net_op(op, node, rd, rs1, rs2, np.int64(rs3), c, x, v, sram8,
                                             fifo, stats, out_link, link_lat, link_bw, link_src,

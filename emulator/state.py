@@ -413,12 +413,9 @@ def link_geometry(machine: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return out_link, lat, bw
 
 
-def xy_table(xy: np.ndarray, gid: np.ndarray, bounded: np.ndarray | None = None) -> np.ndarray:
-    """The run loop's per-row table: x, y, machine node id (getx, gety, getid read them), and
-    whether the time window's horizon applies to the row (`bounded`; on MPI ranks the rows that
-    receive from another rank, emulator.distributed; none in one process)."""
-    flag = np.zeros(len(gid), dtype=np.int64) if bounded is None else bounded
-    return np.ascontiguousarray(np.column_stack([xy, gid, flag]), dtype=np.int64)
+def xy_table(xy: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """The run loop's per-row (x, y, machine node id) table (getx, gety, getid read it)."""
+    return np.ascontiguousarray(np.column_stack([xy, gid]), dtype=np.int64)
 
 
 def make_cfg(machine: Machine, max_cycles: int) -> np.ndarray:
