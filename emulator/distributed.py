@@ -533,11 +533,14 @@ class RankEmulator(Emulator):
         bw = np.ascontiguousarray(m.link_bandwidth, dtype=np.int64)[nodes].reshape(-1).copy()
         bw[bw <= 0] = 1
         self.link_bw = bw
-        # Each FIFO's sending row; FIFOs fed from another rank point at a spare wake flag past
-        # the rows (`dummy`), and a send into a ghost sets one there too.
-        dummy = n
+        # Each FIFO's sending row (-1 at the mesh edge, as in one process); a FIFO fed from
+        # another rank points at a spare wake flag past the rows, which is how the run loop
+        # knows its receives wait for the window (kernel), and a send into a ghost sets one there
+        # too.
         links = st.links
-        self.link_src = np.full(links, dummy, dtype=np.int64)
+        self.link_src = np.full(links, -1, dtype=np.int64)
+        for fifos in into.values():
+            self.link_src[np.asarray(fifos, dtype=np.int64)] = n
         sends = np.nonzero(out_link >= 0)[0]
         self.link_src[out_link[sends]] = sends // N_DIRS
         self._wake = np.zeros((links // N_DIRS + 2 + 7) // 8 * 8, dtype=np.uint8)
