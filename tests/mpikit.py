@@ -169,6 +169,21 @@ TRAP = """
         halt
 """
 
+# A ping-pong across the boundary of ranks 0 and 1 that never ends (for Ctrl-C).
+FOREVER = """
+.text node 3,3
+        movi    r1, 0
+ping:   send    S, r1
+        recv    r1, S
+        addi    r1, r1, 1
+        jal     r0, ping
+.text node 3,4
+pong:   recv    r1, N
+        send    N, r1
+        jal     r0, pong
+"""
+
+
 EXTRA = {"x_cross.d1s": CROSS, "x_deadlock.d1s": DEADLOCK, "x_trap.d1s": TRAP}
 # (object, max_cycles): the token ring stopped by --max-cycles half way round the mesh
 LIMITED = [("token_ring.d1o", 700)]
@@ -292,21 +307,6 @@ def api_on_every_rank(work: Path, comm) -> dict:
         emu.close()
     # every rank holds the same result and output
     return got["None"] if all(v == got["None"] for v in got.values()) else got
-
-
-# A ping-pong across the boundary of ranks 0 and 1 that never ends (for Ctrl-C).
-FOREVER = """
-.text node 3,3
-        movi    r1, 0
-ping:   send    S, r1
-        recv    r1, S
-        addi    r1, r1, 1
-        jal     r0, ping
-.text node 3,4
-pong:   recv    r1, N
-        send    N, r1
-        jal     r0, pong
-"""
 
 
 def mismatch(comm) -> int:
