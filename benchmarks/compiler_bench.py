@@ -15,6 +15,10 @@
 - every program in programs/ on the d1 machine: modelled cycles, FLOP/s and percent of the peak
   of its data type (as `d1 run --stats` reports them), link traffic, and whether the outputs
   match the reference; baseline: the same program compiled with matmul=naive.
+- multi-head attention, programs/multihead.d1k (64 tokens, width 128, 4 heads of 32, f32):
+  modelled cycles and percent of the f32 peak with the batched matmuls on sub-grids (the
+  default); baseline from the same run: batched=sequential (each head's products on the whole
+  grid, one after the other).
 - emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded, best of 5)
   against numpy float32 matmul of the same shapes on one thread, interleaved in the same run;
   target <= 5x. Shown for the thread count `d1 run` uses by default (emulator.auto_threads) and
@@ -76,8 +80,9 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     c = compile_text(text, machine, filename, options)
     graph = c.graph
     inputs = compiler.make_inputs(graph, 0)
+    params = compiler.init_params(graph, 0)
     emu = Emulator(c.obj)
-    for name, value in inputs.items():
+    for name, value in {**inputs, **params}.items():
         emu.set_input(name, value)
     emu.run(max_instructions=0)           # load the jitted loop outside the timing
     t = time.perf_counter()
@@ -85,8 +90,10 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     wall = time.perf_counter() - t
     if not result.ok:
         raise RuntimeError(result.report())
-    ref = compiler.evaluate(graph, inputs)
+    ref = compiler.evaluate(graph, inputs, params)
     outs = {o.name: emu.output(o.name) for o in graph.outputs}
+    outs.update({compiler.update_key(u.param.name): emu.output(u.param.name)
+                 for u in graph.updates})
     ok = all(r[4] for r in compiler.compare_outputs(graph, outs, ref))
     seconds = result.cycles / machine.clock_hz
     util = (flops / seconds / machine.peak_flops["bf16"]) if flops else 0.0
@@ -268,6 +275,14 @@ def print_spmd(r: dict) -> None:
           f"{cpu / run['numpy']:.1f}x)")
 
 
+def bench_heads() -> dict:
+    """programs/multihead.d1k on d1, batched matmuls on sub-grids and sequentially."""
+    m = load_machine("d1")
+    text = (ROOT / "programs" / "multihead.d1k").read_text()
+    return {key: run_program(text, m, CompileOptions(batched=key), filename="multihead.d1k")
+            for key in ("subgrid", "sequential")}
+
+
 def main() -> None:
     import sys
     if sys.argv[1:] == ["spmd"]:
@@ -300,6 +315,12 @@ def main() -> None:
         print(f"    {name:<18} {got['cycles']:7,} cycles {got['pct']:6.2f} % {got['dtype']:<4} "
               f"{got['flops_per_second'] / 1e12:7.3f} TFLOP/s {got['link_bytes']:>10,} link B  "
               f"correct: {got['ok']}   (naive {base['cycles']:,} cycles, {base['pct']:.2f} %)")
+    h = bench_heads()
+    print(f"multi-head attention (4 heads)   {h['subgrid']['pct']:6.2f} %   (modelled, "
+          f"{h['subgrid']['cycles']:,} cycles, f32; batched matmuls on sub-grids; correct: "
+          f"{h['subgrid']['ok']})")
+    print(f"    baseline batched=sequential {h['sequential']['pct']:6.2f} %   "
+          f"({h['sequential']['cycles']:,} cycles; correct: {h['sequential']['ok']})")
     e = bench_emulation()
     for t, wall in sorted(e["threads"].items(), reverse=True):
         print(f"emulating the 1024^3 matmul     {wall:6.3f} s   on {t} thread{'s' * (t > 1)} "

@@ -39,7 +39,7 @@ def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Sc
     needed = {id(v) for v in outputs}
     kept: list[Step] = []
     for st in reversed(steps):
-        if st.out is not None and id(st.out) not in needed:
+        if st.writes() and not any(id(v) in needed for v in st.writes()):
             continue
         kept.append(st)
         for v in st.ins:

@@ -85,7 +85,36 @@ class Call(Span):
         return tuple(a for a in self.items if isinstance(a, Keyword))
 
 
-Expr = Number | Name | Neg | BinOp | Call
+@dataclass(frozen=True, kw_only=True)
+class ListExpr(Span):
+    """A list literal `[a, b, ...]`: an argument of `reshape(x, [...])` and
+    `transpose(x, [...])`, never a value of its own. The items stay expressions, so a
+    non-literal one can be pointed at."""
+
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slice(Span):
+    """`start:stop` or `start:stop:step` inside an index; a part left out is None (`:` is all
+    three None)."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Index(Span):
+    """Postfix indexing `value[s0, s1, ...]`: each subscript an expression (an integer that
+    removes its axis) or a `Slice`. `bracket_col` is the column of the '['."""
+
+    value: Expr
+    subscripts: tuple[Expr | Slice, ...]
+    bracket_col: int
+
+
+Expr = Number | Name | Neg | BinOp | Call | ListExpr | Index
 
 
 # ---- statements -------------------------------------------------------------------------------
@@ -147,7 +176,7 @@ class Program:
 
 # ---- printing ---------------------------------------------------------------------------------
 
-def format_expr(e: Expr | Keyword) -> str:
+def format_expr(e: Expr | Keyword | Slice) -> str:
     """An expression as fully parenthesised source text, which makes precedence visible."""
     if isinstance(e, Number):
         return e.text
@@ -159,6 +188,13 @@ def format_expr(e: Expr | Keyword) -> str:
         return f"({format_expr(e.left)} {e.op} {format_expr(e.right)})"
     if isinstance(e, Keyword):
         return f"{e.name}={format_expr(e.value)}"
+    if isinstance(e, ListExpr):
+        return f"[{', '.join(format_expr(a) for a in e.items)}]"
+    if isinstance(e, Slice):
+        parts = [("" if p is None else format_expr(p)) for p in (e.start, e.stop, e.step)]
+        return ":".join(parts if e.step is not None else parts[:2])
+    if isinstance(e, Index):
+        return f"{format_expr(e.value)}[{', '.join(format_expr(a) for a in e.subscripts)}]"
     return f"{e.func}({', '.join(format_expr(a) for a in e.items)})"
 
 

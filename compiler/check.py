@@ -35,6 +35,7 @@ from compiler.ir import (
     broadcast_shape,
     format_shape,
     format_type,
+    matmul_shape,
     promote,
     round_scalar,
     verify,
@@ -60,7 +61,8 @@ class Builtin:
     """One builtin function: how it is called and which op it lowers to."""
 
     name: str
-    kind: str      # "unary", "binary", "reduce", "softmax", "transpose", "cast" or "grad"
+    kind: str      # "unary", "binary", "reduce", "softmax", "transpose", "cast", "grad",
+                   # "where", "layernorm", "reshape" or "concat"
     op: Op
     usage: str
 
@@ -73,14 +75,23 @@ BUILTINS = {b.name: b for b in (
     Builtin("sqrt", "unary", Op.SQRT, "sqrt(x)"),
     Builtin("abs", "unary", Op.ABS, "abs(x)"),
     Builtin("log", "unary", Op.LOG, "log(x)"),
+    Builtin("erf", "unary", Op.ERF, "erf(x)"),
+    Builtin("gelu", "unary", Op.GELU, "gelu(x)"),
+    Builtin("pow", "binary", Op.POW, "pow(a, b)"),
+    Builtin("where", "where", Op.WHERE, "where(c, a, b)"),
     Builtin("maximum", "binary", Op.MAXIMUM, "maximum(a, b)"),
     Builtin("minimum", "binary", Op.MINIMUM, "minimum(a, b)"),
     Builtin("sum", "reduce", Op.SUM, "sum(x) or sum(x, axis=K, keepdims=0|1)"),
     Builtin("max", "reduce", Op.MAX, "max(x) or max(x, axis=K, keepdims=0|1)"),
     Builtin("mean", "reduce", Op.MEAN, "mean(x) or mean(x, axis=K, keepdims=0|1)"),
+    Builtin("min", "reduce", Op.MIN, "min(x) or min(x, axis=K, keepdims=0|1)"),
+    Builtin("argmax", "reduce", Op.ARGMAX, "argmax(x) or argmax(x, axis=K, keepdims=0|1)"),
+    Builtin("layernorm", "layernorm", Op.LAYERNORM, "layernorm(x, axis=-1, eps=1e-5)"),
     Builtin("softmax", "softmax", Op.SOFTMAX, "softmax(x, axis=K)"),
     Builtin("log_softmax", "softmax", Op.LOG_SOFTMAX, "log_softmax(x, axis=K)"),
-    Builtin("transpose", "transpose", Op.TRANSPOSE, "transpose(x)"),
+    Builtin("transpose", "transpose", Op.TRANSPOSE, "transpose(x) or transpose(x, [P0, P1, ...])"),
+    Builtin("reshape", "reshape", Op.RESHAPE, "reshape(x, [D0, D1, ...])"),
+    Builtin("concat", "concat", Op.CONCAT, "concat(a, b, ..., axis=K)"),
     Builtin("cast", "cast", Op.CAST, "cast(x, bf16) or cast(x, f32)"),
     Builtin("grad", "grad", Op.GRAD, "grad(L, p) with L a 0-d value and p a param or input"),
 )}
@@ -89,7 +100,11 @@ KEYWORDS = ("input", "output", "param", "update")
 INIT_FORMS = "a number literal, glorot or normal(STD)"
 RESERVED = frozenset(BUILTINS) | frozenset(DTYPES) | frozenset(KEYWORDS)
 
-BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV}
+BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "**": Op.POW,
+             "<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.GE, "==": Op.EQ, "!=": Op.NE}
+# The elementwise builtin a reduction's name is mistaken for when given two tensors.
+ELEMENTWISE_TWIN = {"max": "maximum", "min": "minimum"}
+LAYERNORM_EPS = 1e-5
 
 
 def _fold_unary(op: Op, v: float) -> float:
@@ -98,6 +113,7 @@ def _fold_unary(op: Op, v: float) -> float:
         Op.NEG: lambda: -x, Op.ABS: lambda: abs(x), Op.RELU: lambda: max(x, 0.0),
         Op.EXP: lambda: np.exp(x), Op.TANH: lambda: np.tanh(x), Op.SQRT: lambda: np.sqrt(x),
         Op.SIGMOID: lambda: 1.0 / (1.0 + np.exp(-x)), Op.LOG: lambda: np.log(x),
+        Op.ERF: lambda: math.erf(x), Op.GELU: lambda: 0.5 * x * math.erfc(-x / math.sqrt(2.0)),
     }[op]
     with np.errstate(all="ignore"):
         return float(result())
@@ -108,7 +124,9 @@ def _fold_binary(op: Op, a: float, b: float) -> float:
     with np.errstate(all="ignore"):
         return float({
             Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: np.divide,
-            Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum,
+            Op.MAXIMUM: np.maximum, Op.MINIMUM: np.minimum, Op.POW: np.power,
+            Op.LT: np.less, Op.LE: np.less_equal, Op.GT: np.greater, Op.GE: np.greater_equal,
+            Op.EQ: np.equal, Op.NE: np.not_equal,
         }[op](x, y))
 
 
@@ -427,6 +445,12 @@ class _Checker:
             if e.op == "@":
                 return self.matmul(a, b, e)
             return self.elementwise(BINOP_OPS[e.op], f"'{e.op}'", a, b, e, e.op_col)
+        if isinstance(e, ast.ListExpr):
+            self.error(e, "a list is not a value; lists are arguments: reshape(x, [D0, ...]), "
+                          "transpose(x, [P0, ...])")
+            return POISON
+        if isinstance(e, ast.Index):
+            return self.index(e)
         return self.call(e)
 
     def lookup(self, e: ast.Name) -> Value:
@@ -505,14 +529,20 @@ class _Checker:
             self.error(e, "'@' needs a tensor on both sides; to scale by a number use '*'",
                        col=e.op_col)
             return POISON
-        if a.ndim != 2 or b.ndim != 2:
-            self.error(e, f"matmul needs 2-D operands: {format_shape(a.shape)} @ "
-                          f"{format_shape(b.shape)}", col=e.op_col)
+        if not (2 <= a.ndim <= MAX_INPUT_DIMS and 2 <= b.ndim <= MAX_INPUT_DIMS):
+            self.error(e, f"matmul needs operands of 2 to {MAX_INPUT_DIMS} dimensions: "
+                          f"{format_shape(a.shape)} @ {format_shape(b.shape)}", col=e.op_col)
             return POISON
-        if a.shape[1] != b.shape[0]:
+        if a.shape[-1] != b.shape[-2]:
             self.error(e, f"matmul dimension mismatch: {format_shape(a.shape)} @ "
-                          f"{format_shape(b.shape)}: {a.shape[1]} != {b.shape[0]}",
+                          f"{format_shape(b.shape)}: {a.shape[-1]} != {b.shape[-2]}",
                        col=e.op_col)
+            return POISON
+        if matmul_shape(a.shape, b.shape) is None:
+            self.error(e, f"cannot broadcast the batch dimensions {format_shape(a.shape[:-2])} "
+                          f"and {format_shape(b.shape[:-2])} of {format_shape(a.shape)} @ "
+                          f"{format_shape(b.shape)}"
+                          f"{_broadcast_detail(a.shape[:-2], b.shape[:-2])}", col=e.op_col)
             return POISON
         dtype = promote(a.dtype, b.dtype)
         x = self.conform(a, a.shape, dtype, e.line, e.op_col)
@@ -538,6 +568,16 @@ class _Checker:
             return POISON
         if fn.kind in ("reduce", "softmax"):
             return self.call_with_axis(fn, e, name_span)
+        if fn.kind == "where":
+            return self.call_where(fn, e, name_span)
+        if fn.kind == "layernorm":
+            return self.call_layernorm(fn, e, name_span)
+        if fn.kind == "reshape":
+            return self.call_reshape(fn, e, name_span)
+        if fn.kind == "concat":
+            return self.call_concat(fn, e, name_span)
+        if fn.kind == "transpose" and len(e.args) == 2 and not e.keywords:
+            return self.call_permute(fn, e)
         args, keywords = e.args, e.keywords
         n_params = {"unary": 1, "transpose": 1, "binary": 2, "cast": 2, "grad": 2}[fn.kind]
         ok = True
@@ -579,7 +619,9 @@ class _Checker:
         (x,) = operands
         if not isinstance(x, Node) or x.ndim != 2:
             got = "a number" if isinstance(x, float) else format_shape(x.shape)
-            self.error(args[0], f"transpose needs a 2-D tensor, got {got}")
+            hint = "" if isinstance(x, float) else "; for other ranks give the axes: " \
+                                                   "transpose(x, [P0, P1, ...])"
+            self.error(args[0], f"transpose needs a 2-D tensor, got {got}{hint}")
             return POISON
         return self.emit(Op.TRANSPOSE, (x,), e, e.col)
 
@@ -650,9 +692,11 @@ class _Checker:
             else:
                 self.error(k, f"unknown keyword '{k.name}' for {fn.name}; usage: {fn.usage}")
                 return POISON
-        if fn.name == "max" and len(args) == 2 and not isinstance(args[1], ast.Number):
-            self.error(name_span, "max(x, axis=K) reduces one tensor along an axis; for the "
-                                  "elementwise maximum of two values use maximum(a, b)")
+        if (fn.name in ELEMENTWISE_TWIN and len(args) == 2
+                and not isinstance(args[1], ast.Number)):
+            twin = ELEMENTWISE_TWIN[fn.name]
+            self.error(name_span, f"{fn.name}(x, axis=K) reduces one tensor along an axis; for "
+                                  f"the elementwise {twin} of two values use {twin}(a, b)")
             return POISON
         if len(args) == 2:
             if axis_expr is not None:
@@ -701,11 +745,376 @@ class _Checker:
             return self.reshape(out, x.shape[:k] + (1,) + x.shape[k + 1:], e)
         return out
 
+    def call_where(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`where(c, a, b)`: a where c != 0, else b, broadcasting all three. The result has the
+        dtype rule of a and b (two literals take c's dtype); c keeps its own dtype, so no
+        rounding can turn a nonzero condition into 0."""
+        ok = True
+        for k in e.keywords:
+            self.error(k, f"where has no keyword '{k.name}'; usage: {fn.usage}")
+            ok = False
+        if ok and len(e.args) != 3:
+            self.error(name_span, f"where takes 3 arguments, got {len(e.args)}; "
+                                  f"usage: {fn.usage}")
+            ok = False
+        if not ok:
+            return POISON
+        c, a, b = (self.lower(x) for x in e.args)
+        if POISON in (c, a, b):
+            return POISON
+        tensors = [v for v in (a, b) if isinstance(v, Node)]
+        if isinstance(c, float):
+            if not tensors:
+                return a if c != 0 else b
+            shape, dtype = self.where_type(tensors, None, e)
+            if shape is None:
+                return POISON
+            picked = self.conform(a if c != 0 else b, shape, dtype, e.line, e.col)
+            # A value of its own, as `y = x` gets: the pick may be a splat or a broadcast.
+            node = self.builder.add(Op.CAST, (picked,), shape=shape, dtype=dtype, line=e.line,
+                                    col=e.col)
+            self.sized.append((node, e))
+            return node
+        shape, dtype = self.where_type(tensors, c, e)
+        if shape is None:
+            return POISON
+        cond = self.conform(c, shape, c.dtype, e.line, e.col)
+        x = self.conform(a, shape, dtype, e.line, e.col)
+        y = self.conform(b, shape, dtype, e.line, e.col)
+        return self.emit(Op.WHERE, (cond, x, y), e, e.col)
+
+    def where_type(self, tensors: list[Node], cond: Node | None, e: ast.Call
+                   ) -> tuple[tuple[int, ...] | None, str]:
+        """Shape and dtype of a where over these value operands (and condition): the broadcast
+        of all of them, and the values' promoted dtype (the condition's if both are literals).
+        Reports a broadcast error and returns (None, "")."""
+        operands = tensors + ([cond] if cond is not None else [])
+        shape: tuple[int, ...] | None = operands[0].shape
+        for v in operands[1:]:
+            wider = broadcast_shape(shape, v.shape)
+            if wider is None:
+                self.error(e, f"cannot broadcast shapes {format_shape(shape)} and "
+                              f"{format_shape(v.shape)} for where"
+                              f"{_broadcast_detail(shape, v.shape)}")
+                return None, ""
+            shape = wider
+        if not tensors:
+            return shape, cond.dtype
+        dtype = tensors[0].dtype if len(tensors) == 1 else promote(tensors[0].dtype,
+                                                                   tensors[1].dtype)
+        return shape, dtype
+
+    def call_layernorm(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`layernorm(x, axis=-1, eps=1e-5)`: normalise along one axis (also given
+        positionally, `layernorm(x, 1)`); eps is a non-negative number literal."""
+        args = list(e.args)
+        axis_expr: ast.Expr | None = None
+        eps = LAYERNORM_EPS
+        ok = True
+        for k in e.keywords:
+            if k.name == "axis":
+                axis_expr = k.value
+            elif k.name == "eps":
+                v = k.value
+                if not (isinstance(v, ast.Number) and math.isfinite(v.value) and v.value >= 0):
+                    self.error(v, "eps must be a non-negative number literal such as 1e-5")
+                    ok = False
+                else:
+                    eps = v.value
+            else:
+                self.error(k, f"unknown keyword '{k.name}' for layernorm; usage: {fn.usage}")
+                return POISON
+        if len(args) == 2:
+            if axis_expr is not None:
+                self.error(args[1], "the axis of layernorm is given twice")
+                ok = False
+            axis_expr = args.pop()
+        if len(args) != 1:
+            self.error(name_span, f"layernorm takes one tensor and an optional axis, got "
+                                  f"{len(e.args)} positional arguments; usage: {fn.usage}")
+            return POISON
+        if axis_expr is not None and not _is_integer_literal(axis_expr):
+            self.error(axis_expr, "the axis must be an integer literal such as 0 or -1")
+            ok = False
+        x = self.lower(args[0])
+        if not ok or x is POISON:
+            return POISON
+        if isinstance(x, float) or x.ndim == 0:
+            got = "a number" if isinstance(x, float) else "a 0-d value"
+            self.error(args[0], f"layernorm needs a tensor with at least one dimension, "
+                                f"got {got}")
+            return POISON
+        k = -1 if axis_expr is None else int(axis_expr.text)
+        if not -x.ndim <= k < x.ndim:
+            self.error(axis_expr, f"axis {k} is out of range for layernorm of a {x.ndim}-D "
+                                  f"tensor {format_shape(x.shape)}; valid axes are "
+                                  f"{-x.ndim} to {x.ndim - 1}")
+            return POISON
+        node = self.builder.add(Op.LAYERNORM, (x,), axis=k % x.ndim, value=eps, line=e.line,
+                                col=e.col)
+        self.sized.append((node, e))
+        return node
+
+    # ---- shapes: reshape, transpose with axes, concat, indexing -------------------------------
+
+    def tensor_operand(self, what: str, arg: ast.Expr, x: Value) -> Node | None:
+        """x if it is a tensor with at least one dimension; else report it (at `arg`)."""
+        if x is POISON:
+            return None
+        if isinstance(x, float):
+            self.error(arg, f"{what} needs a tensor, got a number")
+            return None
+        if x.ndim == 0:
+            self.error(arg, f"{what} needs a tensor with at least one dimension, got a 0-d "
+                            f"value")
+            return None
+        return x
+
+    def int_list(self, fn: Builtin, arg: ast.Expr, what: str) -> list[int] | None:
+        """The integer literals of a list argument, or None after reporting what is wrong."""
+        if not isinstance(arg, ast.ListExpr):
+            self.error(arg, f"the {what} of {fn.name} is a list of integer literals; usage: "
+                            f"{fn.usage}")
+            return None
+        out = []
+        for item in arg.items:
+            k = _int_literal(item)
+            if k is None:
+                self.error(item, f"each entry of the {what} of {fn.name} must be an integer "
+                                 f"literal")
+                return None
+            out.append(k)
+        return out
+
+    def call_reshape(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`reshape(x, [D0, ...])`: the elements in row-major order in 1 to 4 dimensions; one
+        entry may be -1 (the rest of the elements)."""
+        for k in e.keywords:
+            self.error(k, f"reshape has no keyword '{k.name}'; usage: {fn.usage}")
+            return POISON
+        if len(e.args) != 2:
+            self.error(name_span, f"reshape takes 2 arguments, got {len(e.args)}; usage: "
+                                  f"{fn.usage}")
+            return POISON
+        arg, shape_arg = e.args
+        dims = self.int_list(fn, shape_arg, "shape")
+        x = self.lower(arg)
+        if dims is None or x is POISON:
+            return POISON
+        if isinstance(x, float):
+            self.error(arg, "reshape needs a tensor, got a number")
+            return POISON
+        if not 1 <= len(dims) <= MAX_INPUT_DIMS:
+            self.error(shape_arg, f"reshape gives 1 to {MAX_INPUT_DIMS} dimensions, got "
+                                  f"{len(dims)}")
+            return POISON
+        free = None
+        for item, d in zip(shape_arg.items, dims, strict=True):
+            if d == -1 and free is None:
+                free = item
+            elif d == -1:
+                self.error(item, "only one dimension of reshape may be -1")
+                return POISON
+            elif d < 1:
+                self.error(item, f"a dimension of reshape must be a positive integer or -1, "
+                                 f"got {d}")
+                return POISON
+        known = math.prod(d for d in dims if d != -1)
+        size = x.size
+        want = format_shape(dims)
+        if free is not None:
+            if size % known:
+                self.error(shape_arg, f"cannot reshape {format_shape(x.shape)} ({size} "
+                                      f"elements) into {want}: {size} is not a multiple of "
+                                      f"{known}")
+                return POISON
+            dims = [size // known if d == -1 else d for d in dims]
+        elif known != size:
+            self.error(shape_arg, f"cannot reshape {format_shape(x.shape)} ({size} elements) "
+                                  f"into {want} ({known} elements)")
+            return POISON
+        return self.reshape(x, tuple(dims), e)
+
+    def call_permute(self, fn: Builtin, e: ast.Call) -> Value:
+        """`transpose(x, [P0, ...])`: result axis k is axis Pk of x (negative axes count from
+        the end). The 2-D swap is the plain transpose; the identity is a copy."""
+        arg, perm_arg = e.args
+        perm = self.int_list(fn, perm_arg, "axes")
+        x = self.lower(arg)
+        if perm is None or x is POISON:
+            return POISON
+        if isinstance(x, float):
+            self.error(arg, "transpose needs a tensor, got a number")
+            return POISON
+        n = x.ndim
+        if len(perm) != n:
+            self.error(perm_arg, f"transpose of a {n}-D tensor {format_shape(x.shape)} needs "
+                                 f"{n} axes, got {len(perm)}")
+            return POISON
+        seen: set[int] = set()
+        for item, p in zip(perm_arg.items, perm, strict=True):
+            if not -n <= p < n:
+                self.error(item, f"axis {p} is out of range for a {n}-D tensor; valid axes "
+                                 f"are {-n} to {n - 1}")
+                return POISON
+            if p % n in seen:
+                self.error(item, f"axis {p % n} appears twice; the axes of transpose must be "
+                                 f"a permutation of 0 to {n - 1}")
+                return POISON
+            seen.add(p % n)
+        perm = tuple(p % n for p in perm)
+        if perm == tuple(range(n)):
+            return self.copy(x, e)
+        if n == 2:
+            return self.emit(Op.TRANSPOSE, (x,), e, e.col)
+        node = self.builder.add(Op.TRANSPOSE, (x,), perm=perm, line=e.line, col=e.col)
+        self.sized.append((node, e))
+        return node
+
+    def call_concat(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`concat(a, b, ..., axis=K)`: tensors of one dtype, equal off axis K, joined."""
+        axis_expr = None
+        for k in e.keywords:
+            if k.name != "axis":
+                self.error(k, f"unknown keyword '{k.name}' for concat; usage: {fn.usage}")
+                return POISON
+            axis_expr = k.value
+        args = e.args
+        if not args:
+            self.error(name_span, f"concat needs at least one tensor; usage: {fn.usage}")
+            return POISON
+        if axis_expr is None and _int_literal(args[-1]) is not None:
+            self.error(args[-1], f"the axis of concat is given by keyword; usage: {fn.usage}")
+            return POISON
+        if axis_expr is None:
+            self.error(name_span, f"concat needs an axis, by keyword; usage: {fn.usage}")
+            return POISON
+        if _int_literal(axis_expr) is None:
+            self.error(axis_expr, "the axis must be an integer literal such as 0 or -1")
+            return POISON
+        values = [self.lower(a) for a in args]
+        xs = [self.tensor_operand("concat", a, v) for a, v in zip(args, values, strict=True)]
+        if any(x is None for x in xs):
+            return POISON
+        first = xs[0]
+        n = first.ndim
+        k = _int_literal(axis_expr)
+        if not -n <= k < n:
+            self.error(axis_expr, f"axis {k} is out of range for concat of {n}-D tensors; "
+                                  f"valid axes are {-n} to {n - 1}")
+            return POISON
+        k %= n
+        for a, x in zip(args[1:], xs[1:], strict=True):
+            if x.ndim != n:
+                self.error(a, f"concat needs tensors of one rank: {format_shape(first.shape)} "
+                              f"and {format_shape(x.shape)}")
+                return POISON
+            off = [i for i in range(n) if i != k and x.shape[i] != first.shape[i]]
+            if off:
+                self.error(a, f"concat along axis {k} needs the other dimensions equal: "
+                              f"{format_shape(first.shape)} and {format_shape(x.shape)} differ "
+                              f"at axis {off[0]}")
+                return POISON
+            if x.dtype != first.dtype:
+                self.error(a, f"concat needs tensors of one dtype, got {first.dtype} and "
+                              f"{x.dtype}; convert one with cast(x, {first.dtype})")
+                return POISON
+        node = self.builder.add(Op.CONCAT, tuple(xs), axis=k, line=e.line, col=e.col)
+        self.sized.append((node, e))
+        return node
+
+    def index(self, e: ast.Index) -> Value:
+        """`x[s0, s1, ...]`: integer literals remove their axis, slices `a:b:c` of integer
+        literals keep it (negative counts from the end, step > 0, nonempty); axes left out stay
+        whole."""
+        x = self.lower(e.value)
+        if x is POISON:
+            return POISON
+        if isinstance(x, float):
+            self.error(e.value, "indexing needs a tensor, got a number")
+            return POISON
+        n = x.ndim
+        if len(e.subscripts) > n:
+            extra = e.subscripts[n]
+            self.error(extra, f"too many indices for a {n}-D tensor {format_shape(x.shape)}: "
+                              f"got {len(e.subscripts)}")
+            return POISON
+        index: list = []
+        for axis, (sub, d) in enumerate(zip(e.subscripts, x.shape, strict=False)):
+            entry = self.subscript(sub, axis, d)
+            if entry is None:
+                return POISON
+            index.append(entry)
+        index += [(0, d, 1) for d in x.shape[len(index):]]
+        index_t = tuple(index)
+        if all(s == (0, d, 1) for s, d in zip(index_t, x.shape, strict=True)):
+            return self.copy(x, e)
+        node = self.builder.add(Op.SLICE, (x,), index=index_t, line=e.line, col=e.bracket_col)
+        self.sized.append((node, e))
+        return node
+
+    def subscript(self, sub: ast.Expr | ast.Slice, axis: int, d: int):
+        """One normalised index entry for an axis of length d, or None after an error."""
+        if not isinstance(sub, ast.Slice):
+            i = _int_literal(sub)
+            if i is None:
+                self.error(sub, "an index must be an integer literal or a slice a:b:c of "
+                                "integer literals")
+                return None
+            if not -d <= i < d:
+                self.error(sub, f"index {i} is out of range for axis {axis} of length {d}; "
+                                f"valid indices are {-d} to {d - 1}")
+                return None
+            return i % d
+        parts = []
+        for part in (sub.start, sub.stop, sub.step):
+            if part is None:
+                parts.append(None)
+                continue
+            v = _int_literal(part)
+            if v is None:
+                self.error(part, "a slice bound must be an integer literal")
+                return None
+            parts.append(v)
+        start, stop, step = parts
+        if step is not None and step <= 0:
+            self.error(sub.step, f"the step of a slice must be positive, got {step}")
+            return None
+        for part, v in ((sub.start, start), (sub.stop, stop)):
+            if v is not None and not -d <= v <= d:
+                self.error(part, f"slice bound {v} is out of range for axis {axis} of length "
+                                 f"{d}; valid bounds are {-d} to {d}")
+                return None
+        lo = 0 if start is None else start % d if start < 0 else start
+        hi = d if stop is None else stop + d if stop < 0 else stop
+        if lo >= hi:
+            self.error(sub, f"the slice selects nothing of axis {axis} (length {d}): "
+                            f"{lo} to {hi}")
+            return None
+        return (lo, hi, step or 1)
+
+    def copy(self, x: Node, e: ast.Span) -> Node:
+        """A copy of x (an exact same-dtype cast), for a rearrangement that changes nothing."""
+        node = self.builder.add(Op.CAST, (x,), shape=x.shape, dtype=x.dtype, line=e.line,
+                                col=e.col)
+        self.sized.append((node, e))
+        return node
+
     def reshape(self, x: Node, shape: tuple[int, ...], e: ast.Call) -> Node:
         node = self.builder.add(Op.RESHAPE, (x,), shape=shape, dtype=x.dtype, line=e.line,
                                 col=e.col)
         self.sized.append((node, e))
         return node
+
+
+def _is_integer_literal(e: ast.Expr) -> bool:
+    return (isinstance(e, ast.Number) and e.value.is_integer()
+            and e.text.lstrip("-").isdigit())
+def _int_literal(e: ast.Expr) -> int | None:
+    """The value of an integer literal (a minus in front is part of it), else None."""
+    if isinstance(e, ast.Number) and e.text.lstrip("-").isdigit():
+        return int(e.text)
+    return None
 
 
 def _bound_name(s: ast.Input | ast.Param | ast.Assign) -> ast.Name:

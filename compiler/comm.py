@@ -94,7 +94,7 @@ def lines_of(ctx: Ctx, axis: str) -> list[list[tuple[int, int]]]:
 
 # ---- reductions along lines -------------------------------------------------------------------
 
-COMBINE = {"sum": "vadd", "max": "vmax"}
+COMBINE = {"sum": "vadd", "max": "vmax", "min": "vmin"}
 
 
 def combine_vectors(code: Code, op: str, acc: int, other: int, n: int) -> None:

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compiler.asmgen import Code, CompilerLimit
 from compiler.grid import Grid
 from compiler.layout import flat_boxes
 from compiler.plan import Ctx, Step, Value
-from compiler.spmd import RELAY_LOOP_MIN, compress_relays, share
+from compiler.spmd import RELAY_LOOP_MIN, compress_relays, share  # noqa: F401 (tests use it)
 from d1isa.asm import is_plain_name, quote
 from d1isa.asm.layout import Linker, no_globals
-from d1isa.asm.program import InstrSet, Item, render, section
+from d1isa.asm.program import Instr, InstrSet, Item, render, section
 from d1isa.asm.syntax import Diagnostics
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine
@@ -55,14 +55,32 @@ class Emitted:
     source: str
     tensors: list[tuple[str, str, Value, tuple[int, ...]]]
     meta: dict
-    init: dict[int, dict[int, int]]          # node -> {register: value} it starts with
-    data: list[DataInit]                     # per-node tables (Ctx.table), resolved
+    init: dict[int, dict[int, int]] = field(default_factory=dict)   # node -> {register: value}
+    data: list[DataInit] = field(default_factory=list)    # per-node tables (Ctx.table), resolved
+    # Per live node with code: the pc at which each step begins on it, then the pc of its
+    # `halt` (`step_pcs`; the debugger's record of how far a node is, compiler.debuginfo).
+    step_pcs: dict[int, list[int]] = field(default_factory=dict)
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
                   ) -> list[tuple[int, int, int, tuple, tuple, tuple]]:
     """(x, y, addr, offset, shape, strides) of every piece of `v`: inputs and params are written
-    to every node that holds a copy, outputs read from one holder per block."""
+    to every node that holds a copy (and to the host-placed transposes in `v.copies`, pieces
+    with their strides swapped), outputs read from one holder per block."""
+    out = _pieces(v, grid, role, nd_shape)
+    if role in ("input", "param"):
+        for c in v.copies:
+            L = c.layout
+            isz = L.itemsize
+            for i, j in L.holders():
+                r0, r1, c0, c1 = L.block(i, j)
+                x, y = grid.machine.node_xy(grid.nodes[i][j])
+                out.append((x, y, c.addr, (c0, r0), (c1 - c0, r1 - r0), (isz, L.stride)))
+    return out
+
+
+def _pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
+            ) -> list[tuple[int, int, int, tuple, tuple, tuple]]:
     L = v.layout
     isz = L.itemsize
     shape = tuple(v.shape) if v.shape else (1,)
@@ -89,10 +107,39 @@ def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
     return out
 
 
+def step_pcs(marks: list[tuple[int, int]], index: list[int], body: list[Item], nsteps: int
+             ) -> list[int]:
+    """The pc at which each of `nsteps` steps begins in `body` (a node's final program, `halt`
+    last), then the pc of that `halt`.
+
+    `marks` are the node's (step, item index) starts recorded while emitting (Ctx.starts), in
+    the items before relay compression; `index` maps those positions into `body`. A step that
+    put no code on the node begins where the next one does. Steps never branch into each other
+    (each kernel's loops stay within its own code), so a node whose pc lies in
+    [pcs[k], pcs[k + 1]) is inside step k, and pcs[-1] is where it halts."""
+    pcs = [0] * (len(body) + 1)
+    pc = 0
+    for i, it in enumerate(body):
+        pcs[i] = pc
+        if type(it) is Instr:
+            pc += len(it.words)
+    pcs[len(body)] = pc
+    end = len(index) - 1                      # the old program's length: where `halt` goes
+    out = []
+    j = 0
+    for k in range(nsteps):
+        while j < len(marks) and marks[j][0] < k:
+            j += 1
+        out.append(pcs[index[marks[j][1] if j < len(marks) else end]])
+    out.append(pcs[index[end]])
+    return out
+
+
 def emit_program(ctx: Ctx, steps: list[Step]) -> None:
     """Run every step's emitter in order: the global message order of the whole program."""
-    for st in steps:
+    for k, st in enumerate(steps):
         ctx.loc = st.loc
+        ctx.step = k
         try:
             st.emit(ctx)
         except CompilerLimit as e:
@@ -102,10 +149,12 @@ def emit_program(ctx: Ctx, steps: list[Step]) -> None:
 
 
 def collect(ctx: Ctx, filename: str, source: str,
-            tensors: list[tuple[str, str, Value, tuple[int, ...]]], meta: dict) -> Emitted:
+            tensors: list[tuple[str, str, Value, tuple[int, ...]]], meta: dict,
+            nsteps: int = 0) -> Emitted:
     """The nodes' programs, each ending in `halt`, grouped into shared ones: by identical
     content, and with `options.spmd` also by role (compiler.spmd). Instructions, labels and
-    marks are interned by `InstrSet`, so equal programs are equal item tuples."""
+    marks are interned by `InstrSet`, so equal programs are equal item tuples. Each node's
+    `step_pcs` over the `nsteps` steps are recorded too, in the program it runs."""
     programs: dict[int, list[Item]] = {}
     instrs = ctx.instrs
     spmd = getattr(ctx.options, "spmd", True)
@@ -113,25 +162,28 @@ def collect(ctx: Ctx, filename: str, source: str,
         code: Code = ctx.progs[nid]
         if code.ninstr == 0:
             continue
-        body = (compress_relays(code.items, instrs)
-                if code.nrelay >= RELAY_LOOP_MIN and not spmd else list(code.items))
-        body.append(instrs.instr("halt", (), code.loc))
-        programs[nid] = body
+        programs[nid] = list(code.items) + [instrs.instr("halt", (), code.loc)]
     init: dict[int, dict[int, int]] = {}
+    pcs: dict[int, list[int]] = {}
+    bodies: list[tuple[list[Item], list[int]]] = []
     if spmd:
         # share() makes the relay loops itself, also for runs whose length differs by node
-        bodies = []
-        for body, nids, values in share(programs, instrs, ctx.machine):
+        for body, nids, values, indexes in share(programs, instrs, ctx.machine):
             bodies.append((body, nids))
             init.update(values)
+            for n in nids:
+                pcs[n] = step_pcs(ctx.starts.get(n, []), indexes[n], body, nsteps)
     else:
         groups: dict[tuple, list[int]] = {}
-        for nid, body in programs.items():
+        for nid, raw in programs.items():
+            index: list[int] = []
+            body = compress_relays(raw, instrs, index)
+            pcs[nid] = step_pcs(ctx.starts.get(nid, []), index, body, nsteps)
             groups.setdefault(tuple(body), []).append(nid)
         bodies = [(list(body), nids) for body, nids in groups.items()]
         bodies.sort(key=lambda bn: bn[1][0])
     return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta, init,
-                   resolve_tables(ctx.tables, bodies))
+                   resolve_tables(ctx.tables, bodies), pcs)
 
 
 def resolve_tables(tables: list[tuple[int, int, list[int | str]]],

@@ -17,7 +17,11 @@ Gradient numerics (docs/DSL.md, "Gradients"):
   widened (exactly) to f32 first, and every gradient is f32.
 * A rounding to bf16 has derivative 1 (straight-through): a cast passes g on unchanged.
 * At a kink: relu and abs have derivative 0 at 0; maximum(a, b) and minimum(a, b) send the
-  whole gradient to a on a tie; a max reduction sends it to the first maximal element.
+  whole gradient to a on a tie; a max (min) reduction sends it to the first maximal (minimal)
+  element; where(c, a, b) sends it to a where c != 0, else to b. Comparisons and argmax are
+  piecewise constant: derivative 0.
+* a ** b: d/da = b a^(b-1), taken as 0 where b == 0; d/db = y log(a), taken as 0 where a == 0
+  and b >= 0 (PyTorch's conventions; elsewhere a negative a gives NaN, as the real log does).
 * A broadcast's gradient is the sum over the axes it stretched (numpy's convention).
 * Rules that need an op's result (exp, tanh, sigmoid, sqrt, softmax) read the forward value.
 
@@ -31,6 +35,7 @@ elementwise ops only: any other op reads a stored copy (`Backward.stored`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -50,6 +55,7 @@ from compiler.ir import (
     format_type,
     result_type,
     round_scalar,
+    transpose_perm,
 )
 
 
@@ -62,7 +68,8 @@ class Backward:
         self.widened: dict[int, Node] = {}
         self.copies: dict[int, Node] = {}
 
-    def op(self, op: Op, *xs: Node, axis: int | None = None) -> Node:
+    def op(self, op: Op, *xs: Node, axis: int | None = None,
+           perm: tuple[int, ...] | None = None, index: tuple | None = None) -> Node:
         """A new node, except where constants make it trivial: arithmetic on splats is folded
         (in f64, rounded once to f32, which for + - * / is the f32 result itself; a sum of a
         splat is the splat times the count, a mean or max of one is the splat), and a product
@@ -73,10 +80,12 @@ class Backward:
             with np.errstate(all="ignore"):
                 if op in _FOLD:
                     folded = _FOLD[op](*c)
-                elif op in (Op.SUM, Op.MEAN, Op.MAX, Op.TRANSPOSE):
+                elif op in (Op.SUM, Op.MEAN, Op.MAX, Op.TRANSPOSE, Op.SLICE):
                     folded = c[0] * xs[0].shape[axis] if op is Op.SUM else c[0]
+                elif op is Op.CONCAT and len(set(c)) == 1:
+                    folded = c[0]
             if folded is not None:
-                shape, _ = result_type(op, xs, axis)
+                shape, _ = result_type(op, xs, axis, perm, index)
                 return self.const(float(folded), shape)
         if op is Op.MUL:
             for one, other in ((xs[0], xs[1]), (xs[1], xs[0])):
@@ -84,7 +93,8 @@ class Backward:
                     return other
         if op not in READS_IN_PLACE:
             xs = tuple(self.stored(x) for x in xs)
-        return self.builder.add(op, xs, axis=axis, line=self.line, col=self.col)
+        return self.builder.add(op, xs, axis=axis, perm=perm, index=index, line=self.line,
+                                col=self.col)
 
     def stored(self, x: Node) -> Node:
         """x as a value of its own. A splat or a broadcast is only ever read in place by an
@@ -138,6 +148,12 @@ class Backward:
         b = self.const(b, a.shape) if isinstance(b, float) else self.f32(b)
         return self.op(op, a, b)
 
+    def select(self, c: Node, a: Node, b: Node) -> Node:
+        """where(c, a, b); a splat condition picks one side at build time."""
+        if c.op is Op.CONST:
+            return a if c.value != 0 else b
+        return self.op(Op.WHERE, c, a, b)
+
     def reshape(self, x: Node, shape: tuple[int, ...]) -> Node:
         if x.shape == shape:
             return x
@@ -174,11 +190,12 @@ class Backward:
 
 
 # Ops that read a splat or broadcast operand in place, as the checker's IR always has them.
-READS_IN_PLACE = UNARY_OPS | BINARY_OPS | {Op.CAST}
+READS_IN_PLACE = UNARY_OPS | BINARY_OPS | {Op.CAST, Op.WHERE}
 
 _FOLD: dict[Op, Callable[..., Any]] = {
     Op.NEG: lambda a: -a, Op.ADD: lambda a, b: a + b, Op.SUB: lambda a, b: a - b,
-    Op.MUL: lambda a, b: a * b, Op.DIV: lambda a, b: a / b,
+    Op.MUL: lambda a, b: a * b, Op.DIV: lambda a, b: a / b, Op.POW: np.power,
+    Op.EQ: lambda a, b: float(a == b), Op.GE: lambda a, b: float(a >= b),
 }
 
 
@@ -212,6 +229,55 @@ def _matmul(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
             b.op(Op.MATMUL, b.op(Op.TRANSPOSE, x), g))
 
 
+def _swap_last(b: Backward, x: Node) -> Node:
+    """x with its last two axes swapped (the plain transpose of a 2-D value)."""
+    if x.ndim == 2:
+        return b.op(Op.TRANSPOSE, x)
+    return b.op(Op.TRANSPOSE, x, perm=tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
+
+
+def _batched_matmul(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    """A @ B with 3-D or 4-D operands: g @ B^T and A^T @ g (last two axes swapped), each
+    summed over the batch axes its operand was broadcast along. A 2-D B (the same matrix for
+    every batch entry) gets its gradient as one 2-D product over all rows of A and g."""
+    x, y = (b.f32(i) for i in n.inputs)
+    da = b.sum_to(b.op(Op.MATMUL, g, _swap_last(b, y)), x.shape)
+    if y.ndim == 2:
+        rows_x = b.reshape(x, (x.size // x.shape[-1], x.shape[-1]))
+        rows_g = b.reshape(g, (g.size // g.shape[-1], g.shape[-1]))
+        return da, b.op(Op.MATMUL, b.op(Op.TRANSPOSE, rows_x), rows_g)
+    return da, b.sum_to(b.op(Op.MATMUL, _swap_last(b, x), g), y.shape)
+
+
+def _transpose(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    """The inverse permutation of g."""
+    if n.perm is None:
+        return (b.op(Op.TRANSPOSE, g),)
+    perm = transpose_perm(n)
+    inverse = tuple(perm.index(k) for k in range(len(perm)))
+    return (b.op(Op.TRANSPOSE, g, perm=inverse),)
+
+
+def _slice(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    """g put back where the slice read, zeros elsewhere."""
+    x = n.inputs[0]
+    return (b.builder.add(Op.UNSLICE, (b.stored(g),), shape=x.shape, dtype="f32",
+                          index=n.index, line=b.line, col=b.col),)
+
+
+def _concat(b: Backward, n: Node, g: Node) -> tuple[Node, ...]:
+    """Each operand's part of g along the axis."""
+    out = []
+    start = 0
+    for x in n.inputs:
+        stop = start + x.shape[n.axis]
+        index = tuple((0, d, 1) if k != n.axis else (start, stop, 1)
+                      for k, d in enumerate(g.shape))
+        out.append(b.op(Op.SLICE, g, index=index))
+        start = stop
+    return tuple(out)
+
+
 def _sum(b: Backward, n: Node, g: Node) -> tuple[Node]:
     return (b.unreduce(g, n.inputs[0].shape, n.axis),)
 
@@ -238,6 +304,58 @@ def _log_softmax(b: Backward, n: Node, g: Node) -> tuple[Node]:
     return (b.sub(g, b.mul(s, b.unreduce(total, s.shape, n.axis))),)
 
 
+def _min(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # the first minimal element of x is the first maximal element of -x
+    x = _x(n, b)
+    return (b.mul(b.unreduce(g, x.shape, n.axis), b.op(Op.MAX_MASK, b.neg(x), axis=n.axis)),)
+
+
+def _where(b: Backward, n: Node, g: Node) -> tuple[None, Node, Node]:
+    c = n.inputs[0]
+    zero = b.const(0.0, g.shape)
+    return None, b.select(c, g, zero), b.select(c, zero, g)
+
+
+def _pow(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    # a literal operand stays a splat, so that its tests fold (x ** 2: no where, no log)
+    x, e = (b.const(i.value, i.shape) if i.op is Op.CONST else b.f32(i) for i in n.inputs)
+    zero = b.const(0.0, g.shape)
+    e1 = b.sub(e, b.const(1.0, e.shape))
+    power = x if e1.op is Op.CONST and e1.value == 1.0 else b.op(Op.POW, x, e1)  # x ** 2
+    dx = b.select(b.op(Op.EQ, e, zero), zero, b.mul(e, power))
+    at_zero = b.mul(b.op(Op.EQ, x, zero), b.op(Op.GE, e, zero))
+    de = b.select(at_zero, zero, b.mul(b.f32(n), b.op(Op.LOG, x)))
+    return b.mul(g, dx), b.mul(g, de)
+
+
+def _erf(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    x = _x(n, b)        # d erf(x) = 2 / sqrt(pi) exp(-x^2)
+    return (b.mul(g, b.scale(b.op(Op.EXP, b.neg(b.mul(x, x))), 2.0 / math.sqrt(math.pi))),)
+
+
+def _gelu(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # d gelu(x) = Phi(x) + x phi(x): Phi(x) = (1 + erf(x / sqrt(2))) / 2,
+    # phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    x = _x(n, b)
+    cdf = b.scale(b.add(b.const(1.0, x.shape), b.op(Op.ERF, b.scale(x, math.sqrt(0.5)))), 0.5)
+    pdf = b.scale(b.op(Op.EXP, b.scale(b.mul(x, x), -0.5)), 1.0 / math.sqrt(2.0 * math.pi))
+    return (b.mul(g, b.add(cdf, b.mul(x, pdf))),)
+
+
+def _layernorm(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    # y = d / s with d = x - mean(x), s = sqrt(var + eps):
+    # dx = (g - mean(g) - y mean(g y)) / s, all means along the axis (y recomputed in f32)
+    x, k = _x(n, b), n.axis
+    d = b.sub(x, b.unreduce(b.op(Op.MEAN, x, axis=k), x.shape, k))
+    var = b.op(Op.MEAN, b.mul(d, d), axis=k)
+    eps = b.const(round_scalar(n.value, "f32"), var.shape)
+    s = b.unreduce(b.op(Op.SQRT, b.add(var, eps)), x.shape, k)
+    y = b.div(d, s)
+    gm = b.unreduce(b.op(Op.MEAN, g, axis=k), x.shape, k)
+    gym = b.unreduce(b.op(Op.MEAN, b.mul(g, y), axis=k), x.shape, k)
+    return (b.div(b.sub(b.sub(g, gm), b.mul(y, gym)), s),)
+
+
 def _no_gradient(b: Backward, n: Node, g: Node) -> tuple[None, ...]:
     """Piecewise-constant ops (the masks): derivative 0 almost everywhere."""
     return (None,) * len(n.inputs)
@@ -247,7 +365,7 @@ RULES: dict[Op, Rule] = {
     Op.CAST: lambda b, n, g: (g,),       # widening is exact; rounding is straight-through
     Op.RESHAPE: lambda b, n, g: (b.reshape(g, n.inputs[0].shape),),
     Op.BROADCAST: lambda b, n, g: (b.sum_to(g, n.inputs[0].shape),),
-    Op.TRANSPOSE: lambda b, n, g: (b.op(Op.TRANSPOSE, g),),
+    Op.TRANSPOSE: _transpose,
     Op.NEG: lambda b, n, g: (b.neg(g),),
     Op.ABS: _abs,
     Op.RELU: lambda b, n, g: (b.mul(g, b.mask(Op.GT, n.inputs[0], 0.0)),),
@@ -264,15 +382,30 @@ RULES: dict[Op, Rule] = {
                                  b.mul(g, b.mask(Op.GT, n.inputs[1], n.inputs[0]))),
     Op.MINIMUM: lambda b, n, g: (b.mul(g, b.mask(Op.GE, n.inputs[1], n.inputs[0])),
                                  b.mul(g, b.mask(Op.GT, *n.inputs))),     # a <= b: a wins
-    Op.MATMUL: _matmul,
+    Op.MATMUL: lambda b, n, g: (_matmul(b, n, g) if n.ndim == 2 and n.inputs[0].ndim == 2
+                                and n.inputs[1].ndim == 2 else _batched_matmul(b, n, g)),
     Op.SUM: _sum,
     Op.MEAN: _mean,
     Op.MAX: _max,
     Op.SOFTMAX: _softmax,
     Op.LOG_SOFTMAX: _log_softmax,
+    Op.MIN: _min,
+    Op.WHERE: _where,
+    Op.POW: _pow,
+    Op.ERF: _erf,
+    Op.GELU: _gelu,
+    Op.LAYERNORM: _layernorm,
     Op.GT: _no_gradient,
     Op.GE: _no_gradient,
+    Op.LT: _no_gradient,
+    Op.LE: _no_gradient,
+    Op.EQ: _no_gradient,
+    Op.NE: _no_gradient,
+    Op.ARGMAX: _no_gradient,
     Op.MAX_MASK: _no_gradient,
+    Op.SLICE: _slice,
+    Op.UNSLICE: lambda b, n, g: (b.op(Op.SLICE, g, index=n.index),),
+    Op.CONCAT: _concat,
 }
 
 
@@ -289,12 +422,14 @@ def differentiate(graph: Graph) -> Graph:
     forward: set[int] = set()                  # new ids of copied (not backward) nodes
     roots: set[int] = set()                    # backward nodes that must stay
     renames: dict[int, str] = {}
+    calls: list[tuple[int, int, Node]] = []    # each grad call's position and its value
     stored = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
     for node in graph.nodes:
         if node.op is not Op.GRAD:
             copy = builder.add(node.op, tuple(new[i.id] for i in node.inputs), shape=node.shape,
                                dtype=node.dtype, axis=node.axis, value=node.value,
-                               init=node.init, name=node.name, line=node.line, col=node.col)
+                               init=node.init, name=node.name, line=node.line, col=node.col,
+                               perm=node.perm, index=node.index)
             new[node.id] = copy
             forward.add(copy.id)
             continue
@@ -316,7 +451,8 @@ def differentiate(graph: Graph) -> Graph:
                 renames[value.id] = node.name
         roots.add(value.id)
         new[node.id] = value
-    return _rebuild(graph, builder.nodes, new, forward | roots, renames)
+        calls.append((node.line, node.col, value))
+    return _rebuild(graph, builder.nodes, new, forward | roots, renames, calls)
 
 
 def backward(builder: GraphBuilder, loss: Node, wanted: list[Node], line: int, col: int
@@ -344,9 +480,9 @@ def backward(builder: GraphBuilder, loss: Node, wanted: list[Node], line: int, c
 
 
 def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[int],
-             renames: dict[int, str]) -> Graph:
+             renames: dict[int, str], calls: list[tuple[int, int, Node]]) -> Graph:
     """The final graph: backward nodes nothing needs dropped, gradients named, `%tN` names
-    renumbered to the new positions."""
+    renumbered to the new positions, and where each grad call's value went (`grad_calls`)."""
     live = set(keep)
     for n in reversed(nodes):
         if n.id in live:
@@ -365,6 +501,7 @@ def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[in
         kept.append(m)
     builder = GraphBuilder()
     builder.nodes = kept
-    return builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
+    done = builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
                           [replace(u, param=out[new[u.param.id].id],
                                    value=out[new[u.value.id].id]) for u in graph.updates])
+    return replace(done, grad_calls=tuple((line, col, out[v.id]) for line, col, v in calls))

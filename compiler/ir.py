@@ -16,20 +16,44 @@ Op set (operands are always tensors, never bare numbers):
     broadcast                   numpy broadcast_to of its operand to the node's shape (a view)
     cast                        dtype conversion; f32 -> bf16 rounds, bf16 -> f32 is exact, and a
                                 cast to the same dtype is a copy (used when `y = x` names a value)
-    transpose                   swap the two axes of a 2-D operand
+    transpose      perm=P       permute the axes: result axis k is operand axis P[k] (numpy
+                                transpose); without perm, swap the two axes of a 2-D operand
     reshape                     the operand's elements in row-major order, in the node's shape
-                                (same size; exact). Keeps or drops unit axes: `keepdims` and the
-                                reductions over every axis are written with it
+                                (same size; exact): `reshape(x, [...])`, and the unit axes of
+                                `keepdims` and of the reductions over every axis
     neg abs relu                elementwise, exact
     exp tanh sigmoid sqrt       elementwise, computed in f64 and rounded to f32 (then to bf16)
     log                         elementwise, the f32 algorithm compiler.reference.log_f32
                                 (then rounded to bf16)
+    erf gelu                    elementwise, computed in f64 and rounded to f32 (then to bf16);
+                                gelu is 0.5 x erfc(-x / sqrt(2)), the erf form
     add sub mul div             elementwise on two operands of the node's own shape and dtype
     maximum minimum             elementwise, exact
-    gt ge                       elementwise comparison a > b, a >= b: 1 where true, else 0, in
-                                the operands' dtype (exact); the masks of the backward pass
-    matmul                      [M, K] @ [K, N] -> f32 [M, N]; operands share a dtype; f32 sums
+    pow                         elementwise a ** b, computed in f64 (C's pow) and rounded to f32
+                                (then to bf16)
+    gt ge lt le eq ne           elementwise comparison a > b, a >= b, a < b, a <= b, a == b,
+                                a != b: 1 where true, else 0, in the operands' dtype (exact);
+                                gt and ge are also the masks of the backward pass
+    where                       where(c, a, b): a where c != 0, else b (exact). The one
+                                elementwise op whose first operand, c, may have another dtype
+                                than the node (it is never rounded: a NaN counts as nonzero)
+    matmul                      [..., M, K] @ [..., K, N] -> f32 [..., M, N] (numpy matmul:
+                                2-D to 4-D operands, batch dimensions broadcast, each product
+                                [M, K] @ [K, N]); operands share a dtype; f32 sums
+    slice          index=I      numpy basic indexing x[I]: I has one entry per operand axis, an
+                                int (the axis is removed) or a normalised (start, stop, step),
+                                step > 0, with a nonempty result (exact)
+    unslice        index=I      the transpose of slice: zeros of the node's shape, with the
+                                operand at the elements `slice[index=I]` reads (the gradient of
+                                a slice; exact)
+    concat         axis=K       the operands (at least one, one dtype) joined along axis K
     sum max mean   axis=K       reduce one axis (0 <= K < ndim), dropping it; f32 accumulation
+    min            axis=K       the minimum along K, dropping it (exact)
+    argmax         axis=K       the index of the first maximum along K, dropping it, as a value
+                                of the operand's dtype (rounded to bf16 for a bf16 operand)
+    layernorm      axis=K       (x - mean) / sqrt(var + eps) along K, eps the node's `value`;
+                   value=eps    computed in f32 (mean = sum / n, var = sum((x - mean)^2) / n),
+                                rounded once
     softmax        axis=K       max-subtracted softmax along K, computed in f32
     log_softmax    axis=K       x - max - log(sum(exp(x - max))) along K, computed in f32
     max_mask       axis=K       1 at the first maximal element along K, 0 elsewhere; the
@@ -48,7 +72,8 @@ Design rules the code generator can rely on:
 * Broadcasting is explicit. Operands of elementwise ops have exactly the node's shape and dtype:
   the checker inserts `broadcast` for a smaller operand, `cast` (exact widening) for a bf16
   operand meeting an f32 one, and `const` for a number literal. `broadcast_dims` tells which
-  result axes a broadcast stretches.
+  result axes a broadcast stretches. (The condition of `where` has the node's shape but keeps
+  its own dtype.)
 * Rounding points are explicit. A node's result is rounded to its dtype at that node and
   nowhere else; `Node.rounds` is True exactly where an f32 result is rounded to bf16
   (round-to-nearest-even). Exact ops never round.
@@ -95,6 +120,8 @@ class Op(enum.Enum):
     SIGMOID = "sigmoid"
     SQRT = "sqrt"
     LOG = "log"
+    ERF = "erf"
+    GELU = "gelu"
     ADD = "add"
     SUB = "sub"
     MUL = "mul"
@@ -103,27 +130,47 @@ class Op(enum.Enum):
     MINIMUM = "minimum"
     GT = "gt"
     GE = "ge"
+    LT = "lt"
+    LE = "le"
+    EQ = "eq"
+    NE = "ne"
+    POW = "pow"
+    WHERE = "where"
     MATMUL = "matmul"
     SUM = "sum"
     MAX = "max"
     MEAN = "mean"
+    MIN = "min"
+    ARGMAX = "argmax"
+    LAYERNORM = "layernorm"
     SOFTMAX = "softmax"
     LOG_SOFTMAX = "log_softmax"
     MAX_MASK = "max_mask"
+    SLICE = "slice"
+    UNSLICE = "unslice"
+    CONCAT = "concat"
     GRAD = "grad"
 
 
-UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG})
-TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG})
-BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM, Op.GT, Op.GE})
-COMPARE_OPS = frozenset({Op.GT, Op.GE})
-REDUCE_OPS = frozenset({Op.SUM, Op.MAX, Op.MEAN})
-AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK}
+UNARY_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG,
+                       Op.ERF, Op.GELU})
+TRANSCENDENTAL_OPS = frozenset({Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT, Op.LOG, Op.ERF, Op.GELU,
+                                Op.POW})
+COMPARE_OPS = frozenset({Op.GT, Op.GE, Op.LT, Op.LE, Op.EQ, Op.NE})
+BINARY_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM, Op.POW}
+                       ) | COMPARE_OPS
+REDUCE_OPS = frozenset({Op.SUM, Op.MAX, Op.MEAN, Op.MIN, Op.ARGMAX})
+AXIS_OPS = REDUCE_OPS | {Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK, Op.LAYERNORM}
 LEAF_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST})
 # On bf16 operands these give bf16-exact results, so they never round.
 EXACT_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.TRANSPOSE, Op.RESHAPE,
-                       Op.NEG, Op.ABS, Op.RELU, Op.MAXIMUM, Op.MINIMUM, Op.GT, Op.GE, Op.MAX,
-                       Op.MAX_MASK})
+                       Op.NEG, Op.ABS, Op.RELU, Op.MAXIMUM, Op.MINIMUM, Op.MAX,
+                       Op.MAX_MASK, Op.WHERE, Op.MIN, Op.SLICE, Op.UNSLICE,
+                       Op.CONCAT}) | COMPARE_OPS
+# The data-movement ops: they only rearrange elements (compiler.gather moves them on the mesh).
+SHAPE_OPS = frozenset({Op.SLICE, Op.UNSLICE, Op.CONCAT})
+# Ops that carry an `axis` attribute.
+AXIS_ATTR_OPS = AXIS_OPS | {Op.CONCAT}
 # The kinds of `Init`, how a param starts: every element `value`; uniform in
 # +-sqrt(6 / (fan_in + fan_out)) over the last two axes; normal with standard deviation `value`.
 INIT_KINDS = ("const", "glorot", "normal")
@@ -169,6 +216,62 @@ def broadcast_dims(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, ...
     return tuple(i for i in range(len(dst)) if i < lead or (src[i - lead] == 1 and dst[i] != 1))
 
 
+IndexEntry = int | tuple[int, int, int]
+
+
+def index_shape(shape: tuple[int, ...], index: tuple[IndexEntry, ...]) -> tuple[int, ...] | None:
+    """The shape of `x[index]` for x of `shape` (index normalised: one entry per axis, an int
+    in range or (start, stop, step) with 0 <= start, step > 0), or None if it does not fit."""
+    if len(index) != len(shape):
+        return None
+    out = []
+    for n, e in zip(shape, index, strict=True):
+        if isinstance(e, int):
+            if not 0 <= e < n:
+                return None
+            continue
+        start, stop, step = e
+        if step <= 0 or not 0 <= start < n or not start < stop <= n:
+            return None
+        out.append(len(range(start, stop, step)))
+    return tuple(out)
+
+
+def numpy_index(index: tuple[IndexEntry, ...]) -> tuple[int | slice, ...]:
+    """A normalised index as numpy's basic indexing tuple."""
+    return tuple(e if isinstance(e, int) else slice(*e) for e in index)
+
+
+def format_index(index: tuple[IndexEntry, ...]) -> str:
+    """`0, 1:3, 0:8:2`: an index as the DSL writes it (steps of 1 left out)."""
+    parts = []
+    for e in index:
+        if isinstance(e, int):
+            parts.append(str(e))
+        else:
+            start, stop, step = e
+            parts.append(f"{start}:{stop}" + (f":{step}" if step != 1 else ""))
+    return ", ".join(parts)
+
+
+def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """numpy matmul's result shape for 2-D to 4-D operands (batch dimensions broadcast), or
+    None if the inner dimensions or the batch dimensions do not fit."""
+    if not (2 <= len(a) <= MAX_INPUT_DIMS and 2 <= len(b) <= MAX_INPUT_DIMS):
+        return None
+    if a[-1] != b[-2]:
+        return None
+    batch = broadcast_shape(a[:-2], b[:-2])
+    if batch is None:
+        return None
+    return batch + (a[-2], b[-1])
+
+
+def transpose_perm(node: Node) -> tuple[int, ...]:
+    """The permutation a transpose node applies (its `perm`, or the 2-D swap)."""
+    return node.perm if node.perm is not None else tuple(reversed(range(node.inputs[0].ndim)))
+
+
 def format_shape(shape: Iterable[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -208,6 +311,8 @@ class Node:
     axis: int | None = None
     value: float | None = None
     init: Init | None = None
+    perm: tuple[int, ...] | None = None
+    index: tuple[IndexEntry, ...] | None = None
 
     @property
     def ndim(self) -> int:
@@ -244,6 +349,10 @@ class Node:
             out["value"] = self.value
         if self.init is not None:
             out["init"] = self.init
+        if self.perm is not None:
+            out["perm"] = self.perm
+        if self.index is not None:
+            out["index"] = self.index
         return out
 
     def __repr__(self) -> str:
@@ -265,7 +374,11 @@ class Update:
 class Graph:
     """A checked program: inputs in declaration order, all nodes in source (topological) order,
     outputs in the order the `output` statements name them; params in declaration order and the
-    updates in the order of their `update` statements."""
+    updates in the order of their `update` statements.
+
+    `grad_calls` (set by `differentiate`): the (line, col) of every `grad(L, p)` call and the
+    node that holds its value, so a gradient nobody named can still be found by its spelling
+    (the debugger's `tensor grad(loss, w)`)."""
 
     inputs: tuple[Node, ...]
     nodes: tuple[Node, ...]
@@ -273,6 +386,7 @@ class Graph:
     filename: str = "<string>"
     params: tuple[Node, ...] = ()
     updates: tuple[Update, ...] = ()
+    grad_calls: tuple[tuple[int, int, Node], ...] = ()
 
     def __getitem__(self, name: str) -> Node:
         for n in self.nodes:
@@ -294,8 +408,9 @@ class Graph:
         return bool(self.updates)
 
 
-def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
-                ) -> tuple[tuple[int, ...], str]:
+def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None,
+                perm: tuple[int, ...] | None = None,
+                index: tuple[IndexEntry, ...] | None = None) -> tuple[tuple[int, ...], str]:
     """Shape and dtype of an op whose result type follows from its operands.
 
     The single statement of the typing rules: the builder uses it to create nodes and `verify`
@@ -314,16 +429,43 @@ def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
         a, b = inputs
         need(a.shape == b.shape and a.dtype == b.dtype, "operands differ in shape or dtype")
         return a.shape, a.dtype
+    if op is Op.WHERE:
+        need(len(inputs) == 3, "needs a condition and two operands")
+        c, a, b = inputs
+        need(c.shape == a.shape == b.shape and a.dtype == b.dtype,
+             "operands differ in shape, or the two values in dtype")
+        return a.shape, a.dtype
     if op is Op.MATMUL:
         need(len(inputs) == 2, "needs two operands")
         a, b = inputs
-        need(a.ndim == 2 and b.ndim == 2, "operands must be 2-D")
-        need(a.shape[1] == b.shape[0], "inner dimensions differ")
+        need(2 <= a.ndim <= MAX_INPUT_DIMS and 2 <= b.ndim <= MAX_INPUT_DIMS,
+             "operands must have 2 to 4 dimensions")
+        shape = matmul_shape(a.shape, b.shape)
+        need(shape is not None, "inner dimensions or batch dimensions differ")
         need(a.dtype == b.dtype, "operands differ in dtype")
-        return (a.shape[0], b.shape[1]), "f32"
+        return shape, "f32"
     if op is Op.TRANSPOSE:
-        need(len(inputs) == 1 and inputs[0].ndim == 2, "needs one 2-D operand")
-        return inputs[0].shape[::-1], inputs[0].dtype
+        need(len(inputs) == 1, "needs one operand")
+        x = inputs[0]
+        if perm is None:
+            need(x.ndim == 2, "needs a 2-D operand or a perm")
+            return x.shape[::-1], x.dtype
+        need(sorted(perm) == list(range(x.ndim)), f"perm {perm} is not a permutation")
+        return tuple(x.shape[p] for p in perm), x.dtype
+    if op is Op.SLICE:
+        need(len(inputs) == 1 and index is not None, "needs one operand and an index")
+        shape = index_shape(inputs[0].shape, index)
+        need(shape is not None, f"index {index} does not fit")
+        return shape, inputs[0].dtype
+    if op is Op.CONCAT:
+        need(len(inputs) >= 1, "needs operands")
+        x = inputs[0]
+        need(axis is not None and 0 <= axis < x.ndim, f"axis {axis} out of range")
+        need(all(i.dtype == x.dtype and i.ndim == x.ndim
+                 and i.shape[:axis] + i.shape[axis + 1:] == x.shape[:axis] + x.shape[axis + 1:]
+                 for i in inputs), "operands differ in dtype or in a dimension off the axis")
+        total = sum(i.shape[axis] for i in inputs)
+        return x.shape[:axis] + (total,) + x.shape[axis + 1:], x.dtype
     if op in AXIS_OPS:
         need(len(inputs) == 1, "needs one operand")
         x = inputs[0]
@@ -341,7 +483,8 @@ def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None
 
 
 # Ops whose result type is given when the node is made rather than implied by the operands.
-EXPLICIT_TYPE_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.CAST, Op.RESHAPE})
+EXPLICIT_TYPE_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.CAST, Op.RESHAPE,
+                               Op.UNSLICE})
 
 
 class GraphBuilder:
@@ -352,20 +495,21 @@ class GraphBuilder:
 
     def add(self, op: Op, inputs: tuple[Node, ...] = (), *, shape: tuple[int, ...] | None = None,
             dtype: str | None = None, axis: int | None = None, value: float | None = None,
-            init: Init | None = None, name: str | None = None, line: int = 0, col: int = 0
+            init: Init | None = None, name: str | None = None, line: int = 0, col: int = 0,
+            perm: tuple[int, ...] | None = None, index: tuple[IndexEntry, ...] | None = None
             ) -> Node:
         """A new node. `shape`/`dtype` are given for input, param, const, broadcast, cast and
         reshape, and derived by `result_type` for every other op."""
         if op in EXPLICIT_TYPE_OPS:
             if shape is None or dtype is None:
                 raise IRError(f"{op.value} needs an explicit shape and dtype")
-            if op is Op.RESHAPE and inputs:
+            if op in (Op.RESHAPE, Op.UNSLICE) and inputs:
                 dtype = inputs[0].dtype
         else:
-            shape, dtype = result_type(op, inputs, axis)
+            shape, dtype = result_type(op, inputs, axis, perm, index)
         nid = len(self.nodes)
         node = Node(nid, op, tuple(inputs), tuple(shape), dtype, name or f"%t{nid}", line, col,
-                    axis, value, init)
+                    axis, value, init, perm, index)
         self.nodes.append(node)
         return node
 
@@ -428,6 +572,9 @@ def verify(graph: Graph) -> None:
                           f"{format_type(u.value.shape, u.value.dtype)}, not "
                           f"{format_type(u.param.shape, u.param.dtype)}")
         updated.add(u.param.id)
+    for line, col, node in graph.grad_calls:
+        if not _in_graph(graph, node):
+            raise IRError(f"grad call at {line}:{col}: {node.name} is not a node of the graph")
 
 
 def _in_graph(graph: Graph, node: Node) -> bool:
@@ -453,9 +600,12 @@ def _verify_types(node: Node, where: str) -> None:
     elif op is Op.RESHAPE:
         ok = (len(ins) == 1 and ins[0].dtype == node.dtype
               and math.prod(ins[0].shape) == math.prod(node.shape))
+    elif op is Op.UNSLICE:
+        ok = (len(ins) == 1 and ins[0].dtype == node.dtype and node.index is not None
+              and index_shape(node.shape, node.index) == ins[0].shape)
     else:
         try:
-            shape, dtype = result_type(op, ins, node.axis)
+            shape, dtype = result_type(op, ins, node.axis, node.perm, node.index)
         except IRError as e:
             raise IRError(f"{where}: {e}") from None
         ok = (shape, dtype) == (node.shape, node.dtype)
@@ -463,8 +613,15 @@ def _verify_types(node: Node, where: str) -> None:
         raise IRError(f"{where}: {op.value} with operands "
                       f"{[format_type(i.shape, i.dtype) for i in ins]} cannot give "
                       f"{format_type(node.shape, node.dtype)}")
-    if (node.axis is not None) != (op in AXIS_OPS):
+    if (node.axis is not None) != (op in AXIS_ATTR_OPS):
         raise IRError(f"{where}: axis attribute on {op.value}")
+    if op is Op.LAYERNORM and not (node.value is not None and math.isfinite(node.value)
+                                   and node.value >= 0):
+        raise IRError(f"{where}: layernorm needs a finite eps >= 0, not {node.value!r}")
+    if node.perm is not None and op is not Op.TRANSPOSE:
+        raise IRError(f"{where}: perm attribute on {op.value}")
+    if (node.index is not None) != (op in (Op.SLICE, Op.UNSLICE)):
+        raise IRError(f"{where}: index attribute on {op.value}")
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -476,12 +633,18 @@ def _same_float(a: float, b: float) -> bool:
 def format_node(node: Node) -> tuple[str, str, str, str]:
     """(name, type, right-hand side, position) of one node, for `format_ir`."""
     attrs = ""
-    if node.axis is not None:
+    if node.axis is not None and node.value is not None:
+        attrs = f"[axis={node.axis}, eps={node.value!r}]"
+    elif node.axis is not None:
         attrs = f"[axis={node.axis}]"
     elif node.value is not None:
         attrs = f" {node.value!r}"
     elif node.init is not None:
         attrs = f"[init={node.init}]"
+    elif node.perm is not None:
+        attrs = f"[perm={list(node.perm)}]"
+    elif node.index is not None:
+        attrs = f"[{format_index(node.index)}]"
     rhs = node.op.value + attrs
     if node.inputs:
         rhs += " " + ", ".join(i.name for i in node.inputs)

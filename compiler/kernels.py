@@ -42,9 +42,37 @@ ZERO = 0x00000000
 ONE = 0x3F800000
 VOPS = {Op.NEG: "vneg", Op.ABS: "vabs", Op.EXP: "vexp", Op.TANH: "vtanh",
         Op.SIGMOID: "vsigmoid", Op.SQRT: "vsqrt", Op.ADD: "vadd", Op.SUB: "vsub",
-        Op.MUL: "vmul", Op.DIV: "vdiv", Op.MAXIMUM: "vmax", Op.MINIMUM: "vmin"}
+        Op.MUL: "vmul", Op.DIV: "vdiv", Op.MAXIMUM: "vmax", Op.MINIMUM: "vmin",
+        Op.ERF: "verf", Op.GELU: "vgelu", Op.POW: "vpow"}
 # a > b is b < a, a >= b is b <= a: the compare takes the operands swapped.
 CMPOPS = {Op.GT: "vcmplt", Op.GE: "vcmple"}
+# ... and these take them in order (a != b is the complement of a == b).
+CMPOPS_IN_ORDER = {Op.LT: "vcmplt", Op.LE: "vcmple", Op.EQ: "vcmpeq", Op.NE: "vcmpeq"}
+# Ops that need a register of zeros (relu's bound, where's and != 's test) or of ones (masks).
+NEEDS_ZERO = (Op.RELU, Op.WHERE, Op.NE)
+NEEDS_ONE = (Op.GT, Op.GE, Op.LT, Op.LE, Op.EQ, Op.NE)
+# The f32 bits a bf16 value keeps (sign, exponent, 7 mantissa bits): a truncation to bf16.
+HI_MASK = 0xFFFF0000
+
+
+def split_vector(code: Code, x: str, base: str, off: int, piece: int,
+                 t: tuple[str, str, str, str], himask: str, zero: str) -> None:
+    """Store f32 vector register x as three bf16 pieces hi, mid, lo at [base+off], `piece`
+    bytes apart, that add up to x exactly (compiler.matmul.SplitBf16 says why): hi = x
+    truncated to bf16 (a NaN stays itself), mid = (x - hi) truncated, lo = the rest, which
+    is a bf16 value; an infinity or NaN goes into hi alone. `t`: four temporaries; x is kept."""
+    ok, hi, rest, mid = t
+    code.op("vcmpeq", ok, x, x)                 # not NaN
+    code.op("vand", hi, x, himask)
+    code.op("vsel", hi, ok, hi, x)
+    code.op("vstn.bf16", hi, (base, off))
+    code.op("vsub", rest, x, hi)                # exact; NaN for an infinity or NaN
+    code.op("vcmpeq", ok, rest, rest)
+    code.op("vsel", rest, ok, rest, zero)
+    code.op("vand", mid, rest, himask)
+    code.op("vstn.bf16", mid, (base, off + piece))
+    code.op("vsub", rest, rest, mid)            # lo, exact
+    code.op("vstn.bf16", rest, (base, off + 2 * piece))
 
 
 def _isz(dtype: str) -> int:
@@ -163,6 +191,14 @@ class Elementwise(Step):
         super().__init__("elementwise(" + " ".join(ops) + ")", out, ins, loc, label)
         self.expr = expr
         self.leaves = leaves
+        self.split: Value | None = None
+
+    def store_split(self, pieces: Value) -> None:
+        """Also store the result as bf16 pieces for a matmul (compiler.matmul.SplitBf16), in
+        the same loop: no second pass over the value."""
+        self.split = pieces
+        self.also.append(pieces)
+        self.kind = self.kind[:-1] + " split)"
 
     def emit(self, ctx: Ctx) -> None:
         L = self.out.layout
@@ -176,7 +212,9 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     out = st.out
     L = out.layout
     leaves = st.leaves
-    flat = all(lf.mode in ("full", "scalar", "const") for lf in leaves)
+    split = st.split
+    # Pieces have their own row stride: a split result goes row by row.
+    flat = split is None and all(lf.mode in ("full", "scalar", "const") for lf in leaves)
     # Registers that hold the same thing for a whole loop count down from the top.
     fixed: dict[object, str] = {}
     top = [nv_regs - 1]
@@ -193,15 +231,19 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
         elif lf.mode == "scalar":
             code.li("r13", lf.value.addr)
             splat_from(code, fixed_reg(k), "r13", 0, lf.value.dtype, "r12")
-    if _uses(st.expr, Op.RELU):
+    if any(_uses(st.expr, op) for op in NEEDS_ZERO) or split is not None:
         code.op("vbcasti", fixed_reg("zero"), ZERO)
-    if _uses(st.expr, Op.GT) or _uses(st.expr, Op.GE):
+    if any(_uses(st.expr, op) for op in NEEDS_ONE):
         code.op("vbcasti", fixed_reg("one"), ONE)
-    # Pointer registers: the result in r3, each stored operand from r4 on.
+    if split is not None:
+        code.op("vbcasti", fixed_reg("himask"), HI_MASK)
+    # Pointer registers: the result in r3, each stored operand from r4 on, then the pieces.
     ptr: dict[object, str] = {"out": "r3"}
     for lf in leaves:
         if lf.mode in ("full", "row", "col", "vcol") and lf.value not in ptr:
             ptr[lf.value] = f"r{3 + len(ptr)}"
+    if split is not None:
+        ptr[split] = f"r{3 + len(ptr)}"
 
     def isz_of(key: object) -> int:
         return _isz(out.dtype if key == "out" else key.dtype)
@@ -272,6 +314,16 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                 elif op in CMPOPS:
                     code.op(CMPOPS[op], r, args[1], args[0])
                     code.op("vand", r, r, fixed["one"])
+                elif op is Op.NE:
+                    code.op("vcmpeq", r, args[0], args[1])
+                    code.op("vsel", r, r, fixed["zero"], fixed["one"])
+                elif op in CMPOPS_IN_ORDER:
+                    code.op(CMPOPS_IN_ORDER[op], r, args[0], args[1])
+                    code.op("vand", r, r, fixed["one"])
+                elif op is Op.WHERE:
+                    # c == 0 picks b; anything else (a NaN too) picks a
+                    code.op("vcmpeq", r, args[0], fixed["zero"])
+                    code.op("vsel", r, r, args[2], args[1])
                 else:
                     code.op(VOPS[op], r, *args)
                 for a in args:
@@ -286,8 +338,12 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
                     r = r2
             return r
 
-        code.vstore(gen(st.expr, True), "r3", off * _isz(out.dtype) + row * L.stride,
-                    out.dtype)
+        res = gen(st.expr, True)
+        code.vstore(res, "r3", off * _isz(out.dtype) + row * L.stride, out.dtype)
+        if split is not None:
+            split_vector(code, res, ptr[split], off * 2 + row * split.layout.stride,
+                         split.layout.piece_bytes, (new(), new(), new(), new()),
+                         fixed["himask"], fixed["zero"])
 
     lanes = code.lanes
     reset()
@@ -311,7 +367,8 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
     row_keys = [k for k, lf in enumerate(leaves) if lf.mode == "row"]
     col_keys = [k for k, lf in enumerate(leaves) if lf.mode in ("col", "vcol")]
     advancing = [key for key in ptr
-                 if key == "out" or leaves_mode(leaves, key) in ("full", "col", "vcol")]
+                 if key == "out" or key is split
+                 or leaves_mode(leaves, key) in ("full", "col", "vcol")]
     chunks = list(range(0, nvr, 8))
     for q0 in chunks:
         q1 = min(nvr, q0 + 8)
@@ -319,7 +376,7 @@ def _emit_elementwise(code: Code, st: Elementwise, nr: int, nc: int, nv_regs: in
             reset()
         held_col = {k: f"v{top[0] - n}" for n, k in enumerate(col_keys)}
         free = top[0] - len(col_keys)
-        room = free + 1 - _size(st.expr)
+        room = free + 1 - _size(st.expr) - (4 if split is not None else 0)
         pre: dict[tuple[int, int], str] = {}
         if row_keys and len(row_keys) * (q1 - q0) <= room:
             for k in row_keys:
@@ -379,23 +436,41 @@ def _size(e: Expr) -> int:
 
 # ---- reductions -------------------------------------------------------------------------------
 
+# What a reduction combines with ("sum", "max", "min") and the identity of each.
+COMBINE_OPS = {"sum": "vadd", "max": "vmax", "min": "vmin"}
+IDENTITY = {"sum": ZERO, "max": NEG_INF, "min": POS_INF}
+
+
 def _mask_regs(code: Code, tail: int, op: str) -> tuple[str, str]:
-    """Lane mask for a partial last vector (v14), and -inf (v15) for max."""
+    """Lane mask for a partial last vector (v14), and the identity (v15) for max and min."""
     code.lane_mask("v14", tail, "v13")
-    if op == "max":
-        code.op("vbcasti", "v15", NEG_INF)
+    if op != "sum":
+        code.op("vbcasti", "v15", IDENTITY[op])
     return "v14", "v15"
 
 
 def _masked(code: Code, v: str, op: str) -> None:
-    if op == "max":
+    if op != "sum":
         code.op("vsel", v, "v14", v, "v15")
     else:
         code.op("vand", v, v, "v14")
 
 
 def _combine(code: Code, op: str, d: str, a: str, b: str) -> None:
-    code.op("vmax" if op == "max" else "vadd", d, a, b)
+    code.op(COMBINE_OPS[op], d, a, b)
+
+
+def _reduce_lanes(code: Code, op: str, rd: str, v: str) -> None:
+    """rd = the f32 bits of op over the lanes of v (lane order 0..15). The ISA has no lane
+    minimum: min is -max(-v), exact (vneg flips the sign, v is clobbered); the sign of rd's
+    bits is flipped back with xori, whose sign-extended immediate also sets the upper 32 bits,
+    which st32 and vbcast ignore."""
+    if op == "min":
+        code.op("vneg", v, v)
+        code.op("vredmax", rd, v)
+        code.op("xori", rd, rd, -(1 << 31))
+    else:
+        code.op("vredmax" if op == "max" else "vredsum", rd, v)
 
 
 def fill(code: Code, addr: int, n: int, bits: int) -> None:
@@ -406,6 +481,22 @@ def fill(code: Code, addr: int, n: int, bits: int) -> None:
         code.op("vst", "v0", ("r1", code.vbytes * k))
 
 
+def narrow_rows(code: Code, nr: int, nc: int, *layouts) -> int:
+    """How many leading rows of a block a row kernel takes `lanes` at a time, a row per lane
+    (0 if none): rows of at most one vector (nc <= lanes) are read and written down their
+    columns with strided loads and stores, so a line statistic costs a vector operation per
+    column instead of a lane reduction per row. Only whole groups of `lanes` rows that stay
+    inside every buffer in `layouts` (their padding rows may be computed, as padding may hold
+    garbage); the rows after them take the row-by-row loop."""
+    lanes = code.lanes
+    if nc > lanes or nr < lanes // 2:
+        return 0
+    n = -(-nr // lanes) * lanes
+    while n and any(n > L.alloc_rows for L in layouts):
+        n -= lanes
+    return n
+
+
 def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                  pre: tuple[str, str, str] | None = None) -> None:
     """part[r] (f32) = op over the nc elements of row r of x's block, for r < nr.
@@ -413,13 +504,27 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     With `pre` = (vsub_source_addr, "exp", ebuf_addr) each element is first replaced by
     exp(x - m[r]) with m[r] read from vsub_source, and the results are stored (f32) in ebuf
     with stride round_up(nc, lanes) * 4: the softmax numerator pass (ebuf None: not stored,
-    as log_softmax needs only the sums).
+    as log_softmax needs only the sums). With "square" instead of "exp", by (x - m[r])^2:
+    layernorm's variance pass. Narrow rows go `lanes` at a time (`narrow_rows`): the same
+    operations in the same order (a lane reduction adds lanes 0, 1, ... in order, as the
+    columns are added here), so the same results.
     """
-    ident = NEG_INF if op == "max" else ZERO
+    ident = IDENTITY[op]
     if nc <= 0:
         fill(code, part, nr, ident)
         return
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, x.layout)
+    if done:
+        _row_partials_narrow(code, x, done, nc, op, part, pre)
+        if done >= nr:
+            return
+        nr -= done
+        part += 4 * done
+        x = _rows_from(x, done)
+        if pre is not None:
+            ebuf = None if pre[2] is None else pre[2] + done * round_up(nc, lanes) * 4
+            pre = (pre[0] + 4 * done, pre[1], ebuf)
     nvr = -(-nc // lanes)
     tail = nc % lanes
     if tail:
@@ -441,14 +546,14 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
             code.vload(t, "r3", lanes * k * isz, x.dtype)
             if pre is not None:
                 code.op("vsub", t, t, "v12")
-                code.op("vexp", t, t)
+                _after_shift(code, pre[1], t)
                 if pre[2] is not None:
                     code.op("vst", t, ("r6", vb * k))
             if k == nvr - 1 and tail:
                 _masked(code, t, op)
             if k:
                 _combine(code, op, "v0", "v0", "v1")
-        code.op("vredmax" if op == "max" else "vredsum", "r13", "v0")
+        _reduce_lanes(code, op, "r13", "v0")
         code.op("st32", "r13", ("r4", 0))
         code.op("addi", "r3", "r3", x.layout.stride)
         code.op("addi", "r4", "r4", 4)
@@ -460,14 +565,61 @@ def row_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
     code.counted("r1", nr, row)
 
 
+def _rows_from(x: Value, r: int) -> Value:
+    """x's block from its row r on, as a value of its own (the same layout, a later address)."""
+    return Value(x.name, x.shape, x.dtype, x.layout, x.node, addr=x.addr + r * x.layout.stride)
+
+
+def _row_partials_narrow(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
+                         pre: tuple | None) -> None:
+    """row_partials for nr rows (a multiple of `lanes`), `lanes` rows at a time: lane k holds
+    row r0 + k, and the columns are loaded down the rows and combined one after another."""
+    lanes, vb = code.lanes, code.vbytes
+    isz = _isz(x.dtype)
+    load = "vlds" if x.dtype == "f32" else "vldsw.bf16"
+    es = round_up(nc, lanes) * 4
+    code.li("r7", x.layout.stride)
+    code.li("r3", x.addr)
+    code.li("r4", part)
+    ebuf = pre is not None and pre[2] is not None
+    if pre is not None:
+        code.li("r5", pre[0])
+        if ebuf:
+            code.li("r6", pre[2])
+            code.li("r8", es)
+
+    def chunk() -> None:
+        code.op("vbcasti", "v0", IDENTITY[op])
+        if pre is not None:
+            code.op("vld", "v12", ("r5", 0))
+        for c in range(nc):
+            code.op(load, "v1", ("r3", c * isz), "r7")
+            if pre is not None:
+                code.op("vsub", "v1", "v1", "v12")
+                _after_shift(code, pre[1], "v1")
+                if ebuf:
+                    code.op("vsts", "v1", ("r6", 4 * c), "r8")
+            _combine(code, op, "v0", "v0", "v1")
+        code.op("vst", "v0", ("r4", 0))
+        code.op("addi", "r3", "r3", lanes * x.layout.stride)
+        code.op("addi", "r4", "r4", vb)
+        if pre is not None:
+            code.op("addi", "r5", "r5", vb)
+            if ebuf:
+                code.op("addi", "r6", "r6", lanes * es)
+
+    code.counted("r1", nr // lanes, chunk)
+
+
 def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
-                 pre: tuple[int, int] | None = None) -> None:
+                 pre: tuple[int, int] | None = None, fn: str = "exp") -> None:
     """part[c] (f32) = op over the nr rows of column c of x's block (whole vectors).
 
-    With `pre` = (m_addr, ebuf_addr): elements are first replaced by exp(x - m[c]) and stored
-    (f32) in ebuf with stride round_up(nc, lanes) * 4 (ebuf None: not stored).
+    With `pre` = (m_addr, ebuf_addr): elements are first replaced by exp(x - m[c]) (`fn`
+    "exp") or (x - m[c])^2 ("square") and stored (f32) in ebuf with stride
+    round_up(nc, lanes) * 4 (ebuf None: not stored).
     """
-    ident = NEG_INF if op == "max" else ZERO
+    ident = IDENTITY[op]
     lanes, vb = code.lanes, code.vbytes
     nvr = -(-nc // lanes)
     if nr <= 0:
@@ -492,7 +644,7 @@ def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
                 code.vload("v14", "r3", lanes * (v - q0) * isz, x.dtype)
                 if pre is not None:
                     code.op("vsub", "v14", "v14", f"v{8 + v - q0}")
-                    code.op("vexp", "v14", "v14")
+                    _after_shift(code, fn, "v14")
                     if pre[1] is not None:
                         code.op("vst", "v14", ("r5", vb * (v - q0)))
                 _combine(code, op, f"v{v - q0}", f"v{v - q0}", "v14")
@@ -506,19 +658,32 @@ def col_partials(code: Code, x: Value, nr: int, nc: int, op: str, part: int,
             code.op("vst", f"v{v - q0}", ("r4", vb * (v - q0)))
 
 
-def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: float | None
-                 ) -> None:
-    """out elements [dst, +n) = f32 vector at src (divided by `divisor`), in out's dtype."""
+def _after_shift(code: Code, fn: str, v: str) -> None:
+    """The function applied to x - m in a numerator or variance pass: exp, or the square."""
+    if fn == "exp":
+        code.op("vexp", v, v)
+    else:
+        code.op("vmul", v, v, v)
+
+
+def store_vector(code: Code, src: int, n: int, out: Value, dst: int, divisor: float | None,
+                 negate: bool = False) -> None:
+    """out elements [dst, +n) = f32 vector at src (divided by `divisor`; with `negate`, 0 minus
+    it, so that a -0 becomes +0), in out's dtype."""
     code.li("r1", src)
     code.li("r2", dst)
     if divisor is not None:
         code.op("vbcasti", "v15", f32_bits(divisor))
+    if negate:
+        code.op("vbcasti", "v14", ZERO)
     isz = _isz(out.dtype)
     lanes = code.lanes
     for k in range(-(-n // lanes)):
         code.op("vld", "v0", ("r1", code.vbytes * k))
         if divisor is not None:
             code.op("vdiv", "v0", "v0", "v15")
+        if negate:
+            code.op("vsub", "v0", "v14", "v0")
         code.vstore("v0", "r2", lanes * k * isz, out.dtype)
 
 
@@ -545,30 +710,32 @@ def holders(ctx: Ctx, L, rows: bool) -> dict[tuple[int, int], tuple[int, int]]:
 
 
 def line_reduce(ctx: Ctx, x: Value, shapes: dict[tuple[int, int], tuple[int, int]], rows: bool,
-                op: str, part: int, tmp: int, exp_from: tuple[int, int] | None = None) -> None:
+                op: str, part: int, tmp: int, exp_from: tuple[int, int] | None = None,
+                fn: str = "exp") -> None:
     """Each member of the lines (`shapes`, from line_members) reduces its block along the line
     into `part` with `op`, then an all-reduce along the line (`tmp`: its receive buffer) leaves
     the line's result in every member's `part`. With `exp_from` = (m_addr, ebuf_addr) the
-    elements are first replaced by exp(x - m) and stored in ebuf: the softmax numerator pass."""
+    elements are first replaced by exp(x - m) and stored in ebuf: the softmax numerator pass
+    (`fn` "square": by (x - m)^2, layernorm's variance pass)."""
     for (i, j), (nr, nc) in shapes.items():
         code = ctx.gcode(i, j)
         if rows:
-            pre = None if exp_from is None else (exp_from[0], "exp", exp_from[1])
+            pre = None if exp_from is None else (exp_from[0], fn, exp_from[1])
             row_partials(code, x, nr, nc, op, part, pre=pre)
         else:
-            col_partials(code, x, nr, nc, op, part, pre=exp_from)
+            col_partials(code, x, nr, nc, op, part, pre=exp_from, fn=fn)
     L = x.layout
     nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
     allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), part, tmp, nbytes, op)
 
 
 class Reduce(Step):
-    """sum/max/mean of a 1-D or 2-D value over its rows' elements ("rows": the last axis) or
-    down its columns ("cols": axis 0 of a 2-D value)."""
+    """sum/max/min/mean of a 1-D or 2-D value over its rows' elements ("rows": the last axis)
+    or down its columns ("cols": axis 0 of a 2-D value)."""
 
     def __init__(self, out: Value, src: Value, op: str, along: str, loc, label) -> None:
         super().__init__(f"{op}[{along}]", out, [src], loc, label)
-        self.op = op                      # "sum", "max" or "mean"
+        self.op = op                      # "sum", "max", "min" or "mean"
         self.along = along
         L = src.layout
         n = (L.max_rows if along == "rows" else L.max_cols)
@@ -579,7 +746,7 @@ class Reduce(Step):
         x = self.ins[0]
         L = x.layout
         part, tmp = self.temps[0].addr, self.temps[1].addr
-        comb = "max" if self.op == "max" else "sum"
+        comb = "sum" if self.op == "mean" else self.op
         rows = self.along == "rows"
         shapes = line_members(ctx, L, rows)
         line_reduce(ctx, x, shapes, rows, comb, part, tmp)
@@ -623,6 +790,31 @@ def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: 
             nc: int) -> None:
     """out[r][c] = e[r][c] / den[r] (rows) or / den[c] (cols)."""
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, out.layout) if rows else 0
+    if done:
+        # `lanes` rows at a time, down the columns (see narrow_rows)
+        store = "vsts" if out.dtype == "f32" else "vstsn.bf16"
+        code.li("r3", eb)
+        code.li("r4", out.addr)
+        code.li("r5", den)
+        code.li("r6", es)
+        code.li("r7", out.layout.stride)
+
+        def chunk() -> None:
+            code.op("vld", "v15", ("r5", 0))
+            for c in range(nc):
+                code.op("vlds", "v0", ("r3", 4 * c), "r6")
+                code.op("vdiv", "v0", "v0", "v15")
+                code.op(store, "v0", ("r4", c * _isz(out.dtype)), "r7")
+            code.op("addi", "r3", "r3", lanes * es)
+            code.op("addi", "r4", "r4", lanes * out.layout.stride)
+            code.op("addi", "r5", "r5", vb)
+
+        code.counted("r1", done // lanes, chunk)
+        if done >= nr:
+            return
+        eb, den, nr = eb + done * es, den + 4 * done, nr - done
+        out = _rows_from(out, done)
     nvr = -(-nc // lanes)
     isz = _isz(out.dtype)
     for q0 in range(0, nvr, 8):
@@ -651,13 +843,13 @@ def _divide(code: Code, eb: int, es: int, den: int, rows: bool, out: Value, nr: 
 
 
 class ReduceAll(Step):
-    """sum/max/mean of every element of a value, whatever its layout, to a 0-d value held by
+    """sum/max/min/mean of every element of a value, whatever its layout, to a 0-d value held by
     every grid node: each node reduces its block, then partials are all-reduced along each grid
     axis that splits the value (replicas already agree along the others)."""
 
     def __init__(self, out: Value, src: Value, op: str, loc, label) -> None:
         super().__init__(f"{op}[all]", out, [src], loc, label)
-        self.op = op                      # "sum", "max" or "mean"
+        self.op = op                      # "sum", "max", "min" or "mean"
         size = src.layout.lanes * 4
         self.temps = [scratch(f"{out.name}.part", size), scratch(f"{out.name}.recv", size)]
 
@@ -665,7 +857,7 @@ class ReduceAll(Step):
         x, out = self.ins[0], self.out
         L = x.layout
         part, tmp = self.temps[0].addr, self.temps[1].addr
-        comb = "max" if self.op == "max" else "sum"
+        comb = "sum" if self.op == "mean" else self.op
         nodes = [(i, j) for i in range(ctx.grid.P) for j in range(ctx.grid.Q)]
         for i, j in nodes:
             nr, nc = L.block_shape(i, j)
@@ -679,7 +871,7 @@ class ReduceAll(Step):
 
 def block_total(code: Code, x: Value, nr: int, nc: int, op: str, dst: int) -> None:
     """The f32 at dst = op over every element of x's nr x nc block (the identity if empty)."""
-    ident = NEG_INF if op == "max" else ZERO
+    ident = IDENTITY[op]
     if nr <= 0 or nc <= 0:
         fill(code, dst, 1, ident)
         return
@@ -701,7 +893,7 @@ def block_total(code: Code, x: Value, nr: int, nc: int, op: str, dst: int) -> No
         code.op("addi", "r3", "r3", x.layout.stride)
 
     code.counted("r1", nr, row)
-    code.op("vredmax" if op == "max" else "vredsum", "r13", "v0")
+    _reduce_lanes(code, op, "r13", "v0")
     code.li("r4", dst)
     code.op("st32", "r13", ("r4", 0))
 
@@ -735,9 +927,39 @@ class LogSoftmax(Step):
 
 
 def _shift_log(code: Code, x: Value, mx: int, ls: int, rows: bool, out: Value, nr: int,
-               nc: int) -> None:
-    """out[r][c] = (x[r][c] - mx[r]) - ls[r] (rows) or with mx[c], ls[c] (cols), in f32."""
+               nc: int, second: str = "vsub") -> None:
+    """out[r][c] = (x[r][c] - mx[r]) - ls[r] (rows) or with mx[c], ls[c] (cols), in f32; with
+    `second` "vdiv", (x - mx) / ls: layernorm's last pass."""
     lanes, vb = code.lanes, code.vbytes
+    done = narrow_rows(code, nr, nc, x.layout, out.layout) if rows else 0
+    if done:
+        # `lanes` rows at a time, down the columns (see narrow_rows)
+        load = "vlds" if x.dtype == "f32" else "vldsw.bf16"
+        store = "vsts" if out.dtype == "f32" else "vstsn.bf16"
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.li("r5", mx)
+        code.li("r6", ls)
+        code.li("r7", x.layout.stride)
+        code.li("r8", out.layout.stride)
+
+        def chunk() -> None:
+            code.op("vld", "v14", ("r5", 0))
+            code.op("vld", "v15", ("r6", 0))
+            for c in range(nc):
+                code.op(load, "v0", ("r3", c * _isz(x.dtype)), "r7")
+                code.op("vsub", "v0", "v0", "v14")
+                code.op(second, "v0", "v0", "v15")
+                code.op(store, "v0", ("r4", c * _isz(out.dtype)), "r8")
+            for r, st in (("r3", x.layout.stride), ("r4", out.layout.stride), ("r5", 4),
+                          ("r6", 4)):
+                code.op("addi", r, r, lanes * st)
+
+        code.counted("r1", done // lanes, chunk)
+        if done >= nr:
+            return
+        mx, ls, nr = mx + 4 * done, ls + 4 * done, nr - done
+        x, out = _rows_from(x, done), _rows_from(out, done)
     nvr = -(-nc // lanes)
     xi, oi = _isz(x.dtype), _isz(out.dtype)
     width = 8 if rows else 6
@@ -761,7 +983,7 @@ def _shift_log(code: Code, x: Value, mx: int, ls: int, rows: bool, out: Value, n
             for v in range(q0, q1):
                 code.vload("v0", "r3", lanes * (v - q0) * xi, x.dtype)
                 code.op("vsub", "v0", "v0", "v14" if rows else f"v{2 + v - q0}")
-                code.op("vsub", "v0", "v0", "v15" if rows else f"v{8 + v - q0}")
+                code.op(second, "v0", "v0", "v15" if rows else f"v{8 + v - q0}")
                 code.vstore("v0", "r4", lanes * (v - q0) * oi, out.dtype)
             code.op("addi", "r3", "r3", x.layout.stride)
             code.op("addi", "r4", "r4", out.layout.stride)
@@ -811,6 +1033,94 @@ class MaxMask(Step):
                 _mark_rows(ctx.gcode(i, j), first, out, nr, nc, c0)
             else:
                 _mark_cols(ctx.gcode(i, j), first, out, nr, nc, r0)
+
+
+class ArgMax(Step):
+    """The index of the first maximum along "rows" (the last axis) or "cols" (axis 0) of a 1-D
+    or 2-D value, as a value of its dtype in a Reduce's result layout: MaxMask's first two
+    phases (the line maximum, then the first index holding it as -index, all-reduced with max)
+    over every member of the lines, so that each holder of the result has it, then stored
+    negated. A NaN counts as maximal, as numpy's argmax has it."""
+
+    def __init__(self, out: Value, src: Value, along: str, loc, label) -> None:
+        super().__init__(f"argmax[{along}]", out, [src], loc, label)
+        self.along = along
+        L = src.layout
+        n = L.max_rows if along == "rows" else L.max_cols
+        size = round_up(max(n, 1), L.lanes) * 4
+        self.temps = [scratch(f"{out.name}.max", size), scratch(f"{out.name}.first", size),
+                      scratch(f"{out.name}.recv", size)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        L = x.layout
+        mx, first, tmp = (t.addr for t in self.temps)
+        rows = self.along == "rows"
+        shapes = line_members(ctx, L, rows)
+        line_reduce(ctx, x, shapes, rows, "max", mx, tmp)
+        for (i, j), (nr, nc) in shapes.items():
+            r0, _, c0, _ = L.block(i, j)
+            code = ctx.gcode(i, j)
+            if rows:
+                _first_in_rows(code, x, nr, nc, mx, first, c0)
+            else:
+                _first_in_cols(code, x, nr, nc, mx, first, r0)
+        nbytes = {ij: 4 * (nr if rows else nc) for ij, (nr, nc) in shapes.items()}
+        allreduce(ctx, L.col_axis if rows else L.row_axis, list(shapes), first, tmp, nbytes,
+                  "max")
+        for i, j in shapes:
+            oc0, oc1 = out.layout.block(i, j)[2:]
+            store_vector(ctx.gcode(i, j), first, oc1 - oc0, out, out.addr, None, negate=True)
+
+
+class LayerNorm(Step):
+    """(x - mean) / sqrt(var + eps) of a 1-D or 2-D value along "rows" (the last axis) or
+    "cols" (axis 0), in f32 and rounded once: the sums of x all-reduced along the lines among
+    the nodes that hold elements, divided by n (the mean); the sums of (x - mean)^2 likewise,
+    divided by n, plus eps, square-rooted (one vector per node); then every element shifted and
+    divided. eps is the IR node's `value`, rounded to f32."""
+
+    def __init__(self, out: Value, src: Value, along: str, loc, label) -> None:
+        super().__init__(f"layernorm[{along}]", out, [src], loc, label)
+        self.along = along
+        L = src.layout
+        n = L.max_rows if along == "rows" else L.max_cols
+        size = round_up(max(n, 1), L.lanes) * 4
+        self.temps = [scratch(f"{out.name}.mean", size), scratch(f"{out.name}.std", size),
+                      scratch(f"{out.name}.recv", size)]
+
+    def emit(self, ctx: Ctx) -> None:
+        x, out = self.ins[0], self.out
+        L = x.layout
+        mean, std, tmp = (t.addr for t in self.temps)
+        rows = self.along == "rows"
+        count = float(L.cols if rows else L.rows)
+        eps = out.node.value
+        shapes = holders(ctx, L, rows)
+        line_reduce(ctx, x, shapes, rows, "sum", mean, tmp)
+        for (i, j), (nr, nc) in shapes.items():
+            _scale_stats(ctx.gcode(i, j), mean, nr if rows else nc, count, None)
+        line_reduce(ctx, x, shapes, rows, "sum", std, tmp, exp_from=(mean, None), fn="square")
+        for (i, j), (nr, nc) in shapes.items():
+            code = ctx.gcode(i, j)
+            _scale_stats(code, std, nr if rows else nc, count, eps)
+            _shift_log(code, x, mean, std, rows, out, nr, nc, second="vdiv")
+
+
+def _scale_stats(code: Code, addr: int, n: int, count: float, eps: float | None) -> None:
+    """The f32 vector of n sums at addr divided by count, in place: a mean; with eps, then
+    sqrt(. + eps), the standard deviation layernorm divides by (whole vectors)."""
+    code.li("r1", addr)
+    code.op("vbcasti", "v15", f32_bits(count))
+    if eps is not None:
+        code.op("vbcasti", "v14", f32_bits(eps))
+    for k in range(-(-n // code.lanes)):
+        code.op("vld", "v0", ("r1", code.vbytes * k))
+        code.op("vdiv", "v0", "v0", "v15")
+        if eps is not None:
+            code.op("vadd", "v0", "v0", "v14")
+            code.op("vsqrt", "v0", "v0")
+        code.op("vst", "v0", ("r1", code.vbytes * k))
 
 
 def _candidates(code: Code, d: str, x: str, m: str, idx: str, eq: str, ninf: str) -> None:
@@ -969,12 +1279,15 @@ def _abk(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 
 class NdReduce(Step):
-    """sum/max/mean (or softmax, log_softmax, max_mask) of a dense replicated N-d value along
-    any axis, computed on every grid node (the result is dense and replicated too)."""
+    """sum/max/min/mean/argmax (or softmax, log_softmax, max_mask, layernorm) of a dense
+    replicated N-d value along any axis, computed on every grid node (the result is dense and
+    replicated too)."""
 
     def __init__(self, out: Value, src: Value, op: str, axis: int, loc, label) -> None:
         super().__init__(f"nd-{op}[axis={axis}]", out, [src], loc, label)
-        self.op = op        # "sum", "max", "mean", "softmax", "log_softmax" or "max_mask"
+        # "sum", "max", "min", "mean", "argmax", "softmax", "log_softmax", "max_mask" or
+        # "layernorm"
+        self.op = op
         self.axis = axis
         A, K, B = _abk(src.shape, axis)
         if op == "softmax":
@@ -989,14 +1302,18 @@ class NdReduce(Step):
                 self._log_softmax(code)
             elif self.op == "max_mask":
                 self._max_mask(code)
+            elif self.op == "argmax":
+                self._argmax(code)
+            elif self.op == "layernorm":
+                self._layernorm(code)
             else:
                 self._reduce(code)
 
     def _reduce(self, code: Code) -> None:
         x, out = self.ins[0], self.out
         A, K, B = _abk(x.shape, self.axis)
-        op = "max" if self.op == "max" else "sum"
-        ident = NEG_INF if op == "max" else ZERO
+        op = "sum" if self.op == "mean" else self.op
+        ident = IDENTITY[op]
         xi, oi = _isz(x.dtype), _isz(out.dtype)
         lanes = code.lanes
         div = f32_bits(float(K)) if self.op == "mean" else None
@@ -1024,18 +1341,11 @@ class NdReduce(Step):
                 code.counted("r2", nvk - (1 if tail else 0), lambda: vec_k(False))
                 if tail:
                     vec_k(True)
-                code.op("vredmax" if op == "max" else "vredsum", "r13", "v0")
+                _reduce_lanes(code, op, "r13", "v0")
                 code.op("vbcast", "v0", "r13")
                 if div is not None:
                     code.op("vdiv", "v0", "v0", "v12")
-                if out.dtype == "bf16":
-                    code.op("vcvt.bf16", "v0", "v0")
-                    code.op("vext", "r13", "v0", 0)
-                    code.op("srli", "r13", "r13", 16)      # the bf16 half of the f32 bits
-                    code.op("st16", "r13", ("r4", 0))
-                else:
-                    code.op("vext", "r13", "v0", 0)
-                    code.op("st32", "r13", ("r4", 0))
+                _store_lane0(code, out.dtype)
                 code.op("addi", "r3", "r3", K * xi)
                 code.op("addi", "r4", "r4", oi)
 
@@ -1064,6 +1374,182 @@ class NdReduce(Step):
             # Undo the overshoot of the last vector: continue at the next a exactly.
             code.op("addi", "r3", "r3", (K * B - lanes * nvb) * xi)
             code.op("addi", "r4", "r4", (B - lanes * nvb) * oi)
+
+        code.counted("r1", A, one_a)
+
+    def _argmax(self, code: Code) -> None:
+        """The first index holding the maximum, as in _max_mask, stored as a value."""
+        x, out = self.ins[0], self.out
+        A, K, B = _abk(x.shape, self.axis)
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        lanes = code.lanes
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.op("vbcasti", "v15", NEG_INF)
+        if B == 1:
+            # Along the contiguous axis: the largest -index among the candidates.
+            nvk = -(-K // lanes)
+            tail = K % lanes
+            if tail:
+                code.lane_mask("v14", tail, "v13")
+            code.op("viota", "v13")
+            code.op("vneg", "v13", "v13")
+
+            def one() -> None:
+                code.op("vbcasti", "v0", NEG_INF)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    if k == nvk - 1 and tail:
+                        code.op("vsel", "v1", "v14", "v1", "v15")
+                    code.op("vmax", "v0", "v0", "v1")
+                code.op("vredmax", "r13", "v0")
+                code.op("vbcast", "v2", "r13")
+                code.op("vbcasti", "v0", NEG_INF)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    code.op("vbcasti", "v4", f32_bits(float(lanes * k)))
+                    code.op("vsub", "v4", "v13", "v4")
+                    _candidates(code, "v5", "v1", "v2", "v4", "v3", "v15")
+                    if k == nvk - 1 and tail:
+                        code.op("vsel", "v5", "v14", "v5", "v15")
+                    code.op("vmax", "v0", "v0", "v5")
+                code.op("vredmax", "r13", "v0")
+                code.op("vbcast", "v0", "r13")
+                code.op("vbcasti", "v6", ZERO)
+                code.op("vsub", "v0", "v6", "v0")              # the index, +0 for the first
+                _store_lane0(code, out.dtype)
+                code.op("addi", "r3", "r3", K * xi)
+                code.op("addi", "r4", "r4", oi)
+
+            code.counted("r1", A, one)
+            return
+        # Across rows: scan k in order, taking k where a lane meets its first candidate.
+        code.op("vbcasti", "v11", ZERO)
+        code.op("vbcasti", "v10", 0xFFFFFFFF)
+        code.op("vbcasti", "v12", ONE)
+        nvb = -(-B // lanes)
+
+        def one_a() -> None:
+            def bvec() -> None:
+                _column_max(code, x.dtype, K, B * xi)
+                code.op("mv", "r5", "r3")
+                code.op("vbcasti", "v3", ZERO)               # found so far
+                code.op("vbcasti", "v7", ZERO)               # the index
+                code.op("vbcasti", "v8", ZERO)               # k
+
+                def kscan() -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vcmpeq", "v4", "v1", "v0")
+                    code.op("vcmpeq", "v5", "v1", "v1")
+                    code.op("vsel", "v4", "v5", "v4", "v10")   # a NaN is a candidate
+                    code.op("vsel", "v5", "v3", "v11", "v4")   # the first candidate only
+                    code.op("vsel", "v7", "v5", "v8", "v7")
+                    code.op("vor", "v3", "v3", "v4")
+                    code.op("vadd", "v8", "v8", "v12")
+                    code.op("addi", "r5", "r5", B * xi)
+
+                code.counted("r6", K, kscan)
+                code.vstore("v7", "r4", 0, out.dtype)
+                code.op("addi", "r3", "r3", lanes * xi)
+                code.op("addi", "r4", "r4", lanes * oi)
+
+            code.counted("r2", nvb, bvec)
+            # Undo the overshoot of the last vector: continue at the next a exactly.
+            code.op("addi", "r3", "r3", (K * B - lanes * nvb) * xi)
+            code.op("addi", "r4", "r4", (B - lanes * nvb) * oi)
+
+        code.counted("r1", A, one_a)
+
+    def _layernorm(self, code: Code) -> None:
+        """(x - mean) / sqrt(var + eps) along the axis, as LayerNorm computes it on a line."""
+        x, out = self.ins[0], self.out
+        A, K, B = _abk(x.shape, self.axis)
+        xi, oi = _isz(x.dtype), _isz(out.dtype)
+        lanes = code.lanes
+        code.li("r3", x.addr)
+        code.li("r4", out.addr)
+        code.op("vbcasti", "v12", f32_bits(float(K)))
+        code.op("vbcasti", "v11", f32_bits(out.node.value))
+        if B == 1:
+            nvk = -(-K // lanes)
+            tail = K % lanes
+            if tail:
+                code.lane_mask("v14", tail, "v13")
+
+            def one() -> None:
+                code.op("vbcasti", "v0", ZERO)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    if k == nvk - 1 and tail:
+                        code.op("vand", "v1", "v1", "v14")
+                    code.op("vadd", "v0", "v0", "v1")
+                code.op("vredsum", "r13", "v0")
+                code.op("vbcast", "v2", "r13")
+                code.op("vdiv", "v2", "v2", "v12")             # the mean
+                code.op("vbcasti", "v0", ZERO)
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vmul", "v1", "v1", "v1")
+                    if k == nvk - 1 and tail:
+                        code.op("vand", "v1", "v1", "v14")
+                    code.op("vadd", "v0", "v0", "v1")
+                code.op("vredsum", "r13", "v0")
+                code.op("vbcast", "v3", "r13")
+                _std(code, "v3")
+                for k in range(nvk):
+                    code.vload("v1", "r3", lanes * k * xi, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vdiv", "v1", "v1", "v3")
+                    code.vstore("v1", "r4", lanes * k * oi, out.dtype)
+                code.op("addi", "r3", "r3", K * xi)
+                code.op("addi", "r4", "r4", K * oi)
+
+            code.counted("r1", A, one)
+            return
+        nvb = -(-B // lanes)
+        # b-vectors from the last to the first, as in _softmax.
+        back = lanes * (nvb - 1)
+        code.op("addi", "r3", "r3", back * xi)
+        code.op("addi", "r4", "r4", back * oi)
+
+        def one_a() -> None:
+            def bvec() -> None:
+                def ksum(square: bool) -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    if square:
+                        code.op("vsub", "v1", "v1", "v2")
+                        code.op("vmul", "v1", "v1", "v1")
+                    code.op("vadd", "v0", "v0", "v1")
+                    code.op("addi", "r5", "r5", B * xi)
+
+                for square in (False, True):
+                    code.op("mv", "r5", "r3")
+                    code.op("vbcasti", "v0", ZERO)
+                    code.counted("r6", K, lambda square=square: ksum(square))
+                    if square:
+                        code.op("vmov", "v3", "v0")
+                        _std(code, "v3")
+                    else:
+                        code.op("vdiv", "v2", "v0", "v12")     # the mean
+                code.op("mv", "r5", "r3")
+                code.op("mv", "r9", "r4")
+
+                def kout() -> None:
+                    code.vload("v1", "r5", 0, x.dtype)
+                    code.op("vsub", "v1", "v1", "v2")
+                    code.op("vdiv", "v1", "v1", "v3")
+                    code.vstore("v1", "r9", 0, out.dtype)
+                    code.op("addi", "r5", "r5", B * xi)
+                    code.op("addi", "r9", "r9", B * oi)
+
+                code.counted("r6", K, kout)
+                code.op("addi", "r3", "r3", -lanes * xi)
+                code.op("addi", "r4", "r4", -lanes * oi)
+
+            code.counted("r2", nvb, bvec)
+            code.op("addi", "r3", "r3", (K * B + lanes * nvb) * xi)
+            code.op("addi", "r4", "r4", (K * B + lanes * nvb) * oi)
 
         code.counted("r1", A, one_a)
 
@@ -1361,6 +1847,25 @@ class NdBroadcast(Step):
         for i, j in out.layout.holders():
             code = ctx.gcode(i, j)
             _nd_copy(code, x.addr, st, out.addr, d, x.dtype, out.dtype, xi, oi)
+
+
+def _store_lane0(code: Code, dtype: str) -> None:
+    """The element at [r4] = lane 0 of v0, in `dtype` (bf16: rounded to nearest even)."""
+    if dtype == "bf16":
+        code.op("vcvt.bf16", "v0", "v0")
+        code.op("vext", "r13", "v0", 0)
+        code.op("srli", "r13", "r13", 16)      # the bf16 half of the f32 bits
+        code.op("st16", "r13", ("r4", 0))
+    else:
+        code.op("vext", "r13", "v0", 0)
+        code.op("st32", "r13", ("r4", 0))
+
+
+def _std(code: Code, v: str) -> None:
+    """v = sqrt(v / n + eps), with n in v12 and eps in v11: layernorm's divisor."""
+    code.op("vdiv", v, v, "v12")
+    code.op("vadd", v, v, "v11")
+    code.op("vsqrt", v, v)
 
 
 def _column_max(code: Code, dtype: str, K: int, row_bytes: int) -> None:

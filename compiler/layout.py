@@ -20,6 +20,10 @@ f32 vector lanes) so every row is whole vector registers. A *dense* layout has n
 (stride = C x itemsize): the N-d fallback kernels use it, because their strides are plain numpy
 strides. Every buffer has `SLACK` bytes (one vector register) at the end so a vector store at the
 last row may overrun into it.
+
+A layout of `pieces` > 1 stores each row as that many padded parts side by side, `piece_bytes`
+apart: a matmul operand split into bf16 pieces (compiler.matmul.SplitBf16) keeps its hi, mid and
+lo parts of a row together, so every message that carries rows carries all three.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class Layout:
     dense: bool = False
     skew: str | None = None
     skew_ab: tuple[int, int] = (1, 1)
+    row_split: tuple[int, ...] | None = None
+    pieces: int = 1
 
     def __post_init__(self) -> None:
         if self.row_axis is not None and self.row_axis == self.col_axis:
@@ -94,6 +100,8 @@ class Layout:
 
     @cached_property
     def row_bounds(self) -> tuple[int, ...]:
+        if self.row_split is not None:
+            return self.row_split
         return split(self.rows, self._parts(self.row_axis), self.tile)
 
     @cached_property
@@ -147,11 +155,16 @@ class Layout:
         return ITEMSIZE[self.dtype]
 
     @cached_property
-    def stride(self) -> int:
-        """Bytes from one stored row to the next."""
+    def piece_bytes(self) -> int:
+        """Bytes of one piece of a stored row (the whole row unless `pieces` > 1)."""
         if self.dense:
             return max(self.cols, 1) * self.itemsize
         return round_up(max(self.max_cols, 1), self.lanes) * self.itemsize
+
+    @cached_property
+    def stride(self) -> int:
+        """Bytes from one stored row to the next."""
+        return self.pieces * self.piece_bytes
 
     @cached_property
     def alloc_rows(self) -> int:
@@ -167,9 +180,11 @@ class Layout:
     def same_distribution(self, other: Layout) -> bool:
         """True if both place the same elements on the same nodes with the same storage."""
         return (self.rows, self.cols, self.row_axis, self.col_axis, self.P, self.Q,
-                self.dense, self.stride, self.skew, self.skew_ab) == (
+                self.dense, self.stride, self.skew, self.skew_ab, self.row_bounds,
+                self.pieces) == (
             other.rows, other.cols, other.row_axis, other.col_axis, other.P, other.Q,
-            other.dense, other.stride, other.skew, other.skew_ab)
+            other.dense, other.stride, other.skew, other.skew_ab, other.row_bounds,
+            other.pieces)
 
     def holders(self) -> list[tuple[int, int]]:
         """Grid nodes that hold a nonempty block."""
@@ -196,18 +211,42 @@ class Layout:
         kind = {("P", "Q"): "block", ("Q", "P"): "block^T", (None, "Q"): "cols/Q",
                 (None, "P"): "cols/P", ("P", None): "rows/P", ("Q", None): "rows/Q",
                 (None, None): "replicated"}[(self.row_axis, self.col_axis)]
-        extra = (" dense" if self.dense else "") + (f" skew-{self.skew}" if self.skew else "")
+        extra = ((" dense" if self.dense else "") + (f" skew-{self.skew}" if self.skew else "")
+                 + (f" x{self.pieces} pieces" if self.pieces > 1 else ""))
+        extra += " batched" if self.row_split is not None else ""
         return f"{kind}{extra} [{self.rows}x{self.cols}]"
 
 
 def make_layout(shape: tuple[int, ...], dtype: str, row_axis: str | None,
                 col_axis: str | None, grid: Grid, dense: bool = False,
-                skew: str | None = None, skew_ab: tuple[int, int] = (1, 1)) -> Layout:
-    """The layout of a value of `shape` on `grid` (which gives P, Q and the machine)."""
+                skew: str | None = None, skew_ab: tuple[int, int] = (1, 1),
+                row_split: tuple[int, ...] | None = None, pieces: int = 1) -> Layout:
+    """The layout of a value of `shape` on `grid` (which gives P, Q and the machine);
+    `row_split` gives the row blocks' bounds instead of the even split (a batched layout);
+    `pieces` > 1 stores each row as that many parts (a matmul operand split into bf16 pieces)."""
     r, c = view_of(shape)
     m = grid.machine
     return Layout(r, c, dtype, row_axis, col_axis, grid.P, grid.Q, m.vector_lanes_f32,
-                  m.mma_dim, dense, skew, skew_ab)
+                  m.mma_dim, dense, skew, skew_ab, row_split, pieces)
+
+
+def batch_groups(entries: int, P: int) -> list[tuple[int, int]]:
+    """For `entries` <= P matrices of a batch, the grid rows [g0, g1) each one is spread over
+    (as even as possible, in order)."""
+    return [(e * P // entries, (e + 1) * P // entries) for e in range(entries)]
+
+
+def batched_row_split(entries: int, rows: int, P: int, tile: int) -> tuple[int, ...]:
+    """Row bounds of the 2-D view [entries * rows, C] of a batch of `entries` matrices with
+    `rows` rows each, such that no grid row holds parts of two entries: with entries <= P,
+    entry e has the grid rows of `batch_groups` and its rows are split over them in tiles;
+    with more, grid row p holds whole entries [p * entries // P, (p + 1) * entries // P)."""
+    if entries <= P:
+        bounds = [0]
+        for e, (g0, g1) in enumerate(batch_groups(entries, P)):
+            bounds += [e * rows + b for b in split(rows, g1 - g0, tile)[1:]]
+        return tuple(bounds)
+    return tuple((p * entries // P) * rows for p in range(P + 1))
 
 
 @cache

@@ -5,13 +5,13 @@ casts) are fused into trees: a node whose only reader is an elementwise node of 
 and which is not an output, is computed inside its reader's loop instead of being stored.
 Broadcasts and literal splats are never stored either: a broadcast is read in place as a row
 vector, a column or a scalar (`broadcast_mode`); only the N-d patterns that are none of these are
-materialised, by the fallback kernel. Reductions, softmax, log_softmax and the first-maximum
-mask of 1-D and 2-D values and all matmuls and transposes have distributed kernels; those of
-3-D and 4-D values fall back to computing on a replicated copy. A reduction over every axis of
-a 2-D or larger value (in the IR a reshape to 1-D, then a reduction) is one kernel that reduces
-the value where it lies. A reshape that keeps the 2-D view, or turns a vector [N] into the
-column [N, 1], is read in place by elementwise kernels (a relabelling); its own step, a local
-copy, runs only if another kernel reads it.
+materialised, by the fallback kernel. Reductions (argmax too), softmax, log_softmax, layernorm
+and the first-maximum mask of 1-D and 2-D values and all matmuls and transposes have
+distributed kernels; those of 3-D and 4-D values fall back to computing on a replicated copy.
+A reduction over every axis of a 2-D or larger value (in the IR a reshape to 1-D, then a
+reduction) is one kernel that reduces the value where it lies. A reshape that keeps the 2-D
+view, or turns a vector [N] into the column [N, 1], is read in place by elementwise kernels
+(a relabelling); its own step, a local copy, runs only if another kernel reads it.
 
 `map_to_mesh` then picks a layout for every value (2-D blocks for matrices, vectors split along
 grid columns and replicated down rows, ...; see compiler.layout), inserts a `Redistribute` step
@@ -21,15 +21,22 @@ steps in program order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from compiler.asmgen import CompilerLimit
+from compiler.batched import BatchedMatmul
 from compiler.comm import Redistribute
+from compiler.gather import Gather, index_map
 from compiler.grid import Grid
-from compiler.ir import REDUCE_OPS, Graph, Node, Op
+from compiler.ir import REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
 from compiler.kernels import (
+    ArgMax,
     DenseReshape,
     Elementwise,
+    LayerNorm,
     Leaf,
     LogSoftmax,
     MaxMask,
@@ -39,8 +46,8 @@ from compiler.kernels import (
     ReduceAll,
     Softmax,
 )
-from compiler.layout import Layout, choose_skew, make_layout, view_of
-from compiler.matmul import Matmul
+from compiler.layout import Layout, batched_row_split, choose_skew, make_layout, round_up, view_of
+from compiler.matmul import SPLIT_PIECES, Matmul, SplitBf16
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
 from compiler.summa import SpmdStream, SpmdSumma
 from d1isa.machine import Machine
@@ -68,11 +75,14 @@ def broadcast_mode(src: tuple[int, ...], dst: tuple[int, ...]) -> str:
 @dataclass
 class KOp:
     """One kernel: `kind` in input, fused, reduce, reduce_all, softmax (log_softmax too),
-    max_mask, matmul, transpose, reshape, broadcast."""
+    max_mask, argmax, layernorm, matmul, transpose, reshape, broadcast, gather (slice, unslice,
+    concat)."""
 
     kind: str
     node: Node
-    expr: tuple | None = None          # fused: tree over IR nodes, ("leaf", node) at the leaves
+    expr: tuple | None = None          # fused: tree over IR nodes, ("leaf", node) at the leaves;
+                                       # gather: (operand nodes, flat index, ids of the
+                                       # nodes fused in) of a chain of moves
     nops: list[str] = field(default_factory=list)
 
 
@@ -128,10 +138,11 @@ def lower(graph: Graph) -> list[KOp]:
     # value where it lies.
     reduce_all: set[int] = set()
     for node in graph.nodes:
-        x = node.inputs[0] if node.op in REDUCE_OPS else None
+        x = node.inputs[0] if node.op in REDUCE_OPS and node.op is not Op.ARGMAX else None
         if (x is not None and node.ndim == 0 and x.op is Op.RESHAPE and x.ndim == 1
                 and x.inputs[0].ndim >= 2 and len(users[x.id]) == 1 and x.id not in outputs):
             reduce_all.update((node.id, x.id))
+    moves = _fuse_moves(graph, users, outputs, reduce_all)
     out = []
     for node in graph.nodes:
         if node.op in (Op.INPUT, Op.PARAM):
@@ -147,12 +158,19 @@ def lower(graph: Graph) -> list[KOp]:
                 out.append(KOp("broadcast", node))
         elif node.op is Op.CONST:
             continue
+        elif node.op is Op.ARGMAX:
+            out.append(KOp("argmax", node))
         elif node.op in REDUCE_OPS:
             out.append(KOp("reduce_all" if node.id in reduce_all else "reduce", node))
+        elif node.op is Op.LAYERNORM:
+            out.append(KOp("layernorm", node))
         elif node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
             out.append(KOp("softmax", node))
         elif node.op is Op.MAX_MASK:
             out.append(KOp("max_mask", node))
+        elif node.id in moves:
+            if moves[node.id] is not None:
+                out.append(KOp("gather", node, moves[node.id]))
         elif node.op is Op.RESHAPE:
             if node.id not in reduce_all:
                 out.append(KOp("reshape", node))
@@ -160,9 +178,63 @@ def lower(graph: Graph) -> list[KOp]:
             out.append(KOp("matmul", node))
         elif node.op is Op.TRANSPOSE:
             out.append(KOp("transpose", node))
+        elif node.op in SHAPE_OPS:
+            out.append(KOp("gather", node))
         else:  # pragma: no cover - the IR has no other ops (grad nodes never reach lower)
             raise AssertionError(f"cannot lower {node.op}")
     return out
+
+
+def _fuse_moves(graph: Graph, users: dict[int, list[Node]], outputs: set[int],
+                reduce_all: set[int]) -> dict[int, tuple | None]:
+    """Chains of data-movement ops gathered in one go. A slice, unslice, concat, reshape or
+    transpose whose only reader is another such op that is gathered (and which is not stored
+    for its own sake) is not computed: its reader's gather index is composed with its own, so
+    `reshape(transpose(h, [1, 0, 2]), [64, 128])` moves every element once. Returns, for every
+    node of a chain, its composed (operand nodes, flat index, ids of the nodes fused in) if it
+    is gathered, or None if it is fused into its reader."""
+    def movable(x: Node) -> bool:
+        return (x.op in SHAPE_OPS or x.op in (Op.TRANSPOSE, Op.RESHAPE)) and (
+            x.id not in outputs and x.id not in reduce_all and len(users[x.id]) == 1)
+
+    out: dict[int, tuple | None] = {}
+    for node in reversed(graph.nodes):
+        if node.id in out or not (node.op in SHAPE_OPS or node.op in (Op.TRANSPOSE, Op.RESHAPE)):
+            continue
+        if node.id in reduce_all or not any(movable(x) for x in node.inputs):
+            continue
+        if node.op is Op.RESHAPE:
+            old, new = view_of(node.inputs[0].shape), view_of(node.shape)
+            if old == new or (old == new[::-1] and 1 in old):
+                continue        # read in place (a relabelling), not gathered
+        out[node.id] = _compose(node, movable, out)
+    return out
+
+
+def _compose(node: Node, movable, fused: dict[int, tuple | None]) -> tuple:
+    """(operands, index, ids of the nodes fused in) of `node` with every movable operand
+    (recursively) fused into it."""
+    idx = index_map(node).ravel()
+    srcs: list[Node] = []
+    inner: list[int] = []
+    new = np.full(idx.shape, -1, dtype=np.int64)
+    base_in = base_out = 0
+    for x in node.inputs:
+        seg = (idx >= base_in) & (idx < base_in + x.size)
+        if movable(x):
+            fused[x.id] = None
+            sub_srcs, sub_idx, sub_inner = _compose(x, movable, fused)
+            inner += [*sub_inner, x.id]
+            mapped = sub_idx[idx[seg] - base_in]
+            new[seg] = np.where(mapped >= 0, mapped + base_out, -1)
+            srcs += sub_srcs
+            base_out += sum(s.size for s in sub_srcs)
+        else:
+            new[seg] = idx[seg] - base_in + base_out
+            srcs.append(x)
+            base_out += x.size
+        base_in += x.size
+    return tuple(srcs), new, tuple(inner)
 
 
 # ---- map --------------------------------------------------------------------------------------
@@ -180,8 +252,15 @@ class Mapper:
         self.cache: dict[tuple, Value] = {}
         self.inputs: list[Value] = []
         self.users = graph.users()
+        self.outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
         self.updated = {u.param.id for u in graph.updates}
         self.ntemp = 0
+
+    @property
+    def placed(self) -> list[Value]:
+        """Every value the host writes before a run: the inputs and params, and the copies of
+        inputs it places besides (`Value.copies`)."""
+        return self.inputs + [c for v in self.inputs for c in v.copies]
 
     # ---- layouts ------------------------------------------------------------------------------
 
@@ -201,13 +280,20 @@ class Mapper:
         front (looking through a widening cast), so reading it needs no communication."""
         users = self.users[node.id]
         g = self.grid
+        batched = self.batched_operand_layout(node)
+        if batched is not None:
+            return batched
         # Not an updated param: its new value comes out of unskewed kernels, and would need a
         # redistribution every step to be written back skewed.
         if (users and g.P == g.Q and g.P > 1 and self.options.matmul == "summa"
                 and self.options.preskew and node.ndim == 2 and node.id not in self.updated):
+            # Matmuls that read it transposed (a backward pass's transpose(x) @ g) read a
+            # copy of their own, so only the others decide.
+            reads = self.matmul_reads(node)
+            plain = {(mm.id, k) for mm, k, t in reads or () if not t}
             for k, skew in ((0, "A"), (1, "B")):
-                if all(u.op is Op.MATMUL and u.inputs[k] is node
-                       and u.inputs[1 - k] is not node for u in users):
+                if reads is not None and plain and all(kk == k for _, kk in plain) and not any(
+                        (mm, 1 - k) in plain for mm, _ in plain):
                     return make_layout(node.shape, node.dtype, "P", "Q", g, skew=skew,
                                        skew_ab=choose_skew(g.P))
         modes = set()
@@ -226,6 +312,84 @@ class Mapper:
         if modes == {"row"}:
             return self.layout(node.shape, node.dtype, None, "Q")
         return self.default(node.shape, node.dtype)
+
+    def matmul_reads(self, node: Node) -> list[tuple[Node, int, bool]] | None:
+        """How matmuls read `node`, looking through exact widening casts and transposes (the
+        forms `matmul_operand` reads through): (matmul, operand index, transposed) for each, or
+        None if anything else reads it or one of those casts and transposes."""
+        out: list[tuple[Node, int, bool]] = []
+
+        def walk(n: Node, t: bool) -> bool:
+            for u in self.users[n.id]:
+                if u.op is Op.MATMUL:
+                    out.extend((u, k, t) for k, x in enumerate(u.inputs) if x is n)
+                elif u.op is Op.TRANSPOSE or _widens(u):
+                    if u.id in self.outputs or not walk(u, t != (u.op is Op.TRANSPOSE)):
+                        return False
+                else:
+                    return False
+            return True
+
+        return out if walk(node, False) else None
+
+    def matmul_operand(self, x: Node) -> tuple[Value, bool] | None:
+        """What a matmul reads for operand x, if not x's own value: looking through transposes
+        and exact widening casts (as a backward pass reads forward values:
+        transpose(cast(h, f32))), a stored 2-D value that is bf16 (read as bf16: no f32 copy,
+        no f32 transpose) or an input read transposed (the host places its transpose); that
+        value and whether it is read transposed."""
+        t = False
+        n = x
+        while n.op is Op.TRANSPOSE or _widens(n):
+            t = t != (n.op is Op.TRANSPOSE)
+            n = n.inputs[0]
+        if n is x or n.id not in self.values or n.ndim != 2:
+            return None
+        v = self.values[n.id]
+        if v.dtype == "bf16" or (t and n.op is Op.INPUT):
+            return v, t
+        return None
+
+    def oriented(self, v: Value, transposed: bool, loc, label: str) -> Value:
+        """v, or its transpose in the 2-D block layout: a copy the host places for an input
+        (`Value.copies`, written with the input at no run-time cost), else a transposing
+        redistribution."""
+        if not transposed:
+            return v
+        L = self.layout(v.shape[::-1], v.dtype, "P", "Q")
+        if v in self.inputs and v.node.op is Op.INPUT:
+            key = (id(v), "host^T")
+            hit = self.cache.get(key)
+            if hit is None:
+                hit = self.cache[key] = Value(f"{v.name}^T", v.shape[::-1], v.dtype, L,
+                                              copy_of=v)
+                v.copies.append(hit)
+            return hit
+        return self.ensure(v, L, loc, label, transpose=True)
+
+    def split(self, v: Value, loc, label: str) -> Value:
+        """v (f32) as bf16 pieces in its own distribution (SplitBf16), made once: by the
+        elementwise kernel that computes v, in the same loop, if there is one (a gradient
+        masked by relu's derivative, say), else by a step of its own."""
+        key = (id(v), "split")
+        hit = self.cache.get(key)
+        if hit is None:
+            L = v.layout
+            P = make_layout(v.shape, "bf16", L.row_axis, L.col_axis, self.grid, L.dense,
+                            L.skew, L.skew_ab, pieces=SPLIT_PIECES)
+            hit = self.cache[key] = Value(f"{v.name}.x{SPLIT_PIECES}", v.shape, "bf16", P)
+            if not self.split_where_computed(v, hit):
+                self.steps.append(SplitBf16(hit, v, loc, label))
+        return hit
+
+    def split_where_computed(self, v: Value, pieces: Value) -> bool:
+        """Make the elementwise kernel that computes v also store it as `pieces`, if v comes
+        from one (and no other split); True if it does."""
+        producer = next((st for st in self.steps if st.out is v), None)
+        if isinstance(producer, Elementwise) and producer.split is None and not v.layout.dense:
+            producer.store_split(pieces)
+            return True
+        return False
 
     def ensure(self, v: Value, L: Layout, loc, label: str, transpose: bool = False) -> Value:
         """`v` in layout L: itself, or a redistributed copy (made once per layout)."""
@@ -278,7 +442,8 @@ class Mapper:
             if leaf.op is Op.CONST or (leaf.op is Op.BROADCAST and leaf.id not in self.values):
                 continue
             src = self.values[leaf.id].layout
-            L = self.layout(node.shape, node.dtype, src.row_axis, src.col_axis, src.dense)
+            L = make_layout(node.shape, node.dtype, src.row_axis, src.col_axis, self.grid,
+                            src.dense, row_split=src.row_split)
             break
         if L is None:
             L = self.default(node.shape, node.dtype)
@@ -293,7 +458,8 @@ class Mapper:
                     lf = Leaf("const", const=float(x.value))
                 elif x.op is Op.BROADCAST and x.id not in self.values:
                     mode = broadcast_mode(x.inputs[0].shape, x.shape)
-                    src_node, packed = _read_in_place(x.inputs[0], vcol and mode == "col")
+                    src_node, packed = _read_in_place(x.inputs[0], vcol and mode == "col"
+                                                      and L.row_split is None)
                     src = self.values[src_node.id]
                     if packed:
                         mode = "vcol"
@@ -301,7 +467,8 @@ class Mapper:
                     elif mode == "row":
                         want = self.layout(src.shape, src.dtype, None, L.col_axis)
                     elif mode == "col":
-                        want = self.layout(src.shape, src.dtype, L.row_axis, None)
+                        want = make_layout(src.shape, src.dtype, L.row_axis, None, self.grid,
+                                           row_split=L.row_split)
                     else:
                         want = self.layout(src.shape, src.dtype, None, None)
                     v = self.ensure(src, want, loc, node.name)
@@ -309,7 +476,8 @@ class Mapper:
                     lf = Leaf(mode, v)
                 else:
                     v = self.values[_read_in_place(x, False)[0].id]
-                    want = self.layout(v.shape, v.dtype, L.row_axis, L.col_axis, L.dense)
+                    want = make_layout(v.shape, v.dtype, L.row_axis, L.col_axis, self.grid,
+                                       L.dense, row_split=L.row_split)
                     v = self.ensure(v, want, loc, node.name)
                     key = ("full", id(v))
                     lf = Leaf("full", v)
@@ -344,7 +512,8 @@ class Mapper:
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdBroadcast(out, rep, loc, node.name))
 
-    def _reduce(self, k: KOp) -> None:
+    def _reduce(self, k: KOp, kernel: type | None = None) -> None:
+        """A reduction along one axis (`kernel` ArgMax: an argmax, laid out the same)."""
         node = k.node
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
@@ -353,7 +522,11 @@ class Mapper:
             rows = node.axis == len(x.shape) - 1
             axis = x.layout.row_axis if rows else x.layout.col_axis
             out = self.new_value(node, self.layout(node.shape, node.dtype, None, axis))
-            self.steps.append(Reduce(out, x, op, "rows" if rows else "cols", loc, node.name))
+            along = "rows" if rows else "cols"
+            if kernel is None:
+                self.steps.append(Reduce(out, x, op, along, loc, node.name))
+            else:
+                self.steps.append(kernel(out, x, along, loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
@@ -372,19 +545,28 @@ class Mapper:
     def _max_mask(self, k: KOp) -> None:
         self._along_axis(k, MaxMask)
 
+    def _layernorm(self, k: KOp) -> None:
+        self._along_axis(k, LayerNorm)
+
+    def _argmax(self, k: KOp) -> None:
+        """Laid out like a reduction's result; the same N-d fallback."""
+        self._reduce(k, ArgMax)
+
     def _along_axis(self, k: KOp, kernel: type) -> None:
         """A kernel whose result has its operand's shape, computed along an axis: distributed
-        for 1-D and 2-D values (the result in the operand's layout), else on a replicated
-        copy."""
+        for 1-D and 2-D values and along the last axis of N-d ones (the result in the
+        operand's layout), else on a replicated copy."""
         node = k.node
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
-        if len(x.shape) <= 2:
-            rows = node.axis == len(x.shape) - 1
+        last = node.axis == len(x.shape) - 1
+        if len(x.shape) <= 2 or (last and not x.layout.dense):
+            # Along the last axis, an N-d value is its 2-D view along rows.
             L = x.layout
-            out = self.new_value(node, self.layout(node.shape, node.dtype, L.row_axis,
-                                                   L.col_axis, L.dense))
-            self.steps.append(kernel(out, x, "rows" if rows else "cols", loc, node.name))
+            out = self.new_value(node, make_layout(node.shape, node.dtype, L.row_axis,
+                                                   L.col_axis, self.grid, L.dense,
+                                                   row_split=L.row_split))
+            self.steps.append(kernel(out, x, "rows" if last else "cols", loc, node.name))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
@@ -408,14 +590,164 @@ class Mapper:
             out = self.new_value(node, self.layout(node.shape, node.dtype, L.col_axis,
                                                    L.row_axis))
             self.steps.append(Redistribute(out, x, True, loc, node.name, self.grid))
-        else:
+        elif L.dense:
             rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc,
                               node.name)
             out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
             self.steps.append(DenseReshape(out, rep, loc, node.name))
+        else:
+            self._gather(k)
+
+    def _gather(self, k: KOp) -> None:
+        """slice, unslice, concat, transpose with axes, a reshape that changes the 2-D view:
+        the result's elements gathered from the operands where they lie (compiler.gather)."""
+        node = k.node
+        L = self.batched_operand_layout(node) or self.default(node.shape, node.dtype)
+        operands, index = k.expr[:2] if k.expr is not None else (node.inputs, index_map(node))
+        srcs = [self.values[x.id] for x in operands]
+        out = self.new_value(node, L)
+        self.steps.append(Gather(out, srcs, index.reshape(view_of(node.shape)), self._loc(node),
+                                 node.name, self.grid, node.op.value))
+
+    # ---- batched matmul -----------------------------------------------------------------------
+
+    def batch_split(self, entries: int, rows: int) -> tuple[int, ...]:
+        return batched_row_split(entries, rows, self.grid.P, self.machine.mma_dim)
+
+    def batched_plan(self, mm: Node) -> tuple[int, int, int, int, bool] | None:
+        """(entries, M, K, N, padded) of a matmul that runs as a batch of products on
+        sub-grids, or None (2-D, B shared by the whole batch, or the sequential mapping).
+        `padded`: with more entries than grid rows, M and K are rounded up to whole tiles."""
+        a, b = mm.inputs
+        if mm.ndim == 2 or b.ndim == 2 or self.options.batched != "subgrid":
+            return None
+        entries = math.prod(mm.shape[:-2])
+        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        t = self.machine.mma_dim
+        padded = entries > self.grid.P and (M % t != 0 or K % t != 0)
+        return entries, M, K, N, padded
+
+    def batched_operand_layout(self, node: Node) -> Layout | None:
+        """The batched layout `node` is placed in when every reader is a batched matmul that
+        takes it as the same operand with no broadcast or padding (so no gather is needed)."""
+        users = self.users[node.id]
+        if not users or node.ndim < 3:
+            return None
+        layouts = set()
+        for u in users:
+            plan = self.batched_plan(u) if u.op is Op.MATMUL else None
+            if plan is None or plan[4]:
+                return None
+            entries, M, K, N, _ = plan
+            batch = u.shape[:-2]
+            if u.inputs[0] is node and u.inputs[1] is not node:
+                want = batch + (M, K)
+                rows = M
+            elif u.inputs[1] is node and u.inputs[0] is not node:
+                want = batch + (K, N)
+                rows = K
+            else:
+                return None
+            if node.shape != want:
+                return None
+            layouts.add(rows)
+        if len(layouts) != 1:
+            return None
+        entries = math.prod(node.shape[:-2])
+        return make_layout(node.shape, node.dtype, "P", "Q", self.grid,
+                           row_split=self.batch_split(entries, layouts.pop()))
+
+    def batch_operand(self, mm: Node, k: int, entries: int, rows: int, cols: int,
+                      loc, dtype: str) -> Value:
+        """Operand k of a batched matmul as a batch [entries, rows, cols] in its batched
+        layout: the value itself (redistributed if needed), or gathered (broadcast along the
+        batch and zero-padded to rows x cols)."""
+        x = mm.inputs[k]
+        v = self.values[x.id]
+        batch = mm.shape[:-2]
+        r, c = x.shape[-2:]
+        L = make_layout((entries, rows, cols), dtype, "P", "Q", self.grid,
+                        row_split=self.batch_split(entries, rows))
+        if x.shape == batch + (r, c) and (r, c) == (rows, cols):
+            return self.ensure(v, make_layout(x.shape, dtype, "P", "Q", self.grid,
+                                              row_split=L.row_split), loc, mm.name)
+        flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
+        index = np.full((entries, rows, cols), -1, dtype=np.int64)
+        index[:, :r, :c] = flat.reshape(entries, r, c)
+        out = Value(f"{mm.name}.{'ab'[k]}{self._n()}", (entries, rows, cols), dtype, L)
+        self.steps.append(Gather(out, [v], index.reshape(entries * rows, cols), loc, mm.name,
+                                 self.grid))
+        return out
+
+    def _batched_matmul(self, k: KOp) -> None:
+        """A @ B with 3-D or 4-D operands (compiler.batched)."""
+        node = k.node
+        loc = self._loc(node)
+        a_node, b_node = node.inputs
+        if b_node.ndim == 2:
+            # One matrix for the whole batch: one 2-D matmul over all rows of A's view.
+            self._matmul_2d(node, self.values[a_node.id], self.values[b_node.id])
+            return
+        plan = self.batched_plan(node)
+        if plan is None:
+            self._sequential_matmul(node)
+            return
+        entries, M, K, N, padded = plan
+        t = self.machine.mma_dim
+        Mp, Kp = (round_up(M, t), round_up(K, t)) if padded else (M, K)
+        dtype = a_node.dtype
+        a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype)
+        b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype)
+        split = self.batch_split(entries, Mp)
+        if not padded:
+            out = self.new_value(node, make_layout(node.shape, "f32", "P", "Q", self.grid,
+                                                   row_split=split))
+        else:
+            out = Value(f"{node.name}.c{self._n()}", (entries, Mp, N), "f32",
+                        make_layout((entries, Mp, N), "f32", "P", "Q", self.grid,
+                                    row_split=split))
+        self.steps.append(BatchedMatmul(out, a, b, entries, Mp, Kp, N, loc, node.name,
+                                        self.grid, self.machine, self.options))
+        if padded:
+            index = np.arange(entries * Mp * N).reshape(entries, Mp, N)[:, :M, :]
+            res = self.new_value(node, self.default(node.shape, "f32"))
+            self.steps.append(Gather(res, [out], index.reshape(view_of(node.shape)), loc,
+                                     node.name, self.grid))
+
+    def _sequential_matmul(self, node: Node) -> None:
+        """`-O batched=sequential`: entry after entry on the whole grid, each operand gathered
+        into a 2-D block layout, the products gathered into the result."""
+        loc = self._loc(node)
+        a_node, b_node = node.inputs
+        batch = node.shape[:-2]
+        entries = math.prod(batch)
+        products = []
+        for e in range(entries):
+            ops = []
+            for k, x in enumerate((a_node, b_node)):
+                r, c = x.shape[-2:]
+                flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
+                index = flat.reshape(entries, r, c)[e]
+                v = Value(f"{node.name}.{'ab'[k]}{self._n()}", (r, c), x.dtype,
+                          self.default((r, c), x.dtype))
+                self.steps.append(Gather(v, [self.values[x.id]], index, loc, node.name,
+                                         self.grid))
+                ops.append(v)
+            M, N = node.shape[-2:]
+            c = Value(f"{node.name}.c{self._n()}", (M, N), "f32", self.default((M, N), "f32"))
+            self.steps.append(Matmul(c, ops[0], ops[1], loc, node.name, self.grid,
+                                     self.machine, "summa", self.options.double_buffer,
+                                     self.options.reach))
+            products.append(c)
+        out = self.new_value(node, self.default(node.shape, "f32"))
+        index = np.arange(node.size).reshape(view_of(node.shape))
+        self.steps.append(Gather(out, products, index, loc, node.name, self.grid))
 
     def _transpose(self, k: KOp) -> None:
         node = k.node
+        if node.perm is not None:
+            self._gather(k)
+            return
         loc = self._loc(node)
         x = self.values[node.inputs[0].id]
         L = self.layout(node.shape, node.dtype, "P", "Q")
@@ -424,10 +756,26 @@ class Mapper:
         self.values[node.id] = out
 
     def _matmul(self, k: KOp) -> None:
+        """A matmul, in SUMMA or gathered first (naive). An operand that is exactly a bf16
+        value (widened, maybe transposed: `matmul_operand`) is read as bf16; if the other one
+        is truly f32, that one is split into bf16 pieces (SplitBf16), so the product runs on
+        the bf16 matrix unit with f32 results."""
         node = k.node
+        if max(node.ndim, node.inputs[0].ndim, node.inputs[1].ndim) > 2:
+            self._batched_matmul(k)
+            return
         loc = self._loc(node)
-        a = self.values[node.inputs[0].id]
-        b = self.values[node.inputs[1].id]
+        a, b = (self.oriented(*r, loc, node.name) if r is not None else self.values[x.id]
+                for x, r in zip(node.inputs, (self.matmul_operand(x) for x in node.inputs),
+                                strict=True))
+        self._matmul_2d(node, a, b)
+
+    def _matmul_2d(self, node: Node, a: Value, b: Value) -> None:
+        """The matmul of two 2-D views (an N-d A is [prod(leading), K])."""
+        loc = self._loc(node)
+        split = None
+        if a.dtype != b.dtype:
+            split = "A" if a.dtype == "f32" else "B"
         naive = self.options.matmul == "naive"
         if naive:
             a = self.ensure(a, self.layout(a.shape, a.dtype, "P", None), loc, node.name)
@@ -435,11 +783,15 @@ class Mapper:
         else:
             # Any 2-D block layout will do, skewed ones included (inputs placed for Cannon).
             if not (a.layout.row_axis == "P" and a.layout.col_axis == "Q" and not a.layout.dense
-                    and a.layout.skew in (None, "A")):
+                    and a.layout.skew in (None, "A") and a.layout.row_split is None):
                 a = self.ensure(a, self.layout(a.shape, a.dtype, "P", "Q"), loc, node.name)
             if not (b.layout.row_axis == "P" and b.layout.col_axis == "Q" and not b.layout.dense
                     and b.layout.skew in (None, "B")):
                 b = self.ensure(b, self.layout(b.shape, b.dtype, "P", "Q"), loc, node.name)
+        if split == "A":
+            a = self.split(a, loc, node.name)
+        elif split == "B":
+            b = self.split(b, loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, "P", "Q"))
         for spmd in (SpmdSumma, SpmdStream):
             if not naive and spmd.applicable(a, b, self.grid, self.machine, self.options):
@@ -448,6 +800,11 @@ class Mapper:
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))
+
+
+def _widens(n: Node) -> bool:
+    """A cast of a bf16 value to f32: exact, so a reader may take the bf16 value instead."""
+    return n.op is Op.CAST and n.dtype == "f32" and n.inputs[0].dtype == "bf16"
 
 
 def _read_in_place(x: Node, vcol: bool) -> tuple[Node, bool]:

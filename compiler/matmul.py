@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from compiler.asmgen import COMM_ADDR, COMM_LEN, MIN_SCALAR_REGS, Code, CompilerLimit, E, N, S, W
 from compiler.comm import chunks
+from compiler.kernels import HI_MASK, split_vector
 from compiler.layout import round_up
 from compiler.plan import Ctx, Step, Value, scratch
 from d1isa.machine import OPPOSITE
@@ -112,12 +113,21 @@ class Matmul(Step):
         A, B = a, b
         self.isz = A.layout.itemsize
         self.mmak = "mmak.bf16" if A.dtype == "bf16" else "mmak.f32"
+        # An operand split into bf16 pieces (SplitBf16): each tile takes one mmak per piece.
+        self.split = "A" if A.layout.pieces > 1 else "B" if B.layout.pieces > 1 else None
+        self.npieces = max(A.layout.pieces, B.layout.pieces)
         self.tile = machine.mma_dim
         self.lanes = machine.vector_lanes_f32
         self.tile_bytes = self.tile * self.isz      # one tile row of an operand
         acc = min(machine.accumulators, 8)
         self.gr, self.gc = {8: (2, 4), 7: (2, 3), 6: (2, 3), 5: (1, 5), 4: (2, 2), 3: (1, 3),
                             2: (1, 2), 1: (1, 1)}[acc]
+        # Registers pointing at A's tile rows: r2, r3, and on a machine with 32 registers
+        # r16.. for taller groups (see _group_shape).
+        self.a_regs = ("r2", "r3") + tuple(f"r{k}" for k in range(16, min(
+            machine.scalar_regs, 24)))
+        if self.split is not None:
+            self.gr, self.gc = self._group_shape(out, acc)
         for what, stride in (("A", A.layout.stride), ("B", B.layout.stride),
                              ("C", out.layout.stride)):
             if stride > 0xFFFF:
@@ -127,6 +137,27 @@ class Matmul(Step):
                                     "matmul", loc)
         if mode == "summa":
             self._plan()
+
+    def _group_shape(self, out: Value, acc: int) -> tuple[int, int]:
+        """Tile rows x columns of an accumulator group for a split matmul: every (group, panel)
+        loads a pointer per tile row and per tile column, those of the split operand once per
+        piece, so the shape that loads fewest over the largest C block wins (the default
+        2 x 4 on a tie; at most 5 columns, and rows as there are registers for)."""
+        t = self.tile
+        mt, nt = -(-out.layout.max_rows // t), -(-out.layout.max_cols // t)
+        k = self.npieces
+        best = None
+        for gr in range(1, len(self.a_regs) + 1):
+            for gc in range(1, 6):
+                if gr * gc > acc:
+                    continue
+                er, ec = min(gr, mt), min(gc, nt)
+                per = (k * er + ec if self.split == "A" else er + k * ec) + 1
+                cost = -(-mt // gr) * -(-nt // gc) * per
+                key = (cost, (gr, gc) != (2, 4), gr * gc != acc, gr)
+                if best is None or key < best[0]:
+                    best = (key, (gr, gc))
+        return best[1]
 
     # ---- planning -----------------------------------------------------------------------------
 
@@ -151,7 +182,12 @@ class Matmul(Step):
             self.owner_b.append([where[self.kb[p]] for p in range(len(self.panels))])
         self.direct = set(kb) <= set(ka)
         kwmax = max((k1 - k0 for k0, k1 in self.panels), default=self.tile)
-        self.sa_slot = LA.stride if self.direct else round_up(kwmax, self.lanes) * self.isz
+        # The bytes from one piece of a stored A row to the next: in A's own storage, and in
+        # the panel slots (the same when whole rows are sent, else a packed panel's width).
+        self.a_piece_own = LA.piece_bytes
+        self.a_piece_slot = (LA.piece_bytes if self.direct
+                             else round_up(kwmax, self.lanes) * self.isz)
+        self.sa_slot = LA.stride if self.direct else LA.pieces * self.a_piece_slot
         if self.sa_slot > 0xFFFF:
             raise CompilerLimit(f"matmul '{self.label}': panel rows of {self.sa_slot:,} bytes",
                                 "the mma instructions' row stride field holds at most 65,535 "
@@ -199,6 +235,10 @@ class Matmul(Step):
             return A.addr + (k0 - A.layout.col_bounds[self.ka[p]]) * self.isz, A.layout.stride
         return self.temps[0].addr + nd.slot_a[p] * self.slot_a_bytes, self.sa_slot
 
+    def _a_piece(self, nd: _Node, p: int) -> int:
+        """Bytes from one piece of A's panel p to the next at node nd (split A)."""
+        return self.a_piece_own if self.owner_a[nd.i][p] == nd.j else self.a_piece_slot
+
     def _b_addr(self, nd: _Node, p: int) -> int:
         B = self.ins[1]
         if self.owner_b[nd.j][p] == nd.i:
@@ -240,7 +280,7 @@ class Matmul(Step):
         g = self.grid
         codes = [ctx.gcode(i, j) for i in range(g.P) for j in range(g.Q)]
         for code in codes:
-            code.stick(*STICKY)
+            code.stick(*STICKY, *self.a_regs[2:self.gr])
         msgs = self._messages()
         sends: dict[tuple, list[_Msg]] = {}
         recvs: dict[tuple, list[_Msg]] = {}
@@ -305,7 +345,7 @@ class Matmul(Step):
         for node in sorted(work):
             work[node].finish(ctx.gcode(*node))
         for code in codes:
-            code.unstick(*STICKY)
+            code.unstick(*STICKY, *self.a_regs[2:self.gr])
 
     def _needs(self, kind: str, line: int) -> list[bool]:
         """Which grid nodes along a line use the panels broadcast on it: for A (grid row
@@ -451,7 +491,9 @@ class Matmul(Step):
             for j in range(g.Q):
                 r0, r1, c0, c1 = A.layout.block(i, j)
                 if c0 < K <= c1 + t - 1 and c1 == K and r1 > r0:
-                    zero_cols(ctx.gcode(i, j), A, r1 - r0, K - c0)
+                    for q in range(A.layout.pieces):
+                        zero_cols(ctx.gcode(i, j), A, r1 - r0, K - c0,
+                                  q * A.layout.piece_bytes)
                 r0, r1, c0, c1 = B.layout.block(i, j)
                 if r1 == K and c1 > c0 and r1 > r0:
                     zero_rows(ctx.gcode(i, j), B, K - r0, round_up(K - r0, t))
@@ -471,8 +513,12 @@ class Matmul(Step):
                         continue
                     k0, k1 = self.panels[p]
                     src = A.addr + (k0 - A.layout.col_bounds[self.ka[p]]) * self.isz
-                    copy_rect(ctx.gcode(i, j), src, A.layout.stride, self._send_a_addr(nd, p),
-                              self.sa_slot, nr, round_up(k1 - k0, self.tile), A.dtype, True)
+                    for q in range(A.layout.pieces):
+                        copy_rect(ctx.gcode(i, j), src + q * self.a_piece_own,
+                                  A.layout.stride,
+                                  self._send_a_addr(nd, p) + q * self.a_piece_slot,
+                                  self.sa_slot, nr, round_up(k1 - k0, self.tile), A.dtype,
+                                  True)
 
     # ---- the naive variant --------------------------------------------------------------------
 
@@ -490,13 +536,14 @@ class Matmul(Step):
                     continue
                 code = ctx.gcode(i, j)
                 if K % self.tile:
-                    zero_cols(code, A, nr, K)
+                    for q in range(A.layout.pieces):
+                        zero_cols(code, A, nr, K, q * A.layout.piece_bytes)
                     zero_rows(code, B, K, round_up(K, self.tile))
                 steps = -(-K // self.tile)
                 for tiles in _groups(nr, nc, self.gr, self.gc, self.tile):
                     self._tiles_zero(code, tiles)
                     self._piece(code, tiles, A.addr, A.layout.stride, B.addr, B.layout.stride,
-                                steps)
+                                steps, a_piece=A.layout.piece_bytes)
                     self._tiles_store(code, tiles)
 
     # ---- code for tiles -----------------------------------------------------------------------
@@ -516,24 +563,31 @@ class Matmul(Step):
 
     def _piece(self, code: Code, tiles: list[tuple[int, int]], a_addr: int, sa: int,
                b_addr: int, sb: int, steps: int, accs: list[int] | None = None,
-               rts: list[int] | None = None, cts: list[int] | None = None) -> None:
+               rts: list[int] | None = None, cts: list[int] | None = None,
+               a_piece: int = 0) -> None:
         """acc[tile] += A[tile row] @ B[tile col] over one panel, one mmak per tile (tile k in
         accumulator accs[k], by default k). A's tile row rts[k] is pointed to by r(2+k), B's
         tile column cts[k] by r(6+k) (by default the rows and columns of `tiles`); `li` skips
-        the pointers a sticky register already holds."""
+        the pointers a sticky register already holds. With a split operand the tiles take one
+        mmak per piece, the split operand's pointers moved to the next piece in between
+        (`a_piece`: bytes between A's pieces here; B's are its layout's)."""
         rts = rts or sorted({rt for rt, _ in tiles})
         cts = cts or sorted({ct for _, ct in tiles})
-        for k, rt in enumerate(rts):
-            if any(t[0] == rt for t in tiles):
-                code.li(f"r{2 + k}", a_addr + rt * self.tile * sa)
-        for k, ct in enumerate(cts):
-            if any(t[1] == ct for t in tiles):
-                code.li(f"r{6 + k}", b_addr + ct * self.tile_bytes)
-        code.li("r11", steps)
         mm = self.mmak
         accs = accs or list(range(len(tiles)))
-        code.ops(mm, [(ACC[a], REG[2 + rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
-                      for a, (rt, ct) in zip(accs, tiles, strict=True)])
+        b_piece = self.ins[1].layout.piece_bytes
+        for q in range(self.npieces):
+            da = q * a_piece if self.split == "A" else 0
+            db = q * b_piece if self.split == "B" else 0
+            for k, rt in enumerate(rts):
+                if any(t[0] == rt for t in tiles):
+                    code.li(self.a_regs[k], a_addr + rt * self.tile * sa + da)
+            for k, ct in enumerate(cts):
+                if any(t[1] == ct for t in tiles):
+                    code.li(f"r{6 + k}", b_addr + ct * self.tile_bytes + db)
+            code.li("r11", steps)
+            code.ops(mm, [(ACC[a], self.a_regs[rts.index(rt)], REG[6 + cts.index(ct)], "r11",
+                           sa, sb) for a, (rt, ct) in zip(accs, tiles, strict=True)])
 
     def _slot_loop(self, code: Code, tiles: list[tuple[int, int]], nd: _Node, s0: int, s1: int,
                    steps: int) -> None:
@@ -543,7 +597,7 @@ class Matmul(Step):
                 p = nd.full[s0]
                 a, sa = self._a_addr(nd, p)
                 self._piece(code, tiles, a, sa, self._b_addr(nd, p), self.ins[1].layout.stride,
-                            steps)
+                            steps, a_piece=self._a_piece(nd, p))
             return
         rts = sorted({rt for rt, _ in tiles})
         cts = sorted({ct for _, ct in tiles})
@@ -551,23 +605,89 @@ class Matmul(Step):
         a0 = self.temps[0].addr + s0 * self.slot_a_bytes
         b0 = self.temps[1].addr + s0 * self.slot_b_bytes
         for k, rt in enumerate(rts):
-            code.li(f"r{2 + k}", a0 + rt * self.tile * sa)
+            code.li(self.a_regs[k], a0 + rt * self.tile * sa)
         for k, ct in enumerate(cts):
             code.li(f"r{6 + k}", b0 + ct * self.tile_bytes)
         code.li("r11", steps)
 
         mm = self.mmak
 
-        mmaks = [(ACC[a], REG[2 + rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
+        ar = self.a_regs
+        mmaks = [(ACC[a], ar[rts.index(rt)], REG[6 + cts.index(ct)], "r11", sa, sb)
                  for a, (rt, ct) in enumerate(tiles)]
-        steps_ab = ([(REG[2 + k], REG[2 + k], self.slot_a_bytes) for k in range(len(rts))]
-                    + [(REG[6 + k], REG[6 + k], self.slot_b_bytes) for k in range(len(cts))])
+        # A split operand's pointers go from piece to piece, then on to the next slot.
+        np_ = self.npieces
+        a_back = (np_ - 1) * self.a_piece_slot if self.split == "A" else 0
+        b_piece = self.ins[1].layout.piece_bytes
+        b_back = (np_ - 1) * b_piece if self.split == "B" else 0
+        steps_ab = ([(ar[k], ar[k], self.slot_a_bytes - a_back)
+                     for k in range(len(rts))]
+                    + [(REG[6 + k], REG[6 + k], self.slot_b_bytes - b_back)
+                       for k in range(len(cts))])
+        if self.split == "A":
+            next_piece = [(ar[k], ar[k], self.a_piece_slot) for k in range(len(rts))]
+        else:
+            next_piece = [(REG[6 + k], REG[6 + k], b_piece) for k in range(len(cts))]
 
         def body() -> None:
-            code.ops(mm, mmaks)
+            for q in range(np_):
+                if q:
+                    code.ops("addi", next_piece)
+                code.ops(mm, mmaks)
             code.ops("addi", steps_ab)
 
         code.counted("r12", s1 - s0, body)
+
+
+SPLIT_PIECES = 3
+
+
+class SplitBf16(Step):
+    """An f32 matmul operand as three bf16 pieces that add up to it exactly, so that the
+    bf16 matrix unit can multiply it by an operand that is exactly bf16.
+
+    hi = x truncated to bf16 (its top 8 significant bits), mid = (x - hi) truncated, lo =
+    x - hi - mid: x - hi is exact and has at most 16 significant bits, so lo has at most 8 and
+    is a bf16 value itself (except where x is so small that lo falls below the smallest
+    normal). A bf16 product of b and each piece is exact, so b * hi + b * mid + b * lo, summed
+    in the f32 accumulators, is the f32 matmul: exact products summed in f32, as the language
+    defines `@` (summation order and roundings differ from the reference's BLAS as any tile
+    order does). Three bf16 mmas (2 cycles each on d1) instead of one f32 mma (32 cycles).
+    Infinities and NaN go into hi, with mid = lo = 0, so they propagate as in f32.
+
+    The pieces of a row are stored side by side in one row of the output (a layout of
+    `pieces` = 3, `piece_bytes` apart), in the source's distribution; only the matmul reads
+    them (compiler.matmul.Matmul: one mmak per piece and tile)."""
+
+    def __init__(self, out: Value, src: Value, loc, label) -> None:
+        super().__init__(f"split(bf16x{SPLIT_PIECES})", out, [src], loc, label)
+
+    def emit(self, ctx: Ctx) -> None:
+        src, out = self.ins[0], self.out
+        L = out.layout
+        for i, j in L.holders():
+            r0, r1, c0, c1 = L.block(i, j)
+            split_block(ctx.gcode(i, j), src, out, r1 - r0, c1 - c0)
+
+
+def split_block(code: Code, src: Value, out: Value, nr: int, nc: int) -> None:
+    """One node's block of SplitBf16: every row's vectors as hi, mid and lo pieces."""
+    lanes = code.lanes
+    pb = out.layout.piece_bytes
+    code.op("vbcasti", "v15", HI_MASK)
+    code.op("vbcasti", "v14", 0)
+    code.li("r3", out.addr)
+    code.li("r4", src.addr)
+
+    def row() -> None:
+        for k in range(-(-nc // lanes)):
+            code.op("vld", "v0", ("r4", 4 * lanes * k))
+            split_vector(code, "v0", "r3", 2 * lanes * k, pb, ("v1", "v2", "v3", "v4"), "v15",
+                         "v14")
+        code.op("addi", "r3", "r3", out.layout.stride)
+        code.op("addi", "r4", "r4", src.layout.stride)
+
+    code.counted("r1", nr, row)
 
 
 def _groups(nr: int, nc: int, gr: int, gc: int, tile: int) -> list[list[tuple[int, int]]]:
@@ -602,7 +722,7 @@ class _Work:
         self.open = False
         self.started = [False] * len(self.groups)
         m = mm.machine
-        self.per = m.cost_mma_bf16 if mm.mmak == "mmak.bf16" else m.cost_mma_f32
+        self.per = (m.cost_mma_bf16 if mm.mmak == "mmak.bf16" else m.cost_mma_f32) * mm.npieces
 
     def arrived(self, p: int, kind: str) -> None:
         (self.have_a if kind == "A" else self.have_b).add(p)
@@ -625,7 +745,7 @@ class _Work:
         a, sa = mm._a_addr(nd, p)
         mm._piece(code, [t for _, t in tiles], a, sa, mm._b_addr(nd, p),
                   mm.ins[1].layout.stride, self._steps(p), [k for k, _ in tiles],
-                  self.rows[g], self.cols[g])
+                  self.rows[g], self.cols[g], mm._a_piece(nd, p))
         done = self.part.setdefault((g, p), set())
         done.update(rows)
         if len(done) == len(self.rows[g]):
@@ -770,13 +890,14 @@ class _Timing:
         return self._depart(nid, d, at, nbytes)
 
 
-def zero_cols(code: Code, v: Value, nrows: int, kc: int) -> None:
-    """Zero columns [kc, round_up(kc, lanes)) of the first nrows rows of v's block."""
+def zero_cols(code: Code, v: Value, nrows: int, kc: int, base: int = 0) -> None:
+    """Zero columns [kc, round_up(kc, lanes)) of the first nrows rows of v's block (of the
+    piece `base` bytes into each row)."""
     lanes = code.lanes
     if kc % lanes == 0 or nrows <= 0:
         return
     size = v.layout.itemsize
-    off = (kc // lanes) * lanes * size
+    off = base + (kc // lanes) * lanes * size
     code.lane_mask("v14", kc % lanes, "v13")
     code.li("r1", v.addr + off)
 

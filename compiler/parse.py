@@ -136,6 +136,28 @@ class _ToAst(Transformer_NonRecursive):
     def args(self, children):
         return children
 
+    @v_args(meta=True)
+    def list(self, meta, children):
+        _, items = children
+        return ast.ListExpr(items=tuple(items or ()), **_span(meta))
+
+    def items(self, children):
+        return children
+
+    @v_args(meta=True)
+    def index(self, meta, children):
+        value, bracket, subscripts = children
+        return ast.Index(value=value, subscripts=tuple(subscripts), bracket_col=bracket.column,
+                         **_span(meta))
+
+    def subscripts(self, children):
+        return children
+
+    @v_args(meta=True)
+    def slice(self, meta, children):
+        start, _, stop, _, step = children
+        return ast.Slice(start=start, stop=stop, step=step, **_span(meta))
+
     def keyword(self, children):
         name, value = children
         return ast.Keyword(name=str(name), value=value, line=name.line, col=name.column,
@@ -145,6 +167,8 @@ class _ToAst(Transformer_NonRecursive):
 # ---- syntax error messages --------------------------------------------------------------------
 
 KEYWORD_AS_NAME = "'KEYWORD' is a keyword and cannot be used as a name"
+CHAINED_COMPARISON = ("comparisons do not chain: 'a < b < c' is not 'a < b and b < c'; compare "
+                      "once and combine the 0/1 results, e.g. (a < b) * (b < c)")
 
 # Each message is chosen when the parser stops in the same state as one of its examples.
 # Order matters: the first matching message wins.
@@ -154,6 +178,21 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "y = relu(x", "y = relu(x\n", "y = relu(x + 1", "y = f(x, y", "y = f(x * 2",
         "y = sum(x, axis=1", "y = sum(x, axis=1\n", "y = f(x, -y", "y = f(x, a=y + 1",
         "y = f(x, a=-y",
+    ],
+    "missing ']'": [
+        "y = x[1", "y = x[1\n", "y = x[1:2", "y = x[1, 2", "y = x[::2", "y = x[1:", "y = x[:",
+        "y = x[-1", "y = x[1:-1", "y = [1, 2", "y = [1", "y = [-1", "y = f(x, [1, 2",
+        "y = f(x, [1", "y = x[(1)", "y = x[1 + 2", "y = [1 + 2",
+    ],
+    "expected an index: an integer literal, a slice a:b:c or ':'": [
+        "y = x[", "y = x[\n", "y = x[1, ", "y = x[1,", "y = x[)", "y = x[=", "y = x[,",
+        "y = x[1, )", "y = x[1, =", "y = x[1, ,", "y = x[*", "y = x[1, *", "y = x []",
+        "y = x[]", "y = x[1, ]",
+    ],
+    "expected ',' or ']'": [
+        "y = x[1 2]", "y = [1 2]", "y = x[1:2 3]", "y = x[1 y]", "y = x[1:2:3:4]",
+        "y = x[1 )", "y = [1 )", "y = x[1 =", "y = [1 =", "y = [x y]", "y = f(x, [2 3])",
+        "y = f(x, [2 x])", "y = x[a b]", "y = x[1:a b]", "y = x[:, 1:2 3]",
     ],
     "unexpected ')' without a matching '('": [
         "y = x)", "y = x + 1)", "y = relu(x))", "y = 2)", "y = -x)", "y = x * y)",
@@ -181,7 +220,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "update w = x y", "update w = x 2", "update w = x =", "update w = x ,",
         "y = x z", "y = x 2", "y = x\ty", "y = 2 x", "y = relu(x) y", "y = (x) y", "y = -x y",
         "y = x z = 2", "y = x output y", "y = x input x", "y = 2 (y)",
-        "y = x ,", "y = x, z", "y = x =", "y = x = 2", "y = x :", "y = x [", "y = x ]",
+        "y = x ,", "y = x, z", "y = x =", "y = x = 2", "y = x :", "y = x ]",
         "y = x input", "y = x output",
     ],
     "expected '=' after the name (statements are 'NAME = EXPR', 'input ...', 'param ...', "
@@ -256,7 +295,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected the initial value after '=': a number literal, glorot or normal(STD)": [
         "param x: f32[2] =", "param x: f32[2] =\n", "param x: f32[2] = =",
         "param x: f32[2] = ,", "param x: f32[2] = )", "param x: f32[2] = :",
-        "param x: f32[2] = [", "param x: f32[2] = ]", "param x: f32[2] = *",
+        "param x: f32[2] = ]", "param x: f32[2] = *",
     ],
     "expected the name of a param after 'update': update NAME = EXPR": [
         "update", "update\n", "update 2", "update (x)", "update :", "update [", "update ]",
@@ -269,7 +308,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "expected an expression after '=': update NAME = EXPR": [
         "update w =", "update w =\n", "update w = =", "update w = ,", "update w = )",
-        "update w = :", "update w = [", "update w = ]", "update w = *",
+        "update w = :", "update w = ]", "update w = *",
     ],
     "expected a name after 'output'": [
         "output", "output\n", "output 2", "output (x)", "output x,", "output x,\n",
@@ -293,11 +332,12 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
 # How terminals read in a message.
 TERMINAL_TEXT = {
     "NAME": "a name", "NUMBER": "a number", "_NL": "end of line", "$END": "end of file",
+    "CMP": "a comparison", "POW": "'**'",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'", "LPAR": "'('",
     "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
     "INPUT": "'input'", "OUTPUT": "'output'", "PARAM": "'param'", "UPDATE": "'update'",
 }
-EXPRESSION_START = frozenset({"LPAR", "MINUS", "NAME", "NUMBER"})
+EXPRESSION_START = frozenset({"LPAR", "LSQB", "MINUS", "NAME", "NUMBER"})
 
 
 def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagnostic:
@@ -309,7 +349,7 @@ def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagn
         if char in "\"'":
             message += "; the language has no strings"
         elif char == "^":
-            message += "; there is no power operator"
+            message += "; the power operator is '**'"
     elif isinstance(e, UnexpectedToken):
         tok = e.token
         if tok.type == "$END":
@@ -318,8 +358,8 @@ def describe_syntax_error(e: UnexpectedInput, text: str, filename: str) -> Diagn
         if tok.type not in ("$END", "_NL"):
             width = max(len(str(tok)), 1)
             message = f"unexpected {_token_text(tok)}: {message}"
-            if tok.type == "STAR" and tok.start_pos > 0 and text[tok.start_pos - 1] == "*":
-                message += "; there is no power operator"
+            if tok.type == "STAR" and _follows_star(text, tok.start_pos):
+                message += "; the power operator '**' is written without a space"
     else:
         message = "unexpected end of file"
     if line is None or line < 1:
@@ -335,6 +375,8 @@ def _token_message(e: UnexpectedToken, line_text: str) -> str:
     that error is matched against the examples. Errors no example covers, such as deeply nested
     parentheses, fall back to reading the set of acceptable terminals.
     """
+    if _chained_comparison(e):
+        return CHAINED_COMPARISON
     isolated = _isolated_error(line_text)
     if isolated is not None:
         label = _match_examples(isolated)
@@ -343,6 +385,20 @@ def _token_message(e: UnexpectedToken, line_text: str) -> str:
         if label is not None:
             return label
     return _message_from_accepts(e)
+
+
+def _chained_comparison(e: UnexpectedToken) -> bool:
+    """A comparison operator where the parser has a whole operand and would take '+' but no
+    comparison: only right after `a < b`, since a comparison is allowed anywhere else an operand
+    ends."""
+    accepts = set(e.accepts or e.expected)
+    return e.token.type == "CMP" and "PLUS" in accepts and "CMP" not in accepts
+
+
+def _follows_star(text: str, pos: int) -> bool:
+    """True if the '*' at `pos` comes after another '*' with only blanks between: `x * * 2`."""
+    before = text[:pos].rstrip(" \t\f")
+    return before.endswith("*") and not before.endswith("**")
 
 
 def _isolated_error(line_text: str) -> UnexpectedToken | None:
@@ -364,6 +420,10 @@ def _message_from_accepts(e: UnexpectedToken) -> str:
         return "expected an expression"
     if "RPAR" in accepts and tok in ("_NL", "$END"):
         return "missing ')'"
+    if "RSQB" in accepts and tok in ("_NL", "$END"):
+        return "missing ']'"
+    if "RSQB" in accepts and "COMMA" in accepts:
+        return "expected an operator, ',' or ']'"
     if "RPAR" in accepts and "COMMA" in accepts:
         return "expected an operator, ',' or ')'"
     if "RPAR" in accepts:

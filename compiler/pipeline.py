@@ -8,7 +8,8 @@
     writeback each update into its param's own buffer       (compiler.writeback)
     schedule  step order, dead steps dropped, liveness        (compiler.alloc)
     allocate  one SRAM address per value, same on all nodes   (compiler.alloc)
-    emit      per-node programs as checked instruction data   (compiler.emit)
+    emit      per-node programs as checked instruction data   (compiler.emit), and the
+              debugger's record of every named value            (compiler.debuginfo)
 
 and then `link` lays the programs out into the object with the assembler's layout code
 (d1isa.asm.layout; the `assemble` lap in `Compiled.seconds`): no assembly text is written or
@@ -33,6 +34,7 @@ from compiler.alloc import allocate, schedule
 from compiler.asmgen import CompilerLimit, check_machine
 from compiler.ast import format_ast
 from compiler.check import check
+from compiler.debuginfo import describe_values
 from compiler.emit import Emitted, assembly_text, collect, emit_program, link
 from compiler.grad import differentiate
 from compiler.grid import Grid, choose_grid
@@ -49,6 +51,7 @@ PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "sched
           "emit")
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
+BATCHED_MATMUL = ("subgrid", "sequential")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class CompileOptions:
     spmd: nodes that play the same role run one shared code block, their own numbers in
             registers they start with (False: one block per distinct node program; the same
             modelled cycles, a larger object).
+    batched: a matmul of 3-D or 4-D operands: "subgrid" runs the batch's products at once,
+            each on its own band of grid rows; "sequential" runs them one after the other,
+            each on the whole grid.
     """
 
     matmul: str = "summa"
@@ -75,11 +81,15 @@ class CompileOptions:
     reach: int = 1
     verify: bool = True
     spmd: bool = True
+    batched: str = "subgrid"
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
             raise D1Error(f"unknown matmul algorithm '{self.matmul}'; "
                           f"choose one of {', '.join(MATMUL_ALGORITHMS)}")
+        if self.batched not in BATCHED_MATMUL:
+            raise D1Error(f"unknown batched matmul mapping '{self.batched}'; "
+                          f"choose one of {', '.join(BATCHED_MATMUL)}")
         if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
             raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
 
@@ -94,7 +104,7 @@ class CompileOptions:
             key, text = (s.strip() for s in item.split("=", 1))
             if key not in known:
                 raise D1Error(f"unknown compiler option '{key}'; known: {', '.join(known)}")
-            if key == "matmul":
+            if key in ("matmul", "batched"):
                 values[key] = text
             elif key == "reach":
                 if not text.isdigit():
@@ -161,7 +171,7 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     t.lap("map")
     resident = write_back(graph, mapper.steps, mapper.values, grid)
     t.lap("writeback")
-    sched = schedule(mapper.steps, mapper.inputs, outputs + resident)
+    sched = schedule(mapper.steps, mapper.placed, outputs + resident)
     t.lap("schedule")
     peak = allocate(sched, machine.sram_bytes, filename, text)
     t.lap("allocate")
@@ -189,7 +199,9 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         "regions": [{"op": st.kind, "name": st.label, "line": st.loc[0], "col": st.loc[1]}
                     for st in sched.steps],
     }
-    emitted = collect(ctx, filename, text, tensors, meta)
+    emitted = collect(ctx, filename, text, tensors, meta, len(sched.steps))
+    # The debugger's record of every named value: its layout and the steps it is live in.
+    meta["values"] = describe_values(graph, kops, mapper, sched, grid, emitted.step_pcs, text)
     t.lap("emit")
     obj = None
     if assemble_object:

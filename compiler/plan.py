@@ -33,7 +33,11 @@ class Value:
     """A tensor stored on the grid (or a scratch buffer, when `layout` is None).
 
     `alias`: the value is stored in that value's buffer and takes its address (an update's
-    new value written straight into its param, compiler.writeback); it reserves nothing."""
+    new value written straight into its param, compiler.writeback); it reserves nothing.
+
+    `copies`: further placements of an input that the host writes with it (its transpose, for
+    a matmul that reads it transposed: compiler.lower.Mapper.oriented); each has `copy_of`
+    set to the input and its own buffer, live from the start like the input's."""
 
     name: str
     shape: tuple[int, ...]
@@ -43,6 +47,8 @@ class Value:
     scratch_bytes: int = 0
     addr: int = -1
     alias: Value | None = None
+    copy_of: Value | None = None
+    copies: list[Value] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -74,12 +80,19 @@ class Step:
     loc: tuple[int, int]
     label: str                      # DSL name of the value it computes (for regions and errors)
     temps: list[Value] = field(default_factory=list)
+    also: list[Value] = field(default_factory=list)     # further values it writes
     # Per-node tables the object places in SRAM before the program starts (Ctx.table): live
     # for the whole run, so no value ever overwrites them and every run finds them.
     tables: list[Value] = field(default_factory=list)
 
     def values(self) -> list[Value]:
-        return ([self.out] if self.out is not None else []) + self.ins + self.temps + self.tables
+        return (([self.out] if self.out is not None else []) + self.also + self.ins + self.temps
+                + self.tables)
+
+    def writes(self) -> list[Value]:
+        """The values this step computes: `out`, and `also` (an elementwise kernel that stores
+        its result split for a matmul too, compiler.matmul.SplitBf16)."""
+        return ([self.out] if self.out is not None else []) + self.also
 
     def describe(self) -> str:
         ins = ", ".join(v.name for v in self.ins)
@@ -101,6 +114,11 @@ class Ctx:
     progs: dict[int, Code] = field(default_factory=dict)
     loc: tuple[int, int] = (0, 0)
     instrs: InstrSet = field(init=False)
+    # The step being emitted, and per node the item index where each step it took part in
+    # began: (step, index) pairs in step order (compiler.emit turns them into pcs, which tell
+    # the debugger how far each node is through the program).
+    step: int = -1
+    starts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     # Per-node SRAM tables: (node, address, entries); an entry is an int or the name of a label
     # of that node's program (its code address, known once the program is laid out), each
     # stored as a little-endian 32-bit word.
@@ -121,6 +139,10 @@ class Ctx:
         c = self.progs.get(nid)
         if c is None:
             c = self.progs[nid] = Code(self.instrs)
+            self.starts[nid] = []
+        marks = self.starts[nid]
+        if not marks or marks[-1][0] != self.step:
+            marks.append((self.step, len(c.items)))
         c.at(self.loc)
         return c
 
@@ -135,4 +157,5 @@ class Ctx:
 
 ELEMENTWISE_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT,
                              Op.LOG, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAXIMUM, Op.MINIMUM,
-                             Op.GT, Op.GE, Op.CAST})
+                             Op.GT, Op.GE, Op.CAST, Op.LT, Op.LE, Op.EQ, Op.NE, Op.WHERE,
+                             Op.POW, Op.ERF, Op.GELU})

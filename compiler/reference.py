@@ -4,7 +4,9 @@ Values are float32 arrays; a bf16 value is a float32 array whose elements are ex
 representable in bf16. Each op has one small kernel below. A kernel computes in f32 (exp, tanh,
 sigmoid and sqrt in f64, rounded to f32; log is the f32 algorithm `log_f32`) and its result is
 rounded to the node's dtype, so the only bf16 roundings are the ones the IR marks with
-`Node.rounds`. Compiled code is tested against this module.
+`Node.rounds`. erf, gelu and pow are computed in f64 too (erf and erfc are the host's libm
+functions, which the emulator's verf and vgelu call as well), then rounded like exp. Compiled
+code is tested against this module.
 
 Params: `evaluate` takes their values from `params`, and draws every param it is not given from
 its declaration's INIT with `init_params` (the documented generator: numpy's
@@ -16,13 +18,14 @@ outputs by name and each update's value under `update_key(NAME)` ("update:NAME")
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from compiler.grad import differentiate
-from compiler.ir import Graph, Node, Op, format_type, round_to
+from compiler.ir import Graph, Node, Op, format_type, numpy_index, round_to, transpose_perm
 from d1isa.errors import D1Error
 
 Kernel = Callable[..., np.ndarray]
@@ -95,6 +98,19 @@ def evaluate(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any] 
     Returns float32 arrays: every output under its name, then every update's value (what the
     param holds after the run) under `update_key(param)`, in the order of the statements.
     """
+    graph, values = evaluate_nodes(graph, inputs, params, seed)
+    result = {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
+    for u in graph.updates:
+        result[update_key(u.param.name)] = np.array(values[u.value.id], dtype=np.float32)
+    return result
+
+
+def evaluate_nodes(graph: Graph, inputs: Mapping[str, Any],
+                   params: Mapping[str, Any] | None = None, seed: int = 0
+                   ) -> tuple[Graph, dict[int, np.ndarray]]:
+    """`evaluate`, keeping every value: the differentiated graph and each of its nodes' values
+    by node id (what the debugger's `tensor NAME` is compared with; a `grad(L, p)` call's
+    value is that of its node in `graph.grad_calls`)."""
     graph = differentiate(graph)
     values: dict[int, np.ndarray] = dict(prepare_inputs(graph, inputs))
     values.update(prepare_params(graph, params, seed))
@@ -103,10 +119,7 @@ def evaluate(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any] 
             if node.op not in (Op.INPUT, Op.PARAM):
                 args = [values[i.id] for i in node.inputs]
                 values[node.id] = KERNELS[node.op](node, *args)
-    result = {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
-    for u in graph.updates:
-        result[update_key(u.param.name)] = np.array(values[u.value.id], dtype=np.float32)
-    return result
+    return graph, values
 
 
 def train_step(graph: Graph, params: Mapping[str, Any] | None, batch: Mapping[str, Any],
@@ -248,17 +261,64 @@ def _max_mask(node: Node, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _erf64(x: np.ndarray) -> np.ndarray:
+    return _ERF64(x)
+
+
+def _gelu64(x: np.ndarray) -> np.ndarray:
+    """The erf form of GELU as the machine's vgelu computes it: 0.5 x erfc(-x / sqrt(2)) in f64
+    (the same function as 0.5 x (1 + erf(x / sqrt(2))), without its cancellation for x < 0)."""
+    return 0.5 * x * _ERFC64(-x / math.sqrt(2.0))
+
+
+# math.erf and math.erfc are the host's libm functions, as the emulator's verf and vgelu use.
+_ERF64 = np.vectorize(math.erf, otypes=[np.float64])
+_ERFC64 = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _pow(node: Node, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a ** b computed in f64 (IEEE/C pow: a negative base to a non-integer power is NaN, zero
+    to a negative power is inf), rounded to f32, then to the node's dtype."""
+    return round_to(np.power(a.astype(np.float64), b.astype(np.float64)), node.dtype)
+
+
+def _where(node: Node, c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(c != 0, a, b)       # a NaN condition is nonzero: a
+
+
+def _argmax(node: Node, x: np.ndarray) -> np.ndarray:
+    """The index of the first maximum (a NaN counts as the maximum, as numpy's argmax has it),
+    as a value of x's dtype: exact in f32, rounded to bf16 (exact up to 256) for bf16."""
+    return round_to(np.argmax(x, axis=node.axis).astype(np.float64), node.dtype)
+
+
+def _layernorm(node: Node, x: np.ndarray) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) along the axis, every step in f32: mean = sum / n,
+    var = sum((x - mean)^2) / n (f32 sums), sqrt correctly rounded; rounded once at the end."""
+    n = np.float32(x.shape[node.axis])
+    mean = np.sum(x, axis=node.axis, keepdims=True, dtype=np.float32) / n
+    d = x - mean
+    var = np.sum(d * d, axis=node.axis, keepdims=True, dtype=np.float32) / n
+    return round_to(d / np.sqrt(var + np.float32(node.value)), node.dtype)
+
+
 def _softmax(node: Node, x: np.ndarray) -> np.ndarray:
     shifted = x - np.max(x, axis=node.axis, keepdims=True)
     e = round_to(np.exp(shifted.astype(np.float64)), "f32")
     return round_to(e / np.sum(e, axis=node.axis, keepdims=True, dtype=np.float32), node.dtype)
 
 
+def _unslice(node: Node, g: np.ndarray) -> np.ndarray:
+    out = np.zeros(node.shape, dtype=np.float32)
+    out[numpy_index(node.index)] = g
+    return out
+
+
 KERNELS: dict[Op, Kernel] = {
     Op.CONST: lambda node: np.full(node.shape, node.value, dtype=np.float32),
     Op.BROADCAST: lambda node, x: np.broadcast_to(x, node.shape),
     Op.CAST: lambda node, x: round_to(x, node.dtype),
-    Op.TRANSPOSE: lambda node, x: np.ascontiguousarray(x.T),
+    Op.TRANSPOSE: lambda node, x: np.ascontiguousarray(np.transpose(x, transpose_perm(node))),
     Op.RESHAPE: lambda node, x: np.reshape(x, node.shape),
     Op.NEG: lambda node, x: -x,
     Op.ABS: lambda node, x: np.abs(x),
@@ -268,6 +328,8 @@ KERNELS: dict[Op, Kernel] = {
     Op.SIGMOID: _in_f64(_sigmoid),
     Op.SQRT: _in_f64(np.sqrt),
     Op.LOG: lambda node, x: round_to(log_f32(x), node.dtype),
+    Op.ERF: _in_f64(_erf64),
+    Op.GELU: _in_f64(_gelu64),
     Op.ADD: _rounding(np.add),
     Op.SUB: _rounding(np.subtract),
     Op.MUL: _rounding(np.multiply),
@@ -276,11 +338,23 @@ KERNELS: dict[Op, Kernel] = {
     Op.MINIMUM: lambda node, a, b: np.minimum(a, b),
     Op.GT: lambda node, a, b: (a > b).astype(np.float32),
     Op.GE: lambda node, a, b: (a >= b).astype(np.float32),
+    Op.LT: lambda node, a, b: (a < b).astype(np.float32),
+    Op.LE: lambda node, a, b: (a <= b).astype(np.float32),
+    Op.EQ: lambda node, a, b: (a == b).astype(np.float32),
+    Op.NE: lambda node, a, b: (a != b).astype(np.float32),
+    Op.POW: _pow,
+    Op.WHERE: _where,
     Op.MATMUL: lambda node, a, b: np.matmul(a, b, dtype=np.float32),
     Op.SUM: _sum,
     Op.MAX: lambda node, x: np.max(x, axis=node.axis),
     Op.MEAN: _mean,
+    Op.MIN: lambda node, x: np.min(x, axis=node.axis),
+    Op.ARGMAX: _argmax,
+    Op.LAYERNORM: _layernorm,
     Op.SOFTMAX: _softmax,
     Op.LOG_SOFTMAX: _log_softmax,
     Op.MAX_MASK: _max_mask,
+    Op.SLICE: lambda node, x: np.array(x[numpy_index(node.index)], dtype=np.float32),
+    Op.UNSLICE: _unslice,
+    Op.CONCAT: lambda node, *xs: np.concatenate(xs, axis=node.axis),
 }

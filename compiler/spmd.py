@@ -87,9 +87,9 @@ def free_registers(machine: Machine, used: set[int]) -> list[int]:
     return [r for r in range(MIN_SCALAR_REGS, machine.scalar_regs) if r not in used]
 
 
-def tokens(body: list[Item]) -> tuple[list[Item], list[int]]:
+def tokens(body: list[Item], where: list[int] | None = None) -> tuple[list[Item], list[int]]:
     """The program with each run of one `relay` instruction written once, and the runs'
-    lengths in order."""
+    lengths in order. `where`, if given, receives each item's token index."""
     toks: list[Item] = []
     runs: list[int] = []
     k, n = 0, len(body)
@@ -100,9 +100,13 @@ def tokens(body: list[Item]) -> tuple[list[Item], list[int]]:
             while e < n and body[e] is it:
                 e += 1
             runs.append(e - k)
+            if where is not None:
+                where.extend([len(toks)] * (e - k))
             toks.append(it)
             k = e
             continue
+        if where is not None:
+            where.append(len(toks))
         toks.append(it)
         k += 1
     return toks, runs
@@ -115,33 +119,49 @@ def _shape(toks: list[Item]) -> tuple[Hashable, ...]:
                  for it in toks)
 
 
-def share(bodies: dict[int, list[Item]], instrs: InstrSet, machine: Machine
-          ) -> list[tuple[list[Item], list[int], dict[int, dict[int, int]]]]:
-    """Node programs grouped into shared ones: (program, its nodes, {node: {register: value}})
-    in order of each group's first node. Runs of at least RELAY_LOOP_MIN relays of one length
-    become counted loops, as `compress_relays` makes them. Identical programs are found first
-    (by hashing them whole), so the work grows with the number of distinct programs, not of
-    nodes."""
+Shared = tuple[list[Item], list[int], dict[int, dict[int, int]], dict[int, list[int]]]
+
+
+def share(bodies: dict[int, list[Item]], instrs: InstrSet, machine: Machine) -> list[Shared]:
+    """Node programs grouped into shared ones: (program, its nodes, {node: {register: value}},
+    {node: index}) in order of each group's first node, where a node's index gives, for each
+    item of its own program, the position in the shared one where it now begins (every relay
+    of a run that became a loop, or a jump into a run, at the run's start), and then the length
+    of the shared program. Runs of at least RELAY_LOOP_MIN relays of one length become counted
+    loops, as `compress_relays` makes them. Identical programs are found first (by hashing them
+    whole), so the work grows with the number of distinct programs, not of nodes."""
     distinct: dict[tuple, list[int]] = {}
     for nid in sorted(bodies):
         distinct.setdefault(tuple(bodies[nid]), []).append(nid)
-    reps = [nids for nids in distinct.values()]
+    reps = list(distinct.values())
     free = free_registers(machine, used_registers([bodies[nids[0]] for nids in reps]))
-    toks = {nids[0]: tokens(bodies[nids[0]]) for nids in reps}
+    where: dict[int, list[int]] = {}
+    toks = {}
+    for nids in reps:
+        where[nids[0]] = []
+        toks[nids[0]] = tokens(bodies[nids[0]], where[nids[0]])
     shapes: dict[tuple, list[list[int]]] = {}
     for nids in reps:
         shapes.setdefault(_shape(toks[nids[0]][0]), []).append(nids)
-    out: list[tuple[list[Item], list[int], dict[int, dict[int, int]]]] = []
+    out: list[Shared] = []
     for members in shapes.values():
         group = _Group(instrs, free)
         shared = group.build([toks[nids[0]] for nids in members])
         if shared is None:
             # too many per-node values to share: one block per distinct program
-            out.extend((compress_relays(bodies[nids[0]], instrs), nids, {}) for nids in members)
+            for nids in members:
+                index: list[int] = []
+                body = compress_relays(bodies[nids[0]], instrs, index)
+                out.append((body, nids, {}, dict.fromkeys(nids, index)))
             continue
         values = group.init([nids[0] for nids in members])
         init = {n: values[nids[0]] for nids in members for n in nids} if values else {}
-        out.append((shared, sorted(n for nids in members for n in nids), init))
+        indexes = {}
+        for nids in members:
+            index = [group.starts[t] for t in where[nids[0]]] + [len(shared)]
+            for n in nids:
+                indexes[n] = index
+        out.append((shared, sorted(n for nids in members for n in nids), init, indexes))
     out.sort(key=lambda g: g[1][0])
     return out
 
@@ -157,6 +177,7 @@ class _Group:
         self.entries: list[tuple[str, int, tuple[int, ...]]] = []   # label, reg, offsets
         self.taken = 0
         self.labels = 0
+        self.starts: list[int] = []         # per token, where its code begins in the program
 
     def fresh(self) -> int | None:
         if self.taken == len(self.free):
@@ -183,6 +204,7 @@ class _Group:
         body: list[Item] = []
         run = 0
         for k, it in enumerate(first):
+            self.starts.append(len(body))
             if type(it) is not Instr:
                 body.append(it)
                 continue
@@ -263,9 +285,13 @@ def relay_run(it: Instr, n: int, instrs: InstrSet, label) -> list[Item]:
             + [it] * rest)
 
 
-def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
+def compress_relays(items: list[Item], instrs: InstrSet, index: list[int] | None = None
+                    ) -> list[Item]:
     """Runs of at least RELAY_LOOP_MIN identical `relay` instructions (at one location, with no
-    location change between them) become a loop counting down in RELAY_LOOP_REG (r13)."""
+    location change between them) become a loop counting down in RELAY_LOOP_REG (r13).
+
+    `index`, if given, receives the new position of every old item and then the new length
+    (len(items) + 1 entries); every relay of a compressed run maps to the loop's first item."""
     toks, runs = tokens(items)
     count = [0]
 
@@ -277,8 +303,16 @@ def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
     k = 0
     for it in toks:
         if type(it) is Instr and it.mnemonic == "relay":
-            out.extend(relay_run(it, runs[k], instrs, label))
+            n = runs[k]
             k += 1
+            if index is not None:
+                index.extend(range(len(out), len(out) + n) if n < RELAY_LOOP_MIN
+                             else [len(out)] * n)
+            out.extend(relay_run(it, n, instrs, label))
         else:
+            if index is not None:
+                index.append(len(out))
             out.append(it)
+    if index is not None:
+        index.append(len(out))
     return out

@@ -27,36 +27,41 @@ def max_cycles_option(help_text: str) -> Callable:
 
 
 def machine_options(f: Callable) -> Callable:
-    """Add --machine, --mesh and --set to a command."""
+    """Add --machine, --mesh, --chips and --set to a command."""
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override a machine parameter, e.g. --set link_bytes_per_cycle=32 "
                           "(repeatable).")(f)
+    f = click.option("--chips", metavar="CxR",
+                     help="Make the machine C x R copies of its chip joined by chip-edge "
+                          "links, e.g. --chips 2x2 (--machine d1 --chips 5x5 is the tile).")(f)
     f = click.option("--mesh", metavar="CxR",
                      help="Use a COLSxROWS mesh with no harvested nodes, e.g. --mesh 4x4.")(f)
     f = click.option("--machine", "machine_name", metavar="NAME|FILE",
-                     help="Machine name (d1, m4x4, h6x5, tile) or a .toml file. Default: d1.")(f)
+                     help="Machine name (d1, m4x4, h6x5, tile, tray, cabinet, exapod) or a "
+                          ".toml file. Default: d1.")(f)
     return f
 
 
-def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> bool:
-    return bool(machine_name or mesh or sets)
+def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, ...],
+                  chips: str | None = None) -> bool:
+    return bool(machine_name or mesh or sets or chips)
 
 
 def machine_from_options(machine_name: str | None, mesh: str | None,
-                         sets: tuple[str, ...]) -> Machine:
-    return load_machine(machine_name, mesh=mesh, overrides=list(sets))
+                         sets: tuple[str, ...], chips: str | None = None) -> Machine:
+    return load_machine(machine_name, mesh=mesh, chips=chips, overrides=list(sets))
 
 
 def emulated_machine(machine_name: str | None, mesh: str | None,
-                     sets: tuple[str, ...]) -> Machine | None:
+                     sets: tuple[str, ...], chips: str | None = None) -> Machine | None:
     """The machine options of a command that emulates (run, debug), None when none are given.
     A machine the emulator could not hold in this host's memory is refused here, before the
     program is compiled or assembled for it (which takes minutes on a million nodes)."""
-    if not machine_given(machine_name, mesh, sets):
+    if not machine_given(machine_name, mesh, sets, chips):
         return None
     from emulator.state import check_host_memory
 
-    machine = machine_from_options(machine_name, mesh, sets)
+    machine = machine_from_options(machine_name, mesh, sets, chips)
     check_host_memory(machine)
     return machine
 
@@ -69,3 +74,34 @@ def input_options(f: Callable) -> Callable:
     f = click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
                      help="Scatter a numpy array into the input tensor NAME (repeatable).")(f)
     return f
+
+
+def shape_option(f: Callable) -> Callable:
+    """Add --shape (an ONNX model's input shapes; `parse_shapes` reads them)."""
+    return click.option(
+        "--shape", "shapes", multiple=True, metavar="NAME=D0,D1,...",
+        help="The shape of an ONNX model's input (repeatable; its ONNX or its DSL name). "
+             "Needed where the model leaves a dimension symbolic, such as a batch N.")(f)
+
+
+def parse_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """{input name: shape} from `NAME=D0,D1,...` strings; each dim a positive integer."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=D0,D1,..., got '{item}'",
+                                     param_hint="--shape")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{name}: the dimensions must be integers separated by "
+                                     f"commas, got '{dims}'", param_hint="--shape") from None
+        if any(d < 1 for d in shape) or any(d > 1 << 31 for d in shape):
+            raise click.BadParameter(f"{name}: every dimension must be a positive integer "
+                                     f"(at most 2^31), got '{dims}'", param_hint="--shape")
+        if name in out:
+            raise click.BadParameter(f"{name} is given twice", param_hint="--shape")
+        out[name] = shape
+    return out

@@ -5,6 +5,9 @@ API turn a file into something to run through `load_program`, so they agree on w
 means, on how a requested machine meets an object, and they parse and check a DSL source once:
 
     .d1k   the DSL compiler (compiler.pipeline), for the requested machine (default d1)
+    .onnx  an ONNX model, imported in memory (compiler.onnx_import: `.d1k` text whose params
+           hold the model's initializers), then compiled like a `.d1k`; the object embeds
+           the params' values, and `Program.names` maps ONNX names to DSL names
     .d1s   the assembler (d1isa.asm), for the file's own `.machine`, else the requested one
     .d1o   an object (d1isa.objfile); any other suffix is read as an object if it starts with
            the object magic, else it is an error
@@ -38,8 +41,9 @@ if TYPE_CHECKING:
     from compiler.ir import Graph
     from compiler.pipeline import Compiled, CompileOptions
 
-KINDS = {".d1k": "dsl", ".d1s": "asm", ".d1o": "object"}
+KINDS = {".d1k": "dsl", ".onnx": "onnx", ".d1s": "asm", ".d1o": "object"}
 DSL_PRODUCER = "d1 compile"
+ONNX_NAMES = "onnx_names"
 ASM_PRODUCER = "d1 asm"
 # Parameters that only name or describe a machine: never a reason to recompile or to note.
 _LABELS = ("name", "description")
@@ -57,11 +61,20 @@ class Program:
     """
 
     path: Path
-    kind: str                                  # "dsl", "asm" or "object"
+    kind: str                                  # "dsl", "onnx", "asm" or "object"
     obj: ObjectFile
     dsl: tuple[str, str] | None = None
     compiled: Compiled | None = None
     notes: list[str] = field(default_factory=list)
+    # An ONNX model's names: ONNX name -> DSL name (every value the program has); an object
+    # compiled from a model keeps them in its meta.
+    names: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            kept = self.obj.meta.get(ONNX_NAMES)
+            if isinstance(kept, dict):
+                self.names = {k: v for k, v in kept.items() if isinstance(v, str)}
 
     @cached_property
     def graph(self) -> Graph | None:
@@ -134,6 +147,7 @@ class Program:
         from d1.params import check_params, embedded, embedded_values, starting_params
 
         known = self.inputs
+        given = self.dsl_names(given)
         for name in given:
             if name not in known:
                 raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
@@ -151,6 +165,22 @@ class Program:
                                                      if n not in arrays]))
         return arrays, [n for n in known + self.params if n not in arrays]
 
+    def dsl_names(self, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`given` keyed by DSL names: an ONNX model's inputs may be named either way (the
+        ONNX name, or the sanitised one the program uses), but not both."""
+        if not self.names:
+            return given
+        out: dict[str, np.ndarray] = {}
+        said: dict[str, str] = {}
+        for name, value in given.items():
+            dsl = name if name in self.inputs else self.names.get(name, name)
+            if dsl in out:
+                raise D1Error(f"--input {name}: input '{dsl}' is given twice (as "
+                              f"'{said[dsl]}' and as '{name}')")
+            out[dsl] = value
+            said[dsl] = name
+        return out
+
     def check(self, inputs: dict[str, np.ndarray], got: dict[str, np.ndarray]
               ) -> list[tuple[str, float, float, float, bool]]:
         """Compare outputs with the numpy reference: (name, max abs err, max rel err,
@@ -164,12 +194,15 @@ class Program:
 
 
 def load_program(path: str | Path, machine: Machine | None = None,
-                 options: CompileOptions | None = None, kind: str | None = None) -> Program:
+                 options: CompileOptions | None = None, kind: str | None = None,
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> Program:
     """Turn `path` into a `Program` for `machine` (None: no machine options were given).
 
-    `options` (compiler.CompileOptions) apply to DSL programs: a `.d1k`, or an object
-    recompiled from its embedded DSL source. `kind` ("dsl", "asm", "object") reads the file as
-    that kind whatever its suffix (`d1 compile`, `d1 asm` and `d1 disasm` know what they take).
+    `options` (compiler.CompileOptions) apply to DSL programs: a `.d1k`, an ONNX model, or an
+    object recompiled from its embedded DSL source. `kind` ("dsl", "onnx", "asm", "object")
+    reads the file as that kind whatever its suffix (`d1 compile`, `d1 asm` and `d1 disasm`
+    know what they take). `shapes` gives an ONNX model's inputs their shapes (`--shape`),
+    which symbolic dimensions need.
     """
     p = Path(path)
     if not p.exists():
@@ -177,6 +210,11 @@ def load_program(path: str | Path, machine: Machine | None = None,
     if kind is not None and kind not in KINDS.values():
         raise ValueError(f"unknown program kind {kind!r}")
     kind = kind or KINDS.get(p.suffix.lower())
+    if shapes and kind != "onnx":
+        raise D1Error(f"--shape gives the shapes of an ONNX model's inputs; {p} is not an "
+                      ".onnx model")
+    if kind == "onnx":
+        return _import(p, machine or default_machine(), options, shapes or {})
     raw = None
     if kind is None:
         raw = read_bytes(p, MAX_OBJECT_BYTES, "program")
@@ -205,6 +243,30 @@ def _compile(p: Path, text: str, filename: str, machine: Machine,
                    notes=notes or [])
 
 
+def imported_source(p: Path, shapes: dict[str, tuple[int, ...]] | None = None
+                    ) -> tuple[Any, str]:
+    """(compiler.onnx_import.Imported, the file name its DSL text goes by) of the model `p`:
+    `MODEL.onnx[MODEL.d1k]`, as an object's embedded source is named, since no such file
+    exists."""
+    from compiler.onnx_import import import_file
+    return import_file(p, shapes), f"{p}[{p.stem}.d1k]"
+
+
+def _import(p: Path, machine: Machine, options: CompileOptions | None,
+            shapes: dict[str, tuple[int, ...]]) -> Program:
+    """An ONNX model: imported, compiled, its params' values embedded in the object."""
+    from d1.params import embed_params
+
+    imported, filename = imported_source(p, shapes)
+    prog = _compile(p, imported.text, filename, machine, options)
+    if imported.params:
+        embed_params(prog.obj, imported.params)
+    prog.kind = "onnx"
+    prog.names = dict(imported.names)
+    prog.obj.meta[ONNX_NAMES] = prog.names
+    return prog
+
+
 def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
                 options: CompileOptions | None) -> Program:
     """The object for the requested machine: as it is, with new timing, or rebuilt from its
@@ -229,8 +291,16 @@ def _fit_object(p: Path, obj: ObjectFile, machine: Machine | None,
     if dsl is not None:
         note = (f"recompiled {p} from its embedded DSL source ({dsl[1]}) for machine "
                 f"'{machine.name}': {why}")
-        return _embedded(p, lambda: _compile(p, dsl[0], dsl[1], machine,
+        prog = _embedded(p, lambda: _compile(p, dsl[0], dsl[1], machine,
                                              options or _options_of(obj), [note]))
+        from d1.params import embed_params, embedded, embedded_values
+        kept = embedded(obj)
+        if kept:      # the params' values the object held go into the rebuilt one
+            embed_params(prog.obj, embedded_values(obj, kept))
+        if isinstance(obj.meta.get(ONNX_NAMES), dict):
+            prog.obj.meta[ONNX_NAMES] = obj.meta[ONNX_NAMES]
+            prog.names = dict(obj.meta[ONNX_NAMES])
+        return prog
     asm = embedded_assembly(obj)
     if asm is not None:
         from d1isa.asm import assemble

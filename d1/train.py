@@ -62,13 +62,16 @@ class Trainer:
     loaded for `machine` with compiler `options`). `params`: starting values by name; the
     others come from the object if it embeds them, else from their declaration's INIT drawn
     with `init_seed` (`compiler.reference.init_params`, the documented numpy generator).
-    `threads`: host threads of the emulator (None: `emulator.auto_threads`).
+    `threads`: host threads of the emulator (None: `emulator.auto_threads`). `comm`: an mpi4py
+    communicator of several ranks runs the machine on them, one thread each (rank 0 makes the
+    Trainer, the others serve: emulator.distributed, docs/SCALE.md); results are identical.
     """
 
     def __init__(self, obj: ObjectFile | Program | str | Path,
                  params: Mapping[str, Any] | None = None, machine: Machine | None = None,
                  *, init_seed: int = 0, options: CompileOptions | None = None,
-                 threads: int | None = None, max_cycles: int | None = None) -> None:
+                 threads: int | None = None, max_cycles: int | None = None,
+                 comm: Any = None) -> None:
         from emulator import Emulator, auto_threads
         from emulator.emulator import DEFAULT_MAX_CYCLES
 
@@ -94,9 +97,11 @@ class Trainer:
                                       for n in self.inputs) + "); a training program's "
                           "inputs all hold one batch")
         self.batch_size = sizes.pop() if sizes else 0
+        ranks = comm is not None and comm.Get_size() > 1
         self.emu = Emulator(self.obj, max_cycles=DEFAULT_MAX_CYCLES if max_cycles is None
                             else max_cycles,
-                            threads=threads or auto_threads(self.machine.n_live))
+                            threads=threads or (1 if ranks else auto_threads(self.machine.n_live)),
+                            comm=comm)
         for name, value in starting_params(prog, params, init_seed).items():
             self.emu.set_input(name, value)
         self.steps = 0
@@ -206,7 +211,9 @@ class Trainer:
 
     def totals(self) -> dict[str, Any]:
         """The whole run so far, modelled (cycles, time per step, FLOP/s against the peak,
-        link bytes, SRAM high-water mark) and measured on the host: the steps' wall time
+        link bytes, on chip and across chip edges, and on a machine of several chips the bytes
+        that left each chip across its edges; SRAM high-water mark) and measured on the
+        host: the steps' wall time
         (without compiling the emulator's loop, `jit_seconds`) and how much of it the
         emulator's run loop took."""
         m = self.machine
@@ -220,7 +227,7 @@ class Trainer:
         fps = flops / seconds if seconds > 0 else 0.0
         emu_s = sum(r["emulator_seconds"] for r in f)
         step_s = sum(r["step_seconds"] for r in f)
-        return {
+        out = {
             "steps": steps,
             "modelled": {
                 "cycles": cycles,
@@ -234,6 +241,10 @@ class Trainer:
                 "link_bytes": sum(r["link_bytes"] for r in f),
                 "link_bytes_per_step": (sum(r["link_bytes"] for r in f) / steps
                                         if steps else 0.0),
+                "on_chip_bytes": sum(r["on_chip_bytes"] for r in f),
+                "chip_edge_bytes": sum(r["chip_edge_bytes"] for r in f),
+                "chip_edge_bytes_per_step": (sum(r["chip_edge_bytes"] for r in f) / steps
+                                             if steps else 0.0),
                 "sram_high_water_bytes": max((r["sram_high_water_bytes"] for r in f),
                                              default=0),
             },
@@ -243,8 +254,21 @@ class Trainer:
                 "emulator_seconds": emu_s,
                 "emulator_share": emu_s / step_s if step_s > 0 else 0.0,
                 "jit_seconds": self.emu.jit_seconds,
+                # on MPI ranks (emulator.distributed): rank 0's time in window exchange
+                "ranks": getattr(self.emu, "ranks", 1),
+                "sync_seconds": getattr(self.emu, "sync_seconds", 0.0),
             },
         }
+        if m.chips > 1:
+            # per chip: the bytes that left it across its edges, over all steps
+            by_chip = np.sum([r["chip_edge_bytes_by_chip"] for r in f], axis=0, dtype=np.int64) \
+                if f else np.zeros(m.chips, dtype=np.int64)
+            out["chips"] = {
+                "grid": [m.chips_x, m.chips_y],
+                "per_chip": [{"chip": [c % m.chips_x, c // m.chips_x], "edge_bytes_out": int(b)}
+                             for c, b in enumerate(by_chip)],
+            }
+        return out
 
 
 class _Stop:

@@ -287,6 +287,13 @@ TABLE: tuple[tuple[str, int, str, str, str, str, str, str, int, str], ...] = (
      "vd[i] = f32(tanh(vs1[i])), tanh computed in fp64 then rounded"),
     ("vsigmoid", 0x77, "VU", "vsfu", "vector", "v", "", "", 16,
      "vd[i] = f32(1 / (1 + exp(-vs1[i]))), computed in fp64 then rounded"),
+    ("vpow", 0x88, "VR", "vsfu", "vector", "v", "", "", 16,
+     "vd[i] = f32(pow(vs1[i], vs2[i])), C's pow computed in fp64 then rounded"),
+    ("verf", 0x89, "VU", "vsfu", "vector", "v", "", "", 16,
+     "vd[i] = f32(erf(vs1[i])), erf computed in fp64 then rounded"),
+    ("vgelu", 0x8A, "VU", "vsfu", "vector", "v", "", "", 16,
+     "vd[i] = f32(0.5 * x * erfc(-x / sqrt(2))) with x = vs1[i], computed in fp64 then rounded "
+     "(the erf form of GELU, x * Phi(x))"),
     ("vcvt.bf16", 0x78, "VU", "vcvt", "vector", "v", "", "", 16,
      "vd[i] = bf16(vs1[i]) kept as f32, round to nearest even (NaN stays a quiet NaN)"),
     ("vcvt.bf16.sr", 0x79, "VU", "vcvt", "vector", "v", "", "", 16,
@@ -358,7 +365,8 @@ TABLE: tuple[tuple[str, int, str, str, str, str, str, str, int, str], ...] = (
 # add counts as 2; an 8 x 8 x 8 mma is 512 multiply-adds.
 FLOPS: dict[str, int] = {
     "vadd": 16, "vsub": 16, "vmul": 16, "vdiv": 16, "vmax": 16, "vmin": 16, "vfma": 32,
-    "vsqrt": 16, "vrcp": 16, "vexp": 16, "vtanh": 16, "vsigmoid": 16,
+    "vsqrt": 16, "vrcp": 16, "vexp": 16, "vtanh": 16, "vsigmoid": 16, "verf": 16, "vgelu": 16,
+    "vpow": 16,
     "vredsum": 15, "vredmax": 15, "mma.bf16": 1024, "mma.f32": 1024,
     # per K step: an mmak instruction counts 1024 x rs3
     "mmak.bf16": 1024, "mmak.f32": 1024,

@@ -96,8 +96,13 @@ semantics, and an instruction that traps writes nothing.
   instructions (`vand`, `vor`, `vxor`, `vneg`, `vabs`, `vmov`, `vsel`, `vbcast`, `vins`, `vext`,
   raw loads and stores) move bits unchanged.
 - Comparisons with a NaN are false; `-0 == +0`.
-- `vexp`, `vtanh`, `vsigmoid` compute the function in fp64 from the fp32 input and round once to
-  fp32; an fp64 overflow gives inf (so `vsigmoid` of a large negative value is +0).
+- `vexp`, `vtanh`, `vsigmoid`, `verf`, `vgelu` and `vpow` compute the function in fp64 from the
+  fp32 inputs and round once to fp32; an fp64 overflow gives inf (so `vsigmoid` of a large
+  negative value is +0). `vgelu` is `0.5 * x * erfc(-x / sqrt(2))` in fp64 (the erf form of GELU,
+  which is `0.5 * x * (1 + erf(x / sqrt(2)))` without its cancellation for negative x), so
+  `vgelu` of -inf is NaN (-inf * 0). `vpow` is C's `pow` (C99 Annex F): `pow(x, +-0) = 1` and
+  `pow(1, y) = 1` even for a NaN, a negative base to a non-integer power is NaN, and zero to a
+  negative power is +inf (-inf for -0 and an odd integer exponent).
 - bf16 is the top 16 bits of an fp32. Widening appends 16 zero bits. Narrowing to bf16 with round
   to nearest even: for fp32 bits u that are not a NaN, `bf16 = (u + 0x7fff + ((u >> 16) & 1)) >> 16`
   (so values beyond the bf16 range round to inf); a NaN becomes `0x7fc0`. `vcvt.bf16` does the

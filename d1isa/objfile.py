@@ -21,6 +21,8 @@ Binary layout (all integers little-endian), version 2:
     table    per section: 4s tag, u32 reserved (0), u64 offset, u64 length
     MACH     UTF-8 JSON: the machine's parameters (d1isa.machine.PARAMS)
     META     UTF-8 JSON: block sizes, symbols, tensors, data records, files, sources, extra meta
+             (the compiler's metadata; its "values" entry is the debugger's record of every
+             named DSL value, d1isa.debuginfo)
     CODE     uint64 words of every block, concatenated in block order
     LINE     int32 [runs, 6]: count, then the row shared by `count` consecutive words: file
              index, line, col, asm file index, asm line (-1 = none); META "line_runs" gives
@@ -348,6 +350,10 @@ class ObjectFile:
             _validate_tensor(t, m)
             _validate_cover(t)
         _validate_meta(self.meta, self.tensors)
+        # The debugger's record of every named value (d1isa.debuginfo, which builds on the
+        # tensor pieces of this module: imported here, not at the top).
+        from d1isa import debuginfo
+        debuginfo.read(self)
 
 
 def line_runs(lines: np.ndarray) -> np.ndarray:
@@ -539,6 +545,12 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "options": ("a table", lambda v: isinstance(v, dict)),
     "sram_peak_bytes": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "regions": ("a list of regions", lambda v: isinstance(v, list) and all(map(_region, v))),
+    # Checked in full by d1isa.debuginfo.read.
+    "values": ("a table", lambda v: isinstance(v, dict)),
+    # an imported ONNX model's names: ONNX name -> the DSL name the program uses
+    "onnx_names": ("a table of names", lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) and IDENTIFIER.fullmatch(x)
+        for k, x in v.items())),
 }
 
 

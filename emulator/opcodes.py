@@ -46,6 +46,7 @@ VCMPLT, VCMPLE, VCMPEQ, VSEL = OP["vcmplt"], OP["vcmple"], OP["vcmpeq"], OP["vse
 VAND, VOR, VXOR = OP["vand"], OP["vor"], OP["vxor"]
 VMOV, VNEG, VABS, VSQRT, VRCP = OP["vmov"], OP["vneg"], OP["vabs"], OP["vsqrt"], OP["vrcp"]
 VEXP, VTANH, VSIGMOID = OP["vexp"], OP["vtanh"], OP["vsigmoid"]
+VPOW, VERF, VGELU = OP["vpow"], OP["verf"], OP["vgelu"]
 VCVT_BF16, VCVT_BF16_SR = OP["vcvt.bf16"], OP["vcvt.bf16.sr"]
 VWIDEN_LO, VWIDEN_HI, VNARROW, VNARROW_SR = (OP["vwiden.lo"], OP["vwiden.hi"], OP["vnarrow"],
                                              OP["vnarrow.sr"])

@@ -159,6 +159,30 @@ def exp64(x: float) -> float:
         return math.inf
 
 
+def pow64(x: float, y: float) -> float:
+    """C's pow in fp64 (C99 Annex F): Python's math.pow, whose exceptions stand for C's results.
+    An overflow is +-inf (-inf for a negative base and an odd integer exponent); zero to a
+    negative power is a pole, +-inf likewise (-inf only for -0); a negative base to a non-integer
+    power is NaN."""
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return -math.inf if x < 0 and _odd_integer(y) else math.inf
+    except ValueError:
+        if x == 0:
+            return -math.inf if math.copysign(1.0, x) < 0 and _odd_integer(y) else math.inf
+        return math.nan
+
+
+def _odd_integer(y: float) -> bool:
+    return math.isfinite(y) and y.is_integer() and abs(y) < 2.0 ** 53 and int(y) % 2 == 1
+
+
+def gelu64(x: float) -> float:
+    """The erf form of GELU in fp64, as vgelu computes it: 0.5 x erfc(-x / sqrt(2))."""
+    return 0.5 * x * math.erfc(-x / math.sqrt(2.0))
+
+
 def splitmix64(state: int) -> tuple[int, int]:
     """One SplitMix64 step: (new state, drawn value)."""
     state = (state + GOLDEN) & MASK64
@@ -763,6 +787,7 @@ LANEWISE2: dict[str, Callable[[int, int], int]] = {
     "vdiv": lambda a, b: bits(f32(a) / f32(b)),
     "vmax": fmax,
     "vmin": fmin,
+    "vpow": lambda a, b: bits(pow64(float(f32(a)), float(f32(b)))),
     "vcmplt": lambda a, b: MASK32 if f32(a) < f32(b) else 0,
     "vcmple": lambda a, b: MASK32 if f32(a) <= f32(b) else 0,
     "vcmpeq": lambda a, b: MASK32 if f32(a) == f32(b) else 0,
@@ -793,6 +818,8 @@ LANEWISE1: dict[str, Callable[[int], int]] = {
     "vexp": lambda a: bits(exp64(float(f32(a)))),
     "vtanh": lambda a: bits(math.tanh(float(f32(a)))),
     "vsigmoid": lambda a: bits(1.0 / (1.0 + exp64(-float(f32(a))))),
+    "verf": lambda a: bits(math.erf(float(f32(a)))),
+    "vgelu": lambda a: bits(gelu64(float(f32(a)))),
     "vcvt.bf16": lambda a: widen(bf16_rne(a)),
     "vcvt.f32.i32": lambda a: bits(np.float32(sext32(a))),
     "vcvt.i32.f32": _cvt_i32,

@@ -3,9 +3,11 @@ central finite differences with it, and seeded leaf values rounded to their dtyp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from compiler.ir import Graph, Node, Op, round_to
+from compiler.ir import Graph, Node, Op, numpy_index, round_to, transpose_perm
 from compiler.reference import KERNELS
 
 
@@ -19,11 +21,19 @@ def _log_softmax64(x: np.ndarray, axis: int) -> np.ndarray:
     return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
 
 
+_ERF = np.vectorize(math.erf, otypes=[float])
+
+
+def _layernorm64(x: np.ndarray, axis: int, eps: float) -> np.ndarray:
+    d = x - x.mean(axis=axis, keepdims=True)
+    return d / np.sqrt((d * d).mean(axis=axis, keepdims=True) + eps)
+
+
 F64 = {
     Op.CONST: lambda n: np.full(n.shape, n.value),
     Op.BROADCAST: lambda n, x: np.broadcast_to(x, n.shape),
     Op.CAST: lambda n, x: x,
-    Op.TRANSPOSE: lambda n, x: x.T,
+    Op.TRANSPOSE: lambda n, x: np.transpose(x, transpose_perm(n)),
     Op.RESHAPE: lambda n, x: np.reshape(x, n.shape),
     Op.NEG: lambda n, x: -x,
     Op.ABS: lambda n, x: np.abs(x),
@@ -41,6 +51,17 @@ F64 = {
     Op.MINIMUM: lambda n, a, b: np.minimum(a, b),
     Op.GT: lambda n, a, b: (a > b).astype(float),
     Op.GE: lambda n, a, b: (a >= b).astype(float),
+    Op.LT: lambda n, a, b: (a < b).astype(float),
+    Op.LE: lambda n, a, b: (a <= b).astype(float),
+    Op.EQ: lambda n, a, b: (a == b).astype(float),
+    Op.NE: lambda n, a, b: (a != b).astype(float),
+    Op.WHERE: lambda n, c, a, b: np.where(c != 0, a, b),
+    Op.POW: lambda n, a, b: np.power(a, b),
+    Op.ERF: lambda n, x: _ERF(x),
+    Op.GELU: lambda n, x: 0.5 * x * (1 + _ERF(x / np.sqrt(2.0))),
+    Op.MIN: lambda n, x: x.min(axis=n.axis),
+    Op.ARGMAX: lambda n, x: np.argmax(x, axis=n.axis).astype(float),
+    Op.LAYERNORM: lambda n, x: _layernorm64(x, n.axis, n.value),
     Op.MATMUL: lambda n, a, b: a @ b,
     Op.SUM: lambda n, x: x.sum(axis=n.axis),
     Op.MEAN: lambda n, x: x.mean(axis=n.axis),
@@ -48,7 +69,16 @@ F64 = {
     Op.SOFTMAX: lambda n, x: _softmax64(x, n.axis),
     Op.LOG_SOFTMAX: lambda n, x: _log_softmax64(x, n.axis),
     Op.MAX_MASK: lambda n, x: KERNELS[Op.MAX_MASK](n, x).astype(float),
+    Op.SLICE: lambda n, x: x[numpy_index(n.index)],
+    Op.UNSLICE: lambda n, g: _unslice64(n, g),
+    Op.CONCAT: lambda n, *xs: np.concatenate(xs, axis=n.axis),
 }
+
+
+def _unslice64(n: Node, g: np.ndarray) -> np.ndarray:
+    out = np.zeros(n.shape)
+    out[numpy_index(n.index)] = g
+    return out
 
 
 def forward64(graph: Graph, target: Node, leaves: dict[str, np.ndarray]) -> np.ndarray:

@@ -85,4 +85,4 @@ def scheduled(text: str, machine: Machine | None = None,
     their params, which live to the end)."""
     m = mapped(text, machine, options)
     resident = write_back(m.graph, m.mapper.steps, m.mapper.values, m.grid)
-    return m, schedule(m.mapper.steps, m.mapper.inputs, m.outputs + resident)
+    return m, schedule(m.mapper.steps, m.mapper.placed, m.outputs + resident)

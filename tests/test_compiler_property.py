@@ -4,10 +4,14 @@ tolerance.
 
 The generator keeps a pool of values (name, shape, dtype) and appends random statements that
 type-check by construction: elementwise builtins and arithmetic with broadcasting (row vectors,
-columns, literals), casts, reductions along either axis, softmax, transposes and matmuls (a
-matmul declares a fresh input with a matching inner dimension). Values stay in a tame range
-(exp only of tanh, division only by 1 + |x|, sqrt only of |x|) so that the only differences from
-the reference are summation order and bf16 rounding, which the tolerance covers.
+columns, literals), comparisons, where, powers, erf and gelu, casts, reductions along either
+axis (min and argmax too), softmax and layernorm, transposes and matmuls (a matmul declares a
+fresh input with a matching inner dimension). Values stay in a tame range (exp only of tanh,
+division only by 1 + |x|, sqrt only of |x|, powers of 1 + |x| to exponents in [-1, 1]) so that
+the only differences from the reference are summation order and bf16 rounding, which the
+tolerance covers. The forms that are not continuous (comparisons, where's condition, argmax)
+and layernorm, which magnifies the rounding of a nearly constant line, read only declared
+inputs, which the mesh and the reference see alike.
 """
 
 from __future__ import annotations
@@ -54,15 +58,20 @@ def programs(draw) -> str:
     for _ in range(draw(st.integers(min_value=1, max_value=6))):
         name, shape, dtype = draw(st.sampled_from(pool))
         kind = draw(st.sampled_from(["unary", "binary", "reduce", "softmax", "transpose",
-                                     "matmul", "cast"]))
+                                     "matmul", "cast", "compare"]))
         out = fresh("v")
+        inputs = [p for p in pool if p[0].startswith("in")]
+        if kind == "compare" or (kind in ("reduce", "softmax") and draw(st.booleans())):
+            # the discontinuous forms and layernorm below read a declared input
+            name, shape, dtype = draw(st.sampled_from(inputs))
         if kind == "unary":
             f = draw(st.sampled_from(["relu({})", "tanh({})", "sigmoid({})", "abs({})", "-{}",
-                                      "exp(tanh({}))", "sqrt(abs({}))"]))
+                                      "exp(tanh({}))", "sqrt(abs({}))", "erf({})", "gelu({})",
+                                      "{} ** 2", "(1 + abs({})) ** 0.5"]))
             lines.append(f"{out} = {f.format(name)}")
             rshape, rdtype = shape, dtype
         elif kind == "binary":
-            op = draw(st.sampled_from(["+", "-", "*", "max", "min", "/"]))
+            op = draw(st.sampled_from(["+", "-", "*", "max", "min", "/", "pow"]))
             other_kind = draw(st.sampled_from(["same", "row", "col", "literal"]))
             if other_kind == "row" and len(shape) == 2:
                 other = declare((shape[1],))
@@ -87,12 +96,16 @@ def programs(draw) -> str:
                 expr = f"minimum({name}, {other})"
             elif op == "/":
                 expr = f"{name} / (1 + abs({other}))"
+            elif op == "pow":
+                expr = f"pow(1 + abs({name}), tanh({other}))"
             else:
                 expr = f"{name} {op} {other}"
             lines.append(f"{out} = {expr}")
             rshape = shape
         elif kind == "reduce":
-            f = draw(st.sampled_from(["sum", "max", "mean"]))
+            f = draw(st.sampled_from(["sum", "max", "mean", "min", "argmax"]))
+            if f == "argmax" and not name.startswith("in"):
+                f = "min"
             axis = draw(st.sampled_from(list(range(-len(shape), len(shape)))))
             lines.append(f"{out} = {f}({name}, axis={axis})")
             ax = axis % len(shape)
@@ -105,8 +118,26 @@ def programs(draw) -> str:
                 out, rshape, rdtype = out2, pool[-1][1], _promote(pool[-1][2], dtype)
         elif kind == "softmax":
             axis = draw(st.sampled_from(list(range(len(shape)))))
-            lines.append(f"{out} = softmax({name}, axis={axis})")
+            f = "layernorm" if name.startswith("in") and draw(st.booleans()) else "softmax"
+            lines.append(f"{out} = {f}({name}, axis={axis})")
             rshape, rdtype = shape, dtype
+        elif kind == "compare":
+            # comparisons of two inputs (or one and a literal), and a where they choose in
+            same = [p for p in inputs if p[1] == shape and p[0] != name]
+            if same and draw(st.booleans()):
+                o = draw(st.sampled_from(same))
+                other, rdtype = o[0], _promote(dtype, o[2])
+            else:
+                other, rdtype = draw(st.sampled_from(["0.5", "-0.25", "0"])), dtype
+            cmp = draw(st.sampled_from(["<", "<=", ">", ">=", "==", "!="]))
+            values = [p for p in pool if p[1] == shape]
+            a, b = draw(st.sampled_from(values)), draw(st.sampled_from(values))
+            if draw(st.booleans()):
+                lines.append(f"{out} = {name} {cmp} {other}")
+            else:
+                lines.append(f"{out} = where({name} {cmp} {other}, {a[0]}, {b[0]})")
+                rdtype = _promote(a[2], b[2])
+            rshape = shape
         elif kind == "transpose" and len(shape) == 2:
             lines.append(f"{out} = transpose({name})")
             rshape, rdtype = shape[::-1], dtype

@@ -198,8 +198,9 @@ SHIFTS_I = ("slli", "srli", "srai")
 LOADS = {"ld8": 1, "ld8u": 1, "ld16": 2, "ld16u": 2, "ld32": 4, "ld32u": 4, "ld64": 8}
 STORES = {"st8": 1, "st16": 2, "st32": 4, "st64": 8}
 VEC_BINARY = ("vadd", "vsub", "vmul", "vdiv", "vmax", "vmin", "vcmplt", "vcmple", "vcmpeq",
-              "vand", "vor", "vxor", "vnarrow", "vnarrow.sr")
-VEC_UNARY = ("vmov", "vneg", "vabs", "vsqrt", "vrcp", "vexp", "vtanh", "vsigmoid", "vcvt.bf16",
+              "vand", "vor", "vxor", "vnarrow", "vnarrow.sr", "vpow")
+VEC_UNARY = ("vmov", "vneg", "vabs", "vsqrt", "vrcp", "vexp", "vtanh", "vsigmoid", "verf",
+             "vgelu", "vcvt.bf16",
              "vcvt.bf16.sr", "vwiden.lo", "vwiden.hi", "vcvt.f32.i32", "vcvt.i32.f32")
 BRANCHES = ("beq", "bne", "blt", "bge", "bltu", "bgeu")
 
@@ -628,6 +629,19 @@ def edge_programs() -> dict[str, tuple[str, dict[int, list[int]], list[tuple[int
             E("srseed", rs1=1), E("vcvt.bf16.sr", rd=2, rs1=2), E("srseed", rs1=0),
             E("vnarrow.sr", rd=3, rs1=2, rs2=2), E("halt")]}, []),
         "zero-length data": ("2x2", {0: [E("halt")]}, [(0, 100, b""), (1, 10, b"x")]),
+        # C's pow at its special cases (poles, overflow to -inf, NaN exponents), erf and gelu
+        # of infinities, NaNs and subnormals: lane i of v3 = pow(v1[i], v2[i]).
+        "vpow verf vgelu special values": ("2x2", {0: [
+            E("movi", rd=2, imm=64), E("vld", rd=1, rs1=0, imm=0), E("vld", rd=2, rs1=2, imm=0),
+            E("vpow", rd=3, rs1=1, rs2=2), E("vpow", rd=4, rs1=2, rs2=1),
+            E("verf", rd=5, rs1=1), E("vgelu", rd=6, rs1=1), E("vgelu", rd=7, rs1=2),
+            E("halt")]},
+            [(0, 0, struct.pack("<16I", F(-10.0), F(-10.0), 0, 0x8000_0000, 0x8000_0000,
+                                F(-8.0), 0x7FC0_0000, F(1.0), F(2.0), F(-2.0), 0x7F80_0000,
+                                0xFF80_0000, 0x0000_0001, F(1e30), F(-1.0), F(0.5))),
+             (0, 64, struct.pack("<16I", F(309.0), F(310.0), F(-1.0), F(-1.0), F(-2.0),
+                                 F(1 / 3), 0, 0x7FC0_0000, F(200.0), F(-200.0), F(-0.5),
+                                 F(3.0), F(0.5), F(-3.0), 0x7F80_0000, 0xFF80_0000))]),
     }
 
 

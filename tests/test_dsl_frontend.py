@@ -149,7 +149,9 @@ def test_format_ast_lists_statements():
     ("output x y", 1, 10, "expected ','"),
     ("y\n", 1, 2, "expected '='"),
     ("input = 3", 1, 7, "'input' is a keyword and cannot be used as a name"),
-    ("y = x ** 2", 1, 8, "no power operator"),
+    ("y = x ^ 2", 1, 7, "the power operator is '**'"),
+    ("y = x * * 2", 1, 9, "'**' is written without a space"),
+    ("y = a < b < c", 1, 11, "comparisons do not chain"),
     ("y = 'a'", 1, 5, "no strings"),
 ])
 def test_syntax_errors_are_located(text, line, col, message):
@@ -205,7 +207,7 @@ DECLS = "input x: f32[64, 784]\ninput w: f32[256, 10]\ninput v: bf16[10]\n"
      "cannot broadcast shapes [64, 784] and [256, 10] for '+': 784 != 10 at axis -1"),
     ("y = maximum(w, x)", 4, 5, "cannot broadcast shapes [256, 10] and [64, 784] for maximum"),
     ("y = x @ w", 4, 7, "matmul dimension mismatch: [64, 784] @ [256, 10]: 784 != 256"),
-    ("y = v @ w", 4, 7, "matmul needs 2-D operands: [10] @ [256, 10]"),
+    ("y = v @ w", 4, 7, "matmul needs operands of 2 to 4 dimensions: [10] @ [256, 10]"),
     ("y = x @ 2", 4, 7, "'@' needs a tensor on both sides"),
     ("y = 1e999 * x", 4, 5, "number '1e999' is too large"),
 ])
@@ -619,7 +621,8 @@ def test_make_inputs_is_seeded_and_rounded():
 TOKENS = ["input", "output", "x", "y", "w", "b", "q", ":", "f32", "bf16", "f64", "[", "]", "2",
           "3", "0", "0.5", "1e-3", "1e999", ",", "=", "+", "-", "*", "/", "@", "(", ")", "relu",
           "exp", "sum", "max", "maximum", "softmax", "mean", "cast", "transpose", "axis", "#",
-          "\n", " ", "\t", "\r\n", "-1"]
+          "\n", " ", "\t", "\r\n", "-1", "<", "<=", ">", ">=", "==", "!=", "**", "where", "pow",
+          "erf", "gelu", "min", "argmax", "layernorm", "eps", "^"]
 
 fuzz_text = st.lists(
     st.one_of(st.sampled_from(TOKENS), st.characters(), st.text(max_size=3)), max_size=40,
@@ -629,7 +632,7 @@ fuzz_text = st.lists(
 # mistakes mixed in, so the checker's and the evaluator's paths both get exercised.
 names = st.sampled_from(["x", "x", "w", "v", "t0", "t0", "t1", "zz", "bf16"])
 leaf = st.one_of(names, st.sampled_from(["2", "0.5", "-1", "1e-3"]))
-UNARY_FNS = ["relu", "exp", "tanh", "sigmoid", "sqrt", "abs", "transpose"]
+UNARY_FNS = ["relu", "exp", "tanh", "sigmoid", "sqrt", "abs", "transpose", "erf", "gelu"]
 
 
 def _call(fn_args):
@@ -640,16 +643,19 @@ def _call(fn_args):
 expressions = st.recursive(
     leaf,
     lambda sub: st.one_of(
-        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "@"]), sub).map(
-            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "@", "**", "<", ">=", "==", "!="]),
+                  sub).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(sub, sub, sub).map(lambda t: f"where({t[0]}, {t[1]}, {t[2]})"),
         st.tuples(st.sampled_from(UNARY_FNS), sub).map(lambda t: f"{t[0]}({t[1]})"),
-        st.tuples(st.sampled_from(["maximum", "minimum"]), sub, sub).map(
+        st.tuples(st.sampled_from(["maximum", "minimum", "pow"]), sub, sub).map(
             lambda t: f"{t[0]}({t[1]}, {t[2]})"),
-        st.tuples(st.sampled_from(["sum", "max", "mean", "softmax"]), sub,
-                  st.sampled_from(["axis=0", "axis=-1", "1", "axis=0", "axis=3", ""])).map(
+        st.tuples(st.sampled_from(["sum", "max", "mean", "softmax", "min", "argmax",
+                                   "layernorm"]), sub,
+                  st.sampled_from(["axis=0", "axis=-1", "1", "axis=0", "axis=3", "", "eps=0.1",
+                                   "keepdims=1"])).map(
             lambda t: f"{t[0]}({t[1]}{', ' + t[2] if t[2] else ''})"),
         st.tuples(sub, st.sampled_from(["bf16", "f32"])).map(lambda t: f"cast({t[0]}, {t[1]})"),
-        st.tuples(st.sampled_from(UNARY_FNS + ["foo", "cast", "maximum"]),
+        st.tuples(st.sampled_from(UNARY_FNS + ["foo", "cast", "maximum", "where", "layernorm"]),
                   st.lists(sub, max_size=3)).map(_call),
         sub.map(lambda e: f"-{e}"),
     ),

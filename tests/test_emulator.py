@@ -360,6 +360,19 @@ def test_special_functions_in_fp64_then_rounded():
     assert vreg(emu, 5)[1] == QNAN               # sqrt(-200)
 
 
+def test_erf_gelu_and_pow_in_fp64_then_rounded():
+    import math
+    lanes = [F(1.0), F(-2.0), F(0.5), F(-8.0)]
+    expo = [F(3.0), F(-1.0), F(0.5), F(1 / 3)]
+    emu = run1(load_v(1, 0) + load_v(2, 64) + [
+        E("verf", rd=3, rs1=1), E("vgelu", rd=4, rs1=1), E("vpow", rd=5, rs1=1, rs2=2)],
+        data=[(0, 0, vec(lanes)), (0, 64, vec(expo))])
+    assert vreg(emu, 3)[:2] == [f32_bits(math.erf(1.0)), f32_bits(math.erf(-2.0))]
+    gelu = [0.5 * x * math.erfc(-x / math.sqrt(2.0)) for x in (1.0, -2.0)]
+    assert vreg(emu, 4)[:2] == [f32_bits(g) for g in gelu]
+    assert vreg(emu, 5)[:4] == [F(1.0), F(-0.5), f32_bits(math.sqrt(0.5)), QNAN]
+
+
 def test_int_conversions_truncate_and_saturate():
     lanes = [F(2.9), F(-2.9), F(3e9), F(-3e9), QNAN, 0x7F80_0000]
     emu = run1(load_v(1, 0) + [E("vcvt.i32.f32", rd=2, rs1=1), E("vcvt.f32.i32", rd=3, rs1=2)],
@@ -589,6 +602,39 @@ def test_set_input_scatters_to_every_piece_and_output_gathers():
     emu.set_input("z", np.array([[1, -2], [3, 4]]))
     assert emu.output("z").dtype == np.int32 and emu.output("z").tolist() == [[1, -2], [3, 4]]
     assert emu.state_dict()["stats"]["sram_hwm"][0] == 256 + 8
+
+
+def test_set_input_writes_the_same_bytes_by_index_or_by_piece_views(monkeypatch):
+    """A tensor is written through index arrays worked out on its first write, or (pieces
+    whose strides are not whole elements, or too many elements) through a view per piece:
+    both leave the same SRAM bytes and high-water marks, write after write."""
+    import emulator.emulator as E_mod
+    m = machine()
+    # w: f32[3, 5], a transposed copy on node 0 (strides 4, 12) and row blocks on nodes 1, 2;
+    # u: bf16[2, 3] with rows 7 bytes apart: not a whole number of 2-byte elements.
+    w = TensorLayout("w", "f32", (3, 5), "input", [
+        TensorPiece(0, 64, (0, 0), (3, 5), (4, 12)),
+        TensorPiece(1, 0, (0, 0), (2, 5), (32, 4)), TensorPiece(2, 8, (2, 0), (1, 5), (20, 4))])
+    u = TensorLayout("u", "bf16", (2, 3), "input", [TensorPiece(3, 2, (0, 0), (2, 3), (7, 2))])
+    obj = make_obj(m, {0: [E("halt")]}, tensors=[w, u])
+    states = []
+    for limit in (None, 0):
+        if limit is not None:
+            monkeypatch.setattr(E_mod._ScatterPlan, "MAX_INDEXED", limit)
+        emu = Emulator(obj)
+        rng = np.random.default_rng(3)
+        for _ in range(2):
+            a, b = rng.standard_normal((3, 5)), rng.standard_normal((2, 3))
+            emu.set_input("w", a)
+            emu.set_input("u", b)
+            assert np.array_equal(emu.output("w"), a.astype(np.float32))
+            assert emu.sram(0, 116, 4).tobytes() == a.astype(np.float32)[1, 4].tobytes()
+        assert (emu._plans["w"].words is None) == (limit == 0)
+        assert emu._plans["u"].words is None            # 7-byte rows: views
+        states.append((list(emu.state.hwm[:4]),
+                       emu.state.sram[:4, :128].copy()))
+    assert states[0][0] == states[1][0] == [124, 52, 28, 15]
+    assert np.array_equal(states[0][1], states[1][1])
 
 
 def test_set_input_errors_are_clear():

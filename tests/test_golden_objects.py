@@ -5,14 +5,17 @@ record was taken is compiled or assembled again; its code, line table, node map,
 layouts, symbols, initial registers and block sizes must equal the recorded ones, section by
 section. The record holds SHA-256 digests only, so a difference names the section, not the byte.
 
-A change that means to alter generated code regenerates the record, after checking that every
-record's outputs are bit-identical and its modelled cycles the same or fewer:
+When a change is meant to change generated code, first check that every record's outputs stay
+bit-identical and its modelled cycles the same or fewer (and say where not):
 
     python tests/golden/compare_cycles.py --before /path/to/the/tree/before/the/change
-    python tests/test_golden_objects.py --regenerate      # rewrites tests/golden/objects.json
 
-(the sources, machines and options of the records stay; only their digests are recomputed),
-and says so in the commit message.
+then regenerate the record and say so in the commit message:
+
+    PYTHONPATH=. python tests/test_golden_objects.py --regenerate
+
+which compiles every recorded source again (re-reading programs/ from disk, and adding a row on
+d1 and on m4x4 for each shipped program not yet recorded) and writes the new digests.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from d1isa.asm import assemble
 from d1isa.machine import Machine
 from d1isa.objfile import ObjectFile, tensor_to_json
 
-RECORD = json.loads((Path(__file__).parent / "golden" / "objects.json").read_text())
+RECORD_PATH = Path(__file__).parent / "golden" / "objects.json"
+RECORD = json.loads(RECORD_PATH.read_text())
 
 
 def section_digests(obj: ObjectFile) -> dict[str, str]:
@@ -63,9 +67,14 @@ def _id(row: dict) -> str:
     return f"{row['kind']}-{row['filename']}-{row['machine']['name']}"
 
 
+def build(row: dict) -> ObjectFile:
+    """The object of a record row, made again from its source, machine and options."""
+    return make_object(row)
+
+
 @pytest.mark.parametrize("row", RECORD, ids=[_id(r) for r in RECORD])
 def test_object_is_unchanged(row):
-    got = section_digests(make_object(row))
+    got = section_digests(build(row))
     differ = [k for k in set(row["sections"]) | set(got)
               if got.get(k) != row["sections"].get(k)]
     assert not differ, f"sections that changed: {', '.join(sorted(differ))}"
@@ -82,16 +91,34 @@ def test_every_shipped_program_is_recorded():
 
 
 def regenerate() -> None:
-    """Recompute every record's digests from its source, machine and options."""
+    """Write the record anew: every row's digests from its object made again; the sources of
+    shipped programs re-read; a d1 and an m4x4 row for every shipped program not yet in it."""
+    from d1isa.machine import load_machine
+    root = Path(__file__).parent.parent
+    rows = []
     for row in RECORD:
-        row["sections"] = section_digests(make_object(row))
-    path = Path(__file__).parent / "golden" / "objects.json"
-    path.write_text(json.dumps(RECORD, indent=0, sort_keys=True) + "\n")
-    print(f"rewrote {path} ({len(RECORD)} records)")
+        path = root / row["filename"]
+        if row["filename"].startswith("programs/"):
+            if not path.exists():
+                continue                      # a program that was removed
+            row = {**row, "source": path.read_text(encoding="utf-8")}
+        rows.append(row)
+    have = {(r["filename"], r["machine"]["name"]) for r in rows}
+    for path in sorted([*root.glob("programs/*.d1k"), *root.glob("programs/asm/*.d1s")]):
+        name = str(path.relative_to(root))
+        for mname in ("d1", "m4x4"):
+            if (name, mname) not in have and path.suffix == ".d1k":
+                rows.append({"filename": name, "kind": "d1k",
+                             "machine": load_machine(mname).to_dict(), "options": None,
+                             "source": path.read_text(encoding="utf-8"), "sections": {}})
+    for row in rows:
+        row["sections"] = section_digests(build(row))
+    RECORD_PATH.write_text(json.dumps(rows, indent=0, sort_keys=True) + "\n")
+    print(f"wrote {len(rows)} rows to {RECORD_PATH}")
 
 
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] != ["--regenerate"]:
-        raise SystemExit("usage: python tests/test_golden_objects.py --regenerate")
+        sys.exit("usage: PYTHONPATH=. python tests/test_golden_objects.py --regenerate")
     regenerate()

@@ -115,6 +115,22 @@ RULE_CASES = {
     "softmax_1": ("softmax(a, axis=1)", None, ()),
     "log_softmax_0": ("log_softmax(a, axis=0)", None, ()),
     "log_softmax_1": ("log_softmax(a, axis=1)", None, ()),
+    "erf": ("erf(a)", None, ()),
+    "gelu": ("gelu(a)", None, ()),
+    "pow_same": ("a ** b", "mn", ("a",)),
+    "pow_row": ("pow(b, a)", "n", ("b",)),
+    "pow_literal_exponent": ("a ** 3 - a ** 2 + a ** -1", None, ("a",)),
+    "pow_literal_base": ("2 ** a", None, ()),
+    "where_same": ("where(b > 0, a * a, -a)", "mn", ()),
+    "where_col": ("where(b, a, 2 * a)", "m1", ()),
+    "where_row_values": ("where(a > 0, b, a)", "n", ()),
+    "compare": ("a * (a > b) + (a <= b) * b + (a != b) + (a == b)", "mn", ()),
+    "min_0": ("min(a, axis=0)", None, ()),
+    "min_1_keepdims": ("min(a, axis=1, keepdims=1)", None, ()),
+    "min_all": ("min(a)", None, ()),
+    "argmax": ("a * argmax(a, axis=1, keepdims=1)", None, ()),
+    "layernorm_1": ("layernorm(a)", None, ()),
+    "layernorm_0": ("layernorm(a, axis=0, eps=0.5)", None, ()),
 }
 
 B_SHAPES = {"mn": lambda m, n, k: (m, n), "n": lambda m, n, k: (n,), "m1": lambda m, n, k: (m, 1),
@@ -136,11 +152,49 @@ def test_each_rule_matches_finite_differences(case, m, n, k, seed):
 @pytest.mark.parametrize("expr", [
     "sum(a, axis=1)", "mean(a, axis=1, keepdims=1)", "max(a, axis=1)", "softmax(a, axis=1)",
     "log_softmax(a, axis=2)", "max(a)", "sum(a, axis=0, keepdims=1)", "a * b", "a + c3",
+    "min(a, axis=1)", "layernorm(a, axis=1)", "layernorm(a)", "where(a > c3, gelu(a), b)",
+    "argmax(a, axis=2) * sum(a, axis=2)", "abs(a) ** c3",
 ])
 def test_rules_on_3d_values_match_finite_differences(expr):
     decls = {"a": (2, 3, 4), "b": (3, 1), "c3": (2, 1, 4)}
     used = {k: v for k, v in decls.items() if k == "a" or k in expr}
     check_program(program(used, expr), seed=3)
+
+
+@pytest.mark.parametrize("decls, expr", [
+    ({"a": (2, 3, 4)}, "reshape(a, [4, -1])"),
+    ({"a": (6, 4)}, "reshape(a, [2, 3, 2, 2])"),
+    ({"a": (2, 3, 4)}, "transpose(a, [2, 0, 1])"),
+    ({"a": (2, 3, 4, 2)}, "transpose(a, [0, 2, 1, 3])"),
+    ({"a": (3, 4)}, "transpose(a, [1, 0])"),
+    ({"a": (2, 3, 4)}, "a[1]"),
+    ({"a": (2, 3, 4)}, "a[:, 1:3, ::2]"),
+    ({"a": (5, 4)}, "a[-4:-1:2, 3]"),
+    ({"a": (3, 4)}, "a[2, 1] * a"),
+    ({"a": (2, 3), "b": (2, 4)}, "concat(a, b, axis=1)"),
+    ({"a": (2, 3, 2), "b": (1, 3, 2)}, "concat(b, a, b, axis=0)"),
+    ({"a": (2, 3, 4), "b": (2, 4, 5)}, "a @ b"),
+    ({"a": (2, 3, 4), "b": (4, 5)}, "a @ b"),
+    ({"a": (3, 4), "b": (2, 4, 5)}, "a @ b"),
+    ({"a": (2, 1, 3, 4), "b": (3, 4, 2)}, "a @ b"),
+    ({"a": (2, 3, 4)}, "a[0] @ transpose(a[1], [1, 0])"),
+    ({"a": (2, 3, 4)}, "sum(a[:, 1:]) * a[1, 0:1]"),
+])
+def test_shape_rules_match_finite_differences(decls, expr):
+    check_program(program(decls, expr), seed=4)
+
+
+def test_grad_of_a_slice_gradient_is_a_slice():
+    # d/da of sum((grad of a slice) * c): the unslice rule (second derivatives) in a program.
+    text = ("input a: f32[3, 4]\ninput c: f32[3, 4]\n"
+            "l = sum(a[1:, ::2] * a[1:, ::2])\ng = grad(l, a)\nm = sum(g * c)\n"
+            "h = grad(m, a)\noutput h\n")
+    graph = compiler.check_source(text)
+    leaves = leaf_values(graph, 2)
+    out = evaluate(graph, leaves)
+    want = np.zeros((3, 4), dtype=np.float32)
+    want[1:, ::2] = 2 * leaves["c"][1:, ::2]
+    np.testing.assert_allclose(out["h"], want, rtol=1e-6)
 
 
 def test_every_forward_op_has_a_rule():
@@ -187,6 +241,46 @@ def test_a_tie_in_a_max_reduction_goes_to_the_first_maximal_element():
     every = grads("input x: f32[2, 3]\nl = max(x)\ng = grad(l, x)\noutput g\n",
                   x=np.array([[1.0, 4.0, 3.0], [4.0, 4.0, 0.0]]))
     np.testing.assert_array_equal(every["g"], [[0, 1, 0], [0, 0, 0]])  # first in row-major order
+
+
+def test_a_tie_in_a_min_reduction_goes_to_the_first_minimal_element():
+    x = np.array([[1.0, -3.0, -3.0], [np.nan, 4.0, 0.0]])
+    rows = grads("input x: f32[2, 3]\nl = sum(min(x, axis=1) * 2)\ng = grad(l, x)\noutput g\n",
+                 x=x)
+    np.testing.assert_array_equal(rows["g"], [[0, 2, 0], [2, 0, 0]])   # a NaN is the minimum
+    every = grads("input x: f32[2, 3]\nl = min(x)\ng = grad(l, x)\noutput g\n",
+                  x=np.array([[1.0, 0.0, 3.0], [0.0, 4.0, 0.0]]))
+    np.testing.assert_array_equal(every["g"], [[0, 1, 0], [0, 0, 0]])
+
+
+def test_where_sends_the_gradient_to_the_side_it_picked():
+    text = ("input c: f32[4]\ninput a: f32[4]\ninput b: f32[4]\n"
+            "l = sum(where(c, a, b) * 3)\nga = grad(l, a)\ngb = grad(l, b)\ngc = grad(l, c)\n"
+            "output ga, gb, gc\n")
+    out = grads(text, c=np.array([1.0, 0.0, -0.0, np.nan]), a=np.ones(4), b=np.ones(4))
+    np.testing.assert_array_equal(out["ga"], [3, 0, 0, 3])
+    np.testing.assert_array_equal(out["gb"], [0, 3, 3, 0])
+    np.testing.assert_array_equal(out["gc"], [0, 0, 0, 0])
+
+
+def test_comparisons_and_argmax_have_gradient_zero():
+    text = ("param p: f32[2, 3]\nl = sum((p > 0.5) + (p == p) + argmax(p, axis=1, keepdims=1))\n"
+            "g = grad(l, p)\noutput g\n")
+    out = grads(text, p=np.array([[0.0, 1.0, 2.0], [3.0, 0.5, 0.5]]))
+    np.testing.assert_array_equal(out["g"], np.zeros((2, 3)))
+
+
+def test_pow_at_zero_follows_the_usual_conventions():
+    # d/da a^b = b a^(b-1) is 0 where b == 0 (not 0 * inf); d/db a^b = a^b log a is 0 where
+    # a == 0 and b >= 0 (not 0 * -inf); a negative base gives NaN for d/db, as log does
+    text = ("input a: f32[5]\ninput b: f32[5]\nl = sum(a ** b)\nga = grad(l, a)\n"
+            "gb = grad(l, b)\noutput ga, gb\n")
+    out = grads(text, a=np.array([0.0, 0.0, 2.0, 0.0, -2.0]),
+                b=np.array([0.0, 2.0, 3.0, 0.5, 2.0]))
+    np.testing.assert_array_equal(out["ga"][:3], [0, 0, 12])
+    assert out["ga"][3] == np.inf and out["ga"][4] == -4
+    np.testing.assert_allclose(out["gb"][:4], [0, 0, 8 * np.log(2), 0], rtol=1e-6)
+    assert np.isnan(out["gb"][4])
 
 
 def test_a_bf16_rounding_has_derivative_one():
@@ -391,7 +485,8 @@ def loss_programs(draw) -> str:
         if kind == "unary":
             f = draw(st.sampled_from(["relu({})", "tanh({})", "sigmoid({})", "abs({})", "-{}",
                                       "exp(tanh({}))", "sqrt(1 + {0} * {0})",
-                                      "log(1 + abs({}))", "{} * 0.5"]))
+                                      "log(1 + abs({}))", "{} * 0.5", "erf({})", "gelu({})",
+                                      "{} ** 2", "(1 + abs({})) ** -0.5"]))
             lines.append(f"{out} = {f.format(name)}")
         elif kind == "binary":
             other_kind = draw(st.sampled_from(["same", "row", "col", "literal"]))
@@ -404,12 +499,22 @@ def loss_programs(draw) -> str:
             else:
                 same = [p for p in pool if p[1] == shape and p[0] != name]
                 other = draw(st.sampled_from(same))[0] if same else declare(shape)
-            op = draw(st.sampled_from(["+", "-", "*", "/", "max", "min"]))
+            op = draw(st.sampled_from(["+", "-", "*", "/", "max", "min", "pow", "where"]))
+            # A comparison only of leaves: one of computed values could flip between the f32
+            # reference and the float64 finite differences (or the mesh) near a tie.
+            test = (f"{name} > {other}" if name in leaves and other in leaves
+                    else f"{other} > 0.5" if other in leaves
+                    else f"{name} < -0.5" if name in leaves else None)
+            if op == "where" and test is None:
+                op = "+"
             expr = {"max": f"maximum({name}, {other})", "min": f"minimum({name}, {other})",
-                    "/": f"{name} / (1 + abs({other}))"}.get(op, f"{name} {op} {other}")
+                    "/": f"{name} / (1 + abs({other}))",
+                    "pow": f"(1 + abs({name})) ** tanh({other})",
+                    "where": f"where({test}, {name}, {other} * 2)"}.get(
+                op, f"{name} {op} {other}")
             lines.append(f"{out} = {expr}")
         elif kind == "reduce":
-            f = draw(st.sampled_from(["sum", "mean", "max"]))
+            f = draw(st.sampled_from(["sum", "mean", "max", "min"]))
             form = draw(st.sampled_from(["axis", "keepdims", "all"]))
             if form == "all":
                 lines.append(f"{out} = {f}({name})")
@@ -428,8 +533,13 @@ def loss_programs(draw) -> str:
                     lines.append(f"{out2} = {host} * {out}")
                     out, rshape = out2, pool[-1][1]
         elif kind == "softmax":
-            f = draw(st.sampled_from(["softmax", "log_softmax"]))
-            lines.append(f"{out} = {f}({name}, axis={draw(st.integers(0, len(shape) - 1))})")
+            f = draw(st.sampled_from(["softmax", "log_softmax", "layernorm"]))
+            axis = draw(st.integers(0, len(shape) - 1))
+            if f == "layernorm" and name not in leaves:
+                # on a leaf only: on a computed value a nearly constant line (a variance at
+                # the level of the rounding error) would magnify rounding differences
+                f = "softmax"
+            lines.append(f"{out} = {f}({name}, axis={axis})")
         elif kind == "transpose" and len(shape) == 2:
             lines.append(f"{out} = transpose({name})")
             rshape = shape[::-1]

@@ -207,6 +207,8 @@ def test_every_computed_node_is_in_exactly_one_kernel(name: str):
             seen += [n.id for n in fused_nodes(k.expr)]
         else:
             seen.append(k.node.id)
+        if k.kind == "gather" and k.expr is not None:
+            seen += list(k.expr[2])             # a chain of moves gathered in one go
     users = graph.users()
     # A reshape feeding only a reduction over every axis is read by that reduction's kernel.
     absorbed = {n.id for n in graph.nodes if n.op is Op.RESHAPE and users[n.id]

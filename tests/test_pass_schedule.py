@@ -76,15 +76,15 @@ def test_kept_steps_keep_program_order(name: str):
 
 
 def assert_dependencies_respected(m, sched) -> None:
-    """Every step reads only program inputs or values that an earlier kept step wrote, and no
-    value is written twice."""
-    ready = {id(v) for v in m.mapper.inputs}
+    """Every step reads only what the host placed (inputs, params, their copies) or values that
+    an earlier kept step wrote, and no value is written twice."""
+    ready = {id(v) for v in m.mapper.placed}
     for st in sched.steps:
         for v in st.ins:
             assert id(v) in ready, f"{st.kind}:{st.label} reads {v.name} before it is written"
-        assert st.out is None or id(st.out) not in ready, f"{st.out.name} written twice"
-        if st.out is not None:
-            ready.add(id(st.out))
+        for v in st.writes():
+            assert id(v) not in ready, f"{v.name} written twice"
+            ready.add(id(v))
     for v in m.outputs:
         assert id(v) in ready, f"output {v.name} is never written"
 
@@ -139,12 +139,13 @@ def test_random_programs_schedule_in_dependency_order_with_exact_live_ranges(tex
     m, sched = scheduled(text, mesh("4x4"))
     assert_dependencies_respected(m, sched)
     end = len(sched.steps)
-    expect: dict[int, list[int]] = {id(v): [-1] for v in m.mapper.inputs}
+    # Host-placed values (inputs, params and their transposed copies) are live before step 0.
+    expect: dict[int, list[int]] = {id(v): [-1] for v in m.mapper.placed}
     for k, st in enumerate(sched.steps):
         for v in st.values():
             expect.setdefault(id(v), []).append(k)
     for v in m.outputs:
         expect[id(v)].append(end)
-    inputs = {id(v) for v in m.mapper.inputs}
+    inputs = {id(v) for v in m.mapper.placed}
     want = {key: (-1 if key in inputs else min(ks), max(ks)) for key, ks in expect.items()}
     assert sched.live == want, text

@@ -7,6 +7,7 @@ with the arithmetic written next to them.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -573,6 +574,22 @@ def test_transcendentals_in_fp64():
     assert out[:4] == [F(0.5), 0, F(1.0), 0]
 
 
+def test_erf_gelu_pow_in_fp64():
+    out = v1("verf", [F(0.0), F(-0.0), F(1.0), F(10.0), 0xFF80_0000, QNAN])
+    assert out[:6] == [0, 0x8000_0000, F(float(np.float32(math.erf(1.0)))), F(1.0), F(-1.0),
+                       QNAN]
+    gelu1 = 0.5 * math.erfc(-1 / math.sqrt(2))
+    out = v1("vgelu", [F(0.0), F(1.0), F(-30.0), 0x7F80_0000, 0xFF80_0000, F(3e38)])
+    assert out[:6] == [0, F(float(np.float32(gelu1))), 0x8000_0000, 0x7F80_0000, QNAN,
+                       F(3e38)]
+    out = vv("vpow", [F(2.0), F(-8.0), 0, 0x8000_0000, 0x8000_0000, F(-10.0), F(-10.0), QNAN,
+                      F(1.0), F(10.0)],
+             [F(10.0), F(1 / 3), F(-1.0), F(-1.0), F(-2.0), F(309.0), F(310.0), 0, QNAN,
+              F(100.0)])
+    assert out[:10] == [F(1024.0), QNAN, 0x7F80_0000, 0xFF80_0000, 0x7F80_0000, 0xFF80_0000,
+                        0x7F80_0000, F(1.0), F(1.0), 0x7F80_0000]
+
+
 def test_vcvt_bf16_round_to_nearest_even():
     a = [0x3F80_8000,   # tie, upper half even: stays 0x3f80
          0x3F81_8000,   # tie, upper half odd: rounds up to 0x3f82
@@ -923,10 +940,10 @@ def test_wire_free_serialises_back_to_back_messages():
 def test_chip_edge_link_latency_and_bandwidth():
     m = load_machine("d1", overrides={"cols": 2, "rows": 1, "chips_x": 2, "harvested": [],
                                       "sram_bytes": SRAM})
-    assert int(m.link_latency[1, EAST]) == 100 and int(m.link_bandwidth[1, EAST]) == 32
+    assert int(m.link_latency[1, EAST]) == 100 and int(m.link_bandwidth[1, EAST]) == 50
     prog1 = [E("vsend", rs1=0, dir=EAST), E("halt")]
     _, st = run({1: prog1, 2: [E("vrecv", rd=0, dir=W), E("halt")]}, m=m)
-    # vsend at 0: arrive 0 + 100 + ceil(64/32) = 102; the receiver starts at 102, ends 103
+    # vsend at 0: arrive 0 + 100 + ceil(64/50) = 102; the receiver starts at 102, ends 103
     assert st["clock"][2] == 104
     assert st["stats"]["link_busy"][1, EAST] == 2
 

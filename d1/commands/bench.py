@@ -12,6 +12,8 @@ SUITES = {
     "emulator": "benchmarks.emulator_bench",
     "compiler": "benchmarks.compiler_bench",
     "debugger": "benchmarks.debugger_bench",
+    "train": "benchmarks.train_bench",
+    "mpi": "benchmarks.mpi_bench",
 }
 
 
@@ -26,6 +28,8 @@ def bench(suite: str) -> None:
     \b
     Examples:
       d1 bench emulator
+      d1 bench train
+      d1 bench mpi                   (the emulator on 2 MPI ranks; needs the [mpi] extra)
       d1 bench all
     """
     names = list(SUITES) if suite == "all" else [suite]

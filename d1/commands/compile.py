@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from d1.options import MAX_SEED, machine_from_options, machine_options
+from d1.options import MAX_SEED, machine_from_options, machine_options, parse_shapes, shape_option
 from d1isa.errors import D1Error
 from d1isa.files import check_destination, read_text, refuse_overwrite, write_atomic
 
@@ -31,14 +31,18 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
 @click.option("--init", "init_seed", type=click.IntRange(0, MAX_SEED), default=None,
               help="With --params, or alone to embed every param's INIT: the seed of the "
                    "random INITs (compiler.reference.init_params; default 0).")
+@shape_option
 @click.option("--timings", is_flag=True, help="Print the time each pass took.")
 def compile(source: str, output: str | None, machine_name: str | None, mesh: str | None,
-            sets: tuple[str, ...], stage: str | None, opts: tuple[str, ...],
-            params_file: str | None, init_seed: int | None, timings: bool) -> None:
-    """Compile a .d1k tensor program for a machine.
+            chips: str | None, sets: tuple[str, ...], stage: str | None, opts: tuple[str, ...],
+            params_file: str | None, init_seed: int | None, shapes: tuple[str, ...],
+            timings: bool) -> None:
+    """Compile a .d1k tensor program (or an .onnx model) for a machine.
 
     The program is parsed, checked, mapped onto the mesh (every tensor split over the live
     nodes) and turned into one instruction stream per node, with explicit neighbour sends.
+    An ONNX model is imported in memory first (as `d1 import` writes it); the object embeds
+    its initializers as the params' values.
 
     \b
     Examples:
@@ -47,11 +51,12 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
       d1 compile programs/attention.d1k --emit ir
       d1 compile programs/matmul.d1k -O matmul=naive -o naive.d1o
       d1 compile programs/train_digits.d1k --params out/params.npz -o digits.d1o
+      d1 compile programs/onnx/mlp.onnx --emit ir
     """
     from compiler.pipeline import CompileOptions, emit_stage
-    from d1.program import load_program
+    from d1.program import imported_source, load_program
 
-    machine = machine_from_options(machine_name, mesh, sets)
+    machine = machine_from_options(machine_name, mesh, sets, chips)
     options = CompileOptions.parse(opts)
     path = output or (None if stage is not None else str(Path(source).with_suffix(".d1o")))
     embed = params_file is not None or init_seed is not None
@@ -65,14 +70,24 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     if path is not None:
         refuse_overwrite(path, [source, *([params_file] if params_file else [])], f"-o {path}")
         check_destination(path, "-o")
+    onnx = Path(source).suffix.lower() == ".onnx"
+    given_shapes = parse_shapes(shapes)
+    if given_shapes and not onnx:
+        raise D1Error(f"--shape gives the shapes of an ONNX model's inputs; {source} is not an "
+                      ".onnx model")
     if stage is not None:
-        out = emit_stage(read_text(source), stage, machine, source, options)
+        if onnx:
+            imported, name = imported_source(Path(source), given_shapes)
+            out = emit_stage(imported.text, stage, machine, name, options)
+        else:
+            out = emit_stage(read_text(source), stage, machine, source, options)
         if output:
             write_atomic(output, out + ("" if out.endswith("\n") else "\n"))
         else:
             click.echo(out)
         return
-    prog = load_program(source, machine, options, kind="dsl")
+    prog = load_program(source, machine, options, kind="onnx" if onnx else "dsl",
+                        shapes=given_shapes)
     result = prog.compiled
     if embed:
         from d1.params import embed_params, starting_params

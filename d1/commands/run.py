@@ -17,6 +17,8 @@ from d1.options import (
     input_options,
     machine_options,
     max_cycles_option,
+    parse_shapes,
+    shape_option,
     usable_cpus,
 )
 from d1.program import Program, load_program
@@ -76,6 +78,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
+@shape_option
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Start the params from this .npz (one array per param name, e.g. the "
                    "params.npz `d1 train` writes); params it does not hold take the values "
@@ -112,20 +115,25 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
                    "double_buffer=true|false, preskew=true|false, reach=N.")
 @machine_options
-def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None, check: bool,
+def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
+        params_file: Path | None, check: bool,
         out_dir: Path,
         max_cycles: int, quantum: int, threads: int, show_stats: bool, json_file: Path | None,
         regions: bool, trace_file: Path | None, trace_events: int, opts: tuple[str, ...],
-        machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
-    """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
+        machine_name: str | None, mesh: str | None, chips: str | None,
+        sets: tuple[str, ...]) -> None:
+    """Run FILE (.d1o, .d1s, .d1k or an .onnx model) on the emulated mesh.
 
     Inputs are scattered to their tensors (float32 or float64 .npy files, rounded to the
     tensor's dtype); DSL inputs not given are drawn from a standard normal seeded by --seed.
     Params are written like inputs, from --params, else from the object (`d1 compile
     --params`), else from their declaration's INIT. A training program runs one step.
     When every node halts, each output tensor is written to OUT_DIR/NAME.npy (float32 for
-    f32/bf16, int32 for i32). A trap or a deadlock is reported with the node, the instruction
-    and its source line, and exits with status 1; so does a failed --check.
+    f32/bf16, int32 for i32). An ONNX model is imported in memory (docs/ONNX.md): its
+    initializers are the params' values, --input takes its ONNX input names as well as the
+    DSL ones, outputs are written under their DSL names, and --shape sets symbolic dims.
+    A trap or a deadlock is reported with the node, the instruction and its source line,
+    and exits with status 1; so does a failed --check.
 
     \b
     Examples:
@@ -136,9 +144,11 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
       d1 run programs/train_digits.d1k --params out/params.npz --input x=x.npy --input y=y.npy
       d1 run prog.d1o --set link_bytes_per_cycle=32 --json run.json
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
+      d1 run programs/matmul.d1k --mesh 4x4 --chips 2x2 --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
+      d1 run programs/onnx/mlp.onnx --input x=digits.npy --json run.json
     """
-    machine = emulated_machine(machine_name, mesh, sets)
+    machine = emulated_machine(machine_name, mesh, sets, chips)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions
@@ -148,11 +158,13 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
     if params_file is not None:
         from d1.params import load_params
         params = load_params(params_file)
-    prog = load_program(file, machine, options)
+    comm = mpi_ranks(trace_file is not None or regions)
+    prog = load_program(file, machine, options, shapes=parse_shapes(shapes))
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
-    prog.check_host_memory()
+    if comm is None:
+        prog.check_host_memory()        # on MPI ranks each rank checks its own share
     if params is not None:
         params = params_for(prog, params, params_file)
     to_stdout = json_file is not None and str(json_file) == "-"
@@ -164,12 +176,14 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
 
     mode = "full" if trace_file is not None else ("regions" if regions else None)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
-                   threads=cap_threads(threads) or auto_threads(obj.machine.n_live))
+                   threads=rank_threads(threads) if comm is not None else
+                   cap_threads(threads) or auto_threads(obj.machine.n_live), comm=comm)
     for name, arr in arrays.items():
         emu.set_input(name, arr)
     if check and prog.dsl is None:
         raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
                       f"{file} has no DSL source")
+    mpi_note(emu)
     t0 = time.perf_counter()
     result = emu.run()
     wall = time.perf_counter() - t0
@@ -203,6 +217,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
     if json_file is not None:
         doc: dict[str, Any] = {"file": str(file), "status": result.status,
                                "result": result.to_json(), "outputs": written, "stats": stats}
+        if prog.names:
+            doc["onnx_names"] = prog.names
     if not result.ok:
         if json_file is not None:
             write_json(json_file, doc)
@@ -222,6 +238,43 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
         write_json(json_file, doc)
     click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
                + (f"; wrote {', '.join(written)}" if written else ""), err=to_stdout)
+
+
+def mpi_ranks(traced: bool = False) -> object | None:
+    """The MPI communicator when `mpiexec -n R` (R > 1) started this command, else None
+    (emulator.mpi; mpi4py is imported only then). Each rank runs one thread."""
+    from emulator.mpi import world
+
+    comm = world()
+    if comm is not None and traced:
+        raise D1Error("--trace and --regions run on one process, not on MPI ranks")
+    return comm
+
+
+def rank_threads(threads: int) -> int:
+    """On MPI ranks: one thread per rank (a note if --threads asked for more)."""
+    if threads > 1:
+        click.echo(f"note: --threads {threads}: on MPI ranks each rank runs one thread; start "
+                   "more ranks instead", err=True)
+    return 1
+
+
+def mpi_note(emu: Any) -> None:
+    """On MPI ranks, a note saying how the machine is shared out (before the run starts)."""
+    part = getattr(emu, "partition", None)
+    if part is None:
+        return
+    blocks = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" if b > a else "none"
+              for a, b in (part.chips(r) for r in range(min(part.ranks, 5)))]
+    more = ", ..." if part.ranks > 5 else ""
+    windows = (f"time windows of {emu.window:,} cycles (the lookahead across chip edges)"
+               if emu.lookahead else "no link joins two ranks")
+    click.echo(f"note: running on {part.ranks} MPI ranks holding chips {', '.join(blocks)}{more}"
+               f"; {windows}", err=True)
+    if part.ranks > part.chip_count:
+        click.echo(f"note: the machine has {part.chip_count} chip"
+                   f"{'s' if part.chip_count != 1 else ''}: {part.ranks - part.chip_count} of "
+                   "the ranks hold none (a rank holds whole chips)", err=True)
 
 
 def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
@@ -323,6 +376,36 @@ def format_check(rows: list[tuple[str, float, float, float, bool]]) -> str:
     return "\n".join(lines)
 
 
+SHOWN_CHIPS = 8
+
+
+def chip_lines(s: dict[str, Any]) -> list[str]:
+    """The --stats lines of a multi-chip run: link bytes on chip and across chip edges, then
+    per chip (those that sent most across their edges first, at most SHOWN_CHIPS)."""
+    md, ch = s["modelled"], s["chips"]
+    gx, gy = ch["grid"]
+    lines = [f"    on chip                  {units.nbytes(md['on_chip_bytes'])}",
+             f"    across chip edges        {units.nbytes(md['chip_edge_bytes'])} "
+             f"({gx} x {gy} chips)"]
+    rows = sorted(ch["per_chip"], key=lambda r: (-r["edge_bytes_out"], r["chip"][1],
+                                                 r["chip"][0]))
+    lines.append("  per chip (bytes out across its edges / in across them / on chip):")
+    for r in rows[:SHOWN_CHIPS]:
+        by_dir = ", ".join(f"{d} {v:,}" for d, v in r["edge_bytes_out_by_dir"].items() if v)
+        lines.append(f"    chip ({r['chip'][0]},{r['chip'][1]})  {r['edge_bytes_out']:>13,} / "
+                     f"{r['edge_bytes_in']:>13,} / {r['on_chip_bytes']:>13,} B"
+                     + (f"  (out: {by_dir})" if by_dir else ""))
+    if len(rows) > SHOWN_CHIPS:
+        lines.append(f"    ... and {len(rows) - SHOWN_CHIPS} more chips (all of them in --json)")
+    if ch["busiest_edge_links"]:
+        r = ch["busiest_edge_links"][0]
+        (fx, fy), (tx, ty) = r["from"], r["to"]
+        lines.append(f"  busiest chip-edge link  ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  "
+                     f"{r['busy_cycles']:,} cycles, {units.nbytes(r['bytes'])}, "
+                     f"{100 * r['utilisation']:.3g}% of kernel time")
+    return lines
+
+
 def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     """The --stats summary: modelled figures first, then what the host measured."""
     md = s["modelled"]
@@ -351,6 +434,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
                  "(largest node)")
     lines.append(f"  link traffic        {units.nbytes(md['link_bytes'])} in "
                  f"{md['link_messages']:,} messages")
+    if s.get("chips"):
+        lines.extend(chip_lines(s))
     busiest = s["links"]["busiest"][:5]
     if busiest:
         lines.append("  busiest links (busy cycles, bytes, share of kernel time):")
@@ -358,7 +443,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
             fx, fy = r["from"]
             tx, ty = r["to"]
             lines.append(f"    ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  {r['busy_cycles']:,} cycles, "
-                         f"{units.nbytes(r['bytes'])}, {100 * r['utilisation']:.3g}%")
+                         f"{units.nbytes(r['bytes'])}, {100 * r['utilisation']:.3g}%"
+                         + ("  [chip edge]" if r.get("chip_edge") else ""))
     by_class = {k: v for k, v in md["instructions_by_class"].items() if v}
     if by_class:
         lines.append("  by timing class      " + ", ".join(
@@ -382,7 +468,17 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     threads = host.get("threads", 1)
     lines.append(f"  emulation speed     {units.si(host['node_instructions_per_second'], '')} "
                  "node-instructions/s"
-                 + (f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
+                 + (f" on {host['ranks']} MPI ranks of 1 thread" if host.get("ranks", 1) > 1
+                    else f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
                     else " on 1 thread"))
-    lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])}")
+    if host.get("ranks", 1) > 1:
+        lines.append(f"  MPI ranks           {host['ranks']}, {host['windows']:,} windows of "
+                     f"{host['window_cycles']:,} cycles (lookahead {host['lookahead_cycles']:,})"
+                     f"; window exchange (sync overhead) {units.seconds(host['sync_seconds'])}"
+                     f" = {100 * host['sync_share']:.3g}% of emulation (slowest rank)")
+        lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])} on the largest "
+                     "rank (" + ", ".join(units.nbytes(b) for b in host["state_bytes_by_rank"])
+                     + ")")
+    else:
+        lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])}")
     return "\n".join(lines)

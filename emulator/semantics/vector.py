@@ -45,9 +45,11 @@ from emulator.opcodes import (
     VCVT_F32_I32,
     VCVT_I32_F32,
     VDIV,
+    VERF,
     VEXP,
     VEXT,
     VFMA,
+    VGELU,
     VINS,
     VIOTA,
     VLD,
@@ -61,6 +63,7 @@ from emulator.opcodes import (
     VNARROW,
     VNEG,
     VOR,
+    VPOW,
     VRCP,
     VREDSUM,
     VSEL,
@@ -79,6 +82,8 @@ from emulator.opcodes import (
 )
 from emulator.semantics.memory import mem_check, strided_check
 from emulator.simd import VB_ADD, VB_MUL, VB_SUB, vector_binop, vfma16
+
+SQRT2 = math.sqrt(2.0)      # vgelu's x / sqrt(2), the fp64 constant
 
 
 @helper(inline="always")
@@ -169,6 +174,19 @@ def vector_arith(op, v, node, d, s1, s2, s3):
         for i in range(16):
             x = np.float64(np.uint32(vr[s1, i]).view(np.float32))
             vr[d, i] = canon_bits(np.float32(1.0 / (1.0 + math.exp(-x))))
+    elif op == VERF:
+        for i in range(16):
+            x = np.float64(np.uint32(vr[s1, i]).view(np.float32))
+            vr[d, i] = canon_bits(np.float32(math.erf(x)))
+    elif op == VGELU:
+        for i in range(16):
+            x = np.float64(np.uint32(vr[s1, i]).view(np.float32))
+            vr[d, i] = canon_bits(np.float32(0.5 * x * math.erfc(-x / SQRT2)))
+    elif op == VPOW:
+        for i in range(16):
+            x = np.float64(np.uint32(vr[s1, i]).view(np.float32))
+            y = np.float64(np.uint32(vr[s2, i]).view(np.float32))
+            vr[d, i] = canon_bits(np.float32(math.pow(x, y)))
     elif op == VCVT_BF16:
         for i in range(16):
             vr[d, i] = np.uint32(bf16_rne(vr[s1, i]) << 16)
