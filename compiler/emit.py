@@ -172,13 +172,15 @@ def collect(ctx: Ctx, filename: str, source: str,
             bodies.append((body, nids))
             init.update(values)
             for n in nids:
-                pcs[n] = step_pcs(ctx.starts.get(n, []), indexes[n], body, nsteps)
+                # the index covers the items and the halt, then the end: step_pcs wants the
+                # items, then the halt's position
+                pcs[n] = step_pcs(ctx.starts.get(n, []), indexes[n][:-1], body, nsteps)
     else:
         groups: dict[tuple, list[int]] = {}
         for nid, raw in programs.items():
             index: list[int] = []
             body = compress_relays(raw, instrs, index)
-            pcs[nid] = step_pcs(ctx.starts.get(nid, []), index, body, nsteps)
+            pcs[nid] = step_pcs(ctx.starts.get(nid, []), index[:-1], body, nsteps)
             groups.setdefault(tuple(body), []).append(nid)
         bodies = [(list(body), nids) for body, nids in groups.items()]
         bodies.sort(key=lambda bn: bn[1][0])

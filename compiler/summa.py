@@ -59,8 +59,12 @@ COUNT_REG = B_LEN           # the group-0 remainder count, once the exchange is 
 # when group 0 opens: a d1 round with 8 KiB panels, a 2 x 4 group of 8 x 8 tiles.
 IDLE_COST = 145
 FILL_COST = 80
-# When the shared program is used (SpmdSumma.pays).
+# When the shared program is used (SpmdSumma.pays): on grids of at least SUMMA_SIDE x SUMMA_SIDE
+# nodes (on smaller ones a round's few extra cycles are not lost in the few rounds there are, and
+# per-node code is small anyway) whose nodes multiply at least ROUND_WORK cycles a round, or on
+# any grid of SPMD_GRID nodes or more.
 ROUND_WORK = 256
+SUMMA_SIDE = 8
 SPMD_GRID = 1024
 
 
@@ -128,11 +132,13 @@ class SpmdSumma(Matmul):
         """Whether one program for every node costs (about) nothing here: a round of the
         shared code costs a few cycles more than one written for its node (two jumps, a load
         per pair), which is lost in a node's matrix work when every node multiplies at least
-        ROUND_WORK cycles per round of the exchange; and on a grid of SPMD_GRID nodes or more
-        the shared program is used whatever it costs, since per-node code would grow with the
-        machine."""
+        ROUND_WORK cycles per round of the exchange on a grid of at least SUMMA_SIDE rows; and on
+        a grid of SPMD_GRID nodes or more the shared program is used whatever it costs, since
+        per-node code would grow with the machine."""
         if grid.size >= SPMD_GRID:
             return True
+        if grid.P < SUMMA_SIDE:
+            return False
         t = machine.mma_dim
         cost = machine.cost_mma_bf16 if a.dtype == "bf16" else machine.cost_mma_f32
         mt = -(-a.layout.max_rows // t)

@@ -36,13 +36,15 @@ def test_programs_differing_in_li_values_share_one_block():
     bodies[9] = body(instrs, ("li", "r1", 3), ("halt",))
     groups = share(bodies, instrs, M4)
     assert [g[1] for g in groups] == [[0, 1, 2, 3], [9]]
-    shared, nodes, init = groups[0]
+    shared, nodes, init, _ = groups[0]
     text = [f"{it.mnemonic} {it.ops}" for it in shared if type(it) is Instr]
     # r1 and r3 load the same per-node vector: one register; r2's 7 is common and stays an li
     assert text[:4] == ["mv ('r1', 'r16')", "li ('r2', 7)", "mv ('r3', 'r16')",
                         "mv ('r4', 'r17')"]
     assert init == {n: {16: 10 * n, 17: n % 2} for n in range(4)}
     assert groups[1][2] == {}
+    # where each node's items begin in the shared program (for the debugger's step pcs)
+    assert groups[0][3][0] == list(range(len(shared) + 1))
 
 
 def test_too_many_per_node_values_fall_back_to_exact_sharing():
@@ -161,7 +163,7 @@ def test_relay_runs_of_different_lengths_share_a_block():
     send = instrs.instr("sendb", (1, "r14", "r15"), (1, 1))
     lengths = {0: (2, 30), 1: (5, 13), 2: (1, 30), 3: (3, 70)}
     bodies = {n: [send, *[relay] * a, send, *[relay] * b, halt] for n, (a, b) in lengths.items()}
-    (shared, nodes, init), = share(bodies, instrs, M4)
+    (shared, nodes, init, index), = share(bodies, instrs, M4)
     assert nodes == [0, 1, 2, 3]
     names = [it.mnemonic for it in shared if type(it) is Instr]
     assert names.count("jalr") == 2 and names.count("relay") == 5 + 4     # unrolled 5; loop
@@ -172,6 +174,6 @@ def test_relay_runs_of_different_lengths_share_a_block():
                   1: [send, *[relay] * 3, halt]}, instrs, M4)
     assert [len(g[0]) for g in same] == [5] and same[0][2] == {}
     for n in (12, 13, 40):
-        (body, _, init), = share({0: [send, *[relay] * n, halt]}, instrs, M4)
+        (body, _, init, _), = share({0: [send, *[relay] * n, halt]}, instrs, M4)
         assert runs(walk(body, init.get(0, {}))) == [0, n]
         assert sum(1 for it in body if it is relay) == 4 + n % 4

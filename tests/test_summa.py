@@ -66,6 +66,12 @@ def kinds(text: str, machine, options=None) -> list[str]:
 SQUARE = BIG.format(m=256, k=512, n=256)
 
 
+@pytest.fixture(autouse=True)
+def _small_grids_too(monkeypatch):
+    """The tests' grids are small: let SpmdSumma take them (compiler.summa.SUMMA_SIDE)."""
+    monkeypatch.setattr(summa, "SUMMA_SIDE", 2)
+
+
 @pytest.mark.parametrize("machine", [load_machine(mesh="4x4"), harvested_4x4()],
                          ids=["4x4", "harvested"])
 def test_spmd_summa_is_one_block_per_c_shape_and_exact_enough(machine):
@@ -153,11 +159,13 @@ def _operands(text, machine, opts):
     return st.ins[0], st.ins[1], grid
 
 
-def test_small_matmuls_keep_the_per_node_rounds():
+def test_small_matmuls_keep_the_per_node_rounds(monkeypatch):
     """Where the shared program would cost more than a few percent (little work a round, a
     small grid), compiler.matmul's per-node code is used."""
     assert kinds(open("programs/matmul.d1k").read(), default_machine()) == ["Matmul"]
     assert kinds(open("programs/mlp.d1k").read(), default_machine()) == ["Matmul", "Matmul"]
+    monkeypatch.setattr(summa, "SUMMA_SIDE", 8)
+    assert kinds(SQUARE, load_machine(mesh="4x4")) == ["Matmul"]
 
 
 def test_the_1024_cubed_matmul_on_d1_is_a_small_object():
