@@ -953,8 +953,10 @@ class _ScatterPlan:
     For a tensor whose pieces hold at most `MAX_INDEXED` elements in all, with addresses and
     strides that are whole elements (as the compiler writes them), two index arrays: each held
     element's word in the SRAM buffer (viewed as words of the element size) and its place in
-    the host array, so a write is one indexed copy. Otherwise a strided view per piece. Either
-    way a write also raises each holding node's SRAM high-water mark to the end of its pieces.
+    the host array, so a write is one indexed copy. They are made on the second write (a
+    training step's next batch): the first, often the only one (`d1 run`), copies through a
+    strided view per piece, which costs less than making them. Either way a write also raises
+    each holding node's SRAM high-water mark to the end of its pieces.
     """
 
     MAX_INDEXED = 1 << 22
@@ -973,32 +975,41 @@ class _ScatterPlan:
         buf = state.sram_rows
         held = sum(math.prod(p.shape) for p in t.pieces)
         self.words = None
-        if (held <= self.MAX_INDEXED and buf.shape[1] % esize == 0
-                and all(p.addr % esize == 0 and all(st % esize == 0 for st in p.strides)
-                        for p in t.pieces)):
-            row = buf.shape[1] // esize
-            size = math.prod(t.shape)
-            index = np.arange(size, dtype=np.int64).reshape(t.shape) if size else None
-            dst, src = [], []
-            for p in t.pieces:
-                sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-                where = p.node * row + p.addr // esize
-                for k, (s, st) in enumerate(zip(p.shape, p.strides, strict=True)):
-                    shape = [1] * len(p.shape)
-                    shape[k] = s
-                    where = where + (np.arange(s, dtype=np.int64) * (st // esize)).reshape(shape)
-                dst.append(np.broadcast_to(where, p.shape).reshape(-1))
-                src.append(index[sl].reshape(-1))
-            self.dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
-            self.src = np.concatenate(src) if src else np.zeros(0, np.int64)
-            self.words = buf.reshape(-1).view({4: np.uint32, 2: np.uint16}[esize])
-        else:
-            self.views = [(tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape,
-                                                                   strict=True)),
-                           _piece_view(state.sram, p, t.dtype)) for p in t.pieces]
+        self.writes = 0
+        self.indexable = (held <= self.MAX_INDEXED and buf.shape[1] % esize == 0
+                          and all(p.addr % esize == 0 and all(st % esize == 0
+                                                              for st in p.strides)
+                                  for p in t.pieces))
+        self.views = [(tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True)),
+                       _piece_view(state.sram, p, t.dtype)) for p in t.pieces]
+
+    def _index(self) -> None:
+        """The two index arrays (see the class docstring)."""
+        t, state = self.tensor, self.state
+        esize = DTYPE_BYTES[t.dtype]
+        buf = state.sram_rows
+        row = buf.shape[1] // esize
+        size = math.prod(t.shape)
+        index = np.arange(size, dtype=np.int64).reshape(t.shape) if size else None
+        dst, src = [], []
+        for p in t.pieces:
+            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+            where = p.node * row + p.addr // esize
+            for k, (s, st) in enumerate(zip(p.shape, p.strides, strict=True)):
+                shape = [1] * len(p.shape)
+                shape[k] = s
+                where = where + (np.arange(s, dtype=np.int64) * (st // esize)).reshape(shape)
+            dst.append(np.broadcast_to(where, p.shape).reshape(-1))
+            src.append(index[sl].reshape(-1))
+        self.dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
+        self.src = np.concatenate(src) if src else np.zeros(0, np.int64)
+        self.words = buf.reshape(-1).view({4: np.uint32, 2: np.uint16}[esize])
 
     def write(self, raw: np.ndarray) -> None:
         """Scatter `raw` (the tensor's element bits, C order) to every piece."""
+        self.writes += 1
+        if self.words is None and self.indexable and self.writes > 1:
+            self._index()
         if self.words is not None:
             self.words[self.dst] = raw.reshape(-1)[self.src]
         else:

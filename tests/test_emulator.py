@@ -605,7 +605,7 @@ def test_set_input_scatters_to_every_piece_and_output_gathers():
 
 
 def test_set_input_writes_the_same_bytes_by_index_or_by_piece_views(monkeypatch):
-    """A tensor is written through index arrays worked out on its first write, or (pieces
+    """A tensor is written through index arrays worked out on its second write, or (pieces
     whose strides are not whole elements, or too many elements) through a view per piece:
     both leave the same SRAM bytes and high-water marks, write after write."""
     import emulator.emulator as E_mod
