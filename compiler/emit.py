@@ -20,7 +20,7 @@ only relay nodes execute, become counted loops. Then, from that one record:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compiler.asmgen import Code, CompilerLimit
 from compiler.grid import Grid
@@ -52,6 +52,9 @@ class Emitted:
     source: str
     tensors: list[tuple[str, str, Value, tuple[int, ...]]]
     meta: dict
+    # Per live node with code: the pc at which each step begins on it, then the pc of its
+    # `halt` (`step_pcs`; the debugger's record of how far a node is, compiler.debuginfo).
+    step_pcs: dict[int, list[int]] = field(default_factory=dict)
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
@@ -84,9 +87,13 @@ def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
     return out
 
 
-def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
+def compress_relays(items: list[Item], instrs: InstrSet, index: list[int] | None = None
+                    ) -> list[Item]:
     """Runs of at least RELAY_LOOP_MIN identical `relay` instructions (at one location, with no
-    location change between them) become a loop counting down in r13."""
+    location change between them) become a loop counting down in r13.
+
+    `index`, if given, receives the new position of every old item and then the new length
+    (len(items) + 1 entries); every relay of a compressed run maps to the loop's first item."""
     out: list[Item] = []
     k = 0
     n = len(items)
@@ -99,6 +106,8 @@ def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
                 e += 1
             run = e - k
             if run >= RELAY_LOOP_MIN:
+                if index is not None:
+                    index.extend([len(out)] * run)
                 label += 1
                 name = f".R{label}"
                 body, rest = divmod(run, 4)
@@ -109,18 +118,53 @@ def compress_relays(items: list[Item], instrs: InstrSet) -> list[Item]:
                 out.append(instrs.instr("bnez", (RELAY_LOOP_REG, name), it.loc))
                 out.extend([it] * rest)
             else:
+                if index is not None:
+                    index.extend(range(len(out), len(out) + run))
                 out.extend(items[k:e])
             k = e
             continue
+        if index is not None:
+            index.append(len(out))
         out.append(it)
         k += 1
+    if index is not None:
+        index.append(len(out))
+    return out
+
+
+def step_pcs(marks: list[tuple[int, int]], index: list[int], body: list[Item], nsteps: int
+             ) -> list[int]:
+    """The pc at which each of `nsteps` steps begins in `body` (a node's final program, `halt`
+    last), then the pc of that `halt`.
+
+    `marks` are the node's (step, item index) starts recorded while emitting (Ctx.starts), in
+    the items before relay compression; `index` maps those positions into `body`. A step that
+    put no code on the node begins where the next one does. Steps never branch into each other
+    (each kernel's loops stay within its own code), so a node whose pc lies in
+    [pcs[k], pcs[k + 1]) is inside step k, and pcs[-1] is where it halts."""
+    pcs = [0] * (len(body) + 1)
+    pc = 0
+    for i, it in enumerate(body):
+        pcs[i] = pc
+        if type(it) is Instr:
+            pc += len(it.words)
+    pcs[len(body)] = pc
+    end = len(index) - 1                      # the old program's length: where `halt` goes
+    out = []
+    j = 0
+    for k in range(nsteps):
+        while j < len(marks) and marks[j][0] < k:
+            j += 1
+        out.append(pcs[index[marks[j][1] if j < len(marks) else end]])
+    out.append(pcs[index[end]])
     return out
 
 
 def emit_program(ctx: Ctx, steps: list[Step]) -> None:
     """Run every step's emitter in order: the global message order of the whole program."""
-    for st in steps:
+    for k, st in enumerate(steps):
         ctx.loc = st.loc
+        ctx.step = k
         try:
             st.emit(ctx)
         except CompilerLimit as e:
@@ -130,22 +174,30 @@ def emit_program(ctx: Ctx, steps: list[Step]) -> None:
 
 
 def collect(ctx: Ctx, filename: str, source: str,
-            tensors: list[tuple[str, str, Value, tuple[int, ...]]], meta: dict) -> Emitted:
+            tensors: list[tuple[str, str, Value, tuple[int, ...]]], meta: dict,
+            nsteps: int = 0) -> Emitted:
     """The nodes' programs, each ending in `halt`, grouped by identical content. Instructions,
-    labels and marks are interned by `InstrSet`, so equal programs are equal item tuples."""
+    labels and marks are interned by `InstrSet`, so equal programs are equal item tuples.
+    Each node's `step_pcs` over the `nsteps` steps are recorded too."""
     groups: dict[tuple, list[int]] = {}
     instrs = ctx.instrs
+    pcs: dict[int, list[int]] = {}
     for nid in sorted(ctx.progs):
         code: Code = ctx.progs[nid]
         if code.ninstr == 0:
             continue
-        body = (compress_relays(code.items, instrs) if code.nrelay >= RELAY_LOOP_MIN
-                else list(code.items))
+        index: list[int] = []
+        if code.nrelay >= RELAY_LOOP_MIN:
+            body = compress_relays(code.items, instrs, index)
+        else:
+            body = list(code.items)
+            index = list(range(len(body) + 1))
         body.append(instrs.instr("halt", (), code.loc))
+        pcs[nid] = step_pcs(ctx.starts.get(nid, []), index, body, nsteps)
         groups.setdefault(tuple(body), []).append(nid)
     bodies = [(list(body), nids) for body, nids in groups.items()]
     bodies.sort(key=lambda bn: bn[1][0])
-    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta)
+    return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta, pcs)
 
 
 def _meta_json(meta: dict) -> str:

@@ -347,6 +347,7 @@ def differentiate(graph: Graph) -> Graph:
     forward: set[int] = set()                  # new ids of copied (not backward) nodes
     roots: set[int] = set()                    # backward nodes that must stay
     renames: dict[int, str] = {}
+    calls: list[tuple[int, int, Node]] = []    # each grad call's position and its value
     stored = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
     for node in graph.nodes:
         if node.op is not Op.GRAD:
@@ -375,7 +376,8 @@ def differentiate(graph: Graph) -> Graph:
                 renames[value.id] = node.name
         roots.add(value.id)
         new[node.id] = value
-    return _rebuild(graph, builder.nodes, new, forward | roots, renames)
+        calls.append((node.line, node.col, value))
+    return _rebuild(graph, builder.nodes, new, forward | roots, renames, calls)
 
 
 def backward(builder: GraphBuilder, loss: Node, wanted: list[Node], line: int, col: int
@@ -403,9 +405,9 @@ def backward(builder: GraphBuilder, loss: Node, wanted: list[Node], line: int, c
 
 
 def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[int],
-             renames: dict[int, str]) -> Graph:
+             renames: dict[int, str], calls: list[tuple[int, int, Node]]) -> Graph:
     """The final graph: backward nodes nothing needs dropped, gradients named, `%tN` names
-    renumbered to the new positions."""
+    renumbered to the new positions, and where each grad call's value went (`grad_calls`)."""
     live = set(keep)
     for n in reversed(nodes):
         if n.id in live:
@@ -424,6 +426,7 @@ def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[in
         kept.append(m)
     builder = GraphBuilder()
     builder.nodes = kept
-    return builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
+    done = builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
                           [replace(u, param=out[new[u.param.id].id],
                                    value=out[new[u.value.id].id]) for u in graph.updates])
+    return replace(done, grad_calls=tuple((line, col, out[v.id]) for line, col, v in calls))

@@ -344,7 +344,11 @@ class Update:
 class Graph:
     """A checked program: inputs in declaration order, all nodes in source (topological) order,
     outputs in the order the `output` statements name them; params in declaration order and the
-    updates in the order of their `update` statements."""
+    updates in the order of their `update` statements.
+
+    `grad_calls` (set by `differentiate`): the (line, col) of every `grad(L, p)` call and the
+    node that holds its value, so a gradient nobody named can still be found by its spelling
+    (the debugger's `tensor grad(loss, w)`)."""
 
     inputs: tuple[Node, ...]
     nodes: tuple[Node, ...]
@@ -352,6 +356,7 @@ class Graph:
     filename: str = "<string>"
     params: tuple[Node, ...] = ()
     updates: tuple[Update, ...] = ()
+    grad_calls: tuple[tuple[int, int, Node], ...] = ()
 
     def __getitem__(self, name: str) -> Node:
         for n in self.nodes:
@@ -531,6 +536,9 @@ def verify(graph: Graph) -> None:
                           f"{format_type(u.value.shape, u.value.dtype)}, not "
                           f"{format_type(u.param.shape, u.param.dtype)}")
         updated.add(u.param.id)
+    for line, col, node in graph.grad_calls:
+        if not _in_graph(graph, node):
+            raise IRError(f"grad call at {line}:{col}: {node.name} is not a node of the graph")
 
 
 def _in_graph(graph: Graph, node: Node) -> bool:

@@ -8,7 +8,8 @@
     writeback each update into its param's own buffer       (compiler.writeback)
     schedule  step order, dead steps dropped, liveness        (compiler.alloc)
     allocate  one SRAM address per value, same on all nodes   (compiler.alloc)
-    emit      per-node programs as checked instruction data   (compiler.emit)
+    emit      per-node programs as checked instruction data   (compiler.emit), and the
+              debugger's record of every named value            (compiler.debuginfo)
 
 and then `link` lays the programs out into the object with the assembler's layout code
 (d1isa.asm.layout; the `assemble` lap in `Compiled.seconds`): no assembly text is written or
@@ -33,6 +34,7 @@ from compiler.alloc import allocate, schedule
 from compiler.asmgen import CompilerLimit, check_machine
 from compiler.ast import format_ast
 from compiler.check import check
+from compiler.debuginfo import describe_values
 from compiler.emit import Emitted, assembly_text, collect, emit_program, link
 from compiler.grad import differentiate
 from compiler.grid import Grid, choose_grid
@@ -193,7 +195,9 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         "regions": [{"op": st.kind, "name": st.label, "line": st.loc[0], "col": st.loc[1]}
                     for st in sched.steps],
     }
-    emitted = collect(ctx, filename, text, tensors, meta)
+    emitted = collect(ctx, filename, text, tensors, meta, len(sched.steps))
+    # The debugger's record of every named value: its layout and the steps it is live in.
+    meta["values"] = describe_values(graph, kops, mapper, sched, grid, emitted.step_pcs, text)
     t.lap("emit")
     obj = None
     if assemble_object:

@@ -98,6 +98,11 @@ class Ctx:
     progs: dict[int, Code] = field(default_factory=dict)
     loc: tuple[int, int] = (0, 0)
     instrs: InstrSet = field(init=False)
+    # The step being emitted, and per node the item index where each step it took part in
+    # began: (step, index) pairs in step order (compiler.emit turns them into pcs, which tell
+    # the debugger how far each node is through the program).
+    step: int = -1
+    starts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.instrs = InstrSet(self.machine, 0, self.filename or None)
@@ -107,6 +112,10 @@ class Ctx:
         c = self.progs.get(nid)
         if c is None:
             c = self.progs[nid] = Code(self.instrs)
+            self.starts[nid] = []
+        marks = self.starts[nid]
+        if not marks or marks[-1][0] != self.step:
+            marks.append((self.step, len(c.items)))
         c.at(self.loc)
         return c
 

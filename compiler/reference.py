@@ -95,6 +95,19 @@ def evaluate(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any] 
     Returns float32 arrays: every output under its name, then every update's value (what the
     param holds after the run) under `update_key(param)`, in the order of the statements.
     """
+    graph, values = evaluate_nodes(graph, inputs, params, seed)
+    result = {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
+    for u in graph.updates:
+        result[update_key(u.param.name)] = np.array(values[u.value.id], dtype=np.float32)
+    return result
+
+
+def evaluate_nodes(graph: Graph, inputs: Mapping[str, Any],
+                   params: Mapping[str, Any] | None = None, seed: int = 0
+                   ) -> tuple[Graph, dict[int, np.ndarray]]:
+    """`evaluate`, keeping every value: the differentiated graph and each of its nodes' values
+    by node id (what the debugger's `tensor NAME` is compared with; a `grad(L, p)` call's
+    value is that of its node in `graph.grad_calls`)."""
     graph = differentiate(graph)
     values: dict[int, np.ndarray] = dict(prepare_inputs(graph, inputs))
     values.update(prepare_params(graph, params, seed))
@@ -103,10 +116,7 @@ def evaluate(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any] 
             if node.op not in (Op.INPUT, Op.PARAM):
                 args = [values[i.id] for i in node.inputs]
                 values[node.id] = KERNELS[node.op](node, *args)
-    result = {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
-    for u in graph.updates:
-        result[update_key(u.param.name)] = np.array(values[u.value.id], dtype=np.float32)
-    return result
+    return graph, values
 
 
 def train_step(graph: Graph, params: Mapping[str, Any] | None, batch: Mapping[str, Any],

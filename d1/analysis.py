@@ -350,6 +350,11 @@ def total_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
     ]
     if ma.get("sram_bytes") is not None and mb.get("sram_bytes") is not None:
         out.append(Change("SRAM traffic", ma["sram_bytes"], mb["sram_bytes"], "B"))
+    # statistics files of runs on several chips (older files lack the key)
+    if ma.get("chip_edge_bytes") or mb.get("chip_edge_bytes"):
+        out.insert(out.index(next(c for c in out if c.what == "link messages")),
+                   Change("  across chip edges", ma.get("chip_edge_bytes", 0),
+                          mb.get("chip_edge_bytes", 0), "B"))
     return out
 
 

@@ -27,36 +27,41 @@ def max_cycles_option(help_text: str) -> Callable:
 
 
 def machine_options(f: Callable) -> Callable:
-    """Add --machine, --mesh and --set to a command."""
+    """Add --machine, --mesh, --chips and --set to a command."""
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override a machine parameter, e.g. --set link_bytes_per_cycle=32 "
                           "(repeatable).")(f)
+    f = click.option("--chips", metavar="CxR",
+                     help="Make the machine C x R copies of its chip joined by chip-edge "
+                          "links, e.g. --chips 2x2 (--machine d1 --chips 5x5 is the tile).")(f)
     f = click.option("--mesh", metavar="CxR",
                      help="Use a COLSxROWS mesh with no harvested nodes, e.g. --mesh 4x4.")(f)
     f = click.option("--machine", "machine_name", metavar="NAME|FILE",
-                     help="Machine name (d1, m4x4, h6x5, tile) or a .toml file. Default: d1.")(f)
+                     help="Machine name (d1, m4x4, h6x5, tile, tray, cabinet, exapod) or a "
+                          ".toml file. Default: d1.")(f)
     return f
 
 
-def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> bool:
-    return bool(machine_name or mesh or sets)
+def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, ...],
+                  chips: str | None = None) -> bool:
+    return bool(machine_name or mesh or sets or chips)
 
 
 def machine_from_options(machine_name: str | None, mesh: str | None,
-                         sets: tuple[str, ...]) -> Machine:
-    return load_machine(machine_name, mesh=mesh, overrides=list(sets))
+                         sets: tuple[str, ...], chips: str | None = None) -> Machine:
+    return load_machine(machine_name, mesh=mesh, chips=chips, overrides=list(sets))
 
 
 def emulated_machine(machine_name: str | None, mesh: str | None,
-                     sets: tuple[str, ...]) -> Machine | None:
+                     sets: tuple[str, ...], chips: str | None = None) -> Machine | None:
     """The machine options of a command that emulates (run, debug), None when none are given.
     A machine the emulator could not hold in this host's memory is refused here, before the
     program is compiled or assembled for it (which takes minutes on a million nodes)."""
-    if not machine_given(machine_name, mesh, sets):
+    if not machine_given(machine_name, mesh, sets, chips):
         return None
     from emulator.state import check_host_memory
 
-    machine = machine_from_options(machine_name, mesh, sets)
+    machine = machine_from_options(machine_name, mesh, sets, chips)
     check_host_memory(machine)
     return machine
 

@@ -206,7 +206,9 @@ class Trainer:
 
     def totals(self) -> dict[str, Any]:
         """The whole run so far, modelled (cycles, time per step, FLOP/s against the peak,
-        link bytes, SRAM high-water mark) and measured on the host: the steps' wall time
+        link bytes, on chip and across chip edges, and on a machine of several chips the bytes
+        that left each chip across its edges; SRAM high-water mark) and measured on the
+        host: the steps' wall time
         (without compiling the emulator's loop, `jit_seconds`) and how much of it the
         emulator's run loop took."""
         m = self.machine
@@ -220,7 +222,7 @@ class Trainer:
         fps = flops / seconds if seconds > 0 else 0.0
         emu_s = sum(r["emulator_seconds"] for r in f)
         step_s = sum(r["step_seconds"] for r in f)
-        return {
+        out = {
             "steps": steps,
             "modelled": {
                 "cycles": cycles,
@@ -234,6 +236,10 @@ class Trainer:
                 "link_bytes": sum(r["link_bytes"] for r in f),
                 "link_bytes_per_step": (sum(r["link_bytes"] for r in f) / steps
                                         if steps else 0.0),
+                "on_chip_bytes": sum(r["on_chip_bytes"] for r in f),
+                "chip_edge_bytes": sum(r["chip_edge_bytes"] for r in f),
+                "chip_edge_bytes_per_step": (sum(r["chip_edge_bytes"] for r in f) / steps
+                                             if steps else 0.0),
                 "sram_high_water_bytes": max((r["sram_high_water_bytes"] for r in f),
                                              default=0),
             },
@@ -245,6 +251,16 @@ class Trainer:
                 "jit_seconds": self.emu.jit_seconds,
             },
         }
+        if m.chips > 1:
+            # per chip: the bytes that left it across its edges, over all steps
+            by_chip = np.sum([r["chip_edge_bytes_by_chip"] for r in f], axis=0, dtype=np.int64) \
+                if f else np.zeros(m.chips, dtype=np.int64)
+            out["chips"] = {
+                "grid": [m.chips_x, m.chips_y],
+                "per_chip": [{"chip": [c % m.chips_x, c // m.chips_x], "edge_bytes_out": int(b)}
+                             for c, b in enumerate(by_chip)],
+            }
+        return out
 
 
 class _Stop:

@@ -12,6 +12,7 @@ numbered row-major, skipping harvested ones. Directions are N=0, E=1, S=2, W=3.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tomllib
@@ -84,6 +85,10 @@ MAX_REGS = 64
 MAX_SRAM = 1 << 30
 MAX_EDGE = 1024
 MAX_CHIPS_EDGE = 256
+# Live nodes of the whole machine: room for an ExaPOD (3,000 D1 = 1,062,000 nodes). Nothing in
+# the encoding limits node ids (they live in 64-bit registers); the bound keeps a hostile machine
+# description from asking for gigabytes of neighbour tables.
+MAX_LIVE_NODES = 1 << 21
 MAX_LINK_BYTES = 1 << 20
 MAX_FIFO_DEPTH = 1024
 MAX_MESSAGE = 1 << 24
@@ -154,8 +159,63 @@ PUBLISHED = {
     "peak_f32_flops": (22.6e12, "FLOP/s"),
     "total_sram_bytes": (440e6, "B"),
     "bisection_bytes_per_s": (10e12, "B/s"),
+    "chip_edge_bytes_per_s": (4e12, "B/s"),
     "clock_hz": (2e9, "Hz"),
 }
+
+
+@dataclass(frozen=True)
+class System:
+    """The published totals of one Dojo system (sources in docs/MACHINE.md).
+
+    SRAM totals are kept as Tesla states them, in its "MB": the products of its per-node
+    "1.25 MB" and node counts (354 x 1.25 = 442.5 -> "440 MB"; 25 x 440 MB = "11 GB"). The
+    model reads that per-node figure as 1.25 MiB, so a published total of N MB compares with
+    N MiB. `derived` names the figures Tesla did not state for this system, worked out here
+    from a smaller one (a tray's SRAM is six tiles' SRAM).
+    """
+
+    name: str
+    chips: int
+    peak_bf16_flops: float
+    peak_f32_flops: float
+    sram_mb: float
+    sram_text: str
+    source: str
+    derived: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def live_nodes(self) -> int:
+        return PUBLISHED["live_nodes"][0] * self.chips
+
+    @property
+    def sram_bytes(self) -> float:
+        """The SRAM total in bytes as the model reads it (MB as MiB)."""
+        return self.sram_mb * (1 << 20)
+
+
+SYSTEMS: tuple[System, ...] = (
+    System("D1 chip", 1, 362e12, 22.6e12, 440, "~440 MB",
+           "Tesla AI Day 2021; Hot Chips 34 (2022)"),
+    System("training tile", 25, 9e15, 565e12, 11_000, "11 GB", "Tesla AI Day 2021"),
+    System("system tray", 150, 54e15, 6 * 565e12, 6 * 11_000, "66 GB", "Tesla AI Day 2022",
+           derived=("peak_f32_flops", "sram")),
+    System("cabinet", 300, 2 * 54e15, 12 * 565e12, 12 * 11_000, "132 GB", "Tesla AI Day 2022",
+           derived=("peak_bf16_flops", "peak_f32_flops", "sram")),
+    System("ExaPOD", 3000, 1.1e18, 120 * 565e12, 1_300_000, "1.3 TB", "Tesla AI Day 2021/2022",
+           derived=("peak_f32_flops",),
+           note="the published 1.3 TB is 1,062,000 nodes x 1.25 MB = 1,327,500 MB rounded to "
+                "two digits, so no model with the published 1.25 MB per node comes within 2% "
+                "of it; the model has exactly 1,062,000 x 1.25 MiB"),
+)
+
+
+def published_system(m: Machine) -> System | None:
+    """The published system `m` models: the same number of chips, each a 354-node D1 die."""
+    if m.live_per_chip != PUBLISHED["live_nodes"][0]:
+        return None
+    return next((s for s in SYSTEMS if s.chips == m.chips), None)
 
 
 def _check_value(p: Param, value: Any) -> Any:
@@ -281,9 +341,9 @@ class Machine:
             # sends, whatever the program
             raise MachineError(f"max_message_bytes must be at least {need} (one {sender} "
                                f"message), got {self.max_message_bytes}")
-        if self.n_live > 1 << 20:
-            raise MachineError(f"{self.n_live} live nodes is more than this toolchain supports "
-                               f"({1 << 20})")
+        if self.n_live > MAX_LIVE_NODES:
+            raise MachineError(f"{self.n_live:,} live nodes is more than this toolchain supports "
+                               f"({MAX_LIVE_NODES:,})")
 
     def to_dict(self) -> dict[str, Any]:
         """All independent parameters, JSON-serialisable, in table order."""
@@ -338,9 +398,20 @@ class Machine:
         grid[live] = np.arange(int(live.sum()), dtype=np.int32)
         return _frozen(grid)
 
+    @property
+    def chips(self) -> int:
+        """Number of chips: chips_x * chips_y."""
+        return self.chips_x * self.chips_y
+
+    @property
+    def live_per_chip(self) -> int:
+        return self.cols * self.rows - len(self.harvested)
+
     @cached_property
     def n_live(self) -> int:
-        return int(self.live_grid.sum())
+        """Counted, not read off the grid: every chip has the same harvested pattern, so even an
+        ExaPOD's count (`d1 info`) needs no per-node array."""
+        return self.live_per_chip * self.chips
 
     @cached_property
     def xy(self) -> np.ndarray:
@@ -368,34 +439,51 @@ class Machine:
 
     @cached_property
     def _links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Walk every (node, direction) through harvested routers to the next live node."""
+        """Each (node, direction) walked through harvested routers to the next live node.
+
+        Worked out for the whole grid at once: the next live position along each row or column,
+        then the hops between, how many of them cross a chip edge (each costs
+        `chip_hop_latency` and runs at `chip_link_bytes_per_cycle`; the others `hop_latency`
+        and `link_bytes_per_cycle`), and the narrowest link on the way. A direction with no
+        live node before the mesh edge has neighbour -1 and latency and bandwidth 0.
+        """
         n = self.n_live
         nbr = np.full((n, 4), -1, dtype=np.int32)
         hops = np.zeros((n, 4), dtype=np.int32)
         lat = np.zeros((n, 4), dtype=np.int64)
         bw = np.zeros((n, 4), dtype=np.int64)
-        ids, w, h = self.id_grid, self.width, self.height
-        for nid in range(n):
-            x0, y0 = (int(v) for v in self.xy[nid])
-            for d, (dx, dy) in enumerate(DIR_DELTA):
-                x, y = x0, y0
-                k, latency, band = 0, 0, None
-                while True:
-                    nx, ny = x + dx, y + dy
-                    if not (0 <= nx < w and 0 <= ny < h):
-                        break
-                    crosses = self.chip_of(x, y) != self.chip_of(nx, ny)
-                    latency += self.chip_hop_latency if crosses else self.hop_latency
-                    b = self.chip_link_bytes_per_cycle if crosses else self.link_bytes_per_cycle
-                    band = b if band is None else min(band, b)
-                    k += 1
-                    x, y = nx, ny
-                    if ids[y, x] >= 0:
-                        nbr[nid, d] = ids[y, x]
-                        hops[nid, d] = k
-                        lat[nid, d] = latency
-                        bw[nid, d] = band
-                        break
+        xs, ys = self.xy[:, 0].astype(np.int64), self.xy[:, 1].astype(np.int64)
+        live = self.live_grid
+        for d in range(4):
+            along_x = d in (1, 3)
+            grid = live if along_x else live.T          # [line, position along the line]
+            pos = np.arange(grid.shape[1], dtype=np.int64)
+            if d in (1, 2):                               # toward higher positions
+                marks = np.where(grid, pos, grid.shape[1])
+                after = np.minimum.accumulate(marks[:, ::-1], axis=1)[:, ::-1]
+                nxt = np.concatenate([after[:, 1:], np.full((len(grid), 1), grid.shape[1])],
+                                     axis=1)
+                valid = nxt < grid.shape[1]
+            else:                                         # toward lower positions
+                marks = np.where(grid, pos, -1)
+                before = np.maximum.accumulate(marks, axis=1)
+                nxt = np.concatenate([np.full((len(grid), 1), -1), before[:, :-1]], axis=1)
+                valid = nxt >= 0
+            line, at = (ys, xs) if along_x else (xs, ys)
+            to = nxt[line, at]
+            ok = valid[line, at]
+            span = self.cols if along_x else self.rows
+            k = np.abs(to - at)
+            edges = np.abs(to // span - at // span)
+            tx, ty = (to, ys) if along_x else (xs, to)
+            idx = np.nonzero(ok)[0]
+            nbr[idx, d] = self.id_grid[ty[idx], tx[idx]]
+            hops[idx, d] = k[idx]
+            lat[idx, d] = (edges[idx] * self.chip_hop_latency
+                           + (k[idx] - edges[idx]) * self.hop_latency)
+            on_chip = np.where(k > edges, self.link_bytes_per_cycle, MAX_LINK_BYTES + 1)
+            across = np.where(edges > 0, self.chip_link_bytes_per_cycle, MAX_LINK_BYTES + 1)
+            bw[idx, d] = np.minimum(on_chip, across)[idx]
         return _frozen(nbr), _frozen(hops), _frozen(lat), _frozen(bw)
 
     @property
@@ -451,42 +539,140 @@ class Machine:
     def total_sram_bytes(self) -> int:
         return self.n_live * self.sram_bytes
 
+    # ---- derived: chips and cuts --------------------------------------------------------------
+
     @cached_property
-    def bisection_links(self) -> int:
-        """Directed links, one way, crossing the narrower of the two middle cuts of the mesh."""
+    def chip_index(self) -> np.ndarray:
+        """int32[n_live]: the chip of each live node, numbered row-major over the chip grid
+        (chip (cx, cy) is cy * chips_x + cx)."""
+        xs, ys = self.xy[:, 0], self.xy[:, 1]
+        return _frozen(((ys // self.rows) * self.chips_x + xs // self.cols).astype(np.int32))
+
+    @cached_property
+    def link_crosses_chip(self) -> np.ndarray:
+        """bool[n_live, 4]: whether the send from each node in each direction crosses a chip
+        edge (its receiver is on another chip)."""
+        nbr = self.neighbors
+        chip = self.chip_index
+        other = np.where(nbr >= 0, chip[np.maximum(nbr, 0)], -1)
+        return _frozen((nbr >= 0) & (other != chip[:, None]))
+
+    @cached_property
+    def chip_edge_links(self) -> dict[str, int]:
+        """Links crossing one chip edge, one way: one per chip row with a live node on the east
+        and west edges, one per chip column with a live node on the north and south edges (a
+        dead node's router passes traffic on, so a row's link crosses the edge wherever its
+        outermost live nodes sit)."""
+        chip = self._chip_live
+        return {"east_west": int(chip.any(axis=1).sum()),
+                "north_south": int(chip.any(axis=0).sum())}
+
+    @property
+    def chip_edge_bytes_per_s(self) -> dict[str, float]:
+        """Bandwidth of one chip edge, one direction, at the chip-edge link rate."""
+        rate = self.chip_link_bytes_per_cycle * self.clock_hz
+        return {k: v * rate for k, v in self.chip_edge_links.items()}
+
+    @cached_property
+    def _chip_live(self) -> np.ndarray:
+        """bool[rows, cols]: one chip's live nodes (every chip has the same pattern)."""
+        chip = np.ones((self.rows, self.cols), dtype=bool)
+        for x, y in self.harvested:
+            chip[y, x] = False
+        return _frozen(chip)
+
+    def _cut(self, vertical: bool, mid: int) -> tuple[int, int]:
+        """(links, bytes/cycle) of the sends crossing, eastward (vertical cut) or southward,
+        between global column (row) mid - 1 and mid.
+
+        Each mesh row (column) has at most one such send: from its last live node before the
+        cut to its first live node after it. Worked out on one chip's rows (columns), since
+        every chip has the same pattern, so it costs no per-node array even on an ExaPOD. Its
+        bandwidth is the narrowest link on the way, as `link_bandwidth` has it.
+        """
+        lines = self._chip_live if vertical else self._chip_live.T
+        along, span = (self.chips_x, self.cols) if vertical else (self.chips_y, self.rows)
+        repeats = self.chips_y if vertical else self.chips_x
+        cm, cr = divmod(mid, span)
+        links = band = 0
+        for line in lines:
+            live = np.flatnonzero(line)
+            if not len(live):
+                continue
+            before, after = live[live < cr], live[live >= cr]
+            if len(before):
+                a = cm * span + int(before[-1])
+            elif cm >= 1:
+                a = (cm - 1) * span + int(live[-1])
+            else:
+                continue
+            if cm < along and len(after):
+                b = cm * span + int(after[0])
+            elif cm + 1 < along:
+                b = (cm + 1) * span + int(live[0])
+            else:
+                continue
+            edges = b // span - a // span
+            rates = ([self.chip_link_bytes_per_cycle] if edges else []) + \
+                    ([self.link_bytes_per_cycle] if b - a > edges else [])
+            links += repeats
+            band += repeats * min(rates)
+        return links, band
+
+    def _narrower(self, cuts: list[tuple[int, int]]) -> tuple[int, int]:
+        return min(cuts, key=lambda c: (c[1], c[0])) if cuts else (0, 0)
+
+    @cached_property
+    def _bisection(self) -> tuple[int, int]:
+        """(links, bytes/cycle) of the narrower (by bandwidth) of the two middle cuts."""
         cuts = []
         if self.width > 1:
-            cuts.append(self._cut_links(vertical=True))
+            cuts.append(self._cut(True, self.width // 2))
         if self.height > 1:
-            cuts.append(self._cut_links(vertical=False))
-        return min(cuts) if cuts else 0
+            cuts.append(self._cut(False, self.height // 2))
+        return self._narrower(cuts)
 
-    def _cut_links(self, vertical: bool) -> int:
-        """Count paths crossing the middle cut eastward (vertical cut) or southward."""
-        d = 1 if vertical else 2
-        mid = self.width // 2 if vertical else self.height // 2
-        count = 0
-        for nid in range(self.n_live):
-            x, y = self.node_xy(nid)
-            t = int(self.neighbors[nid, d])
-            if t < 0:
-                continue
-            tx, ty = self.node_xy(t)
-            a, b = (x, tx) if vertical else (y, ty)
-            if a < mid <= b:
-                count += 1
-        return count
+    @property
+    def bisection_links(self) -> int:
+        """Directed links, one way, crossing the narrower of the two middle cuts of the mesh."""
+        return self._bisection[0]
 
     @property
     def bisection_bytes_per_s(self) -> float:
-        """Bisection bandwidth, one direction, at the on-chip link rate."""
-        return self.bisection_links * self.link_bytes_per_cycle * self.clock_hz
+        """Bisection bandwidth, one direction: each link of the narrower middle cut at its own
+        rate (a cut on a chip boundary runs at the chip-edge rate)."""
+        return self._bisection[1] * self.clock_hz
+
+    @cached_property
+    def _chip_bisection(self) -> tuple[int, int]:
+        """(links, bytes/cycle) of the narrower of the two middle cuts along chip boundaries
+        (between chip columns chips_x // 2 - 1 and chips_x // 2, and likewise for rows)."""
+        cuts = []
+        if self.chips_x > 1:
+            cuts.append(self._cut(True, self.chips_x // 2 * self.cols))
+        if self.chips_y > 1:
+            cuts.append(self._cut(False, self.chips_y // 2 * self.rows))
+        return self._narrower(cuts)
+
+    @property
+    def chip_bisection_links(self) -> int:
+        """Chip-edge links, one way, crossing the narrower middle cut of the chip grid (0 on
+        one chip)."""
+        return self._chip_bisection[0]
+
+    @property
+    def chip_bisection_bytes_per_s(self) -> float:
+        return self._chip_bisection[1] * self.clock_hz
 
     def summary(self) -> dict[str, Any]:
-        """Derived headline figures with units (what `d1 info` prints)."""
+        """Derived headline figures with units (what `d1 info` prints). Counted, not read off
+        per-node arrays, so an ExaPOD's figures take no time."""
         return {
             "mesh": f"{self.width} x {self.height}",
             "chips": f"{self.chips_x} x {self.chips_y}",
+            "chip_count": self.chips,
+            "chip_mesh": f"{self.cols} x {self.rows}",
+            "live_nodes_per_chip": self.live_per_chip,
             "live_nodes": self.n_live,
             "harvested_nodes": self.width * self.height - self.n_live,
             "peak_bf16_flops": self.peak_flops["bf16"],
@@ -496,6 +682,11 @@ class Machine:
             "bisection_links": self.bisection_links,
             "bisection_bytes_per_s": self.bisection_bytes_per_s,
             "link_bytes_per_s": self.link_bytes_per_cycle * self.clock_hz,
+            "chip_link_bytes_per_s": self.chip_link_bytes_per_cycle * self.clock_hz,
+            "chip_edge_links": self.chip_edge_links,
+            "chip_edge_bytes_per_s": self.chip_edge_bytes_per_s,
+            "chip_bisection_links": self.chip_bisection_links,
+            "chip_bisection_bytes_per_s": self.chip_bisection_bytes_per_s,
             "clock_hz": self.clock_hz,
         }
 
@@ -597,12 +788,27 @@ def parse_mesh(text: str) -> tuple[int, int]:
     return c, r
 
 
+def parse_chips(text: str) -> tuple[int, int]:
+    """'CxR' -> (chips across, chips down), for `--chips`."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise MachineError(f"--chips expects CHIPS_ACROSSxCHIPS_DOWN such as 2x2, got '{text}'")
+    c, r = int(parts[0]), int(parts[1])
+    if not (1 <= c <= MAX_CHIPS_EDGE and 1 <= r <= MAX_CHIPS_EDGE):
+        raise MachineError(f"--chips dimensions must be in 1 .. {MAX_CHIPS_EDGE}, got '{text}'")
+    return c, r
+
+
 def load_machine(name_or_path: str | Path | None = None, *, mesh: str | None = None,
+                 chips: str | tuple[int, int] | None = None,
                  overrides: dict[str, Any] | list[str] | tuple[str, ...] | None = None) -> Machine:
-    """Load a machine by name or path (default 'd1'), then apply `--mesh` and `--set` overrides.
+    """Load a machine by name or path (default 'd1'), then apply `--mesh`, `--chips` and `--set`.
 
     `mesh` ('4x4') keeps every other parameter of the base machine but uses one chip of that size
-    with no harvested nodes (add `harvested` to the overrides to put some back).
+    with no harvested nodes (add `harvested` to the overrides to put some back). `chips` ('5x5'
+    or (5, 5)) makes the machine that many copies of its chip, across and down, joined by
+    chip-edge links: `load_machine("d1", chips="5x5")` is the `tile` machine but for its name.
+    The overrides come last, so `--set chips_x=...` still wins.
     """
     params = read_machine_file(name_or_path or "d1")
     if mesh is not None:
@@ -610,11 +816,24 @@ def load_machine(name_or_path: str | Path | None = None, *, mesh: str | None = N
         params.update(cols=c, rows=r, harvested=[], chips_x=1, chips_y=1,
                       name=f"{params.get('name', 'machine')}-{c}x{r}",
                       description=f"{c} x {r} mesh, no harvested nodes")
+    if chips is not None:
+        cx, cy = parse_chips(chips) if isinstance(chips, str) else chips
+        if not (1 <= cx <= MAX_CHIPS_EDGE and 1 <= cy <= MAX_CHIPS_EDGE):
+            raise MachineError(f"chips must be 1 .. {MAX_CHIPS_EDGE} across and down, got "
+                               f"{cx} x {cy}")
+        params.update(chips_x=cx, chips_y=cy,
+                      name=f"{params.get('name', 'machine')}-chips{cx}x{cy}")
     if overrides:
         if not isinstance(overrides, dict):
             overrides = parse_sets(list(overrides))
         params.update(overrides)
-    return Machine.from_dict(params)
+    m = Machine.from_dict(params)
+    if chips is not None and "description" not in (overrides or {}):
+        # a fresh description: the base machine's may describe another chip grid
+        m = dataclasses.replace(m, description=(
+            f"{m.chips_x} x {m.chips_y} chips of {m.cols} x {m.rows} nodes "
+            f"({m.live_per_chip:,} live each), {m.n_live:,} live nodes"))
+    return m
 
 
 DEFAULT_MACHINE_NAME = "d1"
@@ -625,6 +844,7 @@ def default_machine() -> Machine:
 
 
 __all__ = [
-    "DIRECTIONS", "OPPOSITE", "PARAMS", "PUBLISHED", "TIMING_CLASSES", "Machine", "Param",
-    "default_machine", "load_machine", "machine_names", "parse_mesh", "parse_sets", "parse_value",
+    "DIRECTIONS", "OPPOSITE", "PARAMS", "PUBLISHED", "SYSTEMS", "TIMING_CLASSES", "Machine",
+    "Param", "System", "default_machine", "load_machine", "machine_names", "parse_chips",
+    "parse_mesh", "parse_sets", "parse_value", "published_system",
 ]

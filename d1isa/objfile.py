@@ -14,6 +14,8 @@ Binary layout (all integers little-endian), version 1:
     table    per section: 4s tag, u32 reserved (0), u64 offset, u64 length
     MACH     UTF-8 JSON: the machine's parameters (d1isa.machine.PARAMS)
     META     UTF-8 JSON: block sizes, symbols, tensors, data records, files, sources, extra meta
+             (the compiler's metadata; its "values" entry is the debugger's record of every
+             named DSL value, d1isa.debuginfo)
     CODE     uint64 words of every block, concatenated in block order
     LINE     int32 [words, 5]: file index, line, col, asm file index, asm line (-1 = none)
     NMAP     int32 [live nodes]: code block of each node, -1 for a node with no code
@@ -261,6 +263,10 @@ class ObjectFile:
             _validate_tensor(t, m)
             _validate_cover(t)
         _validate_meta(self.meta, self.tensors)
+        # The debugger's record of every named value (d1isa.debuginfo, which builds on the
+        # tensor pieces of this module: imported here, not at the top).
+        from d1isa import debuginfo
+        debuginfo.read(self)
 
 
 def pack_sections(sections: list[tuple[bytes, bytes]]) -> bytes:
@@ -386,6 +392,8 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "options": ("a table", lambda v: isinstance(v, dict)),
     "sram_peak_bytes": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "regions": ("a list of regions", lambda v: isinstance(v, list) and all(map(_region, v))),
+    # Checked in full by d1isa.debuginfo.read.
+    "values": ("a table", lambda v: isinstance(v, dict)),
 }
 
 

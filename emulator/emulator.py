@@ -52,6 +52,7 @@ from emulator.trace import (
 from emulator.trace import (
     MODES as TRACE_MODES,
 )
+from emulator.traffic import chip_traffic, edge_bytes_by_chip, split_bytes
 
 DEFAULT_MAX_CYCLES = 50_000_000
 DEFAULT_QUANTUM = 256
@@ -626,7 +627,12 @@ class Emulator:
 
     def output(self, name: str) -> np.ndarray:
         """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
-        t = self.obj.tensor(name)
+        return self.gather(self.obj.tensor(name))
+
+    def gather(self, t: TensorLayout) -> np.ndarray:
+        """The elements `t`'s pieces hold now (any layout: an object tensor, or a named value of
+        the debugger's record, d1isa.debuginfo), as `output` returns them."""
+        name = t.name
         rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
         out = np.zeros(t.shape, dtype=rawtype)
         filled = np.zeros(t.shape, dtype=bool)
@@ -717,16 +723,23 @@ class Emulator:
         cost of a few numpy sums. `stats` gives the same figures and everything else."""
         st = self.state
         count = st.count
-        return {
+        on_chip, chip_edge = split_bytes(self.machine, st.link_bytes)
+        out = {
             "cycles": int(st.clock.max()) if self.n else 0,
             "instructions": int(count.sum()),
             "mma_bf16_instructions": int(count[:, TIMING_CLASSES.index("mma_bf16")].sum()),
             "flops": int(st.flops.sum()),
             "stall_cycles": int(st.stall.sum()),
-            "link_bytes": int(st.link_bytes.sum()),
+            "link_bytes": on_chip + chip_edge,
+            "on_chip_bytes": on_chip,
+            "chip_edge_bytes": chip_edge,
             "link_messages": int(st.link_msgs.sum()),
             "sram_high_water_bytes": int(st.hwm.max()) if self.n else 0,
         }
+        if self.machine.chips > 1:
+            out["chip_edge_bytes_by_chip"] = \
+                edge_bytes_by_chip(self.machine, st.link_bytes).tolist()
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Everything measured, JSON-serialisable. Model figures are "modelled"; emulator speed
@@ -747,6 +760,7 @@ class Emulator:
         stall_recv = st.stall - st.stall_send
         links = []
         nbr = m.neighbors
+        crosses = m.link_crosses_chip if m.chips > 1 else None
         for s in range(n):
             for d in range(4):
                 if st.link_msgs[s, d]:
@@ -757,8 +771,10 @@ class Emulator:
                         "bytes": int(st.link_bytes[s, d]), "messages": int(st.link_msgs[s, d]),
                         "busy_cycles": int(st.link_busy[s, d]),
                         "utilisation": (float(st.link_busy[s, d]) / cycles) if cycles else 0.0,
+                        "chip_edge": bool(crosses is not None and crosses[s, d]),
                     })
         links.sort(key=lambda r: (-r["busy_cycles"], -r["bytes"]))
+        on_chip, chip_edge = split_bytes(m, st.link_bytes)
         instructions = int(count.sum())
         out: dict[str, Any] = {
             "machine": m.name,
@@ -784,7 +800,9 @@ class Emulator:
                 "stall_send_cycles": int(st.stall_send.sum()),
                 "stall_recv_cycles": int(stall_recv.sum()),
                 "sram_high_water_bytes": int(st.hwm.max()) if n else 0,
-                "link_bytes": int(st.link_bytes.sum()),
+                "link_bytes": on_chip + chip_edge,
+                "on_chip_bytes": on_chip,
+                "chip_edge_bytes": chip_edge,
                 "link_messages": int(st.link_msgs.sum()),
             },
             "host": {
@@ -827,6 +845,16 @@ class Emulator:
                 "busiest": links[:10],
             },
         }
+        if m.chips > 1:
+            edge = [r for r in links if r["chip_edge"]]
+            out["chips"] = {
+                "note": "per chip: edge_bytes_out left the chip across its edges (by the "
+                        "direction they left in), edge_bytes_in came in across them, "
+                        "on_chip_bytes went between two of its own nodes (docs/MACHINE.md)",
+                "grid": [m.chips_x, m.chips_y],
+                "per_chip": chip_traffic(m, st.link_bytes),
+                "busiest_edge_links": edge[:10],
+            }
         if self.recorder is not None:
             out["modelled"]["sram_bytes"] = self.recorder.sram_bytes()
             out["units"]["sram_bytes"] = "B"

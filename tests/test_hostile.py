@@ -523,4 +523,4 @@ def test_the_limits_in_security_md_are_the_codes():
     edges = next(ln for ln in doc.splitlines() if "(`MAX_EDGE`)" in ln)
     assert f"{machine.MAX_EDGE:,}; {machine.MAX_CHIPS_EDGE}" in edges
     assert f"{machine.largest_fixed_message()[0]} .. {machine.MAX_MESSAGE:,}" in doc
-    assert "1,048,576 live nodes" in doc
+    assert f"{machine.MAX_LIVE_NODES:,} live nodes" in doc

@@ -923,10 +923,10 @@ def test_wire_free_serialises_back_to_back_messages():
 def test_chip_edge_link_latency_and_bandwidth():
     m = load_machine("d1", overrides={"cols": 2, "rows": 1, "chips_x": 2, "harvested": [],
                                       "sram_bytes": SRAM})
-    assert int(m.link_latency[1, EAST]) == 100 and int(m.link_bandwidth[1, EAST]) == 32
+    assert int(m.link_latency[1, EAST]) == 100 and int(m.link_bandwidth[1, EAST]) == 50
     prog1 = [E("vsend", rs1=0, dir=EAST), E("halt")]
     _, st = run({1: prog1, 2: [E("vrecv", rd=0, dir=W), E("halt")]}, m=m)
-    # vsend at 0: arrive 0 + 100 + ceil(64/32) = 102; the receiver starts at 102, ends 103
+    # vsend at 0: arrive 0 + 100 + ceil(64/50) = 102; the receiver starts at 102, ends 103
     assert st["clock"][2] == 104
     assert st["stats"]["link_busy"][1, EAST] == 2
 

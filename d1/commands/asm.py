@@ -16,7 +16,7 @@ from d1isa.files import check_destination, refuse_overwrite, write_atomic
               help="Object file to write. Default: FILE.d1o next to the source.")
 @machine_options
 def asm(source: str, output: str | None, machine_name: str | None, mesh: str | None,
-        sets: tuple[str, ...]) -> None:
+        chips: str | None, sets: tuple[str, ...]) -> None:
     """Assemble a .d1s file into a .d1o object.
 
     The machine is the file's own `.machine` directive if it has one (disassembled objects do),
@@ -30,8 +30,8 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
     """
     from d1.program import load_program
 
-    machine = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    machine = machine_from_options(machine_name, mesh, sets, chips) \
+        if machine_given(machine_name, mesh, sets, chips) else None
     out = Path(output) if output else Path(source).with_suffix(".d1o")
     refuse_overwrite(out, [source], f"-o {out}")
     check_destination(out, "-o")

@@ -33,7 +33,7 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
                    "random INITs (compiler.reference.init_params; default 0).")
 @click.option("--timings", is_flag=True, help="Print the time each pass took.")
 def compile(source: str, output: str | None, machine_name: str | None, mesh: str | None,
-            sets: tuple[str, ...], stage: str | None, opts: tuple[str, ...],
+            chips: str | None, sets: tuple[str, ...], stage: str | None, opts: tuple[str, ...],
             params_file: str | None, init_seed: int | None, timings: bool) -> None:
     """Compile a .d1k tensor program for a machine.
 
@@ -51,7 +51,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     from compiler.pipeline import CompileOptions, emit_stage
     from d1.program import load_program
 
-    machine = machine_from_options(machine_name, mesh, sets)
+    machine = machine_from_options(machine_name, mesh, sets, chips)
     options = CompileOptions.parse(opts)
     path = output or (None if stage is not None else str(Path(source).with_suffix(".d1o")))
     embed = params_file is not None or init_seed is not None

@@ -227,7 +227,7 @@ WORD_KINDS: dict[str, Callable[[Session], list[str]]] = {
     "expr": _expression_words,
     "location": _location_words,
     "xy": _node_words,
-    "tensor": lambda s: [t.name for t in s.dbg.obj.tensors],
+    "tensor": lambda s: _value_names(s),
     "vreg": lambda s: [f"v{i}" for i in range(s.dbg.machine.vector_regs)],
     "acc": lambda s: [f"a{i}" for i in range(s.dbg.machine.accumulators)],
     "format": lambda s: ["f32", "bf16", "i32", "i64", "hex"],
@@ -507,21 +507,30 @@ def _take_expr(args: list[str]) -> tuple[str, list[str]]:
     return args[0], args[1:]
 
 
-@command("tensor", ("t",), "tensor NAME", "Gather a named tensor from its pieces and print it.",
+@command("tensor", ("t",), "tensor NAME", "Show a named value gathered from its pieces.",
          "Focus and state",
-         "Any tensor of the object (input, output or internal), as the host would gather it "
-         "now; the print is truncated like numpy's.",
+         "Any value a compiled program names (input, param, `NAME = EXPR`, a gradient by its "
+         "name or as `grad(loss, w)`) while its bytes hold it; otherwise why not: \"not computed "
+         "yet\", \"overwritten at T=... (cycle ...)\" or \"not stored\" (fused into a "
+         "kernel, ...). For an assembly program, any tensor of the object as it is now. The "
+         "print is truncated like numpy's.",
          words=("tensor",))
 def _tensor(s: Session, args: list[str]) -> None:
-    if len(args) != 1:
-        names = ", ".join(t.name for t in s.dbg.obj.tensors) or "none"
-        raise CommandError(f"usage: tensor NAME (tensors: {names})")
-    a = s.dbg.tensor(args[0])
-    t = s.dbg.obj.tensor(args[0])
-    s.out(f"{t.name}: {t.role} {t.dtype}{list(t.shape)} in {len(t.pieces)} piece"
-          f"{'s' if len(t.pieces) != 1 else ''}")
+    if not args:
+        names = ", ".join(_value_names(s)) or "none"
+        raise CommandError(f"usage: tensor NAME (values: {names})")
+    v = s.dbg.value(" ".join(args))
+    s.out(v.header())
+    if v.array is None:
+        s.out(v.detail)
+        return
     with np.printoptions(threshold=200, edgeitems=3, precision=5, suppress=True, linewidth=100):
-        s.out(str(a))
+        s.out(str(v.array))
+
+
+def _value_names(s: Session) -> list[str]:
+    from emulator.debugger.values import names
+    return names(s.dbg)
 
 
 @command("links", (), "links [node X,Y]",
@@ -870,7 +879,8 @@ def _interactive(s: Session) -> None:
               help="Run this debugger command first (repeatable, in order).")
 @machine_options
 def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands: tuple[str, ...],
-          machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
+          machine_name: str | None, mesh: str | None, chips: str | None,
+          sets: tuple[str, ...]) -> None:
     """Debug FILE (.d1k, .d1s or .d1o) on the whole emulated mesh.
 
     Breakpoints on pcs, labels and source lines (conditional, per node or on all nodes),
@@ -888,7 +898,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, batch: bool, commands:
     from d1.commands.run import parse_inputs, program_inputs
     from d1.program import load_program
 
-    machine = emulated_machine(machine_name, mesh, sets)
+    machine = emulated_machine(machine_name, mesh, sets, chips)
     prog = load_program(file, machine)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)

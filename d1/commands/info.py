@@ -8,61 +8,142 @@ import click
 
 from d1.options import machine_from_options, machine_options
 from d1isa import units
-from d1isa.machine import PARAMS, PUBLISHED, Machine
+from d1isa.machine import PARAMS, PUBLISHED, Machine, System, published_system
 
-# How each headline figure is formatted, and what to say when the model and D1 differ.
+# What to say where the model and D1 differ, or how a modelled figure is made.
 NOTES = {
-    "total_sram_bytes": "model: sram_bytes x live nodes; D1 quotes 1.25 MB/node, ~440 MB/chip",
-    "bisection_bytes_per_s": "model: one 64 B/cycle link per neighbour pair across the narrower "
-                             "middle cut; D1's quoted figure implies wider aggregate paths",
+    "total_sram_bytes": "model: sram_bytes x live nodes. Tesla quotes 1.25 MB per node and "
+                        "totals that multiply it by node counts (354 x 1.25 MB -> ~440 MB, "
+                        "25 x 440 MB = 11 GB); the model reads that MB as MiB, so a "
+                        "published total of N MB compares with N MiB",
+    "bisection_bytes_per_s": "model: one link per neighbour pair across the narrower middle "
+                             "cut, each at its own rate; D1's quoted figure implies wider "
+                             "aggregate paths",
     "peak_bf16_flops": "matrix unit: 8x8x8 mma in cost_mma_bf16 cycles per node",
     "peak_f32_flops": "16-lane fp32 vfma in cost_vfma cycles per node",
+    "chip_edge": "one link per chip row (east and west edges) or column (north and south) "
+                 "at chip_link_bytes_per_cycle; published 4 TB/s per edge = 576 SerDes lanes "
+                 "x 112 Gb/s over 4 edges, 2 TB/s each way (docs/MACHINE.md)",
+    "chip_bisection": "the narrower of the two cuts between the middle chip columns or rows",
 }
 
 
-def headline_rows(m: Machine) -> list[tuple[str, str, str, str]]:
-    """(figure, modelled, published, note) rows."""
+def _vs(model: float, published: float) -> str:
+    """The model's difference from a published figure, as a signed percentage."""
+    return f"{100.0 * (model / published - 1.0):+.1f}%"
+
+
+def _sram_total(nbytes: int) -> str:
+    """A modelled SRAM total in MiB first: the unit its published counterpart compares in."""
+    mib = nbytes / (1 << 20)
+    if nbytes < 1 << 30:
+        return units.nbytes(nbytes)
+    text = f"{mib:,.0f}" if mib.is_integer() else f"{mib:,.1f}"
+    return f"{text} MiB = {units.nbytes(nbytes).split(' (')[0]}"
+
+
+def _sram_published(system: System) -> str:
+    if system.chips == 1:
+        return system.sram_text
+    return f"{system.sram_text} = {system.sram_mb:,.0f} MB"
+
+
+def _derived(system: System, key: str, text: str) -> str:
+    return f"{text} (derived)" if key in system.derived else text
+
+
+def headline_rows(m: Machine) -> list[tuple[str, str, str, str, str]]:
+    """(figure, modelled, published, model vs published, note) rows. The published column
+    has the totals of the Dojo system `m` models (the same number of 354-node chips), else
+    one D1 chip's figures; the comparison is made only against a system's totals."""
     s = m.summary()
-    rows = [
-        ("live nodes", f"{s['live_nodes']} ({s['mesh']} mesh, {s['harvested_nodes']} harvested)",
-         f"{PUBLISHED['live_nodes'][0]} per chip", "mesh shape and harvest positions: "
-         "modelling choice"),
-        ("clock", units.si(m.clock_hz, "Hz"), units.si(PUBLISHED["clock_hz"][0], "Hz"), ""),
-        ("peak BF16", units.si(s["peak_bf16_flops"], "FLOP/s", 4),
-         units.si(PUBLISHED["peak_bf16_flops"][0], "FLOP/s"), NOTES["peak_bf16_flops"]),
-        ("peak FP32", units.si(s["peak_f32_flops"], "FLOP/s", 4),
-         units.si(PUBLISHED["peak_f32_flops"][0], "FLOP/s"), NOTES["peak_f32_flops"]),
-        ("SRAM per node", units.nbytes(m.sram_bytes), "1.25 MB", ""),
-        ("SRAM total", f"{units.nbytes(s['total_sram_bytes'])} = "
-                       f"{units.si(s['total_sram_bytes'], 'B')}",
-         "~" + units.si(PUBLISHED["total_sram_bytes"][0], "B"), NOTES["total_sram_bytes"]),
-        ("link bandwidth", f"{m.link_bytes_per_cycle} B/cycle = "
-                           f"{units.si(s['link_bytes_per_s'], 'B/s')} per direction",
-         "64 B/cycle per direction", ""),
-        ("bisection", f"{units.si(s['bisection_bytes_per_s'], 'B/s')} per direction "
-                      f"({s['bisection_links']} links)",
-         units.si(PUBLISHED["bisection_bytes_per_s"][0], "B/s") + " per direction",
-         NOTES["bisection_bytes_per_s"]),
+    sysm = published_system(m)
+    one = PUBLISHED
+    per_chip = sysm is None or sysm.chips == 1
+    rows: list[tuple[str, str, str, str, str]] = [
+        ("live nodes", f"{s['live_nodes']:,} ({s['mesh']} mesh, {s['harvested_nodes']:,} "
+                       "harvested)",
+         f"{one['live_nodes'][0]} per chip" if per_chip else
+         f"{sysm.live_nodes:,} ({sysm.chips:,} x {one['live_nodes'][0]})",
+         _vs(s["live_nodes"], sysm.live_nodes) if sysm else "",
+         "mesh shape and harvest positions: modelling choice"),
     ]
-    if m.chips_x * m.chips_y > 1:
-        rows.insert(1, ("chips", f"{s['chips']} ({m.n_live} live nodes in all)",
-                        "training tile: 5 x 5 D1", ""))
+    if m.chips > 1:
+        rows.append(("chips", f"{s['chips']} chips of {s['chip_mesh']} nodes "
+                              f"({s['live_nodes_per_chip']:,} live each)",
+                     f"{sysm.name}: {sysm.chips:,} D1" if sysm else "", "", ""))
+    rows += [
+        ("clock", units.si(m.clock_hz, "Hz"), units.si(one["clock_hz"][0], "Hz"), "", ""),
+        ("peak BF16", units.si(s["peak_bf16_flops"], "FLOP/s", 4),
+         _derived(sysm, "peak_bf16_flops", units.si(sysm.peak_bf16_flops, "FLOP/s"))
+         if sysm else units.si(one["peak_bf16_flops"][0], "FLOP/s"),
+         _vs(s["peak_bf16_flops"], sysm.peak_bf16_flops) if sysm else "",
+         NOTES["peak_bf16_flops"]),
+        ("peak FP32", units.si(s["peak_f32_flops"], "FLOP/s", 4),
+         _derived(sysm, "peak_f32_flops", units.si(sysm.peak_f32_flops, "FLOP/s"))
+         if sysm else units.si(one["peak_f32_flops"][0], "FLOP/s"),
+         _vs(s["peak_f32_flops"], sysm.peak_f32_flops) if sysm else "",
+         NOTES["peak_f32_flops"]),
+        ("SRAM per node", units.nbytes(m.sram_bytes), "1.25 MB", "", ""),
+        ("SRAM total", _sram_total(s["total_sram_bytes"]),
+         _derived(sysm, "sram", _sram_published(sysm)) if sysm else "~440 MB per chip",
+         _vs(s["total_sram_bytes"], sysm.sram_bytes) if sysm else "",
+         NOTES["total_sram_bytes"]),
+        ("on-chip link", f"{m.link_bytes_per_cycle} B/cycle = "
+                         f"{units.si(s['link_bytes_per_s'], 'B/s')} per direction, "
+                         f"{m.hop_latency} cycle{'s' if m.hop_latency != 1 else ''} a hop",
+         "64 B/cycle per direction", "", ""),
+        ("bisection", f"{units.si(s['bisection_bytes_per_s'], 'B/s')} per direction "
+                      f"({s['bisection_links']:,} links)",
+         units.si(one["bisection_bytes_per_s"][0], "B/s") + " per direction per chip", "",
+         NOTES["bisection_bytes_per_s"]),
+        ("chip-edge link", f"{m.chip_link_bytes_per_cycle} B/cycle = "
+                           f"{units.si(s['chip_link_bytes_per_s'], 'B/s')} per direction, "
+                           f"{m.chip_hop_latency} cycles a hop", "", "", ""),
+        ("chip edge", f"{units.si(s['chip_edge_bytes_per_s']['east_west'], 'B/s')} E/W "
+                      f"({s['chip_edge_links']['east_west']} links), "
+                      f"{units.si(s['chip_edge_bytes_per_s']['north_south'], 'B/s')} N/S "
+                      f"({s['chip_edge_links']['north_south']}), each way",
+         units.si(one["chip_edge_bytes_per_s"][0], "B/s") + " per edge, both ways", "",
+         NOTES["chip_edge"]),
+    ]
+    if m.chips > 1:
+        rows.append(("chip-grid bisection",
+                     f"{units.si(s['chip_bisection_bytes_per_s'], 'B/s')} per direction "
+                     f"({s['chip_bisection_links']:,} chip-edge links)", "", "",
+                     NOTES["chip_bisection"]))
     return rows
 
 
 def info_dict(m: Machine) -> dict:
-    return {
+    sysm = published_system(m)
+    doc = {
         "parameters": m.to_dict(),
         "derived": m.summary() | {"flops_per_cycle_per_node": m.flops_per_cycle},
         "published": {k: {"value": v, "unit": u} for k, (v, u) in PUBLISHED.items()},
+        "published_system": None,
         "units": {p.key: p.unit for p in PARAMS if p.unit},
     }
+    if sysm is not None:
+        s = doc["derived"]
+        doc["published_system"] = {
+            "name": sysm.name, "chips": sysm.chips, "live_nodes": sysm.live_nodes,
+            "peak_bf16_flops": sysm.peak_bf16_flops, "peak_f32_flops": sysm.peak_f32_flops,
+            "total_sram_bytes": sysm.sram_bytes, "sram_as_published": sysm.sram_text,
+            "derived": list(sysm.derived), "source": sysm.source, "note": sysm.note,
+            "model_over_published": {
+                "peak_bf16_flops": s["peak_bf16_flops"] / sysm.peak_bf16_flops,
+                "peak_f32_flops": s["peak_f32_flops"] / sysm.peak_f32_flops,
+                "total_sram_bytes": s["total_sram_bytes"] / sysm.sram_bytes,
+            },
+        }
+    return doc
 
 
 @click.command()
 @machine_options
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-def info(machine_name: str | None, mesh: str | None, sets: tuple[str, ...],
+def info(machine_name: str | None, mesh: str | None, chips: str | None, sets: tuple[str, ...],
          as_json: bool) -> None:
     """Show the machine description and its derived figures beside the published D1 ones.
 
@@ -70,25 +151,39 @@ def info(machine_name: str | None, mesh: str | None, sets: tuple[str, ...],
     Examples:
       d1 info
       d1 info --mesh 4x4
+      d1 info --machine exapod
+      d1 info --mesh 4x4 --chips 2x2
       d1 info --set link_bytes_per_cycle=32 --json
     """
-    m = machine_from_options(machine_name, mesh, sets)
+    m = machine_from_options(machine_name, mesh, sets, chips)
     if as_json:
         click.echo(json.dumps(info_dict(m), indent=2))
         return
     click.echo(f"machine {m.name}: {m.description}")
     click.echo("")
     rows = headline_rows(m)
+    sysm = published_system(m)
+    head = f"published ({sysm.name})" if sysm is not None else "published D1"
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
-    click.echo(f"{'figure':<{w0}}  {'modelled':<{w1}}  published D1")
-    for name, model, pub, _ in rows:
-        click.echo(f"{name:<{w0}}  {model:<{w1}}  {pub}")
+    w2 = max(len(head), *(len(r[2]) for r in rows))
+    vs = any(r[3] for r in rows)
+    click.echo((f"{'figure':<{w0}}  {'modelled':<{w1}}  {head:<{w2}}"
+                + ("  vs published" if vs else "")).rstrip())
+    for name, model, pub, diff, _ in rows:
+        click.echo(f"{name:<{w0}}  {model:<{w1}}  {pub:<{w2}}  {diff}".rstrip())
     click.echo("")
     click.echo("notes:")
-    for name, _, _, note in rows:
+    for name, _, _, _, note in rows:
         if note:
             click.echo(f"  {name}: {note}")
+    if sysm is not None and sysm.derived:
+        click.echo(f"  (derived): not published for the {sysm.name}; worked out from the "
+                   "published figures of the systems it is made of (docs/MACHINE.md)")
+    if sysm is not None and sysm.note:
+        click.echo(f"  {sysm.name}: {sysm.note}")
+    if sysm is not None:
+        click.echo(f"  published figures: {sysm.source}; all sources in docs/MACHINE.md")
     click.echo("")
     click.echo("parameters (independent; everything above is derived from them):")
     d = m.to_dict()

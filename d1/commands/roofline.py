@@ -71,7 +71,8 @@ def roofline_text(doc: dict[str, Any], machine) -> tuple[str, list, Any]:
 @max_cycles_option("A node whose clock passes this traps.")
 @machine_options
 def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, max_cycles: int,
-             machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
+             machine_name: str | None, mesh: str | None, chips: str | None,
+             sets: tuple[str, ...]) -> None:
     """Place a kernel and each of its DSL operations on the machine's roofline.
 
     FILE is a program (.d1k compiled, .d1s assembled, .d1o loaded) that is run with
@@ -87,7 +88,7 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
       d1 roofline programs/matmul.d1k --set link_bytes_per_cycle=16
       d1 run programs/mlp.d1k --regions --json mlp.json && d1 roofline mlp.json
     """
-    given = machine_given(machine_name, mesh, sets)
+    given = machine_given(machine_name, mesh, sets, chips)
     failed = None
     if output is not None:
         refuse_overwrite(output, [file], "-o")
@@ -97,14 +98,14 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
             raise D1Error("-O compiler options need a program, not a statistics file")
         doc = load_run(file)
         with reading(file):
-            machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets)
+            machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets, chips)
                                  if given else None)
     else:
         options = None
         if opts:
             from compiler.pipeline import CompileOptions
             options = CompileOptions.parse(opts)
-        machine = machine_from_options(machine_name, mesh, sets)
+        machine = machine_from_options(machine_name, mesh, sets, chips)
         emu, result = run_program(file, machine, options, regions=True, max_cycles=max_cycles)
         doc = {"file": str(file), "status": result.status, "stats": emu.stats()}
         if not result.ok:

@@ -116,7 +116,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
         out_dir: Path,
         max_cycles: int, quantum: int, threads: int, show_stats: bool, json_file: Path | None,
         regions: bool, trace_file: Path | None, trace_events: int, opts: tuple[str, ...],
-        machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
+        machine_name: str | None, mesh: str | None, chips: str | None,
+        sets: tuple[str, ...]) -> None:
     """Run FILE (.d1o, .d1s or .d1k) on the emulated mesh.
 
     Inputs are scattered to their tensors (float32 or float64 .npy files, rounded to the
@@ -136,9 +137,10 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, params_file: Path | None
       d1 run programs/train_digits.d1k --params out/params.npz --input x=x.npy --input y=y.npy
       d1 run prog.d1o --set link_bytes_per_cycle=32 --json run.json
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
+      d1 run programs/matmul.d1k --mesh 4x4 --chips 2x2 --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
     """
-    machine = emulated_machine(machine_name, mesh, sets)
+    machine = emulated_machine(machine_name, mesh, sets, chips)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions
@@ -322,6 +324,36 @@ def format_check(rows: list[tuple[str, float, float, float, bool]]) -> str:
     return "\n".join(lines)
 
 
+SHOWN_CHIPS = 8
+
+
+def chip_lines(s: dict[str, Any]) -> list[str]:
+    """The --stats lines of a multi-chip run: link bytes on chip and across chip edges, then
+    per chip (those that sent most across their edges first, at most SHOWN_CHIPS)."""
+    md, ch = s["modelled"], s["chips"]
+    gx, gy = ch["grid"]
+    lines = [f"    on chip                  {units.nbytes(md['on_chip_bytes'])}",
+             f"    across chip edges        {units.nbytes(md['chip_edge_bytes'])} "
+             f"({gx} x {gy} chips)"]
+    rows = sorted(ch["per_chip"], key=lambda r: (-r["edge_bytes_out"], r["chip"][1],
+                                                 r["chip"][0]))
+    lines.append("  per chip (bytes out across its edges / in across them / on chip):")
+    for r in rows[:SHOWN_CHIPS]:
+        by_dir = ", ".join(f"{d} {v:,}" for d, v in r["edge_bytes_out_by_dir"].items() if v)
+        lines.append(f"    chip ({r['chip'][0]},{r['chip'][1]})  {r['edge_bytes_out']:>13,} / "
+                     f"{r['edge_bytes_in']:>13,} / {r['on_chip_bytes']:>13,} B"
+                     + (f"  (out: {by_dir})" if by_dir else ""))
+    if len(rows) > SHOWN_CHIPS:
+        lines.append(f"    ... and {len(rows) - SHOWN_CHIPS} more chips (all of them in --json)")
+    if ch["busiest_edge_links"]:
+        r = ch["busiest_edge_links"][0]
+        (fx, fy), (tx, ty) = r["from"], r["to"]
+        lines.append(f"  busiest chip-edge link  ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  "
+                     f"{r['busy_cycles']:,} cycles, {units.nbytes(r['bytes'])}, "
+                     f"{100 * r['utilisation']:.3g}% of kernel time")
+    return lines
+
+
 def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     """The --stats summary: modelled figures first, then what the host measured."""
     md = s["modelled"]
@@ -350,6 +382,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
                  "(largest node)")
     lines.append(f"  link traffic        {units.nbytes(md['link_bytes'])} in "
                  f"{md['link_messages']:,} messages")
+    if s.get("chips"):
+        lines.extend(chip_lines(s))
     busiest = s["links"]["busiest"][:5]
     if busiest:
         lines.append("  busiest links (busy cycles, bytes, share of kernel time):")
@@ -357,7 +391,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
             fx, fy = r["from"]
             tx, ty = r["to"]
             lines.append(f"    ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  {r['busy_cycles']:,} cycles, "
-                         f"{units.nbytes(r['bytes'])}, {100 * r['utilisation']:.3g}%")
+                         f"{units.nbytes(r['bytes'])}, {100 * r['utilisation']:.3g}%"
+                         + ("  [chip edge]" if r.get("chip_edge") else ""))
     by_class = {k: v for k, v in md["instructions_by_class"].items() if v}
     if by_class:
         lines.append("  by timing class      " + ", ".join(

@@ -17,11 +17,11 @@ from d1.options import max_cycles_option
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, refuse_overwrite, same_file, write_atomic
-from d1isa.machine import load_machine, parse_mesh, parse_value
+from d1isa.machine import load_machine, parse_chips, parse_mesh, parse_value
 
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
               "percent_of_peak", "peak_dtype", "link_bytes", "link_messages", "sram_traffic_bytes",
-              "busy_cycles", "stall_cycles", "binding_roof", "percent_of_roof"]
+              "busy_cycles", "stall_cycles", "binding_roof", "percent_of_roof", "chip_edge_bytes"]
 
 
 def split_values(text: str) -> list[str]:
@@ -43,14 +43,17 @@ def split_values(text: str) -> list[str]:
     return out
 
 
-def parse_axes(sets: tuple[str, ...], meshes: str | None) -> list[tuple[str, list[str]]]:
-    """The swept axes in order: ("mesh", [...]) first if given, then each --set KEY=V1,V2."""
+def parse_axes(sets: tuple[str, ...], meshes: str | None,
+               chips: str | None = None) -> list[tuple[str, list[str]]]:
+    """The swept axes in order: ("mesh", [...]) first if given, then ("chips", [...]), then
+    each --set KEY=V1,V2."""
     axes: list[tuple[str, list[str]]] = []
-    if meshes:
-        vals = split_values(meshes)
-        for v in vals:
-            parse_mesh(v)
-        axes.append(("mesh", vals))
+    for name, text, check in (("mesh", meshes, parse_mesh), ("chips", chips, parse_chips)):
+        if text:
+            vals = split_values(text)
+            for v in vals:
+                check(v)
+            axes.append((name, vals))
     for item in sets:
         if "=" not in item:
             raise D1Error(f"--set expects KEY=V1,V2,..., got '{item}'")
@@ -62,7 +65,8 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None) -> list[tuple[str, lis
             parse_value(key, v)         # the type check, with the parameter's own message
         axes.append((key, vals))
     if not axes:
-        raise D1Error("nothing to sweep: give --set KEY=V1,V2,... and/or --mesh CxR,CxR")
+        raise D1Error("nothing to sweep: give --set KEY=V1,V2,..., --mesh CxR,CxR and/or "
+                      "--chips CxR,CxR")
     return axes
 
 
@@ -72,8 +76,10 @@ def run_point(file: Path, machine_name: str | None, params: dict[str, str], opti
     row: dict[str, Any] = {"params": params, "status": "ok", "error": "", "cycles": None,
                            "percent": None}
     try:
-        overrides = {k: parse_value(k, v) for k, v in params.items() if k != "mesh"}
-        m = load_machine(machine_name, mesh=params.get("mesh"), overrides=overrides)
+        overrides = {k: parse_value(k, v) for k, v in params.items()
+                     if k not in ("mesh", "chips")}
+        m = load_machine(machine_name, mesh=params.get("mesh"), chips=params.get("chips"),
+                         overrides=overrides)
         emu, result = run_program(file, m, options, regions=True, max_cycles=max_cycles)
     except D1Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -89,6 +95,7 @@ def run_point(file: Path, machine_name: str | None, params: dict[str, str], opti
         cycles=md["kernel_cycles"], seconds=md["kernel_seconds"], flops=md["flops"],
         flops_per_second=md["flops_per_second"], percent=md["percent_of_peak"],
         peak_dtype=md["peak_dtype"], link_bytes=md["link_bytes"],
+        chip_edge_bytes=md["chip_edge_bytes"],
         link_messages=md["link_messages"], sram_bytes=md.get("sram_bytes"),
         busy_cycles=md["busy_cycles"], stall_cycles=md["stall_cycles"],
         binding=ROOF_NAMES[key] if kp.flops > 0 else "-",
@@ -147,8 +154,12 @@ def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
                    "runs), e.g. --set link_bytes_per_cycle=16,32,64.")
 @click.option("--mesh", "meshes", metavar="CxR,CxR,...",
               help="Mesh sizes to try (no harvested nodes), e.g. --mesh 4x4,8x8.")
+@click.option("--chips", "chip_grids", metavar="CxR,CxR,...",
+              help="Chip grids to try (copies of the chip joined by chip-edge links), e.g. "
+                   "--chips 1x1,2x2.")
 @click.option("--machine", "machine_name", metavar="NAME|FILE",
-              help="Base machine (d1, m4x4, h6x5, tile, or a .toml file). Default: d1.")
+              help="Base machine (d1, m4x4, h6x5, tile, tray, cabinet, exapod, or a .toml "
+                   "file). Default: d1.")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for every point, as for `d1 compile`.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -156,15 +167,15 @@ def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw kernel time and share of peak against the first parameter (PNG).")
 @max_cycles_option("Per point: a node whose clock passes this traps.")
-def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: str | None,
-          opts: tuple[str, ...], csv_file: Path | None, plot_file: Path | None,
-          max_cycles: int) -> None:
+def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str | None,
+          machine_name: str | None, opts: tuple[str, ...], csv_file: Path | None,
+          plot_file: Path | None, max_cycles: int) -> None:
     """Run FILE (.d1k, .d1s or .d1o) for every combination of machine parameters.
 
-    Each point builds the machine (--machine, then --mesh, then the --set values), compiles
-    or assembles FILE for it and runs it. The table gives the modelled kernel time, the share
-    of peak, the bytes moved over links, the stalled node-cycles and the roof that binds
-    (d1 roofline explains them). A point that fails (does not fit in SRAM, traps, ...) shows
+    Each point builds the machine (--machine, then --mesh and --chips, then the --set values),
+    compiles or assembles FILE for it and runs it. The table gives the modelled kernel time,
+    the share of peak, the bytes moved over links, the stalled node-cycles and the roof that
+    binds (d1 roofline explains them). A point that fails (does not fit in SRAM, traps, ...) shows
     its error in its row, and the sweep goes on; every row is still written, and the exit
     status is 1 if any point failed.
 
@@ -173,6 +184,7 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: s
       d1 sweep programs/matmul.d1k --mesh 4x4 --set link_bytes_per_cycle=8,16,32,64
       d1 sweep programs/mlp.d1k --set sram_bytes=65536,1310720 --set fifo_depth=1,4
       d1 sweep programs/matmul.d1k --mesh 2x2,4x4,8x8 --csv mesh.csv --plot mesh.png
+      d1 sweep programs/matmul.d1k --mesh 4x4 --chips 1x1,2x2 --set chip_link_bytes_per_cycle=16,50
     """
     from compiler.pipeline import CompileOptions
 
@@ -185,7 +197,7 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, machine_name: s
             check_destination(dest, option)
     if csv_file is not None and plot_file is not None and same_file(csv_file, plot_file):
         raise D1Error(f"--plot {plot_file} is also the --csv file; give each its own file")
-    axes = parse_axes(sets, meshes)
+    axes = parse_axes(sets, meshes, chip_grids)
     names = [a for a, _ in axes]
     points = [dict(zip(names, combo, strict=True))
               for combo in itertools.product(*(vals for _, vals in axes))]

@@ -12,13 +12,7 @@ from typing import Any
 
 import click
 
-from d1.options import (
-    MAX_SEED,
-    machine_from_options,
-    machine_given,
-    machine_options,
-    max_cycles_option,
-)
+from d1.options import MAX_SEED, emulated_machine, machine_options, max_cycles_option
 from d1isa import units
 from d1isa.errors import RuntimeFault
 from d1isa.files import check_destination, check_output_dir, refuse_overwrite, write_atomic
@@ -60,7 +54,8 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
 def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_seed: int,
           epochs: int, shuffle_seed: int | None, out_dir: Path, json_file: Path | None,
           quiet: bool, max_cycles: int, threads: int, opts: tuple[str, ...],
-          machine_name: str | None, mesh: str | None, sets: tuple[str, ...]) -> None:
+          machine_name: str | None, mesh: str | None, chips: str | None,
+          sets: tuple[str, ...]) -> None:
     """Train FILE (.d1k, or an object compiled from one) on whole data sets.
 
     Every --input array holds N samples along axis 0; they are cut into consecutive batches
@@ -80,7 +75,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     At the end OUT_DIR holds params.npz (every param's final value), history.csv (step,
     epoch, each 0-d output, and the modelled cycles of the step) and loss.png (the 0-d
     outputs against the step); --json adds the totals: modelled time per step, TFLOP/s, link
-    bytes and SRAM high-water mark. Ctrl-C stops after the current step and still writes
+    bytes (on a machine of several chips, also those across chip edges, and per chip) and SRAM
+    high-water mark. Ctrl-C stops after the current step and still writes
     them (exit status 130). A trap stops the run with status 1; inputs with different numbers
     of samples are an error (status 2).
 
@@ -92,13 +88,13 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
       d1 run programs/digits_predict.d1k --params digits/params.npz \\
              --input x=data/x_test.npy --out-dir digits
       d1 train programs/train_linear.d1k --input x=x.npy --input y=y.npy --mesh 4x4 --json -
+      d1 train programs/train_linear.d1k --input x=x.npy --input y=y.npy --mesh 4x4 --chips 2x2
     """
     from d1.commands.run import cap_threads, load_npy, params_for
     from d1.program import load_program
     from d1.train import Trainer
 
-    machine = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    machine = emulated_machine(machine_name, mesh, sets, chips)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions
@@ -225,6 +221,13 @@ def summary(trainer: Any, totals: dict[str, Any], plan: Any, wall: float,
                      f"{md['tflops_per_second']:.3g} TFLOP/s = {md['percent_of_peak']:.3g}% of "
                      f"the {md['peak_dtype']} peak, {units.nbytes(md['link_bytes_per_step'])} "
                      "over links")
+        if "chips" in totals:
+            per = totals["chips"]["per_chip"]
+            top = max(per, key=lambda r: r["edge_bytes_out"])
+            lines.append(f"  chip edges           {units.nbytes(md['chip_edge_bytes_per_step'])} "
+                         f"per step across chip edges, of the link bytes above (modelled); "
+                         f"most from chip ({top['chip'][0]},{top['chip'][1]}): "
+                         f"{units.nbytes(top['edge_bytes_out'] / len(h))} per step")
         lines.append(f"  SRAM high water      {units.nbytes(md['sram_high_water_bytes'])} "
                      "(largest node, modelled)")
         lines.append(f"  host                 {100 * host['emulator_share']:.0f}% of the steps' "

@@ -115,7 +115,7 @@ def term_heatmap(doc: dict[str, Any], metric: str, fallback=None):
               help="Colour the terminal heatmap (default: when printing to a terminal).")
 @machine_options
 def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int,
-        color: bool | None, machine_name: str | None, mesh: str | None,
+        color: bool | None, machine_name: str | None, mesh: str | None, chips: str | None,
         sets: tuple[str, ...]) -> None:
     """Draw a run on the mesh: STATS_FILE is what `d1 run FILE --json STATS_FILE` wrote.
 
@@ -134,8 +134,8 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
         refuse_overwrite(output, [stats_file], "-o")
         check_destination(output, "-o")
     doc = load_run(stats_file)
-    fallback = machine_from_options(machine_name, mesh, sets) \
-        if machine_given(machine_name, mesh, sets) else None
+    fallback = machine_from_options(machine_name, mesh, sets, chips) \
+        if machine_given(machine_name, mesh, sets, chips) else None
     if output is None and not term:
         raise click.UsageError("give -o OUT.png for a picture, or --term for a terminal heatmap")
     if term:

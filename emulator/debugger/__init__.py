@@ -14,6 +14,7 @@ The modules, each owning one idea:
 - stepping: step, next, finish and until
 - reverse: going to any position by checkpoint and replay; the reverse commands
 - checkpoints: the checkpoints, when to take them and their memory budget
+- values: `tensor NAME`, any named value of a compiled program, shown only while it is live
 - views: what operations return (Stop, MeshView, LinkView, MemView, Listing) and how it prints
 """
 

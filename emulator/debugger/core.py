@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from d1isa import isa, units
+from d1isa import debuginfo, isa, units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS
 from d1isa.objfile import ObjectFile
 from emulator import constants as K
 from emulator.debugger import breakpoints as bps
-from emulator.debugger import expr, reverse, stepping, views
+from emulator.debugger import expr, reverse, stepping, values, views
 from emulator.debugger.blocks import BlockInfo
 from emulator.debugger.breakpoints import (
     Breakpoint,
@@ -52,6 +52,7 @@ from emulator.debugger.breakpoints import (
 from emulator.debugger.checkpoints import DEFAULT_CHECKPOINT_BYTES, Checkpoint, Checkpoints
 from emulator.debugger.expr import ExprError, Getter
 from emulator.debugger.stepping import StepControl
+from emulator.debugger.values import TensorView
 from emulator.debugger.views import LinkView, Listing, MemView, MeshView, Stop
 from emulator.decode import C_OP, C_RD, C_RS1, C_RS2, C_RS3
 from emulator.emulator import Emulator
@@ -97,6 +98,10 @@ class Debugger:
                           "load, assemble or compile the program first")
         self.obj = obj
         self.machine = obj.machine
+        # The compiler's record of every named value (None for assembly and older objects),
+        # and the (T, clock) at which a node first reached a pc, found by replay (values.py).
+        self.debug_info = debuginfo.read(obj)
+        self._arrivals: dict[tuple[int, int], tuple[int, int]] = {}
         # Each node gets its own copy of its code block when that stays small, so a stop flag
         # set for one node never stops the others that share the block.
         self.private_code = _code_slots(obj) <= PRIVATE_CODE_SLOTS
@@ -757,9 +762,19 @@ class Debugger:
         a = addr if isinstance(addr, int) else self._evaluate(str(addr), nid)
         return views.mem_view(self, nid, a, count, fmt)
 
+    def value(self, name: str) -> TensorView:
+        """Any value the program names (or a tensor of the object), as it stands now: its
+        elements if live, else "not computed yet", "overwritten" (when) or "not stored" (why):
+        emulator.debugger.values."""
+        return values.view(self, name)
+
     def tensor(self, name: str) -> np.ndarray:
-        """Gather a named tensor (input, output or internal) from its pieces."""
-        return self.emu.output(name)
+        """The elements of value `name` gathered from its pieces; a D1Error saying why when
+        they are not there (not computed yet, overwritten, never stored)."""
+        v = self.value(name)
+        if v.array is None:
+            raise D1Error(f"{v.name}: {v.detail}")
+        return v.array
 
     def links(self, node: Any = None) -> list[LinkView]:
         return views.link_views(self, self.node(node))

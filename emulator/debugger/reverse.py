@@ -197,3 +197,50 @@ def _replay_hits(dbg: Debugger, ck: Checkpoint, upper: np.ndarray, now: np.ndarr
             break
     dbg.replay_seconds += time.perf_counter() - t0
     return hits
+
+
+def first_arrivals(dbg: Debugger, targets: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """For each node -> pc of `targets` that the node has passed, (T, clock) when it first
+    arrived there: the position of a replay stopped just before it executed that pc, and the
+    node's modelled clock then. The state at the current position is restored afterwards.
+
+    The replay starts at the latest checkpoint before every target node reached its pc, with
+    stop flags on those pcs only, and ends at the current position. Nodes do not wait for each
+    other beyond their messages, so which position the replay stops at depends on the
+    checkpoint; the node's clock does not.
+    """
+    now = dbg.counts().copy()
+    st = dbg.emu.state
+    base = dbg.emu.code.node_base
+    start = dbg.checkpoints.first
+    for ck in sorted(dbg.checkpoints.items, key=lambda c: -c.position):
+        pcs = ck.snap["pc"]
+        if np.all(ck.counts <= now) and all(
+                int(pcs[n]) < pc or (int(pcs[n]) == pc and int(ck.counts[n]) == 0)
+                for n, pc in targets.items()):
+            start = ck
+            break
+    found: dict[int, tuple[int, int]] = {}
+    t0 = time.perf_counter()
+    try:
+        dbg._restore(start)
+        while True:
+            for n, pc in targets.items():
+                if n not in found and int(st.pc[n]) == pc:
+                    found[n] = (dbg.position, int(st.clock[n]))
+            left = [n for n in targets if n not in found]
+            remaining = np.maximum(now - dbg.counts(), 0)
+            if not left or not remaining.any():
+                break
+            flags = np.zeros(dbg.emu.code.total, dtype=np.int8)
+            for n in left:
+                flags[int(base[n]) + targets[n]] = 1
+            np.copyto(dbg.emu.stop_flags, flags)
+            reason, _k, _node = dbg._call(-1, node_budget=remaining, record=False)
+            if reason != K.R_STOP:
+                break
+    finally:
+        st.skip[:] = -1
+        dbg.replay_seconds += time.perf_counter() - t0
+        goto(dbg, now)
+    return found

@@ -106,6 +106,18 @@ def set_tensor(name: str, key: str, value: Any) -> Callable[[dict], None]:
     return edit
 
 
+def named_value(pieces: list) -> Callable[[dict], None]:
+    """A debugger record (d1isa.debuginfo) describing one value 'v' f32[4] with `pieces`, on a
+    program of no compiler steps."""
+    def edit(meta: dict) -> None:
+        meta["meta"]["values"] = {
+            "steps": 0, "step_pcs": [], "node_steps": [-1] * 4,
+            "named": [{"name": "v", "kind": "value", "dtype": "f32", "shape": [4], "line": 1,
+                       "col": 1, "aliases": [], "note": "",
+                       "stores": [{"from": -1, "until": 0, "pieces": pieces}]}]}
+    return edit
+
+
 def set_machine(**values: Any) -> Callable[[dict], None]:
     def edit(mach: dict) -> None:
         mach.update(values)
@@ -157,6 +169,14 @@ CASES: dict[str, tuple[str, dict, Callable | None, Callable | None, str]] = {
     "meta_producer_list.d1o": ("META producer: []", {}, None, set_meta("producer", []),
                                "'producer' must be a string"),
     "meta_meta_list.d1o": ("META meta: []", {}, None, set_top("meta", []), "bad meta"),
+    "meta_values_list.d1o": ("META values (the debugger's record): [7]", {}, None,
+                             set_meta("values", [7]), "'values' must be a table"),
+    "meta_values_piece_past_sram.d1o": (
+        "a named value of the debugger's record whose piece runs past the end of SRAM", {},
+        None, named_value([[0, 1310720 - 8, [0], [4], [4]]]), "past the end of SRAM"),
+    "meta_values_string_shape.d1o": (
+        "a named value of the debugger's record with a piece shape \"4\"", {},
+        None, named_value([[0, 0, [0], "4", [4]]]), "piece shape must be a list"),
     "meta_tensors_dict.d1o": ("META tensors: {}", {}, None, set_top("tensors", {"a": 1}),
                               "tensor record"),
     "meta_blocks_string.d1o": ("META blocks: \"9\"", {}, None, set_top("blocks", "9"),
