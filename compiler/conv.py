@@ -55,6 +55,7 @@ from compiler.gather import Gather
 from compiler.ir import Node, Op, Window
 from compiler.kernels import Elementwise, Leaf
 from compiler.layout import grid_rows_layout, make_layout, round_up, snake, split, view_of
+from compiler.matmul import Matmul
 from compiler.plan import Ctx, Step, Value, scratch
 from compiler.windows import im2col_index
 
@@ -326,8 +327,12 @@ class ConvKernel(Step):
 
 def map_conv(mp, node: Node) -> None:
     """The steps of a conv2d or conv2d_transpose: slab and weights gathers, the kernel, the
-    gather of its rows into the result (see the module docstring)."""
+    gather of its rows into the result (see the module docstring); with `-O conv=im2col`,
+    the patches matrix and the 2-D matmul instead."""
     geo = conv_geometry(node)
+    if mp.options.conv == "im2col":
+        _map_im2col(mp, node, geo)
+        return
     loc = mp._loc(node)
     x_node, w_node = node.inputs
     dtype = x_node.dtype
@@ -376,6 +381,42 @@ def map_conv(mp, node: Node) -> None:
     out = mp.new_value(node, grid_rows_layout(node.shape, "f32", grid))
     mp.steps.append(Gather(out, [raw], index.reshape(view_of(node.shape)), loc, node.name,
                            grid, "gather(conv rows)"))
+
+
+def _map_im2col(mp, node: Node, geo: ConvGeometry) -> None:
+    """`-O conv=im2col`: the patches [N H' W', C R S] and the weights [C R S, K] gathered into
+    block layouts, the SUMMA matmul, and the rows (n, oh, ow) of its product moved into the
+    result's (n, k, oh)."""
+    loc = mp._loc(node)
+    x_node, w_node = node.inputs
+    R, S = geo.size
+    n, oh, ow, c, r, s = np.meshgrid(np.arange(geo.nb), np.arange(geo.ho), np.arange(geo.wo),
+                                     np.arange(geo.cin), np.arange(R), np.arange(S),
+                                     indexing="ij")
+    cols_index = geo.source(n, c, oh * geo.stride[0] + r * geo.dilation[0],
+                            ow * geo.stride[1] + s * geo.dilation[1])
+    shape = (geo.nb * geo.ho * geo.wo, geo.cin * R * S)
+    cols = Value(f"{node.name}.cols{mp._n()}", shape, x_node.dtype,
+                 mp.default(shape, x_node.dtype))
+    mp.steps.append(Gather(cols, [mp.values[x_node.id]], cols_index.reshape(shape), loc,
+                           node.name, mp.grid, "gather(im2col)"))
+    k, c, r, s = np.meshgrid(np.arange(geo.kout), np.arange(geo.cin), np.arange(R),
+                             np.arange(S), indexing="ij")
+    w_index = geo.weight(k, c, r, s).reshape(geo.kout, -1).T
+    wmat = Value(f"{node.name}.w{mp._n()}", w_index.shape, w_node.dtype,
+                 mp.default(w_index.shape, w_node.dtype))
+    mp.steps.append(Gather(wmat, [mp.values[w_node.id]], np.ascontiguousarray(w_index), loc,
+                           node.name, mp.grid, "gather(weights)"))
+    prod_shape = (shape[0], geo.kout)
+    prod = Value(f"{node.name}.prod{mp._n()}", prod_shape, "f32", mp.default(prod_shape, "f32"))
+    mp.steps.append(Matmul(prod, cols, wmat, loc, node.name, mp.grid, mp.machine, "summa",
+                           mp.options.double_buffer, mp.options.reach))
+    n, k, oh, ow = np.meshgrid(np.arange(geo.nb), np.arange(geo.kout), np.arange(geo.ho),
+                               np.arange(geo.wo), indexing="ij")
+    index = ((n * geo.ho + oh) * geo.wo + ow) * geo.kout + k
+    out = mp.new_value(node, mp.default(node.shape, "f32"))
+    mp.steps.append(Gather(out, [prod], index.reshape(view_of(node.shape)), loc, node.name,
+                           mp.grid, "gather(conv rows)"))
 
 
 # ---- pools ------------------------------------------------------------------------------------
