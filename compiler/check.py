@@ -439,7 +439,8 @@ class _Checker:
             return self.elementwise(BINOP_OPS[e.op], f"'{e.op}'", a, b, e, e.op_col)
         if isinstance(e, ast.ListExpr):
             self.error(e, "a list is not a value; lists are arguments: reshape(x, [D0, ...]), "
-                          "transpose(x, [P0, ...])")
+                          "transpose(x, [P0, ...]), and the window of conv2d and the pools "
+                          "(stride=[h, w], ...)")
             return POISON
         if isinstance(e, ast.Index):
             return self.index(e)

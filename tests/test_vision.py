@@ -321,6 +321,20 @@ gx = grad(loss, x)
 gw = grad(loss, w)
 output loss, gx, gw
 """,
+    "train": """
+input x: f32[4, 1, 8, 8]
+input y: f32[4, 3]
+param w: f32[4, 1, 3, 3] = normal(0.3)
+param b: f32[4, 1, 1] = 0.1
+param v: f32[64, 3]
+h = maxpool2d(relu(conv2d(x, w, pad=1) + b), size=2)
+z = reshape(avgpool2d(h, size=3, stride=1, pad=1), [4, 64]) @ v
+loss = mean(sum((z - y) * (z - y), axis=1))
+update w = w - 0.1 * grad(loss, w)
+update b = b - 0.1 * grad(loss, b)
+update v = v - 0.1 * grad(loss, v)
+output loss
+""",
 }
 
 
