@@ -225,6 +225,101 @@ def test_pools_match_the_onnx_reference(op, kernel, stride, pads, dilation, ceil
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
 
 
+def _onnx_node_cases() -> dict[str, tuple]:
+    """ONNX's own test cases (onnx.backend.test.case.node) of one Conv, MaxPool or
+    AveragePool node with group 1 and float32 data of 1 or 2 spatial axes, as (DSL program,
+    inputs, expected output): a 1-D case runs on height 1, auto_pad becomes explicit padding."""
+    from onnx import helper
+    from onnx.backend.test.case.node import collect_testcases
+    out = {}
+    with np.errstate(all="ignore"):
+        cases = collect_testcases(None)
+    for case in cases:
+        nodes = list(case.model.graph.node)
+        if len(nodes) != 1 or nodes[0].op_type not in ("Conv", "MaxPool", "AveragePool"):
+            continue
+        node = nodes[0]
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        for k, (inputs, outputs) in enumerate(case.data_sets):
+            x = inputs[0]
+            if (x.ndim not in (3, 4) or x.dtype != np.float32 or len(outputs) != 1
+                    or a.get("group", 1) != 1):
+                continue
+            d = x.ndim - 2
+            kernel = list(a.get("kernel_shape") or inputs[1].shape[2:])
+            stride, dil = a.get("strides", [1] * d), a.get("dilations", [1] * d)
+            pads = a.get("pads", [0] * 2 * d)
+            arrays = {"x": x}
+            if d == 1:
+                arrays["x"] = x[:, :, None, :]
+                kernel, stride, dil = [1] + kernel, [1] + stride, [1] + dil
+                pads = [0, pads[0], 0, pads[1]]
+            H, W = arrays["x"].shape[2:]
+            mode = a.get("auto_pad", b"NOTSET").decode()
+            if mode.startswith("SAME"):
+                lo, hi = [], []
+                for axis, n in enumerate((H, W)):
+                    total = max(0, (-(-n // stride[axis]) - 1) * stride[axis]
+                                + (kernel[axis] - 1) * dil[axis] + 1 - n)
+                    first = total // 2 if mode == "SAME_UPPER" else total - total // 2
+                    lo.append(first)
+                    hi.append(total - first)
+                pads = lo + hi
+            elif mode == "VALID":
+                pads = [0, 0, 0, 0]
+            window = f"stride={list(stride)}, pad={list(pads)}, dilation={list(dil)}"
+            if node.op_type == "Conv":
+                w = inputs[1] if d == 2 else inputs[1][:, :, None, :]
+                arrays["w"] = w
+                decl = f"input w: f32{list(w.shape)}\n"
+                expr = f"conv2d(x, w, {window})"
+                if len(inputs) > 2:
+                    arrays["b"] = inputs[2]
+                    decl += f"input b: f32[{len(inputs[2])}]\n"
+                    expr += f" + reshape(b, [{len(inputs[2])}, 1, 1])"
+            else:
+                decl = ""
+                name = "maxpool2d" if node.op_type == "MaxPool" else "avgpool2d"
+                extra = (f", count_pad={a.get('count_include_pad', 0)}"
+                         if name == "avgpool2d" else "")
+                expr = (f"{name}(x, size={kernel}, {window}, ceil={a.get('ceil_mode', 0)}"
+                        f"{extra})")
+            text = (f"input x: f32{list(arrays['x'].shape)}\n{decl}y = {expr}\noutput y\n")
+            expect = outputs[0] if d == 2 else outputs[0][:, :, None, :]
+            out[f"{case.name}-{k}"] = (text, arrays, expect)
+    return out
+
+
+ONNX_CASES = _onnx_node_cases()
+
+
+def test_the_onnx_node_cases_cover_every_form():
+    names = " ".join(ONNX_CASES)
+    assert len(ONNX_CASES) >= 30
+    for word in ("conv", "maxpool_2d_ceil", "averagepool_2d_pads_count_include_pad",
+                 "maxpool_1d", "same_lower", "dilations"):
+        assert word in names
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_CASES))
+def test_onnx_node_cases_match_the_reference(name):
+    text, arrays, expect = ONNX_CASES[name]
+    got = compiler.reference(text, arrays)["y"]
+    assert got.shape == expect.shape
+    np.testing.assert_allclose(got, expect, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_CASES))
+def test_onnx_node_cases_compiled_on_4x4(name):
+    text, arrays, expect = ONNX_CASES[name]
+    from emulator import Emulator
+    emu = Emulator(compiler.compile_source(text, M4, "case.d1k"))
+    for key, value in arrays.items():
+        emu.set_input(key, value)
+    assert emu.run().ok
+    np.testing.assert_allclose(emu.output("y"), expect, rtol=1e-3, atol=1e-6)
+
+
 def test_avgpool_sums_in_window_order_then_divides_by_the_count():
     x = np.array([1e8, 1.0, -1e8, 1.0], dtype=np.float32).reshape(1, 1, 1, 4)
     y = _ours("input x: f32[1, 1, 1, 4]\n", "avgpool2d(x, size=[1, 4])", {"x": x})
