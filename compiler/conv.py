@@ -15,6 +15,9 @@ kernel is three steps:
 3. The result's rows go where the value's layout wants them (for conv2d, one more gather: see
    below).
 
+A pool whose input rows every node already holds (a 2 x 2 pool after a conv2d whose rows were
+split the same way) skips the slab and reads its input in place with strided loads.
+
 **conv2d** (`ConvKernel`). With output channels as matrix rows, an 8 x 8 output tile (8
 channels k, 8 consecutive columns ow of one row (n, oh)) is, for each input channel c, kernel
 row r and phase p, one `mmak` of
@@ -39,8 +42,11 @@ slab reads g dilated by the stride (zeros between its elements) and padded by
 
 **maxpool2d and avgpool2d** (`PoolKernel`). A node holds whole output rows (n, c, oh); each
 vector of 16 output columns is the `vmax` (or, in f32, the `vadd`, then a `vdiv` by the count)
-of one contiguous vector load per tap, in window order, as the reference computes it. Loads
-widen bf16, the store rounds once.
+of one vector load per tap, in window order, as the reference computes it. Loads widen bf16,
+the store rounds once.
+
+`-O conv=im2col` maps conv2d the explicit way instead, as a comparison point: the patches
+matrix and the weights gathered into block layouts and multiplied by the SUMMA matmul.
 """
 
 from __future__ import annotations
@@ -65,12 +71,12 @@ ACC = tuple(f"a{k}" for k in range(8))
 POINTER_REGS = ("r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r12", "r13")
 
 
-def _node_order(grid) -> list[tuple[int, int]]:
-    """Grid nodes in snake order: position t of a "PQ" layout's blocks."""
-    out = [(0, 0)] * (grid.P * grid.Q)
-    for i in range(grid.P):
-        for j in range(grid.Q):
-            out[snake(i, j, grid.Q)] = (i, j)
+def _node_order(P: int, Q: int) -> list[tuple[int, int]]:
+    """Grid nodes of a P x Q grid in snake order: position t of a "PQ" layout's blocks."""
+    out = [(0, 0)] * (P * Q)
+    for i in range(P):
+        for j in range(Q):
+            out[snake(i, j, Q)] = (i, j)
     return out
 
 
@@ -238,7 +244,7 @@ class ConvKernel(Step):
                                 "bytes: fewer input channels or taps per conv2d", loc)
 
     def emit(self, ctx: Ctx) -> None:
-        order = _node_order(ctx.grid)
+        order = _node_order(ctx.grid.P, ctx.grid.Q)
         for t, segs in enumerate(self.plan.segments):
             if segs:
                 self._node(ctx.gcode(*order[t]), t, segs)
@@ -437,7 +443,7 @@ class PoolKernel(Step):
             self.temps = [scratch(f"{out.name}.counts", nv * 64)]
 
     def emit(self, ctx: Ctx) -> None:
-        order = _node_order(ctx.grid)
+        order = _node_order(ctx.grid.P, ctx.grid.Q)
         for t, segs in enumerate(self.plan.segments):
             if segs:
                 self._node(ctx.gcode(*order[t]), t, segs, order[t])
@@ -513,7 +519,9 @@ class PoolKernel(Step):
                 def row() -> None:
                     for v in range(nv):
                         for k, (r, pi, m) in enumerate(taps):
-                            off = (r * win.dilation[0] * row_b + pi * ph_b
+                            # a slab has a row per phase; in place, phase p is column p
+                            phase = self.ph[pi][0] if self.direct else pi
+                            off = (r * win.dilation[0] * row_b + phase * ph_b
                                    + (v * lanes + m) * el_b)
                             dst = "v0" if k == 0 else "v1"
                             if self.direct and sw > 1:
@@ -554,7 +562,7 @@ def _pool_direct(x: Value, win: Window, plan: SlabPlan, ph: list, in_hw: tuple[i
             hi = lo + sg.nh
             if lo < 0 or hi > H:
                 return False
-            order = order or _node_order_of(L)
+            order = order or _node_order(L.P, L.Q)
             r0, r1, _, _ = L.block(*order[t])
             first, last = sg.n * H + lo, sg.n * H + hi
             if first < r0 or last > r1:
@@ -563,14 +571,6 @@ def _pool_direct(x: Value, win: Window, plan: SlabPlan, ph: list, in_hw: tuple[i
             if (last - 1 - r0) * L.stride + reach * L.itemsize > L.nbytes:
                 return False
     return True
-
-
-def _node_order_of(L) -> list[tuple[int, int]]:
-    out = [(0, 0)] * (L.P * L.Q)
-    for i in range(L.P):
-        for j in range(L.Q):
-            out[snake(i, j, L.Q)] = (i, j)
-    return out
 
 
 def map_pool(mp, node: Node) -> None:

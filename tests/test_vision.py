@@ -447,6 +447,19 @@ def test_the_pools_are_exact():
     assert all(abs_err == 0 for _, abs_err, *_ in rows)
 
 
+@pytest.mark.parametrize("dtype, expr", [
+    ("f32", "maxpool2d(x, size=2, stride=3, dilation=2)"),        # taps in phases 0 and 2
+    ("bf16", "avgpool2d(x, size=[1, 2], stride=[1, 3], dilation=[1, 2])"),
+    ("f32", "avgpool2d(x, size=2, stride=1)"),
+])
+def test_a_pool_reads_its_input_in_place_when_every_node_holds_its_rows(dtype, expr):
+    text = f"input x: {dtype}[4, 4, 12, 18]\na = {expr}\noutput a\n"
+    obj = compiler.compile_source(text, M4, "p.d1k")
+    assert "gather(slab)" not in [r["op"] for r in obj.meta["regions"]]
+    rows, *_ = run_and_compare(obj, text, M4, "p.d1k")
+    assert all(abs_err == 0 for _, abs_err, *_ in rows)
+
+
 def test_conv2d_runs_on_the_matrix_unit_without_a_fallback():
     text = (ROOT / "programs" / "lenet.d1k").read_text()
     c = compile_text(text, M4, "lenet.d1k")
