@@ -32,6 +32,7 @@ family of strided runs, a block of whole rows one family of contiguous runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -319,11 +320,20 @@ def _cheaper_order(src: np.ndarray | None, dst: np.ndarray, dstride: int
     """The copy's (src, dst) offsets in the destination's row order or down its columns,
     whichever `copy_offsets` does in fewer instructions."""
     order = np.lexsort((dst // dstride, dst % dstride))
-    s2 = None if src is None else src[order]
-    d2 = dst[order]
-    if _copy_cost(s2, d2) < _copy_cost(src, dst):
-        return s2, d2
+    src = None if src is None else np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    if _columns_cheaper(None if src is None else src.tobytes(), dst.tobytes(),
+                        order.astype(np.int64).tobytes()):
+        return (None if src is None else src[order]), dst[order]
     return src, dst
+
+
+@lru_cache(maxsize=1024)
+def _columns_cheaper(src: bytes | None, dst: bytes, order: bytes) -> bool:
+    s = None if src is None else np.frombuffer(src, dtype=np.int64)
+    d = np.frombuffer(dst, dtype=np.int64)
+    o = np.frombuffer(order, dtype=np.int64)
+    return _copy_cost(None if s is None else s[o], d[o]) < _copy_cost(s, d)
 
 
 def _contiguous(offs: np.ndarray) -> bool:
@@ -391,15 +401,25 @@ def copy_offsets(code: Code, src: np.ndarray | None, sbuf: tuple[int, int] | Non
         return
     zero = src is None
     if zero:
-        rs = [(0, d0, ln, 0, ts) for _, d0, ln, _, ts in
-              runs(np.zeros(len(dst), dtype=np.int64), dst)]
         bits = f32_bits(fill) if fill else 0
         code.op("vbcasti", "v3", bits)
         code.li("r12", bits if dtype == "f32" else bits >> 16)
-    else:
-        rs = runs(src, dst)
-    for fam in families(rs):
+    key_src = None if zero else np.asarray(src, dtype=np.int64).tobytes()
+    for fam in _families_of(key_src, np.asarray(dst, dtype=np.int64).tobytes()):
         _copy_family(code, fam, zero, sbuf, dbuf, dtype, dst_ok)
+
+
+@lru_cache(maxsize=4096)
+def _families_of(src: bytes | None, dst: bytes) -> tuple[tuple, ...]:
+    """The families of runs of a copy by offsets (int64 bytes; src None: a fill), computed
+    once for the many nodes whose copies are the same (a replicated or evenly split value)."""
+    d = np.frombuffer(dst, dtype=np.int64)
+    if src is None:
+        rs = [(0, d0, ln, 0, ts) for _, d0, ln, _, ts in
+              runs(np.zeros(len(d), dtype=np.int64), d)]
+    else:
+        rs = runs(np.frombuffer(src, dtype=np.int64), d)
+    return tuple(families(rs))
 
 
 def _copy_family(code: Code, fam: tuple, zero: bool, sbuf: tuple[int, int] | None,
