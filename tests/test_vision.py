@@ -504,3 +504,25 @@ def test_d1_compile_reports_a_vision_error(tmp_path):
     assert "bad.d1k:4:29: error: the stride of conv2d must be positive, got 0" in out.output
     assert "Traceback" not in out.output
 
+
+
+def test_the_debugger_shows_every_vision_value_while_it_is_live(tmp_path):
+    from test_debug_values import matches, session
+
+    from d1.program import load_program
+    path = tmp_path / "cnn.d1k"
+    path.write_text(PROGRAMS["train"].replace("output loss", "g = grad(loss, w)\noutput loss, g"))
+    dbg, ref = session(path)
+    graph = load_program(path, M4).graph
+    shown = set()
+    stop = None
+    while stop is None or stop.reason == "step":
+        for v in dbg.debug_info.values:
+            tv = dbg.value(v.name)
+            if tv.array is not None:
+                want = np.asarray(ref[v.name], dtype=np.float32).reshape(v.shape)
+                assert matches(graph, tv.array, want, v.name), (v.name, dbg.position)
+                shown.add(v.name)
+        stop = dbg.stepi(37, all_nodes=True)
+    assert stop.reason == "halted"
+    assert {"x", "h", "z", "loss", "g"} <= shown
