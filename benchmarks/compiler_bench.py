@@ -19,6 +19,13 @@
   modelled cycles and percent of the f32 peak with the batched matmuls on sub-grids (the
   default); baseline from the same run: batched=sequential (each head's products on the whole
   grid, one after the other).
+- the LeNet-5-style CNN of programs/lenet.d1k (two 5 x 5 conv2d layers, each followed by a
+  2 x 2 maxpool2d, then three dense layers; 1 x 28 x 28 images, batch 64, f32): useful FLOPs
+  (2 per multiply-add of every conv2d and matmul) / modelled time / the f32 peak of all 354
+  live nodes; target >= 15 % of the peak of the dtype it uses, with conv2d on the matrix unit.
+  Baselines from the same run: -O conv=im2col (the patches matrix gathered and multiplied by
+  the 2-D SUMMA matmul), and the same network in bf16 (bf16 images and weights, casts after
+  each layer) against the bf16 peak.
 - emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded, best of 5)
   against numpy float32 matmul of the same shapes on one thread, interleaved in the same run;
   target <= 5x. Shown for the thread count `d1 run` uses by default (emulator.auto_threads) and
@@ -45,12 +52,15 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import math  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import compiler  # noqa: E402
+from compiler.ir import Op  # noqa: E402
 from compiler.pipeline import CompileOptions, compile_text  # noqa: E402
 from d1isa.asm import assemble  # noqa: E402
 from d1isa.machine import load_machine  # noqa: E402
@@ -98,7 +108,10 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     seconds = result.cycles / machine.clock_hz
     util = (flops / seconds / machine.peak_flops["bf16"]) if flops else 0.0
     st = emu.stats()["modelled"]
-    return {"cycles": result.cycles, "util": 100 * util, "wall": wall, "ok": ok,
+    own = (flops / seconds / machine.peak_flops[st["peak_dtype"]]) if flops else 0.0
+    by_class = st["instructions_by_class"]
+    return {"cycles": result.cycles, "util": 100 * util, "util_own": 100 * own, "wall": wall,
+            "ok": ok, "mma": by_class["mma_bf16"] + by_class["mma_f32"],
             "inputs": inputs, "pct": st["percent_of_peak"], "dtype": st["peak_dtype"],
             "flops_per_second": st["flops_per_second"], "link_bytes": st["link_bytes"]}
 
@@ -283,6 +296,39 @@ def bench_heads() -> dict:
             for key in ("subgrid", "sequential")}
 
 
+def useful_flops(graph) -> int:
+    """2 per multiply-add of every conv2d and matmul of a checked graph."""
+    total = 0
+    for n in graph.nodes:
+        if n.op is Op.CONV2D:
+            r, s = n.window.size
+            total += 2 * math.prod(n.shape) * n.inputs[0].shape[1] * r * s
+        elif n.op is Op.MATMUL:
+            total += 2 * math.prod(n.shape) * n.inputs[0].shape[-1]
+    return total
+
+
+def lenet_bf16(text: str) -> str:
+    """programs/lenet.d1k in bf16: images and weights bf16 (the products accumulate in f32),
+    each layer's activations rounded to bf16 before the next multiplies them."""
+    for name in ("x", "c1", "c2", "w3", "w4", "w5"):
+        text = re.sub(rf"^(input|param) {name}: f32", rf"\1 {name}: bf16", text, flags=re.M)
+    for name in ("h1", "h2", "h3", "h4"):
+        text = re.sub(rf"^{name} = (.*?)(\s*#.*)?$", rf"{name} = cast(\1, bf16)\2", text,
+                      flags=re.M)
+    return text
+
+
+def bench_lenet() -> dict:
+    """programs/lenet.d1k on d1: implicit GEMM conv2d, -O conv=im2col, and in bf16."""
+    m = load_machine("d1")
+    text = (ROOT / "programs" / "lenet.d1k").read_text()
+    flops = useful_flops(compiler.check_source(text, m))
+    return {"implicit": run_program(text, m, CompileOptions(), flops, "lenet.d1k"),
+            "im2col": run_program(text, m, CompileOptions(conv="im2col"), flops, "lenet.d1k"),
+            "bf16": run_program(lenet_bf16(text), m, CompileOptions(), flops, "lenet.d1k")}
+
+
 def main() -> None:
     import sys
     if sys.argv[1:] == ["spmd"]:
@@ -321,6 +367,18 @@ def main() -> None:
           f"{h['subgrid']['ok']})")
     print(f"    baseline batched=sequential {h['sequential']['pct']:6.2f} %   "
           f"({h['sequential']['cycles']:,} cycles; correct: {h['sequential']['ok']})")
+    cnn = bench_lenet()
+    c = cnn["implicit"]
+    verdict = "PASS" if c["util_own"] >= 15 and c["mma"] > 0 else "FAIL"
+    print(f"LeNet-5 CNN (batch 64)          {c['util_own']:6.1f} %   (modelled, {c['cycles']:,} "
+          f"cycles, {c['dtype']}; target >= 15 % of the {c['dtype']} peak, conv2d on the matrix "
+          f"unit: {verdict}; correct: {c['ok']})")
+    b = cnn["im2col"]
+    print(f"    baseline conv=im2col        {b['util_own']:6.1f} %   ({b['cycles']:,} cycles; "
+          f"correct: {b['ok']})")
+    b = cnn["bf16"]
+    print(f"    the same network in bf16    {b['util_own']:6.1f} %   ({b['cycles']:,} cycles, of "
+          f"the bf16 peak; correct: {b['ok']})")
     e = bench_emulation()
     for t, wall in sorted(e["threads"].items(), reverse=True):
         print(f"emulating the 1024^3 matmul     {wall:6.3f} s   on {t} thread{'s' * (t > 1)} "

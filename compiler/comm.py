@@ -134,9 +134,14 @@ def allreduce(ctx: Ctx, axis: str | None, members: list[tuple[int, int]], vec: i
 
     Partials flow from both ends of a line to its middle node, which combines them and sends the
     result back out; `tmp` receives. nbytes[(i, j)] is the vector's size at that node (the same
-    along a line). With axis None there is nothing to combine.
+    along a line). With axis None there is nothing to combine; "PQ" (rows over the whole grid)
+    combines along the grid rows, then along the grid columns.
     """
     if axis is None:
+        return
+    if axis == "PQ":
+        allreduce(ctx, "Q", members, vec, tmp, nbytes, op)
+        allreduce(ctx, "P", members, vec, tmp, nbytes, op)
         return
     maxmsg = ctx.machine.max_message_bytes
     member_set = set(members)

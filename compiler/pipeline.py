@@ -52,6 +52,7 @@ PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "sched
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
 BATCHED_MATMUL = ("subgrid", "sequential")
+CONV_MAPPINGS = ("implicit", "im2col")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class CompileOptions:
     batched: a matmul of 3-D or 4-D operands: "subgrid" runs the batch's products at once,
             each on its own band of grid rows; "sequential" runs them one after the other,
             each on the whole grid.
+    conv: conv2d (and its input gradient): "implicit" multiplies each node's rows of output
+            on the matrix unit straight from its slab of input rows (an implicit GEMM);
+            "im2col" gathers the patches matrix [N H' W', C R S] and multiplies it by the
+            weights with the 2-D matmul.
     """
 
     matmul: str = "summa"
@@ -82,6 +87,7 @@ class CompileOptions:
     verify: bool = True
     spmd: bool = True
     batched: str = "subgrid"
+    conv: str = "implicit"
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
@@ -90,6 +96,9 @@ class CompileOptions:
         if self.batched not in BATCHED_MATMUL:
             raise D1Error(f"unknown batched matmul mapping '{self.batched}'; "
                           f"choose one of {', '.join(BATCHED_MATMUL)}")
+        if self.conv not in CONV_MAPPINGS:
+            raise D1Error(f"unknown conv2d mapping '{self.conv}'; "
+                          f"choose one of {', '.join(CONV_MAPPINGS)}")
         if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
             raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
 
@@ -104,7 +113,7 @@ class CompileOptions:
             key, text = (s.strip() for s in item.split("=", 1))
             if key not in known:
                 raise D1Error(f"unknown compiler option '{key}'; known: {', '.join(known)}")
-            if key in ("matmul", "batched"):
+            if key in ("matmul", "batched", "conv"):
                 values[key] = text
             elif key == "reach":
                 if not text.isdigit():

@@ -23,7 +23,8 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
                    "turns into the same object).")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option (repeatable): matmul=summa|naive, double_buffer=true|false, "
-                   "preskew=true|false, reach=N (grid hops per summa phase).")
+                   "preskew=true|false, reach=N (grid hops per summa phase), "
+                   "batched=subgrid|sequential, conv=implicit|im2col.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False),
               help="Embed starting values for the params in the object (one array per param "
                    "name in this .npz; the others from their INIT, seeded by --init), so the "

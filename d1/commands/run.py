@@ -113,7 +113,8 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
                                       "left out).")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
-                   "double_buffer=true|false, preskew=true|false, reach=N.")
+                   "double_buffer=true|false, preskew=true|false, reach=N, "
+                   "batched=subgrid|sequential, conv=implicit|im2col.")
 @machine_options
 def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
         params_file: Path | None, check: bool,
