@@ -20,6 +20,7 @@ only relay nodes execute, become counted loops. Then, from that one record:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from compiler.asmgen import Code, CompilerLimit
@@ -52,6 +53,14 @@ class Emitted:
     source: str
     tensors: list[tuple[str, str, Value, tuple[int, ...]]]
     meta: dict
+    # A data-parallel program (compiler.dataparallel): chip 0's pieces of a tensor -> every
+    # chip's (name, role, pieces).
+    expand: Callable[[str, str, list[tuple]], list[tuple]] | None = None
+
+    def pieces(self, name: str, role: str, v: Value, shape: tuple[int, ...]) -> list[tuple]:
+        """The pieces of one tensor of the object (see `tensor_pieces`)."""
+        out = tensor_pieces(v, self.grid, role, shape)
+        return out if self.expand is None else self.expand(name, role, out)
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
@@ -169,7 +178,7 @@ def link(em: Emitted) -> ObjectFile:
         if layout is None:
             continue
         tensors.append(layout)
-        for x, y, addr, off, shp, strides in tensor_pieces(v, em.grid, role, shape):
+        for x, y, addr, off, shp, strides in em.pieces(name, role, v, shape):
             linker.piece(layout, m.node_id(x, y), addr, off, shp, strides, 1, 1)
         if role == "output":
             linker.check_cover(layout, 1, 1)
@@ -195,7 +204,7 @@ def assembly_text(em: Emitted) -> str:
     for name, role, v, shape in em.tensors:
         dims = ",".join(str(d) for d in (shape if shape else (1,)))
         lines.append(f".tensor {_name(name)} {role} {v.dtype}[{dims}]")
-        for x, y, addr, off, shp, strides in tensor_pieces(v, grid, role, shape):
+        for x, y, addr, off, shp, strides in em.pieces(name, role, v, shape):
             lines.append(f".piece {_name(name)} {x}, {y} {addr} offset "
                          f"{','.join(map(str, off))} shape {','.join(map(str, shp))} "
                          f"strides {','.join(map(str, strides))}")

@@ -625,13 +625,21 @@ class Emulator:
                 + esize
             self.state.hwm[p.node] = max(int(self.state.hwm[p.node]), end)
 
-    def output(self, name: str) -> np.ndarray:
-        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
+    def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
+        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32. With
+        `chip` = (cx, cy), only from the pieces that chip's nodes hold: on a data-parallel
+        program every chip holds its own copy of each param."""
         t = self.obj.tensor(name)
         rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
         out = np.zeros(t.shape, dtype=rawtype)
         filled = np.zeros(t.shape, dtype=bool)
-        for p in t.pieces:
+        pieces = t.pieces
+        if chip is not None:
+            m = self.machine
+            pieces = [p for p in pieces if m.chip_of(*m.node_xy(p.node)) == tuple(chip)]
+            if not pieces:
+                raise D1Error(f"tensor '{name}' has no piece on chip {tuple(chip)}")
+        for p in pieces:
             sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
             vals = _piece_view(self.state.sram, p, t.dtype)
             want = ~filled[sl]
