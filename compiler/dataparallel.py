@@ -68,6 +68,7 @@ from compiler.comm import LineMsg, chunks, emit_msg
 from compiler.grid import Grid, choose_grid
 from compiler.ir import (
     BINARY_OPS,
+    ITEMSIZE,
     REDUCE_OPS,
     UNARY_OPS,
     Graph,
@@ -85,10 +86,9 @@ from d1isa.machine import Machine
 # Bytes of one all-reduce message: small enough that a chunk crosses a chip's width of relay
 # nodes quickly (every hop stores and forwards it), large enough that relaying costs few
 # instructions per byte. A multiple of the vector size, so chunks are whole vectors.
-CHUNK_BYTES = 1024
-# Rounds between a chunk's phases in the software pipeline (row reduce, column reduce, column
-# broadcast, row broadcast).
-PHASE_LAG = 1
+CHUNK_BYTES = 2048
+# Steps between receiving a chunk and adding it (and passing the sum on).
+LAG = 1
 
 
 class NotDataParallel(Exception):
@@ -175,28 +175,47 @@ def plan(graph: Graph, machine: Machine) -> DataParallel:
     B = sizes.pop()
     if B % C:
         raise NotDataParallel(f"the batch of {B} does not split evenly over {C} chips")
-    s = _Splitter(graph, C)
-    s.run()
-    local = s.finish()
+    marked: set[int] = set()
+    while True:
+        s = _Splitter(graph, C, marked)
+        s.run()
+        local = s.finish()
+        if not s.dirty:
+            break
     verify(local)
     split: dict[str, int | None] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for n in (*graph.inputs, *graph.params, *graph.outputs):
-        split[n.name] = s.state[n.id]
+        st = s.state[n.id]
+        split[n.name] = st if isinstance(st, int) else None
         shapes[n.name] = n.shape if n.shape else (1,)
     return DataParallel(machine, machine.chips_x, machine.chips_y, B, local, s.reduce, split,
                         shapes)
 
 
-class _Splitter:
-    """Walks the global graph in order, giving every node its split (None: whole) and a node
-    of the per-chip graph with the per-chip shape."""
+# A value's state: None (whole: the same on every chip), an int (split along that axis), or a
+# partial (a str, the all-reduce that makes it whole: "sum", "mean", "max").
+State = int | str | None
 
-    def __init__(self, graph: Graph, chips: int) -> None:
+
+class _Splitter:
+    """Walks the global graph in order, giving every node its state and a node of the
+    per-chip graph with the per-chip shape.
+
+    A partial stays partial through linear ops (negation, exact casts, sums of partials,
+    products with whole values, broadcasts, reshapes, transposes, sums and means, matmuls
+    with a whole operand), so a loss `-mean(...)` is all-reduced once, with the gradients.
+    Where a partial meets anything else it must be made whole first: the walk marks it and
+    starts again (`dirty`), until nothing new is marked; a marked partial is all-reduced
+    right after it is computed (`reduce`), and is whole from then on."""
+
+    def __init__(self, graph: Graph, chips: int, marked: set[int]) -> None:
         self.g = graph
         self.C = chips
+        self.marked = marked
+        self.dirty = False
         self.b = GraphBuilder()
-        self.state: dict[int, int | None] = {}
+        self.state: dict[int, State] = {}
         self.local: dict[int, Node] = {}
         self.sliced: dict[tuple[int, int], Node] = {}
         self.reduce: dict[int, str] = {}
@@ -204,12 +223,12 @@ class _Splitter:
 
     # ---- helpers --------------------------------------------------------------------------
 
-    def shape(self, shape: tuple[int, ...], axis: int | None) -> tuple[int, ...]:
-        if axis is None:
+    def shape(self, shape: tuple[int, ...], axis: State) -> tuple[int, ...]:
+        if not isinstance(axis, int):
             return shape
         return shape[:axis] + (shape[axis] // self.C,) + shape[axis + 1:]
 
-    def add(self, node: Node, inputs: tuple[Node, ...], axis: int | None,
+    def add(self, node: Node, inputs: tuple[Node, ...], axis: State,
             name: str | None = None, **kw: Any) -> Node:
         """A per-chip copy of `node` with its shape split along `axis`."""
         shape = self.shape(node.shape, axis)
@@ -228,6 +247,21 @@ class _Splitter:
     def fail(self, reason: str, node: Node) -> None:
         raise NotDataParallel(reason, node)
 
+    def partial(self, x: Node) -> bool:
+        return isinstance(self.state[x.id], str)
+
+    def whole(self, *xs: Node) -> None:
+        """These operands must not be partials: mark those that are (the walk restarts)."""
+        for x in xs:
+            # a broadcast or a reshape is read in place, never stored: reduce its source
+            while x.op in (Op.BROADCAST, Op.RESHAPE) and self.partial(x.inputs[0]):
+                self.state[x.id] = None
+                x = x.inputs[0]
+            if self.partial(x):
+                self.marked.add(x.id)
+                self.dirty = True
+                self.state[x.id] = None
+
     # ---- the walk -------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -244,9 +278,12 @@ class _Splitter:
                     self.fail(f"{node.op.value} has no data-parallel rule", node)
             handler(node)
 
-    def put(self, node: Node, local: Node, axis: int | None) -> None:
+    def put(self, node: Node, local: Node, state: State) -> None:
         self.local[node.id] = local
-        self.state[node.id] = axis
+        if isinstance(state, str) and node.id in self.marked:
+            self.reduce[local.id] = state
+            state = None
+        self.state[node.id] = state
 
     def _input(self, node: Node) -> None:
         self.put(node, self.add(node, (), 0), 0)
@@ -260,8 +297,8 @@ class _Splitter:
     def _broadcast(self, node: Node) -> None:
         src = node.inputs[0]
         a = self.state[src.id]
-        if a is None:
-            self.put(node, self.add(node, (self.local[src.id],), None), None)
+        if not isinstance(a, int):
+            self.put(node, self.add(node, (self.local[src.id],), None), a)
             return
         axis = a + node.ndim - src.ndim
         self.put(node, self._bcast(node, self.local[src.id], axis), axis)
@@ -278,7 +315,38 @@ class _Splitter:
     def _cast(self, node: Node) -> None:
         self._elementwise(node)
 
+    def _linear(self, node: Node) -> State:
+        """The partial an elementwise node keeps, if its operands keep it linear; else the
+        partial operands are made whole and None is returned."""
+        ins = node.inputs
+        ops = [self.state[x.id] for x in ins if self.partial(x)]
+        if not ops:
+            return None
+        op = ops[0]
+        rest = [x for x in ins if not self.partial(x)]
+        keep = False
+        if op != "max" and all(o == op for o in ops):
+            if node.op is Op.NEG:
+                keep = True
+            elif node.op is Op.CAST:
+                keep = not node.rounds
+            elif node.op in (Op.ADD, Op.SUB):
+                keep = not rest
+            elif node.op is Op.MUL:
+                keep = len(ops) == 1 and self.state[rest[0].id] is None
+            elif node.op is Op.DIV:
+                keep = self.partial(ins[0]) and self.state[ins[1].id] is None
+        if keep:
+            return op
+        self.whole(*ins)
+        return None
+
     def _elementwise(self, node: Node) -> None:
+        p = self._linear(node)
+        if p is not None:
+            self.put(node, self.add(node, tuple(self.local[x.id] for x in node.inputs), None),
+                     p)
+            return
         axes = {self.state[x.id] for x in node.inputs} - {None}
         if len(axes) > 1:
             self.fail("values split over the chips along different axes meet", node)
@@ -316,14 +384,14 @@ class _Splitter:
     def _transpose(self, node: Node) -> None:
         x = node.inputs[0]
         a = self.state[x.id]
-        axis = None if a is None else 1 - a
+        axis = 1 - a if isinstance(a, int) else a
         self.put(node, self.add(node, (self.local[x.id],), axis), axis)
 
     def _reshape(self, node: Node) -> None:
         x = node.inputs[0]
         a = self.state[x.id]
-        if a is None:
-            self.put(node, self.add(node, (self.local[x.id],), None), None)
+        if not isinstance(a, int):
+            self.put(node, self.add(node, (self.local[x.id],), None), a)
             return
         axis = None
         if a == 0 and node.shape and node.shape[0] % self.C == 0:
@@ -340,6 +408,14 @@ class _Splitter:
     def _matmul(self, node: Node) -> None:
         a, b = node.inputs
         sa, sb = self.state[a.id], self.state[b.id]
+        if isinstance(sa, str) or isinstance(sb, str):
+            if (isinstance(sa, str) and sa != "max" and sb is None) or \
+                    (isinstance(sb, str) and sb != "max" and sa is None):
+                p = sa if isinstance(sa, str) else sb
+                self.put(node, self.add(node, (self.local[a.id], self.local[b.id]), None), p)
+                return
+            self.whole(a, b)
+            sa, sb = self.state[a.id], self.state[b.id]
         la, lb = self.local[a.id], self.local[b.id]
         if sa is None and sb is None:
             self.put(node, self.add(node, (la, lb), None), None)
@@ -347,16 +423,11 @@ class _Splitter:
             self.put(node, self.add(node, (la, lb), 0), 0)
         elif sa is None and sb == 1:
             self.put(node, self.add(node, (la, lb), 1), 1)
-        elif sa == 1 or sb == 0:
+        elif sa in (None, 1) and sb in (None, 0):
             # the contracted axis is split: each chip's product is a partial sum
-            if sa not in (None, 1) or sb not in (None, 0):
-                self.fail("a matmul's operands are split over the chips along different axes",
-                          node)
             la = la if sa == 1 else self.slice(a, 1)
             lb = lb if sb == 0 else self.slice(b, 0)
-            out = self.add(node, (la, lb), None)
-            self.reduce[out.id] = "sum"
-            self.put(node, out, None)
+            self.put(node, self.add(node, (la, lb), None), "sum")
         else:
             self.fail("a matmul's operands are split over the chips along different axes", node)
 
@@ -364,19 +435,21 @@ class _Splitter:
         x = node.inputs[0]
         a = self.state[x.id]
         k = node.axis
+        if isinstance(a, str) and (a == "max" or node.op is Op.MAX):
+            self.whole(x)
+            a = None
         lx = self.local[x.id]
-        if a is None:
-            self.put(node, self.add(node, (lx,), None), None)
+        if a is None or isinstance(a, str):
+            self.put(node, self.add(node, (lx,), None), a)
         elif k == a:
-            out = self.add(node, (lx,), None)
-            self.reduce[out.id] = node.op.value
-            self.put(node, out, None)
+            self.put(node, self.add(node, (lx,), None), node.op.value)
         else:
             axis = a - 1 if k < a else a
             self.put(node, self.add(node, (lx,), axis), axis)
 
     def _along(self, node: Node) -> None:
         x = node.inputs[0]
+        self.whole(x)
         a = self.state[x.id]
         if a is not None and a == node.axis:
             self.fail(f"{node.op.value} along the batch split over the chips", node)
@@ -384,13 +457,11 @@ class _Splitter:
 
     def finish(self) -> Graph:
         g = self.g
+        self.whole(*g.outputs, *(u.value for u in g.updates))
         for u in g.updates:
             if self.state[u.value.id] is not None:
                 self.fail(f"the update of '{u.param.name}' differs from chip to chip (it is "
                           "not reduced over the batch)", u.value)
-        for o in g.outputs:
-            if o.ndim == 0 and self.state[o.id] is not None:  # pragma: no cover - no axis
-                self.fail("a 0-d output is split", o)
         outputs = [self.local[o.id] for o in g.outputs]
         updates = [Update(self.local[u.param.id], self.local[u.value.id], u.line, u.col)
                    for u in g.updates]
@@ -398,6 +469,21 @@ class _Splitter:
 
 
 # ---- mapping: where the all-reductions go -----------------------------------------------------
+
+
+def hoist(graph: Graph, kops: list[KOp], reduce: dict[int, str]) -> list[KOp]:
+    """`kops` reordered so that all-reductions can go together: each kernel's *depth* is the
+    number of all-reduced values on its longest chain of operands, and the kernels run by
+    depth, in program order within a depth. So everything that does not wait for an
+    all-reduction (the other gradients, their scaling by the learning rate) is computed
+    before the first one, and the partials all-reduce in one `ChipAllReduce`, not one per
+    update; the order of dependent kernels is kept."""
+    depth: dict[int, int] = {}
+    for n in graph.nodes:
+        depth[n.id] = max((depth[x.id] + (1 if x.id in reduce else 0) for x in n.inputs),
+                          default=0)
+    order = sorted(range(len(kops)), key=lambda k: (depth[kops[k].node.id], k))
+    return [kops[k] for k in order]
 
 
 class ChipMapper(Mapper):
@@ -410,11 +496,18 @@ class ChipMapper(Mapper):
         super().__init__(graph, dp.grid, machine, options)
         self.dp = dp
         self.pending: dict[int, tuple[Value, str]] = {}
+        self.made: set[int] = set()
         self.steps = _Steps(self)
 
     def run(self, kops: list[KOp]) -> list[Step]:
         super().run(kops)
+        users = self.graph.users()
         ends = {o.id for o in self.graph.outputs} | {u.value.id for u in self.graph.updates}
+        lost = [n for n in self.graph.nodes if n.id in self.dp.reduce and n.id not in self.made
+                and (users[n.id] or n.id in ends)]
+        if lost:  # pragma: no cover - lower stores every node it is told to keep
+            raise CompilerLimit(f"internal error: the partial '{lost[0].name}' is read but "
+                                "never stored, so it cannot be all-reduced", "data parallelism")
         keep = {k: p for k, p in self.pending.items()
                 if p[0].node is not None and p[0].node.id in ends}
         self.pending = keep
@@ -448,9 +541,9 @@ class _Steps(list):
             m.flush()
         super().append(st)
         out = st.out
-        if out is not None and out.node is not None and out.node.id in m.dp.reduce \
-                and m.values.get(out.node.id) is out:
+        if out is not None and out.node is not None and out.node.id in m.dp.reduce:
             m.pending[id(out)] = (out, m.dp.reduce[out.node.id])
+            m.made.add(out.node.id)
 
 
 # ---- emitting: chip 0's programs, and every chip's all-reduce --------------------------------
@@ -594,6 +687,37 @@ def add_into(code: Code, op: str, dst: int, src: int, nbytes: int, dtype: str) -
         one(k)
 
 
+def _round64(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def convert_copy(code: Code, src: int, sdt: str, dst: int, ddt: str, n: int) -> None:
+    """dst[0:n] = src[0:n] converted from `sdt` to `ddt` (bf16 widened exactly, or rounded to
+    nearest even), in whole vectors of f32 lanes (the last may run past n)."""
+    nv = -(-n // code.lanes)
+    ss, ds = code.lanes * ITEMSIZE[sdt], code.lanes * ITEMSIZE[ddt]
+    code.li("r1", src)
+    code.li("r2", dst)
+    if nv <= 8:
+        for k in range(nv):
+            code.vload("v0", "r1", ss * k, sdt)
+            code.vstore("v0", "r2", ds * k, ddt)
+        return
+    full, rest = divmod(nv, 4)
+
+    def body() -> None:
+        for k in range(4):
+            code.vload("v0", "r1", ss * k, sdt)
+            code.vstore("v0", "r2", ds * k, ddt)
+        code.op("addi", "r1", "r1", 4 * ss)
+        code.op("addi", "r2", "r2", 4 * ds)
+
+    code.counted("r3", full, body)
+    for k in range(rest):
+        code.vload("v0", "r1", ss * k, sdt)
+        code.vstore("v0", "r2", ds * k, ddt)
+
+
 def scale(code: Code, addr: int, nbytes: int, dtype: str, factor: float) -> None:
     """addr[...] *= factor over `nbytes` bytes of `dtype` values, in whole vectors."""
     step = code.lanes * (4 if dtype == "f32" else 2)
@@ -618,7 +742,13 @@ class ChipAllReduce(Step):
         self.dp = dp
         m = dp.machine
         self.chunk = max(64, min(CHUNK_BYTES, m.max_message_bytes) // 64 * 64)
-        self.temps = [scratch(f"{label}.chips", self.chunk)]
+        # receive slots (a chunk is added LAG steps after it arrives), and the pack: each
+        # node's blocks side by side, as f32
+        self.temps = [scratch(f"{label}.chips", 2 * LAG * self.chunk),
+                      scratch(f"{label}.pack", 0)]
+        packed = [rows[-1][3] + _round64(rows[-1][2] * 4 // ITEMSIZE[rows[-1][0].dtype])
+                  for rows in self.blocks().values()]
+        self.temps[1].scratch_bytes = max(packed, default=0)
         self._rows: dict[tuple[int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
         self._cols: dict[tuple[int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
 
@@ -656,16 +786,65 @@ class ChipAllReduce(Step):
 
     # ---- emission ---------------------------------------------------------------------------
 
-    def work(self) -> dict[tuple[int, int], list[tuple[int, int, str, str]]]:
-        """Per owner grid node: its chunks (address, bytes, dtype, op), value by value."""
-        out: dict[tuple[int, int], list[tuple[int, int, str, str]]] = {}
-        for v, op in self.reduced:
+    def blocks(self) -> dict[tuple[int, int], list[tuple[Value, str, int, int]]]:
+        """Per owner grid node: the blocks it all-reduces (value, op, bytes as stored, byte
+        offset in its pack buffer), sums first, then means, then maxima, so that each op's
+        blocks are contiguous in the pack."""
+        order = {"sum": 0, "mean": 1, "max": 2}
+        out: dict[tuple[int, int], list[tuple[Value, str, int, int]]] = {}
+        for v, op in sorted(self.reduced, key=lambda vo: order[vo[1]]):
             L = v.layout
             for i, j in L.owners():
                 r0, r1, _, _ = L.block(i, j)
-                for off, n in chunks((r1 - r0) * L.stride, self.chunk):
-                    out.setdefault((i, j), []).append((v.addr + off, n, v.dtype, op))
+                nbytes = (r1 - r0) * L.stride
+                rows = out.setdefault((i, j), [])
+                at = 0
+                if rows:
+                    _, _, n, off = rows[-1]
+                    at = off + _round64(n * 4 // ITEMSIZE[rows[-1][0].dtype])
+                rows.append((v, op, nbytes, at))
         return out
+
+    def work(self) -> dict[tuple[int, int], list[tuple[int, int, str, str]]]:
+        """Per owner grid node: its chunks (address in the pack, bytes, "f32", op). The pack
+        holds the node's blocks as f32; a chunk never spans two ops."""
+        base = self.temps[1].addr
+        out: dict[tuple[int, int], list[tuple[int, int, str, str]]] = {}
+        for pos, rows in self.blocks().items():
+            segs: list[list[int]] = []
+            ops: list[str] = []
+            for v, op, n, at in rows:
+                size = n * 4 // ITEMSIZE[v.dtype]
+                if ops and ops[-1] == op:
+                    segs[-1][1] = at + size
+                else:
+                    segs.append([at, at + size])
+                    ops.append(op)
+            for (a, b), op in zip(segs, ops, strict=True):
+                for off, n in chunks(b - a, self.chunk):
+                    out.setdefault(pos, []).append((base + a + off, n, "f32", op))
+        return out
+
+    def pack(self, ctx: Ctx, back: bool) -> None:
+        """Copy every owner's blocks into its pack buffer as f32 (bf16 widened, exactly), or
+        with `back` the totals out again (bf16 rounded once): shared code, run by every
+        chip."""
+        base = self.temps[1].addr
+        for (i, j), rows in sorted(self.blocks().items()):
+            code = ctx.gcode(i, j)
+            for v, _, n, at in rows:
+                src, sdt, dst, ddt = v.addr, v.dtype, base + at, "f32"
+                if back:
+                    src, sdt, dst, ddt = dst, ddt, src, sdt
+                convert_copy(code, src, sdt, dst, ddt, n // ITEMSIZE[v.dtype])
+
+    def owner(self, i: int, j: int) -> tuple[int, int]:
+        """The chip that computes the total of grid position (i, j)'s blocks: the middle chip.
+        (Spreading the owners over the chips, so that every chip adds a share, was measured
+        slower: both halves of every row then carry traffic both ways, and a node, which
+        relays its row's messages one after another, cannot serve both directions at once.)"""
+        dp = self.dp
+        return dp.chips_x // 2, dp.chips_y // 2
 
     def emit(self, ctx: Ctx) -> None:
         if not isinstance(ctx, ChipCtx):  # pragma: no cover - the pipeline makes a ChipCtx
@@ -674,82 +853,119 @@ class ChipAllReduce(Step):
         work = self.work()
         if not work:
             return
-        rounds = max(len(w) for w in work.values())
+        dp = self.dp
+        self.pack(ctx, False)
         ctx.begin_segment()
         try:
-            for t in range(rounds + 3 * PHASE_LAG):
-                for phase, r in ((self.row_reduce, t), (self.col_reduce, t - PHASE_LAG),
-                                 (self.col_bcast, t - 2 * PHASE_LAG),
-                                 (self.row_bcast, t - 3 * PHASE_LAG)):
-                    if 0 <= r < rounds:
-                        items = [(p, w[r]) for p, w in sorted(work.items()) if r < len(w)]
-                        phase(ctx, items)
+            for vertical in (False, True):
+                self._reduce(ctx, work, vertical, (True, False))
+            scales = [(self.node(*self.owner(i, j), i, j), addr, n, dtype)
+                      for (i, j), w in sorted(work.items())
+                      for addr, n, dtype, op in w if op == "mean"]
+            for dst, addr, n, dtype in scales:
+                scale(ctx.code(dst), addr, n, dtype, 1.0 / dp.chips)
+            for vertical in (True, False):
+                self._bcast(ctx, work, vertical, (False, True))
         finally:
             ctx.end_segment()
+        self.pack(ctx, True)
 
-    def _levels(self, n: int, mid: int) -> list[list[tuple[int, int]]]:
-        """The reduction toward `mid` along a line of n chips, by distance from the ends:
-        level l holds the (from, to) pairs whose sender has received all it waits for."""
-        out = []
-        for lev in range(1, max(mid, n - 1 - mid) + 1):
-            pairs = []
-            if lev - 1 < mid:
-                pairs.append((lev - 1, lev))
-            if n - lev > mid:
-                pairs.append((n - lev, n - lev - 1))
-            out.append(pairs)
-        return out
+    # A phase runs along one grid axis: toward the middle chip (a reduction) or away from it
+    # (a broadcast), so each link carries its messages one way, and only the middle chip's
+    # nodes see both directions. The order of a step's messages is the order they come by:
+    # those going east (or south) first, the one whose sender is farthest east (south)
+    # first, so no node relays a message from far behind before it has sent its own; then
+    # those going west (north), mirrored. A node adds what it received only after the
+    # step's messages, so adding never holds up a message it must relay.
 
-    def row_reduce(self, ctx: ChipCtx, items: list) -> None:
-        dp = self.dp
+    def _chips_line(self, vertical: bool) -> int:
+        return self.dp.chips_y if vertical else self.dp.chips_x
+
+    def _place(self, vertical: bool, line: int, c: int, i: int, j: int) -> int:
+        """Node (i, j) of the chip at place c along a chip row (or chip column) `line`."""
+        return self.node(line, c, i, j) if vertical else self.node(c, line, i, j)
+
+    def _chain(self, vertical: bool, line: int, i: int, j: int
+               ) -> tuple[tuple[int, ...], dict[int, int]]:
+        return self.col_chain(line, j) if vertical else self.row_chain(line, i)
+
+    def _lines(self, vertical: bool, owner: tuple[int, int]) -> list[int]:
+        """Chip rows (or, vertically, the owner's chip column) a phase runs along."""
+        return [owner[0]] if vertical else list(range(self.dp.chips_y))
+
+    def _reduce(self, ctx: ChipCtx, work: dict, vertical: bool, directions: tuple) -> None:
+        """Partials flow toward each position's owner from one end of every line: the chip
+        at place c adds what it got from place c -+ 1 to its own and passes the sum on. The
+        chain is pipelined over the chunks: the chip `lev` places from the end sends chunk r
+        in step r + LAG * lev into receive slot r mod LAG, and the receiver adds it at the end
+        of step r + LAG * lev + LAG - 1, just before it passes the sum on (or, at the owner,
+        before the slot is reused), so an addition never waits for a message."""
+        n_chips = self._chips_line(vertical)
+        if n_chips < 2:
+            return
         tmp = self.temps[0].addr
-        mid = dp.chips_x // 2
-        for pairs in self._levels(dp.chips_x, mid):
-            for cy in range(dp.chips_y):
-                for (i, j), (addr, n, dtype, op) in items:
-                    chain, at = self.row_chain(cy, i)
-                    for a, b in pairs:
-                        src, dst = self.node(a, cy, i, j), self.node(b, cy, i, j)
-                        emit_msg(ctx, LineMsg(chain, False, at[src], addr, n, {at[dst]: tmp}))
-                        add_into(ctx.code(dst), op, addr, tmp, n, dtype)
+        rounds = max(len(w) for w in work.values())
+        adds_at: dict[int, list] = {}
+        for t in range(rounds + LAG * (n_chips - 1)):
+            msgs = []
+            for (i, j), w in sorted(work.items()):
+                own = self.owner(i, j)
+                o = own[1] if vertical else own[0]
+                for forward in directions:
+                    senders = range(0, o) if forward else range(n_chips - 1, o, -1)
+                    for lev, c in enumerate(senders):
+                        r = t - LAG * lev
+                        if r < 0 or r >= len(w):
+                            continue
+                        addr, n, dtype, op = w[r]
+                        nxt = c + 1 if forward else c - 1
+                        # the middle chip receives from both sides in one step
+                        into = tmp + (2 * (r % LAG) + (not forward)) * self.chunk
+                        for line in self._lines(vertical, own):
+                            chain, at = self._chain(vertical, line, i, j)
+                            src = self._place(vertical, line, c, i, j)
+                            dst = self._place(vertical, line, nxt, i, j)
+                            key = -at[src] if forward else at[src]
+                            msgs.append(((not forward, line, key), LineMsg(
+                                chain, vertical, at[src], addr, n, {at[dst]: into})))
+                            adds_at.setdefault(t + LAG - 1, []).append(
+                                (dst, addr, n, dtype, op, into))
+            for _, msg in sorted(msgs, key=lambda km: km[0]):
+                emit_msg(ctx, msg)
+            for dst, addr, n, dtype, op, into in adds_at.pop(t, []):
+                add_into(ctx.code(dst), op, addr, into, n, dtype)
+        for t in sorted(adds_at):
+            for dst, addr, n, dtype, op, into in adds_at[t]:
+                add_into(ctx.code(dst), op, addr, into, n, dtype)
 
-    def col_reduce(self, ctx: ChipCtx, items: list) -> None:
-        dp = self.dp
-        tmp = self.temps[0].addr
-        cx, mid = dp.chips_x // 2, dp.chips_y // 2
-        for pairs in self._levels(dp.chips_y, mid):
-            for (i, j), (addr, n, dtype, op) in items:
-                chain, at = self.col_chain(cx, j)
-                for a, b in pairs:
-                    src, dst = self.node(cx, a, i, j), self.node(cx, b, i, j)
-                    emit_msg(ctx, LineMsg(chain, True, at[src], addr, n, {at[dst]: tmp}))
-                    add_into(ctx.code(dst), op, addr, tmp, n, dtype)
-        for (i, j), (addr, n, dtype, op) in items:
-            if op == "mean":
-                scale(ctx.code(self.node(cx, mid, i, j)), addr, n, dtype, 1.0 / dp.chips)
-
-    def col_bcast(self, ctx: ChipCtx, items: list) -> None:
-        dp = self.dp
-        cx, mid = dp.chips_x // 2, dp.chips_y // 2
-        for (i, j), (addr, n, _, _) in items:
-            chain, at = self.col_chain(cx, j)
-            for side in (range(mid - 1, -1, -1), range(mid + 1, dp.chips_y)):
-                stops = {at[self.node(cx, cy, i, j)]: addr for cy in side}
-                if stops:
-                    emit_msg(ctx, LineMsg(chain, True, at[self.node(cx, mid, i, j)], addr, n,
-                                          stops))
-
-    def row_bcast(self, ctx: ChipCtx, items: list) -> None:
-        dp = self.dp
-        mid = dp.chips_x // 2
-        for cy in range(dp.chips_y):
-            for (i, j), (addr, n, _, _) in items:
-                chain, at = self.row_chain(cy, i)
-                for side in (range(mid - 1, -1, -1), range(mid + 1, dp.chips_x)):
-                    stops = {at[self.node(cx, cy, i, j)]: addr for cx in side}
-                    if stops:
-                        emit_msg(ctx, LineMsg(chain, False, at[self.node(mid, cy, i, j)], addr,
-                                              n, stops))
+    def _bcast(self, ctx: ChipCtx, work: dict, vertical: bool, directions: tuple) -> None:
+        """Each owner's totals flow out to the chips on one side of it along every line,
+        stored on each of them (the column phase from the owner chip itself, the row phase
+        from every chip of the owner's chip column)."""
+        n_chips = self._chips_line(vertical)
+        if n_chips < 2:
+            return
+        rounds = max(len(w) for w in work.values())
+        for r in range(rounds):
+            msgs = []
+            for (i, j), w in sorted(work.items()):
+                if r >= len(w):
+                    continue
+                addr, n, _, _ = w[r]
+                own = self.owner(i, j)
+                o = own[1] if vertical else own[0]
+                for forward in directions:
+                    side = range(o + 1, n_chips) if forward else range(o)
+                    if not side:
+                        continue
+                    for line in self._lines(vertical, own):
+                        chain, at = self._chain(vertical, line, i, j)
+                        src = at[self._place(vertical, line, o, i, j)]
+                        stops = {at[self._place(vertical, line, c, i, j)]: addr for c in side}
+                        msgs.append(((not forward, line, -src if forward else src),
+                                     LineMsg(chain, vertical, src, addr, n, stops)))
+            for _, msg in sorted(msgs, key=lambda km: km[0]):
+                emit_msg(ctx, msg)
 
 
 class ShareBlocks(Step):
@@ -789,3 +1005,30 @@ class ShareBlocks(Step):
                             for off, n in chunks(nbytes, maxmsg):
                                 emit_msg(ctx, LineMsg(chain, True, pos[oi], v.addr + off, n,
                                                       {pos[i]: v.addr + off for i in side}))
+
+
+# ---- weak scaling -----------------------------------------------------------------------------
+
+
+def scale_batch(text: str, factor: int, filename: str = "<string>") -> str:
+    """`text` with its batch (axis 0 of every input) multiplied by `factor`: the program a
+    weak-scaling study runs on `factor` chips, each with the original batch. The inputs must
+    agree on axis 0 (D1Error otherwise); a SourceError if the text does not parse."""
+    from compiler.ast import Input
+    from compiler.parse import parse
+    from d1isa.errors import D1Error
+
+    program = parse(text, filename)
+    dims = [s.dims[0] for s in program.statements if isinstance(s, Input) and s.dims]
+    if not dims:
+        raise D1Error(f"{filename}: the program has no inputs, so no batch to scale")
+    if len({d.value for d in dims}) > 1:
+        raise D1Error(f"{filename}: the inputs differ in axis 0 ("
+                      + ", ".join(d.text for d in dims) + "), so there is no one batch to "
+                      "scale")
+    lines = text.split("\n")
+    for d in sorted(dims, key=lambda d: (d.line, d.col), reverse=True):
+        row = lines[d.line - 1]
+        lines[d.line - 1] = (row[:d.col - 1] + str(int(d.value) * factor)
+                             + row[d.end_col - 1:])
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ from compiler.alloc import allocate, schedule
 from compiler.asmgen import CompilerLimit, check_machine
 from compiler.ast import format_ast
 from compiler.check import check
-from compiler.dataparallel import ChipCtx, ChipMapper, DataParallel, NotDataParallel
+from compiler.dataparallel import ChipCtx, ChipMapper, DataParallel, NotDataParallel, hoist
 from compiler.dataparallel import plan as plan_data_parallel
 from compiler.emit import Emitted, assembly_text, collect, emit_program, link
 from compiler.grad import differentiate
@@ -166,7 +166,9 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     t.lap("differentiate")
     dp, notes = _data_parallel(graph, machine, options)
     mapped = dp.graph if dp is not None else graph
-    kops = lower(mapped)
+    kops = lower(mapped, set(dp.reduce) if dp is not None else frozenset())
+    if dp is not None:
+        kops = hoist(mapped, kops, dp.reduce)
     t.lap("lower")
     if dp is not None:
         grid = dp.grid
