@@ -81,6 +81,7 @@ from compiler.ir import (
 )
 from compiler.lower import KOp, Mapper
 from compiler.plan import Ctx, Step, Value, scratch
+from d1isa.asm.program import Instr, Label, Mark
 from d1isa.machine import Machine
 
 # Bytes of one all-reduce message: small enough that a chunk crosses a chip's width of relay
@@ -567,12 +568,16 @@ class SegmentCode(Code):
 class ChipCtx(Ctx):
     """The emit context of a data-parallel program: the ordinary steps write chip 0's
     programs (global node ids of chip 0); between `begin_segment` and `end_segment` every
-    node of every chip gets code of its own (the all-reduce). `merge` then gives every node
-    of every chip chip 0's program for its position with its own segments spliced in where
-    they were emitted."""
+    node of every chip gets code of its own (the all-reduce). `merge` then gives the nodes at
+    one position of every chip one program: chip 0's, with each segment spliced in where it
+    was emitted. Where the chips' segments differ (a chip at the end of a line sends, the
+    middle one adds and broadcasts, the others add and pass on), the program holds each
+    distinct one once and picks its own by the chip it runs on (`getx`, `gety`), so every
+    chip runs the same code and the object grows with the roles, not with the chips."""
 
     dp: DataParallel | None = None
-    segments: list[tuple[dict[int, int], dict[int, Code]]] = field(default_factory=list)
+    segments: list[tuple[dict[int, int], dict[int, Code], tuple[int, int]]] = field(
+        default_factory=list)
     seg: dict[int, Code] | None = None
 
     def code(self, nid: int) -> Code:
@@ -587,7 +592,7 @@ class ChipCtx(Ctx):
     def begin_segment(self) -> None:
         cuts = {nid: len(c.items) for nid, c in self.progs.items()}
         self.seg = {}
-        self.segments.append((cuts, self.seg))
+        self.segments.append((cuts, self.seg, self.loc))
 
     def end_segment(self) -> None:
         self.seg = None
@@ -596,60 +601,100 @@ class ChipCtx(Ctx):
             c.known.clear()
             c.loc = None
 
-    def merge(self) -> None:
-        """Every chip's programs (see the class docstring), replacing `progs`."""
+    def _at_chip(self, n0: int, cx: int, cy: int) -> int:
         m = self.machine
-        base = self.progs
-        nodes = set()
-        for cy in range(self.dp.chips_y):
-            for cx in range(self.dp.chips_x):
-                for n0 in base:
-                    x, y = m.node_xy(n0)
-                    nodes.add(m.node_id(x + cx * m.cols, y + cy * m.rows))
-        for _, seg in self.segments:
-            nodes.update(seg)
-        shared: dict[tuple, Code] = {}
+        x, y = m.node_xy(n0)
+        return m.node_id(x + cx * m.cols, y + cy * m.rows)
+
+    def merge(self) -> None:
+        """One program per position, for every chip (see the class docstring), replacing
+        `progs`."""
+        m, dp = self.machine, self.dp
+        chips = [(cx, cy) for cy in range(dp.chips_y) for cx in range(dp.chips_x)]
+        local = set(self.progs)
+        for _, seg, _ in self.segments:
+            for n in seg:
+                x, y = m.node_xy(n)
+                local.add(m.node_id(x % m.cols, y % m.rows))
         progs: dict[int, Code] = {}
-        for n in sorted(nodes):
-            x, y = m.node_xy(n)
-            n0 = m.node_id(x % m.cols, y % m.rows)
-            b = base.get(n0)
-            parts = tuple(seg.get(n) for _, seg in self.segments)
-            key = (n0, tuple(None if p is None else tuple(p.items) for p in parts))
-            hit = shared.get(key)
-            if hit is None:
-                hit = shared[key] = self._spliced(b, n0, parts)
-            if hit.ninstr:
-                progs[n] = hit
+        for n0 in sorted(local):
+            code = self._program(n0, chips)
+            if code.ninstr:
+                for cx, cy in chips:
+                    progs[self._at_chip(n0, cx, cy)] = code
         self.progs = progs
 
-    def _spliced(self, b: Code | None, n0: int, parts: tuple[Code | None, ...]) -> Code:
-        out = Code(self.instrs)
+    def _program(self, n0: int, chips: list[tuple[int, int]]) -> Code:
+        b = self.progs.get(n0)
         items: list = []
         prev = 0
-        ninstr = nrelay = 0
-        loc = None
-        for (cuts, _), part in zip(self.segments, parts, strict=True):
+        for k, (cuts, seg, loc) in enumerate(self.segments):
             if b is not None:
                 pos = cuts.get(n0, 0)
                 items.extend(b.items[prev:pos])
                 prev = pos
-            if part is not None:
-                items.extend(part.items)
-                ninstr += part.ninstr
-                nrelay += part.nrelay
-                loc = part.loc
+            groups: dict[tuple, list[int]] = {}
+            for c, (cx, cy) in enumerate(chips):
+                part = seg.get(self._at_chip(n0, cx, cy))
+                groups.setdefault(tuple(part.items) if part is not None else (), []).append(c)
+            if len(groups) == 1:
+                items.extend(next(iter(groups)))
+            else:
+                items.extend(self._dispatch(k, groups, loc))
         if b is not None:
-            if len(b.items) > prev:
-                loc = b.loc if b.loc is not None else loc
             items.extend(b.items[prev:])
-            ninstr += b.ninstr
-            nrelay += b.nrelay
+        out = Code(self.instrs)
         out.items = items
-        out.ninstr = ninstr
-        out.nrelay = nrelay
-        out.loc = loc if loc is not None else (0, 0)
+        instrs = [it for it in items if type(it) is Instr]
+        out.ninstr = len(instrs)
+        out.nrelay = sum(1 for it in instrs if it.mnemonic == "relay")
+        last = next((it.loc for it in reversed(items) if type(it) is Mark), None)
+        out.loc = last if last is not None else (b.loc if b is not None and b.loc else (0, 0))
         return out
+
+    def _dispatch(self, k: int, groups: dict[tuple, list[int]], loc: tuple[int, int]
+                  ) -> list:
+        """Each distinct segment once, behind a branch on this node's chip number
+        (cy * chips_x + cx, from its coordinates): the largest group falls through."""
+        m, dp = self.machine, self.dp
+        ins = self.instrs
+
+        def op(mnemonic: str, *ops: object) -> Instr:
+            return ins.instr(mnemonic, ops, loc)
+
+        bodies = sorted(groups.items(), key=lambda bg: (-len(bg[1]), bg[1]))
+        end = f".D{k}e"
+        out: list = [ins.mark(loc), op("getx", "r1"), op("li", "r3", m.cols),
+                     op("divu", "r1", "r1", "r3"), op("gety", "r2"), op("li", "r3", m.rows),
+                     op("divu", "r2", "r2", "r3"), op("li", "r3", dp.chips_x),
+                     op("mul", "r2", "r2", "r3"), op("add", "r1", "r1", "r2")]
+        for g, (_, cs) in enumerate(bodies[1:], 1):
+            for c in cs:
+                out += [op("li", "r3", c), op("beq", "r1", "r3", f".D{k}g{g}")]
+        for g, (body, _) in enumerate(bodies):
+            if g:
+                out.append(ins.label(f".D{k}g{g}"))
+            out.extend(_relabel(ins, body, f"g{g}"))
+            if g < len(bodies) - 1:
+                out += [ins.mark(loc), op("j", end)]
+        out.append(ins.label(end))
+        return out
+
+
+def _relabel(ins: Any, items: tuple, suffix: str) -> list:
+    """`items` with every label (and every branch to one) renamed with `suffix`, so that
+    several chips' versions of a segment can sit in one program."""
+    out: list = []
+    for it in items:
+        if type(it) is Label:
+            out.append(ins.label(it.name + suffix))
+        elif type(it) is Instr and it.branch is not None:
+            ops = tuple(o + suffix if isinstance(o, str) and o.startswith(".") else o
+                        for o in it.ops)
+            out.append(ins.instr(it.mnemonic, ops, it.loc))
+        else:
+            out.append(it)
+    return out
 
 
 # ---- the all-reduce across chips --------------------------------------------------------------

@@ -144,15 +144,20 @@ def collect(ctx: Ctx, filename: str, source: str,
     labels and marks are interned by `InstrSet`, so equal programs are equal item tuples."""
     groups: dict[tuple, list[int]] = {}
     instrs = ctx.instrs
+    # Nodes may share one Code object (every chip of a data-parallel program runs chip 0's):
+    # each distinct object is turned into a body once.
+    by_code: dict[int, list[int]] = {}
     for nid in sorted(ctx.progs):
-        code: Code = ctx.progs[nid]
+        by_code.setdefault(id(ctx.progs[nid]), []).append(nid)
+    for nids in by_code.values():
+        code: Code = ctx.progs[nids[0]]
         if code.ninstr == 0:
             continue
         body = (compress_relays(code.items, instrs) if code.nrelay >= RELAY_LOOP_MIN
                 else list(code.items))
         body.append(instrs.instr("halt", (), code.loc))
-        groups.setdefault(tuple(body), []).append(nid)
-    bodies = [(list(body), nids) for body, nids in groups.items()]
+        groups.setdefault(tuple(body), []).extend(nids)
+    bodies = [(list(body), sorted(nids)) for body, nids in groups.items()]
     bodies.sort(key=lambda bn: bn[1][0])
     return Emitted(ctx.machine, ctx.grid, instrs, bodies, filename, source, tensors, meta)
 
