@@ -131,9 +131,12 @@ class DataParallel:
 
     def describe(self) -> dict[str, Any]:
         """What the object's metadata records (`meta["parallel"]`)."""
-        names = sorted(n.name for n in self.graph.nodes if n.id in self.reduce)
+        nodes = [n for n in self.graph.nodes if n.id in self.reduce]
         return {"mode": "data", "chips": [self.chips_x, self.chips_y], "batch": self.batch,
-                "batch_per_chip": self.local_batch, "allreduced": names}
+                "batch_per_chip": self.local_batch,
+                "allreduced": sorted(n.name for n in nodes),
+                # what each chip contributes to the all-reduce: its partials, as f32
+                "allreduce_bytes": sum(4 * n.size for n in nodes)}
 
     # ---- tensor pieces ------------------------------------------------------------------------
 
@@ -377,8 +380,8 @@ class _Splitter:
             ins = tuple(self.slice(i, axis) for i in x.inputs)
             out = self.add(x, ins, axis, name=self.fresh(x.name))
         else:
-            self.fail(f"'{x.name}' is computed whole on every chip but is combined with "
-                      "values split over the chips", x)
+            self.fail("a value computed whole on every chip (not a literal or a broadcast) "
+                      "meets values split over the chips", x)
         self.sliced[key] = out
         return out
 

@@ -12,6 +12,7 @@ SUITES = {
     "emulator": "benchmarks.emulator_bench",
     "compiler": "benchmarks.compiler_bench",
     "debugger": "benchmarks.debugger_bench",
+    "scale": "benchmarks.scale_bench",
 }
 
 
@@ -26,6 +27,7 @@ def bench(suite: str) -> None:
     \b
     Examples:
       d1 bench emulator
+      d1 bench scale
       d1 bench all
     """
     names = list(SUITES) if suite == "all" else [suite]
