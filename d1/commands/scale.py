@@ -134,7 +134,8 @@ def _table(points, weak: bool) -> str:
             continue
         rows.append([
             f"{p.chips[0]}x{p.chips[1]}", f"{p.count}", f"{p.batch:,}" if p.batch else "-",
-            p.parallel, f"{p.cycles:,}", units.seconds(p.seconds), f"{p.percent:.3g}%",
+            p.parallel if p.count > 1 else "-", f"{p.cycles:,}", units.seconds(p.seconds),
+            f"{p.percent:.3g}%",
             units.nbytes(p.on_chip_bytes).split(" (")[0],
             units.nbytes(p.chip_edge_bytes).split(" (")[0] if p.count > 1 else "-",
             f"{100 * p.busiest_edge_util:.1f}%" if p.busiest_edge_util is not None else "-",
