@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compiler.asmgen import Code, CompilerLimit
@@ -60,6 +61,14 @@ class Emitted:
     # Per live node with code: the pc at which each step begins on it, then the pc of its
     # `halt` (`step_pcs`; the debugger's record of how far a node is, compiler.debuginfo).
     step_pcs: dict[int, list[int]] = field(default_factory=dict)
+    # A data-parallel program (compiler.dataparallel): chip 0's pieces of a tensor -> every
+    # chip's (name, role, pieces).
+    expand: Callable[[str, str, list[tuple]], list[tuple]] | None = None
+
+    def pieces(self, name: str, role: str, v: Value, shape: tuple[int, ...]) -> list[tuple]:
+        """The pieces of one tensor of the object (see `tensor_pieces`)."""
+        out = tensor_pieces(v, self.grid, role, shape)
+        return out if self.expand is None else self.expand(name, role, out)
 
 
 def tensor_pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
@@ -158,11 +167,17 @@ def collect(ctx: Ctx, filename: str, source: str,
     programs: dict[int, list[Item]] = {}
     instrs = ctx.instrs
     spmd = getattr(ctx.options, "spmd", True)
+    # Nodes may share one Code object (every chip of a data-parallel program runs chip 0's):
+    # each distinct object is turned into one program list, which share() hashes once.
+    made: dict[int, list[Item]] = {}
     for nid in sorted(ctx.progs):
         code: Code = ctx.progs[nid]
         if code.ninstr == 0:
             continue
-        programs[nid] = list(code.items) + [instrs.instr("halt", (), code.loc)]
+        program = made.get(id(code))
+        if program is None:
+            program = made[id(code)] = list(code.items) + [instrs.instr("halt", (), code.loc)]
+        programs[nid] = program
     init: dict[int, dict[int, int]] = {}
     pcs: dict[int, list[int]] = {}
     bodies: list[tuple[list[Item], list[int]]] = []
@@ -228,7 +243,7 @@ def link(em: Emitted) -> ObjectFile:
         if layout is None:
             continue
         tensors.append(layout)
-        for x, y, addr, off, shp, strides in tensor_pieces(v, em.grid, role, shape):
+        for x, y, addr, off, shp, strides in em.pieces(name, role, v, shape):
             linker.piece(layout, m.node_id(x, y), addr, off, shp, strides, 1, 1)
         if role == "output":
             linker.check_cover(layout, 1, 1)
@@ -258,7 +273,7 @@ def assembly_text(em: Emitted) -> str:
     for name, role, v, shape in em.tensors:
         dims = ",".join(str(d) for d in (shape if shape else (1,)))
         lines.append(f".tensor {_name(name)} {role} {v.dtype}[{dims}]")
-        for x, y, addr, off, shp, strides in tensor_pieces(v, grid, role, shape):
+        for x, y, addr, off, shp, strides in em.pieces(name, role, v, shape):
             lines.append(f".piece {_name(name)} {x}, {y} {addr} offset "
                          f"{','.join(map(str, off))} shape {','.join(map(str, shp))} "
                          f"strides {','.join(map(str, strides))}")

@@ -87,11 +87,13 @@ class KOp:
     nops: list[str] = field(default_factory=list)
 
 
-def lower(graph: Graph) -> list[KOp]:
-    """Kernel ops in program order, with elementwise fusion decided."""
+def lower(graph: Graph, keep: frozenset[int] | set[int] = frozenset()) -> list[KOp]:
+    """Kernel ops in program order, with elementwise fusion decided. Nodes in `keep` are
+    stored like outputs, never fused into their readers (a data-parallel program all-reduces
+    them across chips, compiler.dataparallel)."""
     users = graph.users()
     # An update's value is stored like an output: the write-back (compiler.writeback) reads it.
-    outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
+    outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates} | set(keep)
     fused_into: set[int] = set()
     trees: dict[int, tuple[tuple, list[str]]] = {}
 

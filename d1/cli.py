@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("d1.commands.sweep", "sweep",
               "Run a kernel for every combination of machine parameters."),
     "diff": ("d1.commands.diff", "diff", "Compare two runs' statistics side by side."),
+    "scale": ("d1.commands.scale", "scale",
+              "Scaling study: one program on more and more chips, efficiency and chip edges."),
 }
 
 

@@ -66,6 +66,7 @@ from d1isa.objfile import (
     DTYPE_BYTES,
     CodeBlock,
     DataInit,
+    InitRegs,
     ObjectFile,
     TensorLayout,
     TensorPiece,
@@ -81,6 +82,7 @@ from emulator.emulator import (
     _set_controls,
     _to_raw,
     assemble_output,
+    on_chip,
     wait_chains_of,
 )
 from emulator.opcodes import FELL_OFF
@@ -176,6 +178,7 @@ class Share:
     files: list[str]
     sources: dict[str, str]
     meta: dict[str, Any]
+    init: InitRegs | None = None        # the registers its rows start with (SPMD code)
 
 
 def make_share(obj: ObjectFile, nodes: np.ndarray) -> Share:
@@ -203,8 +206,9 @@ def make_share(obj: ObjectFile, nodes: np.ndarray) -> Share:
                               t.pieces[i].shape, t.pieces[i].strides) for i in ids]
         tensors.append(TensorLayout(t.name, t.dtype, tuple(t.shape), t.role, pieces))
         piece_ids[t.name] = ids
+    init = InitRegs(obj.init.regs, obj.init.rows, obj.init.index[nodes])
     return Share(blocks, node_block, data, tensors, piece_ids, list(obj.files),
-                 dict(obj.sources), dict(obj.meta))
+                 dict(obj.sources), dict(obj.meta), init)
 
 
 def _slices(p: TensorPiece) -> tuple[slice, ...]:
@@ -498,7 +502,8 @@ class RankEmulator(Emulator):
         # no link between two ranks (one rank holds every chip): nothing to pace
         self.window = params["window"] or (self.lookahead if self.lookahead else _NEVER)
         self.obj = ObjectFile(m, share.blocks, share.node_block, share.data, [],
-                              share.tensors, share.files, share.sources, share.meta)
+                              share.tensors, share.files, share.sources, share.meta,
+                              init=share.init)
         self._piece_ids = share.piece_ids
         n = len(nodes)
         self.n = n
@@ -816,8 +821,9 @@ class RankEmulator(Emulator):
                     + DTYPE_BYTES[t.dtype]
                 st.hwm[p.node] = max(int(st.hwm[p.node]), end)
 
-    def output(self, name: str) -> np.ndarray:
-        """Tensor `name` gathered from every rank's pieces; every rank gets it."""
+    def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
+        """Tensor `name` gathered from every rank's pieces (with `chip`, only from that
+        chip's, as `Emulator.output`); every rank gets it."""
         if self.rank == 0:
             self.source.tensor(name)            # an unknown name: D1Error before the call
         with self._op("output", name) as (name, _):
@@ -830,7 +836,10 @@ class RankEmulator(Emulator):
                 got = {k: v for d in parts for k, v in d.items()}
                 whole = self.source.tensor(name)
                 try:
-                    value = assemble_output(whole, [got[i] for i in range(len(whole.pieces))])
+                    ids: list[int] = list(range(len(whole.pieces)))
+                    if chip is not None:
+                        whole, ids = on_chip(self.machine, whole, ids, chip)
+                    value = assemble_output(whole, [got[i] for i in ids])
                 except D1Error as e:
                     value = e
             value = self.comm.bcast(value, root=0)

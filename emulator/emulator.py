@@ -11,6 +11,7 @@ up as an IndexError instead of a wrong answer.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -612,9 +613,14 @@ class Emulator:
             raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
         plan.write(_to_raw(a, t))
 
-    def output(self, name: str) -> np.ndarray:
-        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
-        return self.gather(self.obj.tensor(name))
+    def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
+        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32. With
+        `chip` = (cx, cy), only from the pieces that chip's nodes hold: on a data-parallel
+        program every chip holds its own copy of each param."""
+        t = self.obj.tensor(name)
+        if chip is not None:
+            t = on_chip(self.machine, t, range(len(t.pieces)), chip)[0]
+        return self.gather(t)
 
     def gather(self, t: TensorLayout) -> np.ndarray:
         """The elements `t`'s pieces hold now (any layout: an object tensor, or a named value of
@@ -1017,6 +1023,17 @@ class _ScatterPlan:
                 view[...] = raw[sl]
         hwm = self.state.hwm
         hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
+def on_chip(machine: Any, t: TensorLayout, ids: Any, chip: tuple[int, int]
+            ) -> tuple[TensorLayout, list[int]]:
+    """`t` with only the pieces that chip (cx, cy)'s nodes hold, and their indices among
+    `ids` (the pieces' numbers, in order)."""
+    keep = [(i, p) for i, p in zip(ids, t.pieces, strict=True)
+            if machine.chip_of(*machine.node_xy(p.node)) == tuple(chip)]
+    if not keep:
+        raise D1Error(f"tensor '{t.name}' has no piece on chip {tuple(chip)}")
+    return (dataclasses.replace(t, pieces=[p for _, p in keep]), [i for i, _ in keep])
+
+
 def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:
     """Tensor `t` from the element bits of each of its pieces (`values`, in piece order; where
     pieces overlap the first one wins): float32 for f32/bf16, int32 for i32."""
