@@ -116,16 +116,8 @@ def _pieces(v: Value, grid: Grid, role: str, nd_shape: tuple[int, ...]
     return out
 
 
-def step_pcs(marks: list[tuple[int, int]], index: list[int], body: list[Item], nsteps: int
-             ) -> list[int]:
-    """The pc at which each of `nsteps` steps begins in `body` (a node's final program, `halt`
-    last), then the pc of that `halt`.
-
-    `marks` are the node's (step, item index) starts recorded while emitting (Ctx.starts), in
-    the items before relay compression; `index` maps those positions into `body`. A step that
-    put no code on the node begins where the next one does. Steps never branch into each other
-    (each kernel's loops stay within its own code), so a node whose pc lies in
-    [pcs[k], pcs[k + 1]) is inside step k, and pcs[-1] is where it halts."""
+def item_pcs(body: list[Item]) -> list[int]:
+    """The pc of each item of `body`, then the pc just past it."""
     pcs = [0] * (len(body) + 1)
     pc = 0
     for i, it in enumerate(body):
@@ -133,6 +125,22 @@ def step_pcs(marks: list[tuple[int, int]], index: list[int], body: list[Item], n
         if type(it) is Instr:
             pc += len(it.words)
     pcs[len(body)] = pc
+    return pcs
+
+
+def step_pcs(marks: list[tuple[int, int]], index: list[int], body: list[Item], nsteps: int,
+             pcs: list[int] | None = None) -> list[int]:
+    """The pc at which each of `nsteps` steps begins in `body` (a node's final program, `halt`
+    last), then the pc of that `halt`.
+
+    `marks` are the node's (step, item index) starts recorded while emitting (Ctx.starts), in
+    the items before relay compression; `index` maps those positions into `body`. A step that
+    put no code on the node begins where the next one does. Steps never branch into each other
+    (each kernel's loops stay within its own code), so a node whose pc lies in
+    [pcs[k], pcs[k + 1]) is inside step k, and pcs[-1] is where it halts. `pcs`, if given, is
+    `item_pcs(body)` (nodes sharing a program compute it once)."""
+    if pcs is None:
+        pcs = item_pcs(body)
     end = len(index) - 1                      # the old program's length: where `halt` goes
     out = []
     j = 0
@@ -186,10 +194,17 @@ def collect(ctx: Ctx, filename: str, source: str,
         for body, nids, values, indexes in share(programs, instrs, ctx.machine):
             bodies.append((body, nids))
             init.update(values)
+            at = item_pcs(body)
+            seen: dict[tuple, list[int]] = {}   # nodes of one index and starts: one answer
             for n in nids:
-                # the index covers the items and the halt, then the end: step_pcs wants the
-                # items, then the halt's position
-                pcs[n] = step_pcs(ctx.starts.get(n, []), indexes[n][:-1], body, nsteps)
+                marks = ctx.starts.get(n, [])
+                key = (id(indexes[n]), tuple(marks))
+                got = seen.get(key)
+                if got is None:
+                    # the index covers the items and the halt, then the end: step_pcs wants
+                    # the items, then the halt's position
+                    got = seen[key] = step_pcs(marks, indexes[n][:-1], body, nsteps, at)
+                pcs[n] = got
     else:
         groups: dict[tuple, list[int]] = {}
         for nid, raw in programs.items():
