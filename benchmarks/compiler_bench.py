@@ -19,10 +19,30 @@
   modelled cycles and percent of the f32 peak with the batched matmuls on sub-grids (the
   default); baseline from the same run: batched=sequential (each head's products on the whole
   grid, one after the other).
+- the LeNet-5-style CNN of programs/lenet.d1k (two 5 x 5 conv2d layers, each followed by a
+  2 x 2 maxpool2d, then three dense layers; 1 x 28 x 28 images, batch 64, f32): useful FLOPs
+  (2 per multiply-add of every conv2d and matmul) / modelled time / the f32 peak of all 354
+  live nodes; target >= 15 % of the peak of the dtype it uses, with conv2d on the matrix unit.
+  Baselines from the same run: -O conv=im2col (the patches matrix gathered and multiplied by
+  the 2-D SUMMA matmul), and the same network in bf16 (bf16 images and weights, casts after
+  each layer) against the bf16 peak.
 - emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded, best of 5)
   against numpy float32 matmul of the same shapes on one thread, interleaved in the same run;
   target <= 5x. Shown for the thread count `d1 run` uses by default (emulator.auto_threads) and
   for one thread.
+- SPMD code (docs/COMPILER.md, "SPMD code"), the 1024^3 bf16 matmul on d1 and on the 5 x 5
+  tile: the object's size (targets <= 1 MB and <= 4 MB), compile time (in this process,
+  imports excluded; best of 3 on d1; targets <= 2 s and <= 10 s), modelled cycles (no worse
+  than 2 % than the per-node code); `d1 run` of the tile's object as a process, start to exit
+  (target <= 5 s, emulation the main part); `d1 run` of the d1 object as a process minus the
+  same for a tiny object (the 8^3 matmul compiled the same way), against numpy's float32
+  1024^3 matmul on one thread, measured in the same run (target <= 8x). Process times are
+  wall-clock times (and, beside them, the process's CPU time: on a shared host the wall time
+  includes waiting for a core; the host's load average is printed). Baseline from the same
+  run: the d1 program compiled with -O spmd=false (one block per distinct node program: the
+  code before SPMD sharing; its matmul is compiler.matmul's per-node rounds).
+
+    python -m benchmarks.compiler_bench spmd     # this section alone
 """
 
 from __future__ import annotations
@@ -32,12 +52,15 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import math  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import compiler  # noqa: E402
+from compiler.ir import Op  # noqa: E402
 from compiler.pipeline import CompileOptions, compile_text  # noqa: E402
 from d1isa.asm import assemble  # noqa: E402
 from d1isa.machine import load_machine  # noqa: E402
@@ -85,7 +108,10 @@ def run_program(text: str, machine, options: CompileOptions | None = None,
     seconds = result.cycles / machine.clock_hz
     util = (flops / seconds / machine.peak_flops["bf16"]) if flops else 0.0
     st = emu.stats()["modelled"]
-    return {"cycles": result.cycles, "util": 100 * util, "wall": wall, "ok": ok,
+    own = (flops / seconds / machine.peak_flops[st["peak_dtype"]]) if flops else 0.0
+    by_class = st["instructions_by_class"]
+    return {"cycles": result.cycles, "util": 100 * util, "util_own": 100 * own, "wall": wall,
+            "ok": ok, "mma": by_class["mma_bf16"] + by_class["mma_f32"],
             "inputs": inputs, "pct": st["percent_of_peak"], "dtype": st["peak_dtype"],
             "flops_per_second": st["flops_per_second"], "link_bytes": st["link_bytes"]}
 
@@ -166,6 +192,102 @@ def bench_programs() -> list[tuple[str, dict, dict]]:
     return out
 
 
+def _run_process(obj: Path, out: Path) -> tuple[float, float, str]:
+    """`d1 run OBJ` as a separate process: (wall seconds, its CPU seconds, its last line)."""
+    import resource
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "d1", "run", str(obj), "--out-dir", str(out)],
+                          env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return wall, cpu, proc.stdout.strip().splitlines()[-1]
+
+
+def bench_spmd(repeats: int = 3) -> dict:
+    """The SPMD figures of the module docstring."""
+    import re
+    import tempfile
+
+    from emulator import Emulator
+    out: dict = {"load": os.getloadavg()[0]}
+    text = MATMUL.format(n=1024)
+    tmp = Path(tempfile.mkdtemp(prefix="d1-spmd-bench-"))
+    for name in ("d1", "tile"):
+        m = load_machine(name)
+        compile_text(MATMUL.format(n=64), m, "warm.d1k")       # imports and caches
+        times = []
+        for _ in range(repeats if name == "d1" else 1):
+            t = time.perf_counter()
+            c = compile_text(text, m, "mm.d1k")
+            times.append(time.perf_counter() - t)
+        raw = c.obj.to_bytes()
+        (tmp / f"{name}.d1o").write_bytes(raw)
+        # the tiny object: the same kind of program (a DSL matmul, its inputs drawn as d1 run
+        # draws them), 8 x 8 x 8: what does not grow with the problem
+        compile_text(MATMUL.format(n=8), m, "tiny.d1k").obj.save(tmp / f"tiny-{name}.d1o")
+        out[name] = {"compile": min(times), "bytes": len(raw), "blocks": len(c.obj.blocks),
+                     "words": sum(len(b) for b in c.obj.blocks)}
+    # the d1 baseline: one block per distinct node program (the per-node matmul rounds)
+    m = load_machine("d1")
+    t = time.perf_counter()
+    base = compile_text(text, m, "mm.d1k", CompileOptions(spmd=False))
+    out["base"] = {"compile": time.perf_counter() - t, "bytes": len(base.obj.to_bytes()),
+                   "blocks": len(base.obj.blocks)}
+    for key, obj in (("d1", None), ("base", base.obj)):
+        obj = obj if obj is not None else compile_text(text, m, "mm.d1k").obj
+        emu = Emulator(obj)
+        for k, v in compiler.make_inputs(base.graph, 0).items():
+            emu.set_input(k, v)
+        out[key]["cycles"] = emu.run().cycles
+    # d1 run as a process: the tile object; the d1 object and a tiny one, against numpy
+    walls = [_run_process(tmp / "tile.d1o", tmp / "out") for _ in range(2)]
+    best = min(walls)
+    out["tile"]["run"], out["tile"]["run_cpu"] = best[0], best[1]
+    out["tile"]["cycles"] = int(re.search(r"([\d,]+) cycles", best[2]).group(1).replace(",", ""))
+    a, b = compiler.make_inputs(base.graph, 0).values()
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    full, tiny, numpy_s = [], [], []
+    for _ in range(repeats):
+        full.append(_run_process(tmp / "d1.d1o", tmp / "out")[:2])
+        tiny.append(_run_process(tmp / "tiny-d1.d1o", tmp / "out")[:2])
+        numpy_s.append(_best(lambda: np.matmul(a32, b32), 3))
+    out["run"] = {"full": min(full), "tiny": min(tiny), "numpy": min(numpy_s)}
+    return out
+
+
+def print_spmd(r: dict) -> None:
+    d, t, b, run = r["d1"], r["tile"], r["base"], r["run"]
+    print("SPMD code, the 1024^3 bf16 matmul (baseline: -O spmd=false, one block per distinct "
+          f"node program; host load average {r['load']:.1f})")
+    print(f"    d1 object                   {d['bytes'] / 1e6:7.3f} MB  ({d['blocks']} blocks, "
+          f"{d['words']:,} instruction words; target <= 1 MB; baseline {b['bytes'] / 1e6:.3f} "
+          f"MB, {b['blocks']} blocks)")
+    print(f"    tile object                 {t['bytes'] / 1e6:7.3f} MB  ({t['blocks']} blocks, "
+          f"{t['words']:,} instruction words; target <= 4 MB)")
+    print(f"    compile on d1               {d['compile']:7.2f} s   (best of 3, in process; "
+          f"target <= 2 s; baseline {b['compile']:.2f} s)")
+    print(f"    compile on the tile         {t['compile']:7.2f} s   (in process; target <= 10 s)")
+    print(f"    modelled cycles on d1       {d['cycles']:7,}     (baseline {b['cycles']:,}: "
+          f"{100 * (d['cycles'] / b['cycles'] - 1):+.2f} %; target <= +2 %)")
+    print(f"    modelled cycles on the tile {t['cycles']:7,}")
+    print(f"    d1 run of the tile object   {t['run']:7.2f} s   (process start to exit, best of "
+          f"2; its CPU time {t['run_cpu']:.2f} s; target <= 5 s)")
+    net = run["full"][0] - run["tiny"][0]
+    print(f"    d1 run of the d1 object     {run['full'][0]:7.2f} s   minus the 8^3 "
+          f"matmul's {run['tiny'][0]:.2f} s = {net:.3f} s = {net / run['numpy']:.1f}x numpy's "
+          f"float32 1024^3 matmul on one thread ({run['numpy']:.4f} s, same run; target <= 8x)")
+    cpu = run["full"][1] - run["tiny"][1]
+    print(f"        (CPU time: {run['full'][1]:.2f} s - {run['tiny'][1]:.2f} s = {cpu:.3f} s = "
+          f"{cpu / run['numpy']:.1f}x)")
+
+
 def bench_heads() -> dict:
     """programs/multihead.d1k on d1, batched matmuls on sub-grids and sequentially."""
     m = load_machine("d1")
@@ -174,9 +296,47 @@ def bench_heads() -> dict:
             for key in ("subgrid", "sequential")}
 
 
+def useful_flops(graph) -> int:
+    """2 per multiply-add of every conv2d and matmul of a checked graph."""
+    total = 0
+    for n in graph.nodes:
+        if n.op is Op.CONV2D:
+            r, s = n.window.size
+            total += 2 * math.prod(n.shape) * n.inputs[0].shape[1] * r * s
+        elif n.op is Op.MATMUL:
+            total += 2 * math.prod(n.shape) * n.inputs[0].shape[-1]
+    return total
+
+
+def lenet_bf16(text: str) -> str:
+    """programs/lenet.d1k in bf16: images and weights bf16 (the products accumulate in f32),
+    each layer's activations rounded to bf16 before the next multiplies them."""
+    for name in ("x", "c1", "c2", "w3", "w4", "w5"):
+        text = re.sub(rf"^(input|param) {name}: f32", rf"\1 {name}: bf16", text, flags=re.M)
+    for name in ("h1", "h2", "h3", "h4"):
+        text = re.sub(rf"^{name} = (.*?)(\s*#.*)?$", rf"{name} = cast(\1, bf16)\2", text,
+                      flags=re.M)
+    return text
+
+
+def bench_lenet() -> dict:
+    """programs/lenet.d1k on d1: implicit GEMM conv2d, -O conv=im2col, and in bf16."""
+    m = load_machine("d1")
+    text = (ROOT / "programs" / "lenet.d1k").read_text()
+    flops = useful_flops(compiler.check_source(text, m))
+    return {"implicit": run_program(text, m, CompileOptions(), flops, "lenet.d1k"),
+            "im2col": run_program(text, m, CompileOptions(conv="im2col"), flops, "lenet.d1k"),
+            "bf16": run_program(lenet_bf16(text), m, CompileOptions(), flops, "lenet.d1k")}
+
+
 def main() -> None:
+    import sys
+    if sys.argv[1:] == ["spmd"]:
+        print_spmd(bench_spmd())
+        return
     print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "
           "emulator's timing model, times are measured on the host)")
+    print_spmd(bench_spmd())
     c = bench_compile()
     print(f"compile 1024^3 bf16 matmul      {c['compile']:6.2f} s   (target <= 2 s; baseline: "
           f"assembling its {c['lines']:,} lines alone {c['assemble']:.2f} s)")
@@ -207,6 +367,18 @@ def main() -> None:
           f"{h['subgrid']['ok']})")
     print(f"    baseline batched=sequential {h['sequential']['pct']:6.2f} %   "
           f"({h['sequential']['cycles']:,} cycles; correct: {h['sequential']['ok']})")
+    cnn = bench_lenet()
+    c = cnn["implicit"]
+    verdict = "PASS" if c["util_own"] >= 15 and c["mma"] > 0 else "FAIL"
+    print(f"LeNet-5 CNN (batch 64)          {c['util_own']:6.1f} %   (modelled, {c['cycles']:,} "
+          f"cycles, {c['dtype']}; target >= 15 % of the {c['dtype']} peak, conv2d on the matrix "
+          f"unit: {verdict}; correct: {c['ok']})")
+    b = cnn["im2col"]
+    print(f"    baseline conv=im2col        {b['util_own']:6.1f} %   ({b['cycles']:,} cycles; "
+          f"correct: {b['ok']})")
+    b = cnn["bf16"]
+    print(f"    the same network in bf16    {b['util_own']:6.1f} %   ({b['cycles']:,} cycles, of "
+          f"the bf16 peak; correct: {b['ok']})")
     e = bench_emulation()
     for t, wall in sorted(e["threads"].items(), reverse=True):
         print(f"emulating the 1024^3 matmul     {wall:6.3f} s   on {t} thread{'s' * (t > 1)} "

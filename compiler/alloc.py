@@ -7,6 +7,10 @@ Every value gets one address, the same on every node, so a node's code can be sh
 that do the same thing; the size reserved is the largest block any node holds. First fit in
 increasing address order, deterministic.
 
+A step's per-node tables (the object places them in SRAM before the program starts) live for
+the whole run, like inputs that are also outputs: nothing overwrites them, in this run or, for a
+training program, the next.
+
 Params are weight-resident: the pipeline passes every param's buffer among the values that
 live to the end (compiler.writeback), so a param keeps one address from before the first step
 to after the last and no temporary ever shares it; an update value stored in place (`alias`)
@@ -64,8 +68,11 @@ def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Sc
     for k, st in enumerate(kept):
         for v in st.values():
             touch(v, k)
-    for v in outputs:
+    tables = [v for st in kept for v in st.tables]
+    for v in outputs + tables:
         touch(v, end)
+    for v in tables:
+        touch(v, -1)
     for v in inputs:
         # The host writes inputs before the program starts: they must not overlap anything
         # that is live then, which is only other inputs.

@@ -32,6 +32,7 @@ from compiler.ir import (
     Node,
     Op,
     Update,
+    Window,
     broadcast_shape,
     format_shape,
     format_type,
@@ -62,7 +63,7 @@ class Builtin:
 
     name: str
     kind: str      # "unary", "binary", "reduce", "softmax", "transpose", "cast", "grad",
-                   # "where", "layernorm", "reshape" or "concat"
+                   # "where", "layernorm", "reshape", "concat", "conv" or "pool"
     op: Op
     usage: str
 
@@ -94,6 +95,11 @@ BUILTINS = {b.name: b for b in (
     Builtin("concat", "concat", Op.CONCAT, "concat(a, b, ..., axis=K)"),
     Builtin("cast", "cast", Op.CAST, "cast(x, bf16) or cast(x, f32)"),
     Builtin("grad", "grad", Op.GRAD, "grad(L, p) with L a 0-d value and p a param or input"),
+    Builtin("conv2d", "conv", Op.CONV2D, "conv2d(x, w, stride=S, pad=P, dilation=D)"),
+    Builtin("maxpool2d", "pool", Op.MAXPOOL2D,
+            "maxpool2d(x, size=K, stride=S, pad=P, dilation=D, ceil=0|1)"),
+    Builtin("avgpool2d", "pool", Op.AVGPOOL2D,
+            "avgpool2d(x, size=K, stride=S, pad=P, dilation=D, ceil=0|1, count_pad=0|1)"),
 )}
 KEYWORDS = ("input", "output", "param", "update")
 # The initial values a param declaration accepts besides a number literal.
@@ -447,7 +453,8 @@ class _Checker:
             return self.elementwise(BINOP_OPS[e.op], f"'{e.op}'", a, b, e, e.op_col)
         if isinstance(e, ast.ListExpr):
             self.error(e, "a list is not a value; lists are arguments: reshape(x, [D0, ...]), "
-                          "transpose(x, [P0, ...])")
+                          "transpose(x, [P0, ...]), and the window of conv2d and the pools "
+                          "(stride=[h, w], ...)")
             return POISON
         if isinstance(e, ast.Index):
             return self.index(e)
@@ -576,6 +583,8 @@ class _Checker:
             return self.call_reshape(fn, e, name_span)
         if fn.kind == "concat":
             return self.call_concat(fn, e, name_span)
+        if fn.kind in ("conv", "pool"):
+            return self.call_window(fn, e, name_span)
         if fn.kind == "transpose" and len(e.args) == 2 and not e.keywords:
             return self.call_permute(fn, e)
         args, keywords = e.args, e.keywords
@@ -1020,6 +1029,144 @@ class _Checker:
                               f"{x.dtype}; convert one with cast(x, {first.dtype})")
                 return POISON
         node = self.builder.add(Op.CONCAT, tuple(xs), axis=k, line=e.line, col=e.col)
+        self.sized.append((node, e))
+        return node
+
+    # ---- vision: conv2d, maxpool2d, avgpool2d -------------------------------------------------
+
+    def window_param(self, fn: Builtin, kw: ast.Keyword, sizes: tuple[int, ...], least: int,
+                     what: str) -> tuple[int, ...] | None:
+        """A window parameter: an integer literal (repeated for every entry) or a list of
+        integer literals of one of the lengths `sizes`, each at least `least`; None after
+        reporting what is wrong."""
+        want = len(sizes) and max(sizes)
+        shapes = {2: "[h, w]", 4: "[top, left, bottom, right]"}
+        forms = " or ".join(f"a list of {n} integers {shapes[n]}" for n in sizes)
+        items = kw.value.items if isinstance(kw.value, ast.ListExpr) else (kw.value,)
+        values = []
+        for item in items:
+            v = _int_literal(item)
+            if v is None:
+                self.error(item, f"the {what} of {fn.name} must be an integer literal or "
+                                 f"{forms} of integer literals")
+                return None
+            if v < least:
+                bound = "positive" if least == 1 else "non-negative"
+                self.error(item, f"the {what} of {fn.name} must be {bound}, got {v}")
+                return None
+            values.append(v)
+        if not isinstance(kw.value, ast.ListExpr):
+            return (values[0],) * want
+        if len(values) not in sizes:
+            self.error(kw.value, f"the {what} of {fn.name} is an integer or {forms}, got "
+                                 f"{len(values)} entr{'y' if len(values) == 1 else 'ies'}")
+            return None
+        return tuple(values)
+
+    def flag_param(self, kw: ast.Keyword) -> bool | None:
+        v = kw.value
+        if not (isinstance(v, ast.Number) and v.text in ("0", "1")):
+            text = (source_line(self.text, v.line) or "")[v.col - 1:v.end_col - 1]
+            self.error(v, f"{kw.name} must be 0 or 1, got '{text}'")
+            return None
+        return v.text == "1"
+
+    def call_window(self, fn: Builtin, e: ast.Call, name_span: ast.Span) -> Value:
+        """`conv2d(x, w, stride=S, pad=P, dilation=D)`, `maxpool2d(x, size=K, ...)` and
+        `avgpool2d(x, size=K, ..., count_pad=0|1)`: ONNX Conv, MaxPool and AveragePool over
+        the last two axes of a 4-D value. Window parameters are given by keyword."""
+        conv = fn.kind == "conv"
+        allowed = ("stride", "pad", "dilation") if conv else (
+            ("size", "stride", "pad", "dilation", "ceil")
+            + (("count_pad",) if fn.op is Op.AVGPOOL2D else ()))
+        n_args = 2 if conv else 1
+        params: dict[str, object] = {}
+        ok = True
+        for k in e.keywords:
+            if k.name not in allowed:
+                self.error(k, f"unknown keyword '{k.name}' for {fn.name}; usage: {fn.usage}")
+                return POISON
+            if k.name in ("ceil", "count_pad"):
+                value = self.flag_param(k)
+            elif k.name == "pad":
+                value = self.window_param(fn, k, (4,), 0, "padding")
+            else:
+                value = self.window_param(fn, k, (2,), 1, {"size": "window size"}.get(
+                    k.name, k.name))
+            if value is None:
+                ok = False
+            params[k.name] = value
+        args = e.args
+        if len(args) != n_args:
+            if len(args) > n_args:
+                self.error(args[n_args], f"{fn.name} takes {n_args} tensor"
+                                         f"{'s' if n_args > 1 else ''}; its window is given "
+                                         f"by keyword; usage: {fn.usage}")
+            else:
+                self.error(name_span, f"{fn.name} takes {n_args} tensor"
+                                      f"{'s' if n_args > 1 else ''}, got {len(args)}; usage: "
+                                      f"{fn.usage}")
+            return POISON
+        if not conv and "size" not in params:
+            self.error(name_span, f"{fn.name} needs a window size; usage: {fn.usage}")
+            ok = False
+        values = [self.lower(a) for a in args]
+        if not ok or any(v is POISON for v in values):
+            return POISON
+        for a, v in zip(args, values, strict=True):
+            if isinstance(v, float):
+                self.error(a, f"{fn.name} needs a tensor, got a number")
+                return POISON
+        x = values[0]
+        if x.ndim != 4:
+            self.error(args[0], f"{fn.name} needs a 4-D input [N, C, H, W], got "
+                                f"{format_type(x.shape, x.dtype)}")
+            return POISON
+        if conv:
+            w = values[1]
+            if w.ndim != 4:
+                self.error(args[1], f"conv2d needs 4-D weights [K, C, R, S], got "
+                                    f"{format_type(w.shape, w.dtype)}")
+                return POISON
+            if w.shape[1] != x.shape[1]:
+                self.error(args[1], f"conv2d channel mismatch: the input "
+                                    f"{format_shape(x.shape)} has {x.shape[1]} channels but "
+                                    f"the weights {format_shape(w.shape)} take {w.shape[1]}")
+                return POISON
+            size = w.shape[2:]
+        else:
+            size = params["size"]
+        stride = params.get("stride") or (size if not conv else (1, 1))
+        window = Window(tuple(size), tuple(stride), tuple(params.get("pad") or (0, 0, 0, 0)),
+                        tuple(params.get("dilation") or (1, 1)), bool(params.get("ceil")),
+                        bool(params.get("count_pad")))
+        if not conv:
+            for axis, side in ((0, "top"), (1, "left"), (0, "bottom"), (1, "right")):
+                p = window.pad[axis + (2 if side in ("bottom", "right") else 0)]
+                if p >= window.extent(axis):
+                    where = next(k for k in e.keywords if k.name == "pad")
+                    self.error(where.value, f"the {side} padding of {fn.name} ({p}) must be "
+                                            f"smaller than the window's extent "
+                                            f"({window.extent(axis)}), so that every window "
+                                            f"holds an element of the input")
+                    return POISON
+        for axis, dim in ((0, "height"), (1, "width")):
+            n = x.shape[2 + axis]
+            if window.out_len(n, axis) < 1:
+                padded = n + window.pad[axis] + window.pad[axis + 2]
+                self.error(e if conv else args[0],
+                           f"{fn.name} of {format_shape(x.shape)} gives no output: the "
+                           f"{dim} {n} with padding is {padded}, smaller than the window's "
+                           f"extent {window.extent(axis)} (size {window.size[axis]}, "
+                           f"dilation {window.dilation[axis]})")
+                return POISON
+        if conv:
+            dtype = promote(x.dtype, w.dtype)
+            operands = (self.conform(x, x.shape, dtype, e.line, e.col),
+                        self.conform(w, w.shape, dtype, e.line, e.col))
+        else:
+            operands = (x,)
+        node = self.builder.add(fn.op, operands, window=window, line=e.line, col=e.col)
         self.sized.append((node, e))
         return node
 

@@ -135,11 +135,16 @@ def allreduce(ctx: Ctx, axis: str | None, members: list[tuple[int, int]], vec: i
 
     Partials flow from both ends of a line to its middle node, which combines them and sends the
     result back out; `tmp` receives. nbytes[(i, j)] is the vector's size at that node (the same
-    along a line). With axis None there is nothing to combine. `bands` (the grid-column bounds
+    along a line). With axis None there is nothing to combine; "PQ" (rows over the whole grid)
+    combines along the grid rows, then along the grid columns. `bands` (the grid-column bounds
     of a banded layout) cut every grid row into segments, each all-reduced on its own: the
     nodes of one band hold rows of one entry of a batch.
     """
     if axis is None:
+        return
+    if axis == "PQ":
+        allreduce(ctx, "Q", members, vec, tmp, nbytes, op, bands)
+        allreduce(ctx, "P", members, vec, tmp, nbytes, op)
         return
     member_set = set(members)
     for line in lines_of(ctx, axis):

@@ -1,12 +1,13 @@
 """Gather: move elements between layouts by an index map, with explicit neighbour messages.
 
 The data-movement ops of the language — slicing, `concat`, `transpose` with axes, a `reshape`
-that changes the 2-D view, the broadcast of a batched matmul's operand, and the gradients'
-scatters (`unslice`) — all say, for every element of the result, which element of which operand
-it is (or that it is zero). `Gather` takes exactly that: an integer array over the result's 2-D
-view whose entries are flat (row-major) element indices into the operands, numbered one after
-the other, or -1 for a zero. It works for any source and destination layouts (blocks, vectors,
-replicated, dense, skewed, batched).
+that changes the 2-D view, the broadcast of a batched matmul's operand, the gradients' scatters
+(`unslice`) and the patches of a window (`im2col`) — all say, for every element of the result,
+which element of which operand it is (or that it is zero, or -inf: a gather's `fill`). `Gather`
+takes exactly that: an integer array over the result's 2-D view whose entries are flat
+(row-major) element indices into the operands, numbered one after the other, or -1 for a zero. It
+works for any source and destination layouts (blocks, vectors, replicated, dense, skewed,
+batched).
 
 Planning, per destination grid node and its block: every element's source is looked up in its
 operand's layout; the node reads each source block from the holder `comm.Redistribute` would
@@ -31,14 +32,16 @@ family of strided runs, a block of whole rows one family of contiguous runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-from compiler.asmgen import Code, E, N, S, W
+from compiler.asmgen import Code, E, N, S, W, f32_bits
 from compiler.comm import LineMsg, _pick_holder, chunks, emit_msg
 from compiler.ir import Node, Op, numpy_index, transpose_perm
 from compiler.layout import Layout, view_of
 from compiler.plan import Ctx, Step, Value, scratch
+from compiler.windows import im2col_index
 
 SLACK_BYTES = 64          # room for one vector's overrun after every buffer
 
@@ -85,6 +88,8 @@ def index_map(node: Node) -> np.ndarray:
         a = np.arange(x.size).reshape(x.shape).transpose(transpose_perm(node))
     elif op is Op.RESHAPE:
         a = np.arange(node.size)
+    elif op is Op.IM2COL:
+        a = im2col_index(node.inputs[0].shape, node.window)
     else:  # pragma: no cover - only data-movement ops are gathered
         raise AssertionError(f"no index map for {op}")
     return np.ascontiguousarray(a, dtype=np.int64).reshape(view_of(node.shape))
@@ -94,9 +99,14 @@ class Gather(Step):
     """out = the elements `index` names, from `srcs` (see the module docstring)."""
 
     def __init__(self, out: Value, srcs: list[Value], index: np.ndarray, loc: tuple[int, int],
-                 label: str, grid, kind: str = "gather") -> None:
+                 label: str, grid, kind: str = "gather", fill: float = 0.0,
+                 by_columns: bool = False) -> None:
         super().__init__(kind, out, list(srcs), loc, label)
         self.grid = grid
+        self.fill = fill            # what an entry -1 of the index stands for
+        # Local copies and fills may go down the destination's columns (strided runs) where
+        # that makes fewer runs: a transposing gather such as the weights of a conv2d.
+        self.by_columns = by_columns
         self.index = np.asarray(index, dtype=np.int64)
         if self.index.shape != out.view:
             raise ValueError(f"gather index {self.index.shape} is not the view {out.view}")
@@ -148,7 +158,10 @@ class Gather(Step):
                 sub = code[r0:r1, c0:c1_]
                 zr, zc = np.nonzero(sub < 0)
                 if len(zr):
-                    self.zeros.append((d, zr * dstride + zc))
+                    z = zr * dstride + zc
+                    if self.by_columns:
+                        z = _cheaper_order(None, z, dstride)[1]
+                    self.zeros.append((d, z))
                 for c in np.unique(sub[sub >= 0]):
                     k, rest = divmod(int(c), nb)
                     L1 = srcs[k].layout
@@ -160,6 +173,8 @@ class Gather(Step):
                              + scol[r0:r1, c0:c1_][rr, cc] - rect[2])
                     d_off = rr * dstride + cc
                     if h == d:
+                        if self.by_columns:
+                            s_off, d_off = _cheaper_order(s_off, d_off, dstride)
                         self.local.append((d, k, s_off, d_off))
                         continue
                     key = (h, k, s_off.tobytes())
@@ -232,7 +247,8 @@ class Gather(Step):
         isz = out.layout.itemsize
         obuf = (out.addr, out.layout.nbytes)
         for node, d_off in self.zeros:
-            copy_offsets(ctx.gcode(*node), None, None, d_off, obuf, dtype, self._dst_ok(node))
+            copy_offsets(ctx.gcode(*node), None, None, d_off, obuf, dtype, self._dst_ok(node),
+                         self.fill)
         for node, k, s_off, d_off in self.local:
             src = self.ins[k]
             copy_offsets(ctx.gcode(*node), s_off, (src.addr, src.layout.nbytes), d_off, obuf,
@@ -302,6 +318,40 @@ class Gather(Step):
         return ok
 
 
+def _copy_cost(src: np.ndarray | None, dst: np.ndarray) -> int:
+    """About how many instructions `copy_offsets` spends: per run its vectors and pointer
+    work, per family its loop."""
+    rs = runs(np.zeros(len(dst), dtype=np.int64) if src is None else src, dst)
+    cost = 4 * len(families(rs))
+    for _s, _d, n, ss, ts in rs:
+        # a short strided run is copied one element at a time (its vector would leave the
+        # buffer), a contiguous or full one by vectors
+        strided = n > 1 and (ts != 1 or (src is not None and ss != 1))
+        cost += 2 * n + 3 if strided and n < 16 else 2 * -(-n // 16) + 3
+    return cost
+
+
+def _cheaper_order(src: np.ndarray | None, dst: np.ndarray, dstride: int
+                   ) -> tuple[np.ndarray | None, np.ndarray]:
+    """The copy's (src, dst) offsets in the destination's row order or down its columns,
+    whichever `copy_offsets` does in fewer instructions."""
+    order = np.lexsort((dst // dstride, dst % dstride))
+    src = None if src is None else np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    if _columns_cheaper(None if src is None else src.tobytes(), dst.tobytes(),
+                        order.astype(np.int64).tobytes()):
+        return (None if src is None else src[order]), dst[order]
+    return src, dst
+
+
+@lru_cache(maxsize=1024)
+def _columns_cheaper(src: bytes | None, dst: bytes, order: bytes) -> bool:
+    s = None if src is None else np.frombuffer(src, dtype=np.int64)
+    d = np.frombuffer(dst, dtype=np.int64)
+    o = np.frombuffer(order, dtype=np.int64)
+    return _copy_cost(None if s is None else s[o], d[o]) < _copy_cost(s, d)
+
+
 def _contiguous(offs: np.ndarray) -> bool:
     return len(offs) > 0 and int(offs[-1]) - int(offs[0]) == len(offs) - 1 and (
         len(offs) == 1 or bool(np.all(np.diff(offs) == 1)))
@@ -356,24 +406,36 @@ def families(rs: list[tuple[int, int, int, int, int]]) -> list[tuple]:
 
 
 def copy_offsets(code: Code, src: np.ndarray | None, sbuf: tuple[int, int] | None,
-                 dst: np.ndarray, dbuf: tuple[int, int], dtype: str, dst_ok) -> None:
+                 dst: np.ndarray, dbuf: tuple[int, int], dtype: str, dst_ok,
+                 fill: float = 0.0) -> None:
     """dst_buffer[dst[i]] = src_buffer[src[i]] (element offsets from each buffer's start; `src`
-    None: zeros). `sbuf` and `dbuf` are (address, bytes) of the buffers: a tail that a strided
-    vector would carry past its buffer is done one element at a time. `dst_ok((start, length))`
-    says whether a contiguous destination run may be overrun by a whole vector; otherwise its
-    tail is merged under a lane mask."""
+    None: `fill`, 0 or -inf). `sbuf` and `dbuf` are (address, bytes) of the buffers: a tail
+    that a strided vector would carry past its buffer is done one element at a time.
+    `dst_ok((start, length))` says whether a contiguous destination run may be overrun by a
+    whole vector; otherwise its tail is merged under a lane mask."""
     if len(dst) == 0:
         return
     zero = src is None
     if zero:
-        rs = [(0, d0, ln, 0, ts) for _, d0, ln, _, ts in
-              runs(np.zeros(len(dst), dtype=np.int64), dst)]
-        code.op("vbcasti", "v3", 0)
-        code.li("r12", 0)
-    else:
-        rs = runs(src, dst)
-    for fam in families(rs):
+        bits = f32_bits(fill) if fill else 0
+        code.op("vbcasti", "v3", bits)
+        code.li("r12", bits if dtype == "f32" else bits >> 16)
+    key_src = None if zero else np.asarray(src, dtype=np.int64).tobytes()
+    for fam in _families_of(key_src, np.asarray(dst, dtype=np.int64).tobytes()):
         _copy_family(code, fam, zero, sbuf, dbuf, dtype, dst_ok)
+
+
+@lru_cache(maxsize=4096)
+def _families_of(src: bytes | None, dst: bytes) -> tuple[tuple, ...]:
+    """The families of runs of a copy by offsets (int64 bytes; src None: a fill), computed
+    once for the many nodes whose copies are the same (a replicated or evenly split value)."""
+    d = np.frombuffer(dst, dtype=np.int64)
+    if src is None:
+        rs = [(0, d0, ln, 0, ts) for _, d0, ln, _, ts in
+              runs(np.zeros(len(d), dtype=np.int64), d)]
+    else:
+        rs = runs(np.frombuffer(src, dtype=np.int64), d)
+    return tuple(families(rs))
 
 
 def _copy_family(code: Code, fam: tuple, zero: bool, sbuf: tuple[int, int] | None,

@@ -51,6 +51,7 @@ from compiler.ir import (
     IRError,
     Node,
     Op,
+    Window,
     broadcast_dims,
     format_type,
     result_type,
@@ -69,7 +70,8 @@ class Backward:
         self.copies: dict[int, Node] = {}
 
     def op(self, op: Op, *xs: Node, axis: int | None = None,
-           perm: tuple[int, ...] | None = None, index: tuple | None = None) -> Node:
+           perm: tuple[int, ...] | None = None, index: tuple | None = None,
+           window: Window | None = None) -> Node:
         """A new node, except where constants make it trivial: arithmetic on splats is folded
         (in f64, rounded once to f32, which for + - * / is the f32 result itself; a sum of a
         splat is the splat times the count, a mean or max of one is the splat), and a product
@@ -85,7 +87,7 @@ class Backward:
                 elif op is Op.CONCAT and len(set(c)) == 1:
                     folded = c[0]
             if folded is not None:
-                shape, _ = result_type(op, xs, axis, perm, index)
+                shape, _ = result_type(op, xs, axis, perm, index, window)
                 return self.const(float(folded), shape)
         if op is Op.MUL:
             for one, other in ((xs[0], xs[1]), (xs[1], xs[0])):
@@ -93,8 +95,16 @@ class Backward:
                     return other
         if op not in READS_IN_PLACE:
             xs = tuple(self.stored(x) for x in xs)
-        return self.builder.add(op, xs, axis=axis, perm=perm, index=index, line=self.line,
-                                col=self.col)
+        return self.builder.add(op, xs, axis=axis, perm=perm, index=index, window=window,
+                                line=self.line, col=self.col)
+
+    def windowed(self, op: Op, xs: tuple[Node, ...], window: Window,
+                 shape: tuple[int, ...] | None = None, fill: float | None = None) -> Node:
+        """A conv2d, conv2d_transpose (of `shape`), im2col (filling its padding with `fill`)
+        or col2im (back to `shape`) node over stored operands."""
+        return self.builder.add(op, tuple(self.stored(x) for x in xs), shape=shape,
+                                dtype="f32" if shape is not None else None, window=window,
+                                value=fill, line=self.line, col=self.col)
 
     def stored(self, x: Node) -> Node:
         """x as a value of its own. A splat or a broadcast is only ever read in place by an
@@ -354,6 +364,89 @@ def _layernorm(b: Backward, n: Node, g: Node) -> tuple[Node]:
     gm = b.unreduce(b.op(Op.MEAN, g, axis=k), x.shape, k)
     gym = b.unreduce(b.op(Op.MEAN, b.mul(g, y), axis=k), x.shape, k)
     return (b.div(b.sub(b.sub(g, gm), b.mul(y, gym)), s),)
+# ---- windows: conv2d, the pools, im2col, col2im ------------------------------------------------
+# conv2d is (patches of x) @ (w as a [K, C R S] matrix); its transpose with respect to x is
+# conv2d_transpose, the patches' transpose is col2im, so the four ops are each other's
+# gradients and no rule needs a new op.
+
+def _channels_first(b: Backward, g: Node) -> Node:
+    """g [N, K, H', W'] as the matrix [K, N H' W'] (rows: output channels)."""
+    n, k, oh, ow = g.shape
+    return b.reshape(b.op(Op.TRANSPOSE, g, perm=(1, 0, 2, 3)), (k, n * oh * ow))
+
+
+def _filter_grad(b: Backward, g: Node, x: Node, w: Node, win: Window) -> Node:
+    """The gradient of the weights of conv2d(x, w): (g as [K, N H' W']) @ patches(x)."""
+    cols = b.windowed(Op.IM2COL, (x,), win, fill=0.0)
+    return b.reshape(b.op(Op.MATMUL, _channels_first(b, g), cols), w.shape)
+
+
+def _conv2d(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    x, w = (b.f32(i) for i in n.inputs)
+    return (b.windowed(Op.CONV2D_TRANSPOSE, (g, w), n.window, shape=x.shape),
+            _filter_grad(b, g, x, w, n.window))
+
+
+def _conv2d_transpose(b: Backward, n: Node, g: Node) -> tuple[Node, Node]:
+    """conv2d_transpose(y, w) is linear in both: conv2d of g gives y's gradient, and w's is
+    the filter gradient with y in g's place and g in x's."""
+    y, w = (b.f32(i) for i in n.inputs)
+    return (b.windowed(Op.CONV2D, (g, w), n.window), _filter_grad(b, y, g, w, n.window))
+
+
+def _by_window(b: Backward, n: Node, per_window: Node, x: Node, mask: Node | None) -> Node:
+    """A pool's gradient: each window's value (`per_window`, of the pool's result shape)
+    spread over its taps (times `mask`, [windows, taps], if given), summed back into x."""
+    nb, c, h, w = x.shape
+    win = n.window
+    rows = per_window.size
+    taps = win.size[0] * win.size[1]
+    spread = b.broadcast(b.reshape(per_window, (rows, 1)), (rows, taps))
+    if mask is not None:
+        spread = b.mul(spread, mask)
+    back = b.windowed(Op.COL2IM, (spread,), win, shape=(nb * c, 1, h, w))
+    return b.reshape(back, x.shape)
+
+
+def _maxpool2d(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    """g goes to the first largest element of each window (window order; padding is -inf)."""
+    x = _x(n, b)
+    nb, c, h, w = x.shape
+    taps = b.windowed(Op.IM2COL, (b.reshape(x, (nb * c, 1, h, w)),), n.window, fill=-math.inf)
+    return (_by_window(b, n, g, x, b.op(Op.MAX_MASK, taps, axis=1)),)
+
+
+def _window_counts(b: Backward, win: Window, h: int, w: int) -> Node:
+    """avgpool2d's divisors as an f32 [H', W'] value: how many taps of each window lie inside
+    the input (count_pad: inside the padded input), counted on the mesh as the row sums of the
+    patches of ones (the padded input's ones, and the overhang of ceil as padding)."""
+    oh, ow = win.out_hw(h, w)
+    R, S = win.size
+    if win.count_pad:
+        extra = [max(0, (o - 1) * win.stride[a] + win.extent(a) - (n + win.pad[a]
+                                                                    + win.pad[a + 2]))
+                 for a, (o, n) in enumerate(((oh, h), (ow, w)))]
+        if extra == [0, 0]:
+            return b.const(float(R * S), (oh, ow))
+        h, w = h + win.pad[0] + win.pad[2], w + win.pad[1] + win.pad[3]
+        win = Window(win.size, win.stride, (0, 0, extra[0], extra[1]), win.dilation)
+    elif win.pad == (0, 0, 0, 0) and (oh - 1) * win.stride[0] + win.extent(0) <= h and \
+            (ow - 1) * win.stride[1] + win.extent(1) <= w:
+        return b.const(float(R * S), (oh, ow))
+    ones = b.const(1.0, (1, 1, h, w))
+    cols = b.windowed(Op.IM2COL, (ones,), win, fill=0.0)
+    return b.reshape(b.op(Op.SUM, cols, axis=1), (oh, ow))
+
+
+def _avgpool2d(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    """Each window's g divided by its count, to every tap inside the input."""
+    x = n.inputs[0]
+    counts = _window_counts(b, n.window, *x.shape[2:])
+    return (_by_window(b, n, b.div(g, b.broadcast(counts, g.shape)), x, None),)
+
+
+def _im2col(b: Backward, n: Node, g: Node) -> tuple[Node]:
+    return (b.windowed(Op.COL2IM, (g,), n.window, shape=n.inputs[0].shape),)
 
 
 def _no_gradient(b: Backward, n: Node, g: Node) -> tuple[None, ...]:
@@ -406,6 +499,12 @@ RULES: dict[Op, Rule] = {
     Op.SLICE: _slice,
     Op.UNSLICE: lambda b, n, g: (b.op(Op.SLICE, g, index=n.index),),
     Op.CONCAT: _concat,
+    Op.CONV2D: _conv2d,
+    Op.CONV2D_TRANSPOSE: _conv2d_transpose,
+    Op.MAXPOOL2D: _maxpool2d,
+    Op.AVGPOOL2D: _avgpool2d,
+    Op.IM2COL: _im2col,
+    Op.COL2IM: lambda b, n, g: (b.windowed(Op.IM2COL, (g,), n.window, fill=0.0),),
 }
 
 
@@ -429,7 +528,7 @@ def differentiate(graph: Graph) -> Graph:
             copy = builder.add(node.op, tuple(new[i.id] for i in node.inputs), shape=node.shape,
                                dtype=node.dtype, axis=node.axis, value=node.value,
                                init=node.init, name=node.name, line=node.line, col=node.col,
-                               perm=node.perm, index=node.index)
+                               perm=node.perm, index=node.index, window=node.window)
             new[node.id] = copy
             forward.add(copy.id)
             continue

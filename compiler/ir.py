@@ -47,6 +47,24 @@ Op set (operands are always tensors, never bare numbers):
                                 operand at the elements `slice[index=I]` reads (the gradient of
                                 a slice; exact)
     concat         axis=K       the operands (at least one, one dtype) joined along axis K
+    conv2d         window=W     x [N, C, H, W], w [K, C, R, S] (one dtype) -> f32 [N, K, H', W']:
+                                the ONNX Conv of x padded with zeros (W: stride, pad, dilation),
+                                f32 products summed in f32
+    conv2d_transpose window=W   (g [N, K, H', W'], w [K, C, R, S]) -> f32 [N, C, H, W], the
+                                node's shape: the transpose of conv2d with respect to x (each
+                                g element times w, added where conv2d read it); its gradient
+    maxpool2d      window=W     x [N, C, H, W] -> [N, C, H', W']: the largest element of each
+                                window over the last two axes, padding ignored (exact)
+    avgpool2d      window=W     the same windows: their f32 sum in window order, divided in f32
+                                by the count (W.count_pad: of the window's elements inside the
+                                padded input, else inside the input), rounded to the dtype
+    im2col         window=W     x [N, C, H, W] -> [N H' W', C R S]: row (n, oh, ow) holds the
+                   value=F      window of output (oh, ow), column (c, r, s) the element under
+                                tap (r, s) of channel c, or F (0 or -inf) where the tap lies
+                                in the padding (exact): the patches of the gradients
+    col2im         window=W     its transpose: f32 [N H' W', C R S] -> the node's shape
+                                [N, C, H, W], every entry added (f32) into the element it was
+                                read from; padding entries dropped
     sum max mean   axis=K       reduce one axis (0 <= K < ndim), dropping it; f32 accumulation
     min            axis=K       the minimum along K, dropping it (exact)
     argmax         axis=K       the index of the first maximum along K, dropping it, as a value
@@ -149,6 +167,12 @@ class Op(enum.Enum):
     SLICE = "slice"
     UNSLICE = "unslice"
     CONCAT = "concat"
+    CONV2D = "conv2d"
+    CONV2D_TRANSPOSE = "conv2d_transpose"
+    MAXPOOL2D = "maxpool2d"
+    AVGPOOL2D = "avgpool2d"
+    IM2COL = "im2col"
+    COL2IM = "col2im"
     GRAD = "grad"
 
 
@@ -166,11 +190,15 @@ LEAF_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST})
 EXACT_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.TRANSPOSE, Op.RESHAPE,
                        Op.NEG, Op.ABS, Op.RELU, Op.MAXIMUM, Op.MINIMUM, Op.MAX,
                        Op.MAX_MASK, Op.WHERE, Op.MIN, Op.SLICE, Op.UNSLICE,
-                       Op.CONCAT}) | COMPARE_OPS
+                       Op.CONCAT, Op.MAXPOOL2D, Op.IM2COL}) | COMPARE_OPS
 # The data-movement ops: they only rearrange elements (compiler.gather moves them on the mesh).
-SHAPE_OPS = frozenset({Op.SLICE, Op.UNSLICE, Op.CONCAT})
+SHAPE_OPS = frozenset({Op.SLICE, Op.UNSLICE, Op.CONCAT, Op.IM2COL})
 # Ops that carry an `axis` attribute.
 AXIS_ATTR_OPS = AXIS_OPS | {Op.CONCAT}
+# The windowed ops over the last two axes of a 4-D value (`Node.window`).
+WINDOW_OPS = frozenset({Op.CONV2D, Op.CONV2D_TRANSPOSE, Op.MAXPOOL2D, Op.AVGPOOL2D, Op.IM2COL,
+                        Op.COL2IM})
+POOL_OPS = frozenset({Op.MAXPOOL2D, Op.AVGPOOL2D})
 # The kinds of `Init`, how a param starts: every element `value`; uniform in
 # +-sqrt(6 / (fan_in + fan_out)) over the last two axes; normal with standard deviation `value`.
 INIT_KINDS = ("const", "glorot", "normal")
@@ -283,6 +311,52 @@ def format_type(shape: tuple[int, ...], dtype: str) -> str:
 # ---- nodes and graphs -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Window:
+    """The sliding window of conv2d, the pools, im2col and col2im, over the last two axes (H,
+    W) of a 4-D value, with ONNX's meaning: `size` (R, S) taps, `stride` (h, w), `pad` (top,
+    left, bottom, right) elements of padding, `dilation` (h, w) between taps. Output (oh, ow)
+    reads input row oh * stride_h - top + r * dilation_h for tap row r (columns likewise).
+    `ceil` rounds the output size up as ONNX `ceil_mode` does (the last window must still start
+    inside the input or its top/left padding); `count_pad` makes avgpool2d count the padding
+    in its divisor."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    ceil: bool = False
+    count_pad: bool = False
+
+    def extent(self, axis: int) -> int:
+        """How many input elements one window spans along axis 0 (H) or 1 (W)."""
+        return (self.size[axis] - 1) * self.dilation[axis] + 1
+
+    def out_len(self, n: int, axis: int) -> int:
+        """The output length along `axis` for an input of length n (< 1: nothing fits)."""
+        s = self.stride[axis]
+        lo, hi = self.pad[axis], self.pad[axis + 2]
+        span = n + lo + hi - self.extent(axis)
+        if span < 0:
+            return 0
+        if not self.ceil:
+            return span // s + 1
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + lo:
+            out -= 1
+        return out
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        return self.out_len(h, 0), self.out_len(w, 1)
+
+    def __str__(self) -> str:
+        def two(p: tuple[int, ...]) -> str:
+            return "x".join(map(str, p))
+        text = (f"size={two(self.size)} stride={two(self.stride)} "
+                f"pad={','.join(map(str, self.pad))} dilation={two(self.dilation)}")
+        return text + (" ceil" if self.ceil else "") + (" count_pad" if self.count_pad else "")
+
+
+@dataclass(frozen=True)
 class Init:
     """How a param starts when no value is given for it: `kind` is one of INIT_KINDS; `value` is
     the constant (rounded to the param's dtype) or the normal's standard deviation."""
@@ -313,6 +387,7 @@ class Node:
     init: Init | None = None
     perm: tuple[int, ...] | None = None
     index: tuple[IndexEntry, ...] | None = None
+    window: Window | None = None
 
     @property
     def ndim(self) -> int:
@@ -353,6 +428,8 @@ class Node:
             out["perm"] = self.perm
         if self.index is not None:
             out["index"] = self.index
+        if self.window is not None:
+            out["window"] = self.window
         return out
 
     def __repr__(self) -> str:
@@ -410,7 +487,8 @@ class Graph:
 
 def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None,
                 perm: tuple[int, ...] | None = None,
-                index: tuple[IndexEntry, ...] | None = None) -> tuple[tuple[int, ...], str]:
+                index: tuple[IndexEntry, ...] | None = None,
+                window: Window | None = None) -> tuple[tuple[int, ...], str]:
     """Shape and dtype of an op whose result type follows from its operands.
 
     The single statement of the typing rules: the builder uses it to create nodes and `verify`
@@ -466,6 +544,22 @@ def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None,
                  for i in inputs), "operands differ in dtype or in a dimension off the axis")
         total = sum(i.shape[axis] for i in inputs)
         return x.shape[:axis] + (total,) + x.shape[axis + 1:], x.dtype
+    if op in (Op.CONV2D, Op.IM2COL) or op in POOL_OPS:
+        need(len(inputs) == (2 if op is Op.CONV2D else 1), "wrong number of operands")
+        x = inputs[0]
+        need(x.ndim == 4 and window is not None, "needs a 4-D operand and a window")
+        oh, ow = window.out_hw(x.shape[2], x.shape[3])
+        need(oh >= 1 and ow >= 1, f"window {window} does not fit {format_shape(x.shape)}")
+        n, c = x.shape[:2]
+        if op is Op.IM2COL:
+            return (n * oh * ow, c * window.size[0] * window.size[1]), x.dtype
+        if op in POOL_OPS:
+            return (n, c, oh, ow), x.dtype
+        w = inputs[1]
+        need(w.ndim == 4 and w.shape[1] == c and w.shape[2:] == window.size
+             and w.dtype == x.dtype and not window.ceil and not window.count_pad,
+             "weights do not fit the input or the window")
+        return (n, w.shape[0], oh, ow), "f32"
     if op in AXIS_OPS:
         need(len(inputs) == 1, "needs one operand")
         x = inputs[0]
@@ -484,7 +578,7 @@ def result_type(op: Op, inputs: tuple[Node, ...], axis: int | None = None,
 
 # Ops whose result type is given when the node is made rather than implied by the operands.
 EXPLICIT_TYPE_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.CAST, Op.RESHAPE,
-                               Op.UNSLICE})
+                               Op.UNSLICE, Op.CONV2D_TRANSPOSE, Op.COL2IM})
 
 
 class GraphBuilder:
@@ -496,20 +590,23 @@ class GraphBuilder:
     def add(self, op: Op, inputs: tuple[Node, ...] = (), *, shape: tuple[int, ...] | None = None,
             dtype: str | None = None, axis: int | None = None, value: float | None = None,
             init: Init | None = None, name: str | None = None, line: int = 0, col: int = 0,
-            perm: tuple[int, ...] | None = None, index: tuple[IndexEntry, ...] | None = None
-            ) -> Node:
-        """A new node. `shape`/`dtype` are given for input, param, const, broadcast, cast and
-        reshape, and derived by `result_type` for every other op."""
+            perm: tuple[int, ...] | None = None, index: tuple[IndexEntry, ...] | None = None,
+            window: Window | None = None) -> Node:
+        """A new node. `shape`/`dtype` are given for input, param, const, broadcast, cast,
+        reshape, unslice, conv2d_transpose and col2im, and derived by `result_type` for every
+        other op."""
         if op in EXPLICIT_TYPE_OPS:
             if shape is None or dtype is None:
                 raise IRError(f"{op.value} needs an explicit shape and dtype")
-            if op in (Op.RESHAPE, Op.UNSLICE) and inputs:
+            if op in (Op.RESHAPE, Op.UNSLICE, Op.COL2IM) and inputs:
                 dtype = inputs[0].dtype
+            if op is Op.CONV2D_TRANSPOSE:
+                dtype = "f32"
         else:
-            shape, dtype = result_type(op, inputs, axis, perm, index)
+            shape, dtype = result_type(op, inputs, axis, perm, index, window)
         nid = len(self.nodes)
         node = Node(nid, op, tuple(inputs), tuple(shape), dtype, name or f"%t{nid}", line, col,
-                    axis, value, init, perm, index)
+                    axis, value, init, perm, index, window)
         self.nodes.append(node)
         return node
 
@@ -603,9 +700,25 @@ def _verify_types(node: Node, where: str) -> None:
     elif op is Op.UNSLICE:
         ok = (len(ins) == 1 and ins[0].dtype == node.dtype and node.index is not None
               and index_shape(node.shape, node.index) == ins[0].shape)
+    elif op in (Op.CONV2D_TRANSPOSE, Op.COL2IM):
+        ok = node.window is not None and node.ndim == 4
+        if ok:
+            # The shape this op gives back is the one the forward window was applied to.
+            n, c, h, w = node.shape
+            oh, ow = node.window.out_hw(h, w)
+            R, S = node.window.size
+            if op is Op.COL2IM:
+                ok = (len(ins) == 1 and node.dtype == ins[0].dtype == "f32" and oh >= 1
+                      and ow >= 1
+                      and ins[0].shape == (n * oh * ow, c * R * S))
+            else:
+                g, wt = ins if len(ins) == 2 else (None, None)
+                ok = (g is not None and node.dtype == "f32" and g.dtype == wt.dtype
+                      and g.shape == (n, wt.shape[0], oh, ow) and wt.shape[1:] == (c, R, S)
+                      and not node.window.ceil)
     else:
         try:
-            shape, dtype = result_type(op, ins, node.axis, node.perm, node.index)
+            shape, dtype = result_type(op, ins, node.axis, node.perm, node.index, node.window)
         except IRError as e:
             raise IRError(f"{where}: {e}") from None
         ok = (shape, dtype) == (node.shape, node.dtype)
@@ -622,6 +735,10 @@ def _verify_types(node: Node, where: str) -> None:
         raise IRError(f"{where}: perm attribute on {op.value}")
     if (node.index is not None) != (op in (Op.SLICE, Op.UNSLICE)):
         raise IRError(f"{where}: index attribute on {op.value}")
+    if (node.window is not None) != (op in WINDOW_OPS):
+        raise IRError(f"{where}: window attribute on {op.value}")
+    if op is Op.IM2COL and node.value not in (0.0, -math.inf):
+        raise IRError(f"{where}: im2col fills its padding with 0 or -inf, not {node.value}")
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -637,6 +754,9 @@ def format_node(node: Node) -> tuple[str, str, str, str]:
         attrs = f"[axis={node.axis}, eps={node.value!r}]"
     elif node.axis is not None:
         attrs = f"[axis={node.axis}]"
+    elif node.window is not None:
+        fill = f" fill={node.value:g}" if node.op is Op.IM2COL and node.value else ""
+        attrs = f"[{node.window}{fill}]"
     elif node.value is not None:
         attrs = f" {node.value!r}"
     elif node.init is not None:

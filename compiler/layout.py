@@ -13,6 +13,11 @@ replicated down every grid row (what makes adding a bias [N] to an [M, N] block 
 row reduction produces), and (None, None) a full copy on every grid node. Splits are in units of
 `tile` (the machine's mma_dim), as even as possible (`split`).
 
+The row axis "PQ" splits the rows over every grid node, whole rows each, in snake order (grid
+row 0 west to east, row 1 east to west, ...), so consecutive blocks sit on neighbouring nodes:
+the layout of the vision kernels (compiler.conv), whose windows read a few rows past their
+block's ends. Its row bounds are always given (`row_split`), in rows, not tiles.
+
 A node stores its block row-major at one address that is the same on every node (so code can be
 shared), `alloc_rows` rows of `stride` bytes: the row count is padded to a multiple of `tile` so
 matrix tiles never leave the buffer, and rows to a multiple of `lanes` elements (the machine's
@@ -112,6 +117,9 @@ class Layout:
     def __post_init__(self) -> None:
         if self.row_axis is not None and self.row_axis == self.col_axis:
             raise ValueError("a layout cannot split both view dimensions over one grid axis")
+        if self.row_axis == "PQ" and (self.col_axis is not None or self.row_split is None
+                                      or len(self.row_split) != self.P * self.Q + 1):
+            raise ValueError("rows over the whole grid need whole rows and their bounds")
         if self.bands is not None:
             n = len(self.bands) - 1
             by_cols = self.band_axis == "Q"
@@ -132,6 +140,8 @@ class Layout:
     # ---- splits -------------------------------------------------------------------------------
 
     def _parts(self, axis: str | None) -> int:
+        if axis == "PQ":
+            return self.P * self.Q
         return 1 if axis is None else (self.P if axis == "P" else self.Q)
 
     @cached_property
@@ -145,6 +155,8 @@ class Layout:
         return split(self.cols, self._parts(self.col_axis), self.tile)
 
     def _index(self, axis: str | None, i: int, j: int) -> int:
+        if axis == "PQ":
+            return snake(i, j, self.Q)
         return 0 if axis is None else (i if axis == "P" else j)
 
     def block_index(self, i: int, j: int) -> tuple[int, int]:
@@ -321,10 +333,11 @@ class Layout:
     def describe(self) -> str:
         kind = {("P", "Q"): "block", ("Q", "P"): "block^T", (None, "Q"): "cols/Q",
                 (None, "P"): "cols/P", ("P", None): "rows/P", ("Q", None): "rows/Q",
-                (None, None): "replicated"}[(self.row_axis, self.col_axis)]
+                (None, None): "replicated", ("PQ", None): "rows/grid"}[(self.row_axis,
+                                                                        self.col_axis)]
         extra = ((" dense" if self.dense else "") + (f" skew-{self.skew}" if self.skew else "")
                  + (f" x{self.pieces} pieces" if self.pieces > 1 else ""))
-        extra += " batched" if self.row_split is not None else ""
+        extra += " batched" if self.row_split is not None and self.row_axis != "PQ" else ""
         if self.bands is not None:
             extra += (f" in {len(self.bands) - 1} "
                       f"{'column' if self.band_axis == 'Q' else 'row'} bands")
@@ -357,6 +370,22 @@ def make_layout(shape: tuple[int, ...], dtype: str, row_axis: str | None,
 def batch_bands(entries: int, Q: int) -> tuple[int, ...]:
     """The grid-column bounds of `entries` <= Q bands (as even as possible, in order)."""
     return tuple(e * Q // entries for e in range(entries + 1))
+
+
+def snake(i: int, j: int, Q: int) -> int:
+    """The position of grid node (i, j) in snake order: grid row 0 west to east, row 1 east to
+    west, ..., so that consecutive positions are neighbours."""
+    return i * Q + (j if i % 2 == 0 else Q - 1 - j)
+
+
+def grid_rows_layout(shape: tuple[int, ...], dtype: str, grid: Grid,
+                     bounds: tuple[int, ...] | None = None) -> Layout:
+    """Rows of the 2-D view of `shape` over every grid node in snake order (`bounds`, or as
+    even as possible)."""
+    rows = view_of(shape)[0]
+    if bounds is None:
+        bounds = split(rows, grid.P * grid.Q, 1)
+    return make_layout(shape, dtype, "PQ", None, grid, row_split=tuple(bounds))
 
 
 def batch_groups(entries: int, P: int) -> list[tuple[int, int]]:

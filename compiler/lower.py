@@ -29,9 +29,10 @@ import numpy as np
 from compiler.asmgen import CompilerLimit
 from compiler.batched import BandMatmul, BatchedMatmul
 from compiler.comm import Redistribute
+from compiler.conv import conv_operand_layout, map_col2im, map_conv, map_pool
 from compiler.gather import Gather, index_map
 from compiler.grid import Grid
-from compiler.ir import REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
+from compiler.ir import POOL_OPS, REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
 from compiler.kernels import (
     ArgMax,
     DenseReshape,
@@ -58,6 +59,7 @@ from compiler.layout import (
 )
 from compiler.matmul import SPLIT_PIECES, Matmul, SplitBf16
 from compiler.plan import ELEMENTWISE_OPS, Step, Value
+from compiler.summa import SpmdStream, SpmdSumma
 from d1isa.machine import Machine
 
 MAX_FUSED_OPS = 10
@@ -84,7 +86,7 @@ def broadcast_mode(src: tuple[int, ...], dst: tuple[int, ...]) -> str:
 class KOp:
     """One kernel: `kind` in input, fused, reduce, reduce_all, softmax (log_softmax too),
     max_mask, argmax, layernorm, matmul, transpose, reshape, broadcast, gather (slice, unslice,
-    concat)."""
+    concat, im2col), conv (conv2d, conv2d_transpose), pool (maxpool2d, avgpool2d), col2im."""
 
     kind: str
     node: Node
@@ -94,11 +96,13 @@ class KOp:
     nops: list[str] = field(default_factory=list)
 
 
-def lower(graph: Graph) -> list[KOp]:
-    """Kernel ops in program order, with elementwise fusion decided."""
+def lower(graph: Graph, keep: frozenset[int] | set[int] = frozenset()) -> list[KOp]:
+    """Kernel ops in program order, with elementwise fusion decided. Nodes in `keep` are
+    stored like outputs, never fused into their readers (a data-parallel program all-reduces
+    them across chips, compiler.dataparallel)."""
     users = graph.users()
     # An update's value is stored like an output: the write-back (compiler.writeback) reads it.
-    outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates}
+    outputs = {o.id for o in graph.outputs} | {u.value.id for u in graph.updates} | set(keep)
     fused_into: set[int] = set()
     trees: dict[int, tuple[tuple, list[str]]] = {}
 
@@ -186,6 +190,12 @@ def lower(graph: Graph) -> list[KOp]:
             out.append(KOp("matmul", node))
         elif node.op is Op.TRANSPOSE:
             out.append(KOp("transpose", node))
+        elif node.op in (Op.CONV2D, Op.CONV2D_TRANSPOSE):
+            out.append(KOp("conv", node))
+        elif node.op in POOL_OPS:
+            out.append(KOp("pool", node))
+        elif node.op is Op.COL2IM:
+            out.append(KOp("col2im", node))
         elif node.op in SHAPE_OPS:
             out.append(KOp("gather", node))
         else:  # pragma: no cover - the IR has no other ops (grad nodes never reach lower)
@@ -203,12 +213,15 @@ def _fuse_moves(graph: Graph, users: dict[int, list[Node]], outputs: set[int],
     is gathered, or None if it is fused into its reader."""
     def movable(x: Node) -> bool:
         return (x.op in SHAPE_OPS or x.op in (Op.TRANSPOSE, Op.RESHAPE)) and (
-            x.id not in outputs and x.id not in reduce_all and len(users[x.id]) == 1)
+            x.id not in outputs and x.id not in reduce_all and len(users[x.id]) == 1
+            and not _fills(x))
 
     out: dict[int, tuple | None] = {}
     for node in reversed(graph.nodes):
         if node.id in out or not (node.op in SHAPE_OPS or node.op in (Op.TRANSPOSE, Op.RESHAPE)):
             continue
+        if _fills(node):
+            continue        # its -1 entries mean -inf, an operand's would mean 0
         if node.id in reduce_all or not any(movable(x) for x in node.inputs):
             continue
         if node.op is Op.RESHAPE:
@@ -217,6 +230,11 @@ def _fuse_moves(graph: Graph, users: dict[int, list[Node]], outputs: set[int],
                 continue        # read in place (a relabelling), not gathered
         out[node.id] = _compose(node, movable, out)
     return out
+
+
+def _fills(node: Node) -> bool:
+    """An im2col whose padding is not zero (-inf: the patches of a maxpool's gradient)."""
+    return node.op is Op.IM2COL and bool(node.value)
 
 
 def _compose(node: Node, movable, fused: dict[int, tuple | None]) -> tuple:
@@ -264,6 +282,8 @@ class Mapper:
         self.updated = {u.param.id for u in graph.updates}
         self.ntemp = 0
         self.split_memo: dict[int, int] = {}
+        self.vision = _vision_derived(graph)
+        self.deferred: set[int] = set()       # general broadcasts gathered by their readers
 
     @property
     def placed(self) -> list[Value]:
@@ -289,12 +309,18 @@ class Mapper:
         front (looking through a widening cast), so reading it needs no communication."""
         users = self.users[node.id]
         g = self.grid
+        if users and all(self.vision_broadcast(u) for u in users) and node.size <= 4096:
+            # a per-channel bias of a vision value: a copy everywhere, gathered locally
+            return self.layout(node.shape, node.dtype, None, None)
         batched = self.batched_operand_layout(node)
         if batched is not None:
             return batched
         banded = self.band_operand_layout(node)
         if banded is not None:
             return banded
+        vision = conv_operand_layout(self, node)
+        if vision is not None:
+            return vision
         # Not an updated param: its new value comes out of unskewed kernels, and would need a
         # redistribution every step to be written back skewed.
         if (users and g.P == g.Q and g.P > 1 and self.options.matmul == "summa"
@@ -485,6 +511,10 @@ class Mapper:
                 if x.op is Op.CONST:
                     key = ("const", x.value, x.dtype)
                     lf = Leaf("const", const=float(x.value))
+                elif x.id in self.deferred:
+                    mode, v = self.gathered_broadcast(x, L, loc)
+                    key = (mode, id(v))
+                    lf = Leaf(mode, v)
                 elif x.op is Op.BROADCAST and x.id not in self.values:
                     mode = broadcast_mode(x.inputs[0].shape, x.shape)
                     src_node, packed = _read_in_place(x.inputs[0], vcol and mode == "col"
@@ -544,8 +574,22 @@ class Mapper:
             return self.ensure(v, self.default(v.shape, v.dtype), loc, label)
         return v
 
+    def vision_broadcast(self, node: Node) -> bool:
+        """A broadcast that no pattern of the elementwise kernels reads in place, whose
+        readers are all elementwise and meet a value of a vision kernel (a per-channel bias
+        [C, 1, 1] of conv2d's [N, C, H, W]): each reader gathers it into its own layout, as a
+        column where it is constant along rows, instead of a dense copy on every node."""
+        return (node.op is Op.BROADCAST
+                and broadcast_mode(node.inputs[0].shape, node.shape) == "general"
+                and bool(self.users[node.id])
+                and all(u.op in ELEMENTWISE_OPS for u in self.users[node.id])
+                and any(x.id in self.vision for u in self.users[node.id] for x in u.inputs))
+
     def _broadcast(self, k: KOp) -> None:
         node = k.node
+        if self.vision_broadcast(node):
+            self.deferred.add(node.id)
+            return
         loc = self._loc(node)
         src = self.operand(node.inputs[0], loc, node.name)
         rep = self.ensure(src, self.layout(src.shape, src.dtype, None, None, True), loc,
@@ -553,12 +597,40 @@ class Mapper:
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdBroadcast(out, rep, loc, node.name))
 
+    def gathered_broadcast(self, x: Node, L: Layout, loc) -> tuple[str, Value]:
+        """A deferred broadcast (`vision_broadcast`) for a reader in layout L: gathered as the
+        column [rows, 1] in L's rows ("col") when it is constant along the last axis, else
+        whole in L ("full"); once per layout."""
+        src = x.inputs[0]
+        flat = np.broadcast_to(np.arange(src.size).reshape(src.shape), x.shape)
+        if x.ndim >= 2 and src.shape[-1] == 1:
+            mode, shape, index = "col", x.shape[:-1] + (1,), flat[..., :1]
+            want = make_layout(shape, x.dtype, L.row_axis, None, self.grid,
+                               row_split=L.row_split)
+        else:
+            mode, shape, index = "full", x.shape, flat
+            want = make_layout(shape, x.dtype, L.row_axis, L.col_axis, self.grid, L.dense,
+                               row_split=L.row_split)
+        key = ("bcast", x.id, mode, want.row_axis, want.col_axis, want.dense, want.row_split)
+        v = self.cache.get(key)
+        if v is None:
+            v = Value(f"{x.name}'{self._n()}", shape, x.dtype, want)
+            self.steps.append(Gather(v, [self.values[src.id]],
+                                     np.ascontiguousarray(index).reshape(view_of(shape)),
+                                     loc, x.name, self.grid, "gather(broadcast)"))
+            self.cache[key] = v
+        return mode, v
+
+
     def _reduce(self, k: KOp, kernel: type | None = None) -> None:
         """A reduction along one axis (`kernel` ArgMax: an argmax, laid out the same)."""
         node = k.node
         loc = self._loc(node)
         x = self.operand(node.inputs[0], loc, node.name)
         op = node.op.value
+        if x.layout.row_axis == "PQ" and len(x.shape) <= 2:
+            # rows over the whole grid (a vision kernel's): reduced from the block layout
+            x = self.ensure(x, self.default(x.shape, x.dtype), loc, node.name)
         if x.layout and len(x.shape) <= 2:
             rows = node.axis == len(x.shape) - 1
             axis = x.layout.row_axis if rows else x.layout.col_axis
@@ -634,7 +706,7 @@ class Mapper:
                 out.base = x.base or x
             else:
                 self.steps.append(Redistribute(out, x, False, loc, node.name, self.grid))
-        elif old == new[::-1] and 1 in old and not L.dense:
+        elif old == new[::-1] and 1 in old and not L.dense and L.row_axis != "PQ":
             out = self.new_value(node, self.layout(node.shape, node.dtype, L.col_axis,
                                                    L.row_axis))
             self.steps.append(Redistribute(out, x, True, loc, node.name, self.grid))
@@ -655,7 +727,8 @@ class Mapper:
         srcs = [self.values[x.id] for x in operands]
         out = self.new_value(node, L)
         step = Gather(out, srcs, index.reshape(view_of(node.shape)), self._loc(node),
-                      node.name, self.grid, node.op.value)
+                      node.name, self.grid, node.op.value,
+                      fill=node.value if _fills(node) else 0.0)
         src = step.in_place()
         if src is not None and self._may_view(node, src):
             out.base = src.base or src          # the same bytes: nothing moves
@@ -669,6 +742,17 @@ class Mapper:
         base = src.base or src
         return node.id not in self.outputs and not (base.node is not None
                                                     and base.node.id in self.updated)
+
+    # ---- vision (compiler.conv) ----------------------------------------------------------------
+
+    def _conv(self, k: KOp) -> None:
+        map_conv(self, k.node)
+
+    def _pool(self, k: KOp) -> None:
+        map_pool(self, k.node)
+
+    def _col2im(self, k: KOp) -> None:
+        map_col2im(self, k.node)
 
     # ---- batched matmul -----------------------------------------------------------------------
 
@@ -889,6 +973,10 @@ class Mapper:
         elif split == "B":
             b = self.split(b, loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, "P", "Q"))
+        for spmd in (SpmdSumma, SpmdStream):
+            if not naive and spmd.applicable(a, b, self.grid, self.machine, self.options):
+                self.steps.append(spmd(out, a, b, loc, node.name, self.grid, self.machine))
+                return
         self.steps.append(Matmul(out, a, b, loc, node.name, self.grid, self.machine,
                                  "local" if naive else "summa", self.options.double_buffer,
                                  self.options.reach))
@@ -1110,6 +1198,15 @@ class Mapper:
 def _widens(n: Node) -> bool:
     """A cast of a bf16 value to f32: exact, so a reader may take the bf16 value instead."""
     return n.op is Op.CAST and n.dtype == "f32" and n.inputs[0].dtype == "bf16"
+def _vision_derived(graph: Graph) -> set[int]:
+    """Ids of the values of vision kernels (conv2d, conv2d_transpose, the pools) and of the
+    elementwise values computed from them."""
+    out: set[int] = set()
+    vision = (Op.CONV2D, Op.CONV2D_TRANSPOSE) + tuple(POOL_OPS)
+    for n in graph.nodes:
+        if n.op in vision or (n.op in ELEMENTWISE_OPS and any(i.id in out for i in n.inputs)):
+            out.add(n.id)
+    return out
 
 
 def _read_in_place(x: Node, vcol: bool) -> tuple[Node, bool]:

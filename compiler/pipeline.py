@@ -34,6 +34,8 @@ from compiler.alloc import allocate, schedule
 from compiler.asmgen import CompilerLimit, check_machine
 from compiler.ast import format_ast
 from compiler.check import check
+from compiler.dataparallel import ChipCtx, ChipMapper, DataParallel, NotDataParallel, hoist
+from compiler.dataparallel import plan as plan_data_parallel
 from compiler.debuginfo import describe_values
 from compiler.emit import Emitted, assembly_text, collect, emit_program, link
 from compiler.grad import differentiate
@@ -41,7 +43,7 @@ from compiler.grid import Grid, choose_grid
 from compiler.ir import Graph, Op, format_ir, verify
 from compiler.lower import lower, map_to_mesh
 from compiler.parse import parse
-from compiler.plan import Ctx
+from compiler.plan import Ctx, Value
 from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine, default_machine
@@ -52,6 +54,8 @@ PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "sched
 STAGES = ("ast", "ir", "asm")
 MATMUL_ALGORITHMS = ("summa", "naive")
 BATCHED_MATMUL = ("subgrid", "rows", "sequential")
+CONV_MAPPINGS = ("implicit", "im2col")
+PARALLEL_MODES = ("auto", "data", "whole")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class CompileOptions:
     reach: grid hops a summa panel travels per round (1: forwarded hop by hop; larger values
             relay it through several grid nodes at once).
     verify: re-check the IR's invariants after the front end.
+    spmd: nodes that play the same role run one shared code block, their own numbers in
+            registers they start with (False: one block per distinct node program; the same
+            modelled cycles, a larger object).
     batched: a matmul of 3-D or 4-D operands: "subgrid" runs the batch's products at once,
             each on its own band of grid columns or grid rows (whichever spreads its tiles
             better; columns on a tie); "rows" always on bands of grid rows; "sequential"
@@ -75,6 +82,16 @@ class CompileOptions:
             of grid rows, each computing a block of N (when N fills every band's columns);
             the matmul that reads such a result as A multiplies each band's block of K where
             it lies and adds the partial products.
+    conv: conv2d (and its input gradient): "implicit" multiplies each node's rows of output
+            on the matrix unit straight from its slab of input rows (an implicit GEMM);
+            "im2col" gathers the patches matrix [N H' W', C R S] and multiplies it by the
+            weights with the 2-D matmul.
+    parallel: on a machine of several chips, "auto" runs a training program (one with
+            `update`s) data-parallel (compiler.dataparallel: the batch split over the chips,
+            one per-chip program, gradients all-reduced across chip edges) and maps anything
+            else onto the whole machine; "data" asks for data parallelism for any program
+            (an error if the program cannot have it); "whole" maps every program onto the
+            whole machine.
     """
 
     matmul: str = "summa"
@@ -82,8 +99,11 @@ class CompileOptions:
     preskew: bool = True
     reach: int = 1
     verify: bool = True
+    spmd: bool = True
     batched: str = "subgrid"
     row_bands: bool = True
+    conv: str = "implicit"
+    parallel: str = "auto"
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
@@ -92,6 +112,12 @@ class CompileOptions:
         if self.batched not in BATCHED_MATMUL:
             raise D1Error(f"unknown batched matmul mapping '{self.batched}'; "
                           f"choose one of {', '.join(BATCHED_MATMUL)}")
+        if self.conv not in CONV_MAPPINGS:
+            raise D1Error(f"unknown conv2d mapping '{self.conv}'; "
+                          f"choose one of {', '.join(CONV_MAPPINGS)}")
+        if self.parallel not in PARALLEL_MODES:
+            raise D1Error(f"unknown parallel mode '{self.parallel}'; "
+                          f"choose one of {', '.join(PARALLEL_MODES)}")
         if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
             raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
 
@@ -106,7 +132,7 @@ class CompileOptions:
             key, text = (s.strip() for s in item.split("=", 1))
             if key not in known:
                 raise D1Error(f"unknown compiler option '{key}'; known: {', '.join(known)}")
-            if key in ("matmul", "batched"):
+            if key in ("matmul", "batched", "conv", "parallel"):
                 values[key] = text
             elif key == "reach":
                 if not text.isdigit():
@@ -130,6 +156,8 @@ class Compiled:
     obj: ObjectFile | None
     sram_peak: int
     seconds: dict[str, float] = field(default_factory=dict)
+    parallel: DataParallel | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def asm(self) -> str:
@@ -165,28 +193,45 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     if options.verify:
         verify(graph)
     t.lap("differentiate")
-    kops = lower(graph)
+    dp, notes = _data_parallel(graph, machine, options)
+    mapped = dp.graph if dp is not None else graph
+    kops = lower(mapped, set(dp.reduce) if dp is not None else frozenset())
+    if dp is not None:
+        kops = hoist(mapped, kops, dp.reduce)
     t.lap("lower")
-    grid = choose_grid(machine)
-    mapper = map_to_mesh(graph, kops, grid, machine, options)
-    outputs = [mapper.values[o.id] for o in graph.outputs]
+    if dp is not None:
+        grid = dp.grid
+        mapper = ChipMapper(dp, mapped, machine, options)
+        mapper.run(kops)
+    else:
+        grid = choose_grid(machine)
+        mapper = map_to_mesh(mapped, kops, grid, machine, options)
+    outputs = [mapper.values[o.id] for o in mapped.outputs]
     t.lap("map")
-    resident = write_back(graph, mapper.steps, mapper.values, grid)
+    resident = write_back(mapped, mapper.steps, mapper.values, grid)
     t.lap("writeback")
     sched = schedule(mapper.steps, mapper.placed, outputs + resident)
     t.lap("schedule")
     peak = allocate(sched, machine.sram_bytes, filename, text)
     t.lap("allocate")
-    ctx = Ctx(machine, grid, options, filename)
+    ctx = (ChipCtx(machine, grid, options, filename, dp=dp) if dp is not None
+           else Ctx(machine, grid, options, filename))
     emit_program(ctx, sched.steps)
+    if dp is not None:
+        ctx.merge()
     out_names = [o.name for o in graph.outputs]
     tensors = []
+
+    def shape_of(v: Value) -> tuple[int, ...]:
+        return v.shape if dp is None else dp.global_shape[v.name]
+
     for v in mapper.inputs:
-        tensors.append((v.name, "param" if v.node.op is Op.PARAM else "input", v, v.shape))
+        tensors.append((v.name, "param" if v.node.op is Op.PARAM else "input", v,
+                        shape_of(v)))
     input_names = {v.name for v in mapper.inputs}
-    for o, v in zip(graph.outputs, outputs, strict=True):
+    for o, v in zip(mapped.outputs, outputs, strict=True):
         if o.name not in input_names:
-            tensors.append((o.name, "output", v, v.shape))
+            tensors.append((o.name, "output", v, shape_of(v) if o.ndim else v.shape))
     meta = {
         "producer": "d1 compile",
         "source": filename,
@@ -200,16 +245,40 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         "sram_peak_bytes": peak,
         "regions": [{"op": st.kind, "name": st.label, "line": st.loc[0], "col": st.loc[1]}
                     for st in sched.steps],
+        **({"parallel": dp.describe()} if dp is not None else {}),
     }
     emitted = collect(ctx, filename, text, tensors, meta, len(sched.steps))
-    # The debugger's record of every named value: its layout and the steps it is live in.
-    meta["values"] = describe_values(graph, kops, mapper, sched, grid, emitted.step_pcs, text)
+    if dp is not None:
+        emitted.expand = dp.pieces
+    # The debugger's record of every named value: its layout and the steps it is live in (of
+    # a data-parallel program: chip 0's copy).
+    meta["values"] = describe_values(mapped, kops, mapper, sched, grid, emitted.step_pcs, text)
     t.lap("emit")
     obj = None
     if assemble_object:
         obj = link(emitted)
         t.lap("assemble")
-    return Compiled(graph, grid, emitted, obj, peak, t.laps)
+    return Compiled(graph, grid, emitted, obj, peak, t.laps, dp, notes)
+
+
+def _data_parallel(graph: Graph, machine: Machine, options: CompileOptions
+                   ) -> tuple[DataParallel | None, list[str]]:
+    """The data-parallel plan for this program and machine, if it gets one, and notes saying
+    why a training program on several chips does not."""
+    if machine.chips < 2 or options.parallel == "whole":
+        if options.parallel == "data" and machine.chips < 2:
+            raise D1Error("parallel=data splits the batch over the chips of a machine of "
+                          f"several chips; machine '{machine.name}' has one (use --chips)")
+        return None, []
+    if options.parallel == "auto" and not graph.updates:
+        return None, []
+    try:
+        return plan_data_parallel(graph, machine), []
+    except NotDataParallel as e:
+        if options.parallel == "data":
+            raise D1Error(f"{graph.filename}: cannot run data-parallel: {e.reason}") from None
+        return None, [f"not data-parallel over the {machine.chips_x} x {machine.chips_y} "
+                      f"chips: {e.reason}; mapped onto the whole machine instead"]
 
 
 def compile_source(text: str, machine: Machine | None = None, filename: str = "<string>",

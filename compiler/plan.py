@@ -89,9 +89,13 @@ class Step:
     label: str                      # DSL name of the value it computes (for regions and errors)
     temps: list[Value] = field(default_factory=list)
     also: list[Value] = field(default_factory=list)     # further values it writes
+    # Per-node tables the object places in SRAM before the program starts (Ctx.table): live
+    # for the whole run, so no value ever overwrites them and every run finds them.
+    tables: list[Value] = field(default_factory=list)
 
     def values(self) -> list[Value]:
-        return ([self.out] if self.out is not None else []) + self.also + self.ins + self.temps
+        return (([self.out] if self.out is not None else []) + self.also + self.ins + self.temps
+                + self.tables)
 
     def writes(self) -> list[Value]:
         """The values this step computes: `out`, and `also` (an elementwise kernel that stores
@@ -123,6 +127,17 @@ class Ctx:
     # the debugger how far each node is through the program).
     step: int = -1
     starts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    # Per-node SRAM tables: (node, address, entries); an entry is an int or the name of a label
+    # of that node's program (its code address, known once the program is laid out), each
+    # stored as a little-endian 32-bit word.
+    tables: list[tuple[int, int, list[int | str]]] = field(default_factory=list)
+    names: int = 0
+
+    def unique(self, prefix: str) -> str:
+        """A label prefix no other step's code uses (code shared between nodes is built once,
+        so its labels cannot come from one node's counter)."""
+        self.names += 1
+        return f".{prefix}{self.names}_"
 
     def __post_init__(self) -> None:
         self.instrs = InstrSet(self.machine, 0, self.filename or None)
@@ -141,6 +156,11 @@ class Ctx:
 
     def gcode(self, i: int, j: int) -> Code:
         return self.code(self.grid.nodes[i][j])
+
+    def table(self, nid: int, at: Value, entries: list[int | str]) -> None:
+        """Node `nid` starts with `entries` (32-bit words; label names become the code address
+        of that label in its program) at `at`, a value of the step's `tables`."""
+        self.tables.append((nid, at.addr, list(entries)))
 
 
 ELEMENTWISE_OPS = frozenset({Op.NEG, Op.ABS, Op.RELU, Op.EXP, Op.TANH, Op.SIGMOID, Op.SQRT,

@@ -26,6 +26,7 @@ import numpy as np
 
 from compiler.grad import differentiate
 from compiler.ir import Graph, Node, Op, format_type, numpy_index, round_to, transpose_perm
+from compiler.windows import col2im, patches, pool_view, window_counts
 from d1isa.errors import D1Error
 
 Kernel = Callable[..., np.ndarray]
@@ -314,6 +315,31 @@ def _unslice(node: Node, g: np.ndarray) -> np.ndarray:
     return out
 
 
+def _conv2d(node: Node, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The patches of x times the weights as a [K, C R S] matrix: f32 products, f32 sums."""
+    n, k, oh, ow = node.shape
+    cols = patches(x, node.window)
+    y = np.matmul(cols, w.reshape(k, -1).T, dtype=np.float32)
+    return np.ascontiguousarray(y.reshape(n, oh, ow, k).transpose(0, 3, 1, 2))
+
+
+def _conv2d_transpose(node: Node, g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """col2im of (g as [N H' W', K]) @ (w as [K, C R S])."""
+    k = w.shape[0]
+    rows = g.transpose(0, 2, 3, 1).reshape(-1, k)
+    return col2im(np.matmul(rows, w.reshape(k, -1), dtype=np.float32), node.shape, node.window)
+
+
+def _avgpool2d(node: Node, x: np.ndarray) -> np.ndarray:
+    """The window's elements summed in f32 one after the other in window order (padding adds
+    0), divided in f32 by the count, rounded once."""
+    taps = pool_view(x, node.window, 0.0)
+    total = np.zeros(taps.shape[:-1], dtype=np.float32)
+    for t in range(taps.shape[-1]):
+        total = total + taps[..., t]
+    return round_to(total / window_counts(node.window, *x.shape[2:]), node.dtype)
+
+
 KERNELS: dict[Op, Kernel] = {
     Op.CONST: lambda node: np.full(node.shape, node.value, dtype=np.float32),
     Op.BROADCAST: lambda node, x: np.broadcast_to(x, node.shape),
@@ -357,4 +383,10 @@ KERNELS: dict[Op, Kernel] = {
     Op.SLICE: lambda node, x: np.array(x[numpy_index(node.index)], dtype=np.float32),
     Op.UNSLICE: _unslice,
     Op.CONCAT: lambda node, *xs: np.concatenate(xs, axis=node.axis),
+    Op.CONV2D: _conv2d,
+    Op.CONV2D_TRANSPOSE: _conv2d_transpose,
+    Op.MAXPOOL2D: lambda node, x: np.max(pool_view(x, node.window, -np.inf), axis=-1),
+    Op.AVGPOOL2D: _avgpool2d,
+    Op.IM2COL: lambda node, x: patches(x, node.window, node.value),
+    Op.COL2IM: lambda node, p: round_to(col2im(p, node.shape, node.window), node.dtype),
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -35,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("d1.commands.sweep", "sweep",
               "Run a kernel for every combination of machine parameters."),
     "diff": ("d1.commands.diff", "diff", "Compare two runs' statistics side by side."),
+    "scale": ("d1.commands.scale", "scale",
+              "Scaling study: one program on more and more chips, efficiency and chip edges."),
 }
 
 
@@ -79,11 +82,43 @@ def main(argv: list[str] | None = None) -> None:
     otherwise take 0.3-0.5 s (nothing left to finalize matters: every file d1 writes is closed
     by then, and the standard streams are flushed either way).
     """
+    from emulator.mpi import launched_rank
+
+    if launched_rank() > 0:
+        # Under `mpiexec -n R d1 ...` rank 0 runs the command and the others hold their share
+        # of the machine, following rank 0's emulator calls (emulator.distributed). Ctrl-C
+        # (the launcher sends it to every rank) is rank 0's to handle, from the start.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    comm = _mpi_world()
+    if comm is not None and comm.Get_rank() > 0:
+        from emulator.distributed import serve_or_abort
+        sys.exit(serve_or_abort(comm))
+    status: int | str | None = 3
     try:
         _main(argv)
+    except SystemExit as e:
+        status = e.code
+        raise
     finally:
+        if comm is not None:
+            from emulator.distributed import finish
+            finish(comm, status if isinstance(status, int) else (0 if status is None else 1))
         if argv is None:
             gc.freeze()
+
+
+def _mpi_world() -> object | None:
+    """MPI.COMM_WORLD when launched as one of several MPI ranks (emulator.mpi), else None
+    without importing mpi4py. A launch that needs mpi4py and lacks it ends here (exit 2)."""
+    from d1isa.errors import D1Error
+    from emulator.mpi import launched_rank, world
+
+    try:
+        return world()
+    except D1Error as e:
+        if launched_rank() == 0:
+            click.echo(e.render(), err=True)
+        sys.exit(2)
 
 
 def _main(argv: list[str] | None) -> None:

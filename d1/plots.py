@@ -6,6 +6,8 @@
 - `roofline_png`: the roofline of a kernel and its regions (d1.analysis explains the model).
 - `sweep_png`: modelled kernel time and share of peak across the points of a sweep.
 - `history_png`: the 0-d outputs of a training run (`d1 train`'s loss.png) against the step.
+- `scale_png`: a scaling study (`d1 scale`): efficiency against the number of chips, and the
+  same study with the chip-edge bandwidth halved and doubled.
 
 Every figure has a fixed size in inches (`MESH_SIZE`, ...), so its pixel size is that times the
 dpi (100 unless asked otherwise). Every axis and colour bar names its unit and says "modelled".
@@ -30,6 +32,7 @@ MESH_SIZE = (12.0, 10.0)        # inches: 1200 x 1000 px at 100 dpi
 ROOFLINE_SIZE = (10.0, 7.0)     # 1000 x 700 px
 SWEEP_SIZE = (10.0, 8.0)        # 1000 x 800 px
 HISTORY_SIZE = (9.0, 3.0)       # 900 px wide, 300 px high per output
+SCALE_SIZE = (12.0, 5.0)        # 1200 x 500 px
 
 _DELTA = ((0, -1), (1, 0), (0, 1), (-1, 0))     # N E S W in grid (x, y), y grows southward
 
@@ -340,4 +343,53 @@ def history_png(history: list[dict[str, Any]], names: list[str], path: str | Pat
     axes[-1].set_xlabel("step" + (" (faint lines: a new epoch)" if starts else ""))
     axes[0].set_title(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def scale_png(points: list[Any], path: str | Path, title: str, weak: bool,
+              dpi: int = 100) -> tuple[int, int]:
+    """Two panels of a scaling study (d1.scale.Point rows): the scaling efficiency against
+    the number of chips at the machine's chip-edge bandwidth, each point labelled with its
+    modelled time; and the same study at every chip-edge bandwidth measured (halved,
+    nominal, doubled). Failed points are left out (the CSV has them)."""
+    fig = _figure(SCALE_SIZE, dpi)
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
+    kind = "weak" if weak else "strong"
+    counts = sorted({p.count for p in points})
+    by_scale: dict[float, list[Any]] = {}
+    for p in points:
+        by_scale.setdefault(p.scale, []).append(p)
+    nominal = [p for p in by_scale.get(1.0, []) if p.efficiency is not None]
+    labels = {p.count: f"{p.chips[0]}x{p.chips[1]}" for p in points}
+    if nominal:
+        ax1.plot([p.count for p in nominal], [100 * p.efficiency for p in nominal],
+                 marker="o", color="C0", label=f"{nominal[0].bandwidth} B/cycle per link")
+        for k, p in enumerate(nominal):
+            last = k == len(nominal) - 1 and len(nominal) > 1
+            ax1.annotate(f"{p.cycles:,} cycles", (p.count, 100 * p.efficiency),
+                         textcoords="offset points", xytext=(-8 if last else 4, 6),
+                         ha="right" if last else "left", fontsize=8)
+    for ax in (ax1, ax2):
+        ax.axhline(100, color="0.6", lw=0.8, ls="--")
+        if len(counts) > 1 and max(counts) / min(counts) >= 4:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(counts)
+        ax.set_xticklabels([f"{labels[c]}\n({c})" for c in counts], fontsize=8)
+        ax.minorticks_off()
+        ax.margins(x=0.06)
+        ax.set_xlabel("chips (grid, count)")
+        ax.grid(True, color="0.9")
+    ax1.set_ylabel(f"{kind} scaling efficiency, % (modelled)")
+    ax1.set_title("efficiency against chips", fontsize=10)
+    for sc, color in ((0.5, "C3"), (1.0, "C0"), (2.0, "C2")):
+        pts = [p for p in by_scale.get(sc, []) if p.efficiency is not None]
+        if pts:
+            name = {0.5: "halved", 1.0: "nominal", 2.0: "doubled"}[sc]
+            ax2.plot([p.count for p in pts], [100 * p.efficiency for p in pts], marker="o",
+                     color=color, label=f"chip edges {name}: {pts[-1].bandwidth} B/cycle")
+    ax2.set_title("the same study, chip-edge bandwidth halved and doubled", fontsize=10)
+    ax2.legend(fontsize=8, loc="lower left")
+    ax1.set_ylim(bottom=0)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.17, top=0.86, wspace=0.06)
     return _save(fig, path)

@@ -240,7 +240,7 @@ def _compile(p: Path, text: str, filename: str, machine: Machine,
     from compiler.pipeline import compile_text
     result = compile_text(text, machine, filename, options)
     return Program(p, "dsl", result.obj, dsl=(text, filename), compiled=result,
-                   notes=notes or [])
+                   notes=[*(notes or []), *result.notes])
 
 
 def imported_source(p: Path, shapes: dict[str, tuple[int, ...]] | None = None

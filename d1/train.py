@@ -62,13 +62,16 @@ class Trainer:
     loaded for `machine` with compiler `options`). `params`: starting values by name; the
     others come from the object if it embeds them, else from their declaration's INIT drawn
     with `init_seed` (`compiler.reference.init_params`, the documented numpy generator).
-    `threads`: host threads of the emulator (None: `emulator.auto_threads`).
+    `threads`: host threads of the emulator (None: `emulator.auto_threads`). `comm`: an mpi4py
+    communicator of several ranks runs the machine on them, one thread each (rank 0 makes the
+    Trainer, the others serve: emulator.distributed, docs/SCALE.md); results are identical.
     """
 
     def __init__(self, obj: ObjectFile | Program | str | Path,
                  params: Mapping[str, Any] | None = None, machine: Machine | None = None,
                  *, init_seed: int = 0, options: CompileOptions | None = None,
-                 threads: int | None = None, max_cycles: int | None = None) -> None:
+                 threads: int | None = None, max_cycles: int | None = None,
+                 comm: Any = None) -> None:
         from emulator import Emulator, auto_threads
         from emulator.emulator import DEFAULT_MAX_CYCLES
 
@@ -94,9 +97,11 @@ class Trainer:
                                       for n in self.inputs) + "); a training program's "
                           "inputs all hold one batch")
         self.batch_size = sizes.pop() if sizes else 0
+        ranks = comm is not None and comm.Get_size() > 1
         self.emu = Emulator(self.obj, max_cycles=DEFAULT_MAX_CYCLES if max_cycles is None
                             else max_cycles,
-                            threads=threads or auto_threads(self.machine.n_live))
+                            threads=threads or (1 if ranks else auto_threads(self.machine.n_live)),
+                            comm=comm)
         for name, value in starting_params(prog, params, init_seed).items():
             self.emu.set_input(name, value)
         self.steps = 0
@@ -249,6 +254,9 @@ class Trainer:
                 "emulator_seconds": emu_s,
                 "emulator_share": emu_s / step_s if step_s > 0 else 0.0,
                 "jit_seconds": self.emu.jit_seconds,
+                # on MPI ranks (emulator.distributed): rank 0's time in window exchange
+                "ranks": getattr(self.emu, "ranks", 1),
+                "sync_seconds": getattr(self.emu, "sync_seconds", 0.0),
             },
         }
         if m.chips > 1:

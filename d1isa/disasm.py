@@ -242,6 +242,22 @@ def _data(obj: ObjectFile) -> list[str]:
     return out
 
 
+def _init(obj: ObjectFile) -> list[str]:
+    """The registers nodes start with: one `.data` section per distinct set of values, naming
+    the nodes that start with it, with one `.init` per register."""
+    init = obj.init
+    out: list[str] = []
+    for k in range(len(init.rows)):
+        nodes = np.nonzero(init.index == k)[0]
+        vals = [(r, int(v)) for r, v in zip(init.regs, init.rows[k].tolist(), strict=True) if v]
+        if not len(nodes) or not vals:
+            continue
+        out.append("")
+        out.append(f".data {selector_text(obj.machine, nodes)}")
+        out.extend(f".init r{r}, {v}" for r, v in vals)
+    return out
+
+
 def _tensors(obj: ObjectFile) -> list[str]:
     m = obj.machine
     out: list[str] = []
@@ -293,6 +309,7 @@ def disassemble(obj: ObjectFile, debug: bool = True) -> str:
                    "machine's --machine/--mesh options")
     out.extend(_code(obj, debug))
     out.extend(_data(obj))
+    out.extend(_init(obj))
     out.extend(_tensors(obj))
     return "\n".join(out) + "\n"
 

@@ -2,11 +2,18 @@
 
 An object is self-contained: it embeds the full description of the machine it was built for, so
 running it needs no machine flags. It holds per-node code (as shared code blocks plus a node ->
-block map), initial SRAM contents, symbols, a line table from every instruction back to its source,
-the sources themselves (for the debugger's `list`), and tensor layout metadata that tells the host
-which slice of which named tensor lives at which address of which node.
+block map), initial SRAM contents, the scalar registers nodes start with, symbols, a line table
+from every instruction back to its source, the sources themselves (for the debugger's `list`),
+and tensor layout metadata that tells the host which slice of which named tensor lives at which
+address of which node.
 
-Binary layout (all integers little-endian), version 1:
+Code does not grow with the machine: nodes that play the same role run one shared block (NMAP
+says which), and what differs between them (a trip count, an address, a grid position) is in
+their initial registers (REGS) or their initial SRAM (DATA), both stored as distinct rows or
+payloads that nodes point at. Locations are stored as runs (LINE), so a block whose thousand
+instructions come from one DSL line costs one row.
+
+Binary layout (all integers little-endian), version 2:
 
     header   8s magic  b"D1OBJ\\r\\n\\x1a"   (catches text-mode and truncation damage)
              u32 version, u32 section count, u64 total file length,
@@ -17,9 +24,15 @@ Binary layout (all integers little-endian), version 1:
              (the compiler's metadata; its "values" entry is the debugger's record of every
              named DSL value, d1isa.debuginfo)
     CODE     uint64 words of every block, concatenated in block order
-    LINE     int32 [words, 5]: file index, line, col, asm file index, asm line (-1 = none)
+    LINE     int32 [runs, 6]: count, then the row shared by `count` consecutive words: file
+             index, line, col, asm file index, asm line (-1 = none); META "line_runs" gives
+             each block's number of runs (a block's counts add up to its size)
     NMAP     int32 [live nodes]: code block of each node, -1 for a node with no code
     DATA     the initial-SRAM payloads, concatenated; META's records point into it
+    REGS     the initial scalar registers: int32 [live nodes] row of each node (-1 = none), then
+             int64 [rows, k], k = len(META "init_regs"), the registers ascending (empty if k = 0)
+
+Version 1 (still read) has no REGS section and one LINE row of 5 per word.
 
 Loading validates everything against the file size and the embedded machine before allocating, so
 a truncated, corrupted or hostile file raises `ObjectFormatError` and never crashes, hangs, or
@@ -44,10 +57,12 @@ from d1isa.files import MAX_OBJECT_BYTES, read_bytes, write_atomic
 from d1isa.machine import Machine
 
 MAGIC = b"D1OBJ\r\n\x1a"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 HEADER = struct.Struct("<8sIIQII")
 ENTRY = struct.Struct("<4sIQQ")
-REQUIRED = (b"MACH", b"META", b"CODE", b"LINE", b"NMAP", b"DATA")
+REQUIRED = (b"MACH", b"META", b"CODE", b"LINE", b"NMAP", b"DATA", b"REGS")
+REQUIRED_V1 = REQUIRED[:-1]
 LINE_COLS = 5
 DTYPE_BYTES = {"f32": 4, "bf16": 2, "i32": 4}
 # A param is written like an input (to every node holding a copy) but keeps its value in SRAM
@@ -84,6 +99,66 @@ class CodeBlock:
 
     def __len__(self) -> int:
         return len(self.words)
+
+
+class InitRegs:
+    """The scalar registers nodes start with (every other register starts at 0).
+
+    Stored as the object stores them: `regs`, the register numbers (ascending, r0 excluded);
+    `rows`, int64 [R, len(regs)], the distinct value rows; `index`, int32 [n_live], each node's
+    row or -1 (all zero). `from_nodes` builds the canonical form (no all-zero register or row,
+    rows in order of their first node), so equal contents give equal bytes."""
+
+    __slots__ = ("regs", "rows", "index")
+
+    def __init__(self, regs: tuple[int, ...], rows: np.ndarray, index: np.ndarray) -> None:
+        self.regs = tuple(int(r) for r in regs)
+        self.rows = np.ascontiguousarray(rows, dtype=np.int64)
+        self.index = np.ascontiguousarray(index, dtype=np.int32)
+
+    @classmethod
+    def empty(cls, n_live: int) -> InitRegs:
+        return cls((), np.zeros((0, 0), np.int64), np.full(n_live, -1, np.int32))
+
+    @classmethod
+    def from_nodes(cls, n_live: int, values: dict[int, dict[int, int]]) -> InitRegs:
+        """Canonical form of {node: {register: value}} (values taken as 64-bit patterns)."""
+        regs = sorted({r for vals in values.values() for r, v in vals.items()
+                       if v & 0xFFFFFFFFFFFFFFFF})
+        index = np.full(n_live, -1, np.int32)
+        rows: dict[tuple[int, ...], int] = {}
+        for node in sorted(values):
+            vals = values[node]
+            row = tuple(_i64(vals.get(r, 0)) for r in regs)
+            if any(row):
+                index[node] = rows.setdefault(row, len(rows))
+        table = np.array(list(rows), dtype=np.int64).reshape(len(rows), len(regs))
+        return cls(tuple(regs), table, index)
+
+    def of(self, node: int) -> dict[int, int]:
+        """{register: value} node `node` starts with (registers left at 0 omitted)."""
+        k = int(self.index[node])
+        if k < 0:
+            return {}
+        return {r: int(v) for r, v in zip(self.regs, self.rows[k].tolist(), strict=True) if v}
+
+    def nodes(self) -> dict[int, dict[int, int]]:
+        """{node: {register: value}} of every node that starts with a register set."""
+        return {int(n): self.of(int(n)) for n in np.nonzero(self.index >= 0)[0]}
+
+    def __bool__(self) -> bool:
+        return bool(self.regs) and bool((self.index >= 0).any())
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, InitRegs) and self.regs == other.regs
+                and np.array_equal(self.rows, other.rows)
+                and np.array_equal(self.index, other.index))
+
+
+def _i64(v: int) -> int:
+    """A 64-bit pattern as a signed int64."""
+    v &= 0xFFFFFFFFFFFFFFFF
+    return v - (1 << 64) if v >> 63 else v
 
 
 @dataclass
@@ -143,9 +218,12 @@ class ObjectFile:
     files: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    init: InitRegs | None = None            # the registers nodes start with; None = none
 
     def __post_init__(self) -> None:
         self.node_block = np.ascontiguousarray(self.node_block, dtype=np.int32)
+        if self.init is None:
+            self.init = InitRegs.empty(self.machine.n_live)
 
     def block_of(self, node: int) -> CodeBlock | None:
         b = int(self.node_block[node])
@@ -179,8 +257,11 @@ class ObjectFile:
                 blobs.append(b)
                 pos += len(b)
             records.append([d.node, d.addr, blob_at[b], len(b)])
+        runs = [line_runs(b.lines) for b in self.blocks]
         meta = {
             "blocks": [len(b) for b in self.blocks],
+            "line_runs": [len(r) for r in runs],
+            "init_regs": list(self.init.regs),
             "data": records,
             "symbols": [[s.name, s.kind, s.value, s.block] for s in self.symbols],
             "tensors": [tensor_to_json(t) for t in self.tensors],
@@ -189,7 +270,11 @@ class ObjectFile:
             "meta": self.meta,
         }
         code = b"".join(b.words.astype("<u8").tobytes() for b in self.blocks)
-        lines = b"".join(b.lines.astype("<i4").tobytes() for b in self.blocks)
+        lines = b"".join(r.astype("<i4").tobytes() for r in runs)
+        regs = b""
+        if self.init.regs:
+            regs = (self.init.index.astype("<i4").tobytes()
+                    + self.init.rows.astype("<i8").tobytes())
         sections = [
             (b"MACH", self.machine.to_json().encode()),
             (b"META", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()),
@@ -197,6 +282,7 @@ class ObjectFile:
             (b"LINE", lines),
             (b"NMAP", self.node_block.astype("<i4").tobytes()),
             (b"DATA", b"".join(blobs)),
+            (b"REGS", regs),
         ]
         return pack_sections(sections)
 
@@ -238,6 +324,7 @@ class ObjectFile:
         nb = len(self.blocks)
         if self.node_block.size and (self.node_block.min() < -1 or self.node_block.max() >= nb):
             raise ObjectFormatError("node map refers to a code block that does not exist")
+        _validate_init(self.init, m)
         nfiles = len(self.files)
         for b in self.blocks:
             if len(b.lines):
@@ -267,6 +354,33 @@ class ObjectFile:
         # tensor pieces of this module: imported here, not at the top).
         from d1isa import debuginfo
         debuginfo.read(self)
+
+
+def line_runs(lines: np.ndarray) -> np.ndarray:
+    """int32 [runs, 6] of a block's line rows: (count, row), one per run of equal rows."""
+    n = len(lines)
+    if n == 0:
+        return np.zeros((0, LINE_COLS + 1), np.int32)
+    starts = np.concatenate(([0], np.flatnonzero((lines[1:] != lines[:-1]).any(axis=1)) + 1))
+    counts = np.diff(np.append(starts, n))
+    return np.column_stack((counts, lines[starts])).astype(np.int32)
+
+
+def _validate_init(init: InitRegs, m: Machine) -> None:
+    regs = init.regs
+    if len(set(regs)) != len(regs) or list(regs) != sorted(regs):
+        raise ObjectFormatError("initial registers must be listed once each, ascending")
+    for r in regs:
+        if not 1 <= r < m.scalar_regs:
+            raise ObjectFormatError(f"initial register r{r} does not exist or cannot be set "
+                                    f"(r1..r{m.scalar_regs - 1} on this machine)")
+    if init.index.shape != (m.n_live,):
+        raise ObjectFormatError(f"initial-register table has {init.index.size} entries, the "
+                                f"machine has {m.n_live} live nodes")
+    if init.rows.ndim != 2 or init.rows.shape[1] != len(regs) or len(init.rows) > m.n_live:
+        raise ObjectFormatError("initial-register rows do not match their registers")
+    if init.index.size and (init.index.min() < -1 or init.index.max() >= len(init.rows)):
+        raise ObjectFormatError("initial-register table refers to a row that does not exist")
 
 
 def pack_sections(sections: list[tuple[bytes, bytes]]) -> bytes:
@@ -307,6 +421,8 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
         raise ObjectFormatError(f"tensor '{t.name}': {t.dtype}{list(t.shape)} is "
                                 f"{math.prod(t.shape) * esize:,} B, more than the machine's "
                                 f"{m.total_sram_bytes:,} B of SRAM")
+    if len(t.pieces) > 64 and _pieces_ok(t, m, esize):
+        return
     for p in t.pieces:
         if not (0 <= p.node < m.n_live):
             raise ObjectFormatError(f"tensor '{t.name}': piece on missing node {p.node}")
@@ -325,6 +441,43 @@ def _validate_tensor(t: TensorLayout, m: Machine) -> None:
                 f"tensor '{t.name}': a piece on node {p.node} puts several elements at one "
                 f"SRAM address (shape {list(p.shape)}, byte strides {list(p.strides)}: a "
                 "stride 0, or strides that overlap)")
+
+
+def _pieces_ok(t: TensorLayout, m: Machine, esize: int) -> bool:
+    """Every check of _validate_tensor's per-piece loop at once, for a tensor of many pieces
+    (an object for a large machine has one per node); False if any might fail, so that the
+    loop finds and names it."""
+    nd = len(t.shape)
+    if any(not (len(p.offset) == len(p.shape) == len(p.strides) == nd) for p in t.pieces):
+        return False
+    try:
+        node = np.array([p.node for p in t.pieces], dtype=np.int64)
+        addr = np.array([p.addr for p in t.pieces], dtype=np.int64)
+        off = np.array([p.offset for p in t.pieces], dtype=np.int64).reshape(-1, nd)
+        shp = np.array([p.shape for p in t.pieces], dtype=np.int64).reshape(-1, nd)
+        st = np.array([p.strides for p in t.pieces], dtype=np.int64).reshape(-1, nd)
+    except (OverflowError, ValueError, TypeError):
+        return False
+    dims = np.array(t.shape, dtype=np.int64)
+    if ((node < 0) | (node >= m.n_live)).any() or (off < 0).any() or (shp < 1).any() \
+            or (off + shp > dims).any() or (st < 0).any() or (addr < 0).any() \
+            or (addr % esize).any() or (st > m.sram_bytes).any():
+        return False
+    if (addr + ((shp - 1) * st).sum(axis=1) + esize > m.sram_bytes).any():
+        return False
+    # no aliasing: by increasing stride, each dimension of more than one element steps past
+    # everything the smaller ones span (_aliases)
+    key = np.where(shp > 1, st, np.iinfo(np.int64).max)
+    order = np.argsort(key, axis=1, kind="stable")
+    ss = np.take_along_axis(st, order, axis=1)
+    ns = np.take_along_axis(shp, order, axis=1)
+    reach = np.full(len(t.pieces), esize, dtype=np.int64)
+    for k in range(nd):
+        live = ns[:, k] > 1
+        if (live & (ss[:, k] < reach)).any():
+            return False
+        reach = np.where(live, reach + ss[:, k] * (ns[:, k] - 1), reach)
+    return True
 
 
 def _validate_cover(t: TensorLayout) -> None:
@@ -474,8 +627,8 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
     _want(len(raw) >= HEADER.size, f"{name}: not a d1 object file (too short: {len(raw)} B)")
     magic, version, nsect, total, crc, _ = HEADER.unpack_from(raw, 0)
     _want(magic == MAGIC, f"{name}: not a d1 object file (bad magic number)")
-    _want(version == VERSION, f"{name}: object format version {version} is not supported "
-                              f"(this d1isa reads version {VERSION})")
+    _want(version in READABLE, f"{name}: object format version {version} is not supported "
+                               f"(this d1isa reads versions {READABLE[0]} to {READABLE[-1]})")
     _want(total == len(raw), f"{name}: truncated or padded: header says {total} B, "
                              f"file has {len(raw)} B")
     if check_crc:
@@ -489,7 +642,7 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
         _want(off <= len(raw) and length <= len(raw) - off,
               f"{name}: section {tag!r} lies outside the file")
         sections[tag] = raw[off:off + length]
-    for tag in REQUIRED:
+    for tag in (REQUIRED if version >= 2 else REQUIRED_V1):
         _want(tag in sections, f"{name}: missing section {tag.decode()}")
 
     mach = json.loads(sections[b"MACH"].decode("utf-8"))
@@ -508,9 +661,12 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
     nwords = sum(sizes)
     code, lines = sections[b"CODE"], sections[b"LINE"]
     _want(len(code) == 8 * nwords, f"{name}: CODE holds {len(code)} B, blocks need {8 * nwords}")
-    _want(len(lines) == 4 * LINE_COLS * nwords, f"{name}: LINE size does not match CODE")
     words = np.frombuffer(code, dtype="<u8").astype(np.uint64)
-    rows = np.frombuffer(lines, dtype="<i4").astype(np.int32).reshape(nwords, LINE_COLS)
+    if version >= 2:
+        rows = _line_rows(lines, meta["line_runs"], sizes, name)
+    else:
+        _want(len(lines) == 4 * LINE_COLS * nwords, f"{name}: LINE size does not match CODE")
+        rows = np.frombuffer(lines, dtype="<i4").astype(np.int32).reshape(nwords, LINE_COLS)
     blocks, pos = [], 0
     for s in sizes:
         blocks.append(CodeBlock(words[pos:pos + s].copy(), rows[pos:pos + s].copy()))
@@ -553,12 +709,14 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
         _want(isinstance(t, dict) and isinstance(t["name"], str) and isinstance(t["dtype"], str)
               and isinstance(t["role"], str) and isinstance(t["pieces"], list),
               f"{name}: bad tensor record")
-        pieces = []
-        for p in t["pieces"]:
-            _want(isinstance(p, list) and len(p) == 5, f"{name}: bad tensor piece")
-            pieces.append(TensorPiece(_int(p[0], "piece node"), _int(p[1], "piece address"),
-                                      _ints(p[2], "offset"), _ints(p[3], "shape"),
-                                      _ints(p[4], "strides")))
+        pieces = _plain_pieces(t["pieces"])
+        if pieces is None:
+            pieces = []
+            for p in t["pieces"]:
+                _want(isinstance(p, list) and len(p) == 5, f"{name}: bad tensor piece")
+                pieces.append(TensorPiece(_int(p[0], "piece node"), _int(p[1], "piece address"),
+                                          _ints(p[2], "offset"), _ints(p[3], "shape"),
+                                          _ints(p[4], "strides")))
         tensors.append(TensorLayout(t["name"], t["dtype"], _ints(t["shape"], "shape"), t["role"],
                                     pieces))
 
@@ -570,9 +728,74 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
           f"{name}: bad sources")
     extra = meta.get("meta", {})
     _want(isinstance(extra, dict), f"{name}: bad meta")
-    obj = ObjectFile(machine, blocks, node_block, data, symbols, tensors, files, sources, extra)
+    init = None
+    if version >= 2:
+        init = _init_regs(sections[b"REGS"], meta["init_regs"], machine, name)
+    obj = ObjectFile(machine, blocks, node_block, data, symbols, tensors, files, sources, extra,
+                     init)
     obj.validate()
     return obj
+
+
+def _plain_pieces(raw: Any) -> list[TensorPiece] | None:
+    """Piece records that are plainly well formed (five fields, integers, short lists), read
+    in one tight loop; None if any is not, so the careful reader names the problem."""
+    if type(raw) is not list:
+        return None
+    out = []
+    for p in raw:
+        if type(p) is not list or len(p) != 5:
+            return None
+        node, addr, off, shp, st = p
+        if (type(node) is not int or type(addr) is not int or type(off) is not list
+                or type(shp) is not list or type(st) is not list
+                or len(off) > MAX_DIMS or len(shp) > MAX_DIMS or len(st) > MAX_DIMS):
+            return None
+        for v in off + shp + st:
+            if type(v) is not int:
+                return None
+        out.append(TensorPiece(node, addr, tuple(off), tuple(shp), tuple(st)))
+    return out
+
+
+def _line_rows(lines: bytes, runs: Any, sizes: list[int], name: str) -> np.ndarray:
+    """The line rows of every word from version 2's runs (each block's runs add up to it)."""
+    _want(isinstance(runs, list) and len(runs) == len(sizes),
+          f"{name}: META line_runs must give one run count per code block")
+    counts = [_int(r, "line run count") for r in runs]
+    _want(all(0 <= c <= s and (c > 0) == (s > 0) for c, s in zip(counts, sizes, strict=True)),
+          f"{name}: a block's line runs are more than its words, or none for a non-empty block")
+    nruns = sum(counts)
+    _want(len(lines) == 4 * (LINE_COLS + 1) * nruns, f"{name}: LINE size does not match its "
+                                                      "runs")
+    table = np.frombuffer(lines, dtype="<i4").astype(np.int32).reshape(nruns, LINE_COLS + 1)
+    reps = table[:, 0].astype(np.int64)
+    _want(bool((reps >= 1).all()), f"{name}: a line run covers no word")
+    cnt = np.asarray(counts, dtype=np.int64)
+    starts = (np.cumsum(cnt) - cnt)[cnt > 0]
+    per_block = np.add.reduceat(reps, starts) if nruns else reps
+    sized = [s for s in sizes if s > 0]
+    _want(len(per_block) == len(sized) and bool((per_block == np.asarray(sized)).all()),
+          f"{name}: a block's line runs do not add up to its size")
+    return np.repeat(table[:, 1:], reps, axis=0)
+
+
+def _init_regs(raw: bytes, regs: Any, machine: Machine, name: str) -> InitRegs:
+    """Version 2's REGS section (row index per node, then the rows), checked for size."""
+    _want(isinstance(regs, list) and len(regs) <= machine.scalar_regs,
+          f"{name}: META init_regs must be a short list of registers")
+    regs = [_int(r, "initial register") for r in regs]
+    n = machine.n_live
+    if not regs:
+        _want(not raw, f"{name}: REGS holds values but no register is listed")
+        return InitRegs.empty(n)
+    _want(len(raw) >= 4 * n and (len(raw) - 4 * n) % (8 * len(regs)) == 0,
+          f"{name}: REGS size does not match {n} nodes and {len(regs)} registers")
+    rows = (len(raw) - 4 * n) // (8 * len(regs))
+    _want(rows <= n, f"{name}: REGS has more rows than nodes")
+    index = np.frombuffer(raw[:4 * n], dtype="<i4").astype(np.int32)
+    table = np.frombuffer(raw[4 * n:], dtype="<i8").astype(np.int64).reshape(rows, len(regs))
+    return InitRegs(tuple(regs), table, index)
 
 
 def load_object(path: str | Path) -> ObjectFile:

@@ -15,6 +15,11 @@ Chrome / Perfetto trace-event document); emulator.trace explains both.
 nodes; links between ranges are shared, see emulator.kernel); results are bit-identical to one
 thread. `auto_threads(n_nodes)` is the count `d1 run` uses by default.
 
+`Emulator(obj, comm=MPI.COMM_WORLD)` under `mpiexec -n R` (R > 1) runs the machine on R MPI
+ranks, each holding a block of chips (emulator.distributed); every rank makes the same calls and
+the results are bit-identical to one process (docs/SCALE.md). Without a communicator mpi4py is
+never imported.
+
 Importing this package is cheap: Numba and the jitted loop load on first use of `Emulator`.
 The first run on a machine compiles the loop into Numba's on-disk cache (the __pycache__ beside
 each module); a second process compiles the loop's helpers meanwhile (emulator.jit.precompile),

@@ -22,9 +22,16 @@ S_NEXT, S_JUMP, S_HALT, S_TRAP, S_ILLEGAL = range(5)
 R_IDLE, R_STOP, R_BUDGET = 0, 1, 2
 
 # ---- cfg slots (machine values and run controls, int64) ----------------------------------------
+# K_N is the number of node rows the loop runs (the whole machine, or one MPI rank's share);
+# K_NODES the machine's live nodes (what `getn` reads). K_HORIZON: a node runs an instruction only
+# while its clock is below it (the end of an MPI time window, emulator.distributed); NO_HORIZON
+# otherwise. K_KEEP_WAKE = 1: start from the wake flags as the caller left them, instead of
+# waking every unfinished node (the caller woke the nodes whose links it changed).
 (K_N, K_WIDTH, K_HEIGHT, K_SRAM, K_DEPTH, K_MAXMSG, K_COST_SEND, K_COST_RECV, K_MAX_CYCLES,
- K_QUANTUM, K_BUDGET, K_ONLY_NODE, K_USE_NODE_BUDGET, K_SRAM_ROW, K_LO, K_HI) = range(16)
-CFG_SIZE = 16
+ K_QUANTUM, K_BUDGET, K_ONLY_NODE, K_USE_NODE_BUDGET, K_SRAM_ROW, K_LO, K_HI, K_NODES,
+ K_HORIZON, K_KEEP_WAKE) = range(19)
+CFG_SIZE = 19
+NO_HORIZON = 1 << 62
 
 # ---- out slots (O_HELPED: instructions a thread ran on other threads' nodes) -------------------
 O_EXECUTED, O_STOP_NODE, O_STOP_PC, O_REASON, O_HELPED = range(5)

@@ -21,7 +21,7 @@ import numpy as np
 
 from d1isa import isa
 from d1isa.machine import MAX_REGS, TIMING_CLASSES, Machine
-from d1isa.objfile import LINE_COLS, ObjectFile
+from d1isa.objfile import LINE_COLS, CodeBlock, ObjectFile
 from emulator.opcodes import FELL_OFF, ILLEGAL, INNER, STOP_MARK
 
 # Columns of the decoded table.
@@ -126,13 +126,18 @@ def decode_object(obj: ObjectFile) -> CodeTable:
     Each block is followed by one FELL_OFF sentinel slot, so running off the end of a node's
     code traps without a range check per instruction.
     """
-    m = obj.machine
-    sizes = np.array([len(b) for b in obj.blocks], dtype=np.int64)
+    return decode_blocks(obj.machine, obj.blocks, obj.node_block)
+
+
+def decode_blocks(m: Machine, blocks: list[CodeBlock], node_block: np.ndarray) -> CodeTable:
+    """decode_object for a list of blocks and the block index of each node row (-1: no code):
+    the whole object's, or an MPI rank's share of them (emulator.distributed)."""
+    sizes = np.array([len(b) for b in blocks], dtype=np.int64)
     block_base = np.zeros(len(sizes), dtype=np.int64)
     if len(sizes):
         block_base[1:] = np.cumsum(sizes + 1)[:-1]
     tables, words, lines = [], [], []
-    for b in obj.blocks:
+    for b in blocks:
         tables.append(decode_words(b.words, m))
         tables.append(_SENTINEL)
         words.append(np.asarray(b.words, dtype=np.uint64))
@@ -147,7 +152,7 @@ def decode_object(obj: ObjectFile) -> CodeTable:
         table = np.zeros((0, CODE_COLS), dtype=np.uint32)
         all_words = np.zeros(0, dtype=np.uint64)
         all_lines = np.zeros((0, LINE_COLS), dtype=np.int32)
-    nb = np.asarray(obj.node_block, dtype=np.int64)
+    nb = np.asarray(node_block, dtype=np.int64)
     has = nb >= 0
     safe = np.where(has, nb, 0)
     node_base = np.where(has, block_base[safe], 0) if len(sizes) else np.zeros(len(nb), np.int64)

@@ -11,11 +11,13 @@ up as an IndexError instead of a wrong answer.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 from d1isa import isa, traps
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
-from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
+from d1isa.machine import DIRECTIONS, TIMING_CLASSES
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout, TensorPiece
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
@@ -41,7 +43,7 @@ from emulator.decode import (
 )
 from emulator.jit import precompile
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
-from emulator.state import Snapshot, State, aligned_zeros, link_geometry, make_cfg
+from emulator.state import Snapshot, State, aligned_zeros, link_geometry, make_cfg, xy_table
 from emulator.trace import (
     DEFAULT_EVENTS,
     DEFAULT_MAX_TRACE_EVENTS,
@@ -74,12 +76,23 @@ class Emulator:
     (emulator.trace): "regions" collects per-region statistics (`stats()["regions"]`), "full"
     also the events of a timeline trace (`chrome_trace()`), in buffers of `trace_events`
     region/wait rows and `trace_messages` message rows. Timing and results are identical.
+
+    `comm` (an mpi4py communicator of more than one rank) runs the machine on MPI ranks, each
+    holding only its chips' nodes: the object is then an `emulator.distributed.RankEmulator`,
+    whose methods every rank calls in the same order (docs/SCALE.md). Results are
+    bit-identical to one process.
     """
+
+    def __new__(cls, *args: Any, comm: Any = None, **kwargs: Any) -> Emulator:
+        if cls is Emulator and comm is not None and comm.Get_size() > 1:
+            from emulator.distributed import RankEmulator
+            return super().__new__(RankEmulator)
+        return super().__new__(cls)
 
     def __init__(self, obj: ObjectFile, seed: int = 0,
                  max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM,
                  trace: str | None = None, trace_events: int | None = None,
-                 trace_messages: int | None = None, threads: int = 1) -> None:
+                 trace_messages: int | None = None, threads: int = 1, comm: Any = None) -> None:
         if not isinstance(obj, ObjectFile):
             raise D1Error(f"Emulator takes an ObjectFile, not {type(obj).__name__}: load a file "
                           "with d1.program.load_program(path).obj, or ObjectFile.load(path) "
@@ -109,6 +122,7 @@ class Emulator:
         self.link_src[self.out_link[sends]] = sends // 4
         self._wake = np.zeros((self.n + 7) // 8 * 8, dtype=np.uint8)
         self.xy = np.ascontiguousarray(m.xy, dtype=np.int64)
+        self._xyid = xy_table(self.xy, self.state.gid)
         flops = np.zeros(FELL_OFF + 1, dtype=np.int64)
         flops[:256] = isa.flops_by_opcode()
         self.flops_tab = flops
@@ -138,14 +152,23 @@ class Emulator:
         self._place_initial()
 
     def _place_initial(self) -> None:
-        """Nodes without code halted, the object's data in SRAM (state already zero)."""
+        """Nodes without code halted, the object's data in SRAM and its initial registers
+        (state already zero)."""
         st = self.state
         st.state[self.code.node_len == 0] = K.HALTED
+        self._place_registers()
         for d in self.obj.data:
             if d.data:
                 st.sram[d.node, d.addr:d.addr + len(d.data)] = np.frombuffer(d.data,
                                                                              dtype=np.uint8)
                 st.hwm[d.node] = max(int(st.hwm[d.node]), d.addr + len(d.data))
+
+    def _place_registers(self) -> None:
+        """The scalar registers the object says each node starts with (the rest are 0)."""
+        init = self.obj.init
+        if init:
+            has = np.nonzero(init.index >= 0)[0]
+            self.state.x[np.ix_(has, np.asarray(init.regs))] = init.rows[init.index[has]]
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -156,7 +179,7 @@ class Emulator:
             # Flagged slots are marked in a copy: the loop pays nothing for stop flags.
             code = kernel_table(c.table, self.stop_flags)
         return (code, self._real_op, c.node_base, c.node_len, self.out_link, self.link_lat,
-                self.link_bw, self.xy, self.flops_tab, self.link_src, self._wake, self.cfg)
+                self.link_bw, self._xyid, self.flops_tab, self.link_src, self._wake, self.cfg)
 
     def _warm_up(self, node_t: tuple, fifo_t: tuple, stats_t: tuple, geo: tuple,
                  trace: tuple | None) -> None:
@@ -330,14 +353,16 @@ class Emulator:
 
     def restart(self) -> None:
         """Run the loaded program again from the start, on the SRAM the last run left: every
-        node at instruction 0 with its registers, clock, FIFOs and statistics at zero (and the
-        nodes without code halted), SRAM untouched and the object's data not placed again.
+        node at instruction 0 with its registers as the object starts them (the initial
+        registers; all others zero), clock, FIFOs and statistics at zero (and the nodes
+        without code halted), SRAM untouched and the object's data not placed again.
         This is how a training step follows the last one: params stay where the last run's
         updates wrote them, and only the new batch's inputs need to be written."""
         self.state.restart()
         if self.recorder is not None:
             self.recorder.clear()
         self.state.state[self.code.node_len == 0] = K.HALTED
+        self._place_registers()
 
     def reset(self) -> None:
         """Back to the state right after loading (data placed, inputs not), in place."""
@@ -345,6 +370,10 @@ class Emulator:
         if self.recorder is not None:
             self.recorder.clear()
         self._place_initial()
+
+    def close(self) -> None:
+        """Nothing to free in one process (the arrays go with the object); on MPI ranks,
+        frees every rank's share (emulator.distributed)."""
 
     # ---- stop flags (for the debugger) --------------------------------------------------------
 
@@ -525,6 +554,7 @@ class Emulator:
     # ---- wait-for analysis --------------------------------------------------------------------
 
     def _wait(self, node: int) -> Wait:
+        """What the blocked node of state row `node` waits for (other nodes by machine id)."""
         st = self.state
         w = self.where(node)
         g = int(self.code.node_base[node]) + int(st.pc[node])
@@ -532,80 +562,37 @@ class Emulator:
         op = int(row[C_OP])
         nbr = self.machine.neighbors
         depth = self.machine.fifo_depth
+        nid = int(st.gid[node])
         if st.state[node] == K.BLOCKED_SEND:
             d = int(row[C_RD]) if op in isa.RELAY_OPCODES else int(row[C_RS3])
-            t = int(nbr[node, d])
-            link = t * 4 + OPPOSITE[d]
+            t = int(nbr[nid, d])
+            # the FIFO it sends into (on MPI ranks, maybe this rank's ghost of another's)
+            link = int(self.out_link[node * 4 + d])
             return Wait(w, "send", d, t, self._xy(t), st.fifo_fill(link), depth)
         d = int(row[C_RS3])
-        s = int(nbr[node, d])
+        s = int(nbr[nid, d])
         return Wait(w, "recv", d, s, self._xy(s))
 
     def _xy(self, node: int) -> tuple[int, int]:
-        return int(self.xy[node, 0]), int(self.xy[node, 1])
+        xy = self.machine.xy            # any node of the machine, by its id
+        return int(xy[node, 0]), int(xy[node, 1])
 
     def wait_chains(self, blocked: np.ndarray | None = None) -> Deadlock:
         """Group blocked nodes into wait-for chains: cycles, and chains ending at other nodes."""
         st = self.state
         if blocked is None:
             blocked = np.nonzero((st.state == K.BLOCKED_SEND) | (st.state == K.BLOCKED_RECV))[0]
-        waits = {int(b): self._wait(int(b)) for b in blocked}
-        term: dict[int, tuple[str, int]] = {}
-        cycles: list[list[int]] = []
-        for b in waits:
-            path: list[int] = []
-            on_path: set[int] = set()
-            cur = b
-            while cur in waits and cur not in term and cur not in on_path:
-                on_path.add(cur)
-                path.append(cur)
-                cur = waits[cur].other
-            if cur in on_path:
-                cyc = path[path.index(cur):]
-                cid = len(cycles)
-                cycles.append(cyc)
-                for c in cyc:
-                    term[c] = ("cycle", cid)
-                key = ("cycle", cid)
-                rest = path[:path.index(cur)]
-            elif cur in term:
-                key = term[cur]
-                rest = path
-            else:
-                key = ("end", cur)
-                rest = path
-            for c in rest:
-                term[c] = key
-        chains: list[Chain] = []
-        for cid, cyc in enumerate(cycles):
-            # Start the cycle at its lowest node id, for a stable report.
-            i = cyc.index(min(cyc))
-            cyc = cyc[i:] + cyc[:i]
-            behind = sum(1 for b, k in term.items() if k == ("cycle", cid)) - len(cyc)
-            chains.append(Chain([waits[c] for c in cyc], True, behind=behind))
-        ends = sorted({k[1] for k in term.values() if k[0] == "end"})
-        for e in ends:
-            members = [b for b, k in term.items() if k == ("end", e)]
+        waits = {int(st.gid[b]): self._wait(int(b)) for b in blocked}
+        return wait_chains_of(waits, self._chain_end)
 
-            def depth_of(b: int, e: int = e) -> int:
-                d, cur = 0, b
-                while cur != e:
-                    cur = waits[cur].other
-                    d += 1
-                return d
-
-            start = max(members, key=lambda b: (depth_of(b), -b))
-            path = []
-            cur = start
-            while cur != e:
-                path.append(waits[cur])
-                cur = waits[cur].other
-            sname = K.STATE_NAMES[int(st.state[e])]
-            if st.state[e] == K.TRAPPED:
-                sname = f"trapped ({cause_name(int(st.cause[e]))})"
-            chains.append(Chain(path, False, end=self.where(e), end_state=sname,
-                                behind=len(members) - len(path)))
-        return Deadlock(chains, len(waits))
+    def _chain_end(self, node: int) -> tuple[Where, str]:
+        """Where the node of state row `node` is, and its state's words, for a chain ending
+        at it."""
+        st = self.state
+        sname = K.STATE_NAMES[int(st.state[node])]
+        if st.state[node] == K.TRAPPED:
+            sname = f"trapped ({cause_name(int(st.cause[node]))})"
+        return self.where(node), sname
 
     # ---- host I/O -----------------------------------------------------------------------------
 
@@ -626,33 +613,19 @@ class Emulator:
             raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
         plan.write(_to_raw(a, t))
 
-    def output(self, name: str) -> np.ndarray:
-        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32."""
-        return self.gather(self.obj.tensor(name))
+    def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
+        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32. With
+        `chip` = (cx, cy), only from the pieces that chip's nodes hold: on a data-parallel
+        program every chip holds its own copy of each param."""
+        t = self.obj.tensor(name)
+        if chip is not None:
+            t = on_chip(self.machine, t, range(len(t.pieces)), chip)[0]
+        return self.gather(t)
 
     def gather(self, t: TensorLayout) -> np.ndarray:
         """The elements `t`'s pieces hold now (any layout: an object tensor, or a named value of
         the debugger's record, d1isa.debuginfo), as `output` returns them."""
-        name = t.name
-        rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
-        out = np.zeros(t.shape, dtype=rawtype)
-        filled = np.zeros(t.shape, dtype=bool)
-        for p in t.pieces:
-            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-            vals = _piece_view(self.state.sram, p, t.dtype)
-            want = ~filled[sl]
-            region = out[sl]
-            region[want] = vals[want]
-            filled[sl] = True
-        held = int(np.count_nonzero(filled))
-        if held < filled.size:
-            raise D1Error(f"tensor '{name}': its pieces leave {filled.size - held} of "
-                          f"{filled.size} elements uncovered")
-        if t.dtype == "bf16":
-            return (out.astype(np.uint32) << 16).view(np.float32)
-        if t.dtype == "f32":
-            return out.view(np.float32)
-        return out.view(np.int32)
+        return assemble_output(t, [_piece_view(self.state.sram, p, t.dtype) for p in t.pieces])
 
     # ---- inspection ---------------------------------------------------------------------------
 
@@ -718,11 +691,17 @@ class Emulator:
 
     # ---- statistics ---------------------------------------------------------------------------
 
+    def _all_nodes(self) -> Any:
+        """The per-node figures of the whole machine, in id order, as State attributes
+        (clock, count, flops, hwm, stall, stall_send, link_*, pc, state, busy()): the state
+        itself here; gathered from every rank on MPI (emulator.distributed)."""
+        return self.state
+
     def totals(self) -> dict[str, int]:
         """The modelled figures of the run since the last start, summed over the mesh: what a
         caller that runs the object many times (a training loop) reads after each run, at the
         cost of a few numpy sums. `stats` gives the same figures and everything else."""
-        st = self.state
+        st = self._all_nodes()
         count = st.count
         on_chip, chip_edge = split_bytes(self.machine, st.link_bytes)
         out = {
@@ -746,8 +725,9 @@ class Emulator:
         """Everything measured, JSON-serialisable. Model figures are "modelled"; emulator speed
         is "measured on the host"."""
         m = self.machine
-        st = self.state
-        n = self.n
+        st = self._all_nodes()
+        n = m.n_live
+        xy = m.xy
         cycles = int(st.clock.max()) if n else 0
         seconds = cycles / m.clock_hz
         count = st.count
@@ -767,8 +747,8 @@ class Emulator:
                 if st.link_msgs[s, d]:
                     t = int(nbr[s, d])
                     links.append({
-                        "from": [int(self.xy[s, 0]), int(self.xy[s, 1])], "dir": DIRECTIONS[d],
-                        "to": [int(self.xy[t, 0]), int(self.xy[t, 1])],
+                        "from": [int(xy[s, 0]), int(xy[s, 1])], "dir": DIRECTIONS[d],
+                        "to": [int(xy[t, 0]), int(xy[t, 1])],
                         "bytes": int(st.link_bytes[s, d]), "messages": int(st.link_msgs[s, d]),
                         "busy_cycles": int(st.link_busy[s, d]),
                         "utilisation": (float(st.link_busy[s, d]) / cycles) if cycles else 0.0,
@@ -824,9 +804,9 @@ class Emulator:
                       "sram_high_water_bytes": "B", "wall_seconds": "s",
                       "node_instructions_per_second": "node-instructions/s"},
             "nodes": {
-                "x": [int(v) for v in self.xy[:, 0]],
-                "y": [int(v) for v in self.xy[:, 1]],
-                "state": self.node_states(),
+                "x": [int(v) for v in xy[:, 0]],
+                "y": [int(v) for v in xy[:, 1]],
+                "state": [K.STATE_NAMES[int(s)] for s in st.state],
                 "pc": st.pc.tolist(),
                 "clock": st.clock.tolist(),
                 "timing_classes": list(TIMING_CLASSES),
@@ -869,6 +849,68 @@ class Emulator:
         if self.recorder is None or self.recorder.mode != "full":
             raise D1Error("this emulator records no trace; create it with trace=\"full\"")
         return chrome_trace(self, self.recorder, max_events=max_events, program=program)
+
+
+def wait_chains_of(waits: dict[int, Wait], end_of: Callable[[int], tuple[Where, str]]
+                   ) -> Deadlock:
+    """Group blocked nodes (`waits`, by machine node id, in id order) into wait-for chains:
+    cycles, and chains ending at a node that is not blocked, which `end_of(id)` describes
+    (its Where and state words). On MPI ranks the waits and ends are gathered first
+    (emulator.distributed), so the chains are the same for any number of ranks."""
+    term: dict[int, tuple[str, int]] = {}
+    cycles: list[list[int]] = []
+    for b in waits:
+        path: list[int] = []
+        on_path: set[int] = set()
+        cur = b
+        while cur in waits and cur not in term and cur not in on_path:
+            on_path.add(cur)
+            path.append(cur)
+            cur = waits[cur].other
+        if cur in on_path:
+            cyc = path[path.index(cur):]
+            cid = len(cycles)
+            cycles.append(cyc)
+            for c in cyc:
+                term[c] = ("cycle", cid)
+            key = ("cycle", cid)
+            rest = path[:path.index(cur)]
+        elif cur in term:
+            key = term[cur]
+            rest = path
+        else:
+            key = ("end", cur)
+            rest = path
+        for c in rest:
+            term[c] = key
+    chains: list[Chain] = []
+    for cid, cyc in enumerate(cycles):
+        # Start the cycle at its lowest node id, for a stable report.
+        i = cyc.index(min(cyc))
+        cyc = cyc[i:] + cyc[:i]
+        behind = sum(1 for b, k in term.items() if k == ("cycle", cid)) - len(cyc)
+        chains.append(Chain([waits[c] for c in cyc], True, behind=behind))
+    ends = sorted({k[1] for k in term.values() if k[0] == "end"})
+    for e in ends:
+        members = [b for b, k in term.items() if k == ("end", e)]
+
+        def depth_of(b: int, e: int = e) -> int:
+            d, cur = 0, b
+            while cur != e:
+                cur = waits[cur].other
+                d += 1
+            return d
+
+        start = max(members, key=lambda b: (depth_of(b), -b))
+        path = []
+        cur = start
+        while cur != e:
+            path.append(waits[cur])
+            cur = waits[cur].other
+        where, sname = end_of(e)
+        chains.append(Chain(path, False, end=where, end_state=sname,
+                            behind=len(members) - len(path)))
+    return Deadlock(chains, len(waits))
 
 
 def _set_controls(cfg: np.ndarray, max_cycles: int, quantum: int, budget: int, only: int = -1,
@@ -917,8 +959,10 @@ class _ScatterPlan:
     For a tensor whose pieces hold at most `MAX_INDEXED` elements in all, with addresses and
     strides that are whole elements (as the compiler writes them), two index arrays: each held
     element's word in the SRAM buffer (viewed as words of the element size) and its place in
-    the host array, so a write is one indexed copy. Otherwise a strided view per piece. Either
-    way a write also raises each holding node's SRAM high-water mark to the end of its pieces.
+    the host array, so a write is one indexed copy. They are made on the second write (a
+    training step's next batch): the first, often the only one (`d1 run`), copies through a
+    strided view per piece, which costs less than making them. Either way a write also raises
+    each holding node's SRAM high-water mark to the end of its pieces.
     """
 
     MAX_INDEXED = 1 << 22
@@ -937,32 +981,41 @@ class _ScatterPlan:
         buf = state.sram_rows
         held = sum(math.prod(p.shape) for p in t.pieces)
         self.words = None
-        if (held <= self.MAX_INDEXED and buf.shape[1] % esize == 0
-                and all(p.addr % esize == 0 and all(st % esize == 0 for st in p.strides)
-                        for p in t.pieces)):
-            row = buf.shape[1] // esize
-            size = math.prod(t.shape)
-            index = np.arange(size, dtype=np.int64).reshape(t.shape) if size else None
-            dst, src = [], []
-            for p in t.pieces:
-                sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-                where = p.node * row + p.addr // esize
-                for k, (s, st) in enumerate(zip(p.shape, p.strides, strict=True)):
-                    shape = [1] * len(p.shape)
-                    shape[k] = s
-                    where = where + (np.arange(s, dtype=np.int64) * (st // esize)).reshape(shape)
-                dst.append(np.broadcast_to(where, p.shape).reshape(-1))
-                src.append(index[sl].reshape(-1))
-            self.dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
-            self.src = np.concatenate(src) if src else np.zeros(0, np.int64)
-            self.words = buf.reshape(-1).view({4: np.uint32, 2: np.uint16}[esize])
-        else:
-            self.views = [(tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape,
-                                                                   strict=True)),
-                           _piece_view(state.sram, p, t.dtype)) for p in t.pieces]
+        self.writes = 0
+        self.indexable = (held <= self.MAX_INDEXED and buf.shape[1] % esize == 0
+                          and all(p.addr % esize == 0 and all(st % esize == 0
+                                                              for st in p.strides)
+                                  for p in t.pieces))
+        self.views = [(tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True)),
+                       _piece_view(state.sram, p, t.dtype)) for p in t.pieces]
+
+    def _index(self) -> None:
+        """The two index arrays (see the class docstring)."""
+        t, state = self.tensor, self.state
+        esize = DTYPE_BYTES[t.dtype]
+        buf = state.sram_rows
+        row = buf.shape[1] // esize
+        size = math.prod(t.shape)
+        index = np.arange(size, dtype=np.int64).reshape(t.shape) if size else None
+        dst, src = [], []
+        for p in t.pieces:
+            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+            where = p.node * row + p.addr // esize
+            for k, (s, st) in enumerate(zip(p.shape, p.strides, strict=True)):
+                shape = [1] * len(p.shape)
+                shape[k] = s
+                where = where + (np.arange(s, dtype=np.int64) * (st // esize)).reshape(shape)
+            dst.append(np.broadcast_to(where, p.shape).reshape(-1))
+            src.append(index[sl].reshape(-1))
+        self.dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
+        self.src = np.concatenate(src) if src else np.zeros(0, np.int64)
+        self.words = buf.reshape(-1).view({4: np.uint32, 2: np.uint16}[esize])
 
     def write(self, raw: np.ndarray) -> None:
         """Scatter `raw` (the tensor's element bits, C order) to every piece."""
+        self.writes += 1
+        if self.words is None and self.indexable and self.writes > 1:
+            self._index()
         if self.words is not None:
             self.words[self.dst] = raw.reshape(-1)[self.src]
         else:
@@ -970,6 +1023,38 @@ class _ScatterPlan:
                 view[...] = raw[sl]
         hwm = self.state.hwm
         hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
+def on_chip(machine: Any, t: TensorLayout, ids: Any, chip: tuple[int, int]
+            ) -> tuple[TensorLayout, list[int]]:
+    """`t` with only the pieces that chip (cx, cy)'s nodes hold, and their indices among
+    `ids` (the pieces' numbers, in order)."""
+    keep = [(i, p) for i, p in zip(ids, t.pieces, strict=True)
+            if machine.chip_of(*machine.node_xy(p.node)) == tuple(chip)]
+    if not keep:
+        raise D1Error(f"tensor '{t.name}' has no piece on chip {tuple(chip)}")
+    return (dataclasses.replace(t, pieces=[p for _, p in keep]), [i for i, _ in keep])
+
+
+def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:
+    """Tensor `t` from the element bits of each of its pieces (`values`, in piece order; where
+    pieces overlap the first one wins): float32 for f32/bf16, int32 for i32."""
+    rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
+    out = np.zeros(t.shape, dtype=rawtype)
+    filled = np.zeros(t.shape, dtype=bool)
+    for p, vals in zip(t.pieces, values, strict=True):
+        sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
+        want = ~filled[sl]
+        region = out[sl]
+        region[want] = vals[want]
+        filled[sl] = True
+    held = int(np.count_nonzero(filled))
+    if held < filled.size:
+        raise D1Error(f"tensor '{t.name}': its pieces leave {filled.size - held} of "
+                      f"{filled.size} elements uncovered")
+    if t.dtype == "bf16":
+        return (out.astype(np.uint32) << 16).view(np.float32)
+    if t.dtype == "f32":
+        return out.view(np.float32)
+    return out.view(np.int32)
 
 
 def _piece_view(sram: np.ndarray, p: TensorPiece, dtype: str) -> np.ndarray:

@@ -16,7 +16,7 @@ allocated here):
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
     geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
-             link_src, wake, cfg)
+             link_src, wake, cfg)        (xy: each row's x, y and machine node id)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
 
@@ -49,6 +49,17 @@ own program and on each incoming link's message order, and a blocked instruction
 nothing, so seeing a message a little later only means retrying it (see Emulator.run for the
 termination rule).
 
+Ranks: under MPI (emulator.distributed) each process runs this loop on its own share of the
+nodes: cfg[K_N] rows, whose machine node ids are the third column of xy (getid reads it; getn
+reads cfg[K_NODES]), with a send to another rank's node landing in a ghost FIFO past the rows'
+own links, which the distributed driver moves between windows. cfg[K_HORIZON] is the current
+window's end: a node about to receive from a FIFO another rank feeds (link_src points past the
+rows) once its clock has reached the horizon ends its turn with nothing changed, like a blocked
+node, and goes on in the next window (NO_HORIZON in one process: the test is never true).
+Between windows the driver wakes only the nodes whose links the exchange changed
+(cfg[K_KEEP_WAKE]), so a window costs the loop a visit to each node that can move, not to every
+node of the rank.
+
 Debugging: set NUMBA_DISABLE_JIT=1 to run the loop as plain Python (slow, but every line is
 steppable in pdb), or NUMBA_BOUNDSCHECK=1 to make Numba check every array index (an IndexError
 then means an address check is missing in emulator.semantics); use the latter with a fresh
@@ -60,6 +71,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from d1isa.isa import SEND_OPCODES
 from d1isa.traps import CYCLE_LIMIT, ILLEGAL_INSTRUCTION, PC_OUT_OF_RANGE, USER_TRAP
 
 # (F401: names emulator.emulator and emulator.debugger read as `K.<name>` from this module.)
@@ -69,6 +81,8 @@ from emulator.constants import (
     HALTED,
     K_BUDGET,
     K_HI,
+    K_HORIZON,
+    K_KEEP_WAKE,
     K_LO,
     K_MAX_CYCLES,
     K_N,
@@ -77,6 +91,7 @@ from emulator.constants import (
     K_SRAM,
     K_SRAM_ROW,
     K_USE_NODE_BUDGET,
+    N_DIRS,
     O_EXECUTED,
     O_HELPED,
     O_REASON,
@@ -228,6 +243,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     sram_bytes = cfg[K_SRAM]
     sram_row = cfg[K_SRAM_ROW]
     maxc = cfg[K_MAX_CYCLES]
+    # On MPI ranks: a receive from a FIFO that another rank feeds (its sender row is past this
+    # call's rows) waits for the next window once the node's clock reaches the horizon.
+    horizon = cfg[K_HORIZON]
     vwords = v.shape[1] * 16
     awords = acc.shape[1] * 64
     vflat = v.reshape(v.size)
@@ -251,8 +269,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     out[O_REASON] = R_IDLE
     out[O_STOP_NODE] = -1
     out[O_STOP_PC] = -1
-    for node in range(lo, hi):
-        wake[node] = 1 if state[node] < HALTED else 0
+    if cfg[K_KEEP_WAKE] == 0:
+        for node in range(lo, hi):
+            wake[node] = 1 if state[node] < HALTED else 0
     wake64 = wake.view(np.uint64)
     glo = lo >> 3
     home_groups = ((hi + 7) >> 3) - glo
@@ -550,6 +569,9 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             if mh > xr[XCOL_HWM]:
                                 xr[XCOL_HWM] = mh
                     elif op < ILLEGAL:
+                        if (c >= horizon and op not in SEND_OPCODES
+                                and link_src[node * N_DIRS + np.int64(rs3)] >= n):
+                            break           # paused at the window's end, still running
                         # network: the clock moves by the timing equations, not by the cost
                         ns, c2, nh = net_op(op, node, rd, rs1, rs2, np.int64(rs3), c, x, v, sram8,
                                             fifo, stats, out_link, link_lat, link_bw, link_src,

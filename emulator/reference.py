@@ -290,6 +290,9 @@ class ReferenceEmulator:
         self.link_busy = [[0] * 4 for _ in range(self.n)]
         for d in obj.data:
             self.write_sram(d.node, d.addr, bytes(d.data))
+        for nid, regs in obj.init.nodes().items():
+            for r, v in regs.items():
+                self.nodes[nid].x[r] = s64(v)
 
     # ---- host interface -----------------------------------------------------------------------
 

@@ -26,14 +26,17 @@ from emulator.constants import (
     K_COST_SEND,
     K_DEPTH,
     K_HEIGHT,
+    K_HORIZON,
     K_MAX_CYCLES,
     K_MAXMSG,
     K_N,
+    K_NODES,
     K_ONLY_NODE,
     K_SRAM,
     K_SRAM_ROW,
     K_WIDTH,
     N_DIRS,
+    NO_HORIZON,
 )
 from emulator.decode import XCOL_COUNT, XCOL_FLOPS, XCOL_HWM, XCOLS
 from emulator.numerics import initial_sr_state
@@ -54,22 +57,30 @@ _STATE_ARRAYS = (
 class State:
     """Registers, SRAM, clocks, FIFOs and statistics of every live node."""
 
-    def __init__(self, machine: Machine, seed: int = 0) -> None:
-        check_host_memory(machine)
+    def __init__(self, machine: Machine, seed: int = 0, nodes: np.ndarray | None = None,
+                 ghost_links: int = 0) -> None:
+        """`nodes`: the machine node ids of the rows to hold (an MPI rank's share, see
+        emulator.distributed), default every live node; `ghost_links`: FIFOs beyond the rows'
+        own 4 per node (the sending ends of links into other ranks' nodes)."""
+        self.gid = (np.arange(machine.n_live, dtype=np.int64) if nodes is None
+                    else np.ascontiguousarray(nodes, dtype=np.int64))
+        self.ghost_links = int(ghost_links)
+        check_host_memory(machine, nodes=len(self.gid), ghost_links=self.ghost_links)
         try:
             self._allocate(machine, seed)
         except (MemoryError, OSError) as e:
             # The estimate fits physical memory, but the process may be held to less (a
             # ulimit, a container, overcommit turned off).
             reason = e.strerror if isinstance(e, OSError) and e.strerror else "out of memory"
+            need = host_bytes(machine, len(self.gid), self.ghost_links)
             raise D1Error(f"machine '{machine.name}' ({machine.n_live:,} live nodes): cannot "
                           f"allocate the emulator's state, up to "
-                          f"{units.nbytes(host_bytes(machine))} of host memory ({reason}); "
+                          f"{units.nbytes(need)} of host memory ({reason}); "
                           "use fewer chips or nodes, less SRAM or smaller FIFOs") from None
 
     def _allocate(self, machine: Machine, seed: int) -> None:
         m = machine
-        n = m.n_live
+        n = len(self.gid)
         self.machine = m
         self.n = n
         self.scalar_regs = m.scalar_regs
@@ -90,10 +101,11 @@ class State:
         self.state = np.zeros(n, dtype=np.int8)
         self.cause = np.zeros(n, dtype=np.int32)
         self.trap_arg = np.zeros(n, dtype=np.int64)
-        self.sr_init = np.array([initial_sr_state(seed, i) for i in range(n)], dtype=np.uint64)
+        self.sr_init = np.array([initial_sr_state(seed, int(i)) for i in self.gid],
+                                dtype=np.uint64)
         self.sr = self.sr_init.copy()
         self.skip = np.full(n, -1, dtype=np.int64)
-        links = N_DIRS * n
+        links = self.links
         self.fifo8 = _lazy_zeros((links, self.depth, self.max_message), np.uint8)
         self.flen = np.zeros((links, self.depth), dtype=np.int64)
         self.farr = np.zeros((links, self.depth), dtype=np.int64)
@@ -116,7 +128,7 @@ class State:
             getattr(self, name)[...] = 0
         _zero(self._sram_buf)
         _zero(self.fifo8)
-        self.sr_init[:] = [initial_sr_state(seed, i) for i in range(self.n)]
+        self.sr_init[:] = [initial_sr_state(seed, int(i)) for i in self.gid]
         self.sr[:] = self.sr_init
         self.skip[:] = -1
 
@@ -138,6 +150,12 @@ class State:
         """The SRAM buffer as allocated: one row per node, each `sram_bytes` plus a pad the
         kernel may overrun into (C-contiguous, so `.reshape(-1)` is a view of all of it)."""
         return self._sram_buf
+
+    @property
+    def links(self) -> int:
+        """FIFOs held: 4 per node row (indexed receiving row * N_DIRS + direction), then the
+        ghost ones."""
+        return N_DIRS * self.n + self.ghost_links
 
     # Counters kept in the register rows: views, writable.
     @property
@@ -163,15 +181,15 @@ class State:
         return self._tuples
 
     def _make_tuples(self) -> tuple[tuple, tuple, tuple]:
-        n = self.n
         buf, size = self._sram_buf, self.sram.shape[1]
         node = (self.x, self.v, self.acc, self.sram, buf.view(np.uint16)[:, :size // 2],
                 buf.view(np.uint32)[:, :size // 4], buf.view(np.uint64)[:, :size // 8],
                 self.pc, self.clock, self.state, self.cause, self.trap_arg,
                 self.sr, self.sr_init, self.skip, buf.reshape(-1))
-        links = N_DIRS * n
-        fifo = (self.fifo8, self.fifo8.view(np.uint32).reshape(links, self.depth, -1),
-                self.fifo8.view(np.uint64).reshape(links, self.depth, -1),
+        links = self.links
+        words = self.max_message
+        fifo = (self.fifo8, self.fifo8.view(np.uint32).reshape(links, self.depth, words // 4),
+                self.fifo8.view(np.uint64).reshape(links, self.depth, words // 8),
                 self.flen, self.farr, self.pushed, self.popped, self.consumed, self.wire_free)
         stats = (self.stall, self.stall_send, self.link_bytes, self.link_msgs, self.link_busy)
         return node, fifo, stats
@@ -318,12 +336,13 @@ def aligned_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
-def host_bytes(machine: Machine) -> int:
+def host_bytes(machine: Machine, nodes: int | None = None, ghost_links: int = 0) -> int:
     """Host memory the state of `machine` can take once every page is written: SRAM rows with
-    their padding, FIFO buffers, registers, accumulators and per-node and per-link arrays."""
+    their padding, FIFO buffers, registers, accumulators and per-node and per-link arrays.
+    `nodes`, `ghost_links`: for a share of the machine (State's arguments)."""
     m = machine
-    n = m.n_live
-    links = 4 * n
+    n = m.n_live if nodes is None else nodes
+    links = 4 * n + ghost_links
     per_node = (m.sram_bytes + SRAM_ROW_PAD + XCOLS * 8 + m.vector_regs * 64
                 + m.accumulators * 256 + 14 * 8 + 3 * 4 * 8)
     per_link = m.fifo_depth * (m.max_message_bytes + 3 * 8) + 4 * 8
@@ -338,15 +357,20 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_host_memory(machine: Machine, available: int | None = None) -> None:
-    """Refuse, before allocating, a machine whose state would not fit in this host's memory."""
-    need = host_bytes(machine)
+def check_host_memory(machine: Machine, available: int | None = None, nodes: int | None = None,
+                      ghost_links: int = 0) -> None:
+    """Refuse, before allocating, a machine (or share) whose state would not fit in this host's
+    memory."""
+    need = host_bytes(machine, nodes, ghost_links)
     have = physical_memory() if available is None else available
     if have is not None and need > have:
+        share = "" if nodes is None or nodes == machine.n_live else \
+            f"; this rank holds {nodes:,} of them"
         raise D1Error(
-            f"machine '{machine.name}' ({machine.n_live:,} live nodes): the emulator needs "
-            f"{units.nbytes(need)} of host memory; this host has {units.nbytes(have)}; use "
-            "fewer chips or nodes, less SRAM or smaller FIFOs, or run on MPI ranks")
+            f"machine '{machine.name}' ({machine.n_live:,} live nodes{share}): the emulator "
+            f"needs {units.nbytes(need)} of host memory; this host has {units.nbytes(have)}; "
+            "use fewer chips or nodes, less SRAM or smaller FIFOs, or run on more MPI ranks "
+            "(docs/SCALE.md)")
 
 
 def _lazy_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -403,9 +427,16 @@ def link_geometry(machine: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return out_link, lat, bw
 
 
+def xy_table(xy: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """The run loop's per-row (x, y, machine node id) table (getx, gety, getid read it)."""
+    return np.ascontiguousarray(np.column_stack([xy, gid]), dtype=np.int64)
+
+
 def make_cfg(machine: Machine, max_cycles: int) -> np.ndarray:
     cfg = np.zeros(CFG_SIZE, dtype=np.int64)
     cfg[K_N] = machine.n_live
+    cfg[K_NODES] = machine.n_live
+    cfg[K_HORIZON] = NO_HORIZON
     cfg[K_WIDTH] = machine.width
     cfg[K_HEIGHT] = machine.height
     cfg[K_SRAM] = machine.sram_bytes

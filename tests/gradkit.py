@@ -9,6 +9,7 @@ import numpy as np
 
 from compiler.ir import Graph, Node, Op, numpy_index, round_to, transpose_perm
 from compiler.reference import KERNELS
+from compiler.windows import im2col_index, window_counts
 
 
 def _softmax64(x: np.ndarray, axis: int) -> np.ndarray:
@@ -72,7 +73,40 @@ F64 = {
     Op.SLICE: lambda n, x: x[numpy_index(n.index)],
     Op.UNSLICE: lambda n, g: _unslice64(n, g),
     Op.CONCAT: lambda n, *xs: np.concatenate(xs, axis=n.axis),
+    Op.IM2COL: lambda n, x: _patches64(x, n.window, n.value),
+    Op.COL2IM: lambda n, p: _col2im64(p, n.shape, n.window),
+    Op.CONV2D: lambda n, x, w: _conv64(n, x, w),
+    Op.CONV2D_TRANSPOSE: lambda n, g, w: _col2im64(
+        g.transpose(0, 2, 3, 1).reshape(-1, w.shape[0]) @ w.reshape(w.shape[0], -1),
+        n.shape, n.window),
+    Op.MAXPOOL2D: lambda n, x: _pool64(x, n.window, -np.inf).max(axis=-1),
+    Op.AVGPOOL2D: lambda n, x: (_pool64(x, n.window, 0.0).sum(axis=-1)
+                                / window_counts(n.window, *x.shape[2:])),
 }
+
+
+def _patches64(x: np.ndarray, win, fill: float) -> np.ndarray:
+    idx = im2col_index(x.shape, win)
+    return np.where(idx >= 0, x.ravel()[np.maximum(idx, 0)], fill)
+
+
+def _col2im64(p: np.ndarray, shape, win) -> np.ndarray:
+    idx = im2col_index(shape, win).ravel()
+    out = np.zeros(int(np.prod(shape)))
+    np.add.at(out, idx[idx >= 0], p.ravel()[idx >= 0])
+    return out.reshape(shape)
+
+
+def _conv64(n: Node, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    nb, k, oh, ow = n.shape
+    y = _patches64(x, n.window, 0.0) @ w.reshape(k, -1).T
+    return y.reshape(nb, oh, ow, k).transpose(0, 3, 1, 2)
+
+
+def _pool64(x: np.ndarray, win, fill: float) -> np.ndarray:
+    nb, c, h, w = x.shape
+    oh, ow = win.out_hw(h, w)
+    return _patches64(x.reshape(nb * c, 1, h, w), win, fill).reshape(nb, c, oh, ow, -1)
 
 
 def _unslice64(n: Node, g: np.ndarray) -> np.ndarray:

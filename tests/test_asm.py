@@ -24,7 +24,15 @@ from d1isa.asm import PLANS, assemble, assemble_file, bf16_from_f32_bits
 from d1isa.disasm import disassemble, format_word, selector_text
 from d1isa.errors import SourceError
 from d1isa.machine import default_machine, load_machine
-from d1isa.objfile import CodeBlock, DataInit, ObjectFile, Symbol, TensorLayout, TensorPiece
+from d1isa.objfile import (
+    CodeBlock,
+    DataInit,
+    InitRegs,
+    ObjectFile,
+    Symbol,
+    TensorLayout,
+    TensorPiece,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = sorted((ROOT / "programs" / "asm").glob("*.d1s"))
@@ -501,7 +509,8 @@ def test_too_many_errors_stops_with_a_note():
 
 _SOUP = sorted(PLANS) + [
     ".text", ".data", ".equ", ".org", ".align", ".zero", ".i8", ".i64", ".f32", ".bf16", ".word",
-    ".tensor", ".piece", ".file", ".loc", ".source", ".symbol", ".meta", ".machine", "r1", "r99",
+    ".tensor", ".piece", ".file", ".loc", ".source", ".symbol", ".meta", ".machine", ".init",
+    "r1", "r99",
     "v2", "a1", "sp", "ra", "N", "e", "[", "]", "[r2+4]", "[x]", "+3", "-2", ",", ",", ":", "x:",
     "loop:", "loop", "x", "=", "==", "?", "(", ")", "@x", "@id", "@w", "@q", "0x10", "1e3", "inf",
     "nan", "-", "*", "/", "%", "<<", ">>", "&&", "!", "~", '"', '"a\\"b"', "#", ";", "all",
@@ -608,8 +617,11 @@ def _objects(draw):
             for _ in range(draw(st.integers(0, 2)))]
     sources = {f: draw(st.text(max_size=30)) for f in files if draw(st.booleans())}
     meta = draw(st.sampled_from([{}, {"producer": "x", "n": [1, 2.5, None]}]))
+    init = {draw(st.integers(0, 3)): {draw(st.integers(1, 31)): draw(st.integers(-2**63,
+                                                                              2**64 - 1))}
+            for _ in range(draw(st.integers(0, 3)))}
     return ObjectFile(load_machine(mesh="2x2"), blocks, node_block, data, symbols, [], files,
-                      sources, meta)
+                      sources, meta, InitRegs.from_nodes(4, init))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -701,6 +713,32 @@ def test_assemble_file_errors_are_d1_errors(tmp_path):
     (tmp_path / "bin.d1s").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(D1Error, match="not UTF-8"):
         assemble_file(tmp_path / "bin.d1s")
+
+
+def test_init_sets_registers_per_node_and_the_code_stays_shared():
+    obj = asm(".text all\n add r1, r20, r21\n halt\n.data all\n.init r20, @x * 64\n"
+              ".init r21, @y - 1\n.data node 1,1\n.init r22, 0xffffffffffffffff\n")
+    assert len(obj.blocks) == 1
+    assert obj.init.of(M4.node_id(0, 0)) == {21: -1}
+    assert obj.init.of(M4.node_id(1, 1)) == {20: 64, 22: -1}      # r21 = 0 is not stored
+    assert obj.init.of(M4.node_id(3, 2)) == {20: 192, 21: 1}
+    text = disassemble(obj)
+    assert ".init r20, 192\n.init r21, 1\n" in text
+    roundtrip(obj)
+
+
+@pytest.mark.parametrize("source, message", [
+    (".data all\n.init r0, 1\n", "r0 always reads 0"),
+    (".data all\n.init r40, 1\n", "register 'r40' does not exist"),
+    (".data all\n.init v1, 1\n", "expected a scalar register"),
+    (".data all\n.init r3\n", ".init expects REGISTER, VALUE"),
+    (".text all\n.init r3, 1\n", ".init in a .text section"),
+    (".data all\n.init r3, 1\n.data node 1,1\n.init r3, 2\n", "given an initial r3 twice"),
+    (".data all\n.init r3, 1 << 64\n", "does not fit 64 bits"),
+])
+def test_init_errors(source, message):
+    with pytest.raises(SourceError, match=message):
+        asm(source)
 
 
 def test_tensor_layouts_round_trip_through_disassembly():

@@ -627,6 +627,18 @@ def test_registers_vectors_accumulators_memory_and_tensors():
     assert r["mem C+32 8 as f32"][1] == "0x000120:  8  9  10  11  12  13  14  15"
 
 
+def test_regs_shows_what_the_object_starts_a_node_with(tmp_path):
+    src = tmp_path / "init.d1s"
+    src.write_text(".text all\n add r1, r20, r21\n halt\n.data all\n.init r20, @x * 64\n"
+                   ".init r21, 7\n")
+    out = replies(batch(str(src), "node 2,1", "regs", "node 0,0", "regs"))
+    assert out["regs"][-1] == "set at start by the object: r21 = 7"
+    assert "r20                       128" in "\n".join(batch(str(src), "node 2,1",
+                                                              "regs").splitlines())
+    assert replies(batch(str(src), "node 2,1", "regs"))["regs"][-1] == \
+        "set at start by the object: r20 = 128, r21 = 7"
+
+
 def test_vector_registers_as_f32_and_hex():
     out = replies(batch(f"{ASM}/row_broadcast.d1s", "break 44 node 0,1", "run", "vregs 1"))
     v1 = out["vregs 1"]
@@ -712,7 +724,10 @@ def _check_kernel_session(out: str) -> dict[str, list[str]]:
     assert "nodes reached another source line" in text("step all")
     assert r["continue"][0].startswith(("Program finished at T=", "Breakpoint 1, node ("))
     assert r["reverse-continue"][0].startswith("Breakpoint 1, node (")
-    assert r["regs"][0].startswith("node (") and len(r["regs"]) == 17
+    # 16 lines of registers, and one naming those the object starts the node with, if any
+    # (nodes that share a code block get their own numbers that way)
+    assert r["regs"][0].startswith("node (") and len(r["regs"]) in (17, 18)
+    assert len(r["regs"]) == 17 or r["regs"][17].startswith("set at start by the object: r")
     assert r["vregs 12"][0].startswith("v12  f32 ") and r["vregs 12"][1].startswith("     hex ")
     assert r["acc"] == ["(8 all-zero accumulators not shown)"]
     assert r["mem 0 8 as f32"][1].startswith("0x000000:  ")

@@ -17,7 +17,7 @@ from d1isa.errors import D1Error
 from d1isa.isa import encode as E
 from d1isa.isa import f32_bits
 from d1isa.machine import TIMING_CLASSES
-from d1isa.objfile import CodeBlock, ObjectFile, TensorLayout, TensorPiece
+from d1isa.objfile import CodeBlock, InitRegs, ObjectFile, TensorLayout, TensorPiece
 from emulator import Emulator, numerics, simd
 from emulator import kernel as K
 
@@ -605,7 +605,7 @@ def test_set_input_scatters_to_every_piece_and_output_gathers():
 
 
 def test_set_input_writes_the_same_bytes_by_index_or_by_piece_views(monkeypatch):
-    """A tensor is written through index arrays worked out on its first write, or (pieces
+    """A tensor is written through index arrays worked out on its second write, or (pieces
     whose strides are not whole elements, or too many elements) through a view per piece:
     both leave the same SRAM bytes and high-water marks, write after write."""
     import emulator.emulator as E_mod
@@ -674,6 +674,30 @@ def test_step_one_node_and_all_nodes():
     res = emu.step(2)
     assert [emu.pc(i) for i in range(4)] == [2, 5, 2, 2] and res.status == "running"
     assert emu.run().status == "halted"
+
+
+def test_initial_registers_are_set_at_start_and_again_on_restart():
+    """Four nodes share one block; what differs between them is in their initial registers,
+    which the reference interpreter applies too."""
+    from emulator.reference import ReferenceEmulator
+    m = machine()
+    words = [E("add", rd=1, rs1=20, rs2=21), E("addi", rd=20, rs1=20, imm=1), E("halt")]
+    init = InitRegs.from_nodes(4, {n: {20: 10 * n, 21: (1 << 63) + n} for n in range(4)})
+    obj = ObjectFile(m, [CodeBlock(np.array(words, np.uint64))], np.zeros(4, np.int32),
+                     init=init)
+    emu = Emulator(obj)
+    ref = ReferenceEmulator(obj)
+    assert emu.run().status == "halted" and ref.run() == "halted"
+    want = [(10 * n + (1 << 63) + n) & MASK64 for n in range(4)]
+    for n in range(4):
+        assert int(emu.regs(n)[1]) & MASK64 == want[n] and emu.regs(n)[20] == 10 * n + 1
+        assert ref.nodes[n].x[1] & MASK64 == want[n] and ref.nodes[n].x[20] == 10 * n + 1
+    emu.restart()
+    assert emu.regs(3)[20] == 30 and emu.regs(3)[1] == 0
+    emu.run()
+    assert emu.regs(3)[20] == 31
+    emu.reset()
+    assert emu.regs(2)[20] == 20
 
 
 def test_stop_flags_stop_before_the_instruction_and_resume_past_it():

@@ -24,6 +24,7 @@ from d1isa.objfile import (
     HEADER,
     CodeBlock,
     DataInit,
+    InitRegs,
     ObjectFile,
     Symbol,
     TensorLayout,
@@ -43,17 +44,17 @@ def rich_object() -> ObjectFile:
 
 
 def meta(**kw) -> bytes:
-    d = {"blocks": [], "data": [], "symbols": [], "tensors": [], "files": [], "sources": {},
-         "meta": {}}
+    d = {"blocks": [], "line_runs": [], "init_regs": [], "data": [], "symbols": [], "tensors": [],
+         "files": [], "sources": {}, "meta": {}}
     d.update(kw)
     return json.dumps(d).encode()
 
 
-def sections(mach=None, meta_=None, code=b"", line=b"", nmap=None, data=b""):
+def sections(mach=None, meta_=None, code=b"", line=b"", nmap=None, data=b"", regs=b""):
     return [(b"MACH", json.dumps(mach if mach is not None else M2.to_dict()).encode()),
             (b"META", meta_ if meta_ is not None else meta()), (b"CODE", code), (b"LINE", line),
             (b"NMAP", nmap if nmap is not None else struct.pack("<4i", -1, -1, -1, -1)),
-            (b"DATA", data)]
+            (b"DATA", data), (b"REGS", regs)]
 
 
 def reseal(raw: bytes | bytearray) -> bytes:
@@ -110,6 +111,75 @@ def test_hand_built_object_round_trips_through_bytes():
     back = ObjectFile.from_bytes(obj.to_bytes())
     assert back.to_bytes() == obj.to_bytes()
     assert back.symbols[1].value == -(2**70)
+
+
+def test_a_version_1_object_still_loads():
+    obj = rich_object()
+    raw = obj.to_bytes()
+    parts = dict(split(raw))
+    meta_ = json.loads(parts[b"META"])
+    del meta_["line_runs"], meta_["init_regs"]
+    rows = b"".join(b.lines.astype("<i4").tobytes() for b in obj.blocks)
+    v1 = [(b"MACH", parts[b"MACH"]), (b"META", json.dumps(meta_).encode()),
+          (b"CODE", parts[b"CODE"]), (b"LINE", rows), (b"NMAP", parts[b"NMAP"]),
+          (b"DATA", parts[b"DATA"])]
+    old = bytearray(build(v1))
+    struct.pack_into("<I", old, 8, 1)
+    back = ObjectFile.from_bytes(reseal(old))
+    assert back.to_bytes() == raw
+
+
+def split(raw: bytes) -> list[tuple[bytes, bytes]]:
+    from d1isa.objfile import ENTRY
+    n = struct.unpack_from("<I", raw, 12)[0]
+    out = []
+    for i in range(n):
+        tag, _, off, length = ENTRY.unpack_from(raw, HEADER.size + i * ENTRY.size)
+        out.append((tag, raw[off:off + length]))
+    return out
+
+
+def test_locations_are_stored_as_runs():
+    rows = np.repeat(np.array([[0, 3, 5, -1, -1], [0, 4, 1, -1, -1]], np.int32), [1000, 24],
+                     axis=0)
+    block = CodeBlock(np.arange(1024, dtype=np.uint64), rows)
+    obj = ObjectFile(M2, [block, CodeBlock(np.zeros(0, np.uint64))],
+                     np.array([0, 0, 1, -1], np.int32), files=["a.d1k"])
+    raw = obj.to_bytes()
+    assert len(dict(split(raw))[b"LINE"]) == 2 * 6 * 4            # two runs of 6 int32
+    back = ObjectFile.from_bytes(raw)
+    assert np.array_equal(back.blocks[0].lines, rows) and len(back.blocks[1]) == 0
+
+
+def test_initial_registers_round_trip_in_canonical_form():
+    init = InitRegs.from_nodes(4, {3: {7: 5, 2: 0}, 1: {7: 5}, 0: {9: 2**64 - 1}, 2: {4: 0}})
+    assert init.regs == (7, 9)                     # r2 and r4 are never set to anything but 0
+    assert init.of(0) == {9: -1} and init.of(1) == init.of(3) == {7: 5} and init.of(2) == {}
+    assert len(init.rows) == 2 and init.index.tolist() == [0, 1, -1, 1]
+    obj = ObjectFile(M2, [], np.full(4, -1, np.int32), init=init)
+    back = ObjectFile.from_bytes(obj.to_bytes())
+    assert back.init == init and back.to_bytes() == obj.to_bytes()
+    assert len(dict(split(obj.to_bytes()))[b"REGS"]) == 4 * 4 + 2 * 2 * 8
+
+
+def test_bad_initial_registers_are_rejected():
+    def regs_section(index, rows):
+        return (struct.pack(f"<{len(index)}i", *index)
+                + np.asarray(rows, np.int64).astype("<i8").tobytes())
+
+    ok = regs_section([0, -1, -1, 0], [[5]])
+    ObjectFile.from_bytes(build(sections(meta_=meta(init_regs=[3]), regs=ok)))
+    rejects(build(sections(meta_=meta(init_regs=[0]), regs=ok)), "r0 does not exist or cannot")
+    rejects(build(sections(meta_=meta(init_regs=[32]), regs=ok)), "r32 does not exist")
+    rejects(build(sections(meta_=meta(init_regs=[3, 3]),
+                           regs=regs_section([0, -1, -1, 0], [[5, 6]]))), "once each")
+    rejects(build(sections(meta_=meta(init_regs=[3]), regs=ok[:-1])), "REGS size")
+    rejects(build(sections(meta_=meta(init_regs=[3]), regs=regs_section([0, 1, -1, 0], [[5]]))),
+            "row that does not exist")
+    rejects(build(sections(meta_=meta(init_regs=[]), regs=ok)), "no register is listed")
+    rejects(build(sections(meta_=meta(init_regs="r3"), regs=ok)), "short list")
+    rejects(build(sections(meta_=meta(init_regs=[3]), regs=regs_section([-1] * 4, [[1]] * 5))),
+            "more rows than nodes")
 
 
 def test_save_validates_first():
@@ -187,13 +257,14 @@ def test_container_damage_is_rejected():
     ObjectFile.from_bytes(good)
     rejects(good[:10], "too short")
     rejects(b"X" + good[1:], "bad magic")
-    rejects(good[:8] + struct.pack("<I", 2) + good[12:], "version 2 is not supported")
+    rejects(good[:8] + struct.pack("<I", 3) + good[12:], "version 3 is not supported")
     rejects(good + b"\0", "truncated or padded")
     rejects(good[:-1], "truncated or padded")
     rejects(good[:-1] + bytes([good[-1] ^ 1]), "checksum mismatch")
     rejects(reseal(good[:8] + good[8:12] + struct.pack("<I", 65) + good[16:]),
             "bad section table")
-    rejects(build(sections()[:-1]), "missing section DATA")
+    rejects(build(sections()[:-2]), "missing section DATA")
+    rejects(build(sections()[:-1]), "missing section REGS")
     rejects(build(sections() + [(b"DATA", b"")]), "appears twice")
 
 
@@ -251,14 +322,48 @@ def test_amplifying_records_are_rejected():
     rejects(build(sections(meta_=meta(blocks=[0] * 100000))), "100000 code blocks for 4 nodes")
 
 
+@pytest.mark.parametrize("bad, message", [
+    ([3, 0, [0, 0], [1, 2], [8, 0]], "several elements at one SRAM address"),
+    ([9, 0, [0, 0], [1, 2], [8, 4]], "piece on missing node 9"),
+    ([1, 2, [0, 0], [1, 2], [8, 4]], "bad piece address"),
+    ([1, 0, [0, 3], [1, 2], [8, 4]], "piece lies outside the tensor"),
+    ([1, 0, [0, 0], [1, 2], [8, True]], "must be an integer"),
+])
+def test_a_bad_piece_among_many_is_found(bad, message):
+    """Tensors of many pieces (one per node of a large machine) are checked at once; the
+    piece that fails is still named."""
+    good = [[n % 4, 4096 * (n // 4), [n, 0], [1, 2], [8, 4]] for n in range(100)]
+    tensor = {"name": "t", "dtype": "f32", "shape": [101, 4], "role": "input",
+              "pieces": good + [bad]}
+    ObjectFile.from_bytes(build(sections(meta_=meta(tensors=[tensor | {"pieces": good}]))))
+    rejects(build(sections(meta_=meta(tensors=[tensor]))), message)
+
+
+def test_bad_line_runs_are_rejected():
+    code = struct.pack("<2Q", 0, 0)
+    two = {"blocks": [2], "line_runs": [1]}
+    run = struct.pack("<6i", 2, *[-1] * 5)
+    ObjectFile.from_bytes(build(sections(meta_=meta(**two), code=code, line=run)))
+    rejects(build(sections(meta_=meta(**two), code=code, line=struct.pack("<6i", 1, *[-1] * 5))),
+            "do not add up")
+    rejects(build(sections(meta_=meta(**two), code=code, line=struct.pack("<6i", 0, *[-1] * 5))),
+            "covers no word")
+    rejects(build(sections(meta_=meta(blocks=[2], line_runs=[3]), code=code, line=run * 3)),
+            "more than its words")
+    rejects(build(sections(meta_=meta(blocks=[2], line_runs=[]), code=code, line=run)),
+            "one run count per code block")
+    rejects(build(sections(meta_=meta(**two), code=code, line=run + b"x")), "LINE size")
+
+
 def test_inconsistent_contents_are_rejected():
-    one_block = {"blocks": [1]}
-    code, line = struct.pack("<Q", 0), struct.pack("<5i", 0, 1, 1, 0, 1)
+    one_block = {"blocks": [1], "line_runs": [1]}
+    code, line = struct.pack("<Q", 0), struct.pack("<6i", 1, 0, 1, 1, 0, 1)
     rejects(build(sections(meta_=meta(**one_block), code=code, line=line)),
             "line table refers to a missing source file")
     rejects(build(sections(meta_=meta(**one_block), code=code, line=line[:-4])),
             "LINE size does not match")
-    rejects(build(sections(meta_=meta(**one_block), code=code, line=struct.pack("<5i", *[-1] * 5),
+    rejects(build(sections(meta_=meta(**one_block), code=code,
+                           line=struct.pack("<6i", 1, *[-1] * 5),
                            nmap=struct.pack("<4i", 1, -1, -1, -1))), "block that does not exist")
     rejects(build(sections(meta_=meta(data=[[9, 0, 0, 0]]))), "no such live node")
     rejects(build(sections(meta_=meta(data=[[0, -4, 0, 0]]))), "outside node 0's")

@@ -217,7 +217,10 @@ def test_every_computed_node_is_in_exactly_one_kernel(name: str):
                     if n.op in ELEMENTWISE_OPS or n.op in (Op.INPUT, Op.PARAM, Op.MATMUL,
                                                            Op.TRANSPOSE, Op.SUM, Op.MAX, Op.MEAN,
                                                            Op.SOFTMAX, Op.LOG_SOFTMAX,
-                                                           Op.MAX_MASK)
+                                                           Op.MAX_MASK, Op.SLICE, Op.UNSLICE,
+                                                           Op.CONCAT, Op.CONV2D,
+                                                           Op.CONV2D_TRANSPOSE, Op.MAXPOOL2D,
+                                                           Op.AVGPOOL2D, Op.IM2COL, Op.COL2IM)
                     or (n.op is Op.RESHAPE and n.id not in absorbed)
                     or (n.op is Op.BROADCAST
                         and broadcast_mode(n.inputs[0].shape, n.shape) == "general")]

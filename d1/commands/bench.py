@@ -13,6 +13,8 @@ SUITES = {
     "compiler": "benchmarks.compiler_bench",
     "debugger": "benchmarks.debugger_bench",
     "train": "benchmarks.train_bench",
+    "mpi": "benchmarks.mpi_bench",
+    "scale": "benchmarks.scale_bench",
 }
 
 
@@ -28,6 +30,8 @@ def bench(suite: str) -> None:
     Examples:
       d1 bench emulator
       d1 bench train
+      d1 bench mpi                   (the emulator on 2 MPI ranks; needs the [mpi] extra)
+      d1 bench scale
       d1 bench all
     """
     names = list(SUITES) if suite == "all" else [suite]

@@ -24,7 +24,7 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option (repeatable): matmul=summa|naive, double_buffer=true|false, "
                    "preskew=true|false, reach=N (grid hops per summa phase), "
-                   "batched=subgrid|rows|sequential, row_bands=true|false.")
+                   "batched=subgrid|rows|sequential, row_bands=true|false, conv=implicit|im2col.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False),
               help="Embed starting values for the params in the object (one array per param "
                    "name in this .npz; the others from their INIT, seeded by --init), so the "
@@ -90,6 +90,8 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     prog = load_program(source, machine, options, kind="onnx" if onnx else "dsl",
                         shapes=given_shapes)
     result = prog.compiled
+    for note in prog.notes:
+        click.echo(f"note: {note}", err=True)
     if embed:
         from d1.params import embed_params, starting_params
         if not prog.params:
@@ -100,12 +102,19 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         embed_params(result.obj, starting_params(prog, given, init_seed or 0))
     result.obj.save(path)
     g = result.grid
+    dp = result.obj.meta.get("parallel")
     click.echo(f"{source}: {len(result.graph.nodes)} IR nodes -> {path} "
-               f"({g.P} x {g.Q} grid on {machine.name}, "
+               f"({g.P} x {g.Q} grid{' on each chip' if dp else ''} on {machine.name}, "
                f"{len(result.obj.blocks)} code blocks, "
                f"{result.sram_peak:,} B of SRAM per node"
                + (f"; params embedded: {', '.join(prog.params)}" if embed else "") + ")",
                err=True)
+    if dp:
+        click.echo(f"  data-parallel over {dp['chips'][0]} x {dp['chips'][1]} chips: batch "
+                   f"{dp['batch']:,} = {dp['chips'][0] * dp['chips'][1]} x "
+                   f"{dp['batch_per_chip']:,} per chip; each chip's partials all-reduced "
+                   f"across chip edges: {dp['allreduce_bytes']:,} B "
+                   f"({', '.join(dp['allreduced'])})", err=True)
     if timings:
         for name, secs in result.seconds.items():
             click.echo(f"  {name:<9} {secs * 1000:8.1f} ms", err=True)

@@ -423,6 +423,10 @@ def _regs(s: Session, args: list[str]) -> None:
                 nm = f"{names[j]} {alias.get(j, '')}".strip()
                 cols.append(f"{nm:<8}{v:>21}  0x{v & 0xFFFFFFFFFFFFFFFF:016x}")
         s.out("   ".join(cols))
+    init = d.init_regs(nid)
+    if init:
+        s.out("set at start by the object: "
+              + ", ".join(f"{k} = {v}" for k, v in init.items()))
 
 
 @command("vregs", ("v",), "vregs [N] [node X,Y]",

@@ -114,7 +114,8 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
                    "double_buffer=true|false, preskew=true|false, reach=N, "
-                   "batched=subgrid|rows|sequential, row_bands=true|false.")
+                   "batched=subgrid|rows|sequential, row_bands=true|false, "
+                   "conv=implicit|im2col.")
 @machine_options
 def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
         params_file: Path | None, check: bool,
@@ -159,11 +160,13 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
     if params_file is not None:
         from d1.params import load_params
         params = load_params(params_file)
+    comm = mpi_ranks(trace_file is not None or regions)
     prog = load_program(file, machine, options, shapes=parse_shapes(shapes))
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
-    prog.check_host_memory()
+    if comm is None:
+        prog.check_host_memory()        # on MPI ranks each rank checks its own share
     if params is not None:
         params = params_for(prog, params, params_file)
     to_stdout = json_file is not None and str(json_file) == "-"
@@ -175,12 +178,14 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
 
     mode = "full" if trace_file is not None else ("regions" if regions else None)
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles, quantum=quantum, trace=mode,
-                   threads=cap_threads(threads) or auto_threads(obj.machine.n_live))
+                   threads=rank_threads(threads) if comm is not None else
+                   cap_threads(threads) or auto_threads(obj.machine.n_live), comm=comm)
     for name, arr in arrays.items():
         emu.set_input(name, arr)
     if check and prog.dsl is None:
         raise D1Error(f"--check needs a DSL program (.d1k, or a .d1o compiled from one); "
                       f"{file} has no DSL source")
+    mpi_note(emu)
     t0 = time.perf_counter()
     result = emu.run()
     wall = time.perf_counter() - t0
@@ -199,7 +204,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
             from compiler.reference import update_key
             got.update({update_key(u.param.name): emu.output(u.param.name)
                         for u in prog.graph.updates})
-    stats = emu.stats()
+    # the statistics walk every node and link: made only for what prints or writes them
+    stats = emu.stats() if show_stats or json_file is not None else None
     if show_stats:
         click.echo(format_stats(stats, result.status, wall), err=to_stdout)
     if trace_file is not None:
@@ -234,6 +240,43 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
         write_json(json_file, doc)
     click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
                + (f"; wrote {', '.join(written)}" if written else ""), err=to_stdout)
+
+
+def mpi_ranks(traced: bool = False) -> object | None:
+    """The MPI communicator when `mpiexec -n R` (R > 1) started this command, else None
+    (emulator.mpi; mpi4py is imported only then). Each rank runs one thread."""
+    from emulator.mpi import world
+
+    comm = world()
+    if comm is not None and traced:
+        raise D1Error("--trace and --regions run on one process, not on MPI ranks")
+    return comm
+
+
+def rank_threads(threads: int) -> int:
+    """On MPI ranks: one thread per rank (a note if --threads asked for more)."""
+    if threads > 1:
+        click.echo(f"note: --threads {threads}: on MPI ranks each rank runs one thread; start "
+                   "more ranks instead", err=True)
+    return 1
+
+
+def mpi_note(emu: Any) -> None:
+    """On MPI ranks, a note saying how the machine is shared out (before the run starts)."""
+    part = getattr(emu, "partition", None)
+    if part is None:
+        return
+    blocks = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" if b > a else "none"
+              for a, b in (part.chips(r) for r in range(min(part.ranks, 5)))]
+    more = ", ..." if part.ranks > 5 else ""
+    windows = (f"time windows of {emu.window:,} cycles (the lookahead across chip edges)"
+               if emu.lookahead else "no link joins two ranks")
+    click.echo(f"note: running on {part.ranks} MPI ranks holding chips {', '.join(blocks)}{more}"
+               f"; {windows}", err=True)
+    if part.ranks > part.chip_count:
+        click.echo(f"note: the machine has {part.chip_count} chip"
+                   f"{'s' if part.chip_count != 1 else ''}: {part.ranks - part.chip_count} of "
+                   "the ranks hold none (a rank holds whole chips)", err=True)
 
 
 def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
@@ -427,7 +470,17 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     threads = host.get("threads", 1)
     lines.append(f"  emulation speed     {units.si(host['node_instructions_per_second'], '')} "
                  "node-instructions/s"
-                 + (f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
+                 + (f" on {host['ranks']} MPI ranks of 1 thread" if host.get("ranks", 1) > 1
+                    else f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
                     else " on 1 thread"))
-    lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])}")
+    if host.get("ranks", 1) > 1:
+        lines.append(f"  MPI ranks           {host['ranks']}, {host['windows']:,} windows of "
+                     f"{host['window_cycles']:,} cycles (lookahead {host['lookahead_cycles']:,})"
+                     f"; window exchange (sync overhead) {units.seconds(host['sync_seconds'])}"
+                     f" = {100 * host['sync_share']:.3g}% of emulation (slowest rank)")
+        lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])} on the largest "
+                     "rank (" + ", ".join(units.nbytes(b) for b in host["state_bytes_by_rank"])
+                     + ")")
+    else:
+        lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])}")
     return "\n".join(lines)

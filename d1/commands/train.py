@@ -90,7 +90,14 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
       d1 train programs/train_linear.d1k --input x=x.npy --input y=y.npy --mesh 4x4 --json -
       d1 train programs/train_linear.d1k --input x=x.npy --input y=y.npy --mesh 4x4 --chips 2x2
     """
-    from d1.commands.run import cap_threads, load_npy, params_for
+    from d1.commands.run import (
+        cap_threads,
+        load_npy,
+        mpi_note,
+        mpi_ranks,
+        params_for,
+        rank_threads,
+    )
     from d1.program import load_program
     from d1.train import Trainer
 
@@ -116,13 +123,16 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     if params_file is not None:
         from d1.params import load_params
         params = load_params(params_file)
+    comm = mpi_ranks()
     prog = load_program(file, machine, options)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
     if params is not None:
         params = params_for(prog, params, params_file)
     trainer = Trainer(prog, params, init_seed=init_seed, max_cycles=max_cycles,
-                      threads=cap_threads(threads) or None)
+                      threads=rank_threads(threads) if comm is not None
+                      else cap_threads(threads) or None, comm=comm)
+    mpi_note(trainer.emu)
     plan = trainer.plan(arrays)
     if plan.dropped:
         click.echo(f"note: {plan.samples:,} samples make {plan.batches:,} batch"
@@ -232,6 +242,9 @@ def summary(trainer: Any, totals: dict[str, Any], plan: Any, wall: float,
                      "(largest node, modelled)")
         lines.append(f"  host                 {100 * host['emulator_share']:.0f}% of the steps' "
                      f"wall time in the emulator (measured)")
+        if host.get("ranks", 1) > 1:
+            lines.append(f"  MPI                  {host['ranks']} ranks; window exchange (sync "
+                         f"overhead) {units.seconds(host['sync_seconds'])} on rank 0")
     if written:
         lines.append("wrote " + ", ".join(written))
     return "\n".join(lines)

@@ -529,6 +529,7 @@ class Assembler:
         for sec in self.texts:
             linker.link_section(sec)
         linker.emit_data(self.datas)
+        linker.emit_init(self.datas)
         tensors = linker.build_tensors(self.tensors, self.pieces)
         if self.explicit_symbols:
             symbols = self.symbols

@@ -13,7 +13,15 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from d1isa.asm.encode import INT32, K_WORD, U64, bf16_from_f32_bits, split_operands
+from d1isa.asm.encode import (
+    INT32,
+    K_WORD,
+    K_X,
+    U64,
+    bf16_from_f32_bits,
+    register_error,
+    split_operands,
+)
 from d1isa.asm.layout import (
     SELECTOR_ARGS,
     SELECTORS,
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
 
 DIRECTIVES = (".machine", ".text", ".data", ".equ", ".org", ".align", ".zero", ".i8", ".i16",
               ".i32", ".i64", ".f32", ".bf16", ".word", ".tensor", ".piece", ".file", ".loc",
-              ".source", ".symbol", ".meta")
+              ".source", ".symbol", ".meta", ".init")
 INT_WIDTH = {".i8": 1, ".i16": 2, ".i32": 4, ".i64": 8}
 
 
@@ -135,6 +143,25 @@ def _layout(a: Assembler, ln: int, args: str, aoff: int, col: int, kind: str) ->
         raise LineError(f".{kind} needs a value", aoff + 1)
     ast = a._parse(text)
     sec.entries.append((kind, ast, ln, aoff + 1))
+
+
+def _init(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
+    """`.init REG, EXPR` in a data section: the nodes of the section start with REG = EXPR
+    (evaluated per node, so node symbols give each its own value)."""
+    sec = _data_section(a, col, ".init")
+    reg, comma, rest = args.partition(",")
+    name = reg.strip()
+    rcol = aoff + 1 + len(reg) - len(reg.lstrip())
+    if not comma or not rest.strip():
+        raise LineError(".init expects REGISTER, VALUE", col, 5)
+    num = a.regs[0].get(name.lower())
+    if num is None:
+        raise register_error(K_X, name, rcol, a.regs, a.machine)
+    if num == 0:
+        raise LineError("r0 always reads 0 and cannot be given an initial value", rcol,
+                        len(name))
+    vcol = aoff + len(reg) + 2 + len(rest) - len(rest.lstrip())
+    sec.entries.append(("init", num, a._parse(rest.strip()), ln, vcol))
 
 
 def _values(args: str, aoff: int, col: int, what: str) -> list[tuple[str, int]]:
@@ -434,6 +461,7 @@ HANDLERS: dict[str, Any] = {
     ".source": _source,
     ".symbol": _symbol,
     ".meta": _meta,
+    ".init": _init,
 }
 for _name, _w in INT_WIDTH.items():
     HANDLERS[_name] = (lambda w, nm: lambda a, ln, args, aoff, col: _ints(

@@ -55,6 +55,7 @@ from d1isa.objfile import (
     LINE_COLS,
     CodeBlock,
     DataInit,
+    InitRegs,
     ObjectFile,
     Symbol,
     TensorLayout,
@@ -233,6 +234,10 @@ class Linker:
         self.blocks: list[CodeBlock] = []
         self.block_index: dict[bytes, int] = {}
         self.data: list[DataInit] = []
+        # node -> {register: value}: the scalar registers nodes start with (`.init`, or the
+        # compiler's per-node values)
+        self.init: dict[int, dict[int, int]] = {}
+        self.init_line: dict[tuple[int, int], int] = {}
 
     def _diag(self, line: int, col: int, msg: str, width: int = 1) -> None:
         self.diags.diag(line, col, msg, width)
@@ -370,6 +375,8 @@ class Linker:
                 if kind == "label":
                     e[1].addr = counter
                     continue
+                if kind == "init":
+                    continue
                 if kind in ("ints", "floats"):
                     _, width, vals, pend, ln = e
                     size = width * len(vals)
@@ -460,6 +467,44 @@ class Linker:
             b = self._chunk_bytes(e, scope)
             buf[off:off + len(b)] = b
         return bytes(buf)
+
+    def emit_init(self, datas: list[DataSection]) -> None:
+        """The `.init` registers of every data section, on every node of the section; a
+        register given twice to one node is an error."""
+        m = self.machine
+        for sec in datas:
+            for e in sec.entries:
+                if e[0] != "init":
+                    continue
+                _, reg, ast, ln, col = e
+                for nid in sec.nodes:
+                    x, y = m.node_xy(nid)
+                    try:
+                        v = located(ast, self.scope(None, (x, y, nid)), ln, col)
+                    except (LineError, ExprError) as err:
+                        self._report(err, ln, col)
+                        break
+                    except Reported:
+                        break
+                    if not -(1 << 63) <= v <= (1 << 64) - 1:
+                        self._diag(ln, col, f"initial value {v} of r{reg} does not fit 64 bits "
+                                   f"(on node ({x},{y}))")
+                        break
+                    if not self.set_init(nid, reg, v, ln, col):
+                        break
+
+    def set_init(self, nid: int, reg: int, value: int, line: int = 1, col: int = 1) -> bool:
+        """Node `nid` starts with r`reg` = value; False (reported) if it already has one."""
+        regs = self.init.setdefault(nid, {})
+        if reg in regs:
+            x, y = self.machine.node_xy(nid)
+            first = self.init_line.get((nid, reg), line)
+            self._diag(line, col, f"node ({x},{y}) is given an initial r{reg} twice (first at "
+                       f"line {first})")
+            return False
+        regs[reg] = value
+        self.init_line[(nid, reg)] = line
+        return True
 
     def emit_data(self, datas: list[DataSection]) -> None:
         """Every run's bytes on every node of its section; overlapping data is an error."""
@@ -831,7 +876,8 @@ class Linker:
         if self.diags:
             return None
         obj = ObjectFile(self.machine, self.blocks, self.node_block, self.data, symbols,
-                         tensors, files, sources, meta)
+                         tensors, files, sources, meta,
+                         InitRegs.from_nodes(self.machine.n_live, self.init))
         try:
             obj.validate()
         except ObjectFormatError as e:

@@ -748,6 +748,11 @@ class Debugger:
         out["clock"] = int(st.clock[nid])
         return out
 
+    def init_regs(self, node: Any = None) -> dict[str, int]:
+        """The scalar registers the object starts this node with ({"r20": 64, ...}; the
+        others start at 0): its per-node values, where nodes share one code block."""
+        return {f"r{r}": v for r, v in self.emu.obj.init.of(self.node(node)).items()}
+
     def vregs(self, node: Any = None) -> np.ndarray:
         """uint32 [vector_regs, 16] raw bits (`.view(np.float32)` for the values)."""
         return self.emu.vregs(self.node(node))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emulator.constants import K_HEIGHT, K_N, K_WIDTH, S_HALT, S_ILLEGAL, S_JUMP, S_NEXT, S_TRAP
+from emulator.constants import K_HEIGHT, K_NODES, K_WIDTH, S_HALT, S_ILLEGAL, S_JUMP, S_NEXT, S_TRAP
 from emulator.jit.helper import helper
 from emulator.numerics import div_signed, div_unsigned, rem_signed, rem_unsigned
 from emulator.opcodes import (
@@ -166,13 +166,13 @@ def scalar_op(op, node, rd, rs1, rs2, imm, p, c, x, xy, sr, sr_init, cfg):
     elif op == GETY:
         x[node, rd] = xy[node, 1]
     elif op == GETID:
-        x[node, rd] = node
+        x[node, rd] = xy[node, 2]       # the machine's node id (the row may be a rank's share)
     elif op == GETW:
         x[node, rd] = cfg[K_WIDTH]
     elif op == GETH:
         x[node, rd] = cfg[K_HEIGHT]
     elif op == GETN:
-        x[node, rd] = cfg[K_N]
+        x[node, rd] = cfg[K_NODES]
     elif op == RDCYCLE:
         x[node, rd] = c
     elif op == SRSEED:

@@ -1,0 +1,56 @@
+"""`d1 bench`: the suites it runs, and the bookkeeping of the training bench (its figures are
+measured by `d1 bench train` itself, never here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from benchmarks.train_bench import MLP, mlp_flops, numpy_step, parts_of
+from d1.cli import cli
+from d1.commands.bench import SUITES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_suite_is_a_benchmark_module_and_all_runs_them():
+    assert {"emulator", "compiler", "debugger", "train"} <= set(SUITES)
+    for module in SUITES.values():
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file()
+    out = CliRunner().invoke(cli, ["bench", "--help"]).output
+    assert "|".join(SUITES) + "|all]" in out
+
+
+def test_the_useful_flops_of_a_step_are_its_eight_matmuls():
+    f = mlp_flops(256, (784, 256, 256, 10))
+    forward = 2 * 256 * (784 * 256 + 256 * 256 + 256 * 10)
+    assert f["forward"] == forward
+    # a weight gradient per layer, an activation gradient for every layer but the first
+    assert f["backward"] == forward + 2 * 256 * (256 * 256 + 256 * 10)
+
+
+def test_steps_are_told_apart_by_the_grad_calls_and_update_statements():
+    text = MLP.read_text()
+    grads, updates = parts_of(text, "programs/train_mlp784.d1k")
+    lines = text.splitlines()
+    update_lines = {k + 1 for k, line in enumerate(lines) if line.startswith("update ")}
+    assert updates == update_lines and len(updates) == 6
+    # one backward pass, at the position of the first grad call
+    assert all(lines[ln - 1][col - 1:].startswith("grad(") for ln, col in grads)
+    assert min(grads) == (min(update_lines), lines[min(update_lines) - 1].index("grad(") + 1)
+
+
+def test_the_numpy_baseline_computes_a_cross_entropy_step():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    ws = [rng.standard_normal(s).astype(np.float32) * np.float32(0.1)
+          for s in ((6, 5), (5,), (5, 4), (4,), (4, 3), (3,))]
+    loss = numpy_step(x, y, *ws)
+    h = np.maximum(np.maximum(x @ ws[0] + ws[1], 0) @ ws[2] + ws[3], 0)
+    z = h @ ws[4] + ws[5]
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    assert np.isclose(loss, -np.mean(np.log(p[y == 1])), rtol=1e-5)

@@ -1,0 +1,219 @@
+"""The emulator on MPI ranks (emulator.distributed, docs/SCALE.md): bit-identical to one process.
+
+One `mpiexec -n R` job per rank count runs every program of programs/ and the cross-rank cases of
+tests/mpikit.py on a 2 x 2-chip machine of 4 x 4 chips, a few training steps and the Python API
+on every rank, and writes a digest; the test compares the digests of R = 2 and 4 with one
+process's (R = 1, run here). Then the command line on ranks: `d1 run` output and JSON, Ctrl-C, a
+failing rank, more ranks than chips. Every job has a timeout: a hang fails the test instead of the
+suite. The tests that need MPI skip when mpi4py or mpiexec is missing (the [mpi] extra); the one
+that checks a single process never imports mpi4py runs everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mpikit
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _mpiexec() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+needs_mpi = pytest.mark.skipif(MPIEXEC is None,
+                               reason="mpi4py or mpiexec not installed (pip install -e '.[mpi]')")
+# rank counts compared with one process (D1_MPI_RANKS=2 for a quicker run)
+RANKS = [int(r) for r in os.environ.get("D1_MPI_RANKS", "2,4").split(",")]
+TIMEOUT = 300
+# the command line's machine options for the test machine
+MACHINE = ["--mesh", "4x4", "--set", "chips_x=2", "--set", "chips_y=2"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "OMPI_", "MPI_", "HYDRA_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _mpi(ranks: int, *args: str, timeout: float = TIMEOUT, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIEXEC, "-n", str(ranks), PY, *args], env=_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("mpi")
+    mpikit.prepare(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def digests(work: Path) -> dict[int, dict]:
+    out = {}
+    for r in RANKS:
+        dest = work / f"digest-{r}.json"
+        p = _mpi(r, str(ROOT / "tests" / "mpikit.py"), str(work), str(dest))
+        assert p.returncode == 0, f"mpiexec -n {r}: exit {p.returncode}\n{p.stderr[-3000:]}"
+        out[r] = json.loads(dest.read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(work: Path) -> dict:
+    """The reference: every case in this process, without MPI."""
+    out = mpikit.run_all(work, None)
+    out["api"] = mpikit.api_on_every_rank(work, None)
+    return json.loads(json.dumps(out, sort_keys=True))
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", RANKS)
+def test_bit_identical_for_any_number_of_ranks(ranks, digests, one_process):
+    got = digests[ranks]
+    assert sorted(got["programs"]) == sorted(one_process["programs"])
+    for name, want in one_process["programs"].items():
+        for key in want:
+            assert got["programs"][name][key] == want[key], \
+                f"{name}: {key} differs on {ranks} ranks"
+    assert got["train"] == one_process["train"]
+    assert got["api"] == one_process["api"]
+
+
+@needs_mpi
+def test_the_cases_cross_ranks(one_process):
+    """The digest is worth comparing: the cross-rank cases do what they are for."""
+    p = one_process["programs"]
+    cross = p["x_cross.d1o"]
+    assert cross["status"] == "halted"
+    ids = cross["values"]["ids"]
+    nodes = cross["nodes"]
+    special = {(3, 1), (4, 1), (1, 5)}
+    for i, row in enumerate(ids):
+        xy = (nodes["x"][i], nodes["y"][i])
+        if xy in special:
+            assert row[0] == i                          # getid on a rank's own rows
+        elif xy != (1, 3) and xy != (1, 4):
+            assert row == [i, 64, xy[0], xy[1]]         # getid, getn, getx, gety
+    assert nodes["stall_send"][11] > 0                  # (3,1): its FIFO on (4,1) filled up
+    assert ids[12][3] == 60 and ids[41][2] == sum(k * 7919 for k in range(100))
+    dl = p["x_deadlock.d1o"]
+    assert dl["status"] == "deadlock"
+    assert "a cycle of 4 waiting nodes" in dl["report"] and "(3,4)" in dl["report"]
+    assert "(0,3) pc 1 `halt`" in dl["report"]          # the chain across ranks to a halted node
+    tr = p["x_trap.d1o"]
+    assert tr["status"] == "trapped" and "user trap (code 7)" in tr["report"]
+    assert "has trapped (user trap)" in tr["report"]
+    lim = p["token_ring.d1o --max-cycles 700"]
+    assert lim["status"] == "trapped" and "passed max_cycles 700" in lim["report"]
+    assert p["token_ring.d1o"]["status"] == "halted"
+    assert len(one_process["train"]["history"]) == mpikit.TRAIN_STEPS
+
+
+@needs_mpi
+def test_d1_run_on_two_ranks(work, tmp_path):
+    """`mpiexec -n 2 d1 run`: the same report, exit status and JSON figures as one process."""
+    prog = str(work / "x_deadlock.d1o")
+    one = subprocess.run([PY, "-m", "d1", "run", prog, "--json", str(tmp_path / "one.json"),
+                          "--out-dir", str(tmp_path / "o1")], env=_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    two = _mpi(2, "-m", "d1", "run", prog, "--stats", "--json", str(tmp_path / "two.json"),
+               "--out-dir", str(tmp_path / "o2"))
+    assert one.returncode == two.returncode == 1, two.stderr
+    assert "deadlock: a cycle of 4 waiting nodes" in two.stderr
+    assert "note: running on 2 MPI ranks holding chips 0-1, 2-3" in two.stderr
+    assert "window exchange (sync overhead)" in two.stdout      # --stats
+    a = json.loads((tmp_path / "one.json").read_text())
+    b = json.loads((tmp_path / "two.json").read_text())
+    assert a["result"] == b["result"]
+    for key in ("modelled", "nodes", "links"):
+        assert a["stats"][key] == b["stats"][key]
+    host = b["stats"]["host"]
+    assert host["ranks"] == 2 and host["window_cycles"] == host["lookahead_cycles"] == 101
+    assert len(host["sync_seconds_by_rank"]) == 2 and host["sync_seconds"] >= 0
+    assert host["state_bytes"] < a["stats"]["host"]["state_bytes"] * 0.6
+
+
+@needs_mpi
+def test_ctrl_c_stops_every_rank(work):
+    """Ctrl-C (mpiexec passes it to every rank) stops a run on all ranks at a window's end."""
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", PY, "-m", "d1", "run",
+                             str(work / "forever.d1s"), *MACHINE, "--max-cycles", "1000000000000",
+                             "--out-dir", str(work / "o-forever")],
+                            env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + TIMEOUT
+        while "note: running on 2 MPI ranks" not in seen:   # the run is about to start
+            line = proc.stderr.readline()
+            assert line and time.monotonic() < deadline, seen
+            seen += line
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err       # as for one process: click reports "aborted"
+    assert "aborted" in err and "Traceback" not in err
+
+
+@needs_mpi
+def test_a_failing_rank_stops_all(tmp_path):
+    """A rank that calls something else than rank 0 stops every rank with a message."""
+    p = _mpi(2, str(ROOT / "tests" / "mpikit.py"), "--mismatch", timeout=120)
+    assert p.returncode != 0
+    assert "every rank must make the same calls in the same order" in p.stderr
+
+
+@needs_mpi
+def test_more_ranks_than_chips(tmp_path):
+    """Ranks beyond the chip count hold nothing and the result is the one of one process."""
+    args = ["-m", "d1", "run", "programs/asm/vadd.d1s", "--mesh", "4x4"]
+    p = _mpi(3, *args, "--out-dir", str(tmp_path / "three"), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "note: the machine has 1 chip: 2 of the ranks hold none" in p.stderr
+    one = subprocess.run([PY, *args, "--out-dir", str(tmp_path / "one")], env=_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert one.returncode == 0, one.stderr
+    assert (tmp_path / "three" / "c.npy").read_bytes() == (tmp_path / "one" / "c.npy").read_bytes()
+
+
+def test_one_process_never_imports_mpi4py(tmp_path):
+    code = ("import sys\nfrom d1.cli import main\n"
+            "try:\n    main(['run', 'programs/asm/vadd.d1s', '--mesh', '4x4', '--out-dir', "
+            f"{str(tmp_path)!r}])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('mpi4py' in sys.modules)\n")
+    p = subprocess.run([PY, "-c", code], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_launch_without_mpi4py_says_what_to_install(tmp_path):
+    code = ("import sys\nsys.modules['mpi4py'] = None\nfrom d1.cli import main\n"
+            "main(['info'])\n")
+    env = dict(_env(), PMI_SIZE="2", PMI_RANK="0")
+    p = subprocess.run([PY, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2
+    assert "mpi4py is not installed: pip install -e '.[mpi]'" in p.stderr
