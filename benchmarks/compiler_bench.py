@@ -26,6 +26,15 @@
   Baselines from the same run: -O conv=im2col (the patches matrix gathered and multiplied by
   the 2-D SUMMA matmul), and the same network in bf16 (bf16 images and weights, casts after
   each layer) against the bf16 peak.
+- the transformer encoder block of programs/onnx/encoder.onnx (sequence 64, d = 128, 4 heads
+  of 32, FFN 256: MatMul, Softmax, LayerNormalization, Gelu; f32), imported and compiled for
+  d1: useful FLOPs (2 per multiply-add of every matmul) / modelled time / the peak of its
+  dtype on all 354 live nodes; target >= 20 %. Baselines from the same run: -O
+  row_bands=false (matmuls of 64 rows on the whole grid) and batched=sequential. And the
+  import plus compile (compiler.onnx_import.import_file, then compile_text, as `d1 import`
+  and `d1 compile` do; in this process, imports warmed; best of 3 by wall time, with that
+  run's CPU time, since on a shared host the wall time includes waiting for a core);
+  target <= 3 s wall.
 - emulating the compiled 1024^3 matmul (wall time of Emulator.run, JIT excluded, best of 5)
   against numpy float32 matmul of the same shapes on one thread, interleaved in the same run;
   target <= 5x. Shown for the thread count `d1 run` uses by default (emulator.auto_threads) and
@@ -43,6 +52,7 @@
   code before SPMD sharing; its matmul is compiler.matmul's per-node rounds).
 
     python -m benchmarks.compiler_bench spmd     # this section alone
+    python -m benchmarks.compiler_bench encoder  # this section alone
 """
 
 from __future__ import annotations
@@ -68,6 +78,9 @@ from d1isa.machine import load_machine  # noqa: E402
 REPEATS = 3
 ROOT = Path(__file__).resolve().parents[1]
 MATMUL = "input a: bf16[{n}, {n}]\ninput b: bf16[{n}, {n}]\nc = a @ b\noutput c\n"
+ENCODER = ROOT / "programs" / "onnx" / "encoder.onnx"
+ENCODER_UTIL = 20.0         # % of the peak of its dtype, modelled
+ENCODER_COMPILE = 3.0       # s wall, import plus compile
 
 
 def _best(fn, repeats: int = REPEATS) -> float:
@@ -80,17 +93,19 @@ def _best(fn, repeats: int = REPEATS) -> float:
 
 
 def run_program(text: str, machine, options: CompileOptions | None = None,
-                flops: int | None = None, filename: str = "bench.d1k") -> dict:
+                flops: int | None = None, filename: str = "bench.d1k",
+                params: dict[str, np.ndarray] | None = None) -> dict:
     """Compile and emulate; modelled cycles, utilisation and the emulator's wall time.
 
     `util` is useful FLOPs (`flops`, if given) over the modelled time and the peak BF16 of all
     live nodes; `pct` is what `d1 run --stats` reports: the FLOPs the instructions did over the
-    modelled time and the peak of the kernel's data type."""
+    modelled time and the peak of the kernel's data type. The params take `params` (an
+    imported model's initializers), else their INIT."""
     from emulator import Emulator
     c = compile_text(text, machine, filename, options)
     graph = c.graph
     inputs = compiler.make_inputs(graph, 0)
-    params = compiler.init_params(graph, 0)
+    params = params if params is not None else compiler.init_params(graph, 0)
     emu = Emulator(c.obj)
     for name, value in {**inputs, **params}.items():
         emu.set_input(name, value)
@@ -329,10 +344,57 @@ def bench_lenet() -> dict:
             "bf16": run_program(lenet_bf16(text), m, CompileOptions(), flops, "lenet.d1k")}
 
 
+def import_and_compile(path: Path, machine):
+    """What `d1 import` and `d1 compile` do with an ONNX model: (the import, the compilation)."""
+    from compiler.onnx_import import import_file
+    imported = import_file(path)
+    return imported, compile_text(imported.text, machine, f"{path.stem}.d1k")
+
+
+def bench_encoder(repeats: int = REPEATS) -> dict:
+    """programs/onnx/encoder.onnx on d1: import plus compile times, and the compiled block
+    run with its initializers, against -O row_bands=false and batched=sequential."""
+    m = load_machine("d1")
+    imported, _ = import_and_compile(ENCODER, m)          # warm imports and caches
+    times = []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        import_and_compile(ENCODER, m)
+        times.append((time.perf_counter() - w, time.process_time() - c))
+    wall, cpu = min(times)
+    flops = useful_flops(compiler.check_source(imported.text, m))
+    runs = {key: run_program(imported.text, m, opts, flops, "encoder.d1k", imported.params)
+            for key, opts in (("default", CompileOptions()),
+                              ("row_bands=false", CompileOptions(row_bands=False)),
+                              ("batched=sequential", CompileOptions(batched="sequential")))}
+    return {"wall": wall, "cpu": cpu, "times": times, "load": os.getloadavg()[0],
+            "flops": flops, "runs": runs}
+
+
+def print_encoder(r: dict) -> None:
+    """The encoder section: each figure beside its target, PASS or FAIL."""
+    e = r["runs"]["default"]
+    verdict = "PASS" if e["util_own"] >= ENCODER_UTIL else "FAIL"
+    print(f"encoder block (ONNX, 4 heads)   {e['util_own']:6.1f} %   (modelled, "
+          f"{e['cycles']:,} cycles, {e['dtype']}, {r['flops']:,} useful FLOP; target >= "
+          f"{ENCODER_UTIL:g} % of the {e['dtype']} peak: {verdict}; correct: {e['ok']})")
+    for key in ("row_bands=false", "batched=sequential"):
+        b = r["runs"][key]
+        print(f"    baseline {key:<20} {b['util_own']:6.1f} %   ({b['cycles']:,} cycles; "
+              f"correct: {b['ok']})")
+    verdict = "PASS" if r["wall"] <= ENCODER_COMPILE else "FAIL"
+    print(f"    d1 import + compile         {r['wall']:6.2f} s   (wall, best of "
+          f"{len(r['times'])}; its CPU time {r['cpu']:.2f} s; target <= {ENCODER_COMPILE:g} s "
+          f"wall: {verdict}; host load average {r['load']:.1f})")
+
+
 def main() -> None:
     import sys
     if sys.argv[1:] == ["spmd"]:
         print_spmd(bench_spmd())
+        return
+    if sys.argv[1:] == ["encoder"]:
+        print_encoder(bench_encoder())
         return
     print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "
           "emulator's timing model, times are measured on the host)")
@@ -379,6 +441,7 @@ def main() -> None:
     b = cnn["bf16"]
     print(f"    the same network in bf16    {b['util_own']:6.1f} %   ({b['cycles']:,} cycles, of "
           f"the bf16 peak; correct: {b['ok']})")
+    print_encoder(bench_encoder())
     e = bench_emulation()
     for t, wall in sorted(e["threads"].items(), reverse=True):
         print(f"emulating the 1024^3 matmul     {wall:6.3f} s   on {t} thread{'s' * (t > 1)} "

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
+from benchmarks.compiler_bench import ENCODER, import_and_compile, print_encoder, useful_flops
 from benchmarks.train_bench import MLP, mlp_flops, numpy_step, parts_of
 from d1.cli import cli
 from d1.commands.bench import SUITES
+from d1isa.machine import load_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +57,31 @@ def test_the_numpy_baseline_computes_a_cross_entropy_step():
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     assert np.isclose(loss, -np.mean(np.log(p[y == 1])), rtol=1e-5)
+
+
+def test_the_useful_flops_of_the_encoder_are_its_matmuls():
+    # Four projections [64, 128] @ [128, 128], two batched products of 4 heads ([64, 32] @
+    # [32, 64] and [64, 64] @ [64, 32]) and the FFN's [64, 128] @ [128, 256] and back.
+    imported, result = import_and_compile(ENCODER, load_machine("m4x4"))
+    assert useful_flops(result.graph) == (4 * 2 * 64 * 128 * 128 + 2 * 2 * 4 * 64 * 64 * 32
+                                          + 2 * 2 * 64 * 128 * 256)
+    assert [o.name for o in result.graph.outputs] == ["y"] and "wq" in imported.params
+
+
+def _encoder_figures(util: float, wall: float) -> dict:
+    run = {"util_own": util, "cycles": 7000, "dtype": "f32", "ok": True}
+    return {"wall": wall, "cpu": wall / 2, "times": [(wall, wall / 2)] * 3, "load": 1.0,
+            "flops": 18_874_368, "runs": {"default": run, "row_bands=false": run,
+                                          "batched=sequential": run}}
+
+
+@pytest.mark.parametrize("util, wall, verdicts", [
+    (23.8, 2.5, ["PASS", "PASS"]), (19.9, 2.5, ["FAIL", "PASS"]), (23.8, 3.1, ["PASS", "FAIL"])])
+def test_the_encoder_section_prints_each_figure_against_its_target(capsys, util, wall,
+                                                                   verdicts):
+    print_encoder(_encoder_figures(util, wall))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("encoder block") and "target >= 20 % of the f32 peak" in lines[0]
+    assert "baseline row_bands=false" in lines[1] and "batched=sequential" in lines[2]
+    assert "d1 import + compile" in lines[3] and "CPU time" in lines[3]
+    assert [line.split(": ")[1].split(";")[0] for line in (lines[0], lines[3])] == verdicts
