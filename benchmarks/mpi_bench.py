@@ -3,17 +3,17 @@ process of 1 thread, measured in the same run.
 
     python -m benchmarks.mpi_bench          (or `d1 bench mpi`; needs the [mpi] extra)
 
-Two workloads, both one SGD step of a 784-256-256-10 bf16 MLP (PROGRAM below) on the d1 chip
-with chips_x = chips_y = 2 (1,416 nodes), params resident in SRAM, the same batch every step:
+Two workloads, both one SGD step of a 784-256-256-10 bf16 MLP (programs/train_mlp784.d1k, as
+`d1 bench train` and `d1 bench scale` run it) on the d1 chip with chips_x = chips_y = 2 (1,416
+nodes), params resident in SRAM, the same batch every step:
 
-- data parallel: the step compiled for one chip, at batch 256, run on each of the four chips
-  on its own quarter of a batch of 1,024 (`replicate`: every chip runs the one-chip code on its
-  own nodes, params replicated). It is the data-parallel step without its gradient all-reduce,
-  which the compiler does not emit yet: no traffic crosses a chip edge, so it measures what
-  the ranks cost when the work is theirs alone (the target's case);
-- model parallel: the step at batch 256 compiled for the whole 2 x 2-chip machine, which the
-  compiler spreads over all four chips, with heavy traffic across the chip edges (and so across
-  the ranks) all through the step.
+- data parallel: the step of a global batch of 1,024 compiled data-parallel for the 2 x 2
+  chips (compiler.dataparallel): each chip runs the one-chip step on its 256 samples, then the
+  gradients and the loss are all-reduced across the chip edges (and so across the ranks) at
+  the end of the step: the ranks work alone until then (the target's case);
+- model parallel: the step at batch 256 compiled for the whole 2 x 2-chip machine
+  (`-O parallel=whole`), which the compiler spreads over all four chips, with heavy traffic
+  across the chip edges (and so across the ranks) all through the step.
 
 Each configuration runs as its own `mpiexec -n R` job (R = 1 is one process, which does not even
 import mpi4py), alternating 1, 2, 1, 2, ... ROUNDS times, because the host is shared and its load
@@ -51,28 +51,7 @@ STEPS = 3
 RANKS = (1, 2)
 BATCH = 256
 
-PROGRAM = """\
-# The MPI benchmark's training step: a 784-256-256-10 bf16 MLP, batch 256, plain SGD.
-input x: bf16[256, 784]
-input y: f32[256, 10]
-param w1: bf16[784, 256]
-param b1: f32[256]
-param w2: bf16[256, 256]
-param b2: f32[256]
-param w3: bf16[256, 10]
-param b3: f32[10]
-h1 = relu(x @ w1 + b1)
-h2 = relu(cast(h1, bf16) @ w2 + b2)
-z = cast(h2, bf16) @ w3 + b3
-loss = -mean(sum(y * log_softmax(z, axis=1), axis=1))
-update w1 = w1 - 0.05 * grad(loss, w1)
-update b1 = b1 - 0.05 * grad(loss, b1)
-update w2 = w2 - 0.05 * grad(loss, w2)
-update b2 = b2 - 0.05 * grad(loss, b2)
-update w3 = w3 - 0.05 * grad(loss, w3)
-update b3 = b3 - 0.05 * grad(loss, b3)
-output loss
-"""
+PROGRAM = Path(__file__).resolve().parent.parent / "programs" / "train_mlp784.d1k"
 SETS = {"chips_x": 2, "chips_y": 2}
 
 
@@ -82,67 +61,33 @@ def mpiexec() -> str | None:
     return str(here) if here.exists() else shutil.which("mpiexec")
 
 
-def replicate(obj, machine):
-    """The one-chip object `obj` on every chip of `machine` (same chip, more of them): each
-    chip's nodes run the code of the same node of one chip, inputs are split along axis 0 (chip
-    k holds rows k * B .. (k + 1) * B - 1), params are replicated on every chip (a param is
-    written to all its copies; read back, chip 0's), and a one-element output gets one element
-    per chip."""
-    from d1isa.objfile import DataInit, ObjectFile, TensorLayout, TensorPiece
-
-    one = obj.machine
-    chips = [(cx, cy) for cy in range(machine.chips_y) for cx in range(machine.chips_x)]
-    where = []                          # per chip: old node id -> new node id
-    for cx, cy in chips:
-        ids = np.array([machine.node_id(int(x) + cx * one.cols, int(y) + cy * one.rows)
-                        for x, y in one.xy], dtype=np.int64)
-        where.append(ids)
-    node_block = np.full(machine.n_live, -1, dtype=np.int32)
-    for ids in where:
-        node_block[ids] = obj.node_block
-    data = [DataInit(int(ids[d.node]), d.addr, d.data) for ids in where for d in obj.data]
-    tensors = []
-    for t in obj.tensors:
-        pieces = []
-        shape = tuple(t.shape)
-        split = t.role == "input"
-        per_chip = t.role == "output" and shape == (1,)
-        if split:
-            shape = (shape[0] * len(chips), *shape[1:])
-        if per_chip:
-            shape = (len(chips),)
-        for k, ids in enumerate(where):
-            for p in t.pieces:
-                offset = tuple(p.offset)
-                if split:
-                    offset = (offset[0] + k * t.shape[0], *offset[1:])
-                if per_chip:
-                    offset = (k,)
-                pieces.append(TensorPiece(int(ids[p.node]), p.addr, offset, tuple(p.shape),
-                                          tuple(p.strides)))
-        tensors.append(TensorLayout(t.name, t.dtype, shape, t.role, pieces))
-    return ObjectFile(machine, list(obj.blocks), node_block, data, [], tensors, list(obj.files))
-
-
 def prepare(tmp: Path, report: Callable[[str], None]) -> dict[str, Path]:
     """Compile both workloads into tmp; their objects and the starting params."""
+    from compiler.dataparallel import scale_batch
+    from compiler.pipeline import CompileOptions
     from d1.params import starting_params
     from d1.program import load_program
     from d1isa.machine import load_machine
 
-    src = tmp / "train_mlp.d1k"
-    src.write_text(PROGRAM)
     four = load_machine("d1", overrides=SETS)
+    chips = SETS["chips_x"] * SETS["chips_y"]
+    text = PROGRAM.read_text()
+    src = tmp / "train_mlp.d1k"
+    src.write_text(text)
+    dp_src = tmp / "train_mlp_global.d1k"
+    dp_src.write_text(scale_batch(text, chips, str(PROGRAM)))
     t0 = time.perf_counter()
-    one = load_program(src, load_machine("d1"))
-    dp = replicate(one.obj, four)
-    dp.save(tmp / "dp.d1o")
-    np.savez(tmp / "params.npz", **starting_params(one, None, 0))
+    dp = load_program(dp_src, four)
+    if "parallel" not in dp.obj.meta:
+        raise RuntimeError("the training step was not compiled data-parallel")
+    dp.obj.save(tmp / "dp.d1o")
+    np.savez(tmp / "params.npz", **starting_params(dp, None, 0))
     t1 = time.perf_counter()
-    mp = load_program(src, four)
+    mp = load_program(src, four, CompileOptions(parallel="whole"))
     mp.obj.save(tmp / "mp.d1o")
-    report(f"compiled the 784-256-256-10 MLP step for one d1 chip ({t1 - t0:.0f} s) and for "
-           f"2 x 2 d1 chips ({time.perf_counter() - t1:.0f} s)")
+    report(f"compiled the 784-256-256-10 MLP step for 2 x 2 d1 chips, data-parallel at "
+           f"{BATCH} a chip ({t1 - t0:.0f} s) and spread over the whole machine at {BATCH} "
+           f"({time.perf_counter() - t1:.0f} s)")
     return {"dp": tmp / "dp.d1o", "mp": tmp / "mp.d1o", "params": tmp / "params.npz"}
 
 
@@ -230,7 +175,7 @@ def run(report: Callable[[str], None] = print) -> dict[str, float]:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="d1-mpi-bench-") as tmp:
         files = prepare(Path(tmp), report)
-        for kind, title in (("dp", "data-parallel step (4 chips x batch 256, no all-reduce)"),
+        for kind, title in (("dp", "data-parallel step (4 chips x batch 256, all-reduced)"),
                             ("mp", "model-parallel step (batch 256 over 4 chips)")):
             jobs: dict[int, list[dict]] = {r: [] for r in RANKS}
             for k in range(ROUNDS):

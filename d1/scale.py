@@ -103,20 +103,26 @@ def program_text(text: str, filename: str, chips: int, weak: bool) -> tuple[str,
     return text, (int(dims[0]) if dims and len(set(dims)) == 1 else None)
 
 
-def measure(text: str, filename: str, machine: Machine, options: Any, max_cycles: int
-            ) -> dict[str, Any]:
-    """Compile `text` for `machine` and run it once: the figures of one point."""
+def measure(text: str, filename: str, machine: Machine, options: Any, max_cycles: int,
+            comm: Any = None) -> dict[str, Any]:
+    """Compile `text` for `machine` and run it once: the figures of one point. `comm`: an
+    mpi4py communicator of several ranks runs the machine on them (one thread each)."""
     from compiler.pipeline import compile_text
     from emulator import Emulator, auto_threads
 
     result = compile_text(text, machine, filename, options)
     obj = result.obj
-    emu = Emulator(obj, max_cycles=max_cycles, threads=auto_threads(machine.n_live))
-    run = emu.run()
+    emu = Emulator(obj, max_cycles=max_cycles,
+                   threads=1 if comm is not None else auto_threads(machine.n_live), comm=comm)
+    try:
+        run = emu.run()
+        stats = emu.stats()
+    finally:
+        if comm is not None:
+            emu.close()         # the ranks let go of this machine's state before the next
     if not run.ok:
         lines = [ln.strip() for ln in run.report().splitlines() if ln.strip()]
         raise _PointFailed(run.status, (lines[1] if len(lines) > 1 else lines[0]).rstrip(":"))
-    stats = emu.stats()
     md = stats["modelled"]
     edges = (stats.get("chips") or {}).get("busiest_edge_links") or []
     top = edges[0] if edges else None
@@ -142,10 +148,10 @@ class _PointFailed(Exception):
 def study(text: str, filename: str, base: dict[str, Any], grids: list[tuple[int, int]],
           options: Any = None, weak: bool = False, max_cycles: int = 50_000_000,
           scales: tuple[float, ...] = BANDWIDTH_SCALES,
-          progress: Callable[[Point], None] | None = None) -> list[Point]:
+          progress: Callable[[Point], None] | None = None, comm: Any = None) -> list[Point]:
     """Every point of the study: for each bandwidth scale (the nominal one first), each chip
     grid in the order given. A point that fails (does not fit, traps) records its error and
-    the study goes on."""
+    the study goes on. `comm`: run every point on these MPI ranks (`measure`)."""
     nominal = machines(base, grids)
     points: list[Point] = []
     single: dict[tuple[int, int], Point] = {}
@@ -164,7 +170,7 @@ def study(text: str, filename: str, base: dict[str, Any], grids: list[tuple[int,
                 p = Point(g, bw, sc, nodes=m.n_live)
                 try:
                     prog, p.batch = program_text(text, filename, m.chips, weak)
-                    fig = measure(prog, filename, m, options, max_cycles)
+                    fig = measure(prog, filename, m, options, max_cycles, comm)
                 except _PointFailed as e:
                     p.status, p.error = e.status, e.error
                 except D1Error as e:

@@ -360,7 +360,7 @@ l = sum(x @ w)
 
 
 @pytest.mark.parametrize("body, line, col, message", [
-    # the errors the issue lists
+    # the errors docs/DSL.md lists for param and update
     ("g = grad(x @ w, w)", 6, 10, "grad needs a 0-d value to differentiate, got f32[4, 2]; "
                                   "reduce it first, e.g. with sum(...) or mean(...)"),
     ("g = grad(3, w)", 6, 10, "grad needs a 0-d tensor to differentiate, got a number"),

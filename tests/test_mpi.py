@@ -152,6 +152,21 @@ def test_d1_run_on_two_ranks(work, tmp_path):
 
 
 @needs_mpi
+def test_d1_scale_on_two_ranks(tmp_path):
+    """`mpiexec -n 2 d1 scale`: every point of the study runs on the ranks, and the CSV is the
+    one process's, byte for byte (the host's seconds are printed, not written)."""
+    args = ["-m", "d1", "scale", "programs/train_digits.d1k", "--mesh", "4x4",
+            "--chips", "1x1,2x1", "--weak"]
+    one = subprocess.run([PY, *args, "--out-dir", str(tmp_path / "one")], env=_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    two = _mpi(2, *args, "--out-dir", str(tmp_path / "two"))
+    assert one.returncode == two.returncode == 0, two.stderr[-3000:]
+    csv = (tmp_path / "two" / "scale.csv").read_text()
+    assert csv == (tmp_path / "one" / "scale.csv").read_text()
+    assert ",data," in csv                          # the 2-chip points ran data-parallel
+
+
+@needs_mpi
 def test_ctrl_c_stops_every_rank(work):
     """Ctrl-C (mpiexec passes it to every rank) stops a run on all ranks at a window's end."""
     proc = subprocess.Popen([MPIEXEC, "-n", "2", PY, "-m", "d1", "run",

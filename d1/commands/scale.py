@@ -66,6 +66,7 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
       d1 scale train_mlp784.d1k --chips 1x1,2x2,5x5 --weak --out-dir scale
     """
     from compiler.pipeline import CompileOptions, compile_text
+    from d1.commands.run import mpi_ranks
     from d1.scale import machines, parse_chip_list, program_text, study, write_csv
     from emulator.state import check_host_memory
 
@@ -100,7 +101,8 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     click.echo(f"{file}: {'weak' if weak else 'strong'} scaling over "
                f"{', '.join(f'{a}x{b}' for a, b in grids)} chips of "
                f"{ms[0].cols} x {ms[0].rows} nodes ({total} runs)", err=True)
-    points = study(text, str(file), base, grids, options, weak, max_cycles, progress=progress)
+    points = study(text, str(file), base, grids, options, weak, max_cycles, progress=progress,
+                   comm=mpi_ranks())
     host = time.perf_counter() - t0
     notes = sorted({n for p in points for n in p.extra.get("notes", [])})
     for note in notes:
