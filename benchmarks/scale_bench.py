@@ -17,6 +17,15 @@
 - code size: the tile's object against one chip's (code blocks and words: every chip runs the
   same code), and the compile time (measured on the host).
 
+Tensor parallelism: a 4096^3 bf16 matmul (f32 results) spread over the 25 chips of a training
+tile (`--machine tile`), and 1024^3 for reference: compile time (with the mapping report,
+compiler.mapreport), object size, modelled cycles and % of the tile's BF16 peak (target
+>= 50 % for 4096^3), the bytes the report predicts across chip edges against those the
+emulator counts, the busiest chip-edge link's share of the run, and the result checked against
+the numpy reference. Compiling and emulating 4096^3 on the tile peaks at about 10 GB of host
+memory.
+`python -m benchmarks.scale_bench matmul` runs this section alone, `... data` the other.
+
 Exit status 0 whether or not a target is met; non-zero only if a figure cannot be measured.
 """
 
@@ -63,6 +72,8 @@ output loss
 GRIDS = ("1x1", "2x2", "5x5")
 TARGET_EFFICIENCY = 85.0      # % weak-scaling efficiency, 1 chip -> 5 x 5
 TARGET_RATIO = 1.18           # T(25 chips) / T(1 chip)
+TARGET_MATMUL = 50.0          # % of the tile's BF16 peak for the 4096^3 bf16 matmul
+MATMUL_SIZES = (1024, 4096)
 
 
 def program() -> tuple[str, str]:
@@ -104,7 +115,86 @@ def step(text: str, chips: str, **overrides) -> dict:
             "parallel": c.obj.meta.get("parallel"), "percent": md["percent_of_peak"]}
 
 
+def matmul_text(n: int) -> str:
+    return (f"# C = A @ B, {n}^3: bf16 operands, f32 accumulation and result\n"
+            f"input a: bf16[{n}, {n}]\ninput b: bf16[{n}, {n}]\nc = a @ b\noutput c\n")
+
+
+def tensor_parallel_matmul(n: int, machine: str = "tile") -> dict:
+    """Compile the n^3 matmul for `machine` with its mapping report, run it from seeded
+    inputs, and check c against the reference."""
+    from emulator import Emulator, auto_threads
+
+    m = load_machine(machine)
+    text = matmul_text(n)
+    t = time.perf_counter()
+    c = compile_text(text, m, f"matmul{n}.d1k", report=True)
+    compile_s = time.perf_counter() - t
+    obj, graph, rep = c.obj, c.graph, c.report
+    steps = [(s["kind"], s["name"]) for s in rep["steps"]]
+    del c                                   # the per-node programs: gigabytes on the tile
+    size = len(obj.to_bytes())
+    inputs = compiler.make_inputs(graph, 0)
+    emu = Emulator(obj, threads=auto_threads(m.n_live))
+    for name, value in inputs.items():
+        emu.set_input(name, value)
+    t = time.perf_counter()
+    result = emu.run()
+    run_s = time.perf_counter() - t
+    if not result.ok:
+        raise RuntimeError(result.report())
+    got = {"c": emu.output("c")}
+    st = emu.stats()
+    emu.close()
+    rows = compiler.compare_outputs(graph, got, compiler.evaluate(graph, inputs, {}))
+    md = st["modelled"]
+    edges = (st.get("chips") or {}).get("busiest_edge_links") or []
+    return {"machine": m, "n": n, "cycles": result.cycles, "compile": compile_s, "run": run_s,
+            "object_bytes": size, "blocks": len(obj.blocks), "ok": all(r[4] for r in rows),
+            "percent": md["percent_of_peak"], "edge_bytes": md["chip_edge_bytes"],
+            "on_chip": md["on_chip_bytes"], "report_edge_bytes":
+            rep["totals"]["chip_edge_bytes"], "by_tensor":
+            rep["totals"]["chip_edge_bytes_by_tensor"], "steps": steps,
+            "edge_util": edges[0]["utilisation"] if edges else 0.0,
+            "busy": md["busy_cycles"], "stall": md["stall_cycles"]}
+
+
+def matmul_section() -> None:
+    print("tensor-parallel matmul on a training tile (5 x 5 d1 chips, mapped onto the whole "
+          "machine):")
+    for n in MATMUL_SIZES:
+        r = tensor_parallel_matmul(n)
+        m = r["machine"]
+        kinds = ", ".join(f"{k} -> {name}" for k, name in r["steps"])
+        print(f"    {n}^3: {r['cycles']:>7,} cycles = {r['percent']:5.2f} % of the BF16 peak  "
+              f"correct: {r['ok']}  ({kinds}; compiled in {r['compile']:.1f} s, object "
+              f"{r['object_bytes']:,} B in {r['blocks']} blocks; emulated in "
+              f"{r['run']:.1f} s)")
+        tensors = ", ".join(f"{t} {b:,} B" for t, b in r["by_tensor"].items())
+        print(f"        across chip edges {r['edge_bytes']:,} B (the report predicted "
+              f"{r['report_edge_bytes']:,} B: {tensors}); on chip {r['on_chip']:,} B; busiest "
+              f"chip-edge link busy {100 * r['edge_util']:.1f} % of the run; node-cycles busy "
+              f"{r['busy']:,}, stalled {r['stall']:,} on {m.n_live:,} nodes")
+        if n == 4096:
+            ok = r["percent"] >= TARGET_MATMUL
+            print(f"4096^3 bf16 matmul on 5 x 5 chips  {r['percent']:6.2f} % of the tile's BF16 "
+                  f"peak   (target >= {TARGET_MATMUL:g} %: {'MET' if ok else 'NOT MET'}; "
+                  f"compile {r['compile']:.1f} s)")
+
+
 def main() -> None:
+    import sys
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if which not in ("all", "data", "matmul"):
+        raise SystemExit(f"usage: python -m benchmarks.scale_bench [all|data|matmul], not "
+                         f"{which!r}")
+    if which in ("all", "data"):
+        data_section()
+    if which in ("all", "matmul"):
+        matmul_section()
+
+
+def data_section() -> None:
     text, name = program()
     print("scale-out benchmarks (d1 chips; 'modelled' figures come from the emulator's timing "
           "model, times are measured on the host)")

@@ -63,6 +63,9 @@ def emit_msg(ctx: Ctx, m: LineMsg) -> None:
     step = 1 if far > m.src else -1
     d_to = (S if m.vertical else E) if step > 0 else (N if m.vertical else W)
     d_from = OPPOSITE[d_to]
+    if ctx.traffic is not None:
+        ctx.traffic.path(None, m.chain[m.src:far + 1] if step > 0
+                         else m.chain[far:m.src + 1][::-1], m.nbytes)
     ctx.code(m.chain[m.src]).sendb(d_to, m.addr, m.nbytes)
     for pos in range(m.src + step, far + step, step):
         code = ctx.code(m.chain[pos])

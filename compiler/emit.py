@@ -160,6 +160,9 @@ def emit_program(ctx: Ctx, steps: list[Step]) -> None:
     for k, st in enumerate(steps):
         ctx.loc = st.loc
         ctx.step = k
+        if ctx.traffic is not None:
+            # messages are the step's first operand's unless the step says otherwise
+            ctx.traffic.begin(k, st.ins[0].name if st.ins else st.label)
         try:
             st.emit(ctx)
         except CompilerLimit as e:

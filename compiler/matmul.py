@@ -282,6 +282,7 @@ class Matmul(Step):
         for code in codes:
             code.stick(*STICKY, *self.a_regs[2:self.gr])
         msgs = self._messages()
+        self._report(ctx, msgs)
         sends: dict[tuple, list[_Msg]] = {}
         recvs: dict[tuple, list[_Msg]] = {}
         for m in msgs:
@@ -346,6 +347,16 @@ class Matmul(Step):
             work[node].finish(ctx.gcode(*node))
         for code in codes:
             code.unstick(*STICKY, *self.a_regs[2:self.gr])
+
+    def _report(self, ctx: Ctx, msgs: list[_Msg]) -> None:
+        """Every chunk of every leg, sender to last stop, for the mapping report."""
+        if ctx.traffic is None:
+            return
+        g = self.grid
+        names = {"A": self.ins[0].name, "B": self.ins[1].name}
+        for m in msgs:
+            ctx.traffic.path(names[m.kind], [g.nodes[m.sender[0]][m.sender[1]]]
+                             + [h[0] for h in m.hops], m.nbytes)
 
     def _needs(self, kind: str, line: int) -> list[bool]:
         """Which grid nodes along a line use the panels broadcast on it: for A (grid row

@@ -15,8 +15,9 @@ and then `link` lays the programs out into the object with the assembler's layou
 (d1isa.asm.layout; the `assemble` lap in `Compiled.seconds`): no assembly text is written or
 parsed. `--emit ast|ir|asm` stops after parse, differentiate or emit and prints that stage
 (`emit_stage`); the asm is written from the same instruction data and re-assembles with `d1 asm`
-to the same object. The IR is verified after `check` and after `differentiate`
-(`CompileOptions.verify`).
+to the same object. `--emit map` prints the mapping report (compiler.mapreport): every tensor's
+layout per step, and what its messages carry across chip edges. The IR is verified after
+`check` and after `differentiate` (`CompileOptions.verify`).
 
 Params are weight-resident: each has one SRAM address for the object's whole life (the host
 writes it once, as the object's `param` tensor says), and each `update` writes its param's
@@ -42,6 +43,7 @@ from compiler.grad import differentiate
 from compiler.grid import Grid, choose_grid
 from compiler.ir import Graph, Op, format_ir, verify
 from compiler.lower import lower, map_to_mesh
+from compiler.mapreport import Traffic, format_report, mapping_report
 from compiler.parse import parse
 from compiler.plan import Ctx, Value
 from compiler.writeback import write_back
@@ -51,7 +53,7 @@ from d1isa.objfile import ObjectFile
 
 PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "schedule", "allocate",
           "emit")
-STAGES = ("ast", "ir", "asm")
+STAGES = ("ast", "ir", "asm", "map")
 MATMUL_ALGORITHMS = ("summa", "naive")
 BATCHED_MATMUL = ("subgrid", "rows", "sequential")
 CONV_MAPPINGS = ("implicit", "im2col")
@@ -158,6 +160,8 @@ class Compiled:
     seconds: dict[str, float] = field(default_factory=dict)
     parallel: DataParallel | None = None
     notes: list[str] = field(default_factory=list)
+    # The mapping report (compiler.mapreport), when compile_text was asked for it.
+    report: dict | None = None
 
     @property
     def asm(self) -> str:
@@ -166,14 +170,15 @@ class Compiled:
 
 
 def compile_text(text: str, machine: Machine | None = None, filename: str = "<string>",
-                 options: CompileOptions | None = None, assemble_object: bool = True
-                 ) -> Compiled:
-    """Run the whole pipeline (with assemble_object False, stop before linking)."""
+                 options: CompileOptions | None = None, assemble_object: bool = True,
+                 report: bool = False) -> Compiled:
+    """Run the whole pipeline (with assemble_object False, stop before linking; with report,
+    record every message's path for the mapping report, `Compiled.report`)."""
     machine = machine or default_machine()
     options = options or CompileOptions()
     check_machine(machine)
     try:
-        return _compile(text, machine, filename, options, assemble_object)
+        return _compile(text, machine, filename, options, assemble_object, report)
     except CompilerLimit as e:
         line, col = e.loc or (1, 1)
         raise SourceError.at(filename, text, line or 1, col or 1,
@@ -181,7 +186,7 @@ def compile_text(text: str, machine: Machine | None = None, filename: str = "<st
 
 
 def _compile(text: str, machine: Machine, filename: str, options: CompileOptions,
-             assemble_object: bool) -> Compiled:
+             assemble_object: bool, report: bool = False) -> Compiled:
     t = _Timer()
     program = parse(text, filename)
     t.lap("parse")
@@ -216,6 +221,8 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     t.lap("allocate")
     ctx = (ChipCtx(machine, grid, options, filename, dp=dp) if dp is not None
            else Ctx(machine, grid, options, filename))
+    if report:
+        ctx.traffic = Traffic(machine)
     emit_program(ctx, sched.steps)
     if dp is not None:
         ctx.merge()
@@ -254,11 +261,15 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     # a data-parallel program: chip 0's copy).
     meta["values"] = describe_values(mapped, kops, mapper, sched, grid, emitted.step_pcs, text)
     t.lap("emit")
+    mapping = None
+    if report:
+        mapping = mapping_report(sched.steps, ctx.traffic, grid, machine, filename,
+                                 meta.get("parallel"))
     obj = None
     if assemble_object:
         obj = link(emitted)
         t.lap("assemble")
-    return Compiled(graph, grid, emitted, obj, peak, t.laps, dp, notes)
+    return Compiled(graph, grid, emitted, obj, peak, t.laps, dp, notes, mapping)
 
 
 def _data_parallel(graph: Graph, machine: Machine, options: CompileOptions
@@ -305,7 +316,8 @@ def read_source(path: str | Path) -> str:
 
 def emit_stage(text: str, stage: str, machine: Machine | None = None,
                filename: str = "<string>", options: CompileOptions | None = None) -> str:
-    """The program after one stage: "ast" (parse), "ir" (check) or "asm" (emit)."""
+    """The program after one stage: "ast" (parse), "ir" (check), "asm" (emit), or "map": the
+    mapping report (compiler.mapreport) of the whole compile."""
     if stage == "ast":
         return format_ast(parse(text, filename))
     if stage == "ir":
@@ -313,6 +325,9 @@ def emit_stage(text: str, stage: str, machine: Machine | None = None,
         return format_ir(differentiate(check(parse(text, filename), machine, filename, text)))
     if stage == "asm":
         return compile_text(text, machine, filename, options, assemble_object=False).asm
+    if stage == "map":
+        return format_report(compile_text(text, machine, filename, options,
+                                          assemble_object=False, report=True).report)
     raise D1Error(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
 
 

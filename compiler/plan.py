@@ -132,6 +132,9 @@ class Ctx:
     # stored as a little-endian 32-bit word.
     tables: list[tuple[int, int, list[int | str]]] = field(default_factory=list)
     names: int = 0
+    # The mapping report's record of link bytes (compiler.mapreport.Traffic), only when a
+    # report is asked for: every message reports its path to it.
+    traffic: Any = None
 
     def unique(self, prefix: str) -> str:
         """A label prefix no other step's code uses (code shared between nodes is built once,

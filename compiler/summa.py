@@ -330,6 +330,7 @@ class SpmdSumma(Matmul):
             super().emit(ctx)
             return
         self._sanitize(ctx)
+        self._report(ctx, self.msgs)
         self._emit_relays(ctx)
         halves = {h for p in self.plans.values() for r in p.rounds for h in (r[0], r[2])
                   if h is not None}
@@ -693,7 +694,30 @@ class SpmdStream(Matmul):
                         self._compute(part, i, j)
                 self._registers(code, i, j, a_chunks, b_chunks)
                 _append(code, part)
+                if ctx.traffic is not None:
+                    self._report_streams(ctx, i, j, st, a_chunks, b_chunks)
         self._relays(ctx)
+
+    def _report_streams(self, ctx: Ctx, i: int, j: int, st: dict[int, _Stream],
+                        a_chunks: tuple, b_chunks: tuple) -> None:
+        """Node (i, j)'s own blocks, each way as far as the last node that multiplies them,
+        for the mapping report."""
+        g = self.grid
+        for d in (E, W, S, N):
+            if not st[d].own:
+                continue
+            a_side = d in (E, W)
+            if a_side:
+                chain, pos, x = g.row_chains[i], g.row_chain_index(i), j
+                users = [y for y in range(g.Q) if self.nc[y] > 0]
+            else:
+                chain, pos, x = g.col_chains[j], g.col_chain_index(j), i
+                users = [y for y in range(g.P) if self.nr[y] > 0]
+            end = users[-1] if d in (E, S) else users[0]
+            a, b = pos[x], pos[end]
+            nids = chain[a:b + 1] if b > a else chain[b:a + 1][::-1]
+            sizes = a_chunks if a_side else b_chunks
+            ctx.traffic.path(self.ins[0 if a_side else 1].name, nids, sum(sizes), len(sizes))
 
     def _own_copies(self, code: Code, i: int, j: int) -> None:
         """The node's own blocks into their slots: what it sends, and where the K-order

@@ -195,14 +195,16 @@ class Program:
 
 def load_program(path: str | Path, machine: Machine | None = None,
                  options: CompileOptions | None = None, kind: str | None = None,
-                 shapes: dict[str, tuple[int, ...]] | None = None) -> Program:
+                 shapes: dict[str, tuple[int, ...]] | None = None, report: bool = False
+                 ) -> Program:
     """Turn `path` into a `Program` for `machine` (None: no machine options were given).
 
     `options` (compiler.CompileOptions) apply to DSL programs: a `.d1k`, an ONNX model, or an
     object recompiled from its embedded DSL source. `kind` ("dsl", "onnx", "asm", "object")
     reads the file as that kind whatever its suffix (`d1 compile`, `d1 asm` and `d1 disasm`
     know what they take). `shapes` gives an ONNX model's inputs their shapes (`--shape`),
-    which symbolic dimensions need.
+    which symbolic dimensions need. `report` asks the compiler for its mapping report
+    (`Program.compiled.report`; DSL programs and ONNX models only).
     """
     p = Path(path)
     if not p.exists():
@@ -214,7 +216,7 @@ def load_program(path: str | Path, machine: Machine | None = None,
         raise D1Error(f"--shape gives the shapes of an ONNX model's inputs; {p} is not an "
                       ".onnx model")
     if kind == "onnx":
-        return _import(p, machine or default_machine(), options, shapes or {})
+        return _import(p, machine or default_machine(), options, shapes or {}, report)
     raw = None
     if kind is None:
         raw = read_bytes(p, MAX_OBJECT_BYTES, "program")
@@ -225,7 +227,8 @@ def load_program(path: str | Path, machine: Machine | None = None,
     if options is not None and kind == "asm" and not _default_options(options):
         raise D1Error(f"-O compiler options apply to .d1k programs; {p} is not one")
     if kind == "dsl":
-        return _compile(p, read_text(p), str(p), machine or default_machine(), options)
+        return _compile(p, read_text(p), str(p), machine or default_machine(), options,
+                        report=report)
     if kind == "asm":
         from d1isa.asm import assemble
         obj = assemble(read_text(p), str(p), machine)
@@ -236,9 +239,10 @@ def load_program(path: str | Path, machine: Machine | None = None,
 
 
 def _compile(p: Path, text: str, filename: str, machine: Machine,
-             options: CompileOptions | None, notes: list[str] | None = None) -> Program:
+             options: CompileOptions | None, notes: list[str] | None = None,
+             report: bool = False) -> Program:
     from compiler.pipeline import compile_text
-    result = compile_text(text, machine, filename, options)
+    result = compile_text(text, machine, filename, options, report=report)
     return Program(p, "dsl", result.obj, dsl=(text, filename), compiled=result,
                    notes=[*(notes or []), *result.notes])
 
@@ -253,12 +257,12 @@ def imported_source(p: Path, shapes: dict[str, tuple[int, ...]] | None = None
 
 
 def _import(p: Path, machine: Machine, options: CompileOptions | None,
-            shapes: dict[str, tuple[int, ...]]) -> Program:
+            shapes: dict[str, tuple[int, ...]], report: bool = False) -> Program:
     """An ONNX model: imported, compiled, its params' values embedded in the object."""
     from d1.params import embed_params
 
     imported, filename = imported_source(p, shapes)
-    prog = _compile(p, imported.text, filename, machine, options)
+    prog = _compile(p, imported.text, filename, machine, options, report=report)
     if imported.params:
         embed_params(prog.obj, imported.params)
     prog.kind = "onnx"

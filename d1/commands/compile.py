@@ -17,10 +17,16 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Object file to write. Default: SOURCE with the suffix .d1o.")
 @machine_options
-@click.option("--emit", "stage", type=click.Choice(["ast", "ir", "asm"]),
+@click.option("--emit", "stage", type=click.Choice(["ast", "ir", "asm", "map"]),
               help="Print the program after this stage instead of writing an object: the "
-                   "syntax tree, the typed IR, or the per-node assembly (which `d1 asm` "
-                   "turns into the same object).")
+                   "syntax tree, the typed IR, the per-node assembly (which `d1 asm` "
+                   "turns into the same object), or the mapping report (as --report).")
+@click.option("--report", is_flag=True,
+              help="Print the mapping report after compiling: per step, each tensor's layout "
+                   "and the bytes its messages carry across each chip edge, with totals "
+                   "(docs/SCALE.md, \"Tensor parallelism across chips\").")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write the compile summary and the mapping report as JSON to this file.")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option (repeatable): matmul=summa|naive, double_buffer=true|false, "
                    "preskew=true|false, reach=N (grid hops per summa phase), "
@@ -37,7 +43,7 @@ from d1isa.files import check_destination, read_text, refuse_overwrite, write_at
 def compile(source: str, output: str | None, machine_name: str | None, mesh: str | None,
             chips: str | None, sets: tuple[str, ...], stage: str | None, opts: tuple[str, ...],
             params_file: str | None, init_seed: int | None, shapes: tuple[str, ...],
-            timings: bool) -> None:
+            timings: bool, report: bool, json_path: str | None) -> None:
     """Compile a .d1k tensor program (or an .onnx model) for a machine.
 
     The program is parsed, checked, mapped onto the mesh (every tensor split over the live
@@ -53,6 +59,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
       d1 compile programs/matmul.d1k -O matmul=naive -o naive.d1o
       d1 compile programs/train_digits.d1k --params out/params.npz -o digits.d1o
       d1 compile programs/onnx/mlp.onnx --emit ir
+      d1 compile programs/matmul.d1k --mesh 4x4 --chips 2x2 --report --json map.json
     """
     from compiler.pipeline import CompileOptions, emit_stage
     from d1.program import imported_source, load_program
@@ -64,6 +71,13 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     if embed and stage is not None:
         raise D1Error("--params and --init embed values in an object; they do not go with "
                       "--emit")
+    if stage is not None and (report or json_path):
+        raise D1Error(f"--emit {stage} prints one stage instead of compiling to an object; "
+                      "--report and --json go with compiling (--emit map is the report alone)")
+    if json_path is not None:
+        refuse_overwrite(json_path, [source, *([params_file] if params_file else []),
+                                     *([path] if path else [])], f"--json {json_path}")
+        check_destination(json_path, "--json")
     given = {}
     if params_file is not None:
         from d1.params import load_params
@@ -87,8 +101,9 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         else:
             click.echo(out)
         return
+    want_map = report or json_path is not None
     prog = load_program(source, machine, options, kind="onnx" if onnx else "dsl",
-                        shapes=given_shapes)
+                        shapes=given_shapes, report=want_map)
     result = prog.compiled
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
@@ -118,4 +133,16 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     if timings:
         for name, secs in result.seconds.items():
             click.echo(f"  {name:<9} {secs * 1000:8.1f} ms", err=True)
+    if report:
+        from compiler.mapreport import format_report
+        click.echo(format_report(result.report))
+    if json_path is not None:
+        import json
+        summary = {"source": source, "object": path, "machine": machine.name,
+                   "grid": [g.P, g.Q], "code_blocks": len(result.obj.blocks),
+                   "object_bytes": Path(path).stat().st_size,
+                   "sram_peak_bytes": result.sram_peak,
+                   "seconds": {k: round(v, 6) for k, v in result.seconds.items()},
+                   "notes": list(prog.notes), "mapping": result.report}
+        write_atomic(json_path, json.dumps(summary, indent=1) + "\n")
     sys.stdout.flush()
