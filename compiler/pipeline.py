@@ -94,6 +94,10 @@ class CompileOptions:
             else onto the whole machine; "data" asks for data parallelism for any program
             (an error if the program cannot have it); "whole" maps every program onto the
             whole machine.
+    chip_grid: on a machine of several chips mapped as one mesh, the grid is one chip's best
+            grid repeated on every chip when that is larger than the one found over the whole
+            mesh (on the tile 80 x 80 against 70 x 90: square, so matmuls run the preskewed
+            SUMMA of compiler.summa; False: the whole-mesh grid and its stream matmul).
     """
 
     matmul: str = "summa"
@@ -106,6 +110,7 @@ class CompileOptions:
     row_bands: bool = True
     conv: str = "implicit"
     parallel: str = "auto"
+    chip_grid: bool = True
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
@@ -209,7 +214,7 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         mapper = ChipMapper(dp, mapped, machine, options)
         mapper.run(kops)
     else:
-        grid = choose_grid(machine)
+        grid = choose_grid(machine, per_chip=options.chip_grid)
         mapper = map_to_mesh(mapped, kops, grid, machine, options)
     outputs = [mapper.values[o.id] for o in mapped.outputs]
     t.lap("map")

@@ -74,8 +74,9 @@ def mapped(text: str, machine: Machine | None = None,
     machine = machine or mesh()
     graph = front(text, machine)
     kops = lowered(graph)
-    grid = choose_grid(machine)
-    mapper = map_to_mesh(graph, kops, grid, machine, options or CompileOptions())
+    options = options or CompileOptions()
+    grid = choose_grid(machine, per_chip=options.chip_grid)
+    mapper = map_to_mesh(graph, kops, grid, machine, options)
     return Mapped(graph, kops, grid, mapper)
 
 

@@ -45,6 +45,28 @@ def test_grid_on_a_wide_mesh_has_more_columns_than_rows():
     assert (g.P, g.Q) == (2, 3)
 
 
+def test_on_the_tile_the_grid_is_one_chips_grid_on_every_chip():
+    """The whole-mesh search is greedy on 25 chips (70 x 90, 14 x 18 a chip); one d1 chip's
+    best grid, 16 x 16, repeated is larger and square. chip_grid=false keeps the former."""
+    tile = load_machine("tile")
+    chip = choose_grid(load_machine("d1"))
+    g = choose_grid(tile, per_chip=True)
+    assert (g.P, g.Q) == (80, 80)
+    assert g.xs[:16] == chip.xs and g.ys[:16] == chip.ys
+    assert g.xs[16:32] == tuple(18 + x for x in chip.xs)
+    assert all(tile.live_grid[y, x] for x in g.xs for y in g.ys)
+    old = choose_grid(tile)
+    assert (old.P, old.Q) == (70, 90)
+    m = mapped("input a: bf16[1024, 1024]\ninput b: bf16[1024, 1024]\nc = a @ b\n"
+               "output c\n", tile, CompileOptions(chip_grid=False))
+    assert (m.grid.P, m.grid.Q) == (70, 90)
+
+
+def test_on_2x2_d1_chips_the_search_already_finds_the_chip_grid():
+    m = load_machine("d1", chips="2x2")
+    assert choose_grid(m, per_chip=True) == choose_grid(m)
+
+
 def test_grid_on_a_single_node():
     g = choose_grid(mesh("1x1"))
     assert (g.P, g.Q, g.nodes) == (1, 1, ((0,),))
