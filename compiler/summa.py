@@ -68,6 +68,38 @@ SUMMA_SIDE = 8
 SPMD_GRID = 1024
 
 
+def chip_grid_pays(graph, machine) -> bool:
+    """Whether a program mapped onto a machine of several chips as one mesh should run on one
+    chip's grid repeated (compiler.grid.choose_grid's per_chip): where that grid is square
+    and its largest 2-D matmul gives every node at least ROUND_WORK cycles of matrix work per
+    round of the preskewed SUMMA's exchange (the rounds number about P + Q), as 4096^3 on
+    the tile's 80 x 80 does (49 tiles x 512 K steps a node). A smaller matmul (1024^3 there:
+    2 x 2 tiles a node) would wait for its panels' 80 hops; it keeps the whole-mesh grid and
+    the stream matmul."""
+    from compiler.grid import chip_tiled_grid
+    from compiler.ir import Op
+    from compiler.layout import view_of
+    if machine.chips < 2:
+        return False
+    g = chip_tiled_grid(machine)
+    if g.P != g.Q:
+        return False
+    t = machine.mma_dim
+    for node in graph.nodes:
+        if node.op is not Op.MATMUL or max(x.ndim for x in node.inputs) > 2:
+            continue
+        (M, K), N = view_of(node.inputs[0].shape), node.inputs[1].shape[-1]
+        cost = machine.cost_mma_bf16 if node.inputs[0].dtype == "bf16" else machine.cost_mma_f32
+        mt, nt, kt = _ceil(_ceil(M, t), g.P), _ceil(_ceil(N, t), g.Q), _ceil(K, t)
+        if mt * nt * kt * cost >= ROUND_WORK * (g.P + g.Q):
+            return True
+    return False
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 @dataclass(frozen=True)
 class _Sends:
     """The first half of a node's round: its sends, then what it multiplies."""

@@ -17,6 +17,7 @@ from compiler.ir import Graph, verify
 from compiler.lower import KOp, Mapper, lower, map_to_mesh
 from compiler.parse import parse
 from compiler.pipeline import CompileOptions
+from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.machine import Machine, load_machine
 
@@ -75,7 +76,7 @@ def mapped(text: str, machine: Machine | None = None,
     graph = front(text, machine)
     kops = lowered(graph)
     options = options or CompileOptions()
-    grid = choose_grid(machine, per_chip=options.chip_grid)
+    grid = choose_grid(machine, per_chip=options.chip_grid and chip_grid_pays(graph, machine))
     mapper = map_to_mesh(graph, kops, grid, machine, options)
     return Mapped(graph, kops, grid, mapper)
 

@@ -17,7 +17,7 @@ import compiler
 import compiler.summa as summa
 from compiler.matmul import Matmul
 from compiler.pipeline import CompileOptions, compile_text, emit_stage
-from compiler.summa import SpmdStream, SpmdSumma
+from compiler.summa import SpmdStream, SpmdSumma, chip_grid_pays
 from d1isa.asm import assemble
 from d1isa.machine import default_machine, load_machine
 from emulator import Emulator
@@ -54,8 +54,8 @@ def steps(text: str, machine, options=None) -> list:
     from compiler.parse import parse
     options = options or CompileOptions()
     g = differentiate(check(parse(text, "t.d1k"), machine, "t.d1k", text))
-    mp = map_to_mesh(g, lower(g), choose_grid(machine, per_chip=options.chip_grid), machine,
-                     options)
+    grid = choose_grid(machine, per_chip=options.chip_grid and chip_grid_pays(g, machine))
+    mp = map_to_mesh(g, lower(g), grid, machine, options)
     return [st for st in mp.steps if isinstance(st, Matmul)]
 
 
