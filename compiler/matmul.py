@@ -14,7 +14,8 @@ r: its own panels in round 0, then what it received in round r - 1), then its *r
 it takes the legs it receives in round r in the global order (round, anti-diagonal position of
 the sender, kind, line, panel, chunk), computing between them. A leg that crosses relay nodes
 (which store and forward it, so it takes about twice as long) is received in the round after it
-is sent; receiving it in the same round would hold back everyone's next round. This is
+is sent; receiving it in the same round would hold back everyone's next round. So is a leg that
+crosses a chip edge (chip_hop_latency, and the chip edge's lower bandwidth). This is
 deadlock-free for any FIFO depth, because no link ever holds more than `fifo_depth` messages
 that may be unconsumed at once (those sent by round r and received in round r or later; rounds
 with more are cut into sub-rounds, and receives are deferred only when the bound allows it):
@@ -377,7 +378,8 @@ class Matmul(Step):
         after the one in which its sender received the panel (round 0 for the owner), and
         received in the same round, or in the next one when it crosses relay nodes (those store
         and forward it, so it takes about twice as long; deferring its receive keeps the rounds
-        short). No link carries more than `fifo_depth` messages that may be unconsumed at once:
+        short; so does a leg across a chip edge, for its latency and lower bandwidth). No link
+        carries more than `fifo_depth` messages that may be unconsumed at once:
         deferring is done only if that holds, and otherwise rounds with too many sends on a
         link are cut into sub-rounds (the second element of a round).
         """
@@ -452,7 +454,8 @@ class Matmul(Step):
 
     def _leg(self, kind: str, line: int, p: int, step: int, src: int, stops: list[int],
              chain, pos, size: int, maxmsg: int) -> tuple[list[_Msg], bool]:
-        """The messages (chunks) of one leg, and whether it crosses relay nodes."""
+        """The messages (chunks) of one leg, and whether it crosses relay nodes or a chip edge
+        (then it is received a round late, where the FIFO bound allows)."""
         if kind == "A":
             s_node, r_nodes = (line, src), [(line, x) for x in stops]
             d = E if step > 0 else W
@@ -486,7 +489,12 @@ class Matmul(Step):
             out.append(_Msg(key, kind, p, c == len(parts) - 1, s_node, d, base_s + off, ln,
                             [(nid, node, None if k is None else base_r[k] + off)
                              for nid, node, k in hops]))
-        return out, any(node is None for _, node, _ in hops)
+        crosses = False
+        if self.machine.chips > 1:
+            chip = self.machine.chip_index
+            ends = [self.grid.nodes[s_node[0]][s_node[1]]] + [nid for nid, _, _ in hops]
+            crosses = any(chip[u] != chip[v] for u, v in zip(ends, ends[1:], strict=False))
+        return out, crosses or any(node is None for _, node, _ in hops)
 
     # ---- padding and packing ------------------------------------------------------------------
 

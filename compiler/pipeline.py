@@ -46,6 +46,7 @@ from compiler.lower import lower, map_to_mesh
 from compiler.mapreport import Traffic, format_report, mapping_report
 from compiler.parse import parse
 from compiler.plan import Ctx, Value
+from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
 from d1isa.machine import Machine, default_machine
@@ -94,6 +95,11 @@ class CompileOptions:
             else onto the whole machine; "data" asks for data parallelism for any program
             (an error if the program cannot have it); "whole" maps every program onto the
             whole machine.
+    chip_grid: on a machine of several chips mapped as one mesh, the grid is one chip's best
+            grid repeated on every chip when that is larger than the one found over the whole
+            mesh and the program has a matmul large enough for it (compiler.summa.
+            chip_grid_pays; on the tile 80 x 80 against 70 x 90 for 4096^3: square, so the
+            matmul runs the preskewed SUMMA; False: the whole-mesh grid and its stream matmul).
     """
 
     matmul: str = "summa"
@@ -106,6 +112,7 @@ class CompileOptions:
     row_bands: bool = True
     conv: str = "implicit"
     parallel: str = "auto"
+    chip_grid: bool = True
 
     def __post_init__(self) -> None:
         if self.matmul not in MATMUL_ALGORITHMS:
@@ -209,7 +216,8 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         mapper = ChipMapper(dp, mapped, machine, options)
         mapper.run(kops)
     else:
-        grid = choose_grid(machine)
+        grid = choose_grid(machine, per_chip=options.chip_grid
+                           and chip_grid_pays(mapped, machine))
         mapper = map_to_mesh(mapped, kops, grid, machine, options)
     outputs = [mapper.values[o.id] for o in mapped.outputs]
     t.lap("map")

@@ -68,6 +68,38 @@ SUMMA_SIDE = 8
 SPMD_GRID = 1024
 
 
+def chip_grid_pays(graph, machine) -> bool:
+    """Whether a program mapped onto a machine of several chips as one mesh should run on one
+    chip's grid repeated (compiler.grid.choose_grid's per_chip): where that grid is square
+    and its largest 2-D matmul gives every node at least ROUND_WORK cycles of matrix work per
+    round of the preskewed SUMMA's exchange (the rounds number about P + Q), as 4096^3 on
+    the tile's 80 x 80 does (49 tiles x 512 K steps a node). A smaller matmul (1024^3 there:
+    2 x 2 tiles a node) would wait for its panels' 80 hops; it keeps the whole-mesh grid and
+    the stream matmul."""
+    from compiler.grid import chip_tiled_grid
+    from compiler.ir import Op
+    from compiler.layout import view_of
+    if machine.chips < 2:
+        return False
+    g = chip_tiled_grid(machine)
+    if g.P != g.Q:
+        return False
+    t = machine.mma_dim
+    for node in graph.nodes:
+        if node.op is not Op.MATMUL or max(x.ndim for x in node.inputs) > 2:
+            continue
+        (M, K), N = view_of(node.inputs[0].shape), node.inputs[1].shape[-1]
+        cost = machine.cost_mma_bf16 if node.inputs[0].dtype == "bf16" else machine.cost_mma_f32
+        mt, nt, kt = _ceil(_ceil(M, t), g.P), _ceil(_ceil(N, t), g.Q), _ceil(K, t)
+        if mt * nt * kt * cost >= ROUND_WORK * (g.P + g.Q):
+            return True
+    return False
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 @dataclass(frozen=True)
 class _Sends:
     """The first half of a node's round: its sends, then what it multiplies."""
@@ -123,7 +155,12 @@ class SpmdSumma(Matmul):
         t = machine.mma_dim
         kb = LA.col_bounds
         steps = {-(-(kb[k + 1] - kb[k]) // t) for k in range(len(kb) - 1)}
-        if len(steps) != 1 or 0 in steps:
+        if 0 in steps:
+            return False
+        # K blocks of different widths (4096 over 80 grid columns: 6 or 7 tiles): a node reads
+        # each pair's step count from its table. Only on machines of several chips, so that
+        # one chip's code stays what it was (compiler.matmul's per-node rounds).
+        if len(steps) != 1 and machine.chips == 1:
             return False
         return SpmdSumma.pays(a, b, grid, machine)
 
@@ -152,7 +189,11 @@ class SpmdSumma(Matmul):
         n = grid.P
         LA, LB = a.layout, b.layout
         self.n = n
-        self.steps = self._steps(0)
+        # Per K block, its mmak step count; "ragged" when they differ, and then a node reads
+        # the count of each pair it multiplies from its table (compiler.summa's module notes).
+        self.ksteps = [self._steps(p) for p in range(len(self.panels))]
+        self.ragged = len(set(self.ksteps)) > 1
+        self.steps = self.ksteps[0]
         slot_a = LA.alloc_rows * LA.stride
         slot_b = round_up(max(k1 - k0 for k0, k1 in self.panels), self.tile) * LB.stride
         self.slot = round_up(max(slot_a, slot_b), 64)
@@ -163,8 +204,9 @@ class SpmdSumma(Matmul):
         # Slots 1..n-1 of A and B panels; the table: the node's rounds, then group 0's rest.
         self.temps = [scratch(f"{out.name}.apanels", (n - 1) * self.slot),
                       scratch(f"{out.name}.bpanels", (n - 1) * self.slot)]
+        extra = (lambda p: len(p.rest) + self.n + 1) if self.ragged else (lambda p: 0)
         words = max((2 * len(p.rounds) + sum(len(o) for _, o, _ in p.rounds) + 4
-                     + len(p.rest) for p in self.plans.values()), default=1)
+                     + len(p.rest) + extra(p) for p in self.plans.values()), default=1)
         self.tables = [scratch(f"{out.name}.rounds", 4 * words)]
 
     def _steps(self, p: int) -> int:
@@ -182,6 +224,10 @@ class SpmdSumma(Matmul):
         travelling east come from the west (dj = -1, -2, ...), and so on."""
         a, b = self.ins[0].layout.skew_ab
         return {E: -b, W: b, S: -a, N: a}[d] % self.n
+
+    def _pair_steps(self, k0: int, m: int) -> list[int]:
+        """The table word after a pair's slot offset: its step count, where they differ."""
+        return [self.ksteps[(k0 + m) % self.n]] if self.ragged else []
 
     def _slot_addr(self, kind: str, m: int) -> int:
         base = self.temps[0 if kind == "A" else 1].addr
@@ -250,7 +296,7 @@ class SpmdSumma(Matmul):
                 if plan.opened and ready:
                     m = ready.pop(0)
                     done.append(m)
-                    offsets = [(m - 1) * self.slot]
+                    offsets = [(m - 1) * self.slot] + self._pair_steps(k0, m)
                     work = ("pair", _tiles(groups[0]))
                 elif not plan.opened and (q >= open_at or plan.filled + 1 >= len(groups)):
                     plan.opened = True
@@ -292,7 +338,8 @@ class SpmdSumma(Matmul):
                 else:
                     plan.b_len = plan.b_len or n
         if computes:
-            plan.rest = [(m - 1) * self.slot for m in ready]
+            plan.rest = [w for m in ready for w in [(m - 1) * self.slot]
+                         + self._pair_steps(k0, m)]
             if len(done) + len(ready) != self.n - 1:
                 raise AssertionError(f"matmul {self.label}: node ({i},{j}) pairs "
                                      f"{sorted(done + ready)}")
@@ -353,8 +400,14 @@ class SpmdSumma(Matmul):
             if not (plan.rounds or computes):
                 continue
             code = ctx.gcode(i, j)
-            entries = (plan.entries(labels) + [done, int(plan.opened), len(plan.rest)]
+            per = 2 if self.ragged else 1
+            entries = (plan.entries(labels) + [done, int(plan.opened), len(plan.rest) // per]
                        + plan.rest + [plan.filled])
+            if self.ragged:
+                # word 0: the own pair's step count; after the rest: slot m's, m = 1..n-1
+                k0 = self._k0(i, j)
+                entries = ([self.ksteps[k0]] + entries
+                           + [self.ksteps[(k0 + m) % self.n] for m in range(1, self.n)])
             ctx.table(ctx.grid.nodes[i][j], self.tables[0], entries)
             self._preamble(code, nd, plan)
             _append(code, shared)
@@ -392,14 +445,18 @@ class SpmdSumma(Matmul):
         would be (a receive moves it on by whole slots, less the chunk offset it stands at),
         the chunk lengths, and the jump to the first round."""
         last = {OPPOSITE[d]: sum(rv[0][:-1]) for _, _, rcv in plan.rounds if rcv is not None
-                for d, rv in zip(RECV_ORDER, rcv.recvs, strict=True) if rv is not None}
+                for d, rv in zip(RECV_ORDER, rcv.recvs, strict=True) if rv is not None
+                and not self.ragged}
         for d in (E, W, S, N):
             code.op("li", ADDR_REG[d], self._slot_addr("A" if d in (E, W) else "B", 0)
                     + last.get(d, 0))
         code.op("li", COMM_LEN, plan.a_len)
         code.op("li", B_LEN, plan.b_len)
-        code.op("li", STEPS_REG, self.steps)
-        code.op("li", TABLE_REG, self.tables[0].addr)
+        if self.ragged:
+            code.op("li", TABLE_REG, self.tables[0].addr + 4)
+        else:
+            code.op("li", STEPS_REG, self.steps)
+            code.op("li", TABLE_REG, self.tables[0].addr)
         self._dispatch(code, 0)
 
     def _dispatch(self, code: Code, skip: int) -> None:
@@ -415,11 +472,13 @@ class SpmdSumma(Matmul):
         for k, n in enumerate(sizes):
             if k:
                 code.op("addi", reg, reg, sizes[k - 1])
-            if n != sizes[0] or (k and sizes[k - 1] != n):
+            if n != sizes[0] or (k and sizes[k - 1] != n) or (self.ragged and not k):
                 code.op("li", len_reg, n)
             code.op(op, d, reg, len_reg)
-        if sizes[-1] != sizes[0]:
+        if sizes[-1] != sizes[0] and not self.ragged:
             code.op("li", len_reg, sizes[0])
+        if self.ragged and len(sizes) > 1 and reg != TMP:
+            code.op("addi", reg, reg, -sum(sizes[:-1]))
 
     def _emit_sends(self, code: Code, h: _Sends) -> None:
         A, B = self.ins
@@ -432,7 +491,7 @@ class SpmdSumma(Matmul):
             if how == "own":
                 reg = TMP
                 code.op("li", TMP, A.addr if d in (E, W) else B.addr)
-            elif len(sizes) > 1:
+            elif len(sizes) > 1 and not self.ragged:
                 code.op("addi", reg, reg, -sum(sizes[:-1]))
             self._chunks(code, "sendb", d, reg, len_reg, sizes)
         skip = 0
@@ -441,13 +500,17 @@ class SpmdSumma(Matmul):
             tiles = [(rt, ct) for rt in rows for ct in cols]
             if how in ("open", "fill"):
                 self._tiles_zero(code, tiles)
+                self._own_steps(code)
                 self._own_piece(code, rows, cols)
                 if how == "fill":
                     self._tiles_store(code, tiles)
             else:
                 code.op("ld32u", TMP, (TABLE_REG, 0))
-                self._slot_piece(code, rows, cols, TMP)
                 skip = 1
+                if self.ragged:
+                    code.op("ld32u", STEPS_REG, (TABLE_REG, 4))
+                    skip = 2
+                self._slot_piece(code, rows, cols, TMP)
         self._dispatch(code, skip)
 
     def _emit_recvs(self, code: Code, h: _Recvs) -> None:
@@ -459,7 +522,8 @@ class SpmdSumma(Matmul):
             reg = ADDR_REG[trav]
             len_reg = COMM_LEN if d in (E, W) else B_LEN
             step = self._stream_step(trav) - (self.n if wraps else 0)
-            code.op("addi", reg, reg, step * self.slot - sum(sizes[:-1]))
+            back = 0 if self.ragged else sum(sizes[:-1])
+            code.op("addi", reg, reg, step * self.slot - back)
             self._chunks(code, "recvb", d, reg, len_reg, sizes)
         self._dispatch(code, 0)
 
@@ -467,6 +531,12 @@ class SpmdSumma(Matmul):
 
     def _group_tiles(self, rows: tuple, cols: tuple) -> list[tuple[int, int]]:
         return [(rt, ct) for rt in rows for ct in cols]
+
+    def _own_steps(self, code: Code) -> None:
+        """The own pair's step count, from word 0 of the table, where counts differ."""
+        if self.ragged:
+            code.op("li", TMP, self.tables[0].addr)
+            code.op("ld32u", STEPS_REG, (TMP, 0))
 
     def _own_piece(self, code: Code, rows: tuple, cols: tuple) -> None:
         A, B = self.ins
@@ -504,6 +574,7 @@ class SpmdSumma(Matmul):
         code.op("ld32u", TMP, (TABLE_REG, 0))
         code.op("bnez", TMP, opened)
         self._tiles_zero(code, groups[0])
+        self._own_steps(code)
         self._own_piece(code, rows, cols)
         code.place(opened)
         code.op("ld32u", COUNT_REG, (TABLE_REG, 4))
@@ -511,7 +582,9 @@ class SpmdSumma(Matmul):
         code.op("beqz", COUNT_REG, skip)
         code.place(top)
         code.op("ld32u", TMP, (TABLE_REG, 0))
-        code.op("addi", TABLE_REG, TABLE_REG, 4)
+        if self.ragged:
+            code.op("ld32u", STEPS_REG, (TABLE_REG, 4))
+        code.op("addi", TABLE_REG, TABLE_REG, 8 if self.ragged else 4)
         self._slot_piece(code, rows, cols, TMP)
         code.op("addi", COUNT_REG, COUNT_REG, -1)
         code.op("bnez", COUNT_REG, top)
@@ -528,9 +601,12 @@ class SpmdSumma(Matmul):
             code.op("j", go)
             code.place(fresh)
             self._tiles_zero(code, tiles)
+            self._own_steps(code)
             self._own_piece(code, rows, cols)
             code.place(go)
             for m in range(1, self.n):
+                if self.ragged:
+                    code.op("ld32u", STEPS_REG, (TABLE_REG, 4 * m))
                 for k, rt in enumerate(rows):
                     code.op("li", REG[2 + k], self._slot_addr("A", m)
                             + rt * self.tile * A.layout.stride)

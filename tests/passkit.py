@@ -17,6 +17,7 @@ from compiler.ir import Graph, verify
 from compiler.lower import KOp, Mapper, lower, map_to_mesh
 from compiler.parse import parse
 from compiler.pipeline import CompileOptions
+from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.machine import Machine, load_machine
 
@@ -74,8 +75,9 @@ def mapped(text: str, machine: Machine | None = None,
     machine = machine or mesh()
     graph = front(text, machine)
     kops = lowered(graph)
-    grid = choose_grid(machine)
-    mapper = map_to_mesh(graph, kops, grid, machine, options or CompileOptions())
+    options = options or CompileOptions()
+    grid = choose_grid(machine, per_chip=options.chip_grid and chip_grid_pays(graph, machine))
+    mapper = map_to_mesh(graph, kops, grid, machine, options)
     return Mapped(graph, kops, grid, mapper)
 
 

@@ -124,6 +124,25 @@ def test_summa_rounds_respect_the_fifo_bound(name: str, sets: dict, reach: int) 
         assert not deferred
 
 
+@pytest.mark.parametrize("depth", [4, 1])
+def test_summa_legs_across_chip_edges_are_received_a_round_late(depth: int) -> None:
+    """A chip-edge hop costs chip_hop_latency and runs at the slower chip-edge rate, so, as a
+    leg across relay nodes, a leg across a chip edge is received in the round after its send
+    (where the FIFO bound allows it; never with depth-1 FIFOs), keeping the rounds short; on a
+    plain mesh of 2 x 2 chips those are the only deferred legs."""
+    m = load_machine(mesh="4x4", chips="2x2", overrides={"fifo_depth": depth})
+    (st,) = summa_steps("input a: bf16[128, 256]\ninput b: bf16[256, 96]\nc = a @ b\n"
+                        "output c\n", m)
+    chip = m.chip_index
+    msgs = st._messages()
+    for msg in msgs:
+        sender = st.grid.nodes[msg.sender[0]][msg.sender[1]]
+        ends = [sender] + [nid for nid, _, _ in msg.hops]
+        crosses = any(chip[u] != chip[v] for u, v in zip(ends, ends[1:], strict=False))
+        assert msg.key[0] - msg.send[0] == (1 if crosses and depth > 1 else 0)
+    assert any(msg.key[0] > msg.send[0] for msg in msgs) == (depth > 1)
+
+
 def test_summa_sends_panels_only_toward_nodes_that_use_them() -> None:
     # N = 10 is two 8-column blocks on a 4 x 4 grid: only grid columns 0 and 1 compute, so
     # A's panels travel toward them (hop by hop, stored and forwarded on the way) and no

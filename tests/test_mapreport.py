@@ -93,6 +93,21 @@ def test_the_shared_code_stream_matmul_is_counted_too():
                                                           got["chip_edge_bytes"])
 
 
+def test_the_preskewed_matmul_with_k_blocks_of_different_widths_is_counted_too():
+    """On a square grid of several chips, K blocks of 6 and 7 tiles (4096^3 on the tile's
+    80 x 80 grid; here 1000 = 125 tiles over 16 grid columns) run the shared-code SUMMA."""
+    m = machine_from_options(None, "8x8", (), "2x2")
+    text = "input a: bf16[1024, 1000]\ninput b: bf16[1000, 1024]\nc = a @ b\noutput c\n"
+    c = compile_text(text, m, "mm.d1k", report=True)
+    assert [s["kind"] for s in c.report["steps"]] == ["matmul[summa]"]
+    assert len(c.obj.blocks) == 1
+    got = measured(c.obj)
+    t = c.report["totals"]
+    assert t["chip_edge_bytes"] > 0
+    assert (t["on_chip_bytes"], t["chip_edge_bytes"]) == (got["on_chip_bytes"],
+                                                          got["chip_edge_bytes"])
+
+
 def test_a_data_parallel_program_sends_only_its_all_reduce_across_chip_edges():
     m = machine_from_options(None, "4x4", (), "2x2")
     name = "train_linear.d1k"

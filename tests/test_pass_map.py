@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from passkit import mapped, mesh
+from passkit import front, mapped, mesh
 
 from compiler.grid import choose_grid
 from compiler.pipeline import CompileOptions
+from compiler.summa import chip_grid_pays
 from d1isa.machine import load_machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,39 @@ def test_grid_on_a_full_mesh_is_the_whole_mesh_in_row_major_order():
 def test_grid_on_a_wide_mesh_has_more_columns_than_rows():
     g = choose_grid(mesh("3x2"))
     assert (g.P, g.Q) == (2, 3)
+
+
+def test_on_the_tile_the_grid_is_one_chips_grid_on_every_chip():
+    """The whole-mesh search is greedy on 25 chips (70 x 90, 14 x 18 a chip); one d1 chip's
+    best grid, 16 x 16, repeated is larger and square. chip_grid=false keeps the former."""
+    tile = load_machine("tile")
+    chip = choose_grid(load_machine("d1"))
+    g = choose_grid(tile, per_chip=True)
+    assert (g.P, g.Q) == (80, 80)
+    assert g.xs[:16] == chip.xs and g.ys[:16] == chip.ys
+    assert g.xs[16:32] == tuple(18 + x for x in chip.xs)
+    assert all(tile.live_grid[y, x] for x in g.xs for y in g.ys)
+    old = choose_grid(tile)
+    assert (old.P, old.Q) == (70, 90)
+
+
+@pytest.mark.parametrize("n, options, grid", [(4096, CompileOptions(), (80, 80)),
+                                              (4096, CompileOptions(chip_grid=False), (70, 90)),
+                                              (1024, CompileOptions(), (70, 90))])
+def test_the_tile_takes_the_chip_grid_for_a_matmul_large_enough(n, options, grid):
+    """4096^3 gives each of the 80 x 80 nodes 7 x 7 tiles over 512 K steps, enough to hide
+    the preskewed SUMMA's rounds; 1024^3 (2 x 2 tiles a node) keeps the whole-mesh grid."""
+    text = f"input a: bf16[{n}, {n}]\ninput b: bf16[{n}, {n}]\nc = a @ b\noutput c\n"
+    tile = load_machine("tile")
+    assert chip_grid_pays(front(text, tile), tile) == (n == 4096)
+    grid_of = choose_grid(tile, per_chip=options.chip_grid and chip_grid_pays(
+        front(text, tile), tile))
+    assert (grid_of.P, grid_of.Q) == grid
+
+
+def test_on_2x2_d1_chips_the_search_already_finds_the_chip_grid():
+    m = load_machine("d1", chips="2x2")
+    assert choose_grid(m, per_chip=True) == choose_grid(m)
 
 
 def test_grid_on_a_single_node():

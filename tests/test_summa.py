@@ -17,7 +17,7 @@ import compiler
 import compiler.summa as summa
 from compiler.matmul import Matmul
 from compiler.pipeline import CompileOptions, compile_text, emit_stage
-from compiler.summa import SpmdStream, SpmdSumma
+from compiler.summa import SpmdStream, SpmdSumma, chip_grid_pays
 from d1isa.asm import assemble
 from d1isa.machine import default_machine, load_machine
 from emulator import Emulator
@@ -54,7 +54,8 @@ def steps(text: str, machine, options=None) -> list:
     from compiler.parse import parse
     options = options or CompileOptions()
     g = differentiate(check(parse(text, "t.d1k"), machine, "t.d1k", text))
-    mp = map_to_mesh(g, lower(g), choose_grid(machine), machine, options)
+    grid = choose_grid(machine, per_chip=options.chip_grid and chip_grid_pays(g, machine))
+    mp = map_to_mesh(g, lower(g), grid, machine, options)
     return [st for st in mp.steps if isinstance(st, Matmul)]
 
 
@@ -175,3 +176,33 @@ def test_the_1024_cubed_matmul_on_d1_is_a_small_object():
     assert len(c.obj.blocks) <= 16
     assert sum(len(b) for b in c.obj.blocks) < 20_000
     assert np.count_nonzero(c.obj.node_block >= 0) == 256 + 90
+
+
+# K blocks of different widths: 328 = 41 tiles over 8 grid columns (6 or 5 tiles a block)
+RAGGED = BIG.format(m=512, k=328, n=512)
+
+
+def chips_2x2(**overrides):
+    return load_machine(mesh="4x4", chips="2x2", overrides=overrides or None)
+
+
+@pytest.mark.parametrize("depth, msg", [(4, 4096), (2, 4096), (3, 2560)])
+def test_spmd_summa_with_k_blocks_of_different_widths_on_several_chips(depth, msg):
+    """Each pair's step count comes from the node's table; panels of different sizes (their
+    chunks too) pass through the same variants. Several chips only: one chip keeps the
+    per-node rounds for such a matmul, so its code does not change."""
+    machine = chips_2x2(fifo_depth=depth, max_message_bytes=msg)
+    (st,) = steps(RAGGED, machine)
+    assert isinstance(st, SpmdSumma) and st.ragged and st.plans is not None
+    assert len(set(st.ksteps)) == 2
+    c, res = run(RAGGED, machine)
+    # as fast as compiler.matmul's per-node code, give or take a few percent
+    _, old = run(RAGGED, machine, CompileOptions(spmd=False))
+    assert res.cycles <= old.cycles * 1.05
+    assert kinds(RAGGED, load_machine(mesh="8x8")) == ["Matmul"]
+
+
+def test_uniform_k_blocks_keep_their_code():
+    """Where every K block has the same width, no step count is read from the table."""
+    (st,) = steps(BIG.format(m=512, k=512, n=512), chips_2x2())
+    assert isinstance(st, SpmdSumma) and not st.ragged and st.ksteps == [8] * 8
