@@ -930,14 +930,19 @@ def zero_cols(code: Code, v: Value, nrows: int, kc: int, base: int = 0) -> None:
 
 
 def zero_rows(code: Code, v: Value, r0: int, r1: int) -> None:
-    """Zero whole stored rows [r0, r1) of v's block."""
+    """Zero whole stored rows [r0, r1) of v's block: the bytes from row r0 to row r1, which
+    are contiguous, in whole vector stores and, where they end in half a vector, a narrowing
+    store of 16 bf16 zeros. A stored row of a layout that is not dense is a whole number of
+    half vectors (16 bf16 lanes), and may be only one: a bf16 block of at most 16 columns."""
     if r1 <= r0:
         return
-    code.op("vbcasti", "v0", 0)
-    code.li("r1", v.addr + r0 * v.layout.stride)
     vb = code.vbytes
-    nv = v.layout.stride // vb
-    for _ in range(r1 - r0):
-        for k in range(nv):
-            code.op("vst", "v0", ("r1", vb * k))
-        code.op("addi", "r1", "r1", v.layout.stride)
+    stride = v.layout.stride
+    assert not v.layout.dense and stride % (vb // 2) == 0, v
+    nv, half = divmod((r1 - r0) * stride, vb)
+    code.op("vbcasti", "v0", 0)
+    code.li("r1", v.addr + r0 * stride)
+    for k in range(nv):
+        code.op("vst", "v0", ("r1", vb * k))
+    if half:
+        code.op("vstn.bf16", "v0", ("r1", vb * nv))
