@@ -65,6 +65,9 @@ FILL_COST = 80
 # any grid of SPMD_GRID nodes or more.
 ROUND_WORK = 256
 SUMMA_SIDE = 8
+# At most this many registers (r5, r15 and r16 up) hold the chunk pointers and lengths of the
+# exchange on several chips (SpmdSumma._registers); the rest stay free for compiler.spmd.
+LEAN_REGS = 12
 SPMD_GRID = 1024
 
 
@@ -204,10 +207,39 @@ class SpmdSumma(Matmul):
         # Slots 1..n-1 of A and B panels; the table: the node's rounds, then group 0's rest.
         self.temps = [scratch(f"{out.name}.apanels", (n - 1) * self.slot),
                       scratch(f"{out.name}.bpanels", (n - 1) * self.slot)]
+        self._registers()
         extra = (lambda p: len(p.rest) + self.n + 1) if self.ragged else (lambda p: 0)
         words = max((2 * len(p.rounds) + sum(len(o) for _, o, _ in p.rounds) + 4
                      + len(p.rest) + extra(p) for p in self.plans.values()), default=1)
-        self.tables = [scratch(f"{out.name}.rounds", 4 * words)]
+        # (vector loads of the step counts may read a register's width past the end)
+        self.tables = [scratch(f"{out.name}.rounds", 4 * words + 64 * bool(self.ptrs))]
+
+    def _registers(self) -> None:
+        """On a machine of several chips, where registers allow: one pointer per stream and
+        chunk index (chunk k of every panel lies k * max_message_bytes from its start) and one
+        register per chunk length the panels have, all set once before the first round. A
+        forward then sends straight from the pointers, and a receive moves each pointer on by
+        the same whole slots: no `li` and no pointer arithmetic between the chunks. Empty
+        where it does not apply (one chip keeps its code)."""
+        self.lens: dict[int, str] = {}
+        self.ptrs: dict[int, tuple[str, ...]] = {}
+        if self.machine.chips < 2:
+            return
+        sizes = set()
+        for plan in self.plans.values():
+            for snd, _, rcv in plan.rounds:
+                sizes |= {x[1] for x in (snd.sends if snd else ()) if x is not None}
+                sizes |= {x[0] for x in (rcv.recvs if rcv else ()) if x is not None}
+        nch = max((len(x) for x in sizes), default=1)
+        lens = sorted({n for x in sizes for n in x})
+        free = [COMM_LEN, B_LEN] + [f"r{k}" for k in range(16, self.machine.scalar_regs)]
+        need = len(lens) + 4 * (nch - 1)
+        if need > min(len(free), LEAN_REGS):
+            return
+        self.lens = dict(zip(lens, free, strict=False))
+        more = iter(free[len(lens):])
+        self.ptrs = {d: (ADDR_REG[d],) + tuple(next(more) for _ in range(nch - 1))
+                     for d in (E, W, S, N)}
 
     def _steps(self, p: int) -> int:
         k0, k1 = self.panels[p]
@@ -444,6 +476,18 @@ class SpmdSumma(Matmul):
         """Group 0 open, every stream's pointer at its (virtual) slot 0 where its last chunk
         would be (a receive moves it on by whole slots, less the chunk offset it stands at),
         the chunk lengths, and the jump to the first round."""
+        if self.ptrs:
+            for d in (E, W, S, N):
+                base = self._slot_addr("A" if d in (E, W) else "B", 0)
+                for k, reg in enumerate(self.ptrs[d]):
+                    code.op("li", reg, base + k * self.machine.max_message_bytes)
+            for n, reg in self.lens.items():
+                code.op("li", reg, n)
+            code.op("li", TABLE_REG, self.tables[0].addr + 4 * self.ragged)
+            if not self.ragged:
+                code.op("li", STEPS_REG, self.steps)
+            self._dispatch(code, 0)
+            return
         last = {OPPOSITE[d]: sum(rv[0][:-1]) for _, _, rcv in plan.rounds if rcv is not None
                 for d, rv in zip(RECV_ORDER, rcv.recvs, strict=True) if rv is not None
                 and not self.ragged}
@@ -486,6 +530,9 @@ class SpmdSumma(Matmul):
             if s is None:
                 continue
             how, sizes = s
+            if self.ptrs:
+                self._lean_chunks(code, "sendb", d, d, sizes, how == "own")
+                continue
             reg = ADDR_REG[d]
             len_reg = COMM_LEN if d in (E, W) else B_LEN
             if how == "own":
@@ -513,15 +560,36 @@ class SpmdSumma(Matmul):
                 self._slot_piece(code, rows, cols, TMP)
         self._dispatch(code, skip)
 
+    def _lean_chunks(self, code: Code, op: str, d: int, trav: int, sizes: tuple[int, ...],
+                     own: bool) -> None:
+        """The chunks of one panel toward or from d, through the stream's chunk pointers and
+        the length registers (SpmdSumma._registers); a node's own panel from its block."""
+        A, B = self.ins
+        for k, n in enumerate(sizes):
+            if own:
+                reg = TMP
+                if k:
+                    code.op("addi", TMP, TMP, sizes[k - 1])
+                else:
+                    code.op("li", TMP, A.addr if d in (E, W) else B.addr)
+            else:
+                reg = self.ptrs[trav][k]
+            code.op(op, d, reg, self.lens[n])
+
     def _emit_recvs(self, code: Code, h: _Recvs) -> None:
         for d, rv in zip(RECV_ORDER, h.recvs, strict=True):
             if rv is None:
                 continue
             sizes, wraps = rv
             trav = OPPOSITE[d]                  # direction the panel travels
+            step = self._stream_step(trav) - (self.n if wraps else 0)
+            if self.ptrs:
+                for reg in self.ptrs[trav]:     # every chunk's pointer, to the next slot
+                    code.op("addi", reg, reg, step * self.slot)
+                self._lean_chunks(code, "recvb", d, trav, sizes, False)
+                continue
             reg = ADDR_REG[trav]
             len_reg = COMM_LEN if d in (E, W) else B_LEN
-            step = self._stream_step(trav) - (self.n if wraps else 0)
             back = 0 if self.ragged else sum(sizes[:-1])
             code.op("addi", reg, reg, step * self.slot - back)
             self._chunks(code, "recvb", d, reg, len_reg, sizes)
@@ -590,8 +658,16 @@ class SpmdSumma(Matmul):
         code.op("bnez", COUNT_REG, top)
         code.place(skip)
         self._tiles_store(code, groups[0])
+        lanes = self.machine.vector_lanes_f32
+        vsteps = self.ragged and bool(self.ptrs) and -(-(self.n - 1) // lanes) <= \
+            self.machine.vector_regs
         if len(groups) > 1:
             code.op("ld32u", COUNT_REG, (TABLE_REG, 0))      # groups whose own pair is done
+            if vsteps:
+                # slot m's step count in lane (m - 1) % lanes of vector register (m - 1) // lanes:
+                # one `vext` (1 cycle) per group and slot instead of a load (2)
+                for v in range(-(-(self.n - 1) // lanes)):
+                    code.op("vld", f"v{v}", (TABLE_REG, 4 + 4 * lanes * v))
         for g, tiles in enumerate(groups[1:], start=1):
             rows, cols = _tiles(tiles)
             fresh, go = f"{prefix}F{g}", f"{prefix}P{g}"
@@ -605,7 +681,9 @@ class SpmdSumma(Matmul):
             self._own_piece(code, rows, cols)
             code.place(go)
             for m in range(1, self.n):
-                if self.ragged:
+                if vsteps:
+                    code.op("vext", STEPS_REG, f"v{(m - 1) // lanes}", (m - 1) % lanes)
+                elif self.ragged:
                     code.op("ld32u", STEPS_REG, (TABLE_REG, 4 * m))
                 for k, rt in enumerate(rows):
                     code.op("li", REG[2 + k], self._slot_addr("A", m)
