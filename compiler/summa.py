@@ -68,6 +68,8 @@ SUMMA_SIDE = 8
 # At most this many registers (r5, r15 and r16 up) hold the chunk pointers and lengths of the
 # exchange on several chips (SpmdSumma._registers); the rest stay free for compiler.spmd.
 LEAN_REGS = 12
+# B's tile-column pointers of a merged last group (SpmdSumma._node_groups), after the exchange.
+MERGED_B = ("r6", "r7", "r8", "r9", "r3", ADDR_REG[N], ADDR_REG[S], ADDR_REG[W])
 SPMD_GRID = 1024
 
 
@@ -241,6 +243,20 @@ class SpmdSumma(Matmul):
         self.ptrs = {d: (ADDR_REG[d],) + tuple(next(more) for _ in range(nch - 1))
                      for d in (E, W, S, N)}
 
+    def _node_groups(self, nr: int, nc: int) -> tuple[list, bool]:
+        """The node's accumulator groups, and whether the last is a merged one: on several
+        chips a last band of one tile row whose groups fit the accumulators together is one
+        group (7 tiles of a 7 x 7 block: 8 pointers and one step count per slot, against 9 and
+        two). Computed after the exchange only (its B pointers use stream registers), never
+        as a fill."""
+        groups = _groups(nr, nc, self.gr, self.gc, self.tile)
+        row = groups[-1][-1][0]                 # the last tile row
+        last = [g for g in groups if {rt for rt, _ in g} == {row}]
+        if (self.machine.chips < 2 or len(last) < 2 or len(last) == len(groups)
+                or sum(len(g) for g in last) > len(ACC)):
+            return groups, False
+        return groups[:-len(last)] + [[t for g in last for t in g]], True
+
     def _steps(self, p: int) -> int:
         k0, k1 = self.panels[p]
         return -(-(k1 - k0) // self.tile)
@@ -305,7 +321,7 @@ class SpmdSumma(Matmul):
         table's."""
         nd = self.nodes[(i, j)]
         computes = nd.nr > 0 and nd.nc > 0
-        groups = _groups(nd.nr, nd.nc, self.gr, self.gc, self.tile) if computes else []
+        groups, merged = self._node_groups(nd.nr, nd.nc) if computes else ([], False)
         rounds = sorted(set(sends) | set(recvs))
         count = {d: 0 for d in (E, W, S, N)}        # panels received so far, per stream
         have_a: set[int] = set()
@@ -314,7 +330,8 @@ class SpmdSumma(Matmul):
         done: list[int] = []                         # relative slots computed (group 0)
         ready: list[int] = []                        # complete pairs not yet computed
         plan = _Plan()
-        open_at = self._open_round(rounds, recvs, k0, len(groups)) if computes else 0
+        nfill = len(groups) - merged       # groups that may be computed while waiting, + 1
+        open_at = self._open_round(rounds, recvs, k0, nfill) if computes else 0
         for q, r in enumerate(rounds):
             by_send = sends.get(r, {})
             snd = []
@@ -330,7 +347,7 @@ class SpmdSumma(Matmul):
                     done.append(m)
                     offsets = [(m - 1) * self.slot] + self._pair_steps(k0, m)
                     work = ("pair", _tiles(groups[0]))
-                elif not plan.opened and (q >= open_at or plan.filled + 1 >= len(groups)):
+                elif not plan.opened and (q >= open_at or plan.filled + 1 >= nfill):
                     plan.opened = True
                     work = ("open", _tiles(groups[0]))
                 elif not plan.opened:
@@ -606,13 +623,14 @@ class SpmdSumma(Matmul):
             code.op("li", TMP, self.tables[0].addr)
             code.op("ld32u", STEPS_REG, (TMP, 0))
 
-    def _own_piece(self, code: Code, rows: tuple, cols: tuple) -> None:
+    def _own_piece(self, code: Code, rows: tuple, cols: tuple, bregs: tuple = ()) -> None:
         A, B = self.ins
+        bregs = bregs or REG[6:6 + len(cols)]
         for k, rt in enumerate(rows):
             code.op("li", REG[2 + k], A.addr + rt * self.tile * A.layout.stride)
         for k, ct in enumerate(cols):
-            code.op("li", REG[6 + k], B.addr + ct * self.tile_bytes)
-        self._mmaks(code, rows, cols, A.layout.stride)
+            code.op("li", bregs[k], B.addr + ct * self.tile_bytes)
+        self._mmaks(code, rows, cols, A.layout.stride, bregs)
 
     def _slot_piece(self, code: Code, rows: tuple, cols: tuple, off: str) -> None:
         """Group-0 tiles over the pair whose slot offset is in register `off`."""
@@ -624,9 +642,10 @@ class SpmdSumma(Matmul):
             code.op("addi", REG[6 + k], off, tb + ct * self.tile_bytes)
         self._mmaks(code, rows, cols, A.layout.stride)
 
-    def _mmaks(self, code: Code, rows: tuple, cols: tuple, sa: int) -> None:
+    def _mmaks(self, code: Code, rows: tuple, cols: tuple, sa: int, bregs: tuple = ()) -> None:
         sb = self.ins[1].layout.stride
-        code.ops(self.mmak, [(ACC[a], REG[2 + rows.index(rt)], REG[6 + cols.index(ct)],
+        bregs = bregs or REG[6:6 + len(cols)]
+        code.ops(self.mmak, [(ACC[a], REG[2 + rows.index(rt)], bregs[cols.index(ct)],
                               STEPS_REG, sa, sb)
                              for a, (rt, ct) in enumerate(self._group_tiles(rows, cols))])
 
@@ -636,7 +655,7 @@ class SpmdSumma(Matmul):
         stored own pair if the node computed that while waiting, else from zero and its own
         pair, over slots 1..n-1."""
         A = self.ins[0]
-        groups = _groups(nd.nr, nd.nc, self.gr, self.gc, self.tile)
+        groups, merged = self._node_groups(nd.nr, nd.nc)
         rows, cols = _tiles(groups[0])
         opened, skip, top = f"{prefix}O", f"{prefix}S", f"{prefix}G"
         code.op("ld32u", TMP, (TABLE_REG, 0))
@@ -670,16 +689,23 @@ class SpmdSumma(Matmul):
                     code.op("vld", f"v{v}", (TABLE_REG, 4 + 4 * lanes * v))
         for g, tiles in enumerate(groups[1:], start=1):
             rows, cols = _tiles(tiles)
+            # a merged last group (one tile row): its B pointers in r3 (no second A row) and
+            # the stream pointers, free after the exchange
+            bregs = MERGED_B[:len(cols)] if merged and g == len(groups) - 1 else ()
             fresh, go = f"{prefix}F{g}", f"{prefix}P{g}"
-            code.op("li", TMP, g)
-            code.op("blt", COUNT_REG, TMP, fresh)
-            self._tiles_store(code, tiles, load=True)
-            code.op("j", go)
+            if bregs:
+                go = fresh
+            else:
+                code.op("li", TMP, g)
+                code.op("blt", COUNT_REG, TMP, fresh)
+                self._tiles_store(code, tiles, load=True)
+                code.op("j", go)
             code.place(fresh)
             self._tiles_zero(code, tiles)
             self._own_steps(code)
-            self._own_piece(code, rows, cols)
-            code.place(go)
+            self._own_piece(code, rows, cols, bregs)
+            if not bregs:
+                code.place(go)
             for m in range(1, self.n):
                 if vsteps:
                     code.op("vext", STEPS_REG, f"v{(m - 1) // lanes}", (m - 1) % lanes)
@@ -689,8 +715,9 @@ class SpmdSumma(Matmul):
                     code.op("li", REG[2 + k], self._slot_addr("A", m)
                             + rt * self.tile * A.layout.stride)
                 for k, ct in enumerate(cols):
-                    code.op("li", REG[6 + k], self._slot_addr("B", m) + ct * self.tile_bytes)
-                self._mmaks(code, rows, cols, A.layout.stride)
+                    code.op("li", (bregs or REG[6:])[k], self._slot_addr("B", m)
+                            + ct * self.tile_bytes)
+                self._mmaks(code, rows, cols, A.layout.stride, bregs)
             self._tiles_store(code, tiles)
 
 

@@ -243,6 +243,22 @@ def test_spmd_summa_exchange_on_several_chips_keeps_pointers_and_lengths_in_regi
     assert res.cycles < res16.cycles
 
 
+def test_spmd_summa_merges_a_last_single_tile_row_on_several_chips():
+    """7 x 7 tiles a node (896 over 16 grid rows): the last tile row's two groups (4 + 3
+    tiles) are one group of 7 after the exchange, with the right results; one chip keeps
+    eight groups."""
+    text = BIG.format(m=896, k=816, n=896)
+    machine = load_machine(mesh="8x8", chips="2x2")
+    (st,) = steps(text, machine)
+    assert isinstance(st, SpmdSumma) and st.ragged
+    groups, merged = st._node_groups(56, 56)
+    assert merged and [len(g) for g in groups] == [8, 6, 8, 6, 8, 6, 7]
+    assert all(p.filled < len(groups) - 1 for p in st.plans.values())
+    run(text, machine)
+    (one,) = steps(BIG.format(m=896, k=512, n=896), load_machine(mesh="8x8"))
+    assert one._node_groups(56, 56)[1] is False
+
+
 def test_uniform_k_blocks_keep_their_code():
     """Where every K block has the same width, no step count is read from the table."""
     (st,) = steps(BIG.format(m=512, k=512, n=512), chips_2x2())
