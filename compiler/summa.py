@@ -65,6 +65,11 @@ FILL_COST = 80
 # any grid of SPMD_GRID nodes or more.
 ROUND_WORK = 256
 SUMMA_SIDE = 8
+# At most this many registers (r5, r15 and r16 up) hold the chunk pointers and lengths of the
+# exchange on several chips (SpmdSumma._registers); the rest stay free for compiler.spmd.
+LEAN_REGS = 12
+# B's tile-column pointers of a merged last group (SpmdSumma._node_groups), after the exchange.
+MERGED_B = ("r6", "r7", "r8", "r9", "r3", ADDR_REG[N], ADDR_REG[S], ADDR_REG[W])
 SPMD_GRID = 1024
 
 
@@ -204,10 +209,53 @@ class SpmdSumma(Matmul):
         # Slots 1..n-1 of A and B panels; the table: the node's rounds, then group 0's rest.
         self.temps = [scratch(f"{out.name}.apanels", (n - 1) * self.slot),
                       scratch(f"{out.name}.bpanels", (n - 1) * self.slot)]
+        self._registers()
         extra = (lambda p: len(p.rest) + self.n + 1) if self.ragged else (lambda p: 0)
         words = max((2 * len(p.rounds) + sum(len(o) for _, o, _ in p.rounds) + 4
                      + len(p.rest) + extra(p) for p in self.plans.values()), default=1)
-        self.tables = [scratch(f"{out.name}.rounds", 4 * words)]
+        # (vector loads of the step counts may read a register's width past the end)
+        self.tables = [scratch(f"{out.name}.rounds", 4 * words + 64 * bool(self.ptrs))]
+
+    def _registers(self) -> None:
+        """On a machine of several chips, where registers allow: one pointer per stream and
+        chunk index (chunk k of every panel lies k * max_message_bytes from its start) and one
+        register per chunk length the panels have, all set once before the first round. A
+        forward then sends straight from the pointers, and a receive moves each pointer on by
+        the same whole slots: no `li` and no pointer arithmetic between the chunks. Empty
+        where it does not apply (one chip keeps its code)."""
+        self.lens: dict[int, str] = {}
+        self.ptrs: dict[int, tuple[str, ...]] = {}
+        if self.machine.chips < 2:
+            return
+        sizes = set()
+        for plan in self.plans.values():
+            for snd, _, rcv in plan.rounds:
+                sizes |= {x[1] for x in (snd.sends if snd else ()) if x is not None}
+                sizes |= {x[0] for x in (rcv.recvs if rcv else ()) if x is not None}
+        nch = max((len(x) for x in sizes), default=1)
+        lens = sorted({n for x in sizes for n in x})
+        free = [COMM_LEN, B_LEN] + [f"r{k}" for k in range(16, self.machine.scalar_regs)]
+        need = len(lens) + 4 * (nch - 1)
+        if need > min(len(free), LEAN_REGS):
+            return
+        self.lens = dict(zip(lens, free, strict=False))
+        more = iter(free[len(lens):])
+        self.ptrs = {d: (ADDR_REG[d],) + tuple(next(more) for _ in range(nch - 1))
+                     for d in (E, W, S, N)}
+
+    def _node_groups(self, nr: int, nc: int) -> tuple[list, bool]:
+        """The node's accumulator groups, and whether the last is a merged one: on several
+        chips a last band of one tile row whose groups fit the accumulators together is one
+        group (7 tiles of a 7 x 7 block: 8 pointers and one step count per slot, against 9 and
+        two). Computed after the exchange only (its B pointers use stream registers), never
+        as a fill."""
+        groups = _groups(nr, nc, self.gr, self.gc, self.tile)
+        row = groups[-1][-1][0]                 # the last tile row
+        last = [g for g in groups if {rt for rt, _ in g} == {row}]
+        if (self.machine.chips < 2 or len(last) < 2 or len(last) == len(groups)
+                or sum(len(g) for g in last) > len(ACC)):
+            return groups, False
+        return groups[:-len(last)] + [[t for g in last for t in g]], True
 
     def _steps(self, p: int) -> int:
         k0, k1 = self.panels[p]
@@ -273,7 +321,7 @@ class SpmdSumma(Matmul):
         table's."""
         nd = self.nodes[(i, j)]
         computes = nd.nr > 0 and nd.nc > 0
-        groups = _groups(nd.nr, nd.nc, self.gr, self.gc, self.tile) if computes else []
+        groups, merged = self._node_groups(nd.nr, nd.nc) if computes else ([], False)
         rounds = sorted(set(sends) | set(recvs))
         count = {d: 0 for d in (E, W, S, N)}        # panels received so far, per stream
         have_a: set[int] = set()
@@ -282,7 +330,8 @@ class SpmdSumma(Matmul):
         done: list[int] = []                         # relative slots computed (group 0)
         ready: list[int] = []                        # complete pairs not yet computed
         plan = _Plan()
-        open_at = self._open_round(rounds, recvs, k0, len(groups)) if computes else 0
+        nfill = len(groups) - merged       # groups that may be computed while waiting, + 1
+        open_at = self._open_round(rounds, recvs, k0, nfill) if computes else 0
         for q, r in enumerate(rounds):
             by_send = sends.get(r, {})
             snd = []
@@ -298,7 +347,7 @@ class SpmdSumma(Matmul):
                     done.append(m)
                     offsets = [(m - 1) * self.slot] + self._pair_steps(k0, m)
                     work = ("pair", _tiles(groups[0]))
-                elif not plan.opened and (q >= open_at or plan.filled + 1 >= len(groups)):
+                elif not plan.opened and (q >= open_at or plan.filled + 1 >= nfill):
                     plan.opened = True
                     work = ("open", _tiles(groups[0]))
                 elif not plan.opened:
@@ -444,6 +493,18 @@ class SpmdSumma(Matmul):
         """Group 0 open, every stream's pointer at its (virtual) slot 0 where its last chunk
         would be (a receive moves it on by whole slots, less the chunk offset it stands at),
         the chunk lengths, and the jump to the first round."""
+        if self.ptrs:
+            for d in (E, W, S, N):
+                base = self._slot_addr("A" if d in (E, W) else "B", 0)
+                for k, reg in enumerate(self.ptrs[d]):
+                    code.op("li", reg, base + k * self.machine.max_message_bytes)
+            for n, reg in self.lens.items():
+                code.op("li", reg, n)
+            code.op("li", TABLE_REG, self.tables[0].addr + 4 * self.ragged)
+            if not self.ragged:
+                code.op("li", STEPS_REG, self.steps)
+            self._dispatch(code, 0)
+            return
         last = {OPPOSITE[d]: sum(rv[0][:-1]) for _, _, rcv in plan.rounds if rcv is not None
                 for d, rv in zip(RECV_ORDER, rcv.recvs, strict=True) if rv is not None
                 and not self.ragged}
@@ -486,6 +547,9 @@ class SpmdSumma(Matmul):
             if s is None:
                 continue
             how, sizes = s
+            if self.ptrs:
+                self._lean_chunks(code, "sendb", d, d, sizes, how == "own")
+                continue
             reg = ADDR_REG[d]
             len_reg = COMM_LEN if d in (E, W) else B_LEN
             if how == "own":
@@ -513,15 +577,36 @@ class SpmdSumma(Matmul):
                 self._slot_piece(code, rows, cols, TMP)
         self._dispatch(code, skip)
 
+    def _lean_chunks(self, code: Code, op: str, d: int, trav: int, sizes: tuple[int, ...],
+                     own: bool) -> None:
+        """The chunks of one panel toward or from d, through the stream's chunk pointers and
+        the length registers (SpmdSumma._registers); a node's own panel from its block."""
+        A, B = self.ins
+        for k, n in enumerate(sizes):
+            if own:
+                reg = TMP
+                if k:
+                    code.op("addi", TMP, TMP, sizes[k - 1])
+                else:
+                    code.op("li", TMP, A.addr if d in (E, W) else B.addr)
+            else:
+                reg = self.ptrs[trav][k]
+            code.op(op, d, reg, self.lens[n])
+
     def _emit_recvs(self, code: Code, h: _Recvs) -> None:
         for d, rv in zip(RECV_ORDER, h.recvs, strict=True):
             if rv is None:
                 continue
             sizes, wraps = rv
             trav = OPPOSITE[d]                  # direction the panel travels
+            step = self._stream_step(trav) - (self.n if wraps else 0)
+            if self.ptrs:
+                for reg in self.ptrs[trav]:     # every chunk's pointer, to the next slot
+                    code.op("addi", reg, reg, step * self.slot)
+                self._lean_chunks(code, "recvb", d, trav, sizes, False)
+                continue
             reg = ADDR_REG[trav]
             len_reg = COMM_LEN if d in (E, W) else B_LEN
-            step = self._stream_step(trav) - (self.n if wraps else 0)
             back = 0 if self.ragged else sum(sizes[:-1])
             code.op("addi", reg, reg, step * self.slot - back)
             self._chunks(code, "recvb", d, reg, len_reg, sizes)
@@ -538,13 +623,14 @@ class SpmdSumma(Matmul):
             code.op("li", TMP, self.tables[0].addr)
             code.op("ld32u", STEPS_REG, (TMP, 0))
 
-    def _own_piece(self, code: Code, rows: tuple, cols: tuple) -> None:
+    def _own_piece(self, code: Code, rows: tuple, cols: tuple, bregs: tuple = ()) -> None:
         A, B = self.ins
+        bregs = bregs or REG[6:6 + len(cols)]
         for k, rt in enumerate(rows):
             code.op("li", REG[2 + k], A.addr + rt * self.tile * A.layout.stride)
         for k, ct in enumerate(cols):
-            code.op("li", REG[6 + k], B.addr + ct * self.tile_bytes)
-        self._mmaks(code, rows, cols, A.layout.stride)
+            code.op("li", bregs[k], B.addr + ct * self.tile_bytes)
+        self._mmaks(code, rows, cols, A.layout.stride, bregs)
 
     def _slot_piece(self, code: Code, rows: tuple, cols: tuple, off: str) -> None:
         """Group-0 tiles over the pair whose slot offset is in register `off`."""
@@ -556,9 +642,10 @@ class SpmdSumma(Matmul):
             code.op("addi", REG[6 + k], off, tb + ct * self.tile_bytes)
         self._mmaks(code, rows, cols, A.layout.stride)
 
-    def _mmaks(self, code: Code, rows: tuple, cols: tuple, sa: int) -> None:
+    def _mmaks(self, code: Code, rows: tuple, cols: tuple, sa: int, bregs: tuple = ()) -> None:
         sb = self.ins[1].layout.stride
-        code.ops(self.mmak, [(ACC[a], REG[2 + rows.index(rt)], REG[6 + cols.index(ct)],
+        bregs = bregs or REG[6:6 + len(cols)]
+        code.ops(self.mmak, [(ACC[a], REG[2 + rows.index(rt)], bregs[cols.index(ct)],
                               STEPS_REG, sa, sb)
                              for a, (rt, ct) in enumerate(self._group_tiles(rows, cols))])
 
@@ -568,7 +655,7 @@ class SpmdSumma(Matmul):
         stored own pair if the node computed that while waiting, else from zero and its own
         pair, over slots 1..n-1."""
         A = self.ins[0]
-        groups = _groups(nd.nr, nd.nc, self.gr, self.gc, self.tile)
+        groups, merged = self._node_groups(nd.nr, nd.nc)
         rows, cols = _tiles(groups[0])
         opened, skip, top = f"{prefix}O", f"{prefix}S", f"{prefix}G"
         code.op("ld32u", TMP, (TABLE_REG, 0))
@@ -590,29 +677,47 @@ class SpmdSumma(Matmul):
         code.op("bnez", COUNT_REG, top)
         code.place(skip)
         self._tiles_store(code, groups[0])
+        lanes = self.machine.vector_lanes_f32
+        vsteps = self.ragged and bool(self.ptrs) and -(-(self.n - 1) // lanes) <= \
+            self.machine.vector_regs
         if len(groups) > 1:
             code.op("ld32u", COUNT_REG, (TABLE_REG, 0))      # groups whose own pair is done
+            if vsteps:
+                # slot m's step count in lane (m - 1) % lanes of vector register (m - 1) // lanes:
+                # one `vext` (1 cycle) per group and slot instead of a load (2)
+                for v in range(-(-(self.n - 1) // lanes)):
+                    code.op("vld", f"v{v}", (TABLE_REG, 4 + 4 * lanes * v))
         for g, tiles in enumerate(groups[1:], start=1):
             rows, cols = _tiles(tiles)
+            # a merged last group (one tile row): its B pointers in r3 (no second A row) and
+            # the stream pointers, free after the exchange
+            bregs = MERGED_B[:len(cols)] if merged and g == len(groups) - 1 else ()
             fresh, go = f"{prefix}F{g}", f"{prefix}P{g}"
-            code.op("li", TMP, g)
-            code.op("blt", COUNT_REG, TMP, fresh)
-            self._tiles_store(code, tiles, load=True)
-            code.op("j", go)
+            if bregs:
+                go = fresh
+            else:
+                code.op("li", TMP, g)
+                code.op("blt", COUNT_REG, TMP, fresh)
+                self._tiles_store(code, tiles, load=True)
+                code.op("j", go)
             code.place(fresh)
             self._tiles_zero(code, tiles)
             self._own_steps(code)
-            self._own_piece(code, rows, cols)
-            code.place(go)
+            self._own_piece(code, rows, cols, bregs)
+            if not bregs:
+                code.place(go)
             for m in range(1, self.n):
-                if self.ragged:
+                if vsteps:
+                    code.op("vext", STEPS_REG, f"v{(m - 1) // lanes}", (m - 1) % lanes)
+                elif self.ragged:
                     code.op("ld32u", STEPS_REG, (TABLE_REG, 4 * m))
                 for k, rt in enumerate(rows):
                     code.op("li", REG[2 + k], self._slot_addr("A", m)
                             + rt * self.tile * A.layout.stride)
                 for k, ct in enumerate(cols):
-                    code.op("li", REG[6 + k], self._slot_addr("B", m) + ct * self.tile_bytes)
-                self._mmaks(code, rows, cols, A.layout.stride)
+                    code.op("li", (bregs or REG[6:])[k], self._slot_addr("B", m)
+                            + ct * self.tile_bytes)
+                self._mmaks(code, rows, cols, A.layout.stride, bregs)
             self._tiles_store(code, tiles)
 
 

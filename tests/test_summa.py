@@ -202,6 +202,63 @@ def test_spmd_summa_with_k_blocks_of_different_widths_on_several_chips(depth, ms
     assert kinds(RAGGED, load_machine(mesh="8x8")) == ["Matmul"]
 
 
+def _variant_ops(asm: str) -> list[list[str]]:
+    """The instructions of each shared round variant (.M<n>_V<k>) of an --emit asm text."""
+    out: list[list[str]] = []
+    cur = None
+    for line in asm.splitlines():
+        s = line.strip()
+        if s.endswith(":"):
+            cur = [] if "_V" in s and s.startswith(".M") else None
+            if cur is not None:
+                out.append(cur)
+        elif cur is not None and s and not s.startswith("."):
+            cur.append(s.split()[0])
+    return out
+
+
+def test_spmd_summa_exchange_on_several_chips_keeps_pointers_and_lengths_in_registers():
+    """On several chips every chunk of a stream has its pointer and every chunk length its
+    register, set once: a forward is its sendb's alone, a receive moves the pointers and takes
+    the chunks (no li between messages), and after the exchange each group reads a slot's
+    step count from a vector lane. Without the registers to spare (16 scalar registers) the
+    exchange sets them per message, as before; both give the reference's results."""
+    machine = chips_2x2(max_message_bytes=2560)
+    (st,) = steps(RAGGED, machine)
+    assert st.ragged and len(st.lens) >= 2 and all(len(p) >= 2 for p in st.ptrs.values())
+    asm = emit_stage(RAGGED, "asm", machine, "t.d1k")
+    variants = _variant_ops(asm)
+    recvs = [v for v in variants if "recvb" in v]
+    assert recvs and all(set(v) == {"addi", "recvb", "ld32u", "jalr"} and v.count("ld32u") == 1
+                         for v in recvs)
+    forwards = [v for v in variants if "sendb" in v and "li" not in v]   # li: own panels
+    assert forwards and all("addi" not in v[:v.index("sendb") + 1] for v in forwards)
+    assert "vext" in asm
+    c, res = run(RAGGED, machine)
+    small = chips_2x2(max_message_bytes=2560, scalar_regs=16)
+    (st16,) = steps(RAGGED, small)
+    assert isinstance(st16, SpmdSumma) and not st16.ptrs
+    assert "vext" not in emit_stage(RAGGED, "asm", small, "t.d1k")
+    _, res16 = run(RAGGED, small)
+    assert res.cycles < res16.cycles
+
+
+def test_spmd_summa_merges_a_last_single_tile_row_on_several_chips():
+    """7 x 7 tiles a node (896 over 16 grid rows): the last tile row's two groups (4 + 3
+    tiles) are one group of 7 after the exchange, with the right results; one chip keeps
+    eight groups."""
+    text = BIG.format(m=896, k=816, n=896)
+    machine = load_machine(mesh="8x8", chips="2x2")
+    (st,) = steps(text, machine)
+    assert isinstance(st, SpmdSumma) and st.ragged
+    groups, merged = st._node_groups(56, 56)
+    assert merged and [len(g) for g in groups] == [8, 6, 8, 6, 8, 6, 7]
+    assert all(p.filled < len(groups) - 1 for p in st.plans.values())
+    run(text, machine)
+    (one,) = steps(BIG.format(m=896, k=512, n=896), load_machine(mesh="8x8"))
+    assert one._node_groups(56, 56)[1] is False
+
+
 def test_uniform_k_blocks_keep_their_code():
     """Where every K block has the same width, no step count is read from the table."""
     (st,) = steps(BIG.format(m=512, k=512, n=512), chips_2x2())
