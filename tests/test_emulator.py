@@ -573,6 +573,47 @@ def test_simd_helpers_agree_with_numpy_versions():
     assert np.array_equal(t.view(np.uint32), t2.view(np.uint32))
 
 
+
+def test_mma_bf16_steps_agree_with_single_steps():
+    """An mmak.bf16's steps with the tile kept in registers (and NaNs made canonical once, at
+    the end) give the bits of that many single steps, NaNs, infinities and subnormals included."""
+    from numba import njit
+
+    @njit(_nrt=False)
+    def jitted(t, m8, a_off, sa, b_off, sb, steps, am):
+        simd.mma_bf16_steps(t, 0, m8, a_off, sa, b_off, sb, steps, am)
+
+    @njit(_nrt=False)
+    def single(t, m8, a_off, sa, b_off, sb, steps, am):
+        for s in range(steps):
+            simd.mma_bf16_step(t, 0, m8, a_off + 16 * s, sa, b_off + 8 * s * sb, sb, am)
+
+    rng = np.random.default_rng(5)
+    am = np.zeros(64, np.float32)
+    for trial in range(40):
+        steps = int(rng.integers(1, 9))
+        sa = 16 * int(rng.integers(1, 5)) + 16 * steps
+        sb = 16 * int(rng.integers(1, 3))
+        need = max(8 * sa, 16 * steps + 7 * sa, 8 * steps * sb) + 64
+        words = rng.standard_normal(need // 4 + 64).astype(np.float32).view(np.uint32)
+        if trial % 2:
+            # specials: NaNs of any payload, infinities, huge values, subnormals
+            special = np.array([0x7F80_0000, 0xFF80_0000, 0x7FC0_1234, 0xFFA0_0000, 0x7F7F_0000,
+                                0x0001_0000, 0x8000_0000], dtype=np.uint32)
+            hit = rng.random(words.size) < 0.05
+            words[hit] = special[rng.integers(0, special.size, hit.sum())]
+        m8 = words.view(np.uint8)[:need].copy()
+        t = rng.standard_normal(64).astype(np.float32)
+        if trial % 4 == 1:
+            t[3] = np.uint32(0x7FC0_0001).view(np.float32)
+        t1, t2, t3 = t.copy(), t.copy(), t.copy()
+        jitted(t1, m8, 0, sa, 16, sb, steps, am)
+        single(t2, m8, 0, sa, 16, sb, steps, am)
+        simd.mma_bf16_steps(t3, 0, m8, 0, sa, 16, sb, steps, am)
+        assert np.array_equal(t1.view(np.uint32), t2.view(np.uint32)), trial
+        assert np.array_equal(t1.view(np.uint32), t3.view(np.uint32)), trial
+
+
 # ---- host interface ---------------------------------------------------------------------------
 
 def tensor_obj():

@@ -45,6 +45,17 @@ CALLS = (
         'int64',
         "Array(float32, 1, 'C', False, aligned=True)",
     )),
+    ('emulator.simd', 'mma_bf16_steps', (
+        "Array(float32, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+        'int64',
+        'int64',
+        'int64',
+        'int64',
+        "Array(float32, 1, 'C', False, aligned=True)",
+    )),
     ('emulator.simd', 'mma_f32_step', (
         "Array(float32, 1, 'C', False, aligned=True)",
         'int64',
