@@ -21,6 +21,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from emulator.numerics import BF16_NAN
+
 CANON_NAN = 0x7FC00000
 
 _F32 = ir.FloatType()
@@ -564,4 +566,107 @@ def _ol_store32(m8, off, value):
 def _ol_store64(m8, off, value):
     def impl(m8, off, value):
         _st64(m8, np.int64(off), np.uint64(value))
+    return impl
+
+
+# ---- 16-lane vector loads and stores between SRAM and a vector register ------------------------
+# vld / vst move 16 fp32 words, vldw.bf16 widens 16 bf16 values (shifted up 16 bits), vstn.bf16
+# narrows 16 lanes to bf16 with round to nearest even (a NaN lane becomes BF16_NAN), as
+# emulator.numerics.bf16_rne does lane by lane. v: a node's vector registers (flat uint32),
+# d / s: the register's first element; m8: its SRAM (uint8), a: the byte address (checked by
+# the caller). One vector load and one vector store each, instead of a 16-lane loop.
+
+
+def vload_words(v, d, m8, a):
+    """v[d:d+16] = the 16 little-endian uint32 at byte a of m8 (vld)."""
+    v[d:d + 16] = m8[a:a + 64].view(np.uint32)
+
+
+def vstore_words(m8, a, v, s):
+    """The 16 words v[s:s+16] to byte a of m8 (vst)."""
+    m8[a:a + 64] = v[s:s + 16].view(np.uint8)
+
+
+def vload_bf16(v, d, m8, a):
+    """v[d:d+16] = the 16 bf16 values at byte a of m8, as fp32 bits (vldw.bf16)."""
+    v[d:d + 16] = m8[a:a + 32].view(np.uint16).astype(np.uint32) << 16
+
+
+def vstore_bf16(m8, a, v, s):
+    """v[s:s+16] rounded to bf16 (nearest even; NaN lanes BF16_NAN) to byte a (vstn.bf16)."""
+    w = v[s:s + 16].astype(np.int64)
+    r = (w + 0x7FFF + ((w >> 16) & 1)) >> 16
+    r[(w & 0x7FFFFFFF) > 0x7F800000] = BF16_NAN
+    m8[a:a + 32] = r.astype(np.uint16).view(np.uint8)
+
+
+def _vmem_intrinsic(kind: str):
+    """The jitted form of one of the four functions above: (v, voff, m8, a) for every kind."""
+    i16v = ir.VectorType(ir.IntType(16), 16)
+
+    @intrinsic
+    def _op(typingctx, v, voff, m8, a):
+        sig = types.void(v, voff, m8, a)
+
+        def codegen(context, builder, signature, args):
+            vdata = _data(context, builder, signature.args[0], args[0], _I32)
+            src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
+            reg = _vptr(builder, vdata, args[1], _I16V)
+            mem = builder.gep(src, [args[3]])
+            if kind == "ld":
+                w = builder.load(builder.bitcast(mem, _I16V.as_pointer()), align=1)
+                builder.store(w, reg, align=4)
+            elif kind == "st":
+                w = builder.load(reg, align=4)
+                builder.store(w, builder.bitcast(mem, _I16V.as_pointer()), align=1)
+            elif kind == "ldw":
+                h = builder.load(builder.bitcast(mem, i16v.as_pointer()), align=1)
+                w = builder.shl(builder.zext(h, _I16V), ir.Constant(_I16V, [16] * 16))
+                builder.store(w, reg, align=4)
+            else:
+                # Non-NaN lanes are at most 0xff800000 (-inf), so w + 0x8000 fits 32 bits.
+                w = builder.load(reg, align=4)
+                odd = builder.and_(builder.lshr(w, ir.Constant(_I16V, [16] * 16)),
+                                   ir.Constant(_I16V, [1] * 16))
+                r = builder.lshr(builder.add(builder.add(w, ir.Constant(_I16V, [0x7FFF] * 16)),
+                                             odd), ir.Constant(_I16V, [16] * 16))
+                mag = builder.and_(w, ir.Constant(_I16V, [0x7FFFFFFF] * 16))
+                nan = builder.icmp_unsigned(">", mag, ir.Constant(_I16V, [0x7F800000] * 16))
+                r = builder.select(nan, ir.Constant(_I16V, [BF16_NAN] * 16), r)
+                builder.store(builder.trunc(r, i16v), builder.bitcast(mem, i16v.as_pointer()),
+                              align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return _op
+
+
+_vld16, _vst16, _vldw16, _vstn16 = (_vmem_intrinsic(k) for k in ("ld", "st", "ldw", "stn"))
+
+
+@overload(vload_words, jit_options=_JIT)
+def _ol_vload_words(v, d, m8, a):
+    def impl(v, d, m8, a):
+        _vld16(v, np.int64(d), m8, np.int64(a))
+    return impl
+
+
+@overload(vstore_words, jit_options=_JIT)
+def _ol_vstore_words(m8, a, v, s):
+    def impl(m8, a, v, s):
+        _vst16(v, np.int64(s), m8, np.int64(a))
+    return impl
+
+
+@overload(vload_bf16, jit_options=_JIT)
+def _ol_vload_bf16(v, d, m8, a):
+    def impl(v, d, m8, a):
+        _vldw16(v, np.int64(d), m8, np.int64(a))
+    return impl
+
+
+@overload(vstore_bf16, jit_options=_JIT)
+def _ol_vstore_bf16(m8, a, v, s):
+    def impl(m8, a, v, s):
+        _vstn16(v, np.int64(s), m8, np.int64(a))
     return impl

@@ -614,6 +614,48 @@ def test_mma_bf16_steps_agree_with_single_steps():
         assert np.array_equal(t1.view(np.uint32), t3.view(np.uint32)), trial
 
 
+
+def test_vector_load_store_intrinsics_agree():
+    """vld / vst / vldw.bf16 / vstn.bf16 through emulator.simd, jitted and in numpy, against the
+    lane-by-lane definition (numerics.bf16_rne for the narrowing, NaNs and rounding ties)."""
+    from numba import njit
+
+    @njit(_nrt=False)
+    def jitted(v, m8, a):
+        simd.vload_words(v, 16, m8, a)
+        simd.vstore_words(m8, a + 200, v, 32)
+        simd.vload_bf16(v, 48, m8, a + 2)
+        simd.vstore_bf16(m8, a + 300, v, 64)
+
+    def numpy_side(v, m8, a):
+        simd.vload_words(v, 16, m8, a)
+        simd.vstore_words(m8, a + 200, v, 32)
+        simd.vload_bf16(v, 48, m8, a + 2)
+        simd.vstore_bf16(m8, a + 300, v, 64)
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        v = rng.integers(0, 1 << 32, 80, dtype=np.uint64).astype(np.uint32)
+        # round-to-even ties, NaNs of both signs, infinities, the largest finite values
+        v[64:80] = np.array([0x3F80_8000, 0x3F81_8000, 0x7FC0_0001, 0xFF80_0001, 0x7F80_0000,
+                             0xFF80_0000, 0x7F7F_FFFF, 0xFF7F_FFFF, 0x0000_8000, 0x8001_8000,
+                             0x7FFF_FFFF, 0xFFFF_FFFF, 0, 0x8000_0000, 0x4049_0FDB,
+                             0x3EAA_AAAB], dtype=np.uint32)
+        if trial:
+            v[64:80] = rng.permutation(v[64:80]) if trial % 2 else v[64:80]
+        m8 = rng.integers(0, 256, 600, dtype=np.uint8)
+        a = 4 * int(rng.integers(0, 40))
+        v1, m1, v2, m2 = v.copy(), m8.copy(), v.copy(), m8.copy()
+        jitted(v1, m1, a)
+        numpy_side(v2, m2, a)
+        assert np.array_equal(v1, v2) and np.array_equal(m1, m2), trial
+        assert np.array_equal(v1[16:32], m8[a:a + 64].view(np.uint32))
+        assert np.array_equal(m1[a + 200:a + 264], v[32:48].view(np.uint8))
+        assert list(v1[48:64]) == [int(h) << 16 for h in m8[a + 2:a + 34].view(np.uint16)]
+        assert list(m1[a + 300:a + 332].view(np.uint16)) == [
+            numerics.bf16_rne(np.uint32(w)) for w in v[64:80]]
+
+
 # ---- host interface ---------------------------------------------------------------------------
 
 def tensor_obj():

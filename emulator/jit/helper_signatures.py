@@ -72,6 +72,30 @@ CALLS = (
         'int64',
         'int64',
     )),
+    ('emulator.simd', 'vload_words', (
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.simd', 'vload_bf16', (
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.simd', 'vstore_words', (
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.simd', 'vstore_bf16', (
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
     ('emulator.simd', 'load64', (
         "Array(uint8, 1, 'C', False, aligned=True)",
         'int64',
