@@ -572,6 +572,7 @@ class RankEmulator(Emulator):
         self._warm: set[Any] = set()
         self.recorder = None
         self._gathered: Any = None
+        self._init_regs = None
         self._place_initial()
 
     # ---- the protocol ------------------------------------------------------------------------
