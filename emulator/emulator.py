@@ -130,7 +130,6 @@ class Emulator:
         # Debugger stop flags, one per slot of the concatenated code table.
         self.stop_flags = np.zeros(self.code.total, dtype=np.int8)
         self._flat_code = kernel_table(self.code.table)
-        self._real_op = np.ascontiguousarray(self.code.table[:, C_OP])
         self._uscratch = np.zeros(16, dtype=np.uint32)
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
@@ -196,7 +195,7 @@ class Emulator:
         if self.stop_flags.any():
             # Flagged slots are marked in a copy: the loop pays nothing for stop flags.
             code = kernel_table(c.table, self.stop_flags)
-        return (code, self._real_op, c.node_base, c.node_len, self.out_link, self.link_lat,
+        return (code, c.node_base, c.node_len, self.out_link, self.link_lat,
                 self.link_bw, self._xyid, self.flops_tab, self.link_src, self._wake, self.cfg)
 
     def _warm_up(self, node_t: tuple, fifo_t: tuple, stats_t: tuple, geo: tuple,

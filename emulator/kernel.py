@@ -15,7 +15,7 @@ allocated here):
              sr, sr_init, skip, sram_flat)
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
-    geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
+    geo   = (code, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
              link_src, wake, cfg)        (xy: each row's x, y and machine node id)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
@@ -153,10 +153,12 @@ from emulator.opcodes import (
     I_XOR,
     I_XORI,
     ILLEGAL,
+    INNER_MASK,
     MATRIX_MAX,
     MMA_BF16,
     MMA_OPCODES,
     MMAK_OPCODES,
+    REAL_SHIFT,
     SCALAR_MAX,
     SCALAR_MEM_FIRST,
     SCALAR_MEM_LAST,
@@ -233,14 +235,15 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     every taken jump checks its target (a jump out of the code ends the turn; the next turn's
     fetch check traps). Stop flags cost nothing here: the opcode column of the table the loop
     runs holds inner-loop indexes (emulator.decode.kernel_table) and flagged slots hold
-    STOP_MARK, which the inner loop leaves to the outer one; the real opcodes are in real_op.
+    STOP_MARK, which the inner loop leaves to the outer one; the real opcode sits above the
+    index in the same word (REAL_SHIFT), so the outer path needs no second table.
 
     `trace` is None (the normal, untraced variant: Numba removes the tracing branches) or the
     trace recorder's tuple (see the module docstring and emulator.trace).
     """
     (x, v, acc, sram8, sram16, sram32, sram64, pc, clock, state, cause, trap_arg,
      sr, sr_init, skip, sram_flat) = node_st
-    (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab, link_src,
+    (code, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab, link_src,
      wake, cfg) = geo
 
     n = cfg[K_N]
@@ -364,7 +367,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             slow = True
                             break
                         gi = np.uint64(p * CODE_COLS)
-                        op = cn[gi]
+                        op = cn[gi] & INNER_MASK
                         rd = cn[gi + _U1]
                         rs1 = cn[gi + _U2]
                         if op == I_ADDI:
@@ -508,8 +511,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         tcause = CYCLE_LIMIT
                         break
                     gi = np.uint64(p * CODE_COLS)
-                    op = real_op[base + p]
-                    if cn[gi] == STOP_MARK:
+                    op = cn[gi] >> REAL_SHIFT
+                    if cn[gi] & INNER_MASK == STOP_MARK:
                         if p != skip[node]:
                             stopped = True
                             break
@@ -608,7 +611,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         if ns != 0:
                             if ns < 0:
                                 st = -ns
-                                if cn[gi] == STOP_MARK:
+                                if cn[gi] & INNER_MASK == STOP_MARK:
                                     skip[node] = p      # retry it without stopping again
                             else:
                                 tcause = ns

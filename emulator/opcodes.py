@@ -65,6 +65,12 @@ SENDB, RECVB, RELAY, RELAYB = OP["sendb"], OP["recvb"], OP["relay"], OP["relayb"
 ILLEGAL = 256           # an invalid word, or a register the machine lacks
 FELL_OFF = 257          # the sentinel slot after each block
 STOP_MARK = 255         # a slot flagged by the debugger, in the table the loop runs (an index)
+# The table the loop runs holds both numbers in its opcode column: the inner-loop index (or
+# STOP_MARK) in the low 16 bits, the real opcode above them (emulator.decode.kernel_table), so
+# the outer path reads the opcode from the row it has fetched anyway.
+INNER_MASK = 0xFFFF
+REAL_SHIFT = 16
+assert FELL_OFF < (1 << (32 - REAL_SHIFT))
 
 # ---- the outer path's dispatch: one opcode range per ISA group -----------------------------------
 def _group(*groups: str) -> tuple[int, ...]:
