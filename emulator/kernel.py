@@ -511,7 +511,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         tcause = CYCLE_LIMIT
                         break
                     gi = np.uint64(p * CODE_COLS)
-                    op = cn[gi] >> REAL_SHIFT
+                    op = np.uint32(cn[gi] >> REAL_SHIFT)
                     if cn[gi] & INNER_MASK == STOP_MARK:
                         if p != skip[node]:
                             stopped = True
