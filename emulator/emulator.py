@@ -284,7 +284,9 @@ class Emulator:
         instruction: then nothing changed during the whole phase, every node was tried at least
         once against that unchanging state (by its own thread, or by the one holding its claim
         when its own thread came to it), and none could move, which is exactly when the serial
-        loop stops too. Results are identical to a serial run.
+        loop stops too. It also ends after a phase that left every node halted or trapped
+        (the usual end of a program), without that confirming phase: no such node can move.
+        Results are identical to a serial run.
         """
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
