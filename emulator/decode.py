@@ -22,7 +22,7 @@ import numpy as np
 from d1isa import isa
 from d1isa.machine import MAX_REGS, TIMING_CLASSES, Machine
 from d1isa.objfile import LINE_COLS, CodeBlock, ObjectFile
-from emulator.opcodes import FELL_OFF, ILLEGAL, INNER, STOP_MARK
+from emulator.opcodes import FELL_OFF, ILLEGAL, INNER, INNER_MASK, REAL_SHIFT, STOP_MARK
 
 # Columns of the decoded table.
 C_OP, C_RD, C_RS1, C_RS2, C_RS3, C_IMM, C_CLS, C_COST = range(8)
@@ -174,11 +174,15 @@ _INNER_OF = _inner_lookup()
 
 def kernel_table(table: np.ndarray, stop_flags: np.ndarray | None = None) -> np.ndarray:
     """The flat table the kernel runs: column C_OP holds the inner-loop index (0 for others),
-    or STOP_MARK where a stop flag is set. The real opcodes stay in `table`."""
+    or STOP_MARK where a stop flag is set, in its low bits (INNER_MASK) and the real opcode
+    above them (REAL_SHIFT). `table` keeps the real opcodes alone."""
     run = table.copy()
-    run[:, C_OP] = _INNER_OF[table[:, C_OP]]
+    real = table[:, C_OP]
+    inner = _INNER_OF[real]
     if stop_flags is not None:
-        run[stop_flags != 0, C_OP] = STOP_MARK
+        inner[stop_flags != 0] = STOP_MARK
+    assert inner.max(initial=0) <= INNER_MASK
+    run[:, C_OP] = inner | (real << np.uint32(REAL_SHIFT))
     return np.ascontiguousarray(run).reshape(-1)
 
 

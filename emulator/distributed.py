@@ -73,7 +73,7 @@ from d1isa.objfile import (
 )
 from emulator import kernel as K
 from emulator.constants import K_HORIZON, K_KEEP_WAKE, K_N, N_DIRS, NO_HORIZON
-from emulator.decode import C_OP, decode_blocks, kernel_table
+from emulator.decode import decode_blocks, kernel_table
 from emulator.emulator import (
     DEFAULT_MAX_CYCLES,
     DEFAULT_QUANTUM,
@@ -558,7 +558,6 @@ class RankEmulator(Emulator):
         self.cfg[K_N] = n
         self.stop_flags = np.zeros(self.code.total, dtype=np.int8)
         self._flat_code = kernel_table(self.code.table)
-        self._real_op = np.ascontiguousarray(self.code.table[:, C_OP])
         self._uscratch = np.zeros(16, dtype=np.uint32)
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
@@ -572,6 +571,7 @@ class RankEmulator(Emulator):
         self._warm: set[Any] = set()
         self.recorder = None
         self._gathered: Any = None
+        self._init_regs = None
         self._place_initial()
 
     # ---- the protocol ------------------------------------------------------------------------

@@ -130,7 +130,6 @@ class Emulator:
         # Debugger stop flags, one per slot of the concatenated code table.
         self.stop_flags = np.zeros(self.code.total, dtype=np.int8)
         self._flat_code = kernel_table(self.code.table)
-        self._real_op = np.ascontiguousarray(self.code.table[:, C_OP])
         self._uscratch = np.zeros(16, dtype=np.uint32)
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
@@ -149,6 +148,12 @@ class Emulator:
             self.recorder = Recorder(obj, self.code, self.n, trace,
                                      events=trace_events or DEFAULT_EVENTS,
                                      messages=trace_messages or DEFAULT_MESSAGES)
+        self._init_regs: tuple[np.ndarray, np.ndarray] | None = None
+        # Each host thread's run_loop arguments (Emulator._thread_calls), made on the first
+        # threaded run.
+        self._calls: list[tuple[np.ndarray, tuple]] | None = None
+        self._calls_key: tuple = ()
+        self._ranges: list[tuple[int, int]] = []
         self._place_initial()
 
     def _place_initial(self) -> None:
@@ -164,11 +169,23 @@ class Emulator:
                 st.hwm[d.node] = max(int(st.hwm[d.node]), d.addr + len(d.data))
 
     def _place_registers(self) -> None:
-        """The scalar registers the object says each node starts with (the rest are 0)."""
-        init = self.obj.init
-        if init:
-            has = np.nonzero(init.index >= 0)[0]
-            self.state.x[np.ix_(has, np.asarray(init.regs))] = init.rows[init.index[has]]
+        """The scalar registers the object says each node starts with (the rest are 0).
+        Where they go in the register array is worked out once: a training loop places them
+        again before every step (restart)."""
+        if self._init_regs is None:
+            init = self.obj.init
+            if not init:
+                self._init_regs = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            else:
+                has = np.nonzero(init.index >= 0)[0]
+                regs = np.asarray(init.regs, dtype=np.int64)
+                cols = self.state.x.shape[1]
+                flat = (has[:, None] * cols + regs[None, :]).reshape(-1)
+                values = np.asarray(init.rows[init.index[has]], dtype=np.int64).reshape(-1)
+                self._init_regs = (flat, values)
+        flat, values = self._init_regs
+        if flat.size:
+            self.state.x.reshape(-1)[flat] = values
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -178,7 +195,7 @@ class Emulator:
         if self.stop_flags.any():
             # Flagged slots are marked in a copy: the loop pays nothing for stop flags.
             code = kernel_table(c.table, self.stop_flags)
-        return (code, self._real_op, c.node_base, c.node_len, self.out_link, self.link_lat,
+        return (code, c.node_base, c.node_len, self.out_link, self.link_lat,
                 self.link_bw, self._xyid, self.flops_tab, self.link_src, self._wake, self.cfg)
 
     def _warm_up(self, node_t: tuple, fifo_t: tuple, stats_t: tuple, geo: tuple,
@@ -267,22 +284,17 @@ class Emulator:
         instruction: then nothing changed during the whole phase, every node was tried at least
         once against that unchanging state (by its own thread, or by the one holding its claim
         when its own thread came to it), and none could move, which is exactly when the serial
-        loop stops too. Results are identical to a serial run.
+        loop stops too. It also ends after a phase that left every node halted or trapped
+        (the usual end of a program), without that confirming phase: no such node can move.
+        Results are identical to a serial run.
         """
         node_t, fifo_t, stats_t = self.state.kernel_tuples()
         geo = self._geo()
         self._warm_up(node_t, fifo_t, stats_t, geo, None)
-        ranges = self._partition(self.threads)
-        calls = []
-        for lo, hi in ranges:
-            cfg = self.cfg.copy()
-            _set_controls(cfg, self.max_cycles, self.quantum, _CHUNK // len(ranges), lo=lo, hi=hi)
-            out = np.zeros(K.OUT_SIZE, dtype=np.int64)
-            scratch = (np.zeros(16, dtype=np.uint32), aligned_zeros((64,), np.float32))
-            calls.append((out, (node_t, fifo_t, stats_t, geo[:-1] + (cfg,), self._node_budget,
-                                out, *scratch, None)))
+        calls = self._thread_calls(node_t, fifo_t, stats_t, geo)
         pool = _thread_pool(len(calls) - 1)
         total = 0
+        state = self.state.state
         t0 = time.perf_counter()
         with np.errstate(all="ignore"):
             while True:
@@ -300,11 +312,38 @@ class Emulator:
                 k = sum(int(out[K.O_EXECUTED]) for out, _ in calls)
                 self.helped_instructions += sum(int(out[K.O_HELPED]) for out, _ in calls)
                 total += k
-                if k == 0:
+                # Every node halted or trapped: no node can run again, so the phase that
+                # would confirm it (executing nothing) is not needed.
+                if k == 0 or not (state < K.HALTED).any():
                     break
         self.host_seconds += time.perf_counter() - t0
         self.host_instructions += total
         return K.R_IDLE, total
+
+    def _thread_calls(self, node_t: tuple, fifo_t: tuple, stats_t: tuple,
+                      geo: tuple) -> list[tuple[np.ndarray, tuple]]:
+        """(out, run_loop arguments) for each host thread, made once and kept (a training loop
+        runs the same emulator many times); each thread's controls are written again from
+        self.cfg and the current settings before every run."""
+        key = (node_t, fifo_t, stats_t, *geo[:-1])
+        if (self._calls is None or len(self._calls_key) != len(key) + 1
+                or self._calls_key[0] != self.threads
+                or any(a is not b for a, b in zip(self._calls_key[1:], key, strict=True))):
+            ranges = self._partition(self.threads)
+            calls = []
+            for _ in ranges:
+                cfg = self.cfg.copy()
+                out = np.zeros(K.OUT_SIZE, dtype=np.int64)
+                scratch = (np.zeros(16, dtype=np.uint32), aligned_zeros((64,), np.float32))
+                calls.append((out, (node_t, fifo_t, stats_t, geo[:-1] + (cfg,),
+                                    self._node_budget, out, *scratch, None)))
+            self._calls, self._calls_key, self._ranges = calls, (self.threads, *key), ranges
+        for (lo, hi), (_, args) in zip(self._ranges, self._calls, strict=True):
+            cfg = args[3][-1]
+            cfg[:] = self.cfg
+            _set_controls(cfg, self.max_cycles, self.quantum, _CHUNK // len(self._ranges),
+                          lo=lo, hi=hi)
+        return self._calls
 
     def run(self, max_instructions: int | None = None) -> RunResult:
         """Run until no node can make progress (or a stop flag, or `max_instructions`).

@@ -15,7 +15,7 @@ allocated here):
              sr, sr_init, skip, sram_flat)
     fifo  = (fifo8, fifo32, fifo64, flen, farr, pushed, popped, consumed, wire_free)
     stats = (stall, stall_send, link_bytes, link_msgs, link_busy)
-    geo   = (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
+    geo   = (code, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab,
              link_src, wake, cfg)        (xy: each row's x, y and machine node id)
     trace = None, or the recorder's tuple (emulator.trace.Recorder.kernel_arg):
             (rtab, sbase, smul, sreg, cur, last, rstat, rspan, sram, ev, msg, cap, fill)
@@ -133,6 +133,7 @@ from emulator.opcodes import (
     I_MMA_FIRST,
     I_MMA_LAST,
     I_MMA_TO_OP,
+    I_MMAK,
     I_MOVI,
     I_MUL,
     I_MULI,
@@ -146,12 +147,18 @@ from emulator.opcodes import (
     I_VBIN_LAST,
     I_VBIN_TO_OP,
     I_VFMA,
+    I_VMEM_FIRST,
+    I_VMEM_LAST,
+    I_VMEM_TO_OP,
     I_XOR,
     I_XORI,
     ILLEGAL,
+    INNER_MASK,
     MATRIX_MAX,
+    MMA_BF16,
     MMA_OPCODES,
     MMAK_OPCODES,
+    REAL_SHIFT,
     SCALAR_MAX,
     SCALAR_MEM_FIRST,
     SCALAR_MEM_LAST,
@@ -172,7 +179,7 @@ from emulator.opcodes import (
     VSPLAT,
 )
 from emulator.prefetch import prefetch
-from emulator.semantics.matrix import acc_op, mma_op, mma_steps
+from emulator.semantics.matrix import acc_op, mma_k_steps, mma_op, mma_steps
 from emulator.semantics.memory import scalar_mem
 from emulator.semantics.network import net_op
 from emulator.semantics.scalar import scalar_op
@@ -180,6 +187,7 @@ from emulator.semantics.vector import (
     vector_arith,
     vector_fast,
     vector_mem,
+    vector_mem_fast,
     vector_move,
     vector_sr,
 )
@@ -212,11 +220,13 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     no progress. Each turn holds the node's claim, so no node ever runs on two threads at once.
 
     A turn is two nested loops. The inner one runs the frequent instructions (scalar ALU,
-    branches, scalar loads and stores, vfma/vadd/vsub/vmul, single mma steps) and contains no
-    calls, so LLVM keeps its state in registers: it works on per-turn views of the node's code,
+    branches, scalar loads and stores, vfma/vadd/vsub/vmul, single mma steps, mmak.bf16, and
+    the contiguous vector loads and stores vld/vst/vldw.bf16/vstn.bf16) and contains no calls,
+    so LLVM keeps its state in registers: it works on per-turn views of the node's code,
     register row (which also holds the node's counters, see emulator.decode), SRAM, vector
     registers and accumulators. Its loads, stores, vector and mma instructions are the group
-    helpers' (scalar_mem, vector_fast, mma_steps), which Numba inlines (`inline="always"`);
+    helpers' (scalar_mem, vector_fast, vector_mem_fast, mma_steps, mma_k_steps), which Numba
+    inlines (`inline="always"`);
     a block of inner indexes laid out as the opcodes are turns the index back into the opcode
     with one addition (emulator.opcodes). Any other instruction, and any that must trap, leaves
     it for the outer loop, which runs that one instruction through the group helpers.
@@ -225,14 +235,15 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
     every taken jump checks its target (a jump out of the code ends the turn; the next turn's
     fetch check traps). Stop flags cost nothing here: the opcode column of the table the loop
     runs holds inner-loop indexes (emulator.decode.kernel_table) and flagged slots hold
-    STOP_MARK, which the inner loop leaves to the outer one; the real opcodes are in real_op.
+    STOP_MARK, which the inner loop leaves to the outer one; the real opcode sits above the
+    index in the same word (REAL_SHIFT), so the outer path needs no second table.
 
     `trace` is None (the normal, untraced variant: Numba removes the tracing branches) or the
     trace recorder's tuple (see the module docstring and emulator.trace).
     """
     (x, v, acc, sram8, sram16, sram32, sram64, pc, clock, state, cause, trap_arg,
      sr, sr_init, skip, sram_flat) = node_st
-    (code, real_op, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab, link_src,
+    (code, node_base, node_len, out_link, link_lat, link_bw, xy, flops_tab, link_src,
      wake, cfg) = geo
 
     n = cfg[K_N]
@@ -356,7 +367,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                             slow = True
                             break
                         gi = np.uint64(p * CODE_COLS)
-                        op = cn[gi]
+                        op = cn[gi] & INNER_MASK
                         rd = cn[gi + _U1]
                         rs1 = cn[gi + _U2]
                         if op == I_ADDI:
@@ -386,6 +397,18 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                                 slow = True         # the outer loop reports the trap
                                 break
                             fl += FLOPS_MMA
+                        elif op == I_MMAK:
+                            # mmak.bf16: the steps of mma.bf16 (mma_op's path for it, inlined)
+                            mc, ks = mma_k_steps(MMA_BF16, an, np.int64(rd) * 64, xr[rs1],
+                                                 xr[cn[gi + _U3]], np.uint64(xr[cn[gi + _U4]]),
+                                                 cn[gi + _U5], m8, sram_bytes, fscratch)
+                            if mc:
+                                slow = True         # the outer loop reports the trap
+                                break
+                            # it costs max(steps, 1) mma and counts the FLOPs of each step
+                            fl += FLOPS_MMA * ks
+                            if ks > 1:
+                                c += np.int64(cn[gi + _U7]) * (ks - 1)
                         elif op == I_BEQ:
                             if xr[rs1] == xr[cn[gi + _U3]]:
                                 t = p + np.int64(np.int32(cn[gi + _U5]))
@@ -457,6 +480,15 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         elif op >= I_VBIN_FIRST and op <= I_VBIN_LAST:
                             fl += vector_fast(op + I_VBIN_TO_OP, vn, rd, rs1, cn[gi + _U3],
                                               cn[gi + _U4])
+                        elif op >= I_VMEM_FIRST and op <= I_VMEM_LAST:
+                            mc, mh = vector_mem_fast(op + I_VMEM_TO_OP, vn, rd, cn[gi + _U3],
+                                                     xr[rs1] + np.int64(np.int32(cn[gi + _U5])),
+                                                     m8, sram_bytes)
+                            if mc:
+                                slow = True         # the outer loop reports the trap
+                                break
+                            if mh > xr[XCOL_HWM]:
+                                xr[XCOL_HWM] = mh
                         elif op >= I_MEM_FIRST and op <= I_MEM_LAST:
                             mc, mh = scalar_mem(op + I_MEM_TO_OP, rd, rs1, cn[gi + _U3],
                                                 cn[gi + _U5], xr, m8, sram_bytes)
@@ -479,8 +511,8 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         tcause = CYCLE_LIMIT
                         break
                     gi = np.uint64(p * CODE_COLS)
-                    op = real_op[base + p]
-                    if cn[gi] == STOP_MARK:
+                    op = np.uint32(cn[gi] >> REAL_SHIFT)
+                    if cn[gi] & INNER_MASK == STOP_MARK:
                         if p != skip[node]:
                             stopped = True
                             break
@@ -579,7 +611,7 @@ def run_loop(node_st, fifo, stats, geo, node_budget, out, uscratch, fscratch, tr
                         if ns != 0:
                             if ns < 0:
                                 st = -ns
-                                if cn[gi] == STOP_MARK:
+                                if cn[gi] & INNER_MASK == STOP_MARK:
                                     skip[node] = p      # retry it without stopping again
                             else:
                                 tcause = ns

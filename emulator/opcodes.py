@@ -65,6 +65,12 @@ SENDB, RECVB, RELAY, RELAYB = OP["sendb"], OP["recvb"], OP["relay"], OP["relayb"
 ILLEGAL = 256           # an invalid word, or a register the machine lacks
 FELL_OFF = 257          # the sentinel slot after each block
 STOP_MARK = 255         # a slot flagged by the debugger, in the table the loop runs (an index)
+# The table the loop runs holds both numbers in its opcode column: the inner-loop index (or
+# STOP_MARK) in the low 16 bits, the real opcode above them (emulator.decode.kernel_table), so
+# the outer path reads the opcode from the row it has fetched anyway.
+INNER_MASK = 0xFFFF
+REAL_SHIFT = 16
+assert FELL_OFF < (1 << (32 - REAL_SHIFT))
 
 # ---- the outer path's dispatch: one opcode range per ISA group -----------------------------------
 def _group(*groups: str) -> tuple[int, ...]:
@@ -140,7 +146,7 @@ assert MEM_BYTES[ACC_LD] == MEM_BYTES[ACC_ST]
 FLOPS_VFMA, FLOPS_VADD, FLOPS_VSUB, FLOPS_VMUL = (FLOPS["vfma"], FLOPS["vadd"], FLOPS["vsub"],
                                                   FLOPS["vmul"])
 FLOPS_MMA = FLOPS["mma.bf16"]
-assert FLOPS["mma.f32"] == FLOPS_MMA
+assert FLOPS["mma.f32"] == FLOPS_MMA == FLOPS["mmak.bf16"]
 
 # ---- inner-loop indexes --------------------------------------------------------------------------
 INNER: dict[int, int] = {}          # real opcode -> inner-loop index (emulator.decode reads it)
@@ -171,6 +177,8 @@ I_VFMA = _inner(VFMA)
 # mma.bf16 and mma.f32 (single steps; matrix.mma_steps)
 I_MMA_FIRST, I_MMA_LAST, I_MMA_TO_OP = _inner_block(
     opcodes_where(lambda i: i.opcode in MMA_OPCODES and i.opcode not in MMAK_OPCODES))
+# mmak.bf16 (any number of steps; matrix.mma_k_steps)
+I_MMAK = _inner(MMAK_BF16)
 I_BEQ = _inner(BEQ)
 I_BGE = _inner(BGE)
 I_SUB = _inner(SUB)
@@ -192,9 +200,12 @@ I_BLTU = _inner(BLTU)
 I_BGEU = _inner(BGEU)
 # vadd, vsub, vmul (vector.vector_fast)
 I_VBIN_FIRST, I_VBIN_LAST, I_VBIN_TO_OP = _inner_block((VADD, VSUB, VMUL))
+# vld, vst, vldw.bf16, vstn.bf16 (vector.vector_mem_fast)
+I_VMEM_FIRST, I_VMEM_LAST, I_VMEM_TO_OP = _inner_block((VLD, VST, VLDW, VSTN))
 # the scalar loads and stores (memory.scalar_mem)
 I_MEM_FIRST, I_MEM_LAST, I_MEM_TO_OP = _inner_block(SCALAR_MEM)
 assert I_MEM_LAST < STOP_MARK
 assert all(o in BY_OPCODE for o in INNER) and len(set(INNER.values())) == len(INNER)
 # Blocks hold consecutive opcodes only where the table puts them so (a gap is a wasted index).
 assert I_MMA_LAST - I_MMA_FIRST == 1 and I_VBIN_LAST - I_VBIN_FIRST == 2
+assert I_VMEM_LAST - I_VMEM_FIRST == 3

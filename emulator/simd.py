@@ -21,6 +21,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from emulator.numerics import BF16_NAN
+
 CANON_NAN = 0x7FC00000
 
 _F32 = ir.FloatType()
@@ -35,6 +37,9 @@ _I8V = ir.VectorType(_I32, 8)
 # Numba inlining its IR at every call site (`@overload(inline="always")`).
 _JIT = {"cache": True, "_nrt": False, "forceinline": True, "no_cpython_wrapper": True,
         "no_cfunc_wrapper": True}
+
+# Bytes of one row of a bf16 tile (8 values): how far an mmak.bf16's A moves each step.
+BF16_ROW_BYTES = 16
 
 # The lane-wise binary operations vector_binop knows, by code.
 VB_ADD, VB_SUB, VB_MUL = 0, 1, 2
@@ -237,6 +242,21 @@ def mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
     return 1
 
 
+def mma_bf16_steps(t, t_off, m8, a_off, sa, b_off, sb, steps, am):
+    """`steps` >= 1 mma.bf16 steps into the tile t[t_off:t_off + 64]: step s reads A at
+    a_off + 16 s and B at b_off + 8 s sb (an mmak.bf16's steps), with the rows of each as in
+    mma_bf16_step.
+
+    Exactly `steps` calls of mma_bf16_step. The jitted version keeps the tile's rows in
+    registers from the first step to the last and canonicalises NaN lanes once, at the end:
+    the same bits, because a NaN lane stays NaN through every later fma (whatever its payload)
+    and no other lane is touched by the canonicalisation; it saves each step's store, reload
+    (a store-to-load forwarding on the rows' dependency chains) and NaN test.
+    """
+    for s in range(steps):
+        mma_bf16_step(t, t_off, m8, a_off + BF16_ROW_BYTES * s, sa, b_off + 8 * s * sb, sb, am)
+
+
 def mma_f32_step(t, t_off, m8, a_off, sa, b_off, sb):
     """One mma.f32 step, byte offsets and strides into m8; see mma_bf16_step."""
     a = _bytes_rows(m8, a_off, sa, np.float32, 8).reshape(-1)
@@ -251,9 +271,28 @@ def _mma_core(builder, tdata, t_off, a_elem, b_row, fused=False):
 
     fused: one fma per term, f32(acc + a * b) with the exact product (mma.bf16); otherwise the
     product is rounded first (mma.f32)."""
-    i64 = ir.IntType(64)
-    offs = [builder.add(t_off, ir.Constant(i64, 8 * i)) for i in range(8)]
+    offs = _row_offsets(builder, t_off)
     accs = [builder.load(_vptr(builder, tdata, offs[i], _F8V), align=4) for i in range(8)]
+    accs = _mma_terms(builder, accs, a_elem, b_row, fused)
+    _store_rows(builder, tdata, offs, accs)
+
+
+def _row_offsets(builder, t_off):
+    i64 = ir.IntType(64)
+    return [builder.add(t_off, ir.Constant(i64, 8 * i)) for i in range(8)]
+
+
+def _store_rows(builder, tdata, offs, accs):
+    """The 8 accumulator rows back into the tile, NaN lanes as the canonical NaN."""
+    for i in range(8):
+        builder.store(_canon(builder, accs[i], _I8V, 8), _vptr(builder, tdata, offs[i], _I8V),
+                      align=4)
+
+
+def _mma_terms(builder, accs, a_elem, b_row, fused):
+    """The 64 multiply-adds of one step on the rows `accs` (<8 x float> values); returns the
+    new rows (see _mma_core)."""
+    accs = list(accs)
     fma = None
     if fused:
         fma = cgutils.get_or_insert_function(builder.module,
@@ -266,9 +305,7 @@ def _mma_core(builder, tdata, t_off, a_elem, b_row, fused=False):
                 accs[i] = builder.call(fma, [a_elem(i, k), bk, accs[i]])
             else:
                 accs[i] = builder.fadd(accs[i], builder.fmul(a_elem(i, k), bk))
-    for i in range(8):
-        builder.store(_canon(builder, accs[i], _I8V, 8), _vptr(builder, tdata, offs[i], _I8V),
-                      align=4)
+    return accs
 
 
 def _splat(builder, scalar, vty, n):
@@ -283,6 +320,44 @@ def _bptr(builder, data, off, ty):
     return builder.bitcast(builder.gep(data, [off]), ty.as_pointer())
 
 
+def _bf16_operands(builder, src, scratch, a_off, sa, b_off, sb):
+    """(a_elem, b_row) of one mma.bf16 step whose A rows start at byte a_off of `src` (sa bytes
+    apart) and B rows at b_off (sb apart); A is widened into `scratch` first.
+
+    A widened into the scratch (fp32 is bf16 shifted up 16), then one broadcast load per
+    A[i][k] from there. A compiler fence (no instruction) keeps LLVM from forwarding the
+    stored rows into registers, where each A[i][k] would cost shuffles. A[i][0] comes from
+    the widened row in its register instead (one broadcast), so the first fma of a row
+    does not wait for the store-to-load forwarding. (Broadcasting each 32-bit pair straight
+    from SRAM and clearing its low half costs a vpand per element: fewer loads but more
+    instructions, and measured slower inside the emulator's loop.)"""
+    i64 = ir.IntType(64)
+    h8v = ir.VectorType(ir.IntType(16), 8)
+    c16 = ir.Constant(_I8V, [16] * 8)
+    arows = []
+    for r in range(8):
+        p = builder.add(a_off, builder.mul(sa, ir.Constant(i64, r)))
+        w = builder.shl(builder.zext(builder.load(_bptr(builder, src, p, h8v), align=2),
+                                     _I8V), c16)
+        builder.store(w, _vptr(builder, scratch, ir.Constant(i64, 8 * r), _I8V), align=4)
+        arows.append(builder.bitcast(w, _F8V))
+    builder.fence("acq_rel", "singlethread")
+
+    def a_elem(i, k):
+        if k == 0:
+            return builder.shuffle_vector(arows[i], ir.Constant(_F8V, ir.Undefined),
+                                          ir.Constant(_I8V, [0] * 8))
+        a = builder.load(builder.gep(scratch, [ir.Constant(i64, 8 * i + k)]), align=4)
+        return _splat(builder, a, _F8V, 8)
+
+    def b_row(k):
+        p = builder.add(b_off, builder.mul(sb, ir.Constant(i64, k)))
+        h = builder.load(_bptr(builder, src, p, h8v), align=2)
+        return builder.bitcast(builder.shl(builder.zext(h, _I8V), c16), _F8V)
+
+    return a_elem, b_row
+
+
 @intrinsic
 def _mma_bf16_step(typingctx, t, t_off, m8, a_off, sa, b_off, sb, am):
     sig = types.int64(t, t_off, m8, a_off, sa, b_off, sb, am)
@@ -291,39 +366,43 @@ def _mma_bf16_step(typingctx, t, t_off, m8, a_off, sa, b_off, sb, am):
         tdata = _data(context, builder, signature.args[0], args[0], _F32)
         src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
         scratch = _data(context, builder, signature.args[7], args[7], _F32)
-        i64 = ir.IntType(64)
-        h8v = ir.VectorType(ir.IntType(16), 8)
-        c16 = ir.Constant(_I8V, [16] * 8)
-        # A widened into the scratch (fp32 is bf16 shifted up 16), then one broadcast load per
-        # A[i][k] from there. A compiler fence (no instruction) keeps LLVM from forwarding the
-        # stored rows into registers, where each A[i][k] would cost shuffles. A[i][0] comes from
-        # the widened row in its register instead (one broadcast), so the first fma of a row
-        # does not wait for the store-to-load forwarding. (Broadcasting each 32-bit pair straight
-        # from SRAM and clearing its low half costs a vpand per element: fewer loads but more
-        # instructions, and measured slower inside the emulator's loop.)
-        arows = []
-        for r in range(8):
-            p = builder.add(args[3], builder.mul(args[4], ir.Constant(i64, r)))
-            w = builder.shl(builder.zext(builder.load(_bptr(builder, src, p, h8v), align=2),
-                                         _I8V), c16)
-            builder.store(w, _vptr(builder, scratch, ir.Constant(i64, 8 * r), _I8V), align=4)
-            arows.append(builder.bitcast(w, _F8V))
-        builder.fence("acq_rel", "singlethread")
-
-        def a_elem(i, k):
-            if k == 0:
-                return builder.shuffle_vector(arows[i], ir.Constant(_F8V, ir.Undefined),
-                                              ir.Constant(_I8V, [0] * 8))
-            a = builder.load(builder.gep(scratch, [ir.Constant(i64, 8 * i + k)]), align=4)
-            return _splat(builder, a, _F8V, 8)
-
-        def b_row(k):
-            p = builder.add(args[5], builder.mul(args[6], ir.Constant(i64, k)))
-            h = builder.load(_bptr(builder, src, p, h8v), align=2)
-            return builder.bitcast(builder.shl(builder.zext(h, _I8V), c16), _F8V)
-
+        a_elem, b_row = _bf16_operands(builder, src, scratch, args[3], args[4], args[5],
+                                       args[6])
         _mma_core(builder, tdata, args[1], a_elem, b_row, fused=True)
-        return ir.Constant(i64, 1)
+        return ir.Constant(ir.IntType(64), 1)
+
+    return sig, codegen
+
+
+@intrinsic
+def _mma_bf16_steps(typingctx, t, t_off, m8, a_off, sa, b_off, sb, steps, am):
+    sig = types.void(t, t_off, m8, a_off, sa, b_off, sb, steps, am)
+
+    def codegen(context, builder, signature, args):
+        tdata = _data(context, builder, signature.args[0], args[0], _F32)
+        src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
+        scratch = _data(context, builder, signature.args[8], args[8], _F32)
+        t_off, a_off, sa, b_off, sb, steps = (args[1], args[3], args[4], args[5], args[6],
+                                              args[7])
+        i64 = ir.IntType(64)
+        offs = _row_offsets(builder, t_off)
+        # The rows live in registers for all the steps (allocas LLVM promotes), rounded and
+        # canonicalised once at the end.
+        slots = [cgutils.alloca_once(builder, _F8V) for _ in range(8)]
+        for i in range(8):
+            builder.store(builder.load(_vptr(builder, tdata, offs[i], _F8V), align=4), slots[i])
+        a_step = ir.Constant(i64, BF16_ROW_BYTES)
+        b_step = builder.mul(sb, ir.Constant(i64, 8))
+        with cgutils.for_range(builder, steps, intp=i64) as loop:
+            s = loop.index
+            a_elem, b_row = _bf16_operands(builder, src, scratch,
+                                           builder.add(a_off, builder.mul(s, a_step)), sa,
+                                           builder.add(b_off, builder.mul(s, b_step)), sb)
+            accs = _mma_terms(builder, [builder.load(p) for p in slots], a_elem, b_row, True)
+            for i in range(8):
+                builder.store(accs[i], slots[i])
+        _store_rows(builder, tdata, offs, [builder.load(p) for p in slots])
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -358,6 +437,14 @@ def _ol_mma_bf16_step(t, t_off, m8, a_off, sa, b_off, sb, am):
     def impl(t, t_off, m8, a_off, sa, b_off, sb, am):
         return _mma_bf16_step(t, np.int64(t_off), m8, np.int64(a_off), np.int64(sa),
                               np.int64(b_off), np.int64(sb), am)
+    return impl
+
+
+@overload(mma_bf16_steps, jit_options=_JIT)
+def _ol_mma_bf16_steps(t, t_off, m8, a_off, sa, b_off, sb, steps, am):
+    def impl(t, t_off, m8, a_off, sa, b_off, sb, steps, am):
+        _mma_bf16_steps(t, np.int64(t_off), m8, np.int64(a_off), np.int64(sa),
+                        np.int64(b_off), np.int64(sb), np.int64(steps), am)
     return impl
 
 
@@ -479,4 +566,107 @@ def _ol_store32(m8, off, value):
 def _ol_store64(m8, off, value):
     def impl(m8, off, value):
         _st64(m8, np.int64(off), np.uint64(value))
+    return impl
+
+
+# ---- 16-lane vector loads and stores between SRAM and a vector register ------------------------
+# vld / vst move 16 fp32 words, vldw.bf16 widens 16 bf16 values (shifted up 16 bits), vstn.bf16
+# narrows 16 lanes to bf16 with round to nearest even (a NaN lane becomes BF16_NAN), as
+# emulator.numerics.bf16_rne does lane by lane. v: a node's vector registers (flat uint32),
+# d / s: the register's first element; m8: its SRAM (uint8), a: the byte address (checked by
+# the caller). One vector load and one vector store each, instead of a 16-lane loop.
+
+
+def vload_words(v, d, m8, a):
+    """v[d:d+16] = the 16 little-endian uint32 at byte a of m8 (vld)."""
+    v[d:d + 16] = m8[a:a + 64].view(np.uint32)
+
+
+def vstore_words(m8, a, v, s):
+    """The 16 words v[s:s+16] to byte a of m8 (vst)."""
+    m8[a:a + 64] = v[s:s + 16].view(np.uint8)
+
+
+def vload_bf16(v, d, m8, a):
+    """v[d:d+16] = the 16 bf16 values at byte a of m8, as fp32 bits (vldw.bf16)."""
+    v[d:d + 16] = m8[a:a + 32].view(np.uint16).astype(np.uint32) << 16
+
+
+def vstore_bf16(m8, a, v, s):
+    """v[s:s+16] rounded to bf16 (nearest even; NaN lanes BF16_NAN) to byte a (vstn.bf16)."""
+    w = v[s:s + 16].astype(np.int64)
+    r = (w + 0x7FFF + ((w >> 16) & 1)) >> 16
+    r[(w & 0x7FFFFFFF) > 0x7F800000] = BF16_NAN
+    m8[a:a + 32] = r.astype(np.uint16).view(np.uint8)
+
+
+def _vmem_intrinsic(kind: str):
+    """The jitted form of one of the four functions above: (v, voff, m8, a) for every kind."""
+    i16v = ir.VectorType(ir.IntType(16), 16)
+
+    @intrinsic
+    def _op(typingctx, v, voff, m8, a):
+        sig = types.void(v, voff, m8, a)
+
+        def codegen(context, builder, signature, args):
+            vdata = _data(context, builder, signature.args[0], args[0], _I32)
+            src = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
+            reg = _vptr(builder, vdata, args[1], _I16V)
+            mem = builder.gep(src, [args[3]])
+            if kind == "ld":
+                w = builder.load(builder.bitcast(mem, _I16V.as_pointer()), align=1)
+                builder.store(w, reg, align=4)
+            elif kind == "st":
+                w = builder.load(reg, align=4)
+                builder.store(w, builder.bitcast(mem, _I16V.as_pointer()), align=1)
+            elif kind == "ldw":
+                h = builder.load(builder.bitcast(mem, i16v.as_pointer()), align=1)
+                w = builder.shl(builder.zext(h, _I16V), ir.Constant(_I16V, [16] * 16))
+                builder.store(w, reg, align=4)
+            else:
+                # Non-NaN lanes are at most 0xff800000 (-inf), so w + 0x8000 fits 32 bits.
+                w = builder.load(reg, align=4)
+                odd = builder.and_(builder.lshr(w, ir.Constant(_I16V, [16] * 16)),
+                                   ir.Constant(_I16V, [1] * 16))
+                r = builder.lshr(builder.add(builder.add(w, ir.Constant(_I16V, [0x7FFF] * 16)),
+                                             odd), ir.Constant(_I16V, [16] * 16))
+                mag = builder.and_(w, ir.Constant(_I16V, [0x7FFFFFFF] * 16))
+                nan = builder.icmp_unsigned(">", mag, ir.Constant(_I16V, [0x7F800000] * 16))
+                r = builder.select(nan, ir.Constant(_I16V, [BF16_NAN] * 16), r)
+                builder.store(builder.trunc(r, i16v), builder.bitcast(mem, i16v.as_pointer()),
+                              align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return _op
+
+
+_vld16, _vst16, _vldw16, _vstn16 = (_vmem_intrinsic(k) for k in ("ld", "st", "ldw", "stn"))
+
+
+@overload(vload_words, jit_options=_JIT)
+def _ol_vload_words(v, d, m8, a):
+    def impl(v, d, m8, a):
+        _vld16(v, np.int64(d), m8, np.int64(a))
+    return impl
+
+
+@overload(vstore_words, jit_options=_JIT)
+def _ol_vstore_words(m8, a, v, s):
+    def impl(m8, a, v, s):
+        _vst16(v, np.int64(s), m8, np.int64(a))
+    return impl
+
+
+@overload(vload_bf16, jit_options=_JIT)
+def _ol_vload_bf16(v, d, m8, a):
+    def impl(v, d, m8, a):
+        _vldw16(v, np.int64(d), m8, np.int64(a))
+    return impl
+
+
+@overload(vstore_bf16, jit_options=_JIT)
+def _ol_vstore_bf16(m8, a, v, s):
+    def impl(m8, a, v, s):
+        _vstn16(v, np.int64(s), m8, np.int64(a))
     return impl

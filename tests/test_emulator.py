@@ -573,6 +573,89 @@ def test_simd_helpers_agree_with_numpy_versions():
     assert np.array_equal(t.view(np.uint32), t2.view(np.uint32))
 
 
+
+def test_mma_bf16_steps_agree_with_single_steps():
+    """An mmak.bf16's steps with the tile kept in registers (and NaNs made canonical once, at
+    the end) give the bits of that many single steps, NaNs, infinities and subnormals included."""
+    from numba import njit
+
+    @njit(_nrt=False)
+    def jitted(t, m8, a_off, sa, b_off, sb, steps, am):
+        simd.mma_bf16_steps(t, 0, m8, a_off, sa, b_off, sb, steps, am)
+
+    @njit(_nrt=False)
+    def single(t, m8, a_off, sa, b_off, sb, steps, am):
+        for s in range(steps):
+            simd.mma_bf16_step(t, 0, m8, a_off + 16 * s, sa, b_off + 8 * s * sb, sb, am)
+
+    rng = np.random.default_rng(5)
+    am = np.zeros(64, np.float32)
+    for trial in range(40):
+        steps = int(rng.integers(1, 9))
+        sa = 16 * int(rng.integers(1, 5)) + 16 * steps
+        sb = 16 * int(rng.integers(1, 3))
+        need = max(8 * sa, 16 * steps + 7 * sa, 8 * steps * sb) + 64
+        words = rng.standard_normal(need // 4 + 64).astype(np.float32).view(np.uint32)
+        if trial % 2:
+            # specials: NaNs of any payload, infinities, huge values, subnormals
+            special = np.array([0x7F80_0000, 0xFF80_0000, 0x7FC0_1234, 0xFFA0_0000, 0x7F7F_0000,
+                                0x0001_0000, 0x8000_0000], dtype=np.uint32)
+            hit = rng.random(words.size) < 0.05
+            words[hit] = special[rng.integers(0, special.size, hit.sum())]
+        m8 = words.view(np.uint8)[:need].copy()
+        t = rng.standard_normal(64).astype(np.float32)
+        if trial % 4 == 1:
+            t[3] = np.uint32(0x7FC0_0001).view(np.float32)
+        t1, t2, t3 = t.copy(), t.copy(), t.copy()
+        jitted(t1, m8, 0, sa, 16, sb, steps, am)
+        single(t2, m8, 0, sa, 16, sb, steps, am)
+        simd.mma_bf16_steps(t3, 0, m8, 0, sa, 16, sb, steps, am)
+        assert np.array_equal(t1.view(np.uint32), t2.view(np.uint32)), trial
+        assert np.array_equal(t1.view(np.uint32), t3.view(np.uint32)), trial
+
+
+
+def test_vector_load_store_intrinsics_agree():
+    """vld / vst / vldw.bf16 / vstn.bf16 through emulator.simd, jitted and in numpy, against the
+    lane-by-lane definition (numerics.bf16_rne for the narrowing, NaNs and rounding ties)."""
+    from numba import njit
+
+    @njit(_nrt=False)
+    def jitted(v, m8, a):
+        simd.vload_words(v, 16, m8, a)
+        simd.vstore_words(m8, a + 200, v, 32)
+        simd.vload_bf16(v, 48, m8, a + 2)
+        simd.vstore_bf16(m8, a + 300, v, 64)
+
+    def numpy_side(v, m8, a):
+        simd.vload_words(v, 16, m8, a)
+        simd.vstore_words(m8, a + 200, v, 32)
+        simd.vload_bf16(v, 48, m8, a + 2)
+        simd.vstore_bf16(m8, a + 300, v, 64)
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        v = rng.integers(0, 1 << 32, 80, dtype=np.uint64).astype(np.uint32)
+        # round-to-even ties, NaNs of both signs, infinities, the largest finite values
+        v[64:80] = np.array([0x3F80_8000, 0x3F81_8000, 0x7FC0_0001, 0xFF80_0001, 0x7F80_0000,
+                             0xFF80_0000, 0x7F7F_FFFF, 0xFF7F_FFFF, 0x0000_8000, 0x8001_8000,
+                             0x7FFF_FFFF, 0xFFFF_FFFF, 0, 0x8000_0000, 0x4049_0FDB,
+                             0x3EAA_AAAB], dtype=np.uint32)
+        if trial:
+            v[64:80] = rng.permutation(v[64:80]) if trial % 2 else v[64:80]
+        m8 = rng.integers(0, 256, 600, dtype=np.uint8)
+        a = 4 * int(rng.integers(0, 40))
+        v1, m1, v2, m2 = v.copy(), m8.copy(), v.copy(), m8.copy()
+        jitted(v1, m1, a)
+        numpy_side(v2, m2, a)
+        assert np.array_equal(v1, v2) and np.array_equal(m1, m2), trial
+        assert np.array_equal(v1[16:32], m8[a:a + 64].view(np.uint32))
+        assert np.array_equal(m1[a + 200:a + 264], v[32:48].view(np.uint8))
+        assert list(v1[48:64]) == [int(h) << 16 for h in m8[a + 2:a + 34].view(np.uint16)]
+        assert list(m1[a + 300:a + 332].view(np.uint16)) == [
+            numerics.bf16_rne(np.uint32(w)) for w in v[64:80]]
+
+
 # ---- host interface ---------------------------------------------------------------------------
 
 def tensor_obj():

@@ -45,6 +45,17 @@ CALLS = (
         'int64',
         "Array(float32, 1, 'C', False, aligned=True)",
     )),
+    ('emulator.simd', 'mma_bf16_steps', (
+        "Array(float32, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+        'int64',
+        'int64',
+        'int64',
+        'int64',
+        "Array(float32, 1, 'C', False, aligned=True)",
+    )),
     ('emulator.simd', 'mma_f32_step', (
         "Array(float32, 1, 'C', False, aligned=True)",
         'int64',
@@ -59,6 +70,30 @@ CALLS = (
         "Array(uint32, 1, 'C', False, aligned=True)",
         'int64',
         'int64',
+        'int64',
+    )),
+    ('emulator.simd', 'vload_words', (
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.simd', 'vload_bf16', (
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.simd', 'vstore_words', (
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint32, 1, 'C', False, aligned=True)",
+        'int64',
+    )),
+    ('emulator.simd', 'vstore_bf16', (
+        "Array(uint8, 1, 'C', False, aligned=True)",
+        'int64',
+        "Array(uint32, 1, 'C', False, aligned=True)",
         'int64',
     )),
     ('emulator.simd', 'load64', (

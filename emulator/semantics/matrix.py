@@ -26,7 +26,10 @@ from emulator.opcodes import (
     TILE_ROWS,
 )
 from emulator.semantics.memory import rows_check
-from emulator.simd import mma_bf16_step, mma_f32_step
+from emulator.simd import BF16_ROW_BYTES, mma_bf16_step, mma_bf16_steps, mma_f32_step
+
+# an mmak.bf16 step's A is one tile row further on (emulator.simd.mma_bf16_steps moves it so)
+assert MEM_BYTES[MMA_BF16] == BF16_ROW_BYTES
 
 
 @helper
@@ -65,13 +68,16 @@ def mma_steps(op, an, t_off, a_addr, b_addr, imm, steps, m8, sram_bytes, am):
     c = mma_check(a_addr, b_addr, sa, sb, row, MEM_ALIGN[op], steps, sram_bytes)
     if c:
         return c
-    for s in range(steps):
-        a_off = a_addr + row * s
-        b_off = b_addr + TILE_ROWS * s * sb
-        if op == MMA_BF16 or op == MMAK_BF16:
-            mma_bf16_step(an, t_off, m8, a_off, sa, b_off, sb, am)
+    if op == MMA_BF16 or op == MMAK_BF16:
+        # one step (the inner loop's mma: `steps` is the constant 1), or all of an mmak's with
+        # the tile kept in registers between them (emulator.simd.mma_bf16_steps)
+        if steps == 1:
+            mma_bf16_step(an, t_off, m8, a_addr, sa, b_addr, sb, am)
         else:
-            mma_f32_step(an, t_off, m8, a_off, sa, b_off, sb)
+            mma_bf16_steps(an, t_off, m8, a_addr, sa, b_addr, sb, steps, am)
+        return 0
+    for s in range(steps):
+        mma_f32_step(an, t_off, m8, a_addr + row * s, sa, b_addr + TILE_ROWS * s * sb, sb)
     return 0
 
 

@@ -87,7 +87,9 @@ def recv_commit(l, c, farr, popped, consumed, depth, cost_recv):
     return start, done
 
 
-@helper(error_model="numpy")
+# Inlined into the run loop by LLVM (forceinline): called, it was passed some 200 words of
+# array descriptors per network instruction, a fifth of the loop's time on a message-heavy step.
+@helper(error_model="numpy", forceinline=True)
 def net_op(op, node, rd, rs1, rs2, dr, c, x, v, sram8, fifo, stats, out_link, link_lat, link_bw,
            link_src, wake, cfg):
     """One network instruction of `node` at clock c.

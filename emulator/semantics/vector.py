@@ -81,7 +81,17 @@ from emulator.opcodes import (
     VXOR,
 )
 from emulator.semantics.memory import mem_check, strided_check
-from emulator.simd import VB_ADD, VB_MUL, VB_SUB, vector_binop, vfma16
+from emulator.simd import (
+    VB_ADD,
+    VB_MUL,
+    VB_SUB,
+    vector_binop,
+    vfma16,
+    vload_bf16,
+    vload_words,
+    vstore_bf16,
+    vstore_words,
+)
 
 SQRT2 = math.sqrt(2.0)      # vgelu's x / sqrt(2), the fp64 constant
 
@@ -105,6 +115,29 @@ def vector_fast(op, vn, rd, rs1, rs2, rs3):
         return FLOPS_VSUB
     vector_binop(VB_MUL, vn, d, a, b)
     return FLOPS_VMUL
+
+
+@helper(inline="always")
+def vector_mem_fast(op, vn, rd, rs2, a, m8, sram_bytes):
+    """vld, vst, vldw.bf16 and vstn.bf16 at byte a through emulator.simd (vn: the node's
+    vector registers, flat; m8: its SRAM). Returns (cause, highest byte written + 1 or 0), as
+    vector_mem does for them, which the outer path still runs when the address traps.
+    Inlined: the run loop's inner loop calls it with a constant `op`, which leaves one address
+    check and one emulator.simd copy after constant folding."""
+    c = mem_check(a, MEM_BYTES[op], MEM_ALIGN[op], sram_bytes)
+    if c:
+        return c, np.int64(0)
+    if op == VLD:
+        vload_words(vn, np.int64(rd) * 16, m8, a)
+        return 0, np.int64(0)
+    if op == VLDW:
+        vload_bf16(vn, np.int64(rd) * 16, m8, a)
+        return 0, np.int64(0)
+    if op == VST:
+        vstore_words(m8, a, vn, np.int64(rs2) * 16)
+    else:
+        vstore_bf16(m8, a, vn, np.int64(rs2) * 16)
+    return 0, a + MEM_BYTES[op]
 
 
 @helper(error_model="numpy")
