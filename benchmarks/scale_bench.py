@@ -46,29 +46,6 @@ from d1isa.machine import load_machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "programs" / "train_mlp784.d1k"
-# The benchmark's program when programs/ does not ship it (the same step).
-MLP_TEXT = """\
-# One SGD step of a 784-256-256-10 bf16 MLP at batch 256.
-input x: bf16[256, 784]
-input y: f32[256, 10]             # one-hot labels
-param w1: bf16[784, 256]
-param b1: f32[256]
-param w2: bf16[256, 256]
-param b2: f32[256]
-param w3: bf16[256, 10]
-param b3: f32[10]
-h1 = cast(relu(x @ w1 + b1), bf16)
-h2 = cast(relu(h1 @ w2 + b2), bf16)
-z = h2 @ w3 + b3
-loss = -mean(sum(y * log_softmax(z, axis=1), axis=1))
-update w1 = w1 - 0.01 * grad(loss, w1)
-update b1 = b1 - 0.01 * grad(loss, b1)
-update w2 = w2 - 0.01 * grad(loss, w2)
-update b2 = b2 - 0.01 * grad(loss, b2)
-update w3 = w3 - 0.01 * grad(loss, w3)
-update b3 = b3 - 0.01 * grad(loss, b3)
-output loss
-"""
 GRIDS = ("1x1", "2x2", "5x5")
 TARGET_EFFICIENCY = 85.0      # % weak-scaling efficiency, 1 chip -> 5 x 5
 TARGET_RATIO = 1.18           # T(25 chips) / T(1 chip)
@@ -77,9 +54,7 @@ MATMUL_SIZES = (1024, 4096)
 
 
 def program() -> tuple[str, str]:
-    if MLP.exists():
-        return MLP.read_text(), "programs/train_mlp784.d1k"
-    return MLP_TEXT, "train_mlp784.d1k (kept in benchmarks/scale_bench.py)"
+    return MLP.read_text(), "programs/train_mlp784.d1k"
 
 
 def step(text: str, chips: str, **overrides) -> dict:
