@@ -110,8 +110,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import ml_dtypes
 import numpy as np
+
+from d1isa.numbers import round_to  # noqa: F401 (compiler.ir.round_to is public)
 
 DTYPES = ("f32", "bf16")
 ITEMSIZE = {"f32": 4, "bf16": 2}
@@ -205,15 +206,6 @@ INIT_KINDS = ("const", "glorot", "normal")
 
 
 # ---- dtypes -----------------------------------------------------------------------------------
-
-def round_to(a: Any, dtype: str) -> np.ndarray:
-    """`a` rounded to `dtype`, as float32: f64 -> f32 and f32 -> bf16 round to nearest even."""
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf
-        a = np.asarray(a, dtype=np.float32)
-        if dtype == "bf16":
-            return a.astype(ml_dtypes.bfloat16).astype(np.float32)
-    return a
-
 
 def round_scalar(value: float, dtype: str) -> float:
     """A Python float rounded to `dtype` (via f32, as `round_to` does)."""

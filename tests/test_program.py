@@ -126,3 +126,26 @@ def test_input_arrays_draw_missing_dsl_inputs_and_reject_unknown_names():
     assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
     with pytest.raises(D1Error, match="no input tensor 'nope'"):
         prog.input_arrays({"nope": np.zeros(3)}, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "programs").glob("*.d1k")))
+def test_an_unchecked_object_run_draws_the_inputs_the_graph_would(tmp_path, name):
+    """`d1 run X.d1o` without --check draws its inputs from the object's record (no compiler
+    import, no second check of the embedded source); the numbers must be make_inputs's."""
+    import compiler
+
+    obj = load_program(ROOT / "programs" / name, M4).obj
+    obj.save(tmp_path / "p.d1o")
+    prog = load_program(tmp_path / "p.d1o")
+    quick = prog._drawn_without_graph(seed=5)
+    if prog.params:
+        assert quick is None                    # a param's INIT needs the graph
+        return
+    assert quick is not None and "graph" not in prog.__dict__
+    want = compiler.make_inputs(prog.graph, 5)
+    assert list(quick) == list(want)
+    for k in want:
+        assert quick[k].shape == want[k].shape and quick[k].dtype == want[k].dtype
+        assert np.array_equal(quick[k].view(np.uint32), want[k].view(np.uint32)), k
+    arrays, _ = prog.input_arrays({}, seed=5, checked=False)
+    assert all(np.array_equal(arrays[k], want[k]) for k in want)

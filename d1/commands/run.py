@@ -172,7 +172,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
     to_stdout = json_file is not None and str(json_file) == "-"
     out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs,
                                    (params_file,) if params_file is not None else ())
-    arrays = program_inputs(prog, given, seed, params)
+    arrays = program_inputs(prog, given, seed, params, checked=check)
     # Imported once the program has loaded: a file that cannot be run fails without Numba.
     from emulator import Emulator, auto_threads
 
@@ -359,10 +359,12 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def program_inputs(prog: Program, given: dict[str, np.ndarray], seed: int,
-                   params: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                   params: dict[str, np.ndarray] | None = None, checked: bool = True
+                   ) -> dict[str, np.ndarray]:
     """The arrays to scatter before a run (Program.input_arrays), with a note for inputs that
-    keep the object's initial SRAM contents."""
-    arrays, missing = prog.input_arrays(given, seed, params)
+    keep the object's initial SRAM contents. `checked`: the run is compared with the
+    reference afterwards (else an object's inputs may be drawn without its DSL graph)."""
+    arrays, missing = prog.input_arrays(given, seed, params, checked=checked)
     if missing:
         click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
                    "object's initial SRAM contents", err=True)

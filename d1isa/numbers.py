@@ -1,0 +1,33 @@
+"""Rounding host values to the machine's data types, shared by the compiler's reference and the
+command line.
+
+`d1 run` of an object draws the inputs it is not given exactly as the compiler's `make_inputs`
+does (a seeded standard normal, each rounded to its tensor's dtype), so the numbers are the same
+whether or not the program is checked against the numpy reference. Keeping the rounding here,
+below both, lets a run that does not check skip importing and re-checking the DSL program.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+
+def round_to(a: Any, dtype: str) -> np.ndarray:
+    """`a` rounded to `dtype`, as float32: f64 -> f32 and f32 -> bf16 round to nearest even."""
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf
+        a = np.asarray(a, dtype=np.float32)
+        if dtype == "bf16":
+            return a.astype(ml_dtypes.bfloat16).astype(np.float32)
+    return a
+
+
+def draw_inputs(tensors: list[tuple[str, tuple[int, ...], str]], seed: int
+                ) -> dict[str, np.ndarray]:
+    """Inputs (name, shape, dtype), in declaration order, drawn from a standard normal seeded by
+    `seed` and rounded to their dtypes: what `compiler.make_inputs` gives for the same
+    declarations."""
+    rng = np.random.default_rng(seed)
+    return {name: round_to(rng.standard_normal(shape), dtype) for name, shape, dtype in tensors}
