@@ -45,6 +45,38 @@ from compiler.matmul import Matmul
 from compiler.plan import Ctx, Step, Value, scratch
 
 
+def sub_product(a: Value, b: Value, c: Value, suffix: str, mkn: tuple[int, int, int],
+                sub: Grid, loc, label: str, machine, options) -> Matmul:
+    """The SUMMA matmul of one product c = a @ b of shape `mkn` on the sub-grid `sub`: its
+    operands are a, b and c's blocks there as plain block layouts (named NAME`suffix`), which
+    must be stored with the whole values' row strides (checked) for the product to read and
+    write the whole values' own bytes."""
+    m, k, n = mkn
+    parts = [Value(f"{v.name}{suffix}", shape, v.dtype, make_layout(shape, v.dtype, "P", "Q", sub))
+             for v, shape in ((a, (m, k)), (b, (k, n)), (c, (m, n)))]
+    for part, whole in zip(parts, (a, b, c), strict=True):
+        if part.layout.stride != whole.layout.stride:   # pragma: no cover
+            raise AssertionError(f"{part.name}: its blocks on the sub-grid are stored with "
+                                 f"another row stride than {whole.name}'s")
+    A, B, C = parts
+    return Matmul(C, A, B, loc, label, sub, machine, "summa", options.double_buffer,
+                  options.reach)
+
+
+def share_panels(name: str, products: list[Matmul]) -> list[Value]:
+    """One set of panel buffers for products that run side by side on disjoint sub-grids,
+    each as large as the largest product needs; every product is given it."""
+    shared: list[Value] = []
+    for mm in products:
+        for i, t in enumerate(mm.temps):
+            if i == len(shared):
+                shared.append(scratch(f"{name}.panels{i}", 0))
+            shared[i].scratch_bytes = max(shared[i].scratch_bytes, t.scratch_bytes)
+    for mm in products:
+        mm.temps = shared[:len(mm.temps)]
+    return shared
+
+
 class BatchedMatmul(Step):
     """C[e] = A[e] @ B[e] for every entry e of a batch of `entries` products, each on its
     sub-grid. `a`, `b` and `out` hold the views [entries M, K], [entries K, N] and
@@ -69,31 +101,12 @@ class BatchedMatmul(Step):
             sub = (Grid(machine, grid.xs[g0:g1], grid.ys) if columns is not None
                    else Grid(machine, grid.xs, grid.ys[g0:g1]))
             for e, slot in members:
-                A = Value(f"{a.name}[{e}]", (m, k), a.dtype,
-                          make_layout((m, k), a.dtype, "P", "Q", sub))
-                B = Value(f"{b.name}[{e}]", (k, n), b.dtype,
-                          make_layout((k, n), b.dtype, "P", "Q", sub))
-                C = Value(f"{out.name}[{e}]", (m, n), out.dtype,
-                          make_layout((m, n), out.dtype, "P", "Q", sub))
-                for part, whole in ((A, a), (B, b), (C, out)):
-                    if part.layout.stride != whole.layout.stride:   # pragma: no cover
-                        raise AssertionError(f"{part.name}: a product's blocks are stored "
-                                             "with another row stride than the batch's")
-                mm = Matmul(C, A, B, loc, label, sub, machine, "summa", options.double_buffer,
-                            options.reach)
+                mm = sub_product(a, b, out, f"[{e}]", (m, k, n), sub, loc, label, machine,
+                                 options)
                 # Offsets of this entry inside each node's buffer (entries stacked in a band).
                 self.products.append((sub, mm, slot * m * a.layout.stride,
                                       slot * k * b.layout.stride, slot * m * out.layout.stride))
-        # One set of scratch buffers for all products, as large as the largest needs.
-        shared: list[Value] = []
-        for _, mm, *_ in self.products:
-            for i, t in enumerate(mm.temps):
-                if i == len(shared):
-                    shared.append(scratch(f"{out.name}.panels{i}", 0))
-                shared[i].scratch_bytes = max(shared[i].scratch_bytes, t.scratch_bytes)
-        for _, mm, *_ in self.products:
-            mm.temps = shared[:len(mm.temps)]
-        self.temps = shared
+        self.temps = share_panels(out.name, [mm for _, mm, *_ in self.products])
 
     def emit(self, ctx: Ctx) -> None:
         a, b = self.ins
@@ -136,28 +149,9 @@ class BandMatmul(Step):
         self.also = list(also)
         self.products: list[tuple[Matmul, Value, Value, Value]] = []
         for sub, a, b, c in products:
-            A = Value(f"{a.name}@band", (m, k), a.dtype, make_layout((m, k), a.dtype, "P", "Q",
-                                                                     sub))
-            B = Value(f"{b.name}@band", (k, n), b.dtype, make_layout((k, n), b.dtype, "P", "Q",
-                                                                     sub))
-            C = Value(f"{c.name}@band", (m, n), c.dtype, make_layout((m, n), c.dtype, "P", "Q",
-                                                                     sub))
-            for part, whole in ((A, a), (B, b), (C, c)):
-                if part.layout.stride != whole.layout.stride:   # pragma: no cover
-                    raise AssertionError(f"{part.name}: a band's blocks are stored with "
-                                         "another row stride than the whole value's")
-            mm = Matmul(C, A, B, loc, label, sub, machine, "summa", options.double_buffer,
-                        options.reach)
+            mm = sub_product(a, b, c, "@band", (m, k, n), sub, loc, label, machine, options)
             self.products.append((mm, a, b, c))
-        shared: list[Value] = []
-        for mm, *_ in self.products:
-            for i, t in enumerate(mm.temps):
-                if i == len(shared):
-                    shared.append(scratch(f"{out.name}.panels{i}", 0))
-                shared[i].scratch_bytes = max(shared[i].scratch_bytes, t.scratch_bytes)
-        for mm, *_ in self.products:
-            mm.temps = shared[:len(mm.temps)]
-        self.temps = shared
+        self.temps = share_panels(out.name, [mm for mm, *_ in self.products])
 
     def emit(self, ctx: Ctx) -> None:
         for mm, a, b, c in self.products:
