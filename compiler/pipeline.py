@@ -59,6 +59,11 @@ MATMUL_ALGORITHMS = ("summa", "naive")
 BATCHED_MATMUL = ("subgrid", "rows", "sequential")
 CONV_MAPPINGS = ("implicit", "im2col")
 PARALLEL_MODES = ("auto", "data", "whole")
+# The options that name a choice: what an error calls them, and the choices.
+CHOICES = {"matmul": ("matmul algorithm", MATMUL_ALGORITHMS),
+           "batched": ("batched matmul mapping", BATCHED_MATMUL),
+           "conv": ("conv2d mapping", CONV_MAPPINGS),
+           "parallel": ("parallel mode", PARALLEL_MODES)}
 
 
 @dataclass(frozen=True)
@@ -115,18 +120,10 @@ class CompileOptions:
     chip_grid: bool = True
 
     def __post_init__(self) -> None:
-        if self.matmul not in MATMUL_ALGORITHMS:
-            raise D1Error(f"unknown matmul algorithm '{self.matmul}'; "
-                          f"choose one of {', '.join(MATMUL_ALGORITHMS)}")
-        if self.batched not in BATCHED_MATMUL:
-            raise D1Error(f"unknown batched matmul mapping '{self.batched}'; "
-                          f"choose one of {', '.join(BATCHED_MATMUL)}")
-        if self.conv not in CONV_MAPPINGS:
-            raise D1Error(f"unknown conv2d mapping '{self.conv}'; "
-                          f"choose one of {', '.join(CONV_MAPPINGS)}")
-        if self.parallel not in PARALLEL_MODES:
-            raise D1Error(f"unknown parallel mode '{self.parallel}'; "
-                          f"choose one of {', '.join(PARALLEL_MODES)}")
+        for key, (what, choices) in CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise D1Error(f"unknown {what} '{getattr(self, key)}'; "
+                              f"choose one of {', '.join(choices)}")
         if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
             raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
 
@@ -141,7 +138,7 @@ class CompileOptions:
             key, text = (s.strip() for s in item.split("=", 1))
             if key not in known:
                 raise D1Error(f"unknown compiler option '{key}'; known: {', '.join(known)}")
-            if key in ("matmul", "batched", "conv", "parallel"):
+            if key in CHOICES:
                 values[key] = text
             elif key == "reach":
                 if not text.isdigit():
