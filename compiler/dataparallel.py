@@ -820,40 +820,13 @@ class ChipAllReduce(Step):
         packed = [rows[-1][3] + _round64(rows[-1][2] * 4 // ITEMSIZE[rows[-1][0].dtype])
                   for rows in self.blocks().values()]
         self.temps[1].scratch_bytes = max(packed, default=0)
-        self._rows: dict[tuple[int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
-        self._cols: dict[tuple[int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
+        self._chains: dict[tuple[bool, int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
 
     # ---- geometry ---------------------------------------------------------------------------
 
     def node(self, cx: int, cy: int, i: int, j: int) -> int:
         m, g = self.dp.machine, self.dp.grid
         return m.node_id(cx * m.cols + g.xs[j], cy * m.rows + g.ys[i])
-
-    def row_chain(self, cy: int, i: int) -> tuple[tuple[int, ...], dict[int, int]]:
-        """The live nodes of grid row i of chip row cy, west to east across every chip."""
-        key = (cy, i)
-        hit = self._rows.get(key)
-        if hit is None:
-            m, g = self.dp.machine, self.dp.grid
-            y = cy * m.rows + g.ys[i]
-            last = (self.dp.chips_x - 1) * m.cols + g.xs[-1]
-            chain = tuple(m.node_id(x, y) for x in range(g.xs[0], last + 1)
-                          if m.live_grid[y, x])
-            hit = self._rows[key] = (chain, {n: k for k, n in enumerate(chain)})
-        return hit
-
-    def col_chain(self, cx: int, j: int) -> tuple[tuple[int, ...], dict[int, int]]:
-        """The live nodes of grid column j of chip column cx, north to south across chips."""
-        key = (cx, j)
-        hit = self._cols.get(key)
-        if hit is None:
-            m, g = self.dp.machine, self.dp.grid
-            x = cx * m.cols + g.xs[j]
-            last = (self.dp.chips_y - 1) * m.rows + g.ys[-1]
-            chain = tuple(m.node_id(x, y) for y in range(g.ys[0], last + 1)
-                          if m.live_grid[y, x])
-            hit = self._cols[key] = (chain, {n: k for k, n in enumerate(chain)})
-        return hit
 
     # ---- emission ---------------------------------------------------------------------------
 
@@ -958,7 +931,24 @@ class ChipAllReduce(Step):
 
     def _chain(self, vertical: bool, line: int, i: int, j: int
                ) -> tuple[tuple[int, ...], dict[int, int]]:
-        return self.col_chain(line, j) if vertical else self.row_chain(line, i)
+        """The live nodes of grid row i of chip row `line`, west to east across every chip
+        (vertical: of grid column j of chip column `line`, north to south), and each one's
+        place in that order."""
+        key = (vertical, line, j if vertical else i)
+        hit = self._chains.get(key)
+        if hit is None:
+            m, g = self.dp.machine, self.dp.grid
+            if vertical:
+                x = line * m.cols + g.xs[j]
+                last = (self.dp.chips_y - 1) * m.rows + g.ys[-1]
+                xys = [(x, y) for y in range(g.ys[0], last + 1)]
+            else:
+                y = line * m.rows + g.ys[i]
+                last = (self.dp.chips_x - 1) * m.cols + g.xs[-1]
+                xys = [(x, y) for x in range(g.xs[0], last + 1)]
+            chain = tuple(m.node_id(x, y) for x, y in xys if m.live_grid[y, x])
+            hit = self._chains[key] = (chain, {n: k for k, n in enumerate(chain)})
+        return hit
 
     def _lines(self, vertical: bool, owner: tuple[int, int]) -> list[int]:
         """Chip rows (or, vertically, the owner's chip column) a phase runs along."""
