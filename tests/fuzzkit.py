@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -160,3 +161,70 @@ def report(kind: str, **fields) -> None:
 
 def summarize(**fields) -> None:
     print("SUMMARY " + json.dumps(fields, default=repr), flush=True)
+
+
+# ---- campaigns of random DSL programs and broken variants of them (test_fuzz_shapes/vision) ---
+
+# `d1 run` refusing a broken program says where: `prog.d1k:LINE:COL: error: ...`
+LOCATED = re.compile(r"^prog\.d1k:\d+:\d+: error: ", re.M)
+# A DSL campaign's worker stays under this peak resident memory, and each command under this
+# many seconds.
+DSL_PEAK_RSS = 2 << 30
+DSL_COMMAND_SECONDS = 60
+
+
+def check_dsl_campaign(script: Path) -> None:
+    """The test half of a DSL campaign: run `script`'s worker for D1_FUZZ_SECONDS (default 40)
+    from seed D1_FUZZ_SEED (default 0), and require no failure, at least five valid and five
+    broken programs, and the worker's peak memory under DSL_PEAK_RSS."""
+    seconds = float(os.environ.get("D1_FUZZ_SECONDS", "40"))
+    res = run_worker(script, [os.environ.get("D1_FUZZ_SEED", "0"), str(seconds)],
+                     timeout=seconds + 2 * DSL_COMMAND_SECONDS + 60)
+    assert res.returncode == 0, res.log[-4000:]
+    assert not res.failures, json.dumps(res.failures[:5], indent=1)
+    s = res.summary
+    assert s["valid"] >= 5 and s["broken"] >= 5, s
+    assert res.peak_rss_bytes < DSL_PEAK_RSS, \
+        f"worker peak RSS {res.peak_rss_bytes / 2**30:.2f} GiB"
+
+
+def dsl_campaign(kind: str, programs, breakages: list[str], seed: int, seconds: float) -> None:
+    """The worker half: `d1 run prog.d1k --mesh 4x4 --check` on programs drawn from the
+    hypothesis strategy `programs()`, half of them with one statement of `breakages` inserted
+    after the first input. A valid program must exit 0 with every output "ok"; a broken one
+    must exit 2 with a located error; neither may crash or take longer than
+    DSL_COMMAND_SECONDS. Failures are reported as `kind`."""
+    from hypothesis import strategies as st
+
+    deadline = time.monotonic() + seconds
+    counts = {"valid": 0, "broken": 0}
+
+    def example(data) -> None:
+        text = data.draw(programs())
+        broken = data.draw(st.booleans())
+        if broken:
+            lines = text.splitlines()
+            at = data.draw(st.integers(1, len(lines) - 1))     # after the first input
+            lines.insert(at, data.draw(st.sampled_from(breakages)))
+            text = "\n".join(lines) + "\n"
+        seed_ = data.draw(st.integers(0, 3))
+        args = ["run", "prog.d1k", "--mesh", "4x4", "--check", "--seed", str(seed_),
+                "--out-dir", "out"]
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            (root / "prog.d1k").write_text(text)
+            attempt(args=args, text=text)
+            t0 = time.monotonic()
+            res = invoke(args, root)
+            spent = time.monotonic() - t0
+        counts["broken" if broken else "valid"] += 1
+        if broken:
+            ok = res.status == 2 and LOCATED.search(res.output) is not None
+        else:
+            ok = res.status == 0 and "FAIL" not in res.output and " ok" in res.output
+        if res.crashed or not ok or spent > DSL_COMMAND_SECONDS:
+            report(kind, text=text, status=res.status, seconds=round(spent, 1),
+                   output=res.output[-3000:])
+
+    run_campaign(example, seed, deadline, batch=10)
+    summarize(**counts)

@@ -17,12 +17,8 @@ campaign (default 40).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +26,7 @@ if __name__ == "__main__":
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pytest  # noqa: E402
-from fuzzkit import attempt, invoke, report, run_campaign, run_worker, summarize  # noqa: E402
-
-PEAK_RSS = 2 << 30
-COMMAND_SECONDS = 60
-LOCATED = re.compile(r"^prog\.d1k:\d+:\d+: error: ", re.M)
+from fuzzkit import check_dsl_campaign, dsl_campaign  # noqa: E402
 
 # Broken variants: a statement inserted into a well-typed program (its first input is `in1`,
 # [N, C, H, W] with H and W of 3 to 12).
@@ -53,54 +45,15 @@ BREAKAGES = [
 
 
 def test_random_vision_programs_run_and_check_from_the_command_line():
-    seconds = float(os.environ.get("D1_FUZZ_SECONDS", "40"))
-    res = run_worker(Path(__file__), [os.environ.get("D1_FUZZ_SEED", "0"), str(seconds)],
-                     timeout=seconds + 2 * COMMAND_SECONDS + 60)
-    assert res.returncode == 0, res.log[-4000:]
-    assert not res.failures, json.dumps(res.failures[:5], indent=1)
-    s = res.summary
-    assert s["valid"] >= 5 and s["broken"] >= 5, s
-    assert res.peak_rss_bytes < PEAK_RSS, f"worker peak RSS {res.peak_rss_bytes / 2**30:.2f} GiB"
+    check_dsl_campaign(Path(__file__))
 
 
 # ---- the worker ---------------------------------------------------------------------------------
 
 def worker(seed: int, seconds: float) -> None:
-    from hypothesis import strategies as st
     from test_vision_property import vision_programs
 
-    deadline = time.monotonic() + seconds
-    counts = {"valid": 0, "broken": 0}
-
-    def example(data) -> None:
-        text = data.draw(vision_programs())
-        broken = data.draw(st.booleans())
-        if broken:
-            lines = text.splitlines()
-            at = data.draw(st.integers(1, len(lines) - 1))     # after the first input
-            lines.insert(at, data.draw(st.sampled_from(BREAKAGES)))
-            text = "\n".join(lines) + "\n"
-        seed_ = data.draw(st.integers(0, 3))
-        args = ["run", "prog.d1k", "--mesh", "4x4", "--check", "--seed", str(seed_),
-                "--out-dir", "out"]
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            (root / "prog.d1k").write_text(text)
-            attempt(args=args, text=text)
-            t0 = time.monotonic()
-            res = invoke(args, root)
-            spent = time.monotonic() - t0
-        counts["broken" if broken else "valid"] += 1
-        if broken:
-            ok = res.status == 2 and LOCATED.search(res.output) is not None
-        else:
-            ok = res.status == 0 and "FAIL" not in res.output and " ok" in res.output
-        if res.crashed or not ok or spent > COMMAND_SECONDS:
-            report("vision", text=text, status=res.status, seconds=round(spent, 1),
-                   output=res.output[-3000:])
-
-    run_campaign(example, seed, deadline, batch=10)
-    summarize(**counts)
+    dsl_campaign("vision", vision_programs, BREAKAGES, seed, seconds)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
