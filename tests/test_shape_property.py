@@ -126,16 +126,23 @@ def shape_programs(draw, grads: bool = False) -> str:
             lines.append(f"{out} = {f.format(name, name)}")
             rshape, rdtype = shape, dtype
         pool.append((out, rshape, rdtype))
-    computed = [p for p in pool if p[0].startswith("v")]
+    computed = [p[0] for p in pool if p[0].startswith("v")]
+    return finish_program(draw, lines, [p[0] for p in pool if p[0].startswith("in")], computed,
+                          grads)
+
+
+def finish_program(draw, lines: list[str], inputs: list[str], computed: list[str],
+                   grads: bool) -> str:
+    """A generated program's outputs: with `grads`, the gradient of sum(last value ** 2)
+    with respect to every input (and the loss); else one to three of the last values."""
     if grads:
-        last = computed[-1][0]
-        inputs = [p[0] for p in pool if p[0].startswith("in")]
+        last = computed[-1]
         lines.append(f"loss = sum({last} * {last})")
         for x in inputs:
             lines.append(f"g_{x} = grad(loss, {x})")
         lines.append("output loss, " + ", ".join(f"g_{x}" for x in inputs))
     else:
-        outs = [p[0] for p in computed[-draw(st.integers(1, min(3, len(computed)))):]]
+        outs = computed[-draw(st.integers(1, min(3, len(computed)))):]
         lines.append("output " + ", ".join(outs))
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_shape_property import run_on_mesh
+from test_shape_property import finish_program, run_on_mesh
 
 from compiler.ir import Window
 
@@ -104,17 +104,8 @@ def vision_programs(draw, grads: bool = False) -> str:
         out = fresh("v")
         lines.append(f"{out} = maxpool2d({name}, size=1)")
         computed = [(out, shape, dtype)]
-    if grads:
-        last = computed[-1][0]
-        inputs = [line.split()[1].rstrip(":") for line in lines if line.startswith("input")]
-        lines.append(f"loss = sum({last} * {last})")
-        for x in inputs:
-            lines.append(f"g_{x} = grad(loss, {x})")
-        lines.append("output loss, " + ", ".join(f"g_{x}" for x in inputs))
-    else:
-        outs = [p[0] for p in computed[-draw(st.integers(1, min(3, len(computed)))):]]
-        lines.append("output " + ", ".join(outs))
-    return "\n".join(lines) + "\n"
+    inputs = [line.split()[1].rstrip(":") for line in lines if line.startswith("input")]
+    return finish_program(draw, lines, inputs, [p[0] for p in computed], grads)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
