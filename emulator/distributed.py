@@ -63,7 +63,6 @@ from d1isa import isa
 from d1isa.errors import D1Error
 from d1isa.machine import OPPOSITE, Machine
 from d1isa.objfile import (
-    DTYPE_BYTES,
     CodeBlock,
     DataInit,
     InitRegs,
@@ -79,6 +78,7 @@ from emulator.emulator import (
     DEFAULT_QUANTUM,
     Emulator,
     _piece_view,
+    _ScatterPlan,
     _set_controls,
     _to_raw,
     assemble_output,
@@ -572,6 +572,8 @@ class RankEmulator(Emulator):
         self.recorder = None
         self._gathered: Any = None
         self._init_regs = None
+        self._plans: dict[str, _ScatterPlan] = {}
+        self._held: dict[str, list[np.ndarray]] = {}      # rank 0: set_input's, by rank
         self._place_initial()
 
     # ---- the protocol ------------------------------------------------------------------------
@@ -799,27 +801,69 @@ class RankEmulator(Emulator):
 
     def set_input(self, name: str, array: Any) -> None:
         """Scatter rank 0's `array` to every piece of tensor `name` (the other ranks' `array`
-        is not read)."""
-        parts = None
+        is not read).
+
+        The first write sends each rank its pieces (pickled, as the pieces' shapes vary);
+        from the second on (a training step's next batch) each rank holds the index arrays
+        of its pieces (`_ScatterPlan`), rank 0 holds every rank's list of the elements it
+        needs, and each write is one plain buffer per rank, in that order."""
+        raw = None
         if self.rank == 0:
             t = self.source.tensor(name)
             a = np.asarray(array)
             if a.shape != tuple(t.shape):
                 raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
             raw = _to_raw(a, t)
+        with self._op("set_input", name) as (name, _):
+            plan = self._plans.get(name)
+            if plan is None:
+                plan = self._plans[name] = _ScatterPlan(self.obj.tensor(name), self.state)
+            plan.writes += 1
+            if plan.writes == 2:
+                self._index_plan(name, plan)
+            if plan.words is None:
+                self._scatter_pieces(name, plan, raw)
+            else:
+                self._scatter_held(name, plan, raw)
+
+    def _index_plan(self, name: str, plan: _ScatterPlan) -> None:
+        """Index arrays on every rank, if every rank's pieces allow them; rank 0 keeps the
+        elements each rank holds (`held[name][r]`)."""
+        from mpi4py import MPI
+
+        if not self.comm.allreduce(plan.indexable, op=MPI.LAND):
+            return
+        plan._index()
+        srcs = self.comm.gather(plan.src, root=0)
+        if self.rank == 0:
+            self._held[name] = srcs
+
+    def _scatter_pieces(self, name: str, plan: _ScatterPlan, raw: np.ndarray | None) -> None:
+        parts = None
+        if self.rank == 0:
+            t = self.source.tensor(name)
             owner = self.partition.owner
             parts = [{} for _ in range(self.ranks)]
             for i, p in enumerate(t.pieces):
                 parts[int(owner[p.node])][i] = np.ascontiguousarray(raw[_slices(p)])
-        with self._op("set_input", name) as (name, _):
-            mine = self.comm.scatter(parts, root=0)
-            t = self.obj.tensor(name)
-            st = self.state
-            for i, p in zip(self._piece_ids[name], t.pieces, strict=True):
-                _piece_view(st.sram, p, t.dtype)[...] = mine[i]
-                end = p.addr + sum((s - 1) * d for s, d in zip(p.shape, p.strides, strict=True)) \
-                    + DTYPE_BYTES[t.dtype]
-                st.hwm[p.node] = max(int(st.hwm[p.node]), end)
+        mine = self.comm.scatter(parts, root=0)
+        for i, (_, view) in zip(self._piece_ids[name], plan.views, strict=True):
+            view[...] = mine[i]
+        plan.raise_marks()
+
+    def _scatter_held(self, name: str, plan: _ScatterPlan, raw: np.ndarray | None) -> None:
+        if self.rank == 0:
+            flat = raw.reshape(-1)
+            srcs = self._held[name]
+            sends = [self.comm.Isend(np.ascontiguousarray(flat[srcs[r]]), dest=r, tag=13)
+                     for r in range(1, self.ranks)]
+            plan.write_held(flat[srcs[0]])
+            for req in sends:
+                req.Wait()
+            return
+        held = np.empty(plan.src.size, dtype=plan.words.dtype)
+        self.comm.Recv(held, source=0, tag=13)
+        plan.write_held(held)
 
     def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
         """Tensor `name` gathered from every rank's pieces (with `chip`, only from that

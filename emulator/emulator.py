@@ -1056,10 +1056,20 @@ class _ScatterPlan:
         if self.words is None and self.indexable and self.writes > 1:
             self._index()
         if self.words is not None:
-            self.words[self.dst] = raw.reshape(-1)[self.src]
-        else:
-            for sl, view in self.views:
-                view[...] = raw[sl]
+            self.write_held(raw.reshape(-1)[self.src])
+            return
+        for sl, view in self.views:
+            view[...] = raw[sl]
+        self.raise_marks()
+
+    def write_held(self, held: np.ndarray) -> None:
+        """Write the held elements' bits in the index arrays' order (`raw.reshape(-1)[src]`:
+        what another process sends an MPI rank, emulator.distributed)."""
+        self.words[self.dst] = held
+        self.raise_marks()
+
+    def raise_marks(self) -> None:
+        """Each holding node's SRAM high-water mark up to the end of its pieces."""
         hwm = self.state.hwm
         hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
 def on_chip(machine: Any, t: TensorLayout, ids: Any, chip: tuple[int, int]
@@ -1122,7 +1132,10 @@ def _to_raw(a: np.ndarray, t: TensorLayout) -> np.ndarray:
     bits = f.view(np.uint32)
     if t.dtype == "f32":
         return bits
-    u = bits.astype(np.int64)
-    nan = (u & 0x7FFFFFFF) > 0x7F800000
-    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    return np.where(nan, 0x7FC0, rounded).astype(np.uint16)
+    # Round to nearest even in uint32: only NaNs (replaced below) can wrap past 2^32.
+    rounded = ((bits >> 16) & 1) + bits
+    rounded += 0x7FFF
+    rounded >>= 16
+    out = rounded.astype(np.uint16)
+    out[(bits & 0x7FFFFFFF) > 0x7F800000] = 0x7FC0
+    return out

@@ -398,6 +398,23 @@ def test_bf16_round_to_nearest_even(u, want):
     assert int.from_bytes(emu.sram(0, 256, 2).tobytes(), "little") == want
 
 
+def test_input_values_round_to_bf16_as_the_machine_does():
+    """set_input's host conversion (emulator._to_raw) equals the machine's vcvt.bf16 on edge
+    values and on random bit patterns of every kind."""
+    from emulator.emulator import _to_raw
+
+    edges = [0x3F80_8000, 0x3F81_8000, 0x3F80_8001, 0x7F7F_FFFF, 0xFF7F_FFFF, 0x7F80_0000,
+             0xFF80_0000, 0x7F80_0001, 0xFFFF_FFFF, 0xFFFF_8000, 0x7FFF_FFFF, 0x8000_0000, 0,
+             0x0000_8000, 0x0001_8000]
+    rng = np.random.default_rng(3)
+    bits = np.concatenate([np.array(edges, dtype=np.uint32),
+                           rng.integers(0, 1 << 32, 4096, dtype=np.uint64).astype(np.uint32)])
+    layout = TensorLayout("x", "bf16", (bits.size,), "input", [])
+    got = _to_raw(bits.view(np.float32), layout)
+    assert got.dtype == np.uint16
+    assert got.tolist() == [numerics.bf16_rne(int(u)) for u in bits]
+
+
 def test_widen_and_narrow_lanes():
     lanes = [0x4000_3F80, 0xC000_BF80]          # bf16 lanes 0..3: 1, 2, -1, -2
     emu = run1(load_v(1, 0) + [E("vwiden.lo", rd=2, rs1=1), E("vnarrow", rd=3, rs1=2, rs2=2),
