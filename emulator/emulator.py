@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from d1isa import isa, traps
 from d1isa.disasm import format_word
@@ -38,12 +39,23 @@ from emulator.decode import (
     C_RS2,
     C_RS3,
     FELL_OFF,
+    XCOL_COUNT,
+    XCOL_FLOPS,
+    XCOL_HWM,
     decode_object,
     kernel_table,
 )
 from emulator.jit import precompile
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
-from emulator.state import Snapshot, State, aligned_zeros, link_geometry, make_cfg, xy_table
+from emulator.state import (
+    Snapshot,
+    State,
+    aligned_zeros,
+    link_geometry,
+    make_cfg,
+    restart_arrays,
+    xy_table,
+)
 from emulator.trace import (
     DEFAULT_EVENTS,
     DEFAULT_MAX_TRACE_EVENTS,
@@ -211,6 +223,8 @@ class Emulator:
         helper = precompile.start(K.run_loop) if trace is None else None
         try:
             K.run_loop(*args)
+            if trace is None:
+                _warm_helpers(node_t, fifo_t, stats_t)
         finally:
             precompile.stop(helper)
         self.jit_seconds += time.perf_counter() - t0
@@ -440,6 +454,8 @@ class Emulator:
         seconds = cycles / self.machine.clock_hz
         res = RunResult(status="halted", cycles=cycles, seconds=seconds, instructions=executed,
                         host_seconds=host)
+        if reason != K.R_STOP and (st.state == K.HALTED).all():
+            return res                  # the usual end: every node halted, nothing to report
         res.traps = [self._trap(i) for i in np.nonzero(st.state == K.TRAPPED)[0]]
         blocked = np.nonzero((st.state == K.BLOCKED_SEND) | (st.state == K.BLOCKED_RECV))[0]
         if reason == K.R_STOP:
@@ -741,19 +757,24 @@ class Emulator:
         caller that runs the object many times (a training loop) reads after each run, at the
         cost of a few numpy sums. `stats` gives the same figures and everything else."""
         st = self._all_nodes()
-        count = st.count
-        on_chip, chip_edge = split_bytes(self.machine, st.link_bytes)
+        cycles, instructions, mma, flops, stall, messages, link_bytes, hwm = _sums(
+            st.clock, st.count, st.flops, st.stall, st.link_msgs, st.link_bytes, st.hwm,
+            TIMING_CLASSES.index("mma_bf16"))
+        if self.machine.chips > 1:
+            on_chip, chip_edge = split_bytes(self.machine, st.link_bytes)
+        else:
+            on_chip, chip_edge = link_bytes, 0
         out = {
-            "cycles": int(st.clock.max()) if self.n else 0,
-            "instructions": int(count.sum()),
-            "mma_bf16_instructions": int(count[:, TIMING_CLASSES.index("mma_bf16")].sum()),
-            "flops": int(st.flops.sum()),
-            "stall_cycles": int(st.stall.sum()),
+            "cycles": cycles,
+            "instructions": instructions,
+            "mma_bf16_instructions": mma,
+            "flops": flops,
+            "stall_cycles": stall,
             "link_bytes": on_chip + chip_edge,
             "on_chip_bytes": on_chip,
             "chip_edge_bytes": chip_edge,
-            "link_messages": int(st.link_msgs.sum()),
-            "sram_high_water_bytes": int(st.hwm.max()) if self.n else 0,
+            "link_messages": messages,
+            "sram_high_water_bytes": hwm,
         }
         if self.machine.chips > 1:
             out["chip_edge_bytes_by_chip"] = \
@@ -1029,23 +1050,31 @@ class _ScatterPlan:
                        _piece_view(state.sram, p, t.dtype)) for p in t.pieces]
 
     def _index(self) -> None:
-        """The two index arrays (see the class docstring)."""
+        """The two index arrays (see the class docstring). Pieces of one shape and strides
+        (the compiler's tiles) share one pattern of element offsets, so the arrays are made
+        a group at a time rather than a piece at a time."""
         t, state = self.tensor, self.state
         esize = DTYPE_BYTES[t.dtype]
         buf = state.sram_rows
         row = buf.shape[1] // esize
-        size = math.prod(t.shape)
-        index = np.arange(size, dtype=np.int64).reshape(t.shape) if size else None
-        dst, src = [], []
+        whole = [math.prod(t.shape[k + 1:]) for k in range(len(t.shape))]  # C-order strides
+        groups: dict[tuple, list[TensorPiece]] = {}
         for p in t.pieces:
-            sl = tuple(slice(o, o + s) for o, s in zip(p.offset, p.shape, strict=True))
-            where = p.node * row + p.addr // esize
-            for k, (s, st) in enumerate(zip(p.shape, p.strides, strict=True)):
-                shape = [1] * len(p.shape)
-                shape[k] = s
-                where = where + (np.arange(s, dtype=np.int64) * (st // esize)).reshape(shape)
-            dst.append(np.broadcast_to(where, p.shape).reshape(-1))
-            src.append(index[sl].reshape(-1))
+            groups.setdefault((tuple(p.shape), tuple(p.strides)), []).append(p)
+        dst, src = [], []
+        for (shape, strides), ps in groups.items():
+            at_dst = np.zeros(shape, dtype=np.int64)
+            at_src = np.zeros(shape, dtype=np.int64)
+            for k, s in enumerate(shape):
+                axis = np.arange(s, dtype=np.int64).reshape([s if j == k else 1
+                                                             for j in range(len(shape))])
+                at_dst += axis * (strides[k] // esize)
+                at_src += axis * whole[k]
+            first_dst = np.array([p.node * row + p.addr // esize for p in ps], dtype=np.int64)
+            first_src = np.array([sum(o * w for o, w in zip(p.offset, whole, strict=True))
+                                  for p in ps], dtype=np.int64)
+            dst.append((first_dst[:, None] + at_dst.reshape(1, -1)).reshape(-1))
+            src.append((first_src[:, None] + at_src.reshape(1, -1)).reshape(-1))
         self.dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
         self.src = np.concatenate(src) if src else np.zeros(0, np.int64)
         self.words = buf.reshape(-1).view({4: np.uint32, 2: np.uint16}[esize])
@@ -1056,7 +1085,8 @@ class _ScatterPlan:
         if self.words is None and self.indexable and self.writes > 1:
             self._index()
         if self.words is not None:
-            self.write_held(raw.reshape(-1)[self.src])
+            _scatter(self.words, self.dst, raw.reshape(-1), self.src)
+            self.raise_marks()
             return
         for sl, view in self.views:
             view[...] = raw[sl]
@@ -1065,13 +1095,74 @@ class _ScatterPlan:
     def write_held(self, held: np.ndarray) -> None:
         """Write the held elements' bits in the index arrays' order (`raw.reshape(-1)[src]`:
         what another process sends an MPI rank, emulator.distributed)."""
-        self.words[self.dst] = held
+        _put(self.words, self.dst, held)
         self.raise_marks()
 
     def raise_marks(self) -> None:
         """Each holding node's SRAM high-water mark up to the end of its pieces."""
         hwm = self.state.hwm
         hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
+@njit(cache=True, nogil=True)
+def _sums(clock: np.ndarray, count: np.ndarray, flops: np.ndarray, stall: np.ndarray,
+          link_msgs: np.ndarray, link_bytes: np.ndarray, hwm: np.ndarray, mma: int) -> tuple:
+    """Emulator.totals' figures in one pass over the per-node rows (a training loop reads
+    them after every step): the largest clock, the instructions (and those of timing class
+    `mma`), FLOPs, stall cycles, link messages and bytes, the largest high-water mark."""
+    most = 0
+    top = 0
+    total = 0
+    of_mma = 0
+    fl = 0
+    st = 0
+    msgs = 0
+    nbytes = 0
+    for i in range(clock.size):
+        most = max(most, clock[i])
+        top = max(top, hwm[i])
+        for c in range(count.shape[1]):
+            total += count[i, c]
+        of_mma += count[i, mma]
+        fl += flops[i]
+        st += stall[i]
+        for d in range(link_msgs.shape[1]):
+            msgs += link_msgs[i, d]
+            nbytes += link_bytes[i, d]
+    return most, total, of_mma, fl, st, msgs, nbytes, top
+
+
+def _warm_helpers(node_t: tuple, fifo_t: tuple, stats_t: tuple) -> None:
+    """Compile (or load from Numba's cache) what a training loop calls between runs, with the
+    run loop and outside the timed region: the restart (compiled for these arrays, not run),
+    the input scatters of both element sizes (run on nothing) and the totals' sums."""
+    from numba import typeof
+
+    if not hasattr(restart_arrays, "compile"):
+        return                          # NUMBA_DISABLE_JIT=1: plain Python, nothing to load
+    restart_arrays.compile(tuple(typeof(t) for t in (node_t, fifo_t, stats_t)))
+    index = np.zeros(0, dtype=np.int64)
+    for words in (np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint32)):
+        _scatter(words, index, words, index)
+        _put(words, index, words)
+    x = node_t[0]
+    _sums(node_t[8], x[:, XCOL_COUNT:XCOL_COUNT + len(TIMING_CLASSES)], x[:, XCOL_FLOPS],
+          stats_t[0], stats_t[3], stats_t[2], x[:, XCOL_HWM], 0)
+
+
+@njit(cache=True, nogil=True)
+def _scatter(words: np.ndarray, dst: np.ndarray, values: np.ndarray, src: np.ndarray) -> None:
+    """words[dst] = values[src], in one pass (numpy's two fancy-index passes and their
+    temporary cost a training step's small batch three times as much)."""
+    for i in range(dst.size):
+        words[dst[i]] = values[src[i]]
+
+
+@njit(cache=True, nogil=True)
+def _put(words: np.ndarray, dst: np.ndarray, values: np.ndarray) -> None:
+    """words[dst] = values."""
+    for i in range(dst.size):
+        words[dst[i]] = values[i]
+
+
 def on_chip(machine: Any, t: TensorLayout, ids: Any, chip: tuple[int, int]
             ) -> tuple[TensorLayout, list[int]]:
     """`t` with only the pieces that chip (cx, cy)'s nodes hold, and their indices among
@@ -1087,6 +1178,8 @@ def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:
     """Tensor `t` from the element bits of each of its pieces (`values`, in piece order; where
     pieces overlap the first one wins): float32 for f32/bf16, int32 for i32."""
     rawtype = {"f32": np.uint32, "bf16": np.uint16, "i32": np.uint32}[t.dtype]
+    if len(t.pieces) == 1 and tuple(t.pieces[0].shape) == tuple(t.shape):
+        return _from_raw(np.array(values[0], dtype=rawtype), t.dtype)   # one piece: all of it
     out = np.zeros(t.shape, dtype=rawtype)
     filled = np.zeros(t.shape, dtype=bool)
     for p, vals in zip(t.pieces, values, strict=True):
@@ -1099,9 +1192,14 @@ def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:
     if held < filled.size:
         raise D1Error(f"tensor '{t.name}': its pieces leave {filled.size - held} of "
                       f"{filled.size} elements uncovered")
-    if t.dtype == "bf16":
+    return _from_raw(out, t.dtype)
+
+
+def _from_raw(out: np.ndarray, dtype: str) -> np.ndarray:
+    """Element bits (owned by the caller) -> float32 for f32/bf16, int32 for i32."""
+    if dtype == "bf16":
         return (out.astype(np.uint32) << 16).view(np.float32)
-    if t.dtype == "f32":
+    if dtype == "f32":
         return out.view(np.float32)
     return out.view(np.int32)
 
