@@ -757,9 +757,9 @@ class Emulator:
         caller that runs the object many times (a training loop) reads after each run, at the
         cost of a few numpy sums. `stats` gives the same figures and everything else."""
         st = self._all_nodes()
-        cycles, instructions, mma, flops, stall, messages, link_bytes, hwm = _sums(
-            st.clock, st.count, st.flops, st.stall, st.link_msgs, st.link_bytes, st.hwm,
-            TIMING_CLASSES.index("mma_bf16"))
+        sums = _sums(st.clock, st.count, st.flops, st.stall, st.link_msgs, st.link_bytes, st.hwm,
+                     TIMING_CLASSES.index("mma_bf16"))
+        cycles, instructions, mma, flops, stall, messages, link_bytes, hwm = map(int, sums)
         if self.machine.chips > 1:
             on_chip, chip_edge = split_bytes(self.machine, st.link_bytes)
         else:
@@ -1102,6 +1102,8 @@ class _ScatterPlan:
         """Each holding node's SRAM high-water mark up to the end of its pieces."""
         hwm = self.state.hwm
         hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
+
+
 @njit(cache=True, nogil=True)
 def _sums(clock: np.ndarray, count: np.ndarray, flops: np.ndarray, stall: np.ndarray,
           link_msgs: np.ndarray, link_bytes: np.ndarray, hwm: np.ndarray, mma: int) -> tuple:
