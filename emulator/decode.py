@@ -120,6 +120,31 @@ def decode_words(words: np.ndarray, machine: Machine) -> np.ndarray:
     return out
 
 
+def written_registers(code: CodeTable, vector_regs: int, accumulators: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per node: how many of its vector registers and accumulator tiles its code can ever
+    write, as one past the highest that any of its instructions names as destination (an
+    instruction writes at most its destination, isa `writes`). The others stay as they were
+    set before the code ran; `State.restart` need not zero them again."""
+    op = code.table[:, C_OP].astype(np.int64)
+    dest = code.table[:, C_RD].astype(np.int64) + 1
+    known = op < 256
+    safe = np.where(known, op, 0)
+    out = []
+    for kind, limit in (("v", vector_regs), ("a", accumulators)):
+        writes = np.zeros(256, dtype=bool)
+        for opcode, ins in isa.BY_OPCODE.items():
+            writes[opcode] = ins.writes == kind
+        used = np.where(known & writes[safe], np.minimum(dest, limit), 0)
+        per_block = (np.maximum.reduceat(used, code.block_base) if code.block_base.size
+                     else np.zeros(0, dtype=np.int64))
+        block = np.searchsorted(code.block_base, code.node_base, side="right") - 1
+        rows = np.where(code.node_len > 0, per_block[np.maximum(block, 0)]
+                        if per_block.size else 0, 0)
+        out.append(np.ascontiguousarray(rows, dtype=np.int64))
+    return out[0], out[1]
+
+
 def decode_object(obj: ObjectFile) -> CodeTable:
     """Concatenate and decode every block of `obj`, with per-node code base and length.
 

@@ -572,6 +572,7 @@ class RankEmulator(Emulator):
         self.recorder = None
         self._gathered: Any = None
         self._init_regs = None
+        self._written = None
         self._plans: dict[str, _ScatterPlan] = {}
         self._held: dict[str, list[np.ndarray]] = {}      # rank 0: set_input's, by rank
         self._place_initial()

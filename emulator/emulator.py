@@ -44,6 +44,7 @@ from emulator.decode import (
     XCOL_HWM,
     decode_object,
     kernel_table,
+    written_registers,
 )
 from emulator.jit import precompile
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
@@ -146,6 +147,8 @@ class Emulator:
         self._fscratch = aligned_zeros((64,), np.float32)
         self._out = np.zeros(K.OUT_SIZE, dtype=np.int64)
         self._node_budget = np.zeros(self.n, dtype=np.int64)
+        # Per node, the vector registers and accumulators its code can write (restart).
+        self._written: tuple[np.ndarray, np.ndarray] | None = None
         # Per input tensor, where its elements go (`_ScatterPlan`, built on its first write).
         self._plans: dict[str, _ScatterPlan] = {}
         self.host_seconds = 0.0
@@ -411,7 +414,10 @@ class Emulator:
         without code halted), SRAM untouched and the object's data not placed again.
         This is how a training step follows the last one: params stay where the last run's
         updates wrote them, and only the new batch's inputs need to be written."""
-        self.state.restart()
+        if self._written is None:
+            self._written = written_registers(self.code, self.machine.vector_regs,
+                                              self.machine.accumulators)
+        self.state.restart(self._written)
         if self.recorder is not None:
             self.recorder.clear()
         self.state.state[self.code.node_len == 0] = K.HALTED
@@ -1042,6 +1048,7 @@ class _ScatterPlan:
         held = sum(math.prod(p.shape) for p in t.pieces)
         self.words = None
         self.writes = 0
+        self.marked = -1            # State.marks_lowered when the marks were last raised
         self.indexable = (held <= self.MAX_INDEXED and buf.shape[1] % esize == 0
                           and all(p.addr % esize == 0 and all(st % esize == 0
                                                               for st in p.strides)
@@ -1099,9 +1106,13 @@ class _ScatterPlan:
         self.raise_marks()
 
     def raise_marks(self) -> None:
-        """Each holding node's SRAM high-water mark up to the end of its pieces."""
+        """Each holding node's SRAM high-water mark up to the end of its pieces: once, until
+        the marks are next set lower (State.clear or restore; runs only raise them)."""
+        if self.marked == self.state.marks_lowered:
+            return
         hwm = self.state.hwm
         hwm[self.nodes] = np.maximum(hwm[self.nodes], self.ends)
+        self.marked = self.state.marks_lowered
 
 
 @njit(cache=True, nogil=True)
@@ -1140,7 +1151,8 @@ def _warm_helpers(node_t: tuple, fifo_t: tuple, stats_t: tuple) -> None:
 
     if not hasattr(restart_arrays, "compile"):
         return                          # NUMBA_DISABLE_JIT=1: plain Python, nothing to load
-    restart_arrays.compile(tuple(typeof(t) for t in (node_t, fifo_t, stats_t)))
+    rows = np.zeros(0, dtype=np.int64)
+    restart_arrays.compile(tuple(typeof(t) for t in (node_t, fifo_t, stats_t, rows, rows)))
     index = np.zeros(0, dtype=np.int64)
     for words in (np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint32)):
         _scatter(words, index, words, index)

@@ -56,17 +56,19 @@ _STATE_ARRAYS = (
 
 
 @njit(cache=True, nogil=True)
-def restart_arrays(node_t: tuple, fifo_t: tuple, stats_t: tuple) -> None:
+def restart_arrays(node_t: tuple, fifo_t: tuple, stats_t: tuple, vector_rows: np.ndarray,
+                   acc_rows: np.ndarray) -> None:
     """State.restart on the kernel's tuples, in one call: a training loop restarts the mesh
     before every step, and one jitted pass costs about half of twenty numpy fills (each
-    array's own call and pass)."""
+    array's own call and pass). Of node i's vector registers and accumulator tiles only the
+    first vector_rows[i] and acc_rows[i] are zeroed."""
     x, v, acc = node_t[0], node_t[1], node_t[2]
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             if j != XCOL_HWM:
                 x[i, j] = 0
-    v[...] = 0
-    acc[...] = 0
+        v[i, :vector_rows[i]] = 0
+        acc[i, :acc_rows[i]] = 0
     for a in (node_t[7], node_t[8], node_t[11]):       # pc, clock, trap_arg
         a[:] = 0
     node_t[9][:] = 0                                    # state
@@ -147,6 +149,14 @@ class State:
         self.link_msgs = np.zeros((n, N_DIRS), dtype=np.int64)
         self.link_busy = np.zeros((n, N_DIRS), dtype=np.int64)
         self._tuples: tuple[tuple, tuple, tuple] | None = None
+        # Every register the kernel has not written is zero (so a restart with `written`
+        # leaves the rest alone); false after registers were set otherwise (restore).
+        self._registers_zeroed = True
+        # How many times the SRAM high-water marks were set lower (clear, restore); runs and
+        # restarts only raise or keep them (an input's write raises them once per count).
+        self.marks_lowered = 0
+        self._all_registers = (np.full(n, self.v.shape[1], dtype=np.int64),
+                               np.full(n, self.acc.shape[1], dtype=np.int64))
 
     def clear(self, seed: int) -> None:
         """Everything back to zero (and each generator to its seed's initial state), in place."""
@@ -159,14 +169,23 @@ class State:
         self.sr_init[:] = [initial_sr_state(seed, int(i)) for i in self.gid]
         self.sr[:] = self.sr_init
         self.skip[:] = -1
+        self._registers_zeroed = True
+        self.marks_lowered += 1
 
-    def restart(self) -> None:
+    def restart(self, written: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Every node back to its first instruction with SRAM kept, in place: registers,
         clocks, node states, FIFOs and statistics to zero; SRAM, its high-water marks and the
         stochastic-rounding generators go on from where the last run left them. The bytes
         of the FIFO buffers are not cleared: with the FIFOs' counters at zero they hold no
-        message."""
-        restart_arrays(*self.kernel_tuples())
+        message.
+
+        `written`: per node, how many vector registers and accumulator tiles its code can
+        write (decode.written_registers); the others are then left alone, being still zero,
+        unless the registers were last set some other way (`restore`)."""
+        if written is None or not self._registers_zeroed:
+            written = self._all_registers
+        restart_arrays(*self.kernel_tuples(), *written)
+        self._registers_zeroed = True
 
     @property
     def sram_rows(self) -> np.ndarray:
@@ -248,6 +267,8 @@ class State:
 
     def restore(self, snap: Snapshot) -> None:
         """Bring the state back to `snap`, in place (the kernel's views stay valid)."""
+        self._registers_zeroed = False
+        self.marks_lowered += 1
         # SRAM the current state wrote above the snapshot's high-water mark goes back to zero.
         cur = np.minimum(self.hwm, self.machine.sram_bytes).astype(np.int64)
         for name, arr in snap.arrays.items():

@@ -119,6 +119,40 @@ def test_restart_zeroes_every_state_array_but_sram_and_the_generators():
             assert not a.any(), name
 
 
+@pytest.mark.parametrize("program, machine", [("train_digits.d1k", "d1"),
+                                              ("train_mlp784.d1k", "m4x4"),
+                                              ("lenet.d1k", "m4x4")])
+def test_registers_past_what_the_code_writes_stay_zero(program, machine):
+    """restart zeroes only the vector registers and accumulators a node's code names as a
+    destination (decode.written_registers): a run never leaves anything in the others, and
+    after a restore, which may set any register, the next restart zeroes them all."""
+    from emulator.decode import written_registers
+
+    m = load_machine(machine)
+    prog = load_program(f"programs/{program}", m)
+    emu = Emulator(prog.obj)
+    for name, value in compiler.make_inputs(prog.graph, 0).items():
+        emu.set_input(name, value)
+    snap = emu.snapshot()
+    assert emu.run().ok
+    vrows, arows = written_registers(emu.code, m.vector_regs, m.accumulators)
+    st = emu.state
+    assert vrows.max() > 0
+    if machine == "d1":                         # its nodes use few registers each
+        assert vrows.sum() < 0.6 * vrows.size * m.vector_regs
+    for i in range(emu.n):
+        assert not st.v[i, vrows[i]:].any() and not st.acc[i, arows[i]:].any()
+    assert st.v.any()
+    emu.restart()
+    assert not st.v.any() and not st.acc.any()
+    emu.run()
+    emu.restore(snap)
+    st.v[:] = 7                                 # as a restored state may hold them
+    st.acc[:] = 1.0
+    emu.restart()
+    assert not st.v.any() and not st.acc.any()
+
+
 def test_writing_an_input_twice_leaves_what_one_write_leaves():
     prog = load_program(LINEAR, M4)
     a, b = Emulator(prog.obj), Emulator(prog.obj)
