@@ -866,6 +866,11 @@ class Mapper:
         t = self.machine.mma_dim
         Mp, Kp = (round_up(M, t), round_up(K, t)) if padded else (M, K)
         dtype = a_node.dtype
+        if padded:
+            per = self.padded_chunk(entries, Mp, Kp, N, dtype)
+            if per < entries:
+                self._padded_in_chunks(node, per, M, K, N, Mp, Kp, loc)
+                return
         a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype, columns)
         b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype, columns)
         if not padded:
@@ -882,6 +887,59 @@ class Mapper:
             res = self.new_value(node, self.default(node.shape, "f32"))
             self.steps.append(Gather(res, [out], index.reshape(view_of(node.shape)), loc,
                                      node.name, self.grid))
+
+    def padded_chunk(self, entries: int, Mp: int, Kp: int, N: int, dtype: str) -> int:
+        """How many entries of a padded batched matmul run at once. A grid row takes whole
+        entries one after another, and when Kp and N are one tile wide a single node of it
+        holds them all: a large batch of small matrices, each padded to whole tiles (a
+        [5832, 1, 1] @ [5832, 1, 7] takes 64 times A's bytes), would not fit. The batch is
+        then cut so that one part's padded operands and result take at most a quarter of a
+        node's SRAM (at least one entry per grid row)."""
+        size = 2 if dtype == "bf16" else 4
+        per_entry = Mp * Kp * size + Kp * N * size + Mp * N * 4
+        P = self.grid.P
+        fits = max(1, self.machine.sram_bytes // 4 // per_entry)
+        return entries if -(-entries // P) <= fits else fits * P
+
+    def _padded_in_chunks(self, node: Node, per: int, M: int, K: int, N: int, Mp: int,
+                          Kp: int, loc) -> None:
+        """A padded batched matmul part by part (`padded_chunk`): each part's operands are
+        gathered and zero-padded, multiplied on the row sub-grids, and its products gathered
+        unpadded into a value of their own, so that only one part's padded values are live at
+        a time; the parts are then gathered into the result."""
+        a_node, b_node = node.inputs
+        batch = node.shape[:-2]
+        entries = math.prod(batch)
+        dtype = a_node.dtype
+        parts = []
+        for e0 in range(0, entries, per):
+            e1 = min(entries, e0 + per)
+            n = e1 - e0
+            ops = []
+            for k, (x, rows, cols) in enumerate(((a_node, Mp, Kp), (b_node, Kp, N))):
+                r, c = x.shape[-2:]
+                flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
+                index = np.full((n, rows, cols), -1, dtype=np.int64)
+                index[:, :r, :c] = flat.reshape(entries, r, c)[e0:e1]
+                v = Value(f"{node.name}.{'ab'[k]}{self._n()}", (n, rows, cols), dtype,
+                          self.batch_layout((n, rows, cols), dtype, n, rows, False))
+                self.steps.append(Gather(v, [self.values[x.id]], index.reshape(n * rows, cols),
+                                         loc, node.name, self.grid))
+                ops.append(v)
+            c = Value(f"{node.name}.c{self._n()}", (n, Mp, N), "f32",
+                      self.batch_layout((n, Mp, N), "f32", n, Mp, False))
+            self.steps.append(BatchedMatmul(c, ops[0], ops[1], n, Mp, Kp, N, loc, node.name,
+                                            self.grid, self.machine, self.options,
+                                            c.layout.bands))
+            part = Value(f"{node.name}.p{self._n()}", (n, M, N), "f32",
+                         self.default((n, M, N), "f32"))
+            index = np.arange(n * Mp * N).reshape(n, Mp, N)[:, :M, :]
+            self.steps.append(Gather(part, [c], index.reshape(view_of((n, M, N))), loc,
+                                     node.name, self.grid))
+            parts.append(part)
+        res = self.new_value(node, self.default(node.shape, "f32"))
+        index = np.arange(node.size).reshape(view_of(node.shape))
+        self.steps.append(Gather(res, parts, index, loc, node.name, self.grid))
 
     def _sequential_matmul(self, node: Node) -> None:
         """`-O batched=sequential`: entry after entry on the whole grid, each operand gathered

@@ -277,6 +277,19 @@ def test_more_batch_entries_than_grid_rows_pads_to_whole_tiles():
     run_and_compare(obj, text, m, "p.d1k")
 
 
+def test_a_large_batch_of_tiny_padded_products_runs_in_parts():
+    # 5,832 products of [1, 1] @ [1, 7], each padded to whole 8 x 8 tiles, on the row
+    # sub-grids of a 4 x 4 mesh: at once they needed 1.5 MB of a 1.25 MiB node (found by the
+    # shape fuzz campaign); in parts, only one part's padded values are live at a time.
+    text = ("input a: bf16[5832, 1, 1]\ninput b: bf16[5832, 1, 7]\nc = a @ b\n"
+            "output c\n")
+    obj = compiler.compile_source(text, M4, "tiny.d1k")
+    batched = [r for r in obj.meta["regions"] if r["op"].startswith("matmul[batched")]
+    assert len(batched) > 1
+    assert obj.meta["sram_peak_bytes"] <= M4.sram_bytes
+    run_and_compare(obj, text, M4, "tiny.d1k", seed=2)
+
+
 def test_the_batched_matmul_runs_on_the_matrix_unit():
     text = "input a: bf16[4, 32, 32]\ninput b: bf16[4, 32, 32]\nc = a @ b\noutput c\n"
     asm = compile_text(text, M4, "m.d1k").asm
