@@ -829,25 +829,37 @@ class Mapper:
         return self.batch_layout(node.shape, node.dtype, entries, *layouts.pop())
 
     def batch_operand(self, mm: Node, k: int, entries: int, rows: int, cols: int,
-                      loc, dtype: str, columns: bool) -> Value:
+                      loc, dtype: str, columns: bool,
+                      part: tuple[int, int] | None = None) -> Value:
         """Operand k of a batched matmul as a batch [entries, rows, cols] in its batched
         layout: the value itself (redistributed if needed), or gathered (broadcast along the
-        batch and zero-padded to rows x cols)."""
+        batch and zero-padded to rows x cols). With `part` = (e0, e1), only entries e0..e1-1,
+        always gathered (a padded batch run in parts, `padded_chunk`)."""
         x = mm.inputs[k]
         v = self.values[x.id]
         batch = mm.shape[:-2]
         r, c = x.shape[-2:]
-        L = self.batch_layout((entries, rows, cols), dtype, entries, rows, columns)
-        if x.shape == batch + (r, c) and (r, c) == (rows, cols):
+        e0, e1 = part if part is not None else (0, entries)
+        n = e1 - e0
+        L = self.batch_layout((n, rows, cols), dtype, n, rows, columns)
+        if part is None and x.shape == batch + (r, c) and (r, c) == (rows, cols):
             return self.ensure(v, self.batch_layout(x.shape, dtype, entries, rows, columns),
                                loc, mm.name)
         flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
-        index = np.full((entries, rows, cols), -1, dtype=np.int64)
-        index[:, :r, :c] = flat.reshape(entries, r, c)
-        out = Value(f"{mm.name}.{'ab'[k]}{self._n()}", (entries, rows, cols), dtype, L)
-        self.steps.append(Gather(out, [v], index.reshape(entries * rows, cols), loc, mm.name,
+        index = np.full((n, rows, cols), -1, dtype=np.int64)
+        index[:, :r, :c] = flat.reshape(entries, r, c)[e0:e1]
+        out = Value(f"{mm.name}.{'ab'[k]}{self._n()}", (n, rows, cols), dtype, L)
+        self.steps.append(Gather(out, [v], index.reshape(n * rows, cols), loc, mm.name,
                                  self.grid))
         return out
+
+    def unpad(self, out: Value, c: Value, loc, label: str) -> None:
+        """Gather the products `c` of padded operands, [n, Mp, N], into `out` without their
+        padding rows (n entries of M rows, in out's own shape)."""
+        n, Mp, N = c.shape
+        index = np.arange(n * Mp * N).reshape(n, Mp, N)[:, :out.shape[-2], :]
+        self.steps.append(Gather(out, [c], index.reshape(view_of(out.shape)), loc, label,
+                                 self.grid))
 
     def _batched_matmul(self, k: KOp) -> None:
         """A @ B with 3-D or 4-D operands (compiler.batched)."""
@@ -869,7 +881,7 @@ class Mapper:
         if padded:
             per = self.padded_chunk(entries, Mp, Kp, N, dtype)
             if per < entries:
-                self._padded_in_chunks(node, per, M, K, N, Mp, Kp, loc)
+                self._padded_in_chunks(node, per, M, N, Mp, Kp, loc)
                 return
         a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype, columns)
         b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype, columns)
@@ -883,10 +895,8 @@ class Mapper:
                                         self.grid, self.machine, self.options,
                                         out.layout.bands))
         if padded:
-            index = np.arange(entries * Mp * N).reshape(entries, Mp, N)[:, :M, :]
-            res = self.new_value(node, self.default(node.shape, "f32"))
-            self.steps.append(Gather(res, [out], index.reshape(view_of(node.shape)), loc,
-                                     node.name, self.grid))
+            self.unpad(self.new_value(node, self.default(node.shape, "f32")), out, loc,
+                       node.name)
 
     def padded_chunk(self, entries: int, Mp: int, Kp: int, N: int, dtype: str) -> int:
         """How many entries of a padded batched matmul run at once. A grid row takes whole
@@ -901,41 +911,29 @@ class Mapper:
         fits = max(1, self.machine.sram_bytes // 4 // per_entry)
         return entries if -(-entries // P) <= fits else fits * P
 
-    def _padded_in_chunks(self, node: Node, per: int, M: int, K: int, N: int, Mp: int,
-                          Kp: int, loc) -> None:
+    def _padded_in_chunks(self, node: Node, per: int, M: int, N: int, Mp: int, Kp: int,
+                          loc) -> None:
         """A padded batched matmul part by part (`padded_chunk`): each part's operands are
         gathered and zero-padded, multiplied on the row sub-grids, and its products gathered
         unpadded into a value of their own, so that only one part's padded values are live at
         a time; the parts are then gathered into the result."""
-        a_node, b_node = node.inputs
-        batch = node.shape[:-2]
-        entries = math.prod(batch)
-        dtype = a_node.dtype
+        entries = math.prod(node.shape[:-2])
+        dtype = node.inputs[0].dtype
         parts = []
         for e0 in range(0, entries, per):
             e1 = min(entries, e0 + per)
             n = e1 - e0
-            ops = []
-            for k, (x, rows, cols) in enumerate(((a_node, Mp, Kp), (b_node, Kp, N))):
-                r, c = x.shape[-2:]
-                flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
-                index = np.full((n, rows, cols), -1, dtype=np.int64)
-                index[:, :r, :c] = flat.reshape(entries, r, c)[e0:e1]
-                v = Value(f"{node.name}.{'ab'[k]}{self._n()}", (n, rows, cols), dtype,
-                          self.batch_layout((n, rows, cols), dtype, n, rows, False))
-                self.steps.append(Gather(v, [self.values[x.id]], index.reshape(n * rows, cols),
-                                         loc, node.name, self.grid))
-                ops.append(v)
+            a, b = (self.batch_operand(node, k, entries, rows, cols, loc, dtype, False,
+                                       part=(e0, e1))
+                    for k, rows, cols in ((0, Mp, Kp), (1, Kp, N)))
             c = Value(f"{node.name}.c{self._n()}", (n, Mp, N), "f32",
                       self.batch_layout((n, Mp, N), "f32", n, Mp, False))
-            self.steps.append(BatchedMatmul(c, ops[0], ops[1], n, Mp, Kp, N, loc, node.name,
+            self.steps.append(BatchedMatmul(c, a, b, n, Mp, Kp, N, loc, node.name,
                                             self.grid, self.machine, self.options,
                                             c.layout.bands))
             part = Value(f"{node.name}.p{self._n()}", (n, M, N), "f32",
                          self.default((n, M, N), "f32"))
-            index = np.arange(n * Mp * N).reshape(n, Mp, N)[:, :M, :]
-            self.steps.append(Gather(part, [c], index.reshape(view_of((n, M, N))), loc,
-                                     node.name, self.grid))
+            self.unpad(part, c, loc, node.name)
             parts.append(part)
         res = self.new_value(node, self.default(node.shape, "f32"))
         index = np.arange(node.size).reshape(view_of(node.shape))
