@@ -133,8 +133,7 @@ def written_registers(code: CodeTable, vector_regs: int, accumulators: int
     out = []
     for kind, limit in (("v", vector_regs), ("a", accumulators)):
         writes = np.zeros(256, dtype=bool)
-        for opcode, ins in isa.BY_OPCODE.items():
-            writes[opcode] = ins.writes == kind
+        writes[list(isa.opcodes_where(lambda i, kind=kind: i.writes == kind))] = True
         used = np.where(known & writes[safe], np.minimum(dest, limit), 0)
         per_block = (np.maximum.reduceat(used, code.block_base) if code.block_base.size
                      else np.zeros(0, dtype=np.int64))

@@ -39,9 +39,6 @@ from emulator.decode import (
     C_RS2,
     C_RS3,
     FELL_OFF,
-    XCOL_COUNT,
-    XCOL_FLOPS,
-    XCOL_HWM,
     decode_object,
     kernel_table,
     written_registers,
@@ -227,7 +224,7 @@ class Emulator:
         try:
             K.run_loop(*args)
             if trace is None:
-                _warm_helpers(node_t, fifo_t, stats_t)
+                _warm_helpers(self.state)
         finally:
             precompile.stop(helper)
         self.jit_seconds += time.perf_counter() - t0
@@ -763,9 +760,7 @@ class Emulator:
         caller that runs the object many times (a training loop) reads after each run, at the
         cost of a few numpy sums. `stats` gives the same figures and everything else."""
         st = self._all_nodes()
-        sums = _sums(st.clock, st.count, st.flops, st.stall, st.link_msgs, st.link_bytes, st.hwm,
-                     TIMING_CLASSES.index("mma_bf16"))
-        cycles, instructions, mma, flops, stall, messages, link_bytes, hwm = map(int, sums)
+        cycles, instructions, mma, flops, stall, messages, link_bytes, hwm = _node_sums(st)
         if self.machine.chips > 1:
             on_chip, chip_edge = split_bytes(self.machine, st.link_bytes)
         else:
@@ -1143,23 +1138,28 @@ def _sums(clock: np.ndarray, count: np.ndarray, flops: np.ndarray, stall: np.nda
     return most, total, of_mma, fl, st, msgs, nbytes, top
 
 
-def _warm_helpers(node_t: tuple, fifo_t: tuple, stats_t: tuple) -> None:
+def _node_sums(st: Any) -> tuple[int, ...]:
+    """`_sums` of a State (or the per-node figures gathered from MPI ranks), as ints."""
+    return tuple(map(int, _sums(st.clock, st.count, st.flops, st.stall, st.link_msgs,
+                                st.link_bytes, st.hwm, TIMING_CLASSES.index("mma_bf16"))))
+
+
+def _warm_helpers(state: State) -> None:
     """Compile (or load from Numba's cache) what a training loop calls between runs, with the
-    run loop and outside the timed region: the restart (compiled for these arrays, not run),
+    run loop and outside the timed region: the restart (compiled for the state's arrays, not
+    run),
     the input scatters of both element sizes (run on nothing) and the totals' sums."""
     from numba import typeof
 
     if not hasattr(restart_arrays, "compile"):
         return                          # NUMBA_DISABLE_JIT=1: plain Python, nothing to load
     rows = np.zeros(0, dtype=np.int64)
-    restart_arrays.compile(tuple(typeof(t) for t in (node_t, fifo_t, stats_t, rows, rows)))
+    restart_arrays.compile(tuple(typeof(t) for t in (*state.kernel_tuples(), rows, rows)))
     index = np.zeros(0, dtype=np.int64)
     for words in (np.zeros(0, dtype=np.uint16), np.zeros(0, dtype=np.uint32)):
         _scatter(words, index, words, index)
         _put(words, index, words)
-    x = node_t[0]
-    _sums(node_t[8], x[:, XCOL_COUNT:XCOL_COUNT + len(TIMING_CLASSES)], x[:, XCOL_FLOPS],
-          stats_t[0], stats_t[3], stats_t[2], x[:, XCOL_HWM], 0)
+    _node_sums(state)                   # reads only
 
 
 @njit(cache=True, nogil=True)
