@@ -1147,8 +1147,7 @@ def _node_sums(st: Any) -> tuple[int, ...]:
 def _warm_helpers(state: State) -> None:
     """Compile (or load from Numba's cache) what a training loop calls between runs, with the
     run loop and outside the timed region: the restart (compiled for the state's arrays, not
-    run),
-    the input scatters of both element sizes (run on nothing) and the totals' sums."""
+    run), the input scatters of both element sizes (run on nothing) and the totals' sums."""
     from numba import typeof
 
     if not hasattr(restart_arrays, "compile"):
