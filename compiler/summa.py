@@ -951,20 +951,22 @@ class SpmdStream(Matmul):
         code.op("li", TMP, self.tables[0].addr)
         code.op("ld32u", TMP, (TMP, 4))                 # iterations with every stream acting
         code.op("beqz", TMP, after)
-        code.place(fast)
-        self._iteration(code, st, a_chunks, b_chunks, f"{prefix}1", test=False)
-        code.op("addi", TMP, TMP, -1)
-        code.op("bnez", TMP, fast)
+        self._counted(code, fast, st, a_chunks, b_chunks, f"{prefix}1", test=False)
         code.place(after)
         code.op("li", TMP, self.tables[0].addr)
         code.op("ld32u", TMP, (TMP, 8))                 # the iterations left after those
         code.op("blt", TMP, "r0", end)
         code.op("beqz", TMP, end)
-        code.place(top)
-        self._iteration(code, st, a_chunks, b_chunks, f"{prefix}2", test=True)
-        code.op("addi", TMP, TMP, -1)
-        code.op("bnez", TMP, top)
+        self._counted(code, top, st, a_chunks, b_chunks, f"{prefix}2", test=True)
         code.place(end)
+
+    def _counted(self, code: Code, label: str, st: dict[int, _Stream], a_chunks: tuple,
+                 b_chunks: tuple, prefix: str, test: bool) -> None:
+        """A loop of `_iteration`s at `label`, as many as TMP holds (at least one)."""
+        code.place(label)
+        self._iteration(code, st, a_chunks, b_chunks, prefix, test=test)
+        code.op("addi", TMP, TMP, -1)
+        code.op("bnez", TMP, label)
 
     def _iteration(self, code: Code, st: dict[int, _Stream], a_chunks: tuple, b_chunks: tuple,
                    prefix: str, test: bool) -> None:
