@@ -13,8 +13,12 @@ matmul (compiler.matmul) on a *sub-grid*:
 * else with at most P entries (P = grid rows), entry e gets a band of consecutive grid rows
   (`layout.batch_groups`) and all grid columns, and the entries' products run at the same time,
   each in its band;
-* with more, grid row p takes whole entries [p n / P, (p + 1) n / P) one after the other, each
-  on the 1 x Q sub-grid of that row.
+* with more, and products narrower than the grid (N fewer tiles than Q), every grid node takes
+  whole entries, in snake order (`layout.grid_rows_layout`, rows cut at entries), and
+  multiplies them one after the other on its own: a 1 x Q row would leave grid columns idle
+  and put all of a row's entries on the node of its one column block; so no messages at all;
+* else grid row p takes whole entries [p n / P, (p + 1) n / P) one after the other, each on
+  the 1 x Q sub-grid of that row.
 
 This needs the operands and the result in a *batched layout* (`layout.batched_row_split`): the
 2-D view [n M, K] whose row blocks never straddle two entries, so that the blocks of entry e
@@ -83,23 +87,35 @@ class BatchedMatmul(Step):
     [entries M, N] in the batched layouts of `grid`."""
 
     def __init__(self, out: Value, a: Value, b: Value, entries: int, m: int, k: int, n: int,
-                 loc, label: str, grid: Grid, machine, options,
-                 columns: tuple[int, ...] | None = None) -> None:
+                 loc, label: str, grid: Grid, machine, options) -> None:
         super().__init__(f"matmul[batched {entries}]", out, [a, b], loc, label)
         self.products: list[tuple[Grid, Matmul, int, int, int]] = []
-        P = grid.P
-        if columns is not None:
-            # Banded layouts: entry e on the grid columns [columns[e], columns[e + 1]).
-            bands = [(columns[e], columns[e + 1], [(e, 0)]) for e in range(entries)]
+        P, Q = grid.P, grid.Q
+        L = out.layout
+        subs: list[tuple[Grid, list[tuple[int, int]]]] = []
+        if L.bands is not None:
+            # Banded layouts: entry e on the grid columns [bands[e], bands[e + 1]).
+            subs = [(Grid(machine, grid.xs[L.bands[e]:L.bands[e + 1]], grid.ys), [(e, 0)])
+                    for e in range(entries)]
+        elif L.row_axis == "PQ":
+            # Whole entries on every grid node, in snake order (rows cut at entries).
+            for s in range(P * Q):
+                i, j = divmod(s, Q)
+                if i % 2:
+                    j = Q - 1 - j
+                e0, e1 = L.row_split[s] // m, L.row_split[s + 1] // m
+                if e1 > e0:
+                    subs.append((Grid(machine, grid.xs[j:j + 1], grid.ys[i:i + 1]),
+                                 [(e, e - e0) for e in range(e0, e1)]))
         elif entries <= P:
-            bands = [(g0, g1, [(e, 0)]) for e, (g0, g1) in enumerate(batch_groups(entries, P))]
+            subs = [(Grid(machine, grid.xs, grid.ys[g0:g1]), [(e, 0)])
+                    for e, (g0, g1) in enumerate(batch_groups(entries, P))]
         else:
-            bands = [(p, p + 1, [(e, e - p * entries // P)
-                                 for e in range(p * entries // P, (p + 1) * entries // P)])
-                     for p in range(P)]
-        for g0, g1, members in bands:
-            sub = (Grid(machine, grid.xs[g0:g1], grid.ys) if columns is not None
-                   else Grid(machine, grid.xs, grid.ys[g0:g1]))
+            subs = [(Grid(machine, grid.xs, grid.ys[p:p + 1]),
+                     [(e, e - p * entries // P)
+                      for e in range(p * entries // P, (p + 1) * entries // P)])
+                    for p in range(P)]
+        for sub, members in subs:
             for e, slot in members:
                 mm = sub_product(a, b, out, f"[{e}]", (m, k, n), sub, loc, label, machine,
                                  options)

@@ -52,6 +52,7 @@ from compiler.layout import (
     batch_bands,
     batched_row_split,
     choose_skew,
+    grid_rows_layout,
     make_layout,
     round_up,
     split,
@@ -759,15 +760,21 @@ class Mapper:
     def batch_split(self, entries: int, rows: int) -> tuple[int, ...]:
         return batched_row_split(entries, rows, self.grid.P, self.machine.mma_dim)
 
-    def batched_plan(self, mm: Node) -> tuple[int, int, int, int, bool, bool] | None:
-        """(entries, M, K, N, padded, columns) of a matmul that runs as a batch of products on
+    def batched_plan(self, mm: Node) -> tuple[int, int, int, int, bool, str] | None:
+        """(entries, M, K, N, padded, mode) of a matmul that runs as a batch of products on
         sub-grids, or None (2-D, B shared by the whole batch, or the sequential mapping).
         `padded`: with more entries than grid rows, M and K are rounded up to whole tiles.
-        `columns`: the products run on bands of grid columns (a banded layout) rather than
-        of grid rows: where the batch divides the grid columns and the products' tiles spread
-        at least as well over a column band (all grid rows) as over a row band (all grid
-        columns). A tie goes to the columns: the heads of a projection [S, H D] are column
-        blocks already, so its head split and merge then move nothing."""
+        `mode`, where the products run (compiler.batched):
+        "columns" on bands of grid columns (a banded layout), where the batch divides the grid
+        columns and the products' tiles spread at least as well over a column band (all grid
+        rows) as over a row band (all grid columns); a tie goes to the columns: the heads of
+        a projection [S, H D] are column blocks already, so its head split and merge then
+        move nothing.
+        "nodes", one node each, whole entries on every grid node: with more entries than grid
+        rows and products narrower than the grid (N fewer tiles than grid columns), where a
+        1 x Q row sub-grid would leave grid columns idle and put all of a narrow batch on
+        one node of each grid row.
+        "rows" otherwise: on bands of grid rows, or whole entries on each grid row."""
         a, b = mm.inputs
         if mm.ndim == 2 or b.ndim == 2 or self.options.batched == "sequential":
             return None
@@ -776,26 +783,33 @@ class Mapper:
         t = self.machine.mma_dim
         P, Q = self.grid.P, self.grid.Q
         padded = entries > P and (M % t != 0 or K % t != 0)
-        columns = False
+        mode = "rows"
+        mt, nt = -(-M // t), -(-N // t)
         # Bands of equal width, so that every product's blocks are stored alike (the sub-grid
         # matmul addresses them with its own layout's row stride).
         if self.options.batched == "subgrid" and Q % entries == 0 and not padded:
-            mt, nt = -(-M // t), -(-N // t)
 
             def tiles(rows: int, cols: int) -> int:
                 return -(-mt // rows) * -(-nt // cols)
 
             by_rows = tiles(P // entries, Q) if entries <= P else math.inf
-            columns = tiles(P, Q // entries) <= by_rows
-        return entries, M, K, N, padded, columns
+            if tiles(P, Q // entries) <= by_rows:
+                mode = "columns"
+        if mode == "rows" and entries > P and nt < Q:
+            mode = "nodes"
+        return entries, M, K, N, padded, mode
 
     def batch_layout(self, shape: tuple[int, ...], dtype: str, entries: int, rows: int,
-                     columns: bool) -> Layout:
-        """The batched layout of a batch of `entries` matrices of `rows` rows: on bands of
-        grid columns (banded) or of grid rows."""
-        if columns:
+                     mode: str) -> Layout:
+        """The batched layout of a batch of `entries` matrices of `rows` rows for the products'
+        `mode` (batched_plan): on bands of grid columns (banded), whole entries on every grid
+        node (rows over all grid nodes, cut at entries), or on bands of grid rows."""
+        if mode == "columns":
             return make_layout(shape, dtype, "P", "Q", self.grid,
                                bands=batch_bands(entries, self.grid.Q), band_rows=rows)
+        if mode == "nodes":
+            return grid_rows_layout(shape, dtype, self.grid, tuple(
+                e * rows for e in split(entries, self.grid.P * self.grid.Q, 1)))
         return make_layout(shape, dtype, "P", "Q", self.grid,
                            row_split=self.batch_split(entries, rows))
 
@@ -810,7 +824,7 @@ class Mapper:
             plan = self.batched_plan(u) if u.op is Op.MATMUL else None
             if plan is None or plan[4]:
                 return None
-            entries, M, K, N, _, columns = plan
+            entries, M, K, N, _, mode = plan
             batch = u.shape[:-2]
             if u.inputs[0] is node and u.inputs[1] is not node:
                 want = batch + (M, K)
@@ -822,14 +836,14 @@ class Mapper:
                 return None
             if node.shape != want:
                 return None
-            layouts.add((rows, columns))
+            layouts.add((rows, mode))
         if len(layouts) != 1:
             return None
         entries = math.prod(node.shape[:-2])
         return self.batch_layout(node.shape, node.dtype, entries, *layouts.pop())
 
     def batch_operand(self, mm: Node, k: int, entries: int, rows: int, cols: int,
-                      loc, dtype: str, columns: bool,
+                      loc, dtype: str, mode: str,
                       part: tuple[int, int] | None = None) -> Value:
         """Operand k of a batched matmul as a batch [entries, rows, cols] in its batched
         layout: the value itself (redistributed if needed), or gathered (broadcast along the
@@ -841,9 +855,9 @@ class Mapper:
         r, c = x.shape[-2:]
         e0, e1 = part if part is not None else (0, entries)
         n = e1 - e0
-        L = self.batch_layout((n, rows, cols), dtype, n, rows, columns)
+        L = self.batch_layout((n, rows, cols), dtype, n, rows, mode)
         if part is None and x.shape == batch + (r, c) and (r, c) == (rows, cols):
-            return self.ensure(v, self.batch_layout(x.shape, dtype, entries, rows, columns),
+            return self.ensure(v, self.batch_layout(x.shape, dtype, entries, rows, mode),
                                loc, mm.name)
         flat = np.broadcast_to(np.arange(x.size).reshape(x.shape), batch + (r, c))
         index = np.full((n, rows, cols), -1, dtype=np.int64)
@@ -874,45 +888,44 @@ class Mapper:
         if plan is None:
             self._sequential_matmul(node)
             return
-        entries, M, K, N, padded, columns = plan
+        entries, M, K, N, padded, mode = plan
         t = self.machine.mma_dim
         Mp, Kp = (round_up(M, t), round_up(K, t)) if padded else (M, K)
         dtype = a_node.dtype
         if padded:
-            per = self.padded_chunk(entries, Mp, Kp, N, dtype)
+            per = self.padded_chunk(entries, Mp, Kp, N, dtype, mode)
             if per < entries:
-                self._padded_in_chunks(node, per, M, N, Mp, Kp, loc)
+                self._padded_in_chunks(node, per, M, N, Mp, Kp, loc, mode)
                 return
-        a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype, columns)
-        b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype, columns)
+        a = self.batch_operand(node, 0, entries, Mp, Kp, loc, dtype, mode)
+        b = self.batch_operand(node, 1, entries, Kp, N, loc, dtype, mode)
         if not padded:
-            out = self.new_value(node, self.batch_layout(node.shape, "f32", entries, Mp,
-                                                         columns))
+            out = self.new_value(node, self.batch_layout(node.shape, "f32", entries, Mp, mode))
         else:
             out = Value(f"{node.name}.c{self._n()}", (entries, Mp, N), "f32",
-                        self.batch_layout((entries, Mp, N), "f32", entries, Mp, columns))
+                        self.batch_layout((entries, Mp, N), "f32", entries, Mp, mode))
         self.steps.append(BatchedMatmul(out, a, b, entries, Mp, Kp, N, loc, node.name,
-                                        self.grid, self.machine, self.options,
-                                        out.layout.bands))
+                                        self.grid, self.machine, self.options))
         if padded:
             self.unpad(self.new_value(node, self.default(node.shape, "f32")), out, loc,
                        node.name)
 
-    def padded_chunk(self, entries: int, Mp: int, Kp: int, N: int, dtype: str) -> int:
-        """How many entries of a padded batched matmul run at once. A grid row takes whole
-        entries one after another, and when Kp and N are one tile wide a single node of it
-        holds them all: a large batch of small matrices, each padded to whole tiles (a
-        [5832, 1, 1] @ [5832, 1, 7] takes 64 times A's bytes), would not fit. The batch is
-        then cut so that one part's padded operands and result take at most a quarter of a
-        node's SRAM (at least one entry per grid row)."""
+    def padded_chunk(self, entries: int, Mp: int, Kp: int, N: int, dtype: str,
+                     mode: str) -> int:
+        """How many entries of a padded batched matmul run at once. A grid row (or in mode
+        "nodes" a grid node) takes whole entries one after another: a large batch of small
+        matrices, each padded to whole tiles (a [5832, 1, 1] @ [5832, 1, 7] takes 64 times
+        A's bytes), might not fit. The batch is then cut so that one part's padded operands
+        and result take at most a quarter of a node's SRAM (at least one entry per grid row
+        or node)."""
         size = 2 if dtype == "bf16" else 4
         per_entry = Mp * Kp * size + Kp * N * size + Mp * N * 4
-        P = self.grid.P
+        holders = self.grid.P * (self.grid.Q if mode == "nodes" else 1)
         fits = max(1, self.machine.sram_bytes // 4 // per_entry)
-        return entries if -(-entries // P) <= fits else fits * P
+        return entries if -(-entries // holders) <= fits else fits * holders
 
     def _padded_in_chunks(self, node: Node, per: int, M: int, N: int, Mp: int, Kp: int,
-                          loc) -> None:
+                          loc, mode: str) -> None:
         """A padded batched matmul part by part (`padded_chunk`): each part's operands are
         gathered and zero-padded, multiplied on the row sub-grids, and its products gathered
         unpadded into a value of their own, so that only one part's padded values are live at
@@ -923,14 +936,13 @@ class Mapper:
         for e0 in range(0, entries, per):
             e1 = min(entries, e0 + per)
             n = e1 - e0
-            a, b = (self.batch_operand(node, k, entries, rows, cols, loc, dtype, False,
+            a, b = (self.batch_operand(node, k, entries, rows, cols, loc, dtype, mode,
                                        part=(e0, e1))
                     for k, rows, cols in ((0, Mp, Kp), (1, Kp, N)))
             c = Value(f"{node.name}.c{self._n()}", (n, Mp, N), "f32",
-                      self.batch_layout((n, Mp, N), "f32", n, Mp, False))
+                      self.batch_layout((n, Mp, N), "f32", n, Mp, mode))
             self.steps.append(BatchedMatmul(c, a, b, n, Mp, Kp, N, loc, node.name,
-                                            self.grid, self.machine, self.options,
-                                            c.layout.bands))
+                                            self.grid, self.machine, self.options))
             part = Value(f"{node.name}.p{self._n()}", (n, M, N), "f32",
                          self.default((n, M, N), "f32"))
             self.unpad(part, c, loc, node.name)

@@ -269,7 +269,8 @@ def test_both_batched_mappings_match_reference(mapping):
 
 
 def test_more_batch_entries_than_grid_rows_pads_to_whole_tiles():
-    # 6 entries on a 2 x 2 grid: each grid row stacks three products of [5, 7] @ [7, 3].
+    # 6 entries on a 2 x 2 grid: N is one tile, so every grid node takes whole products of
+    # [5, 7] @ [7, 3], padded to [8, 8] @ [8, 3] (two nodes take two each).
     m = load_machine("d1", mesh="2x2")
     text = "input a: f32[6, 5, 7]\ninput b: f32[6, 7, 3]\nc = a @ b\noutput c\n"
     obj = compiler.compile_source(text, m, "p.d1k")
@@ -277,17 +278,48 @@ def test_more_batch_entries_than_grid_rows_pads_to_whole_tiles():
     run_and_compare(obj, text, m, "p.d1k")
 
 
-def test_a_large_batch_of_tiny_padded_products_runs_in_parts():
-    # 5,832 products of [1, 1] @ [1, 7], each padded to whole 8 x 8 tiles, on the row
-    # sub-grids of a 4 x 4 mesh: at once they needed 1.5 MB of a 1.25 MiB node (found by the
-    # shape fuzz campaign); in parts, only one part's padded values are live at a time.
+def batched_regions(obj) -> list[dict]:
+    return [r for r in obj.meta["regions"] if r["op"].startswith("matmul[batched")]
+
+
+def test_a_large_batch_of_narrow_products_takes_every_node():
+    # 8,192 products of [8, 8] @ [8, 8] on a 4 x 4 mesh. On the row sub-grids (1 x 4 nodes
+    # each) a product one tile wide leaves three grid columns idle and puts all of a row's
+    # entries on one node: 'a' alone took 524 KB of each node of one grid column, and the
+    # program did not fit. Now every node takes 512 whole products, with no messages at all.
+    text = "input a: bf16[8192, 8, 8]\ninput b: bf16[8192, 8, 8]\nc = a @ b\noutput c\n"
+    obj = compiler.compile_source(text, M4, "narrow.d1k")
+    assert len(batched_regions(obj)) == 1
+    assert obj.meta["sram_peak_bytes"] <= M4.sram_bytes // 2
+    _, emu, _, _ = run_and_compare(obj, text, M4, "narrow.d1k", seed=3)
+    assert emu.totals()["link_messages"] == 0
+
+
+def test_a_large_batch_of_tiny_padded_products_fits_at_once_on_every_node():
+    # 5,832 products of [1, 1] @ [1, 7], each padded to whole 8 x 8 tiles (found by the shape
+    # fuzz campaign): on the row sub-grids they needed 1.5 MB of a 1.25 MiB node; spread over
+    # all 16 nodes they fit at once.
     text = ("input a: bf16[5832, 1, 1]\ninput b: bf16[5832, 1, 7]\nc = a @ b\n"
             "output c\n")
     obj = compiler.compile_source(text, M4, "tiny.d1k")
-    batched = [r for r in obj.meta["regions"] if r["op"].startswith("matmul[batched")]
-    assert len(batched) > 1
+    assert len(batched_regions(obj)) == 1
     assert obj.meta["sram_peak_bytes"] <= M4.sram_bytes
     run_and_compare(obj, text, M4, "tiny.d1k", seed=2)
+
+
+@pytest.mark.parametrize("entries, n", [(4000, 7), (2000, 16)])
+def test_a_batch_of_padded_products_too_large_at_once_runs_in_parts(entries, n):
+    # On a 2 x 2 mesh, padded to whole tiles: 4,000 products of [1, 1] @ [1, 7] take 512 KB
+    # of each of the 4 nodes; 2,000 of [1, 1] @ [1, 16] (N as wide as the grid: on the row
+    # sub-grids) 896 KB of each grid row's nodes. In parts, only one part's padded values are
+    # live at a time.
+    m = load_machine("d1", mesh="2x2")
+    text = (f"input a: bf16[{entries}, 1, 1]\ninput b: bf16[{entries}, 1, {n}]\nc = a @ b\n"
+            "output c\n")
+    obj = compiler.compile_source(text, m, "parts.d1k")
+    assert len(batched_regions(obj)) > 1
+    assert obj.meta["sram_peak_bytes"] <= m.sram_bytes
+    run_and_compare(obj, text, m, "parts.d1k", seed=4)
 
 
 def test_the_batched_matmul_runs_on_the_matrix_unit():
