@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -48,20 +49,52 @@ def machine_given(machine_name: str | None, mesh: str | None, sets: tuple[str, .
 
 
 def machine_from_options(machine_name: str | None, mesh: str | None,
-                         sets: tuple[str, ...], chips: str | None = None) -> Machine:
-    return load_machine(machine_name, mesh=mesh, chips=chips, overrides=list(sets))
+                         sets: tuple[str, ...], chips: str | None = None,
+                         program: str | Path | None = None) -> Machine:
+    """The machine the options ask for. Without --machine or --mesh, a `program` that names
+    its own machine (an object, or assembly with a leading `.machine`) is the base that
+    --chips and --set change: `d1 run prog.d1o --set chip_hop_latency=300` retimes the
+    object's own machine, and --chips makes copies of its chip."""
+    base = (program_machine(program)
+            if program is not None and machine_name is None and mesh is None else None)
+    return load_machine(machine_name, mesh=mesh, chips=chips, overrides=list(sets), base=base)
+
+
+def program_machine(path: str | Path) -> Machine | None:
+    """The machine a program file was built for: an object's embedded machine, or that of an
+    assembly file's leading `.machine` directive. None for DSL and ONNX programs, and for a
+    file that cannot be read as one (loading the program then says what is wrong)."""
+    from d1isa.asm.assembler import directive_machine, machine_directive
+    from d1isa.asm.syntax import LineError
+    from d1isa.errors import D1Error
+    from d1isa.files import MAX_OBJECT_BYTES, read_bytes, read_text
+    from d1isa.objfile import MAGIC, ObjectFile
+
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".d1s":
+            found = machine_directive(read_text(p).splitlines())
+            return directive_machine(found[2]) if found is not None else None
+        if p.suffix.lower() in (".d1k", ".onnx"):
+            return None
+        raw = read_bytes(p, MAX_OBJECT_BYTES, "program")
+        return ObjectFile.from_bytes(raw, str(p)).machine if raw.startswith(MAGIC) else None
+    except (D1Error, LineError, ValueError, OSError):
+        return None
 
 
 def emulated_machine(machine_name: str | None, mesh: str | None,
-                     sets: tuple[str, ...], chips: str | None = None) -> Machine | None:
-    """The machine options of a command that emulates (run, debug), None when none are given.
-    A machine the emulator could not hold in this host's memory is refused here, before the
-    program is compiled or assembled for it (which takes minutes on a million nodes)."""
+                     sets: tuple[str, ...], chips: str | None = None,
+                     program: str | Path | None = None) -> Machine | None:
+    """The machine options of a command that emulates (run, debug, train), None when none
+    are given (`program`: see machine_from_options). A machine the emulator could not hold
+    in this host's memory is refused here, before the program is compiled or assembled for
+    it (which takes minutes on a million nodes)."""
     if not machine_given(machine_name, mesh, sets, chips):
         return None
     from emulator.state import check_host_memory
 
-    machine = machine_from_options(machine_name, mesh, sets, chips)
+    machine = machine_from_options(machine_name, mesh, sets, chips, program)
     check_host_memory(machine)
     return machine
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
@@ -731,6 +732,12 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
         raise MachineError(f"{path}: 'base' chain loops or is too deep")
     merged = read_machine_file(path.parent / base if base.endswith(".toml") else base,
                                _seen=_seen | {str(path.resolve())})
+    # The base's name and description are not this file's: unless the file gives its own,
+    # it is named after the file, and a file that changes the nodes or chips is described
+    # afresh (load_machine).
+    merged["name"] = path.stem
+    if any(k in params for k in GEOMETRY_KEYS):
+        merged.pop("description", None)
     merged.update(params)
     return merged
 
@@ -801,39 +808,67 @@ def parse_chips(text: str) -> tuple[int, int]:
 
 def load_machine(name_or_path: str | Path | None = None, *, mesh: str | None = None,
                  chips: str | tuple[int, int] | None = None,
-                 overrides: dict[str, Any] | list[str] | tuple[str, ...] | None = None) -> Machine:
-    """Load a machine by name or path (default 'd1'), then apply `--mesh`, `--chips` and `--set`.
+                 overrides: dict[str, Any] | list[str] | tuple[str, ...] | None = None,
+                 base: Machine | None = None) -> Machine:
+    """Load a machine by name or path (default 'd1', or `base` when no name is given: the
+    machine an object was built for), then apply `--mesh`, `--chips` and `--set`.
 
     `mesh` ('4x4') keeps every other parameter of the base machine but uses one chip of that size
     with no harvested nodes (add `harvested` to the overrides to put some back). `chips` ('5x5'
     or (5, 5)) makes the machine that many copies of its chip, across and down, joined by
     chip-edge links: `load_machine("d1", chips="5x5")` is the `tile` machine but for its name.
-    The overrides come last, so `--set chips_x=...` still wins.
+    The overrides come last, so `--set chips_x=...` still wins. The name says the mesh and the
+    chip grid the machine ends with, and a machine whose nodes or chips were changed here gets
+    a description of its own (unless the overrides give a name or description).
     """
-    params = read_machine_file(name_or_path or "d1")
+    params = (base.to_dict() if base is not None and name_or_path is None
+              else read_machine_file(name_or_path or "d1"))
+    if overrides and not isinstance(overrides, dict):
+        overrides = parse_sets(list(overrides))
+    overrides = dict(overrides or {})
+    name = params.get("name", "machine")
     if mesh is not None:
         c, r = parse_mesh(mesh)
-        params.update(cols=c, rows=r, harvested=[], chips_x=1, chips_y=1,
-                      name=f"{params.get('name', 'machine')}-{c}x{r}",
-                      description=f"{c} x {r} mesh, no harvested nodes")
+        params.update(cols=c, rows=r, harvested=[], chips_x=1, chips_y=1)
+        name = f"{name}-{c}x{r}"
     if chips is not None:
         cx, cy = parse_chips(chips) if isinstance(chips, str) else chips
         if not (1 <= cx <= MAX_CHIPS_EDGE and 1 <= cy <= MAX_CHIPS_EDGE):
             raise MachineError(f"chips must be 1 .. {MAX_CHIPS_EDGE} across and down, got "
                                f"{cx} x {cy}")
-        params.update(chips_x=cx, chips_y=cy,
-                      name=f"{params.get('name', 'machine')}-chips{cx}x{cy}")
-    if overrides:
-        if not isinstance(overrides, dict):
-            overrides = parse_sets(list(overrides))
-        params.update(overrides)
+        params.update(chips_x=cx, chips_y=cy)
+    params.update(overrides)
+    if chips is not None or "chips_x" in overrides or "chips_y" in overrides:
+        # one chip-grid suffix: the base may be an object's machine, named with its own
+        name = re.sub(r"-chips\d+x\d+$", "", name)
+        name = f"{name}-chips{params.get('chips_x', 1)}x{params.get('chips_y', 1)}"
+    if "name" not in overrides:
+        params["name"] = name
+    reshaped = (mesh is not None or chips is not None
+                or any(k in overrides for k in GEOMETRY_KEYS))
+    fresh = "description" not in params or (reshaped and "description" not in overrides)
+    params.setdefault("description", "")
     m = Machine.from_dict(params)
-    if chips is not None and "description" not in (overrides or {}):
-        # a fresh description: the base machine's may describe another chip grid
-        m = dataclasses.replace(m, description=(
-            f"{m.chips_x} x {m.chips_y} chips of {m.cols} x {m.rows} nodes "
-            f"({m.live_per_chip:,} live each), {m.n_live:,} live nodes"))
+    if fresh:
+        # the base machine's description may describe another mesh or chip grid
+        m = dataclasses.replace(m, description=describe_geometry(m))
     return m
+
+
+GEOMETRY_KEYS = ("cols", "rows", "harvested", "chips_x", "chips_y")
+
+
+def describe_geometry(m: Machine) -> str:
+    """A one-line description of a machine's nodes and chips, for a machine derived from
+    another by `--mesh`, `--chips`, `--set` or a file's `base` (whose description would be
+    the base's)."""
+    chip = (f"{m.cols} x {m.rows} mesh, "
+            + (f"{len(m.harvested)} harvested node{'s' * (len(m.harvested) != 1)}"
+               if m.harvested else "no harvested nodes"))
+    if m.chips == 1:
+        return chip
+    return (f"{m.chips_x} x {m.chips_y} chips of {m.cols} x {m.rows} nodes "
+            f"({m.live_per_chip:,} live each), {m.n_live:,} live nodes")
 
 
 DEFAULT_MACHINE_NAME = "d1"

@@ -376,6 +376,54 @@ def test_a_chip_grid_is_structural_for_objects_and_chip_latency_is_timing():
     assert wider.kind == "dsl" and "chip_link_bytes_per_cycle changes" in wider.notes[0]
 
 
+def test_machine_options_on_an_object_change_the_object_s_own_machine(tmp_path):
+    # --set alone retimes the machine the object was built for (it used to swap in the
+    # one-chip d1 machine and recompile for it); --chips copies the object's chip.
+    obj = tmp_path / "mm.d1o"
+    r = d1("compile", "programs/matmul.d1k", "--mesh", "4x4", "--chips", "2x2", "-o", str(obj))
+    assert r.returncode == 0, r.stderr
+    r = d1("run", str(obj), "--set", "chip_hop_latency=300", "--json", "-",
+           "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["stats"]["machine"] == "d1-4x4-chips2x2"
+    assert "chip_hop_latency (timing only" in r.stderr and "recompiled" not in r.stderr
+    r = d1("run", str(obj), "--chips", "2x1", "--json", "-", "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["stats"]["machine"] == "d1-4x4-chips2x1"
+    assert "for machine 'd1-4x4-chips2x1'" in r.stderr
+    # assembly that names its machine in a leading .machine directive, likewise
+    asm = tmp_path / "mm.d1s"
+    assert d1("disasm", str(obj), "-o", str(asm)).returncode == 0
+    r = d1("asm", str(asm), "--set", "chip_hop_latency=300", "-o", str(tmp_path / "a.d1o"))
+    assert r.returncode == 0, r.stderr
+    assert "machine d1-4x4-chips2x2" in r.stdout
+
+
+def test_a_derived_machine_says_what_it_is():
+    m = load_machine(mesh="4x4", chips="2x2", overrides={"chips_x": 3})
+    assert m.name == "d1-4x4-chips3x2"
+    assert m.description == "3 x 2 chips of 4 x 4 nodes (16 live each), 96 live nodes"
+    assert load_machine(mesh="4x4", overrides={"harvested": [[0, 0]]}).description == \
+        "4 x 4 mesh, 1 harvested node"
+    assert load_machine("tile").description.startswith("Training tile")
+    base = load_machine(mesh="4x4", chips="2x2")
+    assert load_machine(base=base, chips="3x1").name == "d1-4x4-chips3x1"
+    assert load_machine(base=base, overrides={"cost_alu": 2}).name == "d1-4x4-chips2x2"
+
+
+def test_a_machine_file_on_a_base_is_named_after_itself(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "d1"\ncols = 4\nrows = 4\nharvested = []\nchips_x = 2\n')
+    m = load_machine(str(f))
+    assert m.name == "mine"
+    assert m.description == "2 x 1 chips of 4 x 4 nodes (16 live each), 32 live nodes"
+    g = tmp_path / "slow.toml"
+    g.write_text('base = "d1"\ncost_alu = 2\n')
+    assert load_machine(str(g)).name == "slow"
+    assert load_machine(str(g)).description == load_machine("d1").description
+
+
 def test_dsl_programs_pass_check_on_two_by_two_chips():
     m = load_machine(mesh="4x4", chips="2x2")
     for name in ("elementwise", "softmax", "mlp"):

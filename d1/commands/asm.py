@@ -30,7 +30,7 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
     """
     from d1.program import load_program
 
-    machine = machine_from_options(machine_name, mesh, sets, chips) \
+    machine = machine_from_options(machine_name, mesh, sets, chips, source) \
         if machine_given(machine_name, mesh, sets, chips) else None
     out = Path(output) if output else Path(source).with_suffix(".d1o")
     refuse_overwrite(out, [source], f"-o {out}")

@@ -909,7 +909,7 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...
     from d1.commands.run import parse_inputs, program_inputs
     from d1.program import load_program
 
-    machine = emulated_machine(machine_name, mesh, sets, chips)
+    machine = emulated_machine(machine_name, mesh, sets, chips, file)
     prog = load_program(file, machine, shapes=parse_shapes(shapes))
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)

@@ -105,7 +105,7 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
         if opts:
             from compiler.pipeline import CompileOptions
             options = CompileOptions.parse(opts)
-        machine = machine_from_options(machine_name, mesh, sets, chips)
+        machine = machine_from_options(machine_name, mesh, sets, chips, file)
         emu, result = run_program(file, machine, options, regions=True, max_cycles=max_cycles)
         doc = {"file": str(file), "status": result.status, "stats": emu.stats()}
         if not result.ok:

@@ -150,7 +150,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
       d1 run programs/mlp.d1k --trace mlp-trace.json
       d1 run programs/onnx/mlp.onnx --input x=digits.npy --json run.json
     """
-    machine = emulated_machine(machine_name, mesh, sets, chips)
+    machine = emulated_machine(machine_name, mesh, sets, chips, file)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions

@@ -101,7 +101,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     from d1.program import load_program
     from d1.train import Trainer
 
-    machine = emulated_machine(machine_name, mesh, sets, chips)
+    machine = emulated_machine(machine_name, mesh, sets, chips, file)
     options = None
     if opts:
         from compiler.pipeline import CompileOptions

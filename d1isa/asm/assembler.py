@@ -67,6 +67,37 @@ _UNSET: Any = object()
 # How deep equates may refer forward to each other (each level costs a few Python frames).
 MAX_EQU_DEPTH = 1000
 
+
+def machine_directive(lines: list[str]) -> tuple[int, int, str] | None:
+    """(line, column, argument) of a `.machine` directive that is the first statement of an
+    assembly file's `lines`, or None."""
+    for i, raw in enumerate(lines):
+        s = strip_comment(raw).strip()
+        if not s:
+            continue
+        if s[:8].lower() != ".machine" or (len(s) > 8 and not s[8].isspace()):
+            return None
+        arg = s[8:].strip()
+        return i + 1, (raw.find(arg) + 1 if arg else len(raw) + 1), arg
+    return None
+
+
+def directive_machine(arg: str, col: int = 1) -> Machine:
+    """The machine a `.machine` directive's argument names: a machine name, or its parameters
+    as a JSON object (what `d1 disasm` writes). Raises MachineError or LineError."""
+    if arg.startswith("{"):
+        try:
+            params = json.loads(arg)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise LineError(f"bad machine JSON: {getattr(e, 'msg', e)}", col, len(arg)) from None
+        if not isinstance(params, dict):
+            raise LineError("the .machine JSON must be an object", col, len(arg))
+        return Machine.from_dict(params)
+    if arg:
+        return load_machine(arg)
+    raise LineError(".machine needs a machine name or its JSON parameters", col)
+
+
 class _Equ:
     __slots__ = ("name", "ast", "line", "col", "value", "busy", "failed", "nodedep")
 
@@ -145,43 +176,26 @@ class Assembler:
 
     def _read_machine(self) -> None:
         """A leading `.machine` directive picks the machine (it must be the first statement)."""
-        for i, raw in enumerate(self.lines):
-            s = strip_comment(raw).strip()
-            if not s:
-                continue
-            if s[:8].lower() != ".machine" or (len(s) > 8 and not s[8].isspace()):
-                break
-            self.machine_line = i + 1
-            arg = s[8:].strip()
-            col = raw.find(arg) + 1 if arg else len(raw) + 1
-            try:
-                if arg.startswith("{"):
-                    try:
-                        params = json.loads(arg)
-                    except (json.JSONDecodeError, RecursionError) as e:
-                        raise LineError(f"bad machine JSON: {getattr(e, 'msg', e)}", col,
-                                        len(arg)) from None
-                    if not isinstance(params, dict):
-                        raise LineError("the .machine JSON must be an object", col, len(arg))
-                    m = Machine.from_dict(params)
-                elif arg:
-                    m = load_machine(arg)
-                else:
-                    raise LineError(".machine needs a machine name or its JSON parameters", col)
-            except MachineError as e:
-                self._diag(i + 1, col, f"bad machine: {e}", len(arg))
-                break
-            except LineError as e:
-                self.diags.report(e, i + 1, col)
-                break
-            if self.requested is not None:
-                diff = m.structural_differences(self.requested)
-                if diff:
-                    self._diag(i + 1, col, "this file was assembled for another machine: "
-                               f"{', '.join(diff)} differ from the requested machine "
-                               f"'{self.requested.name}'", len(arg))
-            self.machine = m
-            break
+        found = machine_directive(self.lines)
+        if found is None:
+            return
+        line, col, arg = found
+        self.machine_line = line
+        try:
+            m = directive_machine(arg, col)
+        except MachineError as e:
+            self._diag(line, col, f"bad machine: {e}", len(arg))
+            return
+        except LineError as e:
+            self.diags.report(e, line, col)
+            return
+        if self.requested is not None:
+            diff = m.structural_differences(self.requested)
+            if diff:
+                self._diag(line, col, "this file was assembled for another machine: "
+                           f"{', '.join(diff)} differ from the requested machine "
+                           f"'{self.requested.name}'", len(arg))
+        self.machine = m
 
     def _setup_machine(self) -> None:
         if self.machine is None:
