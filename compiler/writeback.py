@@ -49,7 +49,7 @@ def write_back(graph: Graph, steps: list[Step], values: dict[int, Value], grid: 
         if u.param.id in outputs:
             raise CompilerLimit(f"'{u.param.name}' is both updated and an output",
                                 "an output of an updated param would be read after the "
-                                f"update; output a copy instead (`{u.param.name}_out = "
+                                f"update; output a copy instead (`{u.param.name}_old = "
                                 f"{u.param.name}`)",
                                 (u.line, u.col))
     # Old values of updated params that some write-back reads: they stay put until the end.

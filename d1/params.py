@@ -92,14 +92,14 @@ def embedded(obj: ObjectFile) -> list[str]:
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
-def starting_params(prog: Program, given: Mapping[str, Any] | None = None, seed: int = 0
-                    ) -> dict[str, np.ndarray]:
+def starting_params(prog: Program, given: Mapping[str, Any] | None = None, seed: int = 0,
+                    what: str = "--params") -> dict[str, np.ndarray]:
     """The value of every param of `prog` at the start of a run, by name.
 
     A param takes its value from `given`, else from the object if it embeds one, else from
     its declaration's INIT (`init_params(graph, seed)`); a program with no DSL source to take
-    INITs from must be given, or embed, every param."""
-    values = check_params(prog, given or {})
+    INITs from must be given, or embed, every param. `what` names `given` in errors."""
+    values = check_params(prog, given or {}, what)
     inside = [n for n in embedded(prog.obj) if n not in values]
     values.update(embedded_values(prog.obj, inside))
     missing = [n for n in prog.params if n not in values]

@@ -40,6 +40,8 @@ from d1isa.errors import D1Error, RuntimeFault
 from d1isa.machine import Machine
 from d1isa.objfile import ObjectFile
 
+HISTORY_KEYS = ("step", "epoch", "cycles")     # the history's own columns, beside the outputs
+
 if TYPE_CHECKING:
     from compiler.pipeline import CompileOptions
 
@@ -59,16 +61,20 @@ class Trainer:
     """Run training steps of one program on one emulated mesh, params kept in SRAM.
 
     `obj`: an `ObjectFile`, a loaded `d1.program.Program`, or a path (`.d1k`, `.d1s`, `.d1o`,
-    loaded for `machine` with compiler `options`). `params`: starting values by name; the
-    others come from the object if it embeds them, else from their declaration's INIT drawn
-    with `init_seed` (`compiler.reference.init_params`, the documented numpy generator).
+    loaded for `machine` with compiler `options`). `params`: starting values by name (or the
+    path of a `.npz` holding them); the others come from the object if it embeds them, else
+    from their declaration's INIT drawn with `init_seed` (`compiler.reference.init_params`,
+    the documented numpy generator). `history` holds a row per step: "step", "epoch", each
+    0-d output under its name (`columns`: `output.NAME` for an output named like one of
+    those), "cycles".
     `threads`: host threads of the emulator (None: `emulator.auto_threads`). `comm`: an mpi4py
     communicator of several ranks runs the machine on them, one thread each (rank 0 makes the
     Trainer, the others serve: emulator.distributed, docs/SCALE.md); results are identical.
     """
 
     def __init__(self, obj: ObjectFile | Program | str | Path,
-                 params: Mapping[str, Any] | None = None, machine: Machine | None = None,
+                 params: Mapping[str, Any] | str | Path | None = None,
+                 machine: Machine | None = None,
                  *, init_seed: int = 0, options: CompileOptions | None = None,
                  threads: int | None = None, max_cycles: int | None = None,
                  comm: Any = None) -> None:
@@ -90,6 +96,9 @@ class Trainer:
         self.inputs = prog.inputs
         scalars = prog.scalar_outputs
         self.outputs = [n for n in prog.outputs if n in scalars]
+        # The history's column of each 0-d output: its name, unless that is one of the
+        # history's own columns (an output named `step`, `epoch` or `cycles`).
+        self.columns = {n: f"output.{n}" if n in HISTORY_KEYS else n for n in self.outputs}
         sizes = {self.obj.tensor(n).shape[0] for n in self.inputs}
         if len(sizes) > 1:
             raise D1Error(f"{prog.path}: the inputs declare different batch sizes (axis 0: "
@@ -102,7 +111,15 @@ class Trainer:
                             else max_cycles,
                             threads=threads or (1 if ranks else auto_threads(self.machine.n_live)),
                             comm=comm)
-        for name, value in starting_params(prog, params, init_seed).items():
+        what = "params"
+        if isinstance(params, (str, Path)):
+            from d1.params import load_params
+            what = str(params)
+            params = load_params(params, what)
+        elif params is not None and not isinstance(params, Mapping):
+            raise D1Error("Trainer(params=...) takes a mapping of param names to arrays, or "
+                          f"the path of a .npz file; got {type(params).__name__}")
+        for name, value in starting_params(prog, params, init_seed, what).items():
             self.emu.set_input(name, value)
         self.steps = 0
         self.history: list[dict[str, Any]] = []
@@ -137,8 +154,10 @@ class Trainer:
         out = {n: float(self.emu.output(n).reshape(-1)[0]) for n in self.outputs}
         self.steps += 1
         totals = self.emu.totals()
-        self.history.append({"step": self.steps, "epoch": epoch, **out,
-                             "cycles": totals["cycles"]})
+        row = {"step": self.steps, "epoch": epoch}
+        row.update((self.columns[n], v) for n, v in out.items())
+        row["cycles"] = totals["cycles"]
+        self.history.append(row)
         # The first run compiles the emulator's loop (or loads it from the cache): set-up,
         # not a step's work.
         jit = self.emu.jit_seconds - jit0
@@ -210,10 +229,10 @@ class Trainer:
     # ---- figures ------------------------------------------------------------------------------
 
     def totals(self) -> dict[str, Any]:
-        """The whole run so far, modelled (cycles, time per step, FLOP/s against the peak,
-        link bytes, on chip and across chip edges, and on a machine of several chips the bytes
-        that left each chip across its edges; SRAM high-water mark) and measured on the
-        host: the steps' wall time
+        """The whole run so far, modelled (cycles, time per step, instructions, FLOP/s against
+        the peak, link bytes and messages, on chip and across chip edges, and on a machine of
+        several chips the bytes each chip sent across its edges, received across them and
+        kept on it; SRAM high-water mark) and measured on the host: the steps' wall time
         (without compiling the emulator's loop, `jit_seconds`) and how much of it the
         emulator's run loop took."""
         m = self.machine
@@ -234,11 +253,13 @@ class Trainer:
                 "seconds": seconds,
                 "cycles_per_step": cycles / steps if steps else 0.0,
                 "seconds_per_step": seconds / steps if steps else 0.0,
+                "instructions": sum(r["instructions"] for r in f),
                 "flops": flops,
                 "tflops_per_second": fps / 1e12,
                 "peak_dtype": dtype,
                 "percent_of_peak": 100.0 * fps / peak if peak else 0.0,
                 "link_bytes": sum(r["link_bytes"] for r in f),
+                "link_messages": sum(r["link_messages"] for r in f),
                 "link_bytes_per_step": (sum(r["link_bytes"] for r in f) / steps
                                         if steps else 0.0),
                 "on_chip_bytes": sum(r["on_chip_bytes"] for r in f),
@@ -260,14 +281,20 @@ class Trainer:
             },
         }
         if m.chips > 1:
-            # per chip: the bytes that left it across its edges, over all steps
-            by_chip = np.sum([r["chip_edge_bytes_by_chip"] for r in f], axis=0, dtype=np.int64) \
-                if f else np.zeros(m.chips, dtype=np.int64)
-            out["chips"] = {
-                "grid": [m.chips_x, m.chips_y],
-                "per_chip": [{"chip": [c % m.chips_x, c // m.chips_x], "edge_bytes_out": int(b)}
-                             for c, b in enumerate(by_chip)],
-            }
+            # per chip, over all steps: the bytes that left it across its edges (by edge),
+            # came in across them, and stayed on it (emulator.traffic)
+            per_chip = []
+            for c in range(m.chips):
+                rows = [r["chip_traffic"][c] for r in f]
+                dirs = rows[0]["edge_bytes_out_by_dir"] if rows else {}
+                per_chip.append({
+                    "chip": [c % m.chips_x, c // m.chips_x],
+                    **{k: sum(r[k] for r in rows)
+                       for k in ("edge_bytes_out", "edge_bytes_in", "on_chip_bytes")},
+                    "edge_bytes_out_by_dir": {d: sum(r["edge_bytes_out_by_dir"][d] for r in rows)
+                                              for d in dirs},
+                })
+            out["chips"] = {"grid": [m.chips_x, m.chips_y], "per_chip": per_chip}
         return out
 
 

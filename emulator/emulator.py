@@ -780,6 +780,8 @@ class Emulator:
         if self.machine.chips > 1:
             out["chip_edge_bytes_by_chip"] = \
                 edge_bytes_by_chip(self.machine, st.link_bytes).tolist()
+            # out across its edges (by edge), in across them, on chip: emulator.traffic
+            out["chip_traffic"] = chip_traffic(self.machine, st.link_bytes)
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -344,7 +344,7 @@ def test_train_reports_chip_edge_bytes(tmp_path):
     np.save(tmp_path / "y.npy", x @ rng.standard_normal((16, 4)).astype(np.float32))
     r = d1("train", "programs/train_linear.d1k", "--input", f"x={tmp_path / 'x.npy'}",
            "--input", f"y={tmp_path / 'y.npy'}", "--mesh", "4x4", "--chips", "2x2",
-           "--out-dir", str(tmp_path / "out"), "--json", "-", "--quiet")
+           "--out-dir", str(tmp_path / "out"), "--json", "-", "--quiet", "--stats")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     md = doc["totals"]["modelled"]
@@ -353,7 +353,16 @@ def test_train_reports_chip_edge_bytes(tmp_path):
     assert md["on_chip_bytes"] + md["chip_edge_bytes"] == md["link_bytes"]
     per = doc["totals"]["chips"]["per_chip"]
     assert len(per) == 4 and sum(r["edge_bytes_out"] for r in per) == md["chip_edge_bytes"]
+    assert sum(r["edge_bytes_in"] for r in per) == md["chip_edge_bytes"]
+    assert sum(r["on_chip_bytes"] for r in per) == md["on_chip_bytes"]
+    assert all(sum(r["edge_bytes_out_by_dir"].values()) == r["edge_bytes_out"] for r in per)
     assert "per step across chip edges" in r.stderr
+    # --stats: the whole run's figures, on chip and across chip edges apart, and per chip
+    assert f"    on chip                  {md['on_chip_bytes'] / 1024:.4g} KiB" in r.stderr
+    assert f"across chip edges        {md['chip_edge_bytes'] / 1024:.4g} KiB " \
+           f"({md['chip_edge_bytes']:,} B) (2 x 2 chips)" in r.stderr
+    assert "per chip (bytes out across its edges / in across them / on chip):" in r.stderr
+    assert f"instructions        {md['instructions']:,}" in r.stderr
 
 
 # ---- chips and objects -------------------------------------------------------------------------

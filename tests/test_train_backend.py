@@ -226,7 +226,7 @@ def test_an_updated_param_cannot_also_be_an_output():
     (d,) = info.value.diagnostics
     assert (d.line, d.col) == (2, 1)
     assert "'w' is both updated and an output" in d.message
-    assert "output a copy instead (`w_out = w`)" in d.message
+    assert "output a copy instead (`w_old = w`)" in d.message
 
 
 def test_a_copy_of_an_updated_param_is_output_with_its_value_from_before_the_step():

@@ -238,12 +238,42 @@ def test_arrays_that_do_not_make_batches_are_errors(arrays, message):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"v": np.zeros(4)}, "'v' is not a param of"),
-    ({"b": np.zeros(5)}, "param 'b' has shape (5,), the program declares (4,)"),
+    ({"v": np.zeros(4)}, "params: 'v' is not a param of"),
+    ({"b": np.zeros(5)}, "params: param 'b' has shape (5,), the program declares (4,)"),
+    ([np.zeros(4)], "Trainer(params=...) takes a mapping of param names to arrays, or the path"),
 ])
 def test_bad_params_are_errors(params, message):
-    with pytest.raises(D1Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(D1Error, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace(".", r"\.")):
         Trainer(LINEAR, params=params, machine=M4)
+
+
+def test_params_may_come_from_a_npz_path(tmp_path):
+    start = init_params(GRAPH, 5)
+    path = tmp_path / "start.npz"
+    path.write_bytes(params_npz(start))
+    t = Trainer(LINEAR, params=str(path), machine=M4)
+    got = t.params()
+    assert all(close(got[n], start[n]) for n in start)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(params_npz({"v": np.zeros(3, np.float32)}))
+    with pytest.raises(D1Error, match="bad.npz: 'v' is not a param"):
+        Trainer(LINEAR, params=bad, machine=M4)
+
+
+def test_outputs_named_like_the_history_s_own_columns_keep_their_values():
+    text = ("input x: f32[64, 16]\ninput y: f32[64, 4]\nparam w: f32[16, 4] = 0\n"
+            "d = x @ w - y\nstep = mean(d * d)\ncycles = 0.5 * step\n"
+            "update w = w - 0.1 * grad(step, w)\noutput step, cycles\n")
+    obj = compiler.compile_source(text, M4, "clash.d1k")
+    t = Trainer(obj)
+    assert t.columns == {"step": "output.step", "cycles": "output.cycles"}
+    batch = data(64)
+    out = t.step(batch)
+    row = t.history[0]
+    assert row["step"] == 1 and row["epoch"] == 0 and row["cycles"] > 100
+    assert row["output.step"] == out["step"] and row["output.cycles"] == out["cycles"]
+    assert out["cycles"] == pytest.approx(0.5 * out["step"], rel=1e-6)
 
 
 def test_a_trap_in_a_step_is_a_runtime_fault():

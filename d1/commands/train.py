@@ -44,6 +44,10 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
                                                      path_type=Path),
               help="Also write the history and the totals as JSON ('-': to standard output).")
 @click.option("--quiet", is_flag=True, help="No progress bar (or lines per epoch).")
+@click.option("--stats", is_flag=True,
+              help="Also print the whole run's modelled statistics: cycles, instructions, "
+                   "FLOPs, link bytes on chip and across chip edges (per chip on a machine "
+                   "of several chips), SRAM high water.")
 @max_cycles_option("Per step: a node whose clock passes this many cycles traps (cause 9).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
@@ -53,7 +57,7 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
 @machine_options
 def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_seed: int,
           epochs: int, shuffle_seed: int | None, out_dir: Path, json_file: Path | None,
-          quiet: bool, max_cycles: int, threads: int, opts: tuple[str, ...],
+          quiet: bool, stats: bool, max_cycles: int, threads: int, opts: tuple[str, ...],
           machine_name: str | None, mesh: str | None, chips: str | None,
           sets: tuple[str, ...]) -> None:
     """Train FILE (.d1k, or an object compiled from one) on whole data sets.
@@ -155,7 +159,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     written.append(str(paths["history.csv"]))
     if trainer.history:
         from d1.plots import history_png
-        history_png(trainer.history, trainer.outputs, paths["loss.png"],
+        history_png(trainer.history, list(trainer.columns.values()), paths["loss.png"],
                     f"{file}: {trainer.steps:,} steps on {trainer.machine.name} "
                     f"(batch {plan.batch_size})")
         written.append(str(paths["loss.png"]))
@@ -169,7 +173,9 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
             "params_file": str(params_file) if params_file is not None else None,
             "interrupted": trainer.interrupted,
             "status": "trapped" if fault is not None else "ok",
-            "outputs": trainer.outputs, "history": trainer.history, "totals": totals,
+            "outputs": trainer.outputs, "columns": ["step", "epoch", *trainer.columns.values(),
+                                                     "cycles"],
+            "history": trainer.history, "totals": totals,
             "files": written, "wall_seconds": wall,
         }
         text = json.dumps(doc, indent=1)
@@ -181,6 +187,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     if trainer.interrupted:
         click.echo(f"interrupted: stopped after step {trainer.steps:,}", err=True)
     click.echo(summary(trainer, totals, plan, wall, written), err=to_stdout)
+    if stats and trainer.steps:
+        click.echo(stats_text(trainer, totals), err=to_stdout)
     if fault is not None:
         raise fault
     if trainer.interrupted:
@@ -202,14 +210,38 @@ def _input_files(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def history_csv(trainer: Any) -> str:
-    """step, epoch, each 0-d output, cycles (modelled), one row per step."""
+    """step, epoch, each 0-d output (`Trainer.columns`), cycles (modelled), a row per step."""
     buf = io.StringIO()
-    cols = ["step", "epoch", *trainer.outputs, "cycles"]
+    cols = ["step", "epoch", *trainer.columns.values(), "cycles"]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in trainer.history:
         w.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in cols])
     return buf.getvalue()
+
+
+def stats_text(trainer: Any, totals: dict[str, Any]) -> str:
+    """--stats: the modelled figures of all the run's steps, as `d1 run --stats` gives them
+    for one run (link bytes on chip and across chip edges, per chip)."""
+    from d1.commands.run import chip_lines
+
+    md, n, m = totals["modelled"], totals["steps"], trainer.machine
+    lines = [f"statistics of the {n:,} step{'s' * (n != 1)} on {m.name} ({m.n_live:,} live "
+             f"nodes at {units.si(m.clock_hz, 'Hz')}), modelled (docs/TIMING.md):",
+             f"  kernel time         {md['cycles']:,} cycles = {units.seconds(md['seconds'])} "
+             f"({md['cycles_per_step']:,.0f} a step)",
+             f"  instructions        {md['instructions']:,}",
+             f"  FLOPs               {md['flops']:,} FLOP",
+             f"  throughput          {md['tflops_per_second']:.3g} TFLOP/s = "
+             f"{md['percent_of_peak']:.3g}% of the {md['peak_dtype']} peak",
+             f"  SRAM high water     {units.nbytes(md['sram_high_water_bytes'])} (largest node)",
+             f"  link traffic        {units.nbytes(md['link_bytes'])} in "
+             f"{md['link_messages']:,} messages ({units.nbytes(md['link_bytes_per_step'])} a "
+             "step)"]
+    if "chips" in totals:
+        lines.extend(chip_lines({"modelled": md,
+                                 "chips": {**totals["chips"], "busiest_edge_links": []}}))
+    return "\n".join(lines)
 
 
 def summary(trainer: Any, totals: dict[str, Any], plan: Any, wall: float,
@@ -223,7 +255,8 @@ def summary(trainer: Any, totals: dict[str, Any], plan: Any, wall: float,
                 if jit >= 1 else "")]
     for name in trainer.outputs:
         if h:
-            lines.append(f"  {name:<20} {h[0][name]:.6g} (step 1) -> {h[-1][name]:.6g} "
+            col = trainer.columns[name]
+            lines.append(f"  {name:<20} {h[0][col]:.6g} (step 1) -> {h[-1][col]:.6g} "
                          f"(step {h[-1]['step']:,})")
     if h:
         lines.append(f"  modelled per step    {md['cycles_per_step']:,.0f} cycles = "
@@ -289,7 +322,7 @@ class _progress:
             self.bar.__exit__(*exc)
 
     def _outputs(self, row: dict[str, Any]) -> str:
-        return "  ".join(f"{n} {row[n]:.5g}" for n in self.trainer.outputs)
+        return "  ".join(f"{n} {row[c]:.5g}" for n, c in self.trainer.columns.items())
 
     def _bar(self, row: dict[str, Any]) -> None:
         self.bar.update(self.task, advance=1, loss=self._outputs(row),
