@@ -19,7 +19,8 @@ NOTES = {
     "bisection_bytes_per_s": "model: one link per neighbour pair across the narrower middle "
                              "cut, each at its own rate; D1's quoted figure implies wider "
                              "aggregate paths",
-    "peak_bf16_flops": "matrix unit: 8x8x8 mma in cost_mma_bf16 cycles per node",
+    "peak_bf16_flops": "matrix unit: 8x8x8 mma in cost_mma_bf16 cycles per node; Tesla quotes "
+                       "the same peak for BF16 and CFP8 (the model has no CFP8 matrix mode)",
     "peak_f32_flops": "16-lane fp32 vfma in cost_vfma cycles per node",
     "chip_edge": "one link per chip row (east and west edges) or column (north and south) "
                  "at chip_link_bytes_per_cycle; published 4 TB/s per edge = 576 SerDes lanes "
