@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -54,10 +55,12 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     the chip-edge bandwidth halved and doubled.
 
     OUT_DIR gets scale.csv (every run of the three studies) and scale.png (efficiency against
-    chips; the three bandwidths side by side). A run that fails shows its error in its row
-    and the study goes on (exit status 1); a bad --chips list, a program that does not
-    compile, or a machine this host cannot emulate is an error (status 2) before anything
-    runs.
+    chips; the three bandwidths side by side). Every machine of the study is compiled before
+    any runs: a bad --chips list, a program that does not compile for one of the machines
+    (with --weak: at one of the batches, e.g. a reshape that spells out the batch instead of
+    -1), or a machine this host cannot emulate is an error (status 2) before anything runs.
+    A run that fails (a trap, a deadlock, --max-cycles) shows its error in its row and the
+    study goes on (exit status 1).
 
     \b
     Examples:
@@ -65,9 +68,10 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
       d1 scale programs/matmul.d1k --mesh 8x8 --chips 1x1,2x2
       d1 scale train_mlp784.d1k --chips 1x1,2x2,5x5 --weak --out-dir scale
     """
-    from compiler.pipeline import CompileOptions, compile_text
+    from compiler.pipeline import CompileOptions
     from d1.commands.run import mpi_ranks
-    from d1.scale import machines, parse_chip_list, program_text, study, write_csv
+    from d1.scale import BANDWIDTH_SCALES, machines, parse_chip_list, study, write_csv
+    from d1isa.machine import parse_sets
     from emulator.state import check_host_memory
 
     grids = parse_chip_list(chip_list)
@@ -75,15 +79,20 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     if file.suffix.lower() != ".d1k":
         raise D1Error(f"{file}: d1 scale takes a .d1k program (it recompiles it for every "
                       "machine, and with --weak changes its batch)")
-    text = read_text(file)
     base = {"name": machine_name, "mesh": mesh, "overrides": list(sets)}
+    fixed = sorted({k for k in parse_sets(list(sets)) if k in ("chips_x", "chips_y")})
+    if fixed:
+        raise D1Error(f"--set {fixed[0]}: --chips gives the chip grids of the study; --set "
+                      "cannot change them")
+    single = [f"{a}x{b}" for a, b in grids if a * b == 1]
+    if options.parallel == "data" and single:
+        raise D1Error(f"-O parallel=data splits the batch over several chips, and --chips "
+                      f"lists {single[0]}, a machine of one: leave it out, or leave the "
+                      "choice to the compiler (parallel=auto)")
+    text = read_text(file)
     ms = machines(base, grids)
     for m in ms:
         check_host_memory(m)
-    # A program that does not compile, or has no batch to scale, fails every point alike:
-    # say so once, before anything runs.
-    first, _ = program_text(text, str(file), ms[0].chips, weak)
-    compile_text(first, ms[0], str(file), options, assemble_object=False)
     check_output_dir(out_dir)
     paths = {name: out_dir / name for name in OUT_FILES}
     for name, path in paths.items():
@@ -91,18 +100,26 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
         check_destination(path, "--out-dir")
 
     t0 = time.perf_counter()
-    total = len(grids) * 3
+    tty = sys.stderr.isatty()
+
+    def compiled(p) -> None:
+        if tty and p.same is None:
+            click.echo(f"  compiled {p.chips[0]}x{p.chips[1]} at {p.bandwidth} B/cycle",
+                       err=True)
 
     def progress(p) -> None:
-        if sys.stderr.isatty():
+        if tty:
             click.echo(f"  {p.chips[0]}x{p.chips[1]} at {p.bandwidth} B/cycle: "
                        + (f"{p.cycles:,} cycles" if p.ok else p.status), err=True)
 
     click.echo(f"{file}: {'weak' if weak else 'strong'} scaling over "
                f"{', '.join(f'{a}x{b}' for a, b in grids)} chips of "
-               f"{ms[0].cols} x {ms[0].rows} nodes ({total} runs)", err=True)
-    points = study(text, str(file), base, grids, options, weak, max_cycles, progress=progress,
-                   comm=mpi_ranks())
+               f"{ms[0].cols} x {ms[0].rows} nodes ({len(grids) * len(BANDWIDTH_SCALES)} "
+               "runs)", err=True)
+    # Every point is compiled before any runs: a program that does not compile for one of
+    # the machines (or, with --weak, at one of the batches) is an error before anything runs.
+    points = study(text, str(file), base, grids, options, weak, max_cycles, BANDWIDTH_SCALES,
+                   progress=progress, comm=mpi_ranks(), compiled=compiled)
     host = time.perf_counter() - t0
     notes = sorted({n for p in points for n in p.extra.get("notes", [])})
     for note in notes:
@@ -112,9 +129,12 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     write_csv(paths["scale.csv"], points)
     from d1.plots import scale_png
     kind = "weak" if weak else "strong"
-    w, h = scale_png(points, paths["scale.png"],
-                     f"{file}: {kind} scaling on {ms[0].cols} x {ms[0].rows}-node chips "
-                     "(modelled)", weak)
+    with warnings.catch_warnings():
+        # every run failed: an empty plot, and matplotlib's warning that it has no legend
+        warnings.filterwarnings("ignore", message="No artists with labels found")
+        w, h = scale_png(points, paths["scale.png"],
+                         f"{file}: {kind} scaling on {ms[0].cols} x {ms[0].rows}-node chips "
+                         "(modelled)", weak)
     click.echo(f"wrote {paths['scale.csv']} ({len(points)} rows) and {paths['scale.png']} "
                f"({w} x {h} px)")
     click.echo(f"studied in {host:.1f} s (measured on the host)")
@@ -130,13 +150,14 @@ def _table(points, weak: bool) -> str:
 
     rows = []
     for p in nominal(points):
+        # what the compiler chose, as in scale.csv: on one chip, "whole" (the one chip)
+        head = [f"{p.chips[0]}x{p.chips[1]}", f"{p.count}", f"{p.batch:,}" if p.batch else "-",
+                p.parallel or "-"]
         if not p.ok:
-            rows.append([f"{p.chips[0]}x{p.chips[1]}", f"{p.count}", "-", "-", "-", "-", "-",
-                         "-", "-", "-", f"{p.status}: {p.error}"])
+            rows.append([*head, "-", "-", "-", "-", "-", "-", "-", f"{p.status}: {p.error}"])
             continue
         rows.append([
-            f"{p.chips[0]}x{p.chips[1]}", f"{p.count}", f"{p.batch:,}" if p.batch else "-",
-            p.parallel if p.count > 1 else "-", f"{p.cycles:,}", units.seconds(p.seconds),
+            *head, f"{p.cycles:,}", units.seconds(p.seconds),
             f"{p.percent:.3g}%",
             units.nbytes(p.on_chip_bytes).split(" (")[0],
             units.nbytes(p.chip_edge_bytes).split(" (")[0] if p.count > 1 else "-",
