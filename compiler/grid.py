@@ -79,12 +79,28 @@ class Grid:
 
     def row_chain_index(self, i: int) -> tuple[int, ...]:
         """Positions of the grid nodes (i, 0..Q-1) inside row chain i."""
-        chain = self.row_chains[i]
-        return tuple(chain.index(self.nodes[i][j]) for j in range(self.Q))
+        return self._row_chain_indices[i]
 
     def col_chain_index(self, j: int) -> tuple[int, ...]:
-        chain = self.col_chains[j]
-        return tuple(chain.index(self.nodes[i][j]) for i in range(self.P))
+        """Positions of the grid nodes (0..P-1, j) inside column chain j."""
+        return self._col_chain_indices[j]
+
+    @cached_property
+    def _row_chain_indices(self) -> tuple[tuple[int, ...], ...]:
+        # once per grid: the shared-code matmuls ask for every line's again and again
+        out = []
+        for i, chain in enumerate(self.row_chains):
+            at = {n: k for k, n in enumerate(chain)}
+            out.append(tuple(at[self.nodes[i][j]] for j in range(self.Q)))
+        return tuple(out)
+
+    @cached_property
+    def _col_chain_indices(self) -> tuple[tuple[int, ...], ...]:
+        out = []
+        for j, chain in enumerate(self.col_chains):
+            at = {n: k for k, n in enumerate(chain)}
+            out.append(tuple(at[self.nodes[i][j]] for i in range(self.P)))
+        return tuple(out)
 
     def describe(self) -> str:
         m = self.machine

@@ -810,6 +810,9 @@ class SpmdStream(Matmul):
                 self.parts.append((ja, ib, k0, k1))
         self.nr = [LA.block_shape(i, 0)[0] for i in range(g.P)]
         self.nc = [LB.block_shape(0, j)[1] for j in range(g.Q)]
+        # the grid columns and rows whose nodes multiply (every node's streams read them)
+        self.col_users = [x for x in range(g.Q) if self.nc[x] > 0]
+        self.row_users = [y for y in range(g.P) if self.nr[y] > 0]
 
     # ---- who sends and receives what ---------------------------------------------------------
 
@@ -818,10 +821,10 @@ class SpmdStream(Matmul):
         that multiplies them."""
         g = self.grid
         out = {d: _Stream() for d in (E, W, S, N)}
-        users = [x for x in range(g.Q) if self.nc[x] > 0]
+        users = self.col_users
         if self.nr[i] > 0 and users:
             self._line(out[E], out[W], j, g.Q, users[0], users[-1])
-        users = [y for y in range(g.P) if self.nr[y] > 0]
+        users = self.row_users
         if self.nc[j] > 0 and users:
             self._line(out[S], out[N], i, g.P, users[0], users[-1])
         return out
@@ -890,10 +893,10 @@ class SpmdStream(Matmul):
             a_side = d in (E, W)
             if a_side:
                 chain, pos, x = g.row_chains[i], g.row_chain_index(i), j
-                users = [y for y in range(g.Q) if self.nc[y] > 0]
+                users = self.col_users
             else:
                 chain, pos, x = g.col_chains[j], g.col_chain_index(j), i
-                users = [y for y in range(g.P) if self.nr[y] > 0]
+                users = self.row_users
             end = users[-1] if d in (E, S) else users[0]
             a, b = pos[x], pos[end]
             nids = chain[a:b + 1] if b > a else chain[b:a + 1][::-1]
