@@ -762,6 +762,23 @@ def _round64(n: int) -> int:
     return -(-n // 64) * 64
 
 
+def _send(ctx: Ctx, msg: LineMsg, carried) -> None:
+    """emit_msg, telling the mapping report (if one is asked for) what the message carries:
+    `carried()` gives (value name, bytes, view rectangles) per value (compiler.mapreport)."""
+    if ctx.traffic is None:
+        emit_msg(ctx, msg)
+        return
+    with ctx.traffic.carrying(carried()):
+        emit_msg(ctx, msg)
+
+
+def _block_part(v: Value, rect: tuple[int, int, int, int], off: int, n: int) -> list:
+    """Bytes [off, off + n) of v's stored block `rect`, as the mapping report takes them."""
+    from compiler.mapreport import byte_slices
+    L = v.layout
+    return [(v.name, n, byte_slices(rect, L.stride, L.piece_bytes, L.itemsize, off, off + n))]
+
+
 def convert_copy(code: Code, src: int, sdt: str, dst: int, ddt: str, n: int) -> None:
     """dst[0:n] = src[0:n] converted from `sdt` to `ddt` (bf16 widened exactly, or rounded to
     nearest even), in whole vectors of f32 lanes (the last may run past n)."""
@@ -821,6 +838,8 @@ class ChipAllReduce(Step):
                   for rows in self.blocks().values()]
         self.temps[1].scratch_bytes = max(packed, default=0)
         self._chains: dict[tuple[bool, int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
+        # blocks(), while it is emitted with a mapping report (see `carried`)
+        self.packs: dict[tuple[int, int], list[tuple[Value, str, int, int]]] = {}
 
     # ---- geometry ---------------------------------------------------------------------------
 
@@ -869,6 +888,25 @@ class ChipAllReduce(Step):
                     out.setdefault(pos, []).append((base + a + off, n, "f32", op))
         return out
 
+    def carried(self, pos: tuple[int, int], addr: int, n: int) -> list[tuple[str, int, list]]:
+        """What the chunk of `n` bytes at `addr` in grid node `pos`'s pack holds, for the
+        mapping report: per value its bytes (the padding after a value is its own) and the
+        view rectangles of its block they hold."""
+        from compiler.mapreport import byte_slices
+        rows = self.packs[pos]
+        lo = addr - self.temps[1].addr
+        hi = lo + n
+        out = []
+        for k, (v, _, nbytes, at) in enumerate(rows):
+            w = 4 // ITEMSIZE[v.dtype]                    # the pack holds it as f32
+            end = rows[k + 1][3] if k + 1 < len(rows) else at + nbytes * w
+            a, b = max(lo, at), min(hi, end)
+            if b > a:
+                L = v.layout
+                out.append((v.name, b - a, byte_slices(L.block(*pos), L.stride * w,
+                                                       L.piece_bytes * w, 4, a - at, b - at)))
+        return out
+
     def pack(self, ctx: Ctx, back: bool) -> None:
         """Copy every owner's blocks into its pack buffer as f32 (bf16 widened, exactly), or
         with `back` the totals out again (bf16 rounded once): shared code, run by every
@@ -898,6 +936,7 @@ class ChipAllReduce(Step):
         if not work:
             return
         dp = self.dp
+        self.packs = self.blocks() if ctx.traffic is not None else {}
         self.pack(ctx, False)
         ctx.begin_segment()
         try:
@@ -988,11 +1027,11 @@ class ChipAllReduce(Step):
                             dst = self._place(vertical, line, nxt, i, j)
                             key = -at[src] if forward else at[src]
                             msgs.append(((not forward, line, key), LineMsg(
-                                chain, vertical, at[src], addr, n, {at[dst]: into})))
+                                chain, vertical, at[src], addr, n, {at[dst]: into}), (i, j)))
                             adds_at.setdefault(t + LAG - 1, []).append(
                                 (dst, addr, n, dtype, op, into))
-            for _, msg in sorted(msgs, key=lambda km: km[0]):
-                emit_msg(ctx, msg)
+            for _, msg, pos in sorted(msgs, key=lambda km: km[0]):
+                self._send(ctx, msg, pos)
             for dst, addr, n, dtype, op, into in adds_at.pop(t, []):
                 add_into(ctx.code(dst), op, addr, into, n, dtype)
         for t in sorted(adds_at):
@@ -1024,9 +1063,13 @@ class ChipAllReduce(Step):
                         src = at[self._place(vertical, line, o, i, j)]
                         stops = {at[self._place(vertical, line, c, i, j)]: addr for c in side}
                         msgs.append(((not forward, line, -src if forward else src),
-                                     LineMsg(chain, vertical, src, addr, n, stops)))
-            for _, msg in sorted(msgs, key=lambda km: km[0]):
-                emit_msg(ctx, msg)
+                                     LineMsg(chain, vertical, src, addr, n, stops), (i, j)))
+            for _, msg, pos in sorted(msgs, key=lambda km: km[0]):
+                self._send(ctx, msg, pos)
+
+    def _send(self, ctx: ChipCtx, msg: LineMsg, pos: tuple[int, int]) -> None:
+        """A chunk of grid node `pos`'s pack (its owner's, on every chip)."""
+        _send(ctx, msg, lambda: self.carried(pos, msg.addr, msg.nbytes))
 
 
 class ShareBlocks(Step):
@@ -1057,15 +1100,17 @@ class ShareBlocks(Step):
                 for side in ([j for j in cols if j > oj], [j for j in cols if j < oj]):
                     if side:
                         for off, n in chunks(nbytes, maxmsg):
-                            emit_msg(ctx, LineMsg(chain, False, pos[oj], v.addr + off, n,
-                                                  {pos[j]: v.addr + off for j in side}))
+                            _send(ctx, LineMsg(chain, False, pos[oj], v.addr + off, n,
+                                               {pos[j]: v.addr + off for j in side}),
+                                  lambda v=v, r=rect, o=off, n=n: _block_part(v, r, o, n))
                 for j in cols:
                     chain, pos = g.col_chains[j], g.col_chain_index(j)
                     for side in ([i for i in rows if i > oi], [i for i in rows if i < oi]):
                         if side:
                             for off, n in chunks(nbytes, maxmsg):
-                                emit_msg(ctx, LineMsg(chain, True, pos[oi], v.addr + off, n,
-                                                      {pos[i]: v.addr + off for i in side}))
+                                _send(ctx, LineMsg(chain, True, pos[oi], v.addr + off, n,
+                                                   {pos[i]: v.addr + off for i in side}),
+                                      lambda v=v, r=rect, o=off, n=n: _block_part(v, r, o, n))
 
 
 # ---- weak scaling -----------------------------------------------------------------------------
