@@ -77,6 +77,7 @@ from compiler.ir import (
     Op,
     Update,
     broadcast_dims,
+    transpose_perm,
     verify,
 )
 from compiler.lower import KOp, Mapper
@@ -236,6 +237,7 @@ class _Splitter:
             name: str | None = None, **kw: Any) -> Node:
         """A per-chip copy of `node` with its shape split along `axis`."""
         shape = self.shape(node.shape, axis)
+        kw.setdefault("perm", node.perm)       # a transpose's permutation (N-d)
         return self.b.add(node.op, inputs, shape=shape, dtype=node.dtype, axis=node.axis,
                           value=node.value, init=node.init, name=name or node.name,
                           line=node.line, col=node.col, **kw)
@@ -388,7 +390,8 @@ class _Splitter:
     def _transpose(self, node: Node) -> None:
         x = node.inputs[0]
         a = self.state[x.id]
-        axis = 1 - a if isinstance(a, int) else a
+        # result axis k is operand axis perm[k]: the split axis moves to where perm puts it
+        axis = transpose_perm(node).index(a) if isinstance(a, int) else a
         self.put(node, self.add(node, (self.local[x.id],), axis), axis)
 
     def _reshape(self, node: Node) -> None:
@@ -423,6 +426,8 @@ class _Splitter:
         la, lb = self.local[a.id], self.local[b.id]
         if sa is None and sb is None:
             self.put(node, self.add(node, (la, lb), None), None)
+        elif node.ndim > 2:
+            self._batched_matmul(node, sa, sb)
         elif sa == 0 and sb is None:
             self.put(node, self.add(node, (la, lb), 0), 0)
         elif sa is None and sb == 1:
@@ -434,6 +439,30 @@ class _Splitter:
             self.put(node, self.add(node, (la, lb), None), "sum")
         else:
             self.fail("a matmul's operands are split over the chips along different axes", node)
+
+    def _batched_matmul(self, node: Node, sa: int | None, sb: int | None) -> None:
+        """A matmul of 3-D or 4-D operands, one of them split: only along a batch axis (not
+        the last two), where the other operand has that axis too (split alike, or whole and
+        sliced like a literal), or broadcasts along it (length 1, or no such axis: `x @ W`);
+        the product is then split along it. Anything else runs on the whole machine."""
+        a, b = node.inputs
+        lead = node.ndim - 2
+        axis = None
+        for x, s in ((a, sa), (b, sb)):
+            if s is not None:
+                k = s + node.ndim - x.ndim                 # the result's axis
+                if not k < lead or axis not in (None, k):
+                    self.fail("a batched matmul's operands are split over the chips along "
+                              "other axes than one batch axis", node)
+                axis = k
+        ins = []
+        for x, s in ((a, sa), (b, sb)):
+            k = axis - (node.ndim - x.ndim)
+            if s is None and k >= 0 and x.shape[k] != 1:
+                ins.append(self.slice(x, k))
+            else:
+                ins.append(self.local[x.id])
+        self.put(node, self.add(node, tuple(ins), axis), axis)
 
     def _reduce(self, node: Node) -> None:
         x = node.inputs[0]

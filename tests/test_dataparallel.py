@@ -93,6 +93,11 @@ def test_the_per_chip_program_keeps_the_global_constants():
      "update w = w - grad(loss, w)\noutput loss\n",
      "a value computed whole on every chip \\(not a literal or a broadcast\\) meets values "
      "split over the chips \\('w', line 2\\)"),
+    # a param with the batch's own axis: each chip would need its own slice of it
+    ("input x: f32[8, 4, 4]\nparam w: f32[8, 4, 2] = 1\nloss = sum(x @ w)\n"
+     "update w = w - grad(loss, w)\noutput loss\n",
+     "a value computed whole on every chip \\(not a literal or a broadcast\\) meets values "
+     "split over the chips \\('w', line 2\\)"),
 ])
 def test_a_program_that_cannot_run_data_parallel_is_mapped_whole_with_a_note(text, why):
     m = chips("2x2")
@@ -174,6 +179,35 @@ def test_params_stay_bit_identical_on_every_chip_and_equal_the_global_batch_refe
     # every step moved the same bytes across chip edges: the all-reduce
     edge = {f["chip_edge_bytes"] for f in tr.figures}
     assert len(edge) == 1 and edge.pop() > 0
+
+
+BATCHED = """
+input q: f32[32, 16, 8]
+input k: f32[32, 16, 8]
+param w: f32[8, 8]
+qw = q @ w
+s = qw @ transpose(k, [0, 2, 1])
+p = softmax(s, axis=2)
+t = transpose(p, [0, 2, 1])
+loss = mean(p * s) + mean(sum(t, axis=1) * 0.5)
+update w = w - 0.1 * grad(loss, w)
+output loss
+"""
+
+
+def test_batched_matmuls_and_n_d_transposes_split_along_the_batch(tmp_path):
+    # 3-D products of two split operands and with a shared 2-D param, and transposes with a
+    # perm (the split axis moves where the perm puts it) run data-parallel, as the reference does
+    path = tmp_path / "batched.d1k"
+    path.write_text(BATCHED)
+    m = chips("2x2")
+    tr, ref, losses = _steps(path, m, 2)
+    assert tr.obj.meta["parallel"]["chips"] == [2, 2]
+    for got, want in losses:
+        assert abs(got - want) <= 1e-4 * max(abs(want), 1)
+    copies = [tr.emu.output("w", chip=(cx, cy)) for cy in range(2) for cx in range(2)]
+    assert all(np.array_equal(c.view(np.uint32), copies[0].view(np.uint32)) for c in copies)
+    assert np.max(np.abs(copies[0] - ref["w"])) <= 1e-4 * max(float(np.max(np.abs(ref["w"]))), 1)
 
 
 def test_three_chips_in_a_line_reduce_to_the_middle_one():
