@@ -88,25 +88,26 @@ class Grid:
     @cached_property
     def _row_chain_indices(self) -> tuple[tuple[int, ...], ...]:
         # once per grid: the shared-code matmuls ask for every line's again and again
-        out = []
-        for i, chain in enumerate(self.row_chains):
-            at = {n: k for k, n in enumerate(chain)}
-            out.append(tuple(at[self.nodes[i][j]] for j in range(self.Q)))
-        return tuple(out)
+        return _positions(self.row_chains, self.nodes)
 
     @cached_property
     def _col_chain_indices(self) -> tuple[tuple[int, ...], ...]:
-        out = []
-        for j, chain in enumerate(self.col_chains):
-            at = {n: k for k, n in enumerate(chain)}
-            out.append(tuple(at[self.nodes[i][j]] for i in range(self.P)))
-        return tuple(out)
+        return _positions(self.col_chains, tuple(zip(*self.nodes, strict=True)))
 
     def describe(self) -> str:
         m = self.machine
         relays = len({n for c in self.row_chains + self.col_chains for n in c}) - self.size
         return (f"{self.P} x {self.Q} grid nodes ({self.size} of {m.n_live} live nodes; "
                 f"{relays} relay nodes), rows y={list(self.ys)}, columns x={list(self.xs)}")
+
+
+def _positions(chains: tuple[tuple[int, ...], ...], lines) -> tuple[tuple[int, ...], ...]:
+    """For each chain, the positions in it of its line's grid nodes (`lines[k]`, in order)."""
+    out = []
+    for chain, nodes in zip(chains, lines, strict=True):
+        at = {n: k for k, n in enumerate(chain)}
+        out.append(tuple(at[n] for n in nodes))
+    return tuple(out)
 
 
 def choose_grid(machine: Machine, per_chip: bool = False) -> Grid:

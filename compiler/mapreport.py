@@ -407,29 +407,16 @@ def _summa(d: _Derived, mm) -> None:
 def _stream(d: _Derived, st, maxmsg: int) -> None:
     """compiler.summa.SpmdStream: every node's own blocks of A and B, each way as far as the
     last node that multiplies them."""
-    from compiler.asmgen import E, N, S, W
     from compiler.comm import chunks
     A, B = st.ins
     g = st.grid
+    b_chunks = chunks(st.b_bytes, maxmsg)
     for i in range(g.P):
         a_chunks = chunks(st.nr[i] * A.layout.stride, maxmsg)
         for j in range(g.Q):
-            streams = st._streams(i, j)
-            for way in (E, W, S, N):
-                if not streams[way].own:
-                    continue
-                a_side = way in (E, W)
-                if a_side:
-                    chain, pos, x = g.row_chains[i], g.row_chain_index(i), j
-                    users = [y for y in range(g.Q) if st.nc[y] > 0]
-                    sizes = a_chunks
-                else:
-                    chain, pos, x = g.col_chains[j], g.col_chain_index(j), i
-                    users = [y for y in range(g.P) if st.nr[y] > 0]
-                    sizes = chunks(st.b_bytes, maxmsg)
-                end = users[-1] if way in (E, S) else users[0]
-                v = A if a_side else B
-                d.line(v.name, chain, pos[x], pos[end], sum(n for _, n in sizes), len(sizes),
+            for a_side, chain, a, b in st.own_legs(i, j):
+                sizes, v = (a_chunks, A) if a_side else (b_chunks, B)
+                d.line(v.name, chain, a, b, sum(n for _, n in sizes), len(sizes),
                        [v.layout.block(i, j)])
 
 

@@ -886,22 +886,24 @@ class SpmdStream(Matmul):
                         a_chunks: tuple, b_chunks: tuple) -> None:
         """Node (i, j)'s own blocks, each way as far as the last node that multiplies them,
         for the mapping report."""
-        g = self.grid
-        for d in (E, W, S, N):
-            if not st[d].own:
-                continue
-            a_side = d in (E, W)
-            if a_side:
-                chain, pos, x = g.row_chains[i], g.row_chain_index(i), j
-                users = self.col_users
-            else:
-                chain, pos, x = g.col_chains[j], g.col_chain_index(j), i
-                users = self.row_users
-            end = users[-1] if d in (E, S) else users[0]
-            a, b = pos[x], pos[end]
+        for a_side, chain, a, b in self.own_legs(i, j, st):
             nids = chain[a:b + 1] if b > a else chain[b:a + 1][::-1]
             sizes = a_chunks if a_side else b_chunks
             ctx.traffic.path(self.ins[0 if a_side else 1].name, nids, sum(sizes), len(sizes))
+
+    def own_legs(self, i: int, j: int, st: dict[int, _Stream] | None = None):
+        """Each way node (i, j) sends its own blocks (as far as the last node that multiplies
+        them): (A's block or not, the line's chain, the node's position on it, the far end's)."""
+        g = self.grid
+        for d, leg in (st or self._streams(i, j)).items():
+            if not leg.own:
+                continue
+            a_side = d in (E, W)
+            if a_side:
+                chain, pos, x, users = g.row_chains[i], g.row_chain_index(i), j, self.col_users
+            else:
+                chain, pos, x, users = g.col_chains[j], g.col_chain_index(j), i, self.row_users
+            yield a_side, chain, pos[x], pos[users[-1] if d in (E, S) else users[0]]
 
     def _own_copies(self, code: Code, i: int, j: int) -> None:
         """The node's own blocks into their slots: what it sends, and where the K-order
