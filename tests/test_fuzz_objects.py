@@ -13,7 +13,7 @@ stays under 2 GB. A failure lists the base object and its mutations; a worker th
 native crash) names the command and holds the object, base64-encoded.
 
 D1_FUZZ_SEED=N (or `random`) picks other examples (default 0: the same ones every run);
-D1_FUZZ_SECONDS bounds the campaign (default 40).
+D1_FUZZ_SECONDS bounds the campaign (default fuzzkit.FUZZ_SECONDS).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ if __name__ == "__main__":
 import pytest  # noqa: E402
 from fuzzkit import (  # noqa: E402
     attempt,
+    campaign_args,
     files_outside,
     invoke,
     report,
@@ -50,8 +51,8 @@ TINY_DSL = ("input x: f32[8, 16]\ninput w: f32[16, 8]\nh = relu(x @ w)\ns = sum(
 
 
 def test_mutated_objects_never_crash_hang_or_write_elsewhere():
-    seconds = float(os.environ.get("D1_FUZZ_SECONDS", "40"))
-    res = run_worker(Path(__file__), [os.environ.get("D1_FUZZ_SEED", "0"), str(seconds)],
+    seconds, args = campaign_args()
+    res = run_worker(Path(__file__), args,
                      timeout=seconds + 120)
     assert res.returncode == 0, res.log[-4000:]
     assert not res.failures, json.dumps(res.failures[:5], indent=1)

@@ -10,7 +10,7 @@ bound, writing nothing outside the output directory, and the worker's peak memor
 under 2 GB.
 
 D1_FUZZ_SEED=N (or `random`) picks other examples (default 0); D1_FUZZ_SECONDS bounds the
-campaign (default 40).
+campaign (default fuzzkit.FUZZ_SECONDS).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ if __name__ == "__main__":
 import pytest  # noqa: E402
 from fuzzkit import (  # noqa: E402
     attempt,
+    campaign_args,
     files_outside,
     invoke,
     report,
@@ -44,8 +45,8 @@ VADD = ROOT / "programs" / "asm" / "vadd.d1s"
 
 
 def test_random_option_values_never_crash_or_hang():
-    seconds = float(os.environ.get("D1_FUZZ_SECONDS", "40"))
-    res = run_worker(Path(__file__), [os.environ.get("D1_FUZZ_SEED", "0"), str(seconds)],
+    seconds, args = campaign_args()
+    res = run_worker(Path(__file__), args,
                      timeout=seconds + 2 * COMMAND_SECONDS + 60)
     assert res.returncode == 0, res.log[-4000:]
     assert not res.failures, json.dumps(res.failures[:5], indent=1)

@@ -11,7 +11,7 @@ traceback. Each command runs in-process in one worker (tests/fuzzkit.py) whose p
 stays under 2 GB.
 
 D1_FUZZ_SEED=N (or `random`) picks other examples (default 0); D1_FUZZ_SECONDS bounds the
-campaign (default 40).
+campaign (default fuzzkit.FUZZ_SECONDS).
 """
 
 from __future__ import annotations
