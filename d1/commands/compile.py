@@ -127,9 +127,10 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     if dp:
         click.echo(f"  data-parallel over {dp['chips'][0]} x {dp['chips'][1]} chips: batch "
                    f"{dp['batch']:,} = {dp['chips'][0] * dp['chips'][1]} x "
-                   f"{dp['batch_per_chip']:,} per chip; each chip's partials all-reduced "
-                   f"across chip edges: {dp['allreduce_bytes']:,} B "
-                   f"({', '.join(dp['allreduced'])})", err=True)
+                   f"{dp['batch_per_chip']:,} per chip; each chip holds "
+                   f"{dp['allreduce_bytes']:,} B of partials ({', '.join(dp['allreduced'])}), "
+                   "all-reduced across chip edges (the bytes that cross them: --report)",
+                   err=True)
     if timings:
         for name, secs in result.seconds.items():
             click.echo(f"  {name:<9} {secs * 1000:8.1f} ms", err=True)
