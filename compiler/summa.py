@@ -37,6 +37,7 @@ used, as before.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from compiler.asmgen import COMM_LEN, Code, E, N, S, W
@@ -412,7 +413,7 @@ class SpmdSumma(Matmul):
         for start in range(min(ngroups, len(rounds))):
             idle, used = 0, 0
             for q in range(start + 1, len(rounds)):
-                if sum(1 for u in usable if u <= q) > used:
+                if bisect_right(usable, q) > used:           # usable is in round order
                     used += 1
                 else:
                     idle += 1
