@@ -111,6 +111,7 @@ class Matmul(Step):
         self.mode = mode
         self.overlap = overlap
         self.reach = max(1, reach)
+        self._grid_at: dict[tuple[int, ...], dict[int, int]] = {}   # chain position -> grid index
         A, B = a, b
         self.isz = A.layout.itemsize
         self.mmak = "mmak.bf16" if A.dtype == "bf16" else "mmak.f32"
@@ -472,7 +473,9 @@ class Matmul(Step):
             base_r = [self._b_addr(self.nodes[r], p) for r in r_nodes]
         # Every live node after the sender, up to the last stop, in travel order.
         stop_at = {pos[x]: k for k, x in enumerate(stops)}
-        grid_at = {pos[x]: x for x in range(len(pos))}
+        grid_at = self._grid_at.get(pos)
+        if grid_at is None:
+            grid_at = self._grid_at[pos] = {c: x for x, c in enumerate(pos)}
         a, b = pos[src], pos[stops[-1]]
         path = range(a + 1, b + 1) if step > 0 else range(a - 1, b - 1, -1)
         hops = []
@@ -489,11 +492,10 @@ class Matmul(Step):
             out.append(_Msg(key, kind, p, c == len(parts) - 1, s_node, d, base_s + off, ln,
                             [(nid, node, None if k is None else base_r[k] + off)
                              for nid, node, k in hops]))
-        crosses = False
-        if self.machine.chips > 1:
-            chip = self.machine.chip_index
-            ends = [self.grid.nodes[s_node[0]][s_node[1]]] + [nid for nid, _, _ in hops]
-            crosses = any(chip[u] != chip[v] for u, v in zip(ends, ends[1:], strict=False))
+        # A line of the mesh passes through the chips in order, so the leg crosses a chip
+        # edge exactly when its two ends lie on different chips.
+        chip = self.machine.chip_index
+        crosses = self.machine.chips > 1 and chip[chain[a]] != chip[chain[b]]
         return out, crosses or any(node is None for _, node, _ in hops)
 
     # ---- padding and packing ------------------------------------------------------------------
