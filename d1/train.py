@@ -106,11 +106,6 @@ class Trainer:
                                       for n in self.inputs) + "); a training program's "
                           "inputs all hold one batch")
         self.batch_size = sizes.pop() if sizes else 0
-        ranks = comm is not None and comm.Get_size() > 1
-        self.emu = Emulator(self.obj, max_cycles=DEFAULT_MAX_CYCLES if max_cycles is None
-                            else max_cycles,
-                            threads=threads or (1 if ranks else auto_threads(self.machine.n_live)),
-                            comm=comm)
         what = "params"
         if isinstance(params, (str, Path)):
             from d1.params import load_params
@@ -119,7 +114,13 @@ class Trainer:
         elif params is not None and not isinstance(params, Mapping):
             raise D1Error("Trainer(params=...) takes a mapping of param names to arrays, or "
                           f"the path of a .npz file; got {type(params).__name__}")
-        for name, value in starting_params(prog, params, init_seed, what).items():
+        start = starting_params(prog, params, init_seed, what)     # checked before the emulator
+        ranks = comm is not None and comm.Get_size() > 1
+        self.emu = Emulator(self.obj, max_cycles=DEFAULT_MAX_CYCLES if max_cycles is None
+                            else max_cycles,
+                            threads=threads or (1 if ranks else auto_threads(self.machine.n_live)),
+                            comm=comm)
+        for name, value in start.items():
             self.emu.set_input(name, value)
         self.steps = 0
         self.history: list[dict[str, Any]] = []
