@@ -283,12 +283,13 @@ def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
                ) -> dict[str, np.ndarray]:
     """The arrays of a --params file that name params of the program, with a note naming
     the others (ignored)."""
-    from d1.params import split_params
+    from d1.params import check_params, split_params
     used, ignored = split_params(prog, params)
     if ignored:
         click.echo(f"note: --params {path}: {', '.join(ignored)} "
                    f"{'is not a param' if len(ignored) == 1 else 'are not params'} of "
                    f"{prog.path}; ignored", err=True)
+    check_params(prog, used, f"--params {path}")      # shapes, named after the file
     return used
 
 
