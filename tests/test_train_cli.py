@@ -116,6 +116,18 @@ def test_params_start_from_a_file_and_the_rest_from_init_with_the_seed(dataset):
     assert np.max(np.abs(got["w"] - params["w"])) <= 1e-4
 
 
+def test_a_param_of_the_wrong_shape_in_the_file_exits_2_naming_the_file(dataset):
+    d, _, _ = dataset
+    (d / "bad.npz").write_bytes(params_npz({"w": np.zeros((3, 3), np.float32)}))
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--mesh", "4x4", "--out-dir", str(d / "out"), "--params", str(d / "bad.npz"),
+             "--quiet")
+    assert run.returncode == 2
+    assert (f"--params {d / 'bad.npz'}: param 'w' has shape (3, 3), the program declares "
+            "(16, 4)") in run.stderr
+    assert "Traceback" not in run.stderr and not (d / "out" / "params.npz").exists()
+
+
 def test_inputs_with_different_sample_counts_exit_2(dataset):
     d, x, _ = dataset
     np.save(d / "short.npy", np.zeros((100, 4), dtype=np.float32))
