@@ -100,6 +100,13 @@ def reading(*paths: str | Path) -> Iterator[None]:
                       f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
+def ignored_machine_note(stats: dict[str, Any], path: Any) -> str:
+    """The note for machine options given with a statistics file that records its machine's
+    parameters (`machine_of` then does not use them)."""
+    return (f"note: {path} records the machine it ran on ({stats.get('machine')}); the "
+            "machine options are not used")
+
+
 def machine_of(stats: dict[str, Any], fallback: Machine | None = None) -> Machine:
     """The machine a run was made on: its recorded parameters, else the named machine if its
     live-node count matches, else `fallback`."""

@@ -85,6 +85,15 @@ def test_mesh_png_has_its_size_and_marks_harvested_nodes(runs, tmp_path):
     assert grey.sum() > 2000
 
 
+def test_machine_options_beside_a_recorded_machine_get_a_note(runs, tmp_path):
+    # the statistics record the machine they ran on: the options are not used, and say so
+    note = f"note: {runs['ring']} records the machine it ran on"
+    r = d1("viz", str(runs["ring"]), "-o", str(tmp_path / "v.png"), "--mesh", "4x4")
+    assert note in r.output and "6 x 5 mesh" in r.output
+    assert note in d1("roofline", str(runs["ring"]), "--mesh", "4x4").output
+    assert note not in d1("viz", str(runs["ring"]), "-o", str(tmp_path / "w.png")).output
+
+
 def test_terminal_heatmap_shows_every_node_and_the_harvested_ones(runs):
     doc = load_run(runs["ring"])
     s = doc["stats"]

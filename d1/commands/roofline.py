@@ -11,6 +11,7 @@ import click
 from d1.analysis import (
     ROOF_NAMES,
     ROOFLINE_HEADER,
+    ignored_machine_note,
     kernel_point,
     load_run,
     machine_of,
@@ -97,6 +98,8 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
         if opts:
             raise D1Error("-O compiler options need a program, not a statistics file")
         doc = load_run(file)
+        if given and isinstance(doc["stats"].get("machine_params"), dict):
+            click.echo(ignored_machine_note(doc["stats"], file), err=True)
         with reading(file):
             machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets, chips)
                                  if given else None)

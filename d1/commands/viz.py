@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from d1.analysis import geometry, load_run, machine_of, reading
+from d1.analysis import geometry, ignored_machine_note, load_run, machine_of, reading
 from d1.options import machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
@@ -136,6 +136,8 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
     doc = load_run(stats_file)
     fallback = machine_from_options(machine_name, mesh, sets, chips) \
         if machine_given(machine_name, mesh, sets, chips) else None
+    if fallback is not None and isinstance(doc["stats"].get("machine_params"), dict):
+        click.echo(ignored_machine_note(doc["stats"], stats_file), err=True)
     if output is None and not term:
         raise click.UsageError("give -o OUT.png for a picture, or --term for a terminal heatmap")
     if term:
