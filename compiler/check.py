@@ -267,6 +267,9 @@ class _Checker:
                 self.error(e, "normal takes one argument, the standard deviation: normal(STD)")
                 return None
             std = e.args[0]
+            if isinstance(std, ast.Number) and math.isinf(std.value):
+                self.error(std, f"number '{std.text}' is too large")
+                return None
             if not (isinstance(std, ast.Number) and math.isfinite(std.value)
                     and std.value >= 0):
                 self.error(std, "the standard deviation of normal(STD) must be a non-negative "

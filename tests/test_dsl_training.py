@@ -412,6 +412,7 @@ l = sum(x @ w)
                                    "normal(STD)"),
     ("param p: f32[3] = 1 / 2", 6, 19, "a param's initial value is a number literal"),
     ("param p: f32[3] = 1e999", 6, 19, "number '1e999' is too large"),
+    ("param p: f32[3] = normal(1e400)", 6, 26, "number '1e400' is too large"),
     ("param p: f32[]", 6, 10, "a param has 1 to 4 dimensions, got 0"),
     ("param p: f64[2]", 6, 10, "unknown dtype 'f64'; the dtypes are f32 and bf16"),
     ("param p: f32[0]", 6, 14, "a dimension must be a positive integer, got '0'"),
