@@ -166,6 +166,7 @@ class BandMatmul(Step):
         self.products: list[tuple[Matmul, Value, Value, Value]] = []
         for sub, a, b, c in products:
             mm = sub_product(a, b, c, "@band", (m, k, n), sub, loc, label, machine, options)
+            mm.report_slices = False       # its operands' coordinates are not the tensors'
             self.products.append((mm, a, b, c))
         self.temps = share_panels(out.name, [mm for mm, *_ in self.products])
 

@@ -37,16 +37,17 @@ from:
 
 - messages sent with their slices (`Traffic.path(..., slices=)`, `Traffic.carrying`): the
   data-parallel all-reduce and the copies to replicas after it (compiler.dataparallel) say, for
-  each chunk, which rows and columns of which tensor's block it holds (`byte_slices`);
+  each chunk, which rows and columns of which tensor's block it holds (`byte_slices`); a SUMMA
+  matmul's panel legs (compiler.matmul `_report`: A's rows of the sender's grid row over the
+  panel's K range, B's K range over its grid column's columns) and the stream matmul's own
+  blocks (compiler.summa) say which panel or block they are;
 - the other steps' messages are matched to the step's plan after emission (`derive`): a
   redistribution's groups (a rectangle of the source each), a gather's pieces (element offsets
-  in the holder's block), a SUMMA matmul's panel legs (A's rows of the sender's grid row over
-  the panel's K range; B's K range over its grid column's columns), the stream matmul's own
-  blocks, each along the path its messages take. The slices are used only if that derivation
-  gives every tensor of the step exactly the chip-edge bytes recorded for it (if it gives
-  the step's totals but splits them differently among its operands, as a gather of several
-  operands, whose messages are all recorded as its first operand's, the derived split is
-  used), so they cannot disagree with the byte figures;
+  in the holder's block), each along the path its messages take. The slices are used only if
+  that derivation gives every tensor of the step exactly the chip-edge bytes recorded for it
+  (if it gives the step's totals but splits them differently among its operands, as a gather
+  of several operands, whose messages are all recorded as its first operand's, the derived
+  split is used), so they cannot disagree with the byte figures;
 - the line reductions of the kernels (sum, max, softmax, layer norm ...) send partial results
   of the reduction, not slices of the tensor; those, and a step whose messages cannot be
   matched, say "slices: not recorded" rather than guessing.
@@ -328,11 +329,9 @@ def _farthest(at: list[int], x: int) -> list[int]:
 def derive(step, machine: Machine) -> tuple[dict[str, TensorTraffic] | None, str]:
     """Per tensor, what the messages of `step`'s plan carry (see the module docstring), or
     None and why not."""
-    from compiler.batched import BandMatmul, BatchedMatmul
+    from compiler.batched import BandMatmul
     from compiler.comm import Redistribute, chunks
     from compiler.gather import Gather
-    from compiler.matmul import Matmul
-    from compiler.summa import SpmdStream
 
     d = _Derived(machine)
     maxmsg = machine.max_message_bytes
@@ -354,13 +353,6 @@ def derive(step, machine: Machine) -> tuple[dict[str, TensorTraffic] | None, str
             n = p.n * isz
             d.four_phases(step.grid, src.name, p.holder, list(p.dst), n,
                           len(chunks(n, maxmsg)), rects)
-    elif isinstance(step, SpmdStream):
-        _stream(d, step, maxmsg)
-    elif isinstance(step, Matmul):
-        _summa(d, step)
-    elif isinstance(step, BatchedMatmul):
-        for _, mm, *_ in step.products:
-            _summa(d, mm)
     elif isinstance(step, BandMatmul):
         return None, (UNKNOWN + " (each band's product is a matmul of its own operands, "
                       "whose coordinates are not the tensors')")
@@ -371,53 +363,6 @@ def derive(step, machine: Machine) -> tuple[dict[str, TensorTraffic] | None, str
     if not d.ok:
         return None, UNKNOWN
     return d.rows, ""
-
-
-def _summa(d: _Derived, mm) -> None:
-    """compiler.matmul's panel legs: A's panel p on grid row i is A's rows of grid row i over
-    the panel's K range, B's on grid column j the K range over B's columns of grid column j."""
-    if mm.mode != "summa":
-        return
-    A, B = mm.ins
-    g = mm.grid
-    msgs = getattr(mm, "msgs", None)
-    if msgs is None:
-        msgs = mm._messages()
-    rects: dict[tuple[str, int, int], list[Rect]] = {}
-    for m in msgs:
-        if not m.hops:
-            continue
-        i, j = m.sender
-        line = i if m.kind == "A" else j
-        key = (m.kind, line, m.panel)
-        r = rects.get(key)
-        if r is None:
-            k0, k1 = mm.panels[m.panel]
-            if m.kind == "A":
-                r0, r1, _, _ = A.layout.block(i, mm.owner_a[i][m.panel])
-                r = [(r0, r1, k0, k1)]
-            else:
-                _, _, c0, c1 = B.layout.block(mm.owner_b[j][m.panel], j)
-                r = [(k0, k1, c0, c1)]
-            rects[key] = r
-        d.send((A if m.kind == "A" else B).name, g.nodes[i][j], m.hops[-1][0], len(m.hops),
-               m.nbytes, 1, r)
-
-
-def _stream(d: _Derived, st, maxmsg: int) -> None:
-    """compiler.summa.SpmdStream: every node's own blocks of A and B, each way as far as the
-    last node that multiplies them."""
-    from compiler.comm import chunks
-    A, B = st.ins
-    g = st.grid
-    b_chunks = chunks(st.b_bytes, maxmsg)
-    for i in range(g.P):
-        a_chunks = chunks(st.nr[i] * A.layout.stride, maxmsg)
-        for j in range(g.Q):
-            for a_side, chain, a, b in st.own_legs(i, j):
-                sizes, v = (a_chunks, A) if a_side else (b_chunks, B)
-                d.line(v.name, chain, a, b, sum(n for _, n in sizes), len(sizes),
-                       [v.layout.block(i, j)])
 
 
 def _with_slices(step, recorded: dict[str, TensorTraffic], machine: Machine

@@ -112,6 +112,9 @@ class Matmul(Step):
         self.overlap = overlap
         self.reach = max(1, reach)
         self._grid_at: dict[tuple[int, ...], dict[int, int]] = {}   # chain position -> grid index
+        # The mapping report's slices of the panels: of the operands' own coordinates (a band
+        # product's operands, compiler.batched.BandMatmul, are not the tensors', so it says none).
+        self.report_slices = True
         A, B = a, b
         self.isz = A.layout.itemsize
         self.mmak = "mmak.bf16" if A.dtype == "bf16" else "mmak.f32"
@@ -351,14 +354,30 @@ class Matmul(Step):
             code.unstick(*STICKY, *self.a_regs[2:self.gr])
 
     def _report(self, ctx: Ctx, msgs: list[_Msg]) -> None:
-        """Every chunk of every leg, sender to last stop, for the mapping report."""
+        """Every chunk of every leg, sender to last stop, for the mapping report, with the
+        slice of its operand a panel is: A's panel p on grid row i is A's rows of grid row i
+        over the panel's K range, B's on grid column j the K range over B's columns of grid
+        column j."""
         if ctx.traffic is None:
             return
         g = self.grid
-        names = {"A": self.ins[0].name, "B": self.ins[1].name}
+        A, B = self.ins
+        rects: dict[tuple[str, int, int], list[tuple[int, int, int, int]]] = {}
         for m in msgs:
-            ctx.traffic.path(names[m.kind], [g.nodes[m.sender[0]][m.sender[1]]]
-                             + [h[0] for h in m.hops], m.nbytes)
+            i, j = m.sender
+            key = (m.kind, i if m.kind == "A" else j, m.panel)
+            r = rects.get(key)
+            if r is None:
+                k0, k1 = self.panels[m.panel]
+                if m.kind == "A":
+                    r0, r1, _, _ = A.layout.block(i, self.owner_a[i][m.panel])
+                    r = rects[key] = [(r0, r1, k0, k1)]
+                else:
+                    _, _, c0, c1 = B.layout.block(self.owner_b[j][m.panel], j)
+                    r = rects[key] = [(k0, k1, c0, c1)]
+            ctx.traffic.path((A if m.kind == "A" else B).name,
+                             [g.nodes[i][j]] + [h[0] for h in m.hops], m.nbytes,
+                             slices=r if self.report_slices else None)
 
     def _needs(self, kind: str, line: int) -> list[bool]:
         """Which grid nodes along a line use the panels broadcast on it: for A (grid row

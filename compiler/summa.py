@@ -890,7 +890,8 @@ class SpmdStream(Matmul):
         for a_side, chain, a, b in self.own_legs(i, j, st):
             nids = chain[a:b + 1] if b > a else chain[b:a + 1][::-1]
             sizes = a_chunks if a_side else b_chunks
-            ctx.traffic.path(self.ins[0 if a_side else 1].name, nids, sum(sizes), len(sizes))
+            v = self.ins[0 if a_side else 1]
+            ctx.traffic.path(v.name, nids, sum(sizes), len(sizes), slices=[v.layout.block(i, j)])
 
     def own_legs(self, i: int, j: int, st: dict[int, _Stream] | None = None):
         """Each way node (i, j) sends its own blocks (as far as the last node that multiplies
