@@ -65,7 +65,7 @@ from emulator.trace import (
 from emulator.trace import (
     MODES as TRACE_MODES,
 )
-from emulator.traffic import chip_traffic, edge_bytes_by_chip, split_bytes
+from emulator.traffic import chip_traffic, split_bytes
 
 DEFAULT_MAX_CYCLES = 50_000_000
 DEFAULT_QUANTUM = 256
@@ -778,10 +778,11 @@ class Emulator:
             "sram_high_water_bytes": hwm,
         }
         if self.machine.chips > 1:
-            out["chip_edge_bytes_by_chip"] = \
-                edge_bytes_by_chip(self.machine, st.link_bytes).tolist()
-            # out across its edges (by edge), in across them, on chip: emulator.traffic
-            out["chip_traffic"] = chip_traffic(self.machine, st.link_bytes)
+            # per chip: out across its edges (by edge), in across them, on chip
+            # (emulator.traffic), and the bytes out alone
+            rows = chip_traffic(self.machine, st.link_bytes)
+            out["chip_traffic"] = rows
+            out["chip_edge_bytes_by_chip"] = [r["edge_bytes_out"] for r in rows]
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -33,13 +33,6 @@ def split_bytes(machine: Machine, link_bytes: np.ndarray) -> tuple[int, int]:
     return total - edge, edge
 
 
-def edge_bytes_by_chip(machine: Machine, link_bytes: np.ndarray) -> np.ndarray:
-    """int64[chips]: the bytes that left each chip across its edges."""
-    crossing = np.where(machine.link_crosses_chip, link_bytes, 0).sum(axis=1)
-    return np.bincount(machine.chip_index, weights=crossing,
-                       minlength=machine.chips).astype(np.int64)
-
-
 def chip_traffic(machine: Machine, link_bytes: np.ndarray) -> list[dict[str, Any]]:
     """One row per chip, row-major over the chip grid (see the module docstring)."""
     m = machine
