@@ -60,7 +60,7 @@ equal (chips with the same role in the tree) share one code block in the object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from compiler.asmgen import Code, CompilerLimit, f32_bits
@@ -115,6 +115,9 @@ class DataParallel:
     reduce: dict[int, str]                       # local node id -> all-reduce op
     split: dict[str, int | None]                 # tensor name -> axis split over chips
     global_shape: dict[str, tuple[int, ...]]
+    # local node id -> its state (State): split along an axis, whole, or a per-chip partial
+    # that is never all-reduced itself (an all-reduced one is whole)
+    states: dict[int, State] = field(default_factory=dict)
     grid: Grid = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,18 +148,24 @@ class DataParallel:
         """Chip 0's pieces of tensor `name` (in per-chip coordinates) -> every chip's: a split
         tensor's pieces on chip c cover its slice of the global tensor; a whole one is written
         to every chip's copy (inputs, params) and read back from chip 0 (outputs)."""
-        m = self.machine
         axis = self.split.get(name)
-        shape = self.global_shape[name]
+        part = self.global_shape[name][axis] // self.chips if axis is not None else 0
+        return self.spread(pieces, axis, part,
+                           1 if axis is None and role == "output" else self.chips)
+
+    def spread(self, pieces: list[tuple], axis: int | None, part: int,
+               chips: int | None = None) -> list[tuple]:
+        """Chip 0's pieces of a value -> the pieces of the first `chips` chips (all by
+        default): of a value split along `axis`, chip c's cover elements c*part .. c*part +
+        part - 1 of that axis; of a whole one (axis None), each chip's copy."""
+        m = self.machine
         out = []
-        for c in range(self.chips):
+        for c in range(self.chips if chips is None else chips):
             cy, cx = divmod(c, self.chips_x)
-            if axis is None and role == "output" and c:
-                break
             for x, y, addr, off, shp, strides in pieces:
                 off = list(off)
                 if axis is not None:
-                    off[axis] += c * (shape[axis] // self.chips)
+                    off[axis] += c * part
                 out.append((x + cx * m.cols, y + cy * m.rows, addr, tuple(off), shp, strides))
         return out
 
@@ -194,8 +203,10 @@ def plan(graph: Graph, machine: Machine) -> DataParallel:
         st = s.state[n.id]
         split[n.name] = st if isinstance(st, int) else None
         shapes[n.name] = n.shape if n.shape else (1,)
+    states = {s.local[n.id].id: s.state[n.id] for n in graph.nodes
+              if s.local[n.id].name == n.name}
     return DataParallel(machine, machine.chips_x, machine.chips_y, B, local, s.reduce, split,
-                        shapes)
+                        shapes, states)
 
 
 # A value's state: None (whole: the same on every chip), an int (split along that axis), or a
@@ -498,7 +509,9 @@ class _Splitter:
         outputs = [self.local[o.id] for o in g.outputs]
         updates = [Update(self.local[u.param.id], self.local[u.value.id], u.line, u.col)
                    for u in g.updates]
-        return self.b.finish(outputs, g.filename, updates)
+        # the debugger finds each grad(L, p) call's value by its spelling (compiler.debuginfo)
+        calls = tuple((line, col, self.local[n.id]) for line, col, n in g.grad_calls)
+        return replace(self.b.finish(outputs, g.filename, updates), grad_calls=calls)
 
 
 # ---- mapping: where the all-reductions go -----------------------------------------------------

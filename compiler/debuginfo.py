@@ -16,9 +16,17 @@ format of d1isa.debuginfo (written into the object's metadata as "values"):
 A named value that is never stored says why instead: fused into an elementwise kernel (it
 lives in registers only), a constant, a broadcast or reshape read in place, or a value that
 nothing the program outputs or updates reads (its step was dropped).
+
+Of a data-parallel program (compiler.dataparallel) the record describes the global values:
+a value split over the chips has its global shape and every chip's pieces; a whole one, chip
+0's copy; an all-reduced one is written by the all-reduce (and the sharing step after it),
+not by the step that computes chip 0's partial; and a partial that is never all-reduced
+itself (only values computed from it are) is not stored as the value the program names.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from compiler.alloc import ALIGN, Schedule
 from compiler.comm import Redistribute
@@ -32,10 +40,15 @@ from d1isa.debuginfo import NamedValue, Store
 from d1isa.errors import line_of
 from d1isa.objfile import TensorLayout, TensorPiece
 
+if TYPE_CHECKING:
+    from compiler.dataparallel import DataParallel
+
 
 def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedule,
-                    grid: Grid, step_pcs: dict[int, list[int]], text: str) -> dict:
-    """The "values" record of the program (d1isa.debuginfo.to_json)."""
+                    grid: Grid, step_pcs: dict[int, list[int]], text: str,
+                    dp: DataParallel | None = None) -> dict:
+    """The "values" record of the program (d1isa.debuginfo.to_json); `graph` is the program
+    mapped (of a data-parallel one, `dp`, the per-chip program)."""
     steps = sched.steps
     nsteps = len(steps)
     live = sched.live
@@ -58,6 +71,16 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
             writes.setdefault(id(v.alias), []).append(live[id(v)][0])
     placed = [(v.addr, _size(v), live[id(v)][0], v) for v in sched.values
               if v.alias is None and v.base is None and v.addr >= 0]
+    # Of a data-parallel program: the step after which an all-reduced value holds its total
+    # (the all-reduce, or the step sharing its blocks), and how each value lies over the chips.
+    reduced: dict[int, int] = {}
+    states: dict = {}
+    if dp is not None:
+        from compiler.dataparallel import ChipAllReduce, ShareBlocks
+        states = dp.states
+        for k, st in enumerate(steps):
+            if isinstance(st, (ChipAllReduce, ShareBlocks)):
+                reduced.update((id(v), k) for v in st.ins)
 
     def until(v: Value) -> int:
         first, last = live[id(v)]
@@ -69,21 +92,41 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
                   and start > last]
         return min(later, default=nsteps)
 
-    def store(v: Value, name: str) -> Store:
+    def store(v: Value, name: str, axis: int | None) -> Store:
+        got = tensor_pieces(v, grid, "output", v.shape)
+        shape = tuple(v.shape) or (1,)
+        if dp is not None and axis is not None:          # every chip's slice
+            got = dp.spread(got, axis, shape[axis])
+            shape = _whole(shape, axis, dp.chips)
         pieces = [TensorPiece(machine.node_id(x, y), addr, off, shp, strides)
-                  for x, y, addr, off, shp, strides in tensor_pieces(v, grid, "output", v.shape)]
-        layout = TensorLayout(name, v.dtype, tuple(v.shape) or (1,), "internal", pieces)
-        return Store(layout, live[id(v)][0], until(v))
+                  for x, y, addr, off, shp, strides in got]
+        layout = TensorLayout(name, v.dtype, shape, "internal", pieces)
+        return Store(layout, reduced.get(id(v), live[id(v)][0]), until(v))
 
     def record(node: Node, name: str, kind: str, aliases: tuple[str, ...],
                at: tuple[int, int]) -> NamedValue:
         v = mapper.values.get(node.id)
+        state = states.get(node.id)
+        axis = state if isinstance(state, int) else None
         stores: list[Store] = []
-        if v is not None and id(v) in live:
-            stores.append(store(v, name))
-            stores.extend(store(c, name) for c in copies.get(id(v), ()) if id(c) in live)
-        note = "" if stores else _why_not_stored(node, v, fused, folded)
-        return NamedValue(name, kind, node.dtype, tuple(node.shape), at[0], at[1],
+        partial = isinstance(state, str) and v is not None and id(v) not in reduced
+        if v is not None and id(v) in live and not partial:
+            stores.append(store(v, name, axis))
+            stores.extend(store(c, name, axis) for c in copies.get(id(v), ())
+                          if id(c) in live)
+        if stores:
+            note = ""
+        elif partial and id(v) in live:
+            assert dp is not None
+            note = (f"each of the {dp.chips} chips holds only its partial result over its "
+                    "share of the batch (data-parallel), never the whole value: the chips "
+                    "all-reduce values computed from it")
+        else:
+            note = _why_not_stored(node, v, fused, folded)
+        shape = tuple(node.shape)
+        if dp is not None and axis is not None:
+            shape = _whole(shape, axis, dp.chips)
+        return NamedValue(name, kind, node.dtype, shape, at[0], at[1],
                           aliases, tuple(stores), note)
 
     # A gradient's node carries the position of its backward pass; it is defined by its call.
@@ -118,6 +161,11 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
         taken.add(debuginfo.spelling(spelt))
         values.append(record(node, spelt, "grad", (), (line, col)))
     return debuginfo.to_json(nsteps, step_pcs, machine.n_live, values)
+
+
+def _whole(shape: tuple[int, ...], axis: int, chips: int) -> tuple[int, ...]:
+    """The global shape of a value split along `axis` over `chips` chips."""
+    return shape[:axis] + (shape[axis] * chips,) + shape[axis + 1:]
 
 
 def _size(v: Value) -> int:

@@ -262,9 +262,9 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     emitted = collect(ctx, filename, text, tensors, meta, len(sched.steps))
     if dp is not None:
         emitted.expand = dp.pieces
-    # The debugger's record of every named value: its layout and the steps it is live in (of
-    # a data-parallel program: chip 0's copy).
-    meta["values"] = describe_values(mapped, kops, mapper, sched, grid, emitted.step_pcs, text)
+    # The debugger's record of every named value: its layout and the steps it is live in.
+    meta["values"] = describe_values(mapped, kops, mapper, sched, grid, emitted.step_pcs, text,
+                                     dp)
     t.lap("emit")
     mapping = None
     if report:

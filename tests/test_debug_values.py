@@ -33,6 +33,7 @@ from emulator.debugger import Debugger
 
 ROOT = Path(__file__).resolve().parent.parent
 M4 = load_machine(mesh="4x4")
+M4_CHIPS = load_machine(mesh="4x4", chips="2x2")      # a training program runs data-parallel
 
 # A small training step: p is fused into d's kernel, `unused` is never computed, the gradient
 # of w is bound to a name and that of b is not.
@@ -64,10 +65,10 @@ def tiny(tmp_path_factory) -> Path:
     return path
 
 
-def session(path: Path | str) -> tuple[Debugger, dict[str, np.ndarray]]:
+def session(path: Path | str, machine=M4) -> tuple[Debugger, dict[str, np.ndarray]]:
     """A debugger on the program as `d1 debug` loads it, and the reference value of every
     named value and grad call (by the names the debugger knows)."""
-    prog = load_program(path, M4)
+    prog = load_program(path, machine)
     arrays, _ = prog.input_arrays({}, 0)
     dbg = Debugger(prog.obj, inputs=arrays)
     params = {p.name: arrays[p.name] for p in prog.graph.params}
@@ -126,13 +127,17 @@ def test_no_step_branches_into_another(path):
                     assert pcs[k] <= pc + f["off"] < pcs[k + 1], (n, k, pc)
 
 
-@pytest.mark.parametrize("name", ["tiny", "programs/train_digits.d1k", "programs/softmax.d1k"])
+@pytest.mark.parametrize("name", ["tiny", "programs/train_digits.d1k", "programs/softmax.d1k",
+                                  "programs/train_digits.d1k --chips 2x2"])
 def test_a_value_is_shown_exactly_while_it_is_live(name, tiny):
     """At every stop of a run cut into small pieces, every value that is shown equals the
     reference; each goes from "not computed yet" to live, and those whose buffers are reused
-    end "overwritten"."""
-    dbg, ref = session(tiny if name == "tiny" else name)
-    graph = load_program(tiny if name == "tiny" else name, M4).graph
+    end "overwritten". On 2 x 2 chips the training step runs data-parallel: the values shown
+    are still the program's (global) ones, never a chip's share or partial sum."""
+    name, _, chips = name.partition(" --chips ")
+    machine = M4_CHIPS if chips else M4
+    dbg, ref = session(tiny if name == "tiny" else name, machine)
+    graph = load_program(tiny if name == "tiny" else name, machine).graph
     seen: dict[str, list[str]] = {}
     stop = None
     while True:
@@ -157,6 +162,9 @@ def test_a_value_is_shown_exactly_while_it_is_live(name, tiny):
         else:
             assert states[0] == "not computed yet" and "live" in states, (v.name, states)
         assert states.count("live") <= 1, (v.name, states)       # never shown again after
+    if chips:
+        assert dbg.obj.meta["parallel"]["mode"] == "data"
+        assert seen["g1"][-1] == seen["loss"][-1] == "live"
     if name == "tiny":
         assert seen["d"] == ["not computed yet", "live", "overwritten"]
         assert seen["w"] == ["live", "overwritten"]               # its update is written in
@@ -349,3 +357,20 @@ def test_a_disassembled_object_keeps_the_record():
     from d1isa.disasm import disassemble
     obj = compiler.compile_file(ROOT / "programs" / "train_digits.d1k", M4)
     assert assemble(disassemble(obj), "again.d1s").to_bytes() == obj.to_bytes()
+
+
+def test_data_parallel_values_are_the_global_ones():
+    """On several chips: a value split over the chips has its global shape and every chip's
+    pieces, a gradient is found by its grad call, and a per-chip partial that is never
+    all-reduced itself is not shown as the value."""
+    obj = compiler.compile_file(ROOT / "programs/train_digits.d1k", M4_CHIPS)
+    by = {v.name: v for v in debuginfo.read(obj).values}
+    assert by["x"].shape == (64, 64) and by["h"].shape == (64, 32)
+    chips = {(x // 4, y // 4) for x, y in (M4_CHIPS.node_xy(p.node)
+                                           for p in by["x"].stores[0].layout.pieces)}
+    assert chips == {(0, 0), (1, 0), (0, 1), (1, 1)}
+    assert by["g1"].kind == "grad" and by["g1"].aliases == ("grad(loss, w1)",)
+    regions = obj.meta["regions"]
+    assert regions[by["g1"].stores[0].first]["op"] in ("allreduce(chips)", "share(chips)")
+    assert not by["grad(loss, b1)"].stores
+    assert "partial result over its share of the batch" in by["grad(loss, b1)"].note
