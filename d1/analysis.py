@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from d1isa import units
 from d1isa.errors import D1Error, MachineError
 from d1isa.files import MAX_JSON_BYTES, read_text
@@ -171,17 +173,22 @@ class Roofs:
     links: int                      # directed neighbour links
     nodes: int
     clock_hz: float
+    # (directed links, B/s each) per distinct link rate, fastest first (on-chip links, then
+    # chip-edge ones, on a machine of several chips); empty: every link at the average rate
+    link_rates: tuple[tuple[int, float], ...] = ()
 
     def lines(self) -> list[str]:
         """One line per roof, with units and where it comes from."""
         per_link = self.link_bytes_per_s / self.links if self.links else 0.0
+        rates = self.link_rates or ((self.links, per_link),)
         return [
             f"compute roof (bf16)  {units.si(self.peak['bf16'], 'FLOP/s', 4)}  "
             f"(matrix unit, {self.nodes} live nodes)",
             f"compute roof (f32)   {units.si(self.peak['f32'], 'FLOP/s', 4)}  "
             f"(vector unit / fp32 mma, {self.nodes} live nodes)",
             f"link roof            {units.si(self.link_bytes_per_s, 'B/s', 4)}  "
-            f"({self.links} directed links x {units.si(per_link, 'B/s')})",
+            "(" + " + ".join(f"{n} directed links x {units.si(r, 'B/s')}"
+                             for n, r in rates) + ")",
             f"SRAM roof            {units.si(self.sram_bytes_per_s, 'B/s', 4)}  "
             f"({SRAM_PORT_BYTES_PER_CYCLE} B/cycle/node: 2 x 64 B load + 64 B store ports, "
             "a modelling figure)",
@@ -193,10 +200,13 @@ def roofs_for(m: Machine) -> Roofs:
     nbr = m.neighbors
     total_bw = float(bw[nbr >= 0].sum())
     links = int((nbr >= 0).sum())
+    rate, count = np.unique(bw[nbr >= 0], return_counts=True)
     return Roofs(peak={k: float(v) for k, v in m.peak_flops.items()},
                  link_bytes_per_s=total_bw * m.clock_hz,
                  sram_bytes_per_s=float(SRAM_PORT_BYTES_PER_CYCLE) * m.n_live * m.clock_hz,
-                 links=links, nodes=m.n_live, clock_hz=m.clock_hz)
+                 links=links, nodes=m.n_live, clock_hz=m.clock_hz,
+                 link_rates=tuple((int(n), float(r) * m.clock_hz)
+                                  for r, n in zip(rate[::-1], count[::-1], strict=True)))
 
 
 @dataclass

@@ -175,6 +175,16 @@ def test_roofs_and_binding_roof_arithmetic():
     assert s.binding(roofs)[0] == "sram"
 
 
+def test_link_roof_of_several_chips_names_each_link_rate():
+    """On-chip and chip-edge links differ in bandwidth: the link roof says how many of each,
+    not every link at their average."""
+    roofs = roofs_for(load_machine(mesh="4x4", chips="2x2"))      # chip edge 50 B/cycle
+    assert roofs.link_rates == ((192, 64 * 2e9), (32, 50 * 2e9))
+    assert roofs.link_bytes_per_s == (192 * 64 + 32 * 50) * 2e9
+    assert ("27.78 TB/s  (192 directed links x 128 GB/s + 32 directed links x 100 GB/s)"
+            in roofs.lines()[2])
+
+
 def test_roofline_of_a_program_tabulates_every_operation(tmp_path):
     png = tmp_path / "roof.png"
     r = d1("roofline", str(PROGRAMS / "attention.d1k"), "--mesh", "4x4", "-o", str(png))
