@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from d1.cli import cli
 from d1.program import load_program as _load
 from d1isa.asm import assemble
+from d1isa.errors import D1Error
 from d1isa.machine import load_machine
 from emulator.debugger import Debugger, ExprError, parse_expr
 from emulator.debugger.expr import Binary, Name, Num
@@ -298,6 +299,22 @@ def test_breakpoints_on_a_pc_a_label_and_a_source_line():
     assert info[0].split() == ["Num", "Type", "Enb", "Hits", "What"]
     assert info[1].split() == ["3", "breakpoint", "y", "2", "token_ring.d1s:53", "on", "all",
                                "nodes"]
+
+
+def test_line_and_column_breakpoints_with_and_without_the_file(m4):
+    """`LINE:COL` is a line and a column, and `FILE:LINE:COL` names the file (both were read
+    as a file name ending in `:LINE`)."""
+    dbg = Debugger(load_program("programs/train_digits.d1k", m4))
+    whole = dbg.break_at("10").slots                  # z = h @ w2 + b2: columns 7 and 12
+    at7, at12 = dbg.break_at("10:7").slots, dbg.break_at("10:12").slots
+    assert at7 == whole and at12 and not at12 & at7   # the matmul starts the line on a node
+    assert dbg.break_at("train_digits.d1k:10:12").slots == at12
+    assert dbg.break_at("programs/train_digits.d1k:10:12").slots == at12
+    assert dbg.break_at("train_digits.d1k:10").slots == whole
+    with pytest.raises(D1Error, match="no code for line 10:8"):
+        dbg.break_at("10:8")
+    with pytest.raises(D1Error, match="no file 'other.d1k'"):
+        dbg.break_at("other.d1k:10:7")
 
 
 def test_a_source_line_breakpoint_defaults_to_every_node(m4):

@@ -273,7 +273,8 @@ def resolve(dbg: Debugger, location: str, node: Any
         slots = {int(code.node_base[n]) + pc for n in nodes}
         return slots, (None if all_nodes else frozenset(nodes)), \
             ("all nodes" if all_nodes else dbg._xy_text(nodes[0]))
-    m_line = re.fullmatch(r"(?:(.+):)?(\d+)(?::(\d+))?", loc)
+    # LINE[:COL] before FILE:LINE[:COL], so that `10:7` is line 10, column 7
+    m_line = re.fullmatch(r"(?:(.+?):)??(\d+)(?::(\d+))?", loc)
     if m_line:
         return _resolve_line(dbg, m_line.group(1), int(m_line.group(2)),
                              int(m_line.group(3)) if m_line.group(3) else None,
