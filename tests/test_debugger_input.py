@@ -3,8 +3,11 @@ with the error (as gdb does), and tab completion completes every word of a comma
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from prompt_toolkit.document import Document
@@ -169,3 +172,26 @@ def test_the_prompt_completer_replaces_only_the_word_before_the_cursor(session):
     assert got == [("clock", -2)]
     got = [(x.text, x.start_position) for x in c.get_completions(Document("tensor li"), None)]
     assert got == [("live", -2)]
+
+
+# ---- params from a file -----------------------------------------------------------------------
+
+def test_params_from_a_file_start_the_session_as_d1_run_does(tmp_path):
+    """--params FILE.npz places the file's params (as `d1 run --params`), notes names that are
+    not params, and refuses a param of the wrong shape before the session starts (exit 2)."""
+    good, bad = tmp_path / "p.npz", tmp_path / "bad.npz"
+    np.savez(good, b2=np.full(10, 0.5, np.float32), other=np.zeros(3))
+    np.savez(bad, b2=np.zeros(11, np.float32))
+    args = ["debug", "programs/train_digits.d1k", "--mesh", "4x4", "--batch", "-ex", "tensor b2"]
+    res = CliRunner().invoke(cli, args + ["--params", str(good)])
+    assert res.exit_code == 0, res.output
+    assert "other is not a param of programs/train_digits.d1k; ignored" in res.output
+    assert "[0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5 0.5]" in res.output
+    plain = CliRunner().invoke(cli, args)
+    assert "[0. 0. 0. 0. 0. 0. 0. 0. 0. 0.]" in plain.output      # b2's INIT: zeros
+    run = subprocess.run([sys.executable, "-m", "d1", *args, "--params", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert (f"error: --params {bad}: param 'b2' has shape (11,), the program declares (10,)"
+            in run.stderr)
+    assert "Traceback" not in run.stderr and "(d1)" not in run.stdout

@@ -884,14 +884,19 @@ def _interactive(s: Session) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
 @shape_option
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start the params from this .npz (e.g. the params.npz `d1 train` writes), "
+                   "as `d1 run --params` does: params it does not hold take the values the "
+                   "object embeds, else their declaration's INIT.")
 @click.option("--batch", is_flag=True,
               help="No prompt: run the -ex commands, then any commands on stdin, and exit.")
 @click.option("-ex", "commands", multiple=True, metavar="CMD",
               help="Run this debugger command first (repeatable, in order).")
 @machine_options
-def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...], batch: bool,
-          commands: tuple[str, ...], machine_name: str | None, mesh: str | None,
-          chips: str | None, sets: tuple[str, ...]) -> None:
+def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
+          params_file: Path | None, batch: bool, commands: tuple[str, ...],
+          machine_name: str | None, mesh: str | None, chips: str | None,
+          sets: tuple[str, ...]) -> None:
     """Debug FILE (.d1k, .d1s, .d1o or an .onnx model) on the whole emulated mesh.
 
     Breakpoints on pcs, labels and source lines (conditional, per node or on all nodes),
@@ -905,17 +910,25 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...
       d1 debug programs/asm/token_ring.d1s --mesh 4x4
       d1 debug programs/asm/deadlock.d1s --mesh 4x4 --batch -ex run -ex where
       d1 debug programs/softmax.d1k --mesh 4x4 --batch -ex "break 14" -ex run -ex list
+      d1 debug programs/train_digits.d1k --params out/params.npz -ex "break 13" -ex run
     """
-    from d1.commands.run import parse_inputs, program_inputs
+    from d1.commands.run import params_for, parse_inputs, program_inputs
     from d1.program import load_program
 
     machine = emulated_machine(machine_name, mesh, sets, chips, file)
+    given = parse_inputs(inputs)
+    params = None
+    if params_file is not None:
+        from d1.params import load_params
+        params = load_params(params_file)
     prog = load_program(file, machine, shapes=parse_shapes(shapes))
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
     prog.check_host_memory()
+    if params is not None:
+        params = params_for(prog, params, params_file)
     from emulator.debugger import Debugger
-    arrays = program_inputs(prog, parse_inputs(inputs), seed)
+    arrays = program_inputs(prog, given, seed, params)
     dbg = Debugger(prog.obj, inputs=arrays, seed=seed)
     s = Session(dbg)
     _banner(s, file)
