@@ -479,13 +479,17 @@ class _Splitter:
         x = node.inputs[0]
         a = self.state[x.id]
         k = node.axis
-        if isinstance(a, str) and (a == "max" or node.op is Op.MAX):
+        # only sum and mean are linear: they keep a sum or mean partial partial
+        if isinstance(a, str) and (a == "max" or node.op not in (Op.SUM, Op.MEAN)):
             self.whole(x)
             a = None
         lx = self.local[x.id]
         if a is None or isinstance(a, str):
             self.put(node, self.add(node, (lx,), None), a)
         elif k == a:
+            if node.op not in (Op.SUM, Op.MEAN, Op.MAX):
+                # the all-reduce has sum, mean and max; an index is not a reduction of indices
+                self.fail(f"{node.op.value} along the batch split over the chips", node)
             self.put(node, self.add(node, (lx,), None), node.op.value)
         else:
             axis = a - 1 if k < a else a

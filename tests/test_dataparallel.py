@@ -142,6 +142,40 @@ def test_inference_data_parallel_outputs_gather_every_chips_slice():
     assert np.array_equal(outs["top"], outs["z"].max(axis=0))
 
 
+MIN_ARGMAX = """
+input x: f32[16, 8]
+param w: f32[8, 4] = normal(0.5)
+h = x @ w
+s = sum(h, axis=0)
+{body}
+loss = mean(h * h)
+update w = w - 0.1 * grad(loss, w)
+output loss, r
+"""
+
+
+@pytest.mark.parametrize("body, why", [
+    # along the batch: the all-reduce has sum, mean and max, and no index (was KeyError
+    # 'min' / 'argmax', an internal error)
+    ("r = min(h, axis=0)", "min along the batch split over the chips"),
+    ("r = argmax(h, axis=0)", "argmax along the batch split over the chips"),
+    # of a per-chip partial sum: min and argmax are not linear, so the partial is all-reduced
+    # first (they were taken of each chip's partial, and the results summed: wrong values)
+    ("r = min(s)", None),
+    ("r = argmax(s)", None),
+])
+def test_min_and_argmax_over_the_batch_or_of_a_partial(body, why):
+    from progkit import run_and_compare
+    m = chips("2x2")
+    text = MIN_ARGMAX.format(body=body)
+    c = compile_text(text, m, "p.d1k")
+    if why is None:
+        assert c.parallel is not None
+    else:
+        assert c.parallel is None and why in c.notes[0]
+    run_and_compare(c.obj, text, m, "p.d1k", seed=2)
+
+
 # ---- training -------------------------------------------------------------------------------
 
 
