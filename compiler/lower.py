@@ -1034,7 +1034,8 @@ class Mapper:
                     and a.layout.bands is None):
                 a = self.ensure(a, self.layout(a.shape, a.dtype, "P", "Q"), loc, node.name)
             if not (b.layout.row_axis == "P" and b.layout.col_axis == "Q" and not b.layout.dense
-                    and b.layout.skew in (None, "B")):
+                    and b.layout.skew in (None, "B") and b.layout.row_split is None
+                    and b.layout.bands is None):
                 b = self.ensure(b, self.layout(b.shape, b.dtype, "P", "Q"), loc, node.name)
         if split == "A":
             a = self.split(a, loc, node.name)

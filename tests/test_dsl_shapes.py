@@ -397,6 +397,17 @@ def test_a_reshape_that_keeps_the_view_is_read_in_place():
     run_and_compare(obj, text, M4, "v.d1k")
 
 
+def test_a_batched_product_read_in_place_as_the_b_of_a_matmul():
+    # t's batched layout splits its rows over the grid rows at entry bounds (row_split); read
+    # in place through the same-view reshape as B, SUMMA took those rows for its own even K
+    # blocks: wrong values on d1 (max rel err 0.96), as in every weight gradient of an
+    # `x @ w` with a 3-D x whose result feeds a batched matmul. B is redistributed first now.
+    text = ("input a: f32[16, 4, 8]\ninput q: f32[1, 8, 8]\ninput x: f32[8, 64]\n"
+            "t = a @ q\ng = x @ reshape(t, [64, 8])\noutput g\n")
+    d1 = load_machine("d1")
+    run_and_compare(compiler.compile_source(text, d1, "b.d1k"), text, d1, "b.d1k")
+
+
 def test_d1_run_check_on_a_shape_program(tmp_path):
     from fuzzkit import invoke
     prog = tmp_path / "moves.d1k"
