@@ -125,6 +125,45 @@ def test_constants_become_literals_params_or_nothing():
     assert imp.features == {"reshape"}
 
 
+def test_bfloat16_constants_are_bf16_params_and_literals(tmp_path, capsys):
+    """A bfloat16 initializer, and a Cast of a float one to bfloat16 (folded when importing),
+    are bf16 data like a bfloat16 input (they were refused: "the constant 'w' is bfloat16;
+    the DSL computes in float32 and bfloat16")."""
+    bf = TensorProto.BFLOAT16
+    w = np.array([[1.5, -2.0, 0.25], [3.0, 0.5, -1.0]], np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["xb"], to=bf),
+         helper.make_node("MatMul", ["xb", "w"], ["m"]),
+         helper.make_node("Mul", ["xb", "s"], ["sb"]),
+         helper.make_node("Cast", ["v"], ["vb"], to=bf),
+         helper.make_node("Add", ["xb", "vb"], ["a"])],
+        "g", [helper.make_tensor_value_info("x", F, [4, 2])],
+        [helper.make_tensor_value_info(n, bf, s) for n, s in (("m", [4, 3]), ("sb", [4, 2]),
+                                                             ("a", [4, 2]))],
+        [helper.make_tensor("w", bf, [2, 3], w.flatten().tolist()),
+         helper.make_tensor("s", bf, [], [0.5]),
+         numpy_helper.from_array(np.array([0.1, -3.0], np.float32), "v")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    imp = import_model(m, "m.onnx")
+    assert "param w: bf16[2, 3]" in imp.text and "param vb: bf16[2]" in imp.text
+    assert "sb = xb * 0.5  # #2 (Mul)" in imp.text
+    np.testing.assert_array_equal(imp.params["w"], w)
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    x = np.array([[1, 2], [-0.5, 4], [0.25, -8], [3, 0]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, out = d1(capsys, "run", path, "--mesh", "2x2", "--check", "--input",
+                   f"x={tmp_path / 'x.npy'}", "--out-dir", tmp_path / "o")
+    assert code == 0, out
+    assert out.count(" ok") == 3
+    from onnx.reference import ReferenceEvaluator
+    for name, want in zip(("m", "sb", "a"), ReferenceEvaluator(m).run(None, {"x": x}),
+                          strict=True):
+        np.testing.assert_array_equal(np.load(tmp_path / "o" / f"{name}.npy"),
+                                      want.astype(np.float32))
+
+
 def test_version_rules_pick_the_converter_of_the_models_opset():
     def softmax_text(opset):
         m = model([helper.make_node("Softmax", ["x"], ["y"], axis=1)],

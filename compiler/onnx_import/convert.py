@@ -479,7 +479,7 @@ class Importer:
             a = a.reshape(shape)
         if transposed:
             a = a.T
-        if a.dtype.kind not in "fbiu":
+        if a.dtype.kind not in "fbiu" and v.elem != BFLOAT16:
             raise Unsupported(f"the constant '{onnx_name}' is {elem_name(v.elem)}; the DSL "
                               "computes in float32 and bfloat16")
         f = a.astype(np.float32)
