@@ -254,6 +254,24 @@ def test_attributes_outside_the_subset_say_why():
     assert e.value.kinds == ["subset", "subset"]
 
 
+def test_unsupported_operators_and_attributes_are_listed_together_in_node_order():
+    # docs/ONNX.md's example: an operator with no converter did not stop the others'
+    # attributes from being checked (before, only the Einsum was listed)
+    m = model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv3", group=2),
+               helper.make_node("Einsum", ["x", "x"], ["e"], name="attn/Einsum",
+                                equation="ncij,ncij->ncij"),
+               helper.make_node("Relu", ["e"], ["r"])],          # reads a failed node: quiet
+              [("x", [1, 2, 5, 5])], [("c", [1, 2, 3, 3]), ("r", [1, 2, 5, 5])],
+              {"w": np.ones((2, 1, 3, 3), np.float32)})
+    with pytest.raises(ImportFailure) as e:
+        import_model(m, "m.onnx")
+    assert e.value.messages == [
+        "m.onnx: node 'conv3' (Conv, opset 17): not supported: group=2 (only group 1)",
+        "m.onnx: node 'attn/Einsum' (Einsum, opset 17): not supported",
+    ]
+    assert e.value.kinds == ["subset", "operator"]
+
+
 def test_an_old_opset_names_the_first_one_converted():
     m = model([helper.make_node("Add", ["x", "x"], ["y"])], [("x", [4])], [("y", [4])],
               opset=6)

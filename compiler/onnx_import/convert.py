@@ -170,6 +170,8 @@ class Importer:
         self.inputs: list[str] = []
         self.bound: set[str] = set()          # the DSL names the program defines
         self.folded = 0
+        # node index -> why no converter takes it (check_support), reported in node order
+        self.unsupported: dict[int, str] = {}
         self.used: set[str] = {o.name for o in g.output}
         for n in g.node:
             self.used.update(i for i in n.input if i)
@@ -181,6 +183,10 @@ class Importer:
         if not self.problems:
             self.check_support()
         self.read_inputs()
+        if self.unsupported and self.problems:
+            # the operators are checked first: the inputs matter only to a model d1 can take
+            raise ImportFailure(list(self.unsupported.values()),
+                                ["operator"] * len(self.unsupported))
         if self.problems:
             raise ImportFailure(self.problems, self.kinds)
         for index, node in enumerate(self.graph.node):
@@ -361,8 +367,9 @@ class Importer:
         return bool(inputs) and all(i in const for i in inputs)
 
     def check_support(self) -> None:
+        """Find the nodes no converter takes (`unsupported`). The others are still converted,
+        so that their attributes outside the subset are listed with them, in node order."""
         const = {n for n, v in self.values.items() if v.is_const}
-        unsupported = []
         for index, node in enumerate(self.graph.node):
             if self.foldable(node, const):
                 const.update(o for o in node.output if o)
@@ -372,14 +379,17 @@ class Importer:
             where = f"{node.op_type}" + (f" in domain '{domain}'" if domain else "")
             if domain or opset is None or lookup(node.op_type, opset) is None:
                 reason = why_not(node.op_type, opset) if not domain and opset else ""
-                unsupported.append(f"node {node_label(node, index)} ({where}, opset "
-                                   f"{opset if opset is not None else '?'}): not supported"
-                                   + reason)
-        if unsupported:
-            raise ImportFailure([f"{self.filename}: {m}" for m in unsupported],
-                                ["operator"] * len(unsupported))
+                self.unsupported[index] = (f"{self.filename}: node {node_label(node, index)} "
+                                           f"({where}, opset "
+                                           f"{opset if opset is not None else '?'}): "
+                                           "not supported" + reason)
 
     def convert(self, index: int, node: Any) -> None:
+        if index in self.unsupported:
+            self.problems.append(self.unsupported[index])
+            self.kinds.append("operator")
+            self.poison(node)
+            return
         ins = [i for i in node.input if i]
         if any(self.values.get(i) is POISON for i in ins):
             self.poison(node)
