@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import io
+import math
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -27,24 +29,66 @@ from d1isa.objfile import DTYPE_BYTES, DataInit, ObjectFile, TensorLayout
 if TYPE_CHECKING:
     from d1.program import Program
 
-# A params file is at most this large (every param must also fit the machine's SRAM).
+# A params file, and the arrays it holds once decompressed, are at most this large (every param
+# must also fit the machine's SRAM).
 MAX_PARAMS_BYTES = 4 << 30
 EMBEDDED = "embedded_params"
 
 
 def load_params(path: str | Path, what: str = "--params") -> dict[str, np.ndarray]:
-    """The arrays of a `.npz` file by name (float or integer arrays; no pickled objects)."""
+    """The arrays of a `.npz` file by name (float or integer arrays; no pickled objects).
+
+    Every member is a .npy array whose header is read, and checked against the member's
+    size, before numpy allocates what it declares; the members hold at most
+    MAX_PARAMS_BYTES in all. A header alone can claim gigabytes, and a compressed member
+    can expand a thousandfold: neither may reach numpy's allocator unchecked."""
     raw = read_bytes(path, MAX_PARAMS_BYTES, ".npz file")
+    out = {}
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
-            out = {name: f[name] for name in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            members = z.infolist()
+            total = sum(m.file_size for m in members)
+            if total > MAX_PARAMS_BYTES:
+                raise D1Error(f"{what}: {path} holds {total:,} bytes of arrays, more than "
+                              f"the {MAX_PARAMS_BYTES:,}-byte limit for a .npz file")
+            for m in members:
+                name = m.filename.removesuffix(".npy")
+                with z.open(m) as f:
+                    _check_member(f, m.file_size, f"{what}: {path}: '{name}'")
+                    f.seek(0)
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+    except (OSError, ValueError, SyntaxError, TypeError, OverflowError, EOFError, KeyError,
+            NotImplementedError, RuntimeError, zipfile.BadZipFile, zlib.error) as e:
         raise D1Error(f"{what}: {path} is not a readable .npz file of arrays ({e})") from None
-    for name, a in out.items():
-        if a.dtype.hasobject or a.dtype.kind not in "biuf":
-            raise D1Error(f"{what}: {path}: '{name}' holds {a.dtype} values; params are "
-                          "numbers")
     return out
+
+
+def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a .npy stream's header declares, read without the data (ValueError
+    if it has no such header)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"format version {version[0]}.{version[1]} is not read here")
+    return shape, dtype
+
+
+def _check_member(f: BinaryIO, size: int, what: str) -> None:
+    """A .npz member of `size` bytes must be a .npy array of numbers whose header declares
+    exactly the data that follows it."""
+    try:
+        shape, dtype = npy_header(f)
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as e:
+        raise D1Error(f"{what} is not a .npy array ({e})") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise D1Error(f"{what} holds {dtype} values; params are numbers")
+    need = math.prod(shape) * dtype.itemsize
+    if need != size - f.tell():
+        raise D1Error(f"{what} is damaged: its header says shape {list(shape)} of {dtype} "
+                      f"({need:,} B), the member holds {size - f.tell():,} B of data")
 
 
 def params_npz(values: Mapping[str, np.ndarray]) -> bytes:

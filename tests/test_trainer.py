@@ -342,6 +342,49 @@ def test_a_params_file_that_is_not_one_is_an_error(tmp_path):
         load_params(obj)
 
 
+def npz_of(path: Path, members: dict[str, bytes], compress: bool = False) -> Path:
+    """A .npz file holding `members` as they are (crafted .npy bytes, or not .npy at all)."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def npy_claiming(shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def test_a_params_member_whose_header_claims_gigabytes_is_refused_unallocated(tmp_path):
+    # 300 bytes declaring 40 GB: numpy allocated it first (a MemoryError, exit 3).
+    path = npz_of(tmp_path / "huge.npz", {"w.npy": npy_claiming((100000, 100000), b"\0" * 64)})
+    with pytest.raises(D1Error, match="'w' is damaged: its header says shape "
+                                      r"\[100000, 100000\]"):
+        load_params(path)
+
+
+def test_a_params_member_that_is_not_an_array_is_refused(tmp_path):
+    # np.load hands such a member back as bytes, which had no dtype (AttributeError, exit 3).
+    for member in ("w", "w.npy"):
+        path = npz_of(tmp_path / "raw.npz", {member: b"hello world"})
+        with pytest.raises(D1Error, match="'w' is not a .npy array"):
+            load_params(path)
+
+
+def test_a_params_file_that_expands_beyond_the_limit_is_refused(tmp_path, monkeypatch):
+    import d1.params
+    monkeypatch.setattr(d1.params, "MAX_PARAMS_BYTES", 1 << 20)
+    zeros = npy_claiming((1 << 19,), bytes(4 << 19))          # 2 MiB, a few KiB compressed
+    path = npz_of(tmp_path / "bomb.npz", {"w.npy": zeros}, compress=True)
+    assert path.stat().st_size < 1 << 16
+    with pytest.raises(D1Error, match="more than the 1,048,576-byte limit for a .npz file"):
+        load_params(path)
+
+
 @pytest.mark.parametrize("machine", ["m4x4", "h6x5"])
 def test_embedded_params_are_read_back_and_survive_the_object_file(tmp_path, machine):
     text = ("input x: f32[24, 40]\nparam w: bf16[40, 24]\nparam b: f32[24] = 0\n"

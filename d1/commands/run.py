@@ -21,6 +21,7 @@ from d1.options import (
     shape_option,
     usable_cpus,
 )
+from d1.params import npy_header
 from d1.program import Program, load_program
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
@@ -53,13 +54,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
     raw = read_bytes(file, MAX_INPUT_BYTES, ".npy file")
     f = io.BytesIO(raw)
     try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"format version {version[0]}.{version[1]} is not read here")
+        shape, dtype = npy_header(f)
     except (ValueError, SyntaxError, TypeError, OverflowError) as e:
         raise D1Error(f"{what}: {file} is not a .npy array file ({e})") from None
     if dtype.hasobject or dtype.kind not in "biuf":
