@@ -539,6 +539,8 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "inputs": ("a list of tensor names", _names),
     "params": ("a list of tensor names", _names),
     "updates": ("a list of tensor names", _names),
+    # params whose starting values the DATA records hold (`d1 compile --params`)
+    "embedded_params": ("a list of tensor names", _names),
     "outputs": ("a list of tensor names", _names),
     "scalar_outputs": ("a list of tensor names", _names),
     "grid": ("a table", lambda v: isinstance(v, dict)),
@@ -565,9 +567,10 @@ def _validate_meta(meta: dict[str, Any], tensors: list[TensorLayout]) -> None:
             if n not in known:
                 raise ObjectFormatError(f"META field '{key}' names '{n}', which is not a "
                                         "tensor of the object")
-    for n in meta.get("updates", ()):
-        if n not in meta.get("params", ()):
-            raise ObjectFormatError(f"META field 'updates' names '{n}', which is not a param")
+    for key in ("updates", "embedded_params"):
+        for n in meta.get(key, ()):
+            if n not in meta.get("params", ()):
+                raise ObjectFormatError(f"META field '{key}' names '{n}', which is not a param")
     sizes = {t.name: math.prod(t.shape) for t in tensors}
     for n in meta.get("scalar_outputs", ()):
         if n not in meta.get("outputs", ()):

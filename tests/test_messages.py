@@ -82,6 +82,20 @@ def test_object_errors_name_the_file_and_no_python_exception(changes):
         assert word not in msg
 
 
+@pytest.mark.parametrize("names, says", [
+    (["x"], "META field 'embedded_params' names 'x', which is not a param"),
+    (["nosuch"], "META field 'embedded_params' names 'nosuch', which is not a param"),
+    (7, "META field 'embedded_params' must be a list of tensor names, got 7")])
+def test_embedded_params_must_name_params(names, says):
+    # Unchecked, these reached d1 run as errors that named no file ("no tensor named
+    # 'nosuch' in this object"), after the object had loaded.
+    obj = load_program(ROOT / "programs" / "train_linear.d1k", M2).obj
+    meta = {**obj.meta, "embedded_params": names}
+    with pytest.raises(ObjectFormatError) as e:
+        ObjectFile.from_bytes(_repacked(obj, meta=meta), "k.d1o")
+    assert str(e.value) == f"k.d1o: {says}"
+
+
 def test_a_compiler_limit_is_reported_at_its_statement():
     text = ("input a: f32[8, 20000]\n"
             "input b: f32[20000, 8]\n"
