@@ -46,6 +46,20 @@ def batch(file: str, *commands: str, mesh: str = "2x2") -> dict[str, list[str]]:
     return out
 
 
+# ---- counts -----------------------------------------------------------------------------------
+
+def test_a_count_beyond_int64_runs_or_undoes_everything():
+    # reverse-stepi N and stepi N all took N from numpy int64 counts: an OverflowError, shown
+    # as "internal error" and "This is a bug in d1".
+    huge = "99999999999999999999"
+    out = batch(f"{ASM}/vadd.d1s", "stepi 5", f"reverse-stepi {huge}", "p pc",
+                f"stepi {huge} all", f"reverse-stepi {huge} all", "p pc")
+    text = "\n".join(line for lines in out.values() for line in lines)
+    assert "internal error" not in text and "bug in d1" not in text, text
+    assert out["p pc"] == ["0 (0x0)"]
+    assert out[f"stepi {huge} all"][0].startswith("Program finished"), out
+
+
 # ---- conditions that cannot be evaluated ------------------------------------------------------
 
 def test_a_division_by_zero_in_a_condition_stops_there_with_the_error():

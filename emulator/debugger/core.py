@@ -855,6 +855,12 @@ class _Names:
 
 # ---- helpers -------------------------------------------------------------------------------------
 
+# A count of instructions or lines above this means "as many as there are": no run gets near
+# it (a run stops at MAX_RUN_CYCLES, 2^40), and it stays an int64 when added to or taken from
+# the nodes' instruction counts, which a larger Python int does not (OverflowError).
+MAX_COUNT = 1 << 62
+
+
 def _positive(n: Any) -> int:
     try:
         v = int(n)
@@ -862,7 +868,7 @@ def _positive(n: Any) -> int:
         raise D1Error(f"expected a count, got {n!r}") from None
     if v < 1:
         raise D1Error(f"count must be >= 1, got {v}")
-    return v
+    return min(v, MAX_COUNT)
 
 
 def _register_number(text: str, regs: int) -> int:
