@@ -49,6 +49,7 @@ from compiler.plan import Ctx, Value
 from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
+from d1isa.files import read_text
 from d1isa.machine import Machine, default_machine
 from d1isa.objfile import ObjectFile
 
@@ -310,13 +311,9 @@ def compile_file(path: str | Path, machine: Machine | None = None,
 
 
 def read_source(path: str | Path) -> str:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise D1Error(f"cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise D1Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    """A source file's text, read as every d1 tool reads one (d1isa.files: a regular file of
+    at most MAX_SOURCE_BYTES; /dev/zero or a pipe would be read without end)."""
+    return read_text(path)
 
 
 def emit_stage(text: str, stage: str, machine: Machine | None = None,

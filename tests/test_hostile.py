@@ -351,6 +351,35 @@ def test_a_device_or_a_pipe_as_program_is_refused_at_once(specials, args, specia
     assert time.monotonic() - t0 < 15
 
 
+@pytest.mark.parametrize("read", ["compile_file", "assemble_file"])
+def test_the_python_api_refuses_a_pipe_at_once(specials, read):
+    # compiler.compile_file and d1isa.asm.assemble_file read with Path.read_text: a pipe that
+    # nobody writes to blocked them, and /dev/zero was read without end.
+    import threading
+
+    import compiler
+    from d1isa.asm import assemble_file
+    fn, name = {"compile_file": (compiler.compile_file, "pipe.d1k"),
+                "assemble_file": (assemble_file, "pipe.d1s")}[read]
+    outcome: list[str] = []
+
+    def call():
+        try:
+            fn(specials / name)
+            outcome.append("read it")
+        except D1Error as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():                  # blocked opening the pipe: release it, then fail
+        os.close(os.open(specials / name, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail(f"{read} blocked on a pipe")
+    assert outcome and "not a regular file (a pipe)" in outcome[0], outcome
+
+
 @pytest.mark.parametrize("args, message", [
     (["--input", "a=/dev/zero"], "not a regular file"),
     (["--input", "a=pipe.npy"], "not a regular file (a pipe)"),

@@ -54,8 +54,9 @@ from d1isa.asm.syntax import (
     strip_comment,
     suggest,
 )
-from d1isa.errors import D1Error, MachineError, SourceError
+from d1isa.errors import MachineError, SourceError
 from d1isa.expr import Expr, ExprError, NeedsNode, Num, evaluate, parse
+from d1isa.files import read_text
 from d1isa.machine import Machine, default_machine, load_machine
 from d1isa.objfile import LINE_COLS, ObjectFile, Symbol
 
@@ -586,12 +587,6 @@ def assemble(text: str, filename: str = "<string>", machine: Machine | None = No
 
 
 def assemble_file(path: str | Path, machine: Machine | None = None) -> ObjectFile:
-    """Assemble a `.d1s` file (its path is the file name in diagnostics and the line table)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise D1Error(f"cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise D1Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return assemble(text, str(path), machine)
+    """Assemble a `.d1s` file (its path is the file name in diagnostics and the line table),
+    read as every d1 tool reads a source (d1isa.files.read_text: a regular file, capped)."""
+    return assemble(read_text(path), str(path), machine)
