@@ -528,6 +528,7 @@ def test_random_damage_to_statistics_never_crashes(tmp_path, run_json):
 
 def test_the_limits_in_security_md_are_the_codes():
     from d1.commands.run import MAX_INPUT_BYTES
+    from d1.commands.sweep import MAX_POINTS
     from d1.options import MAX_SEED
     from d1.params import MAX_PARAMS_BYTES
     from d1isa import files, machine, objfile
@@ -537,7 +538,7 @@ def test_the_limits_in_security_md_are_the_codes():
     rows = {
         "MAX_SOURCE_BYTES": files.MAX_SOURCE_BYTES, "MAX_OBJECT_BYTES": files.MAX_OBJECT_BYTES,
         "MAX_JSON_BYTES": files.MAX_JSON_BYTES, "MAX_INPUT_BYTES": MAX_INPUT_BYTES,
-        "MAX_PARAMS_BYTES": MAX_PARAMS_BYTES,
+        "MAX_PARAMS_BYTES": MAX_PARAMS_BYTES, "MAX_POINTS": MAX_POINTS,
         "MAX_TENSOR_ELEMENTS": objfile.MAX_TENSOR_ELEMENTS, "MAX_DIMS": objfile.MAX_DIMS,
         "MAX_NAME_CHARS": objfile.MAX_NAME_CHARS, "MAX_MESH_NODES": objfile.MAX_MESH_NODES,
         "EXTRA_BLOCKS": objfile.EXTRA_BLOCKS, "MAX_SRAM": machine.MAX_SRAM,

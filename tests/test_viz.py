@@ -21,6 +21,7 @@ from d1.analysis import (
 )
 from d1.cli import cli
 from d1.commands.sweep import split_values
+from d1isa.errors import D1Error
 from d1isa.machine import load_machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +259,22 @@ def test_sweep_of_harvested_nodes_and_usage_errors():
     assert "nothing to sweep" in str(r.exception)
     r = d1("sweep", str(ASM / "token_ring.d1s"), "--set", "fifo_depth=1,x", ok=False)
     assert "must be an integer" in str(r.exception)
+
+
+def test_a_sweep_of_too_many_points_is_refused_before_listing_them(monkeypatch):
+    # 1,000 values on each of three parameters: the 10^9 points were listed first, and the
+    # process grew past 9 GB before running one. (The limit is lowered here so that a
+    # regression fails this test instead of exhausting the host's memory.)
+    from d1.commands import sweep as sweep_module
+    limit = sweep_module.MAX_POINTS
+    monkeypatch.setattr(sweep_module, "MAX_POINTS", 100)
+    many = ",".join(str(v) for v in range(1, 12))
+    r = d1("sweep", str(ASM / "token_ring.d1s"), "--set", f"cost_alu={many}",
+           "--set", f"cost_mul={many}", ok=False)
+    assert type(r.exception) is D1Error                   # exit status 2, not a failed run
+    assert str(r.exception) == ("11 cost_alu x 11 cost_mul values are 121 sweep points, more "
+                                "than the 100 a sweep runs; give fewer values")
+    assert limit == 100_000
 
 
 # ---- d1 diff ---------------------------------------------------------------------------------

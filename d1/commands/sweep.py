@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,12 @@ from d1isa.machine import load_machine, parse_chips, parse_mesh, parse_value
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
               "percent_of_peak", "peak_dtype", "link_bytes", "link_messages", "sram_traffic_bytes",
               "busy_cycles", "stall_cycles", "binding_roof", "percent_of_roof", "chip_edge_bytes"]
+
+
+# Every point is a compile and a run (a second or more each): a sweep of more points would run
+# for days, and listing its points first took gigabytes before the first one ran (1,000 values
+# on each of three parameters are 10^9 points).
+MAX_POINTS = 100_000
 
 
 def split_values(text: str) -> list[str]:
@@ -67,6 +74,11 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None,
     if not axes:
         raise D1Error("nothing to sweep: give --set KEY=V1,V2,..., --mesh CxR,CxR and/or "
                       "--chips CxR,CxR")
+    count = math.prod(len(vals) for _, vals in axes)
+    if count > MAX_POINTS:
+        sizes = " x ".join(f"{len(vals):,} {name}" for name, vals in axes)
+        raise D1Error(f"{sizes} values are {count:,} sweep points, more than the "
+                      f"{MAX_POINTS:,} a sweep runs; give fewer values")
     return axes
 
 
