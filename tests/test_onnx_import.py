@@ -394,6 +394,29 @@ def test_a_huge_constant_is_refused_before_it_is_made():
         import_model(m, "m.onnx")
 
 
+@pytest.mark.parametrize("op, inits", [
+    ("Mul", {"a": np.ones((17000, 1), np.float32), "b": np.ones((1, 17000), np.float32)}),
+    ("MatMul", {"a": np.ones((17000, 1), np.float32), "b": np.ones((1, 17000), np.float32)}),
+    ("Gather", {"a": np.ones((1, 17000), np.float32), "b": np.zeros(17000, np.int64)})])
+def test_a_constant_that_broadcasts_to_a_huge_one_is_refused_before_it_is_made(op, inits):
+    # 136 KB of constants whose product is 289,000,000 elements: onnx's evaluator made the
+    # 1.16 GB result before its size was checked (n = 100,000 would be 40 GB).
+    import tracemalloc
+    m = model([helper.make_node(op, ["a", "b"], ["big"], name="outer"),
+               helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+               helper.make_node("Add", ["x", "s"], ["y"])],
+              [("x", [4])], [("y", [4])], inits)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFailure, match=rf"node 'outer' \({op}, opset 17\): its "
+                                                r"constant result would have 289,000,000"):
+            import_model(m, "m.onnx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20, f"{peak:,} B traced"
+
+
 def test_parse_model_refuses_non_models():
     with pytest.raises(D1Error, match="x.onnx: not an ONNX model"):
         parse_model(b"\x08\x01\x12\x00", "x.onnx")
