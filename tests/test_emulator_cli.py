@@ -200,6 +200,19 @@ def test_run_compiled_object_recompiles_for_a_code_generating_option(tmp_path):
     assert "recompiled" not in r.stderr
 
 
+@pytest.mark.parametrize("command", [["run", "--out-dir", "{tmp}/out"],
+                                     ["debug", "--batch", "-ex", "run"]])
+def test_an_input_given_twice_is_a_usage_error(tmp_path, command):
+    # The second array used to replace the first silently (d1 train refused it already).
+    m = load_machine(mesh="2x2")
+    np.save(tmp_path / "a.npy", np.ones((m.n_live, 64), np.float32))
+    r = d1(command[0], str(ASM / "vadd.d1s"), *(a.format(tmp=tmp_path) for a in command[1:]),
+           "--mesh", "2x2", "--input", f"a={tmp_path / 'a.npy'}",
+           "--input", f"a ={tmp_path / 'a.npy'}")
+    assert r.returncode == 2, r.stderr
+    assert "input 'a' is given twice" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_run_d1k_with_a_compile_error_exits_2(tmp_path):
     src = tmp_path / "k.d1k"
     src.write_text("# nothing\n")

@@ -43,8 +43,10 @@ def parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
     for item in items:
         if "=" not in item:
             raise click.BadParameter(f"expected NAME=FILE.npy, got '{item}'", param_hint="--input")
-        name, file = item.split("=", 1)
-        out[name.strip()] = load_npy(file, f"--input {name.strip()}")
+        name, file = (s.strip() for s in item.split("=", 1))
+        if name in out:                     # as d1 train: the second would silently win
+            raise click.BadParameter(f"input '{name}' is given twice", param_hint="--input")
+        out[name] = load_npy(file, f"--input {name}")
     return out
 
 
