@@ -830,7 +830,6 @@ def load_machine(name_or_path: str | Path | None = None, *, mesh: str | None = N
     if mesh is not None:
         c, r = parse_mesh(mesh)
         params.update(cols=c, rows=r, harvested=[], chips_x=1, chips_y=1)
-        name = f"{name}-{c}x{r}"
     if chips is not None:
         cx, cy = parse_chips(chips) if isinstance(chips, str) else chips
         if not (1 <= cx <= MAX_CHIPS_EDGE and 1 <= cy <= MAX_CHIPS_EDGE):
@@ -838,6 +837,9 @@ def load_machine(name_or_path: str | Path | None = None, *, mesh: str | None = N
                                f"{cx} x {cy}")
         params.update(chips_x=cx, chips_y=cy)
     params.update(overrides)
+    if mesh is not None:
+        # the mesh the machine ends with: `--set cols=8` after `--mesh 4x4` makes it 8 x 4
+        name = f"{name}-{params.get('cols')}x{params.get('rows')}"
     if chips is not None or "chips_x" in overrides or "chips_y" in overrides:
         # one chip-grid suffix: the base may be an object's machine, named with its own
         name = re.sub(r"-chips\d+x\d+$", "", name)

@@ -419,6 +419,10 @@ def test_a_derived_machine_says_what_it_is():
     base = load_machine(mesh="4x4", chips="2x2")
     assert load_machine(base=base, chips="3x1").name == "d1-4x4-chips3x1"
     assert load_machine(base=base, overrides={"cost_alu": 2}).name == "d1-4x4-chips2x2"
+    # the name's mesh is the one the machine ends with
+    m = load_machine(mesh="4x4", overrides={"cols": 8})
+    assert (m.name, m.cols, m.rows) == ("d1-8x4", 8, 4)
+    assert load_machine(mesh="4x4", chips="2x2", overrides={"rows": 2}).name == "d1-4x2-chips2x2"
 
 
 def test_a_machine_file_on_a_base_is_named_after_itself(tmp_path):
