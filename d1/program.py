@@ -283,7 +283,8 @@ def _import(p: Path, machine: Machine, options: CompileOptions | None,
     from d1.params import embed_params
 
     imported, filename = imported_source(p, shapes)
-    prog = _compile(p, imported.text, filename, machine, options, report=report)
+    prog = _compile(p, imported.text, filename, machine, options, imported.notes,
+                    report=report)
     if imported.params:
         embed_params(prog.obj, imported.params)
     prog.kind = "onnx"

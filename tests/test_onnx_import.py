@@ -280,6 +280,27 @@ def test_an_old_opset_names_the_first_one_converted():
         import_model(m, "m.onnx")
 
 
+def test_an_opset_newer_than_onnx_knows_is_read_with_a_note(tmp_path, capsys):
+    newest = onnx.defs.onnx_opset_version()
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", F, [4])],
+                          [helper.make_tensor_value_info("y", F, [4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", newest + 1)])
+    imp = import_model(m, "m.onnx")
+    assert statements(imp.text) == ["y = relu(x)  # #0 (Relu)"]
+    assert imp.notes == [f"m.onnx declares ONNX opset {newest + 1}, newer than the newest the "
+                         f"installed onnx {onnx.__version__} knows ({newest}); its operators "
+                         f"are read with their definitions at opset {newest}"]
+    assert import_model(model([helper.make_node("Relu", ["x"], ["y"])], [("x", [4])],
+                              [("y", [4])], opset=newest)).notes == []
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    code, out = d1(capsys, "run", path, "--mesh", "2x2", "--out-dir", tmp_path / "out")
+    assert code == 0 and f"note: {path} declares ONNX opset {newest + 1}" in out
+    code, out = d1(capsys, "import", path, "-o", tmp_path / "m.d1k")
+    assert code == 0 and f"note: {path} declares ONNX opset {newest + 1}" in out
+
+
 def test_symbolic_dimensions_need_shape():
     m = model([helper.make_node("Relu", ["input.1"], ["y"])], [("input.1", ["N", 3])],
               [("y", ["N", 3])])

@@ -160,6 +160,7 @@ class Imported:
     renamed: dict[str, str] = field(default_factory=dict)
     nodes: int = 0              # ONNX nodes in the graph
     folded: int = 0             # of which evaluated when importing (constants, shapes)
+    notes: list[str] = field(default_factory=list)     # what the user should know
 
 
 def elem_name(elem: int) -> str:
@@ -233,7 +234,19 @@ class Importer:
         return Imported(self.text(outputs), self.params, names, self.inputs, outputs,
                         frozenset(self.features), self.opset,
                         {k: v for k, v in names.items() if k != v}, len(self.graph.node),
-                        self.folded)
+                        self.folded, self.notes())
+
+    def notes(self) -> list[str]:
+        """A model of an opset newer than the installed onnx knows is read with the newest
+        definitions it does know: nobody can tell here whether its operators changed since."""
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()
+        if self.opset <= newest:
+            return []
+        return [f"{self.filename} declares ONNX opset {self.opset}, newer than the newest the "
+                f"installed onnx {onnx.__version__} knows ({newest}); its operators are read "
+                f"with their definitions at opset {newest}"]
 
     def fail(self, message: str, kind: str = "model") -> None:
         self.problems.append(f"{self.filename}: {message}")

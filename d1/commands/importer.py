@@ -49,6 +49,8 @@ def import_(model: Path, output: Path | None, shapes: tuple[str, ...]) -> None:
     if not model.exists():
         raise D1Error(f"cannot read {model}: no such file")
     imported, _ = imported_source(model, parse_shapes(shapes))
+    for note in imported.notes:
+        click.echo(f"note: {note}", err=True)
     write_atomic(out, imported.text)
     if imported.params:
         write_atomic(npz, params_npz(imported.params))
