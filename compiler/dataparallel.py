@@ -28,7 +28,9 @@ slice of the global value) or *whole* (each chip holds all of it, the same on ev
 - `a @ b` with the contracted axis split in both: each chip's product is a partial sum,
   all-reduced: whole;
 - sum, mean, max along the split axis: each chip's partial, all-reduced (sum, sum / C, max):
-  whole; along another axis (and softmax, log_softmax, the max mask): still split.
+  whole; along another axis (and softmax, log_softmax, the max mask): still split. `min` and
+  `argmax` along it are not data-parallel (the all-reduce has no min, and an index is not a
+  reduction of the chips' indices); of a partial, they read it all-reduced first.
 
 So a loss that is a sum or mean over the batch comes out whole on every chip (the global
 value), a gradient with respect to a param is the all-reduced sum of per-chip partials (the
