@@ -130,13 +130,17 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
                           aliases, tuple(stores), note)
 
     # A gradient's node carries the position of its backward pass; it is defined by its call.
+    # A call written again (`a = grad(L, p)` and `b = grad(L,p)`: two values, or one node
+    # reached twice) names its first value only, as the debugger finds a spelling once.
     grads: dict[int, list[str]] = {}
     called: dict[int, tuple[int, int]] = {}
+    spelt_once: set[str] = set()
     for line, col, node in graph.grad_calls:
         grads.setdefault(node.id, [])
         called.setdefault(node.id, (line, col))
         spelt = _call_text(text, line, col)
-        if spelt not in grads[node.id]:
+        if debuginfo.spelling(spelt) not in spelt_once:
+            spelt_once.add(debuginfo.spelling(spelt))
             grads[node.id].append(spelt)
     outputs = {o.id for o in graph.outputs}
     values: list[NamedValue] = []
