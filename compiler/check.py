@@ -44,6 +44,7 @@ from compiler.ir import (
 from compiler.parse import source_line
 from d1isa.errors import Diagnostic, SourceError
 from d1isa.machine import Machine, default_machine
+from d1isa.objfile import MAX_NAME_CHARS
 
 
 class _Poison:
@@ -373,6 +374,10 @@ class _Checker:
             self.error(target, f"'{name}' is a dtype and cannot be used as a name")
         elif name in KEYWORDS:
             self.error(target, f"'{name}' is a keyword and cannot be used as a name")
+        elif len(name) > MAX_NAME_CHARS:
+            # The object names its tensors, and the debugger every named value, by the name.
+            self.error(target, f"a name has at most {MAX_NAME_CHARS} characters, this one has "
+                               f"{len(name)}")
         elif name in self.env:
             old = self.env[name]
             declared = ("input", "param")

@@ -38,7 +38,7 @@ from compiler.plan import Value
 from d1isa import debuginfo
 from d1isa.debuginfo import NamedValue, Store
 from d1isa.errors import line_of
-from d1isa.objfile import TensorLayout, TensorPiece
+from d1isa.objfile import MAX_NAME_CHARS, TensorLayout, TensorPiece
 
 if TYPE_CHECKING:
     from compiler.dataparallel import DataParallel
@@ -131,7 +131,9 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
 
     # A gradient's node carries the position of its backward pass; it is defined by its call.
     # A call written again (`a = grad(L, p)` and `b = grad(L,p)`: two values, or one node
-    # reached twice) names its first value only, as the debugger finds a spelling once.
+    # reached twice) names its first value only, as the debugger finds a spelling once. A
+    # spelling longer than an object's names may be (two long names) is left out: the value
+    # is found by its own name, if it has one.
     grads: dict[int, list[str]] = {}
     called: dict[int, tuple[int, int]] = {}
     spelt_once: set[str] = set()
@@ -139,7 +141,7 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
         grads.setdefault(node.id, [])
         called.setdefault(node.id, (line, col))
         spelt = _call_text(text, line, col)
-        if debuginfo.spelling(spelt) not in spelt_once:
+        if debuginfo.spelling(spelt) not in spelt_once and len(spelt) <= MAX_NAME_CHARS:
             spelt_once.add(debuginfo.spelling(spelt))
             grads[node.id].append(spelt)
     outputs = {o.id for o in graph.outputs}
@@ -160,7 +162,7 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
         if not node.name.startswith("%"):
             continue
         spelt = _call_text(text, line, col)
-        if debuginfo.spelling(spelt) in taken:
+        if debuginfo.spelling(spelt) in taken or len(spelt) > MAX_NAME_CHARS:
             continue                                 # the same call written again
         taken.add(debuginfo.spelling(spelt))
         values.append(record(node, spelt, "grad", (), (line, col)))

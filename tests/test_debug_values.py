@@ -362,6 +362,19 @@ def test_a_grad_call_written_twice_names_one_value(text):
     assert [a for v in info.values for a in v.aliases] == list(first.aliases)
 
 
+def test_names_and_grad_calls_as_long_as_an_object_allows():
+    """A name of 128 characters compiles, and a grad call spelt longer than that (two long
+    names) is left out of the record rather than failing the link, as it once did."""
+    loss, p = "l" * 128, "p" * 70
+    text = (f"param {p}: f32[3] = 1\ninput x: f32[3]\n{loss} = sum(x * {p} * {p})\n"
+            f"update {p} = {p} - 0.1 * grad({loss}, {p})\ng = grad({loss}, {p})\n"
+            f"output {loss}, g\n")
+    info = debuginfo.read(compiler.compile_source(text, M4))
+    by = {v.name: v for v in info.values}
+    assert by[loss].kind == "output" and by["g"].aliases == ()
+    assert all(not v.name.startswith("grad(") for v in info.values)
+
+
 def test_tab_completes_every_name_as_one_word(tiny):
     from d1.commands.debug import Session
     s = Session(Debugger(load_program(tiny, M4).obj), out=lambda text: None)

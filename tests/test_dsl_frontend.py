@@ -232,6 +232,12 @@ def test_semantic_errors_are_located(body, line, col, message):
     ("input x: f32[]\noutput x\n", 1, 10, "1 to 4 dimensions, got 0"),
     ("input x: f32[0]\noutput x\n", 1, 14, "a dimension must be a positive integer, got '0'"),
     ("input x: f32[2.0]\noutput x\n", 1, 14, "got '2.0'"),
+    # the object names tensors by their names, of at most 128 characters: a longer one was an
+    # internal compiler error ("the generated program does not link")
+    (f"input x: f32[3]\ninput {'v' * 129}: f32[3]\noutput x\n", 2, 7,
+     "a name has at most 128 characters, this one has 129"),
+    (f"input x: f32[3]\n{'v' * 200} = x + 1\noutput x\n", 2, 1,
+     "a name has at most 128 characters, this one has 200"),
 ])
 def test_declaration_and_output_errors(text, line, col, message):
     (d,) = source_error(text).diagnostics
