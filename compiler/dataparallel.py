@@ -481,7 +481,7 @@ class _Splitter:
         x = node.inputs[0]
         a = self.state[x.id]
         k = node.axis
-        # only sum and mean are linear: they keep a sum or mean partial partial
+        # only sum and mean are linear: of a partial (a sum or mean one) they give a partial
         if isinstance(a, str) and (a == "max" or node.op not in (Op.SUM, Op.MEAN)):
             self.whole(x)
             a = None
