@@ -40,6 +40,9 @@ class RuntimeFault(D1Error):
 
 # Longest stretch of a source line a diagnostic shows.
 SHOWN_LINE_CHARS = 120
+# Control characters of a quoted source line are shown as '?', one for one (the caret stays
+# under its column): a NUL shows nothing, and an escape sequence would act on the terminal.
+_CONTROLS = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Diagnostic:
         head = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
         if self.source_line is None:
             return head
-        text = self.source_line.rstrip("\n").expandtabs(1)
+        text = self.source_line.rstrip("\n").expandtabs(1).translate(_CONTROLS)
         col, width = max(self.col - 1, 0), max(self.width, 1)
         if len(text) > SHOWN_LINE_CHARS:
             # A very long line is shown as a window around the column, marked with "...".

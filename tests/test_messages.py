@@ -28,6 +28,18 @@ def test_dsl_accepts_a_utf8_byte_order_mark():
     assert "k.d1k:2:9: error: unknown name 'zz'" in str(e.value)
 
 
+def test_control_characters_of_a_quoted_source_line_are_shown_as_question_marks():
+    """A NUL showed nothing and an escape sequence acted on the terminal; each is one '?', so
+    the caret stays under its column."""
+    with pytest.raises(SourceError) as e:
+        compiler.compile_source("input a: f32[4]\nc = a +\x1b[31m b\x00\noutput c\n", M2, "k.d1k")
+    assert str(e.value).splitlines() == ["k.d1k:2:8: error: unexpected character '\\x1b'",
+                                         "    c = a +?[31m b?", "           ^"]
+    with pytest.raises(SourceError) as e:
+        assemble("\t.text all\n\tbogus r1\x07\n", "k.d1s", M2)
+    assert str(e.value).splitlines()[1:] == ["     bogus r1?", "     ^~~~~"]
+
+
 def test_a_strided_load_trap_names_the_faulting_lane_and_its_address():
     obj = assemble(".text all\n  li r1, 0\n  li r2, 100000\n  vlds v1, [r1+0], r2\n  halt\n",
                    "s.d1s", M2)
