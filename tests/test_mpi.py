@@ -213,6 +213,17 @@ def test_more_ranks_than_chips(tmp_path):
     assert (tmp_path / "three" / "c.npy").read_bytes() == (tmp_path / "one" / "c.npy").read_bytes()
 
 
+@needs_mpi
+def test_d1_debug_on_ranks_says_it_runs_on_one_process():
+    """docs/SCALE.md: `d1 debug` needs one process's serial order and says so. It used to run
+    the whole machine on rank 0 while the other ranks idled, silently, with exit 0."""
+    p = _mpi(2, "-m", "d1", "debug", "programs/asm/deadlock.d1s", *MACHINE, "--batch",
+             "-ex", "run", timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "d1 debug runs on one process, not on MPI ranks" in p.stderr
+    assert "Traceback" not in p.stderr and "(d1)" not in p.stdout
+
+
 def test_one_process_never_imports_mpi4py(tmp_path):
     code = ("import sys\nfrom d1.cli import main\n"
             "try:\n    main(['run', 'programs/asm/vadd.d1s', '--mesh', '4x4', '--out-dir', "

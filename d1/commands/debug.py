@@ -914,7 +914,13 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...
     """
     from d1.commands.run import params_for, parse_inputs, program_inputs
     from d1.program import load_program
+    from emulator.mpi import world
 
+    if world() is not None:
+        # Rank 0 would hold the whole machine while the other ranks idle (docs/SCALE.md).
+        raise D1Error("d1 debug runs on one process, not on MPI ranks: stepping, breakpoints "
+                      "and reverse execution need the single serial order of one process; "
+                      "start it without mpiexec")
     machine = emulated_machine(machine_name, mesh, sets, chips, file)
     given = parse_inputs(inputs)
     params = None
