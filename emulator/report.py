@@ -149,8 +149,9 @@ class Chain:
                     "(not a cycle: a node waiting on a stopped node)")
             end = self.end.describe() if self.end else "?"
             tail = f";\n  {end} has {self.end_state}"
-        behind = (f"\n  ({self.behind} more blocked node{'s' if self.behind != 1 else ''} "
-                  f"wait behind this chain)") if self.behind else ""
+        verb = "node waits" if self.behind == 1 else "nodes wait"
+        behind = (f"\n  ({self.behind} more blocked {verb} behind this chain)"
+                  if self.behind else "")
         return f"{head}:\n  {text}{tail}{behind}"
 
     def to_json(self) -> dict[str, Any]:

@@ -102,6 +102,18 @@ def test_deadlock_program_is_detected():
     assert "deadlock.d1s:" in res.report()
 
 
+def test_nodes_behind_a_deadlock_are_counted_in_plain_english():
+    """One node waits to send into a FIFO of the cycle: "1 more blocked node waits", not
+    "1 more blocked node wait"; two take the plural."""
+    src = ".text node 0,0\n recv r1, E\n halt\n.text node 1,0\n recv r1, W\n halt\n"
+    one = src + ".text node 0,1\nl: send N, r1\n j l\n"
+    res = Emulator(asm.assemble(one, machine=load_machine(mesh="3x3"))).run()
+    assert "\n  (1 more blocked node waits behind this chain)" in res.report()
+    two = one + ".text node 1,1\nm: send N, r1\n j m\n"
+    res = Emulator(asm.assemble(two, machine=load_machine(mesh="3x3"))).run()
+    assert "\n  (2 more blocked nodes wait behind this chain)" in res.report()
+
+
 def test_trap_program_reports_four_causes():
     emu = program("trap", load_machine(mesh="4x4"))
     res = emu.run()

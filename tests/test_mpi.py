@@ -224,6 +224,14 @@ def test_d1_debug_on_ranks_says_it_runs_on_one_process():
     assert "Traceback" not in p.stderr and "(d1)" not in p.stdout
 
 
+@needs_mpi
+def test_one_rank_without_chips_is_named_in_the_singular(tmp_path):
+    p = _mpi(2, "-m", "d1", "run", "programs/asm/vadd.d1s", "--mesh", "4x4", "--out-dir",
+             str(tmp_path), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "note: the machine has 1 chip: 1 of the ranks holds none" in p.stderr
+
+
 def test_one_process_never_imports_mpi4py(tmp_path):
     code = ("import sys\nfrom d1.cli import main\n"
             "try:\n    main(['run', 'programs/asm/vadd.d1s', '--mesh', '4x4', '--out-dir', "

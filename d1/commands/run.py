@@ -271,9 +271,10 @@ def mpi_note(emu: Any) -> None:
     click.echo(f"note: running on {part.ranks} MPI ranks holding chips {', '.join(blocks)}{more}"
                f"; {windows}", err=True)
     if part.ranks > part.chip_count:
+        idle = part.ranks - part.chip_count
         click.echo(f"note: the machine has {part.chip_count} chip"
-                   f"{'s' if part.chip_count != 1 else ''}: {part.ranks - part.chip_count} of "
-                   "the ranks hold none (a rank holds whole chips)", err=True)
+                   f"{'s' if part.chip_count != 1 else ''}: {idle} of the ranks "
+                   f"hold{'s' if idle == 1 else ''} none (a rank holds whole chips)", err=True)
 
 
 def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
