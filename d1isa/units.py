@@ -34,7 +34,7 @@ def seconds(s: float) -> str:
 
 
 def cycles(c: float) -> str:
-    return f"{int(c):,} cycles"
+    return f"{int(c):,} cycle{'' if int(c) == 1 else 's'}"
 
 
 def percent(fraction: float) -> str:

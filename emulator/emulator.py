@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from d1isa import isa, traps
+from d1isa import isa, traps, units
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, TIMING_CLASSES
@@ -527,7 +527,7 @@ class Emulator:
         pc = int(st.pc[node])
         ln = int(self.code.node_len[node])
         if code == traps.CYCLE_LIMIT:
-            return (f"clock {int(st.clock[node]):,} cycles passed max_cycles "
+            return (f"clock {units.cycles(st.clock[node])} passed max_cycles "
                     f"{self.max_cycles:,}")
         if code == traps.PC_OUT_OF_RANGE:
             if pc == ln:

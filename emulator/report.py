@@ -200,7 +200,7 @@ class RunResult:
         return self.status == "halted"
 
     def report(self) -> str:
-        lines = [f"status: {self.status}; {self.cycles:,} cycles "
+        lines = [f"status: {self.status}; {units.cycles(self.cycles)} "
                  f"({units.seconds(self.seconds)} modelled)"]
         if self.stop is not None:
             lines.append(f"stopped before {self.stop.describe()}")
