@@ -15,8 +15,8 @@ Params are weight-resident: the pipeline passes every param's buffer among the v
 live to the end (compiler.writeback), so a param keeps one address from before the first step
 to after the last and no temporary ever shares it; an update value stored in place (`alias`)
 takes its param's address and reserves nothing of its own, and so does a view of another
-value's bytes (`Value.base`: a reshape that keeps the 2-D view), which keeps that value live as
-long as it is read.
+value's bytes (`Value.base`: a reshape that keeps the 2-D view); the value whose buffer is used
+stays live as long as either is read (a running sum stored in place, compiler.splitk).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def schedule(steps: list[Step], inputs: list[Value], outputs: list[Value]) -> Sc
     def touch(v: Value, k: int) -> None:
         if v.base is not None:
             touch(v.base, k)             # a view keeps its base's bytes live
+        if v.alias is not None:
+            touch(v.alias, k)            # so does a value stored in another's buffer
         if id(v) not in live:
             live[id(v)] = (k, k)
             values.append(v)
@@ -104,7 +106,10 @@ def allocate(sched: Schedule, sram_bytes: int, filename: str, text: str) -> int:
         peak = max(peak, addr + size)
     for v in sched.values:
         if v.alias is not None:
-            v.addr = v.alias.addr
+            root = v.alias
+            while root.alias is not None:        # a running sum stored in place, in place
+                root = root.alias
+            v.addr = root.addr
         elif v.base is not None:
             v.addr = v.base.addr
     return peak

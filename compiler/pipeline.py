@@ -46,6 +46,7 @@ from compiler.lower import lower, map_to_mesh
 from compiler.mapreport import Traffic, format_report, mapping_report
 from compiler.parse import parse
 from compiler.plan import Ctx, Value
+from compiler.splitk import accumulate_in_place, split_matmuls
 from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
@@ -205,26 +206,25 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
     t.lap("differentiate")
     dp, notes = _data_parallel(graph, machine, options)
     mapped = dp.graph if dp is not None else graph
-    kops = lower(mapped, set(dp.reduce) if dp is not None else frozenset())
-    if dp is not None:
-        kops = hoist(mapped, kops, dp.reduce)
-    t.lap("lower")
-    if dp is not None:
-        grid = dp.grid
-        mapper = ChipMapper(dp, mapped, machine, options)
-        mapper.run(kops)
-    else:
-        grid = choose_grid(machine, per_chip=options.chip_grid
-                           and chip_grid_pays(mapped, machine))
-        mapper = map_to_mesh(mapped, kops, grid, machine, options)
-    outputs = [mapper.values[o.id] for o in mapped.outputs]
-    t.lap("map")
-    resident = write_back(mapped, mapper.steps, mapper.values, grid)
-    t.lap("writeback")
-    sched = schedule(mapper.steps, mapper.placed, outputs + resident)
-    t.lap("schedule")
-    peak = allocate(sched, machine.sram_bytes, filename, text)
-    t.lap("allocate")
+    try:
+        kops, grid, mapper, outputs, resident, sched, peak = _place(
+            mapped, dp, machine, options, filename, text, t)
+    except SourceError as first:
+        # Too large for a node: once more with the matmuls whose panels cannot fit split
+        # over K (compiler.splitk); the first error stands if that does not fit either.
+        split = None if dp is not None else split_matmuls(mapped, _grid(mapped, machine,
+                                                                          options), machine)
+        if split is None:
+            raise
+        if options.verify:
+            verify(split[0])
+        try:
+            kops, grid, mapper, outputs, resident, sched, peak = _place(
+                split[0], dp, machine, options, filename, text, t, split[2], split[3])
+        except (SourceError, CompilerLimit):
+            raise first from None
+        mapped = split[0]
+        notes = [*notes, *split[1]]
     ctx = (ChipCtx(machine, grid, options, filename, dp=dp) if dp is not None
            else Ctx(machine, grid, options, filename))
     if report:
@@ -276,6 +276,42 @@ def _compile(text: str, machine: Machine, filename: str, options: CompileOptions
         obj = link(emitted)
         t.lap("assemble")
     return Compiled(graph, grid, emitted, obj, peak, t.laps, dp, notes, mapping)
+
+
+def _grid(mapped: Graph, machine: Machine, options: CompileOptions) -> Grid:
+    """The grid a program mapped onto the whole machine runs on."""
+    return choose_grid(machine, per_chip=options.chip_grid and chip_grid_pays(mapped, machine))
+
+
+def _place(mapped: Graph, dp: DataParallel | None, machine: Machine, options: CompileOptions,
+           filename: str, text: str, t: _Timer, keep: frozenset[int] | set[int] = frozenset(),
+           in_place: list[int] | None = None) -> tuple:
+    """Lower, map, write back, schedule and allocate: (kops, grid, mapper, outputs, resident
+    values, schedule, peak bytes per node); a located SourceError if it does not fit. `keep`:
+    nodes stored, not fused into their readers (as a data-parallel program's all-reduced ones);
+    `in_place`: additions stored into their first operand's buffer (compiler.splitk)."""
+    kops = lower(mapped, set(dp.reduce) if dp is not None else keep)
+    if dp is not None:
+        kops = hoist(mapped, kops, dp.reduce)
+    t.lap("lower")
+    if dp is not None:
+        grid = dp.grid
+        mapper = ChipMapper(dp, mapped, machine, options)
+        mapper.run(kops)
+    else:
+        grid = _grid(mapped, machine, options)
+        mapper = map_to_mesh(mapped, kops, grid, machine, options)
+    outputs = [mapper.values[o.id] for o in mapped.outputs]
+    t.lap("map")
+    resident = write_back(mapped, mapper.steps, mapper.values, grid)
+    if in_place:
+        accumulate_in_place(mapped, in_place, mapper.steps, mapper.values)
+    t.lap("writeback")
+    sched = schedule(mapper.steps, mapper.placed, outputs + resident)
+    t.lap("schedule")
+    peak = allocate(sched, machine.sram_bytes, filename, text)
+    t.lap("allocate")
+    return kops, grid, mapper, outputs, resident, sched, peak
 
 
 def _data_parallel(graph: Graph, machine: Machine, options: CompileOptions

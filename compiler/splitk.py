@@ -1,0 +1,145 @@
+"""Matmuls too large for their panels: the product as a sum of products over slices of K.
+
+A matmul node stores every panel of A's grid row and of B's grid column (compiler.matmul,
+compiler.summa): about (M / P + N / Q) x K elements per node, whatever the machine's total
+SRAM. On d1 a bf16 4096^3 product needs 4 MB of them per node, three times a node's SRAM,
+while its operands fill a fifth of the chip. When a program does not fit (compiler.alloc),
+the pipeline tries once more with this rewrite: every 2-D `A @ B` whose panels would take more
+than PANEL_SHARE of a node's SRAM becomes
+
+    A[:, k0:k1] @ B[k0:k1, :] + A[:, k1:k2] @ B[k1:k2, :] + ...
+
+in as few slices as bring each product's panels under that share (the slices in whole tiles).
+Each slice is a layout change (compiler.gather) and each partial product is f32, added in
+order: the same f32 products summed in f32 in another order, which the language allows
+(docs/DSL.md, "@"). The sum keeps the matmul's name, so outputs, updates and the debugger find
+it; the slices and partial products are temporaries. A program that fits is never rewritten,
+so its code does not change.
+
+The partial products are added in place (`accumulate_in_place`): each running sum is stored in
+the buffer of the one before it, which nothing reads afterwards, so the products' sum takes one
+result's SRAM however many slices there are, as the partial sums of the matmul kernels would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from compiler.grid import Grid
+from compiler.ir import Graph, GraphBuilder, Node, Op
+from compiler.kernels import Elementwise
+from d1isa.machine import Machine
+
+if TYPE_CHECKING:
+    from compiler.plan import Step, Value
+
+# At most this share of a node's SRAM for one product's panels (with its operands' blocks, its
+# result and the values live around it, the rest of the node is needed too).
+PANEL_SHARE = 1 / 6
+
+
+def k_slices(node: Node, grid: Grid, machine: Machine) -> list[tuple[int, int]]:
+    """The K ranges of a 2-D matmul's partial products ([(0, K)] when it needs no split)."""
+    if node.op is not Op.MATMUL or any(len(x.shape) != 2 for x in node.inputs):
+        return []
+    a, b = node.inputs
+    (m, k), n = a.shape, b.shape[1]
+    t = machine.mma_dim
+    rows = _tiles(_ceil(m, grid.P), t)              # a node's rows of C, in whole tiles
+    cols = _tiles(_ceil(n, grid.Q), t)
+    panels = (rows + cols) * k * 4                  # f32, or bf16 split in pieces: at most 4 B
+    budget = machine.sram_bytes * PANEL_SHARE
+    parts = min(_ceil(panels, int(budget)), _ceil(k, t))
+    # Each product also needs its own result block (rows x cols), and the slices copy the
+    # operands' blocks: a split pays only where K, not the result, makes the panels large.
+    if parts <= 1 or k * (rows + cols) <= 2 * rows * cols:
+        return [(0, k)]
+    step = _tiles(_ceil(k, parts), t)
+    return [(k0, min(k0 + step, k)) for k0 in range(0, k, step)]
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _tiles(n: int, t: int) -> int:
+    """n rounded up to whole tiles of t."""
+    return _ceil(n, t) * t
+
+
+def split_matmuls(graph: Graph, grid: Grid, machine: Machine
+                  ) -> tuple[Graph, list[str], set[int], list[int]] | None:
+    """The program with its too-large matmuls written as sums over K slices, a note for each,
+    the running sums, which must be stored (compiler.lower's `keep`: fused into one
+    elementwise kernel, the additions would keep every partial product live at once), and
+    every addition of a partial product (`accumulate_in_place`). None if no matmul needs it."""
+    b = GraphBuilder()
+    new: dict[int, Node] = {}
+    notes: list[str] = []
+    keep: set[int] = set()
+    adds: list[int] = []
+    for node in graph.nodes:
+        ins = tuple(new[i.id] for i in node.inputs)
+        ranges = k_slices(node, grid, machine)
+        if len(ranges) <= 1:
+            new[node.id] = b.add(node.op, ins, shape=node.shape, dtype=node.dtype,
+                                 axis=node.axis, value=node.value, init=node.init,
+                                 name=node.name, line=node.line, col=node.col, perm=node.perm,
+                                 index=node.index, window=node.window)
+            continue
+        x, w = ins
+        (m, _), n = x.shape, w.shape[1]
+        at = {"line": node.line, "col": node.col}
+        total = None
+        for i, (k0, k1) in enumerate(ranges):
+            # temporaries named after the matmul: the builder's own %tN names are taken
+            xs = b.add(Op.SLICE, (x,), index=((0, m, 1), (k0, k1, 1)), name=f"{node.name}.a{i}",
+                       **at)
+            ws = b.add(Op.SLICE, (w,), index=((k0, k1, 1), (0, n, 1)), name=f"{node.name}.b{i}",
+                       **at)
+            part = b.add(Op.MATMUL, (xs, ws), name=f"{node.name}.p{i}", **at)
+            if total is not None:
+                keep.add(total.id)
+                total = b.add(Op.ADD, (total, part), name=f"{node.name}.s{i}", **at)
+                adds.append(total.id)
+            else:
+                total = part
+        new[node.id] = b.rename(total, node.name)
+        notes.append(f"line {node.line}: '{node.name}' ({m} x {node.inputs[0].shape[1]} @ "
+                     f"{node.inputs[0].shape[1]} x {n}) is computed as {len(ranges)} products "
+                     f"over slices of K of {ranges[0][1] - ranges[0][0]}, so that each one's "
+                     "panels fit a node's SRAM")
+    if not notes:
+        return None
+    out = b.finish([new[o.id] for o in graph.outputs], graph.filename,
+                   [replace(u, param=new[u.param.id], value=new[u.value.id])
+                    for u in graph.updates])
+    return replace(out, grad_calls=tuple((line, col, new[n.id])
+                                         for line, col, n in graph.grad_calls)), notes, keep, adds
+
+
+def accumulate_in_place(graph: Graph, adds: list[int], steps: list[Step],
+                        values: dict[int, Value]) -> None:
+    """Store each addition's result in its running sum's buffer (`Value.alias`, as an update
+    in place, compiler.writeback) where that is safe: the step is one elementwise kernel, it
+    reads the running sum element for element in the result's own layout and dtype, and no
+    later step reads the running sum."""
+    producer = {id(st.out): k for k, st in enumerate(steps) if st.out is not None}
+    last_read: dict[int, int] = {}
+    for k, st in enumerate(steps):
+        for v in st.ins:
+            last_read[id(v)] = k
+    nodes = {n.id: n for n in graph.nodes}
+    for nid in adds:
+        prev = values.get(nodes[nid].inputs[0].id)
+        v = values.get(nid)              # none: the last addition fused into its reader
+        if v is None or prev is None:
+            continue
+        k = producer.get(id(v))
+        if k is None or not isinstance(steps[k], Elementwise) or steps[k].also:
+            continue
+        if (last_read.get(id(prev), -1) <= k and prev.dtype == v.dtype and prev.base is None
+                and v.layout.same_distribution(prev.layout)
+                and all(lf.mode == "full" for lf in steps[k].leaves if lf.value is prev)):
+            v.alias = prev
