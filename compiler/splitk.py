@@ -48,7 +48,9 @@ def k_slices(node: Node, grid: Grid, machine: Machine) -> list[tuple[int, int]]:
     t = machine.mma_dim
     rows = _tiles(_ceil(m, grid.P), t)              # a node's rows of C, in whole tiles
     cols = _tiles(_ceil(n, grid.Q), t)
-    panels = (rows + cols) * k * 4                  # f32, or bf16 split in pieces: at most 4 B
+    # bf16 panels hold 2 B an element; an f32 operand may be split in three bf16 pieces (6 B)
+    size = 2 if a.dtype == b.dtype == "bf16" else 6
+    panels = (rows + cols) * k * size
     budget = machine.sram_bytes * PANEL_SHARE
     parts = min(_ceil(panels, int(budget)), _ceil(k, t))
     # Each product also needs its own result block (rows x cols), and the slices copy the
