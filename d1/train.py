@@ -61,12 +61,13 @@ class Trainer:
     """Run training steps of one program on one emulated mesh, params kept in SRAM.
 
     `obj`: an `ObjectFile`, a loaded `d1.program.Program`, or a path (`.d1k`, `.d1s`, `.d1o`,
-    loaded for `machine` with compiler `options`). `params`: starting values by name (or the
-    path of a `.npz` holding them); the others come from the object if it embeds them, else
-    from their declaration's INIT drawn with `init_seed` (`compiler.reference.init_params`,
-    the documented numpy generator). `history` holds a row per step: "step", "epoch", each
-    0-d output under its name (`columns`: `output.NAME` for an output named like one of
-    those), "cycles".
+    loaded for `machine` with compiler `options`). `machine`: a `Machine`, or a machine's
+    name or `.toml` path (`load_machine`); None: the object's own, else d1. `params`:
+    starting values by name (or the path of a `.npz` holding them); the others come from the
+    object if it embeds them, else from their declaration's INIT drawn with `init_seed`
+    (`compiler.reference.init_params`, the documented numpy generator). `history` holds a
+    row per step: "step", "epoch", each 0-d output under its name (`columns`: `output.NAME`
+    for an output named like one of those), "cycles".
     `threads`: host threads of the emulator (None: `emulator.auto_threads`). `comm`: an mpi4py
     communicator of several ranks runs the machine on them, one thread each (rank 0 makes the
     Trainer, the others serve: emulator.distributed, docs/SCALE.md); results are identical.
@@ -81,6 +82,12 @@ class Trainer:
         from emulator import Emulator, auto_threads
         from emulator.emulator import DEFAULT_MAX_CYCLES
 
+        if isinstance(machine, (str, Path)):
+            from d1isa.machine import load_machine
+            machine = load_machine(machine)
+        elif machine is not None and not isinstance(machine, Machine):
+            raise D1Error("Trainer(machine=...) takes a Machine (d1isa.machine.load_machine), "
+                          f"or a machine's name or .toml path; got {type(machine).__name__}")
         if isinstance(obj, Program):
             if machine is not None or options is not None:
                 raise D1Error("a loaded Program already has its machine and compiler options; "

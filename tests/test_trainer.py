@@ -248,6 +248,19 @@ def test_bad_params_are_errors(params, message):
         Trainer(LINEAR, params=params, machine=M4)
 
 
+def test_the_machine_may_be_named_and_anything_else_is_a_clear_error():
+    # Trainer(obj, machine=...) as the issue spells it: a name (or .toml path) is loaded as
+    # the CLI's --machine loads it; it was used as a Machine and failed with AttributeError.
+    t = Trainer(LINEAR, machine="m4x4")
+    assert t.machine.name == "m4x4" and (t.machine.cols, t.machine.rows) == (4, 4)
+    batch = data(64)
+    assert t.step(batch) == Trainer(LINEAR, machine=M4).step(batch)
+    with pytest.raises(D1Error, match="unknown machine 'nosuch'"):
+        Trainer(LINEAR, machine="nosuch")
+    with pytest.raises(D1Error, match=r"Trainer\(machine=\.\.\.\) takes a Machine .*got int"):
+        Trainer(LINEAR, machine=4)
+
+
 def test_params_may_come_from_a_npz_path(tmp_path):
     start = init_params(GRAPH, 5)
     path = tmp_path / "start.npz"
