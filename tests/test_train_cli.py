@@ -138,6 +138,19 @@ def test_inputs_with_different_sample_counts_exit_2(dataset):
     assert not (d / "out" / "params.npz").exists()
 
 
+def test_without_input_data_the_error_names_the_inputs_or_says_there_are_none(tmp_path):
+    run = d1("train", str(LINEAR), "--mesh", "4x4", "--out-dir", str(tmp_path / "out"))
+    assert run.returncode == 2
+    assert "give the data set of every input (x, y) with --input NAME=FILE.npy" in run.stderr
+    prog = tmp_path / "noin.d1k"
+    prog.write_text("param w: f32[4] = 1\nl = sum(w * w)\nupdate w = w - 0.1 * grad(l, w)\n"
+                    "output l\n")
+    run = d1("train", str(prog), "--mesh", "2x2", "--out-dir", str(tmp_path / "out"))
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"error: {prog} has no inputs, so there is no data set to cut into batches" in \
+        run.stderr
+
+
 def test_destinations_are_checked_before_any_work(dataset):
     d, _, _ = dataset
     (d / "file").write_text("")

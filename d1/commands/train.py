@@ -14,7 +14,7 @@ import click
 
 from d1.options import MAX_SEED, emulated_machine, machine_options, max_cycles_option
 from d1isa import units
-from d1isa.errors import RuntimeFault
+from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, check_output_dir, refuse_overwrite, write_atomic
 
 MAX_EPOCHS = 1_000_000
@@ -131,6 +131,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     prog = load_program(file, machine, options)
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
+    _check_inputs_given(prog, files)
     if params is not None:
         params = params_for(prog, params, params_file)
     trainer = Trainer(prog, params, init_seed=init_seed, max_cycles=max_cycles,
@@ -195,6 +196,20 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         sys.exit(130)
 
 
+def _check_inputs_given(prog: Any, files: dict[str, str]) -> None:
+    """Without any --input: a usage error naming the program's inputs, or, for a program with
+    none, what to do instead (training cuts input data sets into batches)."""
+    if files:
+        return
+    names = prog.inputs
+    if names:
+        raise click.UsageError(f"give the data set of every input ({', '.join(names)}) with "
+                               "--input NAME=FILE.npy")
+    raise D1Error(f"{prog.path} has no inputs, so there is no data set to cut into batches: "
+                  "`d1 run` runs one step of it (its params stay in SRAM only for that run), "
+                  "and d1.train.Trainer.step({}) runs as many as you like")
+
+
 def _input_files(items: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -204,8 +219,6 @@ def _input_files(items: tuple[str, ...]) -> dict[str, str]:
         if name in out:
             raise click.BadParameter(f"input '{name}' is given twice", param_hint="--input")
         out[name] = f
-    if not out:
-        raise click.UsageError("give the data set of every input with --input NAME=FILE.npy")
     return out
 
 
