@@ -150,8 +150,10 @@ class Program:
         given = self.dsl_names(given)
         for name in given:
             if name not in known:
+                hint = ("; it is a param: start it from --params FILE.npz"
+                        if name in self.params else "")
                 raise D1Error(f"--input {name}: the program has no input tensor '{name}' "
-                              f"(inputs: {', '.join(known) or 'none'})")
+                              f"(inputs: {', '.join(known) or 'none'}){hint}")
         arrays = dict(given)
         drawn = None if checked else self._drawn_without_graph(seed)
         if drawn is None and self.graph is not None:

@@ -139,10 +139,14 @@ class Trainer:
         missing = [n for n in self.inputs if n not in given]
         extra = sorted(str(n) for n in given if n not in self.inputs)
         if missing or extra:
+            params = [n for n in extra if n in self.program.params]
+            verb = "is a param" if len(params) == 1 else "are params"
             raise D1Error(rule
                           + (f"; missing: {', '.join(missing)}" if missing else "")
                           + (f"; not inputs: {', '.join(extra)}" if extra else "")
-                          + f" (inputs: {', '.join(self.inputs) or 'none'})")
+                          + f" (inputs: {', '.join(self.inputs) or 'none'})"
+                          + (f"; {', '.join(params)} {verb}: params start from --params "
+                             "FILE.npz (Trainer(params=...))" if params else ""))
 
     # ---- one step -----------------------------------------------------------------------------
 

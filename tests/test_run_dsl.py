@@ -60,6 +60,15 @@ def test_input_errors_exit_2_without_traceback(tmp_path, args, message):
     assert "Traceback" not in r.stderr
 
 
+def test_input_of_a_param_points_to_params(tmp_path):
+    np.save(tmp_path / "b.npy", np.zeros(4, np.float32))
+    r = d1("run", "programs/train_linear.d1k", "--mesh", "2x2", "--input",
+           f"b={tmp_path / 'b.npy'}", "--out-dir", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert ("--input b: the program has no input tensor 'b' (inputs: x, y); it is a param: "
+            "start it from --params FILE.npz") in r.stderr
+
+
 def test_check_refuses_assembly_programs():
     r = d1("run", "programs/asm/vadd.d1s", "--mesh", "4x4", "--check")
     assert r.returncode == 2

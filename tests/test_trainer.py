@@ -226,6 +226,9 @@ def test_given_params_replace_their_init_and_the_rest_are_drawn_with_the_seed():
     ({"x": np.zeros((100, 16))}, "give one array for every input of the program; missing: y"),
     ({"x": np.zeros((100, 16)), "y": np.zeros((100, 4)), "z": np.zeros(3)},
      "not inputs: z"),
+    ({"x": np.zeros((100, 16)), "y": np.zeros((100, 4)), "w": np.zeros((100, 16, 4))},
+     "not inputs: w (inputs: x, y); w is a param: params start from --params FILE.npz "
+     "(Trainer(params=...))"),
     ({"x": np.zeros((60, 16)), "y": np.zeros((60, 4))}, "60 samples are fewer than one batch "
                                                         "of 64"),
 ])
