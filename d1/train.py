@@ -224,7 +224,7 @@ class Trainer:
         rng = np.random.default_rng(shuffle) if shuffle is not None else None
         first = len(self.history)
         self.interrupted = False
-        with _stop_after_step() as stop:
+        with stop_after_step() as stop:
             for epoch in range(1, epochs + 1):
                 order = rng.permutation(plan.samples) if rng is not None else None
                 for k in range(plan.batches):
@@ -315,7 +315,7 @@ class _Stop:
 
 
 @contextmanager
-def _stop_after_step() -> Iterator[_Stop]:
+def stop_after_step() -> Iterator[_Stop]:
     """While training: the first Ctrl-C only asks to stop after the current step (a second
     one interrupts at once). Outside the main thread signals cannot be caught; nothing is
     changed there."""

@@ -201,6 +201,36 @@ def test_ctrl_c_stops_after_the_step_and_still_writes_params_and_history(dataset
     assert set(load_params(d / "out" / "params.npz")) == {"w", "b"}
 
 
+def test_ctrl_c_while_setting_up_stops_before_the_first_step(dataset, monkeypatch):
+    """A Ctrl-C during the compile (here: sent from inside it) waits for the set-up, runs no
+    step, and still writes the starting params and the empty history (exit 130)."""
+    import os
+
+    from click.testing import CliRunner
+
+    import d1.program
+    from d1.cli import cli
+
+    d, _, _ = dataset
+    load = d1.program.load_program
+
+    def interrupted_load(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(d1.program, "load_program", interrupted_load)
+    res = CliRunner().invoke(cli, ["train", str(LINEAR), "--input", f"x={d / 'x.npy'}",
+                                   "--input", f"y={d / 'y.npy'}", "--mesh", "4x4", "--quiet",
+                                   "--init", "3", "--out-dir", str(d / "out")])
+    assert res.exit_code == 130, res.output
+    assert "interrupted: stopped before the first step" in res.output
+    rows = list(csv.reader((d / "out" / "history.csv").open()))
+    assert rows == [["step", "epoch", "loss", "cycles"]]
+    got = load_params(d / "out" / "params.npz")
+    want = init_params(GRAPH, 3)
+    assert all(np.array_equal(got[k], want[k]) for k in ("w", "b"))
+
+
 def test_help_names_every_option_and_the_weight_resident_mode():
     run = d1("train", "--help")
     assert run.returncode == 0

@@ -103,7 +103,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         rank_threads,
     )
     from d1.program import load_program
-    from d1.train import Trainer
+    from d1.train import Trainer, stop_after_step
 
     machine = emulated_machine(machine_name, mesh, sets, chips, file)
     options = None
@@ -128,28 +128,34 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         from d1.params import load_params
         params = load_params(params_file)
     comm = mpi_ranks()
-    prog = load_program(file, machine, options)
-    for note in prog.notes:
-        click.echo(f"note: {note}", err=True)
-    _check_inputs_given(prog, files)
-    if params is not None:
-        params = params_for(prog, params, params_file)
-    trainer = Trainer(prog, params, init_seed=init_seed, max_cycles=max_cycles,
-                      threads=rank_threads(threads) if comm is not None
-                      else cap_threads(threads) or None, comm=comm)
-    mpi_note(trainer.emu)
-    plan = trainer.plan(arrays)
+    # A Ctrl-C while compiling and setting up stops before the first step, which still writes
+    # the starting params and the (empty) history; a second one interrupts at once.
+    with stop_after_step() as early:
+        prog = load_program(file, machine, options)
+        for note in prog.notes:
+            click.echo(f"note: {note}", err=True)
+        _check_inputs_given(prog, files)
+        if params is not None:
+            params = params_for(prog, params, params_file)
+        trainer = Trainer(prog, params, init_seed=init_seed, max_cycles=max_cycles,
+                          threads=rank_threads(threads) if comm is not None
+                          else cap_threads(threads) or None, comm=comm)
+        mpi_note(trainer.emu)
+        plan = trainer.plan(arrays)
     if plan.dropped:
         click.echo(f"note: {plan.samples:,} samples make {plan.batches:,} batch"
                    f"{'es' if plan.batches != 1 else ''} of {plan.batch_size}; the last "
                    f"{plan.dropped:,} (a partial batch) are dropped each epoch", err=True)
     t0 = time.perf_counter()
     fault = None
-    with _progress(trainer, epochs, plan.batches, quiet) as on_step:
-        try:
-            trainer.fit(arrays, epochs=epochs, shuffle=shuffle_seed, on_step=on_step)
-        except RuntimeFault as e:
-            fault = e
+    if early.requested:
+        trainer.interrupted = True
+    else:
+        with _progress(trainer, epochs, plan.batches, quiet) as on_step:
+            try:
+                trainer.fit(arrays, epochs=epochs, shuffle=shuffle_seed, on_step=on_step)
+            except RuntimeFault as e:
+                fault = e
     wall = time.perf_counter() - t0
     written = []
     if fault is None:
@@ -186,7 +192,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
             write_atomic(json_file, text)
             written.append(str(json_file))
     if trainer.interrupted:
-        click.echo(f"interrupted: stopped after step {trainer.steps:,}", err=True)
+        click.echo(f"interrupted: stopped after step {trainer.steps:,}" if trainer.steps else
+                   "interrupted: stopped before the first step", err=True)
     click.echo(summary(trainer, totals, plan, wall, written), err=to_stdout)
     if stats and trainer.steps:
         click.echo(stats_text(trainer, totals), err=to_stdout)
