@@ -337,12 +337,16 @@ class Parser:
     Directives use it piecewise (`peek`, `take`, `expr`, `expect`) to read expressions between
     their own keywords; `parse` reads one whole expression."""
 
-    __slots__ = ("toks", "i", "consts", "dialect", "text")
+    __slots__ = ("toks", "i", "consts", "dialect", "text", "lazy")
 
     def __init__(self, toks: list[Token], consts: dict[str, int] | None = None,
                  dialect: Dialect = ASSEMBLY, text: str | None = None) -> None:
         self.toks, self.i, self.consts = toks, 0, consts or {}
         self.dialect, self.text = dialect, text
+        # > 0 while reading what `&&`, `||` or `?:` may not evaluate: a constant there that
+        # fails to fold (`@w > 1 ? 64 / (@w - 1) : 64` on a 1-wide mesh) stays unfolded, and
+        # fails only if evaluation reaches it.
+        self.lazy = 0
 
     def error(self, kind: str, pos: int, width: int = 1, **fields: object) -> ExprError:
         return _error(self.dialect, kind, pos, width, self.text, **fields)
@@ -390,9 +394,11 @@ class Parser:
                 if min_prec > 1:
                     return left
                 self.i += 1
+                self.lazy += 1
                 a = self.expr(1)
                 self.expect(":", "in 'c ? a : b'")
                 b = self.expr(1)
+                self.lazy -= 1
                 if fold and type(left) is Num:
                     left = a if left.value else b
                 else:
@@ -402,12 +408,17 @@ class Parser:
             if p is None or p < min_prec:
                 return left
             self.i += 1
+            lazy = t in ("&&", "||")
+            self.lazy += lazy
             right = self.expr(p + 1)
+            self.lazy -= lazy
             if fold and type(left) is Num and type(right) is Num:
                 try:
                     left = Num(BINARY_FN[t](left.value, right.value), pos)
                 except ArithmeticError as e:
-                    raise _arith_error(self.dialect, e, pos, self.text) from None
+                    if not self.lazy:
+                        raise _arith_error(self.dialect, e, pos, self.text) from None
+                    left = Binary(t, left, right, pos)
             else:
                 left = Binary(t, left, right, pos)
 

@@ -496,6 +496,14 @@ def test_errors_inside_per_node_code_name_the_node():
         "immediate 1099511627776 is out of range -2147483648..2147483647 (on node (3,0))"]
 
 
+def test_a_guarded_division_by_a_machine_symbol_assembles_where_the_guard_holds():
+    text = ".equ STEP, @w > 1 ? 64 / (@w - 1) : 64\n.text all\n addi r1, r0, STEP\n halt\n"
+    assert listing(asm(text, load_machine(mesh="1x4")))[0] == "addi r1, r0, 64"
+    assert listing(asm(text))[0] == "addi r1, r0, 21"
+    e = errors(".equ A, 1 && 1 / 0\n.text all\n halt\n")
+    assert [(d.line, d.col, d.message) for d in e.diagnostics] == [(1, 16, "division by zero")]
+
+
 def test_error_in_an_equate_is_reported_at_the_equate_once():
     e = errors(".equ BAD, 1 / 0\n.text all\n addi r1, r1, BAD\n addi r2, r2, BAD\n")
     assert [(d.line, d.col, d.message) for d in e.diagnostics] == [(1, 13, "division by zero")]

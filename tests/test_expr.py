@@ -121,6 +121,21 @@ def test_the_debugger_folds_nothing_so_failures_wait_for_evaluation():
         parse("1 / 0")
 
 
+def test_folding_fails_only_where_evaluation_would_reach():
+    """`&&`, `||` and `?:` short-circuit: a constant that cannot fold in a branch they may skip
+    (a guarded division by a machine symbol) is an error only if the branch is taken."""
+    one_wide = {**CONSTS, "w": 1}
+    assert parse("@w > 1 ? 64 / (@w - 1) : 64", one_wide) == Num(64)
+    assert asm_value("0 && 1 / 0") == 0 and asm_value("1 || 1 << 5000") == 1
+    assert asm_value("0 ? 1 % 0 : 5") == 5 and asm_value("1 ? 5 : 1 / 0") == 5
+    with pytest.raises(ExprError) as e:
+        asm_value("1 && 1 / 0")
+    assert (e.value.msg, e.value.pos) == ("division by zero", 7)
+    with pytest.raises(ExprError) as e:
+        asm_value("0 ? 1 : 1 << 5000")
+    assert (e.value.msg, e.value.pos) == ("shift count 5000 is out of range 0..4096", 10)
+
+
 def test_the_debugger_reads_memory_and_word_operators():
     assert parse("mem32[a + 4]", dialect=DEBUGGER) == Mem(4, Binary("+", Name("a"), Num(4)))
     assert parse("MEM8 [1]", dialect=DEBUGGER) == Mem(1, Num(1))
