@@ -417,8 +417,9 @@ ERROR_CASES = [
     (".equ A, 1\n.text all\nA: nop\n", 3, 1,
      "label 'A' is already defined as an equate at line 1"),
     (".text all\nr3: nop\n", 2, 1, "'r3' is a register name and cannot be a label"),
-    (" nop\n", 1, 2, "instruction 'nop' in any section; code belongs after a '.text SELECTOR' "
-                     "line"),
+    (" nop\n", 1, 2, "instruction 'nop' outside any section; code belongs after a "
+                     "'.text SELECTOR' line"),
+    (".i32 5\n", 1, 1, ".i32 outside any section; data belongs after a '.data SELECTOR' line"),
     (".text all\n.i32 5\n", 2, 1,
      ".i32 in a .text section; data belongs after a '.data SELECTOR' line"),
     ("x: .i32 1\n", 1, 1, "label 'x' is outside any .text or .data section"),

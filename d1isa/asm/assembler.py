@@ -467,8 +467,8 @@ class Assembler:
     def _text_section(self, col: int, what: str, width: int) -> TextSection:
         sec = self.cur
         if type(sec) is not TextSection:
-            where = "a .data section" if sec is not None else "any section"
-            raise LineError(f"{what} in {where}; code belongs after a '.text SELECTOR' line",
+            where = "in a .data section" if sec is not None else "outside any section"
+            raise LineError(f"{what} {where}; code belongs after a '.text SELECTOR' line",
                             col, width)
         return sec
 

@@ -130,8 +130,8 @@ def _equ(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
 def _data_section(a: Assembler, col: int, what: str) -> DataSection:
     sec = a.cur
     if type(sec) is not DataSection:
-        where = "a .text section" if sec is not None else "any section"
-        raise LineError(f"{what} in {where}; data belongs after a '.data SELECTOR' line", col,
+        where = "in a .text section" if sec is not None else "outside any section"
+        raise LineError(f"{what} {where}; data belongs after a '.data SELECTOR' line", col,
                         len(what))
     return sec
 
