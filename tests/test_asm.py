@@ -313,6 +313,17 @@ def test_bf16_rounds_to_nearest_even():
     assert struct.unpack("<HH", obj.data[0].data) == tuple(want) == (0x4049, 0xBB24)
 
 
+def test_a_hex_literal_is_a_bit_pattern_and_any_other_expression_a_value():
+    """docs/ASSEMBLY.md: only a hex *literal* is an fp32 (or bf16) bit pattern; an expression
+    that starts with one (`0x10 * 2`) is a value like any other."""
+    obj = asm(".data all\n.f32 0x3f80_0000, 0x10 * 2, -0x1\n.bf16 0x3f80, 0x10 * 2\n"
+              ".text node 0,0\n vbcasti v1, 0x10 * 2\n vbcasti v2, 0x40000000\n")
+    assert obj.data[0].data == struct.pack("<fffHH", 1.0, 32.0, -1.0, 0x3F80, 0x4200)
+    assert listing(obj) == ["vbcasti v1, 32.0", "vbcasti v2, 2.0"]
+    e = errors(".data all\n.bf16 0x1g\n")
+    assert [(d.line, d.col, d.message) for d in e.diagnostics] == [(2, 7, "bad number '0x1g'")]
+
+
 # ---- tensors -------------------------------------------------------------------------------
 
 

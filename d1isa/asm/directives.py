@@ -19,6 +19,7 @@ from d1isa.asm.encode import (
     K_X,
     U64,
     bf16_from_f32_bits,
+    hex_literal,
     register_error,
     split_operands,
 )
@@ -204,11 +205,8 @@ def _floats(a: Assembler, ln: int, args: str, aoff: int, col: int, width: int, w
     vals: list[int] = []
     pend: list[tuple[int, Expr, int]] = []
     for t, c in _values(args, aoff, col, what):
-        if width == 2 and t.lower().startswith("0x"):
-            try:
-                v = int(t, 16)
-            except ValueError:
-                raise LineError(f"bad hex bit pattern '{t}'", c, len(t)) from None
+        v = hex_literal(t) if width == 2 else None
+        if v is not None:
             if v > 0xFFFF:
                 raise LineError(f"bf16 bit pattern {t} does not fit 16 bits", c, len(t))
             vals.append(v)

@@ -222,6 +222,17 @@ def bf16_from_f32_bits(u: int) -> int:
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
 
 
+def hex_literal(t: str) -> int | None:
+    """The value of an operand that is one hex literal (`0x3f80_0000`: an fp32 or bf16 operand's
+    bit pattern), else None (an expression such as `0x10 * 2` is a value)."""
+    if t.strip()[:2] not in ("0x", "0X"):
+        return None
+    try:
+        return int(t, 16)
+    except ValueError:
+        return None
+
+
 def f32_operand(x: float | int, col: int, width: int) -> int:
     """fp32 bits of an operand value; a located error beyond the fp32 range."""
     try:
@@ -475,15 +486,12 @@ class OperandEncoder:
         return word | (v & 0xFFFFFFFF), todo
 
     def float_at(self, t: str, col: int) -> int | Expr:
-        """An fp32 operand: a hex literal is the bit pattern, anything else is a value."""
+        """An fp32 operand: a hex literal is the bit pattern, anything else (an expression
+        such as `0x10 * 2` too) is a value."""
         if not t:
             raise LineError("missing fp32 value", col)
-        tl = t.lower()
-        if tl.startswith("0x"):
-            try:
-                v = int(t, 16)
-            except ValueError:
-                raise LineError(f"bad hex bit pattern '{t}'", col, len(t)) from None
+        v = hex_literal(t)
+        if v is not None:
             if v > 0xFFFFFFFF:
                 raise LineError(f"fp32 bit pattern {t} does not fit 32 bits", col, len(t))
             return v
