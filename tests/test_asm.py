@@ -324,6 +324,19 @@ def test_a_hex_literal_is_a_bit_pattern_and_any_other_expression_a_value():
     assert [(d.line, d.col, d.message) for d in e.diagnostics] == [(2, 7, "bad number '0x1g'")]
 
 
+def test_a_float_literal_beyond_even_fp64_is_outside_fp32_not_infinity():
+    """`1e400` is a finite value beyond the fp32 range, an error like `1e39`; float() alone would
+    read it as inf. `inf` itself is still infinity."""
+    e = errors(".data all\n.f32 1e39\n.bf16 -1e400\n.text all\n vbcasti v1, 1e400\n")
+    assert [(d.line, d.col, d.message) for d in e.diagnostics] == [
+        (2, 6, "1e+39 is outside the fp32 range (write inf for infinity)"),
+        (3, 7, "-1e400 is outside the fp32 range (write inf for infinity)"),
+        (5, 14, "1e400 is outside the fp32 range (write inf for infinity)")]
+    obj = asm(".data all\n.f32 inf, -Infinity\n.text node 0,0\n vbcasti v1, inf\n")
+    assert obj.data[0].data == struct.pack("<II", 0x7F800000, 0xFF800000)
+    assert listing(obj) == ["vbcasti v1, 0x7f800000"]
+
+
 # ---- tensors -------------------------------------------------------------------------------
 
 

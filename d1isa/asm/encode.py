@@ -20,6 +20,7 @@ address (checked against SRAM).
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -121,7 +122,7 @@ def _fast_f32(t: str) -> int:
         if v > 0xFFFFFFFF:
             raise ValueError
         return v
-    return f32_bits_checked(float(t))
+    return f32_bits_checked(float_literal(t))
 
 
 def _make_fast(plan: _Plan) -> Any:
@@ -208,6 +209,15 @@ for _plan in PLANS.values():
         _plan.fast = _lazy_fast(_plan)
 
 # ---- values -----------------------------------------------------------------------------------
+
+
+def float_literal(t: str) -> float:
+    """The value of a float literal; ValueError if it is not one, OverflowError if it is a
+    finite number beyond even fp64's range (`1e400`, which float() reads as inf)."""
+    x = float(t)
+    if math.isinf(x) and "inf" not in t.lower():
+        raise OverflowError(t)
+    return x
 
 
 def f32_bits_checked(x: float) -> int:
@@ -496,12 +506,15 @@ class OperandEncoder:
                 raise LineError(f"fp32 bit pattern {t} does not fit 32 bits", col, len(t))
             return v
         try:
-            x = float(t)
+            x = float_literal(t)
         except ValueError:
             v = self.value_at(t, col)
             if type(v) is not int:
                 return v
             x = v
+        except OverflowError:
+            raise LineError(f"{t.strip()} is outside the fp32 range (write inf for infinity)",
+                            col, len(t)) from None
         return f32_operand(x, col, len(t))
 
     def pseudo(self, p: _Pseudo, ops: list[str], base: int, rest_off: int, head: str) -> tuple:
