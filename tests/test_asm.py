@@ -383,6 +383,19 @@ def test_machine_directive_is_used_and_checked():
     assert assemble(".machine m4x4\n.text all\n nop\n", "n.d1s").machine.name == "m4x4"
 
 
+def test_a_machine_directive_takes_another_chip_grid_of_its_chip():
+    """docs/MACHINE.md: `--chips` on a file with a leading `.machine` makes copies of that chip
+    (`d1 asm f.d1s --chips 2x1`, `d1 run prog.d1o --chips 2x1` re-assembling its source)."""
+    text = ".machine h6x5\n.text node @w - 1, 4\n halt\n"
+    two = load_machine("h6x5", chips="2x1")
+    obj = assemble(text, "m.d1s", two)
+    assert obj.machine == two and obj.node_block[two.node_id(11, 4)] == 0
+    e = errors(text, load_machine(mesh="6x5", chips="2x1"))
+    assert [(d.line, d.col, d.message) for d in e.diagnostics] == [
+        (1, 10, "this file was assembled for another machine: harvested differ from the "
+                "requested machine 'd1-6x5-chips2x1'")]
+
+
 def test_register_counts_come_from_the_machine():
     small = M4.replace(scalar_regs=16, vector_regs=8, accumulators=2)
     obj = asm(".text all\n add r15, r14, r0\n vadd v7, v6, v5\n acc.zero a1\n", small)

@@ -192,10 +192,15 @@ class Assembler:
             return
         if self.requested is not None:
             diff = m.structural_differences(self.requested)
-            if diff:
+            # Another chip grid is copies of the file's chip (`--chips 2x1` on a file for one
+            # chip, docs/MACHINE.md): the file is assembled for that grid.
+            other = [k for k in diff if k not in ("chips_x", "chips_y")]
+            if other:
                 self._diag(line, col, "this file was assembled for another machine: "
-                           f"{', '.join(diff)} differ from the requested machine "
+                           f"{', '.join(other)} differ from the requested machine "
                            f"'{self.requested.name}'", len(arg))
+            elif diff:
+                m = self.requested
         self.machine = m
 
     def _setup_machine(self) -> None:
@@ -574,7 +579,9 @@ def assemble(text: str, filename: str = "<string>", machine: Machine | None = No
     """Assemble `.d1s` text into an object; raise `SourceError` listing every error found.
 
     The machine is, in order: the text's own `.machine` directive (a `machine` argument that
-    differs from it structurally is an error), the `machine` argument, or the default machine.
+    differs from it structurally is an error, unless only in its chip grid: then the text is
+    assembled for `machine`, copies of the directive's chip), the `machine` argument, or the
+    default machine.
     """
     # Equates may refer forward to each other (MAX_EQU_DEPTH deep); each level is a few Python
     # frames, more than the default recursion limit allows.
