@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 # At most this share of a node's SRAM for one product's panels (with its operands' blocks, its
 # result and the values live around it, the rest of the node is needed too).
 PANEL_SHARE = 1 / 6
+# The slices are layout changes whose plans the compiler makes element by element for every
+# grid node (compiler.gather): at most this many (elements sliced x grid nodes) per matmul,
+# some 2 GB of the compiler's memory. bf16 1024^3 on a 4 x 4 mesh is 2^25 (0.3 GB); 4096^3 on
+# d1's 256 grid nodes would be 2^33, and is left to the error.
+MAX_SLICE_PLAN = 1 << 28
 
 
 def k_slices(node: Node, grid: Grid, machine: Machine) -> list[tuple[int, int]]:
@@ -55,7 +60,8 @@ def k_slices(node: Node, grid: Grid, machine: Machine) -> list[tuple[int, int]]:
     parts = min(_ceil(panels, int(budget)), _ceil(k, t))
     # Each product also needs its own result block (rows x cols), and the slices copy the
     # operands' blocks: a split pays only where K, not the result, makes the panels large.
-    if parts <= 1 or k * (rows + cols) <= 2 * rows * cols:
+    if (parts <= 1 or k * (rows + cols) <= 2 * rows * cols
+            or (m * k + k * n) * grid.size > MAX_SLICE_PLAN):
         return [(0, k)]
     step = _tiles(_ceil(k, parts), t)
     return [(k0, min(k0 + step, k)) for k0 in range(0, k, step)]

@@ -66,6 +66,14 @@ def test_programs_that_fit_are_not_rewritten():
     assert pipeline.compile_text(WIDE_K, m, "k.d1k").notes == []
 
 
+def test_slices_too_large_to_plan_are_not_made():
+    # bf16 4096^3 on d1: 2^33 element-nodes of layout-change plans; the error stands
+    d1 = load_machine("d1")
+    g = check_source("input a: bf16[4096, 4096]\ninput b: bf16[4096, 4096]\nc = a @ b\n"
+                     "output c\n", d1, "k.d1k")
+    assert k_slices(g["c"], choose_grid(d1), d1) == [(0, 4096)]
+
+
 def test_a_small_k_is_not_split_and_too_large_even_split_keeps_the_first_error():
     # K = 16: the result block, not K, makes the panels large; splitting would not help
     g = check_source("input a: f32[256, 16]\ninput b: f32[16, 256]\nc = a @ b\noutput c\n",
