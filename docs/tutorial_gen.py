@@ -221,9 +221,13 @@ def facts(d: Path) -> dict[str, str]:
     f["link_low_pct"] = f"{float(link[0]['percent_of_peak']):.1f}"
 
     sram = _csv(d, "sram.csv")
-    fits = [r for r in sram if r["status"] == "ok"]
-    f["sram_fits"] = f"{int(fits[0]['sram_bytes']):,}" if fits else "(none)"
-    f["sram_fails"] = f"{int(sram[0]['sram_bytes']):,}"
+    ok = [r for r in sram if r["status"] == "ok"]
+    fastest = min(int(r["kernel_cycles"]) for r in ok)
+    fits = [r for r in ok if int(r["kernel_cycles"]) == fastest]
+    split = [r for r in ok if int(r["kernel_cycles"]) != fastest]
+    f["sram_fits"] = f"{int(fits[0]['sram_bytes']):,}"
+    f["sram_split"] = f"{int(split[0]['sram_bytes']):,}" if split else "(none)"
+    f["sram_split_x"] = f"{int(split[0]['kernel_cycles']) / fastest:.0f}" if split else "(none)"
     f["sram_same"] = "the same" if len({r["kernel_cycles"] for r in fits}) == 1 else "different"
     f["sram_hwm"] = f"{_stats(d, 'sram64.json')['modelled']['sram_high_water_bytes']:,}"
     return f
@@ -442,14 +446,18 @@ SRAM is a capacity, not a speed, in this model. Sweep it, and the compiler says 
 stops fitting (a failed point makes the sweep exit with status 1, after every row is written):
 
 ```console
-$ d1 sweep programs/matmul.d1k --mesh 4x4 --set sram_bytes=32768,40960,65536,1310720 \\
+$ d1 sweep programs/matmul.d1k --mesh 4x4 --set sram_bytes=24576,32768,40960,65536,1310720 \\
     --csv sram.csv  # exits 1
 $ d1 run programs/matmul.d1k --mesh 4x4 --set sram_bytes=65536 --json sram64.json
 ```
 
-Below <<sram_fits>> B per node the panels and blocks no longer fit (the error names the value
-that did not), and every size that fits runs in <<sram_same>> time: the kernel's high-water mark
-is <<sram_hwm>> B, so a machine for this kernel could trade most of its SRAM for something else.
+From <<sram_fits>> B per node up, every size runs in <<sram_same>> time: the kernel's
+high-water mark is <<sram_hwm>> B, so a machine for this kernel could trade most of its SRAM
+for something else, but not all of it. At <<sram_split>> B the matmul's panels no longer fit,
+and the compiler computes it as a sum of products over slices of K instead (`d1 run` says so
+in a note; docs/COMPILER.md, "Matmuls larger than a node's panels"): it still runs, but
+<<sram_split_x>> times slower, since every slice is a layout change across the mesh. Below that
+nothing fits, and the error names the value that did not.
 
 Last, the harvested nodes. The d1 machine has six dead nodes; `--set 'harvested=[]'` gives the
 perfect 18 x 20 chip:

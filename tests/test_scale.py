@@ -186,9 +186,10 @@ def test_the_halved_and_doubled_bandwidths_are_compiled_for(monkeypatch):
 
 
 def test_a_grid_the_program_does_not_fit_is_named_before_anything_runs(tmp_path):
-    """Strong scaling: 3 x 64 KiB of f32 fits on two chips of 32 KiB nodes, not on one."""
-    prog = tmp_path / "mm.d1k"
-    prog.write_text("input a: f32[128, 128]\ninput b: f32[128, 128]\nc = a @ b\noutput c\n")
+    """Strong scaling: 3 x 256 KiB of f32 fits on two chips of 32 KiB nodes, not on one."""
+    prog = tmp_path / "ew.d1k"
+    prog.write_text("input a: f32[256, 256]\ninput b: f32[256, 256]\nc = a * b + a\n"
+                    "output c\n")
     r = d1("scale", str(prog), "--mesh", "4x4", "--set", "sram_bytes=32768", "--chips",
            "2x1,1x1", "--out-dir", str(tmp_path))
     assert r.returncode == 2, (r.stdout, r.stderr)

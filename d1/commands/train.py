@@ -81,8 +81,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     outputs against the step); --json adds the totals: modelled time per step, TFLOP/s, link
     bytes (on a machine of several chips, also those across chip edges, and per chip) and SRAM
     high-water mark. Ctrl-C stops after the current step (before the first one while
-    compiling) and still writes them (exit status 130). A trap stops the run with status 1; inputs with different numbers
-    of samples are an error (status 2).
+    compiling) and still writes them (exit status 130). A trap stops the run with status 1;
+    inputs with different numbers of samples are an error (status 2).
 
     \b
     Examples:
