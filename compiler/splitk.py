@@ -2,10 +2,11 @@
 
 A matmul node stores every panel of A's grid row and of B's grid column (compiler.matmul,
 compiler.summa): about (M / P + N / Q) x K elements per node, whatever the machine's total
-SRAM. On d1 a bf16 4096^3 product needs 4 MB of them per node, three times a node's SRAM,
-while its operands fill a fifth of the chip. When a program does not fit (compiler.alloc),
-the pipeline tries once more with this rewrite: every 2-D `A @ B` whose panels would take more
-than PANEL_SHARE of a node's SRAM becomes
+SRAM. On a 4 x 4 mesh a bf16 1024^3 product needs 1.5 MB of them per node, more than a node
+has, while its operands fill a fifth of the mesh. When a program does not fit
+(compiler.alloc), the pipeline tries once more with this rewrite: every 2-D `A @ B` whose
+panels would take more than PANEL_SHARE of a node's SRAM (and whose slices can be planned,
+MAX_SLICE_PLAN) becomes
 
     A[:, k0:k1] @ B[k0:k1, :] + A[:, k1:k2] @ B[k1:k2, :] + ...
 
