@@ -3,11 +3,10 @@
 A matmul node stores every panel of A's grid row and of B's grid column (compiler.matmul,
 compiler.summa): about (M / P + N / Q) x K elements per node, whatever the machine's total
 SRAM. On a 4 x 4 mesh a bf16 1024^3 product needs 0.79 MB of them per node, and with its
-operands' and result's blocks 320 B more than a node has, while its tensors fill two fifths of the
-mesh's SRAM. When a program does not fit
-(compiler.alloc), the pipeline tries once more with this rewrite: every 2-D `A @ B` whose
-panels would take more than PANEL_SHARE of a node's SRAM (and whose slices can be planned,
-MAX_SLICE_PLAN) becomes
+operands' and result's blocks 320 B more than a node has, while its tensors fill two fifths
+of the mesh's SRAM. When a program does not fit (compiler.alloc), the pipeline tries once
+more with this rewrite: every 2-D `A @ B` whose panels would take more than PANEL_SHARE of a
+node's SRAM (and whose slices can be planned, MAX_SLICE_PLAN) becomes
 
     A[:, k0:k1] @ B[k0:k1, :] + A[:, k1:k2] @ B[k1:k2, :] + ...
 
