@@ -56,7 +56,9 @@ Of a matmul of a batch (compiler.batched) each entry's product has its own opera
 `a[e]` for entry e of a: their slices are of the entry's matrix.
 
 A data-parallel program (compiler.dataparallel) emits its per-chip steps once, for chip 0: their
-on-chip bytes are chip 0's, and only the all-reduce crosses chip edges. Its temporaries
+rows give chip 0's on-chip bytes, and the totals count them once per chip (every chip runs
+them), so the totals are the whole machine's, as `d1 run --stats` counts them. Only the
+all-reduce crosses chip edges. Its temporaries
 (`%tN`, the all-reduced `0.05 * grad(loss, b1)` of an update, say) are labelled with the
 `update` or `output` they feed and the line they are computed at (`label`).
 """
@@ -451,8 +453,11 @@ def mapping_report(steps, traffic: Traffic, grid, machine: Machine, source: str,
     for (s, name), rec in traffic.rows.items():
         by_step.setdefault(s, {})[name] = rec
     out_steps = []
-    all_rows: list[tuple[str, TensorTraffic]] = []
+    all_rows: list[tuple[str, TensorTraffic, int]] = []
     for k, st in enumerate(steps):
+        # A data-parallel program's per-chip steps are recorded for chip 0 and run on every
+        # chip; its all-reduce (a step with `dp`) is recorded for every chip.
+        copies = machine.chips if parallel and not hasattr(st, "dp") else 1
         tensors = []
         seen = set()
         for role, vals in (("out", [st.out] if st.out is not None else []), ("also", st.also),
@@ -469,7 +474,7 @@ def mapping_report(steps, traffic: Traffic, grid, machine: Machine, source: str,
                 shapes.update((v.name, tuple(v.shape)) for v in getattr(mm, "ins", ()))
         moved = []
         for name, rec in rows.items():
-            all_rows.append((name, rec))
+            all_rows.append((name, rec, copies))
             view = list(view_of(shapes[name])) if name in shapes else None
             known = rec.unsliced == 0
             moved.append({
@@ -494,8 +499,8 @@ def mapping_report(steps, traffic: Traffic, grid, machine: Machine, source: str,
     edges: dict[tuple, int] = {}
     per_tensor: dict[str, int] = {}
     on_chip = 0
-    for name, rec in all_rows:
-        on_chip += rec.on_chip
+    for name, rec, copies in all_rows:
+        on_chip += rec.on_chip * copies
         per_tensor[name] = per_tensor.get(name, 0) + rec.chip_edge
         for key, n in rec.edges.items():
             edges[key] = edges.get(key, 0) + n

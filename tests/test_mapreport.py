@@ -337,6 +337,9 @@ def test_a_data_parallel_program_sends_only_its_all_reduce_across_chip_edges():
     assert c.report["parallel"] == "data"
     got = measured(c.obj)
     assert c.report["totals"]["chip_edge_bytes"] == got["chip_edge_bytes"] > 0
+    # the per-chip steps' rows are chip 0's; the totals count them for every chip, as the
+    # emulator does (they were chip 0's alone)
+    assert c.report["totals"]["on_chip_bytes"] == got["on_chip_bytes"] > 0
 
 
 def test_one_chip_has_no_chip_edges():
