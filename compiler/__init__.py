@@ -31,7 +31,7 @@ from compiler.ir import Graph, Node, Op, format_ir, verify
 from compiler.parse import parse as _parse
 from compiler.pipeline import CompileOptions, compile_file, compile_source, emit_stage
 from compiler.reference import evaluate, init_params, train_step, update_key
-from d1isa.machine import Machine, default_machine
+from d1isa.machine import Machine, default_machine, machine_or_default
 from d1isa.numbers import draw_inputs
 
 
@@ -52,7 +52,8 @@ def check_source(text: str, machine: Machine | None = None,
     SourceError listing every problem. A `grad(L, p)` is still one `grad` node here;
     `differentiate(graph)` expands it (`evaluate` and the compiler do that themselves)."""
     program = _parse(text, filename)
-    return _check(program, machine or _default_machine(), filename, text)
+    return _check(program, _default_machine() if machine is None else machine_or_default(machine),
+                  filename, text)
 
 
 def reference(text: str, inputs: Mapping[str, Any], machine: Machine | None = None,

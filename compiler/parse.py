@@ -17,7 +17,7 @@ from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from compiler import ast
-from d1isa.errors import Diagnostic, SourceError
+from d1isa.errors import D1Error, Diagnostic, SourceError
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
@@ -43,6 +43,10 @@ def parser() -> Lark:
 def parse(text: str, filename: str = "<string>") -> ast.Program:
     """Parse a whole program; raise `SourceError` for the first syntax error. A leading UTF-8
     byte-order mark is skipped, as the assembler does (columns stay those an editor shows)."""
+    if not isinstance(text, str):
+        raise D1Error(f"the program text must be a str, not {type(text).__name__}"
+                      + (" (decode the bytes first)" if isinstance(text, bytes | bytearray) else
+                         ""))
     text = text.removeprefix("\ufeff")
     try:
         tree = parser().parse(text)

@@ -51,7 +51,7 @@ from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
 from d1isa.files import read_text
-from d1isa.machine import Machine, default_machine
+from d1isa.machine import Machine, machine_or_default
 from d1isa.objfile import ObjectFile
 
 PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "schedule", "allocate",
@@ -180,7 +180,7 @@ def compile_text(text: str, machine: Machine | None = None, filename: str = "<st
                  report: bool = False) -> Compiled:
     """Run the whole pipeline (with assemble_object False, stop before linking; with report,
     record every message's path for the mapping report, `Compiled.report`)."""
-    machine = machine or default_machine()
+    machine = machine_or_default(machine)
     options = options or CompileOptions()
     check_machine(machine)
     try:
@@ -359,7 +359,7 @@ def emit_stage(text: str, stage: str, machine: Machine | None = None,
     if stage == "ast":
         return format_ast(parse(text, filename))
     if stage == "ir":
-        machine = machine or default_machine()
+        machine = machine_or_default(machine)
         return format_ir(differentiate(check(parse(text, filename), machine, filename, text)))
     if stage == "asm":
         return compile_text(text, machine, filename, options, assemble_object=False).asm

@@ -25,6 +25,7 @@ This module sits on top of the compiler and the emulator's inputs; neither of th
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 
 from d1isa.errors import D1Error, SourceError
 from d1isa.files import MAX_OBJECT_BYTES, read_bytes, read_text
-from d1isa.machine import PARAMS, Machine, default_machine
+from d1isa.machine import PARAMS, Machine, default_machine, machine_or_default
 from d1isa.objfile import MAGIC, ObjectFile
 
 if TYPE_CHECKING:
@@ -229,6 +230,13 @@ def load_program(path: str | Path, machine: Machine | None = None,
     which symbolic dimensions need. `report` asks the compiler for its mapping report
     (`Program.compiled.report`; DSL programs and ONNX models only).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise D1Error(f"load_program takes the path of a program file, not "
+                      f"{type(path).__name__}" + (": an ObjectFile is already loaded, give it "
+                                                  "to Emulator(obj)"
+                                                  if isinstance(path, ObjectFile) else ""))
+    if machine is not None:
+        machine = machine_or_default(machine)
     p = Path(path)
     if not p.exists():
         raise D1Error(f"cannot read {p}: no such file")

@@ -880,8 +880,21 @@ def default_machine() -> Machine:
     return load_machine(DEFAULT_MACHINE_NAME)
 
 
+def machine_or_default(machine: Any) -> Machine:
+    """`machine` for a function's `machine=` argument: a `Machine` as it is, None for the
+    default d1, and a clear error for anything else (a name or a mesh is load_machine's)."""
+    if machine is None:
+        return default_machine()
+    if not isinstance(machine, Machine):
+        hint = (f": make one with load_machine({machine!r})"
+                if isinstance(machine, str) else ": make one with d1isa.machine.load_machine(...)")
+        raise MachineError(f"machine must be a d1isa.machine.Machine, not "
+                           f"{type(machine).__name__}{hint}")
+    return machine
+
+
 __all__ = [
     "DIRECTIONS", "OPPOSITE", "PARAMS", "PUBLISHED", "SYSTEMS", "TIMING_CLASSES", "Machine",
-    "Param", "System", "default_machine", "load_machine", "machine_names", "parse_chips",
-    "parse_mesh", "parse_sets", "parse_value", "published_system",
+    "Param", "System", "default_machine", "load_machine", "machine_names", "machine_or_default",
+    "parse_chips", "parse_mesh", "parse_sets", "parse_value", "published_system",
 ]

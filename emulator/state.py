@@ -267,6 +267,12 @@ class State:
 
     def restore(self, snap: Snapshot) -> None:
         """Bring the state back to `snap`, in place (the kernel's views stay valid)."""
+        if not isinstance(snap, Snapshot):
+            raise D1Error(f"restore takes a Snapshot from snapshot(), not {type(snap).__name__}")
+        if len(snap.sram_len) != self.n or any(
+                getattr(self, name).shape != arr.shape for name, arr in snap.arrays.items()):
+            raise D1Error(f"this snapshot is of another machine (its {len(snap.sram_len):,} "
+                          f"nodes), not of this one ({self.n:,} nodes)")
         self._registers_zeroed = False
         self.marks_lowered += 1
         # SRAM the current state wrote above the snapshot's high-water mark goes back to zero.

@@ -149,3 +149,34 @@ def test_an_unchecked_object_run_draws_the_inputs_the_graph_would(tmp_path, name
         assert np.array_equal(quick[k].view(np.uint32), want[k].view(np.uint32)), k
     arrays, _ = prog.input_arrays({}, seed=5, checked=False)
     assert all(np.array_equal(arrays[k], want[k]) for k in want)
+
+
+def test_python_api_wrong_argument_types_are_d1_errors():
+    """A machine name where a Machine goes, bytes or None where text goes, an object where a
+    path goes, anything but a snapshot to restore: a D1Error that says what to pass, not an
+    AttributeError or TypeError from deep inside."""
+    import compiler
+    from emulator import Emulator
+
+    src = "input a: f32[4, 4]\nc = relu(a)\noutput c\n"
+    with pytest.raises(D1Error, match=r"load_machine\('m4x4'\)"):
+        compiler.compile_source(src, machine="m4x4")
+    with pytest.raises(D1Error, match="not int"):
+        compiler.reference(src, {"a": np.zeros((4, 4))}, machine=4)
+    with pytest.raises(D1Error, match="must be a str, not bytes"):
+        compiler.compile_source(src.encode(), machine=M4)
+    with pytest.raises(D1Error, match="must be a str, not NoneType"):
+        compiler.compile_source(None, machine=M4)
+    with pytest.raises(D1Error, match=r"load_machine\('m4x4'\)"):
+        load_program(EW, "m4x4")
+    obj = compiler.compile_source(src, machine=M4)
+    for bad in (None, 1, obj):
+        with pytest.raises(D1Error, match="takes the path of a program file"):
+            load_program(bad, M4)
+    emu = Emulator(obj)
+    for bad in (None, {}):
+        with pytest.raises(D1Error, match="takes a Snapshot"):
+            emu.restore(bad)
+    other = Emulator(compiler.compile_source(src, machine=load_machine(mesh="2x2")))
+    with pytest.raises(D1Error, match="another machine"):
+        emu.restore(other.snapshot())
