@@ -46,6 +46,11 @@ KINDS = {".d1k": "dsl", ".onnx": "onnx", ".d1s": "asm", ".d1o": "object"}
 DSL_PRODUCER = "d1 compile"
 ONNX_NAMES = "onnx_names"
 ASM_PRODUCER = "d1 asm"
+# What each kind of file is, and the commands that take it, for the error of a file whose
+# suffix names another kind than the one a command reads.
+_KIND_TEXT = {"dsl": ("a DSL program", "d1 compile"),
+              "onnx": ("an ONNX model", "d1 compile and d1 import"),
+              "asm": ("assembly", "d1 asm"), "object": ("an object", "d1 run and d1 disasm")}
 # Parameters that only name or describe a machine: never a reason to recompile or to note.
 _LABELS = ("name", "description")
 
@@ -242,6 +247,8 @@ def load_program(path: str | Path, machine: Machine | None = None,
         raise D1Error(f"cannot read {p}: no such file")
     if kind is not None and kind not in KINDS.values():
         raise ValueError(f"unknown program kind {kind!r}")
+    if kind is not None:
+        check_suffix(p, kind)
     kind = kind or KINDS.get(p.suffix.lower())
     if shapes and kind != "onnx":
         raise D1Error(f"--shape gives the shapes of an ONNX model's inputs; {p} is not an "
@@ -252,8 +259,8 @@ def load_program(path: str | Path, machine: Machine | None = None,
     if kind is None:
         raw = read_bytes(p, MAX_OBJECT_BYTES, "program")
         if not raw.startswith(MAGIC):
-            raise D1Error(f"{p}: unknown kind of program (expected .d1k DSL, .d1s assembly or "
-                          f".d1o object)")
+            raise D1Error(f"{p}: unknown kind of program (expected .d1k DSL, .onnx model, "
+                          f".d1s assembly or .d1o object)")
         kind = "object"
     if options is not None and kind == "asm" and not _default_options(options):
         raise D1Error(f"-O compiler options apply to .d1k programs; {p} is not one")
@@ -278,12 +285,24 @@ def _compile(p: Path, text: str, filename: str, machine: Machine,
                    notes=[*(notes or []), *result.notes])
 
 
+def check_suffix(p: Path, kind: str) -> None:
+    """A command that reads its file as one kind whatever the suffix (`d1 compile`, `d1 asm`,
+    `d1 disasm`, `d1 import`) refuses a file whose suffix names another kind, rather than
+    reporting, say, DSL syntax errors in assembly."""
+    named = KINDS.get(p.suffix.lower())
+    if named is not None and named != kind:
+        what, commands = _KIND_TEXT[named]
+        raise D1Error(f"{p} is {what} ({p.suffix}), not {_KIND_TEXT[kind][0]}; {commands} "
+                      f"take{'s' if ' and ' not in commands else ''} it")
+
+
 def imported_source(p: Path, shapes: dict[str, tuple[int, ...]] | None = None
                     ) -> tuple[Any, str]:
     """(compiler.onnx_import.Imported, the file name its DSL text goes by) of the model `p`:
     `MODEL.onnx[MODEL.d1k]`, as an object's embedded source is named, since no such file
     exists."""
     from compiler.onnx_import import import_file
+    check_suffix(p, "onnx")
     return import_file(p, shapes), f"{p}[{p.stem}.d1k]"
 
 

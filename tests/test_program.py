@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from d1.cli import cli
+from d1.cli import cli, main
 from d1.program import load_program
 from d1isa.errors import D1Error
 from d1isa.machine import load_machine
@@ -180,3 +180,27 @@ def test_python_api_wrong_argument_types_are_d1_errors():
     other = Emulator(compiler.compile_source(src, machine=load_machine(mesh="2x2")))
     with pytest.raises(D1Error, match="another machine"):
         emu.restore(other.snapshot())
+
+
+@pytest.mark.parametrize("args, says", [
+    (["compile", "prog.d1s"], "prog.d1s is assembly (.d1s), not a DSL program; d1 asm takes it"),
+    (["compile", "prog.d1s", "--emit", "ir"], "prog.d1s is assembly"),
+    (["compile", "prog.d1o"], "prog.d1o is an object (.d1o), not a DSL program"),
+    (["asm", "prog.d1k"], "prog.d1k is a DSL program (.d1k), not assembly; d1 compile takes it"),
+    (["disasm", "prog.d1s"], "prog.d1s is assembly (.d1s), not an object"),
+    (["import", "prog.d1s"], "prog.d1s is assembly (.d1s), not an ONNX model"),
+    (["run", "prog.txt"], "expected .d1k DSL, .onnx model, .d1s assembly or .d1o object"),
+])
+def test_a_command_of_one_kind_names_a_file_of_another_kind(tmp_path, monkeypatch, capsys, args,
+                                                             says):
+    """`d1 compile prog.d1s` said "unexpected character '.'" at the first directive, and
+    `d1 compile prog.d1o` "not UTF-8 text": a suffix of another kind is named as such."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prog.d1s").write_text(RING.read_text())
+    (tmp_path / "prog.d1k").write_text(EW.read_text())
+    (tmp_path / "prog.txt").write_text("hello\n")
+    load_program(EW, M4).obj.save(tmp_path / "prog.d1o")
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err, err

@@ -62,10 +62,12 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
       d1 compile programs/matmul.d1k --mesh 4x4 --chips 2x2 --report --json map.json
     """
     from compiler.pipeline import CompileOptions, emit_stage
-    from d1.program import imported_source, load_program
+    from d1.program import check_suffix, imported_source, load_program
 
     machine = machine_from_options(machine_name, mesh, sets, chips)
     options = CompileOptions.parse(opts)
+    onnx = Path(source).suffix.lower() == ".onnx"
+    check_suffix(Path(source), "onnx" if onnx else "dsl")
     path = output or (None if stage is not None else str(Path(source).with_suffix(".d1o")))
     embed = params_file is not None or init_seed is not None
     if embed and stage is not None:
@@ -85,7 +87,6 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     if path is not None:
         refuse_overwrite(path, [source, *([params_file] if params_file else [])], f"-o {path}")
         check_destination(path, "-o")
-    onnx = Path(source).suffix.lower() == ".onnx"
     given_shapes = parse_shapes(shapes)
     if given_shapes and not onnx:
         raise D1Error(f"--shape gives the shapes of an ONNX model's inputs; {source} is not an "
