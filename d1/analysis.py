@@ -472,19 +472,24 @@ def region_changes(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, dict
 # ---- running a program from Python ---------------------------------------------------------------
 
 def run_program(path: str | Path, machine: Machine, options: Any = None, *, trace: bool = False,
-                regions: bool = True, max_cycles: int = 50_000_000, seed: int = 0):
+                regions: bool = True, max_cycles: int = 50_000_000, seed: int = 0,
+                notes: list[str] | None = None):
     """Compile/assemble/load `path` for `machine` and run it; returns (emulator, RunResult).
 
     `regions` collects per-region statistics (the roofline's SRAM bytes); `trace` records the
     events of a timeline trace too. Inputs keep the object's initial SRAM contents (zeros for
-    compiled kernels): the timing model does not depend on the values.
+    compiled kernels): the timing model does not depend on the values. `notes`, when given,
+    gets the loader's notes (a timing change applied to an object, a recompile) to show.
     """
     from d1.program import load_program
     from emulator import Emulator
     from emulator.state import check_host_memory
 
     check_host_memory(machine)          # before compiling or assembling for it
-    obj = load_program(path, machine, options).obj
+    prog = load_program(path, machine, options)
+    if notes is not None:
+        notes.extend(prog.notes)
+    obj = prog.obj
     emu = Emulator(obj, seed=seed, max_cycles=max_cycles,
                    trace=("full" if trace else ("regions" if regions else None)))
     result = emu.run()

@@ -204,3 +204,16 @@ def test_a_command_of_one_kind_names_a_file_of_another_kind(tmp_path, monkeypatc
         main(args)
     err = capsys.readouterr().err
     assert e.value.code == 2 and says in err, err
+
+
+def test_roofline_says_what_the_loader_did_to_an_object(tmp_path, capsys):
+    """`d1 roofline OBJ --set hop_latency=3` applied the timing (or recompiled, for a
+    code-generating option) without a word; `d1 run` and `d1 debug` print the loader's note."""
+    obj = tmp_path / "ew.d1o"
+    load_program(EW, M4).obj.save(obj)
+    for option, says in (("hop_latency=3", "applying the requested timing"),
+                         ("fifo_depth=2", "recompiled")):
+        with pytest.raises(SystemExit) as e:
+            main(["roofline", str(obj), "--set", option])
+        err = capsys.readouterr().err
+        assert e.value.code == 0 and f"note: {says}" in err, err

@@ -109,7 +109,11 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
             from compiler.pipeline import CompileOptions
             options = CompileOptions.parse(opts)
         machine = machine_from_options(machine_name, mesh, sets, chips, file)
-        emu, result = run_program(file, machine, options, regions=True, max_cycles=max_cycles)
+        notes: list[str] = []
+        emu, result = run_program(file, machine, options, regions=True, max_cycles=max_cycles,
+                                  notes=notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
         doc = {"file": str(file), "status": result.status, "stats": emu.stats()}
         if not result.ok:
             failed = result
