@@ -136,6 +136,9 @@ class Trainer:
 
     def _check_names(self, given: Mapping[str, Any], rule: str) -> None:
         """`given` names exactly the program's inputs; else an error stating `rule`."""
+        if not isinstance(given, Mapping):
+            raise D1Error(f"{rule}: a mapping of input names to arrays, not "
+                          f"{type(given).__name__}")
         missing = [n for n in self.inputs if n not in given]
         extra = sorted(str(n) for n in given if n not in self.inputs)
         if missing or extra:
@@ -219,6 +222,13 @@ class Trainer:
         after every step with its history row. Ctrl-C (in the main thread) stops after the
         current step: `interrupted` is then True and the params are those of the last step.
         """
+        for what, value in (("epochs", epochs), ("shuffle", shuffle)):
+            if not (value is None and what == "shuffle") and (
+                    not isinstance(value, int | np.integer) or isinstance(value, bool)
+                    or value < 0):
+                raise D1Error(f"fit({what}=...) takes an integer >= 0"
+                              + (" (a seed) or None" if what == "shuffle" else "")
+                              + f"; got {value!r}")
         plan = self.plan(arrays)
         data = {n: np.asarray(arrays[n]) for n in self.inputs}
         rng = np.random.default_rng(shuffle) if shuffle is not None else None

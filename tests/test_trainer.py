@@ -431,3 +431,20 @@ def test_embedded_params_are_read_back_and_survive_the_object_file(tmp_path, mac
     assert np.array_equal(t.params()["b"], back["b"] + 1)
     start = starting_params(prog, {"b": np.zeros(24)})
     assert np.array_equal(start["b"], np.zeros(24)) and np.array_equal(start["w"], back["w"])
+
+
+def test_a_batch_that_is_not_a_mapping_and_bad_fit_arguments_are_d1_errors():
+    """step(None) was a TypeError ("argument of type 'NoneType' is not iterable"), a list a
+    confusing "not inputs: 1, 2", fit(epochs="2") "can only concatenate str" and
+    fit(shuffle="a") numpy's SeedSequence error."""
+    t = Trainer(LINEAR, machine=M4, init_seed=0)
+    data = {"x": np.zeros((64, 16)), "y": np.zeros((64, 4))}
+    for bad in (None, [1, 2]):
+        with pytest.raises(D1Error, match="a mapping of input names to arrays"):
+            t.step(bad)
+        with pytest.raises(D1Error, match="a mapping of input names to arrays"):
+            t.fit(bad)
+    for kw in ({"epochs": "2"}, {"epochs": -1}, {"epochs": True}, {"shuffle": "a"}):
+        with pytest.raises(D1Error, match=f"fit\\({next(iter(kw))}=...\\) takes an integer"):
+            t.fit(data, **kw)
+    assert len(t.fit(data, epochs=np.int64(1), shuffle=0)) == 1
