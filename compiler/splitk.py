@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from compiler.grid import Grid
 from compiler.ir import Graph, GraphBuilder, Node, Op
-from compiler.kernels import Elementwise
+from compiler.writeback import InPlace
 from d1isa.machine import Machine
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def split_matmuls(graph: Graph, grid: Grid, machine: Machine
                                  index=node.index, window=node.window)
             continue
         x, w = ins
-        (m, _), n = x.shape, w.shape[1]
+        (m, k), n = x.shape, w.shape[1]
         at = {"line": node.line, "col": node.col}
         total = None
         for i, (k0, k1) in enumerate(ranges):
@@ -115,10 +115,10 @@ def split_matmuls(graph: Graph, grid: Grid, machine: Machine
             else:
                 total = part
         new[node.id] = b.rename(total, node.name)
-        notes.append(f"line {node.line}: '{node.name}' ({m} x {node.inputs[0].shape[1]} @ "
-                     f"{node.inputs[0].shape[1]} x {n}) is computed as {len(ranges)} products "
-                     f"over slices of K of {ranges[0][1] - ranges[0][0]}, so that each one's "
-                     "panels fit a node's SRAM")
+        notes.append(f"line {node.line}: '{node.name}' ({m} x {k} @ {k} x {n}) is computed "
+                     f"as {len(ranges)} products over slices of K of "
+                     f"{ranges[0][1] - ranges[0][0]}, so that each one's panels fit a node's "
+                     "SRAM")
     if not notes:
         return None
     out = b.finish([new[o.id] for o in graph.outputs], graph.filename,
@@ -131,24 +131,14 @@ def split_matmuls(graph: Graph, grid: Grid, machine: Machine
 def accumulate_in_place(graph: Graph, adds: list[int], steps: list[Step],
                         values: dict[int, Value]) -> None:
     """Store each addition's result in its running sum's buffer (`Value.alias`, as an update
-    in place, compiler.writeback) where that is safe: the step is one elementwise kernel, it
-    reads the running sum element for element in the result's own layout and dtype, and no
-    later step reads the running sum."""
-    producer = {id(st.out): k for k, st in enumerate(steps) if st.out is not None}
-    last_read: dict[int, int] = {}
-    for k, st in enumerate(steps):
-        for v in st.ins:
-            last_read[id(v)] = k
+    in place, compiler.writeback.InPlace) where that is safe: the step is one elementwise
+    kernel (storing no split copy), it reads the running sum element for element in the
+    result's own layout and dtype, and no later step reads the running sum."""
+    in_place = InPlace(steps)
     nodes = {n.id: n for n in graph.nodes}
     for nid in adds:
         prev = values.get(nodes[nid].inputs[0].id)
         v = values.get(nid)              # none: the last addition fused into its reader
-        if v is None or prev is None:
-            continue
-        k = producer.get(id(v))
-        if k is None or not isinstance(steps[k], Elementwise) or steps[k].also:
-            continue
-        if (last_read.get(id(prev), -1) <= k and prev.dtype == v.dtype and prev.base is None
-                and v.layout.same_distribution(prev.layout)
-                and all(lf.mode == "full" for lf in steps[k].leaves if lf.value is prev)):
+        if (v is not None and prev is not None and prev.base is None
+                and in_place.allows(v, prev) and not steps[in_place.producer[id(v)]].also):
             v.alias = prev

@@ -56,11 +56,7 @@ def write_back(graph: Graph, steps: list[Step], values: dict[int, Value], grid: 
     updated = {u.param.id for u in graph.updates}
     read_at_end = {u.value.id for u in graph.updates
                    if u.value.op is Op.PARAM and u.value.id in updated}
-    producer = {id(st.out): k for k, st in enumerate(steps) if st.out is not None}
-    last_read: dict[int, int] = {}
-    for k, st in enumerate(steps):
-        for v in st.ins:
-            last_read[id(v)] = k
+    in_place = InPlace(steps)
     aliased: set[int] = set()
     pending: list[tuple[Value, Value, tuple[int, int]]] = []
     for u in graph.updates:
@@ -68,11 +64,7 @@ def write_back(graph: Graph, steps: list[Step], values: dict[int, Value], grid: 
         loc = (u.line, u.col)
         if v is p:
             continue                                 # `update w = w`: nothing changes
-        k = producer.get(id(v))
-        if (k is not None and isinstance(steps[k], Elementwise) and id(v) not in aliased
-                and u.param.id not in read_at_end and last_read.get(id(p), -1) <= k
-                and v.dtype == p.dtype and v.layout.same_distribution(p.layout)
-                and _reads_only_in_full(steps[k], p)):
+        if id(v) not in aliased and u.param.id not in read_at_end and in_place.allows(v, p):
             v.alias = p
             aliased.add(id(v))
             kept.append(v)
@@ -92,6 +84,29 @@ def write_back(graph: Graph, steps: list[Step], values: dict[int, Value], grid: 
         else:
             steps.append(Redistribute(p, src, False, loc, p.name, grid))
     return kept
+
+
+class InPlace:
+    """Whether a value may be stored in another's buffer (`Value.alias`) as the elementwise
+    kernel that computes it goes: an update in its param (above), a running sum in the one
+    before it (compiler.splitk)."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.producer = {id(st.out): k for k, st in enumerate(steps) if st.out is not None}
+        self.last_read: dict[int, int] = {}
+        for k, st in enumerate(steps):
+            for v in st.ins:
+                self.last_read[id(v)] = k
+
+    def allows(self, v: Value, p: Value) -> bool:
+        """v's step is one elementwise kernel, no later step reads p, and the kernel reads p
+        element for element in v's own layout and dtype."""
+        k = self.producer.get(id(v))
+        return (k is not None and isinstance(self.steps[k], Elementwise)
+                and self.last_read.get(id(p), -1) <= k and v.dtype == p.dtype
+                and v.layout.same_distribution(p.layout)
+                and _reads_only_in_full(self.steps[k], p))
 
 
 def _reads_only_in_full(st: Elementwise, p: Value) -> bool:
