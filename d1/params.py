@@ -54,7 +54,8 @@ def load_params(path: str | Path, what: str = "--params") -> dict[str, np.ndarra
             for m in members:
                 name = m.filename.removesuffix(".npy")
                 with z.open(m) as f:
-                    _check_member(f, m.file_size, f"{what}: {path}: '{name}'")
+                    check_npy(f, m.file_size, f"{what}: {path}: '{name}'", "member",
+                              "params are numbers")
                     f.seek(0)
                     out[name] = np.lib.format.read_array(f, allow_pickle=False)
     except (OSError, ValueError, SyntaxError, TypeError, OverflowError, EOFError, KeyError,
@@ -63,7 +64,7 @@ def load_params(path: str | Path, what: str = "--params") -> dict[str, np.ndarra
     return out
 
 
-def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype a .npy stream's header declares, read without the data (ValueError
     if it has no such header)."""
     version = np.lib.format.read_magic(f)
@@ -76,19 +77,22 @@ def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _check_member(f: BinaryIO, size: int, what: str) -> None:
-    """A .npz member of `size` bytes must be a .npy array of numbers whose header declares
-    exactly the data that follows it."""
+def check_npy(f: BinaryIO, size: int, what: str, holder: str, advice: str) -> None:
+    """A .npy stream of `size` bytes (a file, a .npz member: `holder`) must be an array of
+    numbers whose header declares exactly the data that follows it, so that nothing is
+    allocated for a header that claims more; read past the header. The errors start with
+    `what` and end a wrong dtype with `advice`."""
     try:
-        shape, dtype = npy_header(f)
+        shape, dtype = _npy_header(f)
     except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as e:
-        raise D1Error(f"{what} is not a .npy array ({e})") from None
+        raise D1Error(f"{what} is not a .npy array{' file' if holder == 'file' else ''} "
+                      f"({e})") from None
     if dtype.hasobject or dtype.kind not in "biuf":
-        raise D1Error(f"{what} holds {dtype} values; params are numbers")
+        raise D1Error(f"{what} holds {dtype} values; {advice}")
     need = math.prod(shape) * dtype.itemsize
     if need != size - f.tell():
         raise D1Error(f"{what} is damaged: its header says shape {list(shape)} of {dtype} "
-                      f"({need:,} B), the member holds {size - f.tell():,} B of data")
+                      f"({need:,} B), the {holder} holds {size - f.tell():,} B of data")
 
 
 def params_npz(values: Mapping[str, np.ndarray]) -> bytes:

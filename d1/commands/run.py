@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from d1.options import (
     shape_option,
     usable_cpus,
 )
-from d1.params import npy_header
+from d1.params import check_npy
 from d1.program import Program, load_program
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
@@ -54,18 +53,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
     """A numeric array from a regular .npy file whose header agrees with its size: a header
     that claims more data than the file holds is refused before anything is allocated."""
     raw = read_bytes(file, MAX_INPUT_BYTES, ".npy file")
-    f = io.BytesIO(raw)
-    try:
-        shape, dtype = npy_header(f)
-    except (ValueError, SyntaxError, TypeError, OverflowError) as e:
-        raise D1Error(f"{what}: {file} is not a .npy array file ({e})") from None
-    if dtype.hasobject or dtype.kind not in "biuf":
-        raise D1Error(f"{what}: {file} holds {dtype} values; give integers or floats")
-    need = math.prod(shape) * dtype.itemsize
-    have = len(raw) - f.tell()
-    if need != have:
-        raise D1Error(f"{what}: {file} is damaged: its header says shape {list(shape)} of "
-                      f"{dtype} ({need:,} B), the file holds {have:,} B of data")
+    check_npy(io.BytesIO(raw), len(raw), f"{what}: {file}", "file", "give integers or floats")
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)
     except (OSError, ValueError) as e:
