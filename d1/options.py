@@ -109,6 +109,16 @@ def input_options(f: Callable) -> Callable:
     return f
 
 
+def params_option(f: Callable) -> Callable:
+    """Add --params (a program's starting params, shared by `d1 run` and `d1 debug`, which
+    start a program alike; `d1 train`'s also names its --init)."""
+    return click.option(
+        "--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+        help="Start the params from this .npz (one array per param name, e.g. the params.npz "
+             "`d1 train` writes); params it does not hold take the values the object embeds, "
+             "else their declaration's INIT (seed 0).")(f)
+
+
 def shape_option(f: Callable) -> Callable:
     """Add --shape (an ONNX model's input shapes; `parse_shapes` reads them)."""
     return click.option(

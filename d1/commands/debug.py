@@ -22,6 +22,7 @@ from d1.options import (
     emulated_machine,
     input_options,
     machine_options,
+    params_option,
     parse_shapes,
     shape_option,
 )
@@ -884,10 +885,7 @@ def _interactive(s: Session) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
 @shape_option
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Start the params from this .npz (e.g. the params.npz `d1 train` writes), "
-                   "as `d1 run --params` does: params it does not hold take the values the "
-                   "object embeds, else their declaration's INIT.")
+@params_option
 @click.option("--batch", is_flag=True,
               help="No prompt: run the -ex commands, then any commands on stdin, and exit.")
 @click.option("-ex", "commands", multiple=True, metavar="CMD",

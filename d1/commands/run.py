@@ -16,6 +16,7 @@ from d1.options import (
     input_options,
     machine_options,
     max_cycles_option,
+    params_option,
     parse_shapes,
     shape_option,
     usable_cpus,
@@ -64,10 +65,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @input_options
 @shape_option
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Start the params from this .npz (one array per param name, e.g. the "
-                   "params.npz `d1 train` writes); params it does not hold take the values "
-                   "the object embeds, else their declaration's INIT (seed 0).")
+@params_option
 @click.option("--check", is_flag=True,
               help="Compare every output (and, for a training program, every param after "
                    "its update) with the DSL's numpy reference; exit 1 if any is out of "
