@@ -136,14 +136,15 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
     # is found by its own name, if it has one.
     grads: dict[int, list[str]] = {}
     called: dict[int, tuple[int, int]] = {}
-    spelt_once: set[str] = set()
+    spellings: dict[str, tuple[Node, str, int, int]] = {}    # each spelling's first call
     for line, col, node in graph.grad_calls:
         grads.setdefault(node.id, [])
         called.setdefault(node.id, (line, col))
         spelt = _call_text(text, line, col)
-        if debuginfo.spelling(spelt) not in spelt_once and len(spelt) <= MAX_NAME_CHARS:
-            spelt_once.add(debuginfo.spelling(spelt))
-            grads[node.id].append(spelt)
+        if len(spelt) <= MAX_NAME_CHARS:
+            spellings.setdefault(debuginfo.spelling(spelt), (node, spelt, line, col))
+    for node, spelt, _, _ in spellings.values():
+        grads[node.id].append(spelt)
     outputs = {o.id for o in graph.outputs}
     values: list[NamedValue] = []
     taken: set[str] = set()
@@ -158,14 +159,9 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
         values.append(record(node, node.name, kind, aliases,
                              called.get(node.id, (node.line, node.col))))
         taken.update(debuginfo.spelling(n) for n in (node.name, *aliases))
-    for line, col, node in graph.grad_calls:
-        if not node.name.startswith("%"):
-            continue
-        spelt = _call_text(text, line, col)
-        if debuginfo.spelling(spelt) in taken or len(spelt) > MAX_NAME_CHARS:
-            continue                                 # the same call written again
-        taken.add(debuginfo.spelling(spelt))
-        values.append(record(node, spelt, "grad", (), (line, col)))
+    for key, (node, spelt, line, col) in spellings.items():
+        if node.name.startswith("%") and key not in taken:     # an unnamed gradient
+            values.append(record(node, spelt, "grad", (), (line, col)))
     return debuginfo.to_json(nsteps, step_pcs, machine.n_live, values)
 
 
