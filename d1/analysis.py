@@ -102,9 +102,11 @@ def reading(*paths: str | Path) -> Iterator[None]:
                       f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def ignored_machine_note(stats: dict[str, Any], path: Any) -> str:
-    """The note for machine options given with a statistics file that records its machine's
-    parameters (`machine_of` then does not use them)."""
+def ignored_machine_note(stats: dict[str, Any], path: Any) -> str | None:
+    """The note for machine options given with a statistics file, if it records its machine's
+    parameters (`machine_of` then does not use them); None if it does not."""
+    if not isinstance(stats.get("machine_params"), dict):
+        return None
     return (f"note: {path} records the machine it ran on ({stats.get('machine')}); the "
             "machine options are not used")
 

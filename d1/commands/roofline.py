@@ -98,8 +98,9 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
         if opts:
             raise D1Error("-O compiler options need a program, not a statistics file")
         doc = load_run(file)
-        if given and isinstance(doc["stats"].get("machine_params"), dict):
-            click.echo(ignored_machine_note(doc["stats"], file), err=True)
+        note = ignored_machine_note(doc["stats"], file) if given else None
+        if note:
+            click.echo(note, err=True)
         with reading(file):
             machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets, chips)
                                  if given else None)

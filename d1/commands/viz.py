@@ -136,8 +136,9 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
     doc = load_run(stats_file)
     fallback = machine_from_options(machine_name, mesh, sets, chips) \
         if machine_given(machine_name, mesh, sets, chips) else None
-    if fallback is not None and isinstance(doc["stats"].get("machine_params"), dict):
-        click.echo(ignored_machine_note(doc["stats"], stats_file), err=True)
+    note = ignored_machine_note(doc["stats"], stats_file) if fallback is not None else None
+    if note:
+        click.echo(note, err=True)
     if output is None and not term:
         raise click.UsageError("give -o OUT.png for a picture, or --term for a terminal heatmap")
     if term:
