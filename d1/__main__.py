@@ -1,3 +1,3 @@
-from d1.cli import main
+from d1.entry import main
 
 main()

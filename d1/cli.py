@@ -82,14 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     otherwise take 0.3-0.5 s (nothing left to finalize matters: every file d1 writes is closed
     by then, and the standard streams are flushed either way).
     """
-    from emulator.mpi import launched_rank
-
-    if launched_rank() > 0:
-        # Under `mpiexec -n R d1 ...` rank 0 runs the command and the others hold their share
-        # of the machine, following rank 0's emulator calls (emulator.distributed). Ctrl-C
-        # (the launcher sends it to every rank) is rank 0's to handle, from the start.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    comm = _mpi_world()
+    try:
+        comm = _start()
+    except KeyboardInterrupt:
+        # Ctrl-C while the start loads numpy (a fifth of a second), before `_main` handles it.
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     if comm is not None and comm.Get_rank() > 0:
         from emulator.distributed import serve_or_abort
         sys.exit(serve_or_abort(comm))
@@ -105,6 +103,18 @@ def main(argv: list[str] | None = None) -> None:
             finish(comm, status if isinstance(status, int) else (0 if status is None else 1))
         if argv is None:
             gc.freeze()
+
+
+def _start() -> object | None:
+    """What happens before the command: the MPI world, if launched as several ranks."""
+    from emulator.mpi import launched_rank
+
+    if launched_rank() > 0:
+        # Under `mpiexec -n R d1 ...` rank 0 runs the command and the others hold their share
+        # of the machine, following rank 0's emulator calls (emulator.distributed). Ctrl-C
+        # (the launcher sends it to every rank) is rank 0's to handle, from the start.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return _mpi_world()
 
 
 def _mpi_world() -> object | None:

@@ -556,3 +556,35 @@ def test_the_limits_in_security_md_are_the_codes():
     assert f"{machine.MAX_EDGE:,}; {machine.MAX_CHIPS_EDGE}" in edges
     assert f"{machine.largest_fixed_message()[0]} .. {machine.MAX_MESSAGE:,}" in doc
     assert f"{machine.MAX_LIVE_NODES:,} live nodes" in doc
+
+
+def test_ctrl_c_while_the_command_line_starts_is_a_clean_interrupt(monkeypatch, capsys):
+    """A Ctrl-C while `d1` loads numpy, before the command's own handler, printed a traceback."""
+    import d1.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(d1.cli, "_start", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["info"])
+    assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_ctrl_c_while_the_script_loads_the_command_line_is_a_clean_interrupt(monkeypatch, capsys):
+    """The `d1` script (d1.entry) catches a Ctrl-C while it imports the command line."""
+    import importlib.abc
+
+    from d1.entry import main as script
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "d1.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "d1.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as e:
+        script()
+    assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
