@@ -232,7 +232,8 @@ def test_sweep_runs_every_point_and_keeps_going_after_errors(tmp_path, runs):
            "--csv", str(out_csv), "--plot", str(png), ok=False)
     out = r.output
     assert r.exit_code == 1, "a sweep with a failed point exits 1, after writing every row"
-    assert "4 points (all figures modelled)" in out
+    assert "on d1 with each row's mesh: 4 points (all figures modelled)" in out, \
+        "the header says the rows run on 4 x 4 meshes, not on d1's 354 nodes"
     assert out.count("error: does not fit in a node's SRAM") == 2
     assert "2 points failed" in out and "(measured on the host)" in out
     check_png(png, 1000, 800)

@@ -159,6 +159,14 @@ def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
     write_atomic(path, f.getvalue())
 
 
+def sweep_base(machine_name: str | None, names: list[str]) -> str:
+    """The header's machine: the base machine, and which of its shapes each row replaces
+    (a row of `--mesh 4x4` does not run on d1's 354 nodes, whatever the base)."""
+    base = machine_name or "d1"
+    shaped = [n for n in ("mesh", "chips") if n in names]
+    return f"{base} with each row's {' and '.join(shaped)}" if shaped else base
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2,...",
@@ -228,9 +236,9 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
             rows.append(run_point(file, machine_name, p, options, max_cycles))
             progress.advance(task)
     host = time.perf_counter() - t0
-    base = machine_name or "d1"
-    click.echo(f"{file} on {base}: {len(points)} point{'s' if len(points) != 1 else ''} "
-               "(all figures modelled)")
+    base = sweep_base(machine_name, names)
+    click.echo(f"{file} on {base}: {len(points)} "
+               f"point{'s' if len(points) != 1 else ''} (all figures modelled)")
     click.echo(sweep_table(names, rows))
     failed = sum(1 for r in rows if r["cycles"] is None or r["status"] != "ok")
     ok = [r for r in rows if r["cycles"] is not None and r["status"] == "ok"]
