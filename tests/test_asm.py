@@ -534,6 +534,14 @@ def test_errors_inside_per_node_code_name_the_node():
         "immediate 1099511627776 is out of range -2147483648..2147483647 (on node (3,0))"]
 
 
+def test_overlapping_data_on_every_node_is_one_error():
+    e = errors(".data all\n.i32 1\n.org 0\n.i32 2\n"
+               ".data node 1,1\n.org 64\n.i8 3\n.i8 4\n.org 65\n.i8 5\n")
+    assert [(d.line, d.message) for d in e.diagnostics] == [
+        (4, "data overlaps the data of line 2 on node (0,0) (bytes 0..3) and on 15 more nodes"),
+        (10, "data overlaps the data of line 7 on node (1,1) (bytes 65..65)")]
+
+
 def test_a_guarded_division_by_a_machine_symbol_assembles_where_the_guard_holds():
     text = ".equ STEP, @w > 1 ? 64 / (@w - 1) : 64\n.text all\n addi r1, r0, STEP\n halt\n"
     assert listing(asm(text, load_machine(mesh="1x4")))[0] == "addi r1, r0, 64"

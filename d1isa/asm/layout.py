@@ -535,17 +535,26 @@ class Linker:
                         b = shared
                     self.data.append(DataInit(nid, run.addr, b))
                     spans.setdefault(nid, []).append((run.addr, run.addr + run.size, run.line))
+        # One error per pair of lines, not per node: `.data all` overlapping itself would
+        # otherwise fill the error limit with one mistake repeated for every node. Each run is
+        # compared with the earlier run (by address) that reaches furthest, so every run that
+        # overlaps another is found, not only a node's first.
+        overlaps: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
         for nid, sp in spans.items():
-            if len(sp) < 2:
-                continue
             sp.sort()
-            for (_, e0, l0), (a1, e1, l1) in zip(sp, sp[1:], strict=False):
-                if a1 < e0:
-                    x, y = m.node_xy(nid)
-                    first, second = sorted((l0, l1))
-                    self._diag(second, 1, f"data overlaps the data of line {first} on node "
-                               f"({x},{y}) (bytes {a1}..{min(e0, e1) - 1})")
-                    break
+            _, end, line = sp[0]
+            for a1, e1, l1 in sp[1:]:
+                if a1 < end:
+                    first, second = sorted((line, l1))
+                    overlaps.setdefault((first, second), []).append((nid, a1, min(end, e1) - 1))
+                if e1 > end:
+                    end, line = e1, l1
+        for (first, second), where in overlaps.items():
+            nid, lo, hi = where[0]
+            x, y = m.node_xy(nid)
+            more = f" and on {len(where) - 1} more nodes" if len(where) > 1 else ""
+            self._diag(second, 1, f"data overlaps the data of line {first} on node ({x},{y}) "
+                       f"(bytes {lo}..{hi}){more}")
 
     # ---- code -----------------------------------------------------------------------------
 
