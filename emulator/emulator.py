@@ -719,7 +719,10 @@ class Emulator:
         """Messages waiting at `node` from `direction` (N/E/S/W or 0..3), oldest first, as
         (length, arrival time, payload)."""
         nid = self.node_id(node)
-        d = DIRECTIONS.index(direction.upper()) if isinstance(direction, str) else int(direction)
+        if isinstance(direction, str):
+            d = DIRECTIONS.index(direction.upper()) if direction.upper() in DIRECTIONS else -1
+        else:
+            d = int(direction)
         if not 0 <= d < 4:
             raise D1Error(f"direction must be N, E, S, W or 0..3, got {direction!r}")
         return self.state.fifo_messages(nid * 4 + d)

@@ -7,9 +7,11 @@ hop_latency = 1, link_bytes_per_cycle = 64, so an 8-byte message takes ser = 1 c
 
 from __future__ import annotations
 
+import pytest
 from progkit import EAST, SRAM, N, S, W, machine, make_obj  # noqa: F401
 
 from d1isa import traps
+from d1isa.errors import D1Error
 from d1isa.isa import encode as E
 from emulator import Emulator
 
@@ -177,3 +179,11 @@ def test_fifo_contents_in_the_state_dict():
     assert fifos[1 * 4 + W] == [(8, 3, (1).to_bytes(8, "little")),
                                 (8, 5, (2).to_bytes(8, "little"))]
     assert all(not f for i, f in enumerate(fifos) if i != 1 * 4 + W)
+
+
+def test_fifo_reads_by_direction_name_and_rejects_a_bad_one():
+    emu, res = run({0: [E("send", dir=EAST, rs1=0), E("halt")]})
+    assert emu.fifo(1, "w") == emu.fifo(1, W) == [(8, 2, bytes(8))]
+    for bad in ("X", "", 4, -1):
+        with pytest.raises(D1Error, match="direction must be N, E, S, W or 0..3"):
+            emu.fifo(1, bad)
