@@ -287,6 +287,11 @@ def _piece(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
     p = _parser(a, args)
     name, npos = _name_token(p, "a tensor name")
     k, t, pos = p.peek()
+    if k == "name" and t.lower() in ("list", "rest") and p.toks[p.i + 1][1] != ",":
+        # Without this the selector word is read as the X of a node and the error points at
+        # the next token ("expected ','"), which does not say what is wrong.
+        raise ExprError(f"a piece's selector is all, node X,Y, row Y, col X or rect "
+                        f"X0,Y0,X1,Y1 (or X,Y), not '{t}'", pos, len(t))
     if k == "name" and t.lower() in SELECTORS and t.lower() not in ("list", "rest"):
         where: Any = parse_selector(p, ln, aoff, aoff + 1 + pos, allow_list=False)
     else:
