@@ -44,6 +44,7 @@ from emulator.decode import (
     written_registers,
 )
 from emulator.jit import precompile
+from emulator.opcodes import MEM_ALIGN
 from emulator.report import Chain, Deadlock, RunResult, Trap, Wait, Where
 from emulator.state import (
     Snapshot,
@@ -577,8 +578,13 @@ class Emulator:
                         return (f"{mnem}: lane {lane} address {la} (0x{la & 0xFFFFFFFFFFFFFFFF:x})"
                                 f" = {a} + {lane} x stride {stride} is {why} (each element "
                                 f"{ins.memory.width}-aligned); {sram}")
+                if code == traps.MISALIGNED:
+                    return (f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}) is not "
+                            f"{int(MEM_ALIGN[op])}-aligned")
                 return f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}); {sram}"
-            return f"{mnem}: a tile row outside SRAM or misaligned"
+            if code == traps.MISALIGNED:
+                return f"{mnem}: a tile row is not {int(MEM_ALIGN[op])}-aligned"
+            return f"{mnem}: a tile row is outside SRAM (0..{self.machine.sram_bytes - 1})"
         if code == traps.USER_TRAP:
             return ""
         if code == traps.NO_NEIGHBOUR:

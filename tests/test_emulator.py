@@ -231,6 +231,7 @@ def test_trap_sram_range_is_checked_before_alignment():
     assert t.cause == traps.SRAM_OUT_OF_RANGE
     emu, t = trap_of([E("movi", rd=2, imm=6), E("ld64", rd=1, rs1=2, imm=0)])
     assert (t.cause, t.pc) == (traps.MISALIGNED, 1)
+    assert t.detail == "ld64: address 6 (0x6) is not 8-aligned"      # the alignment it needs
 
 
 def test_trap_vector_and_tile_addresses():
@@ -240,11 +241,14 @@ def test_trap_vector_and_tile_addresses():
     assert t.cause == traps.SRAM_OUT_OF_RANGE
     emu, t = trap_of([E("movi", rd=1, imm=2), E("vld", rd=0, rs1=1, imm=0)])
     assert t.cause == traps.MISALIGNED
+    assert t.detail == "vld: address 2 (0x2) is not 4-aligned"
     emu, t = trap_of([E("movi", rd=1, imm=0), E("movi", rd=2, imm=1),
                       E("mma.bf16", rd=0, rs1=1, rs2=2, sa=16, sb=16)])
     assert t.cause == traps.MISALIGNED
+    assert t.detail == "mma.bf16: a tile row is not 2-aligned"
     emu, t = trap_of(li(1, SRAM - 100) + [E("acc.st", rd=0, rs1=1, sa=32)])
     assert t.cause == traps.SRAM_OUT_OF_RANGE
+    assert t.detail == f"acc.st: a tile row is outside SRAM (0..{SRAM - 1})"
     assert emu.state_dict()["stats"]["sram_hwm"][0] == 0      # a trapping store wrote nothing
 
 
