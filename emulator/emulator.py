@@ -1251,7 +1251,10 @@ def _to_raw(a: np.ndarray, t: TensorLayout) -> np.ndarray:
         if ai.size and (ai.min() < -(1 << 31) or ai.max() > (1 << 31) - 1):
             raise D1Error(f"input '{name}' is i32: values must lie in -2^31..2^31-1")
         return np.ascontiguousarray(ai.astype(np.int64).astype("<i4").view(np.uint32))
-    f = np.ascontiguousarray(a.astype(np.float32))
+    # A float64 beyond the fp32 range rounds to an infinity, as IEEE says; numpy would also
+    # print a RuntimeWarning (with this line's source) on the user's terminal.
+    with np.errstate(over="ignore"):
+        f = np.ascontiguousarray(a.astype(np.float32))
     bits = f.view(np.uint32)
     if t.dtype == "f32":
         return bits

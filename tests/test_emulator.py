@@ -8,6 +8,8 @@ the CLI have their own files (test_emulator_net.py, test_emulator_cli.py).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from progkit import MASK64, SRAM, F, li, machine, make_obj, vec  # noqa: F401
@@ -417,6 +419,18 @@ def test_input_values_round_to_bf16_as_the_machine_does():
     got = _to_raw(bits.view(np.float32), layout)
     assert got.dtype == np.uint16
     assert got.tolist() == [numerics.bf16_rne(int(u)) for u in bits]
+
+
+def test_float64_inputs_beyond_fp32_round_to_infinity_without_a_warning():
+    from emulator.emulator import _to_raw
+
+    values = np.array([1e300, -1e300, 1.5], dtype=np.float64)
+    for dtype, want in (("f32", [0x7F80_0000, 0xFF80_0000, 0x3FC0_0000]),
+                        ("bf16", [0x7F80, 0xFF80, 0x3FC0])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")          # numpy's overflow warning would raise
+            got = _to_raw(values, TensorLayout("x", dtype, (3,), "input", []))
+        assert got.tolist() == want
 
 
 def test_widen_and_narrow_lanes():
