@@ -754,6 +754,18 @@ def test_cli_asm_reports_errors_with_exit_status_2(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: cannot read missing.d1o")
 
 
+def test_cli_asm_of_an_object_says_it_is_not_assembly(tmp_path, capsys):
+    from d1.cli import main
+
+    (tmp_path / "prog.d1o").write_bytes(asm(".text all\n halt\n").to_bytes())
+    with pytest.raises(SystemExit) as info:
+        main(["asm", str(tmp_path / "prog.d1o")])       # the default output is the input
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "prog.d1o is an object (.d1o), not assembly; d1 run and d1 disasm take it" in err
+    assert "would replace" not in err
+
+
 def test_cli_help_has_examples():
     r = _d1("--help", cwd=ROOT)
     assert r.returncode == 0 and "asm" in r.stdout and "disasm" in r.stdout

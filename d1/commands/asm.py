@@ -28,8 +28,11 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
       d1 asm programs/asm/vadd.d1s -o vadd.d1o
       d1 asm programs/asm/token_ring.d1s --mesh 4x4
     """
-    from d1.program import load_program
+    from d1.program import check_suffix, load_program
 
+    # Before the output is chosen: `d1 asm prog.d1o` would otherwise be refused for
+    # overwriting its input (the default output), which hides that it is not assembly.
+    check_suffix(Path(source), "asm")
     machine = machine_from_options(machine_name, mesh, sets, chips, source) \
         if machine_given(machine_name, mesh, sets, chips) else None
     out = Path(output) if output else Path(source).with_suffix(".d1o")
