@@ -24,6 +24,11 @@ MAX_OBJECT_BYTES = 2048 * MiB
 MAX_JSON_BYTES = 512 * MiB
 
 
+def _a(what: str) -> str:
+    """`what` with its article: "an object file", "an ONNX model", "a .npy file"."""
+    return f"{'an' if what[:1] in tuple('aeiouAEIOU') else 'a'} {what}"
+
+
 def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes; D1Error otherwise."""
     p = Path(path)
@@ -36,10 +41,10 @@ def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise D1Error(f"cannot read {p}: not a regular file ({_kind(st.st_mode)}); "
-                          f"give a {what} on disk")
+                          f"give {_a(what)} on disk")
         if st.st_size > limit:
             raise D1Error(f"cannot read {p}: {st.st_size:,} bytes is more than the "
-                          f"{limit:,}-byte limit for a {what}")
+                          f"{limit:,}-byte limit for {_a(what)}")
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, min(1 << 24, limit + 1 - total))
@@ -48,8 +53,8 @@ def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:
-                raise D1Error(f"cannot read {p}: more than the {limit:,}-byte limit for a "
-                              f"{what}")
+                raise D1Error(f"cannot read {p}: more than the {limit:,}-byte limit for "
+                              f"{_a(what)}")
         return b"".join(chunks)
     except OSError as e:
         raise D1Error(f"cannot read {p}: {_reason(e)}") from None

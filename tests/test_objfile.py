@@ -393,3 +393,8 @@ def test_an_assembled_object_survives_reload_with_every_program():
         assert back.to_bytes() == obj.to_bytes()
     small = assemble(".text all\n halt\n", "h.d1s", M2)
     assert len(small.to_bytes()) < 2000
+
+
+def test_a_directory_is_not_an_object_file(tmp_path):
+    with pytest.raises(D1Error, match=r"not a regular file \(a directory\); give an object file"):
+        ObjectFile.load(tmp_path)
