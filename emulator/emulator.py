@@ -532,7 +532,8 @@ class Emulator:
                     f"{self.max_cycles:,}")
         if code == traps.PC_OUT_OF_RANGE:
             if pc == ln:
-                return f"execution fell off the end of the code ({ln} instructions)"
+                return (f"execution fell off the end of the code ({ln} instruction"
+                        f"{'' if ln == 1 else 's'})")
             return f"pc {pc} is outside the node's code (0..{ln - 1})"
         if not 0 <= pc < ln:
             return ""
