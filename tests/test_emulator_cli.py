@@ -231,3 +231,16 @@ def test_run_d1k_with_a_compile_error_exits_2(tmp_path):
     r = d1("run", str(src), "--mesh", "2x2", "--out-dir", str(tmp_path))
     assert r.returncode == 2
     assert "no outputs" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_of_one_cycle_says_cycle(tmp_path, capsys):
+    from d1.cli import main
+
+    (tmp_path / "one.d1s").write_text(".text node 0,0\n halt\n")
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(tmp_path / "one.d1s"), "--mesh", "1x1", "--stats",
+              "--out-dir", str(tmp_path)])
+    assert info.value.code in (0, None)
+    out = capsys.readouterr()
+    assert "  kernel time         1 cycle = 500 ps\n" in out.out
+    assert "halted: 1 cycle = 500 ps modelled" in out.out + out.err

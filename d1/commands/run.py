@@ -221,7 +221,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
                                "the tolerance")
     if json_file is not None:
         write_json(json_file, doc)
-    click.echo(f"halted: {result.cycles:,} cycles = {units.seconds(result.seconds)} modelled"
+    click.echo(f"halted: {units.cycles(result.cycles)} = {units.seconds(result.seconds)} modelled"
                + (f"; wrote {', '.join(written)}" if written else ""), err=to_stdout)
 
 
@@ -402,7 +402,7 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     lines = [f"run {status} on {s['machine']} ({s['live_nodes']} live nodes at "
              f"{units.si(s['clock_hz'], 'Hz')})", "", "modelled (the timing model, "
              "docs/TIMING.md):"]
-    lines.append(f"  kernel time         {md['kernel_cycles']:,} cycles = "
+    lines.append(f"  kernel time         {units.cycles(md['kernel_cycles'])} = "
                  f"{units.seconds(md['kernel_seconds'])}")
     lines.append(f"  instructions        {md['instructions']:,}")
     lines.append(f"  FLOPs               {md['flops']:,} FLOP")
