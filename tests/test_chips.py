@@ -470,3 +470,18 @@ def test_machine_md_documents_the_machines_and_the_per_chip_figures():
         assert f"| `{key}` |" in doc, key
     for key in ("chip_edge_bytes", "on_chip_bytes", "stats.chips.busiest_edge_links"):
         assert f"`{key}`" in doc, key
+
+
+def test_info_shows_node_ids_and_sends_through_harvested_routers():
+    from d1.commands.info import info_dict, node_lines
+
+    h6 = load_machine("h6x5")                   # harvested (2,1) and (3,3)
+    lines = node_lines(h6)
+    assert lines[1:4] == ["  x=      0   1   2   3   4   5",
+                          "  y=0     0   1   2   3   4   5",
+                          "  y=1     6   7   x   8   9  10"]
+    assert "(1,1) -E-> (3,1)" in lines[-1] and "(2,0) -S-> (2,2)" in lines[-1]
+    nodes = info_dict(h6)["nodes"]
+    assert nodes["xy"][8] == [3, 1] and nodes["neighbors"][7] == [1, 8, 12, 6]
+    assert node_lines(load_machine(mesh="2x2"))[-1].endswith("(no harvested routers to pass)")
+    assert info_dict(load_machine("exapod"))["nodes"] is None

@@ -125,6 +125,7 @@ def info_dict(m: Machine) -> dict:
         "published_system": None,
         "units": {p.key: p.unit for p in PARAMS if p.unit},
     }
+    doc["nodes"] = node_tables(m)
     if sysm is not None:
         s = doc["derived"]
         doc["published_system"] = {
@@ -139,6 +140,57 @@ def info_dict(m: Machine) -> dict:
             },
         }
     return doc
+
+
+# The per-node tables (ids and neighbours) grow with the machine: up to a training tile they are
+# printed; beyond it `d1 info --machine exapod` stays as quick as `d1 info` without them.
+MAX_TABLE_NODES = 10_000
+MAX_MAP_COLS, MAX_MAP_ROWS = 36, 40
+MAX_PASS_THROUGH = 24
+
+
+def node_tables(m: Machine) -> dict | None:
+    """The live-node ids' (x, y) and the neighbour of each id in each direction (-1: none),
+    or None for a machine of more than MAX_TABLE_NODES nodes."""
+    if m.n_live > MAX_TABLE_NODES:
+        return None
+    return {"directions": ["N", "E", "S", "W"], "xy": m.xy.tolist(),
+            "neighbors": m.neighbors.tolist()}
+
+
+def node_lines(m: Machine) -> list[str]:
+    """The id of every node as a map (x across, y down; x for a harvested node), and the
+    sends that pass straight through a harvested router (every other send reaches the
+    adjacent node, or no node at the mesh edge)."""
+    if m.n_live > MAX_TABLE_NODES:
+        return [f"nodes: ids number the live nodes row-major, skipping harvested ones; the "
+                f"{m.n_live:,}-node tables are not printed (Machine.xy, Machine.neighbors)"]
+    lines = ["nodes (ids row-major, skipping harvested ones; x = harvested):"]
+    if m.width <= MAX_MAP_COLS and m.height <= MAX_MAP_ROWS:
+        w = max(3, len(str(m.n_live - 1)))
+        lines.append(f"  {'x=':<5}" + "".join(f"{x:>{w + 1}}" for x in range(m.width)))
+        for y in range(m.height):
+            ids = m.id_grid[y]
+            lines.append(f"  y={y:<3}" + "".join(f"{'x' if i < 0 else i:>{w + 1}}"
+                                                 for i in ids))
+    else:
+        lines.append(f"  (a {m.width} x {m.height} mesh: the map is not printed; "
+                     "d1 info --json has every node)")
+    passes = []
+    xy, nbr = m.xy, m.neighbors
+    for nid in range(m.n_live):
+        for d, name in enumerate("NESW"):
+            t = int(nbr[nid, d])
+            if t >= 0 and int(m.link_hops[nid, d]) > 1:
+                passes.append(f"({xy[nid, 0]},{xy[nid, 1]}) -{name}-> ({xy[t, 0]},{xy[t, 1]})")
+    if passes:
+        shown = ", ".join(passes[:MAX_PASS_THROUGH])
+        more = f", and {len(passes) - MAX_PASS_THROUGH} more" \
+            if len(passes) > MAX_PASS_THROUGH else ""
+        lines.append(f"  sends through harvested routers: {shown}{more}")
+    else:
+        lines.append("  every send reaches the adjacent node (no harvested routers to pass)")
+    return lines
 
 
 @click.command()
@@ -185,6 +237,9 @@ def info(machine_name: str | None, mesh: str | None, chips: str | None, sets: tu
         click.echo(f"  {sysm.name}: {sysm.note}")
     if sysm is not None:
         click.echo(f"  published figures: {sysm.source}; all sources in docs/MACHINE.md")
+    click.echo("")
+    for line in node_lines(m):
+        click.echo(line)
     click.echo("")
     click.echo("parameters (independent; everything above is derived from them):")
     d = m.to_dict()
