@@ -244,3 +244,16 @@ def test_run_of_one_cycle_says_cycle(tmp_path, capsys):
     out = capsys.readouterr()
     assert "  kernel time         1 cycle = 500 ps\n" in out.out
     assert "halted: 1 cycle = 500 ps modelled" in out.out + out.err
+
+
+def test_run_names_a_param_left_at_its_initial_contents_a_param(tmp_path, capsys):
+    from d1.cli import main
+
+    (tmp_path / "p.d1s").write_text(
+        ".data all\nW: .f32 1, 2\nX: .f32 3, 4\n.tensor w param f32[2]\n.piece w 0,0 W\n"
+        ".tensor x input f32[2]\n.piece x 0,0 X\n.text node 0,0\n halt\n")
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(tmp_path / "p.d1s"), "--mesh", "1x1", "--out-dir", str(tmp_path)])
+    assert info.value.code in (0, None)
+    assert ("note: input tensor(s) x and param(s) w not given; they keep the object's initial "
+            "SRAM contents") in capsys.readouterr().err

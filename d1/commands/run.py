@@ -351,8 +351,13 @@ def program_inputs(prog: Program, given: dict[str, np.ndarray], seed: int,
     reference afterwards (else an object's inputs may be drawn without its DSL graph)."""
     arrays, missing = prog.input_arrays(given, seed, params, checked=checked)
     if missing:
-        click.echo(f"note: input tensor(s) {', '.join(missing)} not given; they keep the "
-                   "object's initial SRAM contents", err=True)
+        # A param left out is not an input (--input refuses it): name each by its kind.
+        inputs = [n for n in missing if n not in prog.params]
+        params = [n for n in missing if n in prog.params]
+        what = ([f"input tensor(s) {', '.join(inputs)}"] if inputs else []) \
+            + ([f"param(s) {', '.join(params)}"] if params else [])
+        click.echo(f"note: {' and '.join(what)} not given; they keep the object's initial "
+                   "SRAM contents", err=True)
     return arrays
 
 
