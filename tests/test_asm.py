@@ -538,6 +538,28 @@ def test_errors_inside_per_node_code_name_the_node():
         "immediate 1099511627776 is out of range -2147483648..2147483647 (on node (3,0))"]
 
 
+HUGE = "0x" + "f" * 20_000        # its decimal form is past Python's 4,300-digit str() limit
+
+
+@pytest.mark.parametrize("text", [
+    f".text all\n li r1, {HUGE}\n", f".text all\n addi r1, r1, {HUGE}\n",
+    f".text all\n beq r0, r0, +{HUGE}\n", f".text all\n ld32 r1, [r1+{HUGE}]\n",
+    f".text all\n ld32 r1, [{HUGE}]\n", f".text all\n .word {HUGE}\n",
+    f".text all\n vbcasti v1, {HUGE}\n", f".data all\n.i32 {HUGE}\n",
+    f".data all\n.f32 {HUGE}\n", f".data all\n.f32 {'9' * 5000}.5\n",
+    f".file 0 \"a\"\n.source {'9' * 5000} \"x\"\n"])
+def test_a_literal_too_long_for_the_expression_language_is_too_long_everywhere(text):
+    """Operands read by the fast paths (int(t, 0)) refuse what the expression language refuses;
+    they used to reach a range message whose decimal value Python cannot print."""
+    assert "is too long (at most 256 characters)" in errors(text).diagnostics[0].message
+
+
+@pytest.mark.parametrize("text", [f".file 0 \"a\"\n.text all\n.loc 0 {HUGE} 1\n halt\n",
+                                  f".symbol s equ {HUGE} -1\n"])
+def test_a_debug_directive_with_a_huge_literal_is_an_error(text):
+    assert "integers" in errors(text).diagnostics[0].message
+
+
 def test_overlapping_data_on_every_node_is_one_error():
     e = errors(".data all\n.i32 1\n.org 0\n.i32 2\n"
                ".data node 1,1\n.org 64\n.i8 3\n.i8 4\n.org 65\n.i8 5\n")

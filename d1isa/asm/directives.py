@@ -20,6 +20,7 @@ from d1isa.asm.encode import (
     U64,
     bf16_from_f32_bits,
     hex_literal,
+    int_literal,
     register_error,
     split_operands,
 )
@@ -186,7 +187,7 @@ def _ints(a: Assembler, ln: int, args: str, aoff: int, col: int, width: int, wha
     pend: list[tuple[int, Expr, int]] = []
     for t, c in _values(args, aoff, col, what):
         try:
-            v = int(t, 0)
+            v = int_literal(t)
         except ValueError:
             v = a._value_at(t, c)
             if type(v) is not int:
@@ -225,7 +226,7 @@ def _word(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
     loc = (ln << 24) | col if not a.explicit_lines else a.cur_loc
     for t, c in _values(args, aoff, col, ".word"):
         try:
-            v = int(t, 0)
+            v = int_literal(t)
         except ValueError:
             v = a._value_at(t, c)
             if type(v) is not int:
@@ -354,9 +355,10 @@ def _loc(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
         c = aoff + 1 + off
         off += len(w)
         try:
-            v = int(w, 0)
+            v = int_literal(w)
         except ValueError:
-            raise LineError(f".loc takes integers, got '{w}'", c, len(w)) from None
+            shown = w if len(w) <= 40 else w[:20] + "..."
+            raise LineError(f".loc takes integers, got '{shown}'", c, len(w)) from None
         if not INT32[0] <= v <= INT32[1]:
             raise LineError(f"{v} does not fit 32 bits", c, len(w))
         if len(vals) in (0, 3) and not -1 <= v < len(a.files):
@@ -381,7 +383,7 @@ def _source(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
         m = re.match(r"[0-9]+", text)
         if m is None:
             raise LineError('.source expects "NAME" "TEXT" or FILE-INDEX "TEXT"', off + 1)
-        idx = int(m.group(0))
+        idx = parse_int(m.group(0), off - aoff)
         if idx >= len(a.files):
             raise LineError(f"file index {idx} has not been declared with .file", off + 1,
                             len(m.group(0)))
@@ -427,7 +429,7 @@ def _symbol(a: Assembler, ln: int, args: str, aoff: int, col: int) -> None:
         raise LineError(f"symbol kind must be one of {', '.join(SYMBOL_KINDS)}, got '{kind}'",
                         off + 1 + text.index(kind, end), len(kind))
     try:
-        value, block = int(words[1], 0), int(words[2], 0)
+        value, block = int_literal(words[1]), int_literal(words[2])
     except ValueError:
         raise LineError(".symbol VALUE and BLOCK must be integers", col, 7) from None
     a.symbols.append(Symbol(name, kind, value, block))

@@ -27,7 +27,7 @@ from typing import Any
 
 from d1isa import isa
 from d1isa.asm.syntax import MEM_RE, REGLIKE_RE, LineError, split_top
-from d1isa.expr import Expr, Num
+from d1isa.expr import MAX_LITERAL_CHARS, Expr, Num
 from d1isa.machine import DIRECTIONS, Machine
 
 # Operand kinds. The first three index the register tables (scalar, vector, accumulator).
@@ -211,9 +211,22 @@ for _plan in PLANS.values():
 # ---- values -----------------------------------------------------------------------------------
 
 
+def int_literal(t: str) -> int:
+    """`int(t, 0)` for the operand fast paths, which the expression language backs up: a
+    literal longer than it accepts is a ValueError here too, so the caller falls back to it and
+    reports "too long" (a 20,000-digit hex literal read here would otherwise reach a range
+    message, and printing it in decimal passes Python's 4,300-digit limit)."""
+    if len(t) > MAX_LITERAL_CHARS:
+        raise ValueError(t)
+    return int(t, 0)
+
+
 def float_literal(t: str) -> float:
-    """The value of a float literal; ValueError if it is not one, OverflowError if it is a
-    finite number beyond even fp64's range (`1e400`, which float() reads as inf)."""
+    """The value of a float literal; ValueError if it is not one (or longer than a literal may
+    be), OverflowError if it is a finite number beyond even fp64's range (`1e400`, which
+    float() reads as inf)."""
+    if len(t) > MAX_LITERAL_CHARS:
+        raise ValueError(t)
     x = float(t)
     if math.isinf(x) and "inf" not in t.lower():
         raise OverflowError(t)
@@ -235,7 +248,7 @@ def bf16_from_f32_bits(u: int) -> int:
 def hex_literal(t: str) -> int | None:
     """The value of an operand that is one hex literal (`0x3f80_0000`: an fp32 or bf16 operand's
     bit pattern), else None (an expression such as `0x10 * 2` is a value)."""
-    if t.strip()[:2] not in ("0x", "0X"):
+    if t.strip()[:2] not in ("0x", "0X") or len(t) > MAX_LITERAL_CHARS:
         return None
     try:
         return int(t, 16)
@@ -368,7 +381,7 @@ class OperandEncoder:
                 continue
             if kind == K_INT:
                 try:
-                    v = int(t, 0)
+                    v = int_literal(t)
                 except ValueError:
                     col = self.opcol(rest_off, ops, k, cols)
                     if not t:
@@ -414,7 +427,7 @@ class OperandEncoder:
                                     col)
                 if t[0] in "+-":
                     try:
-                        v = int(t, 0)
+                        v = int_literal(t)
                     except ValueError:
                         v = self.value_at(t, col)
                     if type(v) is int:
@@ -484,7 +497,7 @@ class OperandEncoder:
             icol = col + lead
         word |= r << RS1.lo
         try:
-            v = int(imm_text, 0)
+            v = int_literal(imm_text)
         except ValueError:
             v = self.value_at(imm_text, icol)
             if type(v) is not int:
@@ -531,7 +544,7 @@ class OperandEncoder:
             if not t:
                 raise LineError("missing value", cols[1])
             try:
-                v = int(t, 0)
+                v = int_literal(t)
             except ValueError:
                 v = self.value_at(t, cols[1])
             if type(v) is int:
