@@ -42,6 +42,7 @@ from compiler.ir import (
     verify,
 )
 from compiler.parse import source_line
+from compiler.windows import tap_rows
 from d1isa.errors import Diagnostic, SourceError
 from d1isa.machine import Machine, default_machine
 from d1isa.objfile import MAX_NAME_CHARS
@@ -1168,6 +1169,9 @@ class _Checker:
                            f"extent {window.extent(axis)} (size {window.size[axis]}, "
                            f"dilation {window.dilation[axis]})")
                 return POISON
+            if not conv and self.window_misses_input(fn, e, window, x.shape[2 + axis], axis,
+                                                     dim):
+                return POISON
         if conv:
             dtype = promote(x.dtype, w.dtype)
             operands = (self.conform(x, x.shape, dtype, e.line, e.col),
@@ -1177,6 +1181,28 @@ class _Checker:
         node = self.builder.add(fn.op, operands, window=window, line=e.line, col=e.col)
         self.sized.append((node, e))
         return node
+
+    def window_misses_input(self, fn: Builtin, e: ast.Call, window: Window, n: int, axis: int,
+                            dim: str) -> bool:
+        """Report a pool window none of whose taps lands in the input (True if one does).
+
+        Padding smaller than the extent keeps every window of contiguous taps on the input,
+        but dilated taps can step over an input shorter than the dilation: size 2, dilation
+        2 and padding 1 on a height of 1 read rows -1 and 1. Such a window has no maximum
+        and no average (ONNX leaves it undefined; the max would be -inf, the mean 0 / 0).
+        """
+        taps = tap_rows(window, n, axis)
+        empty = np.flatnonzero(((taps < 0) | (taps >= n)).all(axis=1))
+        if not empty.size:
+            return False
+        o = int(empty[0])
+        where = next((k.value for k in e.keywords if k.name == "dilation"), e)
+        unit = ("rows", "columns")[axis]
+        self.error(where, f"window {o} of {fn.name} along the {dim} holds no element of the "
+                          f"input: with dilation {window.dilation[axis]} its taps are at {unit} "
+                          f"{', '.join(map(str, taps[o]))}, and the input's {unit} are 0 to "
+                          f"{n - 1}")
+        return True
 
     def index(self, e: ast.Index) -> Value:
         """`x[s0, s1, ...]`: integer literals remove their axis, slices `a:b:c` of integer

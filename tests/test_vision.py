@@ -81,6 +81,13 @@ def source_error(text: str) -> SourceError:
                                                                    "avgpool2d (5) must be "
                                                                    "smaller than the window's "
                                                                    "extent (5)"),
+    # padding below the extent, but the dilated taps step over an input of 1 row (column)
+    ("y = maxpool2d(x[:, :, 0:1], size=[2, 1], dilation=[2, 1], pad=[1, 0, 1, 0])", 51,
+     "window 0 of maxpool2d along the height holds no element of the input: with dilation 2 "
+     "its taps are at rows -1, 1, and the input's rows are 0 to 0"),
+    ("y = avgpool2d(x[:, :, :, 0:1], size=[1, 2], dilation=[1, 3], pad=[0, 2, 0, 2])", 54,
+     "window 0 of avgpool2d along the width holds no element of the input: with dilation 3 "
+     "its taps are at columns -2, 1, and the input's columns are 0 to 0"),
     ("y = maxpool2d(x, size=2, ceil=2)", 31, "ceil must be 0 or 1, got '2'"),
     ("y = avgpool2d(x, size=2, count_pad=x)", 36, "count_pad must be 0 or 1, got 'x'"),
     ("y = maxpool2d(x, size=2, count_pad=1)", 26, "unknown keyword 'count_pad' for maxpool2d"),
