@@ -418,10 +418,11 @@ def _isolated_error(line_text: str) -> UnexpectedToken | None:
 def _message_from_accepts(e: UnexpectedToken) -> str:
     accepts = set(e.accepts or e.expected)
     tok = e.token.type
+    if accepts and accepts <= EXPRESSION_START:
+        # before the ')' test: in `f(x, a=1,)` the ')' has its '(' but an argument is missing
+        return "expected an expression"
     if tok == "RPAR" and "RPAR" not in accepts:
         return "unexpected ')' without a matching '('"
-    if accepts and accepts <= EXPRESSION_START:
-        return "expected an expression"
     if "RPAR" in accepts and tok in ("_NL", "$END"):
         return "missing ')'"
     if "RSQB" in accepts and tok in ("_NL", "$END"):

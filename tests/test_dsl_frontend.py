@@ -139,6 +139,9 @@ def test_format_ast_lists_statements():
     ("y = x @ -", 1, 10, "expected an expression"),
     ("y = x $ 2", 1, 7, "unexpected character '$'"),
     ("y = x)", 1, 6, "without a matching '('"),
+    # a trailing comma after two or more arguments: the ')' has its '(', an argument is missing
+    ("y = sum(x, axis=1,)", 1, 19, "expected an expression"),
+    ("y = concat(a, b, axis=0, )", 1, 26, "expected an expression"),
     ("y = x z", 1, 7, "one statement per line"),
     ("y = 2x", 1, 6, "expected an operator"),
     ("input x f32[3]", 1, 9, "expected ':'"),
