@@ -706,11 +706,18 @@ def machine_names() -> list[str]:
 
 def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozenset()
                       ) -> dict[str, Any]:
-    """Parameters from a named machine ('d1', 'm4x4') or a TOML file path, unvalidated."""
+    """Parameters from a named machine ('d1', 'm4x4') or a TOML file path, unvalidated.
+
+    A shipped machine's name means that machine even where the current directory holds a
+    file of the same name (a script called `d1`, say): otherwise such a file would replace
+    the default machine of every command. Any other text that names a file is that file.
+    """
     s = str(name_or_path)
     path = Path(s)
-    if not (s.endswith(".toml") or path.is_file()):
-        path = MACHINES_DIR / f"{s}.toml"
+    named = MACHINES_DIR / f"{s}.toml"
+    shipped = not s.endswith(".toml") and "/" not in s and named.is_file()
+    if shipped or not (s.endswith(".toml") or path.is_file()):
+        path = named
         if not path.is_file():
             raise MachineError(f"unknown machine '{s}'; named machines: "
                                f"{', '.join(machine_names())}, or give a .toml file")

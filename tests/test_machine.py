@@ -175,3 +175,15 @@ def test_out_of_range_values_are_refused_with_the_range(key, value):
 def test_mesh_option_is_bounded():
     with pytest.raises(MachineError, match="must be in 1 .. 1,024"):
         load_machine(mesh="99999999999999999999x1")
+
+
+def test_a_file_named_like_a_shipped_machine_does_not_replace_it(tmp_path, monkeypatch):
+    # a script called d1 in the working directory is not the default machine's description
+    (tmp_path / "d1").write_text("#!/bin/sh\nexec python -m d1 \"$@\"\n")
+    (tmp_path / "m4x4").write_text("not toml")
+    monkeypatch.chdir(tmp_path)
+    assert load_machine().n_live == 354
+    assert load_machine("d1").n_live == 354
+    assert load_machine("m4x4").n_live == 16
+    with pytest.raises(MachineError, match="invalid TOML"):
+        load_machine("./m4x4")      # a path is the file
