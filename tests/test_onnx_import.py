@@ -125,6 +125,24 @@ def test_constants_become_literals_params_or_nothing():
     assert imp.features == {"reshape"}
 
 
+def test_a_constant_graph_output_maps_to_the_param_it_is_output_as():
+    """A Gemm weight read transposed takes the ONNX name's own spelling; the weight is also a
+    graph output, which is the untransposed param: its ONNX name maps to that one (the file
+    written is W_1.npy), as a Conv bias read as [K, 1, 1] and output as [K] does."""
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    b = np.arange(4, dtype=np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["g"], name="fc", transB=1),
+             helper.make_node("Conv", ["im", "k", "b"], ["c"], name="conv")]
+    m = model(nodes, [("x", [2, 3]), ("im", [1, 1, 3, 3])],
+              [("g", [2, 4]), ("w", [4, 3]), ("c", [1, 4, 3, 3]), ("b", [4])],
+              {"w": w, "k": np.ones((4, 1, 1, 1), np.float32), "b": b})
+    imp = import_model(m, "m.onnx")
+    for onnx_name, values in (("w", w), ("b", b)):
+        dsl = imp.names[onnx_name]
+        assert dsl in imp.outputs
+        np.testing.assert_array_equal(imp.params[dsl], values)
+
+
 def test_bfloat16_constants_are_bf16_params_and_literals(tmp_path, capsys):
     """A bfloat16 initializer, and a Cast of a float one to bfloat16 (folded when importing),
     are bf16 data like a bfloat16 input (they were refused: "the constant 'w' is bfloat16;

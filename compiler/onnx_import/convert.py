@@ -146,7 +146,9 @@ class Imported:
     `text` is the `.d1k` program; `params` the value of each of its params (float32 arrays,
     by DSL name); `names` maps every ONNX value the program has (inputs, params, computed
     values; not the constants folded away) to its DSL name (only those that differ in
-    `renamed`); `features` are the newer language forms the text uses
+    `renamed`), a graph output to the name it is output under (a constant read transposed
+    by a Gemm is two params; the output is the untransposed one, whose file is NAME.npy);
+    `features` are the newer language forms the text uses
     (compiler.onnx_import.expr.FEATURES).
     """
 
@@ -209,6 +211,9 @@ class Importer:
         # node index -> why no converter takes it (check_support), reported in node order
         self.unsupported: dict[int, str] = {}
         self.used: set[str] = {o.name for o in g.output}
+        # graph outputs that are constants output under a param of another name than the
+        # ONNX name's own (which went to a transposed or reshaped form read earlier)
+        self.output_params: dict[str, str] = {}
         for n in g.node:
             self.used.update(i for i in n.input if i)
 
@@ -231,6 +236,7 @@ class Importer:
         if self.problems:
             raise ImportFailure(self.problems, self.kinds)
         names = {k: v for k, v in self.names.dsl.items() if v in self.bound}
+        names.update(self.output_params)
         return Imported(self.text(outputs), self.params, names, self.inputs, outputs,
                         frozenset(self.features), self.opset,
                         {k: v for k, v in names.items() if k != v}, len(self.graph.node),
@@ -375,6 +381,8 @@ class Importer:
                 except Unsupported as e:
                     self.fail(f"graph output '{o.name}': not supported: {e}", "subset")
                     continue
+                if dsl != self.names[o.name]:
+                    self.output_params[o.name] = dsl
             elif v.expr is None or v.expr.text != dsl:
                 self.body.append(f"{dsl} = {v.expr}  # graph output '{o.name}'")
                 self.bound.add(dsl)
