@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -660,3 +661,22 @@ def test_converter_text_matches_the_reference(name):
     got = run_text(imp.text, {imp.names[k]: v for k, v in feeds.items()}, imp.params)
     for o, w in zip(m.graph.output, want, strict=True):
         np.testing.assert_allclose(got[imp.names[o.name]], w, rtol=1e-5, atol=1e-6)
+
+
+def test_documented_onnx_runs_name_inputs_the_model_has():
+    """Every `d1 ... programs/onnx/MODEL.onnx --input NAME=...` in the help texts, README
+    and docs names an input of that model (its ONNX or its DSL name)."""
+    files = [*sorted((ROOT / "d1" / "commands").glob("*.py")), ROOT / "README.md",
+             *sorted((ROOT / "docs").glob("*.md"))]
+    seen = 0
+    for f in files:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            m = re.search(r"(programs/onnx/\w+\.onnx)\s(.*)", line)
+            if m is None or "--input" not in m.group(2):
+                continue
+            imp = import_model(onnx.load(ROOT / m.group(1)), m.group(1))
+            known = set(imp.inputs) | {k for k, v in imp.names.items() if v in imp.inputs}
+            for name in re.findall(r"--input\s+([^=\s]+)=", m.group(2)):
+                assert name in known, f"{f.name}: {line.strip()}"
+                seen += 1
+    assert seen >= 3

@@ -131,7 +131,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
       d1 run programs/matmul.d1k --mesh 4x4 -O matmul=naive --regions --stats
       d1 run programs/matmul.d1k --mesh 4x4 --chips 2x2 --stats
       d1 run programs/mlp.d1k --trace mlp-trace.json
-      d1 run programs/onnx/mlp.onnx --input x=digits.npy --json run.json
+      d1 run programs/onnx/mlp.onnx --input input.1=x.npy --json run.json
     """
     machine = emulated_machine(machine_name, mesh, sets, chips, file)
     options = None
