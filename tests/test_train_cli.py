@@ -101,6 +101,22 @@ def test_quiet_hides_the_progress_and_json_can_go_to_stdout(dataset):
     assert doc["totals"]["steps"] == 2 and "trained 2 steps" in run.stderr
 
 
+def test_a_diverged_loss_is_null_in_the_json_which_stays_standard(dataset):
+    # JSON has no NaN or infinity: json.dumps would write NaN and -Infinity, which jq,
+    # JavaScript's JSON.parse and most parsers reject. history.csv keeps nan and -inf.
+    d, _, _ = dataset
+    prog = d / "log.d1k"
+    prog.write_text("input x: f32[64, 16]\ninput y: f32[64, 4]\nparam w: f32[16, 1] = 0\n"
+                    "loss = sum(log(x @ w))\nupdate w = w - grad(loss, w)\noutput loss\n")
+    run = d1("train", str(prog), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--mesh", "4x4", "--out-dir", str(d / "out"), "--quiet", "--json", "-")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert [r["loss"] for r in doc["history"]] == [None, None]
+    rows = list(csv.reader((d / "out" / "history.csv").open()))
+    assert [r[2] for r in rows[1:]] == ["-inf", "nan"]
+
+
 def test_params_start_from_a_file_and_the_rest_from_init_with_the_seed(dataset):
     d, x, y = dataset
     w = np.full((16, 4), 0.125, dtype=np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -335,8 +336,26 @@ def npy_bytes(value: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def json_text(doc: dict[str, Any]) -> str:
+    """`doc` as standard JSON. JSON has no NaN or infinity, and json.dumps would write them as
+    NaN and Infinity, which jq, JavaScript's JSON.parse and most other readers reject; a
+    non-finite number (a loss that diverged, an error that is infinite) is written as null."""
+    return json.dumps(_finite(doc), indent=1, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    text = json.dumps(doc, indent=1)
+    """`doc` as JSON (`json_text`) into `path`, or to standard output for '-'."""
+    text = json_text(doc)
     if str(path) == "-":
         click.echo(text)
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -80,7 +79,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     epoch, each 0-d output, and the modelled cycles of the step) and loss.png (the 0-d
     outputs against the step); --json adds the totals: modelled time per step, TFLOP/s, link
     bytes (on a machine of several chips, also those across chip edges, and per chip) and SRAM
-    high-water mark. Ctrl-C stops after the current step (before the first one while
+    high-water mark (a loss that is NaN or infinite is null there, as JSON has neither;
+    history.csv writes nan, inf). Ctrl-C stops after the current step (before the first one while
     compiling) and still writes them (exit status 130). A trap stops the run with status 1;
     inputs with different numbers of samples are an error (status 2).
 
@@ -101,6 +101,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         mpi_ranks,
         params_for,
         rank_threads,
+        write_json,
     )
     from d1.program import load_program
     from d1.train import Trainer, stop_after_step
@@ -185,11 +186,8 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
             "history": trainer.history, "totals": totals,
             "files": written, "wall_seconds": wall,
         }
-        text = json.dumps(doc, indent=1)
-        if to_stdout:
-            click.echo(text)
-        else:
-            write_atomic(json_file, text)
+        write_json(json_file, doc)
+        if not to_stdout:
             written.append(str(json_file))
     if trainer.interrupted:
         click.echo(f"interrupted: stopped after step {trainer.steps:,}" if trainer.steps else
