@@ -179,6 +179,12 @@ def test_destinations_are_checked_before_any_work(dataset):
              "--out-dir", str(d / "out"), "--params", str(d / "out" / "params.npz"))
     assert run.returncode == 2
     assert "would replace" in run.stderr and "refusing" in run.stderr
+    # --json naming one of the files the run writes is not "an input of this command".
+    run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",
+             "--out-dir", str(d / "out"), "--json", str(d / "out" / "history.csv"))
+    assert run.returncode == 2 and "an input" not in run.stderr
+    assert (f"error: history.csv ({d / 'out' / 'history.csv'}) is also the --json file of "
+            "this run; give each its own file") in run.stderr
 
 
 @pytest.mark.parametrize("args, message", [

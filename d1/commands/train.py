@@ -101,6 +101,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         mpi_ranks,
         params_for,
         rank_threads,
+        refuse_twice,
         write_json,
     )
     from d1.program import load_program
@@ -119,9 +120,10 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         check_destination(json_file, "--json")
     check_output_dir(out_dir)
     paths = {name: out_dir / name for name in OUT_FILES}
+    written = [(json_file, "--json")] if json_file is not None and not to_stdout else []
     for name, path in paths.items():
-        refuse_overwrite(path, taken + ([json_file] if json_file and not to_stdout else []),
-                         f"{name} ({path})")
+        refuse_overwrite(path, taken, f"{name} ({path})")
+        refuse_twice(path, written, f"{name} ({path})")
         check_destination(path, "--out-dir")
     arrays = {name: load_npy(f, f"--input {name}") for name, f in files.items()}
     params = None
