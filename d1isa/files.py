@@ -175,6 +175,15 @@ def refuse_overwrite(output: str | Path, inputs: list[str | Path], what: str = "
                           "(choose another output name or directory)")
 
 
+def refuse_twice(path: str | Path, written: list[tuple[str | Path, str]], what: str) -> None:
+    """Two files one command writes may not be the same file (the second would replace the
+    first); `written` holds (file, the option that names it)."""
+    for other, option in written:
+        if same_file(path, other):
+            raise D1Error(f"{what} is also the {option} file of this run; give each its own "
+                          "file")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

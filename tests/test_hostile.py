@@ -233,6 +233,15 @@ def test_compile_refuses_to_replace_its_source(tmp_path):
     assert digest(src) == before and tree(tmp_path) == {"k.d1k"}
 
 
+def test_compile_refuses_one_file_for_the_object_and_json(tmp_path):
+    (tmp_path / "k.d1k").write_text("input x: f32[4]\ny = x * 2\noutput y\n")
+    res = d1("compile", "k.d1k", "--mesh", "2x2", "-o", "k.out", "--json", "./k.out",
+             cwd=tmp_path)
+    assert res.returncode == 2 and "an input" not in res.stderr
+    assert "--json ./k.out is also the -o file of this run" in res.stderr
+    assert tree(tmp_path) == {"k.d1k"}
+
+
 def test_disasm_and_asm_refuse_to_replace_their_input(tmp_path):
     (tmp_path / "q.d1s").write_text(VADD.read_text())
     assert d1("asm", "q.d1s", "--mesh", "2x2", cwd=tmp_path).returncode == 0

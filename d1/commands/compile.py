@@ -9,7 +9,13 @@ import click
 
 from d1.options import MAX_SEED, machine_from_options, machine_options, parse_shapes, shape_option
 from d1isa.errors import D1Error
-from d1isa.files import check_destination, read_text, refuse_overwrite, write_atomic
+from d1isa.files import (
+    check_destination,
+    read_text,
+    refuse_overwrite,
+    refuse_twice,
+    write_atomic,
+)
 
 
 @click.command()
@@ -77,8 +83,9 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         raise D1Error(f"--emit {stage} prints one stage instead of compiling to an object; "
                       "--report and --json go with compiling (--emit map is the report alone)")
     if json_path is not None:
-        refuse_overwrite(json_path, [source, *([params_file] if params_file else []),
-                                     *([path] if path else [])], f"--json {json_path}")
+        refuse_overwrite(json_path, [source, *([params_file] if params_file else [])],
+                         f"--json {json_path}")
+        refuse_twice(json_path, [(path, "-o")] if path else [], f"--json {json_path}")
         check_destination(json_path, "--json")
     given = {}
     if params_file is not None:

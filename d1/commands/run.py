@@ -31,7 +31,7 @@ from d1isa.files import (
     check_output_dir,
     read_bytes,
     refuse_overwrite,
-    same_file,
+    refuse_twice,
     write_atomic,
 )
 
@@ -320,14 +320,6 @@ def check_destinations(prog: Program, out_dir: Path, json_file: Path | None,
         refuse_twice(path, written, f"output '{name}' ({path})")
         paths[name] = path
     return paths
-
-
-def refuse_twice(path: Path, written: list[tuple[Path, str]], what: str) -> None:
-    """Two files of one run may not be the same file (the second would replace the first)."""
-    for other, option in written:
-        if same_file(path, other):
-            raise D1Error(f"{what} is also the {option} file of this run; give each its own "
-                          "file")
 
 
 def npy_bytes(value: np.ndarray) -> bytes:

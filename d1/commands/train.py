@@ -14,7 +14,13 @@ import click
 from d1.options import MAX_SEED, emulated_machine, machine_options, max_cycles_option
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
-from d1isa.files import check_destination, check_output_dir, refuse_overwrite, write_atomic
+from d1isa.files import (
+    check_destination,
+    check_output_dir,
+    refuse_overwrite,
+    refuse_twice,
+    write_atomic,
+)
 
 MAX_EPOCHS = 1_000_000
 OUT_FILES = ("params.npz", "history.csv", "loss.png")
@@ -101,7 +107,6 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         mpi_ranks,
         params_for,
         rank_threads,
-        refuse_twice,
         write_json,
     )
     from d1.program import load_program
