@@ -418,8 +418,9 @@ def _isolated_error(line_text: str) -> UnexpectedToken | None:
 def _message_from_accepts(e: UnexpectedToken) -> str:
     accepts = set(e.accepts or e.expected)
     tok = e.token.type
+    # Where only an expression may come, a ')' is a missing operand (`(x + )`, `f(a, b, )`),
+    # whether or not a '(' is open.
     if accepts and accepts <= EXPRESSION_START:
-        # before the ')' test: in `f(x, a=1,)` the ')' has its '(' but an argument is missing
         return "expected an expression"
     if tok == "RPAR" and "RPAR" not in accepts:
         return "unexpected ')' without a matching '('"

@@ -142,6 +142,9 @@ def test_format_ast_lists_statements():
     # a trailing comma after two or more arguments: the ')' has its '(', an argument is missing
     ("y = sum(x, axis=1,)", 1, 19, "expected an expression"),
     ("y = concat(a, b, axis=0, )", 1, 26, "expected an expression"),
+    # A ')' where an operand is missing inside parentheses has its '(': the operand is missing.
+    ("y = (x + )", 1, 10, "expected an expression"),
+    ("y = grad(sum(x), x, )", 1, 21, "expected an expression"),
     ("y = x z", 1, 7, "one statement per line"),
     ("y = 2x", 1, 6, "expected an operator"),
     ("input x f32[3]", 1, 9, "expected ':'"),
