@@ -318,7 +318,7 @@ def history_png(history: list[dict[str, Any]], names: list[str], path: str | Pat
                 dpi: int = 100) -> tuple[int, int]:
     """One panel per 0-d output (`names`), its value against the step, with a faint line where
     each epoch starts after the first (up to 60 of them). `history`: rows with "step",
-    "epoch" and each name."""
+    "epoch" and each name (none: a run stopped before its first step, said on the plot)."""
     rows = max(1, len(names))
     fig = _figure((HISTORY_SIZE[0], HISTORY_SIZE[1] * rows), dpi)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
@@ -337,8 +337,9 @@ def history_png(history: list[dict[str, Any]], names: list[str], path: str | Pat
             ax.axvline(s - 0.5, color="0.85", lw=0.8, zorder=0)
         ax.set_ylabel(name)
         ax.grid(True, color="0.93")
-    if not names:
-        axes[0].text(0.5, 0.5, "the program has no 0-d outputs", ha="center", va="center",
+    if not names or not history:
+        axes[0].text(0.5, 0.5, "no steps were run" if not history
+                     else "the program has no 0-d outputs", ha="center", va="center",
                      transform=axes[0].transAxes)
     axes[-1].set_xlabel("step" + (" (faint lines: a new epoch)" if starts else ""))
     axes[0].set_title(title, fontsize=10)

@@ -253,6 +253,30 @@ def test_ctrl_c_while_setting_up_stops_before_the_first_step(dataset, monkeypatc
     assert all(np.array_equal(got[k], want[k]) for k in ("w", "b"))
 
 
+def test_a_trapped_run_leaves_no_earlier_runs_params_or_plot_in_out_dir(dataset):
+    """After a trap OUT_DIR holds this run's history and plot; the params of an earlier run
+    there are removed, not left to pass for this run's (exit 1)."""
+    from click.testing import CliRunner
+
+    from d1.cli import cli
+
+    d, _, _ = dataset
+    out = d / "out"
+    out.mkdir()
+    stale = {name: b"an earlier run's " + name.encode() for name in
+             ("params.npz", "history.csv", "loss.png")}
+    for name, data in stale.items():
+        (out / name).write_bytes(data)
+    res = CliRunner().invoke(cli, ["train", str(LINEAR), "--input", f"x={d / 'x.npy'}",
+                                   "--input", f"y={d / 'y.npy'}", "--mesh", "2x2", "--quiet",
+                                   "--max-cycles", "50", "--out-dir", str(out)])
+    assert res.exit_code == 1 and "step 1: run trapped" in str(res.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss.png"]
+    assert (out / "history.csv").read_text() == "step,epoch,loss,cycles\n"
+    assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert f"removed {out / 'params.npz'}, an earlier run's" in res.output
+
+
 def test_help_names_every_option_and_the_weight_resident_mode():
     run = d1("train", "--help")
     assert run.returncode == 0

@@ -86,9 +86,10 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     outputs against the step); --json adds the totals: modelled time per step, TFLOP/s, link
     bytes (on a machine of several chips, also those across chip edges, and per chip) and SRAM
     high-water mark (a loss that is NaN or infinite is null there, as JSON has neither;
-    history.csv writes nan, inf). Ctrl-C stops after the current step (before the first one while
-    compiling) and still writes them (exit status 130). A trap stops the run with status 1;
-    inputs with different numbers of samples are an error (status 2).
+    history.csv writes nan, inf). Ctrl-C stops after the current step (before the first one
+    while compiling) and still writes them (exit status 130). A trap stops the run with status
+    1, after writing the history up to it, and no params.npz (one left by an earlier run is
+    removed); inputs with different numbers of samples are an error (status 2).
 
     \b
     Examples:
@@ -165,19 +166,25 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
             except RuntimeFault as e:
                 fault = e
     wall = time.perf_counter() - t0
+    # OUT_DIR never mixes runs: every file is this run's, or gone. After a trap the params
+    # are those of no finished step, so none are written, and an earlier run's params.npz
+    # must not pass for this run's; a run of no steps still plots its (empty) history.
     written = []
     if fault is None:
         from d1.params import params_npz
         write_atomic(paths["params.npz"], params_npz(trainer.params()))
         written.append(str(paths["params.npz"]))
+    elif paths["params.npz"].exists():
+        paths["params.npz"].unlink()
+        click.echo(f"note: removed {paths['params.npz']}, an earlier run's: a run that traps "
+                   "writes no params", err=True)
     write_atomic(paths["history.csv"], history_csv(trainer))
     written.append(str(paths["history.csv"]))
-    if trainer.history:
-        from d1.plots import history_png
-        history_png(trainer.history, list(trainer.columns.values()), paths["loss.png"],
-                    f"{file}: {trainer.steps:,} steps on {trainer.machine.name} "
-                    f"(batch {plan.batch_size})")
-        written.append(str(paths["loss.png"]))
+    from d1.plots import history_png
+    history_png(trainer.history, list(trainer.columns.values()), paths["loss.png"],
+                f"{file}: {trainer.steps:,} steps on {trainer.machine.name} "
+                f"(batch {plan.batch_size})")
+    written.append(str(paths["loss.png"]))
     totals = trainer.totals()
     if json_file is not None:
         doc: dict[str, Any] = {
