@@ -120,6 +120,15 @@ def main(argv: list[str]) -> int:
     """`python -m d1.digits DIR` writes the split; `python -m d1.digits accuracy SCORES.npy
     Y.npy` prints the accuracy of scores (e.g. a `d1 run` output) against one-hot labels."""
     from d1.commands.run import load_npy
+    usage = "usage: python -m d1.digits DIR | python -m d1.digits accuracy SCORES.npy Y.npy"
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    # An option is never taken for DIR (`--help` would become a directory of that name); a
+    # directory whose name starts with '-' is written ./-name.
+    if any(a.startswith("-") for a in argv):
+        print(usage, file=sys.stderr)
+        return 2
     try:
         if len(argv) == 3 and argv[0] == "accuracy":
             acc = accuracy(load_npy(argv[1], "scores"), load_npy(argv[2], "labels"))
@@ -132,8 +141,7 @@ def main(argv: list[str]) -> int:
     except D1Error as e:
         print(e.render(), file=sys.stderr)
         return e.exit_code
-    print("usage: python -m d1.digits DIR | python -m d1.digits accuracy SCORES.npy Y.npy",
-          file=sys.stderr)
+    print(usage, file=sys.stderr)
     return 2
 
 

@@ -123,3 +123,12 @@ def test_the_command_line_writes_the_split_and_scores_predictions(tmp_path):
     run = digits_cli("accuracy", str(tmp_path / "s.npy"), str(tmp_path / "data" / "y_test.npy"))
     assert run.returncode == 0 and run.stdout.startswith("accuracy 90.00%")
     assert digits_cli().returncode == 2 and "usage:" in digits_cli().stderr
+
+
+def test_the_command_line_takes_no_option_for_a_directory(tmp_path, capsys, monkeypatch):
+    # `python -m d1.digits --help` used to write the split into a directory named --help.
+    monkeypatch.chdir(tmp_path)
+    assert digits.main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage:")
+    assert digits.main(["-o"]) == 2 and "usage:" in capsys.readouterr().err
+    assert digits.main(["accuracy", "-x", "y.npy"]) == 2
+    assert list(tmp_path.iterdir()) == []
