@@ -92,11 +92,24 @@ def emulated_machine(machine_name: str | None, mesh: str | None,
     it (which takes minutes on a million nodes)."""
     if not machine_given(machine_name, mesh, sets, chips):
         return None
-    from emulator.state import check_host_memory
-
     machine = machine_from_options(machine_name, mesh, sets, chips, program)
-    check_host_memory(machine)
+    check_emulated_memory(machine)
     return machine
+
+
+def check_emulated_memory(machine: Machine) -> None:
+    """Refuse a machine the emulator could not hold: in one process the whole machine, under
+    `mpiexec -n R` the largest rank's share of it (ranks hold only their own chips, so a
+    machine too large for one process is what they are for)."""
+    from emulator.mpi import world
+
+    comm = world()
+    if comm is None:
+        from emulator.state import check_host_memory
+        check_host_memory(machine)
+    else:
+        from emulator.distributed import check_share_memory
+        check_share_memory(machine, comm.Get_size())
 
 
 def input_options(f: Callable) -> Callable:

@@ -87,7 +87,14 @@ from emulator.emulator import (
 )
 from emulator.opcodes import FELL_OFF
 from emulator.report import RunResult, Trap, Wait, Where
-from emulator.state import State, aligned_zeros, make_cfg, xy_table
+from emulator.state import (
+    State,
+    aligned_zeros,
+    check_host_memory,
+    host_bytes,
+    make_cfg,
+    xy_table,
+)
 
 # A kernel call runs at most this many instructions, so that Ctrl-C is noticed when a window is
 # long (a window's work is normally far less).
@@ -127,16 +134,38 @@ class Partition:
         """The chips [first, last + 1) of `rank` (empty when it holds none)."""
         return self.first_chip[rank], self.first_chip[rank + 1]
 
+    def _crossing(self) -> np.ndarray:
+        """[node, direction]: whether the link out of the node that way enters another rank."""
+        nbr = np.asarray(self.machine.neighbors, dtype=np.int64)
+        ok = nbr >= 0
+        return ok & (self.owner[:, None] != self.owner[np.where(ok, nbr, 0)])
+
     def lookahead(self) -> int:
         """The fewest cycles between a send on one rank and the message's arrival on another:
         the smallest latency of a link between two ranks, plus one cycle of serialisation
         (every message is at least one byte). 0 when no link joins two ranks."""
-        m = self.machine
-        nbr = np.asarray(m.neighbors, dtype=np.int64)
-        lat = np.asarray(m.link_latency, dtype=np.int64)
-        ok = nbr >= 0
-        cross = ok & (self.owner[:, None] != self.owner[np.where(ok, nbr, 0)])
+        cross = self._crossing()
+        lat = np.asarray(self.machine.link_latency, dtype=np.int64)
         return int(lat[cross].min()) + 1 if cross.any() else 0
+
+    def share_sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per rank: the nodes it holds and its ghost FIFOs (its links into other ranks'
+        nodes), the two sizes of its State."""
+        nodes = np.bincount(self.owner, minlength=self.ranks)
+        ghosts = np.bincount(self.owner, weights=self._crossing().sum(axis=1),
+                             minlength=self.ranks).astype(np.int64)
+        return nodes, ghosts
+
+
+def check_share_memory(machine: Machine, ranks: int) -> None:
+    """Refuse, before anything is compiled for it, a machine whose largest share on `ranks`
+    ranks would not fit in this host's memory (emulator.state.check_host_memory). Ranks hold
+    only their own chips, so a machine too large for one process may fit on several, which
+    is what they are for; each rank's State checks its own share again as it allocates."""
+    nodes, ghosts = Partition(machine, ranks).share_sizes()
+    need = [host_bytes(machine, int(n), int(g)) for n, g in zip(nodes, ghosts, strict=True)]
+    r = int(np.argmax(need))
+    check_host_memory(machine, nodes=int(nodes[r]), ghost_links=int(ghosts[r]))
 
 
 def _links_between(part: Partition, rank: int, local: np.ndarray) -> tuple[dict, dict]:

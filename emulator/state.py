@@ -415,7 +415,7 @@ def check_host_memory(machine: Machine, available: int | None = None, nodes: int
     have = physical_memory() if available is None else available
     if have is not None and need > have:
         share = "" if nodes is None or nodes == machine.n_live else \
-            f"; this rank holds {nodes:,} of them"
+            f"; a rank holds {nodes:,} of them"
         raise D1Error(
             f"machine '{machine.name}' ({machine.n_live:,} live nodes{share}): the emulator "
             f"needs {units.nbytes(need)} of host memory; this host has {units.nbytes(have)}; "

@@ -251,3 +251,50 @@ def test_a_launch_without_mpi4py_says_what_to_install(tmp_path):
                        timeout=120)
     assert p.returncode == 2
     assert "mpi4py is not installed: pip install -e '.[mpi]'" in p.stderr
+
+
+def _too_big_for_one_process() -> tuple[str, list[str]]:
+    """--mesh and --set of a 2 x 1-chip machine whose state does not fit this host's memory in
+    one process, while each chip (one rank's share on 2 ranks) does."""
+    from emulator.state import physical_memory
+
+    have = physical_memory()
+    if have is None or have < 8 << 30:
+        pytest.skip("needs a host that says how much memory it has, and 8 GiB or more")
+    per_chip = -(-have * 7 // 10 // (1 << 30))        # nodes of 1 GiB of SRAM each
+    return f"{per_chip}x1", [f"sram_bytes={1 << 30}"]
+
+
+def test_the_host_memory_check_on_ranks_is_for_a_rank_s_share(monkeypatch):
+    """Under `mpiexec -n R` each rank holds only its chips, so the command line refuses a
+    machine only when a rank's share would not fit. It used to refuse the whole machine (with
+    --machine, --mesh, --chips or --set), while the same machine from an object ran: the
+    machines too large for one process, which ranks are for, could not be named."""
+    from d1.options import emulated_machine
+    from d1isa.errors import D1Error
+    from d1isa.machine import load_machine
+    from emulator import mpi
+    from emulator.distributed import Partition, check_share_memory
+
+    mesh, sets = _too_big_for_one_process()
+    m = load_machine(mesh=mesh, chips="2x1", overrides=sets)
+    with pytest.raises(D1Error, match="host memory"):
+        check_share_memory(m, 1)
+    check_share_memory(m, 2)
+    per_rank = 2 * int(mesh.split("x")[0])
+    with pytest.raises(D1Error, match=f"a rank holds {per_rank:,} of them"):
+        check_share_memory(load_machine(mesh=mesh, chips="4x1", overrides=sets), 2)
+
+    class TwoRanks:
+        def Get_size(self) -> int:
+            return 2
+
+    monkeypatch.setattr(mpi, "_WORLD", [TwoRanks()])
+    assert emulated_machine(None, mesh, tuple(sets), "2x1").chips == 2
+    monkeypatch.setattr(mpi, "_WORLD", [None])
+    with pytest.raises(D1Error, match="host memory"):
+        emulated_machine(None, mesh, tuple(sets), "2x1")
+    # a share's sizes are those the rank's State is made with: its nodes and ghost FIFOs
+    part = Partition(load_machine("m4x4", overrides=mpikit.SETS), 3)
+    nodes, ghosts = part.share_sizes()
+    assert nodes.tolist() == [16, 16, 32] and ghosts.tolist() == [8, 8, 8]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from d1.options import max_cycles_option
+from d1.options import check_emulated_memory, max_cycles_option
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, check_output_dir, read_text, refuse_overwrite
@@ -72,7 +72,6 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     from d1.commands.run import mpi_ranks
     from d1.scale import BANDWIDTH_SCALES, machines, parse_chip_list, study, write_csv
     from d1isa.machine import parse_sets
-    from emulator.state import check_host_memory
 
     grids = parse_chip_list(chip_list)
     options = CompileOptions.parse(opts)
@@ -92,7 +91,7 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     text = read_text(file)
     ms = machines(base, grids)
     for m in ms:
-        check_host_memory(m)
+        check_emulated_memory(m)
     check_output_dir(out_dir)
     paths = {name: out_dir / name for name in OUT_FILES}
     for name, path in paths.items():
