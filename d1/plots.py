@@ -352,16 +352,25 @@ def scale_png(points: list[Any], path: str | Path, title: str, weak: bool,
     """Two panels of a scaling study (d1.scale.Point rows): the scaling efficiency against
     the number of chips at the machine's chip-edge bandwidth, each point labelled with its
     modelled time; and the same study at every chip-edge bandwidth measured (halved,
-    nominal, doubled). Failed points are left out (the CSV has them)."""
+    nominal, doubled). Failed points are left out (the CSV has them).
+
+    `--chips` may list the grids in any order (the first is the baseline), so each line
+    joins its points by chip count, left to right; grids of the same count (2x1 and 1x2)
+    share a tick, which names them all."""
     fig = _figure(SCALE_SIZE, dpi)
     ax1, ax2 = fig.subplots(1, 2, sharey=True)
     kind = "weak" if weak else "strong"
     counts = sorted({p.count for p in points})
     by_scale: dict[float, list[Any]] = {}
-    for p in points:
+    for p in sorted(points, key=lambda p: p.count):
         by_scale.setdefault(p.scale, []).append(p)
     nominal = [p for p in by_scale.get(1.0, []) if p.efficiency is not None]
-    labels = {p.count: f"{p.chips[0]}x{p.chips[1]}" for p in points}
+    grids: dict[int, list[str]] = {}
+    for p in points:
+        name = f"{p.chips[0]}x{p.chips[1]}"
+        if name not in grids.setdefault(p.count, []):
+            grids[p.count].append(name)
+    labels = {c: ", ".join(names) for c, names in grids.items()}
     if nominal:
         ax1.plot([p.count for p in nominal], [100 * p.efficiency for p in nominal],
                  marker="o", color="C0", label=f"{nominal[0].bandwidth} B/cycle per link")

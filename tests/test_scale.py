@@ -227,3 +227,27 @@ def test_parse_chip_list():
     assert parse_chip_list("1x1, 2x2,5x5") == [(1, 1), (2, 2), (5, 5)]
     with pytest.raises(D1Error):
         parse_chip_list("")
+
+
+def test_the_picture_joins_points_by_chip_count_whatever_the_order_of_chips(tmp_path,
+                                                                             monkeypatch):
+    """`--chips 1x1,2x2,3x1` (the first grid is the baseline, the rest in any order): each
+    line used to join the points in the list's order, 1 -> 4 -> 3 chips, a zigzag; and two
+    grids of one count (2x1, 1x2) shared a tick named after only one of them."""
+    from matplotlib.axes import Axes
+
+    from d1.plots import scale_png
+    from d1.scale import Point
+
+    lines, ticks = [], []
+    plot, set_labels = Axes.plot, Axes.set_xticklabels
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, *a, **k: (lines.append(list(x)),
+                                                              plot(ax, x, *a, **k))[1])
+    monkeypatch.setattr(Axes, "set_xticklabels", lambda ax, t, *a, **k: (
+        ticks.append(list(t)), set_labels(ax, t, *a, **k))[1])
+    points = [Point(chips=g, bandwidth=int(50 * sc), scale=sc, cycles=100 * g[0] * g[1],
+                    efficiency=1.0 / (g[0] * g[1]))
+              for sc in (1.0, 0.5, 2.0) for g in ((1, 1), (2, 2), (3, 1), (2, 1), (1, 2))]
+    scale_png(points, tmp_path / "scale.png", "t", weak=True)
+    assert len(lines) == 4 and all(x == sorted(x) for x in lines), lines
+    assert ticks[0] == ["1x1\n(1)", "2x1, 1x2\n(2)", "3x1\n(3)", "2x2\n(4)"]
