@@ -355,6 +355,20 @@ _PENDING: dict[int, tuple[int, str, Any]] = {}     # a header serve() received f
 _SERIAL: dict[int, int] = {}                       # emulators made so far, per communicator
 
 
+class Refused(D1Error):
+    """Rank 0 refused the arguments of a collective call (an unknown tensor, an input of the
+    wrong shape): raised on the other ranks with rank 0's message, as rank 0 raises its own
+    error, so that every rank leaves the call the same way. Ranks that only checked their own
+    copy of the arguments would wait for a call rank 0 never makes."""
+
+
+@dataclass
+class _Refusal:
+    """What rank 0 sends in place of a call's arguments when it refused them."""
+
+    message: str
+
+
 def _doorbell(comm: Any) -> None:
     """Wait until every rank has reached the next collective call. Rank 0 finds the others
     waiting; the others wait cheaply (polling with short sleeps), so a rank that waits while
@@ -481,26 +495,15 @@ class RankEmulator(Emulator):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.ranks = comm.Get_size()
-        params = None
+        params = refused = None
         if self.rank == 0:
-            if not isinstance(obj, ObjectFile):
-                raise D1Error(f"Emulator takes an ObjectFile on rank 0, not {type(obj).__name__}")
-            if trace is not None:
-                raise D1Error("tracing (trace=, --trace, --regions) runs on one process, not on "
-                              "MPI ranks")
-            if int(threads) != 1:
-                raise D1Error("on MPI ranks each rank runs one thread: use more ranks instead "
-                              f"of threads={threads}")
-            if int(max_cycles) < 0 or int(quantum) < 1:
-                raise D1Error("max_cycles must be >= 0 and quantum >= 1")
-            if window is not None and int(window) < 1:
-                raise D1Error(f"window must be >= 1 cycles, got {window}")
-            params = {"machine": obj.machine.to_dict(), "seed": int(seed),
-                      "max_cycles": int(max_cycles), "quantum": int(quantum),
-                      "window": None if window is None else int(window)}
-        # numbered on every rank alike (after rank 0's checks, which may refuse the call)
+            try:
+                params = self._check_new(obj, seed, max_cycles, quantum, trace, threads, window)
+            except D1Error as e:
+                refused = e
+        # numbered on every rank alike, a refused call too
         _SERIAL[id(comm)] = self.serial = _SERIAL.get(id(comm), 0) + 1
-        with self._op("new", params) as (params, _):
+        with self._op("new", params, refused) as (params, _):
             m = obj.machine if self.rank == 0 else Machine.from_dict(params["machine"])
             self.partition = part = Partition(m, self.ranks)
             nodes = part.nodes(self.rank)
@@ -518,6 +521,26 @@ class RankEmulator(Emulator):
         # (a rank that could not allocate its share has stopped every rank by now)
 
     # ---- set-up ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_new(obj: Any, seed: int, max_cycles: int, quantum: int, trace: str | None,
+                   threads: int, window: int | None) -> dict[str, Any]:
+        """Rank 0's checks of the constructor's arguments; the parameters every rank gets."""
+        if not isinstance(obj, ObjectFile):
+            raise D1Error(f"Emulator takes an ObjectFile on rank 0, not {type(obj).__name__}")
+        if trace is not None:
+            raise D1Error("tracing (trace=, --trace, --regions) runs on one process, not on "
+                          "MPI ranks")
+        if int(threads) != 1:
+            raise D1Error("on MPI ranks each rank runs one thread: use more ranks instead "
+                          f"of threads={threads}")
+        if int(max_cycles) < 0 or int(quantum) < 1:
+            raise D1Error("max_cycles must be >= 0 and quantum >= 1")
+        if window is not None and int(window) < 1:
+            raise D1Error(f"window must be >= 1 cycles, got {window}")
+        return {"machine": obj.machine.to_dict(), "seed": int(seed),
+                "max_cycles": int(max_cycles), "quantum": int(quantum),
+                "window": None if window is None else int(window)}
 
     def _setup(self, m: Machine, share: Share, nodes: np.ndarray, params: dict) -> None:
         self.machine = m
@@ -609,12 +632,21 @@ class RankEmulator(Emulator):
     # ---- the protocol ------------------------------------------------------------------------
 
     @contextmanager
-    def _op(self, name: str, args: Any = None):
+    def _op(self, name: str, args: Any = None, refused: D1Error | None = None):
         """One collective method: its header, Ctrl-C held back, and any failure stopping every
-        rank (the others would otherwise wait for this one forever)."""
+        rank (the others would otherwise wait for this one forever). `refused`: rank 0's
+        error about the call's arguments, raised there and as `Refused` on every other rank
+        before the method's work (a user's mistake, which one process raises too)."""
         with _Interrupts() as intr:
             try:
-                got = _start(self.comm, self.serial, name, args)
+                got = _start(self.comm, self.serial, name,
+                             args if refused is None else _Refusal(str(refused)))
+            except BaseException as e:                       # noqa: BLE001
+                text, code = _describe(e)
+                fatal(self.comm, f"{name}: {text}", code)
+            if isinstance(got, _Refusal):
+                raise refused if refused is not None else Refused(got.message)
+            try:
                 yield got, intr
             except BaseException as e:                       # noqa: BLE001
                 text, code = _describe(e)
@@ -837,14 +869,18 @@ class RankEmulator(Emulator):
         from the second on (a training step's next batch) each rank holds the index arrays
         of its pieces (`_ScatterPlan`), rank 0 holds every rank's list of the elements it
         needs, and each write is one plain buffer per rank, in that order."""
-        raw = None
+        raw = refused = None
         if self.rank == 0:
-            t = self.source.tensor(name)
-            a = np.asarray(array)
-            if a.shape != tuple(t.shape):
-                raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
-            raw = _to_raw(a, t)
-        with self._op("set_input", name) as (name, _):
+            try:
+                t = self.source.tensor(name)
+                a = np.asarray(array)
+                if a.shape != tuple(t.shape):
+                    raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got "
+                                  f"{a.shape}")
+                raw = _to_raw(a, t)
+            except D1Error as e:
+                refused = e
+        with self._op("set_input", name, refused) as (name, _):
             plan = self._plans.get(name)
             if plan is None:
                 plan = self._plans[name] = _ScatterPlan(self.obj.tensor(name), self.state)
@@ -898,9 +934,13 @@ class RankEmulator(Emulator):
     def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
         """Tensor `name` gathered from every rank's pieces (with `chip`, only from that
         chip's, as `Emulator.output`); every rank gets it."""
+        refused = None
         if self.rank == 0:
-            self.source.tensor(name)            # an unknown name: D1Error before the call
-        with self._op("output", name) as (name, _):
+            try:
+                self.source.tensor(name)
+            except D1Error as e:
+                refused = e
+        with self._op("output", name, refused) as (name, _):
             t = self.obj.tensor(name)
             mine = {i: _piece_view(self.state.sram, p, t.dtype).copy()
                     for i, p in zip(self._piece_ids[name], t.pieces, strict=True)}
@@ -1110,8 +1150,8 @@ def serve(comm: Any) -> int:
                 emus.pop(serial).close()
             else:
                 _CALLS[op](emus[serial], args)
-        except KeyboardInterrupt:
-            continue                    # a run stopped on every rank; rank 0 says what next
+        except (KeyboardInterrupt, Refused):
+            continue                    # a run stopped, or a call refused, on every rank
         except BaseException as e:      # noqa: BLE001
             text, code = _describe(e)
             fatal(comm, f"{op}: {text}", code)

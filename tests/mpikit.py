@@ -324,12 +324,41 @@ def mismatch(comm) -> int:
     return 0
 
 
+def refused(comm) -> int:
+    """Every rank makes the same calls, three of them with arguments rank 0 refuses: every
+    rank gets the error (and can go on), as one process would."""
+    from d1.program import load_program
+    from d1isa.errors import D1Error
+    from emulator import Emulator
+
+    rank = comm.Get_rank()
+    obj = load_program(ROOT / "programs" / "asm" / "vadd.d1s", test_machine()).obj \
+        if rank == 0 else None
+    calls = [lambda: Emulator(obj, comm=comm, window=0),
+             lambda: emu.set_input("a", np.zeros(3, np.float32) if rank == 0 else None),
+             lambda: emu.output("nosuch")]
+    emu = None
+    for k, call in enumerate(calls):
+        try:
+            call()
+        except D1Error as e:
+            print(f"rank {rank} refused {k}: {e}", flush=True)
+        if emu is None:
+            emu = Emulator(obj, comm=comm)
+    res = emu.run()
+    print(f"rank {rank}: {res.status} {emu.output('c').shape}", flush=True)
+    emu.close()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from emulator.mpi import world
 
     comm = world()
     if argv[0] == "--mismatch":
         return mismatch(comm)
+    if argv[0] == "--refused":
+        return refused(comm)
     work, dest = Path(argv[0]), Path(argv[1])
     rank = 0 if comm is None else comm.Get_rank()
     try:

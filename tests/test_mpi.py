@@ -201,6 +201,21 @@ def test_a_failing_rank_stops_all(tmp_path):
 
 
 @needs_mpi
+def test_arguments_rank_0_refuses_raise_on_every_rank():
+    """Emulator(...), set_input and output with arguments rank 0 refuses (the other ranks'
+    are not read) raise on every rank, which can then go on. Only rank 0 used to raise: the
+    others waited in the call, and were stopped for calling out of order (or, when rank 0
+    ended on the error, waited forever)."""
+    p = _mpi(3, str(ROOT / "tests" / "mpikit.py"), "--refused", timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for r in range(3):
+        assert f"rank {r} refused 0: window must be >= 1 cycles, got 0" in p.stdout
+        assert f"rank {r} refused 1: input 'a' must have shape" in p.stdout
+        assert f"rank {r} refused 2: no tensor named 'nosuch'" in p.stdout
+        assert f"rank {r}: halted" in p.stdout
+
+
+@needs_mpi
 def test_more_ranks_than_chips(tmp_path):
     """Ranks beyond the chip count hold nothing and the result is the one of one process."""
     args = ["-m", "d1", "run", "programs/asm/vadd.d1s", "--mesh", "4x4"]
