@@ -313,3 +313,20 @@ def test_the_host_memory_check_on_ranks_is_for_a_rank_s_share(monkeypatch):
     part = Partition(load_machine("m4x4", overrides=mpikit.SETS), 3)
     nodes, ghosts = part.share_sizes()
     assert nodes.tolist() == [16, 16, 32] and ghosts.tolist() == [8, 8, 8]
+
+
+@pytest.mark.parametrize("args", [["roofline", "programs/matmul.d1k", "--mesh", "4x4"],
+                                  ["sweep", "programs/matmul.d1k", "--mesh", "2x2,4x4"]])
+def test_roofline_and_sweep_on_ranks_say_they_run_on_one_process(args, monkeypatch):
+    """Like d1 debug: their per-operation statistics need one process. Under mpiexec they
+    used to run the whole machine on rank 0 while the other ranks idled, silently."""
+    from click.testing import CliRunner
+
+    from d1.cli import cli
+    from d1isa.errors import D1Error
+    from emulator import mpi
+
+    monkeypatch.setattr(mpi, "_WORLD", [object()])          # started as one of several ranks
+    r = CliRunner().invoke(cli, args)
+    assert isinstance(r.exception, D1Error), (r.exit_code, r.output)
+    assert f"d1 {args[0]} runs on one process, not on MPI ranks" in str(r.exception)

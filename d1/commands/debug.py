@@ -910,15 +910,11 @@ def debug(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...
       d1 debug programs/softmax.d1k --mesh 4x4 --batch -ex "break 14" -ex run -ex list
       d1 debug programs/train_digits.d1k --params out/params.npz -ex "break 13" -ex run
     """
-    from d1.commands.run import params_for, parse_inputs, program_inputs
+    from d1.commands.run import one_process, params_for, parse_inputs, program_inputs
     from d1.program import load_program
-    from emulator.mpi import world
 
-    if world() is not None:
-        # Rank 0 would hold the whole machine while the other ranks idle (docs/SCALE.md).
-        raise D1Error("d1 debug runs on one process, not on MPI ranks: stepping, breakpoints "
-                      "and reverse execution need the single serial order of one process; "
-                      "start it without mpiexec")
+    one_process("d1 debug", "stepping, breakpoints and reverse execution need the single "
+                "serial order of one process")
     machine = emulated_machine(machine_name, mesh, sets, chips, file)
     given = parse_inputs(inputs)
     params = None

@@ -105,6 +105,10 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
             machine = machine_of(doc["stats"], machine_from_options(machine_name, mesh, sets, chips)
                                  if given else None)
     else:
+        from d1.commands.run import one_process
+
+        one_process("d1 roofline", "its per-operation statistics (--regions) need the "
+                    "single serial order of one process")
         options = None
         if opts:
             from compiler.pipeline import CompileOptions

@@ -237,6 +237,16 @@ def mpi_ranks(traced: bool = False) -> object | None:
     return comm
 
 
+def one_process(command: str, why: str) -> None:
+    """Refuse a command that emulates on one process when `mpiexec -n R` (R > 1) started it:
+    it would run the whole machine on rank 0 while the other ranks idle, silently."""
+    from emulator.mpi import world
+
+    if world() is not None:
+        raise D1Error(f"{command} runs on one process, not on MPI ranks: {why}; start it "
+                      "without mpiexec")
+
+
 def rank_threads(threads: int) -> int:
     """On MPI ranks: one thread per rank (a note if --threads asked for more)."""
     if threads > 1:

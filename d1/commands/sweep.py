@@ -207,7 +207,10 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
       d1 sweep programs/matmul.d1k --mesh 4x4 --chips 1x1,2x2 --set chip_link_bytes_per_cycle=16,50
     """
     from compiler.pipeline import CompileOptions
+    from d1.commands.run import one_process
 
+    one_process("d1 sweep", "its per-operation statistics (the binding roof) need the single "
+                "serial order of one process")
     options = CompileOptions.parse(opts)
     if not file.exists():
         raise D1Error(f"cannot read {file}: no such file")
