@@ -257,3 +257,16 @@ def test_run_names_a_param_left_at_its_initial_contents_a_param(tmp_path, capsys
     assert info.value.code in (0, None)
     assert ("note: input tensor(s) x and param(s) w not given; they keep the object's initial "
             "SRAM contents") in capsys.readouterr().err
+
+
+def test_an_emulation_speed_below_a_thousand_has_one_space_before_its_unit():
+    """Below 1,000 (a run of a few instructions, or many ranks) the rate has no prefix; it
+    used to print as '12.4  node-instructions/s', with two spaces."""
+    from d1.commands.run import format_stats
+
+    emu = program("vadd", load_machine(mesh="2x2"))
+    emu.run()
+    s = emu.stats()
+    s["host"]["node_instructions_per_second"] = 12.4
+    assert "  emulation speed     12.4 node-instructions/s on 1 thread\n" in \
+        format_stats(s, "halted", 0.1)
