@@ -434,8 +434,10 @@ def fatal(comm: Any, message: str, code: int = 3) -> None:
 
 
 def _describe(e: BaseException) -> tuple[str, int]:
+    """The message and exit status of a failure that stops every rank: a D1Error as one
+    process prints it (its render() already starts with "error: ", or a file:line:col)."""
     if isinstance(e, D1Error):
-        return f"error: {e.render() if hasattr(e, 'render') else e}", 2
+        return e.render(), e.exit_code
     if isinstance(e, MemoryError):
         return "error: out of host memory", 2
     return f"internal error: {type(e).__name__}: {e}", 3

@@ -330,3 +330,13 @@ def test_roofline_and_sweep_on_ranks_say_they_run_on_one_process(args, monkeypat
     r = CliRunner().invoke(cli, args)
     assert isinstance(r.exception, D1Error), (r.exit_code, r.output)
     assert f"d1 {args[0]} runs on one process, not on MPI ranks" in str(r.exception)
+
+
+def test_a_failure_that_stops_every_rank_is_worded_as_one_process_words_it():
+    """A rank that cannot allocate its share used to print 'new: error: error: machine ...'."""
+    from d1isa.errors import D1Error, RuntimeFault
+    from emulator.distributed import _describe
+
+    assert _describe(D1Error("cannot allocate")) == ("error: cannot allocate", 2)
+    assert _describe(RuntimeFault("trapped")) == ("error: trapped", 1)
+    assert _describe(MemoryError()) == ("error: out of host memory", 2)
