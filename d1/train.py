@@ -70,7 +70,8 @@ class Trainer:
     for an output named like one of those), "cycles".
     `threads`: host threads of the emulator (None: `emulator.auto_threads`). `comm`: an mpi4py
     communicator of several ranks runs the machine on them, one thread each (rank 0 makes the
-    Trainer, the others serve: emulator.distributed, docs/SCALE.md); results are identical.
+    Trainer, the others `serve(comm)` until rank 0 calls `finish(comm, status)`:
+    emulator.distributed, docs/SCALE.md); results are identical.
     """
 
     def __init__(self, obj: ObjectFile | Program | str | Path,

@@ -1134,8 +1134,9 @@ _CALLS = {
 
 
 def serve(comm: Any) -> int:
-    """What ranks other than 0 do under `mpiexec -n R d1 ...`: follow rank 0's emulator calls
-    until it finishes; returns the exit status rank 0 finished with. Ctrl-C is left to rank 0
+    """What ranks other than 0 do under `mpiexec -n R d1 ...` (or beside a Trainer on rank 0):
+    follow rank 0's emulator calls until rank 0 calls `finish`; returns the exit status rank 0
+    finished with. Ctrl-C is left to rank 0
     (the launcher sends it to every rank; a run stops on all of them at a window's end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     emus: dict[int, RankEmulator] = {}
