@@ -1009,7 +1009,8 @@ class RankEmulator(Emulator):
         host.update({
             "ranks": self.ranks,
             "chips_by_rank": [list(self.partition.chips(r)) for r in range(self.ranks)],
-            "window_cycles": self.window,
+            # None: no link joins two ranks, so nothing paces the run (one window)
+            "window_cycles": self.window if self.window < _NEVER else None,
             "lookahead_cycles": self.lookahead,
             "windows": self.windows,
             "wall_seconds": max(emu),

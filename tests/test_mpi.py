@@ -247,6 +247,18 @@ def test_one_rank_without_chips_is_named_in_the_singular(tmp_path):
     assert "note: the machine has 1 chip: 1 of the ranks holds none" in p.stderr
 
 
+@needs_mpi
+def test_ranks_without_a_link_between_them_report_no_window_length(tmp_path):
+    """One chip on 2 ranks: nothing paces the run. --stats and --json used to give the window
+    length as the internal 'never' sentinel, 4,611,686,018,427,387,904 cycles."""
+    p = _mpi(2, "-m", "d1", "run", "programs/asm/vadd.d1s", "--mesh", "4x4", "--stats",
+             "--json", str(tmp_path / "run.json"), "--out-dir", str(tmp_path), timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "windows (no link joins two ranks)" in p.stdout
+    host = json.loads((tmp_path / "run.json").read_text())["stats"]["host"]
+    assert host["window_cycles"] is None and host["lookahead_cycles"] == 0
+
+
 def test_one_process_never_imports_mpi4py(tmp_path):
     code = ("import sys\nfrom d1.cli import main\n"
             "try:\n    main(['run', 'programs/asm/vadd.d1s', '--mesh', '4x4', '--out-dir', "

@@ -488,8 +488,10 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
                     else f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
                     else " on 1 thread"))
     if host.get("ranks", 1) > 1:
-        lines.append(f"  MPI ranks           {host['ranks']}, {host['windows']:,} windows of "
-                     f"{host['window_cycles']:,} cycles (lookahead {host['lookahead_cycles']:,})"
+        windows = (f"{host['windows']:,} windows of {host['window_cycles']:,} cycles (lookahead "
+                   f"{host['lookahead_cycles']:,})" if host["window_cycles"] is not None else
+                   f"{host['windows']:,} windows (no link joins two ranks)")
+        lines.append(f"  MPI ranks           {host['ranks']}, {windows}"
                      f"; window exchange (sync overhead) {units.seconds(host['sync_seconds'])}"
                      f" = {100 * host['sync_share']:.3g}% of emulation (slowest rank)")
         lines.append(f"  emulator state      {units.nbytes(host['state_bytes'])} on the largest "
