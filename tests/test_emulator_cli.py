@@ -270,3 +270,16 @@ def test_an_emulation_speed_below_a_thousand_has_one_space_before_its_unit():
     s["host"]["node_instructions_per_second"] = 12.4
     assert "  emulation speed     12.4 node-instructions/s on 1 thread\n" in \
         format_stats(s, "halted", 0.1)
+
+
+def test_mpi_windows_of_one_cycle_say_cycle():
+    """A window of one cycle (chip_hop_latency=0 on several ranks) printed '1 cycles'."""
+    from d1.commands.run import format_stats
+
+    emu = program("vadd", load_machine(mesh="2x2"))
+    emu.run()
+    s = emu.stats()
+    s["host"].update(ranks=3, windows=1, window_cycles=1, lookahead_cycles=1, sync_seconds=0.0,
+                     sync_share=0.0, state_bytes_by_rank=[1, 2, 3])
+    assert "  MPI ranks           3, 1 window of 1 cycle (lookahead 1);" in \
+        format_stats(s, "halted", 0.1)

@@ -263,7 +263,7 @@ def mpi_note(emu: Any) -> None:
     blocks = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" if b > a else "none"
               for a, b in (part.chips(r) for r in range(min(part.ranks, 5)))]
     more = ", ..." if part.ranks > 5 else ""
-    windows = (f"time windows of {emu.window:,} cycles (the lookahead across chip edges)"
+    windows = (f"time windows of {units.cycles(emu.window)} (the lookahead across chip edges)"
                if emu.lookahead else "no link joins two ranks")
     click.echo(f"note: running on {part.ranks} MPI ranks holding chips {', '.join(blocks)}{more}"
                f"; {windows}", err=True)
@@ -488,9 +488,11 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
                     else f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
                     else " on 1 thread"))
     if host.get("ranks", 1) > 1:
-        windows = (f"{host['windows']:,} windows of {host['window_cycles']:,} cycles (lookahead "
+        windows = (f"{host['windows']:,} window{'' if host['windows'] == 1 else 's'} of "
+                   f"{units.cycles(host['window_cycles'])} (lookahead "
                    f"{host['lookahead_cycles']:,})" if host["window_cycles"] is not None else
-                   f"{host['windows']:,} windows (no link joins two ranks)")
+                   f"{host['windows']:,} window{'' if host['windows'] == 1 else 's'} "
+                   "(no link joins two ranks)")
         lines.append(f"  MPI ranks           {host['ranks']}, {windows}"
                      f"; window exchange (sync overhead) {units.seconds(host['sync_seconds'])}"
                      f" = {100 * host['sync_share']:.3g}% of emulation (slowest rank)")
