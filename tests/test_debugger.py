@@ -401,6 +401,31 @@ def test_watch_register_and_links(m4):
     assert dbg.links((1, 3))[3].in_fill == 2
 
 
+def test_watch_fill_old_is_the_fill_the_send_found(m4):
+    # (0,0) fills the FIFO toward (1,0) and blocks; (1,0) takes one message, then the send
+    # goes: the FIFO held 3 when the send ran, not the 4 it held when the send first waited.
+    src = """
+.text node 0,0
+        movi    r1, 7
+        send    E, r1
+        send    E, r1
+        send    E, r1
+        send    E, r1
+        send    E, r1
+        halt
+.text node 1,0
+        recv    r2, W
+        halt
+"""
+    dbg = Debugger(assemble(src, "fill.d1s", m4))
+    dbg.watch_link((0, 0), "E", above=3)
+    stop = dbg.cont()
+    assert (stop.watch.old, stop.watch.new) == ("3 waiting", "4 waiting (> 3)")
+    stop = dbg.cont()
+    assert stop.reason == "watchpoint"
+    assert (stop.watch.old, stop.watch.new) == ("3 waiting", "4 waiting (> 3)")
+
+
 def test_watch_link_through_the_repl():
     out = replies(batch(f"{ASM}/row_broadcast.d1s", "watch link 0,2 E", "c",
                         "watch link 0,3 E > 1", "delete 1", "continue", "links"))

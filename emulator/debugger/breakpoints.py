@@ -415,9 +415,13 @@ def watch_exec(dbg: Debugger, node: int, ws: list[Watchpoint]) -> Stop | None:
     cand = [w for w in ws if w.enabled and (w.what != "mem" or may_write(dbg, node, w))]
     if not cand:
         return None
-    before = {w.number: watch_value(dbg, w) for w in cand}
+    before: dict[int, Any] = {}
+
+    def record() -> None:
+        before.update((w.number, watch_value(dbg, w)) for w in cand)
+
     where = dbg.emu.where(node)
-    stop = dbg._exec_one(node)
+    stop = dbg._exec_one(node, before=record)
     if stop is not None:
         return stop
     for w in cand:

@@ -431,14 +431,21 @@ class Debugger:
                     return stop
         return None
 
-    def _exec_one(self, node: int) -> Stop | None:
-        """Execute node's current instruction, letting the others run while it waits."""
+    def _exec_one(self, node: int, before: Callable[[], None] | None = None) -> Stop | None:
+        """Execute node's current instruction, letting the others run while it waits.
+
+        `before` is called just before each attempt, so that what it records is the state
+        the instruction found when it ran (the others may have changed it while it waited:
+        a receiver drains the FIFO a blocked send watches).
+        """
         st = self.emu.state
         c0 = self._count(node)
         self._held.add(node)
         try:
             while True:
                 self._apply_flags()
+                if before is not None:
+                    before()
                 st.skip[node] = st.pc[node]
                 self._call(1, only=node, quantum=1)
                 if self._count(node) > c0:
