@@ -217,6 +217,16 @@ def test_roofline_of_statistics_with_and_without_regions(runs, tmp_path):
     assert "whole kernel: no FLOPs" in r.output
 
 
+
+def test_roofline_of_statistics_draws_the_png(runs, tmp_path):
+    # Reading a statistics file is guarded twice (table, then picture); the second guard
+    # used to be the first, already spent, context manager: an internal error.
+    png = tmp_path / "mm64-roofline.png"
+    r = d1("roofline", str(runs["mm64"]), "-o", str(png))
+    assert f"wrote {png} (1000 x 700 px)" in r.output
+    check_png(png, 1000, 700)
+
+
 # ---- d1 sweep -------------------------------------------------------------------------------
 
 def test_sweep_values_split_outside_brackets():

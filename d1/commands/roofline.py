@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +122,17 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
         doc = {"file": str(file), "status": result.status, "stats": emu.stats()}
         if not result.ok:
             failed = result
-    # figures from a statistics file may be damaged; those of a run made here are not
-    guard = reading(file) if file.suffix.lower() == ".json" else nullcontext()
-    with guard:
+    def guard() -> AbstractContextManager[None]:
+        """Figures from a statistics file may be damaged; those of a run made here are not.
+        A fresh guard for each use: a @contextmanager object can be entered only once."""
+        return reading(file) if file.suffix.lower() == ".json" else nullcontext()
+
+    with guard():
         text, points, roofs = roofline_text(doc, machine)
     click.echo(text)
     if output is not None:
         from d1.plots import roofline_png
-        with guard:
+        with guard():
             w, h = roofline_png(points, roofs, output,
                                 f"{doc.get('file', '?')} on {doc['stats']['machine']}: "
                                 "modelled FLOP/s against the roofs", dpi=dpi)
