@@ -318,6 +318,9 @@ def listing(dbg: Debugger, nid: int, context: int, line: int | None) -> Listing:
     source: list[tuple[int, str, bool]] = []
     text = obj.sources.get(fname) if fname else None
     centre = line if line is not None else cur_line
+    if text is not None and line is not None and not 1 <= line <= len(text.splitlines()):
+        # an empty source side next to the instructions would look like a file without lines
+        raise D1Error(f"line {line} is outside {fname} (lines 1..{len(text.splitlines())})")
     if text is not None and centre > 0:
         src = text.splitlines()
         lo = max(1, centre - context)
