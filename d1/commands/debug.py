@@ -578,8 +578,9 @@ def _list(s: Session, args: list[str]) -> None:
 def _disasm(s: Session, args: list[str]) -> None:
     n = s.count(args, default=10)
     d = s.dbg
+    rows = d.disasm(n)              # a bad count is an error before any output
     s.out(f"node {d.where().xy}:")
-    for pc, text, loc, cur in d.disasm(n):
+    for pc, text, loc, cur in rows:
         s.out(f"{'=>' if cur else '  '}{pc:>6}  {text:<34} {loc}".rstrip())
 
 
