@@ -152,7 +152,7 @@ class Debugger:
                 raise D1Error(f"a node is X,Y or a live-node id, got {spec!r}") from None
             if len(vals) == 2:
                 return self.emu.node_id((vals[0], vals[1]))
-            if len(vals) == 1:
+            if len(vals) == 1 and "," not in text:     # "1," is an X,Y cut short, not id 1
                 return self.emu.node_id(vals[0])
             raise D1Error(f"a node is X,Y or a live-node id, got {spec!r}")
         if isinstance(spec, (tuple, list)):
