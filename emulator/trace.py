@@ -386,8 +386,13 @@ def chrome_trace(emu: Any, rec: Recorder, max_events: int = DEFAULT_MAX_TRACE_EV
                                  f"{cut:,} were not recorded; the trace ends there")
         region_slices = [(a, b, c, min(d, cut)) for a, b, c, d in region_slices if c <= cut]
 
-    # the budget covers every event, the metadata (names of processes and threads) included
+    # the budget covers every event, the metadata (names of processes and threads) included;
+    # the names are written even beyond it (a track needs its name), and the trace says so
     budget = max(int(max_events) - len(meta_events), 0)
+    if len(meta_events) > max_events:
+        notes["names"] = (f"over budget: the {len(meta_events):,} process and thread names "
+                          f"exceed the event budget of {int(max_events):,}; they are written, "
+                          f"and no slice, flow or counter")
     truncated = False
     if len(region_slices) > budget:
         region_slices.sort(key=lambda s: (s[2], s[0]))

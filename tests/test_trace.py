@@ -303,6 +303,14 @@ def test_event_budget_and_full_buffers_are_reported():
     validate_trace(tight)
     assert "region_slices" in tight["otherData"]["notes"]
     assert tight["otherData"]["flow_sampling"].startswith("none of ")
+    assert "names" not in tight["otherData"]["notes"]
+    # a budget smaller than the names alone: they are written, and the trace says so
+    names_only = emu.chrome_trace(max_events=meta - 1)
+    validate_trace(names_only)
+    assert len(names_only["traceEvents"]) == meta
+    assert names_only["otherData"]["notes"]["names"] == (
+        f"over budget: the {meta:,} process and thread names exceed the event budget of "
+        f"{meta - 1:,}; they are written, and no slice, flow or counter")
     # a buffer too small for the run: the trace says where it ends
     tiny = Emulator(obj, trace="full", trace_events=20, trace_messages=50)
     assert tiny.run().ok

@@ -94,7 +94,9 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
                    "ui.perfetto.dev or chrome://tracing). Implies --regions.")
 @click.option("--trace-events", type=click.IntRange(100, 100_000_000), default=200_000,
               show_default=True, help="Most events the trace file may hold (it says what it "
-                                      "left out).")
+                                      "left out); the names of its processes and threads (2 "
+                                      "per chip and 2 per node with code) are written even "
+                                      "beyond it.")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for a .d1k program (repeatable): matmul=summa|naive, "
                    "double_buffer=true|false, preskew=true|false, reach=N, "
