@@ -318,6 +318,9 @@ def test_line_and_column_breakpoints_with_and_without_the_file(m4):
         dbg.break_at("10:8")
     with pytest.raises(D1Error, match="no file 'other.d1k'"):
         dbg.break_at("other.d1k:10:7")
+    # from Python an int is a line, as a bare number is at the prompt
+    assert dbg.break_at(10).slots == whole
+    assert dbg.until(10).reason == "breakpoint"
 
 
 def test_a_source_line_breakpoint_defaults_to_every_node(m4):

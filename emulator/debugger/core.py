@@ -619,10 +619,10 @@ class Debugger:
         """Run until the focused node returns from the current call (or halts)."""
         return stepping.finish(self)
 
-    def until(self, location: str | None = None, node: Any = None) -> Stop:
+    def until(self, location: str | int | None = None, node: Any = None) -> Stop:
         """Without a location: next, but never stop at an earlier line (leave a loop). With
-        one: continue to it (a temporary breakpoint; `node` as for break_at)."""
-        return stepping.until(self, location, node)
+        one: continue to it (a temporary breakpoint; `location` and `node` as for break_at)."""
+        return stepping.until(self, None if location is None else str(location), node)
 
     # ---- reverse execution ----------------------------------------------------------------------
 
@@ -659,11 +659,13 @@ class Debugger:
 
     # ---- breakpoints and watchpoints ------------------------------------------------------------
 
-    def break_at(self, location: str, node: Any = None, condition: str | None = None,
+    def break_at(self, location: str | int, node: Any = None, condition: str | None = None,
                  temporary: bool = False) -> Breakpoint:
         """A breakpoint at a pc (`*12`, `pc 12`), a code label, or a source line
-        (`LINE`, `LINE:COL`, `FILE:LINE[:COL]`). node: None (focused node for a pc or label,
-        all nodes for a line), "all", or a node."""
+        (`LINE`, `LINE:COL`, `FILE:LINE[:COL]`; an int is a LINE, as a bare number is at the
+        prompt). node: None (focused node for a pc or label, all nodes for a line), "all", or
+        a node."""
+        location = str(location)
         tree = expr.parse(condition) if condition else None
         cond = self._compile(tree, condition) if tree is not None else None
         slots, nodes, text = bps.resolve(self, location, node)
