@@ -558,6 +558,14 @@ def test_reverse_commands_in_the_repl():
                                     "executed 2; per node min 0, max 2"]
 
 
+def test_checkpoint_interval_and_budget_are_checked(m4):
+    obj = load_program(f"{ASM}/token_ring.d1s", m4)
+    for kw in ({"checkpoint_interval": 0}, {"checkpoint_interval": -5},
+               {"checkpoint_bytes": -1}):
+        with pytest.raises(D1Error, match="must be >= "):
+            Debugger(obj, **kw)
+
+
 def test_checkpoints_stay_within_their_memory_budget(m4):
     from benchmarks.debugger_bench import bench_object
     obj = bench_object(m4, total=2_000_000)

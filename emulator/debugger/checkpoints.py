@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from d1isa.errors import D1Error
 from emulator.emulator import Emulator
 from emulator.state import Snapshot
 
@@ -47,6 +48,12 @@ class Checkpoints:
 
     def __init__(self, emu: Emulator, budget_bytes: int = DEFAULT_CHECKPOINT_BYTES,
                  interval: int | None = None) -> None:
+        # a zero or negative interval never grows by doubling, so every chunk would be
+        # checkpointed and the budget thinned at each one: refuse it instead
+        if interval is not None and int(interval) < 1:
+            raise D1Error(f"checkpoint_interval must be >= 1 instruction, got {interval}")
+        if int(budget_bytes) < 0:
+            raise D1Error(f"checkpoint_bytes must be >= 0, got {budget_bytes}")
         self.emu = emu
         self.budget_bytes = int(budget_bytes)
         self.interval = int(interval or DEFAULT_INTERVAL)
