@@ -432,6 +432,42 @@ def test_watch_fill_old_is_the_fill_the_send_found(m4):
     assert (stop.watch.old, stop.watch.new) == ("3 waiting", "4 waiting (> 3)")
 
 
+def test_one_instruction_triggering_two_watchpoints_reports_both(m4):
+    # relayb stores the message at (1,0) and sends it on east: a memory and a link watchpoint
+    src = """
+.data all
+buf:    .zero 16
+src:    .i64 0x1111111111111111, 0x2222222222222222
+.text node 0,0
+        li      r1, src
+        movi    r2, 16
+        sendb   E, r1, r2
+        halt
+.text node 1,0
+        li      r1, buf
+        movi    r2, 16
+        relayb  W, E, r1, r2
+        halt
+.text node 2,0
+        li      r1, buf
+        movi    r2, 16
+        recvb   W, r1, r2
+        halt
+"""
+    dbg = Debugger(assemble(src, "relay.d1s", m4))
+    wm = dbg.watch_mem("buf", 8, (1, 0))
+    wl = dbg.watch_link((1, 0), "E")
+    stop = dbg.cont()
+    assert stop.reason == "watchpoint" and stop.where.text == "halt"
+    assert [h.number for h in [stop.watch, *stop.more_watches]] == [wm.number, wl.number]
+    assert wm.hits == wl.hits == 1
+    text = stop.describe().splitlines()
+    assert text[0].startswith(f"Watchpoint {wm.number}, node (1,0) [id 1], T=")
+    assert text[1].startswith(f"Watchpoint {wl.number}, node (1,0) [id 1], T=")
+    assert text[2].startswith("  written by (1,0) pc 2 `relayb W, E, r1, r2`")
+    assert dbg.cont().reason == "halted"
+
+
 def test_watch_link_through_the_repl():
     out = replies(batch(f"{ASM}/row_broadcast.d1s", "watch link 0,2 E", "c",
                         "watch link 0,3 E > 1", "delete 1", "continue", "links"))

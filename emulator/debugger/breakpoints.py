@@ -424,6 +424,9 @@ def watch_exec(dbg: Debugger, node: int, ws: list[Watchpoint]) -> Stop | None:
     stop = dbg._exec_one(node, before=record)
     if stop is not None:
         return stop
+    # every watchpoint the instruction triggers is reported (as gdb does): the stop is past
+    # the instruction, so one left out here would never be seen
+    hits: list[WatchHit] = []
     for w in cand:
         old, new = before[w.number], watch_value(dbg, w)
         if w.what == "fill":
@@ -443,6 +446,7 @@ def watch_exec(dbg: Debugger, node: int, ws: list[Watchpoint]) -> Stop | None:
                 fmt_value(payload)
         elif w.what == "fill":
             old, new = f"{old} waiting", f"{new} waiting (> {w.above})"
-        hit = WatchHit(w.number, node, w.text, old, new, where, dbg.position)
-        return dbg._make_stop("watchpoint", node, watch=hit)
-    return None
+        hits.append(WatchHit(w.number, node, w.text, old, new, where, dbg.position))
+    if not hits:
+        return None
+    return dbg._make_stop("watchpoint", node, watch=hits[0], more_watches=hits[1:])

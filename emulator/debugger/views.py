@@ -50,6 +50,7 @@ class Stop:
     where: Where | None = None
     breakpoint: BreakpointHit | None = None
     watch: WatchHit | None = None
+    more_watches: list[WatchHit] = field(default_factory=list)  # by the same instruction
     traps: list[Trap] = field(default_factory=list)
     deadlock: Deadlock | None = None
     detail: str = ""
@@ -66,8 +67,9 @@ class Stop:
                          f" [id {b.node}], T={self.position:,}")
         elif self.watch is not None:
             w = self.watch
-            lines.append(f"Watchpoint {w.number}, node {w.where.xy} [id {w.node}], "
-                         f"T={self.position:,}: {w.describe()}")
+            for hit in [w, *self.more_watches]:
+                lines.append(f"Watchpoint {hit.number}, node {hit.where.xy} [id {hit.node}], "
+                             f"T={self.position:,}: {hit.describe()}")
             lines.append(f"  written by {w.where.describe()}")
         elif self.reason == "trap":
             lines.append(f"Trap at T={self.position:,}:")
