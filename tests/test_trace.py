@@ -352,6 +352,18 @@ def test_d1_run_trace_writes_a_valid_trace(tmp_path):
     assert "out = matmul[summa] @17:27" in labels
 
 
+def test_d1_run_trace_to_a_dash_is_refused(tmp_path, monkeypatch):
+    # '-' is standard output for --json; --trace - wrote a file named '-' instead
+    from click.testing import CliRunner
+
+    from d1.cli import cli
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["run", str(ASM / "vadd.d1s"), "--mesh", "4x4", "--trace", "-"])
+    assert str(r.exception) == ("--trace needs a file name ('-', standard output, is only "
+                                "for --json)")
+    assert not (tmp_path / "-").exists()
+
+
 def test_d1_run_trace_of_a_deadlock_still_writes_the_trace(tmp_path):
     out = tmp_path / "dead.json"
     r = d1("run", str(ASM / "deadlock.d1s"), "--mesh", "3x3", "--trace", str(out),
