@@ -78,8 +78,14 @@ def check_destination(path: str | Path, option: str = "output", probe: bool = Tr
 
     The directory is probed by making (and removing) a file in it: permission bits say
     nothing for root, nor for /proc, a read-only mount or a full quota. `write_atomic`, which
-    makes its temporary file there anyway, does not probe."""
+    makes its temporary file there anyway, does not probe.
+
+    '-' is refused: where an option means standard output by it (`--json -`), the caller
+    handles it before asking here; anywhere else it would make a file named '-'."""
     p = Path(path)
+    if str(path) == "-":
+        raise D1Error(f"{option} needs a file name: '-' (standard output) is taken only by "
+                      "--json of d1 run and d1 train")
     try:
         st = os.stat(p)
     except FileNotFoundError:

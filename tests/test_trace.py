@@ -359,8 +359,8 @@ def test_d1_run_trace_to_a_dash_is_refused(tmp_path, monkeypatch):
     from d1.cli import cli
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(cli, ["run", str(ASM / "vadd.d1s"), "--mesh", "4x4", "--trace", "-"])
-    assert str(r.exception) == ("--trace needs a file name ('-', standard output, is only "
-                                "for --json)")
+    assert str(r.exception) == ("--trace needs a file name: '-' (standard output) is taken "
+                                "only by --json of d1 run and d1 train")
     assert not (tmp_path / "-").exists()
 
 

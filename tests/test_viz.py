@@ -227,6 +227,19 @@ def test_roofline_of_statistics_draws_the_png(runs, tmp_path):
     check_png(png, 1000, 700)
 
 
+
+def test_a_dash_is_not_a_picture_or_table_file(runs, tmp_path, monkeypatch):
+    # '-' means standard output only for --json; these wrote a file named '-'
+    monkeypatch.chdir(tmp_path)
+    for args in (["viz", str(runs["mm64"]), "-o", "-"],
+                 ["roofline", str(runs["mm64"]), "-o", "-"],
+                 ["sweep", str(ASM / "vadd.d1s"), "--mesh", "2x2", "--csv", "-"],
+                 ["sweep", str(ASM / "vadd.d1s"), "--mesh", "2x2", "--plot", "-"]):
+        r = d1(*args, ok=False)
+        assert "needs a file name: '-' (standard output)" in str(r.exception), args
+    assert not (tmp_path / "-").exists()
+
+
 # ---- d1 sweep -------------------------------------------------------------------------------
 
 def test_sweep_values_split_outside_brackets():

@@ -311,13 +311,9 @@ def check_destinations(prog: Program, out_dir: Path, json_file: Path | None,
     here, before anything runs.
     """
     read = [source, *(item.split("=", 1)[1] for item in inputs), *others]
-    if trace_file is not None and str(trace_file) == "-":
-        # '-' is standard output for --json only; a trace would have been written to a file
-        # named '-' in the working directory
-        raise D1Error("--trace needs a file name ('-', standard output, is only for --json)")
     written: list[tuple[Path, str]] = []
     for dest, option in ((json_file, "--json"), (trace_file, "--trace")):
-        if dest is None or str(dest) == "-":
+        if dest is None or (option == "--json" and str(dest) == "-"):     # standard output
             continue
         refuse_overwrite(dest, read, f"{option} {dest}")
         refuse_twice(dest, written, f"{option} {dest}")
