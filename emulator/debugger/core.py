@@ -678,7 +678,9 @@ class Debugger:
         nid = self.node(node)
         a = addr if isinstance(addr, int) else self._evaluate(str(addr), nid)
         length = int(length)
-        if length < 1 or a < 0 or a + length > self.machine.sram_bytes:
+        if length < 1:
+            raise D1Error(f"a watched SRAM range is at least 1 byte long, got {length}")
+        if a < 0 or a + length > self.machine.sram_bytes:
             raise D1Error(f"SRAM range {a}+{length} is outside 0..{self.machine.sram_bytes - 1}")
         ops = np.array(sorted(self._stores))
         slots = bps.watch_slots(self, nid, lambda info: np.isin(info.rows[:, 0], ops))
