@@ -262,8 +262,7 @@ def load_program(path: str | Path, machine: Machine | None = None,
             raise D1Error(f"{p}: unknown kind of program (expected .d1k DSL, .onnx model, "
                           f".d1s assembly or .d1o object)")
         kind = "object"
-    if options is not None and kind == "asm" and not _default_options(options):
-        raise D1Error(f"-O compiler options apply to .d1k programs; {p} is not one")
+    refuse_options(p, kind, options)
     if kind == "dsl":
         return _compile(p, read_text(p), str(p), machine or default_machine(), options,
                         report=report)
@@ -274,6 +273,13 @@ def load_program(path: str | Path, machine: Machine | None = None,
         return Program(p, "asm", obj, notes=notes)
     obj = ObjectFile.from_bytes(raw, str(p)) if raw is not None else ObjectFile.load(p)
     return _fit_object(p, obj, machine, options)
+
+
+def refuse_options(p: Path, kind: str | None, options: CompileOptions | None) -> None:
+    """-O compiler options are refused for an assembly program, whatever the machine: a
+    caller that loads it for many machines (`d1 sweep`) asks once, before any of them."""
+    if options is not None and kind == "asm" and not _default_options(options):
+        raise D1Error(f"-O compiler options apply to .d1k programs; {p} is not one")
 
 
 def _compile(p: Path, text: str, filename: str, machine: Machine,

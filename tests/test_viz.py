@@ -242,6 +242,13 @@ def test_a_dash_is_not_a_picture_or_table_file(runs, tmp_path, monkeypatch):
 
 # ---- d1 sweep -------------------------------------------------------------------------------
 
+def test_sweep_refuses_compiler_options_for_assembly_at_once():
+    # a usage error (exit 2), not the same failure in every point's row (exit 1)
+    r = d1("sweep", str(ASM / "vadd.d1s"), "--mesh", "2x2,4x4", "-O", "matmul=naive", ok=False)
+    assert isinstance(r.exception, D1Error) and "sweep" not in r.output
+    assert str(r.exception).startswith("-O compiler options apply to .d1k programs")
+
+
 def test_sweep_values_split_outside_brackets():
     assert split_values("16,32, 64") == ["16", "32", "64"]
     assert split_values("[[1,1],[2,3]],[]") == ["[[1,1],[2,3]]", "[]"]

@@ -208,12 +208,15 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
     """
     from compiler.pipeline import CompileOptions
     from d1.commands.run import one_process
+    from d1.program import KINDS, refuse_options
 
     one_process("d1 sweep", "its per-operation statistics (the binding roof) need the single "
                 "serial order of one process")
     options = CompileOptions.parse(opts)
     if not file.exists():
         raise D1Error(f"cannot read {file}: no such file")
+    # a usage error, not the failure of every point
+    refuse_options(file, KINDS.get(file.suffix.lower()), options)
     for dest, option in ((csv_file, "--csv"), (plot_file, "--plot")):
         if dest is not None:
             refuse_overwrite(dest, [file], option)
