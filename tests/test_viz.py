@@ -249,6 +249,16 @@ def test_sweep_refuses_compiler_options_for_assembly_at_once():
     assert str(r.exception).startswith("-O compiler options apply to .d1k programs")
 
 
+def test_sweep_row_of_a_deadlock_names_it_once(tmp_path):
+    csv_path = tmp_path / "dead.csv"
+    r = d1("sweep", str(ASM / "deadlock.d1s"), "--mesh", "3x3", "--csv", str(csv_path),
+           ok=False)
+    assert "deadlock: a cycle of 2 waiting nodes" in r.output
+    assert "deadlock: deadlock" not in r.output
+    row = next(csv.DictReader(csv_path.open()))
+    assert (row["status"], row["error"]) == ("deadlock", "a cycle of 2 waiting nodes")
+
+
 def test_sweep_values_split_outside_brackets():
     assert split_values("16,32, 64") == ["16", "32", "64"]
     assert split_values("[[1,1],[2,3]],[]") == ["[[1,1],[2,3]]", "[]"]

@@ -103,7 +103,9 @@ def run_point(file: Path, machine_name: str | None, params: dict[str, str], opti
     key, att = kp.binding(roofs_for(m))
     row.update(
         status="ok" if result.ok else result.status,
-        error="" if result.ok else _first_line(result.report()),
+        # the status is its own column: "deadlock: a cycle of ...", not "deadlock: deadlock: ..."
+        error="" if result.ok else _first_line(result.report()).removeprefix(
+            f"{result.status}: "),
         cycles=md["kernel_cycles"], seconds=md["kernel_seconds"], flops=md["flops"],
         flops_per_second=md["flops_per_second"], percent=md["percent_of_peak"],
         peak_dtype=md["peak_dtype"], link_bytes=md["link_bytes"],
