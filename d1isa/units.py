@@ -11,7 +11,7 @@ def si(value: float, unit: str, digits: int = 3) -> str:
     for scale, prefix in _SI:
         if abs(v) >= scale:
             return f"{v / scale:.{digits}g} {prefix}{unit}"
-    return f"{v:.{digits}g} {unit}"
+    return f"{v:.{digits}g} {unit}".rstrip()      # no unit, no prefix: a bare number
 
 
 def nbytes(n: float) -> str:
