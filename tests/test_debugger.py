@@ -595,6 +595,12 @@ def test_reverse_commands_in_the_repl():
                                     "executed 2; per node min 0, max 2"]
 
 
+def test_reverse_at_the_beginning_says_so():
+    out = replies(batch(f"{ASM}/token_ring.d1s", "rsi", "rsi all"))
+    assert out["rsi"][0] == "Already at the node's first instruction"
+    assert out["rsi all"][0] == "Already at the beginning (T=0)"
+
+
 def test_checkpoint_interval_and_budget_are_checked(m4):
     obj = load_program(f"{ASM}/token_ring.d1s", m4)
     for kw in ({"checkpoint_interval": 0}, {"checkpoint_interval": -5},

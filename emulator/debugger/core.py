@@ -632,6 +632,9 @@ class Debugger:
         n = _positive(n)
         target = self.counts().copy()
         if all_nodes:
+            if not target.any():
+                return self._make_stop("start", self.focus,
+                                       detail="Already at the beginning (T=0)")
             target = np.maximum(target - n, 0)
         else:
             if target[self.focus] == 0:
