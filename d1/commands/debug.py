@@ -744,6 +744,8 @@ def _info(s: Session, args: list[str]) -> None:
     if not args:
         raise CommandError("usage: info breakpoints|registers|checkpoints|position")
     what = args[0].lower()
+    if len(args) > 1 and what not in ("r", "reg", "registers"):    # only registers take more
+        raise CommandError(f"unexpected {' '.join(args[1:])!r}")
     if what in ("b", "br", "break", "breakpoints", "watch", "watchpoints"):
         items = s.dbg.breakpoints()
         if not items:
