@@ -498,8 +498,17 @@ def chrome_trace(emu: Any, rec: Recorder, max_events: int = DEFAULT_MAX_TRACE_EV
     for (link, _j), (_node, _start, done) in recvs.items():
         if link in per_link:
             per_link[link].append((done, -1))
+    # the counters get what the budget leaves, and a track at least 2 points: with less room,
+    # fewer links (every track given 2 points whatever the room overran the budget)
+    room = max(left, 0)
+    wanted = len(chosen)
+    chosen = chosen[:room // 2]
+    if len(chosen) < wanted:
+        truncated = True
+        notes["counters"] = (f"truncated: FIFO counters for {len(chosen)} of the {wanted} "
+                             f"busiest links (event budget)")
     downsampled = False
-    point_cap = min(COUNTER_POINTS, max(left // max(len(chosen), 1), 2))
+    point_cap = min(COUNTER_POINTS, room // max(len(chosen), 1))
     for link, s, d in chosen:
         changes = sorted(per_link[link], key=lambda t: (t[0], t[1]))
         series: list[tuple[int, int]] = []

@@ -304,6 +304,12 @@ def test_event_budget_and_full_buffers_are_reported():
     assert "region_slices" in tight["otherData"]["notes"]
     assert tight["otherData"]["flow_sampling"].startswith("none of ")
     assert "names" not in tight["otherData"]["notes"]
+    # no budget is overrun by the counters (each of 8 tracks took 2 points whatever the room)
+    for b in range(meta, meta + 120, 7):
+        doc = emu.chrome_trace(max_events=b)
+        validate_trace(doc)
+        assert len(doc["traceEvents"]) == doc["otherData"]["event_count"] <= b, b
+    assert "counters" in tight["otherData"]["notes"]
     # a budget smaller than the names alone: they are written, and the trace says so
     names_only = emu.chrome_trace(max_events=meta - 1)
     validate_trace(names_only)
