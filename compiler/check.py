@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -161,6 +161,7 @@ class _Checker:
         self.builder = GraphBuilder()
         self.first_binding: dict[str, int] = {}
         self.updates: list[Update] = []
+        self.constants: list[tuple[str, float, int, int]] = []
         self.updated: dict[str, int] = {}
         self.line = 0
         # Nodes a statement created that stand for something the user wrote (not the implicit
@@ -199,7 +200,8 @@ class _Checker:
                 ordered.append(Diagnostic(self.filename, 1, 1, "the program has no outputs; "
                                           "mark results with 'output NAME'"))
             raise SourceError(ordered)
-        graph = self.builder.finish(result, self.filename, self.updates)
+        graph = replace(self.builder.finish(result, self.filename, self.updates),
+                        constants=tuple(self.constants))
         verify(graph)
         return graph
 
@@ -360,6 +362,7 @@ class _Checker:
             self.env[name] = Binding(value, s.line, "value")
         elif isinstance(value, float):
             self.env[name] = Binding(value, s.line, "const")
+            self.constants.append((name, value, s.target.line, s.target.col))
         else:
             self.env[name] = Binding(POISON, s.line, "value")
         for node, span in self.sized:

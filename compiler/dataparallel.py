@@ -517,7 +517,8 @@ class _Splitter:
                    for u in g.updates]
         # the debugger finds each grad(L, p) call's value by its spelling (compiler.debuginfo)
         calls = tuple((line, col, self.local[n.id]) for line, col, n in g.grad_calls)
-        return replace(self.b.finish(outputs, g.filename, updates), grad_calls=calls)
+        return replace(self.b.finish(outputs, g.filename, updates), grad_calls=calls,
+                       constants=g.constants)
 
 
 # ---- mapping: where the all-reductions go -----------------------------------------------------

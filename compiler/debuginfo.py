@@ -162,6 +162,10 @@ def describe_values(graph: Graph, kops: list[KOp], mapper: Mapper, sched: Schedu
     for key, (node, spelt, line, col) in spellings.items():
         if node.name.startswith("%") and key not in taken:     # an unnamed gradient
             values.append(record(node, spelt, "grad", (), (line, col)))
+    for name, value, line, col in graph.constants:             # folded: never a node
+        values.append(NamedValue(name, "value", "f32", (), line, col,
+                                 note=f"a constant ({value:g}), folded into the code that "
+                                      "reads it"))
     return debuginfo.to_json(nsteps, step_pcs, machine.n_live, values)
 
 

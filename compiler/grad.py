@@ -603,4 +603,5 @@ def _rebuild(graph: Graph, nodes: list[Node], new: dict[int, Node], keep: set[in
     done = builder.finish([out[new[o.id].id] for o in graph.outputs], graph.filename,
                           [replace(u, param=out[new[u.param.id].id],
                                    value=out[new[u.value.id].id]) for u in graph.updates])
-    return replace(done, grad_calls=tuple((line, col, out[v.id]) for line, col, v in calls))
+    return replace(done, grad_calls=tuple((line, col, out[v.id]) for line, col, v in calls),
+                   constants=graph.constants)

@@ -447,7 +447,11 @@ class Graph:
 
     `grad_calls` (set by `differentiate`): the (line, col) of every `grad(L, p)` call and the
     node that holds its value, so a gradient nobody named can still be found by its spelling
-    (the debugger's `tensor grad(loss, w)`)."""
+    (the debugger's `tensor grad(loss, w)`).
+
+    `constants`: the (name, value, line, col) of every name bound to a constant (`scale =
+    1 / sqrt(32)`), which is folded into the code that reads it and is no node, so that the
+    debugger can still say what the name is."""
 
     inputs: tuple[Node, ...]
     nodes: tuple[Node, ...]
@@ -456,6 +460,7 @@ class Graph:
     params: tuple[Node, ...] = ()
     updates: tuple[Update, ...] = ()
     grad_calls: tuple[tuple[int, int, Node], ...] = ()
+    constants: tuple[tuple[str, float, int, int], ...] = ()
 
     def __getitem__(self, name: str) -> Node:
         for n in self.nodes:

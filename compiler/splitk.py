@@ -125,7 +125,8 @@ def split_matmuls(graph: Graph, grid: Grid, machine: Machine
                    [replace(u, param=new[u.param.id], value=new[u.value.id])
                     for u in graph.updates])
     return replace(out, grad_calls=tuple((line, col, new[n.id])
-                                         for line, col, n in graph.grad_calls)), notes, keep, adds
+                                         for line, col, n in graph.grad_calls),
+                   constants=graph.constants), notes, keep, adds
 
 
 def accumulate_in_place(graph: Graph, adds: list[int], steps: list[Step],

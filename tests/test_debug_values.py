@@ -171,6 +171,18 @@ def test_a_value_is_shown_exactly_while_it_is_live(name, tiny):
         assert seen["gw"][-1] == seen["grad(loss, b)"][-1] == "live"
 
 
+@pytest.mark.parametrize("machine", [M4, M4_CHIPS], ids=["4x4", "chips2x2"])
+def test_a_name_bound_to_a_constant_says_what_it_is(tmp_path, machine):
+    # `lr = 0.1 / 2` is folded into the code that reads it and is no IR node: the record
+    # left it out, and `tensor lr` said there was no value named 'lr'
+    path = tmp_path / "lr.d1k"
+    path.write_text(TINY.replace("update w = w - 0.1 * gw", "lr = 0.1 / 2\nupdate w = w - lr * gw"))
+    dbg = Debugger(load_program(path, machine).obj)
+    v = dbg.value("lr")
+    assert (v.kind, v.dtype, v.shape, v.line, v.state) == ("value", "f32", (), 10, "not stored")
+    assert v.detail == "not stored: a constant (0.05), folded into the code that reads it"
+
+
 def test_tensor_in_d1_debug(tiny):
     args = ["debug", str(tiny), "--mesh", "4x4", "--batch"]
     for c in ("tensor gw", "tensor p", "tensor unused", "continue", "tensor gw",
