@@ -144,7 +144,8 @@ def test_bad_commands_give_one_line_errors_and_the_session_goes_on():
            "node 9,9", "node 1,2,3", "watch r99", "watch link 3,0 E", "watch mem", "tensor nope",
            "delete 42", "info nope", "p 1/0", "p __import__('os')", "break 5 if r1 ==",
            "x 0 4 as q", "until 999", "rc", "list 1 2", "enable x", "list 999", "list 0", "node 1,",
-           "disasm -3", "disasm 0", "watch mem 0 0", "info b 3", "info position x"]
+           "disasm -3", "disasm 0", "watch mem 0 0", "info b 3", "info position x",
+           "watch link 0,0 E > -1", "watch link 0,0 E > 4"]
     bad.append("re")                             # ambiguous: reverse-*, regs
     out = replies(batch(f"{ASM}/token_ring.d1s", *bad, "p 1 + 2 * 3", "wat r3", "inf b"))
     for cmd in bad:
@@ -155,6 +156,8 @@ def test_bad_commands_give_one_line_errors_and_the_session_goes_on():
     assert out["watch link 3,0 E"] == ["error: node (3,0) has no link toward E (mesh edge)"]
     assert out["p 1/0"] == ["error: division by zero in expression"]
     n = len((ROOT / ASM / "token_ring.d1s").read_text().splitlines())
+    assert out["watch link 0,0 E > 4"] == ["error: a FIFO holds 0..4 messages: watch '> N' for "
+                                           "N in 0..3, got 4"]
     assert out["watch mem 0 0"] == ["error: a watched SRAM range is at least 1 byte long, got 0"]
     assert out["list 999"] == [f"error: line 999 is outside {ASM}/token_ring.d1s (lines 1..{n})"]
     assert out["rc"] == ["error: no enabled breakpoints: nothing to go back to"]

@@ -714,6 +714,11 @@ class Debugger:
                           "(mesh edge)")
         slots = bps.watch_slots(self, nid, lambda info: bps.link_writers(info, d))
         t = int(self.machine.neighbors[nid, d])
+        depth = self.machine.fifo_depth
+        if above is not None and not 0 <= int(above) < depth:
+            # any other N would stop at every send (N < 0) or never (a FIFO holds `depth`)
+            raise D1Error(f"a FIFO holds 0..{depth} messages: watch '> N' for N in "
+                          f"0..{depth - 1}, got {int(above)}")
         if above is None:
             text = f"link {self._xy_text(nid)} -> {self._xy_text(t)} ({DIRECTIONS[d]})"
             w = Watchpoint(self.points.next_number, "link", nid, text, frozenset(slots),
