@@ -97,6 +97,8 @@ MAX_MESSAGE = 1 << 24
 # most 2^20 x (its steps): with --max-cycles at most MAX_RUN_CYCLES no clock can overflow.
 MAX_CYCLES_PER_STEP = 1 << 20
 MAX_RUN_CYCLES = 1 << 40
+# Instructions a node runs per turn: the run loop keeps it, as the cycle limit, in an int64.
+MAX_QUANTUM = 1 << 30
 
 def largest_fixed_message() -> tuple[int, str]:
     """(bytes, mnemonic) of the largest message an instruction of the ISA table sends with a

@@ -27,7 +27,7 @@ from numba import njit
 from d1isa import isa, traps, units
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
-from d1isa.machine import DIRECTIONS, TIMING_CLASSES
+from d1isa.machine import DIRECTIONS, MAX_QUANTUM, MAX_RUN_CYCLES, TIMING_CLASSES
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout, TensorPiece
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
@@ -108,13 +108,11 @@ class Emulator:
             raise D1Error(f"Emulator takes an ObjectFile, not {type(obj).__name__}: load a file "
                           "with d1.program.load_program(path).obj, or ObjectFile.load(path) "
                           "for a .d1o")
-        if int(max_cycles) < 0:
-            raise D1Error(f"max_cycles must be >= 0, got {max_cycles}")
-        if int(quantum) < 1:
-            raise D1Error(f"quantum must be >= 1, got {quantum}")
-        if int(threads) < 1:
-            raise D1Error(f"threads must be >= 1, got {threads}")
-        self.threads = int(threads)
+        max_cycles = _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES)
+        quantum = _count("quantum", quantum, 1, MAX_QUANTUM)
+        # More threads than nodes could never all have work (and the partition would count
+        # up to the number asked for).
+        self.threads = min(_count("threads", threads, 1), max(1, obj.machine.n_live))
         self.phases = 0
         self.helped_instructions = 0
         self.obj = obj
@@ -997,6 +995,19 @@ def _set_controls(cfg: np.ndarray, max_cycles: int, quantum: int, budget: int, o
     cfg[K.K_ONLY_NODE] = only
     cfg[K.K_USE_NODE_BUDGET] = 1 if node_budget else 0
     cfg[K.K_LO], cfg[K.K_HI] = lo, hi
+
+
+def _count(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """An integer argument of `Emulator` in low .. high (the command line's bounds): a wrong
+    type or range is a D1Error when the emulator is made, not an OverflowError from the run
+    loop's int64 controls, or a thread partition that counts to 10^20, when it runs."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise D1Error(f"{name} must be an integer, not {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low:,} .. {high:,}" if high is not None else f">= {low:,}"
+        raise D1Error(f"{name} must be {'in ' if high is not None else ''}{bound}, "
+                      f"got {value:,}")
+    return int(value)
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}

@@ -955,6 +955,23 @@ def test_threads_must_be_positive():
         Emulator(make_obj(machine(), {0: [E("halt")]}), threads=0)
 
 
+def test_integer_arguments_are_checked_when_the_emulator_is_made():
+    """The command line's bounds hold for the Python API too: 2^63 cycles used to be an
+    OverflowError at run time, and threads=10**20 counted that far in _partition (a hang);
+    more threads than nodes are capped to the nodes."""
+    obj = make_obj(machine(), {0: [E("halt")]})
+    for kw, says in [({"max_cycles": 1 << 63}, "max_cycles must be in 0 .. "),
+                     ({"quantum": 1 << 63}, "quantum must be in 1 .. "),
+                     ({"threads": "2"}, "threads must be an integer, not str"),
+                     ({"max_cycles": None}, "max_cycles must be an integer, not NoneType"),
+                     ({"quantum": True}, "quantum must be an integer, not bool")]:
+        with pytest.raises(D1Error, match=says):
+            Emulator(obj, **kw)
+    emu = Emulator(obj, threads=10**20)
+    assert emu.threads == emu.n
+    assert len(emu._partition(emu.threads)) <= emu.n
+
+
 def test_fuzzed_words_never_crash():
     rng = np.random.default_rng(1234)
     m = machine(mesh="2x2", sram_bytes=1024, max_message_bytes=256)

@@ -554,7 +554,8 @@ def test_the_limits_in_security_md_are_the_codes():
         "MAX_REGS": machine.MAX_REGS, "MAX_LINK_BYTES": machine.MAX_LINK_BYTES,
         "MAX_FIFO_DEPTH": machine.MAX_FIFO_DEPTH, "MAX_MESSAGE": machine.MAX_MESSAGE,
         "MAX_CYCLES_PER_STEP": machine.MAX_CYCLES_PER_STEP,
-        "MAX_RUN_CYCLES": machine.MAX_RUN_CYCLES, "MAX_SEED": MAX_SEED,
+        "MAX_RUN_CYCLES": machine.MAX_RUN_CYCLES, "MAX_QUANTUM": machine.MAX_QUANTUM,
+        "MAX_SEED": MAX_SEED,
         "DEFAULT_CHECKPOINT_BYTES": DEFAULT_CHECKPOINT_BYTES,
     }
     for name, value in rows.items():

@@ -34,6 +34,7 @@ from d1isa.files import (
     refuse_twice,
     write_atomic,
 )
+from d1isa.machine import MAX_QUANTUM
 
 # An --input array is at most this large (a tensor must also fit the machine's SRAM).
 MAX_INPUT_BYTES = 4 << 30
@@ -74,7 +75,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default="out",
               show_default=True, help="Where each output tensor is written as NAME.npy.")
 @max_cycles_option("A node whose clock passes this many cycles traps (cause 9).")
-@click.option("--quantum", type=click.IntRange(1, 1 << 30), default=256, show_default=True,
+@click.option("--quantum", type=click.IntRange(1, MAX_QUANTUM), default=256, show_default=True,
               help="Instructions per node per turn (results never depend on it).")
 @click.option("--threads", type=click.IntRange(0, 4096), default=0, show_default=True,
               help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
