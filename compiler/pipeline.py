@@ -181,6 +181,10 @@ def compile_text(text: str, machine: Machine | None = None, filename: str = "<st
     """Run the whole pipeline (with assemble_object False, stop before linking; with report,
     record every message's path for the mapping report, `Compiled.report`)."""
     machine = machine_or_default(machine)
+    if options is not None and not isinstance(options, CompileOptions):
+        raise D1Error(f"options must be a compiler.CompileOptions, not "
+                      f"{type(options).__name__}: make one with CompileOptions(...) or "
+                      "CompileOptions.parse(['matmul=naive', ...])")
     options = options or CompileOptions()
     check_machine(machine)
     try:

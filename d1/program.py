@@ -246,7 +246,7 @@ def load_program(path: str | Path, machine: Machine | None = None,
     if not p.exists():
         raise D1Error(f"cannot read {p}: no such file")
     if kind is not None and kind not in KINDS.values():
-        raise ValueError(f"unknown program kind {kind!r}")
+        raise D1Error(f"unknown program kind {kind!r} (kinds: {', '.join(KINDS.values())})")
     if kind is not None:
         check_suffix(p, kind)
     kind = kind or KINDS.get(p.suffix.lower())

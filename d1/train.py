@@ -83,6 +83,7 @@ class Trainer:
         from emulator import Emulator, auto_threads
         from emulator.emulator import DEFAULT_MAX_CYCLES
 
+        _check_count("Trainer", "init_seed", init_seed, " (a seed)")
         if isinstance(machine, (str, Path)):
             from d1isa.machine import load_machine
             machine = load_machine(machine)
@@ -223,13 +224,9 @@ class Trainer:
         after every step with its history row. Ctrl-C (in the main thread) stops after the
         current step: `interrupted` is then True and the params are those of the last step.
         """
-        for what, value in (("epochs", epochs), ("shuffle", shuffle)):
-            if not (value is None and what == "shuffle") and (
-                    not isinstance(value, int | np.integer) or isinstance(value, bool)
-                    or value < 0):
-                raise D1Error(f"fit({what}=...) takes an integer >= 0"
-                              + (" (a seed) or None" if what == "shuffle" else "")
-                              + f"; got {value!r}")
+        _check_count("fit", "epochs", epochs)
+        if shuffle is not None:
+            _check_count("fit", "shuffle", shuffle, " (a seed) or None")
         plan = self.plan(arrays)
         data = {n: np.asarray(arrays[n]) for n in self.inputs}
         rng = np.random.default_rng(shuffle) if shuffle is not None else None
@@ -345,3 +342,10 @@ def stop_after_step() -> Iterator[_Stop]:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _check_count(call: str, what: str, value: Any, kind: str = "") -> None:
+    """An argument that must be an integer >= 0 (a seed, a count): a D1Error naming it, not
+    numpy's ValueError or TypeError from deep inside default_rng."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+        raise D1Error(f"{call}({what}=...) takes an integer >= 0{kind}; got {value!r}")

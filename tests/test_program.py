@@ -182,6 +182,24 @@ def test_python_api_wrong_argument_types_are_d1_errors():
         emu.restore(other.snapshot())
 
 
+def test_python_api_wrong_options_seeds_and_kinds_are_d1_errors():
+    """Options that are not a CompileOptions, a negative or textual init seed and an unknown
+    kind used to be AttributeError, numpy's ValueError or TypeError, and ValueError."""
+    import compiler
+    from d1.train import Trainer
+
+    src = "input a: f32[4, 4]\nc = relu(a)\noutput c\n"
+    with pytest.raises(D1Error, match="options must be a compiler.CompileOptions, not str"):
+        compiler.compile_source(src, machine=M4, options="matmul=naive")
+    with pytest.raises(D1Error, match="options must be a compiler.CompileOptions, not dict"):
+        load_program(EW, M4, options={"matmul": "naive"})
+    with pytest.raises(D1Error, match="unknown program kind 'zzz'"):
+        load_program(EW, M4, kind="zzz")
+    for bad in (-1, "1", 1.5, True):
+        with pytest.raises(D1Error, match=r"Trainer\(init_seed=...\) takes an integer >= 0"):
+            Trainer(ROOT / "programs" / "train_linear.d1k", machine=M4, init_seed=bad)
+
+
 @pytest.mark.parametrize("args, says", [
     (["compile", "prog.d1s"], "prog.d1s is assembly (.d1s), not a DSL program; d1 asm takes it"),
     (["compile", "prog.d1s", "--emit", "ir"], "prog.d1s is assembly"),
