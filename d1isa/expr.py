@@ -477,7 +477,19 @@ def parse(text: str, consts: dict[str, int] | None = None,
 
 def evaluate(tree: Expr, value_of: NameValue, node: tuple[int, int, int] | None = None) -> int:
     """The value of `tree`: names through `value_of(name, pos)`, @x @y @id from `node`
-    (x, y, id), NeedsNode if it is None. `&&`, `||` and `?:` evaluate only what they need."""
+    (x, y, id), NeedsNode if it is None. `&&`, `||` and `?:` evaluate only what they need.
+
+    Evaluation recurses once per level of the tree, and through `value_of` into the trees of
+    the names it reads (equates): a long operator chain of names (`Y+Y+...+Y`, left-deep), or
+    a chain of equates each a little deep, is "nested too deeply" here, not a RecursionError."""
+    try:
+        return _evaluate(tree, value_of, node)
+    except RecursionError:
+        raise _error(ASSEMBLY, "deep", tree.pos) from None
+
+
+def _evaluate(tree: Expr, value_of: NameValue, node: tuple[int, int, int] | None) -> int:
+    evaluate = _evaluate
     t = type(tree)
     if t is Num:
         return tree.value
@@ -550,7 +562,28 @@ def compile(tree: Expr, lookup: Lookup, text: str | None = None) -> Getter:
     """Turn a tree into a function of the node it is evaluated on.
 
     Names resolve once, here, through `lookup.name` (@x @y @id as its x, y and id); `text` (the
-    parsed source) goes into the errors' positions. Errors are worded for the debugger."""
+    parsed source) goes into the errors' positions. Errors are worded for the debugger.
+
+    Compiling and calling the function recurse once per level of the tree: a long operator
+    chain (`r1+r1+...`, left-deep) is "nested too deeply" when compiled or when evaluated
+    (a breakpoint condition), not a RecursionError."""
+    def deep() -> ExprError:
+        return _error(DEBUGGER, "deep", tree.pos, 1, text)
+    try:
+        fn = _compile(tree, lookup, text)
+    except RecursionError:
+        raise deep() from None
+
+    def get(node: int) -> int:
+        try:
+            return fn(node)
+        except RecursionError:
+            raise deep() from None
+    return get
+
+
+def _compile(tree: Expr, lookup: Lookup, text: str | None = None) -> Getter:
+    compile = _compile
     t = type(tree)
     if t is Num:
         value = tree.value

@@ -197,6 +197,29 @@ def test_debugger_syntax_errors_carry_position_and_caret(text, pos, message):
     assert e.value.caret().endswith("\n" + " " * pos + "^")
 
 
+class _Lookup:
+    def name(self, ident):
+        return lambda node: NAMES[ident]
+
+    def memory(self, node, width, addr):
+        raise ExprError("no memory", -1)
+
+
+def test_a_long_chain_of_names_is_nested_too_deeply_not_a_recursion_error():
+    """`a+a+...+a` parses without recursion (a loop), into a left-deep tree that evaluating
+    and compiling walk recursively: 5,000 terms were a RecursionError (exit 3) in `d1 asm`
+    and at the debugger's prompt; short chains still evaluate."""
+    text = "+".join(["a"] * 5000)
+    with pytest.raises(ExprError, match="expression is nested too deeply"):
+        evaluate(parse(text, CONSTS), value_of)
+    tree = parse(text, dialect=DEBUGGER)
+    with pytest.raises(ExprError, match="expression is nested too deeply"):
+        compile(tree, _Lookup(), text)
+    short = "+".join(["a"] * 100)
+    assert evaluate(parse(short, CONSTS), value_of) == 1000
+    assert compile(parse(short, dialect=DEBUGGER), _Lookup(), short)(0) == 1000
+
+
 def test_the_assembler_tokenizer_also_reads_directive_arguments():
     assert tokenize('t input f32[4, 2] "name", x = 1') == [
         ("name", "t", 0), ("name", "input", 2), ("name", "f32", 8), ("op", "[", 11),
