@@ -85,7 +85,7 @@ def check_destination(path: str | Path, option: str = "output", probe: bool = Tr
     p = Path(path)
     if str(path) == "-":
         raise D1Error(f"{option} needs a file name: '-' (standard output) is taken only by "
-                      "--json of d1 run and d1 train")
+                      "--json of d1 run, d1 train and d1 compile")
     try:
         st = os.stat(p)
     except FileNotFoundError:

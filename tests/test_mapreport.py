@@ -385,6 +385,19 @@ def test_d1_compile_report_and_json(tmp_path):
     assert e.stdout.strip() == r.stdout.strip()
 
 
+def test_d1_compile_json_dash_writes_to_standard_output(tmp_path):
+    """`--json -` wrote a file named '-' in the current directory; it is standard output, as
+    for d1 run and d1 train, and the --report text goes to standard error beside it."""
+    r = subprocess.run([sys.executable, "-m", "d1", "compile", str(MATMUL), "--mesh", "2x2",
+                        "-o", "m.d1o", "--report", "--json", "-"], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["object"] == "m.d1o"
+    assert "mapping report: " in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.d1o"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--emit", "asm", "--report"], "--report and --json go with compiling"),
     (["--emit", "map", "--json", "x.json"], "--report and --json go with compiling"),

@@ -31,8 +31,9 @@ from d1isa.files import (
               help="Print the mapping report after compiling: per step, each tensor's layout "
                    "and the bytes its messages carry across each chip edge, with totals "
                    "(docs/SCALE.md, \"Tensor parallelism across chips\").")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Write the compile summary and the mapping report as JSON to this file.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the compile summary and the mapping report as JSON to this file "
+                   "('-': to standard output; --report then prints to standard error).")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option (repeatable): matmul=summa|naive, double_buffer=true|false, "
                    "preskew=true|false, reach=N (grid hops per summa phase), "
@@ -82,7 +83,8 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     if stage is not None and (report or json_path):
         raise D1Error(f"--emit {stage} prints one stage instead of compiling to an object; "
                       "--report and --json go with compiling (--emit map is the report alone)")
-    if json_path is not None:
+    to_stdout = json_path == "-"
+    if json_path is not None and not to_stdout:
         refuse_overwrite(json_path, [source, *([params_file] if params_file else [])],
                          f"--json {json_path}")
         refuse_twice(json_path, [(path, "-o")] if path else [], f"--json {json_path}")
@@ -144,7 +146,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
             click.echo(f"  {name:<9} {secs * 1000:8.1f} ms", err=True)
     if report:
         from compiler.mapreport import format_report
-        click.echo(format_report(result.report))
+        click.echo(format_report(result.report), err=to_stdout)
     if json_path is not None:
         import json
         summary = {"source": source, "object": path, "machine": machine.name,
@@ -153,5 +155,9 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
                    "sram_peak_bytes": result.sram_peak,
                    "seconds": {k: round(v, 6) for k, v in result.seconds.items()},
                    "notes": list(prog.notes), "mapping": result.report}
-        write_atomic(json_path, json.dumps(summary, indent=1) + "\n")
+        text = json.dumps(summary, indent=1)
+        if to_stdout:
+            click.echo(text)
+        else:
+            write_atomic(json_path, text + "\n")
     sys.stdout.flush()
