@@ -73,6 +73,8 @@ DEFAULT_QUANTUM = 256
 # A run without a budget is cut into kernel calls of this many instructions, so Ctrl-C is
 # noticed within a few seconds.
 _CHUNK = 1 << 29
+# An instruction count the run loop's int64 controls hold; a larger budget means the same.
+_NO_LIMIT = (1 << 63) - 1
 
 
 
@@ -117,7 +119,7 @@ class Emulator:
         self.helped_instructions = 0
         self.obj = obj
         self.machine = m = obj.machine
-        self.seed = int(seed)
+        self.seed = _count("seed", seed)
         self.max_cycles = int(max_cycles)
         self.quantum = int(quantum)
         self.n = m.n_live
@@ -263,7 +265,8 @@ class Emulator:
         pc, so resuming executes the flagged instruction once (as run() and step() do).
         """
         nid = -1 if only is None else self.node_id(only)
-        reason, executed = self._call(int(budget), only=nid, node_budget=node_budget,
+        budget = min(_count("budget", budget, -1), _NO_LIMIT)
+        reason, executed = self._call(budget, only=nid, node_budget=node_budget,
                                       quantum=quantum)
         node = -1
         if reason == K.R_STOP:
@@ -391,9 +394,7 @@ class Emulator:
         With node=None each node gets up to n instructions; a node blocked early that another
         node's sends unblock proceeds until it too has run n or cannot go on.
         """
-        n = int(n)
-        if n < 0:
-            raise D1Error(f"step count must be >= 0, got {n}")
+        n = min(_count("step count", n, 0), _NO_LIMIT)
         t0 = time.perf_counter()
         if node is None:
             budget = np.full(self.n, n, dtype=np.int64)
@@ -486,7 +487,7 @@ class Emulator:
 
     def where(self, node: int, pc: int | None = None) -> Where:
         """Position, instruction text and source location of node at pc (default: its pc)."""
-        node = int(node)
+        node = self.node_id(node)
         pc = int(self.state.pc[node]) if pc is None else int(pc)
         x, y = (int(v) for v in self.xy[node])
         ln = int(self.code.node_len[node])
@@ -997,12 +998,14 @@ def _set_controls(cfg: np.ndarray, max_cycles: int, quantum: int, budget: int, o
     cfg[K.K_LO], cfg[K.K_HI] = lo, hi
 
 
-def _count(name: str, value: Any, low: int, high: int | None = None) -> int:
+def _count(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """An integer argument of `Emulator` in low .. high (the command line's bounds): a wrong
     type or range is a D1Error when the emulator is made, not an OverflowError from the run
     loop's int64 controls, or a thread partition that counts to 10^20, when it runs."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise D1Error(f"{name} must be an integer, not {type(value).__name__}")
+    if low is None:
+        return int(value)
     if value < low or (high is not None and value > high):
         bound = f"{low:,} .. {high:,}" if high is not None else f">= {low:,}"
         raise D1Error(f"{name} must be {'in ' if high is not None else ''}{bound}, "

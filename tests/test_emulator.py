@@ -972,6 +972,28 @@ def test_integer_arguments_are_checked_when_the_emulator_is_made():
     assert len(emu._partition(emu.threads)) <= emu.n
 
 
+def test_methods_check_their_integer_arguments():
+    """Counts beyond int64 were an OverflowError from the run loop's controls, a node id past
+    the mesh an IndexError, a textual seed a ValueError; an instruction budget past int64 is
+    no limit."""
+    from emulator.debugger import Debugger
+
+    obj = make_obj(machine(), {0: [E("addi", rd=1, rs1=1, imm=1), E("halt")]})
+    with pytest.raises(D1Error, match="node id 99 is out of range"):
+        Emulator(obj).where(99)
+    with pytest.raises(D1Error, match="seed must be an integer, not str"):
+        Emulator(obj, seed="x")
+    with pytest.raises(D1Error, match="step count must be an integer, not tuple"):
+        Emulator(obj).step((1, 2))
+    with pytest.raises(D1Error, match=r"Debugger\(inputs=...\) takes a mapping"):
+        Debugger(obj, inputs=[1])
+    emu = Emulator(obj)
+    assert emu.step(1 << 70, node=0).status == "halted"
+    emu = Emulator(obj)
+    emu.run_until(budget=1 << 70)
+    assert emu.node_states()[0] == "halted" and emu.regs(0)[1] == 1
+
+
 def test_fuzzed_words_never_crash():
     rng = np.random.default_rng(1234)
     m = machine(mesh="2x2", sram_bytes=1024, max_message_bytes=256)

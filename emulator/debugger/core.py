@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,9 @@ class Debugger:
         if not isinstance(obj, ObjectFile):
             raise D1Error(f"Debugger takes an ObjectFile, not {type(obj).__name__} {obj!r}: "
                           "load, assemble or compile the program first")
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise D1Error(f"Debugger(inputs=...) takes a mapping of tensor names to arrays, "
+                          f"not {type(inputs).__name__}")
         self.obj = obj
         self.machine = obj.machine
         # The compiler's record of every named value (None for assembly and older objects),
