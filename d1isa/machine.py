@@ -729,8 +729,10 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
         raise MachineError(str(e)) from None
     try:
         params = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise MachineError(f"{path}: invalid TOML: {e}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        # tomllib reads nested arrays and tables recursively
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise MachineError(f"{path}: invalid TOML: {reason}") from None
     base = params.pop("base", None)
     if base is None:
         return params
@@ -749,6 +751,11 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
         merged.pop("description", None)
     merged.update(params)
     return merged
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A value quoted in an error, cut short: a --set value may be megabytes long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -772,9 +779,9 @@ def parse_value(key: str, text: str) -> Any:
                 v = int(v)
             return v
         return float(text)
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):       # json.JSONDecodeError is a ValueError
         raise MachineError(f"machine parameter '{key}' must be {_kind_text(p)}, "
-                           f"got '{text}'") from None
+                           f"got '{_shown(text)}'") from None
 
 
 def _kind_text(p: Param) -> str:

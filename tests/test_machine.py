@@ -150,6 +150,17 @@ def test_machine_file_with_base(tmp_path):
         load_machine(str(bad))
 
 
+def test_arrays_nested_too_deeply_are_machine_errors(tmp_path):
+    """tomllib and json read nested arrays recursively: 3,000 levels in a machine file or in
+    --set harvested=... were a RecursionError (an internal error, exit 3)."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text('base = "d1"\nharvested = ' + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(MachineError, match="deep.toml: invalid TOML: nested too deeply"):
+        load_machine(str(deep))
+    with pytest.raises(MachineError, match=r"'harvested' must be a JSON list .*\(6,000 char"):
+        parse_sets(["harvested=" + "[" * 3000 + "]" * 3000])
+
+
 def test_live_grid_matches_harvest_list():
     m = load_machine()
     dead = np.argwhere(~m.live_grid)
