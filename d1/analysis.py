@@ -52,6 +52,7 @@ from d1isa import units
 from d1isa.errors import D1Error, MachineError
 from d1isa.files import MAX_JSON_BYTES, read_text
 from d1isa.machine import DIRECTIONS, Machine, load_machine, machine_names
+from d1isa.objfile import MAX_MESH_NODES
 
 # Modelled SRAM port bandwidth per node (see the module docstring).
 SRAM_PORT_BYTES_PER_CYCLE = 192
@@ -145,15 +146,29 @@ class Geometry:
 
 def geometry(stats: dict[str, Any]) -> Geometry:
     """The mesh of a run: from its recorded `mesh` entry, else inferred from the live nodes'
-    positions (positions inside their bounding box without a live node count as harvested)."""
+    positions (positions inside their bounding box without a live node count as harvested).
+
+    The statistics may be damaged or hostile: a mesh larger than an object may describe
+    (MAX_MESH_NODES), or a node outside it, is a ValueError (`reading` names the file), not
+    a picture or a heatmap of 10^18 cells that exhausts memory or never ends."""
     xs = [int(v) for v in stats["nodes"]["x"]]
     ys = [int(v) for v in stats["nodes"]["y"]]
     mesh = stats.get("mesh")
     if isinstance(mesh, dict):
+        w, h = int(mesh["width"]), int(mesh["height"])
+    else:
+        w = max(xs) + 1 if xs else 0
+        h = max(ys) + 1 if ys else 0
+    if min(w, h) < 0 or w * h > MAX_MESH_NODES:
+        raise ValueError(f"a {w:,} x {h:,} mesh, more than the {MAX_MESH_NODES:,} nodes of "
+                         "any machine d1 emulates")
+    outside = next(((x, y) for x, y in zip(xs, ys, strict=True)
+                    if not (0 <= x < w and 0 <= y < h)), None)
+    if outside is not None:
+        raise ValueError(f"node {outside} is outside the {w} x {h} mesh")
+    if isinstance(mesh, dict):
         harvested = [(int(x), int(y)) for x, y in mesh.get("harvested", [])]
-        return Geometry(int(mesh["width"]), int(mesh["height"]), xs, ys, harvested)
-    w = max(xs) + 1 if xs else 0
-    h = max(ys) + 1 if ys else 0
+        return Geometry(w, h, xs, ys, harvested)
     live = set(zip(xs, ys, strict=True))
     harvested = [(x, y) for y in range(h) for x in range(w) if (x, y) not in live]
     return Geometry(w, h, xs, ys, harvested)

@@ -485,6 +485,27 @@ def test_damaged_statistics_are_an_error_naming_the_file(tmp_path, capsys, monke
             assert "bad.json" in out
 
 
+@pytest.mark.parametrize("path, value, says", [
+    (["stats", "mesh", "width"], 10 ** 9, "a 1,000,000,000 x 2 mesh, more than the 4,194,304"),
+    (["stats", "mesh"], None, "a 1,000,000,001 x 2 mesh"),      # inferred from the nodes
+    (["stats", "nodes", "y"], [0, 0, 1, 10 ** 9], "node (1, 1000000000) is outside the 2 x 2"),
+])
+def test_statistics_of_an_impossible_mesh_are_refused(tmp_path, capsys, monkeypatch, run_json,
+                                                      path, value, says):
+    """A few bytes claiming a 10^9-wide mesh: d1 viz -o was a MemoryError (exit 3) and
+    d1 viz --term never ended."""
+    good = json.loads(run_json.read_text())
+    bad = damaged(good, path, value)
+    if value is None:
+        bad["stats"]["nodes"]["x"][1] = 10 ** 9
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    monkeypatch.chdir(tmp_path)
+    for args in (["viz", "bad.json", "-o", "v.png"], ["viz", "bad.json", "--term"]):
+        status, out = d1_here(capsys, *args)
+        assert status == 2 and "bad.json: " in out and says in out, out
+    assert not (tmp_path / "v.png").exists()
+
+
 def test_statistics_nested_too_deeply_are_not_json(tmp_path, capsys, monkeypatch, run_json):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
