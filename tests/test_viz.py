@@ -291,6 +291,19 @@ def test_sweep_runs_every_point_and_keeps_going_after_errors(tmp_path, runs):
     assert "fastest: mesh=4x4, link_bytes_per_cycle=64, sram_bytes=1310720" in out
 
 
+def test_sweep_of_an_object_says_what_the_loader_did(tmp_path):
+    """A timing parameter swept over an object is applied to it, and a code-generating one
+    recompiles its embedded source: each point's note was dropped; the distinct notes are
+    shown once, as d1 run and d1 roofline show them."""
+    obj = tmp_path / "relu.d1o"
+    d1("compile", str(PROGRAMS / "elementwise.d1k"), "--mesh", "4x4", "-o", str(obj))
+    r = d1("sweep", str(obj), "--mesh", "4x4", "--set", "hop_latency=1,5")
+    assert r.output.count("note: applying the requested timing to the object: "
+                          "hop_latency") == 1
+    r = d1("sweep", str(obj), "--mesh", "4x4", "--set", "link_bytes_per_cycle=16,32")
+    assert r.output.count(f"note: recompiled {obj} from its embedded DSL source") == 1
+
+
 def test_sweep_of_harvested_nodes_and_usage_errors():
     r = d1("sweep", str(ASM / "token_ring.d1s"), "--machine", "h6x5",
            "--set", "harvested=[],[[2,1],[3,3]]")

@@ -84,15 +84,17 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None,
 
 def run_point(file: Path, machine_name: str | None, params: dict[str, str], options: Any,
               max_cycles: int) -> dict[str, Any]:
-    """One sweep point: its figures, or its error (the sweep goes on)."""
+    """One sweep point: its figures, or its error (the sweep goes on), and the loader's notes
+    (a timing change applied to an object, a recompile from its embedded source)."""
     row: dict[str, Any] = {"params": params, "status": "ok", "error": "", "cycles": None,
-                           "percent": None}
+                           "percent": None, "notes": []}
     try:
         overrides = {k: parse_value(k, v) for k, v in params.items()
                      if k not in ("mesh", "chips")}
         m = load_machine(machine_name, mesh=params.get("mesh"), chips=params.get("chips"),
                          overrides=overrides)
-        emu, result = run_program(file, m, options, regions=True, max_cycles=max_cycles)
+        emu, result = run_program(file, m, options, regions=True, max_cycles=max_cycles,
+                                  notes=row["notes"])
     except D1Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         row.update(status="error", error=first.split(": error: ", 1)[-1])
@@ -244,6 +246,10 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
             rows.append(run_point(file, machine_name, p, options, max_cycles))
             progress.advance(task)
     host = time.perf_counter() - t0
+    # What the loader did to an object, once per distinct note (the points of a --set sweep
+    # share a machine name, so their notes are one line)
+    for note in dict.fromkeys(n for r in rows for n in r["notes"]):
+        click.echo(f"note: {note}", err=True)
     base = sweep_base(machine_name, names)
     click.echo(f"{file} on {base}: {len(points)} "
                f"point{'s' if len(points) != 1 else ''} (all figures modelled)")
