@@ -304,6 +304,18 @@ def test_sweep_of_an_object_says_what_the_loader_did(tmp_path):
     assert r.output.count(f"note: recompiled {obj} from its embedded DSL source") == 1
 
 
+def test_sweep_of_an_object_changes_its_own_machine(tmp_path):
+    """Without --machine, --set changes the machine the object was built for, as it does for
+    d1 run: the sweep used the default d1 instead, so sweeping a timing parameter recompiled
+    a 4 x 4 object for 354 nodes."""
+    obj = tmp_path / "relu.d1o"
+    d1("compile", str(PROGRAMS / "elementwise.d1k"), "--mesh", "4x4", "-o", str(obj))
+    r = d1("sweep", str(obj), "--set", "hop_latency=1,5")
+    assert f"{obj} on d1-4x4: 2 points" in r.output
+    assert "recompiled" not in r.output
+    assert "note: applying the requested timing to the object: hop_latency" in r.output
+
+
 def test_sweep_of_harvested_nodes_and_usage_errors():
     r = d1("sweep", str(ASM / "token_ring.d1s"), "--machine", "h6x5",
            "--set", "harvested=[],[[2,1],[3,3]]")

@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from d1.analysis import ROOF_NAMES, kernel_point, roofs_for, run_program, table
-from d1.options import max_cycles_option
+from d1.options import max_cycles_option, program_machine
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, refuse_overwrite, same_file, write_atomic
-from d1isa.machine import load_machine, parse_chips, parse_mesh, parse_value
+from d1isa.machine import Machine, load_machine, parse_chips, parse_mesh, parse_value
 
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
               "percent_of_peak", "peak_dtype", "link_bytes", "link_messages", "sram_traffic_bytes",
@@ -83,7 +83,7 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None,
 
 
 def run_point(file: Path, machine_name: str | None, params: dict[str, str], options: Any,
-              max_cycles: int) -> dict[str, Any]:
+              max_cycles: int, own: Machine | None = None) -> dict[str, Any]:
     """One sweep point: its figures, or its error (the sweep goes on), and the loader's notes
     (a timing change applied to an object, a recompile from its embedded source)."""
     row: dict[str, Any] = {"params": params, "status": "ok", "error": "", "cycles": None,
@@ -91,8 +91,9 @@ def run_point(file: Path, machine_name: str | None, params: dict[str, str], opti
     try:
         overrides = {k: parse_value(k, v) for k, v in params.items()
                      if k not in ("mesh", "chips")}
+        # a program's own machine (`own`) is the base, as for d1 run, unless a mesh is swept
         m = load_machine(machine_name, mesh=params.get("mesh"), chips=params.get("chips"),
-                         overrides=overrides)
+                         overrides=overrides, base=own if "mesh" not in params else None)
         emu, result = run_program(file, m, options, regions=True, max_cycles=max_cycles,
                                   notes=row["notes"])
     except D1Error as e:
@@ -196,7 +197,8 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
           plot_file: Path | None, max_cycles: int) -> None:
     """Run FILE (.d1k, .d1s or .d1o) for every combination of machine parameters.
 
-    Each point builds the machine (--machine, then --mesh and --chips, then the --set values),
+    Each point builds the machine (--machine, else the machine an object or an assembly
+    file's `.machine` names, else d1; then --mesh and --chips, then the --set values),
     compiles or assembles FILE for it and runs it. The table gives the modelled kernel time,
     the share of peak, the bytes moved over links, the stalled node-cycles and the roof that
     binds (d1 roofline explains them). A point that fails (does not fit in SRAM, traps, ...) shows
@@ -228,6 +230,10 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
     if csv_file is not None and plot_file is not None and same_file(csv_file, plot_file):
         raise D1Error(f"--plot {plot_file} is also the --csv file; give each its own file")
     axes = parse_axes(sets, meshes, chip_grids)
+    # Without --machine, an object (or assembly with a leading .machine) is swept around the
+    # machine it was built for, as `d1 run prog.d1o --set ...` retimes that machine; the
+    # default d1 would recompile it (or, with no embedded source, fail every point).
+    own = program_machine(file) if machine_name is None else None
     names = [a for a, _ in axes]
     points = [dict(zip(names, combo, strict=True))
               for combo in itertools.product(*(vals for _, vals in axes))]
@@ -243,14 +249,16 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
         task = progress.add_task("sweeping", total=len(points))
         for p in points:
             progress.update(task, description=", ".join(f"{k}={v}" for k, v in p.items()))
-            rows.append(run_point(file, machine_name, p, options, max_cycles))
+            rows.append(run_point(file, machine_name, p, options, max_cycles, own))
             progress.advance(task)
     host = time.perf_counter() - t0
     # What the loader did to an object, once per distinct note (the points of a --set sweep
     # share a machine name, so their notes are one line)
     for note in dict.fromkeys(n for r in rows for n in r["notes"]):
         click.echo(f"note: {note}", err=True)
-    base = sweep_base(machine_name, names)
+    # the base a point's machine is built from: an object's own machine unless a mesh is swept
+    base = sweep_base(machine_name or (own.name if own is not None and "mesh" not in names
+                                       else None), names)
     click.echo(f"{file} on {base}: {len(points)} "
                f"point{'s' if len(points) != 1 else ''} (all figures modelled)")
     click.echo(sweep_table(names, rows))
