@@ -28,6 +28,7 @@ from compiler.grad import differentiate
 from compiler.ir import Graph, Node, Op, format_type, numpy_index, round_to, transpose_perm
 from compiler.windows import col2im, patches, pool_view, window_counts
 from d1isa.errors import D1Error
+from d1isa.numbers import check_seed
 
 Kernel = Callable[..., np.ndarray]
 
@@ -149,7 +150,7 @@ def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     a bf16 param). Only the random inits consume the generator, so a param's value depends on
     the seed and on the random params declared before it, nothing else.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed, "the seed of the params' INITs"))
     out: dict[str, np.ndarray] = {}
     for p in graph.params:
         init = p.init

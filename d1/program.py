@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -152,6 +153,10 @@ class Program:
         """
         from d1.params import check_params, embedded, embedded_values, starting_params
 
+        for what, value in (("inputs", given), ("params", params)):
+            if not isinstance(value, Mapping) and not (what == "params" and value is None):
+                raise D1Error(f"input_arrays: {what} must be a mapping of tensor names to "
+                              f"arrays, not {type(value).__name__}")
         known = self.inputs
         given = self.dsl_names(given)
         for name in given:

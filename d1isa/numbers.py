@@ -14,6 +14,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from d1isa.errors import D1Error
+
 
 def round_to(a: Any, dtype: str) -> np.ndarray:
     """`a` rounded to `dtype`, as float32: f64 -> f32 and f32 -> bf16 round to nearest even."""
@@ -29,5 +31,13 @@ def draw_inputs(tensors: list[tuple[str, tuple[int, ...], str]], seed: int
     """Inputs (name, shape, dtype), in declaration order, drawn from a standard normal seeded by
     `seed` and rounded to their dtypes: what `compiler.make_inputs` gives for the same
     declarations."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     return {name: round_to(rng.standard_normal(shape), dtype) for name, shape, dtype in tensors}
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A seed of numpy's default_rng: an integer >= 0, else a D1Error naming it (numpy says
+    only "expected non-negative integer", or a TypeError about SeedSequence)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise D1Error(f"{what} must be an integer >= 0, got {seed!r}")
+    return int(seed)

@@ -200,6 +200,25 @@ def test_python_api_wrong_options_seeds_and_kinds_are_d1_errors():
             Trainer(ROOT / "programs" / "train_linear.d1k", machine=M4, init_seed=bad)
 
 
+def test_input_arrays_and_make_inputs_check_their_arguments():
+    """Inputs or params that are not mappings, and seeds that are not integers >= 0, were a
+    TypeError, an AttributeError or numpy's ValueError."""
+    import compiler
+
+    prog = load_program(EW, M4)
+    for given, params, says in [(None, None, "inputs must be a mapping"),
+                                ({}, [1], "params must be a mapping")]:
+        with pytest.raises(D1Error, match=f"input_arrays: {says} of tensor names"):
+            prog.input_arrays(given, 0, params)
+    for seed in (-1, "1", 2.0):
+        with pytest.raises(D1Error, match=r"seed must be an integer >= 0, got "):
+            prog.input_arrays({}, seed)
+        with pytest.raises(D1Error, match=r"seed must be an integer >= 0, got "):
+            compiler.make_inputs(prog.graph, seed)
+    with pytest.raises(D1Error, match=r"the seed of the params' INITs must be an integer"):
+        compiler.init_params(prog.graph, -1)
+
+
 @pytest.mark.parametrize("args, says", [
     (["compile", "prog.d1s"], "prog.d1s is assembly (.d1s), not a DSL program; d1 asm takes it"),
     (["compile", "prog.d1s", "--emit", "ir"], "prog.d1s is assembly"),
