@@ -706,6 +706,16 @@ def machine_names() -> list[str]:
     return sorted(p.stem for p in MACHINES_DIR.glob("*.toml"))
 
 
+def machine_file(name_or_path: str | Path | None) -> list[Path]:
+    """The file a `--machine` argument reads, as read_machine_file tells a file from a name
+    (empty for a shipped machine, or none): an input of the command, which its outputs must
+    never replace."""
+    if name_or_path is None:
+        return []
+    s = str(name_or_path)
+    return [Path(s)] if s.endswith(".toml") or Path(s).is_file() else []
+
+
 def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozenset()
                       ) -> dict[str, Any]:
     """Parameters from a named machine ('d1', 'm4x4') or a TOML file path, unvalidated.

@@ -242,6 +242,30 @@ def test_compile_refuses_one_file_for_the_object_and_json(tmp_path):
     assert tree(tmp_path) == {"k.d1k"}
 
 
+@pytest.mark.parametrize("args, says", [
+    (["asm", "q.d1s", "-o", "m.toml"], "-o m.toml would replace m.toml"),
+    (["compile", "k.d1k", "-o", "m.toml"], "-o m.toml would replace m.toml"),
+    (["compile", "k.d1k", "--json", "m.toml"], "--json m.toml would replace m.toml"),
+    (["run", "k.d1k", "--json", "m.toml"], "--json m.toml would replace m.toml"),
+    (["sweep", "k.d1k", "--set", "hop_latency=1,2", "--csv", "m.toml"], "--csv would replace"),
+    (["roofline", "k.d1k", "-o", "m.toml"], "-o would replace m.toml"),
+    (["viz", "run.json", "-o", "m.toml"], "-o would replace m.toml"),
+    (["train", "k.d1k", "--input", "x=x.npy", "--json", "m.toml"], "--json m.toml would"),
+])
+def test_no_output_replaces_the_machine_file(tmp_path, capsys, monkeypatch, args, says):
+    """--machine FILE is an input of the command too: every command wrote its output over it
+    when an output named it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.toml").write_text('base = "d1"\ncols = 2\nrows = 2\nharvested = []\n')
+    (tmp_path / "q.d1s").write_text(VADD.read_text())
+    (tmp_path / "k.d1k").write_text("input x: f32[4]\ny = x * 2\noutput y\n")
+    np.save(tmp_path / "x.npy", np.ones((4, 4), np.float32))
+    before = digest(tmp_path / "m.toml")
+    status, out = d1_here(capsys, *args, "--machine", "m.toml")
+    assert status == 2 and says in out, out
+    assert digest(tmp_path / "m.toml") == before
+
+
 def test_disasm_and_asm_refuse_to_replace_their_input(tmp_path):
     (tmp_path / "q.d1s").write_text(VADD.read_text())
     assert d1("asm", "q.d1s", "--mesh", "2x2", cwd=tmp_path).returncode == 0

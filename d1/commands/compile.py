@@ -16,6 +16,7 @@ from d1isa.files import (
     refuse_twice,
     write_atomic,
 )
+from d1isa.machine import machine_file
 
 
 @click.command()
@@ -85,7 +86,8 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
                       "--report and --json go with compiling (--emit map is the report alone)")
     to_stdout = json_path == "-"
     if json_path is not None and not to_stdout:
-        refuse_overwrite(json_path, [source, *([params_file] if params_file else [])],
+        refuse_overwrite(json_path, [source, *machine_file(machine_name),
+                                     *([params_file] if params_file else [])],
                          f"--json {json_path}")
         refuse_twice(json_path, [(path, "-o")] if path else [], f"--json {json_path}")
         check_destination(json_path, "--json")
@@ -94,7 +96,8 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         from d1.params import load_params
         given = load_params(params_file)
     if path is not None:
-        refuse_overwrite(path, [source, *([params_file] if params_file else [])], f"-o {path}")
+        refuse_overwrite(path, [source, *machine_file(machine_name),
+                                *([params_file] if params_file else [])], f"-o {path}")
         check_destination(path, "-o")
     given_shapes = parse_shapes(shapes)
     if given_shapes and not onnx:
