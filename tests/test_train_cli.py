@@ -285,7 +285,10 @@ def test_help_names_every_option_and_the_weight_resident_mode():
                    "--out-dir", "--json", "--quiet"):
         assert option in text
     for words in ("weight-resident mode", "params.npz", "history.csv", "loss.png",
-                  "default_rng(SEED)", "Ctrl-C stops after the current step"):
+                  "default_rng(SEED)", "Ctrl-C stops after the current step",
+                  # an object's embedded params come before the INITs, in the options too
+                  "start from the values the object embeds (d1 compile --params), else from "
+                  "their INIT", "of params that neither --params nor the object gives"):
         assert words in text
     assert "train" in d1("--help").stdout
 

@@ -34,10 +34,12 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
                    "every input of the program, all with the same N).")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Start the params from this .npz (one array per param name, e.g. an "
-                   "earlier run's params.npz); params it does not hold start from their INIT.")
+                   "earlier run's params.npz); params it does not hold start from the values "
+                   "the object embeds (d1 compile --params), else from their INIT.")
 @click.option("--init", "init_seed", type=click.IntRange(0, MAX_SEED), default=0,
               show_default=True,
-              help="Seed of the random INITs (glorot, normal) of params not in --params.")
+              help="Seed of the random INITs (glorot, normal) of params that neither --params "
+                   "nor the object gives values.")
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=1, show_default=True,
               help="Passes over the data set.")
 @click.option("--shuffle", "shuffle_seed", type=click.IntRange(0, MAX_SEED), default=None,
