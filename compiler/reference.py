@@ -149,6 +149,8 @@ def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     draws `rng.normal(0, STD, shape)`. Draws are float64, then rounded to f32 (and to bf16 for
     a bf16 param). Only the random inits consume the generator, so a param's value depends on
     the seed and on the random params declared before it, nothing else.
+
+    `seed` is an integer >= 0 (anything else is a D1Error: `check_seed`).
     """
     rng = np.random.default_rng(check_seed(seed, "the seed of the params' INITs"))
     out: dict[str, np.ndarray] = {}

@@ -201,6 +201,14 @@ def test_init_params_is_the_documented_numpy_generator():
     assert all(v.dtype == np.float32 for v in got.values())
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0", None])
+def test_init_params_takes_a_seed_of_an_integer_at_least_0(seed):
+    # numpy raised its own ValueError or TypeError, e.g. through Trainer(init_seed=-1)
+    with pytest.raises(D1Error, match=r"the seed of the params' INITs must be an integer >= 0"):
+        init_params(compiler.check_source(INITS), seed)
+    assert init_params(compiler.check_source(INITS), np.int64(7))["n"].shape == (5,)
+
+
 def test_the_same_seed_gives_the_same_params_and_another_seed_others():
     graph = compiler.check_source(INITS)
     one, same, other = init_params(graph, 1), init_params(graph, 1), init_params(graph, 2)
