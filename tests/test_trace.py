@@ -366,7 +366,7 @@ def test_d1_run_trace_to_a_dash_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(cli, ["run", str(ASM / "vadd.d1s"), "--mesh", "4x4", "--trace", "-"])
     assert str(r.exception) == ("--trace needs a file name: '-' (standard output) is taken "
-                                "only by --json of d1 run and d1 train")
+                                "only by --json of d1 run, d1 train and d1 compile")
     assert not (tmp_path / "-").exists()
 
 
