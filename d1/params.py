@@ -162,6 +162,17 @@ def starting_params(prog: Program, given: Mapping[str, Any] | None = None, seed:
     return {n: values[n] for n in prog.params}
 
 
+def seeded_params(prog: Program, given: Mapping[str, Any] | None = None) -> list[str]:
+    """The params whose start the seed of the INITs draws (`starting_params`): neither given
+    nor embedded in the object, with a random INIT (glorot, normal). None of them means that a
+    seed the user chose (`d1 train --init`) changes nothing, which is worth saying."""
+    if prog.graph is None:
+        return []
+    inside = set(embedded(prog.obj))
+    return [p.name for p in prog.graph.params if p.name not in (given or {})
+            and p.name not in inside and p.init.kind in ("glorot", "normal")]
+
+
 def embedded_values(obj: ObjectFile, names: list[str]) -> dict[str, np.ndarray]:
     """The starting values the object holds for params `names` (float32), read back from its
     data records at the params' pieces."""

@@ -332,3 +332,23 @@ def test_compile_embeds_params_and_run_and_train_start_from_them(dataset):
     assert np.max(np.abs(got["w"] - params["w"])) <= 1e-4
     assert d1("compile", str(LINEAR), "--params", str(d / "p.npz"), "--emit",
               "ir").returncode == 2
+
+
+def test_an_init_seed_that_seeds_no_param_is_said(dataset):
+    """train_linear's params start at 0: `--init 7` changes nothing, and d1 train says so
+    (it was ignored in silence and recorded in the --json as if it had mattered)."""
+    from click.testing import CliRunner
+
+    from d1.cli import cli
+
+    d, _, _ = dataset
+    glorot = d / "glorot.d1k"
+    glorot.write_text(LINEAR.read_text().replace("param w: f32[16, 4] = 0", "param w: f32[16, 4]"))
+    said = "note: --init 7 seeds nothing: no param starts from a random INIT"
+    for prog, init, noted in ((LINEAR, ["--init", "7"], True), (LINEAR, [], False),
+                              (glorot, ["--init", "7"], False)):
+        res = CliRunner().invoke(cli, ["train", str(prog), "--input", f"x={d / 'x.npy'}",
+                                       "--input", f"y={d / 'y.npy'}", "--mesh", "2x2",
+                                       "--quiet", *init, "--out-dir", str(d / "out")])
+        assert res.exit_code == 0, res.output
+        assert (said in res.output) == noted, (prog.name, init, res.output)

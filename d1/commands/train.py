@@ -39,7 +39,7 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
 @click.option("--init", "init_seed", type=click.IntRange(0, MAX_SEED), default=0,
               show_default=True,
               help="Seed of the random INITs (glorot, normal) of params that neither --params "
-                   "nor the object gives values.")
+                   "nor the object gives values (a note says when it seeds none).")
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=1, show_default=True,
               help="Passes over the data set.")
 @click.option("--shuffle", "shuffle_seed", type=click.IntRange(0, MAX_SEED), default=None,
@@ -150,6 +150,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         _check_inputs_given(prog, files)
         if params is not None:
             params = params_for(prog, params, params_file)
+        _note_unused_init(prog, params, init_seed)
         trainer = Trainer(prog, params, init_seed=init_seed, max_cycles=max_cycles,
                           threads=rank_threads(threads) if comm is not None
                           else cap_threads(threads) or None, comm=comm)
@@ -217,6 +218,21 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         raise fault
     if trainer.interrupted:
         sys.exit(130)
+
+
+def _note_unused_init(prog: Any, params: dict | None, init_seed: int) -> None:
+    """A --init the user gave that seeds no param (every param comes from --params, from the
+    object or from a number INIT) is said, rather than ignored in silence and recorded in the
+    --json as if it had mattered."""
+    from d1.params import seeded_params
+
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("init_seed") != click.core.ParameterSource.COMMANDLINE:
+        return
+    if not seeded_params(prog, params):
+        click.echo(f"note: --init {init_seed} seeds nothing: no param starts from a random INIT "
+                   "(each comes from --params, the object's embedded values or a number)",
+                   err=True)
 
 
 def _check_inputs_given(prog: Any, files: dict[str, str]) -> None:
