@@ -950,3 +950,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_step_all_speaks_of_other_nodes_only_when_there_are_some(tmp_path, capsys):
+    """'step all' said 'the others wait, halted or trapped' when every node had stepped."""
+    from d1.cli import main
+
+    src = tmp_path / "st.d1s"
+    src.write_text(".text all\n    addi r1, r0, 1\n    addi r1, r1, 1\n    halt\n")
+    with pytest.raises(SystemExit):
+        main(["debug", str(src), "--mesh", "2x2", "--batch", "-ex", "step all"])
+    out = capsys.readouterr().out
+    assert "4 of 4 nodes reached another source line\n" in out and "others" not in out

@@ -127,8 +127,11 @@ def line_steps(dbg: Debugger, mode: str, n: int, all_nodes: bool) -> Stop:
             ctl = StepControl(dbg, nodes, mode)
             stop = dbg._interruptible(lambda ctl=ctl: dbg._continue_all(ctl=ctl))
             if stop.reason == "step":
-                stop.detail = (f"{len(ctl.done)} of {len(nodes)} nodes reached another "
-                               "source line; the others wait, halted or trapped")
+                rest = len(nodes) - len(ctl.done)
+                stop.detail = (f"{len(ctl.done)} of {len(nodes)} nodes reached another source "
+                               "line" + ("" if rest == 0 else "; the other node waits, halted or "
+                                         "trapped" if rest == 1 else
+                                         "; the others wait, halted or trapped"))
         else:
             ctl = StepControl(dbg, [dbg.focus], mode)
             stop = dbg._interruptible(lambda ctl=ctl: dbg._run_focus(dbg.focus, ctl=ctl))
