@@ -574,10 +574,10 @@ class Emulator:
                     lane = self._faulting_lane(a, stride, ins.memory.width, code)
                     if lane is not None:
                         la = a + lane * stride
-                        why = "misaligned" if code == traps.MISALIGNED else "outside SRAM"
+                        why = (f"not {ins.memory.width}-aligned" if code == traps.MISALIGNED
+                               else f"outside SRAM (0..{self.machine.sram_bytes - 1})")
                         return (f"{mnem}: lane {lane} address {la} (0x{la & 0xFFFFFFFFFFFFFFFF:x})"
-                                f" = {a} + {lane} x stride {stride} is {why} (each element "
-                                f"{ins.memory.width}-aligned); {sram}")
+                                f" = {a} + {lane} x stride {stride} is {why}")
                 if code == traps.MISALIGNED:
                     return (f"{mnem}: address {a} (0x{a & 0xFFFFFFFFFFFFFFFF:x}) is not "
                             f"{int(MEM_ALIGN[op])}-aligned")

@@ -238,10 +238,16 @@ def test_trap_sram_range_is_checked_before_alignment():
 
 
 def test_trap_vector_and_tile_addresses():
-    # vlds lane 15 past the end -> range, even though lane 0 is misaligned
+    # vlds lane 14 past the end -> range, even though lane 0 is misaligned
     emu, t = trap_of([E("movi", rd=1, imm=2), E("movi", rd=2, imm=300),
                       E("vlds", rd=0, rs1=1, rs2=2, imm=0)])
     assert t.cause == traps.SRAM_OUT_OF_RANGE
+    assert t.detail == (f"vlds: lane 14 address 4202 (0x106a) = 2 + 14 x stride 300 is "
+                        f"outside SRAM (0..{SRAM - 1})")
+    # a strided misalignment names the alignment, not the SRAM range
+    emu, t = trap_of([E("movi", rd=1, imm=4), E("movi", rd=2, imm=62),
+                      E("vsts", rs2=0, rs1=1, rs3=2, imm=0)])
+    assert t.detail == "vsts: lane 1 address 66 (0x42) = 4 + 1 x stride 62 is not 4-aligned"
     emu, t = trap_of([E("movi", rd=1, imm=2), E("vld", rd=0, rs1=1, imm=0)])
     assert t.cause == traps.MISALIGNED
     assert t.detail == "vld: address 2 (0x2) is not 4-aligned"
