@@ -566,14 +566,14 @@ class Emulator:
             imm = int(row[C_IMM])
             if ins is not None and "[rs1+imm]" in ins.operands:
                 imm = imm - (1 << 32) if imm >= 1 << 31 else imm
-                a = int(x[row[C_RS1]]) + imm
+                a = _wrap64(int(x[row[C_RS1]]) + imm)
                 sram = f"SRAM is 0..{self.machine.sram_bytes - 1}"
                 if ins.memory is not None and ins.memory.shape == "strided":
                     # The stride is the last operand (rs2 for loads, rs3 for stores).
                     stride = int(x[row[C_RS2 if ins.operands[-1] == "rs2" else C_RS3]])
                     lane = self._faulting_lane(a, stride, ins.memory.width, code)
                     if lane is not None:
-                        la = a + lane * stride
+                        la = _wrap64(a + lane * stride)
                         why = (f"not {ins.memory.width}-aligned" if code == traps.MISALIGNED
                                else f"outside SRAM (0..{self.machine.sram_bytes - 1})")
                         return (f"{mnem}: lane {lane} address {la} (0x{la & 0xFFFFFFFFFFFFFFFF:x})"
@@ -608,7 +608,7 @@ class Emulator:
         before alignment, as the machine does)."""
         sram = self.machine.sram_bytes
         for i in range(self.machine.vector_lanes_f32):
-            la = base + i * stride
+            la = _wrap64(base + i * stride)
             bad = (la < 0 or la + width > sram) if code == traps.SRAM_OUT_OF_RANGE \
                 else la % width != 0
             if bad:
@@ -984,6 +984,13 @@ def wait_chains_of(waits: dict[int, Wait], end_of: Callable[[int], tuple[Where, 
         chains.append(Chain(path, False, end=where, end_state=sname,
                             behind=len(members) - len(path)))
     return Deadlock(chains, len(waits))
+
+
+def _wrap64(a: int) -> int:
+    """An address as the machine forms it: rs1 + offset in 64-bit two's complement, wrapping,
+    read as signed (docs/ISA.md, "Memory"), so a trap report names the address that faulted,
+    not a sum no 64-bit register can hold."""
+    return (a + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def _set_controls(cfg: np.ndarray, max_cycles: int, quantum: int, budget: int, only: int = -1,

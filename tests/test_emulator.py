@@ -235,6 +235,10 @@ def test_trap_sram_range_is_checked_before_alignment():
     emu, t = trap_of([E("movi", rd=2, imm=6), E("ld64", rd=1, rs1=2, imm=0)])
     assert (t.cause, t.pc) == (traps.MISALIGNED, 1)
     assert t.detail == "ld64: address 6 (0x6) is not 8-aligned"      # the alignment it needs
+    # rs1 + imm wraps in 64 bits: the report names the address the machine formed
+    emu, t = trap_of(li(2, (1 << 63) - 1) + [E("ld64", rd=1, rs1=2, imm=8)])
+    assert t.detail == (f"ld64: address {7 - (1 << 63)} (0x8000000000000007); "
+                        f"SRAM is 0..{SRAM - 1}")
 
 
 def test_trap_vector_and_tile_addresses():
