@@ -588,7 +588,14 @@ class Emulator:
         if code == traps.USER_TRAP:
             return ""
         if code == traps.NO_NEIGHBOUR:
-            return "there is no live node in that direction (mesh edge)"
+            # A relay has two directions (dir checked first, then dir2): name the one that
+            # failed, so `relay W, E` on the west edge does not leave the reader guessing.
+            nid = int(st.gid[node])
+            dirs = [int(row[C_RS3])]
+            if op in isa.RELAY_OPCODES:
+                dirs.append(int(row[C_RD]))
+            d = next((d for d in dirs if self.machine.neighbors[nid, d] < 0), dirs[0])
+            return f"there is no live node {DIRECTIONS[d]} of this node (mesh edge)"
         if code == traps.BAD_MESSAGE_LENGTH:
             return (f"message length {int(x[row[C_RS2]])} B is outside "
                     f"1..{self.machine.max_message_bytes}")

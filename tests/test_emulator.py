@@ -268,6 +268,10 @@ def test_trap_vector_and_tile_addresses():
 def test_trap_no_neighbour_bad_length_user_and_cycle_limit():
     emu, t = trap_of([E("send", dir=0, rs1=0)])                # node 0 is on the north edge
     assert t.cause == traps.NO_NEIGHBOUR
+    assert t.detail == "there is no live node N of this node (mesh edge)"
+    # a relay names the one of its two directions that has no neighbour
+    emu, t = trap_of([E("relay", dir=1, dir2=3)])
+    assert t.detail == "there is no live node W of this node (mesh edge)"
     emu, t = trap_of([E("movi", rd=2, imm=0), E("sendb", dir=1, rs1=0, rs2=2)])
     assert t.cause == traps.BAD_MESSAGE_LENGTH
     emu, t = trap_of([E("trap", uimm=0xBEEF)])
