@@ -33,8 +33,13 @@ def seconds(s: float) -> str:
     return f"{s / 1e-12:.4g} ps"
 
 
+def count(n: float, noun: str) -> str:
+    """3, 'message' -> '3 messages', and 1 -> '1 message' (thousands separated)."""
+    return f"{int(n):,} {noun}{'' if int(n) == 1 else 's'}"
+
+
 def cycles(c: float) -> str:
-    return f"{int(c):,} cycle{'' if int(c) == 1 else 's'}"
+    return count(c, "cycle")
 
 
 def percent(fraction: float) -> str:

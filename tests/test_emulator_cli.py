@@ -246,6 +246,21 @@ def test_run_of_one_cycle_says_cycle(tmp_path, capsys):
     assert "halted: 1 cycle = 500 ps modelled" in out.out + out.err
 
 
+def test_stats_of_one_message_say_message_and_cycle(tmp_path, capsys):
+    from d1.cli import main
+
+    (tmp_path / "one.d1s").write_text(".text node 0,0\n send E, r0\n halt\n"
+                                      ".text node 1,0\n recv r1, W\n halt\n")
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(tmp_path / "one.d1s"), "--mesh", "2x1", "--stats",
+              "--out-dir", str(tmp_path)])
+    assert info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "  link traffic        8 B in 1 message\n" in out
+    assert "    (0,0) -E-> (1,0)  1 cycle, 8 B, " in out
+    assert "    waiting for FIFO room    0 cycles\n" in out
+
+
 def test_run_names_a_param_left_at_its_initial_contents_a_param(tmp_path, capsys):
     from d1.cli import main
 

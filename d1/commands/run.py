@@ -420,7 +420,7 @@ def chip_lines(s: dict[str, Any]) -> list[str]:
         r = ch["busiest_edge_links"][0]
         (fx, fy), (tx, ty) = r["from"], r["to"]
         lines.append(f"  busiest chip-edge link  ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  "
-                     f"{r['busy_cycles']:,} cycles, {units.nbytes(r['bytes'])}, "
+                     f"{units.cycles(r['busy_cycles'])}, {units.nbytes(r['bytes'])}, "
                      f"{100 * r['utilisation']:.3g}% of kernel time")
     return lines
 
@@ -441,8 +441,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
                  f"({units.si(md['peak_flops_per_second'][md['peak_dtype']], 'FLOP/s')})")
     lines.append(f"  busy / stalled      {md['busy_cycles']:,} / {md['stall_cycles']:,} "
                  "node-cycles")
-    lines.append(f"    waiting for a message    {md['stall_recv_cycles']:,} cycles")
-    lines.append(f"    waiting for FIFO room    {md['stall_send_cycles']:,} cycles")
+    lines.append(f"    waiting for a message    {units.cycles(md['stall_recv_cycles'])}")
+    lines.append(f"    waiting for FIFO room    {units.cycles(md['stall_send_cycles'])}")
     nodes = s["nodes"]
     stall = nodes["stall"]
     if md["stall_cycles"]:
@@ -452,7 +452,7 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     lines.append(f"  SRAM high water     {units.nbytes(md['sram_high_water_bytes'])} "
                  "(largest node)")
     lines.append(f"  link traffic        {units.nbytes(md['link_bytes'])} in "
-                 f"{md['link_messages']:,} messages")
+                 f"{units.count(md['link_messages'], 'message')}")
     if s.get("chips"):
         lines.extend(chip_lines(s))
     busiest = s["links"]["busiest"][:5]
@@ -461,7 +461,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
         for r in busiest:
             fx, fy = r["from"]
             tx, ty = r["to"]
-            lines.append(f"    ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  {r['busy_cycles']:,} cycles, "
+            lines.append(f"    ({fx},{fy}) -{r['dir']}-> ({tx},{ty})  "
+                         f"{units.cycles(r['busy_cycles'])}, "
                          f"{units.nbytes(r['bytes'])}, {100 * r['utilisation']:.3g}%"
                          + ("  [chip edge]" if r.get("chip_edge") else ""))
     by_class = {k: v for k, v in md["instructions_by_class"].items() if v}
