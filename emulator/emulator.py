@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import operator
 import os
 import threading
 import time
@@ -701,12 +702,16 @@ class Emulator:
     # ---- inspection ---------------------------------------------------------------------------
 
     def node_id(self, node: int | tuple[int, int]) -> int:
-        """A live-node id from an id or an (x, y) pair."""
-        if isinstance(node, (tuple, list)):
-            if len(node) != 2:
-                raise D1Error(f"a node is an id or (x, y), got {node!r}")
-            return self.machine.node_id(int(node[0]), int(node[1]))
-        nid = int(node)
+        """A live-node id from an id or an (x, y) pair of integers (numpy's too). Anything
+        else is a D1Error: int() read "a" as a ValueError and 1.5 as node 1."""
+        try:
+            if isinstance(node, (tuple, list)):
+                if len(node) != 2:
+                    raise TypeError
+                return self.machine.node_id(operator.index(node[0]), operator.index(node[1]))
+            nid = operator.index(node)
+        except TypeError:
+            raise D1Error(f"a node is an id or (x, y), got {node!r}") from None
         if not 0 <= nid < self.n:
             raise D1Error(f"node id {nid} is out of range 0..{self.n - 1}")
         return nid

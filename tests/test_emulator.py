@@ -780,6 +780,14 @@ def test_set_input_errors_are_clear():
         emu.set_input("z", np.full((2, 2), 0.5))
 
 
+def test_a_node_that_is_not_an_integer_is_a_clear_error():
+    emu = Emulator(tensor_obj())
+    assert emu.node_id(np.int64(1)) == 1 and emu.node_id((np.int32(1), 0)) == 1
+    for bad in ("a", 1.5, (0.5, 0), ("0", "0")):
+        with pytest.raises(D1Error, match="a node is an id or"):
+            emu.regs(bad)
+
+
 def test_snapshot_and_restore_replay_identically():
     m = machine()
     prog = [E("getid", rd=1), E("movi", rd=2, imm=50), E("addi", rd=3, rs1=3, imm=7),
