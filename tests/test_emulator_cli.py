@@ -261,6 +261,19 @@ def test_stats_of_one_message_say_message_and_cycle(tmp_path, capsys):
     assert "    waiting for FIFO room    0 cycles\n" in out
 
 
+def test_stats_of_a_threaded_run_of_one_phase_say_phase():
+    from d1.commands.run import format_stats
+
+    obj = asm.assemble(".text node 0,0\n send E, r0\n halt\n.text node 1,0\n recv r1, W\n"
+                       " halt\n",
+                       "p.d1s", load_machine(mesh="2x1"))
+    emu = Emulator(obj, threads=2)
+    res = emu.run()
+    s = emu.stats()
+    assert s["host"]["phases"] == 1
+    assert "node-instructions/s on 2 threads (1 phase)\n" in format_stats(s, res.status, 1.0)
+
+
 def test_run_names_a_param_left_at_its_initial_contents_a_param(tmp_path, capsys):
     from d1.cli import main
 

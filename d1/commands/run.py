@@ -490,7 +490,8 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     rate = units.si(host["node_instructions_per_second"], "").rstrip()
     lines.append(f"  emulation speed     {rate} node-instructions/s"
                  + (f" on {host['ranks']} MPI ranks of 1 thread" if host.get("ranks", 1) > 1
-                    else f" on {threads} threads ({host.get('phases', 0)} phases)" if threads > 1
+                    else f" on {threads} threads ({units.count(host.get('phases', 0), 'phase')})"
+                    if threads > 1
                     else " on 1 thread"))
     if host.get("ranks", 1) > 1:
         windows = (f"{host['windows']:,} window{'' if host['windows'] == 1 else 's'} of "
