@@ -531,9 +531,16 @@ class Emulator:
             return (f"clock {units.cycles(st.clock[node])} passed max_cycles "
                     f"{self.max_cycles:,}")
         if code == traps.PC_OUT_OF_RANGE:
+            size = units.count(ln, "instruction")
             if pc == ln:
-                return (f"execution fell off the end of the code ({ln} instruction"
-                        f"{'' if ln == 1 else 's'})")
+                # Only an instruction that can go on to the next one can fall off the end;
+                # after a last halt, trap or jump, a jump went to pc = len.
+                last = isa.BY_OPCODE.get(int(self.code.table[self.code.node_base[node] + ln - 1,
+                                                             C_OP]))
+                if last is not None and last.mnemonic in _NO_FALL_THROUGH:
+                    return (f"a jump went to pc {pc}, just past the end of the code ({size}; "
+                            f"the last, {last.mnemonic}, does not fall through)")
+                return f"execution fell off the end of the code ({size})"
             return f"pc {pc} is outside the node's code (0..{ln - 1})"
         if not 0 <= pc < ln:
             return ""
@@ -996,6 +1003,11 @@ def wait_chains_of(waits: dict[int, Wait], end_of: Callable[[int], tuple[Where, 
         chains.append(Chain(path, False, end=where, end_state=sname,
                             behind=len(members) - len(path)))
     return Deadlock(chains, len(waits))
+
+
+# Instructions after which execution never goes on to the next one (a trap report's test for
+# whether a node at pc = len fell off the end of its code or jumped there).
+_NO_FALL_THROUGH = frozenset(("halt", "trap", "jal", "jalr"))
 
 
 def _wrap64(a: int) -> int:

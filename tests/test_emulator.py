@@ -220,6 +220,11 @@ def test_trap_pc_out_of_range_by_falling_off_and_by_jumping():
     emu, t = trap_of([E("nop")])
     assert (t.cause, t.pc) == (traps.PC_OUT_OF_RANGE, 1)
     assert t.detail == "execution fell off the end of the code (1 instruction)"
+    # a jump just past a last halt did not fall off the end
+    emu, t = trap_of([E("jal", rd=0, off=2), E("halt")])
+    assert (t.cause, t.pc) == (traps.PC_OUT_OF_RANGE, 2)
+    assert t.detail == ("a jump went to pc 2, just past the end of the code (2 instructions; "
+                        "the last, halt, does not fall through)")
     emu, t = trap_of([E("nop"), E("jal", rd=1, off=-5)])
     assert (t.cause, t.pc) == (traps.PC_OUT_OF_RANGE, -4)
     assert emu.regs(0)[1] == 2                  # the jump itself completed
