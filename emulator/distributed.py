@@ -61,7 +61,7 @@ from numba import njit
 
 from d1isa import isa
 from d1isa.errors import D1Error
-from d1isa.machine import OPPOSITE, Machine
+from d1isa.machine import MAX_RUN_CYCLES, OPPOSITE, Machine
 from d1isa.objfile import (
     CodeBlock,
     DataInit,
@@ -536,8 +536,10 @@ class RankEmulator(Emulator):
         if int(threads) != 1:
             raise D1Error("on MPI ranks each rank runs one thread: use more ranks instead "
                           f"of threads={threads}")
-        if int(max_cycles) < 0 or int(quantum) < 1:
-            raise D1Error("max_cycles must be >= 0 and quantum >= 1")
+        if not 0 <= int(max_cycles) <= MAX_RUN_CYCLES or int(quantum) < 1:
+            # the bound of Emulator and of d1 run's --max-cycles: below it no clock overflows
+            raise D1Error(f"max_cycles must be in 0..{MAX_RUN_CYCLES:,} (2^40) and "
+                          "quantum >= 1")
         if window is not None and int(window) < 1:
             raise D1Error(f"window must be >= 1 cycles, got {window}")
         return {"machine": obj.machine.to_dict(), "seed": int(seed),
