@@ -735,6 +735,11 @@ class Emulator:
 
     def sram(self, node: int | tuple[int, int], addr: int, n: int) -> np.ndarray:
         nid = self.node_id(node)
+        try:
+            addr, n = operator.index(addr), operator.index(n)
+        except TypeError:
+            raise D1Error(f"an SRAM address and length are integers, got {addr!r}, {n!r}"
+                          ) from None
         if addr < 0 or n < 0 or addr + n > self.machine.sram_bytes:
             raise D1Error(f"SRAM range {addr}+{n} is outside 0..{self.machine.sram_bytes - 1}")
         return self.state.sram[nid, addr:addr + n].copy()

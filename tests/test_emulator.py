@@ -785,12 +785,17 @@ def test_set_input_errors_are_clear():
         emu.set_input("z", np.full((2, 2), 0.5))
 
 
-def test_a_node_that_is_not_an_integer_is_a_clear_error():
+def test_a_node_or_sram_range_that_is_not_an_integer_is_a_clear_error():
     emu = Emulator(tensor_obj())
     assert emu.node_id(np.int64(1)) == 1 and emu.node_id((np.int32(1), 0)) == 1
     for bad in ("a", 1.5, (0.5, 0), ("0", "0")):
         with pytest.raises(D1Error, match="a node is an id or"):
             emu.regs(bad)
+    # the same for an SRAM range (a float or a string raised TypeError from numpy or from <)
+    assert emu.sram(0, np.int64(0), np.int32(4)).shape == (4,)
+    for addr, n in ((1.5, 4), ("0", 4), (0, 2.5)):
+        with pytest.raises(D1Error, match="an SRAM address and length are integers"):
+            emu.sram(0, addr, n)
 
 
 def test_snapshot_and_restore_replay_identically():
