@@ -400,7 +400,7 @@ def test_watch_register_and_links(m4):
     while (stop := dbg.cont()).reason == "watchpoint":
         hits.append((stop.watch.old, stop.watch.new.split(",")[0]))
         assert stop.watch.where.text == "vsend E, v1"
-    assert hits == [("0 messages", "1 messages"), ("1 messages", "2 messages"),
+    assert hits == [("0 messages", "1 message"), ("1 message", "2 messages"),
                     ("2 messages", "3 messages"), ("3 messages", "4 messages")]
     dbg.delete()
     dbg.restart()
@@ -477,7 +477,7 @@ def test_watch_link_through_the_repl():
                         "watch link 0,3 E > 1", "delete 1", "continue", "links"))
     assert out["watch link 0,2 E"] == ["Watchpoint 1: link (0,2) -> (1,2) (E) (1 instruction "
                                        "can change it)"]
-    assert "link (0,2) -> (1,2) (E): 0 messages -> 1 messages, last 64 B: 00 00 48 43" \
+    assert "link (0,2) -> (1,2) (E): 0 messages -> 1 message, last 64 B: 00 00 48 43" \
         in out["c"][0]
     assert "link (0,3) -> (1,3) (E) FIFO > 1: 1 waiting -> 2 waiting (> 1)" \
         in out["continue"][0]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from d1isa import isa
+from d1isa import isa, units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, OPPOSITE, Machine
 from emulator.debugger.blocks import BlockInfo
@@ -442,8 +442,8 @@ def watch_exec(dbg: Debugger, node: int, ws: list[Watchpoint]) -> Stop | None:
             t = int(dbg.machine.neighbors[node, w.direction])
             msgs = dbg.emu.fifo(t, OPPOSITE[w.direction])
             payload = msgs[-1][2] if msgs else b""
-            old, new = f"{old} messages", f"{new} messages, last {len(payload)} B: " + \
-                fmt_value(payload)
+            old, new = units.count(old, "message"), units.count(new, "message") + \
+                f", last {len(payload)} B: " + fmt_value(payload)
         elif w.what == "fill":
             old, new = f"{old} waiting", f"{new} waiting (> {w.above})"
         hits.append(WatchHit(w.number, node, w.text, old, new, where, dbg.position))
