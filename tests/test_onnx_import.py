@@ -346,6 +346,28 @@ def test_a_wrong_model_is_an_error_not_a_traceback():
     assert e.value.kinds == ["model"]
 
 
+@pytest.mark.parametrize("op, attrs, message", [
+    ("MaxPool", {"kernel_shape": [2, 2], "strides": [1]}, "strides [1] do not fit 2 spatial "
+                                                           "axes"),
+    ("Conv", {"strides": [0, 1]}, "strides [0, 1] must be positive"),
+    ("Conv", {"strides": [1, 1, 1]}, "strides [1, 1, 1] do not fit 2 spatial axes"),
+    ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, -1]}, "dilations [2, -1] must "
+                                                                 "be positive"),
+    ("MaxPool", {"kernel_shape": [0, 2]}, "kernel_shape [0, 2] must be positive"),
+])
+def test_a_wrong_window_is_an_error_not_a_traceback(op, attrs, message):
+    """A stride list too short for the window (an IndexError before), a zero stride (a
+    ZeroDivisionError), or one too long (its extra entry ignored) are wrong models."""
+    inputs, inits = ["x"] + (["w"] if op == "Conv" else []), {}
+    if op == "Conv":
+        inits["w"] = np.ones((2, 3, 2, 2), np.float32)
+    m = model([helper.make_node(op, inputs, ["y"], name="win", **attrs)],
+              [("x", [1, 3, 5, 5])], [("y", [1, 3, 4, 4])], inits)
+    with pytest.raises(ImportFailure) as e:
+        import_model(m, "m.onnx")
+    assert e.value.messages == [f"m.onnx: node 'win' ({op}, opset 17): {message}"]
+
+
 def test_integer_inputs_are_refused_with_a_hint():
     g = helper.make_graph([helper.make_node("Cast", ["i"], ["y"], to=F)], "g",
                           [helper.make_tensor_value_info("i", TensorProto.INT64, [3])],

@@ -60,6 +60,19 @@ def same_pads(auto_pad: str, size: int, kernel: int, stride: int, dilation: int
     return (small, big) if auto_pad == "SAME_UPPER" else (big, small)
 
 
+def window_ints(ctx: NodeCtx, name: str, sp: int) -> list[int]:
+    """A Conv or pooling node's `strides` or `dilations` (default 1) or `kernel_shape`: one
+    positive integer per spatial axis. Checked here, where a wrong count or a zero would
+    otherwise fail deep in the shape arithmetic (an index past the list, a division by a
+    zero stride) or be half read (a third stride of a 2-D window ignored)."""
+    values = ctx.ints(name, [1] * sp)
+    if values is None or len(values) != sp:
+        raise BadModel(f"{name} {values} do not fit {sp} spatial ax{'es' if sp > 1 else 'is'}")
+    if any(v < 1 for v in values):
+        raise BadModel(f"{name} {values} must be positive")
+    return values
+
+
 def window_pads(ctx: NodeCtx, spatial: tuple[int, ...], kernel: list[int], strides: list[int],
                 dilations: list[int]) -> list[int]:
     """The explicit [begin..., end...] pads of a Conv or pooling node, from `pads` or

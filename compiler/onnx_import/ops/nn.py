@@ -10,6 +10,7 @@ from compiler.onnx_import.ops.common import (
     broadcast,
     dsl_pads,
     pair,
+    window_ints,
     window_out,
     window_pads,
 )
@@ -123,9 +124,8 @@ def conv(ctx: NodeCtx) -> None:
     given = ctx.ints("kernel_shape")
     if given is not None and list(given) != kernel:
         raise BadModel(f"kernel_shape {given} differs from the weight's {kernel}")
-    strides = ctx.ints("strides", [1] * sp)
-    dil = ctx.ints("dilations", [1] * sp)
-    assert strides is not None and dil is not None
+    strides = window_ints(ctx, "strides", sp)
+    dil = window_ints(ctx, "dilations", sp)
     pads = window_pads(ctx, x.shape[2:], kernel, strides, dil)
     out_sp = [window_out(x.shape[2 + i], kernel[i], strides[i], dil[i], pads[i], pads[sp + i])
               for i in range(sp)]
@@ -157,12 +157,11 @@ def _pool(ctx: NodeCtx, fn: str) -> None:
     if fn == "maxpool2d" and ctx.wants(1):
         raise Unsupported("the Indices output")
     sp = v.rank - 2
-    kernel = ctx.ints("kernel_shape")
-    if kernel is None or len(kernel) != sp:
-        raise BadModel(f"kernel_shape {kernel} does not fit {sp} spatial axes")
-    strides = ctx.ints("strides", [1] * sp)
-    dil = ctx.ints("dilations", [1] * sp)
-    assert strides is not None and dil is not None
+    if ctx.ints("kernel_shape") is None:
+        raise BadModel("kernel_shape is missing")
+    kernel = window_ints(ctx, "kernel_shape", sp)
+    strides = window_ints(ctx, "strides", sp)
+    dil = window_ints(ctx, "dilations", sp)
     ceil = bool(int(ctx.attr("ceil_mode", 0)))
     pads = window_pads(ctx, v.shape[2:], kernel, strides, dil)
     out_sp = [window_out(v.shape[2 + i], kernel[i], strides[i], dil[i], pads[i], pads[sp + i],
