@@ -368,6 +368,16 @@ def test_a_wrong_window_is_an_error_not_a_traceback(op, attrs, message):
     assert e.value.messages == [f"m.onnx: node 'win' ({op}, opset 17): {message}"]
 
 
+def test_repeated_axes_are_named_as_plain_integers():
+    # the axes come from an int64 tensor; numpy 2 would print them as np.int64(0)
+    m = model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="r")],
+              [("x", [4, 3])], [("y", [3])], {"axes": np.array([0, -2], np.int64)})
+    with pytest.raises(ImportFailure) as e:
+        import_model(m, "m.onnx")
+    assert e.value.messages == ["m.onnx: node 'r' (ReduceSum, opset 17): axis repeated in "
+                                "[0, -2]"]
+
+
 def test_integer_inputs_are_refused_with_a_hint():
     g = helper.make_graph([helper.make_node("Cast", ["i"], ["y"], to=F)], "g",
                           [helper.make_tensor_value_info("i", TensorProto.INT64, [3])],

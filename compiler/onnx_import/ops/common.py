@@ -39,13 +39,14 @@ def reshaped(ctx: NodeCtx, v: Value, e: E, shape: tuple[int, ...], out: int = 0)
 def norm_axes(axes: list[int] | np.ndarray | None, rank: int) -> list[int] | None:
     if axes is None:
         return None
+    given = [int(a) for a in np.asarray(axes).reshape(-1)]     # plain ints for the messages
     out = []
-    for a in [int(a) for a in np.asarray(axes).reshape(-1)]:
+    for a in given:
         if not -rank <= a < rank:
             raise BadModel(f"axis {a} is out of range for a {rank}-D input")
         out.append(a % rank)
     if len(set(out)) != len(out):
-        raise BadModel(f"axis repeated in {list(np.asarray(axes).reshape(-1))}")
+        raise BadModel(f"axis repeated in {given}")
     return out
 
 
