@@ -354,10 +354,14 @@ def test_a_wrong_model_is_an_error_not_a_traceback():
     ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, -1]}, "dilations [2, -1] must "
                                                                  "be positive"),
     ("MaxPool", {"kernel_shape": [0, 2]}, "kernel_shape [0, 2] must be positive"),
+    ("Conv", {"pads": [-1, 0, 0, 0]}, "pads [-1, 0, 0, 0] must be non-negative"),
+    ("MaxPool", {"kernel_shape": [2, 2], "pads": [1, 1]}, "pads [1, 1] do not fit 2 spatial "
+                                                          "axes"),
 ])
 def test_a_wrong_window_is_an_error_not_a_traceback(op, attrs, message):
     """A stride list too short for the window (an IndexError before), a zero stride (a
-    ZeroDivisionError), or one too long (its extra entry ignored) are wrong models."""
+    ZeroDivisionError), or one too long (its extra entry ignored) are wrong models; negative
+    pads are named as such, not as pads that do not fit."""
     inputs, inits = ["x"] + (["w"] if op == "Conv" else []), {}
     if op == "Conv":
         inits["w"] = np.ones((2, 3, 2, 2), np.float32)

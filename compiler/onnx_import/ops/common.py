@@ -83,8 +83,10 @@ def window_pads(ctx: NodeCtx, spatial: tuple[int, ...], kernel: list[int], strid
     if auto == "NOTSET":
         pads = ctx.ints("pads", [0] * (2 * n))
         assert pads is not None
-        if len(pads) != 2 * n or any(p < 0 for p in pads):
+        if len(pads) != 2 * n:
             raise BadModel(f"pads {pads} do not fit {n} spatial axes")
+        if any(p < 0 for p in pads):
+            raise BadModel(f"pads {pads} must be non-negative")
         return pads
     if auto == "VALID":
         return [0] * (2 * n)
