@@ -594,7 +594,12 @@ def test_compile_embeds_the_weights_and_names(mlp, tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "o3" / "out_0.npy"), want, rtol=1e-5,
                                atol=1e-6)
     status, out = d1(capsys, "compile", path, "--shape", "input.1=6,8", "--emit", "ir")
-    assert status == 0 and "matmul input_1, fc_weight" in out
+    assert status == 0 and "matmul input_1, fc_weight" in out and "note:" not in out
+    # the assembly has the code but not the weights: said, since `d1 asm` of it would run
+    # with the params' INITs
+    status, out = d1(capsys, "compile", path, "--shape", "input.1=6,8", "--mesh", "2x2",
+                     "--emit", "asm")
+    assert status == 0 and "does not hold the model's initializers (2 params)" in out
 
 
 def test_debug_takes_the_model(mlp, tmp_path, capsys, monkeypatch):

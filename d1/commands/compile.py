@@ -27,7 +27,8 @@ from d1isa.machine import machine_file
 @click.option("--emit", "stage", type=click.Choice(["ast", "ir", "asm", "map"]),
               help="Print the program after this stage instead of writing an object: the "
                    "syntax tree, the typed IR, the per-node assembly (which `d1 asm` "
-                   "turns into the same object), or the mapping report (as --report).")
+                   "turns into the same object, but for an ONNX model's initializers: "
+                   "give them with --params), or the mapping report (as --report).")
 @click.option("--report", is_flag=True,
               help="Print the mapping report after compiling: per step, each tensor's layout "
                    "and the bytes its messages carry across each chip edge, with totals "
@@ -107,6 +108,13 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         if onnx:
             imported, name = imported_source(Path(source), given_shapes)
             out = emit_stage(imported.text, stage, machine, name, options)
+            if stage == "asm" and imported.params:
+                # The assembly has no directive for the params' values: an object assembled
+                # from it would silently start from the declarations' INITs instead.
+                click.echo(f"note: {source}: the assembly does not hold the model's "
+                           f"initializers ({len(imported.params)} params); an object `d1 asm` "
+                           "makes of it starts them from their INIT, so run it with --params "
+                           "OUT.npz (d1 import -o OUT.d1k writes it)", err=True)
         else:
             out = emit_stage(read_text(source), stage, machine, source, options)
         if output:
