@@ -642,6 +642,22 @@ class Mapper:
             else:
                 self.steps.append(kernel(out, x, along, loc, node.name))
             return
+        if (x.layout and node.axis == len(x.shape) - 1 and not x.layout.dense
+                and x.layout.row_axis != "PQ"):
+            # Along the last axis an N-d value is its 2-D view's rows, as for softmax: reduce
+            # them in place into a vector of rows, then gather that (1/C of x) into the
+            # result's shape, rather than replicate all of x on every node.
+            n = math.prod(x.shape[:-1])
+            flat = Value(f"{node.name}'{self._n()}", (n,), node.dtype,
+                         self.layout((n,), node.dtype, None, x.layout.row_axis))
+            if kernel is None:
+                self.steps.append(Reduce(flat, x, op, "rows", loc, node.name))
+            else:
+                self.steps.append(kernel(flat, x, "rows", loc, node.name))
+            out = self.new_value(node, self.default(node.shape, node.dtype))
+            self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
+                                     loc, node.name, self.grid, "reshape"))
+            return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdReduce(out, rep, op, node.axis, loc, node.name))

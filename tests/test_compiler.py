@@ -229,6 +229,18 @@ def test_nd_broadcasts_reductions_softmax(mesh: str) -> None:
     run_program(ND, machine("d1", mesh=mesh))
 
 
+def test_nd_reductions_along_the_last_axis_are_not_replicated() -> None:
+    """sum/mean/max/min/argmax along the last axis of an N-d value reduce the rows of its
+    2-D view where they lie, as softmax does: x (64 KiB) fits 2 x 2 nodes of 48 KiB only
+    split; the replicated fallback wanted all of it on every node ("does not fit")."""
+    m = machine("d1", mesh="2x2", sram_bytes=48 * 1024)
+    text = ("input x: f32[8, 16, 128]\ns = sum(x, axis=-1)\nmn = mean(x, axis=2, keepdims=1)\n"
+            "a = argmax(x, axis=2)\nlo = min(x, axis=-1) + max(x, axis=-1)\n"
+            "output s, mn, a, lo\n")
+    rows, _, _ = run_program(text, m)
+    assert [r[0] for r in rows] == ["s", "mn", "a", "lo"] and all(r[4] for r in rows)
+
+
 def test_4d_input_and_output_layout_covers_every_element() -> None:
     text = "input x: bf16[2, 3, 4, 5]\ny = relu(x) + 1\noutput y\n"
     rows, emu, _ = run_program(text, machine("d1", mesh="3x2"))
