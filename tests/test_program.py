@@ -219,6 +219,20 @@ def test_input_arrays_and_make_inputs_check_their_arguments():
         compiler.init_params(prog.graph, -1)
 
 
+def test_the_note_on_ignored_params_names_a_few(capsys):
+    """A --params file of 20,000 arrays that are not params printed every name in one note,
+    a 150 KB line; it names SHOWN_IGNORED of them and counts the rest."""
+    from d1.commands.run import SHOWN_IGNORED, params_for
+
+    prog = load_program(ROOT / "programs" / "train_linear.d1k", M4)
+    many = {f"m{i}": np.zeros(1) for i in range(20_000)}
+    assert params_for(prog, many, Path("p.npz")) == {}
+    err = capsys.readouterr().err
+    shown = ", ".join(f"m{i}" for i in range(SHOWN_IGNORED))
+    assert err == (f"note: --params p.npz: {shown} and 19,992 more are not params of "
+                   f"{prog.path}; ignored\n")
+
+
 @pytest.mark.parametrize("args, says", [
     (["compile", "prog.d1s"], "prog.d1s is assembly (.d1s), not a DSL program; d1 asm takes it"),
     (["compile", "prog.d1s", "--emit", "ir"], "prog.d1s is assembly"),

@@ -278,6 +278,10 @@ def mpi_note(emu: Any) -> None:
                    f"hold{'s' if idle == 1 else ''} none (a rank holds whole chips)", err=True)
 
 
+# How many names of a --params file that are not params of the program a note spells out.
+SHOWN_IGNORED = 8
+
+
 def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
                ) -> dict[str, np.ndarray]:
     """The arrays of a --params file that name params of the program, with a note naming
@@ -285,7 +289,10 @@ def params_for(prog: Program, params: dict[str, np.ndarray], path: Path
     from d1.params import check_params, split_params
     used, ignored = split_params(prog, params)
     if ignored:
-        click.echo(f"note: --params {path}: {', '.join(ignored)} "
+        # the names come from the file: a .npz of 20,000 arrays made a 150 KB line
+        more = len(ignored) - SHOWN_IGNORED
+        names = ", ".join(ignored[:SHOWN_IGNORED]) + (f" and {more:,} more" if more > 0 else "")
+        click.echo(f"note: --params {path}: {names} "
                    f"{'is not a param' if len(ignored) == 1 else 'are not params'} of "
                    f"{prog.path}; ignored", err=True)
     check_params(prog, used, f"--params {path}")      # shapes, named after the file
