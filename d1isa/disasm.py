@@ -20,6 +20,7 @@ import struct
 import numpy as np
 
 from d1isa import isa
+from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, Machine
 from d1isa.objfile import ObjectFile
 
@@ -283,6 +284,9 @@ def disassemble(obj: ObjectFile, debug: bool = True) -> str:
     """
     from d1isa.asm import quote
 
+    if not isinstance(obj, ObjectFile):
+        raise D1Error(f"disassemble takes an ObjectFile, not {type(obj).__name__}: load a "
+                      "file with ObjectFile.load(path)")
     m = obj.machine
     with_code = int((obj.node_block >= 0).sum())
     summary = (f"# {'d1 disassembly' if debug else 'd1 listing'}: machine {m.name} "

@@ -841,3 +841,18 @@ def test_tensor_layouts_round_trip_through_disassembly():
     assert obj.tensors[1].pieces == [TensorPiece(15, 0, (0,), (2,), (8,))]
     roundtrip(obj)
     assert isinstance(obj.tensors[0], TensorLayout)
+
+
+def test_python_api_wrong_argument_types_are_d1_errors():
+    """As compiler.compile_source says what to pass: bytes or None as the text, a machine's
+    name as the machine, a path to disassemble were a TypeError or an AttributeError."""
+    from d1isa.errors import D1Error
+
+    with pytest.raises(D1Error, match=r"must be a str, not bytes \(decode the bytes first\)"):
+        assemble(b".text all\n halt\n")
+    with pytest.raises(D1Error, match="must be a str, not NoneType"):
+        assemble(None)
+    with pytest.raises(D1Error, match=r"make one with load_machine\('m4x4'\)"):
+        assemble(".text all\n halt\n", machine="m4x4")
+    with pytest.raises(D1Error, match="disassemble takes an ObjectFile, not str"):
+        disassemble("prog.d1o")

@@ -54,10 +54,10 @@ from d1isa.asm.syntax import (
     strip_comment,
     suggest,
 )
-from d1isa.errors import MachineError, SourceError
+from d1isa.errors import D1Error, MachineError, SourceError
 from d1isa.expr import Expr, ExprError, NeedsNode, Num, evaluate, parse
 from d1isa.files import read_text
-from d1isa.machine import Machine, default_machine, load_machine
+from d1isa.machine import Machine, default_machine, load_machine, machine_or_default
 from d1isa.objfile import LINE_COLS, ObjectFile, Symbol
 
 PRODUCER = "d1 asm"
@@ -583,6 +583,12 @@ def assemble(text: str, filename: str = "<string>", machine: Machine | None = No
     assembled for `machine`, copies of the directive's chip), the `machine` argument, or the
     default machine.
     """
+    if not isinstance(text, str):
+        raise D1Error(f"the assembly text must be a str, not {type(text).__name__}"
+                      + (" (decode the bytes first)" if isinstance(text, bytes | bytearray)
+                         else ""))
+    if machine is not None:
+        machine = machine_or_default(machine)   # a clear error for a name or anything else
     # Equates may refer forward to each other (MAX_EQU_DEPTH deep); each level is a few Python
     # frames, more than the default recursion limit allows.
     old = sys.getrecursionlimit()
