@@ -76,6 +76,8 @@ DEFAULT_QUANTUM = 256
 _CHUNK = 1 << 29
 # An instruction count the run loop's int64 controls hold; a larger budget means the same.
 _NO_LIMIT = (1 << 63) - 1
+# Rows of a trace buffer (trace_events, trace_messages; tens of bytes each, allocated at once).
+MAX_TRACE_ROWS = 1 << 26
 
 
 
@@ -159,9 +161,13 @@ class Emulator:
             if trace not in TRACE_MODES:
                 raise D1Error(f"trace must be one of {', '.join(TRACE_MODES)} or None, "
                               f"got {trace!r}")
-            self.recorder = Recorder(obj, self.code, self.n, trace,
-                                     events=trace_events or DEFAULT_EVENTS,
-                                     messages=trace_messages or DEFAULT_MESSAGES)
+            events, messages = (
+                default if not rows else _count(name, rows, 1, MAX_TRACE_ROWS)
+                for name, rows, default in (("trace_events", trace_events, DEFAULT_EVENTS),
+                                            ("trace_messages", trace_messages,
+                                             DEFAULT_MESSAGES)))
+            self.recorder = Recorder(obj, self.code, self.n, trace, events=events,
+                                     messages=messages)
         self._init_regs: tuple[np.ndarray, np.ndarray] | None = None
         # Each host thread's run_loop arguments (Emulator._thread_calls), made on the first
         # threaded run.

@@ -999,6 +999,10 @@ def test_integer_arguments_are_checked_when_the_emulator_is_made():
                      ({"quantum": True}, "quantum must be an integer, not bool")]:
         with pytest.raises(D1Error, match=says):
             Emulator(obj, **kw)
+    for kw in ({"trace": "full", "trace_events": 10 ** 12},     # was a 44 TiB MemoryError
+               {"trace": "regions", "trace_messages": -5}):
+        with pytest.raises(D1Error, match=r"trace_\w+ must be in 1 .. 67,108,864"):
+            Emulator(obj, **kw)
     emu = Emulator(obj, threads=10**20)
     assert emu.threads == emu.n
     assert len(emu._partition(emu.threads)) <= emu.n
