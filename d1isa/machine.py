@@ -810,10 +810,15 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _decimal(part: str) -> bool:
+    """ASCII decimal digits only: '²' and '⁴' are digits to str.isdigit, not to int()."""
+    return part.isascii() and part.isdigit()
+
+
 def parse_mesh(text: str) -> tuple[int, int]:
     """'CxR' -> (cols, rows)."""
     parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(_decimal(p) for p in parts):
         raise MachineError(f"--mesh expects COLSxROWS such as 4x4, got '{text}'")
     c, r = int(parts[0]), int(parts[1])
     if not (1 <= c <= MAX_EDGE and 1 <= r <= MAX_EDGE):
@@ -824,7 +829,7 @@ def parse_mesh(text: str) -> tuple[int, int]:
 def parse_chips(text: str) -> tuple[int, int]:
     """'CxR' -> (chips across, chips down), for `--chips`."""
     parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(_decimal(p) for p in parts):
         raise MachineError(f"--chips expects CHIPS_ACROSSxCHIPS_DOWN such as 2x2, got '{text}'")
     c, r = int(parts[0]), int(parts[1])
     if not (1 <= c <= MAX_CHIPS_EDGE and 1 <= r <= MAX_CHIPS_EDGE):

@@ -48,6 +48,13 @@ def batch(file: str, *commands: str, mesh: str = "2x2") -> dict[str, list[str]]:
 
 # ---- counts -----------------------------------------------------------------------------------
 
+def test_a_superscript_digit_is_no_register_number():
+    # '²' passes str.isdigit but not int(): vregs ² and acc ² were internal errors
+    out = batch(f"{ASM}/token_ring.d1s", "vregs \u00b2", "acc \u2074", mesh="4x4")
+    assert out["vregs \u00b2"] == ["error: no register '\u00b2' (0..31)"]
+    assert out["acc \u2074"] == ["error: no register '\u2074' (0..7)"]
+
+
 def test_a_count_beyond_int64_runs_or_undoes_everything():
     # reverse-stepi N and stepi N all took N from numpy int64 counts: an OverflowError, shown
     # as "internal error" and "This is a bug in d1".

@@ -116,6 +116,15 @@ def test_validation_errors_are_clear(overrides, message):
         load_machine(overrides=overrides)
 
 
+@pytest.mark.parametrize("text", ["\u00b2x4", "4x\u2074", "\uff14x\uff14"])
+def test_mesh_and_chips_take_ascii_digits_only(text):
+    # superscripts pass str.isdigit but not int(): an internal error (exit 3) before
+    with pytest.raises(MachineError, match="--mesh expects COLSxROWS"):
+        load_machine(mesh=text)
+    with pytest.raises(MachineError, match="--chips expects"):
+        load_machine(chips=text)
+
+
 def test_set_strings_are_typed():
     d = parse_sets(["link_bytes_per_cycle=32", "clock_hz=1e9", "harvested=[[1,1]]"])
     assert d == {"link_bytes_per_cycle": 32, "clock_hz": 1e9, "harvested": [[1, 1]]}
