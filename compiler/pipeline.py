@@ -143,7 +143,7 @@ class CompileOptions:
             if key in CHOICES:
                 values[key] = text
             elif key == "reach":
-                if not text.isdigit():
+                if not (text.isascii() and text.isdigit()):     # not '²'
                     raise D1Error(f"compiler option 'reach' is a positive integer, got '{text}'")
                 values[key] = int(text)
             else:

@@ -406,3 +406,9 @@ def test_f32_bits_helper_matches_struct() -> None:
     from compiler.asmgen import f32_hex
     assert f32_hex(1.0) == "0x3f800000"
     assert int(f32_hex(-2.5), 16) == struct.unpack("<I", struct.pack("<f", -2.5))[0]
+
+
+def test_the_reach_compiler_option_takes_ascii_digits_only():
+    with pytest.raises(D1Error, match="'reach' is a positive integer, got '\u00b2'"):
+        CompileOptions.parse(["reach=\u00b2"])
+    assert CompileOptions.parse(["reach=2"]).reach == 2
