@@ -143,7 +143,8 @@ class CompileOptions:
             if key in CHOICES:
                 values[key] = text
             elif key == "reach":
-                if not (text.isascii() and text.isdigit()):     # not '²'
+                # not '²', nor more digits than int() takes
+                if not (text.isascii() and text.isdigit() and len(text) <= 18):
                     raise D1Error(f"compiler option 'reach' is a positive integer, got '{text}'")
                 values[key] = int(text)
             else:

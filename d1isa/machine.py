@@ -811,15 +811,16 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def _decimal(part: str) -> bool:
-    """ASCII decimal digits only: '²' and '⁴' are digits to str.isdigit, not to int()."""
-    return part.isascii() and part.isdigit()
+    """ASCII decimal digits only, few enough for int(): '²' and '⁴' are digits to
+    str.isdigit, not to int(), which also refuses more than 4,300 digits."""
+    return part.isascii() and part.isdigit() and len(part) <= 18
 
 
 def parse_mesh(text: str) -> tuple[int, int]:
     """'CxR' -> (cols, rows)."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
-        raise MachineError(f"--mesh expects COLSxROWS such as 4x4, got '{text}'")
+        raise MachineError(f"--mesh expects COLSxROWS such as 4x4, got '{_shown(text)}'")
     c, r = int(parts[0]), int(parts[1])
     if not (1 <= c <= MAX_EDGE and 1 <= r <= MAX_EDGE):
         raise MachineError(f"--mesh dimensions must be in 1 .. {MAX_EDGE:,}, got '{text}'")
@@ -830,7 +831,8 @@ def parse_chips(text: str) -> tuple[int, int]:
     """'CxR' -> (chips across, chips down), for `--chips`."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
-        raise MachineError(f"--chips expects CHIPS_ACROSSxCHIPS_DOWN such as 2x2, got '{text}'")
+        raise MachineError(f"--chips expects CHIPS_ACROSSxCHIPS_DOWN such as 2x2, got "
+                           f"'{_shown(text)}'")
     c, r = int(parts[0]), int(parts[1])
     if not (1 <= c <= MAX_CHIPS_EDGE and 1 <= r <= MAX_CHIPS_EDGE):
         raise MachineError(f"--chips dimensions must be in 1 .. {MAX_CHIPS_EDGE}, got '{text}'")

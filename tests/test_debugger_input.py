@@ -55,6 +55,16 @@ def test_a_superscript_digit_is_no_register_number():
     assert out["acc \u2074"] == ["error: no register '\u2074' (0..7)"]
 
 
+def test_numbers_longer_than_int_takes_are_usage_errors():
+    # int() refuses more than 4,300 digits: these were internal errors
+    many = "9" * 5000
+    out = batch(f"{ASM}/token_ring.d1s", f"vregs {many}", f"break {many}",
+                f"break token_ring.d1s:3:{many}", mesh="4x4")
+    assert out[f"vregs {many}"] == [f"error: no register '{many}' (0..31)"]
+    assert out[f"break {many}"][0].startswith("error: cannot read location '999")
+    assert out[f"break token_ring.d1s:3:{many}"][0].startswith("error: cannot read location")
+
+
 def test_a_count_beyond_int64_runs_or_undoes_everything():
     # reverse-stepi N and stepi N all took N from numpy int64 counts: an OverflowError, shown
     # as "internal error" and "This is a bug in d1".

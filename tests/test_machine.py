@@ -116,7 +116,8 @@ def test_validation_errors_are_clear(overrides, message):
         load_machine(overrides=overrides)
 
 
-@pytest.mark.parametrize("text", ["\u00b2x4", "4x\u2074", "\uff14x\uff14"])
+@pytest.mark.parametrize("text", ["\u00b2x4", "4x\u2074", "\uff14x\uff14",
+                                  "9" * 5000 + "x4"])      # int() takes 4,300 digits
 def test_mesh_and_chips_take_ascii_digits_only(text):
     # superscripts pass str.isdigit but not int(): an internal error (exit 3) before
     with pytest.raises(MachineError, match="--mesh expects COLSxROWS"):

@@ -456,8 +456,8 @@ def _register_pick(args: list[str], n: int, prefix: str) -> list[int]:
     if len(args) > 1:
         raise CommandError(f"unexpected {' '.join(args[1:])!r}")
     t = args[0].lower().removeprefix(prefix)
-    # isascii: '²' is a digit to str.isdigit, not to int()
-    if not (t.isascii() and t.isdigit()) or not 0 <= int(t) < n:
+    # isascii: '²' is a digit to str.isdigit, not to int(); nor are 5,000 digits
+    if not (t.isascii() and t.isdigit() and len(t) <= 18) or not 0 <= int(t) < n:
         raise CommandError(f"no register {args[0]!r} (0..{n - 1})")
     return [int(t)]
 
