@@ -31,6 +31,9 @@ def _a(what: str) -> str:
 
 def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes; D1Error otherwise."""
+    if not isinstance(path, str | os.PathLike):
+        raise D1Error(f"the path of the {what} must be a str or a Path, not "
+                      f"{type(path).__name__}")
     p = Path(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:

@@ -294,8 +294,11 @@ class ObjectFile:
     def from_bytes(cls, raw: bytes, name: str = "<object>", check_crc: bool = True
                    ) -> ObjectFile:
         """Parse and validate; ObjectFormatError for anything malformed."""
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise D1Error(f"ObjectFile.from_bytes takes the bytes of an object, not "
+                          f"{type(raw).__name__}")
         try:
-            return _parse(raw, name, check_crc)
+            return _parse(bytes(raw), name, check_crc)
         except ObjectFormatError as e:
             text = str(e)
             raise ObjectFormatError(text if text.startswith(f"{name}:") else f"{name}: {text}") \

@@ -398,3 +398,18 @@ def test_an_assembled_object_survives_reload_with_every_program():
 def test_a_directory_is_not_an_object_file(tmp_path):
     with pytest.raises(D1Error, match=r"not a regular file \(a directory\); give an object file"):
         ObjectFile.load(tmp_path)
+
+
+def test_load_and_from_bytes_say_what_they_take(tmp_path):
+    """A path that is not a str or a Path was a TypeError from pathlib, bytes given as None or
+    text a misleading 'a field has the wrong type', a memoryview an AttributeError."""
+    from d1isa.errors import D1Error
+
+    with pytest.raises(D1Error, match="the path of the object file must be a str or a Path, "
+                                      "not int"):
+        ObjectFile.load(123)
+    for bad in (None, "D1OBJ"):
+        with pytest.raises(D1Error, match="from_bytes takes the bytes of an object, not"):
+            ObjectFile.from_bytes(bad)
+    obj = assemble(".text all\n halt\n", "h.d1s", M2)
+    assert ObjectFile.from_bytes(memoryview(obj.to_bytes())).to_bytes() == obj.to_bytes()
