@@ -706,14 +706,25 @@ def machine_names() -> list[str]:
     return sorted(p.stem for p in MACHINES_DIR.glob("*.toml"))
 
 
-def machine_file(name_or_path: str | Path | None) -> list[Path]:
-    """The file a `--machine` argument reads, as read_machine_file tells a file from a name
-    (empty for a shipped machine, or none): an input of the command, which its outputs must
-    never replace."""
-    if name_or_path is None:
-        return []
-    s = str(name_or_path)
-    return [Path(s)] if s.endswith(".toml") or Path(s).is_file() else []
+def machine_files(name_or_path: str | Path | None) -> list[Path]:
+    """The files a `--machine` argument reads: the file itself and the files its `base` chain
+    names (as read_machine_file tells a file from a name; none for a shipped machine):
+    inputs of the command, which its outputs must never replace. A file that cannot be read
+    ends the chain (loading the machine says why)."""
+    files: list[Path] = []
+    s = None if name_or_path is None else str(name_or_path)
+    while s is not None and len(files) <= 16:
+        path = Path(s)
+        if not (s.endswith(".toml") or path.is_file()) or path in files:
+            break
+        files.append(path)
+        try:
+            base = tomllib.loads(read_text(path, what="machine file").lstrip("\ufeff")).get("base")
+        except (D1Error, tomllib.TOMLDecodeError, RecursionError):
+            break
+        s = (str(path.parent / base) if base.endswith(".toml") else base) \
+            if isinstance(base, str) else None
+    return files
 
 
 def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozenset()

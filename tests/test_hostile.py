@@ -266,6 +266,17 @@ def test_no_output_replaces_the_machine_file(tmp_path, capsys, monkeypatch, args
     assert digest(tmp_path / "m.toml") == before
 
 
+def test_no_output_replaces_a_machine_file_its_base_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.toml").write_text('base = "d1"\ncols = 2\nrows = 2\nharvested = []\n')
+    (tmp_path / "m.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "q.d1s").write_text(VADD.read_text())
+    before = digest(tmp_path / "b.toml")
+    status, out = d1_here(capsys, "asm", "q.d1s", "--machine", "m.toml", "-o", "b.toml")
+    assert status == 2 and "-o b.toml would replace b.toml" in out, out
+    assert digest(tmp_path / "b.toml") == before
+
+
 def test_disasm_and_asm_refuse_to_replace_their_input(tmp_path):
     (tmp_path / "q.d1s").write_text(VADD.read_text())
     assert d1("asm", "q.d1s", "--mesh", "2x2", cwd=tmp_path).returncode == 0

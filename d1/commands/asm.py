@@ -8,7 +8,7 @@ import click
 
 from d1.options import machine_from_options, machine_given, machine_options
 from d1isa.files import check_destination, refuse_overwrite, write_atomic
-from d1isa.machine import machine_file
+from d1isa.machine import machine_files
 
 
 @click.command("asm")
@@ -37,7 +37,7 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
     machine = machine_from_options(machine_name, mesh, sets, chips, source) \
         if machine_given(machine_name, mesh, sets, chips) else None
     out = Path(output) if output else Path(source).with_suffix(".d1o")
-    refuse_overwrite(out, [source, *machine_file(machine_name)], f"-o {out}")
+    refuse_overwrite(out, [source, *machine_files(machine_name)], f"-o {out}")
     check_destination(out, "-o")
     obj = load_program(source, machine, kind="asm").obj
     obj.save(out)

@@ -16,7 +16,7 @@ from d1isa.files import (
     refuse_twice,
     write_atomic,
 )
-from d1isa.machine import machine_file
+from d1isa.machine import machine_files
 
 
 @click.command()
@@ -87,7 +87,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
                       "--report and --json go with compiling (--emit map is the report alone)")
     to_stdout = json_path == "-"
     if json_path is not None and not to_stdout:
-        refuse_overwrite(json_path, [source, *machine_file(machine_name),
+        refuse_overwrite(json_path, [source, *machine_files(machine_name),
                                      *([params_file] if params_file else [])],
                          f"--json {json_path}")
         refuse_twice(json_path, [(path, "-o")] if path else [], f"--json {json_path}")
@@ -97,7 +97,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
         from d1.params import load_params
         given = load_params(params_file)
     if path is not None:
-        refuse_overwrite(path, [source, *machine_file(machine_name),
+        refuse_overwrite(path, [source, *machine_files(machine_name),
                                 *([params_file] if params_file else [])], f"-o {path}")
         check_destination(path, "-o")
     given_shapes = parse_shapes(shapes)

@@ -26,7 +26,7 @@ from d1.options import machine_from_options, machine_given, machine_options, max
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, refuse_overwrite
-from d1isa.machine import machine_file
+from d1isa.machine import machine_files
 
 
 def roofline_text(doc: dict[str, Any], machine) -> tuple[str, list, Any]:
@@ -93,7 +93,7 @@ def roofline(file: Path, output: Path | None, opts: tuple[str, ...], dpi: int, m
     given = machine_given(machine_name, mesh, sets, chips)
     failed = None
     if output is not None:
-        refuse_overwrite(output, [file, *machine_file(machine_name)], "-o")
+        refuse_overwrite(output, [file, *machine_files(machine_name)], "-o")
         check_destination(output, "-o")
     if file.suffix.lower() == ".json":
         if opts:

@@ -34,7 +34,7 @@ from d1isa.files import (
     refuse_twice,
     write_atomic,
 )
-from d1isa.machine import MAX_QUANTUM, machine_file
+from d1isa.machine import MAX_QUANTUM, machine_files
 
 # An --input array is at most this large (a tensor must also fit the machine's SRAM).
 MAX_INPUT_BYTES = 4 << 30
@@ -158,7 +158,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
         params = params_for(prog, params, params_file)
     to_stdout = json_file is not None and str(json_file) == "-"
     out_paths = check_destinations(prog, out_dir, json_file, trace_file, file, inputs,
-                                   (*machine_file(machine_name),
+                                   (*machine_files(machine_name),
                                     *([params_file] if params_file is not None else [])))
     arrays = program_inputs(prog, given, seed, params, checked=check)
     # Imported once the program has loaded: a file that cannot be run fails without Numba.

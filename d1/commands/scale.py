@@ -13,7 +13,7 @@ from d1.options import check_emulated_memory, max_cycles_option
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, check_output_dir, read_text, refuse_overwrite
-from d1isa.machine import machine_file
+from d1isa.machine import machine_files
 
 OUT_FILES = ("scale.csv", "scale.png")
 
@@ -96,7 +96,7 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     check_output_dir(out_dir)
     paths = {name: out_dir / name for name in OUT_FILES}
     for name, path in paths.items():
-        refuse_overwrite(path, [file, *machine_file(machine_name)], f"{name} ({path})")
+        refuse_overwrite(path, [file, *machine_files(machine_name)], f"{name} ({path})")
         check_destination(path, "--out-dir")
 
     t0 = time.perf_counter()

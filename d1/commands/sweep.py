@@ -18,7 +18,7 @@ from d1.options import max_cycles_option, program_machine
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import check_destination, refuse_overwrite, same_file, write_atomic
-from d1isa.machine import Machine, load_machine, machine_file, parse_chips, parse_mesh, parse_value
+from d1isa.machine import Machine, load_machine, machine_files, parse_chips, parse_mesh, parse_value
 
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
               "percent_of_peak", "peak_dtype", "link_bytes", "link_messages", "sram_traffic_bytes",
@@ -225,7 +225,7 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
     refuse_options(file, KINDS.get(file.suffix.lower()), options)
     for dest, option in ((csv_file, "--csv"), (plot_file, "--plot")):
         if dest is not None:
-            refuse_overwrite(dest, [file, *machine_file(machine_name)], option)
+            refuse_overwrite(dest, [file, *machine_files(machine_name)], option)
             check_destination(dest, option)
     if csv_file is not None and plot_file is not None and same_file(csv_file, plot_file):
         raise D1Error(f"--plot {plot_file} is also the --csv file; give each its own file")

@@ -21,7 +21,7 @@ from d1isa.files import (
     refuse_twice,
     write_atomic,
 )
-from d1isa.machine import machine_file
+from d1isa.machine import machine_files
 
 MAX_EPOCHS = 1_000_000
 OUT_FILES = ("params.npz", "history.csv", "loss.png")
@@ -124,7 +124,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
     files = _input_files(inputs)
     to_stdout = json_file is not None and str(json_file) == "-"
     taken = [file, *files.values(), *([params_file] if params_file is not None else []),
-             *machine_file(machine_name)]
+             *machine_files(machine_name)]
     if json_file is not None and not to_stdout:
         refuse_overwrite(json_file, taken, f"--json {json_file}")
         check_destination(json_file, "--json")

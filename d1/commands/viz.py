@@ -12,7 +12,7 @@ from d1.options import machine_from_options, machine_given, machine_options
 from d1isa import units
 from d1isa.errors import D1Error
 from d1isa.files import check_destination, refuse_overwrite
-from d1isa.machine import machine_file
+from d1isa.machine import machine_files
 
 METRICS = ("busy", "stall", "sram", "flops")
 
@@ -132,7 +132,7 @@ def viz(stats_file: Path, output: Path | None, term: bool, metric: str, dpi: int
       d1 viz run.json --term --metric stall
     """
     if output is not None:
-        refuse_overwrite(output, [stats_file, *machine_file(machine_name)], "-o")
+        refuse_overwrite(output, [stats_file, *machine_files(machine_name)], "-o")
         check_destination(output, "-o")
     doc = load_run(stats_file)
     fallback = machine_from_options(machine_name, mesh, sets, chips) \
