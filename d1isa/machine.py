@@ -822,9 +822,14 @@ def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def _decimal(part: str) -> bool:
-    """ASCII decimal digits only, few enough for int(): '²' and '⁴' are digits to
-    str.isdigit, not to int(), which also refuses more than 4,300 digits."""
-    return part.isascii() and part.isdigit() and len(part) <= 18
+    """ASCII decimal digits only: '²' and '⁴' are digits to str.isdigit, not to int()."""
+    return part.isascii() and part.isdigit()
+
+
+def _count_of(part: str) -> int:
+    """The value of ASCII digits `part`, any length: beyond 18 digits only its being too
+    large matters (int() refuses more than 4,300 digits), so such a number is 10^18."""
+    return int(part) if len(part) <= 18 else 10**18
 
 
 def parse_mesh(text: str) -> tuple[int, int]:
@@ -832,9 +837,10 @@ def parse_mesh(text: str) -> tuple[int, int]:
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
         raise MachineError(f"--mesh expects COLSxROWS such as 4x4, got '{_shown(text)}'")
-    c, r = int(parts[0]), int(parts[1])
+    c, r = _count_of(parts[0]), _count_of(parts[1])
     if not (1 <= c <= MAX_EDGE and 1 <= r <= MAX_EDGE):
-        raise MachineError(f"--mesh dimensions must be in 1 .. {MAX_EDGE:,}, got '{text}'")
+        raise MachineError(f"--mesh dimensions must be in 1 .. {MAX_EDGE:,}, got "
+                           f"'{_shown(text)}'")
     return c, r
 
 
@@ -844,9 +850,10 @@ def parse_chips(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
         raise MachineError(f"--chips expects CHIPS_ACROSSxCHIPS_DOWN such as 2x2, got "
                            f"'{_shown(text)}'")
-    c, r = int(parts[0]), int(parts[1])
+    c, r = _count_of(parts[0]), _count_of(parts[1])
     if not (1 <= c <= MAX_CHIPS_EDGE and 1 <= r <= MAX_CHIPS_EDGE):
-        raise MachineError(f"--chips dimensions must be in 1 .. {MAX_CHIPS_EDGE}, got '{text}'")
+        raise MachineError(f"--chips dimensions must be in 1 .. {MAX_CHIPS_EDGE}, got "
+                           f"'{_shown(text)}'")
     return c, r
 
 
