@@ -240,6 +240,8 @@ def test_the_note_on_ignored_params_names_a_few(capsys):
     (["asm", "prog.d1k"], "prog.d1k is a DSL program (.d1k), not assembly; d1 compile takes it"),
     (["disasm", "prog.d1s"], "prog.d1s is assembly (.d1s), not an object"),
     (["import", "prog.d1s"], "prog.d1s is assembly (.d1s), not an ONNX model"),
+    # without -o the output is prog.d1k itself: the kind is said, not the overwrite refused
+    (["import", "prog.d1k"], "prog.d1k is a DSL program (.d1k), not an ONNX model"),
     (["run", "prog.txt"], "expected .d1k DSL, .onnx model, .d1s assembly or .d1o object"),
 ])
 def test_a_command_of_one_kind_names_a_file_of_another_kind(tmp_path, monkeypatch, capsys, args,

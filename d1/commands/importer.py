@@ -36,8 +36,9 @@ def import_(model: Path, output: Path | None, shapes: tuple[str, ...]) -> None:
       d1 import model.onnx --shape input=1,3,224,224
     """
     from d1.params import params_npz
-    from d1.program import imported_source
+    from d1.program import check_suffix, imported_source
 
+    check_suffix(model, "onnx")     # before the outputs: `d1 import prog.d1k` would be its own
     out = output or model.with_suffix(".d1k")
     npz = out.with_suffix(".npz")
     if same_file(out, npz) or out.suffix.lower() == ".npz":
