@@ -541,6 +541,12 @@ def _build() -> tuple[tuple[Instruction, ...], dict[str, Instruction], dict[int,
 
 INSTRUCTIONS, BY_MNEMONIC, BY_OPCODE = _build()
 
+# Instructions after which execution never goes on to the next one: a stop, or an
+# unconditional jump (a trap report's test for whether a node at pc = len fell off the end
+# of its code or jumped there).
+NO_FALL_THROUGH = frozenset(("halt", "trap", "jal", "jalr"))
+assert NO_FALL_THROUGH <= BY_MNEMONIC.keys()
+
 # Opcode numbers by mnemonic, for code that dispatches on them (the emulator). Derived, not copied.
 OP: dict[str, int] = {i.mnemonic: i.opcode for i in INSTRUCTIONS}
 

@@ -543,7 +543,7 @@ class Emulator:
                 # after a last halt, trap or jump, a jump went to pc = len.
                 last = isa.BY_OPCODE.get(int(self.code.table[self.code.node_base[node] + ln - 1,
                                                              C_OP]))
-                if last is not None and last.mnemonic in _NO_FALL_THROUGH:
+                if last is not None and last.mnemonic in isa.NO_FALL_THROUGH:
                     return (f"a jump went to pc {pc}, just past the end of the code ({size}; "
                             f"the last, {last.mnemonic}, does not fall through)")
                 return f"execution fell off the end of the code ({size})"
@@ -1016,9 +1016,6 @@ def wait_chains_of(waits: dict[int, Wait], end_of: Callable[[int], tuple[Where, 
     return Deadlock(chains, len(waits))
 
 
-# Instructions after which execution never goes on to the next one (a trap report's test for
-# whether a node at pc = len fell off the end of its code or jumped there).
-_NO_FALL_THROUGH = frozenset(("halt", "trap", "jal", "jalr"))
 
 
 def _wrap64(a: int) -> int:

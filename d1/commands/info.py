@@ -8,7 +8,7 @@ import click
 
 from d1.options import machine_from_options, machine_options
 from d1isa import units
-from d1isa.machine import PARAMS, PUBLISHED, Machine, System, published_system
+from d1isa.machine import DIRECTIONS, PARAMS, PUBLISHED, Machine, System, published_system
 
 # What to say where the model and D1 differ, or how a modelled figure is made.
 NOTES = {
@@ -154,7 +154,7 @@ def node_tables(m: Machine) -> dict | None:
     or None for a machine of more than MAX_TABLE_NODES nodes."""
     if m.n_live > MAX_TABLE_NODES:
         return None
-    return {"directions": ["N", "E", "S", "W"], "xy": m.xy.tolist(),
+    return {"directions": list(DIRECTIONS), "xy": m.xy.tolist(),
             "neighbors": m.neighbors.tolist()}
 
 
@@ -179,7 +179,7 @@ def node_lines(m: Machine) -> list[str]:
     passes = []
     xy, nbr = m.xy, m.neighbors
     for nid in range(m.n_live):
-        for d, name in enumerate("NESW"):
+        for d, name in enumerate(DIRECTIONS):
             t = int(nbr[nid, d])
             if t >= 0 and int(m.link_hops[nid, d]) > 1:
                 passes.append(f"({xy[nid, 0]},{xy[nid, 1]}) -{name}-> ({xy[t, 0]},{xy[t, 1]})")
