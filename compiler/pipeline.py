@@ -143,10 +143,11 @@ class CompileOptions:
             if key in CHOICES:
                 values[key] = text
             elif key == "reach":
-                # not '²', nor more digits than int() takes
-                if not (text.isascii() and text.isdigit() and len(text) <= 18):
+                if not (text.isascii() and text.isdigit()):     # not '²'
                     raise D1Error(f"compiler option 'reach' is a positive integer, got '{text}'")
-                values[key] = int(text)
+                # more digits than int() takes (4,300) reach across any grid, as 10^18 does
+                digits = text.lstrip("0")
+                values[key] = int(digits or "0") if len(digits) <= 18 else 10 ** 18
             else:
                 low = text.lower()
                 if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):

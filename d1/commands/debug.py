@@ -457,7 +457,7 @@ def _register_pick(args: list[str], n: int, prefix: str) -> list[int]:
         raise CommandError(f"unexpected {' '.join(args[1:])!r}")
     t = args[0].lower().removeprefix(prefix)
     # isascii: '²' is a digit to str.isdigit, not to int(); nor are 5,000 digits
-    if not (t.isascii() and t.isdigit() and len(t) <= 18) or not 0 <= int(t) < n:
+    if not (t.isascii() and t.isdigit() and len(t) <= 4300) or not 0 <= int(t) < n:
         raise CommandError(f"no register {args[0]!r} (0..{n - 1})")
     return [int(t)]
 

@@ -275,7 +275,7 @@ def resolve(dbg: Debugger, location: str, node: Any
             ("all nodes" if all_nodes else dbg._xy_text(nodes[0]))
     # LINE[:COL] before FILE:LINE[:COL], so that `10:7` is line 10, column 7 (ASCII digits,
     # few enough for int(): 5,000 of them were a ValueError)
-    m_line = re.fullmatch(r"(?:(.+?):)??([0-9]{1,18})(?::([0-9]{1,18}))?", loc)
+    m_line = re.fullmatch(r"(?:(.+?):)??([0-9]{1,4300})(?::([0-9]{1,4300}))?", loc)
     if m_line:
         return _resolve_line(dbg, m_line.group(1), int(m_line.group(2)),
                              int(m_line.group(3)) if m_line.group(3) else None,
