@@ -43,6 +43,9 @@ SHOWN_LINE_CHARS = 120
 # Control characters of a quoted source line are shown as '?', one for one (the caret stays
 # under its column): a NUL shows nothing, and an escape sequence would act on the terminal.
 _CONTROLS = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+# In a message (which quotes tokens of the source: `unexpected character`, `unknown
+# instruction`) they are spelled as escapes instead, so the message says what the byte was.
+_ESCAPED = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x0A}
 
 
 @dataclass
@@ -58,7 +61,8 @@ class Diagnostic:
     width: int = 1
 
     def render(self) -> str:
-        head = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+        head = (f"{self.file}:{self.line}:{self.col}: {self.severity}: "
+                f"{self.message.translate(_ESCAPED)}")
         if self.source_line is None:
             return head
         text = self.source_line.rstrip("\n").expandtabs(1).translate(_CONTROLS)

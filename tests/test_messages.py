@@ -40,6 +40,17 @@ def test_control_characters_of_a_quoted_source_line_are_shown_as_question_marks(
     assert str(e.value).splitlines()[1:] == ["     bogus r1?", "     ^~~~~"]
 
 
+def test_control_characters_quoted_in_a_message_are_spelled_as_escapes():
+    """The assembler quoted raw bytes: an escape sequence in a mnemonic or an operand acted on
+    the terminal ('unknown instruction 'halt'; did you mean 'halt'?' after clearing it)."""
+    with pytest.raises(SourceError) as e:
+        assemble(".text all\n    halt\x1b[2J\n    movi r1, foo\x1b[31m\n", "k.d1s", M2)
+    lines = str(e.value).splitlines()
+    assert "k.d1s:2:5: error: unknown instruction 'halt\\x1b[2J'; did you mean 'halt'?" in lines
+    assert "k.d1s:3:17: error: unexpected character '\\x1b'" in lines
+    assert not any("\x1b" in line for line in lines)
+
+
 def test_a_strided_load_trap_names_the_faulting_lane_and_its_address():
     obj = assemble(".text all\n  li r1, 0\n  li r2, 100000\n  vlds v1, [r1+0], r2\n  halt\n",
                    "s.d1s", M2)
