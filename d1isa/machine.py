@@ -872,6 +872,13 @@ def load_machine(name_or_path: str | Path | None = None, *, mesh: str | None = N
     chip grid the machine ends with, and a machine whose nodes or chips were changed here gets
     a description of its own (unless the overrides give a name or description).
     """
+    if mesh is not None and not isinstance(mesh, str):
+        raise MachineError(f"mesh is a string such as '4x4', not {type(mesh).__name__}")
+    if chips is not None and not (isinstance(chips, str) or (
+            isinstance(chips, tuple) and len(chips) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in chips))):
+        raise MachineError(f"chips is a string such as '2x2' or a pair of integers, not "
+                           f"{chips!r}"[:200])
     params = (base.to_dict() if base is not None and name_or_path is None
               else read_machine_file(name_or_path or "d1"))
     if overrides and not isinstance(overrides, dict):

@@ -215,3 +215,11 @@ def test_a_file_named_like_a_shipped_machine_does_not_replace_it(tmp_path, monke
     assert load_machine("m4x4").n_live == 16
     with pytest.raises(MachineError, match="invalid TOML"):
         load_machine("./m4x4")      # a path is the file
+
+
+@pytest.mark.parametrize("kw", [{"mesh": 44}, {"mesh": (4, 4)}, {"chips": 2}, {"chips": (2,)},
+                                {"chips": ("2", "2")}])
+def test_load_machine_says_what_mesh_and_chips_take(kw):
+    # mesh=44 was an AttributeError ('int' object has no attribute 'lower')
+    with pytest.raises(MachineError, match="is a string such as"):
+        load_machine(**kw)
