@@ -165,6 +165,13 @@ def test_without_input_data_the_error_names_the_inputs_or_says_there_are_none(tm
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert f"error: {prog} has no inputs, so there is no data set to cut into batches" in \
         run.stderr
+    # with an --input anyway: the same, not the Python API's "run its steps with step({})"
+    np.save(tmp_path / "x.npy", np.ones((4, 4), np.float32))
+    run = d1("train", str(prog), "--mesh", "2x2", "--input", f"x={tmp_path / 'x.npy'}",
+             "--out-dir", str(tmp_path / "out"))
+    assert run.returncode == 2 and "run its steps with step" not in run.stderr
+    assert f"error: {prog} has no inputs, so there is no data set to cut into batches" in \
+        run.stderr
 
 
 def test_destinations_are_checked_before_any_work(dataset):

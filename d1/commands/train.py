@@ -238,12 +238,13 @@ def _note_unused_init(prog: Any, params: dict | None, init_seed: int) -> None:
 def _check_inputs_given(prog: Any, files: dict[str, str]) -> None:
     """Without any --input: a usage error naming the program's inputs, or, for a program with
     none, what to do instead (training cuts input data sets into batches)."""
-    if files:
-        return
     names = prog.inputs
+    if files and names:
+        return
     if names:
         raise click.UsageError(f"give the data set of every input ({', '.join(names)}) with "
                                "--input NAME=FILE.npy")
+    # (with --input too: the Python API's advice of Trainer.plan is not for the command line)
     raise D1Error(f"{prog.path} has no inputs, so there is no data set to cut into batches: "
                   "`d1 run` runs one step of it (its params stay in SRAM only for that run), "
                   "and d1.train.Trainer.step({}) runs as many as you like")
