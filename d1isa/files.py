@@ -119,8 +119,12 @@ def check_destination(path: str | Path, option: str = "output", probe: bool = Tr
 
 
 def check_output_dir(path: str | Path, option: str = "--out-dir") -> Path:
-    """Create the output directory if needed and check that files can be made in it."""
+    """Create the output directory if needed and check that files can be made in it ('-' is
+    refused: it reads as standard output, which a directory cannot be)."""
     p = Path(path)
+    if str(path) == "-":
+        raise D1Error(f"{option} needs a directory name: '-' (standard output) cannot hold "
+                      "the output files")
     if p.exists() and not p.is_dir():
         raise D1Error(f"{option} {p}: exists and is not a directory")
     try:

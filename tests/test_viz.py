@@ -238,6 +238,13 @@ def test_a_dash_is_not_a_picture_or_table_file(runs, tmp_path, monkeypatch):
         r = d1(*args, ok=False)
         assert "needs a file name: '-' (standard output)" in str(r.exception), args
     assert not (tmp_path / "-").exists()
+    # nor a directory: --out-dir - made one named '-'
+    for args in (["run", str(ASM / "vadd.d1s"), "--mesh", "2x2", "--out-dir", "-"],
+                 ["train", str(ROOT / "programs" / "train_linear.d1k"), "--mesh", "2x2",
+                  "--input", "x=x.npy", "--input", "y=y.npy", "--out-dir", "-"]):
+        r = d1(*args, ok=False)
+        assert "--out-dir needs a directory name: '-'" in str(r.exception), args
+    assert not (tmp_path / "-").exists()
 
 
 # ---- d1 sweep -------------------------------------------------------------------------------
