@@ -32,7 +32,7 @@ from compiler.comm import Redistribute
 from compiler.conv import conv_operand_layout, map_col2im, map_conv, map_pool
 from compiler.gather import Gather, index_map
 from compiler.grid import Grid
-from compiler.ir import POOL_OPS, REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
+from compiler.ir import AXIS_OPS, POOL_OPS, REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
 from compiler.kernels import (
     ArgMax,
     DenseReshape,
@@ -658,9 +658,46 @@ class Mapper:
             self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
                                      loc, node.name, self.grid, "reshape"))
             return
+        if (x.layout and not x.layout.dense and self.grid.size > 1
+                and not self.replicated_anyway(node.inputs[0])):
+            # Along any other axis, gather x as the matrix [K, rest] of that axis against
+            # the others in order (for axis 0 the same elements in the same order, but not
+            # the view [K*A, B]: one redistribution of x), reduce its columns, and gather
+            # that vector (1/K of x) into the result's shape, rather than replicate all of
+            # x on every node (on a single node the copy is x itself: no gather).
+            # The matrix is made once per (x, axis): sum and max along one axis share it.
+            key = ("reduce", id(x), node.axis)
+            mat = self.cache.get(key)
+            if mat is None:
+                moved = np.moveaxis(np.arange(math.prod(x.shape)).reshape(x.shape),
+                                    node.axis, 0)
+                cols = np.ascontiguousarray(moved).reshape(x.shape[node.axis], -1)
+                mat = Value(f"{node.name}'{self._n()}", cols.shape, x.dtype,
+                            self.default(cols.shape, x.dtype))
+                self.steps.append(Gather(mat, [x], cols, loc, node.name, self.grid,
+                                         "gather(reduce)"))
+                self.cache[key] = mat
+            n = mat.shape[1]
+            flat = Value(f"{node.name}'{self._n()}", (n,), node.dtype,
+                         self.layout((n,), node.dtype, None, mat.layout.col_axis))
+            if kernel is None:
+                self.steps.append(Reduce(flat, mat, op, "cols", loc, node.name))
+            else:
+                self.steps.append(kernel(flat, mat, "cols", loc, node.name))
+            out = self.new_value(node, self.default(node.shape, node.dtype))
+            self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
+                                     loc, node.name, self.grid, "reshape"))
+            return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdReduce(out, rep, op, node.axis, loc, node.name))
+
+    def replicated_anyway(self, x: Node) -> bool:
+        """Whether another reader of the N-d value x takes its replicated copy (softmax,
+        log_softmax, layernorm or the first-maximum mask along an axis but the last): a
+        reduction then reads that copy where it is, rather than gather x once more."""
+        return any(u.op in AXIS_OPS and u.op not in REDUCE_OPS and u.axis != x.ndim - 1
+                   for u in self.users[x.id])
 
     def _reduce_all(self, k: KOp) -> None:
         node = k.node

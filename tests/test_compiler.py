@@ -241,6 +241,18 @@ def test_nd_reductions_along_the_last_axis_are_not_replicated() -> None:
     assert [r[0] for r in rows] == ["s", "mn", "a", "lo"] and all(r[4] for r in rows)
 
 
+def test_nd_reductions_along_other_axes_are_not_replicated() -> None:
+    """sum/mean/max/min/argmax along the leading or a middle axis of an N-d value reduce
+    the columns of the matrix [K, rest] gathered from it once: x (128 KiB) fits 4 x 4 nodes
+    of 96 KiB only split; the replicated fallback wanted all of it on every node."""
+    m = machine("d1", mesh="4x4", sram_bytes=96 * 1024)
+    text = ("input x: f32[32, 16, 64]\ns = sum(x, axis=0)\nmn = mean(x, axis=-3, keepdims=1)\n"
+            "a = argmax(x, axis=0)\nlo = min(x, axis=1) + max(x, axis=-2)\n"
+            "output s, mn, a, lo\n")
+    rows, _, _ = run_program(text, m)
+    assert [r[0] for r in rows] == ["s", "mn", "a", "lo"] and all(r[4] for r in rows)
+
+
 def test_4d_input_and_output_layout_covers_every_element() -> None:
     text = "input x: bf16[2, 3, 4, 5]\ny = relu(x) + 1\noutput y\n"
     rows, emu, _ = run_program(text, machine("d1", mesh="3x2"))

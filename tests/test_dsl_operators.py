@@ -427,6 +427,7 @@ def test_min_and_argmax_compile_exactly(mesh, dtype):
 input v: {dtype}[45]
 input t: {dtype}[3, 5, 37]
 input q: {dtype}[2, 3, 4, 20]
+input r: {dtype}[3, 5, 37]
 m1 = min(x, axis=1)
 m0 = min(x, axis=0)
 mk = min(x, axis=0, keepdims=1)
@@ -442,16 +443,23 @@ av = argmax(v)
 at = argmax(t, axis=1)
 at2 = argmax(t, axis=2)
 aq = argmax(q, axis=0)
-output m1, m0, mk, ma, mv, mt, mq, a1, a0, ak, aa, av, at, at2, aq
+pr = softmax(r, axis=0)
+mr = min(r, axis=1)
+ar = argmax(r, axis=1)
+ar0 = argmax(r, axis=0)
+output m1, m0, mk, ma, mv, mt, mq, a1, a0, ak, aa, av, at, at2, aq, pr, mr, ar, ar0
 """
     inputs = {"x": special_inputs((21, 37), 3), "v": special_inputs((45,), 4),
               "t": special_inputs((3, 5, 37), 5), "q": special_inputs((2, 3, 4, 20), 6)}
+    inputs["r"] = inputs["t"]
     inputs["x"][4] = -np.inf                 # a row of -inf: its first element is the maximum
     inputs["x"][7] = 0.5                     # a row of ties
     names = ("m1", "m0", "mk", "ma", "mv", "mt", "mq", "a1", "a0", "ak", "aa", "av", "at",
-             "at2", "aq")
+             "at2", "aq", "mr", "ar", "ar0")
     _, ref, obj = run(text, MESHES[mesh], inputs, exact=names)
     regions = kinds(obj)
+    # t and q are reduced along other axes than the last as matrices [K, rest]; r, whose
+    # softmax along axis 0 replicates it anyway, by the N-d kernels on that copy.
     assert {"min[rows]", "min[cols]", "min[all]", "argmax[rows]", "argmax[cols]"} <= set(regions)
     assert {"nd-min[axis=1]", "nd-argmax[axis=1]", "nd-argmax[axis=0]"} <= set(regions)
     assert ref["a1"][4] == 0 and ref["a1"][7] == 0

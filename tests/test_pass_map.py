@@ -200,12 +200,22 @@ def test_transpose_is_a_transposing_redistribution_into_a_block_layout():
     assert st.out.shape == (64, 32) and axes(st.out) == ("P", "Q")
 
 
-def test_a_3d_reduction_runs_on_a_replicated_dense_copy():
+def test_a_3d_reduction_along_a_middle_axis_reduces_the_columns_of_a_gathered_matrix():
     m = mapped("input x: f32[2, 3, 4]\ns = sum(x, axis=1)\noutput s\n")
-    assert kinds(m) == ["redistribute", "nd-sum[axis=1]"]
+    assert kinds(m) == ["gather(reduce)", "sum[cols]", "reshape"]
+    mat, flat, s = (st.out for st in m.mapper.steps)
+    assert mat.shape == (3, 8) and axes(mat) == ("P", "Q")
+    assert flat.shape == (8,) and axes(flat) == (None, "Q")
+    assert s is m.value("s") and s.shape == (2, 4)
+
+
+def test_a_3d_reduction_reads_the_replicated_copy_another_reader_makes_anyway():
+    m = mapped("input x: f32[2, 3, 4]\ns = sum(x, axis=1)\np = softmax(x, axis=0)\n"
+               "output s, p\n")
+    assert kinds(m) == ["redistribute", "nd-sum[axis=1]", "nd-softmax[axis=0]"]
     copy = m.mapper.steps[0].out
     assert axes(copy) == (None, None) and copy.layout.dense
-    assert m.mapper.steps[1].ins == [copy] and m.value("s").shape == (2, 4)
+    assert m.mapper.steps[1].ins == [copy] and m.mapper.steps[2].ins == [copy]
 
 
 def test_each_step_records_the_source_position_and_name_of_its_node():
