@@ -647,16 +647,8 @@ class Mapper:
             # Along the last axis an N-d value is its 2-D view's rows, as for softmax: reduce
             # them in place into a vector of rows, then gather that (1/C of x) into the
             # result's shape, rather than replicate all of x on every node.
-            n = math.prod(x.shape[:-1])
-            flat = Value(f"{node.name}'{self._n()}", (n,), node.dtype,
-                         self.layout((n,), node.dtype, None, x.layout.row_axis))
-            if kernel is None:
-                self.steps.append(Reduce(flat, x, op, "rows", loc, node.name))
-            else:
-                self.steps.append(kernel(flat, x, "rows", loc, node.name))
-            out = self.new_value(node, self.default(node.shape, node.dtype))
-            self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
-                                     loc, node.name, self.grid, "reshape"))
+            self.reduce_to_vector(node, x, "rows", math.prod(x.shape[:-1]), x.layout.row_axis,
+                                  op, kernel, loc)
             return
         if (x.layout and not x.layout.dense and self.grid.size > 1
                 and not self.replicated_anyway(node.inputs[0])):
@@ -677,20 +669,27 @@ class Mapper:
                 self.steps.append(Gather(mat, [x], cols, loc, node.name, self.grid,
                                          "gather(reduce)"))
                 self.cache[key] = mat
-            n = mat.shape[1]
-            flat = Value(f"{node.name}'{self._n()}", (n,), node.dtype,
-                         self.layout((n,), node.dtype, None, mat.layout.col_axis))
-            if kernel is None:
-                self.steps.append(Reduce(flat, mat, op, "cols", loc, node.name))
-            else:
-                self.steps.append(kernel(flat, mat, "cols", loc, node.name))
-            out = self.new_value(node, self.default(node.shape, node.dtype))
-            self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
-                                     loc, node.name, self.grid, "reshape"))
+            self.reduce_to_vector(node, mat, "cols", mat.shape[1], mat.layout.col_axis, op,
+                                  kernel, loc)
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))
         self.steps.append(NdReduce(out, rep, op, node.axis, loc, node.name))
+
+    def reduce_to_vector(self, node: Node, src: Value, along: str, n: int, axis: str | None,
+                         op: str, kernel: type | None, loc: tuple[int, int]) -> None:
+        """Reduce the `along` ("rows" or "cols") of the 2-D `src` into a vector of its `n`
+        other elements split over grid `axis` (with `kernel`, or `Reduce` by `op`), then
+        gather that vector (1/K of the operand) into `node`'s shape."""
+        flat = Value(f"{node.name}'{self._n()}", (n,), node.dtype,
+                     self.layout((n,), node.dtype, None, axis))
+        if kernel is None:
+            self.steps.append(Reduce(flat, src, op, along, loc, node.name))
+        else:
+            self.steps.append(kernel(flat, src, along, loc, node.name))
+        out = self.new_value(node, self.default(node.shape, node.dtype))
+        self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
+                                 loc, node.name, self.grid, "reshape"))
 
     def replicated_anyway(self, x: Node) -> bool:
         """Whether another reader of the N-d value x takes its replicated copy (softmax,

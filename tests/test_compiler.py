@@ -229,27 +229,21 @@ def test_nd_broadcasts_reductions_softmax(mesh: str) -> None:
     run_program(ND, machine("d1", mesh=mesh))
 
 
-def test_nd_reductions_along_the_last_axis_are_not_replicated() -> None:
-    """sum/mean/max/min/argmax along the last axis of an N-d value reduce the rows of its
-    2-D view where they lie, as softmax does: x (64 KiB) fits 2 x 2 nodes of 48 KiB only
-    split; the replicated fallback wanted all of it on every node ("does not fit")."""
-    m = machine("d1", mesh="2x2", sram_bytes=48 * 1024)
-    text = ("input x: f32[8, 16, 128]\ns = sum(x, axis=-1)\nmn = mean(x, axis=2, keepdims=1)\n"
-            "a = argmax(x, axis=2)\nlo = min(x, axis=-1) + max(x, axis=-1)\n"
-            "output s, mn, a, lo\n")
-    rows, _, _ = run_program(text, m)
-    assert [r[0] for r in rows] == ["s", "mn", "a", "lo"] and all(r[4] for r in rows)
-
-
-def test_nd_reductions_along_other_axes_are_not_replicated() -> None:
-    """sum/mean/max/min/argmax along the leading or a middle axis of an N-d value reduce
-    the columns of the matrix [K, rest] gathered from it once: x (128 KiB) fits 4 x 4 nodes
-    of 96 KiB only split; the replicated fallback wanted all of it on every node."""
-    m = machine("d1", mesh="4x4", sram_bytes=96 * 1024)
-    text = ("input x: f32[32, 16, 64]\ns = sum(x, axis=0)\nmn = mean(x, axis=-3, keepdims=1)\n"
-            "a = argmax(x, axis=0)\nlo = min(x, axis=1) + max(x, axis=-2)\n"
-            "output s, mn, a, lo\n")
-    rows, _, _ = run_program(text, m)
+@pytest.mark.parametrize("mesh, kib, text", [
+    # along the last axis an N-d value's 2-D view's rows are reduced where they lie, as
+    # softmax does: x (64 KiB) fits 2 x 2 nodes of 48 KiB only split
+    ("2x2", 48, "input x: f32[8, 16, 128]\ns = sum(x, axis=-1)\nmn = mean(x, axis=2, keepdims=1)\n"
+                "a = argmax(x, axis=2)\nlo = min(x, axis=-1) + max(x, axis=-1)\n"),
+    # along the leading or a middle axis the columns of the matrix [K, rest] gathered from x
+    # once: x (128 KiB) fits 4 x 4 nodes of 96 KiB only split
+    ("4x4", 96, "input x: f32[32, 16, 64]\ns = sum(x, axis=0)\nmn = mean(x, axis=-3, keepdims=1)\n"
+                "a = argmax(x, axis=0)\nlo = min(x, axis=1) + max(x, axis=-2)\n"),
+])
+def test_nd_reductions_are_not_replicated(mesh: str, kib: int, text: str) -> None:
+    """sum/mean/max/min/argmax of an N-d value along any axis: the replicated fallback wanted
+    all of x on every node ("does not fit")."""
+    m = machine("d1", mesh=mesh, sram_bytes=kib * 1024)
+    rows, _, _ = run_program(text + "output s, mn, a, lo\n", m)
     assert [r[0] for r in rows] == ["s", "mn", "a", "lo"] and all(r[4] for r in rows)
 
 
