@@ -146,6 +146,22 @@ def run_campaign(example, seed: int, deadline: float, batch: int = 20) -> None:
         k += 1
 
 
+def warm_up() -> None:
+    """(worker side) Run one tiny `d1 run` before a campaign starts timing its commands: the
+    first run in a process compiles the emulator's loop, or loads it from Numba's cache, and
+    on a tree whose cache is still empty (a fresh checkout) on a loaded host that alone took
+    over a minute, so the first example of a campaign failed its time bound whatever it was.
+    A crash here is reported like any failure."""
+    args = ["run", "warm.d1k", "--mesh", "4x4", "--out-dir", "out"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "warm.d1k").write_text("input x: f32[8, 8]\ny = x + 1\noutput y\n")
+        attempt(args=args, warm_up=True)
+        res = invoke(args, root)
+    if res.crashed or res.status != 0:
+        report("warm-up", args=args, status=res.status, output=res.output[-3000:])
+
+
 def attempt(**fields) -> None:
     """Record (worker side) the example about to run, so that a crash of the whole worker (a
     signal, a native abort) still says which one it was."""
@@ -209,6 +225,7 @@ def dsl_campaign(kind: str, programs, breakages: list[str], seed: int, seconds: 
     DSL_COMMAND_SECONDS. Failures are reported as `kind`."""
     from hypothesis import strategies as st
 
+    warm_up()
     deadline = time.monotonic() + seconds
     counts = {"valid": 0, "broken": 0}
 

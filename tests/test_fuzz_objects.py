@@ -41,6 +41,7 @@ from fuzzkit import (  # noqa: E402
     run_campaign,
     run_worker,
     summarize,
+    warm_up,
 )
 from hostile import make_cases  # noqa: E402
 
@@ -61,6 +62,21 @@ def test_mutated_objects_never_crash_hang_or_write_elsewhere():
     assert s["examples"] >= 100, s
     assert s["status"].get("2", 0) >= 20 and s["status"].get("0", 0) >= 20, s
     assert res.peak_rss_bytes < PEAK_RSS, f"worker peak RSS {res.peak_rss_bytes / 2**30:.2f} GiB"
+
+
+def test_a_campaign_runs_the_emulator_once_before_it_times_a_command(monkeypatch):
+    """The first `d1 run` in a worker compiles the emulator's loop (over a minute on an empty
+    Numba cache and a loaded host): a DSL campaign does it before its clock starts."""
+    import fuzzkit
+
+    calls = []
+    monkeypatch.setattr(fuzzkit, "invoke",
+                        lambda args, cwd: calls.append(args) or fuzzkit.Outcome(0, ""))
+    monkeypatch.setattr(fuzzkit, "run_campaign",
+                        lambda example, seed, deadline, batch=20: calls.append("campaign"))
+    monkeypatch.setattr(fuzzkit, "summarize", lambda **fields: None)
+    fuzzkit.dsl_campaign("shapes", None, [], 0, 0.0)
+    assert calls[0][:2] == ["run", "warm.d1k"] and calls[1:] == ["campaign"]
 
 
 def test_the_harness_sees_an_internal_error_a_worker_crash_and_its_memory(tmp_path,
@@ -283,6 +299,7 @@ def worker(seed: int, seconds: float) -> None:
 
     objects = bases()
     st, v = strategies()
+    warm_up()
     deadline = time.monotonic() + seconds
     statuses: dict[int, int] = {}
     count = [0]

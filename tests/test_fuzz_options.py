@@ -36,6 +36,7 @@ from fuzzkit import (  # noqa: E402
     run_campaign,
     run_worker,
     summarize,
+    warm_up,
 )
 
 PEAK_RSS = 2 << 30
@@ -135,6 +136,7 @@ def draw_args(data, st, v) -> list[str]:
 
 def worker(seed: int, seconds: float) -> None:
     st, v = strategies()
+    warm_up()
     deadline = time.monotonic() + seconds
     statuses: dict[str, dict[int, int]] = {"run": {}, "compile": {}, "sweep": {}}
     count = [0]
