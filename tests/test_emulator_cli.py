@@ -225,6 +225,14 @@ def test_an_input_given_twice_is_a_usage_error(tmp_path, command):
     assert "input 'a' is given twice" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_compile_counts_one_code_block_in_the_singular(tmp_path):
+    # A one-node program said "1 code blocks", where `d1 asm` says "1 code block".
+    (tmp_path / "one.d1k").write_text("input x: f32[8]\ny = x + 1\noutput y\n")
+    r = d1("compile", str(tmp_path / "one.d1k"), "--mesh", "1x1", "-o", str(tmp_path / "one.d1o"))
+    assert r.returncode == 0, r.stderr
+    assert "(1 x 1 grid on d1-1x1, 1 code block, " in r.stderr
+
+
 def test_run_d1k_with_a_compile_error_exits_2(tmp_path):
     src = tmp_path / "k.d1k"
     src.write_text("# nothing\n")

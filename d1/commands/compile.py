@@ -141,7 +141,7 @@ def compile(source: str, output: str | None, machine_name: str | None, mesh: str
     dp = result.obj.meta.get("parallel")
     click.echo(f"{source}: {len(result.graph.nodes)} IR nodes -> {path} "
                f"({g.P} x {g.Q} grid{' on each chip' if dp else ''} on {machine.name}, "
-               f"{len(result.obj.blocks)} code blocks, "
+               f"{len(result.obj.blocks)} code block{'s' if len(result.obj.blocks) != 1 else ''}, "
                f"{result.sram_peak:,} B of SRAM per node"
                + (f"; params embedded: {', '.join(prog.params)}" if embed else "") + ")",
                err=True)
