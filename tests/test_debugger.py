@@ -145,7 +145,7 @@ def test_bad_commands_give_one_line_errors_and_the_session_goes_on():
            "delete 42", "info nope", "p 1/0", "p __import__('os')", "break 5 if r1 ==",
            "x 0 4 as q", "until 999", "rc", "list 1 2", "enable x", "list 999", "list 0", "node 1,",
            "disasm -3", "disasm 0", "watch mem 0 0", "info b 3", "info position x",
-           "watch link 0,0 E > -1", "watch link 0,0 E > 4"]
+           "watch link 0,0 E > -1", "watch link 0,0 E > 4", "help break extra", "quit foo"]
     bad.append("re")                             # ambiguous: reverse-*, regs
     out = replies(batch(f"{ASM}/token_ring.d1s", *bad, "p 1 + 2 * 3", "wat r3", "inf b"))
     for cmd in bad:

@@ -796,6 +796,8 @@ def _print(s: Session, args: list[str]) -> None:
 @command("help", ("h", "?"), "help [COMMAND]", "List the commands, or explain one.", "Session",
          words=("command",))
 def _help(s: Session, args: list[str]) -> None:
+    if len(args) > 1:
+        raise CommandError(f"unexpected {' '.join(args[1:])!r}")
     if args:
         c = s.lookup(args[0])
         names = ", ".join((c.name,) + c.aliases)
@@ -820,6 +822,8 @@ def _help(s: Session, args: list[str]) -> None:
 
 @command("quit", ("q", "exit"), "quit", "End the session.", "Session")
 def _quit(s: Session, args: list[str]) -> bool:
+    if args:
+        raise CommandError(f"unexpected {' '.join(args)!r}")
     return False
 
 
