@@ -53,6 +53,9 @@ def load_params(path: str | Path, what: str = "--params") -> dict[str, np.ndarra
                               f"the {MAX_PARAMS_BYTES:,}-byte limit for a .npz file")
             for m in members:
                 name = m.filename.removesuffix(".npy")
+                if name in out:
+                    # np.load keeps one of them, silently; which one is meant is unknowable
+                    raise D1Error(f"{what}: {path} holds two arrays named '{name}'")
                 with z.open(m) as f:
                     check_npy(f, m.file_size, f"{what}: {path}: '{name}'", "member",
                               "params are numbers")

@@ -448,3 +448,20 @@ def test_a_batch_that_is_not_a_mapping_and_bad_fit_arguments_are_d1_errors():
         with pytest.raises(D1Error, match=f"fit\\({next(iter(kw))}=...\\) takes an integer"):
             t.fit(data, **kw)
     assert len(t.fit(data, epochs=np.int64(1), shuffle=0)) == 1
+
+
+def test_a_params_file_with_two_arrays_of_one_name_is_refused(tmp_path):
+    # one of them was kept, silently ('w' and 'w.npy' name the same param too)
+    import warnings
+    import zipfile
+
+    one = npy_claiming((2,), np.zeros(2, np.float32).tobytes())
+    for names in (("w.npy", "w.npy"), ("w", "w.npy")):
+        path = tmp_path / "twice.npz"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")            # zipfile warns of the duplicate name
+            with zipfile.ZipFile(path, "w") as z:
+                for name in names:
+                    z.writestr(name, one)
+        with pytest.raises(D1Error, match="holds two arrays named 'w'"):
+            load_params(path)
