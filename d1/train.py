@@ -38,6 +38,7 @@ from d1.params import starting_params
 from d1.program import Program, from_object, load_program
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.machine import Machine
+from d1isa.numbers import is_integer
 from d1isa.objfile import ObjectFile
 
 HISTORY_KEYS = ("step", "epoch", "cycles")     # the history's own columns, beside the outputs
@@ -347,5 +348,5 @@ def stop_after_step() -> Iterator[_Stop]:
 def _check_count(call: str, what: str, value: Any, kind: str = "") -> None:
     """An argument that must be an integer >= 0 (a seed, a count): a D1Error naming it, not
     numpy's ValueError or TypeError from deep inside default_rng."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+    if not is_integer(value) or value < 0:
         raise D1Error(f"{call}({what}=...) takes an integer >= 0{kind}; got {value!r}")

@@ -35,9 +35,15 @@ def draw_inputs(tensors: list[tuple[str, tuple[int, ...], str]], seed: int
     return {name: round_to(rng.standard_normal(shape), dtype) for name, shape, dtype in tensors}
 
 
+def is_integer(value: Any) -> bool:
+    """An int or a numpy integer, and not a bool (which Python counts as an int): what an
+    argument that counts something, or seeds something, must be."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def check_seed(seed: Any, what: str = "seed") -> int:
     """A seed of numpy's default_rng: an integer >= 0, else a D1Error naming it (numpy says
     only "expected non-negative integer", or a TypeError about SeedSequence)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise D1Error(f"{what} must be an integer >= 0, got {seed!r}")
     return int(seed)

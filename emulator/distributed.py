@@ -61,7 +61,7 @@ from numba import njit
 
 from d1isa import isa
 from d1isa.errors import D1Error
-from d1isa.machine import MAX_RUN_CYCLES, OPPOSITE, Machine
+from d1isa.machine import MAX_QUANTUM, MAX_RUN_CYCLES, OPPOSITE, Machine
 from d1isa.objfile import (
     CodeBlock,
     DataInit,
@@ -77,6 +77,7 @@ from emulator.emulator import (
     DEFAULT_MAX_CYCLES,
     DEFAULT_QUANTUM,
     Emulator,
+    _count,
     _piece_view,
     _ScatterPlan,
     _set_controls,
@@ -536,14 +537,12 @@ class RankEmulator(Emulator):
         if int(threads) != 1:
             raise D1Error("on MPI ranks each rank runs one thread: use more ranks instead "
                           f"of threads={threads}")
-        if not 0 <= int(max_cycles) <= MAX_RUN_CYCLES or int(quantum) < 1:
-            # the bound of Emulator and of d1 run's --max-cycles: below it no clock overflows
-            raise D1Error(f"max_cycles must be in 0..{MAX_RUN_CYCLES:,} (2^40) and "
-                          "quantum >= 1")
         if window is not None and int(window) < 1:
             raise D1Error(f"window must be >= 1 cycles, got {window}")
-        return {"machine": obj.machine.to_dict(), "seed": int(seed),
-                "max_cycles": int(max_cycles), "quantum": int(quantum),
+        # the bounds of Emulator's own checks (those of d1 run's options)
+        return {"machine": obj.machine.to_dict(), "seed": _count("seed", seed),
+                "max_cycles": _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES),
+                "quantum": _count("quantum", quantum, 1, MAX_QUANTUM),
                 "window": None if window is None else int(window)}
 
     def _setup(self, m: Machine, share: Share, nodes: np.ndarray, params: dict) -> None:

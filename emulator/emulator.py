@@ -29,6 +29,7 @@ from d1isa import isa, traps, units
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, MAX_QUANTUM, MAX_RUN_CYCLES, TIMING_CLASSES
+from d1isa.numbers import is_integer
 from d1isa.objfile import DTYPE_BYTES, ObjectFile, TensorLayout, TensorPiece
 from d1isa.traps import CAUSES, cause_name
 from emulator import kernel as K
@@ -123,8 +124,8 @@ class Emulator:
         self.obj = obj
         self.machine = m = obj.machine
         self.seed = _count("seed", seed)
-        self.max_cycles = int(max_cycles)
-        self.quantum = int(quantum)
+        self.max_cycles = max_cycles
+        self.quantum = quantum
         self.n = m.n_live
         self.code = decode_object(obj)
         self.state = State(m, self.seed)
@@ -1016,8 +1017,6 @@ def wait_chains_of(waits: dict[int, Wait], end_of: Callable[[int], tuple[Where, 
     return Deadlock(chains, len(waits))
 
 
-
-
 def _wrap64(a: int) -> int:
     """An address as the machine forms it: rs1 + offset in 64-bit two's complement, wrapping,
     read as signed (docs/ISA.md, "Memory"), so a trap report names the address that faulted,
@@ -1041,7 +1040,7 @@ def _count(name: str, value: Any, low: int | None = None, high: int | None = Non
     """An integer argument of `Emulator` in low .. high (the command line's bounds): a wrong
     type or range is a D1Error when the emulator is made, not an OverflowError from the run
     loop's int64 controls, or a thread partition that counts to 10^20, when it runs."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise D1Error(f"{name} must be an integer, not {type(value).__name__}")
     if low is None:
         return int(value)
