@@ -714,33 +714,43 @@ def machine_files(name_or_path: str | Path | None) -> list[Path]:
     files: list[Path] = []
     s = None if name_or_path is None else str(name_or_path)
     while s is not None and len(files) <= 16:
-        path = Path(s)
-        if not (s.endswith(".toml") or path.is_file()) or path in files:
+        path = _user_file(s)
+        if path is None or path in files:
             break
         files.append(path)
         try:
             base = tomllib.loads(read_text(path, what="machine file").lstrip("\ufeff")).get("base")
         except (D1Error, tomllib.TOMLDecodeError, RecursionError):
             break
-        s = (str(path.parent / base) if base.endswith(".toml") else base) \
-            if isinstance(base, str) else None
+        s = str(_base_of(path, base)) if isinstance(base, str) else None
     return files
+
+
+def _user_file(s: str) -> Path | None:
+    """The file a machine name or path `s` means, or None for a shipped machine (or a name
+    that is neither).
+
+    A shipped machine's name means that machine even where the current directory holds a
+    file of the same name (a script called `d1`, say): otherwise such a file would replace
+    the default machine of every command. Any other text that names a file is that file."""
+    path = Path(s)
+    shipped = not s.endswith(".toml") and "/" not in s and (MACHINES_DIR / f"{s}.toml").is_file()
+    return None if shipped or not (s.endswith(".toml") or path.is_file()) else path
+
+
+def _base_of(path: Path, base: str) -> str | Path:
+    """What a machine file's `base = ...` names: a .toml file beside it, or a machine name."""
+    return path.parent / base if base.endswith(".toml") else base
 
 
 def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozenset()
                       ) -> dict[str, Any]:
-    """Parameters from a named machine ('d1', 'm4x4') or a TOML file path, unvalidated.
-
-    A shipped machine's name means that machine even where the current directory holds a
-    file of the same name (a script called `d1`, say): otherwise such a file would replace
-    the default machine of every command. Any other text that names a file is that file.
-    """
+    """Parameters from a named machine ('d1', 'm4x4') or a TOML file path (`_user_file`),
+    unvalidated."""
     s = str(name_or_path)
-    path = Path(s)
-    named = MACHINES_DIR / f"{s}.toml"
-    shipped = not s.endswith(".toml") and "/" not in s and named.is_file()
-    if shipped or not (s.endswith(".toml") or path.is_file()):
-        path = named
+    path = _user_file(s)
+    if path is None:
+        path = MACHINES_DIR / f"{s}.toml"
         if not path.is_file():
             raise MachineError(f"unknown machine '{s}'; named machines: "
                                f"{', '.join(machine_names())}, or give a .toml file")
@@ -762,8 +772,7 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
         raise MachineError(f"{path}: 'base' must be a machine name or file")
     if len(_seen) > 16 or str(path.resolve()) in _seen:
         raise MachineError(f"{path}: 'base' chain loops or is too deep")
-    merged = read_machine_file(path.parent / base if base.endswith(".toml") else base,
-                               _seen=_seen | {str(path.resolve())})
+    merged = read_machine_file(_base_of(path, base), _seen=_seen | {str(path.resolve())})
     # The base's name and description are not this file's: unless the file gives its own,
     # it is named after the file, and a file that changes the nodes or chips is described
     # afresh (load_machine).
@@ -834,25 +843,22 @@ def _count_of(part: str) -> int:
 
 def parse_mesh(text: str) -> tuple[int, int]:
     """'CxR' -> (cols, rows)."""
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(_decimal(p) for p in parts):
-        raise MachineError(f"--mesh expects COLSxROWS such as 4x4, got '{_shown(text)}'")
-    c, r = _count_of(parts[0]), _count_of(parts[1])
-    if not (1 <= c <= MAX_EDGE and 1 <= r <= MAX_EDGE):
-        raise MachineError(f"--mesh dimensions must be in 1 .. {MAX_EDGE:,}, got "
-                           f"'{_shown(text)}'")
-    return c, r
+    return _grid(text, "--mesh", "COLSxROWS such as 4x4", MAX_EDGE)
 
 
 def parse_chips(text: str) -> tuple[int, int]:
     """'CxR' -> (chips across, chips down), for `--chips`."""
+    return _grid(text, "--chips", "CHIPS_ACROSSxCHIPS_DOWN such as 2x2", MAX_CHIPS_EDGE)
+
+
+def _grid(text: str, option: str, form: str, top: int) -> tuple[int, int]:
+    """'AxB' -> (A, B), each in 1 .. top; `option` and `form` say what was expected."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
-        raise MachineError(f"--chips expects CHIPS_ACROSSxCHIPS_DOWN such as 2x2, got "
-                           f"'{_shown(text)}'")
+        raise MachineError(f"{option} expects {form}, got '{_shown(text)}'")
     c, r = _count_of(parts[0]), _count_of(parts[1])
-    if not (1 <= c <= MAX_CHIPS_EDGE and 1 <= r <= MAX_CHIPS_EDGE):
-        raise MachineError(f"--chips dimensions must be in 1 .. {MAX_CHIPS_EDGE}, got "
+    if not (1 <= c <= top and 1 <= r <= top):
+        raise MachineError(f"{option} dimensions must be in 1 .. {top:,}, got "
                            f"'{_shown(text)}'")
     return c, r
 
