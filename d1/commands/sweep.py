@@ -17,7 +17,7 @@ from d1.analysis import ROOF_NAMES, kernel_point, roofs_for, run_program, table
 from d1.options import max_cycles_option, program_machine
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
-from d1isa.files import check_destination, refuse_overwrite, same_file, write_atomic
+from d1isa.files import check_destination, refuse_overwrite, refuse_twice, write_atomic
 from d1isa.machine import Machine, load_machine, machine_files, parse_chips, parse_mesh, parse_value
 
 CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "flops_per_second",
@@ -227,8 +227,8 @@ def sweep(file: Path, sets: tuple[str, ...], meshes: str | None, chip_grids: str
         if dest is not None:
             refuse_overwrite(dest, [file, *machine_files(machine_name)], option)
             check_destination(dest, option)
-    if csv_file is not None and plot_file is not None and same_file(csv_file, plot_file):
-        raise D1Error(f"--plot {plot_file} is also the --csv file; give each its own file")
+    if plot_file is not None:
+        refuse_twice(plot_file, [(csv_file, "--csv")] if csv_file else [], f"--plot {plot_file}")
     axes = parse_axes(sets, meshes, chip_grids)
     # Without --machine, an object (or assembly with a leading .machine) is swept around the
     # machine it was built for, as `d1 run prog.d1o --set ...` retimes that machine; the
