@@ -493,8 +493,7 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
                  f"{units.seconds(host['jit_seconds'])}, emulation "
                  f"{units.seconds(host['wall_seconds'])}")
     threads = host.get("threads", 1)
-    # (without a unit, si() ends in its prefix's space: "12.4 " below 1,000)
-    rate = units.si(host["node_instructions_per_second"], "").rstrip()
+    rate = units.si(host["node_instructions_per_second"], "")
     lines.append(f"  emulation speed     {rate} node-instructions/s"
                  + (f" on {host['ranks']} MPI ranks of 1 thread" if host.get("ranks", 1) > 1
                     else f" on {threads} threads ({units.count(host.get('phases', 0), 'phase')})"
