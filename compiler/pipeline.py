@@ -51,7 +51,7 @@ from compiler.summa import chip_grid_pays
 from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
 from d1isa.files import read_text
-from d1isa.machine import Machine, machine_or_default
+from d1isa.machine import Machine, digits_value, machine_or_default
 from d1isa.objfile import ObjectFile
 
 PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "schedule", "allocate",
@@ -146,8 +146,7 @@ class CompileOptions:
                 if not (text.isascii() and text.isdigit()):     # not '²'
                     raise D1Error(f"compiler option 'reach' is a positive integer, got '{text}'")
                 # more digits than int() takes (4,300) reach across any grid, as 10^18 does
-                digits = text.lstrip("0")
-                values[key] = int(digits or "0") if len(digits) <= 18 else 10 ** 18
+                values[key] = digits_value(text)
             else:
                 low = text.lower()
                 if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):

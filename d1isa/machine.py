@@ -835,10 +835,11 @@ def _decimal(part: str) -> bool:
     return part.isascii() and part.isdigit()
 
 
-def _count_of(part: str) -> int:
-    """The value of ASCII digits `part`, any length: beyond 18 digits only its being too
-    large matters (int() refuses more than 4,300 digits), so such a number is 10^18."""
-    return int(part) if len(part) <= 18 else 10**18
+def digits_value(part: str) -> int:
+    """The value of ASCII digits `part`, any length: beyond 18 significant digits only its
+    being too large matters (int() refuses more than 4,300 digits), so such a number is 10^18."""
+    digits = part.lstrip("0")
+    return int(digits or "0") if len(digits) <= 18 else 10**18
 
 
 def parse_mesh(text: str) -> tuple[int, int]:
@@ -856,7 +857,7 @@ def _grid(text: str, option: str, form: str, top: int) -> tuple[int, int]:
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
         raise MachineError(f"{option} expects {form}, got '{_shown(text)}'")
-    c, r = _count_of(parts[0]), _count_of(parts[1])
+    c, r = digits_value(parts[0]), digits_value(parts[1])
     if not (1 <= c <= top and 1 <= r <= top):
         raise MachineError(f"{option} dimensions must be in 1 .. {top:,}, got "
                            f"'{_shown(text)}'")
