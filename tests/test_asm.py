@@ -487,6 +487,11 @@ ERROR_CASES = [
      "'1.5' is not an integer (a float is allowed only as an fp32 value)"),
     (".text all\n addi r1, r1, 3 $ 4\n", 2, 17, "unexpected '$'"),
     (".text all\n addi r1, r1, 3 ` 4\n", 2, 17, "unexpected character '`'"),
+    # Only ASCII digits are digits, on the operand fast paths too (int() reads any script's)
+    (".text all\n addi r1, r1, \u0661\u0662\n", 2, 15, "unexpected character '\u0661'"),
+    (".text all\n ld64 r1, [r2+\u0661\u0666]\n", 2, 15, "unexpected character '\u0661'"),
+    (".text all\n vbcasti v1, 0x\u0663f\n", 2, 16, "unexpected character '\u0663'"),
+    (".text all\n vbcasti v1, \u0663.\u0665\n", 2, 14, "unexpected character '\u0663'"),
     (".text all\n addi r1, r1, (3\n", 2, 17, "expected ')', found the end of the line"),
     (".tensor t weights f32[4]\n", 1, 11, "expected a tensor role (input, param, output, "
                                           "internal), got 'weights'"),

@@ -108,7 +108,7 @@ def _fast_mem(t: str, x: dict[str, int]) -> int:
         j = inner.find("-")
         if j < 0:
             raise ValueError
-    v = int(inner[j:], 0)
+    v = int_literal(inner[j:])
     if not -0x80000000 <= v <= 0x7FFFFFFF:
         raise ValueError
     return x[inner[:j].strip()] | (v & 0xFFFFFFFF)
@@ -118,6 +118,8 @@ def _fast_f32(t: str) -> int:
     """Bits of a plain float literal operand; ValueError for anything unusual."""
     t = t.strip()
     if t[:2] in ("0x", "0X"):
+        if not t.isascii():
+            raise ValueError(t)
         v = int(t, 16)
         if v > 0xFFFFFFFF:
             raise ValueError
@@ -138,6 +140,8 @@ def _make_fast(plan: _Plan) -> Any:
         elif kind == K_INT or kind == K_LABEL:
             if kind == K_LABEL:
                 body.append(f"    if ops[{k}].strip()[:1] not in '+-': raise ValueError")
+            # int() reads digits of any script (`١٢` is 12); the expression language does not.
+            body.append(f"    if not ops[{k}].isascii(): raise ValueError")
             body.append(f"    v{k} = int(ops[{k}], 0)")
             body.append(f"    if v{k} < {vmin} or v{k} > {vmax}: raise ValueError")
             terms.append(f"((v{k} & {mask}) << {lo})")
@@ -215,8 +219,10 @@ def int_literal(t: str) -> int:
     """`int(t, 0)` for the operand fast paths, which the expression language backs up: a
     literal longer than it accepts is a ValueError here too, so the caller falls back to it and
     reports "too long" (a 20,000-digit hex literal read here would otherwise reach a range
-    message, and printing it in decimal passes Python's 4,300-digit limit)."""
-    if len(t) > MAX_LITERAL_CHARS:
+    message, and printing it in decimal passes Python's 4,300-digit limit). Only ASCII digits
+    are digits: Python's int() also reads other scripts' (`١٢` is 12), which the expression
+    language rejects."""
+    if len(t) > MAX_LITERAL_CHARS or not t.isascii():
         raise ValueError(t)
     return int(t, 0)
 
@@ -225,7 +231,7 @@ def float_literal(t: str) -> float:
     """The value of a float literal; ValueError if it is not one (or longer than a literal may
     be), OverflowError if it is a finite number beyond even fp64's range (`1e400`, which
     float() reads as inf)."""
-    if len(t) > MAX_LITERAL_CHARS:
+    if len(t) > MAX_LITERAL_CHARS or not t.isascii():
         raise ValueError(t)
     x = float(t)
     if math.isinf(x) and "inf" not in t.lower():
@@ -248,7 +254,7 @@ def bf16_from_f32_bits(u: int) -> int:
 def hex_literal(t: str) -> int | None:
     """The value of an operand that is one hex literal (`0x3f80_0000`: an fp32 or bf16 operand's
     bit pattern), else None (an expression such as `0x10 * 2` is a value)."""
-    if t.strip()[:2] not in ("0x", "0X") or len(t) > MAX_LITERAL_CHARS:
+    if t.strip()[:2] not in ("0x", "0X") or len(t) > MAX_LITERAL_CHARS or not t.isascii():
         return None
     try:
         return int(t, 16)
@@ -412,7 +418,7 @@ class OperandEncoder:
                         r = regs[0].get(inner[:j].strip())
                         if r is not None:
                             try:
-                                v = int(inner[j:], 0)
+                                v = int_literal(inner[j:])
                             except ValueError:
                                 v = None
                             if v is not None and INT32[0] <= v <= INT32[1]:
