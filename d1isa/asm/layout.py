@@ -381,7 +381,8 @@ class Linker:
                     _, width, vals, pend, ln = e
                     size = width * len(vals)
                     if counter + size > sram:
-                        self._diag(ln, 1, f"data runs past the end of SRAM: {counter} + {size} "
+                        self._diag(ln, self.diags.first_col(ln),
+                                   f"data runs past the end of SRAM: {counter} + {size} "
                                    f"bytes > {sram}")
                         counter = sram
                         run = None
@@ -553,7 +554,8 @@ class Linker:
             nid, lo, hi = where[0]
             x, y = m.node_xy(nid)
             more = f" and on {len(where) - 1} more nodes" if len(where) > 1 else ""
-            self._diag(second, 1, f"data overlaps the data of line {first} on node ({x},{y}) "
+            self._diag(second, self.diags.first_col(second),
+                       f"data overlaps the data of line {first} on node ({x},{y}) "
                        f"(bytes {lo}..{hi}){more}")
 
     # ---- code -----------------------------------------------------------------------------
@@ -764,7 +766,8 @@ class Linker:
             _validate_tensor(TensorLayout(layout.name, layout.dtype, layout.shape, layout.role,
                                           [piece]), self.machine)
         except ObjectFormatError as e:
-            self._diag(line, col, f"{e} (piece on node {self.machine.node_xy(nid)})")
+            x, y = self.machine.node_xy(nid)
+            self._diag(line, col, f"{e} (piece on node ({x},{y}))")
             return None
         layout.pieces.append(piece)
         return piece

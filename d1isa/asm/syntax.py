@@ -132,6 +132,12 @@ class Diagnostics:
         if len(self.items) >= MAX_ERRORS:
             raise TooManyErrors()
 
+    def first_col(self, line: int) -> int:
+        """The column of the first non-blank character of `line`: where an error about the
+        whole statement points (column 1 would be the indentation)."""
+        src = self.lines[line - 1] if 1 <= line <= len(self.lines) else ""
+        return len(src) - len(src.lstrip()) + 1
+
     def report(self, e: Exception, line: int, col: int) -> None:
         """Report a LineError/ExprError raised while handling `line`; `col` locates an
         ExprError whose position is relative to its expression."""
