@@ -371,6 +371,25 @@ def test_disable_enable_delete(m4):
     assert dbg.cont().reason == "halted"
 
 
+def test_breakpoints_at_the_same_place_all_hit_and_a_tbreak_there_goes(m4):
+    """A tbreak on the instruction of another breakpoint: both count the hit, the stop names
+    both, and the tbreak is deleted (it used to be shadowed by the first: never hit, never
+    deleted); reverse-continue counts every breakpoint there too."""
+    dbg = Debugger(load_program(f"{ASM}/token_ring.d1s", m4))
+    a = dbg.break_at("52")
+    t = dbg.break_at("bump", node="1,0", temporary=True)
+    stop = dbg.run()
+    assert (stop.node, stop.breakpoint.number) == (0, a.number)
+    stop = dbg.cont()
+    assert stop.node == 1 and [stop.breakpoint.number] + [
+        h.number for h in stop.more_breakpoints] == [a.number, t.number]
+    assert f"Breakpoint {t.number}, node (1,0)" in stop.describe()
+    assert [b.number for b in dbg.points.breakpoints()] == [a.number] and a.hits == 2
+    b = dbg.break_at("bump", node="all")
+    stop = dbg.reverse_continue()
+    assert stop.node == 0 and stop.more_breakpoints[0].number == b.number and b.hits == 1
+
+
 # ---- watchpoints --------------------------------------------------------------------------------
 
 def test_watch_memory_reports_old_and_new_bytes():

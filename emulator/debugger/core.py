@@ -372,11 +372,12 @@ class Debugger:
                 why += "\n" + "\n".join("    " + line for line in caret.splitlines())
             return True, why
 
-    def _breakpoint_hit(self, node: int) -> Stop | None:
-        if self._bp_nodes is not None and node not in self._bp_nodes:
-            return None
+    def _matching_breakpoints(self, node: int) -> list[tuple[Breakpoint, str]]:
+        """Every breakpoint at node's pc that stops it, with why it stops despite a condition
+        that cannot be evaluated (a tbreak at a breakpoint's place is one of them too)."""
         pc = int(self.emu.state.pc[node])
         g = int(self.emu.code.node_base[node]) + pc
+        out = []
         for bp in self.points.bp_at.get(g, ()):
             if bp.nodes is not None and node not in bp.nodes:
                 continue
@@ -385,14 +386,31 @@ class Debugger:
                 ok, detail = self._eval_condition(bp, node)
                 if not ok:
                     continue
+            out.append((bp, detail))
+        return out
+
+    def _hit_stop(self, node: int, matching: list[tuple[Breakpoint, str]]) -> Stop:
+        """The stop at `matching` (non-empty): each breakpoint counts the hit, temporary ones
+        are deleted, and the stop names them all."""
+        where = self.emu.where(node)
+        hits = []
+        for bp, _ in matching:
             bp.hits += 1
-            where = self.emu.where(node)
-            hit = BreakpointHit(bp.number, node, where, self.position, bp.hits)
+            hits.append(BreakpointHit(bp.number, node, where, self.position, bp.hits))
             if bp.temporary:
                 self.delete(bp.number)
-            self._remember_hit(node)
-            return self._make_stop("breakpoint", node, where, breakpoint=hit, detail=detail)
-        return None
+        detail = "\n".join(d for _, d in matching if d)
+        return self._make_stop("breakpoint", node, where, breakpoint=hits[0],
+                               more_breakpoints=hits[1:], detail=detail)
+
+    def _breakpoint_hit(self, node: int) -> Stop | None:
+        if self._bp_nodes is not None and node not in self._bp_nodes:
+            return None
+        matching = self._matching_breakpoints(node)
+        if not matching:
+            return None
+        self._remember_hit(node)
+        return self._hit_stop(node, matching)
 
     def _remember_hit(self, node: int) -> None:
         """Keep the exact position of a breakpoint stop, so reverse-continue returns to it."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emulator import constants as K
-from emulator.debugger.breakpoints import Breakpoint, BreakpointHit
+from emulator.debugger.breakpoints import Breakpoint
 from emulator.debugger.checkpoints import Checkpoint
 
 if TYPE_CHECKING:
@@ -151,15 +151,10 @@ def reverse_continue(dbg: Debugger) -> Stop:
         cands = [c for c in cands if c[0] is not counts]
         goto(dbg, counts)
         g = int(dbg.emu.code.node_base[node]) + int(dbg.emu.state.pc[node])
-        bps = [b for b in dbg.points.bp_at.get(g, ())
-               if b.nodes is None or node in b.nodes]
-        if g not in enabled or not bps:
+        matching = dbg._matching_breakpoints(node)
+        if g not in enabled or not matching:
             continue            # a remembered hit of a breakpoint deleted since
-        bp = bps[0]
-        bp.hits += 1
-        hit = BreakpointHit(bp.number, node, dbg.emu.where(node), dbg.position, bp.hits)
-        detail = dbg._eval_condition(bp, node)[1] if bp.cond is not None else ""
-        return dbg._make_stop("breakpoint", node, breakpoint=hit, detail=detail)
+        return dbg._hit_stop(node, matching)
     goto(dbg, np.zeros(dbg.n, dtype=np.int64))
     return dbg._make_stop("start", dbg.focus,
                           detail="No earlier breakpoint hit: at the beginning, T=0")

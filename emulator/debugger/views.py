@@ -49,6 +49,7 @@ class Stop:
     node: int | None = None
     where: Where | None = None
     breakpoint: BreakpointHit | None = None
+    more_breakpoints: list[BreakpointHit] = field(default_factory=list)  # at the same place
     watch: WatchHit | None = None
     more_watches: list[WatchHit] = field(default_factory=list)  # by the same instruction
     traps: list[Trap] = field(default_factory=list)
@@ -63,8 +64,10 @@ class Stop:
             b = self.breakpoint
             if self.detail:
                 lines.append(self.detail)       # why it stopped although it has a condition
-            lines.append(f"Breakpoint {b.number}, node {self.where.xy if self.where else '?'}"
-                         f" [id {b.node}], T={self.position:,}")
+            for hit in [b, *self.more_breakpoints]:
+                lines.append(f"Breakpoint {hit.number}, node "
+                             f"{self.where.xy if self.where else '?'} [id {hit.node}], "
+                             f"T={self.position:,}")
         elif self.watch is not None:
             w = self.watch
             for hit in [w, *self.more_watches]:
