@@ -678,6 +678,8 @@ class Emulator:
         sname = K.STATE_NAMES[int(st.state[node])]
         if st.state[node] == K.TRAPPED:
             sname = f"trapped ({cause_name(int(st.cause[node]))})"
+        elif st.state[node] == K.HALTED and self.code.node_len[node] == 0:
+            sname = "no code (it halts at the start)"
         return self.where(node), sname
 
     # ---- host I/O -----------------------------------------------------------------------------

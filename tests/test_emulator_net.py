@@ -164,6 +164,14 @@ def test_waiting_on_a_stopped_node_is_not_a_cycle():
     assert "(1,0) pc 0 `halt` has halted" in text and "not a cycle" in text
 
 
+def test_a_chain_ending_at_a_node_without_code_says_so():
+    # (1,0) has no code: it did not halt at some instruction, it never ran one
+    emu, res = run({0: [E("recv", rd=1, dir=EAST), E("halt")]})
+    assert res.status == "stuck"
+    assert res.deadlock.chains[0].end_state == "no code (it halts at the start)"
+    assert "(1,0) pc 0 has no code (it halts at the start)" in res.report()
+
+
 def test_a_trap_is_reported_before_the_nodes_that_wait_on_it():
     emu, res = run({0: [E("recv", rd=1, dir=EAST), E("halt")], 1: [E("trap", uimm=3)]})
     assert res.status == "trapped"
