@@ -65,6 +65,12 @@ def test_numbers_longer_than_int_takes_are_usage_errors():
     assert out[f"break token_ring.d1s:3:{many}"][0].startswith("error: cannot read location")
 
 
+def test_delete_asks_for_a_breakpoint_number_not_a_count():
+    out = batch(f"{ASM}/token_ring.d1s", "delete x", "stepi x", mesh="4x4")
+    assert out["delete x"] == ["error: expected a breakpoint number, got 'x'"]
+    assert out["stepi x"] == ["error: expected a count, got 'x'"]
+
+
 def test_a_count_beyond_int64_runs_or_undoes_everything():
     # reverse-stepi N and stepi N all took N from numpy int64 counts: an OverflowError, shown
     # as "internal error" and "This is a bug in d1".

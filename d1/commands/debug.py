@@ -174,7 +174,7 @@ class Session:
         return args, None
 
     @staticmethod
-    def count(args: list[str], default: int = 1) -> int:
+    def count(args: list[str], default: int = 1, what: str = "a count") -> int:
         if not args:
             return default
         if len(args) > 1:
@@ -182,7 +182,7 @@ class Session:
         try:
             return int(args[0], 0)
         except ValueError:
-            raise CommandError(f"expected a count, got {args[0]!r}") from None
+            raise CommandError(f"expected {what}, got {args[0]!r}") from None
 
 
 def _one_line(text: str) -> str:
@@ -705,7 +705,7 @@ def _watch(s: Session, args: list[str]) -> None:
          "Breakpoints and watchpoints",
          words=("point",))
 def _delete(s: Session, args: list[str]) -> None:
-    n = s.count(args, default=None) if args else None
+    n = s.count(args, default=None, what="a breakpoint number") if args else None
     k = s.dbg.delete(n)
     s.out(f"deleted {k} breakpoint{'s' if k != 1 else ''}/watchpoint{'s' if k != 1 else ''}"
           if n is None else f"deleted {n}")
