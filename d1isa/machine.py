@@ -257,6 +257,13 @@ def _check_value(p: Param, value: Any) -> Any:
     return value
 
 
+# What an incomplete machine description is told, by where it came from.
+MACHINE_FILE_HINT = ('a machine file may start with base = "d1" to take every parameter it does '
+                     "not list from the d1 machine")
+MACHINE_JSON_HINT = ("a .machine {JSON} directive lists every parameter, as `d1 disasm` writes "
+                     "them, and `.machine NAME` names a shipped machine")
+
+
 @dataclass(frozen=True)
 class Machine:
     """One machine description. Construct with `load_machine` or `Machine.from_dict`."""
@@ -305,17 +312,16 @@ class Machine:
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> Machine:
-        """Validate a complete parameter dict and build the machine."""
+    def from_dict(cls, params: dict[str, Any], lacking: str = MACHINE_FILE_HINT) -> Machine:
+        """Validate a complete parameter dict and build the machine. `lacking`: what the
+        error for missing parameters advises (where the dict came from decides it)."""
         unknown = sorted(set(params) - set(PARAM_BY_KEY))
         if unknown:
             raise MachineError(f"unknown machine parameter(s): {', '.join(unknown)}; "
                                f"known: {', '.join(p.key for p in PARAMS)}")
         missing = [p.key for p in PARAMS if p.key not in params]
         if missing:
-            raise MachineError(f"machine description lacks: {', '.join(missing)}; a machine "
-                               'file may start with base = "d1" to take every parameter it '
-                               "does not list from the d1 machine")
+            raise MachineError(f"machine description lacks: {', '.join(missing)}; {lacking}")
         values = {p.key: _check_value(p, params[p.key]) for p in PARAMS}
         m = cls(**values)
         m._validate()

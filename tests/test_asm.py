@@ -537,6 +537,13 @@ def test_error_location_message_and_caret(source, line, col, message):
     assert rendered[2].startswith("    " + " " * (col - 1) + "^")
 
 
+def test_an_incomplete_machine_json_gets_advice_that_fits_a_directive():
+    # the advice was a machine file's (base = "d1"), which the JSON form refuses as unknown
+    msg = errors('.machine {"cols": 2}\n', M4).diagnostics[0].message
+    assert msg.startswith("bad machine: machine description lacks: name, ")
+    assert "base" not in msg and "`.machine NAME` names a shipped machine" in msg
+
+
 def test_many_errors_are_reported_in_one_pass_in_line_order():
     e = errors(".text all\n add r1, r99, r2\n bogus r1\n slli r1, r1, 99\n ok: nop\n"
                " beq r1, r2, missing\n")

@@ -57,7 +57,13 @@ from d1isa.asm.syntax import (
 from d1isa.errors import D1Error, MachineError, SourceError
 from d1isa.expr import Expr, ExprError, NeedsNode, Num, evaluate, parse
 from d1isa.files import read_text
-from d1isa.machine import Machine, default_machine, load_machine, machine_or_default
+from d1isa.machine import (
+    MACHINE_JSON_HINT,
+    Machine,
+    default_machine,
+    load_machine,
+    machine_or_default,
+)
 from d1isa.objfile import LINE_COLS, ObjectFile, Symbol
 
 PRODUCER = "d1 asm"
@@ -93,7 +99,7 @@ def directive_machine(arg: str, col: int = 1) -> Machine:
             raise LineError(f"bad machine JSON: {getattr(e, 'msg', e)}", col, len(arg)) from None
         if not isinstance(params, dict):
             raise LineError("the .machine JSON must be an object", col, len(arg))
-        return Machine.from_dict(params)
+        return Machine.from_dict(params, MACHINE_JSON_HINT)
     if arg:
         return load_machine(arg)
     raise LineError(".machine needs a machine name or its JSON parameters", col)
