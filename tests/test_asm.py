@@ -465,8 +465,6 @@ ERROR_CASES = [
     (".text row 9\n", 1, 11, "row 9 is outside the 6x5 mesh (rows 0..4)"),
     (".text rect 3,3,1,1\n", 1, 12, "rect needs X0 <= X1 and Y0 <= Y1 (inclusive corners)"),
     (".text list 0,0 0,0\n", 1, 16, "node (0,0) is listed twice"),
-    (".text list\n halt\n", 1, 7, "'list' needs at least one node X,Y"),
-    (".data list # none\n", 1, 7, "'list' needs at least one node X,Y"),
     (".text row 0\n nop\n.text col 0\n nop\n", 3, 7,
      "node (0,0) is selected by two .text sections: this one and the one at line 1"),
     (".text rest\n.text rest\n", 2, 7,

@@ -112,8 +112,6 @@ def parse_selector(p: Parser, ln: int, aoff: int, col: int, allow_list: bool) ->
                     p.expect(",", "between X and Y")
                 pos2 = p.peek()[2]
                 args.append((p.expr(), aoff + 1 + pos2))
-        if not args:
-            raise ExprError("'list' needs at least one node X,Y", pos, len(t))
     else:
         for j in range(SELECTOR_ARGS[kw]):
             if j:
