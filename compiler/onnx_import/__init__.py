@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from compiler.onnx_import import ops  # noqa: F401  (registers every converter)
-from compiler.onnx_import.convert import Imported, ImportFailure, import_model
+from compiler.onnx_import.convert import (
+    Imported,
+    ImportFailure,
+    external_tensors,
+    import_model,
+)
 from d1isa.errors import D1Error
 from d1isa.files import read_bytes
 
@@ -48,6 +53,9 @@ def parse_model(raw: bytes, filename: str) -> Any:
                       f"{e or type(e).__name__})") from None
     if not model.HasField("graph") or not model.opset_import:
         raise D1Error(f"{filename}: not an ONNX model (it has no graph or no opset)")
+    external = external_tensors(model)    # before the checker, which looks for the files
+    if external:
+        raise ImportFailure([f"{filename}: {m}" for m in external])
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:

@@ -86,6 +86,52 @@ def inferred_elements(node: Any, feeds: dict[str, Any], opsets: dict[str, int]) 
     return max(counts, default=None)
 
 
+EXTERNAL = 1        # onnx.TensorProto.EXTERNAL: the tensor's bytes are in another file
+
+
+def external_tensors(model: Any) -> list[str]:
+    """Every tensor of the model that keeps its data in an external file, as a message each:
+    the initializers (dense and sparse) and the tensors held by node attributes (a Constant's
+    value, ConstantOfShape's), in subgraphs and model-local functions too. onnx would read
+    such a file relative to the current directory when the tensor is decoded, so a model
+    could pull any file there into its constants; d1 reads self-contained models only."""
+    found: list[str] = []
+
+    def tensor(t: Any, what: str) -> None:
+        if t.data_location == EXTERNAL or len(t.external_data):
+            where = next((e.value for e in t.external_data if e.key == "location"), "")
+            found.append(f"{what} keeps its data in an external file"
+                         + (f" ('{where}')" if where else "")
+                         + "; d1 reads self-contained models only")
+
+    def nodes(ns: Any, owner: str) -> None:
+        for index, n in enumerate(ns):
+            label = f"node {node_label(n, index)}{owner}"
+            for a in n.attribute:
+                what = f"the tensor of attribute '{a.name}' of {label}"
+                for t in ([a.t] if a.HasField("t") else []) + list(a.tensors):
+                    tensor(t, what)
+                for sp in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) \
+                        + list(a.sparse_tensors):
+                    tensor(sp.values, what)
+                    tensor(sp.indices, what)
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    graph(g, f" in a subgraph of {label}")
+
+    def graph(g: Any, owner: str = "") -> None:
+        for t in g.initializer:
+            tensor(t, f"initializer '{t.name}'{owner}")
+        for sp in g.sparse_initializer:
+            for t in (sp.values, sp.indices):
+                tensor(t, f"sparse initializer '{sp.values.name}'{owner}")
+        nodes(g.node, owner)
+
+    graph(model.graph)
+    for f in model.functions:
+        nodes(f.node, f" in function '{f.name}'")
+    return found
+
+
 class Unsupported(Exception):
     """A node outside the documented subset (its attributes, its types): the reason."""
 
@@ -220,6 +266,9 @@ class Importer:
     # ---- driver -------------------------------------------------------------------------------
 
     def run(self) -> Imported:
+        external = external_tensors(self.model)
+        if external:
+            raise ImportFailure([f"{self.filename}: {m}" for m in external])
         self.read_initializers()
         if not self.problems:
             self.check_support()
@@ -264,10 +313,6 @@ class Importer:
         from onnx import numpy_helper
 
         for t in self.graph.initializer:
-            if t.data_location == 1:         # TensorProto.EXTERNAL
-                self.fail(f"initializer '{t.name}' keeps its data in an external file; d1 "
-                          "reads self-contained models only")
-                continue
             try:
                 a = numpy_helper.to_array(t)
             except Exception as e:  # a malformed tensor: any error of onnx's decoder
