@@ -83,6 +83,29 @@ def test_names_are_unique_and_not_reserved():
     assert len(long) <= 100
 
 
+def test_names_cannot_break_out_of_their_comments():
+    """ONNX names, node names and the producer's name are any strings: one with a newline
+    (or a carriage return, U+2028, ...) is escaped where a comment or a message shows it,
+    so it can neither start a statement of its own nor split an error line."""
+    m = model([helper.make_node("Relu", ["x\ny = x"], ["y\rz"], name="n\noutput q"),
+               helper.make_node("Neg", ["y\rz"], ["w"], name="m\u2028w = y")],
+              [("x\ny = x", [2])], [("w", [2])])
+    m.producer_name, m.producer_version = "evil\nw = 1", "2\n3"
+    imp = import_model(m, "m.onnx")
+    lines = imp.text.splitlines()
+    assert imp.text.count("\n") == len(lines) and "\r" not in imp.text
+    assert statements(imp.text) == ["y_z = relu(x_y___x)  # n\\noutput q (Relu)",
+                                    "w = -y_z  # m\\u2028w = y (Neg)"]
+    assert lines[0].endswith("made by evil\\nw = 1 2\\n3).")
+    assert "input x_y___x: f32[2]  # ONNX 'x\\ny = x'" in lines
+    bad = model([helper.make_node("Add", ["a", "b"], ["y"], name="add\nerror: fake")],
+                [("a", [3]), ("b", [4])], [("y", [4])])
+    with pytest.raises(ImportFailure) as e:
+        import_model(bad, "m.onnx")
+    assert e.value.messages == ["m.onnx: node 'add\\nerror: fake' (Add, opset 17): cannot "
+                                "broadcast shapes [3] and [4]"]
+
+
 # ---- the text ---------------------------------------------------------------------------------
 
 def test_one_statement_per_node_with_its_name():

@@ -28,7 +28,7 @@ import numpy as np
 
 from compiler.onnx_import import expr as X
 from compiler.onnx_import.expr import E
-from compiler.onnx_import.names import Names
+from compiler.onnx_import.names import Names, shown
 from compiler.onnx_import.registry import lookup, why_not
 from d1isa.errors import D1Error
 
@@ -148,7 +148,7 @@ class ImportFailure(D1Error):
     "model" (anything else: the model, its inputs or the options are wrong)."""
 
     def __init__(self, messages: list[str], kinds: list[str] | None = None) -> None:
-        self.messages = messages
+        self.messages = [shown(m) for m in messages]
         self.kinds = kinds or ["model"] * len(messages)
         super().__init__("\n".join(messages))
 
@@ -221,9 +221,9 @@ def elem_name(elem: int) -> str:
 
 def node_label(node: Any, index: int) -> str:
     if node.name:
-        return f"'{node.name}'"
+        return f"'{shown(node.name)}'"
     out = next((o for o in node.output if o), None)
-    return f"#{index}" + (f" (output '{out}')" if out else "")
+    return f"#{index}" + (f" (output '{shown(out)}')" if out else "")
 
 
 class Importer:
@@ -429,7 +429,7 @@ class Importer:
                 if dsl != self.names[o.name]:
                     self.output_params[o.name] = dsl
             elif v.expr is None or v.expr.text != dsl:
-                self.body.append(f"{dsl} = {v.expr}  # graph output '{o.name}'")
+                self.body.append(f"{dsl} = {v.expr}  # graph output '{shown(o.name)}'")
                 self.bound.add(dsl)
             outputs.append(dsl)
         if not outputs and not self.problems:
@@ -437,9 +437,9 @@ class Importer:
         return outputs
 
     def text(self, outputs: list[str]) -> str:
-        lines = [f"# Imported from {self.filename} by d1 import (ONNX opset {self.opset}"
-                 + (f", made by {self.model.producer_name} {self.model.producer_version}".rstrip()
-                    if self.model.producer_name else "") + ").",
+        made = f"{self.model.producer_name} {self.model.producer_version}".rstrip()
+        lines = [shown(f"# Imported from {self.filename} by d1 import (ONNX opset {self.opset}"
+                       + (f", made by {made}" if self.model.producer_name else "") + ")."),
                  "# One statement per ONNX node; its comment names the node and its operator."]
         if self.params:
             lines.append("# The params hold the model's constants: d1 import writes their "
@@ -451,7 +451,7 @@ class Importer:
 
     def comment_name(self, onnx_name: str) -> str:
         dsl = self.names[onnx_name]
-        return f"  # ONNX '{onnx_name}'" if dsl != onnx_name else ""
+        return f"  # ONNX '{shown(onnx_name)}'" if dsl != onnx_name else ""
 
     # ---- the two walks ------------------------------------------------------------------------
 
@@ -618,9 +618,9 @@ class Importer:
     def declare_param(self, dsl: str, values: np.ndarray, dtype: str, onnx_name: str,
                       transposed: bool = False) -> None:
         shape = ", ".join(str(d) for d in values.shape)
-        note = f"  # ONNX '{onnx_name}'" if dsl != onnx_name else ""
+        note = f"  # ONNX '{shown(onnx_name)}'" if dsl != onnx_name else ""
         if transposed:
-            note = (note or f"  # ONNX '{onnx_name}'") + ", transposed"
+            note = (note or f"  # ONNX '{shown(onnx_name)}'") + ", transposed"
         self.decls.append(f"param {dsl}: {dtype}[{shape}]{note}")
         self.bound.add(dsl)
         self.params[dsl] = np.ascontiguousarray(values, dtype=np.float32)
@@ -736,7 +736,7 @@ class NodeCtx:
 
     def comment(self) -> str:
         name = self.node.name or f"#{self.index}"
-        return f"  # {name} ({self.op})"
+        return f"  # {shown(name)} ({shown(self.op)})"
 
     def out(self, i: int, e: E, shape: tuple[int, ...], dtype: str,
             elem: int | None = None) -> None:

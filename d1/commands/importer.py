@@ -64,7 +64,8 @@ def import_(model: Path, output: Path | None, shapes: tuple[str, ...]) -> None:
                   else ", no params)"), err=True)
     renamed = imported.renamed
     if renamed:
-        shown = [f"'{k}' -> {v}" for k, v in list(renamed.items())[:SHOWN_RENAMES]]
+        from compiler.onnx_import.names import shown as printable
+        shown = [f"'{printable(k)}' -> {v}" for k, v in list(renamed.items())[:SHOWN_RENAMES]]
         more = len(renamed) - len(shown)
         click.echo("renamed: " + ", ".join(shown) + (f" and {more} more" if more else ""),
                    err=True)
