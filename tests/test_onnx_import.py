@@ -119,6 +119,13 @@ def test_one_statement_per_node_with_its_name():
     np.testing.assert_array_equal(imp.params["w"], np.ones((3, 4)))
 
 
+def test_a_graph_output_listed_twice_is_output_once():
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2])], [("y", [2]), ("y", [2])])
+    imp = import_model(m, "m.onnx")
+    assert imp.outputs == ["y"] and statements(imp.text) == ["y = relu(x)  # #0 (Relu)"]
+    assert imp.text.endswith("\noutput y\n")
+
+
 def test_constants_become_literals_params_or_nothing():
     """A 0-d constant is a literal; a Gemm weight read transposed is stored transposed; a
     Reshape target computed from Shape and constants is folded away."""

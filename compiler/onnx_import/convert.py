@@ -407,7 +407,11 @@ class Importer:
 
     def read_outputs(self) -> list[str]:
         outputs = []
+        seen = set()
         for o in self.graph.output:
+            if o.name in seen:        # listed twice (onnx.checker allows it): output once
+                continue
+            seen.add(o.name)
             v = self.values.get(o.name)
             if v is None:
                 if not any(o.name in n.output for n in self.graph.node):
