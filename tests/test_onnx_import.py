@@ -366,6 +366,25 @@ def test_symbolic_dimensions_need_shape():
         import_model(m, "m.onnx", {"z": (5, 3)})
 
 
+def test_inputs_and_outputs_without_a_declared_shape():
+    """onnx.checker wants every graph input and output to declare a shape; d1 works shapes
+    out itself and takes an input's from --shape, so a model without them is read (and its
+    own ModelProto is left as it was)."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", F, None)],
+                          [helper.make_tensor_value_info("y", F, None)])
+    raw = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    m = parse_model(raw, "m.onnx")
+    assert not any(vi.type.tensor_type.HasField("shape") for vi in (*m.graph.input,
+                                                                     *m.graph.output))
+    with pytest.raises(ImportFailure) as e:
+        import_model(m, "m.onnx")
+    assert e.value.messages == ["m.onnx: input 'x' has no declared shape; give it with "
+                                "--shape x=D0,D1,..."]
+    imp = import_model(m, "m.onnx", {"x": (2, 3)})
+    assert "input x: f32[2, 3]" in imp.text and imp.outputs == ["y"]
+
+
 def test_a_wrong_model_is_an_error_not_a_traceback():
     m = model([helper.make_node("Add", ["a", "b"], ["y"], name="add")],
               [("a", [3]), ("b", [4])], [("y", [4])])

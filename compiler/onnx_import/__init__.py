@@ -56,12 +56,22 @@ def parse_model(raw: bytes, filename: str) -> Any:
     external = external_tensors(model)    # before the checker, which looks for the files
     if external:
         raise ImportFailure([f"{filename}: {m}" for m in external])
+    # onnx.checker wants a shape on every graph input and output. d1 works every shape out
+    # itself and takes an input's from --shape where the model leaves it open, so a missing
+    # one is given an empty shape while the checker looks, and taken away again after.
+    unshaped = [vi.type.tensor_type for vi in (*model.graph.input, *model.graph.output)
+                if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    for t in unshaped:
+        t.shape.SetInParent()
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
         said = " ".join(str(e).split()) or type(e).__name__
         said = said if len(said) <= 300 else said[:297] + "..."
         raise D1Error(f"{filename}: not a valid ONNX model: {said}") from None
+    finally:
+        for t in unshaped:
+            t.ClearField("shape")
     return model
 
 
