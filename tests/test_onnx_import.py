@@ -270,6 +270,27 @@ def test_dropout_mask_is_a_constant_of_ones(tmp_path, capsys):
     assert imp.outputs == ["y", "mask"]
 
 
+def test_an_infinite_constant_is_a_literal_beyond_every_range(tmp_path, capsys):
+    """-inf (a causal mask's fill, as PyTorch exports masked_fill) is `-1e39`, which the DSL
+    rounds to infinity; a NaN has no literal and is refused."""
+    m = model([helper.make_node("Greater", ["x", "zero"], ["c"]),
+               helper.make_node("Where", ["c", "x", "ninf"], ["y"])], [("x", [2, 3])],
+              [("y", [2, 3])], {"zero": np.array(0, np.float32),
+                                "ninf": np.array(-np.inf, np.float32)})
+    assert statements(import_model(m).text)[-1] == "y = where(c, x, -1e39)  # #1 (Where)"
+    path, x = tmp_path / "m.onnx", np.array([[1, -2, 3], [-4, 5, 0]], np.float32)
+    path.write_bytes(m.SerializeToString())
+    np.save(tmp_path / "x.npy", x)
+    status, out = d1(capsys, "run", path, "--mesh", "2x2", "--input", f"x={tmp_path / 'x.npy'}",
+                     "--out-dir", tmp_path)
+    assert status == 0, out
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.where(x > 0, x, -np.inf))
+    m.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.array(np.nan, np.float32),
+                                                            "ninf"))
+    with pytest.raises(ImportFailure, match="the constant nan has no DSL literal"):
+        import_model(m)
+
+
 # ---- errors ----------------------------------------------------------------------------------
 
 def test_every_unsupported_node_is_listed_at_once():

@@ -61,8 +61,10 @@ def number(v: float) -> E:
     integer itself), so the DSL, which rounds a literal to the dtype of the tensor it meets,
     sees exactly the ONNX constant."""
     v = float(v)
-    if not math.isfinite(v):
+    if math.isnan(v):
         raise ConstantError(f"the constant {v} has no DSL literal")
+    if math.isinf(v):       # beyond every dtype's range: the DSL rounds it to infinity
+        return E("1e39" if v > 0 else "-1e39", ATOM if v > 0 else UNARY)
     if v == int(v) and abs(v) < 2 ** 24 and not (v == 0 and math.copysign(1, v) < 0):
         text = str(int(v))
     else:
