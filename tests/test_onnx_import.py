@@ -406,6 +406,20 @@ def test_inputs_and_outputs_without_a_declared_shape():
     assert "input x: f32[2, 3]" in imp.text and imp.outputs == ["y"]
 
 
+def test_a_string_constant_is_named_as_one():
+    g = helper.make_graph([helper.make_node("Identity", ["s"], ["t"]),
+                           helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", F, [2])],
+                          [helper.make_tensor_value_info("t", TensorProto.STRING, [1]),
+                           helper.make_tensor_value_info("y", F, [2])],
+                          [helper.make_tensor("s", TensorProto.STRING, [1], [b"a"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ImportFailure) as e:
+        import_model(m, "m.onnx")
+    assert e.value.messages == ["m.onnx: graph output 't': not supported: the constant 't' is "
+                                "string; the DSL computes in float32 and bfloat16"]
+
+
 def test_a_wrong_model_is_an_error_not_a_traceback():
     m = model([helper.make_node("Add", ["a", "b"], ["y"], name="add")],
               [("a", [3]), ("b", [4])], [("y", [4])])

@@ -803,6 +803,8 @@ def reshape(e: E, have: tuple[int, ...], want: tuple[int, ...]) -> E:
 def _elem_of_array(a: np.ndarray) -> int:
     if a.dtype == np.bool_:
         return BOOL
+    if a.dtype.kind in "OSU":        # onnx's evaluator holds strings as objects or str
+        return STRING
     kinds = {np.dtype(np.float32): FLOAT, np.dtype(np.float64): DOUBLE,
              np.dtype(np.float16): FLOAT16, np.dtype(np.int64): INT64,
              np.dtype(np.int32): INT32, np.dtype(np.int8): INT8, np.dtype(np.uint8): UINT8,
