@@ -119,6 +119,21 @@ def test_one_statement_per_node_with_its_name():
     np.testing.assert_array_equal(imp.params["w"], np.ones((3, 4)))
 
 
+def test_constants_are_folded_with_the_definitions_of_the_models_opset():
+    """Unsqueeze-11 takes its axes as an attribute: it was evaluated with its newest
+    definition (a TypeError). Softmax-11 flattens from `axis`, which onnx.reference does not
+    do (it computed a softmax over axis 1): on constants it is converted instead."""
+    c = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
+    m = model([helper.make_node("Unsqueeze", ["c"], ["u"], axes=[0]),
+               helper.make_node("Softmax", ["u"], ["s"], axis=1),
+               helper.make_node("Add", ["x", "s"], ["y"])],
+              [("x", [1, 2, 3])], [("y", [1, 2, 3])], {"c": c}, opset=11)
+    imp = import_model(m, "m.onnx")
+    np.testing.assert_array_equal(imp.params["u"], c[None])
+    assert statements(imp.text)[0] == ("s = reshape(softmax(reshape(u, [1, 6]), axis=-1), "
+                                       "[1, 2, 3])  # #1 (Softmax)")
+
+
 def test_a_graph_output_listed_twice_is_output_once():
     m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2])], [("y", [2]), ("y", [2])])
     imp = import_model(m, "m.onnx")

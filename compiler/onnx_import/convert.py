@@ -43,6 +43,9 @@ MAX_DIMS = 4
 # Operators never evaluated on the host even when their inputs are constant (they draw).
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                     "Bernoulli", "Multinomial", "Dropout"}
+# Before opset 13 these flatten their input from `axis` on; onnx.reference has only the
+# opset-13 definition, so on constants they are converted (run on the mesh), not evaluated.
+FLATTENING_BEFORE_13 = {"Softmax", "LogSoftmax", "Hardmax"}
 # Operators whose outputs are constants whatever their inputs (every shape is known here).
 SHAPE_OPS = {"Shape", "Size"}
 # A constant the import computes (folding) holds at most this many elements: more than any
@@ -464,6 +467,8 @@ class Importer:
         domain = "" if node.domain in ("", "ai.onnx") else node.domain
         if domain or node.op_type in NONDETERMINISTIC:
             return False
+        if node.op_type in FLATTENING_BEFORE_13 and self.opset < 13:
+            return False
         if node.op_type in SHAPE_OPS or node.op_type == "Constant":
             return True
         if any(a.type in (5, 10) for a in node.attribute):     # GRAPH, GRAPHS: subgraphs
@@ -536,24 +541,37 @@ class Importer:
 
     def fold(self, ctx: NodeCtx) -> None:
         """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
-        node = ctx.node
+        import onnx
+        from onnx import helper
         from onnx.reference import ReferenceEvaluator
 
+        node = ctx.node
         feeds = {i: self.values[i].const for i in node.input if i}
         self.check_fold_size(node, feeds)
+
+        # A one-node model, not the bare node: given a NodeProto, ReferenceEvaluator ignores
+        # `opsets` and runs the newest definition (Unsqueeze-1's axes attribute failed,
+        # Softmax-11's flattening was lost). An opset newer than onnx knows is read at the
+        # newest it does know, as the converters read it.
+        opsets = dict(self.opsets)
+        opsets[""] = min(opsets.get("", 0), onnx.defs.onnx_opset_version())
+        outputs = [(i, o) for i, o in enumerate(node.output) if o]
         try:
-            ref = ReferenceEvaluator(node, opsets=dict(self.opsets))
-            results = ref.run(None, feeds)
+            graph = helper.make_graph(
+                [node], "fold", [helper.make_empty_tensor_value_info(n) for n in feeds],
+                [helper.make_empty_tensor_value_info(o) for _, o in outputs])
+            model = helper.make_model(graph, opset_imports=[
+                helper.make_opsetid(domain, version) for domain, version in opsets.items()])
+            results = ReferenceEvaluator(model).run(None, feeds)
         except Exception as e:  # onnx's evaluator on the model's own constants
             raise BadModel(f"cannot evaluate it on its constant inputs: "
                            f"{type(e).__name__}: {e}") from None
-        for i, r in enumerate(results):
-            if i < len(node.output) and node.output[i]:
-                a = np.asarray(r)
-                if a.size > MAX_FOLDED_ELEMENTS:
-                    raise BadModel(f"its constant result has {a.size:,} elements (at most "
-                                   f"{MAX_FOLDED_ELEMENTS:,})")
-                ctx.set_const(i, a)
+        for (i, _), r in zip(outputs, results, strict=False):
+            a = np.asarray(r)
+            if a.size > MAX_FOLDED_ELEMENTS:
+                raise BadModel(f"its constant result has {a.size:,} elements (at most "
+                               f"{MAX_FOLDED_ELEMENTS:,})")
+            ctx.set_const(i, a)
 
     def check_fold_size(self, node: Any, feeds: dict[str, Any]) -> None:
         """Refuse, before evaluating, the operators whose result size is asked for by their
