@@ -136,6 +136,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.figures: list[dict[str, Any]] = []
         self.interrupted = False
+        self.fault: str | None = None     # a failed step's first line (its RuntimeFault)
 
     def _check_names(self, given: Mapping[str, Any], rule: str) -> None:
         """`given` names exactly the program's inputs; else an error stating `rule`."""
@@ -158,7 +159,14 @@ class Trainer:
 
     def step(self, batch: Mapping[str, Any], epoch: int = 0) -> dict[str, float]:
         """One run of the program on `batch` (one array per input, of the input's shape);
-        returns its 0-d outputs by name, and records the step in `history`."""
+        returns its 0-d outputs by name, and records the step in `history`.
+
+        A step that traps or deadlocks raises `RuntimeFault`, and every later call raises a
+        D1Error: the params in SRAM are then those of no finished step (some updates may have
+        been written, others not), so training cannot go on from them."""
+        if self.fault is not None:
+            raise D1Error(f"{self.fault}; the params it left in SRAM are those of no finished "
+                          "step, so no step can follow it: make a new Trainer")
         self._check_names(batch, "a batch gives every input of the program")
         t0 = time.perf_counter()
         if self.steps:
@@ -168,6 +176,7 @@ class Trainer:
         host0, jit0 = self.emu.host_seconds, self.emu.jit_seconds
         result = self.emu.run()
         if not result.ok:
+            self.fault = f"step {self.steps + 1}: run {result.status}"
             raise RuntimeFault(f"step {self.steps + 1}: run {result.status}\n{result.report()}")
         out = {n: float(self.emu.output(n).reshape(-1)[0]) for n in self.outputs}
         self.steps += 1
