@@ -91,6 +91,16 @@ def test_train_writes_params_history_plot_and_json(dataset):
         assert md[key] > 0, key
 
 
+def test_the_note_on_the_dropped_samples_counts_them_in_words():
+    from d1.commands.train import dropped_note
+    from d1.train import Plan
+    assert dropped_note(Plan(129, 64, 2, 1)) == ("note: 129 samples make 2 batches of 64; the "
+                                                 "last sample (a partial batch) is dropped "
+                                                 "each epoch")
+    assert dropped_note(Plan(2_050, 2_048, 1, 2)).endswith("1 batch of 2048; the last 2 (a "
+                                                           "partial batch) are dropped each epoch")
+
+
 def test_quiet_hides_the_progress_and_json_can_go_to_stdout(dataset):
     d, _, _ = dataset
     run = d1("train", str(LINEAR), "--input", f"x={d / 'x.npy'}", "--input", f"y={d / 'y.npy'}",

@@ -157,9 +157,7 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         mpi_note(trainer.emu)
         plan = trainer.plan(arrays)
     if plan.dropped:
-        click.echo(f"note: {plan.samples:,} samples make {plan.batches:,} batch"
-                   f"{'es' if plan.batches != 1 else ''} of {plan.batch_size}; the last "
-                   f"{plan.dropped:,} (a partial batch) are dropped each epoch", err=True)
+        click.echo(dropped_note(plan), err=True)
     t0 = time.perf_counter()
     fault = None
     if early.requested:
@@ -218,6 +216,15 @@ def train(file: Path, inputs: tuple[str, ...], params_file: Path | None, init_se
         raise fault
     if trainer.interrupted:
         sys.exit(130)
+
+
+def dropped_note(plan: Any) -> str:
+    """The note on the partial batch `Trainer.plan` drops (plan.dropped > 0)."""
+    last = ("the last sample (a partial batch) is" if plan.dropped == 1 else
+            f"the last {plan.dropped:,} (a partial batch) are")
+    return (f"note: {plan.samples:,} samples make {plan.batches:,} batch"
+            f"{'es' if plan.batches != 1 else ''} of {plan.batch_size}; {last} dropped each "
+            "epoch")
 
 
 def _note_unused_init(prog: Any, params: dict | None, init_seed: int) -> None:
