@@ -287,11 +287,11 @@ class _Splitter:
         for node in self.g.nodes:
             handler = getattr(self, "_" + node.op.name.lower(), None)
             if handler is None:
-                if node.op in UNARY_OPS or node.op in BINARY_OPS:
+                if node.op in UNARY_OPS or node.op in BINARY_OPS or node.op is Op.WHERE:
                     handler = self._elementwise
                 elif node.op in REDUCE_OPS:
                     handler = self._reduce
-                elif node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK):
+                elif node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX, Op.MAX_MASK, Op.LAYERNORM):
                     handler = self._along
                 else:  # pragma: no cover - grad nodes are gone after differentiate
                     self.fail(f"{node.op.value} has no data-parallel rule", node)

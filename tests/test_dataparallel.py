@@ -83,6 +83,9 @@ def test_the_per_chip_program_keeps_the_global_constants():
     ("input x: f32[8, 4]\nparam w: f32[4, 4] = 1\ns = softmax(x @ w, axis=0)\n"
      "loss = sum(s * s)\nupdate w = w - grad(loss, w)\noutput loss\n",
      "softmax along the batch split over the chips"),
+    ("input x: f32[8, 4]\nparam w: f32[4, 4] = 1\ns = layernorm(x @ w, axis=0)\n"
+     "loss = sum(s * x)\nupdate w = w - grad(loss, w)\noutput loss\n",
+     "layernorm along the batch split over the chips"),
     ("input x: f32[8, 4]\ninput y: f32[4, 4]\nparam w: f32[4, 4] = 1\n"
      "loss = sum(x @ w) + sum(y)\nupdate w = w - grad(loss, w)\noutput loss\n",
      "the inputs differ in axis 0"),
@@ -242,6 +245,36 @@ def test_batched_matmuls_and_n_d_transposes_split_along_the_batch(tmp_path):
     copies = [tr.emu.output("w", chip=(cx, cy)) for cy in range(2) for cx in range(2)]
     assert all(np.array_equal(c.view(np.uint32), copies[0].view(np.uint32)) for c in copies)
     assert np.max(np.abs(copies[0] - ref["w"])) <= 1e-4 * max(float(np.max(np.abs(ref["w"]))), 1)
+
+
+WHERE_LAYERNORM = """
+input x: f32[16, 6]
+input y: f32[16, 5]
+param w: f32[6, 5]
+param b: f32[5]
+h = x @ w + b
+loss = mean(where(h > y, h, 0.1 * h) * layernorm(h) + layernorm(h, axis=1) * y)
+update w = w - 0.1 * grad(loss, w)
+update b = b - 0.1 * grad(loss, b)
+output loss
+"""
+
+
+def test_where_and_layernorm_along_another_axis_keep_the_split(tmp_path):
+    # elementwise `where` and a layernorm of each sample run on each chip's samples (they were
+    # "where has no data-parallel rule" and "layernorm has no ...", mapped whole)
+    path = tmp_path / "where_ln.d1k"
+    path.write_text(WHERE_LAYERNORM)
+    m = chips("2x2")
+    tr, ref, losses = _steps(path, m, 2)
+    assert tr.obj.meta["parallel"]["chips"] == [2, 2]
+    for got, want in losses:
+        assert abs(got - want) <= 1e-4 * max(abs(want), 1)
+    for name in ("w", "b"):
+        copies = [tr.emu.output(name, chip=(cx, cy)) for cy in range(2) for cx in range(2)]
+        assert all(np.array_equal(c.view(np.uint32), copies[0].view(np.uint32)) for c in copies)
+        scale = max(float(np.max(np.abs(ref[name]))), 1)
+        assert np.max(np.abs(copies[0] - ref[name])) <= 1e-4 * scale, name
 
 
 def test_three_chips_in_a_line_reduce_to_the_middle_one():
