@@ -197,13 +197,22 @@ class _Checker:
         if self.diagnostics or not (outputs or has_updates):
             ordered = sorted(self.diagnostics, key=lambda d: (d.line, d.col))
             if not (outputs or has_updates):
-                ordered.append(Diagnostic(self.filename, 1, 1, "the program has no outputs; "
-                                          "mark results with 'output NAME'"))
+                ordered.append(self._missing_outputs())
             raise SourceError(ordered)
         graph = replace(self.builder.finish(result, self.filename, self.updates),
                         constants=tuple(self.constants))
         verify(graph)
         return graph
+
+    def _missing_outputs(self) -> Diagnostic:
+        """A program that computes nothing anyone sees, reported just past its last line, where
+        an `output` (or an `update`) would go."""
+        lines = self.text.splitlines() or [""]
+        line = max((i for i, t in enumerate(lines, 1) if t.strip()), default=1)
+        col = len(lines[line - 1].rstrip()) + 1
+        return Diagnostic(self.filename, line, col, "the program has no outputs; mark results "
+                          "with 'output NAME' (a training program may instead update a param: "
+                          "'update NAME = EXPR')", source_line(self.text, line))
 
     def error(self, where: ast.Span, message: str, col: int | None = None,
               width: int | None = None) -> None:

@@ -254,8 +254,10 @@ def test_declaration_and_output_errors(text, line, col, message):
 def test_program_without_outputs():
     err = source_error("input x: f32[3]\ny = x + 1\n")
     (d,) = err.diagnostics
-    assert d.render() == ("t.d1k:1:1: error: the program has no outputs; "
-                          "mark results with 'output NAME'")
+    # reported past the last line, where an output would go, with that line and a caret
+    assert d.render() == ("t.d1k:2:10: error: the program has no outputs; mark results with "
+                          "'output NAME' (a training program may instead update a param: "
+                          "'update NAME = EXPR')\n    y = x + 1\n             ^")
     assert len(source_error("").diagnostics) == 1
 
 

@@ -451,8 +451,9 @@ def test_errors_in_updates_do_not_cascade_and_all_are_reported():
 
 
 def test_a_program_with_neither_outputs_nor_updates_is_still_an_error():
-    assert errors("param w: f32[2]\n")[-1][2] == ("the program has no outputs; mark results "
-                                                  "with 'output NAME'")
+    assert errors("param w: f32[2]\n")[-1][2] == (
+        "the program has no outputs; mark results with 'output NAME' (a training program may "
+        "instead update a param: 'update NAME = EXPR')")
 
 
 @pytest.mark.parametrize("text, col, message", [
