@@ -860,7 +860,8 @@ def parse_chips(text: str) -> tuple[int, int]:
 
 def _grid(text: str, option: str, form: str, top: int) -> tuple[int, int]:
     """'AxB' -> (A, B), each in 1 .. top; `option` and `form` say what was expected."""
-    parts = text.lower().replace(" ", "").split("x")
+    # spaces may stand around the numbers ('2 x 2'), not inside one ('1 0x2' is not 10x2)
+    parts = [p.strip(" ") for p in text.lower().split("x")]
     if len(parts) != 2 or not all(_decimal(p) for p in parts):
         raise MachineError(f"{option} expects {form}, got '{_shown(text)}'")
     c, r = digits_value(parts[0]), digits_value(parts[1])

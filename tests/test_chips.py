@@ -62,6 +62,7 @@ def test_chips_copy_the_chosen_chip_after_mesh_and_before_set():
     assert load_machine("tile", chips="2x1").chips == 2
     assert load_machine(mesh="4x4", chips="2x2", overrides={"chips_x": 3}).chips_x == 3
     assert load_machine(mesh="4x4", chips="1x1").chips == 1
+    assert load_machine(mesh="4x4", chips=" 2 x 3 ").chips == 6
 
 
 @pytest.mark.parametrize("text, message", [
@@ -69,6 +70,8 @@ def test_chips_copy_the_chosen_chip_after_mesh_and_before_set():
     ("2x", "got '2x'"), ("axb", "got 'axb'"), ("2x2x2", "got '2x2x2'"), ("-1x2", "got '-1x2'"),
     ("0x2", f"--chips dimensions must be in 1 .. {MAX_CHIPS_EDGE}, got '0x2'"),
     (f"{MAX_CHIPS_EDGE + 1}x1", "must be in 1 .. "),
+    # spaces may stand around a number, not inside it: '1 0x2' was read as 10 x 2
+    ("1 0x2", "got '1 0x2'"), ("2x1 6", "got '2x1 6'"),
 ])
 def test_bad_chip_grids_are_refused_with_the_expected_form(text, message):
     with pytest.raises(MachineError, match=message.replace("(", r"\(").replace(")", r"\)")):
