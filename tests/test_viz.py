@@ -332,6 +332,10 @@ def test_sweep_of_harvested_nodes_and_usage_errors():
     assert "nothing to sweep" in str(r.exception)
     r = d1("sweep", str(ASM / "token_ring.d1s"), "--set", "fifo_depth=1,x", ok=False)
     assert "must be an integer" in str(r.exception)
+    # an empty list is an error naming its option, not an axis left out of the sweep
+    for opts in (["--chips", "", "--mesh", "4x4"], ["--mesh", "", "--set", "fifo_depth=1,2"]):
+        r = d1("sweep", str(ASM / "token_ring.d1s"), *opts, ok=False)
+        assert str(r.exception) == f"{opts[0]}: empty value in ''", r.output
 
 
 def test_a_sweep_of_too_many_points_is_refused_before_listing_them(monkeypatch):

@@ -31,7 +31,7 @@ CSV_FIELDS = ["status", "error", "kernel_cycles", "kernel_seconds", "flops", "fl
 MAX_POINTS = 100_000
 
 
-def split_values(text: str) -> list[str]:
+def split_values(text: str, option: str = "") -> list[str]:
     """'16,32,64' -> ['16', '32', '64']; commas inside [...] do not split ('[[1,1]],[]')."""
     out, depth, cur = [], 0, []
     for ch in text:
@@ -46,7 +46,7 @@ def split_values(text: str) -> list[str]:
             cur.append(ch)
     out.append("".join(cur).strip())
     if any(v == "" for v in out):
-        raise D1Error(f"empty value in '{text}'")
+        raise D1Error(f"{option + ': ' if option else ''}empty value in '{text}'")
     return out
 
 
@@ -56,8 +56,8 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None,
     each --set KEY=V1,V2."""
     axes: list[tuple[str, list[str]]] = []
     for name, text, check in (("mesh", meshes, parse_mesh), ("chips", chips, parse_chips)):
-        if text:
-            vals = split_values(text)
+        if text is not None:            # an empty list is an error, not "no axis"
+            vals = split_values(text, f"--{name}")
             for v in vals:
                 check(v)
             axes.append((name, vals))
@@ -67,7 +67,7 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None,
         key, text = (s.strip() for s in item.split("=", 1))
         if key in (a for a, _ in axes):
             raise D1Error(f"--set {key} is given twice; list all its values in one --set")
-        vals = split_values(text)
+        vals = split_values(text, f"--set {key}")
         for v in vals:
             parse_value(key, v)         # the type check, with the parameter's own message
         axes.append((key, vals))
