@@ -309,8 +309,10 @@ def disassemble(obj: ObjectFile, debug: bool = True) -> str:
             out.append(f".symbol {name} {s.kind} {s.value} {s.block}")
     else:
         out.append(summary)
+        # a listing of several chips assembles only for as many chips: say how many
+        chips = f" and --chips {m.chips_x}x{m.chips_y}" if m.chips > 1 else ""
         out.append("# a listing: no machine, symbols, line table or sources; assemble it with the "
-                   "machine's --machine/--mesh options")
+                   f"machine's --machine/--mesh options{chips}")
     out.extend(_code(obj, debug))
     out.extend(_data(obj))
     out.extend(_init(obj))

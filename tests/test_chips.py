@@ -488,3 +488,46 @@ def test_info_shows_node_ids_and_sends_through_harvested_routers():
     assert nodes["xy"][8] == [3, 1] and nodes["neighbors"][7] == [1, 8, 12, 6]
     assert node_lines(load_machine(mesh="2x2"))[-1].endswith("(no harvested routers to pass)")
     assert info_dict(load_machine("exapod"))["nodes"] is None
+
+
+SPMD_ACROSS_CHIPS = """
+.text all                     # one block for every node of both chips: no node symbol in the code
+        getx    r1
+        blt     r1, r21, send
+        j       recv
+send:   send    E, r20
+recv:   beqz    r1, done
+        recv    r3, W
+        st32    r3, [r0+OUT]
+done:   halt
+.data all
+OUT:    .zero 8
+.init r20, @id * 10
+.init r21, @w - 1
+.tensor o output i32[@n, 2]
+.piece o all OUT offset @id, 0 shape 1, 2
+"""
+
+
+def test_spmd_assembly_across_chips_is_one_block_and_its_listing_names_the_chip_grid():
+    from d1isa.asm import assemble
+    from d1isa.disasm import disassemble
+    m = load_machine(mesh="3x2", chips="2x1")
+    obj = assemble(SPMD_ACROSS_CHIPS, "spmd.d1s", m)
+    assert len(obj.blocks) == 1 and (obj.node_block == 0).all()
+    text = disassemble(obj)
+    assert text.count("\n.text ") == 1 and "# block 0: 8 instructions, 12 nodes\n.text all" in text
+    assert assemble(text, "again.d1s").to_bytes() == obj.to_bytes()
+    # the plain listing says which options rebuild the machine, chips included, and they do
+    plain = disassemble(obj, debug=False)
+    assert "assemble it with the machine's --machine/--mesh options and --chips 2x1" in plain
+    again = assemble(plain, "plain.d1s", load_machine(mesh="3x2", chips="2x1"))
+    assert [b.words.tolist() for b in again.blocks] == [b.words.tolist() for b in obj.blocks]
+    emu = Emulator(obj)
+    assert emu.run().ok
+    got = emu.output("o")[:, 0]
+    ids = np.arange(m.n_live)
+    xs = m.xy[:, 0]
+    assert got.tolist() == np.where(xs > 0, (ids - 1) * 10, 0).tolist()
+    # the sends of chip 0's east column (x = 2), 8 B in each of the 2 rows, cross the chip edge
+    assert emu.stats()["modelled"]["chip_edge_bytes"] == 2 * 8
