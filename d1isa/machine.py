@@ -806,6 +806,8 @@ def parse_value(key: str, text: str) -> Any:
             return text
         if p.kind == "coords":
             return json.loads(text) if text else []
+        if not text.isascii():          # int() and float() read '٢' and '２' as 2
+            raise ValueError
         if p.kind == "int":
             v = float(text) if any(c in text for c in ".eE") and not text.lower().startswith("0x") \
                 else int(text, 0)

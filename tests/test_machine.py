@@ -140,6 +140,11 @@ def test_set_strings_are_typed():
         parse_sets(["link_bytes_per_cycle"])
     with pytest.raises(MachineError, match="must be an integer"):
         parse_sets(["fifo_depth=1.5"])
+    # digits that are not ASCII are refused, as --chips and --mesh refuse them (int() took
+    # '٢' and '２' for 2)
+    for text in ("chips_x=٢", "chips_x=２", "clock_hz=١e9"):
+        with pytest.raises(MachineError, match=r"must be an? (integer|number), got"):
+            parse_sets([text])
 
 
 def test_replace_and_roundtrip_through_dict():
