@@ -531,3 +531,18 @@ def test_spmd_assembly_across_chips_is_one_block_and_its_listing_names_the_chip_
     assert got.tolist() == np.where(xs > 0, (ids - 1) * 10, 0).tolist()
     # the sends of chip 0's east column (x = 2), 8 B in each of the 2 rows, cross the chip edge
     assert emu.stats()["modelled"]["chip_edge_bytes"] == 2 * 8
+
+
+def test_every_command_that_takes_a_machine_takes_chips_and_the_readme_lists_them():
+    import click
+
+    from d1.cli import cli
+    ctx = click.Context(cli)
+    takes = []
+    for name in cli.list_commands(ctx):
+        opts = {o for p in cli.get_command(ctx, name).params for o in p.opts}
+        if "--machine" in opts:
+            assert {"--mesh", "--chips", "--set"} <= opts, name
+            takes.append(name)
+    listed = ", ".join(f"`{n}`" for n in takes)
+    assert f"takes a machine ({listed}) takes" in " ".join((ROOT / "README.md").read_text().split())
