@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from d1isa.errors import D1Error, SourceError
-from d1isa.machine import Machine, load_machine, parse_chips
+from d1isa.machine import MAX_LINK_BYTES, Machine, load_machine, parse_chips
 
 BANDWIDTH_SCALES = (1.0, 0.5, 2.0)
 CSV_FIELDS = ["chip_link_bytes_per_cycle", "bandwidth_scale", "chips", "chip_count", "nodes",
@@ -130,7 +130,8 @@ def compile_points(text: str, filename: str, base: dict[str, Any],
     single: dict[tuple[int, int], Point] = {}
     for sc in scales:
         for g, m0 in zip(grids, nominal, strict=True):
-            bw = max(1, round(m0.chip_link_bytes_per_cycle * sc))
+            # within the parameter's range: doubling the largest bandwidth was a MachineError
+            bw = min(MAX_LINK_BYTES, max(1, round(m0.chip_link_bytes_per_cycle * sc)))
             m = m0 if sc == 1.0 else m0.replace(chip_link_bytes_per_cycle=bw)
             p = Point(g, bw, sc, nodes=m.n_live)
             if m.chips == 1 and g in single:

@@ -15,6 +15,7 @@ import pytest
 
 from d1.scale import compile_points, parse_chip_list, study
 from d1isa.errors import D1Error
+from d1isa.machine import MAX_LINK_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "programs" / "train_digits.d1k"
@@ -183,6 +184,17 @@ def test_the_halved_and_doubled_bandwidths_are_compiled_for(monkeypatch):
         study(MATMUL.read_text(), str(MATMUL), {"mesh": "4x4"}, [(1, 1), (2, 1)])
     assert str(e.value) == ("the program does not compile for 2x1 chips of 4 x 4 nodes with "
                             "the chip-edge bandwidth halved (25 B/cycle): boom")
+
+
+@pytest.mark.parametrize("nominal, series", [(1, [1, 1, 2]), (MAX_LINK_BYTES, [MAX_LINK_BYTES,
+                                                   MAX_LINK_BYTES // 2, MAX_LINK_BYTES])])
+def test_the_bandwidth_series_stay_within_the_parameter_s_range(nominal, series):
+    """At the ends of chip_link_bytes_per_cycle's range (1 .. 2^20) halving or doubling is
+    kept in range, as the table's header shows: doubling 2^20 was a MachineError (exit 2)."""
+    text = "input a: f32[8, 16]\nb = a + a\noutput b\n"
+    base = {"mesh": "2x2", "overrides": {"chip_link_bytes_per_cycle": nominal}}
+    pts = compile_points(text, "ew.d1k", base, [(2, 1)])
+    assert [p.obj.machine.chip_link_bytes_per_cycle for p in pts] == series
 
 
 def test_a_grid_the_program_does_not_fit_is_named_before_anything_runs(tmp_path):
