@@ -473,6 +473,10 @@ def test_machine_md_documents_the_machines_and_the_per_chip_figures():
         assert f"| `{key}` |" in doc, key
     for key in ("chip_edge_bytes", "on_chip_bytes", "stats.chips.busiest_edge_links"):
         assert f"`{key}`" in doc, key
+    # every key of `d1 info --json`, and of its `derived` figures, is described
+    info = info_dict(load_machine("tile"))
+    for key in list(info) + list(info["derived"]) + list(info["published_system"]):
+        assert f"`{key}`" in doc, key
 
 
 def test_info_shows_node_ids_and_sends_through_harvested_routers():
