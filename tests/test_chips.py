@@ -63,6 +63,9 @@ def test_chips_copy_the_chosen_chip_after_mesh_and_before_set():
     assert load_machine(mesh="4x4", chips="2x2", overrides={"chips_x": 3}).chips_x == 3
     assert load_machine(mesh="4x4", chips="1x1").chips == 1
     assert load_machine(mesh="4x4", chips=" 2 x 3 ").chips == 6
+    # --mesh is one chip, whatever the base machine's chip grid (docs/MACHINE.md)
+    assert load_machine("tile", mesh="4x4").chips == 1
+    assert load_machine("tile", mesh="4x4", chips="5x5").n_live == 25 * 16
 
 
 @pytest.mark.parametrize("text, message", [
