@@ -290,8 +290,8 @@ def disassemble(obj: ObjectFile, debug: bool = True) -> str:
     m = obj.machine
     with_code = int((obj.node_block >= 0).sum())
     summary = (f"# {'d1 disassembly' if debug else 'd1 listing'}: machine {m.name} "
-               f"({m.width}x{m.height}, {m.n_live} live nodes), {len(obj.blocks)} code "
-               f"block{'s' if len(obj.blocks) != 1 else ''}, {with_code} node"
+               f"({m.width}x{m.height}, {m.n_live:,} live nodes), {len(obj.blocks):,} code "
+               f"block{'s' if len(obj.blocks) != 1 else ''}, {with_code:,} node"
                f"{'s' if with_code != 1 else ''} with code")
     out = []
     if debug:

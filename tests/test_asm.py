@@ -873,3 +873,12 @@ def test_python_api_wrong_argument_types_are_d1_errors():
         assemble(".text all\n halt\n", machine="m4x4")
     with pytest.raises(D1Error, match="disassemble takes an ObjectFile, not str"):
         disassemble("prog.d1o")
+    # the machine passed second, where the file name goes: a TypeError when disassembled
+    with pytest.raises(D1Error, match=r"file name must be a str, not Machine \(pass the "):
+        assemble(".text all\n halt\n", load_machine("m4x4"))
+
+
+def test_the_listing_header_counts_with_thousands_separators():
+    obj = assemble(".text all\n halt\n", machine=load_machine("m4x4", chips=(8, 8)))
+    assert "(32x32, 1,024 live nodes), 1 code block, 1,024 nodes with code" in \
+        disassemble(obj).splitlines()[1]

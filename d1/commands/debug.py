@@ -834,9 +834,9 @@ def _banner(s: Session, path: Path) -> None:
     m = d.machine
     obj = d.obj
     words = sum(len(b) for b in obj.blocks)
-    s.out(f"d1 debug {path}: {words:,} instructions in {len(obj.blocks)} code block"
+    s.out(f"d1 debug {path}: {words:,} instructions in {len(obj.blocks):,} code block"
           f"{'s' if len(obj.blocks) != 1 else ''}; machine {m.name} ({m.width}x{m.height}, "
-          f"{m.n_live} live nodes)")
+          f"{m.n_live:,} live nodes)")
     w = d.where()
     s.out(f"focus {w.describe()}; T=0. Type 'help' for commands.")
 

@@ -593,6 +593,9 @@ def assemble(text: str, filename: str = "<string>", machine: Machine | None = No
         raise D1Error(f"the assembly text must be a str, not {type(text).__name__}"
                       + (" (decode the bytes first)" if isinstance(text, bytes | bytearray)
                          else ""))
+    if not isinstance(filename, str):
+        hint = " (pass the machine as machine=...)" if isinstance(filename, Machine) else ""
+        raise D1Error(f"the file name must be a str, not {type(filename).__name__}{hint}")
     if machine is not None:
         machine = machine_or_default(machine)   # a clear error for a name or anything else
     # Equates may refer forward to each other (MAX_EQU_DEPTH deep); each level is a few Python
