@@ -18,7 +18,7 @@ their known contents survive from one message to the next.
 
 from __future__ import annotations
 
-import struct
+import numpy as np
 
 from d1isa.asm.program import InstrSet
 from d1isa.errors import D1Error
@@ -54,8 +54,10 @@ def check_machine(m: Machine) -> None:
 
 
 def f32_bits(x: float) -> int:
-    """The fp32 bit pattern of x: the value of an fp32 immediate operand."""
-    return struct.unpack("<I", struct.pack("<f", x))[0]
+    """The fp32 bit pattern of x rounded to fp32 as numpy's float32(x) rounds it (beyond the
+    range: an infinity, as a literal is): the value of an fp32 immediate operand."""
+    with np.errstate(over="ignore"):
+        return int(np.float32(x).view(np.uint32))
 
 
 def f32_hex(x: float) -> str:
