@@ -113,6 +113,11 @@ BINOP_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "**": Op.POW,
 # The elementwise builtin a reduction's name is mistaken for when given two tensors.
 ELEMENTWISE_TWIN = {"max": "maximum", "min": "minimum"}
 LAYERNORM_EPS = 1e-5
+# The largest stride, dilation or padding of a window that matters (tame_window makes those
+# that do not small): the window's positions are computed in int64 and its kernels' offsets
+# in 32-bit immediates. A larger one along an axis with a tap and an output of two or more
+# would also pad the input past any node's SRAM.
+MAX_WINDOW_PARAM = 2**31 - 1
 
 
 def _fold_unary(op: Op, v: float) -> float:
@@ -1171,6 +1176,7 @@ class _Checker:
                                             f"({window.extent(axis)}), so that every window "
                                             f"holds an element of the input")
                     return POISON
+        window = tame_window(window, x.shape[2:])
         for axis, dim in ((0, "height"), (1, "width")):
             n = x.shape[2 + axis]
             if window.out_len(n, axis) < 1:
@@ -1181,6 +1187,15 @@ class _Checker:
                            f"extent {window.extent(axis)} (size {window.size[axis]}, "
                            f"dilation {window.dilation[axis]})")
                 return POISON
+            for what, v in (("stride", window.stride[axis]), ("dilation",
+                            window.dilation[axis]), ("padding", window.pad[axis]),
+                            ("padding", window.pad[axis + 2])):
+                if v > MAX_WINDOW_PARAM:
+                    where = next((k.value for k in e.keywords
+                                  if k.name == {"padding": "pad"}.get(what, what)), e)
+                    self.error(where, f"the {what} of {fn.name} along the {dim} is {v}, more "
+                                      f"than this compiler's limit of {MAX_WINDOW_PARAM:,}")
+                    return POISON
             if not conv and self.window_misses_input(fn, e, window, x.shape[2 + axis], axis,
                                                      dim):
                 return POISON
@@ -1298,6 +1313,24 @@ class _Checker:
                                 col=e.col)
         self.sized.append((node, e))
         return node
+
+
+def tame_window(window: Window, hw: tuple[int, ...]) -> Window:
+    """The same windows, with the parameters that cannot change what they read made small: the
+    dilation along an axis of one tap is 1, and the stride along an axis of one output position
+    is clamped to the smallest that still gives one output (with `ceil` too), so that a
+    stride such as 10**30 (one window: a global pool) never reaches int64 or an immediate."""
+    stride, dilation = list(window.stride), list(window.dilation)
+    for axis in range(2):
+        if window.size[axis] == 1:
+            dilation[axis] = 1
+    tamed = replace(window, dilation=tuple(dilation))
+    for axis, n in enumerate(hw):
+        if tamed.out_len(n, axis) == 1:
+            lo, hi = tamed.pad[axis], tamed.pad[axis + 2]
+            span = n + lo + hi - tamed.extent(axis)
+            stride[axis] = min(stride[axis], max(span + 1, n + lo))
+    return replace(tamed, stride=tuple(stride))
 
 
 def _is_integer_literal(e: ast.Expr) -> bool:

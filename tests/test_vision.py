@@ -94,6 +94,10 @@ def source_error(text: str) -> SourceError:
     ("y = avgpool2d(v, size=2)", 15, "avgpool2d needs a 4-D input [N, C, H, W], got f32[9, 11]"),
     ("y = avgpool2d(3, size=2)", 15, "avgpool2d needs a tensor, got a number"),
     ("y = conv2d(x, w, pad=[1, 0, 1, w])", 32, "must be an integer literal"),
+    # a padding that matters, beyond int64 once multiplied: refused, not an internal error
+    (f"y = conv2d(x, w, pad=[0, 0, {10**30}, 0])", 22, f"the padding of conv2d along the "
+                                                       f"height is {10**30}, more than this "
+                                                       f"compiler's limit of 2,147,483,647"),
 ])
 def test_vision_errors_are_located(body, col, message):
     text = DECLS + body + "\noutput x\n"
@@ -446,6 +450,24 @@ def test_vision_programs_compile_and_match_reference(name, machine):
     text = PROGRAMS[name]
     obj = compiler.compile_source(text, machine, f"{name}.d1k")
     run_and_compare(obj, text, machine, f"{name}.d1k", seed=3)
+
+
+def test_a_stride_or_dilation_that_cannot_matter_may_be_huge():
+    """A stride along an axis of one output position and a dilation along an axis of one tap
+    change nothing: they are made small (compiler.check.tame_window), so 10**30 neither
+    overflows int64 in the window maps nor makes an immediate out of range."""
+    text = """input x: f32[1, 2, 4, 5]
+input w: f32[3, 2, 1, 2]
+a = maxpool2d(x, size=2, stride=BIG)
+b = avgpool2d(x, size=3, stride=[1, BIG], pad=1, ceil=1)
+c = conv2d(x, w, stride=[BIG, 1], dilation=[BIG, 2])
+output a, b, c
+""".replace("BIG", str(10**30))
+    graph = compiler.check_source(text)
+    windows = [n.window for n in graph.nodes if n.window is not None]
+    assert max(max(win.stride + win.dilation) for win in windows) < 10
+    rows, *_ = run_and_compare(compiler.compile_source(text, TINY, "p.d1k"), text, TINY, "p.d1k")
+    assert all(ok for *_, ok in rows)
 
 
 def test_the_pools_are_exact():
