@@ -138,6 +138,9 @@ def test_format_ast_lists_statements():
     ("input x: f32[2]\ny = \n", 2, 5, "expected an expression"),
     ("y = x @ -", 1, 10, "expected an expression"),
     ("y = x $ 2", 1, 7, "unexpected character '$'"),
+    # a number is ASCII digits: an Arabic-Indic 4 or a fullwidth 4 is not one
+    ("input x: f32[\u0664, 4]", 1, 14, "unexpected character '\u0664'"),
+    ("y = x * \uff14", 1, 9, "unexpected character '\uff14'"),
     ("y = x)", 1, 6, "without a matching '('"),
     # a trailing comma after two or more arguments: the ')' has its '(', an argument is missing
     ("y = sum(x, axis=1,)", 1, 19, "expected an expression"),
