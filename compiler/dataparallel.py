@@ -21,7 +21,8 @@ slice of the global value) or *whole* (each chip holds all of it, the same on ev
 - input: split along axis 0; param, literal: whole;
 - elementwise ops, casts, broadcasts: if an operand is split along a, the result is split along
   a, and each whole operand is taken as its slice (possible without communication only for a
-  literal, a broadcast along a, or elementwise ops of those);
+  literal, a broadcast along a, elementwise ops of those, or a 2-D matmul of one of those
+  and a whole operand, whose slice each chip computes);
 - transpose, reshape: split along the axis the split one moves to (a reshape keeps axis 0
   split if its new axis 0 is a multiple of C, or if it only adds or drops unit axes);
 - `x @ w` with x split along 0 and w whole: split along 0 (`w @ x`, x split along 1: along 1);
@@ -376,7 +377,8 @@ class _Splitter:
 
     def slice(self, x: Node, axis: int) -> Node:
         """Whole value `x` as each chip's slice along `axis`: possible without communication
-        for a literal, a broadcast along `axis`, and elementwise ops of those."""
+        for a literal, a broadcast along `axis`, elementwise ops of those, and a 2-D matmul
+        of one of those and a whole operand (recomputed at the slice's shape)."""
         key = (x.id, axis)
         hit = self.sliced.get(key)
         if hit is not None:
@@ -393,6 +395,15 @@ class _Splitter:
             out = self._bcast(x, inner, axis, self.fresh(x.name))
         elif x.op in UNARY_OPS or x.op in BINARY_OPS or x.op is Op.CAST:
             ins = tuple(self.slice(i, axis) for i in x.inputs)
+            out = self.add(x, ins, axis, name=self.fresh(x.name))
+        elif (x.op is Op.MATMUL and x.ndim == 2 and x.id not in self.marked
+              and self.state[x.inputs[1 - axis].id] is None):
+            # a @ b sliced by rows is a's rows @ b, by columns a @ b's columns: the other
+            # operand is whole on every chip (as `g @ transpose(w)` in a backward pass whose
+            # upstream gradient is a broadcast literal, the gradient of a mean)
+            a, b = x.inputs
+            ins = ((self.slice(a, 0), self.local[b.id]) if axis == 0
+                   else (self.local[a.id], self.slice(b, 1)))
             out = self.add(x, ins, axis, name=self.fresh(x.name))
         else:
             self.fail("a value computed whole on every chip (not a literal or a broadcast) "

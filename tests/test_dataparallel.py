@@ -277,6 +277,34 @@ def test_where_and_layernorm_along_another_axis_keep_the_split(tmp_path):
         assert np.max(np.abs(copies[0] - ref[name])) <= 1e-4 * scale, name
 
 
+CHAIN = """
+input x: f32[8, 3]
+param a: f32[3, 4]
+param c: f32[4, 2]
+loss = mean((x @ a) @ c)
+update a = a - 0.1 * grad(loss, a)
+update c = c - 0.1 * grad(loss, c)
+output loss
+"""
+
+
+def test_a_whole_upstream_gradient_through_a_matmul_is_sliced_on_each_chip(tmp_path):
+    # the gradient of the mean is a broadcast literal, whole on every chip; `g @ transpose(c)`
+    # of it met x's split rows ("a value computed whole on every chip ... meets values split")
+    # and the program was mapped whole; its rows are now computed on each chip
+    path = tmp_path / "chain.d1k"
+    path.write_text(CHAIN)
+    tr, ref, losses = _steps(path, chips("2x2"), 2)
+    assert tr.obj.meta["parallel"]["chips"] == [2, 2]
+    for got, want in losses:
+        assert abs(got - want) <= 1e-4 * max(abs(want), 1)
+    for name in ("a", "c"):
+        copies = [tr.emu.output(name, chip=(cx, cy)) for cy in range(2) for cx in range(2)]
+        assert all(np.array_equal(k.view(np.uint32), copies[0].view(np.uint32)) for k in copies)
+        scale = max(float(np.max(np.abs(ref[name]))), 1)
+        assert np.max(np.abs(copies[0] - ref[name])) <= 1e-4 * scale, name
+
+
 def test_three_chips_in_a_line_reduce_to_the_middle_one():
     # a middle chip receives from both sides; a mean loss on bf16 values
     text = scale_batch(LINEAR.read_text(), 3, "linear.d1k")
