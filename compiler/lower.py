@@ -32,7 +32,7 @@ from compiler.comm import Redistribute
 from compiler.conv import conv_operand_layout, map_col2im, map_conv, map_pool
 from compiler.gather import Gather, index_map
 from compiler.grid import Grid
-from compiler.ir import AXIS_OPS, POOL_OPS, REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
+from compiler.ir import POOL_OPS, REDUCE_OPS, SHAPE_OPS, Graph, Node, Op
 from compiler.kernels import (
     ArgMax,
     DenseReshape,
@@ -650,25 +650,11 @@ class Mapper:
             self.reduce_to_vector(node, x, "rows", math.prod(x.shape[:-1]), x.layout.row_axis,
                                   op, kernel, loc)
             return
-        if (x.layout and not x.layout.dense and self.grid.size > 1
-                and not self.replicated_anyway(node.inputs[0])):
-            # Along any other axis, gather x as the matrix [K, rest] of that axis against
-            # the others in order (for axis 0 the same elements in the same order, but not
-            # the view [K*A, B]: one redistribution of x), reduce its columns, and gather
+        if self.by_columns(x):
+            # Along any other axis, reduce the columns of x's matrix [K, rest] and gather
             # that vector (1/K of x) into the result's shape, rather than replicate all of
-            # x on every node (on a single node the copy is x itself: no gather).
-            # The matrix is made once per (x, axis): sum and max along one axis share it.
-            key = ("reduce", id(x), node.axis)
-            mat = self.cache.get(key)
-            if mat is None:
-                moved = np.moveaxis(np.arange(math.prod(x.shape)).reshape(x.shape),
-                                    node.axis, 0)
-                cols = np.ascontiguousarray(moved).reshape(x.shape[node.axis], -1)
-                mat = Value(f"{node.name}'{self._n()}", cols.shape, x.dtype,
-                            self.default(cols.shape, x.dtype))
-                self.steps.append(Gather(mat, [x], cols, loc, node.name, self.grid,
-                                         "gather(reduce)"))
-                self.cache[key] = mat
+            # x on every node.
+            mat, _ = self.axis_matrix(x, node.axis, loc, node.name)
             self.reduce_to_vector(node, mat, "cols", mat.shape[1], mat.layout.col_axis, op,
                                   kernel, loc)
             return
@@ -691,12 +677,28 @@ class Mapper:
         self.steps.append(Gather(out, [flat], np.arange(n).reshape(view_of(node.shape)),
                                  loc, node.name, self.grid, "reshape"))
 
-    def replicated_anyway(self, x: Node) -> bool:
-        """Whether another reader of the N-d value x takes its replicated copy (softmax,
-        log_softmax, layernorm or the first-maximum mask along an axis but the last): a
-        reduction then reads that copy where it is, rather than gather x once more."""
-        return any(u.op in AXIS_OPS and u.op not in REDUCE_OPS and u.axis != x.ndim - 1
-                   for u in self.users[x.id])
+    def by_columns(self, x: Value) -> bool:
+        """Whether an N-d value is worked on along an axis but the last through its matrix
+        (`axis_matrix`): when it is distributed (not dense) over several grid nodes (on a
+        single node the replicated copy is x itself: no gather)."""
+        return bool(x.layout) and not x.layout.dense and self.grid.size > 1
+
+    def axis_matrix(self, x: Value, axis: int, loc: tuple[int, int], name: str
+                    ) -> tuple[Value, np.ndarray]:
+        """x gathered as the matrix [K, rest] of `axis` against the others in order (for axis 0
+        the same elements in the same order, but not the view [K*A, B]: one redistribution of
+        x), and the flat index in x of each of its elements. Made once per (x, axis): sum,
+        max and softmax along one axis share it."""
+        key = ("axis matrix", id(x), axis)
+        hit = self.cache.get(key)
+        if hit is None:
+            moved = np.moveaxis(np.arange(math.prod(x.shape)).reshape(x.shape), axis, 0)
+            cols = np.ascontiguousarray(moved).reshape(x.shape[axis], -1)
+            mat = Value(f"{name}'{self._n()}", cols.shape, x.dtype,
+                        self.default(cols.shape, x.dtype))
+            self.steps.append(Gather(mat, [x], cols, loc, name, self.grid, "gather(axis)"))
+            hit = self.cache[key] = (mat, cols)
+        return hit
 
     def _reduce_all(self, k: KOp) -> None:
         node = k.node
@@ -734,6 +736,23 @@ class Mapper:
                                                    row_split=L.row_split, bands=L.bands,
                                                    band_rows=L.band_rows))
             self.steps.append(kernel(out, x, "rows" if last else "cols", loc, node.name))
+            return
+        if not last and self.by_columns(x):
+            # Along another axis: the kernel along the columns of x's matrix [K, rest], whose
+            # result is gathered back into x's shape, rather than replicate all of x on every
+            # node.
+            mat, cols = self.axis_matrix(x, node.axis, loc, node.name)
+            L = mat.layout
+            res = Value(f"{node.name}'{self._n()}", mat.shape, node.dtype,
+                        make_layout(mat.shape, node.dtype, L.row_axis, L.col_axis, self.grid,
+                                    L.dense, row_split=L.row_split, bands=L.bands,
+                                    band_rows=L.band_rows), node)   # (layernorm's eps)
+            self.steps.append(kernel(res, mat, "cols", loc, node.name))
+            back = np.empty(cols.size, dtype=np.int64)
+            back[cols.reshape(-1)] = np.arange(cols.size)
+            out = self.new_value(node, self.default(node.shape, node.dtype))
+            self.steps.append(Gather(out, [res], back.reshape(view_of(node.shape)), loc,
+                                     node.name, self.grid, "gather(axis)"))
             return
         rep = self.ensure(x, self.layout(x.shape, x.dtype, None, None, True), loc, node.name)
         out = self.new_value(node, self.layout(node.shape, node.dtype, None, None, True))

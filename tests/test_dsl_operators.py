@@ -458,10 +458,11 @@ output m1, m0, mk, ma, mv, mt, mq, a1, a0, ak, aa, av, at, at2, aq, pr, mr, ar, 
              "at2", "aq", "mr", "ar", "ar0")
     _, ref, obj = run(text, MESHES[mesh], inputs, exact=names)
     regions = kinds(obj)
-    # t and q are reduced along other axes than the last as matrices [K, rest]; r, whose
-    # softmax along axis 0 replicates it anyway, by the N-d kernels on that copy.
-    assert {"min[rows]", "min[cols]", "min[all]", "argmax[rows]", "argmax[cols]"} <= set(regions)
-    assert {"nd-min[axis=1]", "nd-argmax[axis=1]", "nd-argmax[axis=0]"} <= set(regions)
+    # t, q and r are reduced along other axes than the last as matrices [K, rest] (r's
+    # softmax along axis 0 too, sharing argmax's matrix): no value is replicated
+    assert {"min[rows]", "min[cols]", "min[all]", "argmax[rows]", "argmax[cols]",
+            "softmax[cols]", "gather(axis)"} <= set(regions)
+    assert not any(r.startswith("nd-") for r in regions), regions
     assert ref["a1"][4] == 0 and ref["a1"][7] == 0
 
 
@@ -491,11 +492,10 @@ output l1, l0, lv, lt, lt2, lq, lh
 """
     outs, _, obj = run(text, MESHES[mesh])
     regions = kinds(obj)
-    # Along the last axis a 3-D value is its 2-D view's rows (lt2); the other axes of N-d
-    # values take the replicated fallback.
-    assert {"layernorm[rows]", "layernorm[cols]", "nd-layernorm[axis=1]",
-            "nd-layernorm[axis=0]"} <= set(regions)
-    assert "nd-layernorm[axis=2]" not in regions
+    # Along the last axis a 3-D value is its 2-D view's rows (lt2); along the other axes of
+    # N-d values, the columns of its matrix [K, rest], gathered and gathered back (lt, lq).
+    assert {"layernorm[rows]", "layernorm[cols]", "gather(axis)"} <= set(regions)
+    assert not any(r.startswith("nd-") for r in regions), regions
     # an eps beyond f32 rounds to infinity, as the reference rounds it: every value is 0
     assert not np.any(outs["lh"])
 
