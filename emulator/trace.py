@@ -14,8 +14,11 @@ the DSL line and column of its step in the line table, so `region_table` gives e
 region id. Steps that share a DSL position (a redistribution feeding the elementwise operation at
 the same place) become one region named after both. In an assembly program the regions are its
 code labels (labels starting with '.' excepted): an instruction belongs to the nearest label at
-or above it in its block, or to `entry` before the first. Instructions in no region (the final
-`halt` of compiled code, the sentinel slot past a block) belong to the last region, `(other)`.
+or above it in its block, or to `entry` before the first. A region is a label at one place in the
+source: the blocks a section assembles per node share its regions, but two sections that each
+have a `loop:` (or code before their first label) have one region each, named by its line.
+Instructions in no region (the final `halt` of compiled code, the sentinel slot past a block)
+belong to the last region, `(other)`.
 
 When recording, the loop checks each instruction's region before running it. On a change it adds
 what the node did since its last change (clock, stalls, FLOPs, SRAM bytes, link bytes and
@@ -133,18 +136,21 @@ def region_table(obj: Any, code: Any) -> tuple[list[Region], np.ndarray]:
         index = {}
 
         def rid_of(name: str, slot: int) -> int:
-            if name not in index:
-                row = lines[slot] if 0 <= slot < total else None
-                where = ""
-                if row is not None:
-                    fi, ln = (int(row[3]), int(row[4])) if row[3] >= 0 else \
-                        (int(row[0]), int(row[1]))
-                    if 0 <= fi < len(files) and ln > 0:
-                        where = f" ({files[fi].rsplit('/', 1)[-1]}:{ln})"
-                index[name] = len(regions)
+            # one region per label *and* source position: the blocks of one section assembled
+            # per node share it, two sections' own `loop:` (or code before any label) do not
+            row = lines[slot] if 0 <= slot < total else None
+            where = ""
+            if row is not None:
+                fi, ln = (int(row[3]), int(row[4])) if row[3] >= 0 else \
+                    (int(row[0]), int(row[1]))
+                if 0 <= fi < len(files) and ln > 0:
+                    where = f" ({files[fi].rsplit('/', 1)[-1]}:{ln})"
+            key = name + where
+            if key not in index:
+                index[key] = len(regions)
                 ln = int(row[1]) if row is not None else 0
-                regions.append(Region(len(regions), "label", name, ln, 0, name + where))
-            return index[name]
+                regions.append(Region(len(regions), "label", name, ln, 0, key))
+            return index[key]
 
         for b, base in enumerate(code.block_base):
             size = len(obj.blocks[b])

@@ -198,6 +198,38 @@ def test_sram_bytes_and_label_regions_of_vadd():
     assert regs["loop"]["label"].startswith("loop (vadd.d1s:")
 
 
+TWO_SECTIONS = """\
+.text node 0,0
+        movi r1, 2
+loop:   addi r1, r1, -1
+        bnez r1, loop
+        halt
+.text node 1,0
+        movi r1, 3
+        movi r2, 5
+loop:   mul r2, r2, r2
+        addi r1, r1, -1
+        bnez r1, loop
+        halt
+"""
+
+
+def test_label_regions_of_two_sections_are_apart_and_named_by_their_lines():
+    # each section's own `loop:` and code before it were one region, named after the first
+    # section's line, with the second section's figures added in
+    emu = Emulator(asm.assemble(TWO_SECTIONS, "two.d1s", load_machine(mesh="2x2")),
+                   trace="regions")
+    assert emu.run().ok
+    s = emu.stats()
+    regs = {r["label"]: r for r in s["regions"] if r["entries"]}
+    assert set(regs) == {"entry (two.d1s:2)", "loop (two.d1s:3)", "entry (two.d1s:7)",
+                         "loop (two.d1s:9)"}
+    assert regs["loop (two.d1s:3)"]["instructions_by_class"]["mul"] == 0
+    assert regs["loop (two.d1s:9)"]["instructions_by_class"]["mul"] == 3
+    assert regs["entry (two.d1s:7)"]["busy_cycles"] == 2
+    assert sum(r["busy_cycles"] for r in regs.values()) == s["modelled"]["busy_cycles"]
+
+
 def test_region_table_merges_steps_at_one_dsl_position():
     m = load_machine(mesh="2x2")
     obj = compiler.compile_file(PROGRAMS / "softmax.d1k", m)
