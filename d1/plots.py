@@ -155,6 +155,24 @@ def _links(fig, ax, g: Geometry, stats: dict[str, Any]) -> None:
     cb.ax.tick_params(labelsize=7)
 
 
+def sram_unit(top: int) -> tuple[int, str]:
+    """(divisor, unit) for SRAM byte counts whose largest is `top`."""
+    if top >= 1 << 20:
+        return 1 << 20, "MiB"
+    return (1 << 10, "KiB") if top >= 1 << 10 else (1, "B")
+
+
+def sram_axis_label(top: int, machine_sram: int | None) -> str:
+    """The SRAM panel's colour-bar label: the unit of its values, and the node's SRAM in it
+    (`B (of 1,310,720 B per node)`, `KiB (of 1,280 KiB per node)`: never an exponent)."""
+    scale, unit = sram_unit(top)
+    if not machine_sram:
+        return unit
+    v = machine_sram / scale
+    size = f"{v:,.0f}" if v == int(v) else f"{v:,.3f}".rstrip("0")
+    return f"{unit} (of {size} {unit} per node)"
+
+
 def mesh_png(doc: dict[str, Any], path: str | Path, dpi: int = 100,
              machine_sram: int | None = None) -> tuple[int, int]:
     """The four-panel mesh picture of one run (`d1 run --json` document). Returns pixels."""
@@ -166,8 +184,7 @@ def mesh_png(doc: dict[str, Any], path: str | Path, dpi: int = 100,
     busy = [100.0 * int(v) / k for v in nodes["busy"]]
     stall = [100.0 * int(v) / k for v in nodes["stall"]]
     top_sram = max((int(v) for v in nodes["sram_hwm"]), default=0)
-    scale, unit = (1 << 20, "MiB") if top_sram >= 1 << 20 else \
-        ((1 << 10, "KiB") if top_sram >= 1 << 10 else (1, "B"))
+    scale, unit = sram_unit(top_sram)
     sram = [int(v) / scale for v in nodes["sram_hwm"]]
     fig = _figure(MESH_SIZE, dpi)
     axes = fig.subplots(2, 2)
@@ -177,8 +194,7 @@ def mesh_png(doc: dict[str, Any], path: str | Path, dpi: int = 100,
              "% of kernel cycles waiting (message or FIFO room)", "magma", 100.0)
     _links(fig, axes[1, 0], g, stats)
     _heatmap(fig, axes[1, 1], g, sram, "SRAM high-water mark per node (modelled)",
-             unit + (f" (of {machine_sram / scale:,.6g} {unit} per node)" if machine_sram
-                     else ""),
+             sram_axis_label(top_sram, machine_sram),
              "Blues", None, "{:.3g}")
     from d1isa import units
     fig.suptitle(f"{doc.get('file', '?')} on {stats['machine']} ({g.width} x {g.height} mesh, "

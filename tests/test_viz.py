@@ -21,6 +21,7 @@ from d1.analysis import (
 )
 from d1.cli import cli
 from d1.commands.sweep import split_values
+from d1.plots import sram_axis_label
 from d1isa.errors import D1Error
 from d1isa.machine import load_machine
 
@@ -84,6 +85,15 @@ def test_mesh_png_has_its_size_and_marks_harvested_nodes(runs, tmp_path):
     # the hatched grey of the two harvested nodes (0.8 grey face) appears in the picture
     grey = np.all(np.abs(img[..., :3] - 0.8) < 0.02, axis=-1)
     assert grey.sum() > 2000
+
+
+@pytest.mark.parametrize("top, sram, label", [
+    (256, 1_310_720, "B (of 1,310,720 B per node)"),          # was '1.31072e+06 B'
+    (137_600, 1_310_720, "KiB (of 1,280 KiB per node)"),
+    (2 << 20, 5 << 19, "MiB (of 2.5 MiB per node)"),
+    (256, None, "B")])
+def test_sram_panel_label_gives_the_node_sram_without_an_exponent(top, sram, label):
+    assert sram_axis_label(top, sram) == label
 
 
 def test_machine_options_beside_a_recorded_machine_get_a_note(runs, tmp_path):
