@@ -528,11 +528,14 @@ def chrome_trace(emu: Any, rec: Recorder, max_events: int = DEFAULT_MAX_TRACE_EV
             else:
                 series.append((t, occ))
         if len(series) > point_cap:
-            # keep each bucket's first time with its largest occupancy
+            # keep each bucket's first time with its largest occupancy, and the last point as
+            # it is (the FIFO's final fill, 0 once every message was taken), so the track
+            # does not end at a bucket's maximum as if messages stayed in the FIFO
             downsampled = True
-            step = math.ceil(len(series) / point_cap)
-            series = [(series[i][0], max(v for _, v in series[i:i + step]))
-                      for i in range(0, len(series), step)]
+            head = series[:-1]
+            step = math.ceil(len(head) / (point_cap - 1))
+            series = [(head[i][0], max(v for _, v in head[i:i + step]))
+                      for i in range(0, len(head), step)] + [series[-1]]
         r_node = link // 4
         rx, ry = int(xy[r_node, 0]), int(xy[r_node, 1])
         sx, sy = int(xy[s, 0]), int(xy[s, 1])

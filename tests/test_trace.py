@@ -280,6 +280,27 @@ def test_matmul_trace_is_valid_and_agrees_with_the_statistics(matmul_runs):
     assert last == pytest.approx(s["modelled"]["kernel_cycles"] / per_us)
 
 
+def test_downsampled_fifo_counters_end_at_the_fifo_final_fill(matmul_runs):
+    # downsampling kept each bucket's largest fill, so a track squeezed into a few points ended
+    # at a full FIFO (4 messages) although every message had been taken
+    _, emu = matmul_runs
+
+    def last(doc):
+        out = {}
+        for e in doc["traceEvents"]:
+            if e["ph"] == "C":
+                out[e["name"]] = e["args"]["messages"]
+        return out
+    full = last(emu.chrome_trace())
+    assert full and set(full.values()) == {0}
+    meta = sum(1 for e in emu.chrome_trace()["traceEvents"] if e["ph"] == "M")
+    doc = emu.chrome_trace(max_events=meta + 16 + 3 * 8)
+    validate_trace(doc)
+    assert "downsampled" in doc["otherData"]["counters"]
+    squeezed = last(doc)
+    assert squeezed and all(full[k] == v for k, v in squeezed.items()), squeezed
+
+
 def test_token_ring_flows_follow_the_token():
     m = load_machine("h6x5")
     emu = Emulator(asm.assemble_file(ASM / "token_ring.d1s", machine=m), trace="full")
