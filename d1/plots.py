@@ -291,15 +291,17 @@ def sweep_png(params: list[str], rows: list[dict[str, Any]], path: str | Path, t
         key = ", ".join(f"{p}={r['params'][p]}" for p in others) or "kernel"
         series.setdefault(key, []).append((pos[str(r["params"][first])], r))
     for key, pts in series.items():
+        for x, r in pts:
+            if r.get("cycles") is None:
+                ax1.axvline(x, color="red", lw=0.8, ls=":")
         ok = [(x, r) for x, r in pts if r.get("cycles") is not None]
         if not ok:
+            # no line to draw: the legend still names the combination, as failed
+            ax1.plot([], [], color="red", lw=0.8, ls=":", label=f"{key}: every point failed")
             continue
         ok.sort(key=lambda t: t[0])
         ax1.plot([x for x, _ in ok], [r["cycles"] for _, r in ok], marker="o", label=key)
         ax2.plot([x for x, _ in ok], [r["percent"] for _, r in ok], marker="o", label=key)
-        for x, r in pts:
-            if r.get("cycles") is None:
-                ax1.axvline(x, color="red", lw=0.8, ls=":")
     if numeric and len(values) > 1 and all(float(v) > 0 for v in values):
         fl = [float(v) for v in values]
         if max(fl) / min(fl) >= 8:
@@ -315,7 +317,7 @@ def sweep_png(params: list[str], rows: list[dict[str, Any]], path: str | Path, t
     ax2.set_xlabel(first)
     ax1.grid(True, color="0.9")
     ax2.grid(True, color="0.9")
-    if others:
+    if others or not any(r.get("cycles") is not None for r in rows):
         ax1.legend(fontsize=8)
     ax1.set_title(title, fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93, hspace=0.08)

@@ -21,7 +21,7 @@ from d1.analysis import (
 )
 from d1.cli import cli
 from d1.commands.sweep import split_values
-from d1.plots import sram_axis_label
+from d1.plots import sram_axis_label, sweep_png
 from d1isa.errors import D1Error
 from d1isa.machine import load_machine
 
@@ -279,6 +279,20 @@ def test_sweep_row_of_a_deadlock_names_it_once(tmp_path):
 def test_sweep_values_split_outside_brackets():
     assert split_values("16,32, 64") == ["16", "32", "64"]
     assert split_values("[[1,1],[2,3]],[]") == ["[[1,1],[2,3]]", "[]"]
+
+
+def test_sweep_png_marks_a_combination_that_failed_at_every_point(tmp_path):
+    # such a combination was skipped before its failed points were marked: nothing showed it
+    def row(mesh, sram, cycles):
+        return {"params": {"mesh": mesh, "sram_bytes": sram}, "cycles": cycles,
+                "percent": None if cycles is None else 5.0}
+    rows = [row("2x2", 512, None), row("2x2", 4096, 35), row("4x4", 512, None),
+            row("4x4", 4096, 40)]
+    png = tmp_path / "sweep.png"
+    sweep_png(["mesh", "sram_bytes"], rows, png, "t")
+    img = check_png(png, 1000, 800)
+    red = img[..., 0] - (img[..., 1] + img[..., 2]) / 2 > 0.25       # the dotted red lines
+    assert red.sum() > 100
 
 
 def test_sweep_runs_every_point_and_keeps_going_after_errors(tmp_path, runs):
