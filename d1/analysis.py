@@ -159,7 +159,9 @@ def geometry(stats: dict[str, Any]) -> Geometry:
     else:
         w = max(xs) + 1 if xs else 0
         h = max(ys) + 1 if ys else 0
-    if min(w, h) < 0 or w * h > MAX_MESH_NODES:
+    if min(w, h) < 0:
+        raise ValueError(f"a {w:,} x {h:,} mesh: a mesh has no negative side")
+    if w * h > MAX_MESH_NODES:
         raise ValueError(f"a {w:,} x {h:,} mesh, more than the {MAX_MESH_NODES:,} nodes of "
                          "any machine d1 emulates")
     outside = next(((x, y) for x, y in zip(xs, ys, strict=True)

@@ -522,6 +522,7 @@ def test_damaged_statistics_are_an_error_naming_the_file(tmp_path, capsys, monke
 
 @pytest.mark.parametrize("path, value, says", [
     (["stats", "mesh", "width"], 10 ** 9, "a 1,000,000,000 x 2 mesh, more than the 4,194,304"),
+    (["stats", "mesh", "width"], -1, "a -1 x 2 mesh: a mesh has no negative side"),
     (["stats", "mesh"], None, "a 1,000,000,001 x 2 mesh"),      # inferred from the nodes
     (["stats", "nodes", "y"], [0, 0, 1, 10 ** 9], "node (1, 1000000000) is outside the 2 x 2"),
 ])
