@@ -67,7 +67,7 @@ def scale(file: Path, chip_list: str, weak: bool, out_dir: Path, machine_name: s
     Examples:
       d1 scale programs/train_digits.d1k --mesh 4x4 --chips 1x1,2x2,4x4 --weak
       d1 scale programs/matmul.d1k --mesh 8x8 --chips 1x1,2x2
-      d1 scale train_mlp784.d1k --chips 1x1,2x2,5x5 --weak --out-dir scale
+      d1 scale programs/train_mlp784.d1k --chips 1x1,2x2,5x5 --weak --out-dir scale
     """
     from compiler.pipeline import CompileOptions
     from d1.commands.run import mpi_ranks
