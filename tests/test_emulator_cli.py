@@ -233,6 +233,22 @@ def test_compile_counts_one_code_block_in_the_singular(tmp_path):
     assert "(1 x 1 grid on d1-1x1, 1 code block, " in r.stderr
 
 
+def test_asm_counts_with_thousands_separators_and_one_instruction_in_the_singular(tmp_path,
+                                                                                capsys):
+    # `d1 asm` said "16318 instructions" (every other count has separators: the debugger's
+    # "16,318 instructions") and "1 instructions" for a one-instruction program.
+    from d1.cli import main
+
+    (tmp_path / "one.d1s").write_text(".text node 0,0\n halt\n")
+    (tmp_path / "big.d1s").write_text(".text all\n" + " nop\n" * 1200 + " halt\n")
+    for name, mesh, want in (("one", "1x1", "1 instruction in 1 code block, 1 of 1 nodes"),
+                             ("big", "2x2", "1,201 instructions in 1 code block, 4 of 4 nodes")):
+        with pytest.raises(SystemExit) as info:
+            main(["asm", str(tmp_path / f"{name}.d1s"), "--mesh", mesh])
+        assert info.value.code in (0, None)
+        assert want in capsys.readouterr().out
+
+
 def test_run_d1k_with_a_compile_error_exits_2(tmp_path):
     src = tmp_path / "k.d1k"
     src.write_text("# nothing\n")

@@ -43,9 +43,9 @@ def asm(source: str, output: str | None, machine_name: str | None, mesh: str | N
     obj.save(out)
     words = sum(len(b) for b in obj.blocks)
     nodes = int((obj.node_block >= 0).sum())
-    click.echo(f"wrote {out}: {words} instructions in {len(obj.blocks)} code block"
-               f"{'s' if len(obj.blocks) != 1 else ''}, {nodes} of {obj.machine.n_live} nodes "
-               f"with code, machine {obj.machine.name}")
+    click.echo(f"wrote {out}: {words:,} instruction{'s' if words != 1 else ''} in "
+               f"{len(obj.blocks):,} code block{'s' if len(obj.blocks) != 1 else ''}, "
+               f"{nodes:,} of {obj.machine.n_live:,} nodes with code, machine {obj.machine.name}")
 
 
 @click.command("disasm")
