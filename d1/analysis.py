@@ -202,9 +202,9 @@ class Roofs:
         rates = self.link_rates or ((self.links, per_link),)
         return [
             f"compute roof (bf16)  {units.si(self.peak['bf16'], 'FLOP/s', 4)}  "
-            f"(matrix unit, {self.nodes} live nodes)",
+            f"(matrix unit, {self.nodes:,} live nodes)",
             f"compute roof (f32)   {units.si(self.peak['f32'], 'FLOP/s', 4)}  "
-            f"(vector unit / fp32 mma, {self.nodes} live nodes)",
+            f"(vector unit / fp32 mma, {self.nodes:,} live nodes)",
             f"link roof            {units.si(self.link_bytes_per_s, 'B/s', 4)}  "
             "(" + " + ".join(f"{n} directed links x {units.si(r, 'B/s')}"
                              for n, r in rates) + ")",

@@ -33,6 +33,12 @@ def seconds(s: float) -> str:
     return f"{s / 1e-12:.4g} ps"
 
 
+def number(v: object) -> str:
+    """An integer with thousands separators (1416 -> '1,416'); anything else as it is (a
+    statistics file read back may hold any value there)."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
 def count(n: float, noun: str) -> str:
     """3, 'message' -> '3 messages', and 1 -> '1 message' (thousands separated)."""
     return f"{int(n):,} {noun}{'' if int(n) == 1 else 's'}"

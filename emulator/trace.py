@@ -554,7 +554,7 @@ def chrome_trace(emu: Any, rec: Recorder, max_events: int = DEFAULT_MAX_TRACE_EV
         "clock_hz": m.clock_hz,
         "time_unit": "ts and dur are microseconds of modelled time: cycles / clock_hz * 1e6",
         "kernel_cycles": int(clock.max()) if n else 0,
-        "threads": f"one per node with code ({len(traced)} of {n} live nodes)",
+        "threads": f"one per node with code ({len(traced):,} of {n:,} live nodes)",
         "slices": "one per region visit (a DSL operation or an assembly label) and one per "
                   "wait (receive wait, FIFO-room wait); not one per instruction",
         "regions": [r.label for r in regions],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -247,6 +248,29 @@ def test_asm_counts_with_thousands_separators_and_one_instruction_in_the_singula
             main(["asm", str(tmp_path / f"{name}.d1s"), "--mesh", mesh])
         assert info.value.code in (0, None)
         assert want in capsys.readouterr().out
+
+
+def test_node_counts_of_a_thousand_and_more_have_separators(tmp_path, capsys, monkeypatch):
+    # `d1 run` said "run halted on d1-chips2x2 (1416 live nodes at 2 GHz)", `d1 disasm` and
+    # `d1 debug` likewise, where `d1 info` says "1,416"; the debugger also said "1 instructions".
+    from d1.cli import main
+
+    (tmp_path / "one.d1s").write_text(".text node 0,0\n halt\n")
+    small = ["--mesh", "40x25", "--set", "sram_bytes=64", "--set", "max_message_bytes=64"]
+    obj = str(tmp_path / "one.d1o")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))        # no commands for `d1 debug`
+    for args, want in ((["asm", str(tmp_path / "one.d1s"), *small, "-o", obj], None),
+                       (["run", obj, "--stats", "--out-dir", str(tmp_path)],
+                        "run halted on d1-40x25 (1,000 live nodes at 2 GHz)"),
+                       (["disasm", obj], "(40x25, 1,000 live nodes), 1 code block, 1 node with"),
+                       (["debug", obj, "--batch"],
+                        "one.d1o: 1 instruction in 1 code block; machine d1-40x25 (40x25, "
+                        "1,000 live nodes)")):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code in (0, None)
+        out = capsys.readouterr()
+        assert want is None or want in out.out + out.err, args[0]
 
 
 def test_run_d1k_with_a_compile_error_exits_2(tmp_path):

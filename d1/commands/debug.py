@@ -594,7 +594,7 @@ def _stats(s: Session, args: list[str]) -> None:
     md = st["modelled"]
     host = st["host"]
     dbg = st["debugger"]
-    s.out(f"machine {st['machine']}: {st['live_nodes']} live nodes at "
+    s.out(f"machine {st['machine']}: {units.number(st['live_nodes'])} live nodes at "
           f"{units.si(st['clock_hz'], 'Hz')}; position T={dbg['position']:,}")
     s.out(f"modelled: {md['kernel_cycles']:,} cycles = {units.seconds(md['kernel_seconds'])}; "
           f"{md['instructions']:,} instructions; {md['flops']:,} FLOP = "
@@ -834,7 +834,8 @@ def _banner(s: Session, path: Path) -> None:
     m = d.machine
     obj = d.obj
     words = sum(len(b) for b in obj.blocks)
-    s.out(f"d1 debug {path}: {words:,} instructions in {len(obj.blocks):,} code block"
+    s.out(f"d1 debug {path}: {words:,} instruction{'s' if words != 1 else ''} in "
+          f"{len(obj.blocks):,} code block"
           f"{'s' if len(obj.blocks) != 1 else ''}; machine {m.name} ({m.width}x{m.height}, "
           f"{m.n_live:,} live nodes)")
     w = d.where()

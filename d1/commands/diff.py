@@ -54,8 +54,8 @@ def fmt_change(c: Change) -> str:
 
 def _describe(doc: dict[str, Any]) -> str:
     s = doc["stats"]
-    return (f"{doc.get('file', '?')} on {s['machine']} ({s['live_nodes']} live nodes, "
-            f"{doc.get('status', '?')})")
+    return (f"{doc.get('file', '?')} on {s['machine']} "
+            f"({units.number(s['live_nodes'])} live nodes, {doc.get('status', '?')})")
 
 
 def diff_text(a: dict[str, Any], b: dict[str, Any], top: int = 5) -> str:

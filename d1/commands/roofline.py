@@ -37,7 +37,8 @@ def roofline_text(doc: dict[str, Any], machine) -> tuple[str, list, Any]:
     kernel = kernel_point(stats)
     points = [*regions, kernel]
     lines = [f"roofline of {doc.get('file', '?')} on {stats['machine']} "
-             f"({stats['live_nodes']} live nodes at {units.si(stats['clock_hz'], 'Hz')}); "
+             f"({units.number(stats['live_nodes'])} live nodes at "
+             f"{units.si(stats['clock_hz'], 'Hz')}); "
              "all figures modelled", ""]
     lines += ["roofs (d1/analysis.py explains them):"] + [f"  {r}" for r in roofs.lines()]
     lines.append("")

@@ -436,7 +436,7 @@ def format_stats(s: dict[str, Any], status: str, wall: float) -> str:
     """The --stats summary: modelled figures first, then what the host measured."""
     md = s["modelled"]
     host = s["host"]
-    lines = [f"run {status} on {s['machine']} ({s['live_nodes']} live nodes at "
+    lines = [f"run {status} on {s['machine']} ({units.number(s['live_nodes'])} live nodes at "
              f"{units.si(s['clock_hz'], 'Hz')})", "", "modelled (the timing model, "
              "docs/TIMING.md):"]
     lines.append(f"  kernel time         {units.cycles(md['kernel_cycles'])} = "
