@@ -388,12 +388,17 @@ def print_encoder(r: dict) -> None:
           f"wall: {verdict}; host load average {r['load']:.1f})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import sys
-    if sys.argv[1:] == ["spmd"]:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["spmd"], ["encoder"]):
+        print("usage: python -m benchmarks.compiler_bench [spmd|encoder]  (or `d1 bench "
+              f"compiler`), not {' '.join(args)!r}", file=sys.stderr)
+        raise SystemExit(2)
+    if args == ["spmd"]:
         print_spmd(bench_spmd())
         return
-    if sys.argv[1:] == ["encoder"]:
+    if args == ["encoder"]:
         print_encoder(bench_encoder())
         return
     print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "

@@ -18,6 +18,7 @@ is shared):
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -159,7 +160,12 @@ def run(report: Callable[[str], None] = print, d1: bool = True) -> dict[str, flo
     return figures
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print("usage: python -m benchmarks.debugger_bench  (or `d1 bench debugger`), "
+              f"not {' '.join(args)!r}", file=sys.stderr)
+        raise SystemExit(2)
     run()
 
 

@@ -360,7 +360,12 @@ def _process_figures(report: Callable[[str], None]) -> dict[str, float | list[fl
             "run_cold_all_s": colds}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print("usage: python -m benchmarks.emulator_bench  (or `d1 bench emulator`), "
+              f"not {' '.join(args)!r}", file=sys.stderr)
+        raise SystemExit(2)
     run()
 
 

@@ -85,3 +85,20 @@ def test_the_encoder_section_prints_each_figure_against_its_target(capsys, util,
     assert "baseline row_bands=false" in lines[1] and "batched=sequential" in lines[2]
     assert "d1 import + compile" in lines[3] and "CPU time" in lines[3]
     assert [line.split(": ")[1].split(";")[0] for line in (lines[0], lines[3])] == verdicts
+
+
+@pytest.mark.parametrize("module, good", [("compiler_bench", "spmd"), ("debugger_bench", None),
+                                          ("emulator_bench", None), ("train_bench", None)])
+def test_a_benchmark_given_an_argument_it_does_not_take_is_a_usage_error(module, good, capsys):
+    # `python -m benchmarks.compiler_bench --help` (or a misspelt `spmd`) ran the whole
+    # several-minute suite, ignoring the argument; it is now a usage error, before anything runs.
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{module}").main
+    for bad in (["--help"], ["spdm"], [good, "extra"] if good else ["x"]):
+        with pytest.raises(SystemExit) as info:
+            main(bad)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: python -m benchmarks.{module}")
+        assert repr(" ".join(bad)) in err
