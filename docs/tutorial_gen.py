@@ -13,7 +13,7 @@ tests/test_tutorial.py re-runs every command and compares its output with the do
 `normalise` masks what is measured on the host (wall times vary): any line that says "measured on
 the host", and the indented lines under a heading that ends with it, keep their text up to the
 first digit and the rest becomes "#". Regenerate the tutorial whenever the compiler, the emulator
-a command changes what they print.
+or a command changes what they print.
 """
 
 from __future__ import annotations
