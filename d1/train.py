@@ -178,7 +178,7 @@ class Trainer:
         if not result.ok:
             self.fault = f"step {self.steps + 1}: run {result.status}"
             raise RuntimeFault(f"step {self.steps + 1}: run {result.status}\n{result.report()}")
-        out = {n: float(self.emu.output(n).reshape(-1)[0]) for n in self.outputs}
+        out = {n: float(self.emu.output(n)) for n in self.outputs}
         self.steps += 1
         totals = self.emu.totals()
         row = {"step": self.steps, "epoch": epoch}

@@ -5,7 +5,7 @@
     emu = Emulator(ObjectFile.load("prog.d1o"), seed=0)   # or d1.program.load_program(path).obj
     emu.set_input("a", a)
     res = emu.run()              # RunResult: status, cycles, traps, deadlock, .ok, .report()
-    c = emu.output("c")
+    c = emu.output("c")          # of the declared shape (a 0-d output: 0-d)
 
 Off by default, `Emulator(obj, trace="regions")` also collects statistics per DSL operation
 (`emu.stats()["regions"]`) and `trace="full"` records a timeline (`emu.chrome_trace()`, a

@@ -78,10 +78,12 @@ from emulator.emulator import (
     DEFAULT_QUANTUM,
     Emulator,
     _count,
+    _host_array,
     _piece_view,
     _ScatterPlan,
     _set_controls,
     _to_raw,
+    as_declared,
     assemble_output,
     on_chip,
     wait_chains_of,
@@ -876,7 +878,7 @@ class RankEmulator(Emulator):
         if self.rank == 0:
             try:
                 t = self.source.tensor(name)
-                a = np.asarray(array)
+                a = _host_array(array, f"input '{name}'")
                 if a.shape != tuple(t.shape):
                     raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got "
                                   f"{a.shape}")
@@ -962,7 +964,7 @@ class RankEmulator(Emulator):
             value = self.comm.bcast(value, root=0)
         if isinstance(value, D1Error):
             raise value
-        return value
+        return as_declared(self.obj, name, value)
 
     # ---- statistics --------------------------------------------------------------------------
 

@@ -375,6 +375,8 @@ class Emulator:
         With threads > 1 (and no instruction limit, stop flag or trace, which need the one
         serial order) the nodes are shared out among threads; the results are the same.
         """
+        if max_instructions is not None:
+            max_instructions = _count("max_instructions", max_instructions, 0)
         t0 = time.perf_counter()
         if (self.threads > 1 and max_instructions is None and self.recorder is None
                 and not self.stop_flags.any() and self.n > 1):
@@ -385,7 +387,7 @@ class Emulator:
             if max_instructions is None:
                 budget = _CHUNK
             else:
-                budget = min(_CHUNK, int(max_instructions) - total)
+                budget = min(_CHUNK, max_instructions - total)
             if budget <= 0:
                 reason = K.R_BUDGET
                 break
@@ -444,6 +446,7 @@ class Emulator:
     def code_slot(self, node: int | tuple[int, int], pc: int) -> int:
         """Index into the concatenated code table (and stop_flags) of node's instruction pc."""
         nid = self.node_id(node)
+        pc = _pc(pc)
         ln = int(self.code.node_len[nid])
         if not 0 <= pc < ln:
             raise D1Error(f"pc {pc} is outside node {nid}'s code (0..{ln - 1})")
@@ -496,7 +499,7 @@ class Emulator:
     def where(self, node: int, pc: int | None = None) -> Where:
         """Position, instruction text and source location of node at pc (default: its pc)."""
         node = self.node_id(node)
-        pc = int(self.state.pc[node]) if pc is None else int(pc)
+        pc = int(self.state.pc[node]) if pc is None else _pc(pc)
         x, y = (int(v) for v in self.xy[node])
         ln = int(self.code.node_len[node])
         if not 0 <= pc < ln:
@@ -696,19 +699,21 @@ class Emulator:
         if plan is None:
             plan = self._plans[name] = _ScatterPlan(self.obj.tensor(name), self.state)
         t = plan.tensor
-        a = np.asarray(array)
+        a = _host_array(array, f"input '{name}'")
         if a.shape != tuple(t.shape):
             raise D1Error(f"input '{name}' must have shape {tuple(t.shape)}, got {a.shape}")
         plan.write(_to_raw(a, t))
 
     def output(self, name: str, chip: tuple[int, int] | None = None) -> np.ndarray:
-        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32. With
-        `chip` = (cx, cy), only from the pieces that chip's nodes hold: on a data-parallel
-        program every chip holds its own copy of each param."""
+        """Gather tensor `name` from its pieces: float32 for f32/bf16, int32 for i32, of the
+        shape the program declares (a 0-d DSL output, held as one element, comes back 0-d,
+        as `compiler.reference` gives it). With `chip` = (cx, cy), only from the pieces that
+        chip's nodes hold: on a data-parallel program every chip holds its own copy of each
+        param."""
         t = self.obj.tensor(name)
         if chip is not None:
             t = on_chip(self.machine, t, range(len(t.pieces)), chip)[0]
-        return self.gather(t)
+        return as_declared(self.obj, name, self.gather(t))
 
     def gather(self, t: TensorLayout) -> np.ndarray:
         """The elements `t`'s pieces hold now (any layout: an object tensor, or a named value of
@@ -721,6 +726,9 @@ class Emulator:
         """A live-node id from an id or an (x, y) pair of integers (numpy's too). Anything
         else is a D1Error: int() read "a" as a ValueError and 1.5 as node 1."""
         try:
+            if isinstance(node, bool) or (isinstance(node, (tuple, list))
+                                          and any(isinstance(v, bool) for v in node)):
+                raise TypeError
             if isinstance(node, (tuple, list)):
                 if len(node) != 2:
                     raise TypeError
@@ -761,7 +769,7 @@ class Emulator:
         if isinstance(direction, str):
             d = DIRECTIONS.index(direction.upper()) if direction.upper() in DIRECTIONS else -1
         else:
-            d = int(direction)
+            d = int(direction) if is_integer(direction) else -1
         if not 0 <= d < 4:
             raise D1Error(f"direction must be N, E, S, W or 0..3, got {direction!r}")
         return self.state.fifo_messages(nid * 4 + d)
@@ -1247,11 +1255,44 @@ def on_chip(machine: Any, t: TensorLayout, ids: Any, chip: tuple[int, int]
             ) -> tuple[TensorLayout, list[int]]:
     """`t` with only the pieces that chip (cx, cy)'s nodes hold, and their indices among
     `ids` (the pieces' numbers, in order)."""
+    if (not isinstance(chip, (tuple, list)) or len(chip) != 2
+            or not all(is_integer(c) for c in chip)):
+        raise D1Error(f"a chip is (cx, cy), a pair of integers; got {chip!r}")
+    chip = (int(chip[0]), int(chip[1]))
+    if not (0 <= chip[0] < machine.chips_x and 0 <= chip[1] < machine.chips_y):
+        raise D1Error(f"chip {chip} is outside the {machine.chips_x}x{machine.chips_y} grid of "
+                      "chips")
     keep = [(i, p) for i, p in zip(ids, t.pieces, strict=True)
             if machine.chip_of(*machine.node_xy(p.node)) == tuple(chip)]
     if not keep:
         raise D1Error(f"tensor '{t.name}' has no piece on chip {tuple(chip)}")
     return (dataclasses.replace(t, pieces=[p for _, p in keep]), [i for i, _ in keep])
+
+
+def as_declared(obj: ObjectFile, name: str, value: np.ndarray) -> np.ndarray:
+    """An output as the program declares it: a 0-d DSL output (META "scalar_outputs"; its
+    layout holds one element, shape [1]) as a 0-d array, anything else as gathered."""
+    scalars = obj.meta.get("scalar_outputs", ())
+    if isinstance(scalars, list) and name in scalars and value.size == 1:
+        return value.reshape(())
+    return value
+
+
+def _host_array(value: Any, what: str) -> np.ndarray:
+    """`value` as a numpy array, or a D1Error naming `what` (a ragged nested list is numpy's
+    ValueError, a huge Python int its OverflowError)."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        reason = str(e).split(". ")[0]
+        raise D1Error(f"{what} cannot be read as an array ({reason})") from None
+
+
+def _pc(pc: Any) -> int:
+    """A pc argument: an integer (numpy's too), else a D1Error."""
+    if not is_integer(pc):
+        raise D1Error(f"a pc is an integer, got {pc!r}")
+    return int(pc)
 
 
 def assemble_output(t: TensorLayout, values: list[np.ndarray]) -> np.ndarray:

@@ -783,6 +783,55 @@ def test_set_input_errors_are_clear():
         emu.set_input("w", np.zeros(3))
     with pytest.raises(D1Error, match="i32"):
         emu.set_input("z", np.full((2, 2), 0.5))
+    # a ragged nested list was numpy's ValueError from np.asarray
+    with pytest.raises(D1Error, match="input 'x' cannot be read as an array"):
+        emu.set_input("x", [[1, 2, 3, 4], [5]])
+    # and the emulator is still usable after each refusal
+    emu.set_input("x", np.ones((2, 4)))
+    assert emu.run().status == "halted" and emu.output("x").tolist() == [[1.0] * 4] * 2
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda e: e.run(max_instructions=-1), r"max_instructions must be >= 0, got -1"),
+    (lambda e: e.run(max_instructions=1.5), "max_instructions must be an integer, not float"),
+    (lambda e: e.run(max_instructions="3"), "max_instructions must be an integer, not str"),
+    (lambda e: e.run(max_instructions=float("nan")), "max_instructions must be an integer"),
+    (lambda e: e.run(max_instructions=float("inf")), "max_instructions must be an integer"),
+    (lambda e: e.fifo(0, None), "direction must be N, E, S, W or 0..3, got None"),
+    (lambda e: e.fifo(0, 1.5), "direction must be N, E, S, W or 0..3, got 1.5"),
+    (lambda e: e.set_stop(0, None), "a pc is an integer, got None"),
+    (lambda e: e.set_stop(0, 0.5), "a pc is an integer, got 0.5"),
+    (lambda e: e.where(0, "a"), "a pc is an integer, got 'a'"),
+    (lambda e: e.regs(True), "a node is an id or"),
+    (lambda e: e.step(1, node=(True, 0)), "a node is an id or"),
+    (lambda e: e.output("z", chip=5), r"a chip is \(cx, cy\)"),
+    (lambda e: e.output("z", chip=("x", 0)), r"a chip is \(cx, cy\)"),
+    (lambda e: e.output("z", chip=(1, 0)), r"chip \(1, 0\) is outside the 1x1 grid"),
+])
+def test_wrong_run_fifo_pc_node_and_chip_arguments_are_clear_errors(call, says):
+    """Each was a raw TypeError, ValueError or OverflowError, or (run(-1), a float count, a
+    float pc or direction, node True) silently read as something else."""
+    emu = Emulator(tensor_obj())
+    with pytest.raises(D1Error, match=says):
+        call(emu)
+    assert emu.run(max_instructions=np.int64(5)).status == "halted"
+
+
+def test_a_0d_output_comes_back_0d_as_the_reference_gives_it():
+    """A 0-d DSL output is held as one element (layout shape [1]); output() gave it back with
+    shape (1,), unlike compiler.reference's (); now both are 0-d."""
+    import compiler
+    src = "input a: f32[4, 8]\ns = sum(a)\nc = relu(a)\noutput s, c\n"
+    emu = Emulator(compiler.compile_source(src, machine=machine()))
+    a = np.arange(32, dtype=np.float32).reshape(4, 8) - 5
+    emu.set_input("a", a)
+    assert emu.run().ok
+    ref = compiler.reference(src, {"a": a})
+    for name in ("s", "c"):
+        got = emu.output(name)
+        assert got.shape == ref[name].shape and got.dtype == np.float32
+        assert np.array_equal(got, ref[name])
+    assert emu.output("s").shape == () and emu.output("s", chip=(0, 0)).shape == ()
 
 
 def test_a_node_or_sram_range_that_is_not_an_integer_is_a_clear_error():

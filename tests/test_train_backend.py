@@ -104,7 +104,7 @@ def steps(text: str, machine, n: int = 3, seed: int = 0):
         assert result.ok, result.report()
         ref, scalars = train_step(g, ref, batch)
         got = {p.name: emu.output(p.name) for p in g.params}
-        out = {o.name: float(emu.output(o.name).reshape(-1)[0]) for o in g.outputs
+        out = {o.name: float(emu.output(o.name)) for o in g.outputs
                if o.ndim == 0}
         yield c, (got, out), (ref, scalars)
 

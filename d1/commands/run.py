@@ -180,11 +180,8 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
     written = []
     got: dict[str, np.ndarray] = {}
     if result.ok:
-        scalars = prog.scalar_outputs
         for name, path in out_paths.items():
-            value = emu.output(name)
-            if name in scalars:
-                value = value.reshape(())
+            value = emu.output(name)        # a 0-d output comes back 0-d
             got[name] = value
             write_atomic(path, npy_bytes(value))
             written.append(str(path))
