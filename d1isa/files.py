@@ -14,6 +14,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from d1isa.errors import D1Error
 
@@ -29,12 +30,25 @@ def _a(what: str) -> str:
     return f"{'an' if what[:1] in tuple('aeiouAEIOU') else 'a'} {what}"
 
 
-def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; D1Error otherwise."""
+def _path(path: Any, what: str) -> Path:
+    """`path` as a Path: a str or os.PathLike naming something (not "", which Path reads as
+    the current directory, and without a NUL byte, which os calls refuse with ValueError)."""
     if not isinstance(path, str | os.PathLike):
         raise D1Error(f"the path of the {what} must be a str or a Path, not "
                       f"{type(path).__name__}")
-    p = Path(path)
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        raise D1Error(f"the path of the {what} must be a str or a Path, not bytes")
+    if not text:
+        raise D1Error(f"the path of the {what} is empty")
+    if "\0" in text:
+        raise D1Error(f"the path of the {what} contains a NUL byte: {text!r}")
+    return Path(path)
+
+
+def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; D1Error otherwise."""
+    p = _path(path, what)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(p, flags)
@@ -85,7 +99,7 @@ def check_destination(path: str | Path, option: str = "output", probe: bool = Tr
 
     '-' is refused: where an option means standard output by it (`--json -`), the caller
     handles it before asking here; anywhere else it would make a file named '-'."""
-    p = Path(path)
+    p = _path(path, f"{option} file")
     if str(path) == "-":
         raise D1Error(f"{option} needs a file name: '-' (standard output) is taken only by "
                       "--json of d1 run, d1 train and d1 compile")
@@ -121,7 +135,7 @@ def check_destination(path: str | Path, option: str = "output", probe: bool = Tr
 def check_output_dir(path: str | Path, option: str = "--out-dir") -> Path:
     """Create the output directory if needed and check that files can be made in it ('-' is
     refused: it reads as standard output, which a directory cannot be)."""
-    p = Path(path)
+    p = _path(path, f"{option} directory")
     if str(path) == "-":
         raise D1Error(f"{option} needs a directory name: '-' (standard output) cannot hold "
                       "the output files")

@@ -413,3 +413,23 @@ def test_load_and_from_bytes_say_what_they_take(tmp_path):
             ObjectFile.from_bytes(bad)
     obj = assemble(".text all\n halt\n", "h.d1s", M2)
     assert ObjectFile.from_bytes(memoryview(obj.to_bytes())).to_bytes() == obj.to_bytes()
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda obj, d: ObjectFile.load(str(d / "a\0b.d1o")), "path of the object file contains a NUL"),
+    (lambda obj, d: ObjectFile.load(""), "path of the object file is empty"),
+    (lambda obj, d: obj.save(None), "output file must be a str or a Path, not NoneType"),
+    (lambda obj, d: obj.save(7), "path of the output file must be a str or a Path, not int"),
+    (lambda obj, d: obj.save(str(d / "a\0b.d1o")), "path of the output file contains a NUL"),
+    (lambda obj, d: obj.save(""), "path of the output file is empty"),
+])
+def test_load_and_save_refuse_paths_that_name_no_file(tmp_path, call, says):
+    """A path with a NUL byte was ValueError('embedded null byte') from os, a save to None or
+    7 a TypeError, and "" was read as the current directory."""
+    from d1isa.errors import D1Error
+
+    obj = assemble(".text all\n halt\n", "h.d1s", M2)
+    with pytest.raises(D1Error, match=says):
+        call(obj, tmp_path)
+    obj.save(tmp_path / "ok.d1o")
+    assert ObjectFile.load(tmp_path / "ok.d1o").to_bytes() == obj.to_bytes()
