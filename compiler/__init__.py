@@ -27,7 +27,7 @@ from compiler.ast import Program, format_ast
 from compiler.check import check as _check
 from compiler.compare import compare_outputs
 from compiler.grad import differentiate
-from compiler.ir import Graph, Node, Op, format_ir, verify
+from compiler.ir import Graph, Node, Op, format_ir, need_graph, verify
 from compiler.parse import parse as _parse
 from compiler.pipeline import CompileOptions, compile_file, compile_source, emit_stage
 from compiler.reference import evaluate, init_params, train_step, update_key
@@ -68,6 +68,7 @@ def reference(text: str, inputs: Mapping[str, Any], machine: Machine | None = No
 def make_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs drawn from a seeded standard normal, in declaration order, each rounded to its
     dtype: the same seed gives the same numbers for the emulator and the reference."""
+    need_graph(graph, "make_inputs")
     return draw_inputs([(n.name, n.shape, n.dtype) for n in graph.inputs], seed)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ir import Graph
+from d1isa.errors import D1Error
 
 F32_TOLERANCE = 1e-4
 BF16_TOLERANCE = 2e-2
@@ -31,6 +32,10 @@ def compare_outputs(graph_or_text: Graph | str, outputs: Mapping[str, Any],
     max_rel_err is max_abs_err / max(max |ref|, 1), and tolerance is the bound on max_abs_err.
     A missing or misshapen output is not ok, with infinite errors.
     """
+    for what, given in (("outputs", outputs), ("reference", reference)):
+        if not isinstance(given, Mapping):
+            raise D1Error(f"compare_outputs: {what} must be a mapping of output names to "
+                          f"arrays, not {type(given).__name__}")
     if isinstance(graph_or_text, Graph):
         graph = graph_or_text
     else:
@@ -39,14 +44,14 @@ def compare_outputs(graph_or_text: Graph | str, outputs: Mapping[str, Any],
     rtol = tolerance_of(graph)
     rows = []
     for name, ref in reference.items():
-        r = np.asarray(ref, dtype=np.float64)
+        r = _real(ref, f"reference output '{name}'")
         scale = max(float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0)), 1.0)
         tol = rtol * scale
         got = outputs.get(name)
         if got is None:
             rows.append((name, float("inf"), float("inf"), tol, False))
             continue
-        g = np.asarray(got, dtype=np.float64)
+        g = _real(got, f"output '{name}'")
         if g.size == r.size and g.shape != r.shape:
             g = g.reshape(r.shape)
         if g.shape != r.shape:
@@ -59,3 +64,15 @@ def compare_outputs(graph_or_text: Graph | str, outputs: Mapping[str, Any],
         worst = float(err.max()) if err.size else 0.0
         rows.append((name, worst, worst / scale, tol, bool(worst <= tol)))
     return rows
+
+
+def _real(value: Any, what: str) -> np.ndarray:
+    """`value` as float64, or a D1Error naming it (text, complex numbers or a ragged list were
+    numpy's ValueError or TypeError)."""
+    try:
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise TypeError
+        return a.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise D1Error(f"compare_outputs: {what} is not an array of real numbers") from None

@@ -54,6 +54,7 @@ from compiler.ir import (
     Window,
     broadcast_dims,
     format_type,
+    need_graph,
     result_type,
     round_scalar,
     transpose_perm,
@@ -512,6 +513,7 @@ RULES: dict[Op, Rule] = {
 
 def differentiate(graph: Graph) -> Graph:
     """`graph` with every grad node replaced by ordinary ops (the graph itself if it has none)."""
+    need_graph(graph, "differentiate")
     grads = [n for n in graph.nodes if n.op is Op.GRAD]
     if not grads:
         return graph

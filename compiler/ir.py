@@ -112,6 +112,7 @@ from typing import Any
 
 import numpy as np
 
+from d1isa.errors import D1Error
 from d1isa.numbers import round_to  # noqa: F401 (compiler.ir.round_to is public)
 
 DTYPES = ("f32", "bf16")
@@ -578,6 +579,16 @@ EXPLICIT_TYPE_OPS = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.BROADCAST, Op.CA
                                Op.UNSLICE, Op.CONV2D_TRANSPOSE, Op.COL2IM})
 
 
+def need_graph(graph: Any, call: str) -> None:
+    """A D1Error unless `graph` is a checked program (the text itself, or anything else, was
+    an AttributeError from deep inside)."""
+    if not isinstance(graph, Graph):
+        hint = (": check the text first, with compiler.check_source(text)"
+                if isinstance(graph, str) else "")
+        raise D1Error(f"{call} takes a checked program (a compiler.Graph, from "
+                      f"compiler.check_source), not {type(graph).__name__}{hint}")
+
+
 class GraphBuilder:
     """Appends nodes in order, giving each its id and, if unnamed, a `%tN` name."""
 
@@ -627,6 +638,7 @@ class GraphBuilder:
 
 def verify(graph: Graph) -> None:
     """Check the invariants the rest of the compiler relies on; raise IRError if one is broken."""
+    need_graph(graph, "verify")
     names: set[str] = set()
     for index, node in enumerate(graph.nodes):
         where = f"node {index} ({node.name})"
@@ -776,6 +788,7 @@ def _count(items: tuple[Node, ...], noun: str) -> str:
 
 def format_ir(graph: Graph) -> str:
     """A readable listing, one node a line (what `d1 compile --emit ir` prints)."""
+    need_graph(graph, "format_ir")
     rows = [format_node(n) for n in graph.nodes]
     wn = max((len(r[0]) for r in rows), default=0)
     wt = max((len(r[1]) for r in rows), default=0)

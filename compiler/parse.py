@@ -47,6 +47,9 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
         raise D1Error(f"the program text must be a str, not {type(text).__name__}"
                       + (" (decode the bytes first)" if isinstance(text, bytes | bytearray) else
                          ""))
+    if not isinstance(filename, str):
+        raise D1Error(f"the file name of the program text must be a str, not "
+                      f"{type(filename).__name__}")
     text = text.removeprefix("\ufeff")
     try:
         tree = parser().parse(text)

@@ -28,8 +28,10 @@ again is the next training step.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import numpy as np
 
 from compiler.alloc import allocate, schedule
 from compiler.asmgen import CompilerLimit, check_machine
@@ -52,6 +54,7 @@ from compiler.writeback import write_back
 from d1isa.errors import D1Error, SourceError
 from d1isa.files import read_text
 from d1isa.machine import Machine, digits_value, machine_or_default
+from d1isa.numbers import is_integer
 from d1isa.objfile import ObjectFile
 
 PASSES = ("parse", "check", "differentiate", "lower", "map", "writeback", "schedule", "allocate",
@@ -126,12 +129,24 @@ class CompileOptions:
             if getattr(self, key) not in choices:
                 raise D1Error(f"unknown {what} '{getattr(self, key)}'; "
                               f"choose one of {', '.join(choices)}")
-        if isinstance(self.reach, bool) or not isinstance(self.reach, int) or self.reach < 1:
+        if not is_integer(self.reach) or self.reach < 1:
             raise D1Error(f"compiler option 'reach' is a positive integer, got {self.reach!r}")
+        # frozen: the checked values are stored through object.__setattr__
+        object.__setattr__(self, "reach", int(self.reach))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool":
+                # "no" or 0 was read as its truth value ("no" turned the option on)
+                if not isinstance(value, bool | np.bool_):
+                    raise D1Error(f"compiler option '{f.name}' is True or False, got {value!r}")
+                object.__setattr__(self, f.name, bool(value))
 
     @classmethod
     def parse(cls, items: list[str] | tuple[str, ...]) -> CompileOptions:
         """Options from `KEY=VALUE` strings, e.g. ["matmul=naive", "double_buffer=false"]."""
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise D1Error("CompileOptions.parse takes a list of 'KEY=VALUE' strings, e.g. "
+                          f"['matmul=naive'], not {items!r}")
         known = {f.name: f.type for f in cls.__dataclass_fields__.values()}
         values: dict[str, object] = {}
         for item in items:

@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 
 from compiler.grad import differentiate
-from compiler.ir import Graph, Node, Op, format_type, numpy_index, round_to, transpose_perm
+from compiler.ir import (
+    Graph,
+    Node,
+    Op,
+    format_type,
+    need_graph,
+    numpy_index,
+    round_to,
+    transpose_perm,
+)
 from compiler.windows import col2im, patches, pool_view, window_counts
 from d1isa.errors import D1Error
 from d1isa.numbers import check_seed
@@ -100,6 +109,7 @@ def evaluate(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any] 
     Returns float32 arrays: every output under its name, then every update's value (what the
     param holds after the run) under `update_key(param)`, in the order of the statements.
     """
+    need_graph(graph, "evaluate")
     graph, values = evaluate_nodes(graph, inputs, params, seed)
     result = {out.name: np.array(values[out.id], dtype=np.float32) for out in graph.outputs}
     for u in graph.updates:
@@ -130,6 +140,7 @@ def train_step(graph: Graph, params: Mapping[str, Any] | None, batch: Mapping[st
     ones drawn as `evaluate` does). Returns (new params, 0-d outputs): the value of every param
     after the step (its update, or its value unchanged if it has none) as a float32 array, and
     each 0-d output as a float, by name."""
+    need_graph(graph, "train_step")
     before = {n.name: values for n, values in
               zip(graph.params, _param_values(graph, params, seed), strict=True)}
     out = evaluate(graph, batch, before)
@@ -152,6 +163,7 @@ def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 
     `seed` is an integer >= 0 (anything else is a D1Error: `check_seed`).
     """
+    need_graph(graph, "init_params")
     rng = np.random.default_rng(check_seed(seed, "the seed of the params' INITs"))
     out: dict[str, np.ndarray] = {}
     for p in graph.params:
@@ -216,7 +228,7 @@ def prepare_inputs(graph: Graph, inputs: Mapping[str, Any]) -> dict[int, np.ndar
 def _as_input(node: Node, value: Any, kind: str = "input") -> np.ndarray:
     try:
         a = np.asarray(value)
-        if np.iscomplexobj(a) or a.dtype == object:
+        if a.dtype.kind not in "biuf":      # complex, object, str, datetime, ...
             raise TypeError
         a = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError):

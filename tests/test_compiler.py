@@ -335,6 +335,54 @@ def test_options_parse_and_reject_unknown_values() -> None:
         CompileOptions.parse(["tiles=3"])
     with pytest.raises(D1Error, match="unknown matmul algorithm"):
         CompileOptions(matmul="cannon")
+    # "no" was read as its truth value (double buffering on), a numpy integer reach refused,
+    # and a single string (or None) iterated as characters or a TypeError
+    with pytest.raises(D1Error, match="'double_buffer' is True or False, got 'no'"):
+        CompileOptions(double_buffer="no")
+    with pytest.raises(D1Error, match="'spmd' is True or False, got 0"):
+        CompileOptions(spmd=0)
+    assert CompileOptions(reach=np.int64(2)) == CompileOptions(reach=2)
+    assert CompileOptions(preskew=np.bool_(False)).preskew is False
+    for bad in ("matmul=naive", None):
+        with pytest.raises(D1Error, match="takes a list of 'KEY=VALUE' strings"):
+            CompileOptions.parse(bad)
+
+
+GRAPH_TEXT = "input a: f32[2, 3]\nparam w: f32[3] = 1\ns = sum(a * w)\n" \
+             "update w = w - grad(s, w)\noutput s\n"
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda g: compiler.make_inputs(GRAPH_TEXT), "make_inputs takes a checked program .* not str: "
+                                                 "check the text first"),
+    (lambda g: compiler.init_params(None), "init_params takes a checked program"),
+    (lambda g: compiler.evaluate(GRAPH_TEXT, {}), "evaluate takes a checked program"),
+    (lambda g: compiler.train_step(GRAPH_TEXT, None, {}), "train_step takes a checked program"),
+    (lambda g: compiler.differentiate(GRAPH_TEXT), "differentiate takes a checked program"),
+    (lambda g: compiler.format_ir(None), "format_ir takes a checked program"),
+    (lambda g: compiler.verify(3), "verify takes a checked program"),
+    (lambda g: compiler.evaluate(g, {"a": np.zeros((2, 3), "M8[s]")}),
+     "input 'a' must be an array of real numbers"),
+    (lambda g: compiler.compare_outputs(g, None, {"s": 1.0}), "outputs must be a mapping"),
+    (lambda g: compiler.compare_outputs(g, {"s": "x"}, {"s": 1.0}),
+     "output 's' is not an array of real numbers"),
+    (lambda g: compiler.compare_outputs(g, {"s": [[1], [2, 3]]}, {"s": 1.0}),
+     "output 's' is not an array of real numbers"),
+    (lambda g: compiler.compare_outputs(g, {"s": 1.0}, {"s": 1j}),
+     "reference output 's' is not an array of real numbers"),
+    (lambda g: compiler.check_source(GRAPH_TEXT, None, None),
+     "file name of the program text must be a str, not NoneType"),
+    (lambda g: compiler.compile_source(GRAPH_TEXT, machine("m4x4"), 7),
+     "file name of the program text must be a str, not int"),
+    (lambda g: assemble(".text all\n halt\n", 7), "file name of the assembly text must be a str"),
+])
+def test_python_api_arguments_of_the_wrong_kind_are_d1_errors(call, says):
+    """Each was an AttributeError or TypeError from deep inside, a datetime input was read as
+    numbers, and a file name that is not a str an 'internal compiler error' (compile_source)
+    or an object whose bytes did not load ('bad file list', assemble)."""
+    g = compiler.check_source(GRAPH_TEXT)
+    with pytest.raises(D1Error, match=says):
+        call(g)
 
 
 def test_pipeline_reports_each_pass() -> None:

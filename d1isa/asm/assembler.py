@@ -595,7 +595,8 @@ def assemble(text: str, filename: str = "<string>", machine: Machine | None = No
                          else ""))
     if not isinstance(filename, str):
         hint = " (pass the machine as machine=...)" if isinstance(filename, Machine) else ""
-        raise D1Error(f"the file name must be a str, not {type(filename).__name__}{hint}")
+        raise D1Error(f"the file name of the assembly text must be a str, not "
+                      f"{type(filename).__name__}{hint}")
     if machine is not None:
         machine = machine_or_default(machine)   # a clear error for a name or anything else
     # Equates may refer forward to each other (MAX_EQU_DEPTH deep); each level is a few Python
