@@ -126,9 +126,11 @@ class Trainer:
                           f"the path of a .npz file; got {type(params).__name__}")
         start = starting_params(prog, params, init_seed, what)     # checked before the emulator
         ranks = comm is not None and comm.Get_size() > 1
+        if threads is None:     # 0 too was taken for "choose" (Emulator refuses it)
+            threads = 1 if ranks else auto_threads(self.machine.n_live)
         self.emu = Emulator(self.obj, max_cycles=DEFAULT_MAX_CYCLES if max_cycles is None
                             else max_cycles,
-                            threads=threads or (1 if ranks else auto_threads(self.machine.n_live)),
+                            threads=threads,
                             comm=comm)
         for name, value in start.items():
             self.emu.set_input(name, value)
@@ -164,6 +166,7 @@ class Trainer:
         A step that traps or deadlocks raises `RuntimeFault`, and every later call raises a
         D1Error: the params in SRAM are then those of no finished step (some updates may have
         been written, others not), so training cannot go on from them."""
+        _check_count("step", "epoch", epoch)
         if self.fault is not None:
             raise D1Error(f"{self.fault}; the params it left in SRAM are those of no finished "
                           "step, so no step can follow it: make a new Trainer")
@@ -207,7 +210,7 @@ class Trainer:
         self._check_names(arrays, "give one array for every input of the program")
         counts = {}
         for name in self.inputs:
-            a = np.asarray(arrays[name])
+            a = _samples(arrays[name], name)
             want = tuple(self.obj.tensor(name).shape)
             if a.ndim != len(want) or a.shape[1:] != want[1:]:
                 per = "[N" + "".join(f", {d}" for d in want[1:]) + "]"
@@ -237,8 +240,11 @@ class Trainer:
         _check_count("fit", "epochs", epochs)
         if shuffle is not None:
             _check_count("fit", "shuffle", shuffle, " (a seed) or None")
+        if on_step is not None and not callable(on_step):
+            raise D1Error(f"fit(on_step=...) takes a function of the step's history row, or "
+                          f"None; got {type(on_step).__name__}")
         plan = self.plan(arrays)
-        data = {n: np.asarray(arrays[n]) for n in self.inputs}
+        data = {n: _samples(arrays[n], n) for n in self.inputs}
         rng = np.random.default_rng(shuffle) if shuffle is not None else None
         first = len(self.history)
         self.interrupted = False
@@ -352,6 +358,15 @@ def stop_after_step() -> Iterator[_Stop]:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _samples(value: Any, name: str) -> np.ndarray:
+    """An input's samples as an array (a ragged nested list was numpy's ValueError)."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise D1Error(f"input '{name}' cannot be read as an array "
+                      f"({str(e).split('. ')[0]})") from None
 
 
 def _check_count(call: str, what: str, value: Any, kind: str = "") -> None:

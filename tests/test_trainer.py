@@ -453,7 +453,20 @@ def test_a_batch_that_is_not_a_mapping_and_bad_fit_arguments_are_d1_errors():
     for kw in ({"epochs": "2"}, {"epochs": -1}, {"epochs": True}, {"shuffle": "a"}):
         with pytest.raises(D1Error, match=f"fit\\({next(iter(kw))}=...\\) takes an integer"):
             t.fit(data, **kw)
+    # a ragged list was numpy's ValueError (from step and from fit), fit(on_step=3) a
+    # TypeError after its first step had run, step(epoch="a") recorded as the row's epoch
+    ragged = {"x": [[0.0] * 16, [0.0]], "y": data["y"]}
+    for call in (t.step, t.fit):
+        with pytest.raises(D1Error, match="input 'x' cannot be read as an array"):
+            call(ragged)
+    with pytest.raises(D1Error, match=r"fit\(on_step=...\) takes a function"):
+        t.fit(data, on_step=3)
+    with pytest.raises(D1Error, match=r"step\(epoch=...\) takes an integer >= 0"):
+        t.step(data, epoch="a")
+    assert t.steps == 0
     assert len(t.fit(data, epochs=np.int64(1), shuffle=0)) == 1
+    with pytest.raises(D1Error, match="threads must be >= 1, got 0"):
+        Trainer(LINEAR, machine=M4, threads=0)
 
 
 def test_a_params_file_with_two_arrays_of_one_name_is_refused(tmp_path):
