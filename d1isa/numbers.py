@@ -47,3 +47,16 @@ def check_seed(seed: Any, what: str = "seed") -> int:
     if not is_integer(seed) or seed < 0:
         raise D1Error(f"{what} must be an integer >= 0, got {seed!r}")
     return int(seed)
+
+
+def integer_arg(value: Any, what: str) -> int:
+    """An integer argument of a call that the debugger's prompt also makes with text: an int
+    or a numpy integer, or a str of one ("12", " -3"); anything else (a float, which int()
+    truncated, a bool, None) is a D1Error naming `what`."""
+    if is_integer(value):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("+-").isascii() and text.lstrip("+-").isdigit() and len(text) <= 100:
+            return int(text)
+    raise D1Error(f"{what} must be an integer, got {value!r}")

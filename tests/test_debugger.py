@@ -981,3 +981,39 @@ def test_step_all_speaks_of_other_nodes_only_when_there_are_some(tmp_path, capsy
         main(["debug", str(src), "--mesh", "2x2", "--batch", "-ex", "step all"])
     out = capsys.readouterr().out
     assert "4 of 4 nodes reached another source line\n" in out and "others" not in out
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda d: d.stepi(1.5), "a count must be an integer, got 1.5"),
+    (lambda d: d.step(True), "a count must be an integer, got True"),
+    (lambda d: d.disasm(count=2.5), "a count must be an integer, got 2.5"),
+    (lambda d: d.mem(0, 1.5), "a count must be an integer, got 1.5"),
+    (lambda d: d.watch_mem(0, 1.5), "a watched SRAM range's length must be an integer"),
+    (lambda d: d.watch_link((2, 1), None), r"direction must be N, E, S, W or 0..3, got None"),
+    (lambda d: d.watch_link((2, 1), "W", 1.5), "a watched FIFO's fill must be an integer"),
+    (lambda d: d.break_at("bump", condition=3), "condition is an expression in a str"),
+    (lambda d: d.break_at("bump", node=1.5), "a node is an id or"),
+    (lambda d: d.regs(True), "a node is an id or"),
+    (lambda d: d.enable(None), "a breakpoint number must be an integer, got None"),
+    (lambda d: d.delete("x"), "a breakpoint number must be an integer, got 'x'"),
+    (lambda d: d.evaluate(None), "an expression is a str, not NoneType"),
+    (lambda d: d.tensor(None), "a value's name is a str, not NoneType"),
+    (lambda d: d.value(3), "a value's name is a str, not int"),
+    (lambda d: d.goto(None), "a position is a vector of 16 per-node counts"),
+    (lambda d: d.goto("x"), "a position is a vector of 16 per-node counts"),
+    (lambda d: d.goto([1.5] * 16), "a position is a vector of 16 per-node counts"),
+    (lambda d: d.goto([-1] * 16), "a position is a vector of 16 per-node counts"),
+    (lambda d: d.goto(2 ** 70), "a position is a vector of 16 per-node counts"),
+    (lambda d: d.listing(context=1.5), "the listing's context must be an integer"),
+    (lambda d: d.listing(context=-1), "the listing's context is a number of lines >= 0"),
+    (lambda d: Debugger(d.obj, checkpoint_bytes=None), "checkpoint_bytes must be an integer"),
+])
+def test_python_api_arguments_of_the_wrong_kind_are_d1_errors(m4, call, says):
+    """Each was a raw TypeError, ValueError or OverflowError, or (a float count, length, node
+    or goto vector, a negative context) silently truncated or read as something else; the
+    debugger goes on as before (counts given as text, as the prompt passes them, still work)."""
+    dbg = Debugger(assemble((ROOT / ASM / "token_ring.d1s").read_text(), "token_ring.d1s", m4))
+    with pytest.raises(D1Error, match=says):
+        call(dbg)
+    assert dbg.stepi("2").reason == "step" and dbg.position == 2
+    assert dbg.run().reason == "halted"

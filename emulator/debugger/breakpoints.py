@@ -25,6 +25,7 @@ import numpy as np
 from d1isa import isa, units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, OPPOSITE, Machine
+from d1isa.numbers import integer_arg, is_integer
 from emulator.debugger.blocks import BlockInfo
 from emulator.debugger.expr import Expr, Getter
 from emulator.debugger.views import fmt_value
@@ -227,15 +228,16 @@ class Points:
             k = len(self.items)
             self.items.clear()
         else:
-            if int(number) not in self.items:
+            number = integer_arg(number, "a breakpoint number")
+            if number not in self.items:
                 raise D1Error(f"no breakpoint or watchpoint number {number}")
-            del self.items[int(number)]
+            del self.items[number]
             k = 1
         self.rebuild()
         return k
 
     def enable(self, number: int, on: bool = True) -> None:
-        item = self.items.get(int(number))
+        item = self.items.get(integer_arg(number, "a breakpoint number"))
         if item is None:
             raise D1Error(f"no breakpoint or watchpoint number {number}")
         item.enabled = on
@@ -375,7 +377,7 @@ def parse_direction(d: Any) -> int:
         if t in DIRECTIONS:
             return DIRECTIONS.index(t)
         raise D1Error(f"direction must be {names}, got {d!r}")
-    v = int(d)
+    v = int(d) if is_integer(d) else -1
     if not 0 <= v < len(DIRECTIONS):
         raise D1Error(f"direction must be {', '.join(DIRECTIONS)} or 0..{len(DIRECTIONS) - 1}, "
                       f"got {d!r}")

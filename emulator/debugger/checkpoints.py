@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from d1isa.errors import D1Error
+from d1isa.numbers import integer_arg
 from emulator.emulator import Emulator
 from emulator.state import Snapshot
 
@@ -50,9 +51,12 @@ class Checkpoints:
                  interval: int | None = None) -> None:
         # a zero or negative interval never grows by doubling, so every chunk would be
         # checkpointed and the budget thinned at each one: refuse it instead
-        if interval is not None and int(interval) < 1:
+        if interval is not None:
+            interval = integer_arg(interval, "checkpoint_interval")
+        budget_bytes = integer_arg(budget_bytes, "checkpoint_bytes")
+        if interval is not None and interval < 1:
             raise D1Error(f"checkpoint_interval must be >= 1 instruction, got {interval}")
-        if int(budget_bytes) < 0:
+        if budget_bytes < 0:
             raise D1Error(f"checkpoint_bytes must be >= 0, got {budget_bytes}")
         self.emu = emu
         self.budget_bytes = int(budget_bytes)

@@ -37,6 +37,7 @@ import numpy as np
 from d1isa import debuginfo, isa, units
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS
+from d1isa.numbers import integer_arg
 from d1isa.objfile import ObjectFile
 from emulator import constants as K
 from emulator.debugger import breakpoints as bps
@@ -158,9 +159,8 @@ class Debugger:
             if len(vals) == 1 and "," not in text:     # "1," is an X,Y cut short, not id 1
                 return self.emu.node_id(vals[0])
             raise D1Error(f"a node is X,Y or a live-node id, got {spec!r}")
-        if isinstance(spec, (tuple, list)):
-            return self.emu.node_id((int(spec[0]), int(spec[1])))
-        return self.emu.node_id(int(spec))
+        # Emulator.node_id: integers only (int() read 1.5 as node 1, and True as node 1)
+        return self.emu.node_id(tuple(spec) if isinstance(spec, list) else spec)
 
     def _xy_text(self, node: int) -> str:
         x, y = self.machine.xy[node]
@@ -351,9 +351,15 @@ class Debugger:
 
     def goto(self, target: Any) -> Stop:
         """Go to the latest state whose per-node counts are all <= `target` (a count vector)."""
-        w = np.asarray(target, dtype=np.int64)
-        if w.shape != (self.n,):
-            raise D1Error(f"a position is a vector of {self.n} per-node counts")
+        try:
+            w = np.asarray(target)
+        except (TypeError, ValueError):
+            w = np.zeros(0)
+        # floats were truncated, text was a ValueError and a count past int64 an OverflowError
+        if w.shape != (self.n,) or w.dtype.kind not in "iu" or (w.size and w.min() < 0):
+            raise D1Error(f"a position is a vector of {self.n} per-node counts (integers "
+                          f">= 0), got {target!r}"[:300])
+        w = np.minimum(w, MAX_COUNT).astype(np.int64)
         reverse.goto(self, w)
         return self._make_stop("step", self.focus)
 
@@ -690,6 +696,9 @@ class Debugger:
         prompt). node: None (focused node for a pc or label, all nodes for a line), "all", or
         a node."""
         location = str(location)
+        if condition is not None and not isinstance(condition, str):
+            raise D1Error(f"a breakpoint's condition is an expression in a str, or None; got "
+                          f"{type(condition).__name__}")
         tree = expr.parse(condition) if condition else None
         cond = self._compile(tree, condition) if tree is not None else None
         slots, nodes, text = bps.resolve(self, location, node)
@@ -701,7 +710,7 @@ class Debugger:
     def watch_mem(self, addr: Any, length: int = 4, node: Any = None) -> Watchpoint:
         nid = self.node(node)
         a = addr if isinstance(addr, int) else self._evaluate(str(addr), nid)
-        length = int(length)
+        length = integer_arg(length, "a watched SRAM range's length")
         if length < 1:
             raise D1Error(f"a watched SRAM range is at least 1 byte long, got {length}")
         if a < 0 or a + length > self.machine.sram_bytes:
@@ -736,6 +745,8 @@ class Debugger:
         slots = bps.watch_slots(self, nid, lambda info: bps.link_writers(info, d))
         t = int(self.machine.neighbors[nid, d])
         depth = self.machine.fifo_depth
+        if above is not None:
+            above = integer_arg(above, "a watched FIFO's fill")
         if above is not None and not 0 <= int(above) < depth:
             # any other N would stop at every send (N < 0) or never (a FIFO holds `depth`)
             raise D1Error(f"a FIFO holds 0..{depth} messages: watch '> N' for N in "
@@ -766,6 +777,8 @@ class Debugger:
 
     def evaluate(self, text: str, node: Any = None) -> int:
         """Evaluate a debugger expression in the context of a node (default: the focused one)."""
+        if not isinstance(text, str):
+            raise D1Error(f"an expression is a str, not {type(text).__name__}")
         return self._evaluate(text, self.node(node))
 
     def _evaluate(self, text: str, node: int) -> int:
@@ -811,6 +824,8 @@ class Debugger:
         """Any value the program names (or a tensor of the object), as it stands now: its
         elements if live, else "not computed yet", "overwritten" (when) or "not stored" (why):
         emulator.debugger.values."""
+        if not isinstance(name, str):
+            raise D1Error(f"a value's name is a str, not {type(name).__name__}")
         return values.view(self, name)
 
     def tensor(self, name: str) -> np.ndarray:
@@ -825,7 +840,12 @@ class Debugger:
         return views.link_views(self, self.node(node))
 
     def listing(self, node: Any = None, context: int = 5, line: int | None = None) -> Listing:
-        return views.listing(self, self.node(node), context, line)
+        context = integer_arg(context, "the listing's context")
+        if context < 0:
+            raise D1Error(f"the listing's context is a number of lines >= 0, got {context}")
+        if line is not None:
+            line = integer_arg(line, "a line")
+        return views.listing(self, self.node(node), min(context, MAX_COUNT), line)
 
     def disasm(self, count: int = 10, node: Any = None) -> list[tuple[int, str, str, bool]]:
         """(pc, instruction, source location, is current) around the node's pc."""
@@ -902,10 +922,7 @@ MAX_COUNT = 1 << 62
 
 
 def _positive(n: Any) -> int:
-    try:
-        v = int(n)
-    except (TypeError, ValueError):
-        raise D1Error(f"expected a count, got {n!r}") from None
+    v = integer_arg(n, "a count")
     if v < 1:
         raise D1Error(f"count must be >= 1, got {v}")
     return min(v, MAX_COUNT)

@@ -16,6 +16,7 @@ import numpy as np
 from d1isa.disasm import format_word
 from d1isa.errors import D1Error
 from d1isa.machine import DIRECTIONS, OPPOSITE
+from d1isa.numbers import integer_arg
 from emulator import constants as K
 from emulator.report import Deadlock, Trap, Where
 
@@ -267,7 +268,7 @@ def mem_view(dbg: Debugger, nid: int, a: int, count: int | None, fmt: str) -> Me
     esize = _ELEMENT_BYTES.get(fmt)
     if esize is None:
         raise D1Error(f"unknown format {fmt!r}: use hex, f32, bf16, i32 or i64")
-    n = int(count) if count is not None else (64 if fmt == "hex" else 16)
+    n = integer_arg(count, "a count") if count is not None else (64 if fmt == "hex" else 16)
     if n < 1:
         raise D1Error(f"count must be >= 1, got {n}")
     raw = dbg.emu.sram(nid, a, n * esize).tobytes()
