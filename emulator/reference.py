@@ -65,6 +65,7 @@ from d1isa import traps
 from d1isa.errors import D1Error
 from d1isa.isa import FLOPS, INSTRUCTIONS, OPERANDS, EncodingError, Instruction, decode
 from d1isa.machine import DIRECTIONS, OPPOSITE, TIMING_CLASSES
+from d1isa.numbers import is_integer
 from d1isa.objfile import ObjectFile
 
 MASK64 = (1 << 64) - 1
@@ -256,6 +257,11 @@ class ReferenceEmulator:
 
     def __init__(self, obj: ObjectFile, seed: int = 0, max_cycles: int = 50_000_000,
                  quantum: int = 64) -> None:
+        if not isinstance(obj, ObjectFile):
+            raise D1Error(f"ReferenceEmulator takes an ObjectFile, not {type(obj).__name__}")
+        for what, value in (("seed", seed), ("max_cycles", max_cycles), ("quantum", quantum)):
+            if not is_integer(value):
+                raise D1Error(f"{what} must be an integer, not {type(value).__name__}")
         if quantum < 1:
             raise D1Error(f"quantum must be at least 1, got {quantum}")
         m = obj.machine

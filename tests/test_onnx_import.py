@@ -445,6 +445,19 @@ def test_a_wrong_model_is_an_error_not_a_traceback():
     assert e.value.kinds == ["model"]
 
 
+def test_import_model_says_what_it_takes():
+    """A path or None as the model, or shapes that are not {name: tuple of ints}, were an
+    AttributeError or a TypeError ('int' object is not iterable)."""
+    m = model([helper.make_node("Relu", ["a"], ["y"], name="r")], [("a", [3])], [("y", [3])])
+    for bad in (None, "m.onnx"):
+        with pytest.raises(D1Error, match="import_model takes an onnx.ModelProto"):
+            import_model(bad, "m.onnx")
+    for shapes in (3, {"a": "x"}, {"a": (1.5,)}, {1: (3,)}):
+        with pytest.raises(D1Error, match="shapes maps input names to tuples of integers"):
+            import_model(m, "m.onnx", shapes)
+    assert "relu(a)" in import_model(m, "m.onnx", {"a": (3,)}).text
+
+
 @pytest.mark.parametrize("op, attrs, message", [
     ("MaxPool", {"kernel_shape": [2, 2], "strides": [1]}, "strides [1] do not fit 2 spatial "
                                                            "axes"),

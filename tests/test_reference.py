@@ -1116,3 +1116,19 @@ def test_compare_states_names_the_first_difference():
 def test_run_state_names():
     assert RUNNING == 0 and BLOCKED_SEND == 1 and BLOCKED_RECV == 2
     assert HALTED == 3 and TRAPPED == 4
+
+
+@pytest.mark.parametrize("args, kw, says", [
+    ((None,), {}, "ReferenceEmulator takes an ObjectFile, not NoneType"),
+    (("prog.d1o",), {}, "ReferenceEmulator takes an ObjectFile, not str"),
+    ((), {"quantum": "x"}, "quantum must be an integer, not str"),
+    ((), {"seed": 1.5}, "seed must be an integer, not float"),
+])
+def test_the_reference_emulator_says_what_it_takes(args, kw, says):
+    """These were an AttributeError ('NoneType' object has no attribute 'machine') or a
+    TypeError from comparing 'x' with 1."""
+    from d1isa.errors import D1Error
+
+    obj = make_obj(machine(), {0: [E("halt")]})
+    with pytest.raises(D1Error, match=says):
+        ReferenceEmulator(*(args or (obj,)), **kw)

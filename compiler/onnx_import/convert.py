@@ -21,6 +21,7 @@ converters that need them and never reach the program.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from compiler.onnx_import.expr import E
 from compiler.onnx_import.names import Names, shown
 from compiler.onnx_import.registry import lookup, why_not
 from d1isa.errors import D1Error
+from d1isa.numbers import is_integer
 
 # ONNX element types (onnx.TensorProto.DataType), the ones this module names.
 FLOAT, UINT8, INT8, UINT16, INT16, INT32, INT64, STRING, BOOL, FLOAT16, DOUBLE = range(1, 12)
@@ -838,4 +840,15 @@ def _elem_of_array(a: np.ndarray) -> int:
 def import_model(model: Any, filename: str = "<model>",
                  shapes: dict[str, tuple[int, ...]] | None = None) -> Imported:
     """Convert an onnx ModelProto (already read and checked) into an `Imported` program."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        raise D1Error(f"import_model takes an onnx.ModelProto (read_model(path) reads one), "
+                      f"not {type(model).__name__}")
+    if shapes is not None and (
+            not isinstance(shapes, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, tuple | list)
+                       and all(is_integer(d) for d in v) for k, v in shapes.items())):
+        raise D1Error(f"shapes maps input names to tuples of integers, e.g. "
+                      f"{{'input.1': (32, 784)}}; got {shapes!r}"[:300])
     return Importer(model, filename, shapes or {}).run()
