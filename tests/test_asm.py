@@ -874,7 +874,7 @@ def test_python_api_wrong_argument_types_are_d1_errors():
     with pytest.raises(D1Error, match="disassemble takes an ObjectFile, not str"):
         disassemble("prog.d1o")
     # the machine passed second, where the file name goes: a TypeError when disassembled
-    with pytest.raises(D1Error, match=r"file name of the assembly text must be a str, not Machine \(pass the "):
+    with pytest.raises(D1Error, match=r"assembly text must be a str, not Machine \(pass the "):
         assemble(".text all\n halt\n", load_machine("m4x4"))
 
 
