@@ -157,12 +157,14 @@ def matmul_section() -> None:
                   f"compile {r['compile']:.1f} s)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import sys
-    which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if which not in ("all", "data", "matmul"):
-        raise SystemExit(f"usage: python -m benchmarks.scale_bench [all|data|matmul], not "
-                         f"{which!r}")
+    args = sys.argv[1:] if argv is None else argv
+    which = args[0] if args else "all"
+    if len(args) > 1 or which not in ("all", "data", "matmul"):
+        print(f"usage: python -m benchmarks.scale_bench [all|data|matmul]  (or `d1 bench "
+              f"scale`), not {' '.join(args)!r}", file=sys.stderr)
+        raise SystemExit(2)
     if which in ("all", "data"):
         data_section()
     if which in ("all", "matmul"):

@@ -88,7 +88,8 @@ def test_the_encoder_section_prints_each_figure_against_its_target(capsys, util,
 
 
 @pytest.mark.parametrize("module, good", [("compiler_bench", "spmd"), ("debugger_bench", None),
-                                          ("emulator_bench", None), ("train_bench", None)])
+                                          ("emulator_bench", None), ("train_bench", None),
+                                          ("scale_bench", "data")])
 def test_a_benchmark_given_an_argument_it_does_not_take_is_a_usage_error(module, good, capsys):
     # `python -m benchmarks.compiler_bench --help` (or a misspelt `spmd`) ran the whole
     # several-minute suite, ignoring the argument; it is now a usage error, before anything runs.
