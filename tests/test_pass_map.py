@@ -202,20 +202,22 @@ def test_transpose_is_a_transposing_redistribution_into_a_block_layout():
 
 def test_a_3d_reduction_along_a_middle_axis_reduces_the_columns_of_a_gathered_matrix():
     m = mapped("input x: f32[2, 3, 4]\ns = sum(x, axis=1)\noutput s\n")
-    assert kinds(m) == ["gather(reduce)", "sum[cols]", "reshape"]
+    assert kinds(m) == ["gather(axis)", "sum[cols]", "reshape"]
     mat, flat, s = (st.out for st in m.mapper.steps)
     assert mat.shape == (3, 8) and axes(mat) == ("P", "Q")
     assert flat.shape == (8,) and axes(flat) == (None, "Q")
     assert s is m.value("s") and s.shape == (2, 4)
 
 
-def test_a_3d_reduction_reads_the_replicated_copy_another_reader_makes_anyway():
-    m = mapped("input x: f32[2, 3, 4]\ns = sum(x, axis=1)\np = softmax(x, axis=0)\n"
+def test_a_softmax_along_a_leading_axis_shares_the_axis_matrix_of_a_reduction_along_it():
+    m = mapped("input x: f32[2, 3, 4]\ns = sum(x, axis=0)\np = softmax(x, axis=0)\n"
                "output s, p\n")
-    assert kinds(m) == ["redistribute", "nd-sum[axis=1]", "nd-softmax[axis=0]"]
-    copy = m.mapper.steps[0].out
-    assert axes(copy) == (None, None) and copy.layout.dense
-    assert m.mapper.steps[1].ins == [copy] and m.mapper.steps[2].ins == [copy]
+    assert kinds(m) == ["gather(axis)", "sum[cols]", "reshape", "softmax[cols]",
+                        "gather(axis)"]
+    mat = m.mapper.steps[0].out
+    assert mat.shape == (2, 12) and not mat.layout.dense
+    assert m.mapper.steps[1].ins == [mat] and m.mapper.steps[3].ins == [mat]
+    assert m.mapper.steps[4].out is m.value("p") and m.value("p").shape == (2, 3, 4)
 
 
 def test_each_step_records_the_source_position_and_name_of_its_node():
