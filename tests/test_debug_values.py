@@ -416,3 +416,10 @@ def test_data_parallel_values_are_the_global_ones():
     assert regions[by["g1"].stores[0].first]["op"] in ("allreduce(chips)", "share(chips)")
     assert not by["grad(loss, b1)"].stores
     assert "partial result over its share of the batch" in by["grad(loss, b1)"].note
+    # A whole value is chip (0,0)'s copy, and `tensor` says so; a split one covers every chip.
+    dbg = Debugger(obj)
+    assert dbg.value("w1").header() == ("w1: param f32[64, 32] in 16 pieces, line 4 (chip "
+                                        "(0,0)'s copy; each of the 4 chips holds the same)")
+    assert dbg.value("x").header() == "x: input f32[64, 64] in 32 pieces, line 2"
+    assert Debugger(compiler.compile_file(ROOT / "programs/train_digits.d1k", M4)).value(
+        "w1").header() == "w1: param f32[64, 32] in 16 pieces, line 4"

@@ -52,12 +52,14 @@ class TensorView:
     array: np.ndarray | None = None
     line: int = 0
     overwritten_at: tuple[int, int, int] | None = None
+    copy: str = ""
 
     def header(self) -> str:
         where = f", line {self.line}" if self.line else ""
         held = (f" in {self.pieces} piece{'s' if self.pieces != 1 else ''}"
                 if self.pieces else "")
-        return f"{self.name}: {self.kind} {self.dtype}{list(self.shape)}{held}{where}"
+        copy = f" ({self.copy})" if self.copy else ""
+        return f"{self.name}: {self.kind} {self.dtype}{list(self.shape)}{held}{where}{copy}"
 
 
 def names(dbg: Debugger) -> list[str]:
@@ -88,7 +90,7 @@ def view(dbg: Debugger, name: str) -> TensorView:
         if state == LIVE:
             a = dbg.emu.gather(s.layout).reshape(v.shape)
             return TensorView(v.name, v.kind, v.dtype, v.shape, len(s.layout.pieces), LIVE,
-                              array=a, line=v.line)
+                              array=a, line=v.line, copy=_copy(dbg, s))
     first, (state, nodes) = v.stores[0], states[0]
     pieces = len(first.layout.pieces)
     if state == PENDING:
@@ -96,7 +98,8 @@ def view(dbg: Debugger, name: str) -> TensorView:
         return TensorView(v.name, v.kind, v.dtype, v.shape, pieces, PENDING,
                           f"not computed yet: {_step(dbg, first.first)}, which computes it, "
                           f"has not finished on {len(nodes)} of the {len(holders)} nodes "
-                          f"holding it (first: node {dbg._xy_text(nodes[0])})", line=v.line)
+                          f"holding it (first: node {dbg._xy_text(nodes[0])})", line=v.line,
+                          copy=_copy(dbg, first))
     # The first store is overwritten, and no copy is live: report when the last store to go
     # went (the cycle of its first overwriting node).
     gone = [(_overwritten_at(dbg, info, s, nodes), s)
@@ -111,7 +114,21 @@ def view(dbg: Debugger, name: str) -> TensorView:
         text = (f"overwritten at T={t:,} (cycle {cycle:,}): node {dbg._xy_text(node)} began "
                 f"{_step(dbg, s.until)}, which {why}")
     return TensorView(v.name, v.kind, v.dtype, v.shape, pieces, OVERWRITTEN, text,
-                      line=v.line, overwritten_at=at)
+                      line=v.line, overwritten_at=at, copy=_copy(dbg, s))
+
+
+def _copy(dbg: Debugger, s: Store) -> str:
+    """Of a data-parallel program, which chips a store covers: a value split over the chips
+    has every chip's pieces (nothing to say), a whole one only chip (0,0)'s, which every chip
+    holds a copy of and computes alike; its state is that of chip (0,0)'s nodes."""
+    m = dbg.machine
+    par = dbg.obj.meta.get("parallel") if isinstance(dbg.obj.meta, dict) else None
+    if m.chips < 2 or not isinstance(par, dict) or par.get("mode") != "data":
+        return ""
+    chips = {int(m.chip_index[p.node]) for p in s.layout.pieces}
+    if chips != {0}:
+        return ""
+    return f"chip (0,0)'s copy; each of the {m.chips} chips holds the same"
 
 
 def _state(dbg: Debugger, info: DebugInfo, s: Store) -> tuple[str, list[int]]:
