@@ -741,9 +741,14 @@ def test_debug_takes_the_model(mlp, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     status, out = d1(capsys, "debug", path, "--shape", "input.1=6,8", "--mesh", "2x2",
                      "--input", f"input.1={tmp_path / 'x.npy'}", "--batch", "-ex", "run",
-                     "-ex", "tensor out_0")
+                     "-ex", "tensor out_0", "-ex", "tensor out:0", "-ex", "tensor input.1")
     assert status == 0, out
     assert "all 4 nodes halted" in out and str(np.float32(want.max()))[:5] in out
+    # a value by its ONNX name too, shown under the program's name
+    shown = out.split("(d1) ")
+    assert shown[3].splitlines()[1:] == shown[2].splitlines()[1:] and \
+        shown[3].startswith("tensor out:0\nout_0: output f32[6, 4]")
+    assert shown[4].startswith("tensor input.1\ninput_1: input f32[6, 8]"), shown[4]
 
 
 def test_compile_errors_point_into_the_imported_text(tmp_path, capsys):

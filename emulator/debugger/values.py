@@ -73,6 +73,10 @@ def names(dbg: Debugger) -> list[str]:
 def view(dbg: Debugger, name: str) -> TensorView:
     """The state of value `name` at the current position, with its elements if live."""
     info = dbg.debug_info
+    meta = dbg.obj.meta if isinstance(dbg.obj.meta, dict) else {}
+    onnx = meta.get("onnx_names")
+    if isinstance(onnx, dict) and isinstance(onnx.get(name.strip()), str):
+        name = onnx[name.strip()]         # a model's value by its ONNX name: `input.1`
     v = info.find(name) if info is not None else None
     if v is None:
         t = next((t for t in dbg.obj.tensors if spelling(t.name) == spelling(name)), None)
