@@ -739,13 +739,21 @@ def test_compile_embeds_the_weights_and_names(mlp, tmp_path, capsys):
 def test_debug_takes_the_model(mlp, tmp_path, capsys, monkeypatch):
     path, x, want = mlp
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    from compiler.onnx_import import import_file
+    text = import_file(path, {"input.1": (6, 8)}).text.splitlines()
+    line = 1 + next(i for i, t in enumerate(text) if t.startswith("out_0 ="))
+    # a line of the model's text by the model's file name (it is MODEL.onnx[MODEL.d1k])
     status, out = d1(capsys, "debug", path, "--shape", "input.1=6,8", "--mesh", "2x2",
-                     "--input", f"input.1={tmp_path / 'x.npy'}", "--batch", "-ex", "run",
+                     "--input", f"input.1={tmp_path / 'x.npy'}", "--batch",
+                     "-ex", f"break mlp.onnx:{line}", "-ex", "break mlp.d1k:1", "-ex", "delete",
+                     "-ex", "run",
                      "-ex", "tensor out_0", "-ex", "tensor out:0", "-ex", "tensor input.1")
+    assert f"Breakpoint 1 at mlp.onnx:{line} on all nodes" in out
+    assert "error: no code for line mlp.d1k:1" in out
     assert status == 0, out
     assert "all 4 nodes halted" in out and str(np.float32(want.max()))[:5] in out
     # a value by its ONNX name too, shown under the program's name
-    shown = out.split("(d1) ")
+    shown = out.split("(d1) ")[3:]
     assert shown[3].splitlines()[1:] == shown[2].splitlines()[1:] and \
         shown[3].startswith("tensor out:0\nout_0: output f32[6, 4]")
     assert shown[4].startswith("tensor input.1\ninput_1: input f32[6, 8]"), shown[4]

@@ -308,6 +308,15 @@ def resolve(dbg: Debugger, location: str, node: Any
     return slots, filt, text
 
 
+def _names_file(f: str, fname: str) -> bool:
+    """Whether `fname` names the object's file `f`: its path, its name, a tail of its path;
+    of the text of an imported model (`MODEL.onnx[MODEL.d1k]`), the model or that name too."""
+    if f == fname or Path(f).name == fname or f.endswith("/" + fname):
+        return True
+    model, bracket, inner = f[:-1].partition("[") if f.endswith("]") else ("", "", "")
+    return bool(bracket) and (inner == fname or _names_file(model, fname))
+
+
 def _resolve_line(dbg: Debugger, fname: str | None, line: int, col: int | None,
                   chosen: int | None, all_nodes: bool
                   ) -> tuple[set[int], frozenset[int] | None, str]:
@@ -318,8 +327,7 @@ def _resolve_line(dbg: Debugger, fname: str | None, line: int, col: int | None,
             fi = 0 if files else -1
         fidx = {fi}
     else:
-        fidx = {i for i, f in enumerate(files)
-                if f == fname or Path(f).name == fname or f.endswith("/" + fname)}
+        fidx = {i for i, f in enumerate(files) if _names_file(f, fname)}
         if not fidx:
             raise D1Error(f"no file {fname!r} in this object (files: "
                           f"{', '.join(files) or 'none'})")
