@@ -192,7 +192,11 @@ def plan(graph: Graph, machine: Machine) -> DataParallel:
     B = sizes.pop()
     if B % C:
         raise NotDataParallel(f"the batch of {B} does not split evenly over {C} chips")
-    marked: set[int] = set()
+    # Every gradient a `grad` call gives is all-reduced where it is computed, not later
+    # through the linear ops that may follow it (`w - 0.1 * g` would all-reduce `0.1 * g`, as
+    # many bytes): then it is the global gradient on every chip, which the debugger shows
+    # (`tensor grad(loss, w)`), and the update scales the sum as the one-chip program does.
+    marked: set[int] = {node.id for _, _, node in graph.grad_calls}
     while True:
         s = _Splitter(graph, C, marked)
         s.run()

@@ -414,8 +414,15 @@ def test_data_parallel_values_are_the_global_ones():
     assert by["g1"].kind == "grad" and by["g1"].aliases == ("grad(loss, w1)",)
     regions = obj.meta["regions"]
     assert regions[by["g1"].stores[0].first]["op"] in ("allreduce(chips)", "share(chips)")
-    assert not by["grad(loss, b1)"].stores
-    assert "partial result over its share of the batch" in by["grad(loss, b1)"].note
+    # every gradient is all-reduced where it is computed (it was `0.05 * grad(loss, b1)`,
+    # and the gradient itself was a per-chip partial, never shown)
+    assert regions[by["grad(loss, b1)"].stores[0].first]["op"] in ("allreduce(chips)",
+                                                                     "share(chips)")
+    partial = ("input x: f32[8, 4]\nparam w: f32[4]\nt = sum(x, axis=0)\n"
+               "loss = sum(t * w * w)\nupdate w = w - 0.1 * grad(loss, w)\noutput loss\n")
+    t = {v.name: v for v in debuginfo.read(compiler.compile_source(partial, M4_CHIPS)).values}
+    assert not t["t"].stores and "partial result over its share of the batch" in t["t"].note
+    assert t["grad(loss, w)"].stores
     # A whole value is chip (0,0)'s copy, and `tensor` says so; a split one covers every chip.
     dbg = Debugger(obj)
     assert dbg.value("w1").header() == ("w1: param f32[64, 32] in 16 pieces, line 4 (chip "
