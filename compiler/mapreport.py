@@ -406,15 +406,17 @@ def _sums(rows) -> tuple:
 
 def _labels(steps) -> dict[str, str]:
     """Readable labels of the temporaries (`%tN`) a data-parallel program all-reduces (the
-    gradients, often already scaled for their update): the updates and outputs they feed,
-    and the line they are computed at."""
+    gradients that no name is bound to): the updates (with their lines) and outputs they
+    feed. (The line a gradient is computed at is its backward pass's, the first grad call's:
+    no help in telling them apart.)"""
     reduced = [v for st in steps if hasattr(st, "dp") for v in st.ins]
     if not reduced:
         return {}
     graph = next(st.dp.graph for st in steps if hasattr(st, "dp"))
     sinks: dict[int, list[str]] = {}
     for u in graph.updates:
-        sinks.setdefault(u.value.id, []).append(f"update {u.param.name}")
+        sinks.setdefault(u.value.id, []).append(f"update {u.param.name}"
+                                                 + (f", line {u.line}" if u.line else ""))
     for o in graph.outputs:
         sinks.setdefault(o.id, []).append(f"output {o.name}")
     users = graph.users()
@@ -436,8 +438,7 @@ def _labels(steps) -> dict[str, str]:
                     seen.add(u.id)
                     todo.append(u)
         if feeds:
-            where = f", line {node.line}" if node.line else ""
-            out[v.name] = f"{v.name} (for {', '.join(sorted(feeds))}{where})"
+            out[v.name] = f"{v.name} (for {'; '.join(sorted(feeds))})"
     return out
 
 

@@ -218,7 +218,7 @@ def test_an_all_reduce_gives_each_tensor_its_own_bytes_and_slices():
     rep = c.report
     (st,) = [s for s in rep["steps"] if s["kind"] == "allreduce(chips)"]
     moved = {r["tensor"]: r for r in st["traffic"]}
-    assert set(moved) == {"loss", "g1", "%t45", "%t48", "%t51"}
+    assert set(moved) == {"loss", "g1", "%t27", "%t31", "%t35"}
     assert moved["loss"]["chip_edge_bytes"] == 6 * 64
     assert moved["g1"]["chip_edge_bytes"] > 0.75 * rep["totals"]["chip_edge_bytes"]
     shapes = {t["name"]: t["shape"] for t in st["tensors"]}
@@ -229,10 +229,10 @@ def test_an_all_reduce_gives_each_tensor_its_own_bytes_and_slices():
                              if len(shapes[t]) == 1 else shapes[t])
         for e in r["chip_edges"]:
             assert e["slices"] == [{"rows": [0, rows], "cols": [0, cols]}]
-    assert moved["%t45"]["label"] == "%t45 (for update b1, line 16)"
+    assert moved["%t35"]["label"] == "%t35 (for update b1, line 16)"
     # the copies to the replicas after it (on chip) are each value's own too
     (share,) = [s for s in rep["steps"] if s["kind"] == "share(chips)"]
-    assert {r["tensor"] for r in share["traffic"]} == {"loss", "%t45", "%t51"}
+    assert {r["tensor"] for r in share["traffic"]} == {"loss", "%t27", "%t35"}
     assert moved["g1"]["label"] == "g1"
     by_tensor = rep["totals"]["chip_edge_bytes_by_tensor"]
     assert by_tensor == {t: r["chip_edge_bytes"] for t, r in moved.items()}
@@ -241,8 +241,8 @@ def test_an_all_reduce_gives_each_tensor_its_own_bytes_and_slices():
     text = format_report(rep)
     assert "  moves g1: " in text and "    chip edge (0,0) -E-> (1,0): 16,384 B: all of g1" in text
     assert "  loss across chip edges: 384 B\n" in text
-    assert "  moves %t45 (for update b1, line 16): " in text
-    assert "  %t48 (for update w2, line 17) across chip edges: 24,576 B" in text
+    assert "  moves %t35 (for update b1, line 16): " in text
+    assert "  %t31 (for update w2, line 17) across chip edges: 24,576 B" in text
 
 
 def test_a_tensor_on_one_chip_is_on_1_chip():
