@@ -14,10 +14,11 @@ from functools import cache
 from pathlib import Path
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from compiler import ast
 from d1isa.errors import D1Error, Diagnostic, SourceError
+from d1isa.expr import MAX_LITERAL_CHARS
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
@@ -57,6 +58,13 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
         raise SourceError([describe_syntax_error(e, text, filename)]) from None
     try:
         statements = _ToAst().transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, _LongNumber):
+            tok = e.orig_exc.token
+            raise SourceError.at(filename, text, tok.line, tok.column,
+                                 f"number '{tok[:20]}...' is too long (at most "
+                                 f"{MAX_LITERAL_CHARS} characters)", len(tok)) from None
+        raise
     except RecursionError:
         raise SourceError([Diagnostic(filename, 1, 1, "program is nested too deeply to parse")]
                           ) from None
@@ -69,7 +77,20 @@ def _name(tok: Token) -> ast.Name:
     return ast.Name(id=str(tok), line=tok.line, col=tok.column, end_col=tok.end_column)
 
 
+class _LongNumber(Exception):
+    """A number literal longer than MAX_LITERAL_CHARS (raised inside the transformer, which
+    wraps it; `parse` reports it at the token)."""
+
+    def __init__(self, token: Token) -> None:
+        super().__init__(str(token)[:20])
+        self.token = token
+
+
 def _number(tok: Token) -> ast.Number:
+    # Python reads at most 4,300 digits into an int, and no dimension, axis or value needs
+    # more than a few dozen: a longer literal is refused here, as the assembler does.
+    if len(tok) > MAX_LITERAL_CHARS:
+        raise _LongNumber(tok)
     return ast.Number(value=float(tok), text=str(tok), line=tok.line, col=tok.column,
                       end_col=tok.end_column)
 

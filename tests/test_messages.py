@@ -147,6 +147,18 @@ def test_assembler_limits_are_located_errors_not_crashes():
         assemble(growing, "mul.d1s", M2)
 
 
+@pytest.mark.parametrize("stmt", ["input x: f32[{n}]", "input x: f32[4]\ny = sum(x, axis={n})",
+                                  "input x: f32[4]\ny = x + {n}.5"])
+def test_a_dsl_number_too_long_for_python_is_a_located_error(stmt):
+    """int() reads at most 4,300 digits: a longer dimension or axis was an internal error."""
+    text = stmt.format(n="9" * 5000) + "\noutput x\n"
+    with pytest.raises(SourceError) as e:
+        compiler.compile_source(text, M2, "long.d1k")
+    (d,) = e.value.diagnostics
+    assert d.file == "long.d1k" and d.line == text.count("\n") - 1
+    assert "is too long (at most 256 characters)" in d.message and len(d.render()) < 600
+
+
 @pytest.mark.parametrize("n, ok", [(200, True), (999, True), (1500, False)])
 def test_chained_forward_equates(n, ok):
     text = "".join(f".equ e{i}, e{i + 1} + 1\n" for i in range(n))
