@@ -48,6 +48,17 @@ _CONTROLS = {c: "?" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
 _ESCAPED = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x0A}
 
 
+def printable(text: str, keep: str = "") -> str:
+    """`text` as it may be shown on a terminal: every control character (but those in `keep`,
+    such as a newline of a multi-line listing) spelled as an escape (\\x1b). Names and text
+    that come from a file (an object's source names, a statistics file's strings, the
+    members of a .npz) go through here, so an escape sequence in them cannot act on the
+    terminal (set its title, write to the clipboard, clear the screen)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
 @dataclass
 class Diagnostic:
     """One located message: file:line:col: severity: message, plus the source line and a caret."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from d1isa.errors import D1Error, MachineError
+from d1isa.errors import D1Error, MachineError, printable
 from d1isa.files import read_text
 
 MACHINES_DIR = Path(__file__).parent / "machines"
@@ -66,7 +66,7 @@ class Param:
     def range_text(self) -> str:
         """The valid values, as docs/MACHINE.md and error messages state them."""
         if self.kind == "str":
-            return "any text"
+            return f"printable text, at most {MAX_TEXT_CHARS:,} characters"
         if self.kind == "coords":
             return "[x, y] pairs inside the chip"
         lo, hi = _number(self.minimum), _number(self.maximum)
@@ -99,6 +99,9 @@ MAX_CYCLES_PER_STEP = 1 << 20
 MAX_RUN_CYCLES = 1 << 40
 # Instructions a node runs per turn: the run loop keeps it, as the cycle limit, in an int64.
 MAX_QUANTUM = 1 << 30
+# A machine's name and description are shown on the terminal and written into every object:
+# printable text of at most this many characters.
+MAX_TEXT_CHARS = 1024
 
 def largest_fixed_message() -> tuple[int, str]:
     """(bytes, mnemonic) of the largest message an instruction of the ISA table sends with a
@@ -225,7 +228,12 @@ def _check_value(p: Param, value: Any) -> Any:
     """Type-check and range-check one parameter value; returns the normalised value."""
     if p.kind == "str":
         if not isinstance(value, str):
-            raise MachineError(f"machine parameter '{p.key}' must be a string, got {value!r}")
+            raise MachineError(f"machine parameter '{p.key}' must be a string, got "
+                               f"{_shown(repr(value))}")
+        if len(value) > MAX_TEXT_CHARS or not value.isprintable():
+            # a control character would act on the terminal wherever the name is shown
+            raise MachineError(f"machine parameter '{p.key}' must be {p.range_text()}, got "
+                               f"{_shown(printable(repr(value)))}")
         return value
     if p.kind == "coords":
         if not isinstance(value, (list, tuple)):
@@ -771,6 +779,7 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
         reason = "nested too deeply" if isinstance(e, RecursionError) else e
         raise MachineError(f"{path}: invalid TOML: {reason}") from None
     base = params.pop("base", None)
+    _check_file_values(path, params)
     if base is None:
         return params
     # A file may name a base machine and list only what differs from it.
@@ -787,6 +796,22 @@ def read_machine_file(name_or_path: str | Path, _seen: frozenset[str] = frozense
         merged.pop("description", None)
     merged.update(params)
     return merged
+
+
+def _check_file_values(path: Path, params: dict[str, Any]) -> None:
+    """Each parameter a machine file lists, checked for its type and range where it is
+    written, so that the error names the file (--set and --mesh are applied later, and the
+    whole machine is checked again when it is built)."""
+    unknown = sorted(k for k in params if k not in PARAM_BY_KEY)
+    if unknown:
+        raise MachineError(f"{path}: unknown machine parameter(s): "
+                           f"{_shown(printable(', '.join(unknown)))}; known: "
+                           f"{', '.join(p.key for p in PARAMS)}")
+    for key, value in params.items():
+        try:
+            _check_value(PARAM_BY_KEY[key], value)
+        except MachineError as e:
+            raise MachineError(f"{path}: {e}") from None
 
 
 def _shown(text: str, limit: int = 80) -> str:

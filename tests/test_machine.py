@@ -110,6 +110,9 @@ def test_bisection_counts_narrower_cut():
     ({"scalar_regs": 100}, "must be in 2 .. 64"),
     ({"sram_bytes": 100}, "multiple of 64"),
     ({"clock_hz": "fast"}, "must be a number"),
+    # shown on the terminal: an escape sequence there would act on it
+    ({"name": "d1\x1b]0;title\x07"}, r"'name' must be printable text.*got 'd1\\x1b"),
+    ({"description": "x" * 2000}, r"at most 1,024 characters.*\(2,002 characters\)"),
 ])
 def test_validation_errors_are_clear(overrides, message):
     with pytest.raises(MachineError, match=message):
@@ -170,6 +173,23 @@ def test_machine_file_with_base(tmp_path):
     bad.write_text("cols = [")
     with pytest.raises(MachineError, match="invalid TOML"):
         load_machine(str(bad))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('cols = "4"', "'cols' must be an integer"),
+    ("fifo_depth = 100000", "'fifo_depth' must be in 1 .. "),
+    ('name = "a\\u001bb"', "'name' must be printable text"),
+    ('"c\\u00f6ls" = 4', "unknown machine parameter"),
+])
+def test_a_bad_value_in_a_machine_file_names_the_file(tmp_path, line, message):
+    """The message named the parameter but not the file (of a chain of base files, which?)."""
+    f = tmp_path / "mine.toml"
+    f.write_text(f'base = "d1"\n{line}\n')
+    top = tmp_path / "top.toml"
+    top.write_text('base = "mine.toml"\n')
+    with pytest.raises(MachineError) as e:
+        load_machine(str(top))
+    assert str(e.value).startswith(f"{f}: ") and message in str(e.value)
 
 
 def test_arrays_nested_too_deeply_are_machine_errors(tmp_path):
