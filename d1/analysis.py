@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from d1isa import units
-from d1isa.errors import D1Error, MachineError
+from d1isa.errors import D1Error, MachineError, printable
 from d1isa.files import MAX_JSON_BYTES, read_text
 from d1isa.machine import DIRECTIONS, Machine, load_machine, machine_names
 from d1isa.objfile import MAX_MESH_NODES
@@ -76,6 +76,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
         raise D1Error(f"{p}: not a JSON file ({reason})") from None
     if not isinstance(doc, dict):
         raise D1Error(f"{p}: expected a JSON object from `d1 run --json`")
+    _printable_strings(doc)
     if "stats" not in doc and "modelled" in doc:
         doc = {"file": str(p), "status": "unknown", "stats": doc}
     stats = doc.get("stats")
@@ -84,6 +85,24 @@ def load_run(path: str | Path) -> dict[str, Any]:
     doc.setdefault("file", str(p))
     doc.setdefault("status", "unknown")
     return doc
+
+
+def _printable_strings(doc: Any) -> None:
+    """Spell every control character of the document's strings (keys too) as an escape: they
+    are shown on the terminal (a file name, the machine's name, a region), where an escape
+    sequence from the file would act. Walked without recursion (JSON nests to any depth)."""
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        items = x.items() if isinstance(x, dict) else enumerate(x)
+        for k, v in list(items):
+            if isinstance(v, str):
+                x[k] = printable(v)
+            elif isinstance(v, dict | list):
+                stack.append(v)
+        if isinstance(x, dict):
+            for k in [k for k in x if not k.isprintable()]:
+                x[printable(k)] = x.pop(k)
 
 
 @contextmanager

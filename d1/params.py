@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, printable
 from d1isa.files import read_bytes
 from d1isa.objfile import DTYPE_BYTES, DataInit, ObjectFile, TensorLayout
 
@@ -52,7 +52,9 @@ def load_params(path: str | Path, what: str = "--params") -> dict[str, np.ndarra
                 raise D1Error(f"{what}: {path} holds {total:,} bytes of arrays, more than "
                               f"the {MAX_PARAMS_BYTES:,}-byte limit for a .npz file")
             for m in members:
-                name = m.filename.removesuffix(".npy")
+                # a name with an escape sequence would act on the terminal in a note; escaped,
+                # it still names no param (params are identifiers)
+                name = printable(m.filename.removesuffix(".npy"))
                 if name in out:
                     # np.load keeps one of them, silently; which one is meant is unknowable
                     raise D1Error(f"{what}: {path} holds two arrays named '{name}'")

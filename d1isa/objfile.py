@@ -341,7 +341,8 @@ class ObjectFile:
                 raise ObjectFormatError(f"data at {d.addr:#x}+{len(d.data)} is outside node "
                                         f"{d.node}'s {m.sram_bytes} B of SRAM")
         for s in self.symbols:
-            if not isinstance(s.name, str) or s.kind not in SYMBOL_KINDS:
+            if not isinstance(s.name, str) or not s.name.isprintable() \
+                    or s.kind not in SYMBOL_KINDS:
                 raise ObjectFormatError(f"bad symbol {s.name!r}")
             if not (-1 <= s.block < nb):
                 raise ObjectFormatError(f"symbol {s.name} refers to a missing code block")
@@ -530,15 +531,20 @@ def _names(v: Any) -> bool:
                                        for x in v)
 
 
+def _text(v: Any) -> bool:
+    """A string that may be shown on the terminal as it is (no escape sequence in it)."""
+    return isinstance(v, str) and v.isprintable()
+
+
 def _region(v: Any) -> bool:
-    return (isinstance(v, dict) and isinstance(v.get("op"), str) and isinstance(v.get("name"), str)
+    return (isinstance(v, dict) and _text(v.get("op")) and _text(v.get("name"))
             and all(isinstance(v.get(k), int) and not isinstance(v.get(k), bool)
                     for k in ("line", "col")))
 
 
 META_FIELDS: dict[str, tuple[str, Any]] = {
-    "producer": ("a string", lambda v: isinstance(v, str)),
-    "source": ("a string", lambda v: isinstance(v, str)),
+    "producer": ("printable text", _text),
+    "source": ("printable text", _text),
     "inputs": ("a list of tensor names", _names),
     "params": ("a list of tensor names", _names),
     "updates": ("a list of tensor names", _names),
@@ -727,8 +733,9 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
                                     pieces))
 
     files = meta["files"]
-    _want(isinstance(files, list) and all(isinstance(f, str) for f in files),
-          f"{name}: bad file list")
+    # file and symbol names are shown on the terminal (the debugger, trap reports): printable
+    _want(isinstance(files, list) and all(isinstance(f, str) and f.isprintable() for f in files),
+          f"{name}: bad file list (each a file name of printable characters)")
     sources = meta["sources"]
     _want(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
           f"{name}: bad sources")

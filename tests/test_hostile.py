@@ -655,3 +655,49 @@ def test_ctrl_c_while_the_script_loads_the_command_line_is_a_clean_interrupt(mon
     with pytest.raises(SystemExit) as e:
         script()
     assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+# ---- text from a file never reaches the terminal as an escape sequence -------------------------
+
+ESC = "\x1b]0;title\x07\x1b[2J"
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m.update(files=[ESC + "vadd.d1s"]), "bad file list"),
+    (lambda m: m.update(symbols=[[ESC, "code", 0, 0]]), "bad symbol"),
+    (lambda m: m["meta"].update(producer=ESC), "META field 'producer' must be printable"),
+    (lambda m: m["meta"].update(regions=[{"op": ESC, "name": "c", "line": 1, "col": 1}]),
+     "META field 'regions'"),
+])
+def test_names_with_control_characters_in_an_object_are_refused(edit, says):
+    """An object's file and symbol names are printed by the debugger and trap reports; an
+    escape sequence in them acted on the terminal (retitled it, cleared it)."""
+    raw = make_cases.rewrite(make_cases.base_object("2x2"), meta=edit)
+    with pytest.raises(ObjectFormatError, match=says) as e:
+        ObjectFile.from_bytes(raw, "esc.d1o")
+    assert "\x1b" not in str(e.value)
+
+
+def test_the_debugger_lists_an_objects_source_with_its_control_characters_escaped(tmp_path):
+    (tmp_path / "esc.d1s").write_text(f".text node 0,0\n\tmovi r1, 1   # {ESC}\n\thalt\n")
+    res = d1("debug", "esc.d1s", "--mesh", "1x1", "--batch", "-ex", "list", cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;title\\x07\\x1b[2J" in out
+
+
+def test_strings_of_statistics_and_params_names_are_shown_escaped(tmp_path, capsys, monkeypatch,
+                                                                  run_json):
+    doc = json.loads(run_json.read_text())
+    doc["file"] = ESC
+    doc["stats"]["machine"] = ESC
+    (tmp_path / "esc.json").write_text(json.dumps(doc))
+    np.savez(tmp_path / "p.npz", **{ESC: np.ones(2)})
+    monkeypatch.chdir(tmp_path)
+    for args in (["diff", "esc.json", str(run_json)], ["viz", "esc.json", "--term"],
+                 ["roofline", "esc.json"]):
+        status, out = d1_here(capsys, *args)
+        assert status == 0 and "\x1b" not in out and "\\x1b]0;title" in out, out
+    from d1.params import load_params
+    assert list(load_params(tmp_path / "p.npz")) == ["\\x1b]0;title\\x07\\x1b[2J"]

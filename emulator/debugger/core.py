@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from d1isa import debuginfo, isa, units
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, printable
 from d1isa.machine import DIRECTIONS
 from d1isa.numbers import integer_arg
 from d1isa.objfile import ObjectFile
@@ -208,7 +208,8 @@ class Debugger:
         src = text.splitlines()
         if not 1 <= line <= len(src):
             return None
-        return f"{line:>6} | {src[line - 1]}"
+        shown = printable(src[line - 1], keep="\t")     # the object's text: no escapes acting
+        return f"{line:>6} | {shown}"
 
     # ---- running primitives ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from d1isa.disasm import format_word
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, printable
 from d1isa.machine import DIRECTIONS, OPPOSITE
 from d1isa.numbers import integer_arg
 from emulator import constants as K
@@ -331,7 +331,9 @@ def listing(dbg: Debugger, nid: int, context: int, line: int | None) -> Listing:
         src = text.splitlines()
         lo = max(1, centre - context)
         hi = min(len(src), centre + context)
-        source = [(i, src[i - 1], i == cur_line) for i in range(lo, hi + 1)]
+        # the object's source text: an escape sequence in it must not act on the terminal
+        source = [(i, printable(src[i - 1], keep="\t"), i == cur_line)
+                  for i in range(lo, hi + 1)]
     lo = max(0, pc - context)
     hi = min(len(info) - 1, pc + context)
     labels = _labels(dbg, b)
