@@ -701,3 +701,18 @@ def test_strings_of_statistics_and_params_names_are_shown_escaped(tmp_path, caps
         assert status == 0 and "\x1b" not in out and "\\x1b]0;title" in out, out
     from d1.params import load_params
     assert list(load_params(tmp_path / "p.npz")) == ["\\x1b]0;title\\x07\\x1b[2J"]
+
+
+@pytest.mark.parametrize("kind", ["asm", "dsl"])
+def test_a_source_whose_path_holds_a_tab_makes_an_object_that_loads(kind):
+    """Loading refuses unprintable file names; the object of such a source records it
+    escaped, so that what was just written can be read back."""
+    import compiler
+    from d1isa.asm import assemble
+    m = load_machine(mesh="1x1")
+    if kind == "asm":
+        obj = assemble(".text node 0,0\n  halt\n", "v\tadd.d1s", m)
+    else:
+        obj = compiler.compile_source("input x: f32[4]\ny = x + 1\noutput y\n", m, "v\tk.d1k")
+    back = ObjectFile.from_bytes(obj.to_bytes(), "tab.d1o")
+    assert back.files == ["v\\tadd.d1s" if kind == "asm" else "v\\tk.d1k"]

@@ -47,7 +47,7 @@ from d1isa.asm.encode import (
     li_words,
 )
 from d1isa.asm.syntax import Diagnostics, LineError, Reported, suggest
-from d1isa.errors import MachineError, ObjectFormatError
+from d1isa.errors import MachineError, ObjectFormatError, printable
 from d1isa.expr import Expr, ExprError, Name, NeedsNode, evaluate
 from d1isa.machine import Machine
 from d1isa.objfile import (
@@ -887,6 +887,12 @@ class Linker:
         """The object, validated as a whole (None if anything was reported)."""
         if self.diags:
             return None
+        # Loading refuses unprintable file names (they are shown on the terminal): a source
+        # whose path holds a tab or a newline is recorded under its escaped name.
+        files = [printable(f) for f in files]
+        sources = {printable(k): v for k, v in sources.items()}
+        if isinstance(meta.get("source"), str):
+            meta = {**meta, "source": printable(meta["source"])}
         obj = ObjectFile(self.machine, self.blocks, self.node_block, self.data, symbols,
                          tensors, files, sources, meta,
                          InitRegs.from_nodes(self.machine.n_live, self.init))
