@@ -78,6 +78,7 @@ MAX_MESH_NODES = 1 << 22
 # Tensor names: any name is short printable text; input and output names are identifiers.
 MAX_NAME_CHARS = 128
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Code blocks beyond one per node are unused; a file may not declare more than this many.
 EXTRA_BLOCKS = 1024
 
@@ -341,8 +342,7 @@ class ObjectFile:
                 raise ObjectFormatError(f"data at {d.addr:#x}+{len(d.data)} is outside node "
                                         f"{d.node}'s {m.sram_bytes} B of SRAM")
         for s in self.symbols:
-            if not isinstance(s.name, str) or not s.name.isprintable() \
-                    or s.kind not in SYMBOL_KINDS:
+            if not _text(s.name) or s.kind not in SYMBOL_KINDS:
                 raise ObjectFormatError(f"bad symbol {s.name!r}")
             if not (-1 <= s.block < nb):
                 raise ObjectFormatError(f"symbol {s.name} refers to a missing code block")
@@ -532,8 +532,9 @@ def _names(v: Any) -> bool:
 
 
 def _text(v: Any) -> bool:
-    """A string that may be shown on the terminal as it is (no escape sequence in it)."""
-    return isinstance(v, str) and v.isprintable()
+    """A string that may be shown on the terminal as it is: no control character (an escape
+    sequence would act on the terminal, a newline would split a message)."""
+    return isinstance(v, str) and not CONTROL_CHARS.search(v)
 
 
 def _region(v: Any) -> bool:
@@ -543,8 +544,8 @@ def _region(v: Any) -> bool:
 
 
 META_FIELDS: dict[str, tuple[str, Any]] = {
-    "producer": ("printable text", _text),
-    "source": ("printable text", _text),
+    "producer": ("text without control characters", _text),
+    "source": ("text without control characters", _text),
     "inputs": ("a list of tensor names", _names),
     "params": ("a list of tensor names", _names),
     "updates": ("a list of tensor names", _names),
@@ -734,8 +735,8 @@ def _parse(raw: bytes, name: str, check_crc: bool) -> ObjectFile:
 
     files = meta["files"]
     # file and symbol names are shown on the terminal (the debugger, trap reports): printable
-    _want(isinstance(files, list) and all(isinstance(f, str) and f.isprintable() for f in files),
-          f"{name}: bad file list (each a file name of printable characters)")
+    _want(isinstance(files, list) and all(_text(f) for f in files),
+          f"{name}: bad file list (each a file name without control characters)")
     sources = meta["sources"]
     _want(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
           f"{name}: bad sources")

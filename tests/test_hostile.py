@@ -665,7 +665,7 @@ ESC = "\x1b]0;title\x07\x1b[2J"
 @pytest.mark.parametrize("edit, says", [
     (lambda m: m.update(files=[ESC + "vadd.d1s"]), "bad file list"),
     (lambda m: m.update(symbols=[[ESC, "code", 0, 0]]), "bad symbol"),
-    (lambda m: m["meta"].update(producer=ESC), "META field 'producer' must be printable"),
+    (lambda m: m["meta"].update(producer=ESC), "'producer' must be text without control"),
     (lambda m: m["meta"].update(regions=[{"op": ESC, "name": "c", "line": 1, "col": 1}]),
      "META field 'regions'"),
 ])

@@ -167,7 +167,7 @@ CASES: dict[str, tuple[str, dict, Callable | None, Callable | None, str]] = {
     "meta_sram_peak_string.d1o": ("META sram_peak_bytes: \"lots\"", {}, None,
                                   set_meta("sram_peak_bytes", "lots"), "'sram_peak_bytes'"),
     "meta_producer_list.d1o": ("META producer: []", {}, None, set_meta("producer", []),
-                               "'producer' must be printable text"),
+                               "'producer' must be text without control characters"),
     "meta_meta_list.d1o": ("META meta: []", {}, None, set_top("meta", []), "bad meta"),
     "meta_values_list.d1o": ("META values (the debugger's record): [7]", {}, None,
                              set_meta("values", [7]), "'values' must be a table"),
