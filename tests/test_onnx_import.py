@@ -682,6 +682,17 @@ def test_import_writes_a_program_and_its_params(mlp, tmp_path, capsys):
                                atol=1e-6)
 
 
+def test_import_of_a_model_without_params_notes_an_old_npz_beside_it(tmp_path, capsys):
+    path = tmp_path / "r.onnx"
+    onnx.save(model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2, 3])],
+                    [("y", [2, 3])]), path)
+    (tmp_path / "r.npz").write_bytes(b"an older import's params")
+    status, out = d1(capsys, "import", path)
+    assert status == 0 and "no params" in out
+    assert f"note: {tmp_path / 'r.npz'} is not this model's: it has no params" in out
+    assert (tmp_path / "r.npz").read_bytes() == b"an older import's params"
+
+
 def test_run_takes_the_model_with_either_input_name(mlp, tmp_path, capsys):
     path, x, want = mlp
     for key in ("input.1", "input_1"):

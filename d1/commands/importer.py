@@ -52,9 +52,13 @@ def import_(model: Path, output: Path | None, shapes: tuple[str, ...]) -> None:
     imported, _ = imported_source(model, parse_shapes(shapes))
     for note in imported.notes:
         click.echo(f"note: {note}", err=True)
-    write_atomic(out, imported.text)
+    # The params first: if writing them fails, the old program is left with its old params.
     if imported.params:
         write_atomic(npz, params_npz(imported.params))
+    elif npz.exists():
+        click.echo(f"note: {npz} is not this model's: it has no params (the file is left as "
+                   "it is)", err=True)
+    write_atomic(out, imported.text)
     folded = (f", {imported.folded} of them evaluated into constants" if imported.folded
               else "")
     click.echo(f"{model}: {imported.nodes} nodes{folded} -> {out} ({len(imported.inputs)} input"
