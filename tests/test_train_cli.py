@@ -208,6 +208,7 @@ def test_destinations_are_checked_before_any_work(dataset):
     (["--epochs", "0"], "Invalid value for '--epochs'"),
     (["--init", "-1"], "Invalid value for '--init'"),
     (["--shuffle", "x"], "Invalid value for '--shuffle'"),
+    (["--threads", "5000"], "5000 is not in the range 0<=x<=4096"),     # as d1 run's
 ])
 def test_integer_options_are_bounded(dataset, args, message):
     d, _, _ = dataset

@@ -57,9 +57,10 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
                    "FLOPs, link bytes on chip and across chip edges (per chip on a machine "
                    "of several chips), SRAM high water.")
 @max_cycles_option("Per step: a node whose clock passes this many cycles traps (cause 9).")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(0, 4096), default=0, show_default=True,
               help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
-                   "8, and 1 below 64 nodes). Results never depend on it.")
+                   "8, and 1 below 64 nodes); more than the usable CPUs is capped to them. "
+                   "Results never depend on it.")
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for a .d1k program (repeatable), as for `d1 compile`.")
 @machine_options
