@@ -83,6 +83,7 @@ from emulator.emulator import (
     _ScatterPlan,
     _set_controls,
     _to_raw,
+    _window,
     as_declared,
     assemble_output,
     on_chip,
@@ -536,16 +537,18 @@ class RankEmulator(Emulator):
         if trace is not None:
             raise D1Error("tracing (trace=, --trace, --regions) runs on one process, not on "
                           "MPI ranks")
-        if int(threads) != 1:
+        # int() read threads=1.5 as 1 and window=True as 1, and 'x' was a ValueError on
+        # rank 0 alone (the other ranks went on to the next call: out of step)
+        if _count("threads", threads, 1) != 1:
             raise D1Error("on MPI ranks each rank runs one thread: use more ranks instead "
                           f"of threads={threads}")
-        if window is not None and int(window) < 1:
-            raise D1Error(f"window must be >= 1 cycles, got {window}")
+        if window is not None:
+            window = _window(window)
         # the bounds of Emulator's own checks (those of d1 run's options)
         return {"machine": obj.machine.to_dict(), "seed": _count("seed", seed),
                 "max_cycles": _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES),
                 "quantum": _count("quantum", quantum, 1, MAX_QUANTUM),
-                "window": None if window is None else int(window)}
+                "window": window}
 
     def _setup(self, m: Machine, share: Share, nodes: np.ndarray, params: dict) -> None:
         self.machine = m

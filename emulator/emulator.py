@@ -97,7 +97,9 @@ class Emulator:
     `comm` (an mpi4py communicator of more than one rank) runs the machine on MPI ranks, each
     holding only its chips' nodes: the object is then an `emulator.distributed.RankEmulator`,
     whose methods every rank calls in the same order (docs/SCALE.md). Results are
-    bit-identical to one process.
+    bit-identical to one process. `window` sets the ranks' time window in cycles (default:
+    the lookahead); one process has none and only checks it, so a script that passes it runs
+    on one rank too.
     """
 
     def __new__(cls, *args: Any, comm: Any = None, **kwargs: Any) -> Emulator:
@@ -109,13 +111,16 @@ class Emulator:
     def __init__(self, obj: ObjectFile, seed: int = 0,
                  max_cycles: int = DEFAULT_MAX_CYCLES, quantum: int = DEFAULT_QUANTUM,
                  trace: str | None = None, trace_events: int | None = None,
-                 trace_messages: int | None = None, threads: int = 1, comm: Any = None) -> None:
+                 trace_messages: int | None = None, threads: int = 1, comm: Any = None,
+                 window: int | None = None) -> None:
         if not isinstance(obj, ObjectFile):
             raise D1Error(f"Emulator takes an ObjectFile, not {type(obj).__name__}: load a file "
                           "with d1.program.load_program(path).obj, or ObjectFile.load(path) "
                           "for a .d1o")
         max_cycles = _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES)
         quantum = _count("quantum", quantum, 1, MAX_QUANTUM)
+        if window is not None:
+            _window(window)             # MPI ranks' time windows: none in one process
         # More threads than nodes could never all have work (and the partition would count
         # up to the number asked for).
         self.threads = min(_count("threads", threads, 1), max(1, obj.machine.n_live))
@@ -1044,6 +1049,17 @@ def _set_controls(cfg: np.ndarray, max_cycles: int, quantum: int, budget: int, o
     cfg[K.K_ONLY_NODE] = only
     cfg[K.K_USE_NODE_BUDGET] = 1 if node_budget else 0
     cfg[K.K_LO], cfg[K.K_HI] = lo, hi
+
+
+def _window(value: Any) -> int:
+    """The `window=` argument: cycles per time window on MPI ranks (docs/SCALE.md), an integer
+    in 1 .. MAX_RUN_CYCLES. One process has no windows and only checks it, so that a script
+    passing it runs on one rank as on several."""
+    if not is_integer(value):
+        raise D1Error(f"window must be an integer number of cycles, not {type(value).__name__}")
+    if not 1 <= value <= MAX_RUN_CYCLES:
+        raise D1Error(f"window must be in 1 .. {MAX_RUN_CYCLES:,} cycles, got {value:,}")
+    return int(value)
 
 
 def _count(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:

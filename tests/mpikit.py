@@ -336,7 +336,9 @@ def refused(comm) -> int:
         if rank == 0 else None
     calls = [lambda: Emulator(obj, comm=comm, window=0),
              lambda: emu.set_input("a", np.zeros(3, np.float32) if rank == 0 else None),
-             lambda: emu.output("nosuch")]
+             lambda: emu.output("nosuch"),
+             lambda: Emulator(obj, comm=comm, window="abc"),
+             lambda: Emulator(obj, comm=comm, threads=1.5)]
     emu = None
     for k, call in enumerate(calls):
         try:

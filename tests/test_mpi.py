@@ -209,9 +209,14 @@ def test_arguments_rank_0_refuses_raise_on_every_rank():
     p = _mpi(3, str(ROOT / "tests" / "mpikit.py"), "--refused", timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     for r in range(3):
-        assert f"rank {r} refused 0: window must be >= 1 cycles, got 0" in p.stdout
+        assert f"rank {r} refused 0: window must be in 1 .. 1,099,511,627,776 cycles, got 0" \
+            in p.stdout
         assert f"rank {r} refused 1: input 'a' must have shape" in p.stdout
         assert f"rank {r} refused 2: no tensor named 'nosuch'" in p.stdout
+        # int() read 1.5 as 1 thread, and 'abc' was a ValueError on rank 0 alone
+        assert f"rank {r} refused 3: window must be an integer number of cycles, not str" \
+            in p.stdout
+        assert f"rank {r} refused 4: threads must be an integer, not float" in p.stdout
         assert f"rank {r}: halted" in p.stdout
 
 
@@ -257,6 +262,19 @@ def test_ranks_without_a_link_between_them_report_no_window_length(tmp_path):
     assert "windows (no link joins two ranks)" in p.stdout
     host = json.loads((tmp_path / "run.json").read_text())["stats"]["host"]
     assert host["window_cycles"] is None and host["lookahead_cycles"] == 0
+
+
+def test_window_is_checked_and_taken_in_one_process_too():
+    """A script passing Emulator(..., comm=comm, window=W) ran on 2 ranks but was a TypeError
+    under `mpiexec -n 1` (a communicator of one rank makes a plain Emulator)."""
+    from d1.program import load_program
+    from d1isa.errors import D1Error
+    from emulator import Emulator
+
+    obj = load_program(ROOT / "programs" / "asm" / "vadd.d1s", mpikit.test_machine()).obj
+    assert Emulator(obj, window=7).run().status == "halted"
+    with pytest.raises(D1Error, match="window must be in 1 .. "):
+        Emulator(obj, window=0)
 
 
 def test_one_process_never_imports_mpi4py(tmp_path):
