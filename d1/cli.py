@@ -131,10 +131,25 @@ def _mpi_world() -> object | None:
         sys.exit(2)
 
 
+def _resume_interrupts() -> None:
+    """On rank 0 (or one process): Ctrl-C interrupts again, and one that d1.entry noted while
+    the ranks started is raised now, inside `_main`, which reports it once; `main` then releases
+    the other ranks with status 130. (A rank that left on its own at the start left the others
+    waiting for it forever.)"""
+    from d1.entry import INTERRUPTED, _note
+
+    if signal.getsignal(signal.SIGINT) is _note:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if INTERRUPTED:
+        INTERRUPTED.clear()
+        raise KeyboardInterrupt
+
+
 def _main(argv: list[str] | None) -> None:
     from d1isa.errors import D1Error
 
     try:
+        _resume_interrupts()
         rv = cli.main(args=argv, prog_name="d1", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

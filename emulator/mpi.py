@@ -5,15 +5,14 @@ plain process must cost nothing. mpi4py is an optional extra (`pip install -e '.
 importing it initialises MPI, so it is imported only when a launcher's environment says this
 process is one of several ranks (MPICH and Intel MPI set PMI_SIZE, Open MPI
 OMPI_COMM_WORLD_SIZE). A single process, and `mpiexec -n 1`, never import it; the emulator on
-ranks is emulator.distributed.
+ranks is emulator.distributed. The launcher checks import nothing (not even numpy), so that the
+`d1` script can make them first of all (d1.entry).
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
-
-from d1isa.errors import D1Error
 
 # Environment variables in which launchers announce the number of ranks.
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
@@ -46,6 +45,8 @@ def world() -> Any:
         return _WORLD[0]
     comm = None
     if launched_ranks() > 1:
+        from d1isa.errors import D1Error  # here: the launcher checks above import nothing
+
         try:
             from mpi4py import MPI
         except ImportError:

@@ -288,6 +288,45 @@ def test_one_process_never_imports_mpi4py(tmp_path):
     assert p.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_ctrl_c_while_the_ranks_start_is_reported_once_and_releases_every_rank(monkeypatch,
+                                                                               capsys):
+    """Under `mpiexec -n R`, a Ctrl-C (sent to every rank) while the ranks were loading the
+    command line made each rank print "interrupted" and exit on its own: the ranks still
+    starting then waited for the others in MPI forever. The `d1` script now only notes it
+    there; rank 0 reports it once, inside the command, and releases the ranks with 130."""
+    import d1.cli
+    import d1.entry
+    from emulator import distributed, mpi
+
+    released = []
+    real_main = d1.cli.main
+
+    class RankZero:
+        def Get_rank(self) -> int:
+            return 0
+
+    def interrupted_then_run() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)     # arrives while the script loads d1.cli
+        except KeyboardInterrupt:
+            pytest.fail("a Ctrl-C while the ranks start interrupted rank 0 on its own")
+        real_main(["info"])
+
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setattr(mpi, "_WORLD", [RankZero()])
+    monkeypatch.setattr(distributed, "finish", lambda comm, status: released.append(status))
+    monkeypatch.setattr(d1.cli, "main", interrupted_then_run)
+    try:
+        with pytest.raises(SystemExit) as e:
+            d1.entry.main()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert e.value.code == 130 and released == [130]
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_a_launch_without_mpi4py_says_what_to_install(tmp_path):
     code = ("import sys\nsys.modules['mpi4py'] = None\nfrom d1.cli import main\n"
             "main(['info'])\n")
