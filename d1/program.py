@@ -128,13 +128,18 @@ class Program:
         from compiler.compare import tolerance_of
         return tolerance_of(self.graph)
 
-    def check_host_memory(self) -> None:
+    def check_host_memory(self, ranks: int = 1) -> None:
         """Refuse, before anything is allocated, a program whose machine the emulator could not
         hold in this host's memory (emulator.state.check_host_memory), naming the file: an
-        object brings its own machine."""
+        object brings its own machine. On `ranks` MPI ranks, the largest rank's share
+        (emulator.distributed.check_share_memory)."""
         from emulator.state import check_host_memory
         try:
-            check_host_memory(self.machine)
+            if ranks > 1:
+                from emulator.distributed import check_share_memory
+                check_share_memory(self.machine, ranks)
+            else:
+                check_host_memory(self.machine)
         except D1Error as e:
             raise D1Error(f"{self.path}: {e}") from None
 

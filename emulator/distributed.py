@@ -505,6 +505,9 @@ class RankEmulator(Emulator):
         if self.rank == 0:
             try:
                 params = self._check_new(obj, seed, max_cycles, quantum, trace, threads, window)
+                # the largest share, before any rank allocates: a rank that could not would
+                # stop every rank, each printing the message (check_share_memory)
+                check_share_memory(obj.machine, self.ranks)
             except D1Error as e:
                 refused = e
         # numbered on every rank alike, a refused call too

@@ -325,20 +325,27 @@ def mismatch(comm) -> int:
 
 
 def refused(comm) -> int:
-    """Every rank makes the same calls, three of them with arguments rank 0 refuses: every
+    """Every rank makes the same calls, several of them with arguments rank 0 refuses: every
     rank gets the error (and can go on), as one process would."""
     from d1.program import load_program
     from d1isa.errors import D1Error
+    from d1isa.machine import load_machine
     from emulator import Emulator
+    from emulator.state import physical_memory
 
     rank = comm.Get_rank()
     obj = load_program(ROOT / "programs" / "asm" / "vadd.d1s", test_machine()).obj \
         if rank == 0 else None
+    # a rank's share: 1,024 nodes of 1 GiB of SRAM (hosts of 1 TiB or more skip it)
+    huge = load_program(ROOT / "programs" / "asm" / "vadd.d1s", load_machine(
+        mesh="32x32", chips="3x1", overrides={"sram_bytes": 1 << 30})).obj if rank == 0 else None
     calls = [lambda: Emulator(obj, comm=comm, window=0),
              lambda: emu.set_input("a", np.zeros(3, np.float32) if rank == 0 else None),
              lambda: emu.output("nosuch"),
              lambda: Emulator(obj, comm=comm, window="abc"),
              lambda: Emulator(obj, comm=comm, threads=1.5)]
+    if (physical_memory() or 0) < 1 << 40:
+        calls.append(lambda: Emulator(huge, comm=comm))
     emu = None
     for k, call in enumerate(calls):
         try:

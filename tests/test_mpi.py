@@ -206,6 +206,8 @@ def test_arguments_rank_0_refuses_raise_on_every_rank():
     are not read) raise on every rank, which can then go on. Only rank 0 used to raise: the
     others waited in the call, and were stopped for calling out of order (or, when rank 0
     ended on the error, waited forever)."""
+    from emulator.state import physical_memory
+
     p = _mpi(3, str(ROOT / "tests" / "mpikit.py"), "--refused", timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     for r in range(3):
@@ -217,6 +219,11 @@ def test_arguments_rank_0_refuses_raise_on_every_rank():
         assert f"rank {r} refused 3: window must be an integer number of cycles, not str" \
             in p.stdout
         assert f"rank {r} refused 4: threads must be an integer, not float" in p.stdout
+        # a share too large for the host: each rank used to find it as it allocated, and
+        # stopped every rank with its own copy of the message
+        if (physical_memory() or 0) < 1 << 40:
+            assert f"rank {r} refused 5: machine 'd1-32x32-chips3x1' (3,072 live nodes; a " \
+                   "rank holds 1,024 of them)" in p.stdout
         assert f"rank {r}: halted" in p.stdout
 
 
@@ -399,6 +406,25 @@ def test_roofline_and_sweep_on_ranks_say_they_run_on_one_process(args, monkeypat
     r = CliRunner().invoke(cli, args)
     assert isinstance(r.exception, D1Error), (r.exit_code, r.output)
     assert f"d1 {args[0]} runs on one process, not on MPI ranks" in str(r.exception)
+
+
+def test_d1_run_on_ranks_checks_a_rank_s_share_of_an_object_s_machine():
+    """An object brings its own machine: `mpiexec -n R d1 run big.d1o` checked no memory
+    before making the emulator, and every rank printed its own 'd1: rank K of R: new: error:'
+    as it failed to allocate. Rank 0 now refuses it once, naming the file, as one process."""
+    from d1.program import load_program
+    from d1isa.errors import D1Error
+    from d1isa.machine import load_machine
+    from emulator.state import physical_memory
+
+    if (physical_memory() or 1 << 40) >= 1 << 40:
+        pytest.skip("needs a host that says how much memory it has, and less than 1 TiB")
+    prog = load_program(ROOT / "programs" / "asm" / "vadd.d1s", load_machine(
+        mesh="32x32", chips="2x1", overrides={"sram_bytes": 1 << 30}))
+    with pytest.raises(D1Error, match=r"vadd.d1s: machine .*a rank holds 1,024 of them"):
+        prog.check_host_memory(2)
+    with pytest.raises(D1Error, match=r"vadd.d1s: machine .*\(2,048 live nodes\): "):
+        prog.check_host_memory()
 
 
 def test_a_failure_that_stops_every_rank_is_worded_as_one_process_words_it():

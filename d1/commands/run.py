@@ -152,8 +152,7 @@ def run(file: Path, inputs: tuple[str, ...], seed: int, shapes: tuple[str, ...],
     obj = prog.obj
     for note in prog.notes:
         click.echo(f"note: {note}", err=True)
-    if comm is None:
-        prog.check_host_memory()        # on MPI ranks each rank checks its own share
+    prog.check_host_memory(1 if comm is None else comm.Get_size())     # on ranks: a share
     if params is not None:
         params = params_for(prog, params, params_file)
     to_stdout = json_file is not None and str(json_file) == "-"
