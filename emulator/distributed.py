@@ -648,6 +648,11 @@ class RankEmulator(Emulator):
         rank (the others would otherwise wait for this one forever). `refused`: rank 0's
         error about the call's arguments, raised there and as `Refused` on every other rank
         before the method's work (a user's mistake, which one process raises too)."""
+        if name != "new" and self.state is None:
+            # on every rank alike (close() is collective); the run used to fail on each rank
+            # as an internal error deep in the method
+            raise D1Error(f"{name}: this emulator was closed (close() freed every rank's "
+                          "share of the machine): make a new one")
         with _Interrupts() as intr:
             try:
                 got = _start(self.comm, self.serial, name,
@@ -666,7 +671,9 @@ class RankEmulator(Emulator):
             raise KeyboardInterrupt
 
     def close(self) -> None:
-        """Free this emulator on every rank (collective)."""
+        """Free this emulator on every rank (collective); closing it again does nothing."""
+        if self.state is None:
+            return
         with self._op("close"):
             pass
         self.state = None

@@ -444,7 +444,8 @@ class Emulator:
 
     def close(self) -> None:
         """Nothing to free in one process (the arrays go with the object); on MPI ranks,
-        frees every rank's share (emulator.distributed)."""
+        frees every rank's share (emulator.distributed), after which its methods raise a
+        D1Error."""
 
     # ---- stop flags (for the debugger) --------------------------------------------------------
 

@@ -357,6 +357,11 @@ def refused(comm) -> int:
     res = emu.run()
     print(f"rank {rank}: {res.status} {emu.output('c').shape}", flush=True)
     emu.close()
+    emu.close()
+    try:
+        emu.run()
+    except D1Error as e:
+        print(f"rank {rank} refused after close: {e}", flush=True)
     return 0
 
 

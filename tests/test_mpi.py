@@ -225,6 +225,8 @@ def test_arguments_rank_0_refuses_raise_on_every_rank():
             assert f"rank {r} refused 5: machine 'd1-32x32-chips3x1' (3,072 live nodes; a " \
                    "rank holds 1,024 of them)" in p.stdout
         assert f"rank {r}: halted" in p.stdout
+        # a closed emulator's run failed on every rank as an internal error (exit 3)
+        assert f"rank {r} refused after close: run: this emulator was closed" in p.stdout
 
 
 @needs_mpi
