@@ -70,6 +70,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import compiler  # noqa: E402
+from benchmarks import take_arguments  # noqa: E402
 from compiler.ir import Op  # noqa: E402
 from compiler.pipeline import CompileOptions, compile_text  # noqa: E402
 from d1isa.asm import assemble  # noqa: E402
@@ -389,16 +390,11 @@ def print_encoder(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-    args = sys.argv[1:] if argv is None else argv
-    if args not in ([], ["spmd"], ["encoder"]):
-        print("usage: python -m benchmarks.compiler_bench [spmd|encoder]  (or `d1 bench "
-              f"compiler`), not {' '.join(args)!r}", file=sys.stderr)
-        raise SystemExit(2)
-    if args == ["spmd"]:
+    section = take_arguments(argv, "compiler_bench", "compiler", ("spmd", "encoder"))
+    if section == "spmd":
         print_spmd(bench_spmd())
         return
-    if args == ["encoder"]:
+    if section == "encoder":
         print_encoder(bench_encoder())
         return
     print("compiler benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "

@@ -18,10 +18,10 @@ is shared):
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
+from benchmarks import take_arguments
 from d1isa.asm import assemble
 from d1isa.machine import Machine, load_machine
 
@@ -161,11 +161,7 @@ def run(report: Callable[[str], None] = print, d1: bool = True) -> dict[str, flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if args:
-        print("usage: python -m benchmarks.debugger_bench  (or `d1 bench debugger`), "
-              f"not {' '.join(args)!r}", file=sys.stderr)
-        raise SystemExit(2)
+    take_arguments(argv, "debugger_bench", "debugger")
     run()
 
 

@@ -45,6 +45,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+from benchmarks import take_arguments  # noqa: E402
 from d1isa.isa import encode as E  # noqa: E402
 from d1isa.machine import load_machine  # noqa: E402
 from d1isa.objfile import CodeBlock, DataInit, ObjectFile  # noqa: E402
@@ -361,11 +362,7 @@ def _process_figures(report: Callable[[str], None]) -> dict[str, float | list[fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if args:
-        print("usage: python -m benchmarks.emulator_bench  (or `d1 bench emulator`), "
-              f"not {' '.join(args)!r}", file=sys.stderr)
-        raise SystemExit(2)
+    take_arguments(argv, "emulator_bench", "emulator")
     run()
 
 

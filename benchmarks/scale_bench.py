@@ -40,6 +40,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import compiler  # noqa: E402
+from benchmarks import take_arguments  # noqa: E402
 from compiler.dataparallel import scale_batch  # noqa: E402
 from compiler.pipeline import compile_text  # noqa: E402
 from d1isa.machine import load_machine  # noqa: E402
@@ -158,13 +159,7 @@ def matmul_section() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-    args = sys.argv[1:] if argv is None else argv
-    which = args[0] if args else "all"
-    if len(args) > 1 or which not in ("all", "data", "matmul"):
-        print(f"usage: python -m benchmarks.scale_bench [all|data|matmul]  (or `d1 bench "
-              f"scale`), not {' '.join(args)!r}", file=sys.stderr)
-        raise SystemExit(2)
+    which = take_arguments(argv, "scale_bench", "scale", ("all", "data", "matmul")) or "all"
     if which in ("all", "data"):
         data_section()
     if which in ("all", "matmul"):

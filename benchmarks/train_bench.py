@@ -41,13 +41,13 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import compiler  # noqa: E402
+from benchmarks import take_arguments  # noqa: E402
 from compiler.ir import Op  # noqa: E402
 from compiler.pipeline import compile_text  # noqa: E402
 from d1isa.machine import load_machine  # noqa: E402
@@ -235,11 +235,7 @@ def bench_digits(epochs: int = DIGITS_EPOCHS) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if args:
-        print("usage: python -m benchmarks.train_bench  (or `d1 bench train`), "
-              f"not {' '.join(args)!r}", file=sys.stderr)
-        raise SystemExit(2)
+    take_arguments(argv, "train_bench", "train")
     print("training benchmarks (d1 machine: 354 live nodes; 'modelled' figures come from the "
           "emulator's timing model, times are measured on the host)")
     d = bench_digits()          # first: the process loads the emulator's jitted loop here

@@ -235,16 +235,23 @@ output loss
 def test_batched_matmuls_and_n_d_transposes_split_along_the_batch(tmp_path):
     # 3-D products of two split operands and with a shared 2-D param, and transposes with a
     # perm (the split axis moves where the perm puts it) run data-parallel, as the reference does
-    path = tmp_path / "batched.d1k"
-    path.write_text(BATCHED)
-    m = chips("2x2")
-    tr, ref, losses = _steps(path, m, 2)
+    trains_data_parallel_like_the_reference(tmp_path, BATCHED, ("w",))
+
+
+def trains_data_parallel_like_the_reference(tmp_path, text: str, params: tuple[str, ...]):
+    """Two steps of `text` on 2 x 2 chips: data-parallel, the losses those of the reference
+    on the global batch, and each param bit-identical on every chip and equal to it."""
+    path = tmp_path / "prog.d1k"
+    path.write_text(text)
+    tr, ref, losses = _steps(path, chips("2x2"), 2)
     assert tr.obj.meta["parallel"]["chips"] == [2, 2]
     for got, want in losses:
         assert abs(got - want) <= 1e-4 * max(abs(want), 1)
-    copies = [tr.emu.output("w", chip=(cx, cy)) for cy in range(2) for cx in range(2)]
-    assert all(np.array_equal(c.view(np.uint32), copies[0].view(np.uint32)) for c in copies)
-    assert np.max(np.abs(copies[0] - ref["w"])) <= 1e-4 * max(float(np.max(np.abs(ref["w"]))), 1)
+    for name in params:
+        copies = [tr.emu.output(name, chip=(cx, cy)) for cy in range(2) for cx in range(2)]
+        assert all(np.array_equal(c.view(np.uint32), copies[0].view(np.uint32)) for c in copies)
+        scale = max(float(np.max(np.abs(ref[name]))), 1)
+        assert np.max(np.abs(copies[0] - ref[name])) <= 1e-4 * scale, name
 
 
 WHERE_LAYERNORM = """
@@ -263,18 +270,7 @@ output loss
 def test_where_and_layernorm_along_another_axis_keep_the_split(tmp_path):
     # elementwise `where` and a layernorm of each sample run on each chip's samples (they were
     # "where has no data-parallel rule" and "layernorm has no ...", mapped whole)
-    path = tmp_path / "where_ln.d1k"
-    path.write_text(WHERE_LAYERNORM)
-    m = chips("2x2")
-    tr, ref, losses = _steps(path, m, 2)
-    assert tr.obj.meta["parallel"]["chips"] == [2, 2]
-    for got, want in losses:
-        assert abs(got - want) <= 1e-4 * max(abs(want), 1)
-    for name in ("w", "b"):
-        copies = [tr.emu.output(name, chip=(cx, cy)) for cy in range(2) for cx in range(2)]
-        assert all(np.array_equal(c.view(np.uint32), copies[0].view(np.uint32)) for c in copies)
-        scale = max(float(np.max(np.abs(ref[name]))), 1)
-        assert np.max(np.abs(copies[0] - ref[name])) <= 1e-4 * scale, name
+    trains_data_parallel_like_the_reference(tmp_path, WHERE_LAYERNORM, ("w", "b"))
 
 
 CHAIN = """
@@ -292,17 +288,7 @@ def test_a_whole_upstream_gradient_through_a_matmul_is_sliced_on_each_chip(tmp_p
     # the gradient of the mean is a broadcast literal, whole on every chip; `g @ transpose(c)`
     # of it met x's split rows ("a value computed whole on every chip ... meets values split")
     # and the program was mapped whole; its rows are now computed on each chip
-    path = tmp_path / "chain.d1k"
-    path.write_text(CHAIN)
-    tr, ref, losses = _steps(path, chips("2x2"), 2)
-    assert tr.obj.meta["parallel"]["chips"] == [2, 2]
-    for got, want in losses:
-        assert abs(got - want) <= 1e-4 * max(abs(want), 1)
-    for name in ("a", "c"):
-        copies = [tr.emu.output(name, chip=(cx, cy)) for cy in range(2) for cx in range(2)]
-        assert all(np.array_equal(k.view(np.uint32), copies[0].view(np.uint32)) for k in copies)
-        scale = max(float(np.max(np.abs(ref[name]))), 1)
-        assert np.max(np.abs(copies[0] - ref[name])) <= 1e-4 * scale, name
+    trains_data_parallel_like_the_reference(tmp_path, CHAIN, ("a", "c"))
 
 
 def test_three_chips_in_a_line_reduce_to_the_middle_one():
