@@ -360,6 +360,10 @@ def test_sweep_of_harvested_nodes_and_usage_errors():
     for opts in (["--chips", "", "--mesh", "4x4"], ["--mesh", "", "--set", "fifo_depth=1,2"]):
         r = d1("sweep", str(ASM / "token_ring.d1s"), *opts, ok=False)
         assert str(r.exception) == f"{opts[0]}: empty value in ''", r.output
+    # a grid listed twice (however written) is one point, as d1 scale says; it ran twice
+    for opt, text, what in (("--chips", "1x1, 1X1", "chip grid"), ("--mesh", "4x4,4x4", "mesh")):
+        r = d1("sweep", str(ASM / "token_ring.d1s"), opt, text, ok=False)
+        assert str(r.exception) == f"{opt} lists a {what} twice: '{text}'", r.output
 
 
 def test_a_sweep_of_too_many_points_is_refused_before_listing_them(monkeypatch):

@@ -58,8 +58,10 @@ def parse_axes(sets: tuple[str, ...], meshes: str | None,
     for name, text, check in (("mesh", meshes, parse_mesh), ("chips", chips, parse_chips)):
         if text is not None:            # an empty list is an error, not "no axis"
             vals = split_values(text, f"--{name}")
-            for v in vals:
-                check(v)
+            grids = [check(v) for v in vals]
+            if len(set(grids)) < len(grids):    # as d1 scale: one point each
+                what = "mesh" if name == "mesh" else "chip grid"
+                raise D1Error(f"--{name} lists a {what} twice: '{text}'")
             axes.append((name, vals))
     for item in sets:
         if "=" not in item:
