@@ -71,6 +71,14 @@ def test_delete_asks_for_a_breakpoint_number_not_a_count():
     assert out["stepi x"] == ["error: expected a count, got 'x'"]
 
 
+def test_print_shows_a_value_beyond_64_bits_in_full_hex():
+    # its hex was masked to 64 bits (0xdcc80cd2e3ffffff) beside the full decimal
+    out = batch(f"{ASM}/token_ring.d1s", "p 99999999999999999999999999", "p -1", mesh="4x4")
+    assert out["p 99999999999999999999999999"] == [
+        "99999999999999999999999999 (0x52b7d2dcc80cd2e3ffffff, beyond 64 bits)"]
+    assert out["p -1"] == ["-1 (0xffffffffffffffff)"]
+
+
 def test_a_count_beyond_int64_runs_or_undoes_everything():
     # reverse-stepi N and stepi N all took N from numpy int64 counts: an OverflowError, shown
     # as "internal error" and "This is a bug in d1".

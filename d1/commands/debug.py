@@ -789,8 +789,8 @@ def _print(s: Session, args: list[str]) -> None:
     args, node = s.take_node(args)
     if not args:
         raise CommandError("usage: print EXPR")
-    v = s.dbg.evaluate(" ".join(args), node)
-    s.out(f"{v} (0x{v & 0xFFFFFFFFFFFFFFFF:x})")
+    from emulator.debugger.views import fmt_value
+    s.out(fmt_value(s.dbg.evaluate(" ".join(args), node)))
 
 
 @command("help", ("h", "?"), "help [COMMAND]", "List the commands, or explain one.", "Session",

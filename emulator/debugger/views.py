@@ -33,7 +33,9 @@ def fmt_value(v: Any) -> str:
     if isinstance(v, bytes):
         return " ".join(f"{b:02x}" for b in v[:32]) + (" ..." if len(v) > 32 else "")
     if isinstance(v, int):
-        return f"{v} (0x{v & 0xFFFFFFFFFFFFFFFF:x})"
+        if -(1 << 63) <= v < 1 << 64:      # a register's bits: two's complement in 64
+            return f"{v} (0x{v & 0xFFFFFFFFFFFFFFFF:x})"
+        return f"{v} ({hex(v)}, beyond 64 bits)"
     return str(v)
 
 
