@@ -89,13 +89,40 @@ def read_text(path: str | Path, limit: int = MAX_SOURCE_BYTES, what: str = "sour
         raise D1Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def check_destination(path: str | Path, option: str = "output", probe: bool = True) -> Path:
-    """Check, before any work, that `path` can be written: its directory exists (it is made if
-    missing), a file can be made in it, and the path is not a directory or a special file.
+def _made_in(directory: Path, option: str, shown: Path) -> Path:
+    """Where files for `directory` will be made: the directory itself, or, if it does not
+    exist yet, its nearest existing ancestor, which must be a writable directory (the missing
+    ones are made by the first write, `write_atomic`: a command that fails before writing
+    leaves no empty directory behind)."""
+    at = directory
+    while not at.exists() and not at.is_symlink() and at != at.parent:
+        at = at.parent
+    if not at.is_dir():
+        raise D1Error(f"{option} {shown}: cannot create the directory {directory}: {at} is not "
+                      "a directory")
+    if not os.access(at, os.W_OK | os.X_OK):
+        raise D1Error(f"{option} {shown}: the directory {at} is not writable")
+    return at
 
-    The directory is probed by making (and removing) a file in it: permission bits say
-    nothing for root, nor for /proc, a read-only mount or a full quota. `write_atomic`, which
-    makes its temporary file there anyway, does not probe.
+
+def _probe(directory: Path, message: str) -> None:
+    """Make (and remove) a file in `directory`: permission bits say nothing for root, nor for
+    /proc, a read-only mount or a full quota."""
+    try:
+        fd, made = tempfile.mkstemp(dir=directory, prefix=".d1-probe-")
+        os.close(fd)
+        os.unlink(made)
+    except OSError as e:
+        raise D1Error(f"{message}: {_reason(e)}") from None
+
+
+def check_destination(path: str | Path, option: str = "output", probe: bool = True) -> Path:
+    """Check, before any work, that `path` can be written: its directory exists or can be made
+    (it is made by the write), a file can be made there, and the path is not a directory or a
+    special file.
+
+    The directory (or the ancestor it will be made in) is probed by making and removing a
+    file in it. `write_atomic`, which makes its temporary file there anyway, does not probe.
 
     '-' is refused: where an option means standard output by it (`--json -`), the caller
     handles it before asking here; anywhere else it would make a file named '-'."""
@@ -113,44 +140,25 @@ def check_destination(path: str | Path, option: str = "output", probe: bool = Tr
         raise D1Error(f"{option} {p}: not a regular file ({_kind(st.st_mode)}); d1 writes "
                       "only regular files")
     parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise D1Error(f"{option} {p}: cannot create the directory {parent}: "
-                          f"{_reason(e)}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise D1Error(f"{option} {p}: the directory {parent} is not writable")
+    at = _made_in(parent, option, p)
     if probe:
-        try:
-            fd, made = tempfile.mkstemp(dir=parent, prefix=".d1-probe-")
-            os.close(fd)
-            os.unlink(made)
-        except OSError as e:
-            raise D1Error(f"{option} {p}: cannot write files in {parent}: "
-                          f"{_reason(e)}") from None
+        _probe(at, f"{option} {p}: cannot write files in {at}")
     return p
 
 
 def check_output_dir(path: str | Path, option: str = "--out-dir") -> Path:
-    """Create the output directory if needed and check that files can be made in it ('-' is
-    refused: it reads as standard output, which a directory cannot be)."""
+    """Check that files can be made in the output directory, or where it will be made (by the
+    first write) if it does not exist ('-' is refused: it reads as standard output, which a
+    directory cannot be)."""
     p = _path(path, f"{option} directory")
     if str(path) == "-":
         raise D1Error(f"{option} needs a directory name: '-' (standard output) cannot hold "
                       "the output files")
     if p.exists() and not p.is_dir():
         raise D1Error(f"{option} {p}: exists and is not a directory")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise D1Error(f"{option} {p}: cannot create it: {_reason(e)}") from None
-    try:
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".d1-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise D1Error(f"{option} {p}: cannot write files there: {_reason(e)}") from None
+    at = _made_in(p, option, p)
+    _probe(at, f"{option} {p}: cannot write files there" if at == p
+           else f"{option} {p}: cannot make it in {at}")
     return p
 
 
@@ -158,6 +166,11 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file in the same directory and a rename: the
     old file stays whole until the new one is complete."""
     p = check_destination(path, probe=False)
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise D1Error(f"cannot create the directory {parent} for {p}: {_reason(e)}") from None
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = -1, ""
     try:

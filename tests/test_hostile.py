@@ -438,16 +438,17 @@ def test_a_device_or_a_pipe_as_input_or_destination_is_refused(specials, args, m
 
 
 @pytest.mark.parametrize("option, where, message", [
-    ("--out-dir", "plain.txt/out", "--out-dir plain.txt/out: cannot create it"),
+    ("--out-dir", "plain.txt/out", "--out-dir plain.txt/out: cannot create the directory "
+                                     "plain.txt/out: plain.txt is not a directory"),
     ("--out-dir", "plain.txt", "Directory 'plain.txt' is a file"),
     ("--out-dir", "/dev/null", "--out-dir /dev/null: exists and is not a directory"),
-    ("--out-dir", "/proc/d1-out", "--out-dir /proc/d1-out: cannot create it"),
+    ("--out-dir", "/proc/d1-out", "--out-dir /proc/d1-out: cannot make it in /proc"),
     ("--json", "plain.txt/run.json", "--json plain.txt/run.json: Not a directory"),
     ("--json", "/dev/null", "--json /dev/null: not a regular file"),
     ("--trace", "/proc/d1-trace.json", "--trace /proc/d1-trace.json: cannot write files in "
                                        "/proc"),
-    ("--trace", "/proc/self/x/t.json", "--trace /proc/self/x/t.json: cannot create the "
-                                       "directory"),
+    ("--trace", "/proc/self/x/t.json", "--trace /proc/self/x/t.json: the directory "
+                                       "/proc/self is not writable"),
 ])
 def test_an_unusable_destination_fails_before_the_run(tmp_path, monkeypatch, capsys, option,
                                                       where, message):
@@ -464,6 +465,20 @@ def test_an_unusable_destination_fails_before_the_run(tmp_path, monkeypatch, cap
     assert status == 2 and message in out, out
     assert time.monotonic() - t0 < 10
     assert tree(tmp_path) == {"plain.txt"} and (tmp_path / "plain.txt").read_text() == "keep me"
+
+
+def test_a_command_that_fails_leaves_no_directory_it_would_have_made(tmp_path, monkeypatch,
+                                                                     capsys):
+    # the destinations' directories were made while checking them, before the compile error
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.d1k").write_text("input x: f32[4]\ny = x +\noutput y\n")
+    for args in (["run", "bad.d1k", "--out-dir", "o/deep", "--json", "j/run.json"],
+                 ["compile", "bad.d1k", "-o", "nodir/sub/x.d1o"]):
+        status, out = d1_here(capsys, *args)
+        assert status == 2 and "error:" in out, out
+        assert tree(tmp_path) == {"bad.d1k"}, args
+    status, out = d1_here(capsys, "run", str(VADD), "--mesh", "2x2", "--out-dir", "o/deep")
+    assert status == 0 and (tmp_path / "o" / "deep").is_dir(), out   # made by the write
 
 
 # ---- statistics files (d1 diff, viz, roofline) ------------------------------------------------
