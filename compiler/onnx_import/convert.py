@@ -29,9 +29,9 @@ import numpy as np
 
 from compiler.onnx_import import expr as X
 from compiler.onnx_import.expr import E
-from compiler.onnx_import.names import Names, shown
+from compiler.onnx_import.names import Names
 from compiler.onnx_import.registry import lookup, why_not
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, printable
 from d1isa.numbers import is_integer
 
 # ONNX element types (onnx.TensorProto.DataType), the ones this module names.
@@ -153,7 +153,7 @@ class ImportFailure(D1Error):
     "model" (anything else: the model, its inputs or the options are wrong)."""
 
     def __init__(self, messages: list[str], kinds: list[str] | None = None) -> None:
-        self.messages = [shown(m) for m in messages]
+        self.messages = [printable(m) for m in messages]
         self.kinds = kinds or ["model"] * len(messages)
         super().__init__("\n".join(messages))
 
@@ -226,9 +226,9 @@ def elem_name(elem: int) -> str:
 
 def node_label(node: Any, index: int) -> str:
     if node.name:
-        return f"'{shown(node.name)}'"
+        return f"'{printable(node.name)}'"
     out = next((o for o in node.output if o), None)
-    return f"#{index}" + (f" (output '{shown(out)}')" if out else "")
+    return f"#{index}" + (f" (output '{printable(out)}')" if out else "")
 
 
 class Importer:
@@ -438,7 +438,7 @@ class Importer:
                 if dsl != self.names[o.name]:
                     self.output_params[o.name] = dsl
             elif v.expr is None or v.expr.text != dsl:
-                self.body.append(f"{dsl} = {v.expr}  # graph output '{shown(o.name)}'")
+                self.body.append(f"{dsl} = {v.expr}  # graph output '{printable(o.name)}'")
                 self.bound.add(dsl)
             outputs.append(dsl)
         if not outputs and not self.problems:
@@ -447,7 +447,7 @@ class Importer:
 
     def text(self, outputs: list[str]) -> str:
         made = f"{self.model.producer_name} {self.model.producer_version}".rstrip()
-        lines = [shown(f"# Imported from {self.filename} by d1 import (ONNX opset {self.opset}"
+        lines = [printable(f"# Imported from {self.filename} by d1 import (ONNX opset {self.opset}"
                        + (f", made by {made}" if self.model.producer_name else "") + ")."),
                  "# One statement per ONNX node; its comment names the node and its operator."]
         if self.params:
@@ -460,7 +460,7 @@ class Importer:
 
     def comment_name(self, onnx_name: str) -> str:
         dsl = self.names[onnx_name]
-        return f"  # ONNX '{shown(onnx_name)}'" if dsl != onnx_name else ""
+        return f"  # ONNX '{printable(onnx_name)}'" if dsl != onnx_name else ""
 
     # ---- the two walks ------------------------------------------------------------------------
 
@@ -642,9 +642,9 @@ class Importer:
     def declare_param(self, dsl: str, values: np.ndarray, dtype: str, onnx_name: str,
                       transposed: bool = False) -> None:
         shape = ", ".join(str(d) for d in values.shape)
-        note = f"  # ONNX '{shown(onnx_name)}'" if dsl != onnx_name else ""
+        note = f"  # ONNX '{printable(onnx_name)}'" if dsl != onnx_name else ""
         if transposed:
-            note = (note or f"  # ONNX '{shown(onnx_name)}'") + ", transposed"
+            note = (note or f"  # ONNX '{printable(onnx_name)}'") + ", transposed"
         self.decls.append(f"param {dsl}: {dtype}[{shape}]{note}")
         self.bound.add(dsl)
         self.params[dsl] = np.ascontiguousarray(values, dtype=np.float32)
@@ -760,7 +760,7 @@ class NodeCtx:
 
     def comment(self) -> str:
         name = self.node.name or f"#{self.index}"
-        return f"  # {shown(name)} ({shown(self.op)})"
+        return f"  # {printable(name)} ({printable(self.op)})"
 
     def out(self, i: int, e: E, shape: tuple[int, ...], dtype: str,
             elem: int | None = None) -> None:

@@ -27,16 +27,6 @@ _VALID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9_]")
 
 
-def shown(text: str) -> str:
-    """`text` (an ONNX name, a producer's name) as it may appear in a comment of the
-    imported program or in a one-line message: every character that is not printable (a
-    newline, a carriage return, U+2028, a NUL, ...) written as its Python escape, so a name
-    can neither end a comment line and start a statement of its own nor split a message."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def is_reserved(name: str) -> bool:
     return name in RESERVED or name in FUTURE_BUILTINS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from d1.options import parse_shapes, shape_option
-from d1isa.errors import D1Error
+from d1isa.errors import D1Error, printable
 from d1isa.files import check_destination, refuse_overwrite, same_file, write_atomic
 
 # How many renamed names the summary spells out (the .d1k lists every one).
@@ -68,7 +68,6 @@ def import_(model: Path, output: Path | None, shapes: tuple[str, ...]) -> None:
                   else ", no params)"), err=True)
     renamed = imported.renamed
     if renamed:
-        from compiler.onnx_import.names import shown as printable
         shown = [f"'{printable(k)}' -> {v}" for k, v in list(renamed.items())[:SHOWN_RENAMES]]
         more = len(renamed) - len(shown)
         click.echo("renamed: " + ", ".join(shown) + (f" and {more} more" if more else ""),
