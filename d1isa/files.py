@@ -166,7 +166,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file in the same directory and a rename: the
     old file stays whole until the new one is complete."""
     p = check_destination(path, probe=False)
-    parent = p.parent if str(p.parent) else Path(".")
+    parent = p.parent                   # "." for a bare file name
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -174,8 +174,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = -1, ""
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".",
-                                   prefix=f".{p.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
         view = memoryview(payload)
         while view:
             n = os.write(fd, view)
