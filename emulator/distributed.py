@@ -61,7 +61,7 @@ from numba import njit
 
 from d1isa import isa
 from d1isa.errors import D1Error
-from d1isa.machine import MAX_QUANTUM, MAX_RUN_CYCLES, OPPOSITE, Machine
+from d1isa.machine import OPPOSITE, Machine
 from d1isa.objfile import (
     CodeBlock,
     DataInit,
@@ -83,10 +83,10 @@ from emulator.emulator import (
     _ScatterPlan,
     _set_controls,
     _to_raw,
-    _window,
     as_declared,
     assemble_output,
     on_chip,
+    run_settings,
     wait_chains_of,
 )
 from emulator.opcodes import FELL_OFF
@@ -545,13 +545,8 @@ class RankEmulator(Emulator):
         if _count("threads", threads, 1) != 1:
             raise D1Error("on MPI ranks each rank runs one thread: use more ranks instead "
                           f"of threads={threads}")
-        if window is not None:
-            window = _window(window)
-        # the bounds of Emulator's own checks (those of d1 run's options)
-        return {"machine": obj.machine.to_dict(), "seed": _count("seed", seed),
-                "max_cycles": _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES),
-                "quantum": _count("quantum", quantum, 1, MAX_QUANTUM),
-                "window": window}
+        return {"machine": obj.machine.to_dict(),
+                **run_settings(seed, max_cycles, quantum, window)}
 
     def _setup(self, m: Machine, share: Share, nodes: np.ndarray, params: dict) -> None:
         self.machine = m

@@ -118,10 +118,8 @@ class Emulator:
             raise D1Error(f"Emulator takes an ObjectFile, not {type(obj).__name__}: load a file "
                           "with d1.program.load_program(path).obj, or ObjectFile.load(path) "
                           "for a .d1o")
-        max_cycles = _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES)
-        quantum = _count("quantum", quantum, 1, MAX_QUANTUM)
-        if window is not None:
-            _window(window)             # MPI ranks' time windows: none in one process
+        # (window: MPI ranks' time windows, none in one process; checked all the same)
+        settings = run_settings(seed, max_cycles, quantum, window)
         # More threads than nodes could never all have work (and the partition would count
         # up to the number asked for).
         self.threads = min(_count("threads", threads, 1), max(1, obj.machine.n_live))
@@ -129,9 +127,9 @@ class Emulator:
         self.helped_instructions = 0
         self.obj = obj
         self.machine = m = obj.machine
-        self.seed = _count("seed", seed)
-        self.max_cycles = max_cycles
-        self.quantum = quantum
+        self.seed = settings["seed"]
+        self.max_cycles = settings["max_cycles"]
+        self.quantum = settings["quantum"]
         self.n = m.n_live
         self.code = decode_object(obj)
         self.state = State(m, self.seed)
@@ -1062,6 +1060,15 @@ def _window(value: Any) -> int:
     if not 1 <= value <= MAX_RUN_CYCLES:
         raise D1Error(f"window must be in 1 .. {MAX_RUN_CYCLES:,} cycles, got {value:,}")
     return int(value)
+
+
+def run_settings(seed: Any, max_cycles: Any, quantum: Any, window: Any) -> dict[str, Any]:
+    """The constructor's settings checked, one process's and MPI ranks' alike (the bounds of
+    `d1 run`'s options): seed, max_cycles, quantum, and window (None, or cycles)."""
+    return {"seed": _count("seed", seed),
+            "max_cycles": _count("max_cycles", max_cycles, 0, MAX_RUN_CYCLES),
+            "quantum": _count("quantum", quantum, 1, MAX_QUANTUM),
+            "window": None if window is None else _window(window)}
 
 
 def _count(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
