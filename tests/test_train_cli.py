@@ -248,11 +248,14 @@ def test_ctrl_c_while_setting_up_stops_before_the_first_step(dataset, monkeypatc
 
     from click.testing import CliRunner
 
+    import d1.commands.run  # noqa: F401  (binds the real load_program: see below)
     import d1.program
     from d1.cli import cli
 
     d, _, _ = dataset
     load = d1.program.load_program
+    # d1.commands.run binds load_program when first imported: were that during the patch,
+    # every later `d1 run` of this process (other tests') would be interrupted too.
 
     def interrupted_load(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
