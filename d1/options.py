@@ -27,6 +27,14 @@ def max_cycles_option(help_text: str) -> Callable:
                         default=50_000_000, show_default=True, help=help_text)
 
 
+def threads_option(more: str = "") -> Callable:
+    """--threads, as `d1 run` and `d1 train` take it (`more`: what else the command says)."""
+    return click.option("--threads", type=click.IntRange(0, 4096), default=0, show_default=True,
+                        help="Host threads that run nodes in parallel; 0 = one per usable CPU "
+                             "(at most 8, and 1 below 64 nodes); more than the usable CPUs is "
+                             f"capped to them. Results never depend on it{more}.")
+
+
 def machine_options(f: Callable) -> Callable:
     """Add --machine, --mesh, --chips and --set to a command."""
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

@@ -20,6 +20,7 @@ from d1.options import (
     params_option,
     parse_shapes,
     shape_option,
+    threads_option,
     usable_cpus,
 )
 from d1.params import check_npy
@@ -77,10 +78,7 @@ def load_npy(file: str | Path, what: str) -> np.ndarray:
 @max_cycles_option("A node whose clock passes this many cycles traps (cause 9).")
 @click.option("--quantum", type=click.IntRange(1, MAX_QUANTUM), default=256, show_default=True,
               help="Instructions per node per turn (results never depend on it).")
-@click.option("--threads", type=click.IntRange(0, 4096), default=0, show_default=True,
-              help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
-                   "8, and 1 below 64 nodes); more than the usable CPUs is capped to them. "
-                   "Results never depend on it; --trace and --regions run on one thread.")
+@threads_option("; --trace and --regions run on one thread")
 @click.option("--stats", "show_stats", is_flag=True,
               help="Print modelled timing, FLOP/s, link use and stalls, and host speed.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True,

@@ -11,7 +11,13 @@ from typing import Any
 
 import click
 
-from d1.options import MAX_SEED, emulated_machine, machine_options, max_cycles_option
+from d1.options import (
+    MAX_SEED,
+    emulated_machine,
+    machine_options,
+    max_cycles_option,
+    threads_option,
+)
 from d1isa import units
 from d1isa.errors import D1Error, RuntimeFault
 from d1isa.files import (
@@ -57,10 +63,7 @@ OUT_FILES = ("params.npz", "history.csv", "loss.png")
                    "FLOPs, link bytes on chip and across chip edges (per chip on a machine "
                    "of several chips), SRAM high water.")
 @max_cycles_option("Per step: a node whose clock passes this many cycles traps (cause 9).")
-@click.option("--threads", type=click.IntRange(0, 4096), default=0, show_default=True,
-              help="Host threads that run nodes in parallel; 0 = one per usable CPU (at most "
-                   "8, and 1 below 64 nodes); more than the usable CPUs is capped to them. "
-                   "Results never depend on it.")
+@threads_option()
 @click.option("-O", "opts", multiple=True, metavar="KEY=VALUE",
               help="Compiler option for a .d1k program (repeatable), as for `d1 compile`.")
 @machine_options
