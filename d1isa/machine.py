@@ -323,10 +323,7 @@ class Machine:
     def from_dict(cls, params: dict[str, Any], lacking: str = MACHINE_FILE_HINT) -> Machine:
         """Validate a complete parameter dict and build the machine. `lacking`: what the
         error for missing parameters advises (where the dict came from decides it)."""
-        unknown = sorted(set(params) - set(PARAM_BY_KEY))
-        if unknown:
-            raise MachineError(f"unknown machine parameter(s): {', '.join(unknown)}; "
-                               f"known: {', '.join(p.key for p in PARAMS)}")
+        _refuse_unknown(params)
         missing = [p.key for p in PARAMS if p.key not in params]
         if missing:
             raise MachineError(f"machine description lacks: {', '.join(missing)}; {lacking}")
@@ -802,16 +799,22 @@ def _check_file_values(path: Path, params: dict[str, Any]) -> None:
     """Each parameter a machine file lists, checked for its type and range where it is
     written, so that the error names the file (--set and --mesh are applied later, and the
     whole machine is checked again when it is built)."""
-    unknown = sorted(k for k in params if k not in PARAM_BY_KEY)
-    if unknown:
-        raise MachineError(f"{path}: unknown machine parameter(s): "
-                           f"{_shown(printable(', '.join(unknown)))}; known: "
-                           f"{', '.join(p.key for p in PARAMS)}")
+    _refuse_unknown(params, f"{path}: ")
     for key, value in params.items():
         try:
             _check_value(PARAM_BY_KEY[key], value)
         except MachineError as e:
             raise MachineError(f"{path}: {e}") from None
+
+
+def _refuse_unknown(params: dict[str, Any], where: str = "") -> None:
+    """A MachineError naming the keys of `params` that are no machine parameter, if any
+    (`where`: the file they were read from), and every one there is."""
+    unknown = sorted(k for k in params if k not in PARAM_BY_KEY)
+    if unknown:
+        raise MachineError(f"{where}unknown machine parameter(s): "
+                           f"{_shown(printable(', '.join(unknown)))}; known: "
+                           f"{', '.join(p.key for p in PARAMS)}")
 
 
 def _shown(text: str, limit: int = 80) -> str:
